@@ -1,0 +1,3 @@
+from chainshare.cli import main
+
+main()
