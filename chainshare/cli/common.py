@@ -38,8 +38,9 @@ def _print_error(message: str, code: int) -> int:
 def run_cli(group: click.Group, argv: list[str] | None) -> int:
     """Run the click group; map chainshare errors to a message and exit code, never a traceback."""
     try:
-        group.main(args=argv, prog_name="chainshare", standalone_mode=False)
-        return EXIT_OK
+        rv = group.main(args=argv, prog_name="chainshare", standalone_mode=False)
+        # With standalone_mode=False click *returns* the code of ``ctx.exit(code)`` instead of raising.
+        return rv if isinstance(rv, int) else EXIT_OK
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
     except click.exceptions.Abort:
@@ -57,3 +58,61 @@ def run_cli(group: click.Group, argv: list[str] | None) -> int:
         return _print_error(str(exc), EXIT_FAILURE)
     finally:
         sys.stdout.flush()
+
+
+def acting_options(fn: Any) -> Any:
+    """Options of a command that acts for an agency: --devnet DIR --as AGENCY, or --node URL --keystore FILE."""
+    from pathlib import Path
+
+    for opt in reversed([
+        click.option("--devnet", "devnet_dir", type=click.Path(file_okay=False, path_type=Path),
+                     help="Devnet directory (node and key from its devnet.json)."),
+        click.option("--as", "as_agency", help="Agency to act as (with --devnet)."),
+        click.option("--node", "node_url", help="Node URL, e.g. http://127.0.0.1:8545 (with --keystore)."),
+        click.option("--keystore", type=click.Path(dir_okay=False, path_type=Path),
+                     help="V3 keystore of the agency account (with --node)."),
+        click.option("--password-file", type=click.Path(dir_okay=False, path_type=Path),
+                     help="Keystore password file (default: $CHAINSHARE_PASSWORD)."),
+    ]):
+        fn = opt(fn)
+    return fn
+
+
+def resolve_actor(devnet_dir: Any, as_agency: str | None, node_url: str | None, keystore: Any,
+                  password_file: Any, need_key: bool = True) -> tuple[str, bytes | None]:
+    """The node URL and the account key to act with, from either option set; clear errors otherwise."""
+    import json as _json
+
+    from chainshare.errors import InvalidInput
+
+    if devnet_dir is not None:
+        if node_url or keystore:
+            raise InvalidInput("use either --devnet/--as or --node/--keystore, not both")
+        from chainshare.devnet import read_devnet
+
+        info = read_devnet(devnet_dir)
+        agencies = [a["agency"] for a in info["accounts"]]
+        agency = as_agency or (agencies[0] if not need_key else None)
+        if agency is None:
+            raise InvalidInput(f"--as AGENCY is required with --devnet (one of: {', '.join(agencies)})")
+        acct = next((a for a in info["accounts"] if a["agency"] == agency), None)
+        if acct is None:
+            raise InvalidInput(f"agency {agency!r} is not in {devnet_dir}/devnet.json (one of: {', '.join(agencies)})")
+        node = next((n for n in info["nodes"] if n["agency"] == agency), info["nodes"][0])
+        return node["rpc"], bytes.fromhex(acct["private_key"][2:])
+    if node_url is None:
+        raise InvalidInput("say where to send: --devnet DIR --as AGENCY, or --node URL --keystore FILE")
+    if not need_key:
+        return node_url, None
+    if keystore is None:
+        raise InvalidInput("--keystore FILE is required with --node")
+    from chainshare.crypto.keystore import decrypt_account_key, read_password
+    from chainshare.errors import ConfigError
+
+    try:
+        ks = _json.loads(keystore.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"keystore {keystore} does not exist") from exc
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"keystore {keystore} is not readable JSON: {exc}") from exc
+    return node_url, decrypt_account_key(ks, read_password(password_file))

@@ -1,0 +1,127 @@
+"""The node's one HTTP port: JSON-RPC at ``POST /``, REST under ``/api/v1``, ``/healthz``, ``/metrics``.
+
+A thin ASGI router keeps the JSON-RPC hot path free of framework overhead; bodies are read with
+a hard size limit (413 beyond it) before anything parses them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
+
+from chainshare.api.jsonrpc import JsonRpc
+from chainshare.api.rest import create_rest_app
+from chainshare.node import Node
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            raise ConnectionResetError()
+        chunk = msg.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge()
+        chunks.append(chunk)
+        if not msg.get("more_body"):
+            return b"".join(chunks)
+
+
+async def _respond(send: Send, status: int, body: bytes, content_type: bytes = b"application/json") -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _metrics_registry(node: Node, rpc: JsonRpc) -> CollectorRegistry:
+    reg = CollectorRegistry()
+    g = {
+        "head": Gauge("chainshare_head_height", "Height of the latest finalized block", registry=reg),
+        "mempool": Gauge("chainshare_mempool_transactions", "Transactions waiting in the mempool", registry=reg),
+        "blocks": Gauge("chainshare_blocks_produced_total", "Blocks this node produced since start", registry=reg),
+        "txs": Gauge("chainshare_transactions_finalized_total", "Transactions finalized since start", registry=reg),
+        "rejected": Gauge("chainshare_transactions_rejected_total", "Transactions refused at admission", registry=reg),
+        "rpc_errors": Gauge("chainshare_rpc_errors_total", "JSON-RPC requests answered with an error", registry=reg),
+        "uptime": Gauge("chainshare_uptime_seconds", "Seconds since the node started", registry=reg),
+        "block_ms": Gauge("chainshare_last_block_build_ms", "Time to build and commit the last block", registry=reg),
+    }
+    rpc_calls = Gauge("chainshare_rpc_requests_total", "JSON-RPC requests by method", ["method"], registry=reg)
+
+    def refresh() -> None:
+        g["head"].set(node.chain.head_height)
+        g["mempool"].set(len(node.mempool))
+        g["blocks"].set(node.stats["blocks"])
+        g["txs"].set(node.stats["txs"])
+        g["rejected"].set(node.stats["rejected"])
+        g["rpc_errors"].set(rpc.error_count)
+        g["uptime"].set(time.time() - node.started_at)
+        g["block_ms"].set(node.stats["last_block_ms"])
+        for m, c in list(rpc.counts.items()):
+            rpc_calls.labels(method=m).set(c)
+
+    reg.refresh = refresh  # type: ignore[attr-defined]
+    return reg
+
+
+def create_app(node: Node) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+    rpc = JsonRpc(node, node.cfg.api.max_batch)
+    rest = create_rest_app(node, rpc)
+    registry = _metrics_registry(node, rpc)
+    limit = node.cfg.api.max_body_bytes
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        path: str = scope["path"]
+        method: str = scope["method"]
+        if path == "/":
+            if method != "POST":
+                await _respond(send, 405, b'{"error":"JSON-RPC takes POST /"}')
+                return
+            try:
+                body = await _read_body(receive, limit)
+            except BodyTooLarge:
+                await _respond(send, 413, orjson.dumps({"jsonrpc": "2.0", "id": None, "error": {
+                    "code": -32600, "message": f"request body exceeds {limit} bytes"}}))
+                return
+            except ConnectionResetError:
+                return
+            out = rpc.handle_body(body)
+            await _respond(send, 200, out if out is not None else b"")
+            return
+        if path == "/healthz":
+            await _respond(send, 200, orjson.dumps({"status": "ok", "head": node.chain.head_height}))
+            return
+        if path == "/metrics":
+            registry.refresh()  # type: ignore[attr-defined]
+            await _respond(send, 200, generate_latest(registry), b"text/plain; version=0.0.4")
+            return
+        if path == "/api/v1" or path.startswith("/api/v1/"):
+            if int(dict(scope.get("headers", [])).get(b"content-length", b"0") or 0) > limit:
+                await _respond(send, 413, b'{"error":{"type":"InvalidInput","message":"request body too large"}}')
+                return
+            sub = dict(scope)
+            sub["root_path"] = scope.get("root_path", "") + "/api/v1"
+            sub["path"] = path[len("/api/v1"):] or "/"
+            await rest(sub, receive, send)
+            return
+        await _respond(send, 404, b'{"error":{"type":"NotFound","message":"no such endpoint"}}')
+
+    _ = asyncio  # the app runs on the server's event loop
+    return app

@@ -1,0 +1,205 @@
+"""REST API under /api/v1 (FastAPI, OpenAPI at /api/v1/openapi.json).
+
+Reads are of finalized data only. Every error is a JSON body ``{"error": {"type", "message"}}``
+with the status from the one error mapping; malformed parameters are 400/422, never 500.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Body, FastAPI, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from chainshare.api.errors import http_error
+from chainshare.api.jsonrpc import JsonRpc, parse_data
+from chainshare.api.views import hx, view_block, view_qc, view_receipt, view_transaction
+from chainshare.errors import ChainshareError, InvalidInput, NotFound
+from chainshare.execution.contracts.membership import get_agency, get_agency_names, get_validators
+from chainshare.ledger.merkle import compute_inclusion_proof
+from chainshare.ledger.txs import decode_transaction, peek_type_and_to
+from chainshare.node import Node
+
+HEX_ID = r"^(latest|earliest|[0-9]{1,19}|0x[0-9a-fA-F]{64})$"
+
+
+class RawTransaction(BaseModel):
+    raw: str = Field(..., description="0x-prefixed signed Ethereum transaction", max_length=2 * 128 * 1024 + 2)
+
+
+def create_rest_app(node: Node, rpc: JsonRpc) -> FastAPI:
+    app = FastAPI(
+        title="chainshare node API", version="1", openapi_url="/openapi.json", docs_url="/docs", redoc_url=None,
+        description="Blocks, transactions, receipts, Merkle proofs, agencies, contract events and node status "
+                    "of a chainshare node. All reads are of finalized data.",
+    )
+
+    @app.exception_handler(ChainshareError)
+    async def _chainshare_error(_: Request, exc: ChainshareError) -> JSONResponse:
+        status, body = http_error(exc)
+        return JSONResponse(body, status_code=status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        msgs = "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()[:5])
+        return JSONResponse({"error": {"type": "InvalidInput", "message": msgs}}, status_code=400)
+
+    def _block_height(block_id: str) -> int:
+        chain = node.chain
+        if block_id == "latest":
+            return chain.head_height
+        if block_id == "earliest":
+            return 0
+        if block_id.startswith("0x"):
+            return chain.get_height_by_hash(parse_data(block_id, "block hash", 32))
+        h = int(block_id)
+        if h > chain.head_height:
+            raise NotFound(f"no block at height {h} (head is {chain.head_height})")
+        return h
+
+    def _block_json(h: int, full: bool) -> dict[str, Any]:
+        block = node.chain.get_block(h)
+        out = view_block(block, node.chain_id, full)
+        out["qc"] = view_qc(node.chain.get_qc(h))
+        out["justify"] = view_qc(block.justify)
+        out["proposerSignature"] = hx(block.signature)
+        return out
+
+    @app.get("/status", summary="Node status")
+    def status() -> dict[str, Any]:
+        head = node.chain.get_head()
+        return {"name": node.cfg.node.name, "chain_id": node.chain_id, "client": node.client_version,
+                "head": {"height": head.height, "hash": hx(head.hash), "timestamp_ms": head.header.timestamp_ms},
+                "finalized_height": head.height, "genesis_hash": hx(node.chain.get_block(0).hash),
+                "mempool": len(node.mempool), "validators": len(get_validators(node.state)),
+                "stats": node.stats}
+
+    @app.get("/blocks", summary="Blocks, newest first (keyset pagination by height)")
+    def list_blocks(before: Annotated[int | None, Query(ge=0)] = None,
+                    limit: Annotated[int, Query(ge=1, le=100)] = 20) -> dict[str, Any]:
+        top = node.chain.head_height if before is None else min(before - 1, node.chain.head_height)
+        heights = list(range(top, max(top - limit, -1), -1))
+        items = [_block_json(h, False) for h in heights]
+        return {"items": items, "next_before": heights[-1] if heights and heights[-1] > 0 else None}
+
+    @app.get("/blocks/{block_id}", summary="One block by height, hash, 'latest' or 'earliest', with its QC")
+    def get_block(block_id: Annotated[str, Path(pattern=HEX_ID)], full: bool = False) -> dict[str, Any]:
+        return _block_json(_block_height(block_id), full)
+
+    @app.get("/transactions/{tx_hash}", summary="A transaction (pending or included)")
+    def get_transaction(tx_hash: Annotated[str, Path(pattern=r"^0x[0-9a-fA-F]{64}$")]) -> dict[str, Any]:
+        result = rpc.eth_get_transaction_by_hash([tx_hash])
+        if result is None:
+            raise NotFound(f"no transaction {tx_hash}")
+        return result
+
+    @app.get("/transactions/{tx_hash}/receipt", summary="The receipt of an included transaction")
+    def get_receipt(tx_hash: Annotated[str, Path(pattern=r"^0x[0-9a-fA-F]{64}$")]) -> dict[str, Any]:
+        result = rpc.eth_get_transaction_receipt([tx_hash])
+        if result is None:
+            raise NotFound(f"no receipt for {tx_hash} (unknown or not yet included)")
+        return result
+
+    @app.get("/transactions/{tx_hash}/proof",
+             summary="Merkle inclusion proofs of a transaction and its receipt against the block header")
+    def get_proof(tx_hash: Annotated[str, Path(pattern=r"^0x[0-9a-fA-F]{64}$")]) -> dict[str, Any]:
+        th = parse_data(tx_hash, "tx hash", 32)
+        loc = node.chain.get_tx_location(th)
+        if loc is None:
+            raise NotFound(f"no included transaction {tx_hash}")
+        block = node.chain.get_block(loc.height)
+        receipts = node.chain.get_receipts(loc.height)
+        return {
+            "block_height": loc.height,
+            "block_hash": hx(block.hash),
+            "header": {"encoded": hx(block.header.encode()), "tx_root": hx(block.header.tx_root),
+                       "receipts_root": hx(block.header.receipts_root)},
+            "transaction": {"leaf": hx(block.transactions[loc.index]),
+                            "proof": compute_inclusion_proof(list(block.transactions), loc.index).to_json()},
+            "receipt": {"leaf": hx(receipts[loc.index].encode()),
+                        "proof": compute_inclusion_proof([r.encode() for r in receipts], loc.index).to_json()},
+            "qc": view_qc(node.chain.get_qc(loc.height)),
+        }
+
+    @app.post("/transactions", status_code=202, summary="Submit a signed raw transaction")
+    def submit(tx: Annotated[RawTransaction, Body()]) -> dict[str, Any]:
+        raw = parse_data(tx.raw, "raw")
+        return {"hash": hx(node.submit_raw_transaction(raw))}
+
+    @app.get("/blocks/{block_id}/transactions", summary="Transactions of a block with their receipts")
+    def block_transactions(block_id: Annotated[str, Path(pattern=HEX_ID)]) -> dict[str, Any]:
+        h = _block_height(block_id)
+        block = node.chain.get_block(h)
+        receipts = node.chain.get_receipts(h)
+        senders = node.chain.get_senders(h)
+        items = []
+        for i, raw in enumerate(block.transactions):
+            tx = decode_transaction(raw, node.chain_id)
+            t, to = peek_type_and_to(raw)
+            items.append({"transaction": view_transaction(tx, block, i),
+                          "receipt": view_receipt(block, receipts, i, senders[i], tx.hash, to, t)})
+        return {"height": h, "items": items}
+
+    @app.get("/genesis", summary="The genesis document this node was started from")
+    def genesis() -> Any:
+        import json
+
+        return json.loads(node.chain.get_genesis_document())
+
+    @app.get("/blocks/{block_id}/raw", summary="Canonical encodings of a block, its QC and receipts (for verifiers)")
+    def block_raw(block_id: Annotated[str, Path(pattern=HEX_ID)]) -> dict[str, Any]:
+        from chainshare import codec
+
+        h = _block_height(block_id)
+        qc = node.chain.get_qc(h)
+        return {"height": h, "block": hx(node.chain.get_block(h).encode()), "qc": hx(qc.encode()) if qc else None,
+                "receipts": hx(codec.encode_trusted([r.to_list() for r in node.chain.get_receipts(h)]))}
+
+    @app.get("/agencies", summary="Member agencies")
+    def agencies() -> dict[str, Any]:
+        return {"items": [_agency_json(get_agency(node.state, n)) for n in get_agency_names(node.state)]}
+
+    @app.get("/agencies/{name}", summary="One agency")
+    def agency(name: Annotated[str, Path(max_length=64)]) -> dict[str, Any]:
+        a = get_agency(node.state, name)
+        if a is None:
+            raise NotFound(f"no agency named {name!r}")
+        return _agency_json(a)
+
+    @app.get("/validators", summary="The validator set in force")
+    def validators() -> dict[str, Any]:
+        return {"items": [{"index": i, "name": v["name"], "agency": v["agency"], "address": hx(v["address"]),
+                           "bls_public_key": hx(v["bls_public_key"])}
+                          for i, v in enumerate(get_validators(node.state))]}
+
+    @app.get("/contracts", summary="System contracts: names, addresses, ABIs")
+    def contracts() -> dict[str, Any]:
+        return {c.NAME: {"address": hx(c.ADDRESS), "abi": c.to_abi()} for c in node.runtime.contracts.values()}
+
+    @app.get("/events", summary="Contract events (Ethereum logs), filtered")
+    def events(address: Annotated[str | None, Query(pattern=r"^0x[0-9a-fA-F]{40}$")] = None,
+               topic0: Annotated[str | None, Query(pattern=r"^0x[0-9a-fA-F]{64}$")] = None,
+               topic1: Annotated[str | None, Query(pattern=r"^0x[0-9a-fA-F]{64}$")] = None,
+               from_block: Annotated[int, Query(ge=0)] = 0,
+               to_block: Annotated[int | None, Query(ge=0)] = None,
+               limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
+        if to_block is not None and to_block < from_block:
+            raise InvalidInput("to_block is below from_block")
+        flt: dict[str, Any] = {"fromBlock": hex(from_block),
+                               "toBlock": hex(to_block) if to_block is not None else "latest",
+                               "topics": [topic0, topic1] if topic1 else ([topic0] if topic0 else [])}
+        if address:
+            flt["address"] = address
+        logs = rpc.eth_get_logs([flt])
+        return {"items": logs[:limit], "truncated": len(logs) > limit}
+
+    return app
+
+
+def _agency_json(a: dict[str, Any] | None) -> dict[str, Any]:
+    assert a is not None
+    return {"name": a["name"], "role": a["role"], "accounts": [hx(x) for x in a["accounts"]],
+            "active": a["active"], "certificate": a["certificate"].decode(errors="replace"),
+            "added_height": a["added_height"]}

@@ -1,0 +1,213 @@
+"""Benchmarks (``chainshare bench ...``): each prints one JSON object and writes it under bench-results/.
+
+``ingest``: a devnet of N validators; pre-signed ``Notary.anchor`` transactions from one member
+account, sent by concurrent ``eth_sendRawTransaction`` clients while receipts are polled in
+JSON-RPC batches. Reports submit and end-to-end throughput, latency percentiles, the node's CPU
+time per transaction, RSS, disk bytes per transaction and restart time after SIGKILL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from chainshare.crypto.hashing import keccak256
+from chainshare.devnet import create_devnet, read_devnet, start_devnet, stop_devnet, wait_for_blocks, start_node_process, write_devnet
+from chainshare.execution import abi
+from chainshare.execution.contracts.addresses import NOTARY
+from chainshare.ledger.txs import sign_eip1559
+
+ANCHOR_GAS = 60_000
+
+
+def free_port_block(count: int) -> int:
+    """A base port with ``count`` consecutive free ports on 127.0.0.1."""
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            base = s.getsockname()[1]
+        if base + count >= 65000:
+            continue
+        ok = True
+        for p in range(base, base + count):
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", p))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return base
+    raise RuntimeError("no block of free ports found")
+
+
+def presign_anchors(private_key: bytes, chain_id: int, start_nonce: int, count: int, salt: bytes) -> list[bytes]:
+    name, params = abi.parse_signature("anchor(bytes32)")
+    selector = abi.compute_selector(name, params)
+    return [sign_eip1559(private_key, chain_id=chain_id, nonce=start_nonce + i, to=NOTARY,
+                         data=selector + keccak256(salt + i.to_bytes(8, "big")), gas=ANCHOR_GAS)
+            for i in range(count)]
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+def _node_cpu(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            t = psutil.Process(pid).cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
+async def _drive(urls: list[str], raws: list[bytes], clients: int, batch: int) -> dict[str, Any]:
+    import aiohttp
+
+    submitted: dict[str, float] = {}
+    confirmed: dict[str, float] = {}
+    errors: list[str] = []
+    queue: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue()
+    for i, raw in enumerate(raws):
+        queue.put_nowait((i, raw))
+    hashes = ["0x" + keccak256(r).hex() for r in raws]
+    done_submitting = asyncio.Event()
+    conn = aiohttp.TCPConnector(limit=clients + 8)
+    async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=60)) as session:
+
+        async def sender(k: int) -> None:
+            url = urls[k % len(urls)]
+            while True:
+                try:
+                    i, raw = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                body = {"jsonrpc": "2.0", "id": i, "method": "eth_sendRawTransaction", "params": ["0x" + raw.hex()]}
+                t0 = time.perf_counter()
+                async with session.post(url, json=body) as r:
+                    res = await r.json(content_type=None)
+                if "error" in res:
+                    errors.append(res["error"]["message"])
+                else:
+                    submitted[hashes[i]] = t0
+
+        async def poller() -> None:
+            url = urls[0]
+            while True:
+                pending = [h for h in submitted if h not in confirmed]
+                if not pending and done_submitting.is_set():
+                    return
+                for j in range(0, len(pending), batch):
+                    chunk = pending[j:j + batch]
+                    body = [{"jsonrpc": "2.0", "id": n, "method": "eth_getTransactionReceipt", "params": [h]}
+                            for n, h in enumerate(chunk)]
+                    async with session.post(url, json=body) as r:
+                        res = await r.json(content_type=None)
+                    now = time.perf_counter()
+                    for item in res:
+                        if item.get("result"):
+                            confirmed[chunk[item["id"]]] = now
+                await asyncio.sleep(0.05)
+
+        t_start = time.perf_counter()
+        poll_task = asyncio.create_task(poller())
+        await asyncio.gather(*(sender(k) for k in range(clients)))
+        t_submit = time.perf_counter()
+        done_submitting.set()
+        await asyncio.wait_for(poll_task, timeout=300)
+        t_end = time.perf_counter()
+    lat = [(confirmed[h] - submitted[h]) * 1000 for h in confirmed]
+    n = len(confirmed)
+    return {
+        "submitted": len(submitted), "confirmed": n, "errors": len(errors), "error_samples": errors[:3],
+        "submit_tps": round(len(submitted) / (t_submit - t_start), 1),
+        "e2e_tps": round(n / (t_end - t_start), 1),
+        "latency_ms": {"p50": round(_percentile(lat, 0.5), 1), "p99": round(_percentile(lat, 0.99), 1),
+                       "max": round(max(lat), 1) if lat else None},
+        "wall_s": round(t_end - t_start, 2),
+    }
+
+
+def _dir_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def run_ingest(nodes: int, txs: int, clients: int, batch: int, directory: Path | None,
+               measure_restart: bool) -> dict[str, Any]:
+    tmp = None
+    if directory is None:
+        tmp = tempfile.TemporaryDirectory(prefix="chainshare-bench-")
+        directory = Path(tmp.name)
+    try:
+        base = free_port_block(nodes)
+        create_devnet(directory, nodes, base, empty_block_interval_ms=1000)
+        info = start_devnet(directory)
+        pids = [n["pid"] for n in info["nodes"]]
+        urls = [n["rpc"] for n in info["nodes"]]
+        key = bytes.fromhex(info["accounts"][0]["private_key"][2:])
+        t0 = time.perf_counter()
+        raws = presign_anchors(key, info["chain_id"], 0, txs, os.urandom(16))
+        presign_s = time.perf_counter() - t0
+        cpu0 = _node_cpu(pids)
+        result = asyncio.run(_drive(urls, raws, clients, batch))
+        cpu1 = _node_cpu(pids)
+        rss = sum(psutil.Process(p).memory_info().rss for p in pids)
+        confirmed = max(result["confirmed"], 1)
+        raw_bytes = sum(len(r) for r in raws)
+        out: dict[str, Any] = {
+            "scenario": "ingest", "nodes": nodes, "txs": txs, "clients": clients, "receipt_batch": batch,
+            **result,
+            "node_cpu_s": round(cpu1 - cpu0, 2),
+            "node_cpu_us_per_tx": round((cpu1 - cpu0) / confirmed * 1e6, 1),
+            "node_rss_mb": round(rss / 2**20, 1),
+            "presign_s": round(presign_s, 2),
+            "raw_tx_bytes_per_tx": round(raw_bytes / txs, 1),
+        }
+        stop_devnet(directory)
+        data_dir = Path(info["nodes"][0]["data_dir"])
+        out["disk_bytes_per_tx"] = round(_dir_bytes(data_dir) / confirmed, 1)
+        if measure_restart:
+            info = read_devnet(directory)
+            node = info["nodes"][0]
+            node["pid"] = start_node_process(directory, node)
+            write_devnet(directory, info)
+            wait_for_blocks(node["rpc"], node["pid"], 60, directory / "nodes" / node["name"] / "node.log")
+            os.kill(node["pid"], signal.SIGKILL)
+            time.sleep(0.2)
+            t0 = time.perf_counter()
+            node["pid"] = start_node_process(directory, node)
+            write_devnet(directory, info)
+            wait_for_blocks(node["rpc"], node["pid"], 120, directory / "nodes" / node["name"] / "node.log")
+            out["restart_after_sigkill_s"] = round(time.perf_counter() - t0, 2)
+            stop_devnet(directory)
+        out["machine"] = {"cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2)}
+        return out
+    finally:
+        try:
+            stop_devnet(directory)
+        except Exception:
+            pass
+        if tmp is not None:
+            tmp.cleanup()
+
+
+def write_result(result: dict[str, Any], out_dir: Path = Path("bench-results")) -> Path:
+    out_dir.mkdir(exist_ok=True)
+    path = out_dir / f"{result['scenario']}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(result, indent=2))
+    return path

@@ -1,0 +1,81 @@
+"""``chainshare devnet ...``: a local network on 127.0.0.1 for development and demos."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import click
+
+from chainshare.cli.common import emit, json_option
+from chainshare.devnet import DEVNET_FILE, create_devnet, devnet_status, start_devnet, stop_devnet
+
+group = click.Group("devnet", help="Run a local development network (dev keys, loopback only).")
+
+_dir = click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path), required=True,
+                    help="Directory holding the network (created if missing).")
+
+
+def _summary(info: dict[str, object]) -> str:
+    lines = ["chainshare devnet is up", ""]
+    for n in info["nodes"]:  # type: ignore[attr-defined]
+        lines.append(f"  {n['name']} ({n['agency']}): JSON-RPC {n['rpc']}  REST {n['api']}  pid {n['pid']}")
+    lines += ["", "  dev accounts (DEVELOPMENT ONLY, plain-text keys):"]
+    for a in info["accounts"]:  # type: ignore[attr-defined]
+        lines.append(f"    {a['agency']}: {a['address']}  key {a['private_key']}")
+    lines += ["", "  system contracts:"]
+    for name, addr in info["contracts"].items():  # type: ignore[attr-defined]
+        lines.append(f"    {name}: {addr}")
+    return "\n".join(lines)
+
+
+@group.command("up")
+@_dir
+@click.option("--nodes", type=click.IntRange(1, 16), default=1, show_default=True, help="Number of validators.")
+@click.option("--base-port", type=click.IntRange(1024, 65000), default=8545, show_default=True,
+              help="Port of node1; node i listens on base-port + i - 1.")
+@click.option("--chain-id", type=click.IntRange(1, 2**53 - 1), default=1337, show_default=True)
+@click.option("--block-time-ms", type=click.IntRange(10, 60_000), default=200, show_default=True)
+@click.option("--foreground", is_flag=True, help="Stay in the foreground; Ctrl-C stops the network.")
+@json_option
+def up(directory: Path, nodes: int, base_port: int, chain_id: int, block_time_ms: int, foreground: bool,
+       as_json: bool) -> None:
+    """Create (first time) and start the network; returns once every node produces blocks.
+
+    On an existing DIR it starts again, on its data, every node that is not running."""
+    if not (directory / DEVNET_FILE).exists():
+        create_devnet(directory, nodes, base_port, chain_id, block_time_ms)
+    info = start_devnet(directory)
+    emit(info, as_json, _summary(info) + f"\n\n  network description: {directory / DEVNET_FILE}")
+    if not foreground:
+        return
+    stop = {"now": False}
+
+    def _on_signal(signum: int, _frame: object) -> None:
+        stop["now"] = True
+
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    click.echo("\nrunning in the foreground: press Ctrl-C to stop the network", err=True)
+    while not stop["now"]:
+        time.sleep(0.2)
+    click.echo("stopping ...", err=True)
+    stop_devnet(directory)
+    click.echo("devnet stopped (its data stays in " + str(directory) + ")", err=True)
+
+
+@group.command("down")
+@_dir
+@json_option
+def down(directory: Path, as_json: bool) -> None:
+    """Stop every node of the network (SIGTERM, SIGKILL after 15 s). Data is kept."""
+    emit({"nodes": stop_devnet(directory)}, as_json)
+
+
+@group.command("status")
+@_dir
+@json_option
+def status(directory: Path, as_json: bool) -> None:
+    """Show each node: running, pid, head height, mempool size."""
+    emit({"nodes": devnet_status(directory)}, as_json)

@@ -1,0 +1,166 @@
+"""The one config loader: TOML file, then CHAINSHARE_<SECTION>_<KEY> environment overrides,
+then CLI overrides; validated at start with one clear message per problem."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from chainshare.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class NodeSection:
+    name: str = "node"
+    data_dir: str = "./data"
+    genesis: str = "./genesis.json"
+    dev_mode: bool = False
+    log_level: str = "info"
+
+
+@dataclass(frozen=True)
+class ValidatorSection:
+    key_file: str = ""
+    password_file: str = ""
+
+
+@dataclass(frozen=True)
+class ApiSection:
+    host: str = "127.0.0.1"
+    port: int = 8545
+    max_body_bytes: int = 1_048_576
+    max_batch: int = 1_000
+
+
+@dataclass(frozen=True)
+class BlockSection:
+    block_time_ms: int = 200
+    # Produce an empty block when none was produced for this long (0 = never): a heartbeat
+    # that lets followers and explorers see the chain is alive.
+    empty_block_interval_ms: int = 0
+
+
+@dataclass(frozen=True)
+class MempoolSection:
+    max_per_sender: int = 16_384
+    max_total: int = 100_000
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    node: NodeSection = field(default_factory=NodeSection)
+    validator: ValidatorSection = field(default_factory=ValidatorSection)
+    api: ApiSection = field(default_factory=ApiSection)
+    block: BlockSection = field(default_factory=BlockSection)
+    mempool: MempoolSection = field(default_factory=MempoolSection)
+    base_dir: Path = Path(".")
+
+    def path(self, value: str) -> Path:
+        """Resolve a path from the config relative to the config file's directory."""
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else (self.base_dir / p).resolve()
+
+
+_SECTIONS = {f.name: f.type for f in fields(NodeConfig) if f.name != "base_dir"}
+_SECTION_TYPES: dict[str, type] = {
+    "node": NodeSection, "validator": ValidatorSection, "api": ApiSection,
+    "block": BlockSection, "mempool": MempoolSection,
+}
+
+
+def _coerce(section: str, key: str, value: Any, typ: type, from_env: bool) -> Any:
+    where = f"[{section}] {key}"
+    if from_env:
+        if typ is bool:
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        if typ is int:
+            try:
+                return int(value)
+            except ValueError as exc:
+                raise ConfigError(f"{where}: expected an integer, got {value!r}") from exc
+        return value
+    if typ is bool and not isinstance(value, bool):
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if typ is int and (not isinstance(value, int) or isinstance(value, bool)):
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if typ is str and not isinstance(value, str):
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    return value
+
+
+def _build_section(name: str, values: dict[str, Any], env: dict[str, str]) -> Any:
+    cls = _SECTION_TYPES[name]
+    known = {f.name: f for f in fields(cls)}
+    for key in values:
+        if key not in known:
+            raise ConfigError(f"[{name}] {key}: unknown setting (known: {', '.join(sorted(known))})")
+    kwargs: dict[str, Any] = {}
+    for key, f in known.items():
+        typ = {"str": str, "int": int, "bool": bool}[f.type if isinstance(f.type, str) else f.type.__name__]
+        if key in values:
+            kwargs[key] = _coerce(name, key, values[key], typ, False)
+        env_key = f"CHAINSHARE_{name.upper()}_{key.upper()}"
+        if env_key in env:
+            kwargs[key] = _coerce(name, key, env[env_key], typ, True)
+    return cls(**kwargs)
+
+
+def load_config(path: Path | None, overrides: dict[str, dict[str, Any]] | None = None,
+                env: dict[str, str] | None = None) -> NodeConfig:
+    """Load and validate a node configuration."""
+    env = dict(os.environ) if env is None else env
+    raw: dict[str, Any] = {}
+    base = Path(".").resolve()
+    if path is not None:
+        try:
+            raw = tomllib.loads(path.read_text())
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file {path} does not exist") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+        base = path.resolve().parent
+    for section in raw:
+        if section not in _SECTION_TYPES:
+            raise ConfigError(f"[{section}]: unknown section (known: {', '.join(_SECTION_TYPES)})")
+        if not isinstance(raw[section], dict):
+            raise ConfigError(f"[{section}] must be a table")
+    merged = {name: dict(raw.get(name, {})) for name in _SECTION_TYPES}
+    for name, values in (overrides or {}).items():
+        merged[name].update({k: v for k, v in values.items() if v is not None})
+    sections = {name: _build_section(name, merged[name], env) for name in _SECTION_TYPES}
+    cfg = NodeConfig(base_dir=base, **sections)
+    validate_config(cfg)
+    return cfg
+
+
+def validate_config(cfg: NodeConfig) -> None:
+    problems = []
+    if not 0 < cfg.api.port < 65536:
+        problems.append(f"[api] port {cfg.api.port} must be 1..65535")
+    if not 1024 <= cfg.api.max_body_bytes <= 64 * 1024 * 1024:
+        problems.append("[api] max_body_bytes must be between 1 KiB and 64 MiB")
+    if not 1 <= cfg.api.max_batch <= 10_000:
+        problems.append("[api] max_batch must be 1..10000")
+    if not 10 <= cfg.block.block_time_ms <= 60_000:
+        problems.append("[block] block_time_ms must be 10..60000")
+    if not (cfg.block.empty_block_interval_ms == 0 or cfg.block.block_time_ms <= cfg.block.empty_block_interval_ms <= 3_600_000):
+        problems.append("[block] empty_block_interval_ms must be 0 (never) or between block_time_ms and 3600000")
+    if cfg.mempool.max_per_sender < 1 or cfg.mempool.max_total < cfg.mempool.max_per_sender:
+        problems.append("[mempool] need 1 <= max_per_sender <= max_total")
+    if not cfg.validator.key_file:
+        problems.append("[validator] key_file is required (an EIP-2335 keystore made by `chainshare ca issue-node`)")
+    if cfg.node.log_level not in ("debug", "info", "warning", "error"):
+        problems.append("[node] log_level must be debug, info, warning or error")
+    if problems:
+        raise ConfigError("invalid configuration: " + "; ".join(problems))
+
+
+def with_overrides(cfg: NodeConfig, **sections: dict[str, Any]) -> NodeConfig:
+    return replace(cfg, **{k: replace(getattr(cfg, k), **v) for k, v in sections.items()})

@@ -1,0 +1,1 @@
+"""Consensus: PoA proposer rotation plus BFT finality with BLS quorum certificates."""

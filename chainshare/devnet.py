@@ -1,0 +1,198 @@
+"""Local development networks: keys, genesis, configs and node processes on 127.0.0.1.
+
+``create_devnet`` writes everything a network needs under one directory; ``start_devnet`` starts
+every node that is not running (so ``up`` on an existing directory resumes on its data) and
+returns once each node has produced a block; ``stop_devnet`` stops them (SIGTERM, then SIGKILL).
+``DIR/devnet.json`` describes the network. The dev keys in it are plain hex FOR DEVELOPMENT ONLY.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from chainshare.crypto.secp import to_checksum_address
+from chainshare.errors import ChainshareError, ConfigError
+from chainshare.execution.contracts import all_contracts
+from chainshare.execution.genesis import compute_genesis_block, parse_genesis
+
+DEVNET_FILE = "devnet.json"
+DEV_WARNING = "DEVELOPMENT ONLY: these private keys are in plain text; never use them on a real network"
+
+
+def _agency_name(i: int) -> str:
+    return f"agency{i}"
+
+
+def create_devnet(directory: Path, nodes: int, base_port: int, chain_id: int = 1337,
+                  block_time_ms: int = 200, empty_block_interval_ms: int = 1000) -> dict[str, Any]:
+    """Create CA, agencies, node identities, genesis and node configs for ``nodes`` validators."""
+    from chainshare.crypto.ca import init_ca, issue_agency, issue_node
+    from chainshare.crypto.keystore import decrypt_account_key
+
+    if nodes < 1 or nodes > 16:
+        raise ConfigError("--nodes must be between 1 and 16")
+    if not 1024 <= base_port <= 65535 - nodes:
+        raise ConfigError("--base-port must leave room for one port per node below 65536")
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_dir = directory / "ca"
+    ca = init_ca(ca_dir, name="chainshare devnet CA", password=None)
+    agencies, validators, accounts, node_entries = [], [], [], []
+    for i in range(1, nodes + 1):
+        name = _agency_name(i)
+        ident = issue_agency(ca_dir, None, name, directory / "agencies" / name, key_password=None, kdf_light=True)
+        keystore = json.loads((ident.directory / "account.json").read_text())
+        key = decrypt_account_key(keystore, "")
+        accounts.append({"agency": name, "address": ident.address, "private_key": "0x" + key.hex()})
+        agencies.append({"name": name, "role": "member", "accounts": [ident.address],
+                         "certificate": ident.cert_pem})
+        node_name = f"node{i}"
+        node_dir = directory / "nodes" / node_name
+        nid = issue_node(ca_dir, None, name, node_name, node_dir / "keys", key_password=None, kdf_light=True)
+        validators.append({"name": node_name, "agency": name, "bls_public_key": "0x" + nid.bls_public_key.hex(),
+                           "bls_pop": "0x" + nid.bls_pop.hex()})
+        port = base_port + i - 1
+        (node_dir / "node.toml").write_text(
+            f'# devnet node {node_name} of {name} (dev_mode: keys have empty passwords)\n'
+            f'[node]\nname = "{node_name}"\ndata_dir = "data"\ngenesis = "../../genesis.json"\ndev_mode = true\n\n'
+            f'[validator]\nkey_file = "keys/validator.json"\n\n'
+            f'[api]\nhost = "127.0.0.1"\nport = {port}\n\n'
+            f'[block]\nblock_time_ms = {block_time_ms}\nempty_block_interval_ms = {empty_block_interval_ms}\n')
+        node_entries.append({"name": node_name, "agency": name, "rpc": f"http://127.0.0.1:{port}",
+                             "api": f"http://127.0.0.1:{port}/api/v1", "pid": None,
+                             "data_dir": str((node_dir / "data").resolve())})
+    genesis_doc = {"format": 1, "chain_id": chain_id, "timestamp_ms": int(time.time() * 1000),
+                   "ca_certificate": ca.cert_pem, "agencies": agencies, "validators": validators,
+                   "params": {"block_gas_limit": 60_000_000, "max_block_txs": 2_000,
+                              "governance_threshold": [2, 3], "voting_period_blocks": 100_000}}
+    genesis = parse_genesis(genesis_doc)
+    (directory / "genesis.json").write_text(json.dumps(genesis_doc, indent=2))
+    block0, _, _ = compute_genesis_block(genesis)
+    info = {
+        "chain_id": chain_id,
+        "nodes": node_entries,
+        "accounts": accounts,
+        "contracts": {c.NAME: to_checksum_address(c.ADDRESS) for c in all_contracts()},
+        "genesis_hash": "0x" + block0.hash.hex(),
+        "warning": DEV_WARNING,
+    }
+    write_devnet(directory, info)
+    return info
+
+
+def read_devnet(directory: Path) -> dict[str, Any]:
+    path = directory / DEVNET_FILE
+    try:
+        return dict(json.loads(path.read_text()))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path} does not exist: run `chainshare devnet up --dir {directory}` first") from exc
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path} is not readable JSON: {exc}") from exc
+
+
+def write_devnet(directory: Path, info: dict[str, Any]) -> None:
+    tmp = directory / (DEVNET_FILE + ".tmp")
+    tmp.write_text(json.dumps(info, indent=2))
+    os.chmod(tmp, 0o600)
+    tmp.replace(directory / DEVNET_FILE)
+
+
+def is_running(pid: int | None) -> bool:
+    """True iff ``pid`` is a live (not zombie) chainshare node process."""
+    if not pid:
+        return False
+    try:
+        import psutil
+
+        p = psutil.Process(pid)
+        return p.status() != psutil.STATUS_ZOMBIE and any("chainshare" in part for part in p.cmdline())
+    except Exception:
+        return False
+
+
+def start_node_process(directory: Path, node: dict[str, Any]) -> int:
+    node_dir = directory / "nodes" / node["name"]
+    log = open(node_dir / "node.log", "ab")  # noqa: SIM115 (handed to the child)
+    env = dict(os.environ)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "chainshare", "node", "run", "--config", str(node_dir / "node.toml")],
+        stdout=log, stderr=log, stdin=subprocess.DEVNULL, cwd=node_dir, env=env, start_new_session=True)
+    log.close()
+    return proc.pid
+
+
+def wait_for_blocks(url: str, pid: int, timeout: float, log_path: Path) -> int:
+    """Wait until the node at ``url`` serves a head >= 1; fail fast if its process exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not is_running(pid):
+            tail = log_path.read_text(errors="replace")[-2000:] if log_path.exists() else ""
+            raise ChainshareError(f"node process {pid} exited during start-up; last log lines:\n{tail}")
+        try:
+            r = httpx.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber", "params": []},
+                           timeout=2)
+            head = int(r.json()["result"], 16)
+            if head >= 1:
+                return head
+        except (httpx.HTTPError, ValueError, KeyError):
+            pass
+        time.sleep(0.1)
+    raise ChainshareError(f"node at {url} produced no block within {timeout:.0f}s (see {log_path})")
+
+
+def start_devnet(directory: Path, timeout: float = 60.0) -> dict[str, Any]:
+    """Start every node of the devnet that is not running; returns the updated devnet.json."""
+    info = read_devnet(directory)
+    for node in info["nodes"]:
+        if not is_running(node.get("pid")):
+            node["pid"] = start_node_process(directory, node)
+    write_devnet(directory, info)
+    for node in info["nodes"]:
+        wait_for_blocks(node["rpc"], node["pid"], timeout, directory / "nodes" / node["name"] / "node.log")
+    return info
+
+
+def stop_devnet(directory: Path, timeout: float = 15.0) -> list[dict[str, Any]]:
+    """Stop every running node (SIGTERM, then SIGKILL after ``timeout``)."""
+    info = read_devnet(directory)
+    result = []
+    for node in info["nodes"]:
+        pid = node.get("pid")
+        if not is_running(pid):
+            result.append({"name": node["name"], "stopped": False, "reason": "not running"})
+            continue
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while is_running(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        killed = False
+        if is_running(pid):
+            os.kill(pid, signal.SIGKILL)
+            killed = True
+        result.append({"name": node["name"], "stopped": True, "killed": killed})
+    return result
+
+
+def devnet_status(directory: Path) -> list[dict[str, Any]]:
+    info = read_devnet(directory)
+    out = []
+    for node in info["nodes"]:
+        entry: dict[str, Any] = {"name": node["name"], "agency": node["agency"], "rpc": node["rpc"],
+                                 "pid": node.get("pid"), "running": is_running(node.get("pid"))}
+        if entry["running"]:
+            try:
+                st = httpx.get(node["api"] + "/status", timeout=2).json()
+                entry.update({"head": st["head"]["height"], "mempool": st["mempool"]})
+            except (httpx.HTTPError, ValueError, KeyError) as exc:
+                entry["error"] = f"API not answering: {exc}"
+        out.append(entry)
+    return out

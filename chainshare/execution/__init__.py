@@ -1,0 +1,1 @@
+"""Execution: the runtime that runs system contracts, and the contracts themselves."""

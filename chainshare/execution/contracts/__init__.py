@@ -1,0 +1,20 @@
+"""System contracts at fixed addresses, and the runtime that holds them all."""
+
+from __future__ import annotations
+
+from chainshare.execution.contracts.addresses import GOVERNANCE, MEMBERSHIP, NOTARY
+from chainshare.execution.contracts.governance import Governance
+from chainshare.execution.contracts.membership import Membership
+from chainshare.execution.contracts.notary import Notary
+from chainshare.execution.runtime import Runtime, SystemContract
+
+
+def all_contracts() -> list[SystemContract]:
+    return [Membership(), Governance(), Notary()]
+
+
+def build_runtime() -> Runtime:
+    return Runtime(all_contracts())
+
+
+__all__ = ["GOVERNANCE", "MEMBERSHIP", "NOTARY", "all_contracts", "build_runtime"]

@@ -1,0 +1,119 @@
+"""Governance: proposals voted by member agencies (one vote per agency, M-of-N threshold).
+
+A proposal is a call (target system contract + ABI data) that Governance itself makes when
+``execute`` finds at least ``ceil(active agencies * num / den)`` yes votes before the deadline.
+Membership, validator, policy and parameter changes go through here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chainshare import codec
+from chainshare.execution.contracts.addresses import GOVERNANCE
+from chainshare.execution.contracts.membership import get_active_agency_count, get_agency_of
+from chainshare.execution.runtime import CONTRACT_PREFIX, CallContext, Revert, SystemContract, event, method
+
+K_COUNT = b"count"
+K_PARAMS = b"params"
+MAX_DESCRIPTION = 4096
+MAX_PROPOSAL_DATA = 64 * 1024
+
+
+def genesis_entries(threshold_num: int, threshold_den: int, voting_period_blocks: int) -> dict[bytes, bytes]:
+    return {CONTRACT_PREFIX + GOVERNANCE + K_PARAMS: codec.encode([threshold_num, threshold_den, voting_period_blocks])}
+
+
+def compute_required_votes(members: int, num: int, den: int) -> int:
+    """ceil(members * num / den), at least 1."""
+    return max(1, -(-members * num // den))
+
+
+class Governance(SystemContract):
+    NAME = "Governance"
+    ADDRESS = GOVERNANCE
+    E_CREATED = event("ProposalCreated(uint256 indexed id, address indexed proposer, address target, string description)")
+    E_VOTED = event("Voted(uint256 indexed id, address indexed voter, string agency, bool support)")
+    E_EXECUTED = event("ProposalExecuted(uint256 indexed id, address target)")
+    EVENTS = (E_CREATED, E_VOTED, E_EXECUTED)
+
+    def _params(self, ctx: CallContext) -> tuple[int, int, int]:
+        raw = ctx.sload(K_PARAMS)
+        if raw is None:
+            return 2, 3, 100_000
+        num, den, period = codec.decode(raw)
+        return num, den, period
+
+    def _load(self, ctx: CallContext, pid: int) -> list[Any]:
+        raw = ctx.sload(b"p:" + pid.to_bytes(8, "big"))
+        if raw is None:
+            raise Revert(f"no proposal {pid}")
+        return list(codec.decode(raw))
+
+    def _agency(self, ctx: CallContext) -> str:
+        agency = get_agency_of(ctx.state, ctx.sender)
+        if agency is None:
+            raise Revert("only accounts of member agencies may take part in governance")
+        return agency
+
+    @method("propose(address target, bytes data, string description)", returns="uint256 id")
+    def propose(self, ctx: CallContext, target: str, data: bytes, description: str) -> int:
+        self._agency(ctx)
+        target_b = bytes.fromhex(target[2:])
+        if target_b not in ctx.runtime.contracts:
+            raise Revert("proposal target must be a system contract")
+        if len(description) > MAX_DESCRIPTION or len(data) > MAX_PROPOSAL_DATA:
+            raise Revert("proposal description or data too large")
+        raw = ctx.sload(K_COUNT)
+        pid = (int.from_bytes(raw, "big") if raw else 0) + 1
+        _, _, period = self._params(ctx)
+        ctx.sstore(K_COUNT, pid.to_bytes(8, "big"))
+        record = [ctx.sender, target_b, data, description, 0, 0, False, ctx.env.height + period]
+        ctx.sstore(b"p:" + pid.to_bytes(8, "big"), codec.encode(record))
+        ctx.emit(self.E_CREATED, pid, "0x" + ctx.sender.hex(), target, description)
+        return pid
+
+    @method("vote(uint256 id, bool support)")
+    def vote(self, ctx: CallContext, pid: int, support: bool) -> None:
+        agency = self._agency(ctx)
+        p = self._load(ctx, pid)
+        if p[6]:
+            raise Revert(f"proposal {pid} was already executed")
+        if ctx.env.height > p[7]:
+            raise Revert(f"proposal {pid} expired at block {p[7]}")
+        vkey = b"v:" + pid.to_bytes(8, "big") + agency.encode()
+        if ctx.sload(vkey) is not None:
+            raise Revert(f"agency {agency!r} already voted on proposal {pid}")
+        ctx.sstore(vkey, b"\x01" if support else b"\x00")
+        p[4 if support else 5] += 1
+        ctx.sstore(b"p:" + pid.to_bytes(8, "big"), codec.encode(p))
+        ctx.emit(self.E_VOTED, pid, "0x" + ctx.sender.hex(), agency, support)
+
+    @method("execute(uint256 id)")
+    def execute(self, ctx: CallContext, pid: int) -> None:
+        self._agency(ctx)
+        p = self._load(ctx, pid)
+        if p[6]:
+            raise Revert(f"proposal {pid} was already executed")
+        if ctx.env.height > p[7]:
+            raise Revert(f"proposal {pid} expired at block {p[7]}")
+        num, den, _ = self._params(ctx)
+        required = compute_required_votes(get_active_agency_count(ctx.state), num, den)
+        if p[4] < required:
+            raise Revert(f"proposal {pid} has {p[4]} yes votes, needs {required}")
+        p[6] = True
+        ctx.sstore(b"p:" + pid.to_bytes(8, "big"), codec.encode(p))
+        ctx.call(p[1], p[2])
+        ctx.emit(self.E_EXECUTED, pid, "0x" + p[1].hex())
+
+    @method("getProposal(uint256 id)", returns="address proposer, address target, bytes data, string description, "
+            "uint256 yes, uint256 no, bool executed, uint256 deadline", view=True)
+    def get_proposal(self, ctx: CallContext, pid: int) -> tuple[Any, ...]:
+        p = self._load(ctx, pid)
+        return ("0x" + p[0].hex(), "0x" + p[1].hex(), p[2], p[3], p[4], p[5], p[6], p[7])
+
+    @method("requiredVotes()", returns="uint256 required, uint256 members", view=True)
+    def required_votes(self, ctx: CallContext) -> tuple[int, int]:
+        num, den, _ = self._params(ctx)
+        members = get_active_agency_count(ctx.state)
+        return compute_required_votes(members, num, den), members

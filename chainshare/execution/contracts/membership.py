@@ -1,0 +1,185 @@
+"""Membership: the agencies of the consortium, their accounts, certificates and roles.
+
+Agencies come from genesis; afterwards they are added or revoked only by Governance. Only an
+account of an active agency may send transactions (``is_member``: one state read).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chainshare import codec
+from chainshare.execution.contracts.addresses import GOVERNANCE, MEMBERSHIP
+from chainshare.execution.runtime import (
+    CONTRACT_PREFIX,
+    CallContext,
+    Revert,
+    SystemContract,
+    event,
+    method,
+)
+
+K_AGENCY = b"agency:"
+K_ACCOUNT = b"acct:"
+K_NAMES = b"names"
+K_VALIDATORS = b"validators"
+K_CA = b"ca"
+MAX_NAME = 64
+MAX_CERT = 8192
+
+
+def _key(k: bytes) -> bytes:
+    return CONTRACT_PREFIX + MEMBERSHIP + k
+
+
+def is_member(state: Any, address: bytes) -> bool:
+    """True iff ``address`` is an account of an active agency."""
+    return state.get(_key(K_ACCOUNT + address)) is not None
+
+
+def get_agency_of(state: Any, address: bytes) -> str | None:
+    raw = state.get(_key(K_ACCOUNT + address))
+    return raw.decode() if raw is not None else None
+
+
+def get_agency(state: Any, name: str) -> dict[str, Any] | None:
+    raw = state.get(_key(K_AGENCY + name.encode()))
+    if raw is None:
+        return None
+    n, role, accounts, cert, active, added = codec.decode(raw)
+    return {"name": n, "role": role, "accounts": accounts, "certificate": cert, "active": active, "added_height": added}
+
+
+def get_agency_names(state: Any) -> list[str]:
+    raw = state.get(_key(K_NAMES))
+    return list(codec.decode(raw)) if raw else []
+
+
+def get_active_agency_count(state: Any) -> int:
+    return sum(1 for n in get_agency_names(state) if (a := get_agency(state, n)) and a["active"])
+
+
+def get_validators(state: Any) -> list[dict[str, Any]]:
+    """The validator set in force: [{name, agency, address, bls_public_key, bls_pop}] in order."""
+    raw = state.get(_key(K_VALIDATORS))
+    if not raw:
+        return []
+    return [{"name": v[0], "agency": v[1], "address": v[2], "bls_public_key": v[3], "bls_pop": v[4]}
+            for v in codec.decode(raw)]
+
+
+def encode_validators(validators: list[dict[str, Any]]) -> bytes:
+    return codec.encode([[v["name"], v["agency"], v["address"], v["bls_public_key"], v["bls_pop"]]
+                         for v in validators])
+
+
+def genesis_agency_entries(name: str, role: str, accounts: list[bytes], cert: bytes) -> dict[bytes, bytes]:
+    """State entries that create an agency at genesis."""
+    out = {_key(K_AGENCY + name.encode()): codec.encode([name, role, list(accounts), cert, True, 0])}
+    for a in accounts:
+        out[_key(K_ACCOUNT + a)] = name.encode()
+    return out
+
+
+def genesis_entries(agencies: list[tuple[str, str, list[bytes], bytes]], validators: list[dict[str, Any]],
+                    ca_cert: bytes) -> dict[bytes, bytes]:
+    out: dict[bytes, bytes] = {}
+    for name, role, accounts, cert in agencies:
+        out.update(genesis_agency_entries(name, role, accounts, cert))
+    out[_key(K_NAMES)] = codec.encode([a[0] for a in agencies])
+    out[_key(K_VALIDATORS)] = encode_validators(validators)
+    out[_key(K_CA)] = ca_cert
+    return out
+
+
+class Membership(SystemContract):
+    NAME = "Membership"
+    ADDRESS = MEMBERSHIP
+    E_ADDED = event("AgencyAdded(string name, string role, address[] accounts)")
+    E_REVOKED = event("AgencyRevoked(string name)")
+    EVENTS = (E_ADDED, E_REVOKED)
+
+    @method("isMember(address account)", returns="bool", view=True)
+    def is_member(self, ctx: CallContext, account: str) -> bool:
+        return ctx.sload(K_ACCOUNT + bytes.fromhex(account[2:])) is not None
+
+    @method("agencyOf(address account)", returns="string", view=True)
+    def agency_of(self, ctx: CallContext, account: str) -> str:
+        raw = ctx.sload(K_ACCOUNT + bytes.fromhex(account[2:]))
+        if raw is None:
+            raise Revert("account is not a member of any active agency")
+        return raw.decode()
+
+    @method("getAgency(string name)",
+            returns="string name, string role, address[] accounts, bytes certificate, bool active", view=True)
+    def get_agency(self, ctx: CallContext, name: str) -> tuple[Any, ...]:
+        raw = ctx.sload(K_AGENCY + name.encode())
+        if raw is None:
+            raise Revert(f"no agency named {name!r}")
+        n, role, accounts, cert, active, _ = codec.decode(raw)
+        return n, role, ["0x" + a.hex() for a in accounts], cert, active
+
+    @method("agencyNames()", returns="string[] names", view=True)
+    def agency_names(self, ctx: CallContext) -> list[str]:
+        raw = ctx.sload(K_NAMES)
+        return list(codec.decode(raw)) if raw else []
+
+    @method("addAgency(string name, string role, address[] accounts, bytes certificate)")
+    def add_agency(self, ctx: CallContext, name: str, role: str, accounts: list[str], certificate: bytes) -> None:
+        _only_governance(ctx)
+        if not 0 < len(name) <= MAX_NAME or not 0 < len(role) <= MAX_NAME:
+            raise Revert(f"agency name and role must be 1..{MAX_NAME} characters")
+        if len(certificate) > MAX_CERT:
+            raise Revert("certificate too large")
+        if ctx.sload(K_AGENCY + name.encode()) is not None:
+            raise Revert(f"agency {name!r} already exists")
+        if not accounts:
+            raise Revert("an agency needs at least one account")
+        raw_accounts = [bytes.fromhex(a[2:]) for a in accounts]
+        for a in raw_accounts:
+            if ctx.sload(K_ACCOUNT + a) is not None:
+                raise Revert(f"account 0x{a.hex()} already belongs to an agency")
+        _check_certificate(ctx, name, certificate)
+        ctx.sstore(K_AGENCY + name.encode(), codec.encode([name, role, raw_accounts, certificate, True, ctx.env.height]))
+        for a in raw_accounts:
+            ctx.sstore(K_ACCOUNT + a, name.encode())
+        names = self.agency_names(ctx)
+        ctx.sstore(K_NAMES, codec.encode(names + [name]))
+        ctx.emit(self.E_ADDED, name, role, accounts)
+
+    @method("revokeAgency(string name)")
+    def revoke_agency(self, ctx: CallContext, name: str) -> None:
+        _only_governance(ctx)
+        raw = ctx.sload(K_AGENCY + name.encode())
+        if raw is None:
+            raise Revert(f"no agency named {name!r}")
+        n, role, accounts, cert, active, added = codec.decode(raw)
+        if not active:
+            raise Revert(f"agency {name!r} is already revoked")
+        ctx.sstore(K_AGENCY + name.encode(), codec.encode([n, role, accounts, cert, False, added]))
+        for a in accounts:
+            ctx.sstore(K_ACCOUNT + a, None)
+        ctx.emit(self.E_REVOKED, name)
+
+
+def _only_governance(ctx: CallContext) -> None:
+    if ctx.sender != GOVERNANCE:
+        raise Revert("only Governance may change membership: submit a proposal")
+
+
+def _check_certificate(ctx: CallContext, name: str, certificate: bytes) -> None:
+    """The agency certificate must be issued by the consortium CA and valid at block time."""
+    from datetime import UTC, datetime
+
+    from chainshare.crypto.ca import verify_certificate
+    from chainshare.errors import CryptoError
+
+    ca = ctx.sload(K_CA)
+    if not ca:
+        raise Revert("no consortium CA recorded at genesis")
+    try:
+        subject = verify_certificate(ca, certificate, at=datetime.fromtimestamp(ctx.env.timestamp_ms / 1000, UTC))
+    except CryptoError as exc:
+        raise Revert(f"certificate refused: {exc.message}") from exc
+    if subject.agency != name:
+        raise Revert(f"certificate is for agency {subject.agency!r}, not {name!r}")

@@ -1,0 +1,282 @@
+"""The execution runtime: system contracts at fixed addresses, called with standard ABI data.
+
+``apply_transaction`` is the state transition of one transaction: it bumps the sender's nonce,
+meters gas, dispatches on (address, 4-byte selector), and either keeps the call's writes and
+events or reverts them all (status 0, ``Error(string)`` data). There is no native currency; gas
+only meters work and bounds blocks. Everything here is deterministic: no clock, no randomness,
+no I/O beyond the state view.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from chainshare.crypto.hashing import keccak256
+from chainshare.errors import InvalidTransaction, UnknownSelector
+from chainshare.execution import abi
+from chainshare.ledger.state import StateView
+from chainshare.ledger.txs import Transaction
+from chainshare.ledger.types import STATUS_FAILURE, STATUS_SUCCESS, Log, Receipt
+
+# Gas schedule (Ethereum's numbers where an analogue exists, so wallets estimate sensibly).
+G_TRANSACTION = 21_000
+G_TXDATA_ZERO = 4
+G_TXDATA_NONZERO = 16
+G_SLOAD = 2_100
+G_SSTORE_SET = 20_000
+G_SSTORE_RESET = 5_000
+G_LOG = 375
+G_LOG_TOPIC = 375
+G_LOG_DATA_BYTE = 8
+G_CALL = 2_600
+G_WORD = 3  # per 32 bytes of stored value beyond the first word
+
+NONCE_PREFIX = b"n"
+CONTRACT_PREFIX = b"c"
+
+
+class Revert(Exception):
+    """Raised by a contract to revert the call with a reason (``Error(string)``)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class OutOfGas(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class BlockEnv:
+    chain_id: int
+    height: int
+    timestamp_ms: int
+    proposer: bytes
+    gas_limit: int
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    name: str
+    params: tuple[abi.Param, ...]
+    topic: bytes
+
+    def to_abi(self) -> dict[str, Any]:
+        return {"type": "event", "name": self.name, "anonymous": False,
+                "inputs": [{"name": p.name, "type": p.type, "indexed": p.indexed} for p in self.params]}
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    params: tuple[abi.Param, ...]
+    returns: tuple[abi.Param, ...]
+    view: bool
+    selector: bytes
+    fn_name: str
+
+    def to_abi(self) -> dict[str, Any]:
+        return {"type": "function", "name": self.name,
+                "inputs": [{"name": p.name, "type": p.type} for p in self.params],
+                "outputs": [{"name": p.name, "type": p.type} for p in self.returns],
+                "stateMutability": "view" if self.view else "nonpayable"}
+
+
+def method(signature: str, returns: str = "", view: bool = False) -> Callable[[Any], Any]:
+    """Declare a contract method by its Solidity signature (with parameter names)."""
+    name, params = abi.parse_signature(signature)
+    spec = MethodSpec(name, params, abi.parse_params(returns), view, abi.compute_selector(name, params), "")
+
+    def wrap(fn: Any) -> Any:
+        fn.__method_spec__ = MethodSpec(spec.name, spec.params, spec.returns, spec.view, spec.selector, fn.__name__)
+        return fn
+
+    return wrap
+
+
+def event(signature: str) -> EventSpec:
+    """Declare an event by signature, e.g. ``"Anchored(bytes32 indexed digest, address indexed by)"``."""
+    name, params = abi.parse_signature(signature)
+    return EventSpec(name, params, keccak256(abi.canonical_signature(name, params).encode()))
+
+
+class SystemContract:
+    """Base of native contracts; subclasses set NAME, ADDRESS, EVENTS and decorate methods."""
+
+    NAME: str = ""
+    ADDRESS: bytes = b""
+    EVENTS: tuple[EventSpec, ...] = ()
+
+    def __init__(self) -> None:
+        self.methods: dict[bytes, MethodSpec] = {}
+        for attr in dir(type(self)):
+            spec = getattr(getattr(type(self), attr), "__method_spec__", None)
+            if spec is not None:
+                self.methods[spec.selector] = spec
+        self.events = {e.name: e for e in self.EVENTS}
+
+    def to_abi(self) -> list[dict[str, Any]]:
+        items = [m.to_abi() for m in sorted(self.methods.values(), key=lambda m: m.name)]
+        return items + [e.to_abi() for e in self.EVENTS]
+
+
+@dataclass
+class CallContext:
+    """What a contract method sees: caller, block, metered storage, events, nested calls."""
+
+    runtime: Runtime
+    state: StateView
+    env: BlockEnv
+    sender: bytes
+    origin: bytes
+    address: bytes
+    gas_left: int
+    static: bool
+    logs: list[Log] = field(default_factory=list)
+
+    def charge(self, gas: int) -> None:
+        self.gas_left -= gas
+        if self.gas_left < 0:
+            raise OutOfGas()
+
+    def sload(self, key: bytes) -> bytes | None:
+        self.charge(G_SLOAD)
+        return self.state.get(CONTRACT_PREFIX + self.address + key)
+
+    def sstore(self, key: bytes, value: bytes | None) -> None:
+        if self.static:
+            raise Revert("state change in a read-only call")
+        full = CONTRACT_PREFIX + self.address + key
+        existed = self.state.get(full) is not None
+        cost = G_SSTORE_RESET if existed or value is None else G_SSTORE_SET
+        if value:
+            cost += G_WORD * ((len(value) - 1) // 32)
+        self.charge(cost)
+        self.state.set(full, value)
+
+    def emit(self, spec: EventSpec, *values: Any) -> None:
+        if self.static:
+            return
+        topics = [spec.topic]
+        data_types, data_values = [], []
+        for p, v in zip(spec.params, values, strict=True):
+            if p.indexed:
+                topics.append(_encode_topic(p.type, v))
+            else:
+                data_types.append(p.type)
+                data_values.append(v)
+        data = abi.encode_values(data_types, data_values) if data_types else b""
+        self.charge(G_LOG + G_LOG_TOPIC * len(topics) + G_LOG_DATA_BYTE * len(data))
+        self.logs.append(Log(self.address, tuple(topics), data))
+
+    def call(self, target: bytes, data: bytes) -> bytes:
+        """Call another system contract as this contract; a revert there reverts here."""
+        self.charge(G_CALL)
+        sub = CallContext(self.runtime, self.state, self.env, self.address, self.origin, target,
+                          self.gas_left, self.static)
+        out = self.runtime.dispatch(sub, data)
+        self.gas_left = sub.gas_left
+        self.logs.extend(sub.logs)
+        return out
+
+
+def _encode_topic(typ: str, value: Any) -> bytes:
+    if typ in ("string", "bytes"):
+        return keccak256(value.encode() if isinstance(value, str) else value)
+    return abi.encode_values([typ], [value])
+
+
+def compute_intrinsic_gas(data: bytes) -> int:
+    zeros = data.count(0)
+    return G_TRANSACTION + G_TXDATA_ZERO * zeros + G_TXDATA_NONZERO * (len(data) - zeros)
+
+
+def get_nonce(state: Any, address: bytes) -> int:
+    raw = state.get(NONCE_PREFIX + address)
+    return int.from_bytes(raw, "big") if raw else 0
+
+
+def set_nonce(state: StateView, address: bytes, nonce: int) -> None:
+    state.set(NONCE_PREFIX + address, nonce.to_bytes(8, "big"))
+
+
+class Runtime:
+    """Holds the system contracts by address and runs calls against a state view."""
+
+    def __init__(self, contracts: list[SystemContract]) -> None:
+        self.contracts = {c.ADDRESS: c for c in contracts}
+        self.by_name = {c.NAME: c for c in contracts}
+
+    def check_call(self, to: bytes | None, data: bytes) -> MethodSpec:
+        """Static admission check of a call: known contract, known selector, decodable args."""
+        if to is None:
+            raise InvalidTransaction("contract creation is not supported: only system contracts run here")
+        contract = self.contracts.get(to)
+        if contract is None:
+            raise InvalidTransaction(f"0x{to.hex()} is not a system contract")
+        spec = contract.methods.get(data[:4])
+        if spec is None:
+            raise UnknownSelector(f"{contract.NAME} has no method with selector 0x{data[:4].hex()}")
+        abi.decode_values([p.type for p in spec.params], data[4:])
+        return spec
+
+    def dispatch(self, ctx: CallContext, data: bytes) -> bytes:
+        contract = self.contracts.get(ctx.address)
+        if contract is None:
+            raise Revert(f"0x{ctx.address.hex()} is not a system contract")
+        spec = contract.methods.get(data[:4])
+        if spec is None:
+            raise Revert(f"{contract.NAME}: unknown selector 0x{data[:4].hex()}")
+        try:
+            args = abi.decode_values([p.type for p in spec.params], data[4:])
+        except ValueError as exc:
+            raise Revert(f"{contract.NAME}.{spec.name}: bad arguments") from exc
+        if ctx.static and not spec.view:
+            pass  # eth_call of a mutating method: runs on a throwaway view, events suppressed
+        result = getattr(contract, spec.fn_name)(ctx, *args)
+        if not spec.returns:
+            return b""
+        values = result if isinstance(result, tuple) else (result,)
+        return abi.encode_values([p.type for p in spec.returns], values)
+
+    def apply_transaction(self, state: StateView, tx: Transaction, env: BlockEnv, cumulative_gas: int) -> Receipt:
+        """Run ``tx`` (already verified: member sender, next nonce) and return its receipt."""
+        set_nonce(state, tx.sender, tx.nonce + 1)
+        intrinsic = compute_intrinsic_gas(tx.data)
+        snap = state.snapshot()
+        ctx = CallContext(self, state, env, tx.sender, tx.sender, tx.to or b"", tx.gas_limit - intrinsic, False)
+        try:
+            if ctx.gas_left < 0:
+                raise OutOfGas()
+            output = self.dispatch(ctx, tx.data)
+            status, logs, gas_used = STATUS_SUCCESS, tuple(ctx.logs), tx.gas_limit - ctx.gas_left
+        except Revert as exc:
+            state.revert(snap)
+            status, logs, output = STATUS_FAILURE, (), abi.encode_revert_reason(exc.message)
+            gas_used = tx.gas_limit - max(ctx.gas_left, 0)
+        except OutOfGas:
+            state.revert(snap)
+            status, logs, output, gas_used = STATUS_FAILURE, (), abi.encode_revert_reason("out of gas"), tx.gas_limit
+        state.commit_journal()
+        return Receipt(status, cumulative_gas + gas_used, gas_used, logs, output)
+
+    def call(self, state: StateView, sender: bytes, to: bytes, data: bytes, env: BlockEnv,
+             gas: int, static: bool = True) -> tuple[bool, bytes, int]:
+        """Run a call without a transaction (eth_call/eth_estimateGas); writes stay in ``state``.
+
+        Returns (success, output or revert data, gas used including intrinsic gas).
+        """
+        intrinsic = compute_intrinsic_gas(data)
+        ctx = CallContext(self, state, env, sender, sender, to, gas - intrinsic, False)
+        try:
+            if ctx.gas_left < 0:
+                raise OutOfGas()
+            out = self.dispatch(ctx, data)
+            return True, out, gas - ctx.gas_left
+        except Revert as exc:
+            return False, abi.encode_revert_reason(exc.message), gas - max(ctx.gas_left, 0)
+        except OutOfGas:
+            return False, abi.encode_revert_reason("out of gas"), gas

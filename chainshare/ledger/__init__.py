@@ -1,0 +1,1 @@
+"""The ledger: types, Merkle trees, Ethereum transactions, state commitment, storage and the chain."""

@@ -1,0 +1,222 @@
+"""The chain on disk: finalized blocks, their certificates, receipts, state and indexes.
+
+``commit_block`` writes a block, its QC, receipts, senders, state writes, the new state
+accumulator, the tx-hash index, the log indexes and the new head in ONE synced batch: after a
+crash the store holds either all of a block or none of it, and the head always points at a
+complete block. Opening a data directory of another network or of a newer format fails.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from chainshare import codec
+from chainshare.crypto.hashing import keccak256
+from chainshare.errors import ConfigError, NotFound, StorageError
+from chainshare.ledger.statehash import decode_accumulator, encode_accumulator
+from chainshare.ledger.store import KeyValueStore
+from chainshare.ledger.types import FORMAT_VERSION, Block, QuorumCertificate, Receipt
+
+P_META = b"M"
+P_BLOCK = b"B"
+P_HASH = b"H"
+P_RECEIPTS = b"R"
+P_SENDERS = b"F"
+P_QC = b"Q"
+P_TX = b"T"
+P_STATE = b"S"
+P_LOG_ADDR = b"A"
+P_LOG_TOPIC = b"O"
+
+K_FORMAT = P_META + b"format"
+K_CHAIN_ID = P_META + b"chain_id"
+K_GENESIS = P_META + b"genesis"
+K_HEAD = P_META + b"head"
+K_ACC = P_META + b"acc"
+K_GENESIS_DOC = P_META + b"genesis_doc"
+
+
+def _h(height: int) -> bytes:
+    return height.to_bytes(8, "big")
+
+
+@dataclass(frozen=True)
+class TxLocation:
+    height: int
+    index: int
+
+
+class StateReaderAt:
+    """Reads the committed state (the state after the head block)."""
+
+    __slots__ = ("_store",)
+
+    def __init__(self, store: KeyValueStore) -> None:
+        self._store = store
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._store.get(P_STATE + key)
+
+
+class ChainStore:
+    """Finalized chain over a key-value store; all reads are of committed data only."""
+
+    def __init__(self, store: KeyValueStore, cache_blocks: int = 64) -> None:
+        self.store = store
+        self.state = StateReaderAt(store)
+        self._blocks: OrderedDict[int, Block] = OrderedDict()
+        self._receipts: OrderedDict[int, list[Receipt]] = OrderedDict()
+        self._cache = cache_blocks
+        head = store.get(K_HEAD)
+        self._head = int.from_bytes(head, "big") if head is not None else -1
+
+    # -- identity ---------------------------------------------------------------------------
+    def check_identity(self, chain_id: int, genesis_hash: bytes) -> None:
+        """Refuse a data dir of a newer format, another chain id or another genesis."""
+        fmt = self.store.get(K_FORMAT)
+        if fmt is None:
+            if self._head >= 0:
+                raise StorageError("data directory has blocks but no format marker: refusing to guess")
+            return
+        fmt_v = int.from_bytes(fmt, "big")
+        if fmt_v > FORMAT_VERSION:
+            raise ConfigError(f"data directory was written in ledger format {fmt_v}; this node reads up to "
+                              f"{FORMAT_VERSION}: upgrade chainshare")
+        stored_chain = int.from_bytes(self.store.get(K_CHAIN_ID) or b"", "big")
+        if stored_chain != chain_id:
+            raise ConfigError(f"data directory belongs to chain id {stored_chain}, the configuration says "
+                              f"{chain_id}: point data_dir at this network's directory")
+        if self.store.get(K_GENESIS) != genesis_hash:
+            raise ConfigError("data directory was created from a different genesis (genesis hash mismatch)")
+
+    def initialize(self, genesis_block: Block, state: dict[bytes, bytes], accumulator: int, chain_id: int,
+                   genesis_document: bytes) -> None:
+        """Write block 0, the genesis state and the genesis document (once, on an empty store)."""
+        puts = {P_STATE + k: v for k, v in state.items()}
+        puts.update({
+            K_GENESIS_DOC: genesis_document,
+            K_FORMAT: FORMAT_VERSION.to_bytes(4, "big"),
+            K_CHAIN_ID: chain_id.to_bytes(8, "big"),
+            K_GENESIS: genesis_block.hash,
+        })
+        self._put_block(puts, genesis_block, [], [], None, accumulator)
+        self.store.write_batch(puts, sync=True)
+        self._head = 0
+
+    # -- writes -----------------------------------------------------------------------------
+    def _put_block(self, puts: dict[bytes, bytes], block: Block, receipts: list[Receipt] | tuple[Receipt, ...],
+                   senders: list[bytes] | tuple[bytes, ...], qc: QuorumCertificate | None, accumulator: int) -> None:
+        h = _h(block.height)
+        puts[P_BLOCK + h] = block.encode()
+        puts[P_HASH + block.hash] = h
+        puts[P_RECEIPTS + h] = codec.encode_trusted([r.to_list() for r in receipts])
+        puts[P_SENDERS + h] = b"".join(senders)
+        if qc is not None:
+            puts[P_QC + h] = qc.encode()
+        for i, raw in enumerate(block.transactions):
+            puts[P_TX + keccak256(raw)] = h + i.to_bytes(4, "big")
+        for r in receipts:
+            for lg in r.logs:
+                puts[P_LOG_ADDR + lg.address + h] = b""
+                for t in lg.topics:
+                    puts[P_LOG_TOPIC + t + h] = b""
+        puts[K_ACC] = encode_accumulator(accumulator)
+        puts[K_HEAD] = h
+
+    def commit_block(self, block: Block, receipts: tuple[Receipt, ...], senders: tuple[bytes, ...],
+                     state_changes: dict[bytes, bytes | None], accumulator: int,
+                     qc: QuorumCertificate | None) -> None:
+        """Durably append a finalized block (one synced batch)."""
+        if block.height != self._head + 1:
+            raise StorageError(f"cannot append block {block.height} on head {self._head}")
+        puts: dict[bytes, bytes] = {}
+        deletes = []
+        for k, v in state_changes.items():
+            if v is None:
+                deletes.append(P_STATE + k)
+            else:
+                puts[P_STATE + k] = v
+        self._put_block(puts, block, receipts, senders, qc, accumulator)
+        self.store.write_batch(puts, tuple(deletes), sync=True)
+        self._head = block.height
+        self._remember(block, list(receipts))
+
+    def store_qc(self, height: int, qc: QuorumCertificate) -> None:
+        self.store.write_batch({P_QC + _h(height): qc.encode()}, sync=True)
+
+    def _remember(self, block: Block, receipts: list[Receipt]) -> None:
+        self._blocks[block.height] = block
+        self._receipts[block.height] = receipts
+        while len(self._blocks) > self._cache:
+            self._blocks.popitem(last=False)
+        while len(self._receipts) > self._cache:
+            self._receipts.popitem(last=False)
+
+    # -- reads ------------------------------------------------------------------------------
+    @property
+    def head_height(self) -> int:
+        return self._head
+
+    def get_genesis_document(self) -> bytes:
+        raw = self.store.get(K_GENESIS_DOC)
+        if raw is None:
+            raise StorageError("data directory holds no genesis document")
+        return raw
+
+    def get_accumulator(self) -> int:
+        raw = self.store.get(K_ACC)
+        if raw is None:
+            raise StorageError("state accumulator missing: the data directory is incomplete")
+        return decode_accumulator(raw)
+
+    def get_block(self, height: int) -> Block:
+        cached = self._blocks.get(height)
+        if cached is not None:
+            return cached
+        raw = self.store.get(P_BLOCK + _h(height)) if 0 <= height <= self._head else None
+        if raw is None:
+            raise NotFound(f"no block at height {height} (head is {self._head})")
+        return Block.decode(raw)
+
+    def get_head(self) -> Block:
+        return self.get_block(self._head)
+
+    def get_height_by_hash(self, block_hash: bytes) -> int:
+        raw = self.store.get(P_HASH + block_hash)
+        if raw is None:
+            raise NotFound(f"no block with hash 0x{block_hash.hex()}")
+        return int.from_bytes(raw, "big")
+
+    def get_receipts(self, height: int) -> list[Receipt]:
+        cached = self._receipts.get(height)
+        if cached is not None:
+            return cached
+        raw = self.store.get(P_RECEIPTS + _h(height))
+        if raw is None:
+            raise NotFound(f"no receipts at height {height}")
+        return [Receipt.from_list(r) for r in codec.decode(raw)]
+
+    def get_senders(self, height: int) -> list[bytes]:
+        raw = self.store.get(P_SENDERS + _h(height)) or b""
+        return [raw[i:i + 20] for i in range(0, len(raw), 20)]
+
+    def get_qc(self, height: int) -> QuorumCertificate | None:
+        raw = self.store.get(P_QC + _h(height))
+        return QuorumCertificate.from_list(codec.decode(raw)) if raw else None
+
+    def get_tx_location(self, tx_hash: bytes) -> TxLocation | None:
+        raw = self.store.get(P_TX + tx_hash)
+        if raw is None:
+            return None
+        return TxLocation(int.from_bytes(raw[:8], "big"), int.from_bytes(raw[8:12], "big"))
+
+    def iter_log_heights(self, key: bytes, from_height: int, to_height: int, by_topic: bool) -> Iterator[int]:
+        """Heights in [from, to] with a log from address ``key`` (or with topic ``key``)."""
+        prefix = (P_LOG_TOPIC if by_topic else P_LOG_ADDR) + key
+        for k, _ in self.store.iterate(prefix, start=prefix + _h(from_height)):
+            h = int.from_bytes(k[len(prefix):], "big")
+            if h > to_height:
+                break
+            yield h

@@ -1,0 +1,104 @@
+"""Binary Merkle trees in the style of RFC 6962 (Certificate Transparency), over keccak-256.
+
+leaf hash = keccak(0x00 || leaf), node hash = keccak(0x01 || left || right); the root of zero
+leaves is keccak(b""). The split point for n leaves is the largest power of two smaller than n,
+so a proof is at most ceil(log2 n) hashes and a verifier needs only the root from a header.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from chainshare.crypto.hashing import EMPTY_KECCAK, keccak256
+
+LEAF_PREFIX = b"\x00"
+NODE_PREFIX = b"\x01"
+
+
+def hash_leaf(leaf: bytes) -> bytes:
+    return keccak256(LEAF_PREFIX + leaf)
+
+
+def hash_children(left: bytes, right: bytes) -> bytes:
+    return keccak256(NODE_PREFIX + left + right)
+
+
+def _split(n: int) -> int:
+    k = 1
+    while k * 2 < n:
+        k *= 2
+    return k
+
+
+def _root_of_hashes(hashes: Sequence[bytes]) -> bytes:
+    # Bottom-up pairing gives the same tree as RFC 6962's recursive split: an odd last node
+    # is promoted unchanged to the next level.
+    level = list(hashes)
+    while len(level) > 1:
+        nxt = [hash_children(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            nxt.append(level[-1])
+        level = nxt
+    return level[0]
+
+
+def compute_root(leaves: Sequence[bytes]) -> bytes:
+    """The Merkle root of ``leaves`` (raw leaf bytes, not yet hashed)."""
+    if not leaves:
+        return EMPTY_KECCAK
+    return _root_of_hashes([hash_leaf(x) for x in leaves])
+
+
+@dataclass(frozen=True)
+class InclusionProof:
+    """Proof that the leaf at ``index`` of a tree of ``size`` leaves is under a root."""
+
+    index: int
+    size: int
+    path: tuple[bytes, ...]
+
+    def to_json(self) -> dict[str, object]:
+        return {"index": self.index, "size": self.size, "path": ["0x" + p.hex() for p in self.path]}
+
+
+def compute_inclusion_proof(leaves: Sequence[bytes], index: int) -> InclusionProof:
+    """The audit path of leaf ``index`` (RFC 6962 section 2.1.1)."""
+    if not 0 <= index < len(leaves):
+        raise IndexError(f"leaf index {index} outside a tree of {len(leaves)} leaves")
+    hashes = [hash_leaf(x) for x in leaves]
+    return InclusionProof(index, len(leaves), tuple(_path(hashes, index)))
+
+
+def _path(hashes: Sequence[bytes], index: int) -> list[bytes]:
+    n = len(hashes)
+    if n == 1:
+        return []
+    k = _split(n)
+    if index < k:
+        return _path(hashes[:k], index) + [_root_of_hashes(hashes[k:])]
+    return _path(hashes[k:], index - k) + [_root_of_hashes(hashes[:k])]
+
+
+def verify_inclusion_proof(leaf: bytes, proof: InclusionProof, root: bytes) -> bool:
+    """True iff ``leaf`` is at ``proof.index`` of a tree of ``proof.size`` leaves with ``root``."""
+    index, size = proof.index, proof.size
+    if not 0 <= index < size:
+        return False
+    fn, sn = index, size - 1
+    r = hash_leaf(leaf)
+    path = list(proof.path)
+    for p in path:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            r = hash_children(p, r)
+            if not fn & 1:
+                while fn & 1 == 0 and fn != 0:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            r = hash_children(r, p)
+        fn >>= 1
+        sn >>= 1
+    return sn == 0 and r == root

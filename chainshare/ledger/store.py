@@ -1,0 +1,125 @@
+"""Key-value storage: LevelDB (plyvel) on disk and an in-memory twin for unit tests.
+
+Both implement ``KeyValueStore``. ``write_batch`` applies puts and deletes atomically; on
+LevelDB it is one ``WriteBatch`` written with ``sync=True``, so once it returns the data survives
+a crash of the process or the machine.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Protocol
+
+from chainshare.errors import StorageError
+
+
+def prefix_end(prefix: bytes) -> bytes | None:
+    """The smallest key greater than every key starting with ``prefix`` (None: no bound)."""
+    b = bytearray(prefix)
+    while b and b[-1] == 0xFF:
+        b.pop()
+    if not b:
+        return None
+    b[-1] += 1
+    return bytes(b)
+
+
+class KeyValueStore(Protocol):
+    def get(self, key: bytes) -> bytes | None: ...
+
+    def write_batch(self, puts: Mapping[bytes, bytes], deletes: tuple[bytes, ...] = (), sync: bool = True) -> None: ...
+
+    def iterate(self, prefix: bytes, start: bytes | None = None, reverse: bool = False) -> Iterator[tuple[bytes, bytes]]: ...
+
+    def close(self) -> None: ...
+
+
+class LevelDBStore:
+    """LevelDB on disk. Only one process may open a directory (LevelDB's LOCK file enforces it)."""
+
+    def __init__(self, path: Path, *, create: bool = True) -> None:
+        import plyvel
+
+        path.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = plyvel.DB(
+                str(path), create_if_missing=create, compression="snappy",
+                write_buffer_size=16 * 1024 * 1024, lru_cache_size=32 * 1024 * 1024,
+                bloom_filter_bits=10, max_open_files=256,
+            )
+        except plyvel.IOError as exc:
+            raise StorageError(
+                f"cannot open the ledger at {path}: {exc} (is another node already using this data dir?)"
+            ) from exc
+        except plyvel.Error as exc:
+            raise StorageError(f"the ledger at {path} is corrupted or unreadable: {exc}") from exc
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._db.get(key)  # type: ignore[no-any-return]
+
+    def write_batch(self, puts: Mapping[bytes, bytes], deletes: tuple[bytes, ...] = (), sync: bool = True) -> None:
+        with self._db.write_batch(sync=sync) as wb:
+            for k in deletes:
+                wb.delete(k)
+            for k, v in puts.items():
+                wb.put(k, v)
+
+    def iterate(self, prefix: bytes, start: bytes | None = None, reverse: bool = False) -> Iterator[tuple[bytes, bytes]]:
+        if start is None:
+            it = self._db.iterator(prefix=prefix, reverse=reverse)
+        elif reverse:
+            it = self._db.iterator(start=prefix, stop=start, include_stop=True, reverse=True)
+        else:
+            end = prefix_end(prefix)
+            it = self._db.iterator(start=start, stop=end) if end is not None else self._db.iterator(start=start)
+        yield from it
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class MemoryStore:
+    """In-memory store with the same interface (unit tests only: nothing survives the process)."""
+
+    def __init__(self) -> None:
+        self._data: dict[bytes, bytes] = {}
+        self._keys: list[bytes] = []
+        self._lock = threading.Lock()
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._data.get(key)
+
+    def write_batch(self, puts: Mapping[bytes, bytes], deletes: tuple[bytes, ...] = (), sync: bool = True) -> None:
+        with self._lock:
+            for k in deletes:
+                if self._data.pop(k, None) is not None:
+                    self._keys.pop(bisect.bisect_left(self._keys, k))
+            for k, v in puts.items():
+                if k not in self._data:
+                    bisect.insort(self._keys, k)
+                self._data[k] = bytes(v)
+
+    def iterate(self, prefix: bytes, start: bytes | None = None, reverse: bool = False) -> Iterator[tuple[bytes, bytes]]:
+        with self._lock:
+            lo = bisect.bisect_left(self._keys, prefix)
+            keys = []
+            for k in self._keys[lo:]:
+                if not k.startswith(prefix):
+                    break
+                keys.append(k)
+        if reverse:
+            keys.reverse()
+            if start is not None:
+                keys = [k for k in keys if k <= start]
+        elif start is not None:
+            keys = [k for k in keys if k >= start]
+        for k in keys:
+            v = self._data.get(k)
+            if v is not None:
+                yield k, v
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,240 @@
+"""Ledger types: Header, Block, QuorumCertificate, Receipt, Log.
+
+Every type has a canonical encoding (``to_list`` / ``from_list`` via ``codec``). The block hash is
+keccak-256 of the encoded header; the header commits to transactions, receipts, state, logs bloom,
+the validator set, and the quorum certificate the block carries (``justify_hash``), so a block and
+the certificates that finalize it form one hash-linked, verifiable record. ``FORMAT_VERSION`` names
+this layout; a data directory written with a newer one is refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from chainshare import codec
+from chainshare.crypto.hashing import ZERO_HASH, keccak256
+from chainshare.errors import DecodeError
+
+FORMAT_VERSION = 1
+BLOOM_BYTES = 256
+EMPTY_BLOOM = b"\x00" * BLOOM_BYTES
+
+
+def _bytes(v: Any, n: int | None, what: str) -> bytes:
+    if not isinstance(v, bytes) or (n is not None and len(v) != n):
+        raise DecodeError(f"{what} must be {n if n is not None else 'some'} bytes")
+    return v
+
+
+def _uint(v: Any, what: str) -> int:
+    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+        raise DecodeError(f"{what} must be a non-negative integer")
+    return v
+
+
+def _list(v: Any, n: int, what: str) -> list[Any]:
+    if not isinstance(v, list) or len(v) != n:
+        raise DecodeError(f"{what} must be an array of {n} fields")
+    return v
+
+
+@dataclass(frozen=True)
+class Header:
+    parent_hash: bytes
+    height: int
+    round: int
+    timestamp_ms: int
+    proposer: bytes  # 20-byte validator address
+    tx_root: bytes
+    receipts_root: bytes
+    state_root: bytes
+    logs_bloom: bytes
+    validator_set_hash: bytes
+    gas_limit: int
+    gas_used: int
+    justify_hash: bytes  # hash of the QC this block carries (ZERO_HASH if none)
+
+    def to_list(self) -> list[Any]:
+        return [
+            self.parent_hash, self.height, self.round, self.timestamp_ms, self.proposer,
+            self.tx_root, self.receipts_root, self.state_root, self.logs_bloom,
+            self.validator_set_hash, self.gas_limit, self.gas_used, self.justify_hash,
+        ]
+
+    @classmethod
+    def from_list(cls, v: Any) -> Header:
+        f = _list(v, 13, "header")
+        return cls(
+            _bytes(f[0], 32, "parent_hash"), _uint(f[1], "height"), _uint(f[2], "round"),
+            _uint(f[3], "timestamp"), _bytes(f[4], 20, "proposer"), _bytes(f[5], 32, "tx_root"),
+            _bytes(f[6], 32, "receipts_root"), _bytes(f[7], 32, "state_root"),
+            _bytes(f[8], BLOOM_BYTES, "logs_bloom"), _bytes(f[9], 32, "validator_set_hash"),
+            _uint(f[10], "gas_limit"), _uint(f[11], "gas_used"), _bytes(f[12], 32, "justify_hash"),
+        )
+
+    def encode(self) -> bytes:
+        return codec.encode_trusted(self.to_list())
+
+    @property
+    def hash(self) -> bytes:
+        return compute_header_hash(self)
+
+
+def compute_header_hash(header: Header) -> bytes:
+    """The block hash: keccak-256 of the canonical header encoding."""
+    return keccak256(header.encode())
+
+
+@dataclass(frozen=True)
+class QuorumCertificate:
+    """2f+1 BLS votes on (block_hash, height, round), aggregated: a signer bitmap + one signature."""
+
+    block_hash: bytes
+    height: int
+    round: int
+    signers: bytes  # bitmap over the validator set of ``height``, bit i = validators[i]
+    signature: bytes  # 96-byte aggregate BLS signature
+
+    def to_list(self) -> list[Any]:
+        return [self.block_hash, self.height, self.round, self.signers, self.signature]
+
+    @classmethod
+    def from_list(cls, v: Any) -> QuorumCertificate:
+        f = _list(v, 5, "quorum certificate")
+        return cls(
+            _bytes(f[0], 32, "qc.block_hash"), _uint(f[1], "qc.height"), _uint(f[2], "qc.round"),
+            _bytes(f[3], None, "qc.signers"), _bytes(f[4], 96, "qc.signature"),
+        )
+
+    def encode(self) -> bytes:
+        return codec.encode_trusted(self.to_list())
+
+    @property
+    def hash(self) -> bytes:
+        return keccak256(self.encode())
+
+    def signer_indices(self) -> list[int]:
+        return [i for i in range(len(self.signers) * 8) if self.signers[i // 8] >> (i % 8) & 1]
+
+
+def make_bitmap(indices: list[int], size: int) -> bytes:
+    bits = bytearray((size + 7) // 8)
+    for i in indices:
+        bits[i // 8] |= 1 << (i % 8)
+    return bytes(bits)
+
+
+@dataclass(frozen=True)
+class Block:
+    """A header, its raw transactions, the QC it carries (for its parent), an optional encoded
+    timeout certificate, and the proposer's BLS signature over the block hash."""
+
+    header: Header
+    transactions: tuple[bytes, ...]
+    justify: QuorumCertificate | None
+    timeout_cert: bytes | None = None
+    signature: bytes = b""
+    hash: bytes = field(default=b"", compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.hash:
+            object.__setattr__(self, "hash", compute_header_hash(self.header))
+
+    def to_list(self) -> list[Any]:
+        return [
+            self.header.to_list(), list(self.transactions),
+            self.justify.to_list() if self.justify else None, self.timeout_cert, self.signature,
+        ]
+
+    @classmethod
+    def from_list(cls, v: Any) -> Block:
+        f = _list(v, 5, "block")
+        if not isinstance(f[1], list):
+            raise DecodeError("block transactions must be an array")
+        txs = tuple(_bytes(t, None, "transaction") for t in f[1])
+        justify = QuorumCertificate.from_list(f[2]) if f[2] is not None else None
+        tc = _bytes(f[3], None, "timeout_cert") if f[3] is not None else None
+        return cls(Header.from_list(f[0]), txs, justify, tc, _bytes(f[4], None, "signature"))
+
+    def encode(self) -> bytes:
+        return codec.encode_trusted(self.to_list())
+
+    @classmethod
+    def decode(cls, data: bytes) -> Block:
+        return cls.from_list(codec.decode(data))
+
+    @property
+    def height(self) -> int:
+        return self.header.height
+
+
+@dataclass(frozen=True)
+class Log:
+    address: bytes
+    topics: tuple[bytes, ...]
+    data: bytes
+
+    def to_list(self) -> list[Any]:
+        return [self.address, list(self.topics), self.data]
+
+    @classmethod
+    def from_list(cls, v: Any) -> Log:
+        f = _list(v, 3, "log")
+        if not isinstance(f[1], list) or len(f[1]) > 4:
+            raise DecodeError("log topics must be an array of at most 4")
+        return cls(
+            _bytes(f[0], 20, "log.address"),
+            tuple(_bytes(t, 32, "log.topic") for t in f[1]),
+            _bytes(f[2], None, "log.data"),
+        )
+
+
+STATUS_SUCCESS = 1
+STATUS_FAILURE = 0
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """The outcome of one transaction; ``output`` holds return data, or revert data on failure."""
+
+    status: int
+    cumulative_gas_used: int
+    gas_used: int
+    logs: tuple[Log, ...]
+    output: bytes = b""
+
+    def to_list(self) -> list[Any]:
+        return [self.status, self.cumulative_gas_used, self.gas_used,
+                [lg.to_list() for lg in self.logs], self.output]
+
+    @classmethod
+    def from_list(cls, v: Any) -> Receipt:
+        f = _list(v, 5, "receipt")
+        if not isinstance(f[3], list):
+            raise DecodeError("receipt logs must be an array")
+        return cls(_uint(f[0], "status"), _uint(f[1], "cumulative_gas_used"), _uint(f[2], "gas_used"),
+                   tuple(Log.from_list(x) for x in f[3]), _bytes(f[4], None, "output"))
+
+    def encode(self) -> bytes:
+        return codec.encode_trusted(self.to_list())
+
+
+def compute_logs_bloom(logs: Any) -> bytes:
+    """Ethereum's 2048-bit bloom over every log's address and topics."""
+    bloom = 0
+    for lg in logs:
+        for item in (lg.address, *lg.topics):
+            h = keccak256(item)
+            for i in (0, 2, 4):
+                bloom |= 1 << ((h[i] << 8 | h[i + 1]) & 2047)
+    return bloom.to_bytes(BLOOM_BYTES, "big")
+
+
+def bloom_contains(bloom: bytes, item: bytes) -> bool:
+    value = int.from_bytes(bloom, "big")
+    h = keccak256(item)
+    return all(value >> ((h[i] << 8 | h[i + 1]) & 2047) & 1 for i in (0, 2, 4))
+
+
+GENESIS_PARENT = ZERO_HASH

@@ -1,0 +1,258 @@
+"""The node: the one place that wires storage, execution, mempool, block production and the API.
+
+Until multi-validator consensus lands, a node is the single validator of its network: it
+proposes a block every ``block_time_ms`` (or as soon as a block's worth of transactions waits),
+signs it, certifies it with its own BLS vote (a 1-of-1 quorum certificate, the same format a
+4-validator QC has) and commits it durably before any receipt becomes visible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from chainshare import CLIENT_VERSION
+from chainshare.config import NodeConfig
+from chainshare.consensus.qc import aggregate_qc, compute_quorum, sign_proposal, sign_vote
+from chainshare.crypto import bls
+from chainshare.errors import ConfigError, InvalidTransaction
+from chainshare.execution.block import ExecutedBlock, build_block
+from chainshare.execution.contracts import build_runtime
+from chainshare.execution.contracts.membership import get_validators
+from chainshare.execution.genesis import Genesis, compute_genesis_block, get_chain_params, load_genesis
+from chainshare.execution.runtime import BlockEnv, Runtime
+from chainshare.ledger.chain import ChainStore
+from chainshare.ledger.state import StateView
+from chainshare.ledger.store import KeyValueStore, LevelDBStore
+from chainshare.ledger.txs import Transaction
+from chainshare.logs import log_event
+from chainshare.mempool import Mempool, MempoolLimits
+
+log = logging.getLogger("chainshare.node")
+
+
+def open_chain(store: KeyValueStore, genesis: Genesis) -> ChainStore:
+    """Open (or initialise with block 0) the chain for ``genesis``; refuses a foreign data dir."""
+    block0, state, acc = compute_genesis_block(genesis)
+    chain = ChainStore(store)
+    chain.check_identity(genesis.chain_id, block0.hash)
+    if chain.head_height < 0:
+        chain.initialize(block0, state, acc, genesis.chain_id, json.dumps(genesis.to_json()).encode())
+    return chain
+
+
+@dataclass(frozen=True)
+class ValidatorKey:
+    secret_key: bytes
+    public_key: bytes
+    index: int
+
+
+def load_validator_key(cfg: NodeConfig, genesis: Genesis) -> ValidatorKey:
+    """Decrypt this node's BLS key and find it in the genesis validator set."""
+    from chainshare.crypto.keystore import decrypt_bls_key, read_password
+
+    path = cfg.path(cfg.validator.key_file)
+    try:
+        keystore = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"validator key file {path} does not exist") from exc
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"validator key file {path} is not a readable keystore: {exc}") from exc
+    pw_file = cfg.path(cfg.validator.password_file) if cfg.validator.password_file else None
+    if pw_file is None and cfg.node.dev_mode:
+        password = ""
+    else:
+        password = read_password(pw_file)
+    secret = decrypt_bls_key(keystore, password)
+    pk = bls.public_key(secret)
+    for i, v in enumerate(genesis.validators):
+        if v.bls_public_key == pk:
+            return ValidatorKey(secret, pk, i)
+    raise ConfigError("this node's validator key is not in the genesis validator set")
+
+
+class Node:
+    """A running node: chain, mempool, producer; the API reads through this object."""
+
+    def __init__(self, cfg: NodeConfig, genesis: Genesis, store: KeyValueStore, key: ValidatorKey) -> None:
+        self.cfg = cfg
+        self.genesis = genesis
+        self.chain_id = genesis.chain_id
+        self.chain = open_chain(store, genesis)
+        self.runtime: Runtime = build_runtime()
+        self.key = key
+        self.mempool = Mempool(self.runtime, self.chain_id,
+                               MempoolLimits(cfg.mempool.max_per_sender, cfg.mempool.max_total),
+                               self._included_height)
+        self.started_at = time.time()
+        self.client_version = CLIENT_VERSION
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="producer")
+        self._accumulator = self.chain.get_accumulator()
+        self.stats = {"blocks": 0, "txs": 0, "rejected": 0, "last_block_ms": 0.0}
+        validators = get_validators(self.chain.state)
+        if len(validators) != 1:
+            raise ConfigError(f"the network has {len(validators)} validators; this build runs single-validator "
+                              "networks only (multi-validator BFT consensus is not available yet)")
+
+    @classmethod
+    def from_config(cls, cfg: NodeConfig) -> Node:
+        genesis = load_genesis(cfg.path(cfg.node.genesis))
+        key = load_validator_key(cfg, genesis)
+        store = LevelDBStore(cfg.path(cfg.node.data_dir))
+        try:
+            return cls(cfg, genesis, store, key)
+        except BaseException:
+            store.close()
+            raise
+
+    # -- reads used by the API ---------------------------------------------------------------
+    def _included_height(self, tx_hash: bytes) -> int | None:
+        loc = self.chain.get_tx_location(tx_hash)
+        return loc.height if loc else None
+
+    @property
+    def state(self) -> Any:
+        return self.chain.state
+
+    def block_env(self, pending: bool = False) -> BlockEnv:
+        head = self.chain.get_head().header
+        gas_limit, _ = get_chain_params(self.chain.state)
+        return BlockEnv(self.chain_id, head.height + (1 if pending else 0),
+                        max(int(time.time() * 1000), head.timestamp_ms) if pending else head.timestamp_ms,
+                        head.proposer, gas_limit)
+
+    def call(self, sender: bytes, to: bytes, data: bytes, gas: int | None = None) -> tuple[bool, bytes, int]:
+        """Run a call on the latest finalized state; nothing is kept."""
+        env = self.block_env(pending=True)
+        return self.runtime.call(StateView(self.chain.state), sender, to, data, env, gas or env.gas_limit)
+
+    # -- writes ------------------------------------------------------------------------------
+    def submit_raw_transaction(self, raw: bytes) -> bytes:
+        """Admit a raw transaction to the mempool (raises a precise error); returns its hash."""
+        gas_limit, max_txs = get_chain_params(self.chain.state)
+        try:
+            tx = self.mempool.add_raw(raw, self.chain.state, gas_limit)
+        except Exception:
+            self.stats["rejected"] += 1
+            raise
+        if len(self.mempool) >= max_txs:
+            self._wake.set()
+        return tx.hash
+
+    # -- block production --------------------------------------------------------------------
+    async def run_producer(self) -> None:
+        loop = asyncio.get_running_loop()
+        interval = self.cfg.block.block_time_ms / 1000
+        _, max_txs = get_chain_params(self.chain.state)
+        while not self._stopping:
+            deadline = loop.time() + interval
+            while not self._stopping and len(self.mempool) < max_txs:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), remaining)
+                except TimeoutError:
+                    break
+            if self._stopping:
+                break
+            _, max_txs = get_chain_params(self.chain.state)
+            txs = self.mempool.select(self.chain.state, max_txs)
+            if not txs and not self._empty_block_due():
+                if len(self.mempool):
+                    self.mempool.prune(self.chain.state)
+                continue
+            started = time.perf_counter()
+            executed, invalid = await loop.run_in_executor(self._executor, self._propose_and_commit, txs)
+            self.mempool.remove(list(txs))
+            self.mempool.remove(invalid)
+            self.mempool.prune(self.chain.state)
+            self.stats["blocks"] += 1
+            self.stats["txs"] += len(executed.block.transactions)
+            self.stats["last_block_ms"] = (time.perf_counter() - started) * 1000
+            log_event(log, logging.DEBUG, "block finalized", height=executed.block.height,
+                      txs=len(executed.block.transactions), ms=round(self.stats["last_block_ms"], 1))
+
+    def _empty_block_due(self) -> bool:
+        interval = self.cfg.block.empty_block_interval_ms
+        if interval <= 0:
+            return False
+        return int(time.time() * 1000) - self.chain.get_head().header.timestamp_ms >= interval
+
+    def _propose_and_commit(self, txs: list[Transaction]) -> tuple[ExecutedBlock, list[Transaction]]:
+        invalid: list[Transaction] = []
+
+        def on_invalid(tx: Transaction, exc: InvalidTransaction) -> None:
+            invalid.append(tx)
+            log_event(log, logging.INFO, "dropped transaction", tx="0x" + tx.hash.hex(), reason=exc.message)
+
+        parent = self.chain.get_head()
+        justify = self.chain.get_qc(parent.height) if parent.height > 0 else None
+        validators = get_validators(self.chain.state)
+        me = validators[self.key.index]
+        now = max(int(time.time() * 1000), parent.header.timestamp_ms)
+        executed = build_block(self.runtime, self.chain.state, parent.header, self._accumulator, txs,
+                               chain_id=self.chain_id, round=0, timestamp_ms=now, proposer=me["address"],
+                               justify=justify, on_invalid=on_invalid)
+        block = executed.block
+        signature = sign_proposal(self.key.secret_key, self.chain_id, block.hash)
+        block = type(block)(block.header, block.transactions, block.justify, block.timeout_cert, signature, block.hash)
+        vote = sign_vote(self.key.secret_key, self.chain_id, block.hash, block.height, block.header.round)
+        assert compute_quorum(len(validators)) == 1
+        qc = aggregate_qc(block.hash, block.height, block.header.round, {self.key.index: vote}, len(validators))
+        self.chain.commit_block(block, executed.receipts, executed.senders, executed.state_changes,
+                                executed.accumulator, qc)
+        self._accumulator = executed.accumulator
+        return ExecutedBlock(block, executed.receipts, executed.senders, {}, executed.accumulator), invalid
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+        self.chain.store.close()
+
+
+async def serve_node(cfg: NodeConfig) -> None:
+    """Run a node with its API until SIGINT/SIGTERM; stops cleanly, closing the ledger."""
+    import uvicorn
+
+    from chainshare.api.app import create_app
+
+    node = Node.from_config(cfg)
+    app = create_app(node)
+    server = uvicorn.Server(uvicorn.Config(
+        app, host=cfg.api.host, port=cfg.api.port, loop="uvloop", http="httptools", lifespan="off",
+        log_level="warning", access_log=False, timeout_keep_alive=30, limit_concurrency=2048,
+        h11_max_incomplete_event_size=64 * 1024,
+    ))
+    log_event(log, logging.INFO, "node starting", name=cfg.node.name, chain_id=node.chain_id,
+              head=node.chain.head_height, api=f"http://{cfg.api.host}:{cfg.api.port}")
+    producer = asyncio.create_task(node.run_producer())
+    try:
+        await server.serve()
+    finally:
+        await node.stop()
+        try:
+            await asyncio.wait_for(producer, 10)
+        except (TimeoutError, asyncio.CancelledError):
+            producer.cancel()
+        node.close()
+        log_event(log, logging.INFO, "node stopped", name=cfg.node.name, head=node.chain.head_height)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(path)

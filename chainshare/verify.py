@@ -1,0 +1,139 @@
+"""Independent verification of a chain from genesis: what an auditor runs.
+
+For every block it checks the hash link, the proposer (PoA rotation) and its signature, the QC
+the block carries and the QC stored beside it (BLS aggregate against the validator set in force),
+the transaction and receipts Merkle roots and the state root by re-executing every transaction
+from the genesis state, and that the stored receipts equal the re-executed ones. It trusts nothing
+of the source but the genesis document's hash, which it prints for comparison.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from chainshare import codec
+from chainshare.consensus.qc import compute_proposer_index, verify_proposal_signature, verify_qc
+from chainshare.errors import ConsensusError
+from chainshare.execution.block import apply_block
+from chainshare.execution.contracts import build_runtime
+from chainshare.execution.contracts.membership import get_validators
+from chainshare.execution.genesis import compute_genesis_block, parse_genesis
+from chainshare.ledger.chain import ChainStore
+from chainshare.ledger.types import Block, QuorumCertificate, Receipt
+
+
+class BlockSource(Protocol):
+    def genesis_document(self) -> bytes: ...
+
+    def head_height(self) -> int: ...
+
+    def block(self, height: int) -> tuple[Block, QuorumCertificate | None, list[Receipt]]: ...
+
+
+class StoreSource:
+    def __init__(self, chain: ChainStore) -> None:
+        self.chain = chain
+
+    def genesis_document(self) -> bytes:
+        return self.chain.get_genesis_document()
+
+    def head_height(self) -> int:
+        return self.chain.head_height
+
+    def block(self, height: int) -> tuple[Block, QuorumCertificate | None, list[Receipt]]:
+        return self.chain.get_block(height), self.chain.get_qc(height), self.chain.get_receipts(height)
+
+
+class ApiSource:
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def genesis_document(self) -> bytes:
+        return json.dumps(self.client.rest("/genesis")).encode()
+
+    def head_height(self) -> int:
+        return int(self.client.rpc("eth_blockNumber"), 16)
+
+    def block(self, height: int) -> tuple[Block, QuorumCertificate | None, list[Receipt]]:
+        raw = self.client.rest(f"/blocks/{height}/raw")
+        block = Block.decode(bytes.fromhex(raw["block"][2:]))
+        qc = QuorumCertificate.from_list(codec.decode(bytes.fromhex(raw["qc"][2:]))) if raw["qc"] else None
+        receipts = [Receipt.from_list(r) for r in codec.decode(bytes.fromhex(raw["receipts"][2:]))]
+        return block, qc, receipts
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    chain_id: int
+    genesis_hash: str
+    blocks: int
+    transactions: int
+    head_hash: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": True, "chain_id": self.chain_id, "genesis_hash": self.genesis_hash, "blocks": self.blocks,
+                "transactions": self.transactions, "head_hash": self.head_hash}
+
+
+class _Overlay:
+    """The re-executed state: genesis entries plus every block's changes, in memory."""
+
+    def __init__(self, base: dict[bytes, bytes]) -> None:
+        self.data = dict(base)
+
+    def get(self, key: bytes) -> bytes | None:
+        return self.data.get(key)
+
+    def apply(self, changes: dict[bytes, bytes | None]) -> None:
+        for k, v in changes.items():
+            if v is None:
+                self.data.pop(k, None)
+            else:
+                self.data[k] = v
+
+
+def verify_chain(source: BlockSource, progress: Callable[[int, int], None] | None = None) -> VerifyReport:
+    """Re-check every block of ``source`` from genesis; raises ConsensusError at the first fault."""
+    genesis = parse_genesis(json.loads(source.genesis_document()))
+    chain_id = genesis.chain_id
+    block0, state0, acc = compute_genesis_block(genesis)
+    stored0, _, _ = source.block(0)
+    if stored0.hash != block0.hash:
+        raise ConsensusError("block 0 does not match the genesis document")
+    runtime = build_runtime()
+    state = _Overlay(state0)
+    parent = block0
+    txs = 0
+    head = source.head_height()
+    for h in range(1, head + 1):
+        block, qc, receipts = source.block(h)
+        where = f"block {h}"
+        validators = get_validators(state)
+        n = len(validators)
+        expected = validators[compute_proposer_index(h, block.header.round, n)]
+        if block.header.proposer != expected["address"]:
+            raise ConsensusError(f"{where}: proposer is not validators[(height + round) mod n]")
+        if not verify_proposal_signature(expected["bls_public_key"], chain_id, block.hash, block.signature):
+            raise ConsensusError(f"{where}: invalid proposer signature")
+        if h > 1:
+            if block.justify is None or block.justify.block_hash != parent.hash or block.justify.height != h - 1:
+                raise ConsensusError(f"{where}: does not carry the QC of its parent")
+            verify_qc(block.justify, validators, chain_id)
+        executed = apply_block(runtime, state, parent.header, acc, block, chain_id=chain_id)
+        if list(executed.receipts) != receipts:
+            raise ConsensusError(f"{where}: stored receipts differ from re-execution")
+        if qc is None:
+            raise ConsensusError(f"{where}: no quorum certificate stored with the block")
+        if qc.block_hash != block.hash or qc.height != h or qc.round != block.header.round:
+            raise ConsensusError(f"{where}: stored QC certifies another block")
+        verify_qc(qc, validators, chain_id)
+        state.apply(executed.state_changes)
+        acc = executed.accumulator
+        parent = block
+        txs += len(block.transactions)
+        if progress is not None:
+            progress(h, head)
+    return VerifyReport(chain_id, "0x" + block0.hash.hex(), head + 1, txs, "0x" + parent.hash.hex())
