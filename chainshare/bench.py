@@ -76,7 +76,7 @@ def _node_cpu(pids: list[int]) -> float:
     return total
 
 
-async def _drive(urls: list[str], raws: list[bytes], clients: int, batch: int) -> dict[str, Any]:
+async def _drive(urls: list[str], raws: list[bytes], clients: int, batch: int, stall_s: float = 20.0) -> dict[str, Any]:
     import aiohttp
 
     submitted: dict[str, float] = {}
@@ -108,10 +108,15 @@ async def _drive(urls: list[str], raws: list[bytes], clients: int, batch: int) -
 
         async def poller() -> None:
             url = urls[0]
+            last_progress = time.perf_counter()
             while True:
                 pending = [h for h in submitted if h not in confirmed]
                 if not pending and done_submitting.is_set():
                     return
+                if done_submitting.is_set() and time.perf_counter() - last_progress > stall_s:
+                    errors.append(f"{len(pending)} submitted transactions got no receipt within {stall_s}s")
+                    return
+                before = len(confirmed)
                 for j in range(0, len(pending), batch):
                     chunk = pending[j:j + batch]
                     body = [{"jsonrpc": "2.0", "id": n, "method": "eth_getTransactionReceipt", "params": [h]}
@@ -122,6 +127,8 @@ async def _drive(urls: list[str], raws: list[bytes], clients: int, batch: int) -
                     for item in res:
                         if item.get("result"):
                             confirmed[chunk[item["id"]]] = now
+                if len(confirmed) > before:
+                    last_progress = time.perf_counter()
                 await asyncio.sleep(0.05)
 
         t_start = time.perf_counter()

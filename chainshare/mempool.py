@@ -30,7 +30,6 @@ from chainshare.ledger.txs import Transaction, decode_transaction
 class MempoolLimits:
     max_per_sender: int = 16_384
     max_total: int = 100_000
-    max_nonce_gap: int = 1_024
 
 
 class Mempool:
@@ -74,9 +73,6 @@ class Mempool:
         next_nonce = get_nonce(state, tx.sender)
         if tx.nonce < next_nonce:
             raise NonceTooLow(f"nonce {tx.nonce} already used: the sender's next nonce is {next_nonce}")
-        if tx.nonce >= next_nonce + self._limits.max_nonce_gap:
-            raise InvalidTransaction(f"nonce {tx.nonce} is too far ahead of the next nonce {next_nonce} "
-                                     f"(at most {self._limits.max_nonce_gap} may wait)")
         queue = self._by_sender.get(tx.sender)
         if queue is not None and tx.nonce in queue:
             raise KnownTransaction(f"a transaction with nonce {tx.nonce} from this sender is already pending "

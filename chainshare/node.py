@@ -94,6 +94,7 @@ class Node:
         self.started_at = time.time()
         self.client_version = CLIENT_VERSION
         self._wake = asyncio.Event()
+        self._admitted = 0  # admissions since the producer was last woken for a full block
         self._stopping = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="producer")
         self._accumulator = self.chain.get_accumulator()
@@ -144,44 +145,55 @@ class Node:
         except Exception:
             self.stats["rejected"] += 1
             raise
-        if len(self.mempool) >= max_txs:
+        self._admitted += 1
+        if self._admitted >= max_txs:
+            self._admitted = 0
             self._wake.set()
         return tx.hash
 
     # -- block production --------------------------------------------------------------------
     async def run_producer(self) -> None:
+        """Produce blocks until stopped: every ``block_time_ms``, at once when a full block waits.
+
+        A failure here (storage, a bug) is fatal: it is logged and re-raised so the node stops
+        rather than serve a chain that no longer grows."""
         loop = asyncio.get_running_loop()
         interval = self.cfg.block.block_time_ms / 1000
-        _, max_txs = get_chain_params(self.chain.state)
+        backlog = False  # the last block was full: build the next one without waiting
         while not self._stopping:
-            deadline = loop.time() + interval
-            while not self._stopping and len(self.mempool) < max_txs:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
+            if not backlog:
                 self._wake.clear()
                 try:
-                    await asyncio.wait_for(self._wake.wait(), remaining)
+                    await asyncio.wait_for(self._wake.wait(), interval)
                 except TimeoutError:
-                    break
+                    pass
+            else:
+                await asyncio.sleep(0)  # let the API run between back-to-back blocks
             if self._stopping:
                 break
             _, max_txs = get_chain_params(self.chain.state)
             txs = self.mempool.select(self.chain.state, max_txs)
             if not txs and not self._empty_block_due():
+                backlog = False
                 if len(self.mempool):
                     self.mempool.prune(self.chain.state)
                 continue
             started = time.perf_counter()
-            executed, invalid = await loop.run_in_executor(self._executor, self._propose_and_commit, txs)
-            self.mempool.remove(list(txs))
+            try:
+                executed, invalid = await loop.run_in_executor(self._executor, self._propose_and_commit, txs)
+            except Exception:
+                log.exception("block production failed; stopping the node")
+                raise
+            included = len(executed.block.transactions)
+            self.mempool.remove(list(txs[:included]))
             self.mempool.remove(invalid)
             self.mempool.prune(self.chain.state)
+            backlog = included + len(invalid) < len(txs) or len(txs) >= max_txs
             self.stats["blocks"] += 1
-            self.stats["txs"] += len(executed.block.transactions)
+            self.stats["txs"] += included
             self.stats["last_block_ms"] = (time.perf_counter() - started) * 1000
             log_event(log, logging.DEBUG, "block finalized", height=executed.block.height,
-                      txs=len(executed.block.transactions), ms=round(self.stats["last_block_ms"], 1))
+                      txs=included, ms=round(self.stats["last_block_ms"], 1))
 
     def _empty_block_due(self) -> bool:
         interval = self.cfg.block.empty_block_interval_ms
@@ -240,15 +252,19 @@ async def serve_node(cfg: NodeConfig) -> None:
     log_event(log, logging.INFO, "node starting", name=cfg.node.name, chain_id=node.chain_id,
               head=node.chain.head_height, api=f"http://{cfg.api.host}:{cfg.api.port}")
     producer = asyncio.create_task(node.run_producer())
+    producer.add_done_callback(lambda _: setattr(server, "should_exit", True))
     try:
         await server.serve()
     finally:
         await node.stop()
         try:
-            await asyncio.wait_for(producer, 10)
-        except (TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(asyncio.shield(producer), 10)
+        except TimeoutError:
             producer.cancel()
-        node.close()
+        finally:
+            node.close()
+    if producer.done() and not producer.cancelled() and producer.exception() is not None:
+        raise producer.exception()  # type: ignore[misc]
         log_event(log, logging.INFO, "node stopped", name=cfg.node.name, head=node.chain.head_height)
 
 

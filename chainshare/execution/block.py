@@ -56,6 +56,8 @@ def execute_transactions(runtime: Runtime, state: StateView, txs: Sequence[Trans
     receipts: list[Receipt] = []
     cumulative = 0
     for tx in txs:
+        if on_invalid is not None and tx.gas_limit > env.gas_limit - cumulative:
+            break  # the block is full: the rest waits for the next block (they are not invalid)
         try:
             check_transaction_validity(state, tx, env.gas_limit - cumulative)
         except InvalidTransaction as exc:

@@ -1,0 +1,44 @@
+# chainshare: the two commands of the README are `make demo` and `make test`.
+PYTHON ?= python3.11
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test test-fast lint typecheck bench contracts clean install
+
+# Create the virtualenv and install chainshare with its test tools (re-run when pyproject changes).
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 2; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+# A local network in the foreground: prints URLs and dev accounts; Ctrl-C stops it (data kept in .devnet/).
+demo: $(STAMP)
+	$(VENV)/bin/chainshare devnet up --dir .devnet --nodes 1 --foreground
+
+# The whole suite (unit, integration with real node processes, ...).
+test: $(STAMP)
+	$(PY) -m pytest -n 2 --dist loadgroup -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q tests/unit
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check chainshare tests
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy chainshare
+
+bench: $(STAMP)
+	$(VENV)/bin/chainshare bench ingest --nodes 1
+
+# Regenerate contracts/*.json from the contract definitions (a test checks they are current).
+contracts: $(STAMP)
+	$(PY) -m chainshare.execution.contracts.export
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis .mypy_cache .ruff_cache .devnet bench-results
