@@ -246,12 +246,10 @@ class JsonRpc:
         loc = self.node.chain.get_tx_location(th)
         if loc is None:
             return None
-        chain = self.node.chain
-        block = chain.get_block(loc.height)
-        receipts = chain.get_receipts(loc.height)
-        sender = chain.get_senders(loc.height)[loc.index]
-        tx_type, to = peek_type_and_to(block.transactions[loc.index])
-        return view_receipt(block, receipts, loc.index, sender, th, to, tx_type)
+        b = self.node.chain.get_bundle(loc.height)
+        tx_type, to = peek_type_and_to(b.block.transactions[loc.index])
+        return view_receipt(b.block, b.receipts, loc.index, b.senders[loc.index], th, to, tx_type,
+                            b.first_log_index[loc.index])
 
     def eth_get_transaction_count(self, p: list[Any]) -> str:
         addr = parse_data(_param(p, 0, "address"), "address", 20)

@@ -108,9 +108,10 @@ def view_log(lg: Log, block: Block, tx_hash: bytes, tx_index: int, log_index: in
 
 
 def view_receipt(block: Block, receipts: list[Receipt], index: int, sender: bytes, tx_hash: bytes,
-                 to: bytes | None, tx_type: int) -> dict[str, Any]:
+                 to: bytes | None, tx_type: int, first_log: int | None = None) -> dict[str, Any]:
     r = receipts[index]
-    first_log = sum(len(x.logs) for x in receipts[:index])
+    if first_log is None:
+        first_log = sum(len(x.logs) for x in receipts[:index])
     out = {
         "transactionHash": hx(tx_hash),
         "transactionIndex": qty(index),

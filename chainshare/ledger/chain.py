@@ -48,16 +48,47 @@ class TxLocation:
     index: int
 
 
+_ABSENT = b"\x00absent"
+
+
 class StateReaderAt:
-    """Reads the committed state (the state after the head block)."""
+    """Reads the committed state (the state after the head block), through a bounded
+    write-through cache: every state write goes through ``ChainStore.commit_block``, which
+    updates the cache in the same step, so the cache is never stale."""
 
-    __slots__ = ("_store",)
+    __slots__ = ("_store", "_cache", "_limit")
 
-    def __init__(self, store: KeyValueStore) -> None:
+    def __init__(self, store: KeyValueStore, cache_entries: int = 200_000) -> None:
         self._store = store
+        self._cache: dict[bytes, bytes] = {}
+        self._limit = cache_entries
 
     def get(self, key: bytes) -> bytes | None:
-        return self._store.get(P_STATE + key)
+        v = self._cache.get(key)
+        if v is None:
+            v = self._store.get(P_STATE + key)
+            if len(self._cache) >= self._limit:
+                self._cache.clear()
+            self._cache[key] = _ABSENT if v is None else v
+            return v
+        return None if v is _ABSENT else v
+
+    def update(self, changes: dict[bytes, bytes | None]) -> None:
+        if len(self._cache) + len(changes) >= self._limit:
+            self._cache.clear()
+        for k, v in changes.items():
+            self._cache[k] = _ABSENT if v is None else v
+
+
+@dataclass(frozen=True)
+class BlockBundle:
+    """A finalized block with what its receipts' views need, derived once."""
+
+    block: Block
+    receipts: list[Receipt]
+    senders: list[bytes]
+    tx_hashes: list[bytes]
+    first_log_index: list[int]
 
 
 class ChainStore:
@@ -68,6 +99,7 @@ class ChainStore:
         self.state = StateReaderAt(store)
         self._blocks: OrderedDict[int, Block] = OrderedDict()
         self._receipts: OrderedDict[int, list[Receipt]] = OrderedDict()
+        self._bundles: OrderedDict[int, BlockBundle] = OrderedDict()
         self._cache = cache_blocks
         head = store.get(K_HEAD)
         self._head = int.from_bytes(head, "big") if head is not None else -1
@@ -140,6 +172,7 @@ class ChainStore:
                 puts[P_STATE + k] = v
         self._put_block(puts, block, receipts, senders, qc, accumulator)
         self.store.write_batch(puts, tuple(deletes), sync=True)
+        self.state.update(state_changes)
         self._head = block.height
         self._remember(block, list(receipts))
 
@@ -197,6 +230,24 @@ class ChainStore:
         if raw is None:
             raise NotFound(f"no receipts at height {height}")
         return [Receipt.from_list(r) for r in codec.decode(raw)]
+
+    def get_bundle(self, height: int) -> BlockBundle:
+        """Block, receipts, senders, tx hashes and log offsets of a finalized height (cached)."""
+        bundle = self._bundles.get(height)
+        if bundle is not None:
+            return bundle
+        block = self.get_block(height)
+        receipts = self.get_receipts(height)
+        offsets, n = [], 0
+        for r in receipts:
+            offsets.append(n)
+            n += len(r.logs)
+        bundle = BlockBundle(block, receipts, self.get_senders(height),
+                             [keccak256(raw) for raw in block.transactions], offsets)
+        self._bundles[height] = bundle
+        while len(self._bundles) > self._cache:
+            self._bundles.popitem(last=False)
+        return bundle
 
     def get_senders(self, height: int) -> list[bytes]:
         raw = self.store.get(P_SENDERS + _h(height)) or b""

@@ -15,6 +15,7 @@ import rlp
 
 from chainshare.crypto.hashing import keccak256
 from chainshare.crypto.secp import recover_address, sign_hash
+from chainshare.ledger.rlpspan import encode_length, encode_uint, read_list
 from chainshare.errors import (
     CryptoError,
     DecodeError,
@@ -52,36 +53,28 @@ class Transaction:
     sender: bytes
 
 
-def _int(b: Any, what: str) -> int:
-    if not isinstance(b, bytes):
+def _int(data: bytes, item: tuple[bool, int, int, int], what: str) -> int:
+    is_list, s, e, _ = item
+    if is_list:
         raise DecodeError(f"transaction field {what} must be an RLP string")
-    if len(b) > 32:
+    if e - s > 32:
         raise DecodeError(f"transaction field {what} exceeds 256 bits")
-    if b[:1] == b"\x00":
+    if e > s and data[s] == 0:
         raise DecodeError(f"transaction field {what} has leading zero bytes (non-canonical)")
-    return int.from_bytes(b, "big")
+    return int.from_bytes(data[s:e], "big")
 
 
-def _to(b: Any) -> bytes | None:
-    if not isinstance(b, bytes) or len(b) not in (0, 20):
+def _to(data: bytes, item: tuple[bool, int, int, int]) -> bytes | None:
+    is_list, s, e, _ = item
+    if is_list or e - s not in (0, 20):
         raise DecodeError("transaction 'to' must be empty or a 20-byte address")
-    return b or None
+    return data[s:e] or None
 
 
-def _data(b: Any) -> bytes:
-    if not isinstance(b, bytes):
-        raise DecodeError("transaction data must be an RLP string")
-    return b
-
-
-def _rlp_decode(payload: bytes) -> list[Any]:
-    try:
-        fields = rlp.decode(payload, strict=True)
-    except Exception as exc:
-        raise DecodeError(f"transaction is not valid RLP: {exc}") from exc
-    if not isinstance(fields, list):
-        raise DecodeError("transaction RLP must be a list")
-    return fields
+def _bytes_field(data: bytes, item: tuple[bool, int, int, int], what: str) -> bytes:
+    if item[0]:
+        raise DecodeError(f"transaction {what} must be an RLP string")
+    return data[item[1]:item[2]]
 
 
 def decode_transaction(raw: bytes, chain_id: int) -> Transaction:
@@ -103,35 +96,38 @@ def decode_transaction(raw: bytes, chain_id: int) -> Transaction:
 
 
 def _decode_1559(raw: bytes, chain_id: int) -> Transaction:
-    f = _rlp_decode(raw[1:])
+    f, payload_start, _ = read_list(raw, 1)
     if len(f) != 12:
         raise DecodeError(f"EIP-1559 transaction must have 12 fields, got {len(f)}")
-    tx_chain = _int(f[0], "chainId")
-    nonce, prio, max_fee, gas = (_int(f[i], n) for i, n in ((1, "nonce"), (2, "maxPriorityFeePerGas"),
-                                                              (3, "maxFeePerGas"), (4, "gas")))
-    to, value, data = _to(f[5]), _int(f[6], "value"), _data(f[7])
-    if not isinstance(f[8], list):
+    tx_chain = _int(raw, f[0], "chainId")
+    nonce, prio, max_fee, gas = (_int(raw, f[i], n) for i, n in ((1, "nonce"), (2, "maxPriorityFeePerGas"),
+                                                                   (3, "maxFeePerGas"), (4, "gas")))
+    to, value, data = _to(raw, f[5]), _int(raw, f[6], "value"), _bytes_field(raw, f[7], "data")
+    if not f[8][0]:
         raise DecodeError("accessList must be a list")
-    y, r, s = _int(f[9], "yParity"), _int(f[10], "r"), _int(f[11], "s")
+    y, r, s = _int(raw, f[9], "yParity"), _int(raw, f[10], "r"), _int(raw, f[11], "s")
     if tx_chain != chain_id:
         raise WrongChainId(f"transaction is for chain id {tx_chain}, this network is {chain_id}")
     if nonce >= 2**64 or gas >= 2**64:
         raise InvalidTransaction("nonce and gas must fit in 64 bits")
     if prio > max_fee:
         raise InvalidTransaction("maxPriorityFeePerGas exceeds maxFeePerGas")
-    sighash = keccak256(b"\x02" + rlp.encode(f[:9]))
+    # The signing payload is the first nine fields: a contiguous span of the raw encoding.
+    body = raw[payload_start:f[8][3]]
+    sighash = keccak256(b"\x02" + encode_length(len(body), 0xC0) + body)
     sender = _recover(sighash, y, r, s)
+    access_list = () if f[8][1] == f[8][2] else (raw[f[8][1]:f[8][2]],)
     return Transaction(raw, keccak256(raw), TYPE_EIP1559, tx_chain, nonce, gas, to, value, data,
-                       max_fee, prio, max_fee, tuple(f[8]), y, r, s, sender)
+                       max_fee, prio, max_fee, access_list, y, r, s, sender)
 
 
 def _decode_legacy(raw: bytes, chain_id: int) -> Transaction:
-    f = _rlp_decode(raw)
+    f, payload_start, _ = read_list(raw, 0)
     if len(f) != 9:
         raise DecodeError(f"legacy transaction must have 9 fields, got {len(f)}")
-    nonce, gas_price, gas = _int(f[0], "nonce"), _int(f[1], "gasPrice"), _int(f[2], "gas")
-    to, value, data = _to(f[3]), _int(f[4], "value"), _data(f[5])
-    v, r, s = _int(f[6], "v"), _int(f[7], "r"), _int(f[8], "s")
+    nonce, gas_price, gas = _int(raw, f[0], "nonce"), _int(raw, f[1], "gasPrice"), _int(raw, f[2], "gas")
+    to, value, data = _to(raw, f[3]), _int(raw, f[4], "value"), _bytes_field(raw, f[5], "data")
+    v, r, s = _int(raw, f[6], "v"), _int(raw, f[7], "r"), _int(raw, f[8], "s")
     if v in (27, 28):
         raise WrongChainId("legacy transaction without EIP-155 replay protection is refused; sign with the chain id")
     if v < 35:
@@ -141,7 +137,8 @@ def _decode_legacy(raw: bytes, chain_id: int) -> Transaction:
         raise WrongChainId(f"transaction is for chain id {tx_chain}, this network is {chain_id}")
     if nonce >= 2**64 or gas >= 2**64:
         raise InvalidTransaction("nonce and gas must fit in 64 bits")
-    sighash = keccak256(rlp.encode(f[:6] + [_encode_int(chain_id), b"", b""]))
+    body = raw[payload_start:f[5][3]] + encode_uint(chain_id) + b"\x80\x80"
+    sighash = keccak256(encode_length(len(body), 0xC0) + body)
     sender = _recover(sighash, (v - 35) % 2, r, s)
     return Transaction(raw, keccak256(raw), TYPE_LEGACY, tx_chain, nonce, gas, to, value, data,
                        gas_price, gas_price, gas_price, (), v, r, s, sender)
@@ -173,7 +170,7 @@ def sign_eip1559(private_key: bytes, *, chain_id: int, nonce: int, to: bytes | N
 def peek_type_and_to(raw: bytes) -> tuple[int, bytes | None]:
     """Type and recipient of a stored (already verified) transaction, without signature recovery."""
     if raw[0] == TYPE_EIP1559:
-        f = rlp.decode(raw[1:])
-        return TYPE_EIP1559, f[5] or None
-    f = rlp.decode(raw)
-    return TYPE_LEGACY, f[3] or None
+        f, _, _ = read_list(raw, 1)
+        return TYPE_EIP1559, _to(raw, f[5])
+    f, _, _ = read_list(raw, 0)
+    return TYPE_LEGACY, _to(raw, f[3])
