@@ -53,9 +53,6 @@ class Mempool:
         tx_hash = keccak256(raw)
         if tx_hash in self._by_hash:
             raise KnownTransaction(f"transaction 0x{tx_hash.hex()} is already pending")
-        included_at = self._is_included(tx_hash)
-        if included_at is not None:
-            raise KnownTransaction(f"transaction 0x{tx_hash.hex()} was already included in block {included_at}")
         tx = decode_transaction(raw, self._chain_id)
         return self.add(tx, state, block_gas_limit)
 
@@ -72,6 +69,10 @@ class Mempool:
             raise Unauthorized(f"sender 0x{tx.sender.hex()} is not an account of a member agency")
         next_nonce = get_nonce(state, tx.sender)
         if tx.nonce < next_nonce:
+            # An included tx always has a used nonce, so the (disk) replay lookup is only needed here.
+            included_at = self._is_included(tx.hash)
+            if included_at is not None:
+                raise KnownTransaction(f"transaction 0x{tx.hash.hex()} was already included in block {included_at}")
             raise NonceTooLow(f"nonce {tx.nonce} already used: the sender's next nonce is {next_nonce}")
         queue = self._by_sender.get(tx.sender)
         if queue is not None and tx.nonce in queue:

@@ -243,6 +243,8 @@ class JsonRpc:
 
     def eth_get_transaction_receipt(self, p: list[Any]) -> dict[str, Any] | None:
         th = parse_data(_param(p, 0, "txHash"), "txHash", 32)
+        if self.node.mempool.get(th) is not None:
+            return None  # still pending: no need to look on disk
         loc = self.node.chain.get_tx_location(th)
         if loc is None:
             return None
