@@ -21,7 +21,15 @@ from typing import Any
 import psutil
 
 from chainshare.crypto.hashing import keccak256
-from chainshare.devnet import create_devnet, read_devnet, start_devnet, stop_devnet, wait_for_blocks, start_node_process, write_devnet
+from chainshare.devnet import (
+    create_devnet,
+    read_devnet,
+    start_devnet,
+    start_node_process,
+    stop_devnet,
+    wait_for_blocks,
+    write_devnet,
+)
 from chainshare.execution import abi
 from chainshare.execution.contracts.addresses import NOTARY
 from chainshare.ledger.txs import sign_eip1559
@@ -34,7 +42,7 @@ def free_port_block(count: int) -> int:
     for _ in range(200):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
+            base = int(s.getsockname()[1])
         if base + count >= 65000:
             continue
         ok = True

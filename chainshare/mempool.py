@@ -99,9 +99,6 @@ class Mempool:
                 break
         return out
 
-    def count_ready(self, state: StateReader, limit: int) -> int:
-        return len(self.select(state, limit))
-
     def get_pending_nonce(self, state: StateReader, sender: bytes) -> int:
         n = get_nonce(state, sender)
         queue = self._by_sender.get(sender, {})

@@ -119,7 +119,7 @@ def create_app(node: Node) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
             sub = dict(scope)
             sub["root_path"] = scope.get("root_path", "") + "/api/v1"
             sub["path"] = path[len("/api/v1"):] or "/"
-            await rest(sub, receive, send)
+            await rest(sub, receive, send)  # type: ignore[arg-type]
             return
         await _respond(send, 404, b'{"error":{"type":"NotFound","message":"no such endpoint"}}')
 

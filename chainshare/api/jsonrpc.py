@@ -6,14 +6,20 @@ problem is an EIP-1474 error object; nothing a client sends can produce an inter
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
-import logging
-
 import orjson
 
-from chainshare.api.errors import INTERNAL_ERROR, INVALID_REQUEST, LIMIT_EXCEEDED, METHOD_NOT_FOUND, PARSE_ERROR, rpc_error
+from chainshare.api.errors import (
+    INTERNAL_ERROR,
+    INVALID_REQUEST,
+    LIMIT_EXCEEDED,
+    METHOD_NOT_FOUND,
+    PARSE_ERROR,
+    rpc_error,
+)
 from chainshare.api.views import hx, qty, view_block, view_log, view_receipt, view_transaction
 from chainshare.errors import ChainshareError, ExecutionReverted, InvalidInput, NotFound
 from chainshare.execution.runtime import get_nonce

@@ -21,7 +21,7 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from chainshare.cli import ca, chain, devnet, genesis, node, tx, bench  # noqa: F401
+    from chainshare.cli import bench, ca, chain, devnet, genesis, node, tx  # noqa: F401
 
     for mod in (ca, genesis, node, devnet, tx, chain, bench):
         cli.add_command(mod.group)

@@ -6,7 +6,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-import eth_abi
+from eth_abi.abi import decode as _abi_decode
+from eth_abi.abi import encode as _abi_encode
 
 from chainshare.crypto.hashing import keccak256
 from chainshare.errors import DecodeError
@@ -53,26 +54,26 @@ def compute_selector(name: str, params: tuple[Param, ...]) -> bytes:
 
 
 def encode_values(types: list[str], values: list[Any] | tuple[Any, ...]) -> bytes:
-    return eth_abi.encode(types, list(values))
+    return _abi_encode(types, list(values))
 
 
 def decode_values(types: list[str], data: bytes) -> tuple[Any, ...]:
     """Decode ABI data strictly; malformed or short input raises DecodeError."""
     try:
-        return tuple(eth_abi.decode(types, data, strict=True))
+        return tuple(_abi_decode(types, data, strict=True))
     except Exception as exc:
         raise DecodeError(f"calldata does not decode as ({','.join(types)}): {exc}") from exc
 
 
 def encode_revert_reason(message: str) -> bytes:
     """Standard ``Error(string)`` revert data, as Solidity's ``require``/``revert`` produce."""
-    return ERROR_SELECTOR + eth_abi.encode(["string"], [message])
+    return ERROR_SELECTOR + _abi_encode(["string"], [message])
 
 
 def decode_revert_reason(data: bytes) -> str | None:
     if data[:4] != ERROR_SELECTOR:
         return None
     try:
-        return str(eth_abi.decode(["string"], data[4:])[0])
+        return str(_abi_decode(["string"], data[4:])[0])
     except Exception:
         return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from chainshare.crypto.hashing import ZERO_HASH
 from chainshare.errors import ConsensusError, InvalidTransaction
 from chainshare.execution.contracts.membership import get_validators, is_member
 from chainshare.execution.genesis import compute_validator_set_hash, get_chain_params
@@ -18,7 +19,6 @@ from chainshare.ledger.state import StateReader, StateView
 from chainshare.ledger.statehash import apply_state_changes, compute_state_root
 from chainshare.ledger.txs import Transaction, decode_transaction
 from chainshare.ledger.types import Block, Header, QuorumCertificate, Receipt, compute_logs_bloom
-from chainshare.crypto.hashing import ZERO_HASH
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import Any
 from chainshare import codec
 from chainshare.crypto import bls
 from chainshare.crypto.hashing import keccak256
-from chainshare.errors import ConfigError
+from chainshare.errors import ConfigError, StorageError
 from chainshare.execution.contracts import governance, membership
 from chainshare.ledger.state import StateView
 
@@ -120,6 +120,8 @@ def compute_genesis_state(genesis: Genesis) -> dict[bytes, bytes]:
 def get_chain_params(state: StateView | Any) -> tuple[int, int]:
     """(block gas limit, max transactions per block) in force."""
     raw = state.get(K_PARAMS)
+    if raw is None:
+        raise StorageError("chain parameters missing from state: the ledger is incomplete")
     gas, max_txs = codec.decode(raw)
     return int(gas), int(max_txs)
 

@@ -234,8 +234,6 @@ class Runtime:
             args = abi.decode_values([p.type for p in spec.params], data[4:])
         except ValueError as exc:
             raise Revert(f"{contract.NAME}.{spec.name}: bad arguments") from exc
-        if ctx.static and not spec.view:
-            pass  # eth_call of a mutating method: runs on a throwaway view, events suppressed
         result = getattr(contract, spec.fn_name)(ctx, *args)
         if not spec.returns:
             return b""
@@ -264,8 +262,9 @@ class Runtime:
         return Receipt(status, cumulative_gas + gas_used, gas_used, logs, output)
 
     def call(self, state: StateView, sender: bytes, to: bytes, data: bytes, env: BlockEnv,
-             gas: int, static: bool = True) -> tuple[bool, bytes, int]:
-        """Run a call without a transaction (eth_call/eth_estimateGas); writes stay in ``state``.
+             gas: int) -> tuple[bool, bytes, int]:
+        """Run a call without a transaction (eth_call/eth_estimateGas); writes stay in ``state``,
+        which the caller throws away.
 
         Returns (success, output or revert data, gas used including intrinsic gas).
         """

@@ -15,7 +15,6 @@ import rlp
 
 from chainshare.crypto.hashing import keccak256
 from chainshare.crypto.secp import recover_address, sign_hash
-from chainshare.ledger.rlpspan import encode_length, encode_uint, read_list
 from chainshare.errors import (
     CryptoError,
     DecodeError,
@@ -25,6 +24,7 @@ from chainshare.errors import (
     UnsupportedTransactionType,
     WrongChainId,
 )
+from chainshare.ledger.rlpspan import encode_length, encode_uint, read_list
 
 MAX_TX_BYTES = 128 * 1024
 TYPE_LEGACY = 0
@@ -164,7 +164,7 @@ def sign_eip1559(private_key: bytes, *, chain_id: int, nonce: int, to: bytes | N
         _encode_int(max_fee_per_gas), _encode_int(gas), to or b"", _encode_int(value), data, [],
     ]
     y, r, s = sign_hash(private_key, keccak256(b"\x02" + rlp.encode(fields)))
-    return b"\x02" + rlp.encode(fields + [_encode_int(y), _encode_int(r), _encode_int(s)])
+    return b"\x02" + bytes(rlp.encode(fields + [_encode_int(y), _encode_int(r), _encode_int(s)]))
 
 
 def peek_type_and_to(raw: bytes) -> tuple[int, bytes | None]:
