@@ -9,10 +9,13 @@ signs it, certifies it with its own BLS vote (a 1-of-1 quorum certificate, the s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import signal
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -242,15 +245,25 @@ async def serve_node(cfg: NodeConfig) -> None:
 
     from chainshare.api.app import create_app
 
+    class _Server(uvicorn.Server):
+        # uvicorn re-raises a captured SIGTERM when serve() returns, which would kill the process
+        # before the ledger is closed; the node handles the signals itself instead.
+        @contextlib.contextmanager
+        def capture_signals(self) -> Generator[None, None, None]:
+            yield
+
     node = Node.from_config(cfg)
     app = create_app(node)
-    server = uvicorn.Server(uvicorn.Config(
+    server = _Server(uvicorn.Config(
         app, host=cfg.api.host, port=cfg.api.port, loop="uvloop", http="httptools", lifespan="off",
         log_level="warning", access_log=False, timeout_keep_alive=30, limit_concurrency=2048,
         h11_max_incomplete_event_size=64 * 1024,
     ))
     log_event(log, logging.INFO, "node starting", name=cfg.node.name, chain_id=node.chain_id,
               head=node.chain.head_height, api=f"http://{cfg.api.host}:{cfg.api.port}")
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
     producer = asyncio.create_task(node.run_producer())
     producer.add_done_callback(lambda _: setattr(server, "should_exit", True))
     try:
@@ -263,12 +276,8 @@ async def serve_node(cfg: NodeConfig) -> None:
             producer.cancel()
         finally:
             node.close()
+    log_event(log, logging.INFO, "node stopped", name=cfg.node.name, head=node.chain.head_height)
     if producer.done() and not producer.cancelled() and producer.exception() is not None:
         raise producer.exception()  # type: ignore[misc]
-        log_event(log, logging.INFO, "node stopped", name=cfg.node.name, head=node.chain.head_height)
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)
