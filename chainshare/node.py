@@ -11,13 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import signal
 import logging
+import signal
 import time
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Generator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from chainshare import CLIENT_VERSION
