@@ -113,9 +113,9 @@ def verify_chain(source: BlockSource, progress: Callable[[int, int], None] | Non
         where = f"block {h}"
         validators = get_validators(state)
         n = len(validators)
-        expected = validators[compute_proposer_index(h, block.header.round, n)]
+        expected = validators[compute_proposer_index(block.header.round, n)]
         if block.header.proposer != expected["address"]:
-            raise ConsensusError(f"{where}: proposer is not validators[(height + round) mod n]")
+            raise ConsensusError(f"{where}: proposer is not the leader of its view, validators[round mod n]")
         if not verify_proposal_signature(expected["bls_public_key"], chain_id, block.hash, block.signature):
             raise ConsensusError(f"{where}: invalid proposer signature")
         if h > 1:

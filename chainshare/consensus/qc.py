@@ -22,9 +22,13 @@ def compute_quorum(n: int) -> int:
     return 2 * f + 1 if n > 1 else 1
 
 
-def compute_proposer_index(height: int, round: int, n: int) -> int:
-    """PoA rotation: the proposer of (height, round) is validators[(height + round) mod n]."""
-    return (height + round) % n
+def compute_proposer_index(view: int, n: int) -> int:
+    """PoA rotation: the leader of view v (a block header's ``round``) is validators[v mod n].
+
+    Views only grow, across heights and timeouts alike, so every honest validator agrees on the
+    leader of a view whatever QC it holds (a (height + round) rule would make the leader depend on
+    which parent a validator believes in, costing liveness after a view change)."""
+    return view % n
 
 
 def proposal_message(chain_id: int, block_hash: bytes) -> bytes:
