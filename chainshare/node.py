@@ -216,7 +216,8 @@ class Node:
         me = validators[self.key.index]
         now = max(int(time.time() * 1000), parent.header.timestamp_ms)
         executed = build_block(self.runtime, self.chain.state, parent.header, self._accumulator, txs,
-                               chain_id=self.chain_id, round=0, timestamp_ms=now, proposer=me["address"],
+                               chain_id=self.chain_id, round=parent.header.round + 1, timestamp_ms=now,
+                               proposer=me["address"],
                                justify=justify, on_invalid=on_invalid)
         block = executed.block
         signature = sign_proposal(self.key.secret_key, self.chain_id, block.hash)
