@@ -256,7 +256,7 @@ async def serve_node(cfg: NodeConfig) -> None:
     app = create_app(node)
     server = _Server(uvicorn.Config(
         app, host=cfg.api.host, port=cfg.api.port, loop="uvloop", http="httptools", lifespan="off",
-        log_level="warning", access_log=False, timeout_keep_alive=30, limit_concurrency=2048,
+        log_level="warning", access_log=False, proxy_headers=False, timeout_keep_alive=30, limit_concurrency=2048,
         h11_max_incomplete_event_size=64 * 1024,
     ))
     log_event(log, logging.INFO, "node starting", name=cfg.node.name, chain_id=node.chain_id,

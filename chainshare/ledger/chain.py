@@ -100,6 +100,9 @@ class ChainStore:
         self._blocks: OrderedDict[int, Block] = OrderedDict()
         self._receipts: OrderedDict[int, list[Receipt]] = OrderedDict()
         self._bundles: OrderedDict[int, BlockBundle] = OrderedDict()
+        # tx hash -> location for the most recent blocks: receipt polls mostly ask about those.
+        self._recent_tx: OrderedDict[bytes, TxLocation] = OrderedDict()
+        self._recent_tx_limit = 50_000
         self._cache = cache_blocks
         head = store.get(K_HEAD)
         self._head = int.from_bytes(head, "big") if head is not None else -1
@@ -180,6 +183,10 @@ class ChainStore:
         self.store.write_batch({P_QC + _h(height): qc.encode()}, sync=True)
 
     def _remember(self, block: Block, receipts: list[Receipt]) -> None:
+        for i, raw in enumerate(block.transactions):
+            self._recent_tx[keccak256(raw)] = TxLocation(block.height, i)
+        while len(self._recent_tx) > self._recent_tx_limit:
+            self._recent_tx.popitem(last=False)
         self._blocks[block.height] = block
         self._receipts[block.height] = receipts
         while len(self._blocks) > self._cache:
@@ -258,6 +265,9 @@ class ChainStore:
         return QuorumCertificate.from_list(codec.decode(raw)) if raw else None
 
     def get_tx_location(self, tx_hash: bytes) -> TxLocation | None:
+        recent = self._recent_tx.get(tx_hash)
+        if recent is not None:
+            return recent
         raw = self.store.get(P_TX + tx_hash)
         if raw is None:
             return None
