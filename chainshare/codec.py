@@ -41,29 +41,54 @@ def encode_trusted(value: Any) -> bytes:
     return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
 
 
+MAX_DEPTH = 64
+
+
+def _refuse_map(_: Any) -> Any:
+    raise DecodeError("maps are not allowed in canonical encoding")
+
+
+def _refuse_ext(code: int, _: bytes) -> Any:
+    raise DecodeError(f"msgpack ext type {code} is not allowed in canonical encoding")
+
+
 def decode(data: bytes) -> Any:
-    """Decode canonical bytes; any malformed, trailing or non-canonical input raises DecodeError."""
+    """Decode canonical bytes; malformed, trailing or non-canonical input (maps, ext types,
+    floats, over-long forms, nesting deeper than ``MAX_DEPTH``) raises DecodeError."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise DecodeError("encoded value must be bytes")
     if len(data) > MAX_DECODE_BYTES:
         raise DecodeError(f"encoded value of {len(data)} bytes exceeds {MAX_DECODE_BYTES}")
     try:
         value = msgpack.unpackb(
-            data,
-            raw=False,
-            use_list=True,
-            strict_map_key=True,
-            max_map_len=0,
-            max_ext_len=0,
+            data, raw=False, use_list=True, strict_map_key=True,
+            object_pairs_hook=_refuse_map, ext_hook=_refuse_ext,
         )
+    except DecodeError:
+        raise
     except Exception as exc:  # msgpack raises several unrelated types for garbage
         raise DecodeError(f"not canonical msgpack: {exc}") from exc
-    if isinstance(value, float) or _has_float(value):
-        raise DecodeError("floats are not allowed in canonical encoding")
+    _check_decoded(value)
+    try:
+        canonical = msgpack.packb(value, use_bin_type=True)
+    except Exception as exc:
+        raise DecodeError(f"value cannot be re-encoded canonically: {exc}") from exc
+    if canonical != bytes(data):
+        raise DecodeError("non-canonical msgpack encoding (a shorter form exists)")
     return value
 
 
-def _has_float(value: Any) -> bool:
-    if isinstance(value, float):
-        return True
-    if isinstance(value, list):
-        return any(_has_float(v) for v in value)
-    return False
+def _check_decoded(value: Any) -> None:
+    """Iteratively refuse floats and too-deep nesting (no recursion: hostile input cannot
+    exhaust the stack)."""
+    stack = [(value, 0)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, float):
+            raise DecodeError("floats are not allowed in canonical encoding")
+        if not isinstance(v, list | bytes | str | int | None):  # bool is an int; e.g. msgpack Timestamp
+            raise DecodeError(f"type {type(v).__name__} is not allowed in canonical encoding")
+        if isinstance(v, list):
+            if depth >= MAX_DEPTH:
+                raise DecodeError(f"nesting deeper than {MAX_DEPTH} levels")
+            stack.extend((x, depth + 1) for x in v)

@@ -17,9 +17,9 @@ from chainshare.ledger.types import QuorumCertificate, make_bitmap
 
 
 def compute_quorum(n: int) -> int:
-    """2f+1 of n = 3f+1 (for any n: the smallest count that any two quorums share an honest member)."""
-    f = (n - 1) // 3
-    return 2 * f + 1 if n > 1 else 1
+    """n - f with f = (n - 1) // 3: equals 2f+1 at n = 3f+1, and for every n any two quorums
+    share at least one honest validator."""
+    return n - (n - 1) // 3
 
 
 def compute_proposer_index(view: int, n: int) -> int:

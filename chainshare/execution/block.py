@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from chainshare.crypto.hashing import ZERO_HASH
-from chainshare.errors import ConsensusError, InvalidTransaction
+from chainshare.errors import ConsensusError, DecodeError, InvalidTransaction
 from chainshare.execution.contracts.membership import get_validators, is_member
 from chainshare.execution.genesis import compute_validator_set_hash, get_chain_params
 from chainshare.execution.runtime import BlockEnv, Runtime, compute_intrinsic_gas, get_nonce
@@ -100,12 +100,14 @@ def apply_block(runtime: Runtime, parent: StateReader, parent_header: Header, pa
         raise ConsensusError(f"block {h.height} does not extend block {parent_header.height}")
     if h.timestamp_ms < parent_header.timestamp_ms:
         raise ConsensusError("block timestamp is earlier than its parent's")
+    if h.round <= parent_header.round:
+        raise ConsensusError(f"block {h.height} view {h.round} does not grow past its parent's {parent_header.round}")
     gas_limit, max_txs = get_chain_params(parent)
     if len(block.transactions) > max_txs:
         raise ConsensusError(f"block has {len(block.transactions)} transactions, the limit is {max_txs}")
     try:
         txs = [decode_transaction(raw, chain_id) for raw in block.transactions]
-    except InvalidTransaction as exc:
+    except (InvalidTransaction, DecodeError) as exc:
         raise ConsensusError(f"block {h.height} carries an undecodable transaction: {exc.message}") from exc
     env = BlockEnv(chain_id, h.height, h.timestamp_ms, h.proposer, gas_limit)
     state = StateView(parent)

@@ -124,7 +124,9 @@ class ChainStore:
             raise ConfigError(f"data directory belongs to chain id {stored_chain}, the configuration says "
                               f"{chain_id}: point data_dir at this network's directory")
         if self.store.get(K_GENESIS) != genesis_hash:
-            raise ConfigError("data directory was created from a different genesis (genesis hash mismatch)")
+            raise ConfigError("data directory was created from a different genesis (genesis hash mismatch): "
+                              "point data_dir at this network's directory, or use the genesis file it was "
+                              "created with")
 
     def initialize(self, genesis_block: Block, state: dict[bytes, bytes], accumulator: int, chain_id: int,
                    genesis_document: bytes) -> None:

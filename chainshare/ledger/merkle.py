@@ -1,8 +1,10 @@
 """Binary Merkle trees in the style of RFC 6962 (Certificate Transparency), over keccak-256.
 
-leaf hash = keccak(0x00 || leaf), node hash = keccak(0x01 || left || right); the root of zero
-leaves is keccak(b""). The split point for n leaves is the largest power of two smaller than n,
-so a proof is at most ceil(log2 n) hashes and a verifier needs only the root from a header.
+leaf hash = keccak(0x00 || leaf), node hash = keccak(0x01 || left || right), split point for n
+leaves = the largest power of two smaller than n (RFC 6962's MTH). Unlike a CT log, a header does
+not carry the tree size, so the root binds it: root = keccak(0x02 || uint64_be(n) || MTH); the
+root of zero leaves is keccak(b""). A proof is at most ceil(log2 n) hashes, and a verifier needs
+only the root from a header: a proof cannot claim another (index, size) under the same root.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from chainshare.crypto.hashing import EMPTY_KECCAK, keccak256
 
 LEAF_PREFIX = b"\x00"
 NODE_PREFIX = b"\x01"
+ROOT_PREFIX = b"\x02"
 
 
 def hash_leaf(leaf: bytes) -> bytes:
@@ -43,11 +46,15 @@ def _root_of_hashes(hashes: Sequence[bytes]) -> bytes:
     return level[0]
 
 
+def _bind_size(size: int, mth: bytes) -> bytes:
+    return keccak256(ROOT_PREFIX + size.to_bytes(8, "big") + mth)
+
+
 def compute_root(leaves: Sequence[bytes]) -> bytes:
-    """The Merkle root of ``leaves`` (raw leaf bytes, not yet hashed)."""
+    """The Merkle root of ``leaves`` (raw leaf bytes, not yet hashed), binding their count."""
     if not leaves:
         return EMPTY_KECCAK
-    return _root_of_hashes([hash_leaf(x) for x in leaves])
+    return _bind_size(len(leaves), _root_of_hashes([hash_leaf(x) for x in leaves]))
 
 
 @dataclass(frozen=True)
@@ -83,7 +90,7 @@ def _path(hashes: Sequence[bytes], index: int) -> list[bytes]:
 def verify_inclusion_proof(leaf: bytes, proof: InclusionProof, root: bytes) -> bool:
     """True iff ``leaf`` is at ``proof.index`` of a tree of ``proof.size`` leaves with ``root``."""
     index, size = proof.index, proof.size
-    if not 0 <= index < size:
+    if not 0 <= index < size < 2**64:
         return False
     fn, sn = index, size - 1
     r = hash_leaf(leaf)
@@ -101,4 +108,4 @@ def verify_inclusion_proof(leaf: bytes, proof: InclusionProof, root: bytes) -> b
             r = hash_children(r, p)
         fn >>= 1
         sn >>= 1
-    return sn == 0 and r == root
+    return sn == 0 and _bind_size(size, r) == root

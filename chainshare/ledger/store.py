@@ -61,7 +61,8 @@ class LevelDBStore:
         return self._db.get(key)  # type: ignore[no-any-return]
 
     def write_batch(self, puts: Mapping[bytes, bytes], deletes: tuple[bytes, ...] = (), sync: bool = True) -> None:
-        with self._db.write_batch(sync=sync) as wb:
+        # transaction=True: a batch that fails part-way (bad value) writes nothing at all.
+        with self._db.write_batch(sync=sync, transaction=True) as wb:
             for k in deletes:
                 wb.delete(k)
             for k, v in puts.items():
@@ -69,13 +70,18 @@ class LevelDBStore:
 
     def iterate(self, prefix: bytes, start: bytes | None = None, reverse: bool = False) -> Iterator[tuple[bytes, bytes]]:
         if start is None:
-            it = self._db.iterator(prefix=prefix, reverse=reverse)
-        elif reverse:
+            yield from self._db.iterator(prefix=prefix, reverse=reverse)
+            return
+        end = prefix_end(prefix)
+        if reverse:
+            # keys k with prefix <= k <= start, restricted to the prefix
             it = self._db.iterator(start=prefix, stop=start, include_stop=True, reverse=True)
         else:
-            end = prefix_end(prefix)
-            it = self._db.iterator(start=start, stop=end) if end is not None else self._db.iterator(start=start)
-        yield from it
+            lo = max(start, prefix)
+            it = self._db.iterator(start=lo, stop=end) if end is not None else self._db.iterator(start=lo)
+        for k, v in it:
+            if k.startswith(prefix):
+                yield k, v
 
     def close(self) -> None:
         self._db.close()
@@ -93,6 +99,11 @@ class MemoryStore:
         return self._data.get(key)
 
     def write_batch(self, puts: Mapping[bytes, bytes], deletes: tuple[bytes, ...] = (), sync: bool = True) -> None:
+        for k, v in puts.items():  # validate everything first: a failing batch changes nothing
+            if not isinstance(k, bytes) or not isinstance(v, bytes | bytearray):
+                raise TypeError("keys and values must be bytes")
+        if not all(isinstance(k, bytes) for k in deletes):
+            raise TypeError("keys must be bytes")
         with self._lock:
             for k in deletes:
                 if self._data.pop(k, None) is not None:

@@ -24,7 +24,7 @@ from chainshare.errors import (
     UnsupportedTransactionType,
     WrongChainId,
 )
-from chainshare.ledger.rlpspan import encode_length, encode_uint, read_list
+from chainshare.ledger.rlpspan import encode_length, encode_uint, read_item, read_list
 
 MAX_TX_BYTES = 128 * 1024
 TYPE_LEGACY = 0
@@ -105,6 +105,7 @@ def _decode_1559(raw: bytes, chain_id: int) -> Transaction:
     to, value, data = _to(raw, f[5]), _int(raw, f[6], "value"), _bytes_field(raw, f[7], "data")
     if not f[8][0]:
         raise DecodeError("accessList must be a list")
+    _check_access_list(raw, f[8])
     y, r, s = _int(raw, f[9], "yParity"), _int(raw, f[10], "r"), _int(raw, f[11], "s")
     if tx_chain != chain_id:
         raise WrongChainId(f"transaction is for chain id {tx_chain}, this network is {chain_id}")
@@ -142,6 +143,28 @@ def _decode_legacy(raw: bytes, chain_id: int) -> Transaction:
     sender = _recover(sighash, (v - 35) % 2, r, s)
     return Transaction(raw, keccak256(raw), TYPE_LEGACY, tx_chain, nonce, gas, to, value, data,
                        gas_price, gas_price, gas_price, (), v, r, s, sender)
+
+
+def _check_access_list(raw: bytes, item: tuple[bool, int, int, int]) -> None:
+    """EIP-2930 shape: [[address(20), [storageKey(32), ...]], ...], canonical RLP throughout."""
+    _, start, end, _ = item
+    pos = start
+    while pos < end:
+        entry, _, entry_end = read_list(raw, pos, whole=False)
+        if entry_end > end or len(entry) != 2:
+            raise DecodeError("accessList entries must be [address, [storageKeys]]")
+        addr, keys = entry
+        if addr[0] or addr[2] - addr[1] != 20:
+            raise DecodeError("accessList address must be 20 bytes")
+        if not keys[0]:
+            raise DecodeError("accessList storage keys must be a list")
+        kpos = keys[1]
+        while kpos < keys[2]:
+            is_list, ks, ke = read_item(raw, kpos)
+            if is_list or ke - ks != 32 or ke > keys[2]:
+                raise DecodeError("accessList storage keys must be 32 bytes")
+            kpos = ke
+        pos = entry_end
 
 
 def _recover(sighash: bytes, y: int, r: int, s: int) -> bytes:

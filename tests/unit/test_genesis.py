@@ -88,10 +88,6 @@ def test_missing_or_unreadable_genesis_file_is_a_config_error(tmp_path: Path) ->
         load_genesis(tmp_path / "bad.json")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: parse_genesis accepts a negative timestamp_ms (only the type is "
-                   "checked); block 0 is then written but can never be read back (Header.from_list requires a "
-                   "non-negative timestamp: DecodeError on get_block(0)), so the node bricks its data dir. Fix: "
-                   "require 0 <= timestamp_ms < 2**63 in parse_genesis")
 def test_negative_genesis_timestamp_is_refused() -> None:
     doc = copy.deepcopy(DOC)
     doc["timestamp_ms"] = -1

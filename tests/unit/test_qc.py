@@ -48,9 +48,6 @@ def test_quorum_is_2f_plus_1_of_3f_plus_1(n: int, q: int) -> None:
     assert compute_quorum(n) == q
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: compute_quorum returns 2f+1 for every n, which is below n-f when "
-                   "n != 3f+1 (n=2,3 -> 1; n=5,6 -> 3): two quorums may then share no validator or only a "
-                   "byzantine one, contradicting its docstring. Fix: return n - (n - 1) // 3 (equals 2f+1 at n=3f+1)")
 @pytest.mark.parametrize("n", [2, 3, 5, 6, 8, 9])
 def test_any_two_quorums_share_an_honest_validator(n: int) -> None:
     f = (n - 1) // 3

@@ -16,16 +16,6 @@ from chainshare.ledger.store import KeyValueStore, LevelDBStore, MemoryStore, pr
 from chainshare.ledger.types import FORMAT_VERSION
 from chainshare.node import open_chain
 
-LEVELDB_ITERATION_BUG = pytest.mark.xfail(
-    strict=True, reason="BUG: LevelDBStore.iterate ignores the prefix when `start` lies outside it (forward: "
-    "iterator(start=start, stop=prefix_end) yields keys between start and the prefix; reverse: "
-    "iterator(start=prefix, stop=start) yields keys after the prefix), while MemoryStore yields only prefixed "
-    "keys. Fix: clamp start into [prefix, prefix_end) or filter with k.startswith(prefix)")
-ATOMICITY_BUG = pytest.mark.xfail(
-    strict=True, reason="BUG: write_batch is not atomic when it fails part-way (e.g. a non-bytes value): "
-    "LevelDBStore uses plyvel write_batch(transaction=False), whose __exit__ still writes the partial batch, "
-    "and MemoryStore applies deletes and earlier puts before the failing one. Fix: "
-    "write_batch(sync=sync, transaction=True); MemoryStore: validate/convert every value before mutating")
 
 
 @pytest.fixture(params=["memory", "leveldb"])
@@ -95,7 +85,7 @@ def test_prefix_iteration_from_a_start_key(store: KeyValueStore) -> None:
     assert keys(store.iterate(b"\xff", start=b"\xff")) == [b"\xff\xff"]
 
 
-@pytest.mark.parametrize("backend", ["memory", pytest.param("leveldb", marks=LEVELDB_ITERATION_BUG)])
+@pytest.mark.parametrize("backend", ["memory", "leveldb"])
 def test_iteration_never_leaves_the_prefix_whatever_the_start(backend: str, tmp_path: Path) -> None:
     s: KeyValueStore = MemoryStore() if backend == "memory" else LevelDBStore(tmp_path / "db")
     try:
@@ -107,8 +97,7 @@ def test_iteration_never_leaves_the_prefix_whatever_the_start(backend: str, tmp_
         s.close()
 
 
-@pytest.mark.parametrize("backend", [pytest.param("memory", marks=ATOMICITY_BUG),
-                                     pytest.param("leveldb", marks=ATOMICITY_BUG)])
+@pytest.mark.parametrize("backend", ["memory", "leveldb"])
 def test_failed_batch_writes_nothing(backend: str, tmp_path: Path) -> None:
     s: KeyValueStore = MemoryStore() if backend == "memory" else LevelDBStore(tmp_path / "db")
     try:
@@ -209,10 +198,6 @@ def test_data_dir_of_another_genesis_is_refused(store: KeyValueStore) -> None:
         open_chain(store, other)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: ChainStore.check_identity's genesis-mismatch ConfigError says what "
-                   "is wrong but not what to do (CONVENTIONS: a message says what to do); the chain-id and "
-                   "format errors do ('point data_dir at ...', 'upgrade chainshare'). Suggest: '... point "
-                   "data_dir at this network's directory or use the genesis file it was created with'")
 def test_genesis_mismatch_message_says_what_to_do() -> None:
     s = MemoryStore()
     open_chain(s, GENESIS)

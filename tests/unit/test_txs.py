@@ -341,19 +341,12 @@ def test_well_formed_access_list_is_accepted() -> None:
     assert bytes.fromhex(Account.recover_transaction(_signed_1559_with_raw_access_list(item))[2:]) == SENDER
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the span reader (ledger/rlpspan.read_list) parses only the top-level "
-                   "fields, so decode_transaction accepts a type-2 tx whose accessList payload is not RLP at all "
-                   "(c3 ff ff ff); the former rlp.decode(strict=True) refused it and eth_account cannot decode "
-                   "such a tx. Fix: validate the access-list span recursively (it is small) before accepting")
 def test_access_list_that_is_not_rlp_is_a_decode_error() -> None:
     raw = _signed_1559_with_raw_access_list(b"\xc3\xff\xff\xff")
     with pytest.raises(DecodeError):
         decode_transaction(raw, CHAIN_ID)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (design gap): access-list entries are not checked against EIP-2930's "
-                   "shape [[address(20), [storageKey(32), ...]], ...]; any RLP (here [b'x']) is accepted, although "
-                   "Ethereum clients and eth_account refuse such a tx. Fix: validate the entries in _decode_1559")
 def test_access_list_entries_must_be_address_and_storage_keys() -> None:
     raw = _signed_1559_with_raw_access_list(rlp.encode([b"x"]))
     with pytest.raises(DecodeError):

@@ -125,9 +125,6 @@ def test_tampered_block_transactions_are_detected(edit: str) -> None:
         audit(chain)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: verify_chain lets DecodeError escape (instead of ConsensusError) "
-                   "when a stored block carries undecodable transaction bytes; root cause in apply_block, which "
-                   "catches only InvalidTransaction around decode_transaction")
 def test_garbage_transaction_in_a_stored_block_is_a_consensus_error() -> None:
     chain = honest_chain()
     block = stored_block(chain, 1)
@@ -221,10 +218,6 @@ def test_genesis_document_of_another_network_is_detected() -> None:
         audit(chain)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: verify_chain does not check that views only grow (CONSENSUS.md: "
-                   "the view is 'a number that only grows'; the node uses parent.round + 1): a block that "
-                   "repeats or lowers its parent's view (header round) verifies. Fix: require "
-                   "block.header.round > parent.header.round in verify_chain (and in apply_block)")
 def test_block_whose_view_does_not_grow_is_refused() -> None:
     chain = Chain(GENESIS, VAL)
     chain.produce([], round=5)

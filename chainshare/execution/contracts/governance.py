@@ -11,7 +11,7 @@ from typing import Any
 
 from chainshare import codec
 from chainshare.execution.contracts.addresses import GOVERNANCE
-from chainshare.execution.contracts.membership import get_active_agency_count, get_agency_of
+from chainshare.execution.contracts.membership import get_active_agency_count, get_active_agency_names, get_agency_of
 from chainshare.execution.runtime import CONTRACT_PREFIX, CallContext, Revert, SystemContract, event, method
 
 K_COUNT = b"count"
@@ -98,9 +98,12 @@ class Governance(SystemContract):
         if ctx.env.height > p[7]:
             raise Revert(f"proposal {pid} expired at block {p[7]}")
         num, den, _ = self._params(ctx)
-        required = compute_required_votes(get_active_agency_count(ctx.state), num, den)
-        if p[4] < required:
-            raise Revert(f"proposal {pid} has {p[4]} yes votes, needs {required}")
+        active = get_active_agency_names(ctx.state)
+        required = compute_required_votes(len(active), num, den)
+        # Count only votes of agencies active now: a revoked agency's vote no longer counts.
+        yes = sum(1 for name in active if ctx.sload(b"v:" + pid.to_bytes(8, "big") + name.encode()) == b"\x01")
+        if yes < required:
+            raise Revert(f"proposal {pid} has {yes} yes votes of active agencies, needs {required}")
         p[6] = True
         ctx.sstore(b"p:" + pid.to_bytes(8, "big"), codec.encode(p))
         ctx.call(p[1], p[2])
