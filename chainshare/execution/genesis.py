@@ -4,6 +4,10 @@ The genesis file is JSON; ``load_genesis`` validates it field by field with clea
 commits (through its state root) to every agency, validator, parameter and to the keccak-256 of
 the canonical genesis document itself, so the genesis block hash *is* the network's identity:
 a node refuses a data directory whose block 0 differs.
+
+An agency may carry an optional ``"jurisdiction"`` (a string, default ""), the Membership attribute
+that access policies compare; it appears in the document (and its hash) only when non-empty, so
+genesis files written before it existed keep their identity.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ class GenesisAgency:
     role: str
     accounts: tuple[bytes, ...]
     certificate: bytes
+    jurisdiction: str = ""
 
 
 @dataclass(frozen=True)
@@ -69,7 +74,8 @@ class Genesis:
             "timestamp_ms": self.timestamp_ms,
             "ca_certificate": self.ca_certificate.decode(),
             "agencies": [{"name": a.name, "role": a.role, "accounts": ["0x" + x.hex() for x in a.accounts],
-                          "certificate": a.certificate.decode()} for a in self.agencies],
+                          "certificate": a.certificate.decode(),
+                          **({"jurisdiction": a.jurisdiction} if a.jurisdiction else {})} for a in self.agencies],
             "validators": [{"name": v.name, "agency": v.agency, "bls_public_key": "0x" + v.bls_public_key.hex(),
                             "bls_pop": "0x" + v.bls_pop.hex()} for v in self.validators],
             "params": {"block_gas_limit": self.params.block_gas_limit, "max_block_txs": self.params.max_block_txs,
@@ -82,7 +88,8 @@ class Genesis:
         j = self.to_json()
         return keccak256(codec.encode([
             j["format"], j["chain_id"], j["timestamp_ms"], j["ca_certificate"],
-            [[a["name"], a["role"], a["accounts"], a["certificate"]] for a in j["agencies"]],
+            [[a["name"], a["role"], a["accounts"], a["certificate"]]
+             + ([a["jurisdiction"]] if "jurisdiction" in a else []) for a in j["agencies"]],
             [[v["name"], v["agency"], v["bls_public_key"], v["bls_pop"]] for v in j["validators"]],
             [self.params.block_gas_limit, self.params.max_block_txs, list(self.params.governance_threshold),
              self.params.voting_period_blocks],
@@ -108,7 +115,8 @@ def compute_genesis_state(genesis: Genesis) -> dict[bytes, bytes]:
     state: dict[bytes, bytes] = {}
     state.update(membership.genesis_entries(
         [(a.name, a.role, list(a.accounts), a.certificate) for a in genesis.agencies],
-        validator_records(genesis.validators), genesis.ca_certificate))
+        validator_records(genesis.validators), genesis.ca_certificate,
+        {a.name: {"jurisdiction": a.jurisdiction} for a in genesis.agencies if a.jurisdiction}))
     num, den = genesis.params.governance_threshold
     state.update(governance.genesis_entries(num, den, genesis.params.voting_period_blocks))
     state[K_GENESIS] = genesis.compute_document_hash()
@@ -173,8 +181,12 @@ def parse_genesis(doc: Any) -> Genesis:
             if acc in seen_accounts:
                 raise ConfigError(f"genesis: account 0x{acc.hex()} appears in two agencies")
             seen_accounts.add(acc)
+        jurisdiction = a.get("jurisdiction", "")
+        if not isinstance(jurisdiction, str) or len(jurisdiction) > membership.MAX_ATTRIBUTE_VALUE:
+            raise ConfigError(f"genesis: {where}.jurisdiction must be a string of at most "
+                              f"{membership.MAX_ATTRIBUTE_VALUE} characters")
         agencies.append(GenesisAgency(name, _req(a, "role", str, where), accounts,
-                                      _req(a, "certificate", str, where).encode()))
+                                      _req(a, "certificate", str, where).encode(), jurisdiction))
     if not agencies:
         raise ConfigError("genesis: at least one agency is required")
     names = [a.name for a in agencies]

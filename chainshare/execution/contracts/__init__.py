@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from chainshare.execution.contracts.addresses import GOVERNANCE, MEMBERSHIP, NOTARY
+from chainshare.execution.contracts.access_control import AccessControl
+from chainshare.execution.contracts.addresses import ACCESS_CONTROL, DATASETS, GOVERNANCE, MEMBERSHIP, NOTARY
+from chainshare.execution.contracts.datasets import Datasets
 from chainshare.execution.contracts.governance import Governance
 from chainshare.execution.contracts.membership import Membership
 from chainshare.execution.contracts.notary import Notary
@@ -10,11 +12,11 @@ from chainshare.execution.runtime import Runtime, SystemContract
 
 
 def all_contracts() -> list[SystemContract]:
-    return [Membership(), Governance(), Notary()]
+    return [Membership(), Governance(), Notary(), Datasets(), AccessControl()]
 
 
 def build_runtime() -> Runtime:
     return Runtime(all_contracts())
 
 
-__all__ = ["GOVERNANCE", "MEMBERSHIP", "NOTARY", "all_contracts", "build_runtime"]
+__all__ = ["ACCESS_CONTROL", "DATASETS", "GOVERNANCE", "MEMBERSHIP", "NOTARY", "all_contracts", "build_runtime"]

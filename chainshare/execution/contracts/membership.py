@@ -2,6 +2,11 @@
 
 Agencies come from genesis; afterwards they are added or revoked only by Governance. Only an
 account of an active agency may send transactions (``is_member``: one state read).
+
+Agency attributes (what access policies see of an agency besides its role) live under their own
+key prefix ``attr:<2-byte name length><name><key>``: only the keys in ``AGENCY_ATTRIBUTE_KEYS``
+(those of the Cedar schema), set at genesis or by Governance (``setAgencyAttribute``); an unset
+attribute reads as "" and setting "" deletes it.
 """
 
 from __future__ import annotations
@@ -24,8 +29,11 @@ K_ACCOUNT = b"acct:"
 K_NAMES = b"names"
 K_VALIDATORS = b"validators"
 K_CA = b"ca"
+K_ATTRIBUTE = b"attr:"
 MAX_NAME = 64
 MAX_CERT = 8192
+AGENCY_ATTRIBUTE_KEYS = ("jurisdiction",)
+MAX_ATTRIBUTE_VALUE = 64
 
 
 def _key(k: bytes) -> bytes:
@@ -48,6 +56,17 @@ def get_agency(state: Any, name: str) -> dict[str, Any] | None:
         return None
     n, role, accounts, cert, active, added = codec.decode(raw)
     return {"name": n, "role": role, "accounts": accounts, "certificate": cert, "active": active, "added_height": added}
+
+
+def _attribute_key(name: str, key: str) -> bytes:
+    raw = name.encode()
+    return K_ATTRIBUTE + len(raw).to_bytes(2, "big") + raw + key.encode()
+
+
+def get_agency_attribute(state: Any, name: str, key: str) -> str:
+    """An agency attribute ("" when unset)."""
+    raw = state.get(_key(_attribute_key(name, key)))
+    return raw.decode() if raw is not None else ""
 
 
 def get_agency_names(state: Any) -> list[str]:
@@ -82,10 +101,14 @@ def genesis_agency_entries(name: str, role: str, accounts: list[bytes], cert: by
 
 
 def genesis_entries(agencies: list[tuple[str, str, list[bytes], bytes]], validators: list[dict[str, Any]],
-                    ca_cert: bytes) -> dict[bytes, bytes]:
+                    ca_cert: bytes, attributes: dict[str, dict[str, str]] | None = None) -> dict[bytes, bytes]:
     out: dict[bytes, bytes] = {}
     for name, role, accounts, cert in agencies:
         out.update(genesis_agency_entries(name, role, accounts, cert))
+    for name, attrs in (attributes or {}).items():
+        for key, value in attrs.items():
+            if value:
+                out[_key(_attribute_key(name, key))] = value.encode()
     out[_key(K_NAMES)] = codec.encode([a[0] for a in agencies])
     out[_key(K_VALIDATORS)] = encode_validators(validators)
     out[_key(K_CA)] = ca_cert
@@ -97,7 +120,8 @@ class Membership(SystemContract):
     ADDRESS = MEMBERSHIP
     E_ADDED = event("AgencyAdded(string name, string role, address[] accounts)")
     E_REVOKED = event("AgencyRevoked(string name)")
-    EVENTS = (E_ADDED, E_REVOKED)
+    E_ATTRIBUTE_SET = event("AgencyAttributeSet(string name, string key, string value)")
+    EVENTS = (E_ADDED, E_REVOKED, E_ATTRIBUTE_SET)
 
     @method("isMember(address account)", returns="bool", view=True)
     def is_member(self, ctx: CallContext, account: str) -> bool:
@@ -146,6 +170,23 @@ class Membership(SystemContract):
         names = self.agency_names(ctx)
         ctx.sstore(K_NAMES, codec.encode(names + [name]))
         ctx.emit(self.E_ADDED, name, role, accounts)
+
+    @method("getAgencyAttribute(string name, string key)", returns="string value", view=True)
+    def get_agency_attribute(self, ctx: CallContext, name: str, key: str) -> str:
+        raw = ctx.sload(_attribute_key(name, key))
+        return raw.decode() if raw is not None else ""
+
+    @method("setAgencyAttribute(string name, string key, string value)")
+    def set_agency_attribute(self, ctx: CallContext, name: str, key: str, value: str) -> None:
+        _only_governance(ctx)
+        if key not in AGENCY_ATTRIBUTE_KEYS:
+            raise Revert(f"unknown agency attribute {key!r}: use one of {', '.join(AGENCY_ATTRIBUTE_KEYS)}")
+        if len(value) > MAX_ATTRIBUTE_VALUE:
+            raise Revert(f"agency attribute values are at most {MAX_ATTRIBUTE_VALUE} characters")
+        if ctx.sload(K_AGENCY + name.encode()) is None:
+            raise Revert(f"no agency named {name!r}")
+        ctx.sstore(_attribute_key(name, key), value.encode() if value else None)
+        ctx.emit(self.E_ATTRIBUTE_SET, name, key, value)
 
     @method("revokeAgency(string name)")
     def revoke_agency(self, ctx: CallContext, name: str) -> None:

@@ -1,0 +1,316 @@
+"""AccessControl: access requests decided by Cedar policies inside the transaction, grants, and the
+on-chain record of what was delivered or computed under them.
+
+``request(datasetId, action, purpose, durationSeconds)`` evaluates, with ``cedar.evaluate_access``,
+the requesting agency (principal) asking to ``read`` / ``read_identified`` / ``compute`` the dataset
+(resource, owner = its agency) for ``purpose`` at the block time (seconds), under the dataset's
+policy plus every consortium-wide policy. Every request emits ``AccessRequested`` then
+``AccessDecided`` with the decision, the ids of the policies that determined it (``<set>#<k>``, see
+``cedar``) and Cedar's evaluation errors; a denied request is a successful transaction (status 1) so
+that the decision stays on chain. A malformed request (unknown dataset or action, purpose of 0 or
+more than 256 bytes, duration over 365 days) reverts instead: no decision was taken. An allowed
+request issues a grant (``GrantIssued``) to the requesting agency, for that action and purpose,
+expiring ``durationSeconds`` after the block time (0 means 30 days).
+
+Without evaluating any policy a request is denied when the dataset is retired or its owner agency
+has been revoked (the reason is in ``errors``). An owner requesting its own dataset is decided by
+the policies like anyone else (a policy may permit ``principal == resource.owner``).
+
+Consortium-wide policies are installed and removed only by Governance (a proposal calling
+``installConsortiumPolicy`` / ``removeConsortiumPolicy``), must contain ``forbid`` statements only,
+and so always win over a dataset's permits (Cedar: any applicable forbid denies). Their ids are
+1..64 characters of ``[A-Za-z0-9_.-]`` not starting with ``ds<digit>`` (reserved for dataset
+policies); installing an existing id replaces it. At most 32 of them, 64 KiB in total.
+
+A grant is valid while: not revoked, block time < ``expiresAt``, the dataset is not retired, and
+both agencies are active. The grantee or the owner may revoke it. Policy changes do not touch
+grants already issued. ``recordDelivery`` (a valid ``read``/``read_identified`` grant, a content
+hash that is a version of the dataset) and ``recordComputation`` (a valid ``compute`` grant) are
+sent by accounts of the owner agency, whose node did the work.
+
+Gas: on top of storage and events, evaluation costs ``cedar.compute_evaluation_gas`` (base plus
+per byte of every policy evaluated) and policy installation ``cedar.compute_validation_gas``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from chainshare import codec
+from chainshare.execution.contracts import cedar, datasets
+from chainshare.execution.contracts.addresses import ACCESS_CONTROL, GOVERNANCE
+from chainshare.execution.contracts.membership import get_agency, get_agency_attribute, get_agency_of
+from chainshare.execution.runtime import G_SLOAD, CallContext, Revert, SystemContract, event, method
+
+K_REQUESTS = b"requests"
+K_GRANTS = b"grants"
+K_CONSORTIUM_IDS = b"cids"
+MAX_PURPOSE_BYTES = 256
+DAY = 86_400
+DEFAULT_DURATION = 30 * DAY
+MAX_DURATION = 365 * DAY
+MAX_CONSORTIUM_POLICIES = 32
+MAX_CONSORTIUM_BYTES = 64 * 1024
+_CONSORTIUM_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_RESERVED_ID = re.compile(r"ds[0-9]")
+READ_ACTIONS = (cedar.ACTION_READ, cedar.ACTION_READ_IDENTIFIED)
+
+
+@dataclass(frozen=True)
+class Grant:
+    id: int
+    dataset_id: int
+    grantee: str
+    action: str
+    purpose: str
+    expires_at: int  # seconds
+    revoked: bool
+    request_id: int
+
+    def encode(self) -> bytes:
+        return codec.encode([self.dataset_id, self.grantee, self.action, self.purpose, self.expires_at,
+                             self.revoked, self.request_id])
+
+
+def _grant_key(grant_id: int) -> bytes:
+    return b"g:" + grant_id.to_bytes(8, "big")
+
+
+def _is_grant_id(grant_id: int) -> bool:
+    return 0 < grant_id < 2**64
+
+
+def _next(ctx: CallContext, key: bytes) -> int:
+    raw = ctx.sload(key)
+    n = (int.from_bytes(raw, "big") if raw else 0) + 1
+    ctx.sstore(key, n.to_bytes(8, "big"))
+    return n
+
+
+def _agency_facts(ctx: CallContext, name: str) -> tuple[cedar.AgencyFacts, bool]:
+    """(what Cedar sees of agency ``name``, whether it is active); two metered reads."""
+    ctx.charge(2 * G_SLOAD)
+    record = get_agency(ctx.state, name)
+    if record is None:
+        return cedar.AgencyFacts(name, "", ""), False
+    return cedar.AgencyFacts(name, record["role"], get_agency_attribute(ctx.state, name, "jurisdiction")), \
+        bool(record["active"])
+
+
+class AccessControl(SystemContract):
+    NAME = "AccessControl"
+    ADDRESS = ACCESS_CONTROL
+    E_REQUESTED = event("AccessRequested(uint256 indexed requestId, uint256 indexed datasetId, string requester, "
+                        "address account, string action, string purpose, uint64 durationSeconds)")
+    E_DECIDED = event("AccessDecided(uint256 indexed requestId, uint256 indexed datasetId, string requester, "
+                      "string action, string purpose, bool allowed, string[] policyIds, string[] errors)")
+    E_GRANTED = event("GrantIssued(uint256 indexed grantId, uint256 indexed datasetId, string grantee, string action, "
+                      "string purpose, uint64 expiresAt)")
+    E_REVOKED = event("GrantRevoked(uint256 indexed grantId, uint256 indexed datasetId, string by)")
+    E_DELIVERED = event("DeliveryRecorded(uint256 indexed grantId, uint256 indexed datasetId, string grantee, "
+                        "bytes32 contentHash, uint64 bytesDelivered)")
+    E_COMPUTED = event("ComputationRecorded(uint256 indexed grantId, uint256 indexed datasetId, string grantee, "
+                       "bytes32 queryHash, bytes32 resultHash)")
+    E_POLICY_INSTALLED = event("ConsortiumPolicyInstalled(string policyId, string policyText, bool replaced)")
+    E_POLICY_REMOVED = event("ConsortiumPolicyRemoved(string policyId)")
+    EVENTS = (E_REQUESTED, E_DECIDED, E_GRANTED, E_REVOKED, E_DELIVERED, E_COMPUTED, E_POLICY_INSTALLED,
+              E_POLICY_REMOVED)
+
+    # -- consortium-wide policies (Governance only) -------------------------------------------------
+
+    def _consortium_ids(self, ctx: CallContext) -> list[str]:
+        raw = ctx.sload(K_CONSORTIUM_IDS)
+        return list(codec.decode(raw)) if raw else []
+
+    def _consortium_policies(self, ctx: CallContext) -> list[tuple[str, str]]:
+        out = []
+        for pid in self._consortium_ids(ctx):
+            raw = ctx.sload(b"cp:" + pid.encode())
+            out.append((pid, raw.decode() if raw is not None else ""))
+        return out
+
+    @method("installConsortiumPolicy(string policyId, string policyText)")
+    def install_consortium_policy(self, ctx: CallContext, policy_id: str, policy_text: str) -> None:
+        _only_governance(ctx)
+        if not _CONSORTIUM_ID.fullmatch(policy_id) or _RESERVED_ID.match(policy_id):
+            raise Revert("consortium policy id must be 1..64 characters of A-Z a-z 0-9 _ . - and not start with "
+                         "'ds' and a digit (reserved for dataset policies)")
+        datasets.check_policy(ctx, policy_text, forbid_only=True, allow_empty=False)
+        ids = self._consortium_ids(ctx)
+        replaced = policy_id in ids
+        others = [t for pid, t in self._consortium_policies(ctx) if pid != policy_id]
+        if not replaced and len(ids) >= MAX_CONSORTIUM_POLICIES:
+            raise Revert(f"at most {MAX_CONSORTIUM_POLICIES} consortium policies: remove one first")
+        if sum(len(t.encode()) for t in others) + len(policy_text.encode()) > MAX_CONSORTIUM_BYTES:
+            raise Revert(f"consortium policies would exceed {MAX_CONSORTIUM_BYTES} bytes in total")
+        if not replaced:
+            ctx.sstore(K_CONSORTIUM_IDS, codec.encode(sorted(ids + [policy_id])))
+        ctx.sstore(b"cp:" + policy_id.encode(), policy_text.encode())
+        ctx.emit(self.E_POLICY_INSTALLED, policy_id, policy_text, replaced)
+
+    @method("removeConsortiumPolicy(string policyId)")
+    def remove_consortium_policy(self, ctx: CallContext, policy_id: str) -> None:
+        _only_governance(ctx)
+        ids = self._consortium_ids(ctx)
+        if policy_id not in ids:
+            raise Revert(f"no consortium policy {policy_id!r}")
+        ctx.sstore(K_CONSORTIUM_IDS, codec.encode([i for i in ids if i != policy_id]))
+        ctx.sstore(b"cp:" + policy_id.encode(), None)
+        ctx.emit(self.E_POLICY_REMOVED, policy_id)
+
+    @method("getConsortiumPolicyIds()", returns="string[] policyIds", view=True)
+    def get_consortium_policy_ids(self, ctx: CallContext) -> list[str]:
+        return self._consortium_ids(ctx)
+
+    @method("getConsortiumPolicy(string policyId)", returns="string policyText", view=True)
+    def get_consortium_policy(self, ctx: CallContext, policy_id: str) -> str:
+        raw = ctx.sload(b"cp:" + policy_id.encode())
+        if raw is None:
+            raise Revert(f"no consortium policy {policy_id!r}")
+        return raw.decode()
+
+    # -- requests and grants ---------------------------------------------------------------------
+
+    @method("request(uint256 datasetId, string action, string purpose, uint64 durationSeconds)",
+            returns="uint256 requestId, bool allowed, uint256 grantId")
+    def request(self, ctx: CallContext, dataset_id: int, action: str, purpose: str,
+                duration: int) -> tuple[int, bool, int]:
+        requester = get_agency_of(ctx.state, ctx.sender)
+        if requester is None:
+            raise Revert("only accounts of member agencies may request access")
+        if action not in cedar.ACTIONS:
+            raise Revert(f"unknown action {action!r}: use one of {', '.join(cedar.ACTIONS)}")
+        if not 1 <= len(purpose.encode()) <= MAX_PURPOSE_BYTES:
+            raise Revert(f"purpose must be 1..{MAX_PURPOSE_BYTES} bytes")
+        if duration > MAX_DURATION:
+            raise Revert(f"durationSeconds must be at most {MAX_DURATION} (365 days); 0 means 30 days")
+        ctx.charge(G_SLOAD)
+        dataset = datasets.get_dataset(ctx.state, dataset_id)
+        if dataset is None:
+            raise Revert(f"no dataset {dataset_id}")
+        request_id = _next(ctx, K_REQUESTS)
+        ctx.emit(self.E_REQUESTED, request_id, dataset_id, requester, "0x" + ctx.sender.hex(), action, purpose,
+                 duration)
+        now = ctx.env.timestamp_ms // 1000
+        decision = self._decide(ctx, dataset, requester, action, purpose, now)
+        ctx.emit(self.E_DECIDED, request_id, dataset_id, requester, action, purpose, decision.allowed,
+                 list(decision.policy_ids), list(decision.errors))
+        if not decision.allowed:
+            return request_id, False, 0
+        grant = Grant(_next(ctx, K_GRANTS), dataset_id, requester, action, purpose,
+                      now + (duration or DEFAULT_DURATION), False, request_id)
+        ctx.sstore(_grant_key(grant.id), grant.encode())
+        ctx.emit(self.E_GRANTED, grant.id, dataset_id, requester, action, purpose, grant.expires_at)
+        return request_id, True, grant.id
+
+    def _decide(self, ctx: CallContext, dataset: datasets.Dataset, requester: str, action: str, purpose: str,
+                now: int) -> cedar.AccessDecision:
+        if dataset.retired:
+            return cedar.AccessDecision(False, (), (f"dataset {dataset.id} is retired",))
+        owner, owner_active = _agency_facts(ctx, dataset.owner)
+        if not owner_active:
+            return cedar.AccessDecision(False, (), (f"agency {dataset.owner!r}, the owner of dataset {dataset.id}, "
+                                                    "is revoked",))
+        principal, _ = _agency_facts(ctx, requester)
+        ctx.charge(G_SLOAD)
+        policy_sets = [(dataset.policy_id, datasets.get_policy_text(ctx.state, dataset.id))]
+        policy_sets += self._consortium_policies(ctx)
+        ctx.charge(cedar.compute_evaluation_gas([text for _, text in policy_sets]))
+        query = cedar.AccessQuery(principal, owner, dataset.id, action, purpose, now)
+        return cedar.evaluate_access(query, policy_sets)
+
+    def _load_grant(self, ctx: CallContext, grant_id: int) -> Grant:
+        raw = ctx.sload(_grant_key(grant_id)) if _is_grant_id(grant_id) else None
+        if raw is None:
+            raise Revert(f"no grant {grant_id}")
+        dataset_id, grantee, action, purpose, expires_at, revoked, request_id = codec.decode(raw)
+        return Grant(grant_id, dataset_id, grantee, action, purpose, expires_at, revoked, request_id)
+
+    def _invalid_reason(self, ctx: CallContext, grant: Grant) -> str | None:
+        """Why ``grant`` is not valid at this block, or None."""
+        if grant.revoked:
+            return f"grant {grant.id} was revoked"
+        if ctx.env.timestamp_ms // 1000 >= grant.expires_at:
+            return f"grant {grant.id} expired at {grant.expires_at}"
+        ctx.charge(G_SLOAD)
+        dataset = datasets.get_dataset(ctx.state, grant.dataset_id)
+        if dataset is None or dataset.retired:
+            return f"dataset {grant.dataset_id} is retired"
+        for name in (grant.grantee, dataset.owner):
+            ctx.charge(G_SLOAD)
+            record = get_agency(ctx.state, name)
+            if record is None or not record["active"]:
+                return f"agency {name!r} is revoked"
+        return None
+
+    @method("revokeGrant(uint256 grantId)")
+    def revoke_grant(self, ctx: CallContext, grant_id: int) -> None:
+        grant = self._load_grant(ctx, grant_id)
+        caller = get_agency_of(ctx.state, ctx.sender)
+        ctx.charge(G_SLOAD)
+        dataset = datasets.get_dataset(ctx.state, grant.dataset_id)
+        owner = dataset.owner if dataset else None
+        if caller is None or caller not in (grant.grantee, owner):
+            raise Revert(f"only the grantee {grant.grantee!r} or the dataset owner {owner!r} may revoke grant "
+                         f"{grant_id}")
+        if grant.revoked:
+            raise Revert(f"grant {grant_id} is already revoked")
+        ctx.sstore(_grant_key(grant_id), Grant(grant.id, grant.dataset_id, grant.grantee, grant.action,
+                                                      grant.purpose, grant.expires_at, True, grant.request_id).encode())
+        ctx.emit(self.E_REVOKED, grant_id, grant.dataset_id, caller)
+
+    def _check_owner_use(self, ctx: CallContext, grant_id: int, actions: tuple[str, ...]) -> Grant:
+        grant = self._load_grant(ctx, grant_id)
+        ctx.charge(G_SLOAD)
+        dataset = datasets.get_dataset(ctx.state, grant.dataset_id)
+        if dataset is None or get_agency_of(ctx.state, ctx.sender) != dataset.owner:
+            raise Revert(f"only accounts of the owner of dataset {grant.dataset_id} may record its use")
+        if grant.action not in actions:
+            raise Revert(f"grant {grant_id} is for {grant.action!r}, not {' or '.join(actions)}")
+        reason = self._invalid_reason(ctx, grant)
+        if reason:
+            raise Revert(reason)
+        return grant
+
+    @method("recordDelivery(uint256 grantId, bytes32 contentHash, uint64 bytesDelivered)")
+    def record_delivery(self, ctx: CallContext, grant_id: int, content_hash: bytes, bytes_delivered: int) -> None:
+        grant = self._check_owner_use(ctx, grant_id, READ_ACTIONS)
+        ctx.charge(G_SLOAD)
+        if datasets.get_version_of_hash(ctx.state, grant.dataset_id, content_hash) is None:
+            raise Revert(f"content hash is not a version of dataset {grant.dataset_id}")
+        ctx.emit(self.E_DELIVERED, grant_id, grant.dataset_id, grant.grantee, content_hash, bytes_delivered)
+
+    @method("recordComputation(uint256 grantId, bytes32 queryHash, bytes32 resultHash)")
+    def record_computation(self, ctx: CallContext, grant_id: int, query_hash: bytes, result_hash: bytes) -> None:
+        grant = self._check_owner_use(ctx, grant_id, (cedar.ACTION_COMPUTE,))
+        ctx.emit(self.E_COMPUTED, grant_id, grant.dataset_id, grant.grantee, query_hash, result_hash)
+
+    @method("getGrant(uint256 grantId)", returns="uint256 datasetId, string grantee, string action, string purpose, "
+            "uint64 expiresAt, bool revoked", view=True)
+    def get_grant(self, ctx: CallContext, grant_id: int) -> tuple[Any, ...]:
+        g = self._load_grant(ctx, grant_id)
+        return g.dataset_id, g.grantee, g.action, g.purpose, g.expires_at, g.revoked
+
+    @method("isGrantValid(uint256 grantId, string grantee)", returns="bool valid", view=True)
+    def is_grant_valid(self, ctx: CallContext, grant_id: int, grantee: str) -> bool:
+        if not _is_grant_id(grant_id) or ctx.sload(_grant_key(grant_id)) is None:
+            return False
+        grant = self._load_grant(ctx, grant_id)
+        return grant.grantee == grantee and self._invalid_reason(ctx, grant) is None
+
+    @method("requestCount()", returns="uint256 count", view=True)
+    def request_count(self, ctx: CallContext) -> int:
+        raw = ctx.sload(K_REQUESTS)
+        return int.from_bytes(raw, "big") if raw else 0
+
+    @method("grantCount()", returns="uint256 count", view=True)
+    def grant_count(self, ctx: CallContext) -> int:
+        raw = ctx.sload(K_GRANTS)
+        return int.from_bytes(raw, "big") if raw else 0
+
+
+def _only_governance(ctx: CallContext) -> None:
+    if ctx.sender != GOVERNANCE:
+        raise Revert("only Governance may change consortium policies: submit a proposal")
