@@ -166,6 +166,8 @@ def parse_genesis(doc: Any) -> Genesis:
     if not 0 < chain_id < 2**53:
         raise ConfigError("genesis: chain_id must be a positive integer below 2**53")
     ts = _req(doc, "timestamp_ms", int, "genesis")
+    if not 0 <= ts < 2**63:
+        raise ConfigError("genesis: timestamp_ms must be between 0 and 2**63 - 1")
     ca = _req(doc, "ca_certificate", str, "genesis").encode()
     agencies = []
     seen_accounts: set[bytes] = set()

@@ -74,8 +74,12 @@ def get_agency_names(state: Any) -> list[str]:
     return list(codec.decode(raw)) if raw else []
 
 
+def get_active_agency_names(state: Any) -> list[str]:
+    return [n for n in get_agency_names(state) if (a := get_agency(state, n)) and a["active"]]
+
+
 def get_active_agency_count(state: Any) -> int:
-    return sum(1 for n in get_agency_names(state) if (a := get_agency(state, n)) and a["active"])
+    return len(get_active_agency_names(state))
 
 
 def get_validators(state: Any) -> list[dict[str, Any]]:
@@ -163,7 +167,7 @@ class Membership(SystemContract):
         for a in raw_accounts:
             if ctx.sload(K_ACCOUNT + a) is not None:
                 raise Revert(f"account 0x{a.hex()} already belongs to an agency")
-        _check_certificate(ctx, name, certificate)
+        _check_certificate(ctx, name, certificate, accounts)
         ctx.sstore(K_AGENCY + name.encode(), codec.encode([name, role, raw_accounts, certificate, True, ctx.env.height]))
         for a in raw_accounts:
             ctx.sstore(K_ACCOUNT + a, name.encode())
@@ -208,7 +212,7 @@ def _only_governance(ctx: CallContext) -> None:
         raise Revert("only Governance may change membership: submit a proposal")
 
 
-def _check_certificate(ctx: CallContext, name: str, certificate: bytes) -> None:
+def _check_certificate(ctx: CallContext, name: str, certificate: bytes, accounts: list[str]) -> None:
     """The agency certificate must be issued by the consortium CA and valid at block time."""
     from datetime import UTC, datetime
 
@@ -224,3 +228,7 @@ def _check_certificate(ctx: CallContext, name: str, certificate: bytes) -> None:
         raise Revert(f"certificate refused: {exc.message}") from exc
     if subject.agency != name:
         raise Revert(f"certificate is for agency {subject.agency!r}, not {name!r}")
+    certified = (subject.account or "").lower()
+    if certified not in [a.lower() for a in accounts]:
+        raise Revert(f"the certificate binds account {subject.account or 'none'}, which is not among the "
+                     "agency's accounts")
