@@ -164,8 +164,8 @@ class Ledger:
         txs = [decode_transaction(r, self.genesis.chain_id) for r in raws]
         ts = timestamp_ms if timestamp_ms is not None else self.parent_header.timestamp_ms + 1000
         return build_block(self.runtime, self.reader(), self.parent_header, self.accumulator, txs,
-                           chain_id=self.genesis.chain_id, round=self.parent_header.round + 1, timestamp_ms=ts, proposer=proposer,
-                           justify=None, on_invalid=_strict)
+                           chain_id=self.genesis.chain_id, round=self.parent_header.round + 1, timestamp_ms=ts,
+                           proposer=proposer, justify=None, on_invalid=_strict)
 
     def apply(self, executed: ExecutedBlock) -> None:
         """Fold a block's state changes into the dict state and make it the parent."""

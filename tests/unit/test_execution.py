@@ -167,7 +167,8 @@ def test_full_block_leaves_the_rest_for_the_next_block() -> None:
            for i in range(4)]
     dropped: list[Any] = []
     executed = build_block(ledger.runtime, ledger.reader(), ledger.parent_header, ledger.accumulator, txs,
-                           chain_id=4242, round=ledger.parent_header.round + 1, timestamp_ms=ledger.parent_header.timestamp_ms + 1,
+                           chain_id=4242, round=ledger.parent_header.round + 1,
+                           timestamp_ms=ledger.parent_header.timestamp_ms + 1,
                            proposer=bytes(20), justify=None, on_invalid=lambda tx, exc: dropped.append(tx))
     included = executed.block.transactions
     # A prefix fits (gas counted as used, as in Ethereum); the next one would not; nothing is dropped.
@@ -185,7 +186,8 @@ def test_block_holds_at_most_max_block_txs() -> None:
     ledger = Ledger(make_genesis([("Agency A", [ALICE.address])], [VAL], params=ChainParams(max_block_txs=2)))
     txs = [decode_transaction(sign_call(ALICE, NOTARY, anchor_data(bytes([i]) * 32), i), 4242) for i in range(3)]
     executed = build_block(ledger.runtime, ledger.reader(), ledger.parent_header, ledger.accumulator, txs,
-                           chain_id=4242, round=ledger.parent_header.round + 1, timestamp_ms=ledger.parent_header.timestamp_ms + 1,
+                           chain_id=4242, round=ledger.parent_header.round + 1,
+                           timestamp_ms=ledger.parent_header.timestamp_ms + 1,
                            proposer=bytes(20), justify=None, on_invalid=lambda tx, exc: None)
     assert len(executed.block.transactions) == 2
 

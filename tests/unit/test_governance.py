@@ -287,7 +287,7 @@ def _web3_log(lg: Any) -> dict[str, Any]:
             "transactionHash": HexBytes(bytes(32)), "transactionIndex": 0, "logIndex": 0, "removed": False}
 
 
-# -- design gaps (strict xfails: they flip to failures the day the behaviour is fixed) -----------------
+# -- regressions of bugs this suite found (formerly strict xfails) -------------------------------------
 
 def test_votes_of_a_revoked_agency_no_longer_count(ledger: Ledger, pki: Pki) -> None:
     pid = propose(ledger, C, MEMBERSHIP, add_agency_call(pki.newcomer))

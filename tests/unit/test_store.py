@@ -17,7 +17,6 @@ from chainshare.ledger.types import FORMAT_VERSION
 from chainshare.node import open_chain
 
 
-
 @pytest.fixture(params=["memory", "leveldb"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[KeyValueStore]:
     s: KeyValueStore = MemoryStore() if request.param == "memory" else LevelDBStore(tmp_path / "db")
