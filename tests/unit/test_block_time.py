@@ -48,12 +48,6 @@ def test_certificate_check_uses_the_block_time(tmp_path: Path) -> None:
     assert revert_reason(receipt.output).startswith("certificate refused: ")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: Membership._check_certificate (execution/contracts/membership.py) "
-                   "calls datetime.fromtimestamp(env.timestamp_ms / 1000) unguarded; a proposer-chosen timestamp "
-                   "beyond year 9999 (e.g. 10**17 ms) raises ValueError out of Runtime.apply_transaction, so "
-                   "build_block crashes the producer and apply_block fails with ValueError, not ConsensusError. "
-                   "Fix: bound header timestamps in apply_block (e.g. < 2**63 and a max drift from the parent) "
-                   "and/or turn ValueError/OverflowError there into a Revert")
 def test_absurd_block_time_reverts_or_refuses_the_block_cleanly(tmp_path: Path) -> None:
     ledger = _ledger_with_passed_add_agency_proposal(tmp_path)
     try:

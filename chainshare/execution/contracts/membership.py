@@ -223,7 +223,11 @@ def _check_certificate(ctx: CallContext, name: str, certificate: bytes, accounts
     if not ca:
         raise Revert("no consortium CA recorded at genesis")
     try:
-        subject = verify_certificate(ca, certificate, at=datetime.fromtimestamp(ctx.env.timestamp_ms / 1000, UTC))
+        at = datetime.fromtimestamp(ctx.env.timestamp_ms / 1000, UTC)
+    except (ValueError, OverflowError, OSError) as exc:
+        raise Revert("block time is outside the range a certificate can be checked at") from exc
+    try:
+        subject = verify_certificate(ca, certificate, at=at)
     except CryptoError as exc:
         raise Revert(f"certificate refused: {exc.message}") from exc
     if subject.agency != name:
