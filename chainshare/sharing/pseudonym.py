@@ -1,0 +1,246 @@
+"""Keyed pseudonyms for personal columns, and the row transform applied to a ``read`` delivery.
+
+``pseudonymize(value, key)`` is HMAC-SHA256 under the consortium pseudonym key, so every node that
+holds the key maps the same identifier to the same pseudonym (datasets of different agencies still
+join on it), and nobody without the key can recompute or reverse it: unlike a plain hash, a
+pseudonym of a small identifier space (national ids, phone numbers) cannot be brute-forced.
+
+A ``read`` delivery carries personal columns as pseudonyms; ``read_identified`` carries them raw.
+Fail closed: under ``read`` a column the schema does not declare (a JSON key or CSV header the
+owner never classified, or a CSV field beyond the header) is pseudonymized as if it were personal.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import orjson
+from cryptography.hazmat.primitives import hashes, hmac
+
+from chainshare.crypto.envelope import new_keccak256
+from chainshare.errors import InvalidInput
+from chainshare.sharing.schema import (
+    FORMAT_CSV,
+    KIND_PERSONAL,
+    Schema,
+    canonical_json,
+    check_format,
+    iter_file_blocks,
+    iter_lines,
+    loads_json_line,
+    open_dataset,
+    read_csv,
+)
+
+ACTION_READ = "read"
+ACTION_READ_IDENTIFIED = "read_identified"
+DELIVERY_ACTIONS = (ACTION_READ, ACTION_READ_IDENTIFIED)
+
+PSEUDONYM_PREFIX = "ps_"
+PSEUDONYM_BYTES = 16
+MIN_KEY_LEN = 32
+# Domain separation: the consortium key may be used for other MACs; v1 lets the scheme evolve.
+_DOMAIN = b"chainshare/pseudonym/v1\x00"
+_CACHE_LIMIT = 16384
+_PSEUDONYM_RE = re.compile(r"ps_[0-9a-f]{32}")
+_OUTPUT_BLOCK = 256 * 1024
+
+
+def check_consortium_key(key: object) -> bytes:
+    if not isinstance(key, (bytes, bytearray)) or len(key) < MIN_KEY_LEN:
+        raise InvalidInput(
+            f"the consortium pseudonym key must be at least {MIN_KEY_LEN} random bytes "
+            "(the same key on every node, distributed by the consortium)"
+        )
+    return bytes(key)
+
+
+def pseudonymize(value: str, consortium_key: bytes) -> str:
+    """``ps_`` + 32 hex digits (the first 128 bits of HMAC-SHA256 of the UTF-8 value): equal for
+    equal values under the same key, unlinkable to the value without the key. The value is used
+    exactly as given: normalise identifiers (case, spaces) before calling if the domain needs it."""
+    if not isinstance(value, str):
+        raise InvalidInput(f"a pseudonymized value must be a string, not {type(value).__name__}")
+    return Pseudonymizer(consortium_key).text(value)
+
+
+def is_pseudonym(value: object) -> bool:
+    return isinstance(value, str) and _PSEUDONYM_RE.fullmatch(value) is not None
+
+
+class Pseudonymizer:
+    """``pseudonymize`` for any cell value, keyed once, with a small bounded cache (identifiers
+    repeat across rows)."""
+
+    def __init__(self, consortium_key: bytes) -> None:
+        # The key and the domain prefix are absorbed once; each value costs one copy + update.
+        self._mac = hmac.HMAC(check_consortium_key(consortium_key), hashes.SHA256())
+        self._mac.update(_DOMAIN)
+        self._cache: dict[str, str] = {}
+
+    def text(self, value: str) -> str:
+        cached = self._cache.get(value)
+        if cached is None:
+            if len(self._cache) >= _CACHE_LIMIT:
+                self._cache.clear()
+            mac = self._mac.copy()
+            mac.update(value.encode("utf-8", "surrogatepass"))
+            cached = self._cache[value] = PSEUDONYM_PREFIX + mac.finalize()[:PSEUDONYM_BYTES].hex()
+        return cached
+
+    def value(self, value: object) -> object:
+        """None and "" stay as they are (a missing value identifies nobody); numbers and booleans
+        are pseudonymized as their JSON text, so JSON 42 and CSV "42" give the same pseudonym."""
+        if value is None or value == "":
+            return value
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, bool):
+            return self.text("true" if value else "false")
+        if isinstance(value, (int, float)):
+            return self.text(repr(value))
+        return self.text(canonical_json(value).decode("utf-8"))
+
+
+def check_action(action: str) -> str:
+    if action not in DELIVERY_ACTIONS:
+        raise InvalidInput(
+            f"unknown delivery action {action!r}: use 'read' (personal columns pseudonymized) "
+            "or 'read_identified' (raw)"
+        )
+    return action
+
+
+def transform_rows(
+    rows: Iterable[Mapping[str, Any]], schema: Schema, action: str, consortium_key: bytes | None
+) -> Iterator[dict[str, Any]]:
+    """Each row as delivered under ``action``: personal (and undeclared) columns pseudonymized for
+    ``read``, everything raw for ``read_identified``."""
+    check_action(action)
+    if action == ACTION_READ_IDENTIFIED:
+        for row in rows:
+            yield dict(row)
+        return
+    pseudonymizer = Pseudonymizer(_need_key(consortium_key))
+    for row in rows:
+        yield _hide(row, _plain_columns(schema), pseudonymizer)
+
+
+def _plain_columns(schema: Schema) -> frozenset[str]:
+    """The columns delivered as they are under ``read``: declared, and not personal."""
+    return frozenset(c.name for c in schema.columns if c.kind != KIND_PERSONAL)
+
+
+def _hide(row: Mapping[str, Any], plain: frozenset[str], pseudonymizer: Pseudonymizer) -> dict[str, Any]:
+    value = pseudonymizer.value
+    return {k: v if k in plain else value(v) for k, v in row.items()}
+
+
+def _need_key(key: bytes | None) -> bytes:
+    if key is None:
+        raise InvalidInput("a 'read' delivery needs the consortium pseudonym key to pseudonymize personal columns")
+    return check_consortium_key(key)
+
+
+def transform_stream(
+    src: BinaryIO, fmt: str, schema: Schema, action: str, consortium_key: bytes | None
+) -> Iterator[bytes]:
+    """The dataset read from ``src`` as delivered under ``action``, as a stream of byte blocks.
+    ``read_identified`` passes the bytes through unchanged; ``read`` rewrites only what it must
+    (CSV rows when a header column is personal or undeclared; JSON lines holding such a key) and
+    passes everything else through byte for byte."""
+    fmt = check_format(fmt)
+    check_action(action)
+    if action == ACTION_READ_IDENTIFIED:
+        yield from iter_file_blocks(src)
+        return
+    pseudonymizer = Pseudonymizer(_need_key(consortium_key))
+    if fmt == FORMAT_CSV:
+        yield from _transform_csv(src, schema, pseudonymizer)
+    else:
+        yield from _transform_jsonl(src, schema, pseudonymizer)
+
+
+def _transform_csv(src: BinaryIO, schema: Schema, pseudonymizer: Pseudonymizer) -> Iterator[bytes]:
+    header, header_bytes, rows = read_csv(src)
+    hidden = [i for i, name in enumerate(header) if schema.is_personal(name)]
+    if not hidden:
+        # Nothing to hide in any named column: the original bytes are the delivery.
+        yield header_bytes
+        yield from iter_file_blocks(src)
+        return
+    width = len(header)
+    text = pseudonymizer.text
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n" if header_bytes.endswith(b"\r\n") else "\n")
+    writer.writerow(header)
+    for _line, row in rows:
+        for i in hidden:
+            if i < len(row) and row[i]:
+                row[i] = text(row[i])
+        if len(row) > width:  # fields beyond the header are undeclared: hide them
+            row[width:] = [text(v) if v else v for v in row[width:]]
+        writer.writerow(row)
+        if out.tell() >= _OUTPUT_BLOCK:
+            yield out.getvalue().encode("utf-8")
+            out.seek(0)
+            out.truncate()
+    if out.tell():
+        yield out.getvalue().encode("utf-8")
+
+
+def _dumps_line(obj: dict[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(obj, option=orjson.OPT_APPEND_NEWLINE)
+    except orjson.JSONEncodeError:  # integers beyond 64 bits
+        return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
+
+
+def _transform_jsonl(src: BinaryIO, schema: Schema, pseudonymizer: Pseudonymizer) -> Iterator[bytes]:
+    plain = _plain_columns(schema)
+    batch: list[bytes] = []
+    size = 0
+    for number, line in enumerate(iter_lines(src), start=1):
+        if line.strip():
+            try:
+                obj = loads_json_line(line)
+            except (ValueError, RecursionError):
+                raise InvalidInput(f"JSON Lines line {number} is not valid JSON") from None
+            if not isinstance(obj, dict):
+                raise InvalidInput(f"JSON Lines line {number} is not a JSON object")
+            if not obj.keys() <= plain:
+                line = _dumps_line(_hide(obj, plain, pseudonymizer))
+        batch.append(line)
+        size += len(line)
+        if size >= _OUTPUT_BLOCK:
+            yield b"".join(batch)
+            batch.clear()
+            size = 0
+    if batch:
+        yield b"".join(batch)
+
+
+def transform_file(
+    src_path: Path | str,
+    fmt: str,
+    schema: Schema,
+    action: str,
+    consortium_key: bytes | None,
+    dst: BinaryIO,
+) -> tuple[int, bytes]:
+    """Write the dataset at ``src_path`` as delivered under ``action`` to ``dst``; returns the
+    number of bytes written and their Keccak-256."""
+    hasher = new_keccak256()
+    total = 0
+    with open_dataset(src_path) as src:
+        for block in transform_stream(src, fmt, schema, action, consortium_key):
+            hasher.update(block)
+            total += len(block)
+            dst.write(block)
+    return total, hasher.digest()

@@ -1,0 +1,169 @@
+"""Keyed pseudonyms and the read / read_identified transform of CSV and JSON Lines datasets."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import hmac
+import io
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from chainshare.crypto.hashing import keccak256
+from chainshare.errors import InvalidInput
+from chainshare.sharing.pseudonym import (
+    Pseudonymizer,
+    is_pseudonym,
+    pseudonymize,
+    transform_file,
+    transform_rows,
+)
+from chainshare.sharing.schema import validate_schema
+
+KEY = b"k" * 32
+OTHER_KEY = b"o" * 32
+PSEUDONYM_RE = re.compile(r"ps_[0-9a-f]{32}")
+
+SCHEMA = validate_schema(
+    {
+        "columns": [
+            {"name": "citizen_id", "kind": "personal"},
+            {"name": "name", "kind": "personal"},
+            {"name": "district", "kind": "string"},
+            {"name": "age", "kind": "integer"},
+        ],
+        "min_group": 5,
+    }
+)
+
+CSV_TEXT = (
+    "citizen_id,name,district,age\r\n"
+    '110101,"Li, Wei",north,34\r\n'
+    '110102,"Zhang\nSan",south,51\r\n'
+    "110101,Li Wei,north,34\r\n"
+    ",,east,\r\n"
+)
+
+
+def test_pseudonyms_are_stable_and_well_formed() -> None:
+    first = pseudonymize("110101", KEY)
+    assert PSEUDONYM_RE.fullmatch(first) and is_pseudonym(first)
+    assert pseudonymize("110101", KEY) == first
+    # Another node holding the same consortium key computes the same pseudonym.
+    assert pseudonymize("110101", bytes(KEY)) == first == Pseudonymizer(KEY).text("110101")
+
+
+def test_pseudonym_is_hmac_sha256_under_the_consortium_key() -> None:
+    # An independent reference (the standard library's HMAC), so other implementations can match it.
+    mac = hmac.new(KEY, b"chainshare/pseudonym/v1\x00" + "张三".encode(), hashlib.sha256).digest()
+    assert pseudonymize("张三", KEY) == "ps_" + mac[:16].hex()
+
+
+def test_pseudonyms_are_distinct_per_value_and_per_key() -> None:
+    values = [f"{i:06d}" for i in range(2000)]
+    assert len({pseudonymize(v, KEY) for v in values}) == len(values)
+    assert pseudonymize("110101", KEY) != pseudonymize("110101", OTHER_KEY)
+    assert "110101" not in pseudonymize("110101", KEY)
+
+
+def test_pseudonym_key_must_be_long_enough() -> None:
+    with pytest.raises(InvalidInput, match="at least 32"):
+        pseudonymize("x", b"short")
+    with pytest.raises(InvalidInput):
+        pseudonymize(110101, KEY)  # type: ignore[arg-type]
+
+
+def test_numbers_and_their_text_share_a_pseudonym_and_missing_values_stay_missing() -> None:
+    p = Pseudonymizer(KEY)
+    assert p.value(110101) == p.value("110101") == pseudonymize("110101", KEY)
+    assert p.value(None) is None and p.value("") == ""
+    assert p.value(True) == pseudonymize("true", KEY)
+
+
+def test_transform_rows_hides_personal_and_undeclared_columns_for_read_only() -> None:
+    rows = [{"citizen_id": "110101", "name": "Li", "district": "north", "age": 34, "secret": "x"}]
+    read = next(transform_rows(rows, SCHEMA, "read", KEY))
+    assert read["citizen_id"] == pseudonymize("110101", KEY)
+    assert read["name"] == pseudonymize("Li", KEY)
+    assert read["secret"] == pseudonymize("x", KEY)  # never classified: fail closed
+    assert (read["district"], read["age"]) == ("north", 34)
+    assert next(transform_rows(rows, SCHEMA, "read_identified", None)) == rows[0]
+
+
+def test_unknown_action_or_missing_key_is_refused() -> None:
+    with pytest.raises(InvalidInput, match="unknown delivery action"):
+        list(transform_rows([], SCHEMA, "compute", KEY))
+    with pytest.raises(InvalidInput, match="pseudonym key"):
+        list(transform_rows([{}], SCHEMA, "read", None))
+
+
+def _transform(tmp_path: Path, text: str, fmt: str, action: str, schema: object = SCHEMA) -> bytes:
+    src = tmp_path / f"data.{fmt}"
+    src.write_bytes(text.encode("utf-8"))
+    out = io.BytesIO()
+    size, digest = transform_file(src, fmt, validate_schema(schema), action, KEY, out)
+    assert (size, digest) == (len(out.getvalue()), keccak256(out.getvalue()))
+    return out.getvalue()
+
+
+def test_csv_read_pseudonymizes_personal_columns_and_keeps_the_rest(tmp_path: Path) -> None:
+    out = _transform(tmp_path, CSV_TEXT, "csv", "read")
+    rows = list(csv.reader(io.StringIO(out.decode("utf-8"), newline="")))
+    assert rows[0] == ["citizen_id", "name", "district", "age"]
+    assert rows[1] == [pseudonymize("110101", KEY), pseudonymize("Li, Wei", KEY), "north", "34"]
+    assert rows[2] == [pseudonymize("110102", KEY), pseudonymize("Zhang\nSan", KEY), "south", "51"]
+    assert rows[3][0] == rows[1][0]  # same person, same pseudonym
+    assert rows[4] == ["", "", "east", ""]
+    assert b"110101" not in out and b"Li, Wei" not in out
+    assert out.endswith(b"\r\n")  # the original line ending is kept
+
+
+def test_csv_read_identified_and_non_personal_read_pass_bytes_through(tmp_path: Path) -> None:
+    assert _transform(tmp_path, CSV_TEXT, "csv", "read_identified") == CSV_TEXT.encode()
+    plain = {"columns": [{"name": n, "kind": "string"} for n in ("citizen_id", "name", "district", "age")]}
+    assert _transform(tmp_path, CSV_TEXT, "csv", "read", plain) == CSV_TEXT.encode()
+
+
+def test_csv_columns_missing_from_the_schema_and_extra_fields_are_hidden(tmp_path: Path) -> None:
+    schema = {"columns": [{"name": "district", "kind": "string"}]}
+    out = _transform(tmp_path, "district,ssn\nnorth,123-45\nsouth,999,extra\n", "csv", "read", schema)
+    rows = list(csv.reader(io.StringIO(out.decode(), newline="")))
+    assert rows[1] == ["north", pseudonymize("123-45", KEY)]
+    assert rows[2] == ["south", pseudonymize("999", KEY), pseudonymize("extra", KEY)]
+
+
+def test_jsonl_read_rewrites_only_lines_with_personal_keys(tmp_path: Path) -> None:
+    lines = [
+        '{"citizen_id": "110101", "name": "Li", "district": "north", "age": 34}',
+        '{"district": "south",   "age": 51}',
+        '{"citizen_id": 110102, "district": "east", "big": 123456789012345678901234567890}',
+        "",
+    ]
+    out = _transform(tmp_path, "\n".join(lines) + "\n", "jsonl", "read").decode().split("\n")
+    first = json.loads(out[0])
+    assert first == {
+        "citizen_id": pseudonymize("110101", KEY),
+        "name": pseudonymize("Li", KEY),
+        "district": "north",
+        "age": 34,
+    }
+    assert out[1] == lines[1]  # nothing personal: byte for byte
+    third = json.loads(out[2])
+    assert third["citizen_id"] == pseudonymize("110102", KEY)
+    assert third["big"] == pseudonymize("123456789012345678901234567890", KEY)  # undeclared key
+    assert _transform(tmp_path, "\n".join(lines) + "\n", "jsonl", "read_identified").decode().split("\n") == [
+        *lines,
+        "",
+    ]
+
+
+def test_malformed_jsonl_is_refused_with_its_line_number(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput, match="line 2 is not valid JSON"):
+        _transform(tmp_path, '{"age": 1}\n{oops\n', "jsonl", "read")
+    with pytest.raises(InvalidInput, match="line 1 is not a JSON object"):
+        _transform(tmp_path, "[1, 2]\n", "jsonl", "read")
+    with pytest.raises(InvalidInput, match="not valid JSON"):
+        _transform(tmp_path, '{"age": NaN}\n', "jsonl", "read")
