@@ -50,12 +50,36 @@ class MempoolSection:
 
 
 @dataclass(frozen=True)
+class P2PSection:
+    """Node-to-node network (mutual TLS 1.3 with certificates of the consortium CA)."""
+
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 0  # 0: no P2P listener (single-validator network)
+    # Peers to dial, each "node-name@host:port".
+    peers: tuple[str, ...] = ()
+    ca_cert: str = ""       # consortium CA certificate (PEM)
+    node_cert: str = ""     # this node's certificate from `chainshare ca issue-node`
+    node_key: str = ""      # its private key (PEM; encrypted unless dev_mode)
+    max_frame_bytes: int = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class SharingSection:
+    """Off-chain data plane: the encrypted vault and the consortium pseudonym key."""
+
+    vault_dir: str = ""             # empty: this node holds no datasets
+    pseudonym_key_file: str = ""    # 32-byte consortium secret for keyed pseudonyms (hex or raw)
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     node: NodeSection = field(default_factory=NodeSection)
     validator: ValidatorSection = field(default_factory=ValidatorSection)
     api: ApiSection = field(default_factory=ApiSection)
     block: BlockSection = field(default_factory=BlockSection)
     mempool: MempoolSection = field(default_factory=MempoolSection)
+    p2p: P2PSection = field(default_factory=P2PSection)
+    sharing: SharingSection = field(default_factory=SharingSection)
     base_dir: Path = Path(".")
 
     def path(self, value: str) -> Path:
@@ -67,7 +91,7 @@ class NodeConfig:
 _SECTIONS = {f.name: f.type for f in fields(NodeConfig) if f.name != "base_dir"}
 _SECTION_TYPES: dict[str, type] = {
     "node": NodeSection, "validator": ValidatorSection, "api": ApiSection,
-    "block": BlockSection, "mempool": MempoolSection,
+    "block": BlockSection, "mempool": MempoolSection, "p2p": P2PSection, "sharing": SharingSection,
 }
 
 
@@ -85,6 +109,8 @@ def _coerce(section: str, key: str, value: Any, typ: type, from_env: bool) -> An
                 return int(value)
             except ValueError as exc:
                 raise ConfigError(f"{where}: expected an integer, got {value!r}") from exc
+        if typ is tuple:
+            return tuple(x.strip() for x in value.split(",") if x.strip())
         return value
     if typ is bool and not isinstance(value, bool):
         raise ConfigError(f"{where}: expected true/false, got {value!r}")
@@ -92,6 +118,10 @@ def _coerce(section: str, key: str, value: Any, typ: type, from_env: bool) -> An
         raise ConfigError(f"{where}: expected an integer, got {value!r}")
     if typ is str and not isinstance(value, str):
         raise ConfigError(f"{where}: expected a string, got {value!r}")
+    if typ is tuple:
+        if not isinstance(value, list | tuple) or not all(isinstance(x, str) for x in value):
+            raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
+        return tuple(value)
     return value
 
 
@@ -103,7 +133,8 @@ def _build_section(name: str, values: dict[str, Any], env: dict[str, str]) -> An
             raise ConfigError(f"[{name}] {key}: unknown setting (known: {', '.join(sorted(known))})")
     kwargs: dict[str, Any] = {}
     for key, f in known.items():
-        typ = {"str": str, "int": int, "bool": bool}[f.type if isinstance(f.type, str) else f.type.__name__]
+        type_name = f.type if isinstance(f.type, str) else f.type.__name__
+        typ = {"str": str, "int": int, "bool": bool, "tuple[str, ...]": tuple}[type_name]
         if key in values:
             kwargs[key] = _coerce(name, key, values[key], typ, False)
         env_key = f"CHAINSHARE_{name.upper()}_{key.upper()}"
@@ -156,6 +187,17 @@ def validate_config(cfg: NodeConfig) -> None:
         problems.append("[mempool] need 1 <= max_per_sender <= max_total")
     if not cfg.validator.key_file:
         problems.append("[validator] key_file is required (an EIP-2335 keystore made by `chainshare ca issue-node`)")
+    if not 0 <= cfg.p2p.listen_port < 65536:
+        problems.append(f"[p2p] listen_port {cfg.p2p.listen_port} must be 0..65535")
+    for peer in cfg.p2p.peers:
+        name, _, addr = peer.partition("@")
+        host, _, port = addr.rpartition(":")
+        if not name or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            problems.append(f"[p2p] peer {peer!r} must look like node-name@host:port")
+    if cfg.p2p.listen_port and not (cfg.p2p.ca_cert and cfg.p2p.node_cert and cfg.p2p.node_key):
+        problems.append("[p2p] ca_cert, node_cert and node_key are required when listen_port is set")
+    if not 1024 <= cfg.p2p.max_frame_bytes <= 64 * 1024 * 1024:
+        problems.append("[p2p] max_frame_bytes must be between 1 KiB and 64 MiB")
     if cfg.node.log_level not in ("debug", "info", "warning", "error"):
         problems.append("[node] log_level must be debug, info, warning or error")
     if problems:
