@@ -69,6 +69,9 @@ class SharingSection:
 
     vault_dir: str = ""             # empty: this node holds no datasets
     pseudonym_key_file: str = ""    # 32-byte consortium secret for keyed pseudonyms (hex or raw)
+    # V3 keystore of an account of this node's agency: the owner node signs recordDelivery /
+    # recordComputation with it (password: [validator] password_file / $CHAINSHARE_PASSWORD).
+    account_keystore: str = ""
 
 
 @dataclass(frozen=True)
