@@ -167,11 +167,18 @@ def test_revoke_needs_the_new_threshold_and_removes_the_agency(devnet: Devnet, g
     assert gov.is_member(acct.address) is True
 
     gov.vote_all(pid, skip=(gov.founder,))  # the agency itself votes for its removal
+    # A transaction of the agency that waits for a nonce gap when the revocation lands.
+    waiting = sign_call(acct.key, devnet.chain_id, devnet.nonce(acct.address, "pending") + 1,
+                        devnet.contract_address("Notary"), anchor_data(os.urandom(32)))
+    waiting_hash = devnet.send_raw(waiting)
+    assert devnet.rpc("eth_getTransactionByHash", waiting_hash)["blockNumber"] is None
     receipt = gov.execute(pid, gov.founder)
     (revoked,) = gov.c["Membership"].events.AgencyRevoked().process_receipt(receipt, errors=DISCARD)
     assert revoked["args"]["name"] == REVOKED
     assert gov.is_member(acct.address) is False
     assert devnet.get(f"/agencies/{REVOKED}").json()["active"] is False
+    devnet.wait_for_head(receipt["blockNumber"] + 2)
+    assert devnet.rpc("eth_getTransactionByHash", waiting_hash) is None  # dropped from the mempool
     with pytest.raises(RpcError) as refused:
         anchor_as(devnet, acct)
     assert refused.value.code == -32003 and "not an account of a member agency" in refused.value.message

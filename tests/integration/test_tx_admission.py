@@ -252,6 +252,17 @@ def test_future_nonce_waits_until_the_gap_is_filled(seeded: Devnet) -> None:
     assert seeded.nonce() == n + 2
 
 
+def test_second_transaction_for_a_pending_nonce_is_refused(seeded: Devnet) -> None:
+    n = seeded.nonce(tag="pending")
+    first = seeded.send_raw(notary_tx(seeded, n + 3))  # waits for the gap n..n+2
+    assert_refused(seeded, notary_tx(seeded, n + 3), TX_REJECTED, rf"nonce {n + 3}.*already pending")
+    assert seeded.rpc("eth_getTransactionByHash", first)["blockNumber"] is None
+    for nonce in range(n, n + 3):  # fill the gap: the first one is included, not the refused one
+        seeded.send_raw(notary_tx(seeded, nonce))
+    assert seeded.wait_receipt(first)["status"] == "0x1"
+    assert seeded.nonce() == n + 4
+
+
 # -- JSON-RPC protocol errors ------------------------------------------------------------------
 
 def assert_still_serving(net: Devnet) -> None:
