@@ -201,13 +201,15 @@ def run_ingest(nodes: int, txs: int, clients: int, batch: int, directory: Path |
             node = info["nodes"][0]
             node["pid"] = start_node_process(directory, node)
             write_devnet(directory, info)
-            wait_for_blocks(node["rpc"], node["pid"], 60, directory / "nodes" / node["name"] / "node.log")
+            wait_for_blocks(node["rpc"], node["pid"], 60, directory / "nodes" / node["name"] / "node.log",
+                            info.get("genesis_hash"))
             os.kill(node["pid"], signal.SIGKILL)
             time.sleep(0.2)
             t0 = time.perf_counter()
             node["pid"] = start_node_process(directory, node)
             write_devnet(directory, info)
-            wait_for_blocks(node["rpc"], node["pid"], 120, directory / "nodes" / node["name"] / "node.log")
+            wait_for_blocks(node["rpc"], node["pid"], 120, directory / "nodes" / node["name"] / "node.log",
+                            info.get("genesis_hash"))
             out["restart_after_sigkill_s"] = round(time.perf_counter() - t0, 2)
             stop_devnet(directory)
         out["machine"] = {"cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2)}

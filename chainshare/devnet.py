@@ -105,17 +105,28 @@ def write_devnet(directory: Path, info: dict[str, Any]) -> None:
     tmp.replace(directory / DEVNET_FILE)
 
 
-def is_running(pid: int | None) -> bool:
-    """True iff ``pid`` is a live (not zombie) chainshare node process."""
+def is_running(pid: int | None, config_path: Path | None = None) -> bool:
+    """True iff ``pid`` is a live (not zombie) chainshare node process — and, with
+    ``config_path``, one running exactly that node's configuration (a stale pid reused by another
+    process, or by a node of another network, is not ours)."""
     if not pid:
         return False
     try:
         import psutil
 
         p = psutil.Process(pid)
-        return p.status() != psutil.STATUS_ZOMBIE and any("chainshare" in part for part in p.cmdline())
+        if p.status() == psutil.STATUS_ZOMBIE:
+            return False
+        cmd = p.cmdline()
     except Exception:
         return False
+    if config_path is not None:
+        return str(config_path.resolve()) in cmd
+    return any("chainshare" in part for part in cmd)
+
+
+def node_config_path(directory: Path, node: dict[str, Any]) -> Path:
+    return (directory / "nodes" / node["name"] / "node.toml").resolve()
 
 
 def start_node_process(directory: Path, node: dict[str, Any]) -> int:
@@ -124,26 +135,35 @@ def start_node_process(directory: Path, node: dict[str, Any]) -> int:
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "chainshare", "node", "run", "--config", str(node_dir / "node.toml")],
+        [sys.executable, "-m", "chainshare", "node", "run", "--config", str(node_config_path(directory, node))],
         stdout=log, stderr=log, stdin=subprocess.DEVNULL, cwd=node_dir, env=env, start_new_session=True)
     log.close()
     return proc.pid
 
 
-def wait_for_blocks(url: str, pid: int, timeout: float, log_path: Path) -> int:
-    """Wait until the node at ``url`` serves a head >= 1; fail fast if its process exits."""
+def wait_for_blocks(url: str, pid: int, timeout: float, log_path: Path, genesis_hash: str | None = None) -> int:
+    """Wait until OUR node answers at ``url`` (same genesis) with a head >= 1; fail fast if its
+    process exits (e.g. its port was taken by another process)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not is_running(pid):
             tail = log_path.read_text(errors="replace")[-2000:] if log_path.exists() else ""
             raise ChainshareError(f"node process {pid} exited during start-up; last log lines:\n{tail}")
         try:
-            r = httpx.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber", "params": []},
-                           timeout=2)
-            head = int(r.json()["result"], 16)
+            st = httpx.get(url.rstrip("/") + "/api/v1/status", timeout=2).json()
+            if genesis_hash is not None and st.get("genesis_hash") != genesis_hash:
+                for _ in range(50):  # our node, unable to bind, is about to exit: report its own words
+                    if not is_running(pid):
+                        break
+                    time.sleep(0.1)
+                tail = log_path.read_text(errors="replace")[-2000:] if log_path.exists() else ""
+                raise ChainshareError(f"another network answers at {url} (genesis {st.get('genesis_hash')}): "
+                                      f"its port is taken; stop that process or choose --base-port. "
+                                      f"Last log lines of this node:\n{tail}")
+            head = int(st["head"]["height"])
             if head >= 1:
                 return head
-        except (httpx.HTTPError, ValueError, KeyError):
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
             pass
         time.sleep(0.1)
     raise ChainshareError(f"node at {url} produced no block within {timeout:.0f}s (see {log_path})")
@@ -153,11 +173,12 @@ def start_devnet(directory: Path, timeout: float = 60.0) -> dict[str, Any]:
     """Start every node of the devnet that is not running; returns the updated devnet.json."""
     info = read_devnet(directory)
     for node in info["nodes"]:
-        if not is_running(node.get("pid")):
+        if not is_running(node.get("pid"), node_config_path(directory, node)):
             node["pid"] = start_node_process(directory, node)
     write_devnet(directory, info)
     for node in info["nodes"]:
-        wait_for_blocks(node["rpc"], node["pid"], timeout, directory / "nodes" / node["name"] / "node.log")
+        wait_for_blocks(node["rpc"], node["pid"], timeout, directory / "nodes" / node["name"] / "node.log",
+                        info.get("genesis_hash"))
     return info
 
 
@@ -167,15 +188,16 @@ def stop_devnet(directory: Path, timeout: float = 15.0) -> list[dict[str, Any]]:
     result = []
     for node in info["nodes"]:
         pid = node.get("pid")
-        if not is_running(pid):
+        cfg_path = node_config_path(directory, node)
+        if not is_running(pid, cfg_path):
             result.append({"name": node["name"], "stopped": False, "reason": "not running"})
             continue
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while is_running(pid) and time.monotonic() < deadline:
+        while is_running(pid, cfg_path) and time.monotonic() < deadline:
             time.sleep(0.05)
         killed = False
-        if is_running(pid):
+        if is_running(pid, cfg_path):
             os.kill(pid, signal.SIGKILL)
             killed = True
         result.append({"name": node["name"], "stopped": True, "killed": killed})
@@ -187,7 +209,8 @@ def devnet_status(directory: Path) -> list[dict[str, Any]]:
     out = []
     for node in info["nodes"]:
         entry: dict[str, Any] = {"name": node["name"], "agency": node["agency"], "rpc": node["rpc"],
-                                 "pid": node.get("pid"), "running": is_running(node.get("pid"))}
+                                 "pid": node.get("pid"),
+                                 "running": is_running(node.get("pid"), node_config_path(directory, node))}
         if entry["running"]:
             try:
                 st = httpx.get(node["api"] + "/status", timeout=2).json()

@@ -43,6 +43,24 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
             return b"".join(chunks)
 
 
+# Routes that stream large request bodies themselves (with their own size limit).
+STREAMING_PATHS = frozenset({"/api/v1/vault"})
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive() that hands over an already-read body once, then waits for disconnect."""
+    sent = False
+
+    async def replay() -> dict[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
 async def _respond(send: Send, status: int, body: bytes, content_type: bytes = b"application/json") -> None:
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]})
@@ -54,14 +72,14 @@ def _metrics_registry(node: Node, rpc: JsonRpc) -> CollectorRegistry:
     g = {
         "head": Gauge("chainshare_head_height", "Height of the latest finalized block", registry=reg),
         "mempool": Gauge("chainshare_mempool_transactions", "Transactions waiting in the mempool", registry=reg),
-        "blocks": Gauge("chainshare_blocks_produced_total", "Blocks this node produced since start", registry=reg),
-        "txs": Gauge("chainshare_transactions_finalized_total", "Transactions finalized since start", registry=reg),
-        "rejected": Gauge("chainshare_transactions_rejected_total", "Transactions refused at admission", registry=reg),
-        "rpc_errors": Gauge("chainshare_rpc_errors_total", "JSON-RPC requests answered with an error", registry=reg),
+        "blocks": Gauge("chainshare_blocks_produced", "Blocks this node produced since start", registry=reg),
+        "txs": Gauge("chainshare_transactions_finalized", "Transactions finalized since start", registry=reg),
+        "rejected": Gauge("chainshare_transactions_rejected", "Transactions refused at admission", registry=reg),
+        "rpc_errors": Gauge("chainshare_rpc_errors", "JSON-RPC requests answered with an error", registry=reg),
         "uptime": Gauge("chainshare_uptime_seconds", "Seconds since the node started", registry=reg),
         "block_ms": Gauge("chainshare_last_block_build_ms", "Time to build and commit the last block", registry=reg),
     }
-    rpc_calls = Gauge("chainshare_rpc_requests_total", "JSON-RPC requests by method", ["method"], registry=reg)
+    rpc_calls = Gauge("chainshare_rpc_requests", "JSON-RPC requests by method", ["method"], registry=reg)
 
     def refresh() -> None:
         g["head"].set(node.chain.head_height)
@@ -113,13 +131,28 @@ def create_app(node: Node) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
             await _respond(send, 200, generate_latest(registry), b"text/plain; version=0.0.4")
             return
         if path == "/api/v1" or path.startswith("/api/v1/"):
-            if int(dict(scope.get("headers", [])).get(b"content-length", b"0") or 0) > limit:
-                await _respond(send, 413, b'{"error":{"type":"InvalidInput","message":"request body too large"}}')
+            too_large = b'{"error":{"type":"InvalidInput","message":"request body too large"}}'
+            try:
+                declared = int(dict(scope.get("headers", [])).get(b"content-length", b"0") or 0)
+            except ValueError:
+                await _respond(send, 400, b'{"error":{"type":"InvalidInput","message":"bad content-length"}}')
                 return
             sub = dict(scope)
             sub["root_path"] = scope.get("root_path", "") + "/api/v1"
-            sub["path"] = path[len("/api/v1"):] or "/"
-            await rest(sub, receive, send)  # type: ignore[arg-type]
+            if path in STREAMING_PATHS:
+                await rest(sub, receive, send)  # type: ignore[arg-type]  # enforces its own limit
+                return
+            if declared > limit:
+                await _respond(send, 413, too_large)
+                return
+            try:
+                body = await _read_body(receive, limit)  # chunked bodies have no content-length
+            except BodyTooLarge:
+                await _respond(send, 413, too_large)
+                return
+            except ConnectionResetError:
+                return
+            await rest(sub, _replay(body, receive), send)  # type: ignore[arg-type]
             return
         await _respond(send, 404, b'{"error":{"type":"NotFound","message":"no such endpoint"}}')
 

@@ -142,22 +142,25 @@ class JsonRpc:
         if not isinstance(params, list):
             return _error_response(rid, -32602, "params must be an array")
         fn = self.methods.get(method)
+        notification = "id" not in req  # JSON-RPC 2.0: the server must not reply to a notification
         self.counts[method if fn else "unknown"] = self.counts.get(method if fn else "unknown", 0) + 1
         if fn is None:
             self.error_count += 1
-            return _error_response(rid, METHOD_NOT_FOUND, f"method {method[:64]!r} is not supported")
+            return None if notification else _error_response(rid, METHOD_NOT_FOUND,
+                                                             f"method {method[:64]!r} is not supported")
         try:
             result = fn(params)
         except ChainshareError as exc:
             self.error_count += 1
-            return {"jsonrpc": "2.0", "id": rid, "error": rpc_error(exc)}
+            return None if notification else {"jsonrpc": "2.0", "id": rid, "error": rpc_error(exc)}
         except Exception:
             # A bug, not bad input: log it with its traceback, answer -32603, keep serving.
             self.error_count += 1
             log.exception("internal error in %s", method)
-            return _error_response(rid, INTERNAL_ERROR, f"internal error while handling {method}")
-        if "id" not in req:
-            return None  # notification
+            return None if notification else _error_response(rid, INTERNAL_ERROR,
+                                                             f"internal error while handling {method}")
+        if notification:
+            return None
         return {"jsonrpc": "2.0", "id": rid, "result": result}
 
     # -- helpers -------------------------------------------------------------------------------

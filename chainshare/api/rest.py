@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from fastapi import Body, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from pydantic import BaseModel, Field
 
 from chainshare.api.errors import http_error
@@ -41,6 +42,11 @@ def create_rest_app(node: Node, rpc: JsonRpc) -> FastAPI:
         status, body = http_error(exc)
         return JSONResponse(body, status_code=status)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "InvalidInput")
+        return JSONResponse({"error": {"type": kind, "message": str(exc.detail)}}, status_code=exc.status_code)
+
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         msgs = "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()[:5])
@@ -68,7 +74,7 @@ def create_rest_app(node: Node, rpc: JsonRpc) -> FastAPI:
         return out
 
     @app.get("/status", summary="Node status")
-    def status() -> dict[str, Any]:
+    async def status() -> dict[str, Any]:
         head = node.chain.get_head()
         return {"name": node.cfg.node.name, "chain_id": node.chain_id, "client": node.client_version,
                 "head": {"height": head.height, "hash": hx(head.hash), "timestamp_ms": head.header.timestamp_ms},
@@ -77,7 +83,7 @@ def create_rest_app(node: Node, rpc: JsonRpc) -> FastAPI:
                 "stats": node.stats}
 
     @app.get("/blocks", summary="Blocks, newest first (keyset pagination by height)")
-    def list_blocks(before: Annotated[int | None, Query(ge=0)] = None,
+    async def list_blocks(before: Annotated[int | None, Query(ge=0)] = None,
                     limit: Annotated[int, Query(ge=1, le=100)] = 20) -> dict[str, Any]:
         top = node.chain.head_height if before is None else min(before - 1, node.chain.head_height)
         heights = list(range(top, max(top - limit, -1), -1))
@@ -85,18 +91,18 @@ def create_rest_app(node: Node, rpc: JsonRpc) -> FastAPI:
         return {"items": items, "next_before": heights[-1] if heights and heights[-1] > 0 else None}
 
     @app.get("/blocks/{block_id}", summary="One block by height, hash, 'latest' or 'earliest', with its QC")
-    def get_block(block_id: Annotated[str, Path(pattern=HEX_ID)], full: bool = False) -> dict[str, Any]:
+    async def get_block(block_id: Annotated[str, Path(pattern=HEX_ID)], full: bool = False) -> dict[str, Any]:
         return _block_json(_block_height(block_id), full)
 
     @app.get("/transactions/{tx_hash}", summary="A transaction (pending or included)")
-    def get_transaction(tx_hash: Annotated[str, Path(pattern=r"^0x[0-9a-fA-F]{64}$")]) -> dict[str, Any]:
+    async def get_transaction(tx_hash: Annotated[str, Path(pattern=r"^0x[0-9a-fA-F]{64}$")]) -> dict[str, Any]:
         result = rpc.eth_get_transaction_by_hash([tx_hash])
         if result is None:
             raise NotFound(f"no transaction {tx_hash}")
         return result
 
     @app.get("/transactions/{tx_hash}/receipt", summary="The receipt of an included transaction")
-    def get_receipt(tx_hash: Annotated[str, Path(pattern=r"^0x[0-9a-fA-F]{64}$")]) -> dict[str, Any]:
+    async def get_receipt(tx_hash: Annotated[str, Path(pattern=r"^0x[0-9a-fA-F]{64}$")]) -> dict[str, Any]:
         result = rpc.eth_get_transaction_receipt([tx_hash])
         if result is None:
             raise NotFound(f"no receipt for {tx_hash} (unknown or not yet included)")
@@ -124,12 +130,12 @@ def create_rest_app(node: Node, rpc: JsonRpc) -> FastAPI:
         }
 
     @app.post("/transactions", status_code=202, summary="Submit a signed raw transaction")
-    def submit(tx: Annotated[RawTransaction, Body()]) -> dict[str, Any]:
+    async def submit(tx: Annotated[RawTransaction, Body()]) -> dict[str, Any]:
         raw = parse_data(tx.raw, "raw")
         return {"hash": hx(node.submit_raw_transaction(raw))}
 
     @app.get("/blocks/{block_id}/transactions", summary="Transactions of a block with their receipts")
-    def block_transactions(block_id: Annotated[str, Path(pattern=HEX_ID)]) -> dict[str, Any]:
+    async def block_transactions(block_id: Annotated[str, Path(pattern=HEX_ID)]) -> dict[str, Any]:
         h = _block_height(block_id)
         block = node.chain.get_block(h)
         receipts = node.chain.get_receipts(h)
@@ -143,13 +149,13 @@ def create_rest_app(node: Node, rpc: JsonRpc) -> FastAPI:
         return {"height": h, "items": items}
 
     @app.get("/genesis", summary="The genesis document this node was started from")
-    def genesis() -> Any:
+    async def genesis() -> Any:
         import json
 
         return json.loads(node.chain.get_genesis_document())
 
     @app.get("/blocks/{block_id}/raw", summary="Canonical encodings of a block, its QC and receipts (for verifiers)")
-    def block_raw(block_id: Annotated[str, Path(pattern=HEX_ID)]) -> dict[str, Any]:
+    async def block_raw(block_id: Annotated[str, Path(pattern=HEX_ID)]) -> dict[str, Any]:
         from chainshare import codec
 
         h = _block_height(block_id)
@@ -158,28 +164,28 @@ def create_rest_app(node: Node, rpc: JsonRpc) -> FastAPI:
                 "receipts": hx(codec.encode_trusted([r.to_list() for r in node.chain.get_receipts(h)]))}
 
     @app.get("/agencies", summary="Member agencies")
-    def agencies() -> dict[str, Any]:
+    async def agencies() -> dict[str, Any]:
         return {"items": [_agency_json(get_agency(node.state, n)) for n in get_agency_names(node.state)]}
 
     @app.get("/agencies/{name}", summary="One agency")
-    def agency(name: Annotated[str, Path(max_length=64)]) -> dict[str, Any]:
+    async def agency(name: Annotated[str, Path(max_length=64)]) -> dict[str, Any]:
         a = get_agency(node.state, name)
         if a is None:
             raise NotFound(f"no agency named {name!r}")
         return _agency_json(a)
 
     @app.get("/validators", summary="The validator set in force")
-    def validators() -> dict[str, Any]:
+    async def validators() -> dict[str, Any]:
         return {"items": [{"index": i, "name": v["name"], "agency": v["agency"], "address": hx(v["address"]),
                            "bls_public_key": hx(v["bls_public_key"])}
                           for i, v in enumerate(get_validators(node.state))]}
 
     @app.get("/contracts", summary="System contracts: names, addresses, ABIs")
-    def contracts() -> dict[str, Any]:
+    async def contracts() -> dict[str, Any]:
         return {c.NAME: {"address": hx(c.ADDRESS), "abi": c.to_abi()} for c in node.runtime.contracts.values()}
 
     @app.get("/events", summary="Contract events (Ethereum logs), filtered")
-    def events(address: Annotated[str | None, Query(pattern=r"^0x[0-9a-fA-F]{40}$")] = None,
+    async def events(address: Annotated[str | None, Query(pattern=r"^0x[0-9a-fA-F]{40}$")] = None,
                topic0: Annotated[str | None, Query(pattern=r"^0x[0-9a-fA-F]{64}$")] = None,
                topic1: Annotated[str | None, Query(pattern=r"^0x[0-9a-fA-F]{64}$")] = None,
                from_block: Annotated[int, Query(ge=0)] = 0,

@@ -62,7 +62,8 @@ def execute_transactions(runtime: Runtime, state: StateView, txs: Sequence[Trans
             check_transaction_validity(state, tx, env.gas_limit - cumulative)
         except InvalidTransaction as exc:
             if on_invalid is None:
-                raise ConsensusError(f"block contains an invalid transaction 0x{tx.hash.hex()}: {exc.message}") from exc
+                raise ConsensusError(f"block {env.height} contains an invalid transaction 0x{tx.hash.hex()}: "
+                                     f"{exc.message}") from exc
             on_invalid(tx, exc)
             continue
         receipt = runtime.apply_transaction(state, tx, env, cumulative)

@@ -137,9 +137,7 @@ def tamper(data_dir: Path, height: int, kind: str) -> None:
 
 @pytest.mark.parametrize("kind", [
     "receipt-gas", "receipt-status", "block-signature", "block-timestamp",
-    pytest.param("block-transaction", marks=pytest.mark.xfail(strict=True, reason=(
-        "BUG: execution/block.py execute_transactions raises ConsensusError('block contains an invalid "
-        "transaction ...') without the height, and verify.py does not prefix it: the message names no block"))),
+    "block-transaction",
 ])
 def test_chain_verify_names_the_tampered_block(stopped: StoppedDevnet, tmp_path: Path, kind: str) -> None:
     height = int(stopped.receipts[1]["blockNumber"], 16)

@@ -195,9 +195,6 @@ def test_help_of_every_command_exits_0() -> None:
         assert "Usage:" in proc.stdout, path
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: devnet.py is_running() accepts ANY live process whose command line "
-                   "mentions 'chainshare' as the node of a stale devnet.json pid, so `devnet down` SIGTERMs an "
-                   "unrelated node (and `status`/`up` think the stopped node runs) after a crash and pid reuse")
 def test_devnet_commands_ignore_a_stale_pid_that_now_belongs_to_another_node(devnet_pool: DevnetPool) -> None:
     victim = devnet_pool.launch("victim")  # a running node of another network
     stale = devnet_pool.base / "stale"
@@ -225,9 +222,6 @@ def test_second_node_on_a_data_dir_in_use_is_refused(cli_devnet: CliDevnet) -> N
     assert is_running(net.pid) and net.head() >= 1  # the running node is unaffected
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: devnet.py wait_for_blocks() accepts any JSON-RPC answer on the port, "
-                   "so `devnet up` reports success when another network's node holds the port and its own node "
-                   "died on 'address already in use' (it should check the genesis hash of the answering node)")
 def test_devnet_up_fails_when_another_network_holds_its_port(cli_devnet: CliDevnet, devnet_pool: DevnetPool) -> None:
     port = int(cli_devnet.net.rpc_url.rsplit(":", 1)[1])
     clash = devnet_pool.base / "clash"
