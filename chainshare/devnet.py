@@ -126,7 +126,7 @@ def is_running(pid: int | None, config_path: Path | None = None) -> bool:
 
 
 def node_config_path(directory: Path, node: dict[str, Any]) -> Path:
-    return (directory / "nodes" / node["name"] / "node.toml").resolve()
+    return (directory / "nodes" / str(node["name"]) / "node.toml").resolve()
 
 
 def start_node_process(directory: Path, node: dict[str, Any]) -> int:

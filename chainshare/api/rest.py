@@ -11,8 +11,8 @@ from typing import Annotated, Any
 from fastapi import Body, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from chainshare.api.errors import http_error
 from chainshare.api.jsonrpc import JsonRpc, parse_data
