@@ -11,7 +11,11 @@ from typing import Any
 
 from chainshare import codec
 from chainshare.execution.contracts.addresses import GOVERNANCE
-from chainshare.execution.contracts.membership import get_active_agency_count, get_active_agency_names, get_agency_of
+from chainshare.execution.contracts.membership import (
+    get_active_agency_count,
+    get_active_agency_names,
+    get_agency_of,
+)
 from chainshare.execution.runtime import CONTRACT_PREFIX, CallContext, Revert, SystemContract, event, method
 
 K_COUNT = b"count"
