@@ -1,0 +1,92 @@
+"""Evidence of equivocation: two conflicting messages signed by one validator for one view.
+
+Two kinds are recognised: a double vote (two votes by one validator in one view for different
+blocks) and a double proposal (two different blocks signed by the leader of one view). An
+``Evidence`` holds both signed messages, so anyone with the validator set checks it with
+``verify_evidence`` and nothing else; its canonical encoding (``encode`` / ``decode``) is what goes
+on chain. Safety never depends on evidence: it only names who misbehaved.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from chainshare import codec
+from chainshare.consensus.messages import Crypto, Vote
+from chainshare.consensus.qc import compute_proposer_index
+from chainshare.errors import DecodeError
+from chainshare.ledger.types import Block
+
+DOUBLE_VOTE = "double-vote"
+DOUBLE_PROPOSAL = "double-proposal"
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Both signed messages of one equivocation by validator ``offender`` in ``view``."""
+
+    kind: str
+    first: Vote | Block
+    second: Vote | Block
+
+    @property
+    def view(self) -> int:
+        return self.first.view if isinstance(self.first, Vote) else self.first.header.round
+
+    def get_offender(self, n: int) -> int:
+        """The index of the validator that signed both messages (in a set of ``n``)."""
+        if isinstance(self.first, Vote):
+            return self.first.voter
+        return compute_proposer_index(self.first.header.round, n)
+
+    def to_list(self) -> list[Any]:
+        return [self.kind, self.first.to_list(), self.second.to_list()]
+
+    @classmethod
+    def from_list(cls, v: Any) -> Evidence:
+        if not isinstance(v, list) or len(v) != 3:
+            raise DecodeError("evidence must be an array of 3 fields")
+        if v[0] == DOUBLE_VOTE:
+            return cls(DOUBLE_VOTE, Vote.from_list(v[1]), Vote.from_list(v[2]))
+        if v[0] == DOUBLE_PROPOSAL:
+            return cls(DOUBLE_PROPOSAL, Block.from_list(v[1]), Block.from_list(v[2]))
+        raise DecodeError(f"unknown evidence kind {v[0]!r}")
+
+    def encode(self) -> bytes:
+        return codec.encode(self.to_list())
+
+    @classmethod
+    def decode(cls, data: bytes) -> Evidence:
+        return cls.from_list(codec.decode(data))
+
+
+def check_double_vote(first: Vote, second: Vote) -> Evidence | None:
+    """Evidence if two (already verified) votes are one voter's conflicting votes in one view."""
+    if first.voter != second.voter or first.view != second.view:
+        return None
+    if (first.block_hash, first.height) == (second.block_hash, second.height):
+        return None
+    return Evidence(DOUBLE_VOTE, first, second)
+
+
+def check_double_proposal(first: Block, second: Block) -> Evidence | None:
+    """Evidence if two (already verified) signed blocks are different proposals for one view."""
+    if first.header.round != second.header.round or first.hash == second.hash:
+        return None
+    return Evidence(DOUBLE_PROPOSAL, first, second)
+
+
+def verify_evidence(evidence: Evidence, crypto: Crypto, n: int) -> bool:
+    """True iff ``evidence`` proves an equivocation: both messages validly signed by one validator
+    of a set of ``n``, same view, different content."""
+    first, second = evidence.first, evidence.second
+    if evidence.kind == DOUBLE_VOTE and isinstance(first, Vote) and isinstance(second, Vote):
+        return (check_double_vote(first, second) is not None and first.voter < n
+                and crypto.verify_vote(first) and crypto.verify_vote(second))
+    if evidence.kind == DOUBLE_PROPOSAL and isinstance(first, Block) and isinstance(second, Block):
+        leader = compute_proposer_index(first.header.round, n)
+        return (check_double_proposal(first, second) is not None
+                and crypto.verify_proposal(leader, first.hash, first.signature)
+                and crypto.verify_proposal(leader, second.hash, second.signature))
+    return False
