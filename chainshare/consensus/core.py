@@ -75,9 +75,8 @@ from chainshare.consensus.messages import (
     get_qc_view,
 )
 from chainshare.consensus.qc import compute_proposer_index
-from chainshare.crypto.hashing import ZERO_HASH
 from chainshare.errors import ConsensusError, DecodeError
-from chainshare.ledger.types import Block, QuorumCertificate
+from chainshare.ledger.types import Block, QuorumCertificate, compute_justify_hash
 
 __all__ = [
     "Action", "BlockEntry", "BlockStatus", "BlockValidated", "Broadcast", "BuildProposal", "Commit",
@@ -243,7 +242,7 @@ class PersistSafety:
 class BuildProposal:
     """Build and execute a block for ``view`` on ``parent``: header.parent_hash = parent.hash,
     height = parent.height + 1, round = view, proposer = this validator's address,
-    justify_hash = justify.hash (ZERO_HASH if None); block.justify = justify,
+    justify_hash = compute_justify_hash(justify, encoded TC); block.justify = justify,
     block.timeout_cert = timeout_cert.encode() (None if None), signature empty. Answer
     ``ProposalBuilt``. ``parent`` is the committed head or a block this core already had
     validated, so its executed state exists."""
@@ -563,9 +562,10 @@ def on_proposal(t: _Step, block: Block, sender: int) -> None:
     qc = block.justify
     if qc is None:
         if not (s.committed.height == 0 and h.height == 1 and h.parent_hash == s.committed.hash
-                and h.justify_hash == ZERO_HASH):
+                and h.justify_hash == compute_justify_hash(None, block.timeout_cert)):
             return
-    elif (qc.block_hash != h.parent_hash or qc.height != h.height - 1 or h.justify_hash != qc.hash
+    elif (qc.block_hash != h.parent_hash or qc.height != h.height - 1
+          or h.justify_hash != compute_justify_hash(qc, block.timeout_cert)
           or qc.round >= v or not _is_valid_qc(s, qc)):
         return
     tc: TimeoutCertificate | None = None
@@ -763,7 +763,7 @@ def on_proposal_built(t: _Step, block: Block) -> None:
     h = block.header
     expected_tc = req.timeout_cert.encode() if req.timeout_cert is not None else None
     if (h.round != req.view or h.parent_hash != req.parent.hash or h.height != req.parent.height + 1
-            or block.justify != req.justify or h.justify_hash != (req.justify.hash if req.justify else ZERO_HASH)
+            or block.justify != req.justify or h.justify_hash != compute_justify_hash(req.justify, expected_tc)
             or h.proposer != cfg.validators[cfg.index] or block.timeout_cert != expected_tc):
         return
     t.update(pending_build=None)

@@ -73,7 +73,14 @@ from chainshare.consensus.messages import (
 from chainshare.consensus.qc import proposal_message, vote_message
 from chainshare.crypto.hashing import ZERO_HASH, keccak256
 from chainshare.errors import DecodeError
-from chainshare.ledger.types import EMPTY_BLOOM, Block, Header, QuorumCertificate, make_bitmap
+from chainshare.ledger.types import (
+    EMPTY_BLOOM,
+    Block,
+    Header,
+    QuorumCertificate,
+    compute_justify_hash,
+    make_bitmap,
+)
 
 SIM_CHAIN_ID = 31337
 INVALID_TX = b"invalid"
@@ -175,15 +182,15 @@ def build_sim_block(request: BuildProposal, proposer: bytes, timestamp_ms: int,
                     transactions: tuple[bytes, ...]) -> Block:
     """What a node's block builder does, with fake roots: answers ``BuildProposal``."""
     parent = request.parent
+    tc = request.timeout_cert.encode() if request.timeout_cert is not None else None
     header = Header(
         parent_hash=parent.hash, height=parent.height + 1, round=request.view,
         timestamp_ms=max(timestamp_ms, parent.header.timestamp_ms), proposer=proposer,
         tx_root=keccak256(b"".join(transactions)), receipts_root=ZERO_HASH,
         state_root=keccak256(parent.header.state_root + b"".join(transactions)), logs_bloom=EMPTY_BLOOM,
         validator_set_hash=ZERO_HASH, gas_limit=0, gas_used=0,
-        justify_hash=request.justify.hash if request.justify is not None else ZERO_HASH,
+        justify_hash=compute_justify_hash(request.justify, tc),
     )
-    tc = request.timeout_cert.encode() if request.timeout_cert is not None else None
     return Block(header, transactions, request.justify, tc)
 
 

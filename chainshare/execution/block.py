@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from chainshare.crypto.hashing import ZERO_HASH
 from chainshare.errors import ConsensusError, DecodeError, InvalidTransaction
 from chainshare.execution.contracts.membership import get_validators, is_member
 from chainshare.execution.genesis import compute_validator_set_hash, get_chain_params
@@ -18,7 +17,14 @@ from chainshare.ledger.merkle import compute_root
 from chainshare.ledger.state import StateReader, StateView
 from chainshare.ledger.statehash import apply_state_changes, compute_state_root
 from chainshare.ledger.txs import Transaction, decode_transaction
-from chainshare.ledger.types import Block, Header, QuorumCertificate, Receipt, compute_logs_bloom
+from chainshare.ledger.types import (
+    Block,
+    Header,
+    QuorumCertificate,
+    Receipt,
+    compute_justify_hash,
+    compute_logs_bloom,
+)
 
 
 @dataclass(frozen=True)
@@ -83,14 +89,16 @@ def compute_state_commitment(state: StateView, parent_accumulator: int) -> tuple
 def build_block(runtime: Runtime, parent: StateReader, parent_header: Header, parent_accumulator: int,
                 txs: Sequence[Transaction], *, chain_id: int, round: int, timestamp_ms: int, proposer: bytes,
                 justify: QuorumCertificate | None,
-                on_invalid: Callable[[Transaction, InvalidTransaction], None]) -> ExecutedBlock:
+                on_invalid: Callable[[Transaction, InvalidTransaction], None],
+                timeout_cert: bytes | None = None) -> ExecutedBlock:
     """Execute ``txs`` on top of ``parent`` and assemble the (unsigned) block a proposer offers."""
     gas_limit, max_txs = get_chain_params(parent)
     height = parent_header.height + 1
     env = BlockEnv(chain_id, height, timestamp_ms, proposer, gas_limit)
     state = StateView(parent)
     included, receipts = execute_transactions(runtime, state, list(txs)[:max_txs], env, on_invalid)
-    return _assemble(state, parent, parent_header, parent_accumulator, included, receipts, env, round, justify)
+    return _assemble(state, parent, parent_header, parent_accumulator, included, receipts, env, round, justify,
+                     timeout_cert)
 
 
 def apply_block(runtime: Runtime, parent: StateReader, parent_header: Header, parent_accumulator: int,
@@ -114,7 +122,7 @@ def apply_block(runtime: Runtime, parent: StateReader, parent_header: Header, pa
     state = StateView(parent)
     included, receipts = execute_transactions(runtime, state, txs, env, None)
     executed = _assemble(state, parent, parent_header, parent_accumulator, included, receipts, env,
-                         h.round, block.justify)
+                         h.round, block.justify, block.timeout_cert)
     if executed.block.header != h:
         diff = [f for f in h.__dataclass_fields__ if getattr(h, f) != getattr(executed.block.header, f)]
         raise ConsensusError(f"block {h.height} does not re-execute to its header (differs in {', '.join(diff)})")
@@ -123,7 +131,7 @@ def apply_block(runtime: Runtime, parent: StateReader, parent_header: Header, pa
 
 def _assemble(state: StateView, parent: StateReader, parent_header: Header, parent_accumulator: int,
               included: list[Transaction], receipts: list[Receipt], env: BlockEnv, round: int,
-              justify: QuorumCertificate | None) -> ExecutedBlock:
+              justify: QuorumCertificate | None, timeout_cert: bytes | None = None) -> ExecutedBlock:
     changes, acc = compute_state_commitment(state, parent_accumulator)
     header = Header(
         parent_hash=parent_header.hash,
@@ -138,7 +146,7 @@ def _assemble(state: StateView, parent: StateReader, parent_header: Header, pare
         validator_set_hash=compute_validator_set_hash(get_validators(state)),
         gas_limit=env.gas_limit,
         gas_used=receipts[-1].cumulative_gas_used if receipts else 0,
-        justify_hash=justify.hash if justify else ZERO_HASH,
+        justify_hash=compute_justify_hash(justify, timeout_cert),
     )
-    block = Block(header, tuple(t.raw for t in included), justify)
+    block = Block(header, tuple(t.raw for t in included), justify, timeout_cert)
     return ExecutedBlock(block, tuple(receipts), tuple(t.sender for t in included), changes, acc)

@@ -53,7 +53,7 @@ class Header:
     validator_set_hash: bytes
     gas_limit: int
     gas_used: int
-    justify_hash: bytes  # hash of the QC this block carries (ZERO_HASH if none)
+    justify_hash: bytes  # compute_justify_hash(QC carried, TC carried): ZERO_HASH if none
 
     def to_list(self) -> list[Any]:
         return [
@@ -116,6 +116,15 @@ class QuorumCertificate:
 
     def signer_indices(self) -> list[int]:
         return [i for i in range(len(self.signers) * 8) if self.signers[i // 8] >> (i % 8) & 1]
+
+
+def compute_justify_hash(justify: QuorumCertificate | None, timeout_cert: bytes | None) -> bytes:
+    """What a header's ``justify_hash`` commits to: the QC the block carries and, when it entered
+    its view by timeout, the encoded TC too (so neither can be swapped without changing the hash).
+    ZERO_HASH for neither; the QC's own hash when there is no TC."""
+    if timeout_cert is None:
+        return justify.hash if justify is not None else ZERO_HASH
+    return keccak256(b"\x03" + (justify.hash if justify is not None else ZERO_HASH) + keccak256(timeout_cert))
 
 
 def make_bitmap(indices: list[int], size: int) -> bytes:
