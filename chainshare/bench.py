@@ -169,7 +169,7 @@ def run_ingest(nodes: int, txs: int, clients: int, batch: int, directory: Path |
         tmp = tempfile.TemporaryDirectory(prefix="chainshare-bench-")
         directory = Path(tmp.name)
     try:
-        base = free_port_block(nodes)
+        base = free_port_block(2 * nodes)
         create_devnet(directory, nodes, base, empty_block_interval_ms=1000)
         info = start_devnet(directory)
         pids = [n["pid"] for n in info["nodes"]]

@@ -4,6 +4,8 @@
 every node that is not running (so ``up`` on an existing directory resumes on its data) and
 returns once each node has produced a block; ``stop_devnet`` stops them (SIGTERM, then SIGKILL).
 ``DIR/devnet.json`` describes the network. The dev keys in it are plain hex FOR DEVELOPMENT ONLY.
+Node i serves its API on ``base_port + i - 1``; with more than one node, node i also listens for
+its peers (mutual TLS) on ``base_port + nodes + i - 1``.
 """
 
 from __future__ import annotations
@@ -40,8 +42,8 @@ def create_devnet(directory: Path, nodes: int, base_port: int, chain_id: int = 1
 
     if nodes < 1 or nodes > 16:
         raise ConfigError("--nodes must be between 1 and 16")
-    if not 1024 <= base_port <= 65535 - nodes:
-        raise ConfigError("--base-port must leave room for one port per node below 65536")
+    if not 1024 <= base_port <= 65535 - 2 * nodes:
+        raise ConfigError("--base-port must leave room for two ports per node below 65536")
     directory.mkdir(parents=True, exist_ok=True)
     ca_dir = directory / "ca"
     ca = init_ca(ca_dir, name="chainshare devnet CA", password=None)
@@ -60,12 +62,19 @@ def create_devnet(directory: Path, nodes: int, base_port: int, chain_id: int = 1
         validators.append({"name": node_name, "agency": name, "bls_public_key": "0x" + nid.bls_public_key.hex(),
                            "bls_pop": "0x" + nid.bls_pop.hex()})
         port = base_port + i - 1
+        p2p = ""
+        if nodes > 1:
+            peers = [f"node{j}@127.0.0.1:{base_port + nodes + j - 1}" for j in range(1, nodes + 1) if j != i]
+            p2p = (f'\n[p2p]\nlisten_host = "127.0.0.1"\nlisten_port = {base_port + nodes + i - 1}\n'
+                   f'peers = {json.dumps(peers)}\nca_cert = "../../ca/ca.crt"\n'
+                   f'node_cert = "keys/node.crt"\nnode_key = "keys/node.key"\n')
         (node_dir / "node.toml").write_text(
             f'# devnet node {node_name} of {name} (dev_mode: keys have empty passwords)\n'
             f'[node]\nname = "{node_name}"\ndata_dir = "data"\ngenesis = "../../genesis.json"\ndev_mode = true\n\n'
             f'[validator]\nkey_file = "keys/validator.json"\n\n'
             f'[api]\nhost = "127.0.0.1"\nport = {port}\n\n'
-            f'[block]\nblock_time_ms = {block_time_ms}\nempty_block_interval_ms = {empty_block_interval_ms}\n')
+            f'[block]\nblock_time_ms = {block_time_ms}\nempty_block_interval_ms = {empty_block_interval_ms}\n'
+            + p2p)
         node_entries.append({"name": node_name, "agency": name, "rpc": f"http://127.0.0.1:{port}",
                              "api": f"http://127.0.0.1:{port}/api/v1", "pid": None,
                              "data_dir": str((node_dir / "data").resolve())})

@@ -101,10 +101,12 @@ class Node:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="producer")
         self._accumulator = self.chain.get_accumulator()
         self.stats = {"blocks": 0, "txs": 0, "rejected": 0, "last_block_ms": 0.0}
+        self.replica: Any = None  # set by serve_node on a multi-validator network
         validators = get_validators(self.chain.state)
-        if len(validators) != 1:
-            raise ConfigError(f"the network has {len(validators)} validators; this build runs single-validator "
-                              "networks only (multi-validator BFT consensus is not available yet)")
+        self.multi_validator = len(validators) > 1
+        if self.multi_validator and not cfg.p2p.listen_port:
+            raise ConfigError(f"the network has {len(validators)} validators: configure [p2p] (listen_port, "
+                              "peers, ca_cert, node_cert, node_key) so this node can take part in consensus")
 
     @classmethod
     def from_config(cls, cfg: NodeConfig) -> Node:
@@ -139,14 +141,19 @@ class Node:
         return self.runtime.call(StateView(self.chain.state), sender, to, data, env, gas or env.gas_limit)
 
     # -- writes ------------------------------------------------------------------------------
-    def submit_raw_transaction(self, raw: bytes) -> bytes:
-        """Admit a raw transaction to the mempool (raises a precise error); returns its hash."""
+    def submit_raw_transaction(self, raw: bytes, gossip: bool = True) -> bytes:
+        """Admit a raw transaction to the mempool (raises a precise error); returns its hash.
+        On a multi-validator network it is then gossiped to the other nodes."""
         gas_limit, max_txs = get_chain_params(self.chain.state)
         try:
             tx = self.mempool.add_raw(raw, self.chain.state, gas_limit)
         except Exception:
             self.stats["rejected"] += 1
             raise
+        if self.replica is not None:
+            if gossip:
+                self.replica.gossip_transaction(raw)
+            return tx.hash
         self._admitted += 1
         if self._admitted >= max_txs:
             self._admitted = 0
@@ -239,6 +246,41 @@ class Node:
         self.chain.store.close()
 
 
+async def start_replica(node: Node) -> tuple[Any, Any]:
+    """Start the mutual-TLS transport and the consensus replica of a multi-validator node."""
+    from chainshare.crypto.keystore import read_password
+    from chainshare.p2p import P2PConfig, P2PNode, PeerAddress, TlsIdentity
+    from chainshare.replica import Replica, ReplicaConfig
+
+    cfg = node.cfg
+    names = [v.name for v in node.genesis.validators]
+    if cfg.node.name not in names:
+        raise ConfigError(f"[node] name {cfg.node.name!r} is not a validator of this network ({', '.join(names)})")
+    key_password = None
+    if not cfg.node.dev_mode:
+        key_password = read_password(cfg.path(cfg.validator.password_file) if cfg.validator.password_file else None)
+    identity = TlsIdentity(ca_cert=cfg.path(cfg.p2p.ca_cert), cert=cfg.path(cfg.p2p.node_cert),
+                           key=cfg.path(cfg.p2p.node_key), key_password=key_password)
+    peers = []
+    for entry in cfg.p2p.peers:
+        name, _, addr = entry.partition("@")
+        host, _, port = addr.rpartition(":")
+        peers.append(PeerAddress(name, host, int(port)))
+    base_timeout = max(1000, 5 * cfg.block.block_time_ms)
+    replica = Replica(node, None, names, ReplicaConfig(
+        base_timeout_ms=base_timeout, max_timeout_ms=60_000, block_time_ms=cfg.block.block_time_ms,
+        idle_block_ms=min(cfg.block.empty_block_interval_ms or 1000, base_timeout // 2)))
+    transport = P2PNode(
+        P2PConfig(node_name=cfg.node.name, chain_id=node.chain_id, genesis_hash=node.chain.get_block(0).hash,
+                  listen_host=cfg.p2p.listen_host, listen_port=cfg.p2p.listen_port, peers=tuple(peers),
+                  max_frame_size=cfg.p2p.max_frame_bytes),
+        identity, is_allowed=replica.make_is_allowed(), on_message=replica.on_message,
+        on_request=replica.on_request)
+    replica.transport = transport
+    await transport.start()
+    return transport, replica
+
+
 async def serve_node(cfg: NodeConfig) -> None:
     """Run a node with its API until SIGINT/SIGTERM; stops cleanly, closing the ledger."""
     import uvicorn
@@ -264,11 +306,25 @@ async def serve_node(cfg: NodeConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
-    producer = asyncio.create_task(node.run_producer())
+    transport = None
+    background: list[asyncio.Task[Any]] = []
+    if node.multi_validator:
+        transport, replica = await start_replica(node)
+        node.replica = replica
+        producer = asyncio.create_task(replica.run())
+        background.append(asyncio.create_task(replica.run_sync_loop()))
+    else:
+        producer = asyncio.create_task(node.run_producer())
     producer.add_done_callback(lambda _: setattr(server, "should_exit", True))
     try:
         await server.serve()
     finally:
+        for task in background:
+            task.cancel()
+        if node.replica is not None:
+            await node.replica.stop()
+        if transport is not None:
+            await transport.close()
         await node.stop()
         try:
             await asyncio.wait_for(asyncio.shield(producer), 10)

@@ -34,7 +34,8 @@ def _summary(info: dict[str, object]) -> str:
 @_dir
 @click.option("--nodes", type=click.IntRange(1, 16), default=1, show_default=True, help="Number of validators.")
 @click.option("--base-port", type=click.IntRange(1024, 65000), default=8545, show_default=True,
-              help="Port of node1; node i listens on base-port + i - 1.")
+              help="API port of node1: node i serves on base-port + i - 1 and, with several nodes, "
+                   "talks to its peers on base-port + nodes + i - 1.")
 @click.option("--chain-id", type=click.IntRange(1, 2**53 - 1), default=1337, show_default=True)
 @click.option("--block-time-ms", type=click.IntRange(10, 60_000), default=200, show_default=True)
 @click.option("--foreground", is_flag=True, help="Stay in the foreground; Ctrl-C stops the network.")

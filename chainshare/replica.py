@@ -1,0 +1,455 @@
+"""The replica: drives the pure consensus core (``consensus/core.py``) with real I/O.
+
+It turns the core's actions into effects and their results back into events, one event at a time,
+in order, on one asyncio task:
+
+- ``PersistSafety`` is written with a synced LevelDB batch BEFORE any later action of the same list
+  (the vote or timeout it allows) is sent: a SIGKILL at any moment cannot make this validator sign
+  two conflicting votes after it restarts;
+- ``BuildProposal`` / ``ValidateBlock`` execute blocks on a worker thread, each on its parent's state:
+  the committed state, or an in-memory overlay of not-yet-final ancestors (speculative execution);
+- ``Commit`` stores each finalized block with its QC in one synced batch, in height order;
+- messages go over the mutual-TLS P2P transport; a validator that is behind fetches finalized
+  blocks with their QCs from peers, verifies every QC and re-executes every block (block sync).
+
+Transactions admitted by any node are gossiped to all (each node verifies a transaction once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from chainshare import codec
+from chainshare.consensus import core
+from chainshare.consensus.messages import BlsCrypto, Proposal, Timeout, Vote, decode_message, encode_message
+from chainshare.errors import ChainshareError, ConsensusError, DecodeError, InvalidTransaction
+from chainshare.execution.block import ExecutedBlock, apply_block, build_block
+from chainshare.execution.contracts.membership import get_agency, get_validators
+from chainshare.execution.genesis import get_chain_params
+from chainshare.ledger.chain import P_META, ChainStore
+from chainshare.ledger.types import Block, QuorumCertificate
+from chainshare.logs import log_event
+
+log = logging.getLogger("chainshare.replica")
+
+K_SAFETY = P_META + b"safety"
+P_SAFETY_BLOCK = P_META + b"sblock:"
+P_EVIDENCE = b"E"
+MSG_CONSENSUS = "cs.msg"
+MSG_TX = "tx"
+REQ_BLOCK = "cs.block"
+REQ_HEAD = "cs.head"
+REQ_SYNC = "cs.sync"
+SYNC_BATCH = 64
+MAX_FUTURE_DRIFT_MS = 10_000
+
+
+_SYNC = object()  # the event that asks the run loop for a block sync
+
+
+class _Overlay:
+    """State after a not-yet-final block: its writes over its parent's state."""
+
+    __slots__ = ("_parent", "_changes")
+
+    def __init__(self, parent: Any, changes: dict[bytes, bytes | None]) -> None:
+        self._parent = parent
+        self._changes = changes
+
+    def get(self, key: bytes) -> bytes | None:
+        if key in self._changes:
+            return self._changes[key]
+        return self._parent.get(key)  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True)
+class ReplicaConfig:
+    base_timeout_ms: int
+    max_timeout_ms: int
+    block_time_ms: int
+    idle_block_ms: int  # how long a leader waits for transactions before proposing an empty block
+
+
+class Replica:
+    """One validator's consensus replica inside a node."""
+
+    def __init__(self, node: Any, transport: Any, names: list[str], cfg: ReplicaConfig) -> None:
+        self.node = node
+        self.chain: ChainStore = node.chain
+        self.transport = transport
+        self.names = names
+        self.index_of = {name: i for i, name in enumerate(names)}
+        self.cfg = cfg
+        validators = get_validators(self.chain.state)
+        self.core_config = core.CoreConfig(
+            chain_id=node.chain_id, validators=tuple(v["address"] for v in validators), index=node.key.index,
+            base_timeout_ms=cfg.base_timeout_ms, max_timeout_ms=cfg.max_timeout_ms)
+        self.crypto = BlsCrypto(node.chain_id, [v["bls_public_key"] for v in validators], node.key.index,
+                                node.key.secret_key)
+        self.executed: dict[bytes, ExecutedBlock] = {}
+        self.events: asyncio.Queue[Any] = asyncio.Queue()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replica")
+        self._stopping = False
+        self._syncing = False
+        self._last_progress = time.monotonic()
+        self.stats: dict[str, Any] = {"commits": 0, "views": 0, "timeouts": 0, "synced_blocks": 0,
+                                      "evidence": 0, "invalid_blocks": 0}
+        self.state = self._restore()
+
+    # -- start-up -----------------------------------------------------------------------------
+    def _restore(self) -> core.CoreState:
+        head = self.chain.get_head()
+        qc = self.chain.get_qc(head.height) if head.height > 0 else None
+        raw = self.chain.store.get(K_SAFETY)
+        safety = core.SafetyData.decode(raw) if raw else None
+        blocks = []
+        for _, v in self.chain.store.iterate(P_SAFETY_BLOCK):
+            try:
+                blocks.append(Block.decode(v))
+            except DecodeError:
+                continue
+        return core.restore_core(self.core_config, self.crypto, head, qc, safety, blocks)
+
+    # -- reads --------------------------------------------------------------------------------
+    def reader_for(self, block_hash: bytes) -> Any:
+        """The state after block ``block_hash`` (committed head or a validated pending block)."""
+        head = self.chain.get_head()
+        if block_hash == head.hash:
+            return self.chain.state
+        ex = self.executed.get(block_hash)
+        if ex is None:
+            raise ConsensusError(f"no executed state for block 0x{block_hash.hex()}")
+        return _Overlay(self.reader_for(ex.block.header.parent_hash), ex.state_changes)
+
+    def accumulator_for(self, block_hash: bytes) -> int:
+        if block_hash == self.chain.get_head().hash:
+            return self.chain.get_accumulator()
+        return self.executed[block_hash].accumulator
+
+    # -- the event loop -----------------------------------------------------------------------
+    async def run(self) -> None:
+        """Process events one at a time until stopped (a block sync is one of them)."""
+        await asyncio.sleep(0.5)  # let the transport dial its peers first
+        await self._sync_and_restart()
+        while not self._stopping:
+            event = await self.events.get()
+            if event is None:
+                break
+            try:
+                if event is _SYNC:
+                    await self._sync_and_restart()
+                else:
+                    await self._handle(event)
+            except ChainshareError as exc:
+                log_event(log, logging.WARNING, "event failed", event=type(event).__name__, error=exc.message)
+
+    async def _sync_and_restart(self) -> None:
+        await self.sync_from_peers()
+        await self._handle(core.Start())
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self.events.put_nowait(None)
+        self._executor.shutdown(wait=True)
+
+    async def _handle(self, event: Any) -> None:
+        self.state, actions = core.step(self.state, event)
+        for action in actions:
+            await self._apply(action)
+
+    async def _apply(self, action: Any) -> None:
+        loop = asyncio.get_running_loop()
+        if isinstance(action, core.PersistSafety):
+            await loop.run_in_executor(self._executor, self._persist_safety, action)
+        elif isinstance(action, core.Broadcast):
+            self.transport.broadcast(MSG_CONSENSUS, encode_message(action.message))
+        elif isinstance(action, core.SendTo):
+            if action.index == self.core_config.index:
+                self.events.put_nowait(self._as_event(action.message, action.index))
+            else:
+                self.transport.send(self.names[action.index], MSG_CONSENSUS, encode_message(action.message))
+        elif isinstance(action, core.ScheduleTimeout):
+            loop.call_later(action.duration_ms / 1000, self.events.put_nowait, core.LocalTimeout(action.view))
+        elif isinstance(action, core.BuildProposal):
+            asyncio.ensure_future(self._build(action))
+        elif isinstance(action, core.ValidateBlock):
+            ok = await loop.run_in_executor(self._executor, self._validate, action.block)
+            self.events.put_nowait(core.BlockValidated(action.block.hash, ok))
+        elif isinstance(action, core.Commit):
+            await loop.run_in_executor(self._executor, self._commit, action)
+            self._after_commit()
+        elif isinstance(action, core.FetchBlock):
+            asyncio.ensure_future(self._fetch(action))
+        elif isinstance(action, core.RecordEvidence):
+            await loop.run_in_executor(self._executor, self._record_evidence, action)
+
+    # -- effects ------------------------------------------------------------------------------
+    def _persist_safety(self, action: core.PersistSafety) -> None:
+        puts = {K_SAFETY: action.data.encode()}
+        if action.block is not None:
+            puts[P_SAFETY_BLOCK + action.block.hash] = action.block.encode()
+        self.chain.store.write_batch(puts, sync=True)
+
+    async def _build(self, req: core.BuildProposal) -> None:
+        """Wait (briefly) for transactions, then build the block on the worker thread. A request
+        whose parent was meanwhile superseded (committed below the head) is dropped: the core
+        times out of that view and moves on."""
+        try:
+            await self._build_when_ready(req)
+        except (ConsensusError, KeyError) as exc:
+            log_event(log, logging.DEBUG, "proposal abandoned", view=req.view, reason=str(exc))
+
+    async def _build_when_ready(self, req: core.BuildProposal) -> None:
+        loop = asyncio.get_running_loop()
+        parent = req.parent
+        deadline = loop.time() + self.cfg.idle_block_ms / 1000
+        earliest = parent.header.timestamp_ms / 1000 + self.cfg.block_time_ms / 1000
+        while not self._stopping:
+            now = loop.time()
+            if (len(self.node.mempool) and time.time() >= earliest) or now >= deadline:
+                break
+            await asyncio.sleep(min(0.02, max(0.0, deadline - now)))
+        reader = self.reader_for(parent.hash)
+        _, max_txs = get_chain_params(reader)
+        txs = self.node.mempool.select(reader, max_txs)
+        block = await loop.run_in_executor(self._executor, self._build_sync, req, txs)
+        if block is not None:
+            self.events.put_nowait(core.ProposalBuilt(block))
+
+    def _build_sync(self, req: core.BuildProposal, txs: list[Any]) -> Block | None:
+        parent = req.parent
+        try:
+            reader = self.reader_for(parent.hash)
+            acc = self.accumulator_for(parent.hash)
+        except (ConsensusError, KeyError):
+            return None
+        now = max(int(time.time() * 1000), parent.header.timestamp_ms)
+
+        def on_invalid(tx: Any, exc: InvalidTransaction) -> None:
+            log_event(log, logging.INFO, "dropped transaction", tx="0x" + tx.hash.hex(), reason=exc.message)
+
+        executed = build_block(
+            self.node.runtime, reader, parent.header, acc, txs, chain_id=self.node.chain_id, round=req.view,
+            timestamp_ms=now, proposer=self.core_config.validators[self.core_config.index], justify=req.justify,
+            on_invalid=on_invalid, timeout_cert=req.timeout_cert.encode() if req.timeout_cert else None)
+        self.executed[executed.block.hash] = executed
+        return executed.block
+
+    def _validate(self, block: Block) -> bool:
+        if block.hash in self.executed:
+            return True
+        if block.header.timestamp_ms > time.time() * 1000 + MAX_FUTURE_DRIFT_MS:
+            log_event(log, logging.WARNING, "block from the future refused", height=block.height)
+            return False
+        try:
+            parent_hash = block.header.parent_hash
+            head = self.chain.get_head()
+            parent = head if parent_hash == head.hash else self.executed[parent_hash].block
+            executed = apply_block(self.node.runtime, self.reader_for(parent_hash), parent.header,
+                                   self.accumulator_for(parent_hash), block, chain_id=self.node.chain_id)
+        except (ConsensusError, KeyError, ChainshareError) as exc:
+            self.stats["invalid_blocks"] += 1
+            log_event(log, logging.WARNING, "block failed validation", height=block.height,
+                      error=getattr(exc, "message", str(exc)))
+            return False
+        self.executed[block.hash] = executed
+        return True
+
+    def _commit(self, action: core.Commit) -> None:
+        for cb in action.blocks:
+            if cb.block.height <= self.chain.head_height:
+                continue  # already stored (e.g. by block sync)
+            ex = self.executed.get(cb.block.hash)
+            if ex is None:
+                ex = self._execute_for_commit(cb.block)
+            self.chain.commit_block(cb.block, ex.receipts, ex.senders, ex.state_changes, ex.accumulator, cb.qc)
+            self.stats["commits"] += 1
+        head = self.chain.head_height
+        self.executed = {h: e for h, e in self.executed.items() if e.block.height > head}
+        stale = [k for k, v in self.chain.store.iterate(P_SAFETY_BLOCK) if _height_of(v) <= head]
+        if stale:
+            self.chain.store.write_batch({}, tuple(stale), sync=False)
+
+    def _execute_for_commit(self, block: Block) -> ExecutedBlock:
+        head = self.chain.get_head()
+        return apply_block(self.node.runtime, self.chain.state, head.header, self.chain.get_accumulator(), block,
+                           chain_id=self.node.chain_id)
+
+    def _after_commit(self) -> None:
+        self.node.mempool.prune(self.chain.state)
+        self.node.stats["blocks"] = self.chain.head_height
+        self._last_progress = time.monotonic()
+
+    def _record_evidence(self, action: core.RecordEvidence) -> None:
+        ev = action.evidence
+        data = ev.encode()
+        from chainshare.crypto.hashing import keccak256
+
+        self.chain.store.write_batch({P_EVIDENCE + keccak256(data): data}, sync=True)
+        self.stats["evidence"] += 1
+        log_event(log, logging.WARNING, "equivocation evidence recorded", kind=type(ev).__name__)
+
+    async def _fetch(self, action: core.FetchBlock) -> None:
+        try:
+            body = await self.transport.request(self.names[action.peer], REQ_BLOCK, action.block_hash, timeout=5)
+        except Exception as exc:
+            log_event(log, logging.DEBUG, "block fetch failed", peer=self.names[action.peer], error=str(exc))
+            return
+        if not isinstance(body, bytes):
+            return
+        try:
+            block = Block.decode(body)
+        except DecodeError:
+            return
+        self.events.put_nowait(core.ProposalReceived(Proposal(block), action.peer))
+
+    # -- network input ------------------------------------------------------------------------
+    def _as_event(self, message: Any, sender: int) -> Any:
+        if isinstance(message, Proposal):
+            return core.ProposalReceived(message, sender)
+        if isinstance(message, Vote):
+            return core.VoteReceived(message)
+        if isinstance(message, Timeout):
+            return core.TimeoutReceived(message)
+        return None
+
+    async def on_message(self, peer: str, msg_type: str, body: Any) -> None:
+        if msg_type == MSG_CONSENSUS:
+            sender = self.index_of.get(peer)
+            if sender is None or not isinstance(body, bytes):
+                return
+            try:
+                message = decode_message(body)
+            except (DecodeError, ConsensusError):
+                self.transport.strike(peer, "undecodable consensus message")
+                return
+            event = self._as_event(message, sender)
+            if event is not None:
+                self.events.put_nowait(event)
+        elif msg_type == MSG_TX and isinstance(body, bytes):
+            try:
+                self.node.submit_raw_transaction(body, gossip=False)
+            except ChainshareError:
+                return
+            self.transport.gossip(MSG_TX, body, exclude=[peer])
+
+    async def on_request(self, peer: str, msg_type: str, body: Any) -> Any:
+        if msg_type == REQ_BLOCK and isinstance(body, bytes):
+            ex = self.executed.get(body)
+            if ex is not None:
+                return ex.block.encode()
+            raw = self.chain.store.get(P_SAFETY_BLOCK + body)
+            if raw is not None:
+                return raw
+            try:
+                return self.chain.get_block(self.chain.get_height_by_hash(body)).encode()
+            except ChainshareError:
+                return None
+        if msg_type == REQ_HEAD:
+            return self.chain.head_height
+        if msg_type == REQ_SYNC and isinstance(body, list) and len(body) == 2:
+            start, count = body
+            if not isinstance(start, int) or not isinstance(count, int) or start < 1:
+                return []
+            out = []
+            for h in range(start, min(start + min(count, SYNC_BATCH), self.chain.head_height + 1)):
+                qc = self.chain.get_qc(h)
+                if qc is None:
+                    break
+                out.append([self.chain.get_block(h).encode(), qc.encode()])
+            return out
+        return None
+
+    def gossip_transaction(self, raw: bytes) -> None:
+        self.transport.gossip(MSG_TX, raw)
+
+    # -- block sync -----------------------------------------------------------------------------
+    async def sync_from_peers(self) -> int:
+        """Fetch, verify (QC + re-execution) and commit finalized blocks peers have beyond our head.
+
+        Returns the number of blocks added. Any invalid block from a peer stops the sync from it."""
+        if self._syncing:
+            return 0
+        self._syncing = True
+        added = 0
+        try:
+            for peer in list(self.transport.connected_peers()):
+                try:
+                    their_head = await self.transport.request(peer, REQ_HEAD, None, timeout=5)
+                except Exception:
+                    continue
+                while isinstance(their_head, int) and their_head > self.chain.head_height:
+                    try:
+                        batch = await self.transport.request(peer, REQ_SYNC, [self.chain.head_height + 1, SYNC_BATCH],
+                                                             timeout=20)
+                    except Exception:
+                        break
+                    if not isinstance(batch, list) or not batch:
+                        break
+                    n = await asyncio.get_running_loop().run_in_executor(self._executor, self._apply_synced, batch)
+                    added += n
+                    if n < len(batch):
+                        self.transport.strike(peer, "invalid block in sync")
+                        break
+            if added:
+                self.stats["synced_blocks"] += added
+                self.executed = {}
+                self.state = self._restore()
+                self._after_commit()
+                log_event(log, logging.INFO, "synced from peers", blocks=added, head=self.chain.head_height)
+        finally:
+            self._syncing = False
+        return added
+
+    def _apply_synced(self, batch: list[Any]) -> int:
+        added = 0
+        for item in batch:
+            try:
+                block = Block.decode(item[0])
+                qc = QuorumCertificate.from_list(codec.decode(item[1]))
+                head = self.chain.get_head()
+                if block.height != head.height + 1 or qc.block_hash != block.hash or qc.height != block.height:
+                    return added
+                if not self.crypto.verify_qc(qc):
+                    return added
+                ex = apply_block(self.node.runtime, self.chain.state, head.header, self.chain.get_accumulator(),
+                                 block, chain_id=self.node.chain_id)
+            except (ChainshareError, DecodeError, IndexError, TypeError):
+                return added
+            self.chain.commit_block(block, ex.receipts, ex.senders, ex.state_changes, ex.accumulator, qc)
+            added += 1
+        return added
+
+    async def run_sync_loop(self, interval_s: float = 2.0, stall_s: float = 4.0) -> None:
+        """When this replica has finalized nothing for ``stall_s`` (it was down, partitioned, or
+        fell more blocks behind than the core fetches one by one), ask for a block sync."""
+        while not self._stopping:
+            await asyncio.sleep(interval_s)
+            if time.monotonic() - self._last_progress > stall_s:
+                self._last_progress = time.monotonic()
+                self.events.put_nowait(_SYNC)
+
+    # -- peer admission -------------------------------------------------------------------------
+    def make_is_allowed(self) -> Callable[[Any], bool]:
+        validators = {v["name"]: v["agency"] for v in get_validators(self.chain.state)}
+
+        def is_allowed(subject: Any) -> bool:
+            if subject.node not in validators or validators[subject.node] != subject.agency:
+                return False
+            agency = get_agency(self.chain.state, subject.agency)
+            return bool(agency and agency["active"])
+
+        return is_allowed
+
+
+def _height_of(encoded_block: bytes) -> int:
+    try:
+        return Block.decode(encoded_block).height
+    except DecodeError:
+        return -1
