@@ -18,7 +18,7 @@ install: $(STAMP)
 
 # A local network in the foreground: prints URLs and dev accounts; Ctrl-C stops it (data kept in .devnet/).
 demo: $(STAMP)
-	$(VENV)/bin/chainshare devnet up --dir .devnet --nodes 1 --foreground
+	$(VENV)/bin/chainshare devnet up --dir .devnet --nodes 4 --foreground
 
 # The whole suite (unit, integration with real node processes, ...).
 test: $(STAMP)

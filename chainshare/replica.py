@@ -42,7 +42,8 @@ K_SAFETY = P_META + b"safety"
 P_SAFETY_BLOCK = P_META + b"sblock:"
 P_EVIDENCE = b"E"
 MSG_CONSENSUS = "cs.msg"
-MSG_TX = "tx"
+MSG_TXS = "txs"
+MAX_TX_BATCH = 512
 REQ_BLOCK = "cs.block"
 REQ_HEAD = "cs.head"
 REQ_SYNC = "cs.sync"
@@ -98,6 +99,8 @@ class Replica:
         self._stopping = False
         self._syncing = False
         self._last_progress = time.monotonic()
+        self._tx_out: list[bytes] = []
+        self._tx_flush_scheduled = False
         self.stats: dict[str, Any] = {"commits": 0, "views": 0, "timeouts": 0, "synced_blocks": 0,
                                       "evidence": 0, "invalid_blocks": 0}
         self.state = self._restore()
@@ -252,7 +255,8 @@ class Replica:
             head = self.chain.get_head()
             parent = head if parent_hash == head.hash else self.executed[parent_hash].block
             executed = apply_block(self.node.runtime, self.reader_for(parent_hash), parent.header,
-                                   self.accumulator_for(parent_hash), block, chain_id=self.node.chain_id)
+                                   self.accumulator_for(parent_hash), block, chain_id=self.node.chain_id,
+                                   known_transaction=self.node.mempool.get)
         except (ConsensusError, KeyError, ChainshareError) as exc:
             self.stats["invalid_blocks"] += 1
             log_event(log, logging.WARNING, "block failed validation", height=block.height,
@@ -332,12 +336,17 @@ class Replica:
             event = self._as_event(message, sender)
             if event is not None:
                 self.events.put_nowait(event)
-        elif msg_type == MSG_TX and isinstance(body, bytes):
-            try:
-                self.node.submit_raw_transaction(body, gossip=False)
-            except ChainshareError:
-                return
-            self.transport.gossip(MSG_TX, body, exclude=[peer])
+        elif msg_type == MSG_TXS and isinstance(body, list) and len(body) <= MAX_TX_BATCH:
+            # Validators form a full mesh and every node broadcasts what it admitted itself, so a
+            # batch is not forwarded further; each transaction is verified once here.
+            for raw in body:
+                if not isinstance(raw, bytes):
+                    self.transport.strike(peer, "malformed transaction batch")
+                    return
+                try:
+                    self.node.submit_raw_transaction(raw, gossip=False)
+                except ChainshareError:
+                    continue
 
     async def on_request(self, peer: str, msg_type: str, body: Any) -> Any:
         if msg_type == REQ_BLOCK and isinstance(body, bytes):
@@ -367,7 +376,19 @@ class Replica:
         return None
 
     def gossip_transaction(self, raw: bytes) -> None:
-        self.transport.gossip(MSG_TX, raw)
+        """Queue a transaction this node admitted for the next batch to every peer (~every 10 ms)."""
+        self._tx_out.append(raw)
+        if len(self._tx_out) >= MAX_TX_BATCH:
+            self._flush_txs()
+        elif not self._tx_flush_scheduled:
+            self._tx_flush_scheduled = True
+            asyncio.get_running_loop().call_later(0.01, self._flush_txs)
+
+    def _flush_txs(self) -> None:
+        self._tx_flush_scheduled = False
+        if self._tx_out:
+            batch, self._tx_out = self._tx_out, []
+            self.transport.broadcast(MSG_TXS, batch)
 
     # -- block sync -----------------------------------------------------------------------------
     async def sync_from_peers(self) -> int:

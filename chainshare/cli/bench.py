@@ -27,3 +27,47 @@ def ingest(nodes: int, txs: int, clients: int, receipt_batch: int, directory: Pa
     result = run_ingest(nodes, txs, clients, receipt_batch, directory, measure_restart)
     result["saved_to"] = str(write_result(result))
     click.echo(json.dumps(result))
+
+
+@group.command("sharing")
+@click.option("--decisions", type=click.IntRange(0, 1_000_000), default=2000, show_default=True,
+              help="Access requests sent to a one-node devnet (0: skip).")
+@click.option("--clients", type=click.IntRange(1, 256), default=32, show_default=True)
+@click.option("--cedar-iterations", type=click.IntRange(1, 1_000_000), default=2000, show_default=True)
+@click.option("--dataset-mb", type=click.IntRange(0, 100_000), default=100, show_default=True,
+              help="Size of the dataset delivered between two nodes (0: skip).")
+@click.option("--action", "actions", type=click.Choice(["read_identified", "read"]), multiple=True,
+              help="Delivery actions to measure (default: both).")
+@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
+              help="Work here (default: a temporary directory, removed afterwards).")
+def sharing(decisions: int, clients: int, cedar_iterations: int, dataset_mb: int, actions: tuple[str, ...],
+            directory: Path | None) -> None:
+    """Access decisions finalized per second, Cedar time per decision, delivery throughput between two nodes."""
+    import json
+
+    from chainshare.bench import write_result
+    from chainshare.bench_sharing import run_sharing
+
+    result = run_sharing(decisions=decisions, clients=clients, cedar_iterations=cedar_iterations,
+                         dataset_mb=dataset_mb, actions=list(actions or ("read_identified", "read")),
+                         directory=directory)
+    result["saved_to"] = str(write_result(result))
+    click.echo(json.dumps(result))
+
+
+@group.command("sim")
+@click.option("--seeds", type=click.IntRange(1, 1_000_000), default=10_000, show_default=True)
+@click.option("--validators", "n", type=click.IntRange(4, 31), default=4, show_default=True)
+def sim(seeds: int, n: int) -> None:
+    """Run the deterministic consensus simulator over many seeded schedules (delays, drops,
+    partitions, crashes, a byzantine validator); prints violations (must be 0) and finality rounds."""
+    import json
+
+    from chainshare.bench import write_result
+    from chainshare.consensus.sim import run_sim_bench
+
+    result = run_sim_bench(seeds, n)
+    result["saved_to"] = str(write_result(result))
+    click.echo(json.dumps(result))
+    if result.get("violations") or result.get("liveness_failures"):
+        raise click.exceptions.Exit(1)

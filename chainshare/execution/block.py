@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from chainshare.crypto.hashing import keccak256
 from chainshare.errors import ConsensusError, DecodeError, InvalidTransaction
 from chainshare.execution.contracts.membership import get_validators, is_member
 from chainshare.execution.genesis import compute_validator_set_hash, get_chain_params
@@ -102,8 +103,12 @@ def build_block(runtime: Runtime, parent: StateReader, parent_header: Header, pa
 
 
 def apply_block(runtime: Runtime, parent: StateReader, parent_header: Header, parent_accumulator: int,
-                block: Block, *, chain_id: int) -> ExecutedBlock:
-    """Re-execute ``block`` on ``parent``; raises ConsensusError unless every header field matches."""
+                block: Block, *, chain_id: int,
+                known_transaction: Callable[[bytes], Transaction | None] | None = None) -> ExecutedBlock:
+    """Re-execute ``block`` on ``parent``; raises ConsensusError unless every header field matches.
+
+    ``known_transaction(hash)`` may return a transaction this node already verified (its mempool):
+    its sender is then not recovered again, as long as its raw bytes are identical."""
     h = block.header
     if h.parent_hash != parent_header.hash or h.height != parent_header.height + 1:
         raise ConsensusError(f"block {h.height} does not extend block {parent_header.height}")
@@ -115,7 +120,7 @@ def apply_block(runtime: Runtime, parent: StateReader, parent_header: Header, pa
     if len(block.transactions) > max_txs:
         raise ConsensusError(f"block has {len(block.transactions)} transactions, the limit is {max_txs}")
     try:
-        txs = [decode_transaction(raw, chain_id) for raw in block.transactions]
+        txs = [_known_or_decode(raw, chain_id, known_transaction) for raw in block.transactions]
     except (InvalidTransaction, DecodeError) as exc:
         raise ConsensusError(f"block {h.height} carries an undecodable transaction: {exc.message}") from exc
     env = BlockEnv(chain_id, h.height, h.timestamp_ms, h.proposer, gas_limit)
@@ -127,6 +132,15 @@ def apply_block(runtime: Runtime, parent: StateReader, parent_header: Header, pa
         diff = [f for f in h.__dataclass_fields__ if getattr(h, f) != getattr(executed.block.header, f)]
         raise ConsensusError(f"block {h.height} does not re-execute to its header (differs in {', '.join(diff)})")
     return ExecutedBlock(block, executed.receipts, executed.senders, executed.state_changes, executed.accumulator)
+
+
+def _known_or_decode(raw: bytes, chain_id: int,
+                     known: Callable[[bytes], Transaction | None] | None) -> Transaction:
+    if known is not None:
+        tx = known(keccak256(raw))
+        if tx is not None and tx.raw == raw and tx.chain_id == chain_id:
+            return tx
+    return decode_transaction(raw, chain_id)
 
 
 def _assemble(state: StateView, parent: StateReader, parent_header: Header, parent_accumulator: int,
