@@ -1,0 +1,714 @@
+"""The data-sharing service end to end inside one process: two nodes' services over real mutual-TLS
+P2P transports on 127.0.0.1, sharing ONE in-memory chain (a real Node with its block producer) so
+both see the same finalized grants.
+
+Agency A owns the datasets (node-a); agency B (node-b) asks for them. Deliveries, queries and every
+refusal the issue lists: no grant, expired, revoked, grant for another dataset, a requester that is
+not the grantee, a replayed or forged request, a tampered chunk, and queries that single out one
+person. A refusal is logged, answered with a precise error, and no byte of data leaves the owner."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from chainkit import CHAIN_ID, validator
+from eth_account import Account as EthAccount
+from eth_account.messages import encode_defunct
+
+import chainshare.node
+from chainshare.config import BlockSection, NodeConfig
+from chainshare.crypto.ca import init_ca, issue_agency, issue_node
+from chainshare.crypto.hashing import keccak256
+from chainshare.crypto.keystore import decrypt_account_key
+from chainshare.crypto.secp import address_of_private_key
+from chainshare.errors import InvalidInput, NotFound, Unauthorized
+from chainshare.execution.contracts import ACCESS_CONTROL, DATASETS, NOTARY
+from chainshare.execution.genesis import ChainParams, Genesis, GenesisAgency
+from chainshare.ledger.store import MemoryStore
+from chainshare.ledger.txs import sign_eip1559
+from chainshare.ledger.types import STATUS_SUCCESS, Receipt
+from chainshare.node import Node, ValidatorKey
+from chainshare.p2p import P2PConfig, P2PNode, PeerAddress, TlsIdentity
+from chainshare.sharing import protocol as wire
+from chainshare.sharing.compute import QueryRefused
+from chainshare.sharing.pseudonym import is_pseudonym, pseudonymize
+from chainshare.sharing.records import (
+    ACCESS_CONTRACT,
+    DATASETS_CONTRACT,
+    audit_dataset,
+    decode_event,
+    encode_call,
+)
+from chainshare.sharing.schema import compute_content_hash, validate_schema
+from chainshare.sharing.service import (
+    DeliveryFailed,
+    ReplayGuard,
+    SharingLimits,
+    SharingService,
+)
+from chainshare.sharing.vault import Vault
+
+T = TypeVar("T")
+A, B = "Agency A", "Agency B"
+PSEUDONYM_KEY = secrets.token_bytes(32)
+SCHEMA = {"columns": [{"name": "citizen_id", "kind": "personal"}, {"name": "district", "kind": "string"},
+                      {"name": "age", "kind": "integer"}, {"name": "income", "kind": "number"}], "min_group": 5}
+PERMIT_ALL = "permit (principal, action, resource);"
+DISTRICTS = ("north", "south", "east")
+ROWS = 240
+UNIQUE_AGE = 97  # exactly one person has it
+FAST = {"handshake_timeout": 2.0, "hello_timeout": 2.0, "connect_timeout": 2.0, "backoff_base": 0.05,
+        "backoff_cap": 0.4, "request_timeout": 5.0}
+# Tiny envelope chunks: every dataset here spans many chunks, so flow control and chunk checks run.
+LIMITS = SharingLimits(chunk_size=256, window=4, idle_timeout=5.0, height_wait=2.0)
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    with asyncio.Runner() as runner:
+        return runner.run(asyncio.wait_for(coro, 45))
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+# --------------------------------------------------------------------------- identities and data
+
+
+@dataclass(frozen=True)
+class Pki:
+    base: Path
+    genesis: Genesis
+    keys: dict[str, bytes]  # agency -> account private key
+
+    def node_dir(self, node: str) -> Path:
+        return self.base / node
+
+    def identity(self, node: str) -> TlsIdentity:
+        return TlsIdentity.from_dirs(self.base / "ca", self.base / node)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    base = tmp_path_factory.mktemp("sharing-pki")
+    ca = init_ca(base / "ca", password=None)
+    agencies, keys = [], {}
+    for name in (A, B):
+        ident = issue_agency(base / "ca", None, name, base / name.replace(" ", "-"), key_password=None, kdf_light=True)
+        key = decrypt_account_key(json.loads((ident.directory / "account.json").read_text()), "")
+        keys[name] = key
+        agencies.append(GenesisAgency(name, "member", (address_of_private_key(key),), ident.cert_pem.encode(),
+                                      "CN-31"))
+    for node, agency in (("node-a", A), ("node-b", B)):
+        issue_node(base / "ca", None, agency, node, base / node, key_password=None, kdf_light=True)
+    genesis = Genesis(CHAIN_ID, int(time.time() * 1000), ca.cert_pem.encode(), tuple(agencies),
+                      (validator("v1", A).genesis_entry(),), ChainParams())
+    return Pki(base, genesis, keys)
+
+
+def write_dataset(path: Path) -> Path:
+    with path.open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["citizen_id", "district", "age", "income"])
+        for i in range(ROWS):
+            age = UNIQUE_AGE if i == 7 else 20 + i % 40
+            writer.writerow([f"CN{i:08d}", DISTRICTS[i % 3], age, f"{1000 + 10.5 * i:.1f}"])
+    return path
+
+
+# --------------------------------------------------------------------------- the network
+
+
+@dataclass
+class Net:
+    node: Node
+    owner: SharingService
+    requester: SharingService
+    p2p: dict[str, P2PNode]
+    pki: Pki
+    tmp: Path
+    sent: list[tuple[str, str, Any]] = field(default_factory=list)  # what node-a sent to node-b
+    nonces: dict[str, int] = field(default_factory=dict)
+
+    async def send_tx(self, agency: str, to: bytes, data: bytes) -> Receipt:
+        key = self.pki.keys[agency]
+        sender = address_of_private_key(key)
+        nonce = self.node.mempool.get_pending_nonce(self.node.chain.state, sender)
+        raw = sign_eip1559(key, chain_id=CHAIN_ID, nonce=nonce, to=to, data=data, gas=2_000_000)
+        return await self.receipt(self.node.submit_raw_transaction(raw))
+
+    async def receipt(self, tx_hash: bytes) -> Receipt:
+        await wait_until(lambda: self.node.chain.get_tx_location(tx_hash) is not None, what="the transaction")
+        loc = self.node.chain.get_tx_location(tx_hash)
+        assert loc is not None
+        return self.node.chain.get_receipts(loc.height)[loc.index]
+
+    async def publish(self, source: Path, schema: dict[str, Any] = SCHEMA, policy: str = PERMIT_ALL) -> int:
+        assert self.owner.vault is not None
+        entry = self.owner.vault.put(source, "csv")
+        data = encode_call(DATASETS_CONTRACT, "register", source.stem, entry.content_hash,
+                           json.dumps(schema), entry.size, policy)
+        return int(events(await self.send_tx(A, DATASETS, data))["DatasetRegistered"]["id"])
+
+    async def grant(self, agency: str, dataset_id: int, action: str, duration: int = 0) -> int:
+        data = encode_call(ACCESS_CONTRACT, "request", dataset_id, action, "unit test", duration)
+        return int(events(await self.send_tx(agency, ACCESS_CONTROL, data))["GrantIssued"]["grantId"])
+
+    async def revoke(self, agency: str, grant_id: int) -> None:
+        receipt = await self.send_tx(agency, ACCESS_CONTROL, encode_call(ACCESS_CONTRACT, "revokeGrant", grant_id))
+        assert receipt.status == STATUS_SUCCESS
+
+    def fetch_request(self, dataset_id: int, grant_id: int, **changes: Any) -> wire.FetchRequest:
+        values: dict[str, Any] = {
+            "dataset_id": dataset_id, "grant_id": grant_id, "nonce": secrets.token_bytes(24),
+            "issued_at": int(time.time()), "min_height": self.node.chain.head_height,
+            "transfer_id": secrets.token_bytes(16),
+            "node_cert_pem": (self.pki.node_dir("node-b") / "node.crt").read_bytes(), "window": 4,
+        }
+        values.update(changes)
+        return wire.FetchRequest(**values)
+
+    async def raw(self, msg_type: str, body: Any) -> Any:
+        """node-b asks node-a directly, bypassing its own service's checks (an attacker's view)."""
+        return await self.p2p["node-b"].request("node-a", msg_type, body, timeout=5)
+
+    def chunks_sent(self) -> int:
+        return sum(1 for _peer, msg_type, _body in self.sent if msg_type == wire.MSG_CHUNK)
+
+
+def events(receipt: Receipt) -> dict[str, dict[str, Any]]:
+    assert receipt.status == STATUS_SUCCESS, receipt.output
+    out = {}
+    for lg in receipt.logs:
+        decoded = decode_event(lg)
+        assert decoded is not None
+        out[decoded[1]] = decoded[2]
+    return out
+
+
+def make_service(net_node: Node, pki: Pki, tmp: Path, name: str, agency: str, *, vault: bool) -> SharingService:
+    key_pem = (pki.node_dir(name) / "node.key").read_bytes()
+    return SharingService(
+        net_node, None, Vault.open(tmp / f"{name}-vault", key_pem) if vault else None, PSEUDONYM_KEY,
+        pki.keys[agency], key_pem, node_cert_pem=(pki.node_dir(name) / "node.crt").read_bytes(),
+        ca_cert_pem=(pki.base / "ca" / "ca.crt").read_bytes(), spool_dir=tmp / f"{name}-spool", limits=LIMITS)
+
+
+@asynccontextmanager
+async def network(pki: Pki, tmp: Path) -> AsyncIterator[Net]:
+    key = validator("v1", A)
+    node = Node(NodeConfig(block=BlockSection(block_time_ms=20)), pki.genesis, MemoryStore(),
+                ValidatorKey(key.secret_key, key.public_key, 0))
+    producer = asyncio.create_task(node.run_producer())
+    owner = make_service(node, pki, tmp, "node-a", A, vault=True)
+    requester = make_service(node, pki, tmp, "node-b", B, vault=False)
+    services = {"node-a": owner, "node-b": requester}
+    p2p: dict[str, P2PNode] = {}
+    net = Net(node, owner, requester, p2p, pki, tmp)
+
+    async def no_message(peer: str, msg_type: str, body: Any) -> None:
+        raise AssertionError(f"unexpected {msg_type}")
+
+    async def no_request(peer: str, msg_type: str, body: Any) -> Any:
+        raise AssertionError(f"unexpected {msg_type}")
+
+    def handlers(name: str) -> dict[str, Any]:
+        service = services[name]
+        return {"on_message": service.route_message(no_message), "on_request": service.route_request(no_request),
+                "on_peer_down": service.on_peer_down}
+
+    genesis_hash = keccak256(b"shared in-memory chain")
+    p2p["node-a"] = P2PNode(P2PConfig("node-a", CHAIN_ID, genesis_hash, **FAST), pki.identity("node-a"),
+                            is_allowed=lambda subject: True, **handlers("node-a"))
+    await p2p["node-a"].start()
+    p2p["node-b"] = P2PNode(
+        P2PConfig("node-b", CHAIN_ID, genesis_hash, peers=(PeerAddress("node-a", "127.0.0.1",
+                                                                        p2p["node-a"].listen_port),), **FAST),
+        pki.identity("node-b"), is_allowed=lambda subject: True, **handlers("node-b"))
+    await p2p["node-b"].start()
+    original_send = p2p["node-a"].send
+
+    def recording_send(peer: str, msg_type: str, body: Any) -> bool:
+        net.sent.append((peer, msg_type, body))
+        return original_send(peer, msg_type, body)
+
+    p2p["node-a"].send = recording_send  # type: ignore[method-assign]
+    owner.bind_transport(p2p["node-a"])
+    requester.bind_transport(p2p["node-b"])
+    await wait_until(lambda: p2p["node-b"].is_connected("node-a") and p2p["node-a"].is_connected("node-b"),
+                     what="the TLS connection")
+    try:
+        yield net
+    finally:
+        await owner.close()
+        await requester.close()
+        for p in p2p.values():
+            await p.close()
+        await node.stop()
+        await producer
+        node.close()
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> Path:
+    return write_dataset(tmp_path / "people.csv")
+
+
+@pytest.fixture
+def sharing_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    logger = logging.getLogger("chainshare.sharing")
+    logger.addHandler(caplog.handler)
+    logger.setLevel(logging.DEBUG)
+    yield caplog
+    logger.removeHandler(caplog.handler)
+
+
+def refusals(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
+    return [dict(r.fields) for r in caplog.records  # type: ignore[attr-defined]
+            if r.getMessage() == "data-plane request refused"]
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(path.read_text())))
+
+
+# --------------------------------------------------------------------------- deliveries
+
+
+def test_read_delivery_pseudonymizes_personal_columns_and_is_recorded_on_chain(pki: Pki, tmp_path: Path,
+                                                                              dataset: Path) -> None:
+    async def scenario() -> None:
+        async with network(pki, tmp_path) as net:
+            dataset_id = await net.publish(dataset)
+            grant_id = await net.grant(B, dataset_id, "read")
+            out = tmp_path / "received.csv"
+            result = await net.requester.fetch(dataset_id, out)
+            assert result.grant_id == grant_id and result.action == "read"
+            original, delivered = read_csv(dataset), read_csv(out)
+            assert len(delivered) == ROWS
+            for before, after in zip(original, delivered, strict=True):
+                assert is_pseudonym(after["citizen_id"])
+                assert after["citizen_id"] == pseudonymize(before["citizen_id"], PSEUDONYM_KEY)
+                assert {k: after[k] for k in ("district", "age", "income")} == \
+                       {k: before[k] for k in ("district", "age", "income")}
+            assert result.content_hash == compute_content_hash(dataset)  # the version delivered
+            assert result.delivered_hash == keccak256(out.read_bytes()) and result.size == out.stat().st_size
+            assert net.chunks_sent() > 2 * LIMITS.window  # streamed under flow control, not in one piece
+            assert result.record_tx is not None and result.record_error is None
+            receipt = await net.receipt(result.record_tx)  # the owner's record is finalized
+            recorded = events(receipt)["DeliveryRecorded"]
+            assert recorded["grantId"] == grant_id and recorded["grantee"] == B
+            assert recorded["contentHash"] == result.content_hash and recorded["bytesDelivered"] == result.size
+            assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary file left
+
+    run(scenario())
+
+
+def test_read_identified_delivery_is_the_raw_dataset_matching_the_chain_hash(pki: Pki, tmp_path: Path,
+                                                                             dataset: Path) -> None:
+    async def scenario() -> None:
+        async with network(pki, tmp_path) as net:
+            dataset_id = await net.publish(dataset)
+            await net.grant(B, dataset_id, "read_identified")
+            result = await net.requester.fetch(dataset_id, tmp_path / "raw.csv")
+            assert (tmp_path / "raw.csv").read_bytes() == dataset.read_bytes()
+            assert result.delivered_hash == result.content_hash == compute_content_hash(dataset)
+
+    run(scenario())
+
+
+def test_an_owner_fetches_its_own_dataset_without_the_network(pki: Pki, tmp_path: Path, dataset: Path) -> None:
+    async def scenario() -> None:
+        async with network(pki, tmp_path) as net:
+            dataset_id = await net.publish(dataset)
+            await net.grant(A, dataset_id, "read_identified")
+            sent_before = len(net.sent)
+            result = await net.owner.fetch(dataset_id, tmp_path / "own.csv")
+            assert (tmp_path / "own.csv").read_bytes() == dataset.read_bytes()
+            assert len(net.sent) == sent_before  # served in-process
+            assert events(await net.receipt(result.record_tx or b""))["DeliveryRecorded"]["grantee"] == A
+
+    run(scenario())
+
+
+def test_compute_query_with_group_by_returns_only_aggregates_and_is_recorded(pki: Pki, tmp_path: Path,
+                                                                              dataset: Path) -> None:
+    async def scenario() -> None:
+        async with network(pki, tmp_path) as net:
+            dataset_id = await net.publish(dataset)
+            grant_id = await net.grant(B, dataset_id, "compute")
+            query = {"select": [{"fn": "count"}, {"fn": "avg", "column": "age"}], "group_by": ["district"],
+                     "where": [{"column": "age", "op": ">=", "value": 18}]}
+            outcome = await net.requester.query(dataset_id, query)
+            assert outcome.result["columns"] == ["district", "count", "avg(age)"]
+            rows = read_csv(dataset)
+            expected = []
+            for district in sorted(DISTRICTS):
+                ages = [int(r["age"]) for r in rows if r["district"] == district]
+                expected.append([district, len(ages), sum(ages) / len(ages)])
+            assert outcome.result["groups"] == expected
+            assert "CN0000" not in json.dumps(outcome.result)
+            assert net.chunks_sent() == 0  # no row ever left the owner
+            recorded = events(await net.receipt(outcome.record_tx or b""))["ComputationRecorded"]
+            assert recorded["grantId"] == grant_id
+            assert (recorded["queryHash"], recorded["resultHash"]) == (outcome.query_hash, outcome.result_hash)
+
+    run(scenario())
+
+
+# --------------------------------------------------------------------------- refusals
+
+
+def test_without_a_grant_nothing_is_delivered(pki: Pki, tmp_path: Path, dataset: Path,
+                                             sharing_log: pytest.LogCaptureFixture) -> None:
+    async def scenario() -> None:
+        async with network(pki, tmp_path) as net:
+            dataset_id = await net.publish(dataset)
+            with pytest.raises(NotFound, match="holds no 'read' or 'read_identified' grant"):
+                await net.requester.fetch(dataset_id, tmp_path / "out.csv")
+            with pytest.raises(Exception, match=r"\[NotFound\] no grant 999"):
+                await net.raw(wire.MSG_FETCH, net.fetch_request(dataset_id, 999).to_wire())
+            assert not (tmp_path / "out.csv").exists() and net.chunks_sent() == 0
+
+    run(scenario())
+    assert refusals(sharing_log)[-1]["reason"].startswith("no grant 999")
+
+
+def test_an_expired_grant_is_refused_by_the_owner(pki: Pki, tmp_path: Path, dataset: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    class Later:
+        """The node's clock, 10 s ahead: blocks from now on carry later times."""
+
+        perf_counter = staticmethod(time.perf_counter)
+
+        @staticmethod
+        def time() -> float:
+            return time.time() + 10
+
+    async def scenario() -> None:
+        async with network(pki, tmp_path) as net:
+            dataset_id = await net.publish(dataset)
+            grant_id = await net.grant(B, dataset_id, "read", duration=2)
+            monkeypatch.setattr(chainshare.node, "time", Later)
+            await net.send_tx(A, NOTARY, encode_call(net.node.runtime.contracts[NOTARY], "anchor", b"\x01" * 32))
+            with pytest.raises(Unauthorized, match=f"grant {grant_id} expired"):
+                await net.requester.fetch(dataset_id, tmp_path / "out.csv", grant_id=grant_id)
+            with pytest.raises(Exception, match=rf"\[Unauthorized\] grant {grant_id} expired"):
+                await net.raw(wire.MSG_FETCH, net.fetch_request(dataset_id, grant_id).to_wire())
+            assert net.chunks_sent() == 0
+
+    run(scenario())
+
+
+def test_a_revoked_grant_is_refused(pki: Pki, tmp_path: Path, dataset: Path) -> None:
+    async def scenario() -> None:
+        async with network(pki, tmp_path) as net:
+            dataset_id = await net.publish(dataset)
+            grant_id = await net.grant(B, dataset_id, "read")
+            await net.revoke(A, grant_id)
+            with pytest.raises(Unauthorized, match=f"grant {grant_id} was revoked"):
+                await net.requester.fetch(dataset_id, grant_id=grant_id)
+            with pytest.raises(Exception, match=rf"\[Unauthorized\] grant {grant_id} was revoked"):
+                await net.raw(wire.MSG_FETCH, net.fetch_request(dataset_id, grant_id).to_wire())
+            assert net.chunks_sent() == 0
+
+    run(scenario())
+
+
+def test_a_grant_for_another_dataset_is_refused(pki: Pki, tmp_path: Path, dataset: Path) -> None:
+    async def scenario() -> None:
+        async with network(pki, tmp_path) as net:
+            first = await net.publish(dataset)
+            other = write_dataset(tmp_path / "other.csv")
+            other.write_text(other.read_text() + "CN99999999,north,50,1.0\n")
+            second = await net.publish(other)
+            grant_id = await net.grant(B, second, "read_identified")
+            with pytest.raises(InvalidInput, match=f"grant {grant_id} is for dataset {second}"):
+                await net.requester.fetch(first, grant_id=grant_id)
+            with pytest.raises(Exception, match=rf"\[Unauthorized\] grant {grant_id} is for dataset {second}, "
+                                                rf"not dataset {first}"):
+                await net.raw(wire.MSG_FETCH, net.fetch_request(first, grant_id).to_wire())
+            assert net.chunks_sent() == 0
+
+    run(scenario())
+
+
+def test_a_node_of_another_agency_than_the_grantee_is_refused(pki: Pki, tmp_path: Path, dataset: Path,
+                                                              sharing_log: pytest.LogCaptureFixture) -> None:
+    async def scenario() -> None:
+        async with network(pki, tmp_path) as net:
+            dataset_id = await net.publish(dataset)
+            grant_of_a = await net.grant(A, dataset_id, "read_identified")
+            with pytest.raises(Unauthorized, match="issued to agency 'Agency A', not to this node's agency"):
+                await net.requester.fetch(dataset_id, grant_id=grant_of_a)
+            with pytest.raises(Exception, match=r"issued to agency 'Agency A', but the requesting node 'node-b' "
+                                                r"is certified for agency 'Agency B'"):
+                await net.raw(wire.MSG_FETCH, net.fetch_request(dataset_id, grant_of_a).to_wire())
+            assert net.chunks_sent() == 0
+
+    run(scenario())
+    refused = refusals(sharing_log)[-1]
+    assert (refused["peer"], refused["agency"], refused["error"]) == ("node-b", B, "Unauthorized")
+
+
+def test_a_replayed_request_is_refused(pki: Pki, tmp_path: Path, dataset: Path) -> None:
+    async def scenario() -> None:
+        async with network(pki, tmp_path) as net:
+            dataset_id = await net.publish(dataset)
+            grant_id = await net.grant(B, dataset_id, "read_identified")
+            request = net.fetch_request(dataset_id, grant_id)
+            accepted = wire.FetchAccepted.from_wire(await net.raw(wire.MSG_FETCH, request.to_wire()))
+            net.p2p["node-b"].send("node-a", wire.MSG_CANCEL, wire.Abort(accepted.transfer_id, "test").to_wire())
+            with pytest.raises(Exception, match=r"\[Unauthorized\] replayed request"):
+                await net.raw(wire.MSG_FETCH, request.to_wire())
+            replay = net.fetch_request(dataset_id, grant_id, nonce=request.nonce)  # new transfer, same nonce
+            with pytest.raises(Exception, match=r"\[Unauthorized\] replayed request"):
+                await net.raw(wire.MSG_FETCH, replay.to_wire())
+            stale = net.fetch_request(dataset_id, grant_id, issued_at=int(time.time()) - 3600)
+            with pytest.raises(Exception, match=r"\[InvalidInput\] request issued at .* outside this node's window"):
+                await net.raw(wire.MSG_FETCH, stale.to_wire())
+
+    run(scenario())
+
+
+def test_forged_requests_are_refused(pki: Pki, tmp_path: Path, dataset: Path) -> None:
+    async def scenario() -> None:
+        async with network(pki, tmp_path) as net:
+            dataset_id = await net.publish(dataset)
+            grant_id = await net.grant(B, dataset_id, "read_identified")
+            # The certificate of another node (public, but not this TLS peer's): the key would be wrapped to it.
+            forged = net.fetch_request(dataset_id, grant_id,
+                                       node_cert_pem=(pki.node_dir("node-a") / "node.crt").read_bytes())
+            with pytest.raises(Exception, match=r"names node 'node-a' of agency 'Agency A', but the request came "
+                                                r"over the authenticated session of node 'node-b'"):
+                await net.raw(wire.MSG_FETCH, forged.to_wire())
+            # A certificate not issued by the consortium CA.
+            init_ca(tmp_path / "rogue-ca", password=None)
+            rogue = issue_node(tmp_path / "rogue-ca", None, B, "node-b", tmp_path / "rogue", key_password=None)
+            with pytest.raises(Exception, match=r"\[Unauthorized\] the node certificate in the request is refused"):
+                await net.raw(wire.MSG_FETCH, net.fetch_request(dataset_id, grant_id,
+                                                                node_cert_pem=rogue.cert_pem.encode()).to_wire())
+            for body in ([1, 2, 3], "garbage", net.fetch_request(dataset_id, grant_id).to_wire()[:-1]):
+                with pytest.raises(Exception, match=r"\[InvalidInput\] malformed fetch request"):
+                    await net.raw(wire.MSG_FETCH, body)
+            with pytest.raises(Exception, match=r"\[InvalidInput\] unsupported data-plane protocol version"):
+                await net.raw(wire.MSG_FETCH, [99, *net.fetch_request(dataset_id, grant_id).to_wire()[1:]])
+            assert net.chunks_sent() == 0
+
+    run(scenario())
+
+
+def test_a_tampered_chunk_is_detected_and_nothing_is_kept(pki: Pki, tmp_path: Path, dataset: Path,
+                                                          sharing_log: pytest.LogCaptureFixture) -> None:
+    async def scenario() -> None:
+        async with network(pki, tmp_path) as net:
+            dataset_id = await net.publish(dataset)
+            await net.grant(B, dataset_id, "read")
+            send = net.p2p["node-a"].send
+
+            def tampering(peer: str, msg_type: str, body: Any) -> bool:
+                if msg_type == wire.MSG_CHUNK and body[1] == 3:
+                    data = bytearray(body[2])
+                    data[5] ^= 0x01
+                    body = [body[0], body[1], bytes(data)]
+                return send(peer, msg_type, body)
+
+            net.p2p["node-a"].send = tampering  # type: ignore[method-assign]
+            out = tmp_path / "out" / "tampered.csv"
+            out.parent.mkdir()
+            with pytest.raises(DeliveryFailed, match="did not verify and was discarded: envelope chunk 2 failed"):
+                await net.requester.fetch(dataset_id, out)
+            assert list(out.parent.iterdir()) == []
+            await wait_until(lambda: not net.owner._outgoing, what="the owner to stop streaming")
+
+    run(scenario())
+    messages = [r.getMessage() for r in sharing_log.records]
+    assert "delivery refused by the requester" in messages and "delivery cancelled" in messages
+    assert "CN0000" not in sharing_log.text
+
+
+def test_queries_that_single_out_a_person_are_refused(pki: Pki, tmp_path: Path, dataset: Path,
+                                                      sharing_log: pytest.LogCaptureFixture) -> None:
+    async def scenario() -> None:
+        async with network(pki, tmp_path) as net:
+            dataset_id = await net.publish(dataset)
+            grant_id = await net.grant(B, dataset_id, "compute")
+            unique = {"select": [{"fn": "avg", "column": "income"}],
+                      "where": [{"column": "age", "op": "==", "value": UNIQUE_AGE}]}
+            with pytest.raises(QueryRefused, match="fewer than min_group=5 rows match"):
+                await net.requester.query(dataset_id, unique)
+            tiny_groups = {"select": [{"fn": "count"}], "group_by": ["age"]}
+            with pytest.raises(QueryRefused, match="at least one group has fewer than min_group=5"):
+                await net.requester.query(dataset_id, tiny_groups)
+            personal = {"select": [{"fn": "count"}], "group_by": ["citizen_id"]}
+            with pytest.raises(Unauthorized, match="column 'citizen_id' is personal"):
+                await net.requester.query(dataset_id, personal)
+            raw = wire.QueryRequest(dataset_id, grant_id, secrets.token_bytes(24), int(time.time()),
+                                    net.node.chain.head_height, json.dumps(personal).encode())
+            with pytest.raises(Exception, match=r"\[Unauthorized\] column 'citizen_id' is personal"):
+                await net.raw(wire.MSG_QUERY, raw.to_wire())
+            read_grant = await net.grant(B, dataset_id, "read")
+            with pytest.raises(InvalidInput, match=f"grant {read_grant} is for 'read'; this needs 'compute'"):
+                await net.requester.query(dataset_id, unique, grant_id=read_grant)
+
+    run(scenario())
+    reasons = [r["reason"] for r in refusals(sharing_log)]
+    assert any("fewer than min_group" in r for r in reasons)
+    assert str(UNIQUE_AGE * 1.0) not in sharing_log.text and "CN00000007" not in sharing_log.text
+
+
+# --------------------------------------------------------------------------- vault uploads and signatures
+
+
+async def _blocks(data: bytes, size: int = 1000) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), size):
+        yield data[start:start + size]
+
+
+def test_an_upload_streams_into_the_vault_and_infers_a_schema_with_no_personal_column(
+        pki: Pki, tmp_path: Path, dataset: Path) -> None:
+    async def scenario() -> None:
+        async with network(pki, tmp_path) as net:
+            data = dataset.read_bytes()
+            result = await net.owner.receive_upload(_blocks(data), fmt="csv", declared_hash=keccak256(data),
+                                                    schema=None, min_group=7)
+            assert result.created and result.schema_source == "inferred" and result.size == len(data)
+            kinds = {c.name: c.kind for c in result.schema.columns}
+            assert kinds == {"citizen_id": "string", "district": "string", "age": "integer", "income": "number"}
+            assert result.schema.min_group == 7
+            assert net.owner.vault is not None
+            assert net.owner.vault.find(keccak256(data)).size == len(data)
+            again = await net.owner.receive_upload(_blocks(data), fmt="csv", declared_hash=keccak256(data),
+                                                   schema=validate_schema(SCHEMA), min_group=None)
+            assert not again.created and again.schema_source == "given"
+
+    run(scenario())
+
+
+def test_a_failed_upload_leaves_no_vault_entry(pki: Pki, tmp_path: Path, dataset: Path) -> None:
+    async def scenario() -> None:
+        async with network(pki, tmp_path) as net:
+            assert net.owner.vault is not None
+            data = dataset.read_bytes()
+            with pytest.raises(InvalidInput, match="hash to 0x.*but the signed X-Chainshare-Content-Hash"):
+                await net.owner.receive_upload(_blocks(data), fmt="csv", declared_hash=b"\x01" * 32, schema=None,
+                                               min_group=None)
+            wrong = validate_schema({"columns": [{"name": "citizen_id", "kind": "personal"},
+                                                 {"name": "district", "kind": "integer"}]})
+            with pytest.raises(InvalidInput, match="does not fit its given schema: CSV line 2"):
+                await net.owner.receive_upload(_blocks(data), fmt="csv", declared_hash=keccak256(data),
+                                               schema=wrong, min_group=None)
+            assert net.owner.vault.entries() == []
+
+    run(scenario())
+
+
+def test_agency_signatures_interoperate_with_eth_account(pki: Pki) -> None:
+    message = wire.compute_upload_message(b"\xab" * 32, CHAIN_ID)
+    key = pki.keys[A]
+    ours = wire.sign_personal_message(key, message)
+    theirs = bytes(EthAccount.sign_message(encode_defunct(text=message), key).signature)
+    assert ours == theirs
+    assert wire.recover_personal_signer(message, theirs) == address_of_private_key(key)
+    assert wire.recover_personal_signer(message + "x", theirs) != address_of_private_key(key)
+    with pytest.raises(Unauthorized, match="65 bytes"):
+        wire.recover_personal_signer(message, theirs[:64])
+
+
+def test_the_replay_record_survives_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "replay"
+    now = time.time()
+    ReplayGuard(300, path).remember(7, b"n" * 16, now)
+    restarted = ReplayGuard(300, path)
+    with pytest.raises(Unauthorized, match="replayed request"):
+        restarted.check(7, b"n" * 16, int(now), now)
+    restarted.check(8, b"n" * 16, int(now), now)  # another grant: fine
+
+
+def test_the_audit_trail_lists_every_step_in_chain_order(pki: Pki, tmp_path: Path, dataset: Path) -> None:
+    async def scenario() -> None:
+        async with network(pki, tmp_path) as net:
+            dataset_id = await net.publish(dataset, policy='permit (principal, action == Action::"read", resource);')
+            denied = encode_call(ACCESS_CONTRACT, "request", dataset_id, "compute", "statistics", 0)
+            await net.send_tx(B, ACCESS_CONTROL, denied)
+            grant_id = await net.grant(B, dataset_id, "read")
+            result = await net.requester.fetch(dataset_id, tmp_path / "out.csv")
+            await net.receipt(result.record_tx or b"")
+            await net.revoke(B, grant_id)
+            trail = audit_dataset(net.node, dataset_id)
+            names = [item["event"] for item in trail["items"]]
+            assert names == ["DatasetRegistered", "DatasetPolicySet", "AccessRequested", "AccessDecided",
+                             "AccessRequested", "AccessDecided", "GrantIssued", "DeliveryRecorded", "GrantRevoked"]
+            positions = [(i["block"], i["tx_index"], i["log_index"]) for i in trail["items"]]
+            assert positions == sorted(positions)
+            decided = [i["args"] for i in trail["items"] if i["event"] == "AccessDecided"]
+            assert decided[0]["allowed"] is False and decided[1]["allowed"] is True
+            assert decided[1]["policyIds"] == [f"ds{dataset_id}-p1#0"]
+            page = audit_dataset(net.node, dataset_id, limit=4)
+            rest = audit_dataset(net.node, dataset_id, after=page["next"])
+            assert [i["event"] for i in page["items"] + rest["items"]] == names
+
+    run(scenario())
+
+
+# --------------------------------------------------------------------------- wiring from the node configuration
+
+
+def test_attach_sharing_builds_one_service_from_the_node_configuration(pki: Pki, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from chainshare.config import P2PSection, SharingSection
+    from chainshare.sharing.service import SharingUnavailable, attach_sharing, get_sharing_service
+
+    (tmp_path / "pseudonym.key").write_text(PSEUDONYM_KEY.hex())
+    (tmp_path / "account.json").write_text((pki.base / "Agency-A" / "account.json").read_text())
+    cfg = NodeConfig(
+        p2p=P2PSection(ca_cert=str(pki.base / "ca" / "ca.crt"), node_cert=str(pki.node_dir("node-a") / "node.crt"),
+                       node_key=str(pki.node_dir("node-a") / "node.key")),
+        sharing=SharingSection(vault_dir="vault", pseudonym_key_file="pseudonym.key", account_keystore="account.json"),
+        base_dir=tmp_path)
+    key = validator("v1", A)
+    bare = Node(NodeConfig(), pki.genesis, MemoryStore(), ValidatorKey(key.secret_key, key.public_key, 0))
+    with pytest.raises(SharingUnavailable, match=r"set \[p2p\] ca_cert, node_cert, node_key"):
+        get_sharing_service(bare)
+    node = Node(replace(cfg, node=replace(cfg.node, dev_mode=True)), pki.genesis, MemoryStore(),
+                ValidatorKey(key.secret_key, key.public_key, 0))
+
+    class Transport:
+        config = P2PConfig("node-a", CHAIN_ID, b"\x00" * 32, send_queue_bytes=16 * 1024 * 1024)
+
+        def send(self, peer_name: str, msg_type: str, body: Any) -> bool:
+            return True
+
+        async def request(self, peer_name: str, msg_type: str, body: Any, *, timeout: float | None = None) -> Any:
+            raise AssertionError("not used")
+
+        def get_peers(self) -> list[Any]:
+            return []
+
+    from_api = get_sharing_service(node)  # the REST layer may come first
+    service = attach_sharing(node, Transport())
+    assert service is from_api and service.transport is not None
+    assert (service.agency, service.node_name) == (A, "node-a")
+    assert service.vault is not None and (tmp_path / "vault" / "vault.key").exists()
+    assert service.pseudonym_key == PSEUDONYM_KEY and service.account == address_of_private_key(pki.keys[A])
+    # 16 MiB of send queue: bulk data may take half of it, for two deliveries of 1 MiB chunks (+ framing).
+    assert service.limits.window == 3
+    node.close()
+    bare.close()
