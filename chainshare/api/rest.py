@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from chainshare.api.errors import http_error
 from chainshare.api.jsonrpc import JsonRpc, parse_data
+from chainshare.api.sharing import create_sharing_router
 from chainshare.api.views import hx, view_block, view_qc, view_receipt, view_transaction
 from chainshare.errors import ChainshareError, InvalidInput, NotFound
 from chainshare.execution.contracts.membership import get_agency, get_agency_names, get_validators
@@ -201,6 +202,7 @@ def create_rest_app(node: Node, rpc: JsonRpc) -> FastAPI:
         logs = rpc.eth_get_logs([flt])
         return {"items": logs[:limit], "truncated": len(logs) > limit}
 
+    app.include_router(create_sharing_router(node))  # datasets, grants, audit, vault, fetch, query
     return app
 
 

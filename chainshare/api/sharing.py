@@ -1,0 +1,245 @@
+"""REST endpoints of the data plane, mounted under /api/v1 (documented in the node's OpenAPI).
+
+Reads (anyone who can reach the API): ``GET /datasets``, ``/datasets/{id}``, ``/datasets/{id}/audit``
+and ``/grants/{id}``, from this node's finalized state and log indexes.
+
+Acting for this node's agency (EIP-191 ``personal_sign`` signatures by one of its accounts; see
+``chainshare.sharing.protocol`` for the exact messages):
+
+- ``POST /vault?format=csv|jsonl[&min_group=N]`` streams the request body into the encrypted vault,
+  never holding it in memory (the one path exempt from the API's 1 MiB body limit; the vault's own
+  limit applies, 10 GiB by default). Headers: ``X-Chainshare-Content-Hash`` (Keccak-256
+  of the bytes), ``X-Chainshare-Signature`` over ``compute_upload_message(hash, chain id)``, and
+  optionally ``X-Chainshare-Schema`` (the schema JSON, base64url). The signature is checked BEFORE
+  any byte is stored (it signs the declared hash), and after the stream the bytes must hash to the
+  declared value, else the new vault entry is deleted; the rows are then checked against the schema
+  (or one is inferred from the first rows, with no column personal). Answers 201 with the content
+  hash, size and schema to register on chain with ``Datasets.register``.
+- ``POST /datasets/{id}/fetch`` ``{"grant_id": n | null}`` fetches the dataset from its owner's node
+  under a read grant of this agency (null: the newest valid one), verifies it, and streams it back
+  (the node keeps no copy). Headers: signature over ``compute_fetch_message`` and
+  ``X-Chainshare-Timestamp``.
+- ``POST /datasets/{id}/query`` ``{"grant_id": n | null, "query": {...}}`` runs an aggregate query
+  on the owner's node under a compute grant; answers the result and its on-chain hashes.
+
+A signed fetch or query is accepted once, within 300 s of its timestamp.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from typing import Annotated, Any, BinaryIO
+
+from fastapi import APIRouter, Body, Header, Path, Query, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, Field
+
+from chainshare.errors import ChainshareError, InvalidInput, Unauthorized
+from chainshare.sharing import protocol as wire
+from chainshare.sharing.records import (
+    MAX_ID,
+    audit_dataset,
+    count_datasets,
+    dataset_json,
+    grant_json,
+    read_dataset,
+    read_grant,
+)
+from chainshare.sharing.schema import Schema, canonical_json, validate_schema
+from chainshare.sharing.service import (
+    ConfiguredNode,
+    SharingService,
+    SharingUnavailable,
+    get_sharing_service,
+)
+
+SIGNED_REQUEST_WINDOW = 300
+MAX_SCHEMA_HEADER = 48 * 1024
+_ID = Annotated[int, Path(ge=1, le=MAX_ID)]
+_HASH_PATTERN = r"^0x[0-9a-fA-F]{64}$"
+_SIGNATURE_PATTERN = r"^(0x)?[0-9a-fA-F]{130}$"
+
+
+class FetchBody(BaseModel):
+    grant_id: int | None = Field(None, ge=1, le=MAX_ID,
+                                 description="the read grant to use (default: the newest valid one of this agency)")
+
+
+class QueryBody(BaseModel):
+    grant_id: int | None = Field(None, ge=1, le=MAX_ID,
+                                 description="the compute grant to use (default: the newest valid one)")
+    query: dict[str, Any] = Field(..., description='aggregate query: {"select": [...], "group_by": [...], '
+                                                   '"where": [...]} (see chainshare.sharing.compute)')
+
+
+class _SeenSignatures:
+    """Signed fetch/query requests already served (each is accepted once within the window)."""
+
+    def __init__(self) -> None:
+        self._seen: OrderedDict[bytes, float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def claim(self, signature: bytes, now: float) -> None:
+        with self._lock:
+            while self._seen and next(iter(self._seen.values())) < now - 2 * SIGNED_REQUEST_WINDOW:
+                self._seen.popitem(last=False)
+            if signature in self._seen:
+                raise Unauthorized("this signed request was already served: sign a new one (fresh timestamp)")
+            self._seen[signature] = now
+
+
+def create_sharing_router(node: ConfiguredNode) -> APIRouter:
+    router = APIRouter(tags=["data sharing"])
+    seen = _SeenSignatures()
+
+    def service() -> SharingService:
+        try:
+            return get_sharing_service(node)
+        except SharingUnavailable:
+            raise
+        except ChainshareError as exc:
+            raise SharingUnavailable(f"this node's data plane cannot start: {exc.message}") from exc
+
+    def signed_timestamp(value: str | None) -> int:
+        if value is None or not value.isdigit() or len(value) > 12:
+            raise Unauthorized(f"header {wire.TIMESTAMP_HEADER} (unix seconds, signed with the request) is "
+                               "missing or malformed")
+        timestamp = int(value)
+        if abs(time.time() - timestamp) > SIGNED_REQUEST_WINDOW:
+            raise Unauthorized(f"the signed request's timestamp {timestamp} is more than {SIGNED_REQUEST_WINDOW} s "
+                               "away from this node's clock: sign a fresh request (check the clocks)")
+        return timestamp
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    @router.get("/datasets", summary="Registered datasets, by id (keyset pagination)")
+    async def list_datasets(after: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+                      limit: Annotated[int, Query(ge=1, le=200)] = 50) -> dict[str, Any]:
+        total = count_datasets(node)
+        ids = range(after + 1, min(total, after + limit) + 1)
+        items = [dataset_json(read_dataset(node, i)) for i in ids]
+        return {"items": items, "count": total, "next_after": ids[-1] if ids and ids[-1] < total else None}
+
+    @router.get("/datasets/{dataset_id}", summary="One dataset with its policy text and versions")
+    async def show_dataset(dataset_id: _ID) -> dict[str, Any]:
+        return dataset_json(read_dataset(node, dataset_id), detail=True, node=node)
+
+    @router.get("/datasets/{dataset_id}/audit",
+                summary="The dataset's audit trail: requests, decisions with reasons, grants, revocations, "
+                        "deliveries and computations, in chain order")
+    async def audit(dataset_id: _ID,
+              after: Annotated[str | None, Query(max_length=64, description="cursor from 'next'")] = None,
+              limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> dict[str, Any]:
+        return audit_dataset(node, dataset_id, after=after, limit=limit)
+
+    @router.get("/grants/{grant_id}", summary="One grant and whether it is valid now")
+    async def show_grant(grant_id: _ID) -> dict[str, Any]:
+        return grant_json(node, read_grant(node, grant_id))
+
+    # -- the vault -----------------------------------------------------------------------------
+
+    @router.post(
+        "/vault", status_code=201, summary="Upload a dataset into this node's encrypted vault (streamed)",
+        openapi_extra={"requestBody": {"required": True, "content": {
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}},
+    )
+    async def upload(
+        request: Request,
+        fmt: Annotated[str, Query(alias="format", pattern="^(csv|jsonl)$", description="dataset format")],
+        content_hash: Annotated[str, Header(alias=wire.CONTENT_HASH_HEADER, pattern=_HASH_PATTERN,
+                                            description="Keccak-256 of the uploaded bytes")],
+        signature: Annotated[str, Header(alias=wire.SIGNATURE_HEADER, pattern=_SIGNATURE_PATTERN,
+                                         description="personal_sign of compute_upload_message")],
+        schema_b64: Annotated[str | None, Header(alias=wire.SCHEMA_HEADER, max_length=MAX_SCHEMA_HEADER,
+                                                 description="schema JSON, base64url")] = None,
+        min_group: Annotated[int | None, Query(ge=2, le=1_000_000)] = None,
+    ) -> JSONResponse:
+        sharing = service()
+        declared = bytes.fromhex(content_hash[2:])
+        sharing.authorize_agency_signer(wire.compute_upload_message(declared, sharing.node.chain_id),
+                                        wire.parse_signature_header(signature))
+        schema = _parse_schema_header(schema_b64) if schema_b64 is not None else None
+        result = await sharing.receive_upload(request.stream(), fmt=fmt, declared_hash=declared, schema=schema,
+                                              min_group=min_group)
+        return JSONResponse(result.to_json(), status_code=201)
+
+    # -- fetch and query -----------------------------------------------------------------------
+
+    @router.post("/datasets/{dataset_id}/fetch",
+                 summary="Fetch a dataset from its owner's node under a read grant of this agency",
+                 response_class=StreamingResponse,
+                 responses={200: {"content": {"application/octet-stream": {}},
+                                  "description": "the verified dataset (headers X-Chainshare-*)"}})
+    async def fetch(
+        dataset_id: _ID,
+        body: Annotated[FetchBody, Body()],
+        signature: Annotated[str, Header(alias=wire.SIGNATURE_HEADER, pattern=_SIGNATURE_PATTERN)],
+        timestamp: Annotated[str, Header(alias=wire.TIMESTAMP_HEADER, max_length=12)],
+    ) -> StreamingResponse:
+        sharing = service()
+        ts = signed_timestamp(timestamp)
+        raw_signature = wire.parse_signature_header(signature)
+        sharing.authorize_agency_signer(
+            wire.compute_fetch_message(dataset_id, body.grant_id, sharing.node.chain_id, ts), raw_signature)
+        seen.claim(raw_signature, time.time())
+        result = await sharing.fetch(dataset_id, grant_id=body.grant_id)
+        headers = {
+            "X-Chainshare-Dataset": str(result.dataset_id), "X-Chainshare-Grant": str(result.grant_id),
+            "X-Chainshare-Action": result.action, "X-Chainshare-Format": result.fmt,
+            "X-Chainshare-Content-Hash": "0x" + result.content_hash.hex(),
+            "X-Chainshare-Delivered-Hash": "0x" + result.delivered_hash.hex(),
+            "X-Chainshare-Record-Tx": "0x" + result.record_tx.hex() if result.record_tx else "",
+            "Content-Length": str(result.size),
+            "Content-Disposition": f'attachment; filename="dataset-{result.dataset_id}.{result.fmt}"',
+        }
+        # The node keeps no copy: the file is unlinked once open, so nothing stays behind even if the
+        # client goes away mid-download.
+        file = open(result.path, "rb")  # noqa: SIM115 (closed by the generator)
+        os.unlink(result.path)
+        return StreamingResponse(_stream(file), media_type="application/octet-stream", headers=headers)
+
+    @router.post("/datasets/{dataset_id}/query",
+                 summary="Run an aggregate query on the owner's node under a compute grant of this agency")
+    async def query(
+        dataset_id: _ID,
+        body: Annotated[QueryBody, Body()],
+        signature: Annotated[str, Header(alias=wire.SIGNATURE_HEADER, pattern=_SIGNATURE_PATTERN)],
+        timestamp: Annotated[str, Header(alias=wire.TIMESTAMP_HEADER, max_length=12)],
+    ) -> dict[str, Any]:
+        sharing = service()
+        ts = signed_timestamp(timestamp)
+        raw_signature = wire.parse_signature_header(signature)
+        digest = wire.compute_query_digest(canonical_json(body.query))
+        sharing.authorize_agency_signer(
+            wire.compute_query_message(dataset_id, body.grant_id, digest, sharing.node.chain_id, ts), raw_signature)
+        seen.claim(raw_signature, time.time())
+        outcome = await sharing.query(dataset_id, body.query, grant_id=body.grant_id)
+        return outcome.to_json()
+
+    return router
+
+
+def _parse_schema_header(value: str) -> Schema:
+    try:
+        text = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+        obj = json.loads(text)
+    except ValueError:
+        raise InvalidInput(f"header {wire.SCHEMA_HEADER} must be the schema JSON in base64url") from None
+    return validate_schema(obj)
+
+
+def _stream(file: BinaryIO, block: int = 1 << 20) -> Iterator[bytes]:
+    try:
+        while data := file.read(block):
+            yield data
+    finally:
+        file.close()
+
+
+__all__ = ["FetchBody", "QueryBody", "create_sharing_router"]
