@@ -1,0 +1,355 @@
+"""``chainshare bench sharing``: the data plane's benchmark (one JSON object, saved under bench-results/).
+
+Three figures:
+
+- ``cedar``: Cedar evaluation time per access decision (``cedar.evaluate_access`` on a dataset
+  policy plus a consortium-wide forbid policy, the work ``AccessControl.request`` does per request),
+  in process, p50/p99/mean over ``--cedar-iterations`` calls.
+- ``decisions``: access decisions finalized per second: a one-node devnet (a real node process);
+  ``--decisions`` pre-signed ``AccessControl.request`` transactions from one agency account, sent
+  by ``--clients`` concurrent JSON-RPC clients, receipts polled in batches; each receipt holds the
+  decision (``AccessDecided``) and its grant.
+- ``delivery``: a ``--dataset-mb`` CSV dataset delivered between two nodes: two data-sharing
+  services in this process, each with its own mutual-TLS 1.3 P2P transport on 127.0.0.1, over one
+  shared in-memory chain (multi-validator networks are not wired yet). Reports throughput per
+  action and the process RSS sampled every 20 ms during each transfer (both ends live in this
+  process, so a flat RSS shows that neither buffers the dataset).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from chainshare.bench import free_port_block
+from chainshare.execution.contracts import ACCESS_CONTROL, DATASETS, cedar
+from chainshare.ledger.txs import sign_eip1559
+from chainshare.sharing.records import ACCESS_CONTRACT, DATASETS_CONTRACT, encode_call
+
+BENCH_POLICY = ('permit (principal, action in [Action::"read", Action::"compute"], resource)\n'
+                'when { principal == resource.owner && context.purpose like "bench*" };\n')
+CONSORTIUM_FORBID = ('forbid (principal, action == Action::"read_identified", resource)\n'
+                     'unless { principal.jurisdiction == resource.owner.jurisdiction };\n')
+MB = 1024 * 1024
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+# --------------------------------------------------------------------------- Cedar
+
+
+def measure_cedar(iterations: int) -> dict[str, Any]:
+    principal = cedar.AgencyFacts("agency1", "member", "CN-31")
+    query = cedar.AccessQuery(principal, principal, 1, cedar.ACTION_READ, "bench", int(time.time()))
+    policies = [("ds1-p1", BENCH_POLICY), ("no-export", CONSORTIUM_FORBID)]
+    decision = cedar.evaluate_access(query, policies)  # warm-up (worker thread, parser caches)
+    assert decision.allowed, decision
+    times = []
+    for i in range(iterations):
+        q = cedar.AccessQuery(principal, principal, 1 + i % 50, cedar.ACTION_READ, f"bench {i}", query.time)
+        t0 = time.perf_counter()
+        cedar.evaluate_access(q, policies)
+        times.append((time.perf_counter() - t0) * 1e6)
+    return {"iterations": iterations, "p50_us": round(_percentile(times, 0.5), 1),
+            "p99_us": round(_percentile(times, 0.99), 1), "mean_us": round(statistics.fmean(times), 1)}
+
+
+# --------------------------------------------------------------------------- decisions over a devnet
+
+
+async def _drive(url: str, raws: list[bytes], clients: int, batch: int = 500) -> dict[str, Any]:
+    import aiohttp
+
+    from chainshare.crypto.hashing import keccak256
+
+    hashes = ["0x" + keccak256(r).hex() for r in raws]
+    submitted: dict[str, float] = {}
+    confirmed: dict[str, float] = {}
+    allowed = 0
+    errors: list[str] = []
+    pending = list(enumerate(raws))
+    pending.reverse()
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
+
+        async def sender() -> None:
+            while pending:
+                i, raw = pending.pop()
+                body = {"jsonrpc": "2.0", "id": i, "method": "eth_sendRawTransaction", "params": ["0x" + raw.hex()]}
+                t0 = time.perf_counter()
+                async with session.post(url, json=body) as r:
+                    res = await r.json(content_type=None)
+                if "error" in res:
+                    errors.append(str(res["error"].get("message")))
+                else:
+                    submitted[hashes[i]] = t0
+
+        async def poller() -> None:
+            nonlocal allowed
+            last_progress = time.perf_counter()
+            while len(confirmed) + len(errors) < len(raws):
+                waiting = [h for h in hashes if h in submitted and h not in confirmed][:batch]
+                if waiting:
+                    body = [{"jsonrpc": "2.0", "id": k, "method": "eth_getTransactionReceipt", "params": [h]}
+                            for k, h in enumerate(waiting)]
+                    async with session.post(url, json=body) as r:
+                        answers = await r.json(content_type=None)
+                    now = time.perf_counter()
+                    for answer in answers:
+                        receipt = answer.get("result")
+                        if receipt:
+                            confirmed[waiting[answer["id"]]] = now
+                            allowed += receipt["status"] == "0x1" and len(receipt["logs"]) == 3
+                            last_progress = now
+                if time.perf_counter() - last_progress > 30:
+                    raise RuntimeError(f"no receipt for 30 s ({len(confirmed)} of {len(raws)} confirmed)")
+                await asyncio.sleep(0.05)
+
+        t0 = time.perf_counter()
+        await asyncio.gather(poller(), *(sender() for _ in range(clients)))
+        elapsed = time.perf_counter() - t0
+    latencies = [(confirmed[h] - submitted[h]) * 1000 for h in confirmed]
+    return {"decisions": len(confirmed), "allowed": allowed, "errors": len(errors),
+            "first_error": errors[0] if errors else None, "seconds": round(elapsed, 2),
+            "decisions_per_s": round(len(confirmed) / elapsed, 1),
+            "latency_p50_ms": round(_percentile(latencies, 0.5), 1),
+            "latency_p99_ms": round(_percentile(latencies, 0.99), 1)}
+
+
+def measure_decisions(directory: Path, count: int, clients: int) -> dict[str, Any]:
+    from chainshare.client import NodeClient, transact
+    from chainshare.devnet import create_devnet, start_devnet, stop_devnet
+
+    create_devnet(directory, 1, free_port_block(1), empty_block_interval_ms=1000)
+    try:
+        info = start_devnet(directory)
+        url = info["nodes"][0]["rpc"]
+        pid = info["nodes"][0]["pid"]
+        key = bytes.fromhex(info["accounts"][0]["private_key"][2:])
+        with NodeClient(url) as client:
+            receipt = transact(client, key, DATASETS, encode_call(
+                DATASETS_CONTRACT, "register", "bench", secrets.token_bytes(32),
+                '{"columns":[{"name":"a","kind":"integer"}]}', 1, BENCH_POLICY))
+            assert receipt["status"] == "0x1", receipt
+            sender = info["accounts"][0]["address"]
+            nonce = int(client.rpc("eth_getTransactionCount", sender, "pending"), 16)
+            probe = encode_call(ACCESS_CONTRACT, "request", 1, "read", "bench 0000000", 0)
+            gas = int(client.rpc("eth_estimateGas", {"from": sender, "to": "0x" + ACCESS_CONTROL.hex(),
+                                                     "data": "0x" + probe.hex()}), 16)
+        raws = [sign_eip1559(key, chain_id=info["chain_id"], nonce=nonce + i, to=ACCESS_CONTROL,
+                             data=encode_call(ACCESS_CONTRACT, "request", 1, "read", f"bench {i:07d}", 0),
+                             gas=gas * 3 // 2) for i in range(count)]
+        process = psutil.Process(pid)
+        cpu0 = sum(process.cpu_times()[:2])
+        result = asyncio.run(_drive(url, raws, clients))
+        cpu = sum(process.cpu_times()[:2]) - cpu0
+        result["gas_per_request"] = gas
+        result["node_cpu_us_per_decision"] = round(cpu / max(result["decisions"], 1) * 1e6, 1)
+        result["node_rss_mb"] = round(process.memory_info().rss / MB, 1)
+        return result
+    finally:
+        stop_devnet(directory)
+
+
+# --------------------------------------------------------------------------- delivery between two nodes
+
+
+def write_csv(path: Path, size_mb: int) -> int:
+    """A CSV of about ``size_mb`` MiB: an identifier (personal), a district, an age and an income."""
+    target = size_mb * MB
+    districts = ("north", "south", "east", "west")
+    written = 0
+    row = 0
+    with path.open("w") as file:
+        file.write("citizen_id,district,age,income\n")
+        while written < target:
+            lines = [f"CN{i:010d},{districts[i % 4]},{18 + i % 70},{1000 + (i * 37) % 90000}.5\n"
+                     for i in range(row, row + 20_000)]
+            row += 20_000
+            block = "".join(lines)
+            file.write(block)
+            written += len(block)
+    return row
+
+
+@contextmanager
+def _rss_sampler() -> Iterator[dict[str, float]]:
+    process = psutil.Process()
+    out = {"before_mb": process.memory_info().rss / MB, "peak_mb": 0.0}
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            out["peak_mb"] = max(out["peak_mb"], process.memory_info().rss / MB)
+            stop.wait(0.02)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield out
+    finally:
+        stop.set()
+        thread.join()
+        out["after_mb"] = process.memory_info().rss / MB
+
+
+@asynccontextmanager
+async def two_nodes(base: Path) -> Any:
+    """Two data-sharing services (agency1/node1 owns, agency2/node2 asks) over real mutual-TLS P2P
+    transports on 127.0.0.1, sharing one in-memory chain with its block producer."""
+    from chainshare.config import BlockSection, NodeConfig
+    from chainshare.crypto import bls
+    from chainshare.crypto.ca import init_ca, issue_agency, issue_node
+    from chainshare.crypto.hashing import keccak256
+    from chainshare.crypto.keystore import decrypt_account_key
+    from chainshare.crypto.secp import address_of_private_key
+    from chainshare.execution.genesis import ChainParams, Genesis, GenesisAgency, GenesisValidator
+    from chainshare.ledger.store import MemoryStore
+    from chainshare.node import Node, ValidatorKey
+    from chainshare.p2p import P2PConfig, P2PNode, PeerAddress, TlsIdentity
+    from chainshare.sharing.service import SharingService
+    from chainshare.sharing.vault import Vault
+
+    ca = init_ca(base / "ca", password=None)
+    agencies, keys = [], {}
+    for name in ("agency1", "agency2"):
+        ident = issue_agency(base / "ca", None, name, base / name, key_password=None, kdf_light=True)
+        keys[name] = decrypt_account_key(json.loads((ident.directory / "account.json").read_text()), "")
+        agencies.append(GenesisAgency(name, "member", (address_of_private_key(keys[name]),), ident.cert_pem.encode(),
+                                      "CN-31"))
+        issue_node(base / "ca", None, name, name.replace("agency", "node"), base / name.replace("agency", "node"),
+                   key_password=None, kdf_light=True)
+    secret = bls.generate_secret_key(os.urandom(32))
+    genesis = Genesis(4242, int(time.time() * 1000), ca.cert_pem.encode(), tuple(agencies),
+                      (GenesisValidator("node1", "agency1", bls.public_key(secret), bls.prove_possession(secret)),),
+                      ChainParams())
+    node = Node(NodeConfig(block=BlockSection(block_time_ms=50)), genesis, MemoryStore(),
+                ValidatorKey(secret, bls.public_key(secret), 0))
+    producer = asyncio.create_task(node.run_producer())
+    pseudonym_key = secrets.token_bytes(32)
+    services: dict[str, SharingService] = {}
+    for i, agency in ((1, "agency1"), (2, "agency2")):
+        node_dir = base / f"node{i}"
+        key_pem = (node_dir / "node.key").read_bytes()
+        services[f"node{i}"] = SharingService(
+            node, None, Vault.open(base / f"vault{i}", key_pem) if i == 1 else None, pseudonym_key, keys[agency],
+            key_pem, node_cert_pem=(node_dir / "node.crt").read_bytes(), ca_cert_pem=ca.cert_pem.encode(),
+            spool_dir=base / f"spool{i}")
+
+    def handlers(name: str) -> dict[str, Any]:
+        service = services[name]
+
+        async def on_message(peer: str, msg_type: str, body: Any) -> None:
+            if msg_type.startswith("data."):
+                await service.handle_message(peer, msg_type, body)
+
+        async def on_request(peer: str, msg_type: str, body: Any) -> Any:
+            return await service.handle_request(peer, msg_type, body)
+
+        return {"on_message": on_message, "on_request": on_request}
+
+    genesis_hash = keccak256(b"bench")
+    one = P2PNode(P2PConfig("node1", 4242, genesis_hash), TlsIdentity.from_dirs(base / "ca", base / "node1"),
+                  is_allowed=lambda s: True, **handlers("node1"))
+    await one.start()
+    two = P2PNode(P2PConfig("node2", 4242, genesis_hash, peers=(PeerAddress("node1", "127.0.0.1", one.listen_port),)),
+                  TlsIdentity.from_dirs(base / "ca", base / "node2"), is_allowed=lambda s: True, **handlers("node2"))
+    await two.start()
+    services["node1"].bind_transport(one)
+    services["node2"].bind_transport(two)
+    while not (two.is_connected("node1") and one.is_connected("node2")):
+        await asyncio.sleep(0.01)
+    try:
+        yield node, services["node1"], services["node2"], keys
+    finally:
+        for service in services.values():
+            await service.close()
+        await two.close()
+        await one.close()
+        await node.stop()
+        await producer
+        node.close()
+
+
+async def _send(node: Any, key: bytes, to: bytes, data: bytes) -> Any:
+    from chainshare.crypto.secp import address_of_private_key
+
+    sender = address_of_private_key(key)
+    nonce = node.mempool.get_pending_nonce(node.chain.state, sender)
+    tx_hash = node.submit_raw_transaction(sign_eip1559(key, chain_id=node.chain_id, nonce=nonce, to=to, data=data,
+                                                       gas=3_000_000))
+    while node.chain.get_tx_location(tx_hash) is None:
+        await asyncio.sleep(0.01)
+    loc = node.chain.get_tx_location(tx_hash)
+    return node.chain.get_receipts(loc.height)[loc.index]
+
+
+async def _measure_delivery(base: Path, size_mb: int, actions: list[str]) -> dict[str, Any]:
+    from chainshare.sharing.records import decode_event
+
+    source = base / "dataset.csv"
+    t0 = time.perf_counter()
+    rows = write_csv(source, size_mb)
+    out: dict[str, Any] = {"dataset_bytes": source.stat().st_size, "rows": rows,
+                           "generate_s": round(time.perf_counter() - t0, 2)}
+    async with two_nodes(base) as (node, owner, requester, keys):
+        t0 = time.perf_counter()
+        entry = await asyncio.to_thread(owner.vault.put, source, "csv")
+        out["vault_put_s"] = round(time.perf_counter() - t0, 2)
+        schema = json.dumps({"columns": [{"name": "citizen_id", "kind": "personal"},
+                                         {"name": "district", "kind": "string"}, {"name": "age", "kind": "integer"},
+                                         {"name": "income", "kind": "number"}], "min_group": 5})
+        await _send(node, keys["agency1"], DATASETS, encode_call(
+            DATASETS_CONTRACT, "register", "bench", entry.content_hash, schema, entry.size,
+            "permit (principal, action, resource);"))
+        for action in actions:
+            receipt = await _send(node, keys["agency2"], ACCESS_CONTROL,
+                                  encode_call(ACCESS_CONTRACT, "request", 1, action, "bench", 0))
+            grant_id = next(d[2]["grantId"] for lg in receipt.logs if (d := decode_event(lg)) and d[1] == "GrantIssued")
+            dst = base / f"received-{action}.csv"
+            with _rss_sampler() as rss:
+                t0 = time.perf_counter()
+                result = await requester.fetch(1, dst, grant_id=grant_id)
+                seconds = time.perf_counter() - t0
+            out[action] = {"seconds": round(seconds, 2), "bytes": result.size,
+                           "source_mb_per_s": round(entry.size / MB / seconds, 1),
+                           "rss_before_mb": round(rss["before_mb"], 1), "rss_peak_mb": round(rss["peak_mb"], 1),
+                           "rss_growth_mb": round(rss["peak_mb"] - rss["before_mb"], 1),
+                           "recorded_tx": "0x" + result.record_tx.hex() if result.record_tx else None}
+            dst.unlink()
+    return out
+
+
+def run_sharing(*, decisions: int, clients: int, cedar_iterations: int, dataset_mb: int, actions: list[str],
+                directory: Path | None) -> dict[str, Any]:
+    tmp = None
+    if directory is None:
+        tmp = tempfile.TemporaryDirectory(prefix="chainshare-bench-sharing-")
+        directory = Path(tmp.name)
+    try:
+        result: dict[str, Any] = {"scenario": "sharing"}
+        result["cedar"] = measure_cedar(cedar_iterations)
+        if decisions:
+            result["decisions"] = measure_decisions(directory / "devnet", decisions, clients)
+        if dataset_mb:
+            (directory / "delivery").mkdir(parents=True, exist_ok=True)
+            result["delivery"] = asyncio.run(_measure_delivery(directory / "delivery", dataset_mb, actions))
+        result["machine"] = {"cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2)}
+        return result
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
