@@ -3,6 +3,7 @@ then CLI overrides; validated at start with one clear message per problem."""
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from dataclasses import dataclass, field, fields, replace
@@ -144,6 +145,17 @@ def _build_section(name: str, values: dict[str, Any], env: dict[str, str]) -> An
         if env_key in env:
             kwargs[key] = _coerce(name, key, env[env_key], typ, True)
     return cls(**kwargs)
+
+
+def read_json_file(path: Path, what: str) -> Any:
+    """The parsed JSON document at ``path``; a missing or unparsable file is a ConfigError that
+    names ``what`` it should have been (the one JSON file reader of chainshare)."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{what} {path} does not exist") from exc
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{what} {path} is not readable JSON: {exc}") from exc
 
 
 def load_config(path: Path | None, overrides: dict[str, dict[str, Any]] | None = None,

@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 
+from chainshare.config import read_json_file
 from chainshare.crypto.secp import to_checksum_address
 from chainshare.errors import ChainshareError, ConfigError
 from chainshare.execution.contracts import all_contracts
@@ -99,12 +100,9 @@ def create_devnet(directory: Path, nodes: int, base_port: int, chain_id: int = 1
 
 def read_devnet(directory: Path) -> dict[str, Any]:
     path = directory / DEVNET_FILE
-    try:
-        return dict(json.loads(path.read_text()))
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{path} does not exist: run `chainshare devnet up --dir {directory}` first") from exc
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{path} is not readable JSON: {exc}") from exc
+    if not path.exists():
+        raise ConfigError(f"{path} does not exist: run `chainshare devnet up --dir {directory}` first")
+    return dict(read_json_file(path, "devnet description"))
 
 
 def write_devnet(directory: Path, info: dict[str, Any]) -> None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chainshare import CLIENT_VERSION
-from chainshare.config import NodeConfig
+from chainshare.config import NodeConfig, read_json_file
 from chainshare.consensus.qc import aggregate_qc, compute_quorum, sign_proposal, sign_vote
 from chainshare.crypto import bls
 from chainshare.errors import ConfigError, InvalidTransaction
@@ -60,13 +60,7 @@ def load_validator_key(cfg: NodeConfig, genesis: Genesis) -> ValidatorKey:
     """Decrypt this node's BLS key and find it in the genesis validator set."""
     from chainshare.crypto.keystore import decrypt_bls_key, read_password
 
-    path = cfg.path(cfg.validator.key_file)
-    try:
-        keystore = json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise ConfigError(f"validator key file {path} does not exist") from exc
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"validator key file {path} is not a readable keystore: {exc}") from exc
+    keystore = read_json_file(cfg.path(cfg.validator.key_file), "validator key file")
     pw_file = cfg.path(cfg.validator.password_file) if cfg.validator.password_file else None
     if pw_file is None and cfg.node.dev_mode:
         password = ""

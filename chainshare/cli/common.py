@@ -81,8 +81,6 @@ def acting_options(fn: Any) -> Any:
 def resolve_actor(devnet_dir: Any, as_agency: str | None, node_url: str | None, keystore: Any,
                   password_file: Any, need_key: bool = True) -> tuple[str, bytes | None]:
     """The node URL and the account key to act with, from either option set; clear errors otherwise."""
-    import json as _json
-
     from chainshare.errors import InvalidInput
 
     if devnet_dir is not None:
@@ -106,13 +104,7 @@ def resolve_actor(devnet_dir: Any, as_agency: str | None, node_url: str | None, 
         return node_url, None
     if keystore is None:
         raise InvalidInput("--keystore FILE is required with --node")
+    from chainshare.config import read_json_file
     from chainshare.crypto.keystore import decrypt_account_key, read_password
-    from chainshare.errors import ConfigError
 
-    try:
-        ks = _json.loads(keystore.read_text())
-    except FileNotFoundError as exc:
-        raise ConfigError(f"keystore {keystore} does not exist") from exc
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"keystore {keystore} is not readable JSON: {exc}") from exc
-    return node_url, decrypt_account_key(ks, read_password(password_file))
+    return node_url, decrypt_account_key(read_json_file(keystore, "keystore"), read_password(password_file))

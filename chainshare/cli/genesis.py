@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from chainshare.cli.common import emit, json_option
+from chainshare.config import read_json_file
 from chainshare.errors import ConfigError
 from chainshare.execution.genesis import compute_genesis_block, load_genesis, parse_genesis
 
@@ -16,12 +17,10 @@ group = click.Group("genesis", help="Create and inspect the genesis document of 
 
 
 def _read_json(path: Path, what: str) -> dict[str, object]:
-    try:
-        return dict(json.loads(path.read_text()))
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{what} {path} does not exist") from exc
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{what} {path} is not readable JSON: {exc}") from exc
+    doc = read_json_file(path, what)
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{what} {path} must be a JSON object")
+    return doc
 
 
 @group.command("create")

@@ -12,7 +12,6 @@ genesis files written before it existed keep their identity.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -235,13 +234,9 @@ def _pos(v: Any, name: str) -> int:
 
 
 def load_genesis(path: Path) -> Genesis:
-    try:
-        doc = json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise ConfigError(f"genesis file {path} does not exist") from exc
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"genesis file {path} is not readable JSON: {exc}") from exc
-    return parse_genesis(doc)
+    from chainshare.config import read_json_file
+
+    return parse_genesis(read_json_file(path, "genesis file"))
 
 
 def compute_genesis_block(genesis: Genesis) -> tuple[Any, dict[bytes, bytes], int]:
