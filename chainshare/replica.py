@@ -30,6 +30,7 @@ from chainshare.consensus import core
 from chainshare.consensus.messages import BlsCrypto, Proposal, Timeout, Vote, decode_message, encode_message
 from chainshare.errors import ChainshareError, ConsensusError, DecodeError, InvalidTransaction
 from chainshare.execution.block import ExecutedBlock, apply_block, build_block
+from chainshare.execution.contracts.addresses import MEMBERSHIP
 from chainshare.execution.contracts.membership import get_agency, get_validators
 from chainshare.execution.genesis import get_chain_params
 from chainshare.ledger.chain import P_META, ChainStore
@@ -99,6 +100,7 @@ class Replica:
         self._stopping = False
         self._syncing = False
         self._last_progress = time.monotonic()
+        self._membership_changed_since: int | None = None
         self._tx_out: list[bytes] = []
         self._tx_flush_scheduled = False
         self.stats: dict[str, Any] = {"commits": 0, "views": 0, "timeouts": 0, "synced_blocks": 0,
@@ -274,6 +276,8 @@ class Replica:
                 ex = self._execute_for_commit(cb.block)
             self.chain.commit_block(cb.block, ex.receipts, ex.senders, ex.state_changes, ex.accumulator, cb.qc)
             self.stats["commits"] += 1
+            if any(lg.address == MEMBERSHIP for r in ex.receipts for lg in r.logs):
+                self._membership_changed_since = cb.block.height
         head = self.chain.head_height
         self.executed = {h: e for h, e in self.executed.items() if e.block.height > head}
         stale = [k for k, v in self.chain.store.iterate(P_SAFETY_BLOCK) if _height_of(v) <= head]
@@ -289,6 +293,10 @@ class Replica:
         self.node.mempool.prune(self.chain.state)
         self.node.stats["blocks"] = self.chain.head_height
         self._last_progress = time.monotonic()
+        if self._membership_changed_since is not None and self.chain.head_height >= self._membership_changed_since:
+            self._membership_changed_since = None
+            # A revoked agency's node loses its connections now, not at its next reconnect.
+            self.transport.revalidate_peers()
 
     def _record_evidence(self, action: core.RecordEvidence) -> None:
         ev = action.evidence
