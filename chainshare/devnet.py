@@ -48,6 +48,10 @@ def create_devnet(directory: Path, nodes: int, base_port: int, chain_id: int = 1
     directory.mkdir(parents=True, exist_ok=True)
     ca_dir = directory / "ca"
     ca = init_ca(ca_dir, name="chainshare devnet CA", password=None)
+    # One consortium pseudonym key shared by every node (keyed pseudonyms are stable across nodes).
+    from chainshare.crypto.keystore import write_secret_file
+
+    write_secret_file(directory / "pseudonym.key", os.urandom(32).hex() + "\n")
     agencies, validators, accounts, node_entries = [], [], [], []
     for i in range(1, nodes + 1):
         name = _agency_name(i)
@@ -64,6 +68,8 @@ def create_devnet(directory: Path, nodes: int, base_port: int, chain_id: int = 1
                            "bls_pop": "0x" + nid.bls_pop.hex()})
         port = base_port + i - 1
         p2p = ""
+        sharing = (f'\n[sharing]\nvault_dir = "vault"\npseudonym_key_file = "../../pseudonym.key"\n'
+                   f'account_keystore = "../../agencies/{name}/account.json"\n')
         if nodes > 1:
             peers = [f"node{j}@127.0.0.1:{base_port + nodes + j - 1}" for j in range(1, nodes + 1) if j != i]
             p2p = (f'\n[p2p]\nlisten_host = "127.0.0.1"\nlisten_port = {base_port + nodes + i - 1}\n'
@@ -75,7 +81,7 @@ def create_devnet(directory: Path, nodes: int, base_port: int, chain_id: int = 1
             f'[validator]\nkey_file = "keys/validator.json"\n\n'
             f'[api]\nhost = "127.0.0.1"\nport = {port}\n\n'
             f'[block]\nblock_time_ms = {block_time_ms}\nempty_block_interval_ms = {empty_block_interval_ms}\n'
-            + p2p)
+            + p2p + sharing)
         node_entries.append({"name": node_name, "agency": name, "rpc": f"http://127.0.0.1:{port}",
                              "api": f"http://127.0.0.1:{port}/api/v1", "pid": None,
                              "data_dir": str((node_dir / "data").resolve())})

@@ -96,6 +96,7 @@ class Node:
         self._accumulator = self.chain.get_accumulator()
         self.stats = {"blocks": 0, "txs": 0, "rejected": 0, "last_block_ms": 0.0}
         self.replica: Any = None  # set by serve_node on a multi-validator network
+        self.sharing: Any = None  # the data plane, attached with the P2P transport
         validators = get_validators(self.chain.state)
         self.multi_validator = len(validators) > 1
         if self.multi_validator and not cfg.p2p.listen_port:
@@ -264,13 +265,20 @@ async def start_replica(node: Node) -> tuple[Any, Any]:
     replica = Replica(node, None, names, ReplicaConfig(
         base_timeout_ms=base_timeout, max_timeout_ms=60_000, block_time_ms=cfg.block.block_time_ms,
         idle_block_ms=min(cfg.block.empty_block_interval_ms or 1000, base_timeout // 2)))
+    # The data plane (deliveries, compute-to-data) shares the node's one mutual-TLS port:
+    # ``data.*`` messages go to the sharing service, everything else to the consensus replica.
+    from chainshare.sharing.service import attach_sharing, get_sharing_service
+
+    sharing = get_sharing_service(node)
     transport = P2PNode(
         P2PConfig(node_name=cfg.node.name, chain_id=node.chain_id, genesis_hash=node.chain.get_block(0).hash,
                   listen_host=cfg.p2p.listen_host, listen_port=cfg.p2p.listen_port, peers=tuple(peers),
                   max_frame_size=cfg.p2p.max_frame_bytes),
-        identity, is_allowed=replica.make_is_allowed(), on_message=replica.on_message,
-        on_request=replica.on_request)
+        identity, is_allowed=replica.make_is_allowed(), on_message=sharing.route_message(replica.on_message),
+        on_request=sharing.route_request(replica.on_request), on_peer_down=sharing.on_peer_down)
     replica.transport = transport
+    attach_sharing(node, transport, key_password=key_password)
+    node.sharing = sharing
     await transport.start()
     return transport, replica
 
@@ -317,6 +325,8 @@ async def serve_node(cfg: NodeConfig) -> None:
             task.cancel()
         if node.replica is not None:
             await node.replica.stop()
+        if node.sharing is not None:
+            await node.sharing.close()
         if transport is not None:
             await transport.close()
         await node.stop()
