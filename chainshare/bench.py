@@ -84,7 +84,8 @@ def _node_cpu(pids: list[int]) -> float:
     return total
 
 
-async def _drive(urls: list[str], raws: list[bytes], clients: int, batch: int, stall_s: float = 20.0) -> dict[str, Any]:
+async def _drive(urls: list[str], raws: list[bytes], clients: int, batch: int, stall_s: float = 20.0,
+                 rate: float | None = None) -> dict[str, Any]:
     import aiohttp
 
     submitted: dict[str, float] = {}
@@ -96,6 +97,7 @@ async def _drive(urls: list[str], raws: list[bytes], clients: int, batch: int, s
     hashes = ["0x" + keccak256(r).hex() for r in raws]
     done_submitting = asyncio.Event()
     conn = aiohttp.TCPConnector(limit=clients + 8)
+    t_start = time.perf_counter()
     async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=60)) as session:
 
         async def sender(k: int) -> None:
@@ -105,6 +107,10 @@ async def _drive(urls: list[str], raws: list[bytes], clients: int, batch: int, s
                     i, raw = queue.get_nowait()
                 except asyncio.QueueEmpty:
                     return
+                if rate:  # paced (open-loop at a fixed offered load): tx i leaves at t_start + i / rate
+                    delay = t_start + i / rate - time.perf_counter()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
                 body = {"jsonrpc": "2.0", "id": i, "method": "eth_sendRawTransaction", "params": ["0x" + raw.hex()]}
                 t0 = time.perf_counter()
                 async with session.post(url, json=body) as r:
@@ -139,7 +145,6 @@ async def _drive(urls: list[str], raws: list[bytes], clients: int, batch: int, s
                     last_progress = time.perf_counter()
                 await asyncio.sleep(0.05)
 
-        t_start = time.perf_counter()
         poll_task = asyncio.create_task(poller())
         await asyncio.gather(*(sender(k) for k in range(clients)))
         t_submit = time.perf_counter()
@@ -163,7 +168,7 @@ def _dir_bytes(path: Path) -> int:
 
 
 def run_ingest(nodes: int, txs: int, clients: int, batch: int, directory: Path | None,
-               measure_restart: bool) -> dict[str, Any]:
+               measure_restart: bool, rate: float | None = None) -> dict[str, Any]:
     tmp = None
     if directory is None:
         tmp = tempfile.TemporaryDirectory(prefix="chainshare-bench-")
@@ -179,13 +184,14 @@ def run_ingest(nodes: int, txs: int, clients: int, batch: int, directory: Path |
         raws = presign_anchors(key, info["chain_id"], 0, txs, os.urandom(16))
         presign_s = time.perf_counter() - t0
         cpu0 = _node_cpu(pids)
-        result = asyncio.run(_drive(urls, raws, clients, batch))
+        result = asyncio.run(_drive(urls, raws, clients, batch, rate=rate))
         cpu1 = _node_cpu(pids)
         rss = sum(psutil.Process(p).memory_info().rss for p in pids)
         confirmed = max(result["confirmed"], 1)
         raw_bytes = sum(len(r) for r in raws)
         out: dict[str, Any] = {
             "scenario": "ingest", "nodes": nodes, "txs": txs, "clients": clients, "receipt_batch": batch,
+            "offered_rate": rate,
             **result,
             "node_cpu_s": round(cpu1 - cpu0, 2),
             "node_cpu_us_per_tx": round((cpu1 - cpu0) / confirmed * 1e6, 1),

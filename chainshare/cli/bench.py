@@ -17,14 +17,16 @@ group = click.Group("bench", help="Benchmarks: each prints one JSON object and s
 @click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
               help="Keep the devnet here (default: a temporary directory, removed afterwards).")
 @click.option("--measure-restart", is_flag=True, help="Also SIGKILL the node afterwards and time its restart.")
+@click.option("--rate", type=click.FloatRange(1, 100_000), default=None,
+              help="Offer transactions at this rate (tx/s) instead of as fast as possible: latency at a load.")
 def ingest(nodes: int, txs: int, clients: int, receipt_batch: int, directory: Path | None,
-           measure_restart: bool) -> None:
+           measure_restart: bool, rate: float | None) -> None:
     """Pre-signed Notary.anchor transactions from one account over concurrent JSON-RPC clients."""
     import json
 
     from chainshare.bench import run_ingest, write_result
 
-    result = run_ingest(nodes, txs, clients, receipt_batch, directory, measure_restart)
+    result = run_ingest(nodes, txs, clients, receipt_batch, directory, measure_restart, rate)
     result["saved_to"] = str(write_result(result))
     click.echo(json.dumps(result))
 
