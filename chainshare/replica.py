@@ -213,8 +213,11 @@ class Replica:
     async def _build_when_ready(self, req: core.BuildProposal) -> None:
         loop = asyncio.get_running_loop()
         parent = req.parent
-        deadline = loop.time() + self.cfg.idle_block_ms / 1000
         earliest = parent.header.timestamp_ms / 1000 + self.cfg.block_time_ms / 1000
+        # Transactions in a not-yet-final ancestor become final only when two more blocks are
+        # certified on top of it: then propose after block_time even with an empty mempool.
+        idle = self.cfg.block_time_ms if self._has_pending_transactions(parent) else self.cfg.idle_block_ms
+        deadline = loop.time() + idle / 1000
         while not self._stopping:
             now = loop.time()
             if (len(self.node.mempool) and time.time() >= earliest) or now >= deadline:
@@ -226,6 +229,18 @@ class Replica:
         block = await loop.run_in_executor(self._executor, self._build_sync, req, txs)
         if block is not None:
             self.events.put_nowait(core.ProposalBuilt(block))
+
+    def _has_pending_transactions(self, block: Block) -> bool:
+        """True iff ``block`` or one of its not-yet-final ancestors carries transactions."""
+        head_height = self.chain.head_height
+        while block.height > head_height:
+            if block.transactions:
+                return True
+            ex = self.executed.get(block.header.parent_hash)
+            if ex is None:
+                return False
+            block = ex.block
+        return False
 
     def _build_sync(self, req: core.BuildProposal, txs: list[Any]) -> Block | None:
         parent = req.parent
