@@ -101,6 +101,7 @@ class Replica:
         self._syncing = False
         self._last_progress = time.monotonic()
         self._membership_changed_since: int | None = None
+        self._epoch = 0  # bumped whenever the core is restored: older timers are ignored
         self._tx_out: list[bytes] = []
         self._tx_flush_scheduled = False
         self.stats: dict[str, Any] = {"commits": 0, "views": 0, "timeouts": 0, "synced_blocks": 0,
@@ -141,7 +142,7 @@ class Replica:
     async def run(self) -> None:
         """Process events one at a time until stopped (a block sync is one of them)."""
         await asyncio.sleep(0.5)  # let the transport dial its peers first
-        await self._sync_and_restart()
+        await self._sync_and_restart(first=True)
         while not self._stopping:
             event = await self.events.get()
             if event is None:
@@ -154,9 +155,12 @@ class Replica:
             except ChainshareError as exc:
                 log_event(log, logging.WARNING, "event failed", event=type(event).__name__, error=exc.message)
 
-    async def _sync_and_restart(self) -> None:
-        await self.sync_from_peers()
-        await self._handle(core.Start())
+    async def _sync_and_restart(self, first: bool = False) -> None:
+        """Sync; step ``Start`` only on the first call or when the sync restored the core (a new
+        epoch): stepping it again in the same view would arm a second timer chain."""
+        added = await self.sync_from_peers()
+        if first or added:
+            await self._handle(core.Start())
 
     async def stop(self) -> None:
         self._stopping = True
@@ -180,7 +184,7 @@ class Replica:
             else:
                 self.transport.send(self.names[action.index], MSG_CONSENSUS, encode_message(action.message))
         elif isinstance(action, core.ScheduleTimeout):
-            loop.call_later(action.duration_ms / 1000, self.events.put_nowait, core.LocalTimeout(action.view))
+            loop.call_later(action.duration_ms / 1000, self._fire_timeout, self._epoch, action.view)
         elif isinstance(action, core.BuildProposal):
             asyncio.ensure_future(self._build(action))
         elif isinstance(action, core.ValidateBlock):
@@ -193,6 +197,10 @@ class Replica:
             asyncio.ensure_future(self._fetch(action))
         elif isinstance(action, core.RecordEvidence):
             await loop.run_in_executor(self._executor, self._record_evidence, action)
+
+    def _fire_timeout(self, epoch: int, view: int) -> None:
+        if epoch == self._epoch and not self._stopping:  # timers armed before a restore are stale
+            self.events.put_nowait(core.LocalTimeout(view))
 
     # -- effects ------------------------------------------------------------------------------
     def _persist_safety(self, action: core.PersistSafety) -> None:
@@ -444,6 +452,7 @@ class Replica:
             if added:
                 self.stats["synced_blocks"] += added
                 self.executed = {}
+                self._epoch += 1
                 self.state = self._restore()
                 self._after_commit()
                 log_event(log, logging.INFO, "synced from peers", blocks=added, head=self.chain.head_height)
