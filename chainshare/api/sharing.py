@@ -40,6 +40,7 @@ from fastapi import APIRouter, Body, Header, Path, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
+from chainshare.crypto.hashing import keccak256
 from chainshare.errors import ChainshareError, InvalidInput, Unauthorized
 from chainshare.sharing import protocol as wire
 from chainshare.sharing.records import (
@@ -85,13 +86,17 @@ class _SeenSignatures:
         self._seen: OrderedDict[bytes, float] = OrderedDict()
         self._lock = threading.Lock()
 
-    def claim(self, signature: bytes, now: float) -> None:
+    def claim(self, message: str, now: float) -> None:
+        """Serve a signed request once. Keyed by WHAT was signed (the message, which binds the
+        dataset, grant, chain and timestamp), never by the signature bytes: a signature has several
+        encodings (v as 27/28 or 0/1), so keying on it let a re-encoded copy replay the request."""
+        key = keccak256(message.encode())
         with self._lock:
             while self._seen and next(iter(self._seen.values())) < now - 2 * SIGNED_REQUEST_WINDOW:
                 self._seen.popitem(last=False)
-            if signature in self._seen:
+            if key in self._seen:
                 raise Unauthorized("this signed request was already served: sign a new one (fresh timestamp)")
-            self._seen[signature] = now
+            self._seen[key] = now
 
 
 def create_sharing_router(node: ConfiguredNode) -> APIRouter:
@@ -185,9 +190,9 @@ def create_sharing_router(node: ConfiguredNode) -> APIRouter:
         sharing = service()
         ts = signed_timestamp(timestamp)
         raw_signature = wire.parse_signature_header(signature)
-        sharing.authorize_agency_signer(
-            wire.compute_fetch_message(dataset_id, body.grant_id, sharing.node.chain_id, ts), raw_signature)
-        seen.claim(raw_signature, time.time())
+        message = wire.compute_fetch_message(dataset_id, body.grant_id, sharing.node.chain_id, ts)
+        sharing.authorize_agency_signer(message, raw_signature)
+        seen.claim(message, time.time())
         result = await sharing.fetch(dataset_id, grant_id=body.grant_id)
         headers = {
             "X-Chainshare-Dataset": str(result.dataset_id), "X-Chainshare-Grant": str(result.grant_id),
@@ -216,9 +221,9 @@ def create_sharing_router(node: ConfiguredNode) -> APIRouter:
         ts = signed_timestamp(timestamp)
         raw_signature = wire.parse_signature_header(signature)
         digest = wire.compute_query_digest(canonical_json(body.query))
-        sharing.authorize_agency_signer(
-            wire.compute_query_message(dataset_id, body.grant_id, digest, sharing.node.chain_id, ts), raw_signature)
-        seen.claim(raw_signature, time.time())
+        message = wire.compute_query_message(dataset_id, body.grant_id, digest, sharing.node.chain_id, ts)
+        sharing.authorize_agency_signer(message, raw_signature)
+        seen.claim(message, time.time())
         outcome = await sharing.query(dataset_id, body.query, grant_id=body.grant_id)
         return outcome.to_json()
 

@@ -558,6 +558,17 @@ class P2PNode:
         """Names of the peers that are up, sorted."""
         return sorted(name for name, peer in self._peers.items() if peer.active is not None)
 
+    def get_peer_certificate(self, peer_name: str) -> bytes | None:
+        """The DER certificate ``peer_name`` presented in the TLS handshake of its live connection
+        (None if it is not connected): lets a service bind a request to the authenticated session."""
+        peer = self._peers.get(peer_name)
+        conn = peer.active if peer is not None else None
+        if conn is None:
+            return None
+        ssl_object = conn.writer.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        return bytes(der) if der else None
+
     def is_connected(self, peer_name: str) -> bool:
         """Whether ``peer_name`` is up with a connection that carries traffic."""
         peer = self._peers.get(peer_name)

@@ -69,6 +69,15 @@ from chainshare.p2p import P2PConfig, P2PNode, RequestFailed, TlsIdentity
 from chainshare.sharing import protocol as wire
 from chainshare.sharing.schema import canonical_json
 
+_last_ts = [0]
+
+
+def _fresh_ts() -> int:
+    """A timestamp no earlier signed request of this module used: the node serves each signed
+    message once, so two requests signed in the same second would be one request."""
+    _last_ts[0] = max(int(time.time()), _last_ts[0] + 1)
+    return _last_ts[0]
+
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("sharing-network")]
 
 NODES = 4
@@ -578,7 +587,7 @@ def test_an_agency_without_a_grant_is_denied_and_gets_nothing(net: Consortium, p
     assert list(tmp_path.iterdir()) == [query]  # no output file, no partial file
 
     # agency2's account cannot make node3 act for it: a node acts only for its own agency.
-    ts = int(time.time())
+    ts = _fresh_ts()
     signature = wire.sign_personal_message(net.key("agency2"), wire.compute_fetch_message(ds, None, net.chain_id, ts))
     response = httpx.post(f"{net.api('node3')}/datasets/{ds}/fetch", json={"grant_id": None}, timeout=30,
                           headers={wire.SIGNATURE_HEADER: "0x" + signature.hex(), wire.TIMESTAMP_HEADER: str(ts)})
@@ -611,7 +620,7 @@ def test_the_requesting_node_refuses_unusable_grants_before_asking_the_owner(
     assert f"grant {grants.compute} is for 'compute'; this needs 'read' or 'read_identified'" in wrong_action
 
     # A grant for another dataset, named explicitly in a signed REST request to the agency's own node.
-    ts = int(time.time())
+    ts = _fresh_ts()
     message = wire.compute_fetch_message(ds, grants.other, net.chain_id, ts)
     response = httpx.post(f"{net.api('node2')}/datasets/{ds}/fetch", json={"grant_id": grants.other}, timeout=30,
                           headers={wire.SIGNATURE_HEADER: "0x" + wire.sign_personal_message(
@@ -671,7 +680,7 @@ def test_queries_that_single_out_a_person_are_refused_and_logged_by_the_owner(
 
 def test_a_signed_rest_request_is_served_once(net: Consortium, published: Published, grants: Grants) -> None:
     ds = published.people
-    ts = int(time.time())
+    ts = _fresh_ts()
     signature = wire.sign_personal_message(net.key("agency2"),
                                            wire.compute_fetch_message(ds, grants.read, net.chain_id, ts))
     headers = {wire.SIGNATURE_HEADER: "0x" + signature.hex(), wire.TIMESTAMP_HEADER: str(ts)}
@@ -686,7 +695,7 @@ def test_a_signed_rest_request_is_served_once(net: Consortium, published: Publis
 
 
 def _signed(net: Consortium, path: str, dataset_id: int, grants: Grants) -> tuple[str, dict[str, Any], bytes, int]:
-    ts = int(time.time())
+    ts = _fresh_ts()
     if path == "fetch":
         body: dict[str, Any] = {"grant_id": grants.read}
         message = wire.compute_fetch_message(dataset_id, grants.read, net.chain_id, ts)
@@ -698,10 +707,6 @@ def _signed(net: Consortium, path: str, dataset_id: int, grants: Grants) -> tupl
             wire.sign_personal_message(net.key("agency2"), message), ts)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: chainshare/api/sharing.py _SeenSignatures keys replay protection on "
-                   "the raw 65 signature bytes, but recover_personal_signer accepts v as 27/28 or 0/1, so the "
-                   "same signature re-encoded (v-27) is a 'new' request: a captured signed fetch/query is "
-                   "served again (the full dataset streamed to the replayer)")
 @pytest.mark.parametrize("path", ["fetch", "query"])
 def test_a_signed_rest_request_replayed_with_its_v_re_encoded_is_refused(
         net: Consortium, published: Published, grants: Grants, path: str) -> None:
@@ -895,10 +900,6 @@ def test_the_owner_refuses_stale_replayed_forged_and_invalid_grant_requests_of_t
     assert_no_leak(net.log_text("node1", since))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: SharingService._check_certificate compares the certificate in a "
-                   "data.fetch with the one the peer presented in TLS only if the transport has "
-                   "get_peer_certificate, which chainshare.p2p.P2PNode does not: on real nodes any other "
-                   "consortium certificate naming the same node is accepted and the data key is wrapped to it")
 def test_a_request_naming_another_certificate_than_the_tls_one_is_refused(
         net: Consortium, published: Published, grants: Grants, tmp_path: Path) -> None:
     # A second certificate for node2 of agency2 from the consortium CA (e.g. an old or leaked one).
