@@ -5,7 +5,8 @@ Three figures:
 - ``cedar``: Cedar evaluation time per access decision (``cedar.evaluate_access`` on a dataset
   policy plus a consortium-wide forbid policy, the work ``AccessControl.request`` does per request),
   in process, p50/p99/mean over ``--cedar-iterations`` calls.
-- ``decisions``: access decisions finalized per second: a one-node devnet (a real node process);
+- ``decisions``: access decisions finalized per second on a devnet of ``--nodes`` validators (real
+  node processes; default 4);
   ``--decisions`` pre-signed ``AccessControl.request`` transactions from one agency account, sent
   by ``--clients`` concurrent JSON-RPC clients, receipts polled in batches; each receipt holds the
   decision (``AccessDecided``) and its grant.
@@ -130,15 +131,15 @@ async def _drive(url: str, raws: list[bytes], clients: int, batch: int = 500) ->
             "latency_p99_ms": round(_percentile(latencies, 0.99), 1)}
 
 
-def measure_decisions(directory: Path, count: int, clients: int) -> dict[str, Any]:
+def measure_decisions(directory: Path, count: int, clients: int, nodes: int = 4) -> dict[str, Any]:
     from chainshare.client import NodeClient, transact
     from chainshare.devnet import create_devnet, start_devnet, stop_devnet
 
-    create_devnet(directory, 1, free_port_block(1), empty_block_interval_ms=1000)
+    create_devnet(directory, nodes, free_port_block(2 * nodes), empty_block_interval_ms=1000)
     try:
         info = start_devnet(directory)
         url = info["nodes"][0]["rpc"]
-        pid = info["nodes"][0]["pid"]
+        pids = [n["pid"] for n in info["nodes"]]
         key = bytes.fromhex(info["accounts"][0]["private_key"][2:])
         with NodeClient(url) as client:
             receipt = transact(client, key, DATASETS, encode_call(
@@ -153,13 +154,14 @@ def measure_decisions(directory: Path, count: int, clients: int) -> dict[str, An
         raws = [sign_eip1559(key, chain_id=info["chain_id"], nonce=nonce + i, to=ACCESS_CONTROL,
                              data=encode_call(ACCESS_CONTRACT, "request", 1, "read", f"bench {i:07d}", 0),
                              gas=gas * 3 // 2) for i in range(count)]
-        process = psutil.Process(pid)
-        cpu0 = sum(process.cpu_times()[:2])
+        processes = [psutil.Process(pid) for pid in pids]
+        cpu0 = sum(sum(p.cpu_times()[:2]) for p in processes)
         result = asyncio.run(_drive(url, raws, clients))
-        cpu = sum(process.cpu_times()[:2]) - cpu0
+        cpu = sum(sum(p.cpu_times()[:2]) for p in processes) - cpu0
+        result["nodes"] = nodes
         result["gas_per_request"] = gas
         result["node_cpu_us_per_decision"] = round(cpu / max(result["decisions"], 1) * 1e6, 1)
-        result["node_rss_mb"] = round(process.memory_info().rss / MB, 1)
+        result["node_rss_mb"] = round(sum(p.memory_info().rss for p in processes) / MB, 1)
         return result
     finally:
         stop_devnet(directory)
@@ -335,7 +337,7 @@ async def _measure_delivery(base: Path, size_mb: int, actions: list[str]) -> dic
 
 
 def run_sharing(*, decisions: int, clients: int, cedar_iterations: int, dataset_mb: int, actions: list[str],
-                directory: Path | None) -> dict[str, Any]:
+                directory: Path | None, nodes: int = 4) -> dict[str, Any]:
     tmp = None
     if directory is None:
         tmp = tempfile.TemporaryDirectory(prefix="chainshare-bench-sharing-")
@@ -344,7 +346,7 @@ def run_sharing(*, decisions: int, clients: int, cedar_iterations: int, dataset_
         result: dict[str, Any] = {"scenario": "sharing"}
         result["cedar"] = measure_cedar(cedar_iterations)
         if decisions:
-            result["decisions"] = measure_decisions(directory / "devnet", decisions, clients)
+            result["decisions"] = measure_decisions(directory / "devnet", decisions, clients, nodes)
         if dataset_mb:
             (directory / "delivery").mkdir(parents=True, exist_ok=True)
             result["delivery"] = asyncio.run(_measure_delivery(directory / "delivery", dataset_mb, actions))

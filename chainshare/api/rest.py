@@ -6,6 +6,7 @@ with the status from the one error mapping; malformed parameters are 400/422, ne
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 
 from fastapi import Body, FastAPI, Path, Query, Request
@@ -22,8 +23,10 @@ from chainshare.errors import ChainshareError, InvalidInput, NotFound
 from chainshare.execution.contracts.membership import get_agency, get_agency_names, get_validators
 from chainshare.ledger.merkle import compute_inclusion_proof
 from chainshare.ledger.txs import decode_transaction, peek_type_and_to
+from chainshare.logs import log_event
 from chainshare.node import Node
 
+log = logging.getLogger("chainshare.api")
 HEX_ID = r"^(latest|earliest|[0-9]{1,19}|0x[0-9a-fA-F]{64})$"
 
 
@@ -39,8 +42,11 @@ def create_rest_app(node: Node, rpc: JsonRpc) -> FastAPI:
     )
 
     @app.exception_handler(ChainshareError)
-    async def _chainshare_error(_: Request, exc: ChainshareError) -> JSONResponse:
+    async def _chainshare_error(request: Request, exc: ChainshareError) -> JSONResponse:
         status, body = http_error(exc)
+        # Every refusal is logged (kind, path, message: never request bodies or data).
+        log_event(log, logging.INFO, "request refused", path=request.url.path, status=status,
+                  kind=type(exc).__name__, reason=exc.message[:300])
         return JSONResponse(body, status_code=status)
 
     @app.exception_handler(StarletteHTTPException)

@@ -33,7 +33,9 @@ def ingest(nodes: int, txs: int, clients: int, receipt_batch: int, directory: Pa
 
 @group.command("sharing")
 @click.option("--decisions", type=click.IntRange(0, 1_000_000), default=2000, show_default=True,
-              help="Access requests sent to a one-node devnet (0: skip).")
+              help="Access requests sent to the devnet (0: skip).")
+@click.option("--nodes", type=click.IntRange(1, 16), default=4, show_default=True,
+              help="Validators of the devnet that finalizes the access decisions.")
 @click.option("--clients", type=click.IntRange(1, 256), default=32, show_default=True)
 @click.option("--cedar-iterations", type=click.IntRange(1, 1_000_000), default=2000, show_default=True)
 @click.option("--dataset-mb", type=click.IntRange(0, 100_000), default=100, show_default=True,
@@ -42,8 +44,8 @@ def ingest(nodes: int, txs: int, clients: int, receipt_batch: int, directory: Pa
               help="Delivery actions to measure (default: both).")
 @click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
               help="Work here (default: a temporary directory, removed afterwards).")
-def sharing(decisions: int, clients: int, cedar_iterations: int, dataset_mb: int, actions: tuple[str, ...],
-            directory: Path | None) -> None:
+def sharing(decisions: int, nodes: int, clients: int, cedar_iterations: int, dataset_mb: int,
+            actions: tuple[str, ...], directory: Path | None) -> None:
     """Access decisions finalized per second, Cedar time per decision, delivery throughput between two nodes."""
     import json
 
@@ -52,7 +54,7 @@ def sharing(decisions: int, clients: int, cedar_iterations: int, dataset_mb: int
 
     result = run_sharing(decisions=decisions, clients=clients, cedar_iterations=cedar_iterations,
                          dataset_mb=dataset_mb, actions=list(actions or ("read_identified", "read")),
-                         directory=directory)
+                         directory=directory, nodes=nodes)
     result["saved_to"] = str(write_result(result))
     click.echo(json.dumps(result))
 
