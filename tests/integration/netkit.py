@@ -230,12 +230,13 @@ class Devnet:
             f"{self.api_url} serves another network ({status['genesis_hash']})")
 
 
-def launch_devnet(directory: Path, *, chain_id: int = 1337, attempts: int = 3) -> Devnet:
-    """Create and start a one-node devnet under ``directory`` on free ports (retrying on a port race)."""
+def launch_devnet(directory: Path, *, chain_id: int = 1337, attempts: int = 3, nodes: int = 1) -> Devnet:
+    """Create and start a devnet of ``nodes`` validators (one by default) under ``directory`` on free
+    ports (retrying on a port race). A multi-node devnet needs two ports per node (API and P2P)."""
     last: Exception | None = None
     for attempt in range(attempts):
         d = directory / f"net{attempt}"
-        create_devnet(d, 1, free_port_block(1), chain_id=chain_id)
+        create_devnet(d, nodes, free_port_block(1 if nodes == 1 else 2 * nodes), chain_id=chain_id)
         _LIVE.add(d)
         try:
             start_devnet(d, timeout=60)
@@ -293,8 +294,8 @@ class DevnetPool:
         self.nets: list[Devnet] = []
         self.dirs: list[Path] = []
 
-    def launch(self, name: str = "devnet", chain_id: int = 1337) -> Devnet:
-        net = launch_devnet(self.base / name, chain_id=chain_id)
+    def launch(self, name: str = "devnet", chain_id: int = 1337, nodes: int = 1) -> Devnet:
+        net = launch_devnet(self.base / name, chain_id=chain_id, nodes=nodes)
         self.nets.append(net)
         self.dirs.append(net.dir)
         return net
