@@ -133,6 +133,8 @@ def is_running(pid: int | None, config_path: Path | None = None) -> bool:
         cmd = p.cmdline()
     except Exception:
         return False
+    if not cmd:
+        return True  # a process exec()ing right now has no command line yet: it is starting, so running
     if config_path is not None:
         return str(config_path.resolve()) in cmd
     return any("chainshare" in part for part in cmd)

@@ -102,6 +102,7 @@ class Replica:
         self._last_progress = time.monotonic()
         self._membership_changed_since: int | None = None
         self._epoch = 0  # bumped whenever the core is restored: older timers are ignored
+        self._tasks: set[asyncio.Future[Any]] = set()
         self._tx_out: list[bytes] = []
         self._tx_flush_scheduled = False
         self.stats: dict[str, Any] = {"commits": 0, "views": 0, "timeouts": 0, "synced_blocks": 0,
@@ -163,9 +164,19 @@ class Replica:
             await self._handle(core.Start())
 
     async def stop(self) -> None:
+        """Stop processing; pending builds and fetches are cancelled before the worker stops."""
         self._stopping = True
         self.events.put_nowait(None)
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._executor.shutdown(wait=True)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _handle(self, event: Any) -> None:
         self.state, actions = core.step(self.state, event)
@@ -186,7 +197,7 @@ class Replica:
         elif isinstance(action, core.ScheduleTimeout):
             loop.call_later(action.duration_ms / 1000, self._fire_timeout, self._epoch, action.view)
         elif isinstance(action, core.BuildProposal):
-            asyncio.ensure_future(self._build(action))
+            self._spawn(self._build(action))
         elif isinstance(action, core.ValidateBlock):
             ok = await loop.run_in_executor(self._executor, self._validate, action.block)
             self.events.put_nowait(core.BlockValidated(action.block.hash, ok))
@@ -194,7 +205,7 @@ class Replica:
             await loop.run_in_executor(self._executor, self._commit, action)
             self._after_commit()
         elif isinstance(action, core.FetchBlock):
-            asyncio.ensure_future(self._fetch(action))
+            self._spawn(self._fetch(action))
         elif isinstance(action, core.RecordEvidence):
             await loop.run_in_executor(self._executor, self._record_evidence, action)
 

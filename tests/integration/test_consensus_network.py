@@ -17,8 +17,8 @@ stopped and restarted, and rogue nodes whose certificates the honest validators 
   test_p2p.py: not repeated here.);
 - a validator stuck without a quorum backs off its timeouts exponentially, observed on the wire by a client
   holding the certificate of a dead validator (regression test of a timer-chain leak fixed in fa63c58);
-- the devnet launcher's ``is_running`` misses a node process that was just started (strict xfail: a race
-  these tests work around with ``tolerating_start_race``).
+- the devnet launcher's ``is_running`` missed a node process that was just started (fixed; the test of it
+  stays as a regression test, and ``tolerating_start_race`` stays harmless).
 
 Load: pre-signed Notary.anchor transactions from one member account per node, each account's stream sent
 only to "its" node (JSON-RPC batches over httpx). A node's mempool is not durable and a transaction it
@@ -948,16 +948,6 @@ def _answers(url: str) -> bool:
 # -- 5. the devnet launcher these tests rely on ----------------------------------------------------
 
 @pytest.mark.xdist_group("consensus_net4")
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: chainshare.devnet.is_running (devnet.py:121-138) reads psutil.Process(pid).cmdline(), which is "
-    "EMPTY for a moment after subprocess.Popen returns (the child is still inside execve: status 'running', "
-    "cmdline []), so it answers False for a node that was just started. wait_for_blocks (devnet.py:157-162) "
-    "then raises 'node process N exited during start-up' for a healthy node: ~1-4% of single-node restarts "
-    "here (start_devnet checks the last node it started right after its Popen; scenario 3 failed once so: "
-    "'node process 14985 exited during start-up', its log showing no line from that process), and "
-    "`devnet up`/`stop_devnet` can misjudge a node the same way. Probe: 16 of 1000 fresh `python -m "
-    "chainshare --help` processes reported not running. Fix idea: treat an empty cmdline of a live non-zombie "
-    "pid as running (or retry), or keep the Popen handle and poll() it."))
 def test_is_running_sees_a_node_process_just_started() -> None:
     misses = []
     for attempt in range(3000):
