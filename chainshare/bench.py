@@ -168,7 +168,7 @@ def _dir_bytes(path: Path) -> int:
 
 
 def run_ingest(nodes: int, txs: int, clients: int, batch: int, directory: Path | None,
-               measure_restart: bool, rate: float | None = None) -> dict[str, Any]:
+               measure_restart: bool, rate: float | None = None, kill_one: bool = False) -> dict[str, Any]:
     tmp = None
     if directory is None:
         tmp = tempfile.TemporaryDirectory(prefix="chainshare-bench-")
@@ -179,6 +179,12 @@ def run_ingest(nodes: int, txs: int, clients: int, batch: int, directory: Path |
         info = start_devnet(directory)
         pids = [n["pid"] for n in info["nodes"]]
         urls = [n["rpc"] for n in info["nodes"]]
+        if kill_one:
+            if nodes < 4:
+                raise ValueError("--kill-one needs at least 4 validators (f >= 1)")
+            os.kill(pids[-1], signal.SIGKILL)  # a validator crashes: the others must keep finalizing
+            pids, urls = pids[:-1], urls[:-1]
+            time.sleep(1)
         key = bytes.fromhex(info["accounts"][0]["private_key"][2:])
         t0 = time.perf_counter()
         raws = presign_anchors(key, info["chain_id"], 0, txs, os.urandom(16))
@@ -191,7 +197,7 @@ def run_ingest(nodes: int, txs: int, clients: int, batch: int, directory: Path |
         raw_bytes = sum(len(r) for r in raws)
         out: dict[str, Any] = {
             "scenario": "ingest", "nodes": nodes, "txs": txs, "clients": clients, "receipt_batch": batch,
-            "offered_rate": rate,
+            "offered_rate": rate, "killed_validators": 1 if kill_one else 0,
             **result,
             "node_cpu_s": round(cpu1 - cpu0, 2),
             "node_cpu_us_per_tx": round((cpu1 - cpu0) / confirmed * 1e6, 1),

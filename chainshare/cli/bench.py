@@ -19,14 +19,17 @@ group = click.Group("bench", help="Benchmarks: each prints one JSON object and s
 @click.option("--measure-restart", is_flag=True, help="Also SIGKILL the node afterwards and time its restart.")
 @click.option("--rate", type=click.FloatRange(1, 100_000), default=None,
               help="Offer transactions at this rate (tx/s) instead of as fast as possible: latency at a load.")
+@click.option("--kill-one", is_flag=True, help="SIGKILL one validator before the load (needs --nodes >= 4).")
 def ingest(nodes: int, txs: int, clients: int, receipt_batch: int, directory: Path | None,
-           measure_restart: bool, rate: float | None) -> None:
+           measure_restart: bool, rate: float | None, kill_one: bool) -> None:
     """Pre-signed Notary.anchor transactions from one account over concurrent JSON-RPC clients."""
     import json
 
     from chainshare.bench import run_ingest, write_result
 
-    result = run_ingest(nodes, txs, clients, receipt_batch, directory, measure_restart, rate)
+    if kill_one and nodes < 4:
+        raise click.UsageError("--kill-one needs --nodes 4 or more (one crashed validator of 3f+1)")
+    result = run_ingest(nodes, txs, clients, receipt_batch, directory, measure_restart, rate, kill_one)
     result["saved_to"] = str(write_result(result))
     click.echo(json.dumps(result))
 
