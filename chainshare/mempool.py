@@ -34,11 +34,13 @@ class MempoolLimits:
 
 class Mempool:
     def __init__(self, runtime: Runtime, chain_id: int, limits: MempoolLimits,
-                 is_included: Callable[[bytes], int | None]) -> None:
+                 is_included: Callable[[bytes], int | None],
+                 recently_included: Callable[[bytes], int | None] | None = None) -> None:
         self._runtime = runtime
         self._chain_id = chain_id
         self._limits = limits
         self._is_included = is_included
+        self._recently_included = recently_included
         self._by_hash: dict[bytes, Transaction] = {}
         self._by_sender: dict[bytes, dict[int, Transaction]] = {}
 
@@ -53,6 +55,12 @@ class Mempool:
         tx_hash = keccak256(raw)
         if tx_hash in self._by_hash:
             raise KnownTransaction(f"transaction 0x{tx_hash.hex()} is already pending")
+        if self._recently_included is not None:
+            # Cheap (memory-only) replay check before the costly signature recovery: on a
+            # multi-validator network a broadcast batch often arrives after its block was final.
+            recent = self._recently_included(tx_hash)
+            if recent is not None:
+                raise KnownTransaction(f"transaction 0x{tx_hash.hex()} was already included in block {recent}")
         tx = decode_transaction(raw, self._chain_id)
         return self.add(tx, state, block_gas_limit)
 

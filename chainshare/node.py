@@ -86,7 +86,7 @@ class Node:
         self.key = key
         self.mempool = Mempool(self.runtime, self.chain_id,
                                MempoolLimits(cfg.mempool.max_per_sender, cfg.mempool.max_total),
-                               self._included_height)
+                               self._included_height, self.chain.get_recent_tx_height)
         self.started_at = time.time()
         self.client_version = CLIENT_VERSION
         self._wake = asyncio.Event()

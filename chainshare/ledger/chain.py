@@ -266,6 +266,11 @@ class ChainStore:
         raw = self.store.get(P_QC + _h(height))
         return QuorumCertificate.from_list(codec.decode(raw)) if raw else None
 
+    def get_recent_tx_height(self, tx_hash: bytes) -> int | None:
+        """Height of ``tx_hash`` if it is in one of the most recent blocks (memory only, no disk)."""
+        loc = self._recent_tx.get(tx_hash)
+        return loc.height if loc is not None else None
+
     def get_tx_location(self, tx_hash: bytes) -> TxLocation | None:
         recent = self._recent_tx.get(tx_hash)
         if recent is not None:
