@@ -6,7 +6,6 @@ a hard size limit (413 beyond it) before anything parses them.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -156,5 +155,4 @@ def create_app(node: Node) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
             return
         await _respond(send, 404, b'{"error":{"type":"NotFound","message":"no such endpoint"}}')
 
-    _ = asyncio  # the app runs on the server's event loop
     return app

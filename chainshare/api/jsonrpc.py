@@ -21,6 +21,7 @@ from chainshare.api.errors import (
     rpc_error,
 )
 from chainshare.api.views import hx, qty, view_block, view_log, view_receipt, view_transaction
+from chainshare.crypto.hashing import keccak256
 from chainshare.errors import ChainshareError, ExecutionReverted, InvalidInput, NotFound
 from chainshare.execution.runtime import get_nonce
 from chainshare.ledger.txs import decode_transaction, peek_type_and_to
@@ -184,8 +185,6 @@ class JsonRpc:
 
     # -- methods ------------------------------------------------------------------------------
     def web3_sha3(self, p: list[Any]) -> str:
-        from chainshare.crypto.hashing import keccak256
-
         return hx(keccak256(parse_data(_param(p, 0, "data"), "data")))
 
     def eth_get_balance(self, p: list[Any]) -> str:
@@ -345,17 +344,13 @@ class JsonRpc:
             block = chain.get_block(h)
             if addrs and not any(bloom_contains(block.header.logs_bloom, a) for a in addrs):
                 continue
-            receipts = chain.get_receipts(h)
-            log_index = 0
-            for ti, r in enumerate(receipts):
-                for lg in r.logs:
+            b = chain.get_bundle(h)
+            for ti, r in enumerate(b.receipts):
+                for j, lg in enumerate(r.logs):
                     if _log_matches(lg, addrs, topics):
-                        from chainshare.crypto.hashing import keccak256
-
-                        out.append(view_log(lg, block, keccak256(block.transactions[ti]), ti, log_index))
+                        out.append(view_log(lg, b.block, b.tx_hashes[ti], ti, b.first_log_index[ti] + j))
                         if len(out) > MAX_LOG_RESULTS:
                             raise RpcLimit(f"query returned more than {MAX_LOG_RESULTS} logs; narrow the block range")
-                    log_index += 1
         return out
 
     def _candidate_heights(self, lo: int, hi: int, addrs: list[bytes], topics: list[list[bytes] | None]) -> list[int]:

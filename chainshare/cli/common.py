@@ -25,11 +25,6 @@ def emit(result: Any, as_json: bool, human: str | None = None) -> None:
         click.echo(human)
 
 
-def fail(message: str, code: int = EXIT_FAILURE) -> None:
-    """Stop the command with ``message`` on stderr and exit ``code``."""
-    raise click.exceptions.Exit(_print_error(message, code))
-
-
 def _print_error(message: str, code: int) -> int:
     click.echo(f"error: {message}", err=True)
     return code

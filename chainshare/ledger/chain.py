@@ -91,6 +91,14 @@ class BlockBundle:
     first_log_index: list[int]
 
 
+def _make_bundle(block: Block, receipts: list[Receipt], senders: list[bytes], tx_hashes: list[bytes]) -> BlockBundle:
+    offsets, n = [], 0
+    for r in receipts:
+        offsets.append(n)
+        n += len(r.logs)
+    return BlockBundle(block, receipts, senders, tx_hashes, offsets)
+
+
 class ChainStore:
     """Finalized chain over a key-value store; all reads are of committed data only."""
 
@@ -144,16 +152,19 @@ class ChainStore:
 
     # -- writes -----------------------------------------------------------------------------
     def _put_block(self, puts: dict[bytes, bytes], block: Block, receipts: list[Receipt] | tuple[Receipt, ...],
-                   senders: list[bytes] | tuple[bytes, ...], qc: QuorumCertificate | None, accumulator: int) -> None:
+                   senders: list[bytes] | tuple[bytes, ...], qc: QuorumCertificate | None,
+                   accumulator: int) -> list[bytes]:
+        """Add a block's records to ``puts``; returns its transaction hashes (computed once here)."""
         h = _h(block.height)
+        tx_hashes = [keccak256(raw) for raw in block.transactions]
         puts[P_BLOCK + h] = block.encode()
         puts[P_HASH + block.hash] = h
         puts[P_RECEIPTS + h] = codec.encode_trusted([r.to_list() for r in receipts])
         puts[P_SENDERS + h] = b"".join(senders)
         if qc is not None:
             puts[P_QC + h] = qc.encode()
-        for i, raw in enumerate(block.transactions):
-            puts[P_TX + keccak256(raw)] = h + i.to_bytes(4, "big")
+        for i, tx_hash in enumerate(tx_hashes):
+            puts[P_TX + tx_hash] = h + i.to_bytes(4, "big")
         for r in receipts:
             for lg in r.logs:
                 puts[P_LOG_ADDR + lg.address + h] = b""
@@ -161,6 +172,7 @@ class ChainStore:
                     puts[P_LOG_TOPIC + t + h] = b""
         puts[K_ACC] = encode_accumulator(accumulator)
         puts[K_HEAD] = h
+        return tx_hashes
 
     def commit_block(self, block: Block, receipts: tuple[Receipt, ...], senders: tuple[bytes, ...],
                      state_changes: dict[bytes, bytes | None], accumulator: int,
@@ -175,18 +187,19 @@ class ChainStore:
                 deletes.append(P_STATE + k)
             else:
                 puts[P_STATE + k] = v
-        self._put_block(puts, block, receipts, senders, qc, accumulator)
+        tx_hashes = self._put_block(puts, block, receipts, senders, qc, accumulator)
         self.store.write_batch(puts, tuple(deletes), sync=True)
         self.state.update(state_changes)
         self._head = block.height
-        self._remember(block, list(receipts))
+        self._remember(block, list(receipts), list(senders), tx_hashes)
 
     def store_qc(self, height: int, qc: QuorumCertificate) -> None:
         self.store.write_batch({P_QC + _h(height): qc.encode()}, sync=True)
 
-    def _remember(self, block: Block, receipts: list[Receipt]) -> None:
-        for i, raw in enumerate(block.transactions):
-            self._recent_tx[keccak256(raw)] = TxLocation(block.height, i)
+    def _remember(self, block: Block, receipts: list[Receipt], senders: list[bytes],
+                  tx_hashes: list[bytes]) -> None:
+        for i, tx_hash in enumerate(tx_hashes):
+            self._recent_tx[tx_hash] = TxLocation(block.height, i)
         while len(self._recent_tx) > self._recent_tx_limit:
             self._recent_tx.popitem(last=False)
         self._blocks[block.height] = block
@@ -195,6 +208,12 @@ class ChainStore:
             self._blocks.popitem(last=False)
         while len(self._receipts) > self._cache:
             self._receipts.popitem(last=False)
+        self._cache_bundle(_make_bundle(block, receipts, senders, tx_hashes))
+
+    def _cache_bundle(self, bundle: BlockBundle) -> None:
+        self._bundles[bundle.block.height] = bundle
+        while len(self._bundles) > self._cache:
+            self._bundles.popitem(last=False)
 
     # -- reads ------------------------------------------------------------------------------
     @property
@@ -246,16 +265,9 @@ class ChainStore:
         if bundle is not None:
             return bundle
         block = self.get_block(height)
-        receipts = self.get_receipts(height)
-        offsets, n = [], 0
-        for r in receipts:
-            offsets.append(n)
-            n += len(r.logs)
-        bundle = BlockBundle(block, receipts, self.get_senders(height),
-                             [keccak256(raw) for raw in block.transactions], offsets)
-        self._bundles[height] = bundle
-        while len(self._bundles) > self._cache:
-            self._bundles.popitem(last=False)
+        bundle = _make_bundle(block, self.get_receipts(height), self.get_senders(height),
+                              [keccak256(raw) for raw in block.transactions])
+        self._cache_bundle(bundle)
         return bundle
 
     def get_senders(self, height: int) -> list[bytes]:
