@@ -240,7 +240,7 @@ async def two_nodes(base: Path) -> Any:
                       (GenesisValidator("node1", "agency1", bls.public_key(secret), bls.prove_possession(secret)),),
                       ChainParams())
     node = Node(NodeConfig(block=BlockSection(block_time_ms=50)), genesis, MemoryStore(),
-                ValidatorKey(secret, bls.public_key(secret), 0))
+                ValidatorKey(secret, bls.public_key(secret)))
     producer = asyncio.create_task(node.run_producer())
     pseudonym_key = secrets.token_bytes(32)
     services: dict[str, SharingService] = {}

@@ -21,15 +21,15 @@ from typing import Any
 
 from chainshare import CLIENT_VERSION
 from chainshare.config import NodeConfig, read_json_file
-from chainshare.consensus.qc import aggregate_qc, compute_quorum, sign_proposal, sign_vote
 from chainshare.crypto import bls
-from chainshare.errors import ConfigError, InvalidTransaction
+from chainshare.errors import ConfigError, ConsensusError, InvalidTransaction
 from chainshare.execution.block import ExecutedBlock, build_block
 from chainshare.execution.contracts import build_runtime
-from chainshare.execution.contracts.membership import get_validators
+from chainshare.execution.contracts.membership import get_validator_set_at, get_validator_sets
 from chainshare.execution.genesis import Genesis, compute_genesis_block, get_chain_params, load_genesis
 from chainshare.execution.runtime import BlockEnv, Runtime
 from chainshare.ledger.chain import ChainStore
+from chainshare.ledger.quorum import aggregate_qc, sign_proposal, sign_vote
 from chainshare.ledger.state import StateView
 from chainshare.ledger.store import KeyValueStore, LevelDBStore
 from chainshare.ledger.txs import Transaction
@@ -51,13 +51,14 @@ def open_chain(store: KeyValueStore, genesis: Genesis) -> ChainStore:
 
 @dataclass(frozen=True)
 class ValidatorKey:
+    """This node's BLS key; its index differs per validator set (``ValidatorSet.index_of_key``)."""
+
     secret_key: bytes
     public_key: bytes
-    index: int
 
 
 def load_validator_key(cfg: NodeConfig, genesis: Genesis) -> ValidatorKey:
-    """Decrypt this node's BLS key and find it in the genesis validator set."""
+    """Decrypt this node's BLS key (the node checks it against the chain's validator sets)."""
     from chainshare.crypto.keystore import decrypt_bls_key, read_password
 
     keystore = read_json_file(cfg.path(cfg.validator.key_file), "validator key file")
@@ -67,11 +68,7 @@ def load_validator_key(cfg: NodeConfig, genesis: Genesis) -> ValidatorKey:
     else:
         password = read_password(pw_file)
     secret = decrypt_bls_key(keystore, password)
-    pk = bls.public_key(secret)
-    for i, v in enumerate(genesis.validators):
-        if v.bls_public_key == pk:
-            return ValidatorKey(secret, pk, i)
-    raise ConfigError("this node's validator key is not in the genesis validator set")
+    return ValidatorKey(secret, bls.public_key(secret))
 
 
 class Node:
@@ -97,8 +94,12 @@ class Node:
         self.stats = {"blocks": 0, "txs": 0, "rejected": 0, "last_block_ms": 0.0}
         self.replica: Any = None  # set by serve_node on a multi-validator network
         self.sharing: Any = None  # the data plane, attached with the P2P transport
-        validators = get_validators(self.chain.state)
-        self.multi_validator = len(validators) > 1
+        sets = get_validator_sets(self.chain.state)
+        if all(vs.index_of_key(key.public_key) is None for vs in sets):
+            raise ConfigError("this node's validator key is in no validator set of this chain (genesis, past or "
+                              "scheduled)")
+        validators = get_validator_set_at(self.chain.state, self.chain.head_height + 1).validators
+        self.multi_validator = len(validators) > 1 or len(sets) > 1
         if self.multi_validator and not cfg.p2p.listen_port:
             raise ConfigError(f"the network has {len(validators)} validators: configure [p2p] (listen_port, "
                               "peers, ca_cert, node_cert, node_key) so this node can take part in consensus")
@@ -214,19 +215,21 @@ class Node:
 
         parent = self.chain.get_head()
         justify = self.chain.get_qc(parent.height) if parent.height > 0 else None
-        validators = get_validators(self.chain.state)
-        me = validators[self.key.index]
+        vs = get_validator_set_at(self.chain.state, parent.height + 1)
+        if len(vs.validators) != 1 or vs.index_of_key(self.key.public_key) != 0:
+            raise ConsensusError(f"validator set {vs.epoch} ({len(vs.validators)} validators) certifies block "
+                                 f"{parent.height + 1}: restart this node with [p2p] configured to join consensus")
+        me = vs.validators[0]
         now = max(int(time.time() * 1000), parent.header.timestamp_ms)
         executed = build_block(self.runtime, self.chain.state, parent.header, self._accumulator, txs,
                                chain_id=self.chain_id, round=parent.header.round + 1, timestamp_ms=now,
                                proposer=me["address"],
                                justify=justify, on_invalid=on_invalid)
         block = executed.block
-        signature = sign_proposal(self.key.secret_key, self.chain_id, block.hash)
+        signature = sign_proposal(self.key.secret_key, self.chain_id, block.hash, vs.epoch)
         block = type(block)(block.header, block.transactions, block.justify, block.timeout_cert, signature, block.hash)
-        vote = sign_vote(self.key.secret_key, self.chain_id, block.hash, block.height, block.header.round)
-        assert compute_quorum(len(validators)) == 1
-        qc = aggregate_qc(block.hash, block.height, block.header.round, {self.key.index: vote}, len(validators))
+        vote = sign_vote(self.key.secret_key, self.chain_id, block.hash, block.height, block.header.round, vs.epoch)
+        qc = aggregate_qc(block.hash, block.height, block.header.round, {0: vote}, 1)
         self.chain.commit_block(block, executed.receipts, executed.senders, executed.state_changes,
                                 executed.accumulator, qc)
         self._accumulator = executed.accumulator
@@ -248,7 +251,7 @@ async def start_replica(node: Node) -> tuple[Any, Any]:
     from chainshare.replica import Replica, ReplicaConfig
 
     cfg = node.cfg
-    names = [v.name for v in node.genesis.validators]
+    names = sorted({v["name"] for vs in get_validator_sets(node.chain.state) for v in vs.validators})
     if cfg.node.name not in names:
         raise ConfigError(f"[node] name {cfg.node.name!r} is not a validator of this network ({', '.join(names)})")
     key_password = None
@@ -262,7 +265,7 @@ async def start_replica(node: Node) -> tuple[Any, Any]:
         host, _, port = addr.rpartition(":")
         peers.append(PeerAddress(name, host, int(port)))
     base_timeout = max(1000, 5 * cfg.block.block_time_ms)
-    replica = Replica(node, None, names, ReplicaConfig(
+    replica = Replica(node, None, ReplicaConfig(
         base_timeout_ms=base_timeout, max_timeout_ms=60_000, block_time_ms=cfg.block.block_time_ms,
         idle_block_ms=min(cfg.block.empty_block_interval_ms or 1000, base_timeout // 2)))
     # The data plane (deliveries, compute-to-data) shares the node's one mutual-TLS port:

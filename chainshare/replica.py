@@ -12,6 +12,14 @@ in order, on one asyncio task:
 - messages go over the mutual-TLS P2P transport; a validator that is behind fetches finalized
   blocks with their QCs from peers, verifies every QC and re-executes every block (block sync).
 
+Validator-set epochs: the core runs with one validator set. When Governance schedules the next
+set for activation height H, the current set still finalizes every block below H: blocks it
+certifies at H or above are an empty "suffix" that exists only to give block H-1 its 2-chain, is
+never stored, and carries no transactions. Once H-1 is final the replica restores a fresh core for
+the new set on it (signatures are domain-separated by epoch, so nothing of the old epoch can be
+replayed in the new one). A node whose key is not in the set in force follows the chain by block
+sync (an observer) and joins consensus when a set that holds its key begins.
+
 Transactions admitted by any node are gossiped to all (each node verifies a transaction once).
 """
 
@@ -31,7 +39,12 @@ from chainshare.consensus.messages import BlsCrypto, Proposal, Timeout, Vote, de
 from chainshare.errors import ChainshareError, ConsensusError, DecodeError, InvalidTransaction
 from chainshare.execution.block import ExecutedBlock, apply_block, build_block
 from chainshare.execution.contracts.addresses import MEMBERSHIP
-from chainshare.execution.contracts.membership import get_agency, get_validators
+from chainshare.execution.contracts.membership import (
+    ValidatorSet,
+    get_agency,
+    get_validator_set_at,
+    get_validator_sets,
+)
 from chainshare.execution.genesis import get_chain_params
 from chainshare.ledger.chain import P_META, ChainStore
 from chainshare.ledger.types import Block, QuorumCertificate
@@ -39,8 +52,8 @@ from chainshare.logs import log_event
 
 log = logging.getLogger("chainshare.replica")
 
-K_SAFETY = P_META + b"safety"
-P_SAFETY_BLOCK = P_META + b"sblock:"
+P_SAFETY = P_META + b"safety:"  # + epoch (8 bytes)
+P_SAFETY_BLOCK = P_META + b"sblock:"  # + epoch (8 bytes) + block hash
 P_EVIDENCE = b"E"
 MSG_CONSENSUS = "cs.msg"
 MSG_TXS = "txs"
@@ -81,19 +94,18 @@ class ReplicaConfig:
 class Replica:
     """One validator's consensus replica inside a node."""
 
-    def __init__(self, node: Any, transport: Any, names: list[str], cfg: ReplicaConfig) -> None:
+    def __init__(self, node: Any, transport: Any, cfg: ReplicaConfig) -> None:
         self.node = node
         self.chain: ChainStore = node.chain
         self.transport = transport
-        self.names = names
-        self.index_of = {name: i for i, name in enumerate(names)}
         self.cfg = cfg
-        validators = get_validators(self.chain.state)
-        self.core_config = core.CoreConfig(
-            chain_id=node.chain_id, validators=tuple(v["address"] for v in validators), index=node.key.index,
-            base_timeout_ms=cfg.base_timeout_ms, max_timeout_ms=cfg.max_timeout_ms)
-        self.crypto = BlsCrypto(node.chain_id, [v["bls_public_key"] for v in validators], node.key.index,
-                                node.key.secret_key)
+        self.vset: ValidatorSet = get_validator_set_at(self.chain.state, self.chain.head_height + 1)
+        self.names: list[str] = []
+        self.index_of: dict[str, int] = {}
+        self.my_index: int | None = None
+        self.core_config: core.CoreConfig | None = None
+        self.crypto: BlsCrypto | None = None
+        self._verifiers: dict[int, BlsCrypto] = {}
         self.executed: dict[bytes, ExecutedBlock] = {}
         self.events: asyncio.Queue[Any] = asyncio.Queue()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replica")
@@ -101,27 +113,70 @@ class Replica:
         self._syncing = False
         self._last_progress = time.monotonic()
         self._membership_changed_since: int | None = None
-        self._epoch = 0  # bumped whenever the core is restored: older timers are ignored
+        self._generation = 0  # bumped whenever the core is restored: older timers and actions are dropped
         self._tasks: set[asyncio.Future[Any]] = set()
         self._tx_out: list[bytes] = []
         self._tx_flush_scheduled = False
         self.stats: dict[str, Any] = {"commits": 0, "views": 0, "timeouts": 0, "synced_blocks": 0,
-                                      "evidence": 0, "invalid_blocks": 0}
-        self.state = self._restore()
+                                      "evidence": 0, "invalid_blocks": 0, "epoch": 0}
+        self.state: core.CoreState | None = self._restore()
 
-    # -- start-up -----------------------------------------------------------------------------
-    def _restore(self) -> core.CoreState:
+    # -- start-up and epochs --------------------------------------------------------------------
+    def _verifier(self, vs: ValidatorSet) -> BlsCrypto:
+        """A verify-only crypto for the set ``vs`` (cached per epoch)."""
+        if vs.epoch not in self._verifiers:
+            self._verifiers[vs.epoch] = BlsCrypto(self.node.chain_id, [v["bls_public_key"] for v in vs.validators],
+                                                  -1, None, vs.epoch)
+        return self._verifiers[vs.epoch]
+
+    def _restore(self) -> core.CoreState | None:
+        """The core for the validator set that certifies the block after the committed head (None
+        when this node's key is not in it: the node then follows by block sync)."""
         head = self.chain.get_head()
+        state = self.chain.state
+        vs = get_validator_set_at(state, head.height + 1)
+        entering = vs.epoch != self.vset.epoch
+        self.vset = vs
+        self.stats["epoch"] = vs.epoch
+        self.names = [v["name"] for v in vs.validators]
+        self.index_of = {name: i for i, name in enumerate(self.names)}
+        self.my_index = vs.index_of_key(self.node.key.public_key)
+        self._drop_safety_of_earlier_epochs(vs.epoch)
+        if entering:
+            log_event(log, logging.INFO, "validator set epoch begins", epoch=vs.epoch, height=vs.activation_height,
+                      validators=",".join(self.names), member=self.my_index is not None)
+        if self.my_index is None:
+            self.core_config = self.crypto = None
+            return None
+        self.core_config = core.CoreConfig(
+            chain_id=self.node.chain_id, validators=tuple(v["address"] for v in vs.validators), index=self.my_index,
+            base_timeout_ms=self.cfg.base_timeout_ms, max_timeout_ms=self.cfg.max_timeout_ms)
+        previous = get_validator_set_at(state, vs.activation_height - 1) if vs.epoch > 0 else None
+        self.crypto = BlsCrypto(self.node.chain_id, [v["bls_public_key"] for v in vs.validators], self.my_index,
+                                self.node.key.secret_key, vs.epoch,
+                                prior=self._verifier(previous) if previous is not None else None,
+                                activation_height=vs.activation_height)
         qc = self.chain.get_qc(head.height) if head.height > 0 else None
-        raw = self.chain.store.get(K_SAFETY)
+        raw = self.chain.store.get(P_SAFETY + _u64(vs.epoch))
         safety = core.SafetyData.decode(raw) if raw else None
         blocks = []
-        for _, v in self.chain.store.iterate(P_SAFETY_BLOCK):
+        for _, v in self.chain.store.iterate(P_SAFETY_BLOCK + _u64(vs.epoch)):
             try:
                 blocks.append(Block.decode(v))
             except DecodeError:
                 continue
         return core.restore_core(self.core_config, self.crypto, head, qc, safety, blocks)
+
+    def _drop_safety_of_earlier_epochs(self, epoch: int) -> None:
+        stale = [k for prefix in (P_SAFETY, P_SAFETY_BLOCK) for k, _ in self.chain.store.iterate(prefix)
+                 if int.from_bytes(k[len(prefix):len(prefix) + 8], "big") < epoch]
+        if stale:
+            self.chain.store.write_batch({}, tuple(stale), sync=False)
+
+    def _is_suffix(self, reader: Any, height: int) -> bool:
+        """True iff the block at ``height`` over state ``reader`` belongs to a later epoch than the
+        one this core runs: the current set certifies it only as an empty suffix block."""
+        return get_validator_set_at(reader, height).epoch != self.vset.epoch
 
     # -- reads --------------------------------------------------------------------------------
     def reader_for(self, block_hash: bytes) -> Any:
@@ -179,8 +234,13 @@ class Replica:
         task.add_done_callback(self._tasks.discard)
 
     async def _handle(self, event: Any) -> None:
+        if self.state is None:
+            return  # an observer: no core in this epoch
+        generation = self._generation
         self.state, actions = core.step(self.state, event)
         for action in actions:
+            if self._generation != generation:
+                break  # a commit ended the epoch: the old core's remaining actions are void
             await self._apply(action)
 
     async def _apply(self, action: Any) -> None:
@@ -190,12 +250,12 @@ class Replica:
         elif isinstance(action, core.Broadcast):
             self.transport.broadcast(MSG_CONSENSUS, encode_message(action.message))
         elif isinstance(action, core.SendTo):
-            if action.index == self.core_config.index:
+            if action.index == self.my_index:
                 self.events.put_nowait(self._as_event(action.message, action.index))
             else:
                 self.transport.send(self.names[action.index], MSG_CONSENSUS, encode_message(action.message))
         elif isinstance(action, core.ScheduleTimeout):
-            loop.call_later(action.duration_ms / 1000, self._fire_timeout, self._epoch, action.view)
+            loop.call_later(action.duration_ms / 1000, self._fire_timeout, self._generation, action.view)
         elif isinstance(action, core.BuildProposal):
             self._spawn(self._build(action))
         elif isinstance(action, core.ValidateBlock):
@@ -204,20 +264,26 @@ class Replica:
         elif isinstance(action, core.Commit):
             await loop.run_in_executor(self._executor, self._commit, action)
             self._after_commit()
+            if get_validator_set_at(self.chain.state, self.chain.head_height + 1).epoch != self.vset.epoch:
+                self.executed = {}
+                self._generation += 1
+                self.state = self._restore()
+                await self._handle(core.Start())
         elif isinstance(action, core.FetchBlock):
             self._spawn(self._fetch(action))
         elif isinstance(action, core.RecordEvidence):
             await loop.run_in_executor(self._executor, self._record_evidence, action)
 
-    def _fire_timeout(self, epoch: int, view: int) -> None:
-        if epoch == self._epoch and not self._stopping:  # timers armed before a restore are stale
+    def _fire_timeout(self, generation: int, view: int) -> None:
+        if generation == self._generation and not self._stopping:  # timers armed before a restore are stale
             self.events.put_nowait(core.LocalTimeout(view))
 
     # -- effects ------------------------------------------------------------------------------
     def _persist_safety(self, action: core.PersistSafety) -> None:
-        puts = {K_SAFETY: action.data.encode()}
+        epoch = _u64(self.vset.epoch)
+        puts = {P_SAFETY + epoch: action.data.encode()}
         if action.block is not None:
-            puts[P_SAFETY_BLOCK + action.block.hash] = action.block.encode()
+            puts[P_SAFETY_BLOCK + epoch + action.block.hash] = action.block.encode()
         self.chain.store.write_batch(puts, sync=True)
 
     async def _build(self, req: core.BuildProposal) -> None:
@@ -235,16 +301,18 @@ class Replica:
         earliest = parent.header.timestamp_ms / 1000 + self.cfg.block_time_ms / 1000
         # Transactions in a not-yet-final ancestor become final only when two more blocks are
         # certified on top of it: then propose after block_time even with an empty mempool.
-        idle = self.cfg.block_time_ms if self._has_pending_transactions(parent) else self.cfg.idle_block_ms
+        suffix = self._is_suffix(self.reader_for(parent.hash), parent.height + 1)
+        idle = (self.cfg.block_time_ms if suffix or self._has_pending_transactions(parent)
+                else self.cfg.idle_block_ms)
         deadline = loop.time() + idle / 1000
         while not self._stopping:
             now = loop.time()
-            if (len(self.node.mempool) and time.time() >= earliest) or now >= deadline:
+            if (len(self.node.mempool) and time.time() >= earliest and not suffix) or now >= deadline:
                 break
             await asyncio.sleep(min(0.02, max(0.0, deadline - now)))
         reader = self.reader_for(parent.hash)
         _, max_txs = get_chain_params(reader)
-        txs = self.node.mempool.select(reader, max_txs)
+        txs = [] if suffix else self.node.mempool.select(reader, max_txs)
         block = await loop.run_in_executor(self._executor, self._build_sync, req, txs)
         if block is not None:
             self.events.put_nowait(core.ProposalBuilt(block))
@@ -263,6 +331,9 @@ class Replica:
 
     def _build_sync(self, req: core.BuildProposal, txs: list[Any]) -> Block | None:
         parent = req.parent
+        if self.my_index is None:
+            return None
+        me = self.vset.validators[self.my_index]["address"]
         try:
             reader = self.reader_for(parent.hash)
             acc = self.accumulator_for(parent.hash)
@@ -275,7 +346,7 @@ class Replica:
 
         executed = build_block(
             self.node.runtime, reader, parent.header, acc, txs, chain_id=self.node.chain_id, round=req.view,
-            timestamp_ms=now, proposer=self.core_config.validators[self.core_config.index], justify=req.justify,
+            timestamp_ms=now, proposer=me, justify=req.justify,
             on_invalid=on_invalid, timeout_cert=req.timeout_cert.encode() if req.timeout_cert else None)
         self.executed[executed.block.hash] = executed
         return executed.block
@@ -290,6 +361,9 @@ class Replica:
             parent_hash = block.header.parent_hash
             head = self.chain.get_head()
             parent = head if parent_hash == head.hash else self.executed[parent_hash].block
+            if block.transactions and self._is_suffix(self.reader_for(parent_hash), block.height):
+                raise ConsensusError(f"block {block.height} is past the last block of validator set "
+                                     f"{self.vset.epoch} and may carry no transactions")
             executed = apply_block(self.node.runtime, self.reader_for(parent_hash), parent.header,
                                    self.accumulator_for(parent_hash), block, chain_id=self.node.chain_id,
                                    known_transaction=self.node.mempool.get)
@@ -305,6 +379,8 @@ class Replica:
         for cb in action.blocks:
             if cb.block.height <= self.chain.head_height:
                 continue  # already stored (e.g. by block sync)
+            if self._is_suffix(self.chain.state, cb.block.height):
+                break  # the empty suffix after the last block of this epoch is never stored
             ex = self.executed.get(cb.block.hash)
             if ex is None:
                 ex = self._execute_for_commit(cb.block)
@@ -314,7 +390,8 @@ class Replica:
                 self._membership_changed_since = cb.block.height
         head = self.chain.head_height
         self.executed = {h: e for h, e in self.executed.items() if e.block.height > head}
-        stale = [k for k, v in self.chain.store.iterate(P_SAFETY_BLOCK) if _height_of(v) <= head]
+        stale = [k for k, v in self.chain.store.iterate(P_SAFETY_BLOCK + _u64(self.vset.epoch))
+                 if _height_of(v) <= head]
         if stale:
             self.chain.store.write_batch({}, tuple(stale), sync=False)
 
@@ -395,7 +472,7 @@ class Replica:
             ex = self.executed.get(body)
             if ex is not None:
                 return ex.block.encode()
-            raw = self.chain.store.get(P_SAFETY_BLOCK + body)
+            raw = self.chain.store.get(P_SAFETY_BLOCK + _u64(self.vset.epoch) + body)
             if raw is not None:
                 return raw
             try:
@@ -463,7 +540,7 @@ class Replica:
             if added:
                 self.stats["synced_blocks"] += added
                 self.executed = {}
-                self._epoch += 1
+                self._generation += 1
                 self.state = self._restore()
                 self._after_commit()
                 log_event(log, logging.INFO, "synced from peers", blocks=added, head=self.chain.head_height)
@@ -480,7 +557,7 @@ class Replica:
                 head = self.chain.get_head()
                 if block.height != head.height + 1 or qc.block_hash != block.hash or qc.height != block.height:
                     return added
-                if not self.crypto.verify_qc(qc):
+                if not self._verifier(get_validator_set_at(self.chain.state, block.height)).verify_qc(qc):
                     return added
                 ex = apply_block(self.node.runtime, self.chain.state, head.header, self.chain.get_accumulator(),
                                  block, chain_id=self.node.chain_id)
@@ -495,21 +572,29 @@ class Replica:
         fell more blocks behind than the core fetches one by one), ask for a block sync."""
         while not self._stopping:
             await asyncio.sleep(interval_s)
-            if time.monotonic() - self._last_progress > stall_s:
+            if self.state is None or time.monotonic() - self._last_progress > stall_s:
                 self._last_progress = time.monotonic()
                 self.events.put_nowait(_SYNC)
 
     # -- peer admission -------------------------------------------------------------------------
     def make_is_allowed(self) -> Callable[[Any], bool]:
-        validators = {v["name"]: v["agency"] for v in get_validators(self.chain.state)}
+        """Admit the node of an active agency that is a validator of some set of the chain (past,
+        current or scheduled: a retired validator still follows the chain, a scheduled one
+        prepares to join); consensus messages count only from the set in force."""
 
         def is_allowed(subject: Any) -> bool:
-            if subject.node not in validators or validators[subject.node] != subject.agency:
+            state = self.chain.state
+            nodes = {(v["name"], v["agency"]) for vs in get_validator_sets(state) for v in vs.validators}
+            if (subject.node, subject.agency) not in nodes:
                 return False
-            agency = get_agency(self.chain.state, subject.agency)
+            agency = get_agency(state, subject.agency)
             return bool(agency and agency["active"])
 
         return is_allowed
+
+
+def _u64(n: int) -> bytes:
+    return n.to_bytes(8, "big")
 
 
 def _height_of(encoded_block: bytes) -> int:

@@ -1,7 +1,9 @@
 """Independent verification of a chain from genesis: what an auditor runs.
 
 For every block it checks the hash link, the proposer (PoA rotation) and its signature, the QC
-the block carries and the QC stored beside it (BLS aggregate against the validator set in force),
+the block carries and the QC stored beside it (BLS aggregates, each against the validator set that
+certifies its block: the genesis set, then each set Governance scheduled, from its activation
+height, as recorded in the re-executed state),
 the transaction and receipts Merkle roots and the state root by re-executing every transaction
 from the genesis state, and that the stored receipts equal the re-executed ones. It trusts nothing
 of the source but the genesis document's hash, which it prints for comparison.
@@ -15,13 +17,13 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from chainshare import codec
-from chainshare.consensus.qc import compute_proposer_index, verify_proposal_signature, verify_qc
 from chainshare.errors import ConsensusError
 from chainshare.execution.block import apply_block
 from chainshare.execution.contracts import build_runtime
-from chainshare.execution.contracts.membership import get_validators
+from chainshare.execution.contracts.membership import ValidatorSet, get_validator_set_at
 from chainshare.execution.genesis import compute_genesis_block, parse_genesis
 from chainshare.ledger.chain import ChainStore
+from chainshare.ledger.quorum import compute_proposer_index, verify_proposal_signature, verify_qc
 from chainshare.ledger.types import Block, QuorumCertificate, Receipt
 
 
@@ -72,10 +74,12 @@ class VerifyReport:
     blocks: int
     transactions: int
     head_hash: str
+    epochs: tuple[tuple[int, int, int], ...] = ()  # (epoch, activation height, validators) seen
 
     def to_json(self) -> dict[str, Any]:
         return {"ok": True, "chain_id": self.chain_id, "genesis_hash": self.genesis_hash, "blocks": self.blocks,
-                "transactions": self.transactions, "head_hash": self.head_hash}
+                "transactions": self.transactions, "head_hash": self.head_hash,
+                "validator_sets": [{"epoch": e, "activation_height": a, "validators": n} for e, a, n in self.epochs]}
 
 
 class _Overlay:
@@ -108,20 +112,27 @@ def verify_chain(source: BlockSource, progress: Callable[[int, int], None] | Non
     parent = block0
     txs = 0
     head = source.head_height()
+    parent_set: ValidatorSet | None = None
+    epochs: list[tuple[int, int, int]] = []
     for h in range(1, head + 1):
         block, qc, receipts = source.block(h)
         where = f"block {h}"
-        validators = get_validators(state)
+        vs = get_validator_set_at(state, h)
+        if not epochs or epochs[-1][0] != vs.epoch:
+            epochs.append((vs.epoch, vs.activation_height, len(vs.validators)))
+        validators = list(vs.validators)
         n = len(validators)
         expected = validators[compute_proposer_index(block.header.round, n)]
         if block.header.proposer != expected["address"]:
-            raise ConsensusError(f"{where}: proposer is not the leader of its view, validators[round mod n]")
-        if not verify_proposal_signature(expected["bls_public_key"], chain_id, block.hash, block.signature):
+            raise ConsensusError(f"{where}: proposer is not the leader of its view, validators[round mod n] "
+                                 f"of validator set {vs.epoch}")
+        if not verify_proposal_signature(expected["bls_public_key"], chain_id, block.hash, block.signature, vs.epoch):
             raise ConsensusError(f"{where}: invalid proposer signature")
         if h > 1:
+            assert parent_set is not None
             if block.justify is None or block.justify.block_hash != parent.hash or block.justify.height != h - 1:
                 raise ConsensusError(f"{where}: does not carry the QC of its parent")
-            verify_qc(block.justify, validators, chain_id)
+            _verify_qc_at(where, "the QC it carries", block.justify, parent_set, chain_id)
         executed = apply_block(runtime, state, parent.header, acc, block, chain_id=chain_id)
         if list(executed.receipts) != receipts:
             raise ConsensusError(f"{where}: stored receipts differ from re-execution")
@@ -129,11 +140,19 @@ def verify_chain(source: BlockSource, progress: Callable[[int, int], None] | Non
             raise ConsensusError(f"{where}: no quorum certificate stored with the block")
         if qc.block_hash != block.hash or qc.height != h or qc.round != block.header.round:
             raise ConsensusError(f"{where}: stored QC certifies another block")
-        verify_qc(qc, validators, chain_id)
+        _verify_qc_at(where, "its stored QC", qc, vs, chain_id)
         state.apply(executed.state_changes)
+        parent_set = vs
         acc = executed.accumulator
         parent = block
         txs += len(block.transactions)
         if progress is not None:
             progress(h, head)
-    return VerifyReport(chain_id, "0x" + block0.hash.hex(), head + 1, txs, "0x" + parent.hash.hex())
+    return VerifyReport(chain_id, "0x" + block0.hash.hex(), head + 1, txs, "0x" + parent.hash.hex(), tuple(epochs))
+
+
+def _verify_qc_at(where: str, what: str, qc: QuorumCertificate, vs: ValidatorSet, chain_id: int) -> None:
+    try:
+        verify_qc(qc, list(vs.validators), chain_id, vs.epoch)
+    except ConsensusError as exc:
+        raise ConsensusError(f"{where}: {what} does not verify against validator set {vs.epoch}: {exc.message}") from exc

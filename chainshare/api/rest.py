@@ -20,7 +20,12 @@ from chainshare.api.jsonrpc import JsonRpc, parse_data
 from chainshare.api.sharing import create_sharing_router
 from chainshare.api.views import hx, view_block, view_qc, view_receipt, view_transaction
 from chainshare.errors import ChainshareError, InvalidInput, NotFound
-from chainshare.execution.contracts.membership import get_agency, get_agency_names, get_validators
+from chainshare.execution.contracts.membership import (
+    get_agency,
+    get_agency_names,
+    get_validator_set_at,
+    get_validator_sets,
+)
 from chainshare.ledger.merkle import compute_inclusion_proof
 from chainshare.ledger.txs import decode_transaction, peek_type_and_to
 from chainshare.logs import log_event
@@ -86,7 +91,8 @@ def create_rest_app(node: Node, rpc: JsonRpc) -> FastAPI:
         return {"name": node.cfg.node.name, "chain_id": node.chain_id, "client": node.client_version,
                 "head": {"height": head.height, "hash": hx(head.hash), "timestamp_ms": head.header.timestamp_ms},
                 "finalized_height": head.height, "genesis_hash": hx(node.chain.get_block(0).hash),
-                "mempool": len(node.mempool), "validators": len(get_validators(node.state)),
+                "mempool": len(node.mempool),
+                "validators": len(get_validator_set_at(node.state, head.height + 1).validators),
                 "stats": node.stats}
 
     @app.get("/blocks", summary="Blocks, newest first (keyset pagination by height)")
@@ -181,11 +187,18 @@ def create_rest_app(node: Node, rpc: JsonRpc) -> FastAPI:
             raise NotFound(f"no agency named {name!r}")
         return _agency_json(a)
 
-    @app.get("/validators", summary="The validator set in force")
+    @app.get("/validators", summary="The validator set that certifies the next block, and every scheduled or "
+             "past set (epochs, activation heights)")
     async def validators() -> dict[str, Any]:
-        return {"items": [{"index": i, "name": v["name"], "agency": v["agency"], "address": hx(v["address"]),
-                           "bls_public_key": hx(v["bls_public_key"])}
-                          for i, v in enumerate(get_validators(node.state))]}
+        def items(vs: Any) -> list[dict[str, Any]]:
+            return [{"index": i, "name": v["name"], "agency": v["agency"], "address": hx(v["address"]),
+                     "bls_public_key": hx(v["bls_public_key"])} for i, v in enumerate(vs.validators)]
+
+        state = node.state
+        current = get_validator_set_at(state, node.chain.head_height + 1)
+        return {"epoch": current.epoch, "activation_height": current.activation_height, "items": items(current),
+                "epochs": [{"epoch": vs.epoch, "activation_height": vs.activation_height, "items": items(vs)}
+                           for vs in get_validator_sets(state)]}
 
     @app.get("/contracts", summary="System contracts: names, addresses, ABIs")
     async def contracts() -> dict[str, Any]:

@@ -74,8 +74,8 @@ from chainshare.consensus.messages import (
     decode_block_tc,
     get_qc_view,
 )
-from chainshare.consensus.qc import compute_proposer_index
 from chainshare.errors import ConsensusError, DecodeError
+from chainshare.ledger.quorum import compute_proposer_index
 from chainshare.ledger.types import Block, QuorumCertificate, compute_justify_hash
 
 __all__ = [

@@ -14,8 +14,8 @@ from typing import Any
 
 from chainshare import codec
 from chainshare.consensus.messages import Crypto, Vote
-from chainshare.consensus.qc import compute_proposer_index
 from chainshare.errors import DecodeError
+from chainshare.ledger.quorum import compute_proposer_index
 from chainshare.ledger.types import Block
 
 DOUBLE_VOTE = "double-vote"

@@ -7,13 +7,14 @@ of the previous view), a ``Vote`` (sent to the leader of the next view) and a ``
 decoder refuses malformed input with ``DecodeError`` and never raises anything else, so the bytes
 a peer sends can be decoded without a try/except around anything but ``DecodeError``.
 
-Signatures are domain-separated by purpose and chain id (``qc.vote_message``,
-``qc.proposal_message``, ``timeout_message``). A timeout signs (chain id, view, the view of the
-sender's highest QC): a timeout certificate (TC) therefore proves, for each signer, the highest QC
+Signatures are domain-separated by purpose, chain id and validator-set epoch
+(``ledger.quorum``: ``vote_message``, ``proposal_message``, ``timeout_message``; ``Vote`` lives there
+too, since the ledger's verifier and the Evidence contract check votes). A timeout signs (chain id,
+epoch, view, the view of the sender's highest QC): a timeout certificate (TC) therefore proves, for each signer, the highest QC
 view it reported, which is what rule 2 of CONSENSUS.md checks (``B.qc.view >= max(TC.high_qc_views)``).
 
 ``Crypto`` is the pure signature interface the core calls; ``BlsCrypto`` implements it with the
-network's BLS12-381 keys (``chainshare.consensus.qc``) for the node, the simulator plugs in a fast
+network's BLS12-381 keys (``chainshare.ledger.quorum``) for the node, the simulator plugs in a fast
 fake. Verification never raises: malformed input verifies as False.
 """
 
@@ -24,22 +25,18 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from chainshare import codec
-from chainshare.consensus import qc as qcmod
 from chainshare.crypto import bls
-from chainshare.crypto.hashing import keccak256
 from chainshare.errors import ChainshareError, DecodeError
+from chainshare.ledger import quorum as qcmod
+from chainshare.ledger.quorum import Vote as Vote  # re-exported: a vote is one of the wire messages
+from chainshare.ledger.quorum import timeout_message
 from chainshare.ledger.types import Block, QuorumCertificate, make_bitmap
 
 SIGNATURE_SIZE = 96
-HASH_SIZE = 32
+
 MSG_PROPOSAL = 1
 MSG_VOTE = 2
 MSG_TIMEOUT = 3
-
-
-def timeout_message(chain_id: int, view: int, high_qc_view: int) -> bytes:
-    """The 32-byte digest a validator signs to time out in ``view`` holding a QC of ``high_qc_view``."""
-    return keccak256(codec.encode(["chainshare/timeout/v1", chain_id, view, high_qc_view]))
 
 
 def get_qc_view(qc: QuorumCertificate | None) -> int:
@@ -49,22 +46,9 @@ def get_qc_view(qc: QuorumCertificate | None) -> int:
 
 # -- decoding helpers (DecodeError only) -----------------------------------------------------
 
-def _uint(v: Any, what: str) -> int:
-    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-        raise DecodeError(f"{what} must be a non-negative integer")
-    return v
-
-
-def _bytes(v: Any, n: int, what: str) -> bytes:
-    if not isinstance(v, bytes) or len(v) != n:
-        raise DecodeError(f"{what} must be {n} bytes")
-    return v
-
-
-def _fields(v: Any, n: int, what: str) -> list[Any]:
-    if not isinstance(v, list) or len(v) != n:
-        raise DecodeError(f"{what} must be an array of {n} fields")
-    return v
+_uint = qcmod.decode_uint
+_bytes = qcmod.decode_fixed_bytes
+_fields = qcmod.decode_fields
 
 
 def _opt_qc(v: Any) -> QuorumCertificate | None:
@@ -93,27 +77,6 @@ class Proposal:
     @classmethod
     def from_list(cls, v: Any) -> Proposal:
         return cls(Block.from_list(v))
-
-
-@dataclass(frozen=True)
-class Vote:
-    """Validator ``voter``'s signature on (block_hash, height, view): one share of a QC."""
-
-    block_hash: bytes
-    height: int
-    view: int
-    voter: int
-    signature: bytes
-
-    def to_list(self) -> list[Any]:
-        return [self.block_hash, self.height, self.view, self.voter, self.signature]
-
-    @classmethod
-    def from_list(cls, v: Any) -> Vote:
-        f = _fields(v, 5, "vote")
-        return cls(_bytes(f[0], HASH_SIZE, "vote.block_hash"), _uint(f[1], "vote.height"),
-                   _uint(f[2], "vote.view"), _uint(f[3], "vote.voter"),
-                   _bytes(f[4], SIGNATURE_SIZE, "vote.signature"))
 
 
 @dataclass(frozen=True)
@@ -286,11 +249,18 @@ class BlsCrypto:
     """``Crypto`` over the network's BLS12-381 keys (blspy, proof-of-possession scheme).
 
     ``public_keys[i]`` is validator i's 48-byte key (whose proof of possession the genesis /
-    Governance checked); ``secret_key`` is this validator's own key (None for a verify-only object)."""
+    Governance checked); ``secret_key`` is this validator's own key (None for a verify-only object);
+    ``epoch`` numbers the set, and is part of every signed message. A QC of a block below
+    ``activation_height`` (the set's first block: it carries the last QC of the previous set) is
+    checked with ``prior``, the previous set's verifier."""
 
     def __init__(self, chain_id: int, public_keys: Sequence[bytes], index: int,
-                 secret_key: bytes | None = None) -> None:
+                 secret_key: bytes | None = None, epoch: int = 0, *, prior: BlsCrypto | None = None,
+                 activation_height: int = 0) -> None:
         self.chain_id = chain_id
+        self.epoch = epoch
+        self.prior = prior
+        self.activation_height = activation_height
         self.public_keys = tuple(public_keys)
         self._index = index
         self._secret = secret_key
@@ -309,35 +279,36 @@ class BlsCrypto:
         return self.public_keys[index] if 0 <= index < len(self.public_keys) else None
 
     def sign_proposal(self, block_hash: bytes) -> bytes:
-        return qcmod.sign_proposal(self._sk(), self.chain_id, block_hash)
+        return qcmod.sign_proposal(self._sk(), self.chain_id, block_hash, self.epoch)
 
     def sign_vote(self, block_hash: bytes, height: int, view: int) -> bytes:
-        return qcmod.sign_vote(self._sk(), self.chain_id, block_hash, height, view)
+        return qcmod.sign_vote(self._sk(), self.chain_id, block_hash, height, view, self.epoch)
 
     def sign_timeout(self, view: int, high_qc_view: int) -> bytes:
-        return bls.sign(self._sk(), timeout_message(self.chain_id, view, high_qc_view))
+        return bls.sign(self._sk(), timeout_message(self.chain_id, view, high_qc_view, self.epoch))
 
     def verify_proposal(self, proposer: int, block_hash: bytes, signature: bytes) -> bool:
         pk = self._pk(proposer)
-        return pk is not None and qcmod.verify_proposal_signature(pk, self.chain_id, block_hash, signature)
+        return pk is not None and qcmod.verify_proposal_signature(pk, self.chain_id, block_hash, signature, self.epoch)
 
     def verify_vote(self, vote: Vote) -> bool:
         pk = self._pk(vote.voter)
-        return pk is not None and bls.verify(
-            pk, qcmod.vote_message(self.chain_id, vote.block_hash, vote.height, vote.view), vote.signature)
+        return pk is not None and vote.verify(pk, self.chain_id, self.epoch)
 
     def verify_timeout(self, timeout: Timeout) -> bool:
         pk = self._pk(timeout.voter)
         return pk is not None and bls.verify(
-            pk, timeout_message(self.chain_id, timeout.view, timeout.high_qc_view), timeout.signature)
+            pk, timeout_message(self.chain_id, timeout.view, timeout.high_qc_view, self.epoch), timeout.signature)
 
     def aggregate_qc(self, block_hash: bytes, height: int, view: int,
                      votes: Mapping[int, bytes]) -> QuorumCertificate:
         return qcmod.aggregate_qc(block_hash, height, view, dict(votes), len(self.public_keys))
 
     def verify_qc(self, qc: QuorumCertificate) -> bool:
+        if qc.height < self.activation_height:
+            return self.prior is not None and self.prior.verify_qc(qc)
         try:
-            qcmod.verify_qc(qc, self._validators, self.chain_id)
+            qcmod.verify_qc(qc, self._validators, self.chain_id, self.epoch)
         except ChainshareError:
             return False
         return True
@@ -353,7 +324,7 @@ class BlsCrypto:
         indices = check_tc_shape(tc, len(self.public_keys))
         if indices is None:
             return False
-        messages = [timeout_message(self.chain_id, tc.view, hv) for hv in tc.high_qc_views]
+        messages = [timeout_message(self.chain_id, tc.view, hv, self.epoch) for hv in tc.high_qc_views]
         return _verify_aggregate([self.public_keys[i] for i in indices], messages, tc.signature)
 
 

@@ -68,11 +68,10 @@ from chainshare.consensus.messages import (
     check_tc_shape,
     decode_message,
     encode_message,
-    timeout_message,
 )
-from chainshare.consensus.qc import proposal_message, vote_message
 from chainshare.crypto.hashing import ZERO_HASH, keccak256
 from chainshare.errors import DecodeError
+from chainshare.ledger.quorum import proposal_message, timeout_message, vote_message
 from chainshare.ledger.types import (
     EMPTY_BLOOM,
     Block,

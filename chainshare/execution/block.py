@@ -11,8 +11,12 @@ from dataclasses import dataclass
 
 from chainshare.crypto.hashing import keccak256
 from chainshare.errors import ConsensusError, DecodeError, InvalidTransaction
-from chainshare.execution.contracts.membership import get_validators, is_member
-from chainshare.execution.genesis import compute_validator_set_hash, get_chain_params
+from chainshare.execution.contracts.membership import (
+    compute_validator_set_hash,
+    get_validator_set_at,
+    is_member,
+)
+from chainshare.execution.genesis import get_chain_params
 from chainshare.execution.runtime import BlockEnv, Runtime, compute_intrinsic_gas, get_nonce
 from chainshare.ledger.merkle import compute_root
 from chainshare.ledger.state import StateReader, StateView
@@ -157,7 +161,7 @@ def _assemble(state: StateView, parent: StateReader, parent_header: Header, pare
         receipts_root=compute_root([r.encode() for r in receipts]),
         state_root=compute_state_root(acc),
         logs_bloom=compute_logs_bloom(lg for r in receipts for lg in r.logs),
-        validator_set_hash=compute_validator_set_hash(get_validators(state)),
+        validator_set_hash=compute_validator_set_hash(get_validator_set_at(state, env.height + 1).validators),
         gas_limit=env.gas_limit,
         gas_used=receipts[-1].cumulative_gas_used if receipts else 0,
         justify_hash=compute_justify_hash(justify, timeout_cert),

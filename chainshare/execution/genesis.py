@@ -105,10 +105,6 @@ def validator_records(validators: tuple[GenesisValidator, ...]) -> list[dict[str
              "bls_pop": v.bls_pop} for v in validators]
 
 
-def compute_validator_set_hash(validators: list[dict[str, Any]]) -> bytes:
-    return keccak256(membership.encode_validators(validators))
-
-
 def compute_genesis_state(genesis: Genesis) -> dict[bytes, bytes]:
     """Every state entry of block 0."""
     state: dict[bytes, bytes] = {}
@@ -250,7 +246,7 @@ def compute_genesis_block(genesis: Genesis) -> tuple[Any, dict[bytes, bytes], in
     header = Header(
         parent_hash=ZERO_HASH, height=0, round=0, timestamp_ms=genesis.timestamp_ms, proposer=bytes(20),
         tx_root=EMPTY_KECCAK, receipts_root=EMPTY_KECCAK, state_root=compute_state_root(acc),
-        logs_bloom=EMPTY_BLOOM, validator_set_hash=compute_validator_set_hash(validator_records(genesis.validators)),
+        logs_bloom=EMPTY_BLOOM, validator_set_hash=membership.compute_validator_set_hash(validator_records(genesis.validators)),
         gas_limit=genesis.params.block_gas_limit, gas_used=0, justify_hash=ZERO_HASH,
     )
     return Block(header, (), None), state, acc

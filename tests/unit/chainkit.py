@@ -15,14 +15,13 @@ from typing import Any
 
 import eth_abi
 
-from chainshare.consensus.qc import aggregate_qc, sign_proposal, sign_vote
 from chainshare.crypto import bls
 from chainshare.crypto.hashing import keccak256
 from chainshare.crypto.secp import address_of_private_key, to_checksum_address
 from chainshare.errors import InvalidTransaction
 from chainshare.execution.block import ExecutedBlock, apply_block, build_block
 from chainshare.execution.contracts import GOVERNANCE, MEMBERSHIP, NOTARY, build_runtime
-from chainshare.execution.contracts.membership import get_validators
+from chainshare.execution.contracts.membership import get_validator_set_at
 from chainshare.execution.genesis import (
     ChainParams,
     Genesis,
@@ -32,6 +31,7 @@ from chainshare.execution.genesis import (
 )
 from chainshare.execution.runtime import BlockEnv, Runtime
 from chainshare.ledger.chain import ChainStore
+from chainshare.ledger.quorum import aggregate_qc, compute_proposer_index, sign_proposal, sign_vote
 from chainshare.ledger.state import DictReader, StateView
 from chainshare.ledger.store import KeyValueStore, MemoryStore
 from chainshare.ledger.txs import Transaction, decode_transaction, sign_eip1559
@@ -208,13 +208,16 @@ class Ledger:
 # -- a committed, certified chain (as the single-validator node builds it) ---------------------
 
 class Chain:
-    """A chain in ``store``: blocks built by build_block, signed by the proposer, certified by a
-    1-of-1 QC and committed, reproducing ``Node._propose_and_commit`` with explicit timestamps."""
+    """A chain in ``store``: blocks built by build_block, signed by the leader of their view and
+    certified by every validator of the set in force (1-of-1 for the usual single-validator
+    genesis), then committed, reproducing ``Node._propose_and_commit`` with explicit timestamps.
+    ``other_keys`` are the keys of validators that later sets (scheduled by Governance) hold."""
 
-    def __init__(self, genesis: Genesis, validator_key: Validator, store: KeyValueStore | None = None) -> None:
+    def __init__(self, genesis: Genesis, validator_key: Validator, store: KeyValueStore | None = None,
+                 other_keys: Sequence[Validator] = ()) -> None:
         self.genesis = genesis
         self.key = validator_key
-        self.index = [v.bls_public_key for v in genesis.validators].index(validator_key.public_key)
+        self.keys = {k.public_key: k for k in (validator_key, *other_keys)}
         self.store = store if store is not None else MemoryStore()
         self.chain: ChainStore = open_chain(self.store, genesis)
         self.runtime = build_runtime()
@@ -226,18 +229,20 @@ class Chain:
         chain_id = self.genesis.chain_id
         parent = self.chain.get_head()
         justify = self.chain.get_qc(parent.height) if parent.height > 0 else None
-        validators = get_validators(self.chain.state)
-        me = validators[self.index]
+        vs = get_validator_set_at(self.chain.state, parent.height + 1)
+        view = parent.header.round + 1 if round is None else round
+        leader = vs.validators[compute_proposer_index(view, len(vs.validators))]
         ts = timestamp_ms if timestamp_ms is not None else parent.header.timestamp_ms + 1000
         txs = [decode_transaction(r, chain_id) for r in raws]
         executed = build_block(self.runtime, self.chain.state, parent.header, self.accumulator, txs,
-                               chain_id=chain_id, round=parent.header.round + 1 if round is None else round,
-                               timestamp_ms=ts, proposer=me["address"], justify=justify, on_invalid=_strict)
+                               chain_id=chain_id, round=view, timestamp_ms=ts, proposer=leader["address"],
+                               justify=justify, on_invalid=_strict)
         block = executed.block
-        signature = sign_proposal(self.key.secret_key, chain_id, block.hash)
+        signature = sign_proposal(self.keys[leader["bls_public_key"]].secret_key, chain_id, block.hash, vs.epoch)
         block = dataclasses.replace(block, signature=signature)
-        vote = sign_vote(self.key.secret_key, chain_id, block.hash, block.height, block.header.round)
-        qc = aggregate_qc(block.hash, block.height, block.header.round, {self.index: vote}, len(validators))
+        votes = {i: sign_vote(self.keys[v["bls_public_key"]].secret_key, chain_id, block.hash, block.height,
+                              block.header.round, vs.epoch) for i, v in enumerate(vs.validators)}
+        qc = aggregate_qc(block.hash, block.height, block.header.round, votes, len(vs.validators))
         self.chain.commit_block(block, executed.receipts, executed.senders, executed.state_changes,
                                 executed.accumulator, qc)
         self.accumulator = executed.accumulator

@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import pytest
 from chainkit import (
     GOVERNANCE,
     MEMBERSHIP,

@@ -13,7 +13,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from chainshare import codec
-from chainshare.consensus import qc as qcmod
 from chainshare.consensus.core import (
     Action,
     BlockValidated,
@@ -62,6 +61,7 @@ from chainshare.consensus.sim import (
 )
 from chainshare.crypto import bls
 from chainshare.errors import DecodeError
+from chainshare.ledger import quorum as qcmod
 from chainshare.ledger.types import Block, QuorumCertificate, make_bitmap
 
 N = 4

@@ -11,7 +11,7 @@ import pytest
 from chainkit import account, make_genesis, validator
 
 from chainshare.errors import ConfigError
-from chainshare.execution.contracts.membership import get_validators, is_member
+from chainshare.execution.contracts.membership import get_validator_set_at, is_member
 from chainshare.execution.genesis import compute_genesis_block, get_chain_params, load_genesis, parse_genesis
 from chainshare.ledger.state import DictReader
 from chainshare.ledger.store import MemoryStore
@@ -35,7 +35,7 @@ def test_block_zero_commits_to_members_validators_and_params() -> None:
     reader = DictReader(state)
     assert is_member(reader, ALICE.address) and is_member(reader, BOB.address)
     assert not is_member(reader, account("mallory").address)
-    assert [v["bls_public_key"] for v in get_validators(reader)] == [V1.public_key]
+    assert [v["bls_public_key"] for v in get_validator_set_at(reader, 1).validators] == [V1.public_key]
     assert get_chain_params(reader) == (GENESIS.params.block_gas_limit, GENESIS.params.max_block_txs)
     assert block0.height == 0 and block0.transactions == () and block0.justify is None
     assert compute_genesis_block(GENESIS)[0].hash == block0.hash  # deterministic

@@ -10,7 +10,9 @@ from chainkit import Validator, validator
 from py_ecc.bls import G2ProofOfPossession as PyEccBls
 
 from chainshare import codec
-from chainshare.consensus.qc import (
+from chainshare.crypto import bls
+from chainshare.errors import ConsensusError, CryptoError
+from chainshare.ledger.quorum import (
     aggregate_qc,
     compute_proposer_index,
     compute_quorum,
@@ -21,8 +23,6 @@ from chainshare.consensus.qc import (
     verify_qc,
     vote_message,
 )
-from chainshare.crypto import bls
-from chainshare.errors import ConsensusError, CryptoError
 from chainshare.ledger.types import QuorumCertificate, make_bitmap
 
 CHAIN_ID = 4242

@@ -214,7 +214,7 @@ def make_service(net_node: Node, pki: Pki, tmp: Path, name: str, agency: str, *,
 async def network(pki: Pki, tmp: Path) -> AsyncIterator[Net]:
     key = validator("v1", A)
     node = Node(NodeConfig(block=BlockSection(block_time_ms=20)), pki.genesis, MemoryStore(),
-                ValidatorKey(key.secret_key, key.public_key, 0))
+                ValidatorKey(key.secret_key, key.public_key))
     producer = asyncio.create_task(node.run_producer())
     owner = make_service(node, pki, tmp, "node-a", A, vault=True)
     requester = make_service(node, pki, tmp, "node-b", B, vault=False)
@@ -684,11 +684,11 @@ def test_attach_sharing_builds_one_service_from_the_node_configuration(pki: Pki,
         sharing=SharingSection(vault_dir="vault", pseudonym_key_file="pseudonym.key", account_keystore="account.json"),
         base_dir=tmp_path)
     key = validator("v1", A)
-    bare = Node(NodeConfig(), pki.genesis, MemoryStore(), ValidatorKey(key.secret_key, key.public_key, 0))
+    bare = Node(NodeConfig(), pki.genesis, MemoryStore(), ValidatorKey(key.secret_key, key.public_key))
     with pytest.raises(SharingUnavailable, match=r"set \[p2p\] ca_cert, node_cert, node_key"):
         get_sharing_service(bare)
     node = Node(replace(cfg, node=replace(cfg.node, dev_mode=True)), pki.genesis, MemoryStore(),
-                ValidatorKey(key.secret_key, key.public_key, 0))
+                ValidatorKey(key.secret_key, key.public_key))
 
     class Transport:
         config = P2PConfig("node-a", CHAIN_ID, b"\x00" * 32, send_queue_bytes=16 * 1024 * 1024)

@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 
 from chainshare import codec, errors
-from chainshare.consensus.qc import verify_qc, vote_message
 from chainshare.crypto.hashing import keccak256
 from chainshare.errors import ConsensusError
 from chainshare.execution.genesis import compute_genesis_block, parse_genesis
@@ -23,6 +22,7 @@ from chainshare.ledger.merkle import (
     compute_root,
     verify_inclusion_proof,
 )
+from chainshare.ledger.quorum import verify_qc, vote_message
 from chainshare.ledger.txs import decode_transaction
 from chainshare.ledger.types import Block, Header, QuorumCertificate, Receipt
 from chainshare.verify import verify_chain
@@ -169,7 +169,7 @@ def test_qc_vectors_are_reproduced() -> None:
     vectors = load("qc.json")
     chain_id = vectors["chain_id"]
     validators = [{"bls_public_key": b(v["bls_public_key"])} for v in vectors["validators"]]
-    assert codec.encode(["chainshare/vote/v1", chain_id, b(vectors["cases"][0]["block_hash"]),
+    assert codec.encode(["chainshare/vote/v1", chain_id, 0, b(vectors["cases"][0]["block_hash"]),
                          vectors["cases"][0]["height"], vectors["cases"][0]["round"]]) == \
         b(vectors["vote_message_preimage"])
     assert keccak256(b(vectors["vote_message_preimage"])) == b(vectors["vote_message"])

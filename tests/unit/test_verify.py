@@ -12,9 +12,9 @@ from chainkit import NOTARY, Chain, account, call_data, make_genesis, sign_call,
 
 from chainshare import codec
 from chainshare.config import NodeConfig
-from chainshare.consensus.qc import aggregate_qc, sign_proposal, sign_vote
 from chainshare.errors import ConsensusError
 from chainshare.ledger.chain import K_GENESIS_DOC, P_BLOCK, P_QC, P_RECEIPTS, ChainStore
+from chainshare.ledger.quorum import aggregate_qc, sign_proposal, sign_vote
 from chainshare.ledger.store import MemoryStore
 from chainshare.ledger.txs import decode_transaction
 from chainshare.ledger.types import Block, QuorumCertificate, Receipt
@@ -71,7 +71,7 @@ def test_honest_chain_verifies() -> None:
 def test_chain_built_by_the_node_producer_verifies() -> None:
     """Guards chainkit.Chain against drifting from Node._propose_and_commit: the real producer's chain
     must verify too."""
-    key = ValidatorKey(VAL.secret_key, VAL.public_key, 0)
+    key = ValidatorKey(VAL.secret_key, VAL.public_key)
     node = Node(NodeConfig(), GENESIS, MemoryStore(), key)
     try:
         txs = [decode_transaction(anchor(ALICE, n, 10 + n), GENESIS.chain_id) for n in range(3)]

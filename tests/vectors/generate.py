@@ -34,7 +34,6 @@ from chainkit import (  # noqa: E402
 from eth_account import Account  # noqa: E402
 
 from chainshare import codec  # noqa: E402
-from chainshare.consensus.qc import aggregate_qc, sign_vote, vote_message  # noqa: E402
 from chainshare.crypto.hashing import keccak256  # noqa: E402
 from chainshare.crypto.secp import SECP256K1_N  # noqa: E402
 from chainshare.errors import ChainshareError  # noqa: E402
@@ -45,6 +44,7 @@ from chainshare.ledger.merkle import (  # noqa: E402
     compute_root,
     verify_inclusion_proof,
 )
+from chainshare.ledger.quorum import aggregate_qc, sign_vote, vote_message  # noqa: E402
 from chainshare.ledger.txs import decode_transaction, sign_eip1559  # noqa: E402
 from chainshare.ledger.types import QuorumCertificate, make_bitmap  # noqa: E402
 
@@ -244,8 +244,8 @@ QC_HEIGHT, QC_ROUND = 42, 43
 
 
 def qc_vectors() -> dict[str, Any]:
-    from chainshare.consensus.qc import verify_qc
     from chainshare.errors import ConsensusError
+    from chainshare.ledger.quorum import verify_qc
 
     vals = [validator(f"vectors/qc-{i}", "Agency A") for i in range(4)]
     records = [{"bls_public_key": v.public_key} for v in vals]
@@ -281,13 +281,14 @@ def qc_vectors() -> dict[str, Any]:
                     "encoded": hx(qc.encode()), "valid": valid})
     return {
         "description": "Quorum certificates over 4 validators (quorum 3). Vote message = keccak(msgpack("
-                       "['chainshare/vote/v1', chain_id, block_hash, height, round])); signature = BLS12-381 "
+                       "['chainshare/vote/v1', chain_id, epoch, block_hash, height, round])) with epoch 0 (the genesis "
+                       "validator set); signature = BLS12-381 "
                        "proof-of-possession scheme (G2 signatures), aggregate over the signers in the bitmap "
                        "(bit i = validators[i], little-endian within each byte).",
         "chain_id": CHAIN_ID,
         "validators": [{"bls_public_key": hx(v.public_key), "bls_pop": hx(v.pop)} for v in vals],
         "vote_message": hx(vote_message(CHAIN_ID, QC_BLOCK, QC_HEIGHT, QC_ROUND)),
-        "vote_message_preimage": hx(codec.encode(["chainshare/vote/v1", CHAIN_ID, QC_BLOCK, QC_HEIGHT, QC_ROUND])),
+        "vote_message_preimage": hx(codec.encode(["chainshare/vote/v1", CHAIN_ID, 0, QC_BLOCK, QC_HEIGHT, QC_ROUND])),
         "cases": out,
     }
 

@@ -11,12 +11,16 @@ attribute reads as "" and setting "" deletes it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from chainshare import codec
+from chainshare.crypto import bls
+from chainshare.crypto.hashing import keccak256
 from chainshare.execution.contracts.addresses import GOVERNANCE, MEMBERSHIP
 from chainshare.execution.runtime import (
     CONTRACT_PREFIX,
+    G_SLOAD,
     CallContext,
     Revert,
     SystemContract,
@@ -30,6 +34,9 @@ K_NAMES = b"names"
 K_VALIDATORS = b"validators"
 K_CA = b"ca"
 K_ATTRIBUTE = b"attr:"
+K_VALIDATOR_CHANGES = b"vchanges"
+MAX_VALIDATORS = 64
+MAX_ACTIVATION_DELAY = 1_000_000
 MAX_NAME = 64
 MAX_CERT = 8192
 AGENCY_ATTRIBUTE_KEYS = ("jurisdiction",)
@@ -82,18 +89,56 @@ def get_active_agency_count(state: Any) -> int:
     return len(get_active_agency_names(state))
 
 
-def get_validators(state: Any) -> list[dict[str, Any]]:
-    """The validator set in force: [{name, agency, address, bls_public_key, bls_pop}] in order."""
+@dataclass(frozen=True)
+class ValidatorSet:
+    """The validators that propose and sign blocks from ``activation_height`` on, until the next
+    set's activation: epoch 0 is the genesis set, each Governance change starts the next epoch.
+    ``validators[i]`` = {name, agency, address, bls_public_key, bls_pop}; i is the index in QC
+    bitmaps and the PoA rotation."""
+
+    epoch: int
+    activation_height: int
+    validators: tuple[dict[str, Any], ...]
+
+    def index_of_key(self, bls_public_key: bytes) -> int | None:
+        return next((i for i, v in enumerate(self.validators) if v["bls_public_key"] == bls_public_key), None)
+
+
+def _decode_validators(items: Any) -> tuple[dict[str, Any], ...]:
+    return tuple({"name": v[0], "agency": v[1], "address": v[2], "bls_public_key": v[3], "bls_pop": v[4]}
+                 for v in items)
+
+
+def _validator_rows(validators: Any) -> list[list[Any]]:
+    return [[v["name"], v["agency"], v["address"], v["bls_public_key"], v["bls_pop"]] for v in validators]
+
+
+def get_validator_sets(state: Any) -> list[ValidatorSet]:
+    """Every validator set of the chain so far, epoch order (the last may not be active yet)."""
     raw = state.get(_key(K_VALIDATORS))
-    if not raw:
-        return []
-    return [{"name": v[0], "agency": v[1], "address": v[2], "bls_public_key": v[3], "bls_pop": v[4]}
-            for v in codec.decode(raw)]
+    sets = [ValidatorSet(0, 0, _decode_validators(codec.decode(raw)) if raw else ())]
+    changes = state.get(_key(K_VALIDATOR_CHANGES))
+    for epoch, activation, rows in codec.decode(changes) if changes else ():
+        sets.append(ValidatorSet(epoch, activation, _decode_validators(rows)))
+    return sets
+
+
+def get_validator_set_at(state: Any, height: int) -> ValidatorSet:
+    """The set that proposes and certifies the block at ``height``, read from the state after
+    block ``height - 1`` (or any later state: the history is append-only)."""
+    for vs in reversed(get_validator_sets(state)):
+        if vs.activation_height <= height:
+            return vs
+    raise AssertionError("the genesis set is active from height 0")
 
 
 def encode_validators(validators: list[dict[str, Any]]) -> bytes:
-    return codec.encode([[v["name"], v["agency"], v["address"], v["bls_public_key"], v["bls_pop"]]
-                         for v in validators])
+    return codec.encode(_validator_rows(validators))
+
+
+def compute_validator_set_hash(validators: Any) -> bytes:
+    """The hash a header carries of the set that certifies the next block."""
+    return keccak256(encode_validators(list(validators)))
 
 
 def genesis_agency_entries(name: str, role: str, accounts: list[bytes], cert: bytes) -> dict[bytes, bytes]:
@@ -125,7 +170,9 @@ class Membership(SystemContract):
     E_ADDED = event("AgencyAdded(string name, string role, address[] accounts)")
     E_REVOKED = event("AgencyRevoked(string name)")
     E_ATTRIBUTE_SET = event("AgencyAttributeSet(string name, string key, string value)")
-    EVENTS = (E_ADDED, E_REVOKED, E_ATTRIBUTE_SET)
+    E_VALIDATORS_SCHEDULED = event("ValidatorSetScheduled(uint256 indexed epoch, uint256 activationHeight, "
+                                   "string[] names)")
+    EVENTS = (E_ADDED, E_REVOKED, E_ATTRIBUTE_SET, E_VALIDATORS_SCHEDULED)
 
     @method("isMember(address account)", returns="bool", view=True)
     def is_member(self, ctx: CallContext, account: str) -> bool:
@@ -191,6 +238,50 @@ class Membership(SystemContract):
             raise Revert(f"no agency named {name!r}")
         ctx.sstore(_attribute_key(name, key), value.encode() if value else None)
         ctx.emit(self.E_ATTRIBUTE_SET, name, key, value)
+
+    @method("setValidators(string[] names, string[] agencies, bytes[] blsPublicKeys, bytes[] blsPops, "
+            "uint256 activationHeight)")
+    def set_validators(self, ctx: CallContext, names: list[str], agencies: list[str], pks: list[bytes],
+                       pops: list[bytes], activation: int) -> None:
+        """Schedule the next validator set: it proposes and certifies every block from height
+        ``activationHeight`` on (the current set finalizes every block before it)."""
+        _only_governance(ctx)
+        height = ctx.env.height
+        if not height < activation <= height + MAX_ACTIVATION_DELAY:
+            raise Revert(f"activation height must be after this block ({height}) and at most "
+                         f"{MAX_ACTIVATION_DELAY} blocks later")
+        if not 0 < len(names) <= MAX_VALIDATORS or not len(names) == len(agencies) == len(pks) == len(pops):
+            raise Revert(f"a validator set has 1..{MAX_VALIDATORS} validators, each with a name, an agency, "
+                         "a BLS public key and its proof of possession")
+        sets = get_validator_sets(ctx.state)
+        ctx.charge(G_SLOAD * 2)
+        if sets[-1].activation_height > height:
+            raise Revert(f"validator set {sets[-1].epoch} is already scheduled for height "
+                         f"{sets[-1].activation_height}: one change at a time")
+        if len(set(names)) != len(names) or len(set(pks)) != len(pks):
+            raise Revert("validator names and keys must be unique")
+        rows = []
+        for name, agency, pk, pop in zip(names, agencies, pks, pops, strict=True):
+            if not 0 < len(name) <= MAX_NAME:
+                raise Revert(f"validator names must be 1..{MAX_NAME} characters")
+            raw = ctx.sload(K_AGENCY + agency.encode())
+            if raw is None or not codec.decode(raw)[4]:
+                raise Revert(f"validator {name!r}: {agency!r} is not an active agency")
+            if len(pk) != bls.PUBLIC_KEY_SIZE or len(pop) != bls.SIGNATURE_SIZE or not bls.verify_possession(pk, pop):
+                raise Revert(f"validator {name!r}: invalid BLS public key or proof of possession")
+            rows.append([name, agency, keccak256(pk)[12:], pk, pop])
+        epoch = sets[-1].epoch + 1
+        history = [[vs.epoch, vs.activation_height, _validator_rows(vs.validators)] for vs in sets[1:]]
+        ctx.sstore(K_VALIDATOR_CHANGES, codec.encode(history + [[epoch, activation, rows]]))
+        ctx.emit(self.E_VALIDATORS_SCHEDULED, epoch, activation, names)
+
+    @method("validatorsAt(uint256 height)", returns="uint256 epoch, uint256 activationHeight, string[] names, "
+            "address[] addresses", view=True)
+    def validators_at(self, ctx: CallContext, height: int) -> tuple[Any, ...]:
+        ctx.charge(G_SLOAD * 2)
+        vs = get_validator_set_at(ctx.state, height)
+        return (vs.epoch, vs.activation_height, [v["name"] for v in vs.validators],
+                ["0x" + v["address"].hex() for v in vs.validators])
 
     @method("revokeAgency(string name)")
     def revoke_agency(self, ctx: CallContext, name: str) -> None:
