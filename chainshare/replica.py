@@ -36,9 +36,11 @@ from typing import Any
 from chainshare import codec
 from chainshare.consensus import core
 from chainshare.consensus.messages import BlsCrypto, Proposal, Timeout, Vote, decode_message, encode_message
+from chainshare.crypto.hashing import keccak256
 from chainshare.errors import ChainshareError, ConsensusError, DecodeError, InvalidTransaction
 from chainshare.execution.block import ExecutedBlock, apply_block, build_block
-from chainshare.execution.contracts.addresses import MEMBERSHIP
+from chainshare.execution.contracts.addresses import EVIDENCE, MEMBERSHIP
+from chainshare.execution.contracts.evidence import Evidence as EvidenceContract
 from chainshare.execution.contracts.membership import (
     ValidatorSet,
     get_agency,
@@ -49,12 +51,14 @@ from chainshare.execution.genesis import get_chain_params
 from chainshare.ledger.chain import P_META, ChainStore
 from chainshare.ledger.types import Block, QuorumCertificate
 from chainshare.logs import log_event
+from chainshare.sharing.records import encode_call
 
 log = logging.getLogger("chainshare.replica")
 
 P_SAFETY = P_META + b"safety:"  # + epoch (8 bytes)
 P_SAFETY_BLOCK = P_META + b"sblock:"  # + epoch (8 bytes) + block hash
 P_EVIDENCE = b"E"
+EVIDENCE_CONTRACT = EvidenceContract()
 MSG_CONSENSUS = "cs.msg"
 MSG_TXS = "txs"
 MAX_TX_BATCH = 512
@@ -272,7 +276,8 @@ class Replica:
         elif isinstance(action, core.FetchBlock):
             self._spawn(self._fetch(action))
         elif isinstance(action, core.RecordEvidence):
-            await loop.run_in_executor(self._executor, self._record_evidence, action)
+            await loop.run_in_executor(self._executor, self._keep_evidence, action)
+            self._report_evidence(action)
 
     def _fire_timeout(self, generation: int, view: int) -> None:
         if generation == self._generation and not self._stopping:  # timers armed before a restore are stale
@@ -409,14 +414,33 @@ class Replica:
             # A revoked agency's node loses its connections now, not at its next reconnect.
             self.transport.revalidate_peers()
 
-    def _record_evidence(self, action: core.RecordEvidence) -> None:
+    def _keep_evidence(self, action: core.RecordEvidence) -> None:
+        """Keep the evidence in this node's store (synced) and log it."""
         ev = action.evidence
         data = ev.encode()
-        from chainshare.crypto.hashing import keccak256
-
         self.chain.store.write_batch({P_EVIDENCE + keccak256(data): data}, sync=True)
         self.stats["evidence"] += 1
-        log_event(log, logging.WARNING, "equivocation evidence recorded", kind=type(ev).__name__)
+        log_event(log, logging.WARNING, "equivocation evidence recorded", kind=ev.kind, view=ev.view,
+                  validator=self.names[ev.get_offender(len(self.names))], epoch=self.vset.epoch)
+
+    def _report_evidence(self, action: core.RecordEvidence) -> None:
+        """Report the evidence to the Evidence contract with this node's agency account (on the
+        event loop: the transaction is gossiped), so that it is on chain for auditors; the
+        contract verifies it and records each equivocation once, whoever reports it first."""
+        ev = action.evidence
+        offender = self.names[ev.get_offender(len(self.names))]
+        sharing = getattr(self.node, "sharing", None)
+        if sharing is None:
+            log_event(log, logging.WARNING, "equivocation evidence not reported on chain: no agency account")
+            return
+        tx_hash, error = sharing.submit_call(EVIDENCE, encode_call(EVIDENCE_CONTRACT, "report",
+                                                                   ev.to_report(self.vset.epoch)))
+        if tx_hash is not None:
+            log_event(log, logging.WARNING, "equivocation evidence reported on chain", tx="0x" + tx_hash.hex(),
+                      validator=offender, view=ev.view)
+        else:
+            log_event(log, logging.WARNING, "equivocation evidence not reported on chain", reason=error,
+                      validator=offender, view=ev.view)
 
     async def _fetch(self, action: core.FetchBlock) -> None:
         try:

@@ -3,8 +3,8 @@
 Two kinds are recognised: a double vote (two votes by one validator in one view for different
 blocks) and a double proposal (two different blocks signed by the leader of one view). An
 ``Evidence`` holds both signed messages, so anyone with the validator set checks it with
-``verify_evidence`` and nothing else; its canonical encoding (``encode`` / ``decode``) is what goes
-on chain. Safety never depends on evidence: it only names who misbehaved.
+``verify_evidence`` and nothing else; ``to_report`` gives the bytes the Evidence system contract
+verifies and records on chain. Safety never depends on evidence: it only names who misbehaved.
 """
 
 from __future__ import annotations
@@ -15,11 +15,9 @@ from typing import Any
 from chainshare import codec
 from chainshare.consensus.messages import Crypto, Vote
 from chainshare.errors import DecodeError
+from chainshare.execution.contracts.evidence import DOUBLE_PROPOSAL, DOUBLE_VOTE, encode_report
 from chainshare.ledger.quorum import compute_proposer_index
 from chainshare.ledger.types import Block
-
-DOUBLE_VOTE = "double-vote"
-DOUBLE_PROPOSAL = "double-proposal"
 
 
 @dataclass(frozen=True)
@@ -55,6 +53,15 @@ class Evidence:
 
     def encode(self) -> bytes:
         return codec.encode(self.to_list())
+
+    def to_report(self, epoch: int) -> bytes:
+        """The report ``Evidence.report`` takes: both signed messages (block headers only: the
+        proposer signs the header hash), for validator set ``epoch``."""
+        if isinstance(self.first, Vote) and isinstance(self.second, Vote):
+            return encode_report(self.kind, epoch, self.first.to_list(), self.second.to_list())
+        assert isinstance(self.first, Block) and isinstance(self.second, Block)
+        return encode_report(self.kind, epoch, [self.first.header.to_list(), self.first.signature],
+                             [self.second.header.to_list(), self.second.signature])
 
     @classmethod
     def decode(cls, data: bytes) -> Evidence:

@@ -681,14 +681,20 @@ class SharingService:
 
     def _submit_record(self, data: bytes) -> tuple[bytes | None, str | None]:
         """Sign and submit a record transaction with this node's agency account (to its own mempool)."""
-        assert self.account is not None and self._account_key is not None
+        return self.submit_call(ACCESS_CONTROL, data)
+
+    def submit_call(self, to: bytes, data: bytes) -> tuple[bytes | None, str | None]:
+        """Sign a call with this node's agency account and submit it to this node's mempool, after a
+        dry run: (tx hash, None), or (None, why it was not submitted)."""
+        if self.account is None or self._account_key is None:
+            return None, "this node has no agency account ([sharing] account_keystore)"
         try:
-            ok, out, used = self.node.call(self.account, ACCESS_CONTROL, data)
+            ok, out, used = self.node.call(self.account, to, data)
             if not ok:
                 return None, f"recording reverted: {decode_revert_reason(out)}"
             state = self.node.chain.state
             nonce = self.node.mempool.get_pending_nonce(state, self.account)
-            raw = sign_eip1559(self._account_key, chain_id=self.node.chain_id, nonce=nonce, to=ACCESS_CONTROL,
+            raw = sign_eip1559(self._account_key, chain_id=self.node.chain_id, nonce=nonce, to=to,
                                data=data, gas=used + used // 4 + 10_000)
             return self.node.submit_raw_transaction(raw), None
         except ChainshareError as exc:

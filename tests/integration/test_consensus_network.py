@@ -31,6 +31,7 @@ the ones that were lost (counted and printed; at most a few batches).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
@@ -943,6 +944,154 @@ def _answers(url: str) -> bool:
         return httpx.get(url, timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+# -- 4b. Governance changes the validator set at a later height --------------------------------------
+
+def _transact(network: Network, i: int, to: str, data: bytes) -> dict[str, Any]:
+    acct = network.account(i)
+    nonce = int(network.rpc(0, "eth_getTransactionCount", acct["address"], "pending"), 16)
+    raw = sign_call(acct["private_key"], network.chain_id, nonce, to, data, gas=2_000_000)
+    tx_hash = network.rpc(0, "eth_sendRawTransaction", "0x" + raw.hex())
+
+    def receipt() -> dict[str, Any] | None:
+        return network.rpc(0, "eth_getTransactionReceipt", tx_hash)  # type: ignore[no-any-return]
+
+    got = wait_until(receipt, 60, f"the receipt of {tx_hash}", interval=0.1)
+    assert got["status"] == "0x1", f"{tx_hash} reverted: {got}"
+    return got  # type: ignore[no-any-return]
+
+
+def test_governance_retires_a_validator_at_a_later_height_and_the_other_three_finalize_alone(
+        fresh_pool: DevnetPool) -> None:
+    """3 of 4 agencies vote Membership.setValidators([node1..node3], H): blocks below H are certified by
+    the four, blocks from H on by the three (QC bitmaps, proposers); node4 keeps following the chain as
+    an observer; with node4 killed the three still finalize; `chain verify` checks every QC offline."""
+    import eth_abi
+
+    from chainshare.crypto.hashing import keccak256
+
+    network = launch(fresh_pool, "vchange")
+    nodes, kept = list(range(N)), [0, 1, 2]
+    network.wait_heads(nodes, lambda hs: min(hs) >= 2, 60, "all four to finalize")
+    genesis = network.get(0, "/genesis")
+    new = genesis["validators"][:3]
+    activation = network.head(0) + 30  # type: ignore[operator]
+    inner = keccak256(b"setValidators(string[],string[],bytes[],bytes[],uint256)")[:4] + eth_abi.encode(
+        ["string[]", "string[]", "bytes[]", "bytes[]", "uint256"],
+        [[v["name"] for v in new], [v["agency"] for v in new], [bytes.fromhex(v["bls_public_key"][2:]) for v in new],
+         [bytes.fromhex(v["bls_pop"][2:]) for v in new], activation])
+    contracts = network.info["contracts"]
+    propose = keccak256(b"propose(address,bytes,string)")[:4] + eth_abi.encode(
+        ["address", "bytes", "string"], [contracts["Membership"], inner, "retire node4"])
+    created = _transact(network, 0, contracts["Governance"], propose)
+    pid = int(created["logs"][0]["topics"][1], 16)
+    for i in (0, 1, 2):
+        _transact(network, i, contracts["Governance"],
+                  keccak256(b"vote(uint256,bool)")[:4] + eth_abi.encode(["uint256", "bool"], [pid, True]))
+    executed = _transact(network, 1, contracts["Governance"],
+                         keccak256(b"execute(uint256)")[:4] + eth_abi.encode(["uint256"], [pid]))
+    assert int(executed["blockNumber"], 16) < activation, "the decision came too late for the test's margin"
+    scheduled = network.get(0, "/validators")
+    assert [(e["epoch"], e["activation_height"], len(e["items"])) for e in scheduled["epochs"]] == [
+        (0, 0, 4), (1, activation, 3)]
+
+    network.wait_heads(kept, lambda hs: min(hs) >= activation + 5, 90, "the three to finalize past the change")
+    common, chain = network.assert_same_chain(kept)
+    addresses = {v["address"].lower() for v in network.get(0, "/validators")["items"]}
+    assert len(addresses) == 3
+    for h in range(activation, common + 1):
+        assert chain[h]["miner"].lower() in addresses, f"block {h} proposed by a retired validator"
+        assert set(chain[h]["qc"]["signerIndices"]) <= {0, 1, 2}
+    assert any(3 in chain[h]["qc"]["signerIndices"] for h in range(2, activation)), "node4 never signed before"
+    assert chain[activation - 1]["validatorSetHash"] != chain[activation - 2]["validatorSetHash"]
+
+    # node4 is an observer now: it follows by block sync and says so in its log.
+    network.wait_heads([3], lambda hs: hs[0] >= activation + 3, 60, "node4 to follow past the change")
+    assert any(r.get("msg") == "validator set epoch begins" and r.get("epoch") == 1 and r.get("member") is False
+               for r in network.log_lines(3)), "node4 did not log that it left the validator set"
+    network.assert_same_chain(nodes)
+
+    network.stop(3)
+    h_kill = max(network.wait_heads(kept, lambda hs: True, 10, "heads"))
+    network.wait_heads(kept, lambda hs: min(hs) >= h_kill + 3, 60, "the three to finalize with node4 dead")
+    proc = subprocess.run(cli_command() + ["chain", "verify", "--node", network.rpc_url(0), "--json"],
+                          capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    report = cli_json(proc)
+    assert report["validator_sets"] == [{"epoch": 0, "activation_height": 0, "validators": 4},
+                                        {"epoch": 1, "activation_height": activation, "validators": 3}]
+
+
+# -- 4c. a double vote is caught and recorded on chain -------------------------------------------------
+
+async def _speak_as(network: Network, i: int, to: list[int], messages: list[bytes]) -> None:
+    """Connect to nodes ``to`` over mutual TLS with node i's own certificate (node i is stopped) and
+    send each consensus message to each of them."""
+    from chainshare.p2p import P2PConfig, P2PNode, PeerAddress, TlsIdentity
+
+    cfg, base = network.config(i), node_config_path(network.dir, network.node(i)).parent
+    identity = TlsIdentity(ca_cert=base / cfg["p2p"]["ca_cert"], cert=base / cfg["p2p"]["node_cert"],
+                           key=base / cfg["p2p"]["node_key"])
+    peers = tuple(PeerAddress(network.name(j), "127.0.0.1", network.p2p_port(j)) for j in to)
+    genesis_hash = bytes.fromhex(network.info["genesis_hash"][2:])
+    node = P2PNode(P2PConfig(node_name=network.name(i), chain_id=network.chain_id, genesis_hash=genesis_hash,
+                             peers=peers), identity, is_allowed=lambda subject: True)
+    await node.start()
+    try:
+        deadline = time.monotonic() + 30
+        while set(node.connected_peers()) != {p.name for p in peers}:
+            assert time.monotonic() < deadline, f"connected only to {node.connected_peers()}"
+            await asyncio.sleep(0.05)
+        for peer in peers:
+            for m in messages:
+                assert node.send(peer.name, "cs.msg", m)
+        await asyncio.sleep(1.0)  # let the frames drain before closing
+    finally:
+        await node.close()
+
+
+def test_a_double_vote_is_caught_and_recorded_on_chain_once_as_evidence(fresh_pool: DevnetPool) -> None:
+    """node4 (its process stopped; the test holds its certificate and BLS key, as a byzantine operator
+    would) signs two votes for different blocks in one view and sends both to the three others: they
+    detect it, report it to the Evidence contract, and the chain records it exactly once, visible to
+    an auditor through eth_getLogs; the chain keeps finalizing."""
+    import eth_abi
+
+    from chainshare.consensus.messages import encode_message
+    from chainshare.crypto.keystore import decrypt_bls_key
+    from chainshare.ledger.quorum import Vote, sign_vote
+
+    network = launch(fresh_pool, "evidence")
+    nodes, honest = list(range(N)), [0, 1, 2]
+    network.wait_heads(nodes, lambda hs: min(hs) >= 2, 60, "all four to finalize")
+    network.stop(3)
+    base = node_config_path(network.dir, network.node(3)).parent
+    secret = decrypt_bls_key(json.loads((base / network.config(3)["validator"]["key_file"]).read_bytes()), "")
+    head = network.rpc(0, "eth_getBlockByNumber", "latest", False)
+    view, height = int(head["round"], 16) + 12, int(head["number"], 16) + 1
+    votes = [Vote(h, height, view, 3, sign_vote(secret, network.chain_id, h, height, view))
+             for h in (os.urandom(32), os.urandom(32))]
+    asyncio.run(_speak_as(network, 3, honest, [encode_message(v) for v in votes]))
+
+    evidence_address = network.info["contracts"]["Evidence"]
+
+    def recorded() -> list[dict[str, Any]] | None:
+        logs = network.rpc(0, "eth_getLogs", {"address": evidence_address, "fromBlock": "0x0"})
+        return logs or None
+
+    logs = wait_until(recorded, 60, "the double vote to be recorded on chain", interval=0.2)
+    name, agency, kind, _, _ = eth_abi.decode(["string", "string", "string", "bytes32", "address"],
+                                              bytes.fromhex(logs[0]["data"][2:]))
+    assert (name, agency, kind) == (network.name(3), network.node(3)["agency"], "double-vote")
+    assert int(logs[0]["topics"][2], 16) == view and int(logs[0]["topics"][1], 16) == 0
+    h_rec = int(logs[0]["blockNumber"], 16)
+    network.wait_heads(honest, lambda hs: min(hs) >= h_rec + 3, 30, "three more blocks")
+    for i in honest:  # every node caught it, one record only
+        assert any(r.get("msg") == "equivocation evidence recorded" and r.get("validator") == network.name(3)
+                   for r in network.log_lines(i)), f"{network.name(i)} did not catch the double vote"
+        assert len(network.rpc(i, "eth_getLogs", {"address": evidence_address, "fromBlock": "0x0"})) == 1
+    network.assert_same_chain(honest)
 
 
 # -- 5. the devnet launcher these tests rely on ----------------------------------------------------
