@@ -95,11 +95,10 @@ class Node:
         self.replica: Any = None  # set by serve_node on a multi-validator network
         self.sharing: Any = None  # the data plane, attached with the P2P transport
         sets = get_validator_sets(self.chain.state)
-        if all(vs.index_of_key(key.public_key) is None for vs in sets):
-            raise ConfigError("this node's validator key is in no validator set of this chain (genesis, past or "
-                              "scheduled)")
         validators = get_validator_set_at(self.chain.state, self.chain.head_height + 1).validators
         self.multi_validator = len(validators) > 1 or len(sets) > 1
+        if not self.multi_validator and validators[0]["bls_public_key"] != key.public_key:
+            raise ConfigError("this node's validator key is not the key of this chain's single validator")
         if self.multi_validator and not cfg.p2p.listen_port:
             raise ConfigError(f"the network has {len(validators)} validators: configure [p2p] (listen_port, "
                               "peers, ca_cert, node_cert, node_key) so this node can take part in consensus")

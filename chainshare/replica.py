@@ -124,6 +124,9 @@ class Replica:
         self.stats: dict[str, Any] = {"commits": 0, "views": 0, "timeouts": 0, "synced_blocks": 0,
                                       "evidence": 0, "invalid_blocks": 0, "epoch": 0}
         self.state: core.CoreState | None = self._restore()
+        if self.state is None:
+            log_event(log, logging.WARNING, "not a validator of the set in force: following the chain by block sync",
+                      epoch=self.vset.epoch)
 
     # -- start-up and epochs --------------------------------------------------------------------
     def _verifier(self, vs: ValidatorSet) -> BlsCrypto:

@@ -962,28 +962,22 @@ def _transact(network: Network, i: int, to: str, data: bytes) -> dict[str, Any]:
     return got  # type: ignore[no-any-return]
 
 
-def test_governance_retires_a_validator_at_a_later_height_and_the_other_three_finalize_alone(
-        fresh_pool: DevnetPool) -> None:
-    """3 of 4 agencies vote Membership.setValidators([node1..node3], H): blocks below H are certified by
-    the four, blocks from H on by the three (QC bitmaps, proposers); node4 keeps following the chain as
-    an observer; with node4 killed the three still finalize; `chain verify` checks every QC offline."""
+def _schedule_validators(network: Network, validators: list[dict[str, Any]], margin: int) -> int:
+    """Pass Membership.setValidators(validators, head + margin) through Governance (3 of 4 agencies
+    vote); returns the activation height."""
     import eth_abi
 
     from chainshare.crypto.hashing import keccak256
 
-    network = launch(fresh_pool, "vchange")
-    nodes, kept = list(range(N)), [0, 1, 2]
-    network.wait_heads(nodes, lambda hs: min(hs) >= 2, 60, "all four to finalize")
-    genesis = network.get(0, "/genesis")
-    new = genesis["validators"][:3]
-    activation = network.head(0) + 30  # type: ignore[operator]
+    activation = network.head(0) + margin  # type: ignore[operator]
     inner = keccak256(b"setValidators(string[],string[],bytes[],bytes[],uint256)")[:4] + eth_abi.encode(
         ["string[]", "string[]", "bytes[]", "bytes[]", "uint256"],
-        [[v["name"] for v in new], [v["agency"] for v in new], [bytes.fromhex(v["bls_public_key"][2:]) for v in new],
-         [bytes.fromhex(v["bls_pop"][2:]) for v in new], activation])
+        [[v["name"] for v in validators], [v["agency"] for v in validators],
+         [bytes.fromhex(v["bls_public_key"][2:]) for v in validators],
+         [bytes.fromhex(v["bls_pop"][2:]) for v in validators], activation])
     contracts = network.info["contracts"]
     propose = keccak256(b"propose(address,bytes,string)")[:4] + eth_abi.encode(
-        ["address", "bytes", "string"], [contracts["Membership"], inner, "retire node4"])
+        ["address", "bytes", "string"], [contracts["Membership"], inner, f"validators from {activation}"])
     created = _transact(network, 0, contracts["Governance"], propose)
     pid = int(created["logs"][0]["topics"][1], 16)
     for i in (0, 1, 2):
@@ -992,35 +986,59 @@ def test_governance_retires_a_validator_at_a_later_height_and_the_other_three_fi
     executed = _transact(network, 1, contracts["Governance"],
                          keccak256(b"execute(uint256)")[:4] + eth_abi.encode(["uint256"], [pid]))
     assert int(executed["blockNumber"], 16) < activation, "the decision came too late for the test's margin"
+    return activation
+
+
+def _epoch_log(network: Network, i: int, epoch: int) -> dict[str, Any] | None:
+    return next((r for r in network.log_lines(i) if r.get("msg") == "validator set epoch begins"
+                 and r.get("epoch") == epoch), None)
+
+
+def test_governance_retires_a_validator_at_a_later_height_then_brings_it_back(fresh_pool: DevnetPool) -> None:
+    """Governance: [node1..node4] -> [node1..node3] from H1: blocks below H1 are certified by the four,
+    from H1 by the three (QC bitmaps, proposers), while node4 follows as an observer. Then -> [node1..node4]
+    from H2: node4 joins consensus again, and with node1 killed the other three (node4 among them) still
+    finalize. `chain verify` checks every QC offline against the three recorded sets."""
+    network = launch(fresh_pool, "vchange")
+    nodes, kept = list(range(N)), [0, 1, 2]
+    network.wait_heads(nodes, lambda hs: min(hs) >= 2, 60, "all four to finalize")
+    everyone = network.get(0, "/genesis")["validators"]
+    h1 = _schedule_validators(network, everyone[:3], 30)
     scheduled = network.get(0, "/validators")
     assert [(e["epoch"], e["activation_height"], len(e["items"])) for e in scheduled["epochs"]] == [
-        (0, 0, 4), (1, activation, 3)]
+        (0, 0, 4), (1, h1, 3)]
 
-    network.wait_heads(kept, lambda hs: min(hs) >= activation + 5, 90, "the three to finalize past the change")
+    network.wait_heads(kept, lambda hs: min(hs) >= h1 + 5, 90, "the three to finalize past the change")
     common, chain = network.assert_same_chain(kept)
-    addresses = {v["address"].lower() for v in network.get(0, "/validators")["items"]}
-    assert len(addresses) == 3
-    for h in range(activation, common + 1):
-        assert chain[h]["miner"].lower() in addresses, f"block {h} proposed by a retired validator"
+    three = {v["address"].lower() for v in network.get(0, "/validators")["items"]}
+    assert len(three) == 3
+    for h in range(h1, common + 1):
+        assert chain[h]["miner"].lower() in three, f"block {h} proposed by a retired validator"
         assert set(chain[h]["qc"]["signerIndices"]) <= {0, 1, 2}
-    assert any(3 in chain[h]["qc"]["signerIndices"] for h in range(2, activation)), "node4 never signed before"
-    assert chain[activation - 1]["validatorSetHash"] != chain[activation - 2]["validatorSetHash"]
-
+    assert any(3 in chain[h]["qc"]["signerIndices"] for h in range(2, h1)), "node4 never signed before"
+    assert chain[h1 - 1]["validatorSetHash"] != chain[h1 - 2]["validatorSetHash"]
     # node4 is an observer now: it follows by block sync and says so in its log.
-    network.wait_heads([3], lambda hs: hs[0] >= activation + 3, 60, "node4 to follow past the change")
-    assert any(r.get("msg") == "validator set epoch begins" and r.get("epoch") == 1 and r.get("member") is False
-               for r in network.log_lines(3)), "node4 did not log that it left the validator set"
+    network.wait_heads([3], lambda hs: hs[0] >= h1 + 3, 60, "node4 to follow past the change")
+    left = _epoch_log(network, 3, 1)
+    assert left is not None and left.get("member") is False, "node4 did not log that it left the validator set"
     network.assert_same_chain(nodes)
 
-    network.stop(3)
-    h_kill = max(network.wait_heads(kept, lambda hs: True, 10, "heads"))
-    network.wait_heads(kept, lambda hs: min(hs) >= h_kill + 3, 60, "the three to finalize with node4 dead")
-    proc = subprocess.run(cli_command() + ["chain", "verify", "--node", network.rpc_url(0), "--json"],
+    h2 = _schedule_validators(network, everyone, 25)
+    network.wait_heads(nodes, lambda hs: min(hs) >= h2 + 3, 90, "all four past the second change")
+    joined = _epoch_log(network, 3, 2)
+    assert joined is not None and joined.get("member") is True, "node4 did not rejoin the validator set"
+    network.stop(0)
+    h_kill = max(network.wait_heads([1, 2, 3], lambda hs: True, 10, "heads"))
+    network.wait_heads([1, 2, 3], lambda hs: min(hs) >= h_kill + 3, 90,
+                       "node2, node3 and node4 to finalize with node1 dead (node4's votes are needed)")
+    common, chain = network.assert_same_chain([1, 2, 3])
+    assert any(3 in chain[h]["qc"]["signerIndices"] for h in range(h2, common + 1))
+    proc = subprocess.run(cli_command() + ["chain", "verify", "--node", network.rpc_url(1), "--json"],
                           capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stderr
-    report = cli_json(proc)
-    assert report["validator_sets"] == [{"epoch": 0, "activation_height": 0, "validators": 4},
-                                        {"epoch": 1, "activation_height": activation, "validators": 3}]
+    assert cli_json(proc)["validator_sets"] == [{"epoch": 0, "activation_height": 0, "validators": 4},
+                                                {"epoch": 1, "activation_height": h1, "validators": 3},
+                                                {"epoch": 2, "activation_height": h2, "validators": 4}]
 
 
 # -- 4c. a double vote is caught and recorded on chain -------------------------------------------------
