@@ -3,6 +3,8 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+ETHERS := tests/ethers/node_modules/.package-lock.json
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test test-fast lint typecheck bench contracts clean install
 
@@ -16,12 +18,20 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# ethers v6, pinned by tests/ethers/package-lock.json, for the ethers compatibility test; Node.js and
+# npm come from the Debian packages when the machine has none.
+$(ETHERS): tests/ethers/package.json tests/ethers/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; }
+	npm ci --prefix tests/ethers --no-audit --no-fund --loglevel=error
+	@touch $(ETHERS)
+
 # A local network in the foreground: prints URLs and dev accounts; Ctrl-C stops it (data kept in .devnet/).
 demo: $(STAMP)
 	$(VENV)/bin/chainshare devnet up --dir .devnet --nodes 4 --foreground
 
 # The whole suite (unit, integration with real node processes, ...).
-test: $(STAMP)
+test: $(STAMP) $(ETHERS)
 	$(PY) -m pytest -n 2 --dist loadgroup -q
 
 test-fast: $(STAMP)
@@ -41,4 +51,4 @@ contracts: $(STAMP)
 	$(PY) -m chainshare.execution.contracts.export
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis .mypy_cache .ruff_cache .devnet bench-results
+	rm -rf $(VENV) .pytest_cache .hypothesis .mypy_cache .ruff_cache .devnet bench-results tests/ethers/node_modules
