@@ -1041,6 +1041,48 @@ def test_governance_retires_a_validator_at_a_later_height_then_brings_it_back(fr
                                                 {"epoch": 2, "activation_height": h2, "validators": 4}]
 
 
+def test_revoking_an_agency_cuts_its_node_off_at_once_and_keeps_it_out(fresh_pool: DevnetPool) -> None:
+    """Governance revokes agency4: as soon as the revocation is final every other node drops node4's
+    connection (reason not_allowed) and refuses its redials at the handshake; node4 gets no more
+    blocks, while the three others (still a quorum of the four validators) keep finalizing."""
+    import eth_abi
+
+    from chainshare.crypto.hashing import keccak256
+
+    network = launch(fresh_pool, "revoke")
+    nodes, kept = list(range(N)), [0, 1, 2]
+    network.wait_heads(nodes, lambda hs: min(hs) >= 2, 60, "all four to finalize")
+    offsets = {i: network.log_size(i) for i in nodes}
+    contracts = network.info["contracts"]
+    inner = keccak256(b"revokeAgency(string)")[:4] + eth_abi.encode(["string"], [network.node(3)["agency"]])
+    created = _transact(network, 0, contracts["Governance"], keccak256(b"propose(address,bytes,string)")[:4]
+                        + eth_abi.encode(["address", "bytes", "string"], [contracts["Membership"], inner, "revoke"]))
+    pid = int(created["logs"][0]["topics"][1], 16)
+    for i in (0, 1, 2):
+        _transact(network, i, contracts["Governance"],
+                  keccak256(b"vote(uint256,bool)")[:4] + eth_abi.encode(["uint256", "bool"], [pid, True]))
+    executed = _transact(network, 1, contracts["Governance"],
+                         keccak256(b"execute(uint256)")[:4] + eth_abi.encode(["uint256"], [pid]))
+    h_revoked = int(executed["blockNumber"], 16)
+
+    def cut_and_refused(i: int) -> bool:
+        recs = network.log_lines(i, offsets[i])
+        dropped = any(r.get("msg") == "p2p disconnected" and r.get("peer") == network.name(3)
+                      and r.get("reason") == "not_allowed" for r in recs)
+        refused = any(r.get("msg") == "p2p connection refused" and r.get("reason") == "not_allowed"
+                      and f"'{network.name(3)}'" in str(r.get("detail")) for r in recs)
+        return dropped and refused
+
+    wait_until(lambda: all(cut_and_refused(i) for i in kept), 60,
+               "every other node to drop node4 and refuse its redials")
+    stalled = network.head(3)
+    assert stalled is not None and stalled <= h_revoked + 3, f"node4 kept receiving blocks: {stalled}"
+    network.wait_heads(kept, lambda hs: min(hs) >= h_revoked + 5, 60, "the three to keep finalizing")
+    time.sleep(2)
+    assert network.head(3) == stalled, "node4 received blocks after it was cut off"
+    network.assert_same_chain(kept)
+
+
 # -- 4c. a double vote is caught and recorded on chain -------------------------------------------------
 
 async def _speak_as(network: Network, i: int, to: list[int], messages: list[bytes]) -> None:
