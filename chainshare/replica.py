@@ -121,7 +121,7 @@ class Replica:
         self._tasks: set[asyncio.Future[Any]] = set()
         self._tx_out: list[bytes] = []
         self._tx_flush_scheduled = False
-        self.stats: dict[str, Any] = {"commits": 0, "views": 0, "timeouts": 0, "synced_blocks": 0,
+        self.stats: dict[str, Any] = {"commits": 0, "timeouts": 0, "synced_blocks": 0,
                                       "evidence": 0, "invalid_blocks": 0, "epoch": 0}
         self.state: core.CoreState | None = self._restore()
         if self.state is None:
@@ -255,6 +255,8 @@ class Replica:
         if isinstance(action, core.PersistSafety):
             await loop.run_in_executor(self._executor, self._persist_safety, action)
         elif isinstance(action, core.Broadcast):
+            if isinstance(action.message, Timeout):
+                self.stats["timeouts"] += 1
             self.transport.broadcast(MSG_CONSENSUS, encode_message(action.message))
         elif isinstance(action, core.SendTo):
             if action.index == self.my_index:

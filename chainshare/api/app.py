@@ -7,11 +7,12 @@ a hard size limit (413 beyond it) before anything parses them.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import orjson
-from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from chainshare.api.jsonrpc import JsonRpc
 from chainshare.api.rest import create_rest_app
@@ -66,33 +67,51 @@ async def _respond(send: Send, status: int, body: bytes, content_type: bytes = b
     await send({"type": "http.response.body", "body": body})
 
 
+class _NodeCollector:
+    """Prometheus view of the node, read at scrape time: gauges for levels, counters (``*_total``)
+    for what only grows while the process runs, and the consensus replica's figures when it has one."""
+
+    def __init__(self, node: Node, rpc: JsonRpc) -> None:
+        self.node = node
+        self.rpc = rpc
+
+    def collect(self) -> Iterator[Any]:
+        node, stats = self.node, self.node.stats
+        yield GaugeMetricFamily("chainshare_head_height", "Height of the latest finalized block",
+                                value=node.chain.head_height)
+        yield GaugeMetricFamily("chainshare_mempool_transactions", "Transactions waiting in the mempool",
+                                value=len(node.mempool))
+        yield GaugeMetricFamily("chainshare_uptime_seconds", "Seconds since the node started",
+                                value=time.time() - node.started_at)
+        yield GaugeMetricFamily("chainshare_last_block_build_ms", "Time to build and commit the last block",
+                                value=stats["last_block_ms"])
+        yield CounterMetricFamily("chainshare_blocks_produced", "Blocks this node produced since start",
+                                  value=stats["blocks"])
+        yield CounterMetricFamily("chainshare_transactions_finalized", "Transactions finalized since start",
+                                  value=stats["txs"])
+        yield CounterMetricFamily("chainshare_transactions_rejected", "Transactions refused at admission",
+                                  value=stats["rejected"])
+        yield CounterMetricFamily("chainshare_rpc_errors", "JSON-RPC requests answered with an error",
+                                  value=self.rpc.error_count)
+        calls = CounterMetricFamily("chainshare_rpc_requests", "JSON-RPC requests by method", labels=["method"])
+        for method, count in list(self.rpc.counts.items()):
+            calls.add_metric([method], count)
+        yield calls
+        replica = node.replica
+        if replica is not None:
+            rs = replica.stats
+            yield GaugeMetricFamily("chainshare_validator_set_epoch", "Epoch of the validator set in force",
+                                    value=rs["epoch"])
+            for key, what in (("commits", "Blocks finalized by consensus"), ("timeouts", "Local view timeouts"),
+                              ("synced_blocks", "Blocks fetched by block sync"),
+                              ("evidence", "Equivocations caught"),
+                              ("invalid_blocks", "Proposals that failed re-execution")):
+                yield CounterMetricFamily(f"chainshare_consensus_{key}", f"{what} since start", value=rs[key])
+
+
 def _metrics_registry(node: Node, rpc: JsonRpc) -> CollectorRegistry:
     reg = CollectorRegistry()
-    g = {
-        "head": Gauge("chainshare_head_height", "Height of the latest finalized block", registry=reg),
-        "mempool": Gauge("chainshare_mempool_transactions", "Transactions waiting in the mempool", registry=reg),
-        "blocks": Gauge("chainshare_blocks_produced", "Blocks this node produced since start", registry=reg),
-        "txs": Gauge("chainshare_transactions_finalized", "Transactions finalized since start", registry=reg),
-        "rejected": Gauge("chainshare_transactions_rejected", "Transactions refused at admission", registry=reg),
-        "rpc_errors": Gauge("chainshare_rpc_errors", "JSON-RPC requests answered with an error", registry=reg),
-        "uptime": Gauge("chainshare_uptime_seconds", "Seconds since the node started", registry=reg),
-        "block_ms": Gauge("chainshare_last_block_build_ms", "Time to build and commit the last block", registry=reg),
-    }
-    rpc_calls = Gauge("chainshare_rpc_requests", "JSON-RPC requests by method", ["method"], registry=reg)
-
-    def refresh() -> None:
-        g["head"].set(node.chain.head_height)
-        g["mempool"].set(len(node.mempool))
-        g["blocks"].set(node.stats["blocks"])
-        g["txs"].set(node.stats["txs"])
-        g["rejected"].set(node.stats["rejected"])
-        g["rpc_errors"].set(rpc.error_count)
-        g["uptime"].set(time.time() - node.started_at)
-        g["block_ms"].set(node.stats["last_block_ms"])
-        for m, c in list(rpc.counts.items()):
-            rpc_calls.labels(method=m).set(c)
-
-    reg.refresh = refresh  # type: ignore[attr-defined]
+    reg.register(_NodeCollector(node, rpc))
     return reg
 
 
@@ -126,7 +145,6 @@ def create_app(node: Node) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
             await _respond(send, 200, orjson.dumps({"status": "ok", "head": node.chain.head_height}))
             return
         if path == "/metrics":
-            registry.refresh()  # type: ignore[attr-defined]
             await _respond(send, 200, generate_latest(registry), b"text/plain; version=0.0.4")
             return
         if path == "/api/v1" or path.startswith("/api/v1/"):

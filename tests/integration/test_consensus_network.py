@@ -64,6 +64,7 @@ from netkit import (
     tx_hash_of,
     wait_until,
 )
+from prometheus_client.parser import text_string_to_metric_families
 
 from chainshare.bench import presign_anchors
 from chainshare.devnet import (
@@ -1033,6 +1034,10 @@ def test_governance_retires_a_validator_at_a_later_height_then_brings_it_back(fr
                        "node2, node3 and node4 to finalize with node1 dead (node4's votes are needed)")
     common, chain = network.assert_same_chain([1, 2, 3])
     assert any(3 in chain[h]["qc"]["signerIndices"] for h in range(h2, common + 1))
+    metrics = {f.name: f for f in text_string_to_metric_families(
+        network.http.get(network.rpc_url(3).rstrip("/") + "/metrics").text)}
+    assert metrics["chainshare_validator_set_epoch"].samples[0].value == 2
+    assert metrics["chainshare_consensus_commits"].samples[0].value > 0
     proc = subprocess.run(cli_command() + ["chain", "verify", "--node", network.rpc_url(1), "--json"],
                           capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stderr

@@ -385,7 +385,7 @@ def test_invalid_params_fuzz_never_causes_an_internal_error(seeded: Devnet) -> N
 def test_rejections_are_counted_in_metrics(seeded: Devnet) -> None:
     def rejected() -> float:
         text = seeded.http.get(seeded.rpc_url + "/metrics").text
-        return float(re.search(r"^chainshare_transactions_rejected (\S+)$", text, re.M).group(1))  # type: ignore[union-attr]
+        return float(re.search(r"^chainshare_transactions_rejected_total (\S+)$", text, re.M).group(1))  # type: ignore[union-attr]
 
     before = rejected()
     seeded.call("eth_sendRawTransaction", "0x" + notary_tx(seeded, value=1).hex())
