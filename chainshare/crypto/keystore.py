@@ -19,7 +19,6 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
-from eth_keyfile.keyfile import create_keyfile_json, decode_keyfile_json
 
 from chainshare.crypto import bls
 from chainshare.crypto.secp import SECP256K1_N, address_of_private_key
@@ -56,6 +55,8 @@ def encrypt_account_key(private_key: bytes, password: str, *, kdf_light: bool = 
     _check_account_key(private_key)
     work_factor = LIGHT_SCRYPT_N if kdf_light else STANDARD_SCRYPT_N
     try:
+        from eth_keyfile.keyfile import create_keyfile_json  # imports py_ecc's pairing tables: ~0.4 s
+
         keystore = create_keyfile_json(
             private_key, password.encode("utf-8"), version=3, kdf="scrypt", iterations=work_factor
         )
@@ -89,6 +90,8 @@ def decrypt_account_key(keystore: dict[str, Any], password: str) -> bytes:
     if crypto.get("cipher") != "aes-128-ctr":
         raise CryptoError(f"account keystore uses unsupported cipher {crypto.get('cipher')!r}")
     try:
+        from eth_keyfile.keyfile import decode_keyfile_json  # imports py_ecc's pairing tables: ~0.4 s
+
         private_key = bytes(decode_keyfile_json(keystore, password.encode("utf-8")))
     except ValueError as exc:
         if "MAC mismatch" in str(exc):
