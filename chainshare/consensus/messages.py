@@ -30,7 +30,14 @@ from chainshare.errors import ChainshareError, DecodeError
 from chainshare.ledger import quorum as qcmod
 from chainshare.ledger.quorum import Vote as Vote  # re-exported: a vote is one of the wire messages
 from chainshare.ledger.quorum import timeout_message
-from chainshare.ledger.types import Block, QuorumCertificate, make_bitmap
+from chainshare.ledger.types import (
+    Block,
+    QuorumCertificate,
+    decode_bytes,
+    decode_fields,
+    decode_uint,
+    make_bitmap,
+)
 
 SIGNATURE_SIZE = 96
 
@@ -46,9 +53,6 @@ def get_qc_view(qc: QuorumCertificate | None) -> int:
 
 # -- decoding helpers (DecodeError only) -----------------------------------------------------
 
-_uint = qcmod.decode_uint
-_bytes = qcmod.decode_fixed_bytes
-_fields = qcmod.decode_fields
 
 
 def _opt_qc(v: Any) -> QuorumCertificate | None:
@@ -105,16 +109,16 @@ class TimeoutCertificate:
 
     @classmethod
     def from_list(cls, v: Any) -> TimeoutCertificate:
-        f = _fields(v, 5, "timeout certificate")
+        f = decode_fields(v, 5, "timeout certificate")
         if not isinstance(f[1], bytes):
             raise DecodeError("tc.signers must be bytes")
         if not isinstance(f[2], list):
             raise DecodeError("tc.high_qc_views must be an array")
-        views = tuple(_uint(x, "tc.high_qc_view") for x in f[2])
+        views = tuple(decode_uint(x, "tc.high_qc_view") for x in f[2])
         if len(views) != _count_bits(f[1]):
             raise DecodeError("tc.high_qc_views must hold one view per signer")
-        return cls(_uint(f[0], "tc.view"), f[1], views, _opt_qc(f[3]),
-                   _bytes(f[4], SIGNATURE_SIZE, "tc.signature"))
+        return cls(decode_uint(f[0], "tc.view"), f[1], views, _opt_qc(f[3]),
+                   decode_bytes(f[4], SIGNATURE_SIZE, "tc.signature"))
 
     def encode(self) -> bytes:
         return codec.encode(self.to_list())
@@ -146,10 +150,10 @@ class Timeout:
 
     @classmethod
     def from_list(cls, v: Any) -> Timeout:
-        f = _fields(v, 5, "timeout")
+        f = decode_fields(v, 5, "timeout")
         last_tc = TimeoutCertificate.from_list(f[3]) if f[3] is not None else None
-        return cls(_uint(f[0], "timeout.view"), _uint(f[1], "timeout.voter"), _opt_qc(f[2]), last_tc,
-                   _bytes(f[4], SIGNATURE_SIZE, "timeout.signature"))
+        return cls(decode_uint(f[0], "timeout.view"), decode_uint(f[1], "timeout.voter"), _opt_qc(f[2]), last_tc,
+                   decode_bytes(f[4], SIGNATURE_SIZE, "timeout.signature"))
 
 
 Message = Proposal | Vote | Timeout
@@ -164,7 +168,7 @@ def encode_message(message: Message) -> bytes:
 
 def decode_message(data: bytes) -> Message:
     """Decode wire bytes; anything malformed raises DecodeError (and nothing else)."""
-    f = _fields(codec.decode(data), 2, "consensus message")
+    f = decode_fields(codec.decode(data), 2, "consensus message")
     tag = f[0]
     if tag == MSG_PROPOSAL and not isinstance(tag, bool):
         return Proposal.from_list(f[1])

@@ -16,8 +16,8 @@ from typing import Any
 from chainshare import codec
 from chainshare.crypto import bls
 from chainshare.crypto.hashing import keccak256
-from chainshare.errors import ConsensusError, DecodeError
-from chainshare.ledger.types import QuorumCertificate, make_bitmap
+from chainshare.errors import ConsensusError
+from chainshare.ledger.types import QuorumCertificate, decode_bytes, decode_fields, decode_uint, make_bitmap
 
 HASH_SIZE = 32
 
@@ -87,24 +87,6 @@ def verify_qc(qc: QuorumCertificate, validators: Sequence[dict[str, Any]], chain
         raise ConsensusError(f"QC for block {qc.height} has an invalid aggregate signature")
 
 
-def decode_uint(v: Any, what: str) -> int:
-    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-        raise DecodeError(f"{what} must be a non-negative integer")
-    return v
-
-
-def decode_fixed_bytes(v: Any, n: int, what: str) -> bytes:
-    if not isinstance(v, bytes) or len(v) != n:
-        raise DecodeError(f"{what} must be {n} bytes")
-    return v
-
-
-def decode_fields(v: Any, n: int, what: str) -> list[Any]:
-    if not isinstance(v, list) or len(v) != n:
-        raise DecodeError(f"{what} must be an array of {n} fields")
-    return v
-
-
 @dataclass(frozen=True)
 class Vote:
     """Validator ``voter``'s signature on (block_hash, height, view): one share of a QC."""
@@ -121,9 +103,9 @@ class Vote:
     @classmethod
     def from_list(cls, v: Any) -> Vote:
         f = decode_fields(v, 5, "vote")
-        return cls(decode_fixed_bytes(f[0], HASH_SIZE, "vote.block_hash"), decode_uint(f[1], "vote.height"),
+        return cls(decode_bytes(f[0], HASH_SIZE, "vote.block_hash"), decode_uint(f[1], "vote.height"),
                    decode_uint(f[2], "vote.view"), decode_uint(f[3], "vote.voter"),
-                   decode_fixed_bytes(f[4], bls.SIGNATURE_SIZE, "vote.signature"))
+                   decode_bytes(f[4], bls.SIGNATURE_SIZE, "vote.signature"))
 
     def verify(self, public_key: bytes, chain_id: int, epoch: int = 0) -> bool:
         return bls.verify(public_key, vote_message(chain_id, self.block_hash, self.height, self.view, epoch),

@@ -21,19 +21,19 @@ BLOOM_BYTES = 256
 EMPTY_BLOOM = b"\x00" * BLOOM_BYTES
 
 
-def _bytes(v: Any, n: int | None, what: str) -> bytes:
+def decode_bytes(v: Any, n: int | None, what: str) -> bytes:
     if not isinstance(v, bytes) or (n is not None and len(v) != n):
         raise DecodeError(f"{what} must be {n if n is not None else 'some'} bytes")
     return v
 
 
-def _uint(v: Any, what: str) -> int:
+def decode_uint(v: Any, what: str) -> int:
     if not isinstance(v, int) or isinstance(v, bool) or v < 0:
         raise DecodeError(f"{what} must be a non-negative integer")
     return v
 
 
-def _list(v: Any, n: int, what: str) -> list[Any]:
+def decode_fields(v: Any, n: int, what: str) -> list[Any]:
     if not isinstance(v, list) or len(v) != n:
         raise DecodeError(f"{what} must be an array of {n} fields")
     return v
@@ -64,13 +64,13 @@ class Header:
 
     @classmethod
     def from_list(cls, v: Any) -> Header:
-        f = _list(v, 13, "header")
+        f = decode_fields(v, 13, "header")
         return cls(
-            _bytes(f[0], 32, "parent_hash"), _uint(f[1], "height"), _uint(f[2], "round"),
-            _uint(f[3], "timestamp"), _bytes(f[4], 20, "proposer"), _bytes(f[5], 32, "tx_root"),
-            _bytes(f[6], 32, "receipts_root"), _bytes(f[7], 32, "state_root"),
-            _bytes(f[8], BLOOM_BYTES, "logs_bloom"), _bytes(f[9], 32, "validator_set_hash"),
-            _uint(f[10], "gas_limit"), _uint(f[11], "gas_used"), _bytes(f[12], 32, "justify_hash"),
+            decode_bytes(f[0], 32, "parent_hash"), decode_uint(f[1], "height"), decode_uint(f[2], "round"),
+            decode_uint(f[3], "timestamp"), decode_bytes(f[4], 20, "proposer"), decode_bytes(f[5], 32, "tx_root"),
+            decode_bytes(f[6], 32, "receipts_root"), decode_bytes(f[7], 32, "state_root"),
+            decode_bytes(f[8], BLOOM_BYTES, "logs_bloom"), decode_bytes(f[9], 32, "validator_set_hash"),
+            decode_uint(f[10], "gas_limit"), decode_uint(f[11], "gas_used"), decode_bytes(f[12], 32, "justify_hash"),
         )
 
     def encode(self) -> bytes:
@@ -101,10 +101,10 @@ class QuorumCertificate:
 
     @classmethod
     def from_list(cls, v: Any) -> QuorumCertificate:
-        f = _list(v, 5, "quorum certificate")
+        f = decode_fields(v, 5, "quorum certificate")
         return cls(
-            _bytes(f[0], 32, "qc.block_hash"), _uint(f[1], "qc.height"), _uint(f[2], "qc.round"),
-            _bytes(f[3], None, "qc.signers"), _bytes(f[4], 96, "qc.signature"),
+            decode_bytes(f[0], 32, "qc.block_hash"), decode_uint(f[1], "qc.height"), decode_uint(f[2], "qc.round"),
+            decode_bytes(f[3], None, "qc.signers"), decode_bytes(f[4], 96, "qc.signature"),
         )
 
     def encode(self) -> bytes:
@@ -158,13 +158,13 @@ class Block:
 
     @classmethod
     def from_list(cls, v: Any) -> Block:
-        f = _list(v, 5, "block")
+        f = decode_fields(v, 5, "block")
         if not isinstance(f[1], list):
             raise DecodeError("block transactions must be an array")
-        txs = tuple(_bytes(t, None, "transaction") for t in f[1])
+        txs = tuple(decode_bytes(t, None, "transaction") for t in f[1])
         justify = QuorumCertificate.from_list(f[2]) if f[2] is not None else None
-        tc = _bytes(f[3], None, "timeout_cert") if f[3] is not None else None
-        return cls(Header.from_list(f[0]), txs, justify, tc, _bytes(f[4], None, "signature"))
+        tc = decode_bytes(f[3], None, "timeout_cert") if f[3] is not None else None
+        return cls(Header.from_list(f[0]), txs, justify, tc, decode_bytes(f[4], None, "signature"))
 
     def encode(self) -> bytes:
         return codec.encode_trusted(self.to_list())
@@ -189,13 +189,13 @@ class Log:
 
     @classmethod
     def from_list(cls, v: Any) -> Log:
-        f = _list(v, 3, "log")
+        f = decode_fields(v, 3, "log")
         if not isinstance(f[1], list) or len(f[1]) > 4:
             raise DecodeError("log topics must be an array of at most 4")
         return cls(
-            _bytes(f[0], 20, "log.address"),
-            tuple(_bytes(t, 32, "log.topic") for t in f[1]),
-            _bytes(f[2], None, "log.data"),
+            decode_bytes(f[0], 20, "log.address"),
+            tuple(decode_bytes(t, 32, "log.topic") for t in f[1]),
+            decode_bytes(f[2], None, "log.data"),
         )
 
 
@@ -219,11 +219,11 @@ class Receipt:
 
     @classmethod
     def from_list(cls, v: Any) -> Receipt:
-        f = _list(v, 5, "receipt")
+        f = decode_fields(v, 5, "receipt")
         if not isinstance(f[3], list):
             raise DecodeError("receipt logs must be an array")
-        return cls(_uint(f[0], "status"), _uint(f[1], "cumulative_gas_used"), _uint(f[2], "gas_used"),
-                   tuple(Log.from_list(x) for x in f[3]), _bytes(f[4], None, "output"))
+        return cls(decode_uint(f[0], "status"), decode_uint(f[1], "cumulative_gas_used"), decode_uint(f[2], "gas_used"),
+                   tuple(Log.from_list(x) for x in f[3]), decode_bytes(f[4], None, "output"))
 
     def encode(self) -> bytes:
         return codec.encode_trusted(self.to_list())

@@ -963,9 +963,27 @@ def _transact(network: Network, i: int, to: str, data: bytes) -> dict[str, Any]:
     return got  # type: ignore[no-any-return]
 
 
+def _govern(network: Network, call: bytes, description: str) -> dict[str, Any]:
+    """Pass a Membership call through Governance: agency1 proposes, agencies 1-3 vote (3 of 4 needed),
+    agency2 executes; the execute receipt."""
+    import eth_abi
+
+    from chainshare.crypto.hashing import keccak256
+
+    contracts = network.info["contracts"]
+    propose = keccak256(b"propose(address,bytes,string)")[:4] + eth_abi.encode(
+        ["address", "bytes", "string"], [contracts["Membership"], call, description])
+    created = _transact(network, 0, contracts["Governance"], propose)
+    pid = int(created["logs"][0]["topics"][1], 16)
+    for i in (0, 1, 2):
+        _transact(network, i, contracts["Governance"],
+                  keccak256(b"vote(uint256,bool)")[:4] + eth_abi.encode(["uint256", "bool"], [pid, True]))
+    return _transact(network, 1, contracts["Governance"],
+                     keccak256(b"execute(uint256)")[:4] + eth_abi.encode(["uint256"], [pid]))
+
+
 def _schedule_validators(network: Network, validators: list[dict[str, Any]], margin: int) -> int:
-    """Pass Membership.setValidators(validators, head + margin) through Governance (3 of 4 agencies
-    vote); returns the activation height."""
+    """Membership.setValidators(validators, head + margin) through Governance; the activation height."""
     import eth_abi
 
     from chainshare.crypto.hashing import keccak256
@@ -976,16 +994,7 @@ def _schedule_validators(network: Network, validators: list[dict[str, Any]], mar
         [[v["name"] for v in validators], [v["agency"] for v in validators],
          [bytes.fromhex(v["bls_public_key"][2:]) for v in validators],
          [bytes.fromhex(v["bls_pop"][2:]) for v in validators], activation])
-    contracts = network.info["contracts"]
-    propose = keccak256(b"propose(address,bytes,string)")[:4] + eth_abi.encode(
-        ["address", "bytes", "string"], [contracts["Membership"], inner, f"validators from {activation}"])
-    created = _transact(network, 0, contracts["Governance"], propose)
-    pid = int(created["logs"][0]["topics"][1], 16)
-    for i in (0, 1, 2):
-        _transact(network, i, contracts["Governance"],
-                  keccak256(b"vote(uint256,bool)")[:4] + eth_abi.encode(["uint256", "bool"], [pid, True]))
-    executed = _transact(network, 1, contracts["Governance"],
-                         keccak256(b"execute(uint256)")[:4] + eth_abi.encode(["uint256"], [pid]))
+    executed = _govern(network, inner, f"validators from {activation}")
     assert int(executed["blockNumber"], 16) < activation, "the decision came too late for the test's margin"
     return activation
 
@@ -1058,16 +1067,8 @@ def test_revoking_an_agency_cuts_its_node_off_at_once_and_keeps_it_out(fresh_poo
     nodes, kept = list(range(N)), [0, 1, 2]
     network.wait_heads(nodes, lambda hs: min(hs) >= 2, 60, "all four to finalize")
     offsets = {i: network.log_size(i) for i in nodes}
-    contracts = network.info["contracts"]
     inner = keccak256(b"revokeAgency(string)")[:4] + eth_abi.encode(["string"], [network.node(3)["agency"]])
-    created = _transact(network, 0, contracts["Governance"], keccak256(b"propose(address,bytes,string)")[:4]
-                        + eth_abi.encode(["address", "bytes", "string"], [contracts["Membership"], inner, "revoke"]))
-    pid = int(created["logs"][0]["topics"][1], 16)
-    for i in (0, 1, 2):
-        _transact(network, i, contracts["Governance"],
-                  keccak256(b"vote(uint256,bool)")[:4] + eth_abi.encode(["uint256", "bool"], [pid, True]))
-    executed = _transact(network, 1, contracts["Governance"],
-                         keccak256(b"execute(uint256)")[:4] + eth_abi.encode(["uint256"], [pid]))
+    executed = _govern(network, inner, "revoke agency4")
     h_revoked = int(executed["blockNumber"], 16)
 
     def cut_and_refused(i: int) -> bool:

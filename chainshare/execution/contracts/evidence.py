@@ -25,14 +25,8 @@ from chainshare.errors import DecodeError
 from chainshare.execution.contracts.addresses import EVIDENCE
 from chainshare.execution.contracts.membership import get_validator_sets
 from chainshare.execution.runtime import G_SLOAD, CallContext, Revert, SystemContract, event, method
-from chainshare.ledger.quorum import (
-    Vote,
-    compute_proposer_index,
-    decode_fields,
-    decode_uint,
-    proposal_message,
-)
-from chainshare.ledger.types import Header
+from chainshare.ledger.quorum import Vote, compute_proposer_index, proposal_message
+from chainshare.ledger.types import Header, decode_fields, decode_uint
 
 DOUBLE_VOTE = "double-vote"
 DOUBLE_PROPOSAL = "double-proposal"
