@@ -721,3 +721,50 @@ def test_cores_on_bls_certify_a_block_the_ledger_check_accepts(
     build = of_type(acts, BuildProposal)
     assert len(build) == 1 and isinstance(build[0], BuildProposal) and build[0].justify is not None
     qcmod.verify_qc(build[0].justify, [{"bls_public_key": pk} for pk in pks], SIM_CHAIN_ID)
+
+
+# -- a core of a new validator set, rooted on the last block of the previous set -------------------
+
+def test_a_new_set_core_accepts_any_valid_qc_of_its_committed_head_from_the_previous_set() -> None:
+    """The first block of a new set carries the previous set's QC of the last block (H-1). Two
+    valid QCs of that block (other signer subsets) may reach different validators of the new set
+    (a byzantine leader of the old set aggregates both); a QC of H-1 has the OLD set's bitmap and
+    quorum, so checking its shape against the new set would make each half refuse the other's
+    proposal and timeouts, and the new set would never form a QC or a TC."""
+    old = [bls.generate_secret_key(bytes([i + 1]) * 32) for i in range(4)]
+    new = [bls.generate_secret_key(bytes([i + 11]) * 32) for i in range(5)]
+    old_pks, new_pks = [bls.public_key(s) for s in old], [bls.public_key(s) for s in new]
+    activation = 2
+    prior = BlsCrypto(SIM_CHAIN_ID, old_pks, -1, None, 0)
+    cryptos = [BlsCrypto(SIM_CHAIN_ID, new_pks, i, new[i], 1, prior=prior, activation_height=activation)
+               for i in range(5)]
+    addresses = tuple(validator_address(100 + i) for i in range(5))
+    last = make_block(GENESIS, 1, None)  # block H-1 = 1, certified by the old set (epoch 0) in view 1
+
+    def old_qc(signers: Sequence[int]) -> QuorumCertificate:
+        votes = {i: qcmod.sign_vote(old[i], SIM_CHAIN_ID, last.hash, 1, 1, 0) for i in signers}
+        return qcmod.aggregate_qc(last.hash, 1, 1, votes, 4)
+
+    qc_a, qc_b = old_qc((0, 1, 2)), old_qc((1, 2, 3))
+    assert prior.verify_qc(qc_a) and prior.verify_qc(qc_b) and qc_a != qc_b
+    config = CoreConfig(SIM_CHAIN_ID, addresses, 0, base_timeout_ms=BASE_MS, max_timeout_ms=MAX_MS)
+    state = restore_core(config, cryptos[0], last, qc_a)
+    assert state.view == 2
+    # The new leader of view 2 (2 mod 5) holds qc_b: its proposal is valid and gets validated.
+    unsigned = build_sim_block(BuildProposal(2, last, qc_b, None), addresses[2], 0, (b"tx",))
+    proposal = replace(unsigned, signature=cryptos[2].sign_proposal(unsigned.hash))
+    _, actions = step(state, ProposalReceived(Proposal(proposal), 2))
+    assert [a.block.hash for a in of_type(actions, ValidateBlock)] == [proposal.hash]
+    # Timeouts that carry qc_b count toward the TC of view 2.
+    for voter in (1, 2, 3, 4):
+        state, _ = step(state, TimeoutReceived(Timeout(2, voter, qc_b, None, cryptos[voter].sign_timeout(2, 1))))
+    assert state.view == 3 and state.last_tc is not None and state.last_tc.view == 2
+    # A QC of another block at that height, or a forged one, is still refused.
+    other = make_block(GENESIS, 1, None, tx=b"other")
+    votes = {i: qcmod.sign_vote(old[i], SIM_CHAIN_ID, other.hash, 1, 1, 0) for i in (0, 1, 2)}
+    forged = replace(qc_b, signature=qcmod.aggregate_qc(other.hash, 1, 1, votes, 4).signature)
+    for bad in (forged, replace(qc_b, signers=make_bitmap([1, 2], 4))):
+        bad_block = build_sim_block(BuildProposal(2, last, bad, None), addresses[2], 0, (b"tx",))
+        bad_block = replace(bad_block, signature=cryptos[2].sign_proposal(bad_block.hash))
+        _, actions = step(restore_core(config, cryptos[0], last, qc_a), ProposalReceived(Proposal(bad_block), 2))
+        assert of_type(actions, ValidateBlock) == []
