@@ -1,4 +1,5 @@
-"""The static-word fast path of chainshare.execution.abi must be indistinguishable from eth_abi."""
+"""The fast paths of chainshare.execution.abi (static words, string, bytes, T[]) must be
+indistinguishable from eth_abi."""
 
 from __future__ import annotations
 
@@ -57,3 +58,70 @@ def test_fast_decoding_accepts_and_refuses_exactly_what_eth_abi_does(types: list
 def test_out_of_range_values_fall_back_to_eth_abi_and_its_error() -> None:
     with pytest.raises(Exception, match="8 bits"):
         abi.encode_values(["uint8"], [256])
+
+
+DYNAMIC = ["string", "bytes", "string[]", "bytes[]", "uint256[]", "address[]", "bool[]", "string[][]"]
+
+
+def _any_value(t: str) -> st.SearchStrategy[Any]:
+    if t.endswith("[]"):
+        return st.lists(_any_value(t[:-2]), max_size=4)
+    if t == "string":
+        return st.text(max_size=70)
+    if t == "bytes":
+        return st.binary(max_size=70)
+    return _value(t)
+
+
+mixed_signatures = st.lists(st.sampled_from(TYPES + DYNAMIC), min_size=1, max_size=5)
+
+
+@settings(max_examples=400)
+@given(st.data())
+def test_fast_dynamic_encoding_and_decoding_equal_eth_abi(data: st.DataObject) -> None:
+    types = data.draw(mixed_signatures)
+    values = [data.draw(_any_value(t)) for t in types]
+    expected = eth_encode(types, values)
+    assert abi.encode_values(types, values) == expected
+    assert abi.decode_values(types, expected) == tuple(eth_decode(types, expected, strict=True))
+
+
+@settings(max_examples=600)
+@given(st.data())
+def test_fast_decoding_of_damaged_dynamic_data_agrees_with_eth_abi(data: st.DataObject) -> None:
+    """Flipped bytes, cut or extended data (bad offsets, lengths, padding, UTF-8): the fast path
+    returns what eth_abi returns, or both refuse."""
+    types = data.draw(mixed_signatures)
+    raw = bytearray(eth_encode(types, [data.draw(_any_value(t)) for t in types]))
+    for _ in range(data.draw(st.integers(0, 3))):
+        if raw:
+            raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
+    raw = raw[:data.draw(st.integers(0, len(raw)))] if data.draw(st.booleans()) else raw
+    raw += data.draw(st.binary(max_size=40)) if data.draw(st.booleans()) else b""
+    try:
+        expected: Any = tuple(eth_decode(types, bytes(raw), strict=True))
+    except Exception:
+        expected = DecodeError
+    if expected is DecodeError:
+        with pytest.raises(DecodeError):
+            abi.decode_values(types, bytes(raw))
+    else:
+        assert abi.decode_values(types, bytes(raw)) == expected
+
+
+@pytest.mark.parametrize(("types", "values", "error"), [
+    (["string"], [b"not text"], "TextStringEncoder"),
+    (["bytes"], ["not bytes"], "ByteStringEncoder"),
+    (["string[]"], [["ok", 7]], "TextStringEncoder"),
+    (["uint256[]"], ["12"], "DynamicArrayEncoder"),
+    (["address"], ["0x" + "00" * 19 + "  "], "AddressEncoder"),  # bytes.fromhex would skip the spaces
+])
+def test_values_the_fast_path_does_not_recognise_get_eth_abis_error(types: list[str], values: list[Any],
+                                                                     error: str) -> None:
+    with pytest.raises(Exception, match=error):
+        abi.encode_values(types, values)
+
+
+def test_a_lone_surrogate_in_a_string_is_left_to_eth_abi() -> None:
+    with pytest.raises(UnicodeEncodeError):
+        abi.encode_values(["string"], ["\ud800"])
