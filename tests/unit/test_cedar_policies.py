@@ -248,6 +248,23 @@ def test_decisions_do_not_depend_on_the_process_or_the_cache() -> None:
     assert "policy_ids=('s#0', 's#1', 's#10', 's#11'," in outputs.pop()
 
 
+
+def test_a_changed_agency_is_decided_on_its_new_attributes_not_a_cached_parse() -> None:
+    by_role = 'permit (principal, action, resource) when { principal.role == "statistics" };'
+    by_place = 'permit (principal, action, resource) when { principal.jurisdiction == resource.owner.jurisdiction };'
+    assert decide(by_role).allowed and decide(by_place).allowed
+    assert not decide(by_role, AgencyFacts(STATS.name, "customs", STATS.jurisdiction)).allowed
+    assert not decide(by_place, owner=AgencyFacts(HEALTH.name, HEALTH.role, "CN-44")).allowed
+    assert decide(by_role).allowed and decide(by_place).allowed
+
+
+def test_an_error_on_the_cedar_thread_reaches_the_caller_and_the_thread_carries_on() -> None:
+    with pytest.raises(ValueError, match="invalid literal"):
+        cedar._run_in_worker(int, "not a number")
+    assert cedar._run_in_worker(int, "7") == 7
+    assert decide("permit (principal, action, resource);").allowed
+
+
 # -- dataset schemas ---------------------------------------------------------------------------------
 
 def test_dataset_schema_rules_agree_with_the_data_plane() -> None:

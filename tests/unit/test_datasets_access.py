@@ -472,7 +472,8 @@ def test_reexecuting_a_block_on_a_fresh_state_reaches_the_same_header(ledger: Le
     executed = ledger.execute(raws)
     assert [r.status for r in executed.receipts] == [STATUS_SUCCESS] * 5
     assert [decode_logs(r)[1][1]["allowed"] for r in executed.receipts] == [True, False, True, False, False]
-    cedar._compile.cache_clear()  # a node that has never seen these policies decides the same
+    cedar._compile.cache_clear()  # a node that has never seen these policies or agencies decides the same
+    cedar._parse_entities.cache_clear()
     again = ledger.reapply(executed, parent_state, parent_header, parent_acc)
     assert again.block.header == executed.block.header
     assert again.receipts == executed.receipts
