@@ -78,12 +78,23 @@ def decode(data: bytes) -> Any:
     return value
 
 
+_PLAIN = frozenset({bytes, str, int, bool, type(None)})  # exact types msgpack decodes to; always allowed
+
+
 def _check_decoded(value: Any) -> None:
     """Iteratively refuse floats and too-deep nesting (no recursion: hostile input cannot
-    exhaust the stack)."""
+    exhaust the stack). Scalars of the plain types are never pushed (profiling: the walk cost
+    ~7 us of a 10 us state read); the others are visited, and refused, in the same order."""
+    if type(value) in _PLAIN:
+        return
     stack = [(value, 0)]
     while stack:
         v, depth = stack.pop()
+        if type(v) is list:
+            if depth >= MAX_DEPTH:
+                raise DecodeError(f"nesting deeper than {MAX_DEPTH} levels")
+            stack.extend((x, depth + 1) for x in v if type(x) not in _PLAIN)
+            continue
         if isinstance(v, float):
             raise DecodeError("floats are not allowed in canonical encoding")
         if not isinstance(v, list | bytes | str | int | None):  # bool is an int; e.g. msgpack Timestamp

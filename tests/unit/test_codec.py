@@ -151,3 +151,42 @@ def test_deeply_nested_arrays_fail_with_decode_error_not_recursion_error() -> No
         pass
     finally:
         sys.setrecursionlimit(limit)
+
+
+def _first_refusal(value: Any, depth: int = 0) -> str | None:
+    """What decoding must refuse first in ``value`` (depth-first, last item first), or None."""
+    if isinstance(value, float):
+        return "floats are not allowed in canonical encoding"
+    if not isinstance(value, list | bytes | str | int | None):
+        return f"type {type(value).__name__} is not allowed in canonical encoding"
+    if isinstance(value, list):
+        if depth >= codec.MAX_DEPTH:
+            return f"nesting deeper than {codec.MAX_DEPTH} levels"
+        for item in reversed(value):
+            found = _first_refusal(item, depth + 1)
+            if found:
+                return found
+    return None
+
+
+def _nest(value: Any, levels: int) -> Any:
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+decoded_like = st.recursive(
+    st.one_of(scalars, st.floats(allow_nan=False), st.builds(msgpack.Timestamp, st.integers(0, 2**32 - 1))),
+    lambda inner: st.one_of(st.lists(inner, max_size=5), st.builds(_nest, inner, st.integers(55, 70))),
+    max_leaves=20)
+
+
+@given(decoded_like)
+def test_decoded_values_are_refused_for_the_first_problem_found(value: Any) -> None:
+    expected = _first_refusal(value)
+    if expected is None:
+        codec._check_decoded(value)
+    else:
+        with pytest.raises(DecodeError) as err:
+            codec._check_decoded(value)
+        assert err.value.message == expected
