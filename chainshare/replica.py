@@ -59,17 +59,28 @@ P_SAFETY = P_META + b"safety:"  # + epoch (8 bytes)
 P_SAFETY_BLOCK = P_META + b"sblock:"  # + epoch (8 bytes) + block hash
 P_EVIDENCE = b"E"
 EVIDENCE_CONTRACT = EvidenceContract()
+EVIDENCE_BACKUP_DELAY_S = 10.0
 MSG_CONSENSUS = "cs.msg"
 MSG_TXS = "txs"
 MAX_TX_BATCH = 512
 REQ_BLOCK = "cs.block"
 REQ_HEAD = "cs.head"
 REQ_SYNC = "cs.sync"
+REQ_HASHES = "cs.hashes"
 SYNC_BATCH = 64
 MAX_FUTURE_DRIFT_MS = 10_000
 
 
 _SYNC = object()  # the event that asks the run loop for a block sync
+
+
+@dataclass(frozen=True)
+class _Tagged:
+    """An event produced for the core of one generation (a timer, a built proposal): dropped if
+    the core was restored meanwhile (a new epoch or a block sync)."""
+
+    generation: int
+    event: Any
 
 
 class _Overlay:
@@ -118,6 +129,7 @@ class Replica:
         self._last_progress = time.monotonic()
         self._membership_changed_since: int | None = None
         self._generation = 0  # bumped whenever the core is restored: older timers and actions are dropped
+        self._epoch_ended = False  # a commit finalized the last block of the current validator set
         self._tasks: set[asyncio.Future[Any]] = set()
         self._tx_out: list[bytes] = []
         self._tx_flush_scheduled = False
@@ -210,6 +222,10 @@ class Replica:
             event = await self.events.get()
             if event is None:
                 break
+            if isinstance(event, _Tagged):
+                if event.generation != self._generation:
+                    continue
+                event = event.event
             try:
                 if event is _SYNC:
                     await self._sync_and_restart()
@@ -247,8 +263,16 @@ class Replica:
         self.state, actions = core.step(self.state, event)
         for action in actions:
             if self._generation != generation:
-                break  # a commit ended the epoch: the old core's remaining actions are void
+                break  # the core was restored: the old core's remaining actions are void
             await self._apply(action)
+        if self._epoch_ended:
+            # The old core's actions after its last commit were carried out first (under its
+            # epoch): the votes and proposals among them let the others finalize that block too.
+            self._epoch_ended = False
+            self.executed = {}
+            self._generation += 1
+            self.state = self._restore()
+            await self._handle(core.Start())
 
     async def _apply(self, action: Any) -> None:
         loop = asyncio.get_running_loop()
@@ -266,7 +290,7 @@ class Replica:
         elif isinstance(action, core.ScheduleTimeout):
             loop.call_later(action.duration_ms / 1000, self._fire_timeout, self._generation, action.view)
         elif isinstance(action, core.BuildProposal):
-            self._spawn(self._build(action))
+            self._spawn(self._build(action, self._generation))
         elif isinstance(action, core.ValidateBlock):
             ok = await loop.run_in_executor(self._executor, self._validate, action.block)
             self.events.put_nowait(core.BlockValidated(action.block.hash, ok))
@@ -274,10 +298,7 @@ class Replica:
             await loop.run_in_executor(self._executor, self._commit, action)
             self._after_commit()
             if get_validator_set_at(self.chain.state, self.chain.head_height + 1).epoch != self.vset.epoch:
-                self.executed = {}
-                self._generation += 1
-                self.state = self._restore()
-                await self._handle(core.Start())
+                self._epoch_ended = True
         elif isinstance(action, core.FetchBlock):
             self._spawn(self._fetch(action))
         elif isinstance(action, core.RecordEvidence):
@@ -286,7 +307,7 @@ class Replica:
 
     def _fire_timeout(self, generation: int, view: int) -> None:
         if generation == self._generation and not self._stopping:  # timers armed before a restore are stale
-            self.events.put_nowait(core.LocalTimeout(view))
+            self.events.put_nowait(_Tagged(generation, core.LocalTimeout(view)))
 
     # -- effects ------------------------------------------------------------------------------
     def _persist_safety(self, action: core.PersistSafety) -> None:
@@ -296,16 +317,16 @@ class Replica:
             puts[P_SAFETY_BLOCK + epoch + action.block.hash] = action.block.encode()
         self.chain.store.write_batch(puts, sync=True)
 
-    async def _build(self, req: core.BuildProposal) -> None:
+    async def _build(self, req: core.BuildProposal, generation: int) -> None:
         """Wait (briefly) for transactions, then build the block on the worker thread. A request
         whose parent was meanwhile superseded (committed below the head) is dropped: the core
         times out of that view and moves on."""
         try:
-            await self._build_when_ready(req)
+            await self._build_when_ready(req, generation)
         except (ConsensusError, KeyError) as exc:
             log_event(log, logging.DEBUG, "proposal abandoned", view=req.view, reason=str(exc))
 
-    async def _build_when_ready(self, req: core.BuildProposal) -> None:
+    async def _build_when_ready(self, req: core.BuildProposal, generation: int) -> None:
         loop = asyncio.get_running_loop()
         parent = req.parent
         earliest = parent.header.timestamp_ms / 1000 + self.cfg.block_time_ms / 1000
@@ -325,7 +346,7 @@ class Replica:
         txs = [] if suffix else self.node.mempool.select(reader, max_txs)
         block = await loop.run_in_executor(self._executor, self._build_sync, req, txs)
         if block is not None:
-            self.events.put_nowait(core.ProposalBuilt(block))
+            self.events.put_nowait(_Tagged(generation, core.ProposalBuilt(block)))
 
     def _has_pending_transactions(self, block: Block) -> bool:
         """True iff ``block`` or one of its not-yet-final ancestors carries transactions."""
@@ -429,23 +450,38 @@ class Replica:
                   validator=self.names[ev.get_offender(len(self.names))], epoch=self.vset.epoch)
 
     def _report_evidence(self, action: core.RecordEvidence) -> None:
-        """Report the evidence to the Evidence contract with this node's agency account (on the
-        event loop: the transaction is gossiped), so that it is on chain for auditors; the
-        contract verifies it and records each equivocation once, whoever reports it first."""
+        """Report the evidence to the Evidence contract with this node's agency account, so that
+        it is on chain for auditors (the contract verifies it and records each equivocation once).
+        Every honest node that caught it would report it, and all but one report would revert: the
+        validator after the offender in the set reports at once, the others only if it is still
+        not recorded ``EVIDENCE_BACKUP_DELAY_S`` later (the dry run before submitting sees it)."""
         ev = action.evidence
-        offender = self.names[ev.get_offender(len(self.names))]
+        n = len(self.names)
+        offender = ev.get_offender(n)
+        report = ev.to_report(self.vset.epoch)
+        if self.my_index == (offender + 1) % n:
+            self._submit_evidence(report, self.names[offender], ev.view)
+        else:
+            asyncio.get_running_loop().call_later(EVIDENCE_BACKUP_DELAY_S, self._submit_evidence, report,
+                                                  self.names[offender], ev.view)
+
+    def _submit_evidence(self, report: bytes, offender: str, view: int) -> None:
+        """Sign and submit ``Evidence.report`` (on the event loop: the transaction is gossiped)."""
+        if self._stopping:
+            return
         sharing = getattr(self.node, "sharing", None)
         if sharing is None:
             log_event(log, logging.WARNING, "equivocation evidence not reported on chain: no agency account")
             return
-        tx_hash, error = sharing.submit_call(EVIDENCE, encode_call(EVIDENCE_CONTRACT, "report",
-                                                                   ev.to_report(self.vset.epoch)))
+        tx_hash, error = sharing.submit_call(EVIDENCE, encode_call(EVIDENCE_CONTRACT, "report", report))
         if tx_hash is not None:
             log_event(log, logging.WARNING, "equivocation evidence reported on chain", tx="0x" + tx_hash.hex(),
-                      validator=offender, view=ev.view)
+                      validator=offender, view=view)
+        elif error is not None and "already recorded" in error:
+            log_event(log, logging.INFO, "equivocation evidence already on chain", validator=offender, view=view)
         else:
             log_event(log, logging.WARNING, "equivocation evidence not reported on chain", reason=error,
-                      validator=offender, view=ev.view)
+                      validator=offender, view=view)
 
     async def _fetch(self, action: core.FetchBlock) -> None:
         try:
@@ -510,6 +546,12 @@ class Replica:
                 return None
         if msg_type == REQ_HEAD:
             return self.chain.head_height
+        if msg_type == REQ_HASHES and isinstance(body, list) and len(body) == 2:
+            start, count = body
+            if not isinstance(start, int) or not isinstance(count, int) or start < 1:
+                return []
+            top = min(start + min(count, SYNC_BATCH), self.chain.head_height + 1)
+            return [self.chain.get_block(h).hash for h in range(start, top)]
         if msg_type == REQ_SYNC and isinstance(body, list) and len(body) == 2:
             start, count = body
             if not isinstance(start, int) or not isinstance(count, int) or start < 1:
@@ -542,6 +584,10 @@ class Replica:
     async def sync_from_peers(self) -> int:
         """Fetch, verify (QC + re-execution) and commit finalized blocks peers have beyond our head.
 
+        A QC alone does not prove a block final (a certified block can still be abandoned for a
+        sibling), so a block is taken only when, besides the peer that served it, f other
+        validators of the set in force hold the same block at that height among their finalized
+        ones: at least one of the f+1 is honest, and honest nodes store only final blocks.
         Returns the number of blocks added. Any invalid block from a peer stops the sync from it."""
         if self._syncing:
             return 0
@@ -561,9 +607,13 @@ class Replica:
                         break
                     if not isinstance(batch, list) or not batch:
                         break
-                    n = await asyncio.get_running_loop().run_in_executor(self._executor, self._apply_synced, batch)
+                    confirmed = await self._count_confirmed(peer, self.chain.head_height + 1, batch)
+                    if confirmed == 0:
+                        break  # the others do not hold these blocks (yet): wait for the next sync
+                    n = await asyncio.get_running_loop().run_in_executor(self._executor, self._apply_synced,
+                                                                         batch[:confirmed])
                     added += n
-                    if n < len(batch):
+                    if n < confirmed:
                         self.transport.strike(peer, "invalid block in sync")
                         break
             if added:
@@ -576,6 +626,34 @@ class Replica:
         finally:
             self._syncing = False
         return added
+
+    async def _count_confirmed(self, peer: str, start: int, batch: list[Any]) -> int:
+        """How many leading blocks of ``batch`` (served by ``peer`` from height ``start``) enough
+        validators hold as final: f+1 of the set in force, counting ``peer`` if it is one."""
+        f = (len(self.vset.validators) - 1) // 3
+        needed = f if peer in self.index_of else f + 1
+        if needed == 0:
+            return len(batch)
+        try:
+            hashes = [Block.decode(item[0]).hash for item in batch]
+        except (DecodeError, IndexError, TypeError):
+            return 0
+        others = [q for q in self.transport.connected_peers() if q != peer and q in self.index_of]
+
+        async def ask(q: str) -> list[Any]:
+            try:
+                answer = await self.transport.request(q, REQ_HASHES, [start, len(batch)], timeout=5)
+            except Exception:
+                return []
+            return answer if isinstance(answer, list) else []
+
+        answers = await asyncio.gather(*(ask(q) for q in others))
+        count = 0
+        for k, h in enumerate(hashes):
+            if sum(1 for a in answers if k < len(a) and a[k] == h) < needed:
+                break
+            count += 1
+        return count
 
     def _apply_synced(self, batch: list[Any]) -> int:
         added = 0

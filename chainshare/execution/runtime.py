@@ -32,6 +32,7 @@ G_LOG_TOPIC = 375
 G_LOG_DATA_BYTE = 8
 G_CALL = 2_600
 G_WORD = 3  # per 32 bytes of stored value beyond the first word
+G_BLS_VERIFY = 50_000  # one BLS signature or proof-of-possession check (two pairings, ~2 ms)
 
 NONCE_PREFIX = b"n"
 CONTRACT_PREFIX = b"c"

@@ -117,7 +117,7 @@ class ChainStore:
 
     # -- identity ---------------------------------------------------------------------------
     def check_identity(self, chain_id: int, genesis_hash: bytes) -> None:
-        """Refuse a data dir of a newer format, another chain id or another genesis."""
+        """Refuse a data dir of another format, another chain id or another genesis."""
         fmt = self.store.get(K_FORMAT)
         if fmt is None:
             if self._head >= 0:
@@ -127,6 +127,10 @@ class ChainStore:
         if fmt_v > FORMAT_VERSION:
             raise ConfigError(f"data directory was written in ledger format {fmt_v}; this node reads up to "
                               f"{FORMAT_VERSION}: upgrade chainshare")
+        if fmt_v < FORMAT_VERSION:
+            raise ConfigError(f"data directory was written in ledger format {fmt_v}, whose consensus signatures "
+                              f"carry no validator-set epoch; this node reads format {FORMAT_VERSION}: start from a "
+                              "new data directory and sync the chain")
         stored_chain = int.from_bytes(self.store.get(K_CHAIN_ID) or b"", "big")
         if stored_chain != chain_id:
             raise ConfigError(f"data directory belongs to chain id {stored_chain}, the configuration says "

@@ -38,16 +38,16 @@ def compute_proposer_index(view: int, n: int) -> int:
 
 
 def proposal_message(chain_id: int, block_hash: bytes, epoch: int = 0) -> bytes:
-    return keccak256(codec.encode(["chainshare/proposal/v1", chain_id, epoch, block_hash]))
+    return keccak256(codec.encode(["chainshare/proposal/v2", chain_id, epoch, block_hash]))
 
 
 def vote_message(chain_id: int, block_hash: bytes, height: int, round: int, epoch: int = 0) -> bytes:
-    return keccak256(codec.encode(["chainshare/vote/v1", chain_id, epoch, block_hash, height, round]))
+    return keccak256(codec.encode(["chainshare/vote/v2", chain_id, epoch, block_hash, height, round]))
 
 
 def timeout_message(chain_id: int, view: int, high_qc_view: int, epoch: int = 0) -> bytes:
     """The 32-byte digest a validator signs to time out in ``view`` holding a QC of ``high_qc_view``."""
-    return keccak256(codec.encode(["chainshare/timeout/v1", chain_id, epoch, view, high_qc_view]))
+    return keccak256(codec.encode(["chainshare/timeout/v2", chain_id, epoch, view, high_qc_view]))
 
 
 def sign_proposal(secret_key: bytes, chain_id: int, block_hash: bytes, epoch: int = 0) -> bytes:

@@ -16,7 +16,7 @@ from chainshare import codec
 from chainshare.crypto.hashing import ZERO_HASH, keccak256
 from chainshare.errors import DecodeError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: consensus signatures carry the validator-set epoch
 BLOOM_BYTES = 256
 EMPTY_BLOOM = b"\x00" * BLOOM_BYTES
 

@@ -211,6 +211,14 @@ def test_data_dir_of_a_newer_format_is_refused(store: KeyValueStore) -> None:
         open_chain(store, GENESIS)
 
 
+def test_data_dir_of_an_older_format_is_refused(store: KeyValueStore) -> None:
+    open_chain(store, GENESIS)
+    store.write_batch({K_FORMAT: (FORMAT_VERSION - 1).to_bytes(4, "big")})
+    with pytest.raises(ConfigError, match=f"format {FORMAT_VERSION - 1}, whose consensus signatures carry no "
+                       "validator-set epoch.*new data directory"):
+        open_chain(store, GENESIS)
+
+
 def test_data_dir_with_blocks_but_no_format_marker_is_refused(store: KeyValueStore) -> None:
     open_chain(store, GENESIS)
     store.write_batch({}, (K_FORMAT,))

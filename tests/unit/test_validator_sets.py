@@ -185,7 +185,7 @@ def test_an_invalid_validator_set_is_refused_with_its_reason(case: str, expected
     assert len(get_validator_sets(chain.chain.state)) == 1
 
 
-def test_one_change_at_a_time_and_the_next_epoch_after_activation() -> None:
+def test_a_pending_set_is_replaced_and_the_next_epoch_follows_activation() -> None:
     chain, h = changed_chain(extra_blocks=-2)  # stop two blocks before activation
     assert chain.chain.head_height == h - 2
     gov = Gov(chain)
@@ -194,9 +194,28 @@ def test_one_change_at_a_time_and_the_next_epoch_after_activation() -> None:
     assert r.status == STATUS_SUCCESS
     sets = get_validator_sets(chain.chain.state)
     assert [(vs.epoch, vs.activation_height) for vs in sets] == [(0, 0), (1, h), (2, h + 20)]
-    refused = gov.decide(set_call(NEW[:2], h + 40))
-    assert refused.status == STATUS_FAILURE and "validator set 2 is already scheduled" in revert_reason(refused.output)
-    while chain.chain.head_height < h + 22:
+    # Before it is active, Governance may replace it (same epoch number, new members and height).
+    replaced = gov.decide(set_call(NEW[:2], h + 30))
+    assert replaced.status == STATUS_SUCCESS
+    sets = get_validator_sets(chain.chain.state)
+    assert [(vs.epoch, vs.activation_height, len(vs.validators)) for vs in sets] == [
+        (0, 0, 1), (1, h, 4), (2, h + 30, 2)]
+    while chain.chain.head_height < h + 32:
         chain.produce([])
     assert verify_chain(StoreSource(ChainStore(chain.store))).to_json()["validator_sets"][-1] == {
-        "epoch": 2, "activation_height": h + 20, "validators": 1}
+        "epoch": 2, "activation_height": h + 30, "validators": 2}
+
+
+def test_a_validator_key_keeps_its_name_and_agency() -> None:
+    chain = Chain(GENESIS, V1)
+    renamed = dataclasses.replace(V1, name="v1-renamed")
+    r = Gov(chain).decide(set_call([renamed], 1000))
+    assert r.status == STATUS_FAILURE and "validator key of 'v1' (Agency A) must keep its name and agency" in \
+        revert_reason(r.output)
+
+
+def test_checking_the_proofs_of_possession_costs_gas() -> None:
+    one = Gov(Chain(GENESIS, V1)).decide(set_call(NEW[:1], 1000))
+    four = Gov(Chain(GENESIS, V1)).decide(set_call(NEW, 1000))
+    assert one.status == four.status == STATUS_SUCCESS
+    assert four.gas_used - one.gas_used >= 3 * 50_000

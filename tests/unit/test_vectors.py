@@ -169,7 +169,7 @@ def test_qc_vectors_are_reproduced() -> None:
     vectors = load("qc.json")
     chain_id = vectors["chain_id"]
     validators = [{"bls_public_key": b(v["bls_public_key"])} for v in vectors["validators"]]
-    assert codec.encode(["chainshare/vote/v1", chain_id, 0, b(vectors["cases"][0]["block_hash"]),
+    assert codec.encode(["chainshare/vote/v2", chain_id, 0, b(vectors["cases"][0]["block_hash"]),
                          vectors["cases"][0]["height"], vectors["cases"][0]["round"]]) == \
         b(vectors["vote_message_preimage"])
     assert keccak256(b(vectors["vote_message_preimage"])) == b(vectors["vote_message"])

@@ -281,14 +281,14 @@ def qc_vectors() -> dict[str, Any]:
                     "encoded": hx(qc.encode()), "valid": valid})
     return {
         "description": "Quorum certificates over 4 validators (quorum 3). Vote message = keccak(msgpack("
-                       "['chainshare/vote/v1', chain_id, epoch, block_hash, height, round])) with epoch 0 (the genesis "
+                       "['chainshare/vote/v2', chain_id, epoch, block_hash, height, round])) with epoch 0 (the genesis "
                        "validator set); signature = BLS12-381 "
                        "proof-of-possession scheme (G2 signatures), aggregate over the signers in the bitmap "
                        "(bit i = validators[i], little-endian within each byte).",
         "chain_id": CHAIN_ID,
         "validators": [{"bls_public_key": hx(v.public_key), "bls_pop": hx(v.pop)} for v in vals],
         "vote_message": hx(vote_message(CHAIN_ID, QC_BLOCK, QC_HEIGHT, QC_ROUND)),
-        "vote_message_preimage": hx(codec.encode(["chainshare/vote/v1", CHAIN_ID, 0, QC_BLOCK, QC_HEIGHT, QC_ROUND])),
+        "vote_message_preimage": hx(codec.encode(["chainshare/vote/v2", CHAIN_ID, 0, QC_BLOCK, QC_HEIGHT, QC_ROUND])),
         "cases": out,
     }
 

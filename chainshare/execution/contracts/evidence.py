@@ -24,14 +24,21 @@ from chainshare.crypto.hashing import keccak256
 from chainshare.errors import DecodeError
 from chainshare.execution.contracts.addresses import EVIDENCE
 from chainshare.execution.contracts.membership import get_validator_sets
-from chainshare.execution.runtime import G_SLOAD, CallContext, Revert, SystemContract, event, method
+from chainshare.execution.runtime import (
+    G_BLS_VERIFY,
+    G_SLOAD,
+    CallContext,
+    Revert,
+    SystemContract,
+    event,
+    method,
+)
 from chainshare.ledger.quorum import Vote, compute_proposer_index, proposal_message
 from chainshare.ledger.types import Header, decode_fields, decode_uint
 
 DOUBLE_VOTE = "double-vote"
 DOUBLE_PROPOSAL = "double-proposal"
 MAX_REPORT = 4096
-G_BLS_VERIFY = 50_000  # two pairings, ~2 ms: priced like the work it is
 K_COUNT = b"count"
 K_RECORD = b"r:"
 

@@ -20,6 +20,7 @@ from chainshare.crypto.hashing import keccak256
 from chainshare.execution.contracts.addresses import GOVERNANCE, MEMBERSHIP
 from chainshare.execution.runtime import (
     CONTRACT_PREFIX,
+    G_BLS_VERIFY,
     G_SLOAD,
     CallContext,
     Revert,
@@ -244,7 +245,9 @@ class Membership(SystemContract):
     def set_validators(self, ctx: CallContext, names: list[str], agencies: list[str], pks: list[bytes],
                        pops: list[bytes], activation: int) -> None:
         """Schedule the next validator set: it proposes and certifies every block from height
-        ``activationHeight`` on (the current set finalizes every block before it)."""
+        ``activationHeight`` on (the current set finalizes every block before it). A set
+        scheduled but not yet active is replaced by this one; a key already used by a validator
+        keeps that validator's name and agency."""
         _only_governance(ctx)
         height = ctx.env.height
         if not height < activation <= height + MAX_ACTIVATION_DELAY:
@@ -256,14 +259,19 @@ class Membership(SystemContract):
         sets = get_validator_sets(ctx.state)
         ctx.charge(G_SLOAD * 2)
         if sets[-1].activation_height > height:
-            raise Revert(f"validator set {sets[-1].epoch} is already scheduled for height "
-                         f"{sets[-1].activation_height}: one change at a time")
+            sets = sets[:-1]  # a set scheduled but not yet active is replaced (its epoch number is reused)
         if len(set(names)) != len(names) or len(set(pks)) != len(pks):
             raise Revert("validator names and keys must be unique")
+        known = {v["bls_public_key"]: (v["name"], v["agency"]) for vs in sets for v in vs.validators}
         rows = []
         for name, agency, pk, pop in zip(names, agencies, pks, pops, strict=True):
             if not 0 < len(name) <= MAX_NAME:
                 raise Revert(f"validator names must be 1..{MAX_NAME} characters")
+            if known.get(pk, (name, agency)) != (name, agency):
+                was = known[pk]
+                raise Revert(f"validator key of {was[0]!r} ({was[1]}) must keep its name and agency: a node is "
+                             "known to its peers by the name in its certificate")
+            ctx.charge(G_BLS_VERIFY)
             raw = ctx.sload(K_AGENCY + agency.encode())
             if raw is None or not codec.decode(raw)[4]:
                 raise Revert(f"validator {name!r}: {agency!r} is not an active agency")
