@@ -25,6 +25,7 @@ from chainshare.crypto import bls
 from chainshare.errors import ConfigError, ConsensusError, InvalidTransaction
 from chainshare.execution.block import ExecutedBlock, build_block
 from chainshare.execution.contracts import build_runtime
+from chainshare.execution.contracts.cedar import run_on_cedar_thread
 from chainshare.execution.contracts.membership import get_validator_set_at, get_validator_sets
 from chainshare.execution.genesis import Genesis, compute_genesis_block, get_chain_params, load_genesis
 from chainshare.execution.runtime import BlockEnv, Runtime
@@ -184,7 +185,8 @@ class Node:
                 continue
             started = time.perf_counter()
             try:
-                executed, invalid = await loop.run_in_executor(self._executor, self._propose_and_commit, txs)
+                executed, invalid = await loop.run_in_executor(self._executor, run_on_cedar_thread,
+                                                               self._propose_and_commit, txs)
             except Exception:
                 log.exception("block production failed; stopping the node")
                 raise

@@ -40,6 +40,7 @@ from chainshare.crypto.hashing import keccak256
 from chainshare.errors import ChainshareError, ConsensusError, DecodeError, InvalidTransaction
 from chainshare.execution.block import ExecutedBlock, apply_block, build_block
 from chainshare.execution.contracts.addresses import EVIDENCE, MEMBERSHIP
+from chainshare.execution.contracts.cedar import run_on_cedar_thread
 from chainshare.execution.contracts.evidence import Evidence as EvidenceContract
 from chainshare.execution.contracts.membership import (
     ValidatorSet,
@@ -292,7 +293,7 @@ class Replica:
         elif isinstance(action, core.BuildProposal):
             self._spawn(self._build(action, self._generation))
         elif isinstance(action, core.ValidateBlock):
-            ok = await loop.run_in_executor(self._executor, self._validate, action.block)
+            ok = await loop.run_in_executor(self._executor, run_on_cedar_thread, self._validate, action.block)
             self.events.put_nowait(core.BlockValidated(action.block.hash, ok))
         elif isinstance(action, core.Commit):
             await loop.run_in_executor(self._executor, self._commit, action)
@@ -344,7 +345,7 @@ class Replica:
         reader = self.reader_for(parent.hash)
         _, max_txs = get_chain_params(reader)
         txs = [] if suffix else self.node.mempool.select(reader, max_txs)
-        block = await loop.run_in_executor(self._executor, self._build_sync, req, txs)
+        block = await loop.run_in_executor(self._executor, run_on_cedar_thread, self._build_sync, req, txs)
         if block is not None:
             self.events.put_nowait(_Tagged(generation, core.ProposalBuilt(block)))
 
@@ -610,7 +611,8 @@ class Replica:
                     confirmed = await self._count_confirmed(peer, self.chain.head_height + 1, batch)
                     if confirmed == 0:
                         break  # the others do not hold these blocks (yet): wait for the next sync
-                    n = await asyncio.get_running_loop().run_in_executor(self._executor, self._apply_synced,
+                    n = await asyncio.get_running_loop().run_in_executor(self._executor, run_on_cedar_thread,
+                                                                         self._apply_synced,
                                                                          batch[:confirmed])
                     added += n
                     if n < confirmed:
