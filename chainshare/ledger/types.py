@@ -232,11 +232,10 @@ class Receipt:
 def compute_logs_bloom(logs: Any) -> bytes:
     """Ethereum's 2048-bit bloom over every log's address and topics."""
     bloom = 0
-    for lg in logs:
-        for item in (lg.address, *lg.topics):
-            h = keccak256(item)
-            for i in (0, 2, 4):
-                bloom |= 1 << ((h[i] << 8 | h[i + 1]) & 2047)
+    for item in {item for lg in logs for item in (lg.address, *lg.topics)}:  # each distinct item once
+        h = keccak256(item)
+        bloom |= (1 << ((h[0] << 8 | h[1]) & 2047)) | (1 << ((h[2] << 8 | h[3]) & 2047)) | \
+            (1 << ((h[4] << 8 | h[5]) & 2047))
     return bloom.to_bytes(BLOOM_BYTES, "big")
 
 
