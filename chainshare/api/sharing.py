@@ -200,6 +200,7 @@ def create_sharing_router(node: ConfiguredNode) -> APIRouter:
             "X-Chainshare-Content-Hash": "0x" + result.content_hash.hex(),
             "X-Chainshare-Delivered-Hash": "0x" + result.delivered_hash.hex(),
             "X-Chainshare-Record-Tx": "0x" + result.record_tx.hex() if result.record_tx else "",
+            "X-Chainshare-Recorded-Height": str(result.recorded_height),
             "Content-Length": str(result.size),
             "Content-Disposition": f'attachment; filename="dataset-{result.dataset_id}.{result.fmt}"',
         }

@@ -33,8 +33,8 @@ def _describe(item: dict[str, Any]) -> str:
         "GrantIssued": lambda: f"grant={a['grantId']} to={a['grantee']} action={a['action']} "
                                f"expires={a['expiresAt']}",
         "GrantRevoked": lambda: f"grant={a['grantId']} by={a['by']}",
-        "DeliveryRecorded": lambda: f"grant={a['grantId']} to={a['grantee']} hash={a['contentHash']} "
-                                    f"bytes={a['bytesDelivered']}",
+        "DeliveryRecorded": lambda: f"grant={a['grantId']} to={a['grantee']} version={a['contentHash']} "
+                                    f"delivered={a['deliveredHash']} bytes={a['bytesDelivered']}",
         "ComputationRecorded": lambda: f"grant={a['grantId']} by={a['grantee']} query={a['queryHash']} "
                                        f"result={a['resultHash']}",
     }.get(name, lambda: str(a))()

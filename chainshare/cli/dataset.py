@@ -238,9 +238,11 @@ def fetch(dataset_id: str, out: Path, grant_id: int | None, devnet_dir: object, 
     result = {"dataset_id": ident, "grant_id": int(meta["x-chainshare-grant"]), "action": meta["x-chainshare-action"],
               "out": str(out), "bytes": size, "format": meta.get("x-chainshare-format"),
               "content_hash": meta.get("x-chainshare-content-hash"), "delivered_hash": digest,
-              "record_tx": meta.get("x-chainshare-record-tx") or None}
+              "record_tx": meta.get("x-chainshare-record-tx") or None,
+              "recorded_height": int(meta["x-chainshare-recorded-height"])}
     emit(result, as_json, f"wrote {size} bytes of dataset {ident} to {out} (grant {result['grant_id']}, "
-                          f"{result['action']}; delivery recorded in tx {result['record_tx']})")
+                          f"{result['action']}; the node matched them to the delivery recorded in tx "
+                          f"{result['record_tx']}, block {result['recorded_height']})")
 
 
 @group.command("query")

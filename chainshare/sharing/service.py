@@ -14,8 +14,9 @@ reason; never data) and answered with a precise error (NotFound, Unauthorized, I
 
 A delivery streams the vault's envelope (personal columns pseudonymized under ``read``, raw under
 ``read_identified``) as ``data.chunk`` messages under credit-based flow control, then records the
-delivery on chain (``AccessControl.recordDelivery`` of the dataset version's content hash and the
-bytes delivered, signed by this node's agency account and submitted to this node's own mempool)
+delivery on chain (``AccessControl.recordDelivery`` of the dataset version's content hash, the
+hash and size of the bytes delivered, signed by this node's agency account and submitted to this
+node's own mempool)
 and ends with ``data.end`` naming that transaction. A query is parsed against the dataset's
 on-chain schema, run over the decrypted vault stream under the min-group rule, and only its result
 returns; ``recordComputation`` puts the query and result hashes on chain.
@@ -25,8 +26,10 @@ asks the owner's node (``resolve_owner_peer``; the node itself when this agency 
 dataset), decrypts chunks as they arrive in a worker thread (memory flat) into a temporary file
 and keeps it only if every chunk authenticated, the envelope ended properly, the size and hash
 equal what the owner announced and, for ``read_identified``, the hash equals the dataset's
-on-chain content hash (for ``read`` the delivered bytes are the pseudonymized transform, which no
-one without the raw data can recompute; the owner's on-chain record names the source version).
+on-chain content hash; then it waits for the owner's ``DeliveryRecorded`` to be final on its own
+chain and keeps the file only if that record names this grant, the version, and the hash and size
+of the bytes received (for ``read`` the bytes are the pseudonymized transform, which no one without
+the raw data can recompute: the record pins them on chain for auditors).
 
 Wiring, where the node builds its P2PNode (``get_sharing_service(node)`` builds the service from
 [p2p] and [sharing]; the REST layer gets the same instance)::
@@ -100,6 +103,7 @@ from chainshare.sharing.records import (
     READ_ACTIONS,
     GrantRecord,
     compute_chain_time,
+    decode_event,
     encode_call,
     get_grant_invalid_reason,
     is_grant_valid_on_chain,
@@ -230,6 +234,7 @@ class SharingLimits:
     request_timeout: float = 30.0  # the owner's answer to data.fetch (checks only)
     query_timeout: float = 300.0  # the owner's answer to data.query (runs the query)
     height_wait: float = 10.0  # how long an owner waits for its chain to reach the requester's height
+    record_wait: float = 60.0  # how long a requester waits for the owner's delivery record to be final
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
 
     def effective_chunk_size(self) -> int:
@@ -248,13 +253,14 @@ class FetchResult:
     record_tx: bytes | None
     record_error: str | None
     fmt: str
+    recorded_height: int | None = None  # the block whose DeliveryRecorded matched the bytes received
 
     def to_json(self) -> dict[str, Any]:
         return {"dataset_id": self.dataset_id, "grant_id": self.grant_id, "action": self.action,
                 "path": str(self.path), "bytes": self.size, "format": self.fmt,
                 "content_hash": "0x" + self.content_hash.hex(), "delivered_hash": "0x" + self.delivered_hash.hex(),
                 "record_tx": "0x" + self.record_tx.hex() if self.record_tx else None,
-                "record_error": self.record_error}
+                "record_error": self.record_error, "recorded_height": self.recorded_height}
 
 
 @dataclass(frozen=True)
@@ -719,7 +725,8 @@ class SharingService:
             if grant.action == cedar.ACTION_READ and self.pseudonym_key is None:
                 raise SharingUnavailable("this node has no consortium pseudonym key ([sharing] pseudonym_key_file): "
                                          "it cannot serve 'read' deliveries")
-            self._check_can_record(encode_call(ACCESS_CONTRACT, "recordDelivery", grant.id, entry.content_hash, 0))
+            self._check_can_record(encode_call(ACCESS_CONTRACT, "recordDelivery", grant.id, entry.content_hash,
+                                               entry.content_hash, 0))
             self._capacity(peer)
             if req.transfer_id in self._outgoing:
                 raise InvalidInput("transfer id already in use; send a fresh one")
@@ -767,7 +774,8 @@ class SharingService:
                     raise DeliveryFailed("the requester is no longer connected (or too slow)")
                 seq += 1
             record_tx, record_error = self._submit_record(encode_call(
-                ACCESS_CONTRACT, "recordDelivery", out.grant.id, out.entry.content_hash, delivery.plaintext_size))
+                ACCESS_CONTRACT, "recordDelivery", out.grant.id, out.entry.content_hash, delivery.content_hash,
+                delivery.plaintext_size))
             end = wire.End(tid, seq, delivery.plaintext_size, delivery.content_hash, record_tx, record_error)
             self._post(out.peer, wire.MSG_END, end.to_wire())
             self.stats["deliveries_served"] += 1
@@ -917,9 +925,10 @@ class SharingService:
                     self._fail_incoming(inc, DeliveryFailed(
                         f"the owner node sent nothing for {self.limits.idle_timeout:.0f} s"), notify=True)
                 try:
-                    return await asyncio.wait_for(asyncio.shield(inc.done), timeout=max(remaining, 0.01))
+                    result = await asyncio.wait_for(asyncio.shield(inc.done), timeout=max(remaining, 0.01))
                 except TimeoutError:
                     continue
+                return await self._confirm_record(result)
         except BaseException as exc:
             if not inc.done.done():
                 self._fail_incoming(inc, exc if isinstance(exc, ChainshareError) else DeliveryFailed(str(exc)),
@@ -930,6 +939,37 @@ class SharingService:
             raise
         finally:
             self._incoming.pop(transfer_id, None)
+
+    async def _confirm_record(self, result: FetchResult) -> FetchResult:
+        """Wait until the owner's record of ``result`` is final on this node's chain and check that
+        it names this grant, the version and the hash and size of the bytes received; otherwise
+        delete the file and raise DeliveryFailed (nothing unverifiable is kept)."""
+        try:
+            if result.record_tx is None:
+                raise DeliveryFailed(f"the owner recorded no delivery on chain ({result.record_error}): the bytes "
+                                     "cannot be checked against the chain")
+            deadline = time.monotonic() + self.limits.record_wait
+            while (loc := self.node.chain.get_tx_location(result.record_tx)) is None:
+                if time.monotonic() > deadline:
+                    raise DeliveryFailed(f"the owner's delivery record 0x{result.record_tx.hex()} was not final "
+                                         f"within {self.limits.record_wait:.0f} s")
+                await asyncio.sleep(0.05)
+            receipt = self.node.chain.get_receipts(loc.height)[loc.index]
+            recorded = [args for lg in receipt.logs if (ev := decode_event(lg)) and ev[1] == "DeliveryRecorded"
+                        for args in (ev[2],)]
+            expected = {"grantId": result.grant_id, "datasetId": result.dataset_id,
+                        "contentHash": result.content_hash, "deliveredHash": result.delivered_hash,
+                        "bytesDelivered": result.size}
+            if receipt.status != 1 or len(recorded) != 1 or any(recorded[0].get(k) != v for k, v in expected.items()):
+                raise DeliveryFailed(f"the owner's delivery record 0x{result.record_tx.hex()} does not match the "
+                                     f"bytes received (record: {recorded or 'none, status ' + str(receipt.status)})")
+        except DeliveryFailed as exc:
+            with contextlib.suppress(OSError):
+                result.path.unlink()
+            log_event(log, logging.WARNING, "delivery refused by the requester", dataset=result.dataset_id,
+                      grant=result.grant_id, error="DeliveryFailed", reason=exc.message)
+            raise DeliveryFailed(f"{exc.message}; the delivery was discarded") from None
+        return replace(result, recorded_height=loc.height)
 
     def _on_requester_message(self, peer: str, msg_type: str, transfer_id: bytes, body: Any) -> None:
         inc = self._incoming.get(transfer_id)

@@ -150,8 +150,10 @@ def test_fetch_and_query_of_an_own_dataset_are_served_and_audited(net: Devnet, p
     assert [(i["block"], i["tx_index"], i["log_index"]) for i in trail] == \
            sorted((i["block"], i["tx_index"], i["log_index"]) for i in trail)
     delivered = [i["args"] for i in trail if i["event"] == "DeliveryRecorded"]
-    assert {"grantId": read["grant_id"], "grantee": "agency1", "bytesDelivered": out.stat().st_size}.items() \
-        <= delivered[0].items()
+    assert {"grantId": read["grant_id"], "grantee": "agency1", "bytesDelivered": out.stat().st_size,
+            "deliveredHash": fetched["delivered_hash"]}.items() <= delivered[0].items()
+    # fetch returned only after matching the bytes to that record on its own chain
+    assert fetched["recorded_height"] <= net.head() and delivered[0]["contentHash"] == fetched["content_hash"]
 
 
 def test_a_denied_request_is_on_chain_and_exits_1(net: Devnet, people: Path, tmp_path: Path) -> None:

@@ -371,7 +371,7 @@ def test_grant_expiry_follows_block_time(ledger: Ledger, acct: dict[str, Account
     grant_id = decision(receipt)[2]
     ledger.execute([], timestamp_ms=(granted_at + 3599) * 1000)
     assert is_valid(ledger, grant_id, STATS)
-    delivery = encode(AC, "recordDelivery", grant_id, H1, 4096)
+    delivery = encode(AC, "recordDelivery", grant_id, H1, H2, 4096)
     ledger.execute([], timestamp_ms=(granted_at + 3600 + 1) * 1000)
     assert not is_valid(ledger, grant_id, STATS)
     assert reverted(ledger.send(acct[HEALTH], ACCESS_CONTROL, delivery)) == \
@@ -398,18 +398,28 @@ def test_delivery_is_recorded_by_the_owner_under_a_valid_read_grant(ledger: Ledg
     ok(register(ledger, acct[HEALTH], PERMIT_ALL))
     read = decision(request(ledger, acct[STATS], 1, "read"))[2]
     compute = decision(request(ledger, acct[STATS], 1, "compute"))[2]
-    delivery = encode(AC, "recordDelivery", read, H1, 4096)
+    delivery = encode(AC, "recordDelivery", read, H1, H2, 4096)  # read: pseudonymized bytes, another hash
     assert reverted(ledger.send(acct[STATS], ACCESS_CONTROL, delivery)) == \
         "only accounts of the owner of dataset 1 may record its use"
     receipt = ok(ledger.send(acct[HEALTH], ACCESS_CONTROL, delivery))
     assert decode_logs(receipt) == [("DeliveryRecorded", {"grantId": read, "datasetId": 1, "grantee": STATS,
-                                                          "contentHash": H1, "bytesDelivered": 4096})]
-    assert reverted(ledger.send(acct[HEALTH], ACCESS_CONTROL, encode(AC, "recordDelivery", read, H2, 1))) == \
+                                                          "contentHash": H1, "deliveredHash": H2,
+                                                          "bytesDelivered": 4096})]
+    assert reverted(ledger.send(acct[HEALTH], ACCESS_CONTROL, encode(AC, "recordDelivery", read, H2, H2, 1))) == \
         "content hash is not a version of dataset 1"
-    assert reverted(ledger.send(acct[HEALTH], ACCESS_CONTROL, encode(AC, "recordDelivery", compute, H1, 1))) == \
-        f"grant {compute} is for 'compute', not read or read_identified"
+    assert reverted(ledger.send(acct[HEALTH], ACCESS_CONTROL, encode(AC, "recordDelivery", compute, H1, H1, 1))) \
+        == f"grant {compute} is for 'compute', not read or read_identified"
     ok(ledger.send(acct[STATS], ACCESS_CONTROL, encode(AC, "revokeGrant", read)))
     assert reverted(ledger.send(acct[HEALTH], ACCESS_CONTROL, delivery)) == f"grant {read} was revoked"
+
+
+def test_a_read_identified_delivery_records_the_version_itself(ledger: Ledger, acct: dict[str, Account]) -> None:
+    ok(register(ledger, acct[HEALTH], PERMIT_ALL))
+    grant = decision(request(ledger, acct[STATS], 1, "read_identified"))[2]
+    assert reverted(ledger.send(acct[HEALTH], ACCESS_CONTROL, encode(AC, "recordDelivery", grant, H1, H2, 9))) == \
+        "a read_identified delivery is the dataset version itself: the delivered hash must be its content hash"
+    receipt = ok(ledger.send(acct[HEALTH], ACCESS_CONTROL, encode(AC, "recordDelivery", grant, H1, H1, 9)))
+    assert decode_logs(receipt)[0][1]["deliveredHash"] == H1
 
 
 def test_computation_is_recorded_only_under_a_compute_grant(ledger: Ledger, acct: dict[str, Account]) -> None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import eth_abi
 import pytest
 from chainkit import CHAIN_ID, validator
 from eth_account import Account as EthAccount
@@ -315,6 +316,9 @@ def test_read_delivery_pseudonymizes_personal_columns_and_is_recorded_on_chain(p
             recorded = events(receipt)["DeliveryRecorded"]
             assert recorded["grantId"] == grant_id and recorded["grantee"] == B
             assert recorded["contentHash"] == result.content_hash and recorded["bytesDelivered"] == result.size
+            # The pseudonymized bytes are pinned on chain, and fetch returned only once that record was final.
+            assert recorded["deliveredHash"] == result.delivered_hash != result.content_hash
+            assert result.recorded_height == net.requester.node.chain.get_tx_location(result.record_tx).height
             assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary file left
 
     run(scenario())
@@ -329,6 +333,31 @@ def test_read_identified_delivery_is_the_raw_dataset_matching_the_chain_hash(pki
             result = await net.requester.fetch(dataset_id, tmp_path / "raw.csv")
             assert (tmp_path / "raw.csv").read_bytes() == dataset.read_bytes()
             assert result.delivered_hash == result.content_hash == compute_content_hash(dataset)
+
+    run(scenario())
+
+
+def test_a_delivery_whose_on_chain_record_does_not_match_the_bytes_is_discarded(pki: Pki, tmp_path: Path,
+                                                                                dataset: Path) -> None:
+    """An owner that records another delivered hash than the bytes it sent (here: the source hash
+    under ``read``) gets its delivery refused: the requester keeps nothing it cannot match on chain."""
+    async def scenario() -> None:
+        async with network(pki, tmp_path) as net:
+            dataset_id = await net.publish(dataset)
+            grant_id = await net.grant(B, dataset_id, "read")
+            honest = net.owner.submit_call
+
+            def lying(to: bytes, data: bytes) -> tuple[bytes | None, str | None]:
+                head, args = data[:4], eth_abi.decode(["uint256", "bytes32", "bytes32", "uint64"], data[4:])
+                return honest(to, head + eth_abi.encode(["uint256", "bytes32", "bytes32", "uint64"],
+                                                        [args[0], args[1], args[1], args[3]]))
+
+            net.owner.submit_call = lying  # type: ignore[method-assign]
+            out = tmp_path / "received.csv"
+            with pytest.raises(DeliveryFailed, match="does not match the bytes received.*discarded"):
+                await net.requester.fetch(dataset_id, out, grant_id=grant_id)
+            assert not out.exists()
+            assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
     run(scenario())
 

@@ -25,8 +25,10 @@ policies); installing an existing id replaces it. At most 32 of them, 64 KiB in 
 A grant is valid while: not revoked, block time < ``expiresAt``, the dataset is not retired, and
 both agencies are active. The grantee or the owner may revoke it. Policy changes do not touch
 grants already issued. ``recordDelivery`` (a valid ``read``/``read_identified`` grant, a content
-hash that is a version of the dataset) and ``recordComputation`` (a valid ``compute`` grant) are
-sent by accounts of the owner agency, whose node did the work.
+hash that is a version of the dataset, and the hash of the bytes delivered: the version itself
+under ``read_identified``, its pseudonymized transform under ``read``, which the requester checks
+against this record) and ``recordComputation`` (a valid ``compute`` grant) are sent by accounts of
+the owner agency, whose node did the work.
 
 Gas: on top of storage and events, evaluation costs ``cedar.compute_evaluation_gas`` (base plus
 per byte of every policy evaluated) and policy installation ``cedar.compute_validation_gas``.
@@ -110,7 +112,7 @@ class AccessControl(SystemContract):
                       "string purpose, uint64 expiresAt)")
     E_REVOKED = event("GrantRevoked(uint256 indexed grantId, uint256 indexed datasetId, string by)")
     E_DELIVERED = event("DeliveryRecorded(uint256 indexed grantId, uint256 indexed datasetId, string grantee, "
-                        "bytes32 contentHash, uint64 bytesDelivered)")
+                        "bytes32 contentHash, bytes32 deliveredHash, uint64 bytesDelivered)")
     E_COMPUTED = event("ComputationRecorded(uint256 indexed grantId, uint256 indexed datasetId, string grantee, "
                        "bytes32 queryHash, bytes32 resultHash)")
     E_POLICY_INSTALLED = event("ConsortiumPolicyInstalled(string policyId, string policyText, bool replaced)")
@@ -274,13 +276,18 @@ class AccessControl(SystemContract):
             raise Revert(reason)
         return grant
 
-    @method("recordDelivery(uint256 grantId, bytes32 contentHash, uint64 bytesDelivered)")
-    def record_delivery(self, ctx: CallContext, grant_id: int, content_hash: bytes, bytes_delivered: int) -> None:
+    @method("recordDelivery(uint256 grantId, bytes32 contentHash, bytes32 deliveredHash, uint64 bytesDelivered)")
+    def record_delivery(self, ctx: CallContext, grant_id: int, content_hash: bytes, delivered_hash: bytes,
+                        bytes_delivered: int) -> None:
         grant = self._check_owner_use(ctx, grant_id, READ_ACTIONS)
         ctx.charge(G_SLOAD)
         if datasets.get_version_of_hash(ctx.state, grant.dataset_id, content_hash) is None:
             raise Revert(f"content hash is not a version of dataset {grant.dataset_id}")
-        ctx.emit(self.E_DELIVERED, grant_id, grant.dataset_id, grant.grantee, content_hash, bytes_delivered)
+        if grant.action == cedar.ACTION_READ_IDENTIFIED and delivered_hash != content_hash:
+            raise Revert("a read_identified delivery is the dataset version itself: the delivered hash must be "
+                         "its content hash")
+        ctx.emit(self.E_DELIVERED, grant_id, grant.dataset_id, grant.grantee, content_hash, delivered_hash,
+                 bytes_delivered)
 
     @method("recordComputation(uint256 grantId, bytes32 queryHash, bytes32 resultHash)")
     def record_computation(self, ctx: CallContext, grant_id: int, query_hash: bytes, result_hash: bytes) -> None:
