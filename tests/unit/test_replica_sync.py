@@ -1,0 +1,78 @@
+"""Block sync takes a block only when f+1 validators hold it as final: the peer that served it and
+f others (a QC alone does not prove finality: a certified block can be abandoned for a sibling)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from chainkit import Chain, account, make_genesis, validator
+
+from chainshare.execution.contracts.membership import get_validator_set_at
+from chainshare.replica import REQ_HASHES, Replica
+
+VALS = [validator(f"v{i}", "Agency A") for i in range(1, 5)]
+GENESIS = make_genesis([("Agency A", [account("alice").address])], VALS)
+
+
+class FakeTransport:
+    """Peers answering ``cs.hashes`` from a table of {peer: [hash, ...]} (or failing)."""
+
+    def __init__(self, answers: dict[str, Any]) -> None:
+        self.answers = answers
+        self.asked: list[tuple[str, Any]] = []
+
+    def connected_peers(self) -> list[str]:
+        return list(self.answers)
+
+    async def request(self, peer: str, msg_type: str, body: Any, timeout: float) -> Any:
+        assert msg_type == REQ_HASHES
+        self.asked.append((peer, body))
+        answer = self.answers[peer]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def replica_with(answers: dict[str, Any], chain: Chain) -> Replica:
+    """A Replica with just what ``_count_confirmed`` reads: the validator set in force and a transport."""
+    r = Replica.__new__(Replica)
+    r.vset = get_validator_set_at(chain.chain.state, 1)
+    r.index_of = {v["name"]: i for i, v in enumerate(r.vset.validators)}
+    r.transport = FakeTransport(answers)
+    return r
+
+
+def make_batch() -> tuple[Chain, list[list[bytes]], list[bytes]]:
+    chain = Chain(GENESIS, VALS[0], other_keys=VALS[1:])
+    blocks = [chain.produce([]).block for _ in range(3)]
+    batch = [[b.encode(), chain.chain.get_qc(b.height).encode()] for b in blocks]  # type: ignore[union-attr]
+    return chain, batch, [b.hash for b in blocks]
+
+
+def count(r: Replica, peer: str, batch: list[list[bytes]]) -> int:
+    return asyncio.run(r._count_confirmed(peer, 1, batch))
+
+
+def test_a_block_confirmed_by_f_other_validators_is_taken() -> None:
+    chain, batch, hashes = make_batch()
+    r = replica_with({"v1": hashes, "v2": hashes[:2], "v3": RuntimeError("down")}, chain)
+    assert count(r, "v1", batch) == 2  # n = 4, f = 1: v1 served three, v2 confirms the first two
+    assert ("v2", [1, 3]) in r.transport.asked  # type: ignore[attr-defined]
+
+
+def test_blocks_no_other_validator_holds_are_not_taken() -> None:
+    chain, batch, hashes = make_batch()
+    other = [bytes(32)] * 3  # the others hold different blocks at those heights
+    r = replica_with({"v1": hashes, "v2": other, "v3": hashes[:1]}, chain)
+    assert count(r, "v1", batch) == 1  # only height 1 is confirmed (by v3)
+    r = replica_with({"v1": hashes, "v2": other, "v3": []}, chain)
+    assert count(r, "v1", batch) == 0
+
+
+def test_a_non_validator_peer_needs_f_plus_1_confirmations() -> None:
+    chain, batch, hashes = make_batch()
+    r = replica_with({"observer": hashes, "v2": hashes, "v3": [bytes(32)] * 3}, chain)
+    assert count(r, "observer", batch) == 0  # one confirmation, f + 1 = 2 needed
+    r = replica_with({"observer": hashes, "v2": hashes, "v3": hashes}, chain)
+    assert count(r, "observer", batch) == 3
