@@ -219,3 +219,24 @@ def test_checking_the_proofs_of_possession_costs_gas() -> None:
     four = Gov(Chain(GENESIS, V1)).decide(set_call(NEW, 1000))
     assert one.status == four.status == STATUS_SUCCESS
     assert four.gas_used - one.gas_used >= 3 * 50_000
+
+
+def test_a_revocation_that_would_halt_a_validator_set_is_refused() -> None:
+    """Revoking an agency cuts its nodes off but its validators still count: with 2 of 4 validators
+    (f = 1) in Agency B, revoking B would halt the chain, so it is refused until they are retired."""
+    genesis = make_genesis([("Agency A", [ALICE.address]), ("Agency B", [BOB.address])], NEW)
+    chain = Chain(genesis, NEW[0], other_keys=NEW[1:])
+    gov = Gov(chain)
+    revoke = call_data("revokeAgency(string)", "Agency B")
+    r = gov.decide(revoke)
+    assert r.status == STATUS_FAILURE and revert_reason(r.output) == (
+        "revoking 'Agency B' would cut off 2 of the 4 validators of validator set 0 (v2, v4), more than the 1 it "
+        "tolerates: retire them first with setValidators")
+    # Scheduling a set without them is not enough while they are still in force...
+    h = chain.chain.head_height + 20
+    assert gov.decide(set_call([NEW[0], NEW[2], NEW[3]], h)).status == STATUS_SUCCESS
+    assert gov.decide(revoke).status == STATUS_FAILURE
+    while chain.chain.head_height < h:
+        chain.produce([])
+    # ...once the set of three (one of them in Agency B: f = 0) is in force, B's last validator still blocks it.
+    assert "cut off 1 of the 3 validators of validator set 1 (v4)" in revert_reason(gov.decide(revoke).output)

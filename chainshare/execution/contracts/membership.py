@@ -300,10 +300,29 @@ class Membership(SystemContract):
         n, role, accounts, cert, active, added = codec.decode(raw)
         if not active:
             raise Revert(f"agency {name!r} is already revoked")
+        _check_sets_survive_revocation(ctx, name)
         ctx.sstore(K_AGENCY + name.encode(), codec.encode([n, role, accounts, cert, False, added]))
         for a in accounts:
             ctx.sstore(K_ACCOUNT + a, None)
         ctx.emit(self.E_REVOKED, name)
+
+
+def _check_sets_survive_revocation(ctx: CallContext, name: str) -> None:
+    """A revoked agency's nodes are cut off at once but its validators still count in their set:
+    refuse a revocation that would leave the set in force, or the one scheduled, with more such
+    validators than the f faults it tolerates (the chain would halt; retire them first)."""
+    height = ctx.env.height
+    ctx.charge(G_SLOAD * 2)
+    sets = get_validator_sets(ctx.state)
+    current = get_validator_set_at(ctx.state, height + 1)
+    for vs in [current] + [s for s in sets if s.activation_height > height + 1]:
+        cut = [v["name"] for v in vs.validators
+               if v["agency"] == name or not (get_agency(ctx.state, v["agency"]) or {}).get("active")]
+        f = (len(vs.validators) - 1) // 3
+        if len(cut) > f:
+            raise Revert(f"revoking {name!r} would cut off {len(cut)} of the {len(vs.validators)} validators of "
+                         f"validator set {vs.epoch} ({', '.join(cut)}), more than the {f} it tolerates: retire "
+                         "them first with setValidators")
 
 
 def _only_governance(ctx: CallContext) -> None:
