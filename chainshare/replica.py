@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -70,6 +71,8 @@ REQ_SYNC = "cs.sync"
 REQ_HASHES = "cs.hashes"
 SYNC_BATCH = 64
 MAX_FUTURE_DRIFT_MS = 10_000
+RECENT_MESSAGES = 256  # consensus messages kept to replay into the core of a new epoch
+RECENT_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
 _SYNC = object()  # the event that asks the run loop for a block sync
@@ -131,6 +134,8 @@ class Replica:
         self._membership_changed_since: int | None = None
         self._generation = 0  # bumped whenever the core is restored: older timers and actions are dropped
         self._epoch_ended = False  # a commit finalized the last block of the current validator set
+        self._recent: deque[tuple[str, Any, int]] = deque()
+        self._recent_bytes = 0
         self._tasks: set[asyncio.Future[Any]] = set()
         self._tx_out: list[bytes] = []
         self._tx_flush_scheduled = False
@@ -241,6 +246,8 @@ class Replica:
         added = await self.sync_from_peers()
         if first or added:
             await self._handle(core.Start())
+        if added:
+            self._replay_recent()  # the sync may have crossed into a new epoch: see _remember
 
     async def stop(self) -> None:
         """Stop processing; pending builds and fetches are cancelled before the worker stops."""
@@ -268,12 +275,21 @@ class Replica:
             await self._apply(action)
         if self._epoch_ended:
             # The old core's actions after its last commit were carried out first (under its
-            # epoch): the votes and proposals among them let the others finalize that block too.
+            # epoch). It then times out of its view: that broadcasts the QC that finalized the last
+            # block of the set to the others (a timeout carries its sender's highest QC), so they
+            # finalize it too without waiting for a proposal that no one will build any more.
+            # Leaving the set, this validator will never vote in that epoch again: the timeout is safe.
             self._epoch_ended = False
+            if self.state is not None:
+                self.state, farewell = core.step(self.state, core.LocalTimeout(self.state.view))
+                for action in farewell:
+                    if isinstance(action, (core.PersistSafety, core.Broadcast)):
+                        await self._apply(action)
             self.executed = {}
             self._generation += 1
             self.state = self._restore()
             await self._handle(core.Start())
+            self._replay_recent()
 
     async def _apply(self, action: Any) -> None:
         loop = asyncio.get_running_loop()
@@ -510,15 +526,16 @@ class Replica:
 
     async def on_message(self, peer: str, msg_type: str, body: Any) -> None:
         if msg_type == MSG_CONSENSUS:
-            sender = self.index_of.get(peer)
-            if sender is None or not isinstance(body, bytes):
+            if not isinstance(body, bytes):
                 return
             try:
                 message = decode_message(body)
             except (DecodeError, ConsensusError):
                 self.transport.strike(peer, "undecodable consensus message")
                 return
-            event = self._as_event(message, sender)
+            self._remember(peer, message, len(body))
+            sender = self.index_of.get(peer)
+            event = self._as_event(message, sender) if sender is not None else None
             if event is not None:
                 self.events.put_nowait(event)
         elif msg_type == MSG_TXS and isinstance(body, list) and len(body) <= MAX_TX_BATCH:
@@ -565,6 +582,25 @@ class Replica:
                 out.append([self.chain.get_block(h).encode(), qc.encode()])
             return out
         return None
+
+    def _remember(self, peer: str, message: Any, size: int) -> None:
+        """Keep the latest consensus messages (bounded in count and bytes): a node that enters a
+        new epoch replays them to its new core, since the new set's first proposal and votes
+        often arrive while it is still finalizing the last block of the old set (the old core
+        cannot verify them: they are signed for the next epoch)."""
+        self._recent.append((peer, message, size))
+        self._recent_bytes += size
+        while len(self._recent) > RECENT_MESSAGES or self._recent_bytes > RECENT_MESSAGE_BYTES:
+            self._recent_bytes -= self._recent.popleft()[2]
+
+    def _replay_recent(self) -> None:
+        """Hand the remembered messages of the validators in force to the (new) core; those of
+        another epoch simply fail its signature checks."""
+        for peer, message, _ in list(self._recent):
+            sender = self.index_of.get(peer)
+            event = self._as_event(message, sender) if sender is not None else None
+            if event is not None:
+                self.events.put_nowait(event)
 
     def gossip_transaction(self, raw: bytes) -> None:
         """Queue a transaction this node admitted for the next batch to every peer (~every 10 ms)."""
