@@ -19,6 +19,18 @@ height (so every honest finalized chain is a prefix of the longest). After GST i
 some honest validator finalizes a new block within ``liveness_views`` views, and every honest
 validator finalizes ``settle_heights`` new blocks before ``max_ms``.
 
+With ``config.reconfigure`` a schedule also changes the validator set once (``EpochChange``: the
+set of n becomes another, at a seeded activation height H), modelling the replica's epoch switch:
+the old set certifies blocks of height >= H only as an empty suffix that is never stored; a node
+whose commit reaches H-1 carries out the rest of that step's actions, then restores a fresh core of
+the new set on H-1 (no safety data) and steps ``Start``; signatures are separated by epoch
+(``FakeCrypto.epoch``, QCs below H checked with ``prior``); a node not in the set in force runs no
+core (an observer) and follows by block sync (f+1 validators of the set in force must hold a
+block). The checks then also cover H-1 and H, the suffix blocks, and the QC stored with each
+block (signed by the set of its height). ``finish_proposal_before_switch`` and
+``sync_epoch_finality_proof`` model two switch rules the replica lacks, without which the new set
+often never starts (tests/sim/test_reconfigure.py).
+
 ``run_sim_bench(seeds, n)`` runs many seeds and summarises them (``chainshare bench sim``).
 """
 
@@ -45,6 +57,7 @@ from chainshare.consensus.core import (
     CoreState,
     Event,
     FetchBlock,
+    FinalityProof,
     LocalTimeout,
     PersistSafety,
     ProposalBuilt,
@@ -87,22 +100,36 @@ INVALID_TX = b"invalid"
 
 # -- fake crypto ---------------------------------------------------------------------------------
 
+def sim_key(node: int) -> bytes:
+    """Node ``node``'s fake signing key (a node keeps its key across validator sets)."""
+    return keccak256(b"sim-validator-key" + node.to_bytes(4, "big"))
+
+
 class FakeCrypto:
     """Keyed keccak in place of BLS, for simulations and tests: validator i's "signature" of m is
     keccak(key_i || m) (96 bytes), an aggregate is keccak over the signers' signatures. A verifier
-    recomputes from the keys, so a signature made with one index never verifies as another's."""
+    recomputes from the keys, so a signature made with one index never verifies as another's.
 
-    def __init__(self, keys: tuple[bytes, ...], index: int, chain_id: int = SIM_CHAIN_ID) -> None:
+    As ``BlsCrypto``: ``epoch`` is part of every signed message (nothing signed for one validator
+    set verifies for another), and a QC of a block below ``activation_height`` is checked with
+    ``prior``, the previous set's verifier."""
+
+    def __init__(self, keys: tuple[bytes, ...], index: int, chain_id: int = SIM_CHAIN_ID, epoch: int = 0, *,
+                 prior: FakeCrypto | None = None, activation_height: int = 0) -> None:
         self.keys = keys
         self._index = index
         self.chain_id = chain_id
+        self.epoch = epoch
+        self.prior = prior
+        self.activation_height = activation_height
 
     @classmethod
     def for_network(cls, n: int, index: int, chain_id: int = SIM_CHAIN_ID) -> FakeCrypto:
-        return cls(tuple(keccak256(b"sim-validator-key" + i.to_bytes(4, "big")) for i in range(n)), index, chain_id)
+        return cls(tuple(sim_key(i) for i in range(n)), index, chain_id)
 
     def with_index(self, index: int) -> FakeCrypto:
-        return FakeCrypto(self.keys, index, self.chain_id)
+        return FakeCrypto(self.keys, index, self.chain_id, self.epoch, prior=self.prior,
+                          activation_height=self.activation_height)
 
     @property
     def index(self) -> int:
@@ -119,24 +146,25 @@ class FakeCrypto:
         return keccak256(b"".join(sigs)) * 3
 
     def sign_proposal(self, block_hash: bytes) -> bytes:
-        return self._sig(self._index, proposal_message(self.chain_id, block_hash))
+        return self._sig(self._index, proposal_message(self.chain_id, block_hash, self.epoch))
 
     def sign_vote(self, block_hash: bytes, height: int, view: int) -> bytes:
-        return self._sig(self._index, vote_message(self.chain_id, block_hash, height, view))
+        return self._sig(self._index, vote_message(self.chain_id, block_hash, height, view, self.epoch))
 
     def sign_timeout(self, view: int, high_qc_view: int) -> bytes:
-        return self._sig(self._index, timeout_message(self.chain_id, view, high_qc_view))
+        return self._sig(self._index, timeout_message(self.chain_id, view, high_qc_view, self.epoch))
 
     def verify_proposal(self, proposer: int, block_hash: bytes, signature: bytes) -> bool:
-        return 0 <= proposer < self.n and signature == self._sig(proposer, proposal_message(self.chain_id, block_hash))
+        return 0 <= proposer < self.n and signature == self._sig(
+            proposer, proposal_message(self.chain_id, block_hash, self.epoch))
 
     def verify_vote(self, vote: Vote) -> bool:
         return vote.voter < self.n and vote.signature == self._sig(
-            vote.voter, vote_message(self.chain_id, vote.block_hash, vote.height, vote.view))
+            vote.voter, vote_message(self.chain_id, vote.block_hash, vote.height, vote.view, self.epoch))
 
     def verify_timeout(self, timeout: Timeout) -> bool:
         return timeout.voter < self.n and timeout.signature == self._sig(
-            timeout.voter, timeout_message(self.chain_id, timeout.view, timeout.high_qc_view))
+            timeout.voter, timeout_message(self.chain_id, timeout.view, timeout.high_qc_view, self.epoch))
 
     def aggregate_qc(self, block_hash: bytes, height: int, view: int,
                      votes: Mapping[int, bytes]) -> QuorumCertificate:
@@ -145,12 +173,14 @@ class FakeCrypto:
                                  self._aggregate([votes[i] for i in indices]))
 
     def verify_qc(self, qc: QuorumCertificate) -> bool:
+        if qc.height < self.activation_height:
+            return self.prior is not None and self.prior.verify_qc(qc)
         if len(qc.signers) != (self.n + 7) // 8:
             return False
         indices = qc.signer_indices()
         if any(i >= self.n for i in indices) or len(indices) < self.n - (self.n - 1) // 3:
             return False
-        message = vote_message(self.chain_id, qc.block_hash, qc.height, qc.round)
+        message = vote_message(self.chain_id, qc.block_hash, qc.height, qc.round, self.epoch)
         return qc.signature == self._aggregate([self._sig(i, message) for i in indices])
 
     def aggregate_tc(self, view: int, timeouts: Mapping[int, tuple[int, bytes]],
@@ -163,7 +193,8 @@ class FakeCrypto:
         indices = check_tc_shape(tc, self.n)
         if indices is None:
             return False
-        sigs = [self._sig(i, timeout_message(self.chain_id, tc.view, hv)) for i, hv in zip(indices, tc.high_qc_views, strict=True)]
+        sigs = [self._sig(i, timeout_message(self.chain_id, tc.view, hv, self.epoch))
+                for i, hv in zip(indices, tc.high_qc_views, strict=True)]
         return tc.signature == self._aggregate(sigs)
 
 
@@ -233,6 +264,15 @@ class SimConfig:
     isolate_ms: int = 3_000        # how long the adversary may cut off one validator (before GST only)
     unsafe_skip_tc_rule: bool = False
     unsafe_skip_highest_voted_view_check: bool = False
+    reconfigure: bool = False      # one validator-set change (``EpochChange``) at a seeded height
+    activation_heights: tuple[int, int] = (2, 9)
+    sync_interval_ms: int = 1_000  # block sync (reconfigure only): an observer syncs every interval,
+    sync_stall_ms: int = 2_000     # a validator once it has finalized nothing for this long
+    # Two epoch-switch rules the replica does not have (yet): finish the pending proposal (the
+    # only carrier of the QC that finalizes the epoch's last block) under the old epoch before
+    # switching, and let block sync take an epoch's last block from one peer with its 2-chain.
+    finish_proposal_before_switch: bool = False
+    sync_epoch_finality_proof: bool = False
 
 
 CHAOS = SimConfig()
@@ -243,9 +283,53 @@ TARGETED = SimConfig(drop_rate=0.0, duplicate_rate=0.0, partitions=0, crashes=1,
 cuts off the one validator it showed a finalizing QC to (the fork attack), and one crash/restart."""
 
 
-def get_scenario(seed: int) -> SimConfig:
-    """The schedule family of ``seed`` in the standard mix: two seeds of CHAOS for one of TARGETED."""
-    return TARGETED if seed % 3 == 2 else CHAOS
+def get_scenario(seed: int, reconfigure: bool = False) -> SimConfig:
+    """The schedule family of ``seed`` in the standard mix: two seeds of CHAOS for one of TARGETED
+    (with one validator-set change when ``reconfigure``)."""
+    cfg = TARGETED if seed % 3 == 2 else CHAOS
+    return replace(cfg, reconfigure=True) if reconfigure else cfg
+
+
+EPOCH_CHANGE_KINDS = ("replace", "reorder", "add", "remove")
+
+
+@dataclass(frozen=True)
+class EpochChange:
+    """One validator-set change: node ids of the set of epoch 0 and of epoch 1 (in set order, so
+    ``members[i]`` is validator i of that set), and the first height epoch 1 certifies.
+
+    ``replace`` drops one validator and adds node n (which starts as an observer with no core),
+    ``reorder`` permutes the set, ``add`` adds node n, ``remove`` drops one validator (n = 4 -> 3,
+    f = 0, so only when that validator is the byzantine one)."""
+
+    kind: str
+    sets: tuple[tuple[int, ...], tuple[int, ...]]
+    activation_height: int
+
+    def epoch_at(self, height: int) -> int:
+        """The epoch whose set certifies the block at ``height``."""
+        return 1 if height >= self.activation_height else 0
+
+
+def plan_epoch_change(rng: random.Random, n: int, heights: tuple[int, int]) -> tuple[EpochChange, int | None]:
+    """A seeded change of a set of ``n`` and the byzantine node for it (None for none): one of the
+    union of both sets that each set containing it tolerates (f >= 1)."""
+    old = tuple(range(n))
+    kind = rng.choice(EPOCH_CHANGE_KINDS if n >= 4 else EPOCH_CHANGE_KINDS[:3])
+    new = list(old)
+    if kind == "replace":
+        new[rng.randrange(n)] = n
+    elif kind == "add":
+        new.append(n)
+    elif kind == "remove":
+        new.pop(rng.randrange(n))
+    rng.shuffle(new)
+    while kind == "reorder" and n > 1 and tuple(new) == old:
+        rng.shuffle(new)
+    change = EpochChange(kind, (old, tuple(new)), rng.randint(*heights))
+    tolerant = [g for g in sorted(set(old) | set(new))
+                if all(g not in members or len(members) >= 4 for members in change.sets)]
+    return change, (rng.choice(tolerant) if tolerant else None)
 
 
 @dataclass
@@ -267,23 +351,32 @@ class SimResult:
     end_ms: int = 0
     views: dict[int, int] = field(default_factory=dict)
     byzantine: int | None = None
+    epoch_change: EpochChange | None = None
+    switched: int = 0              # cores restored for the next set on committing its activation height - 1
+    first_switch_ms: int | None = None
+    synced_blocks: int = 0
 
 
 # -- the simulation ------------------------------------------------------------------------------
 
 @dataclass
 class _Node:
-    index: int
-    crypto: FakeCrypto
-    config: CoreConfig
-    core: CoreState | None = None
-    incarnation: int = 0
+    index: int                 # the node id (= its validator index without an epoch change)
+    epoch: int = 0             # of the set that certifies the block after its head (its core's)
+    core: CoreState | None = None   # None when down, or an observer (not in its epoch's set)
+    down: bool = False
+    incarnation: int = 0       # bumped when the core is restored: its earlier timers and answers are void
     safety: SafetyData | None = None           # durable
     chain: list[CommittedBlock] = field(default_factory=list)   # durable: heights 1..
     by_hash: dict[bytes, Block] = field(default_factory=dict)   # durable
     voted: dict[bytes, Block] = field(default_factory=dict)     # durable: blocks persisted before a vote
     crash_at: int | None = None
     restart_at: int | None = None
+    epoch_ended: bool = False  # a commit reached the last block of its epoch
+    last_progress: int = 0
+    pending_build: BuildProposal | None = None   # of the step that ended the epoch
+    # the suffix blocks and 2-chain that finalized the last block of epoch 0 (when it committed it)
+    epoch_proof: tuple[tuple[Block, ...], FinalityProof] | None = None
 
 
 class _Sim:
@@ -296,19 +389,27 @@ class _Sim:
         self.seq = 0
         self.result = SimResult(seed)
         self.genesis = make_genesis_block()
-        self.byz: int | None = self.rng.randrange(cfg.n) if cfg.byzantine else None
+        self.change: EpochChange | None = None
+        self.sets: tuple[tuple[int, ...], ...]   # node ids of each epoch's set, in set order
+        if cfg.reconfigure:
+            self.change, byz = plan_epoch_change(self.rng, cfg.n, cfg.activation_heights)
+            self.byz: int | None = byz if cfg.byzantine else None
+            self.sets = self.change.sets
+        else:
+            self.byz = self.rng.randrange(cfg.n) if cfg.byzantine else None
+            self.sets = (tuple(range(cfg.n)),)
         self.result.byzantine = self.byz
-        self.nodes: list[_Node] = []
-        addresses = tuple(validator_address(i) for i in range(cfg.n))
-        base = FakeCrypto.for_network(cfg.n, 0)
-        for i in range(cfg.n):
-            is_byz = i == self.byz
-            ccfg = CoreConfig(
-                SIM_CHAIN_ID, addresses, i, base_timeout_ms=cfg.base_timeout_ms, max_timeout_ms=cfg.max_timeout_ms,
-                unsafe_skip_tc_rule=cfg.unsafe_skip_tc_rule or is_byz,
-                unsafe_skip_highest_voted_view_check=cfg.unsafe_skip_highest_voted_view_check or is_byz)
-            self.nodes.append(_Node(i, base.with_index(i), ccfg))
-        self.honest = [i for i in range(cfg.n) if i != self.byz]
+        self.result.epoch_change = self.change
+        self.total = max(max(m) for m in self.sets) + 1   # nodes, validators of any set or not
+        self.verifiers: list[FakeCrypto] = []
+        for epoch, members in enumerate(self.sets):
+            self.verifiers.append(FakeCrypto(
+                tuple(sim_key(g) for g in members), 0, SIM_CHAIN_ID, epoch,
+                prior=self.verifiers[-1] if epoch else None,
+                activation_height=self.change.activation_height if epoch and self.change else 0))
+        self.nodes = [_Node(g) for g in range(self.total)]
+        self.honest = [i for i in range(self.total) if i != self.byz]
+        self.suffix_finalized: dict[int, bytes] = {}   # height -> hash: the old set's empty suffix blocks
         self.finalized: dict[int, bytes] = {}          # height -> hash, first honest commit
         self.decoded: dict[bytes, Message | None] = {}
         self.partitions = self._plan_partitions()
@@ -329,7 +430,7 @@ class _Sim:
         for _ in range(self.rng.randint(0, self.cfg.partitions)):
             start = self.rng.randrange(self.cfg.gst_ms)
             end = min(self.cfg.gst_ms, start + self.rng.randint(*self.cfg.partition_ms))
-            side = frozenset(i for i in range(self.cfg.n) if self.rng.random() < 0.5)
+            side = frozenset(i for i in range(self.total) if self.rng.random() < 0.5)
             plans.append((start, end, side))
         return plans
 
@@ -371,13 +472,65 @@ class _Sim:
     def _env(self, node: _Node, at: int, event: Event) -> None:
         self._push(at, node.index, "env", (node.incarnation, event))
 
+    # -- validator sets ---------------------------------------------------------------------------
+    def _epoch_at(self, height: int) -> int:
+        return self.change.epoch_at(height) if self.change is not None else 0
+
+    def _is_suffix(self, node: _Node, height: int) -> bool:
+        """True iff the set ``node``'s core runs certifies ``height`` only as an empty suffix block."""
+        return self._epoch_at(height) != node.epoch
+
+    def _node_of(self, node: _Node, index: int) -> int:
+        """The node that is validator ``index`` of ``node``'s current set."""
+        return self.sets[node.epoch][index]
+
+    def _core_config(self, g: int, epoch: int) -> CoreConfig | None:
+        """Node ``g``'s core configuration in ``epoch`` (None: not in that set, an observer)."""
+        members = self.sets[epoch]
+        if g not in members:
+            return None
+        is_byz = g == self.byz
+        cfg = self.cfg
+        return CoreConfig(
+            SIM_CHAIN_ID, tuple(validator_address(m) for m in members), members.index(g),
+            base_timeout_ms=cfg.base_timeout_ms, max_timeout_ms=cfg.max_timeout_ms,
+            unsafe_skip_tc_rule=cfg.unsafe_skip_tc_rule or is_byz,
+            unsafe_skip_highest_voted_view_check=cfg.unsafe_skip_highest_voted_view_check or is_byz)
+
+    def _restore(self, node: _Node) -> None:
+        """What the replica does on a restart, an epoch switch or a block sync: rebuild the core
+        of the set that certifies the block after the committed head, from the head, its QC and
+        what was persisted in that epoch (safety data of an earlier epoch is dropped), then step
+        ``Start``; a node not in that set runs no core."""
+        head, head_qc = (node.chain[-1].block, node.chain[-1].qc) if node.chain else (self.genesis, None)
+        epoch = self._epoch_at(head.height + 1)
+        if epoch != node.epoch:
+            node.epoch, node.safety, node.voted = epoch, None, {}
+            if node.index == self.byz:   # what it saw is keyed by view, and views restart
+                self.byz_timeouts, self.byz_blocks = {}, {}
+        node.voted = {h: b for h, b in node.voted.items() if b.height > head.height}
+        node.incarnation += 1
+        node.epoch_ended = False
+        node.last_progress = self.now
+        config = self._core_config(node.index, epoch)
+        if config is None:
+            node.core = None
+            return
+        crypto = self.verifiers[epoch].with_index(config.index)
+        node.core = core.restore_core(config, crypto, head, head_qc, node.safety, list(node.voted.values()))
+        self._step(node, Start())
+
     # -- running ----------------------------------------------------------------------------------
     def run(self) -> SimResult:
         for node in self.nodes:
-            node.core = core.initial_state(node.config, node.crypto, self.genesis)
-            self._push(0, node.index, "env", (0, Start()))
+            config = self._core_config(node.index, 0)
+            if config is not None:
+                node.core = core.initial_state(config, self.verifiers[0].with_index(config.index), self.genesis)
+                self._push(0, node.index, "env", (0, Start()))
             if node.crash_at is not None:
                 self._push(node.crash_at, node.index, "crash", None)
+            if self.cfg.reconfigure:
+                self._push(self.cfg.sync_interval_ms, node.index, "sync", None)
         self._push(self.cfg.gst_ms, -1, "gst", None)
         while self.queue:
             at, _, idx, kind, payload = heapq.heappop(self.queue)
@@ -391,6 +544,8 @@ class _Sim:
                 self._crash(self.nodes[idx])
             elif kind == "restart":
                 self._restart(self.nodes[idx])
+            elif kind == "sync":
+                self._on_sync_timer(self.nodes[idx])
             else:
                 self._deliver(self.nodes[idx], kind, payload)
             if self._settled() or self.result.violations:
@@ -408,8 +563,14 @@ class _Sim:
     def _settled(self) -> bool:
         if self.gst_height is None:
             return False
-        target = self.gst_height + self.cfg.settle_heights
-        return all(len(self.nodes[i].chain) >= target for i in self.honest)
+        return all(len(self.nodes[i].chain) >= self._settle_target() for i in self.honest)
+
+    def _settle_target(self) -> int:
+        """The height every honest node must reach: ``settle_heights`` past GST's, and with an
+        epoch change, ``settle_heights`` blocks of the new set."""
+        assert self.gst_height is not None
+        floor = self.change.activation_height - 1 if self.change is not None else 0
+        return max(self.gst_height, floor) + self.cfg.settle_heights
 
     def _finish(self) -> None:
         r = self.result
@@ -430,29 +591,36 @@ class _Sim:
             r.liveness_failures.append(
                 f"first block after GST finalized in view {self.first_new_commit_view}, "
                 f"{self.first_new_commit_view - self.gst_view} views after GST (bound {self.cfg.liveness_views})")
-        lagging = [i for i in self.honest if len(self.nodes[i].chain) < self.gst_height + self.cfg.settle_heights]
+        target = self._settle_target()
+        lagging = [i for i in self.honest if len(self.nodes[i].chain) < target]
         if lagging:
-            r.liveness_failures.append(f"validators {lagging} did not finalize {self.cfg.settle_heights} "
-                                       f"blocks after GST by {self.now} ms")
+            r.liveness_failures.append(f"validators {lagging} did not finalize up to height {target} "
+                                       f"({self.cfg.settle_heights} blocks after GST) by {self.now} ms")
 
     def _crash(self, node: _Node) -> None:
         if node.core is None:
-            return
+            return   # down already, or an observer (which crashes, if at all, once it runs a core)
         node.core = None
+        node.down = True
+        node.epoch_ended = False
         node.incarnation += 1
         self.result.crashes += 1
         assert node.restart_at is not None
         self._push(max(node.restart_at, self.now + 1), node.index, "restart", None)
 
     def _restart(self, node: _Node) -> None:
-        head, head_qc = (node.chain[-1].block, node.chain[-1].qc) if node.chain else (self.genesis, None)
-        node.voted = {h: b for h, b in node.voted.items() if b.height > head.height}
-        node.core = core.restore_core(node.config, node.crypto, head, head_qc, node.safety, list(node.voted.values()))
+        node.down = False
         node.crash_at = None
-        self._step(node, Start())
+        self._restore(node)
 
     def _deliver(self, node: _Node, kind: str, payload: Any) -> None:
-        if node.core is None:
+        if node.down:
+            return
+        if node.core is None:   # an observer: it serves blocks, and a byzantine one replays
+            if kind == "fetch":
+                self._answer_fetch(node, payload[0], payload[1])
+            elif kind == "msg" and node.index == self.byz:
+                self._byzantine_observer(node, payload[1])
             return
         if kind == "env":
             incarnation, event = payload
@@ -467,14 +635,19 @@ class _Sim:
         if message is None:
             self.result.garbage_dropped += 1
             return
+        s = node.core
         if node.index == self.byz:
             self.replay_pool.append(data)
             if isinstance(message, Proposal) and src != node.index and self.rng.random() < self.cfg.byzantine_tamper_rate:
                 self._relay_tampered(node, message.block)
-            if isinstance(message, Timeout) and message.voter < self.cfg.n and node.crypto.verify_timeout(message):
+            if isinstance(message, Timeout) and message.voter < s.config.n and s.crypto.verify_timeout(message):
                 self.byz_timeouts.setdefault(message.view, {}).setdefault(message.voter, message)
+        members = self.sets[node.epoch]
+        if src not in members:
+            return   # the replica takes consensus messages only from validators of its set
+        sender = members.index(src)
         if isinstance(message, Proposal):
-            self._step(node, ProposalReceived(message, src))
+            self._step(node, ProposalReceived(message, sender))
         elif isinstance(message, Vote):
             self._step(node, VoteReceived(message))
         else:
@@ -512,6 +685,7 @@ class _Sim:
         node.core = state
         if node.index == self.byz:
             self._byzantine_actions(node, event, actions)
+            self._switch_if_epoch_ended(node)
             return
         cut = len(actions)
         if node.crash_at is not None and self.now >= node.crash_at and self.now < self.cfg.gst_ms:
@@ -522,9 +696,33 @@ class _Sim:
                 cut = self.rng.randint(0, len(actions))
         for action in actions[:cut]:
             self._execute(node, action)
+        node.pending_build = next((a for a in actions[:cut] if isinstance(a, BuildProposal)), None)
         if cut < len(actions) or (node.crash_at is not None and self.now >= node.crash_at
                                   and self.now < self.cfg.gst_ms):
-            self._crash(node)
+            self._crash(node)   # a restart restores the core of the epoch after its head
+        self._switch_if_epoch_ended(node)
+
+    def _switch_if_epoch_ended(self, node: _Node) -> None:
+        """The epoch switch, as the replica does it: once a commit reached the last block of the
+        set's epoch and the rest of that step's actions were carried out (under the old epoch),
+        restore a fresh core of the next set on that block (no safety data, no blocks) and step
+        ``Start``; a node not in the next set becomes an observer."""
+        if node.epoch_ended and node.core is not None:
+            request = node.pending_build
+            if self.cfg.finish_proposal_before_switch and request is not None and node.index != self.byz:
+                # (proposed rule) build the empty suffix block now and let the old core sign and
+                # send it: it carries the QC that finalizes the epoch's last block.
+                block = build_sim_block(request, validator_address(node.index), self.now, ())
+                node.epoch_ended = False
+                node.core, actions = core.step(node.core, ProposalBuilt(block))
+                for action in actions:
+                    if not isinstance(action, (BuildProposal, ValidateBlock, ScheduleTimeout, FetchBlock)):
+                        self._execute(node, action)
+            node.pending_build = None
+            self.result.switched += 1
+            if self.result.first_switch_ms is None:
+                self.result.first_switch_ms = self.now
+            self._restore(node)
 
     def _execute(self, node: _Node, action: Action) -> None:
         i = node.index
@@ -533,62 +731,165 @@ class _Sim:
             if action.block is not None:
                 node.voted[action.block.hash] = action.block
         elif isinstance(action, Broadcast):
-            data = encode_message(action.message)
-            for j in range(self.cfg.n):
+            data = encode_message(action.message)   # the transport reaches every node
+            for j in range(self.total):
                 if j != i:
                     self.send(i, j, data)
         elif isinstance(action, SendTo):
-            self.send(i, action.index, encode_message(action.message))
+            self.send(i, self._node_of(node, action.index), encode_message(action.message))
         elif isinstance(action, BuildProposal):
-            txs = (b"tx/%d/%d/%d" % (i, action.view, self.rng.randrange(1 << 30)),)
-            block = build_sim_block(action, node.config.validators[i], self.now, txs)
+            if self._is_suffix(node, action.parent.height + 1):
+                txs: tuple[bytes, ...] = ()   # a suffix block of the old set carries no transactions
+            else:
+                txs = (b"tx/%d/%d/%d" % (i, action.view, self.rng.randrange(1 << 30)),)
+            block = build_sim_block(action, validator_address(i), self.now, txs)
             self._env(node, self.now + self.rng.randint(*self.cfg.exec_ms), ProposalBuilt(block))
         elif isinstance(action, ValidateBlock):
-            ok = is_valid_sim_block(action.block)
-            self._env(node, self.now + self.rng.randint(*self.cfg.exec_ms), BlockValidated(action.block.hash, ok))
+            b = action.block
+            ok = is_valid_sim_block(b) and not (b.transactions and self._is_suffix(node, b.height))
+            self._env(node, self.now + self.rng.randint(*self.cfg.exec_ms), BlockValidated(b.hash, ok))
         elif isinstance(action, ScheduleTimeout):
             self._env(node, self.now + action.duration_ms, LocalTimeout(action.view))
         elif isinstance(action, Commit):
             self._on_commit(node, action)
         elif isinstance(action, FetchBlock):
-            self.send(i, action.peer, action.block_hash, kind="fetch")
+            self.send(i, self._node_of(node, action.peer), action.block_hash, kind="fetch")
         elif isinstance(action, RecordEvidence):
+            assert node.core is not None
             self.result.evidence += 1
-            offender = action.evidence.get_offender(self.cfg.n)
-            if not verify_evidence(action.evidence, node.crypto, self.cfg.n):
+            n = node.core.config.n
+            offender = self._node_of(node, action.evidence.get_offender(n))
+            if not verify_evidence(action.evidence, node.core.crypto, n):
                 self.result.violations.append(f"validator {i} recorded evidence that does not verify")
             elif offender != self.byz:
                 self.result.violations.append(f"validator {i} recorded evidence against honest validator {offender}")
 
     def _on_commit(self, node: _Node, commit: Commit) -> None:
-        """The safety check, after every step that finalizes anything."""
+        """The safety check, after every step that finalizes anything. Blocks the node's set
+        certifies past its last height (the suffix) are checked against each other, not stored."""
         assert node.core is not None
-        head = node.chain[-1].block if node.chain else self.genesis
+        last = node.chain[-1].block if node.chain else self.genesis
+        suffix: list[Block] = []
         for cb in commit.blocks:
             b = cb.block
-            if b.header.parent_hash != head.hash or b.height != head.height + 1:
+            if b.header.parent_hash != last.hash or b.height != last.height + 1:
                 self.result.violations.append(
                     f"t={self.now} validator {node.index} finalized block {b.height} that does not extend its chain")
                 return
             if cb.qc.block_hash != b.hash or cb.qc.round != b.header.round:
                 self.result.violations.append(f"t={self.now} validator {node.index} committed with a foreign QC")
+            last = b
+            if self._is_suffix(node, b.height):
+                self._check_suffix(node, b)
+                suffix.append(b)
+                continue
             known = self.finalized.get(b.height)
             if known is None:
-                self.finalized[b.height] = b.hash
                 self.result.finality_rounds.append(node.core.view - b.header.round)
                 if self.gst_height is not None and b.height > self.gst_height and self.first_new_commit_view is None:
                     self.first_new_commit_view = max(self._honest_views())
-            elif known != b.hash:
-                self.result.violations.append(
-                    f"t={self.now} SAFETY: validator {node.index} finalized {b.hash.hex()[:12]} at height "
-                    f"{b.height}, another honest validator finalized {known.hex()[:12]}")
-            node.chain.append(cb)
-            node.by_hash[b.hash] = b
-            head = b
+            self._store_final(node, cb)
         proof = commit.proof
-        if proof.block.header.parent_hash != head.hash or proof.qc.block_hash != proof.block.hash \
-                or proof.block.header.round != head.header.round + 1:
+        if proof.block.header.parent_hash != last.hash or proof.qc.block_hash != proof.block.hash \
+                or proof.block.header.round != last.header.round + 1:
             self.result.violations.append(f"t={self.now} validator {node.index} committed without a 2-chain proof")
+        if node.epoch_ended:
+            node.epoch_proof = (tuple(suffix), proof)
+
+    def _is_epoch_proof(self, chain: list[CommittedBlock], proof: tuple[tuple[Block, ...], FinalityProof]) -> bool:
+        """True iff ``proof`` shows that ``chain``'s last block (the last of epoch 0) is final:
+        suffix blocks linked to it, each carrying its parent's QC, and a QC of the set of epoch 0 on
+        a child of the last of them with the next view (the 2-chain rule)."""
+        blocks, fp = proof
+        parent = chain[-1].block
+        verifier = self.verifiers[0]
+        for b in (*blocks, fp.block):
+            qc = b.justify
+            if (b.header.parent_hash != parent.hash or qc is None or qc.block_hash != parent.hash
+                    or not verifier.verify_qc(qc)):
+                return False
+            parent = b
+        grandparent = blocks[-1] if blocks else chain[-1].block
+        return (fp.qc.block_hash == fp.block.hash and verifier.verify_qc(fp.qc)
+                and fp.block.header.round == grandparent.header.round + 1)
+
+    def _store_final(self, node: _Node, cb: CommittedBlock) -> None:
+        """Append a finalized block to ``node``'s durable chain; a violation if another honest node
+        finalized another block at that height, or (with an epoch change) if its QC does not
+        verify with the set of its height. Reaching the last block of the node's epoch ends it."""
+        b = cb.block
+        known = self.finalized.get(b.height)
+        if known is None:
+            self.finalized[b.height] = b.hash
+        elif known != b.hash:
+            self.result.violations.append(
+                f"t={self.now} SAFETY: validator {node.index} finalized {b.hash.hex()[:12]} at height "
+                f"{b.height}, another honest validator finalized {known.hex()[:12]}")
+        if self.change is not None and not self.verifiers[self._epoch_at(b.height)].verify_qc(cb.qc):
+            self.result.violations.append(
+                f"t={self.now} validator {node.index} stored block {b.height} with a QC its set did not sign")
+        node.chain.append(cb)
+        node.by_hash[b.hash] = b
+        node.last_progress = self.now
+        if self._is_suffix(node, b.height + 1):
+            node.epoch_ended = True
+
+    def _check_suffix(self, node: _Node, b: Block) -> None:
+        """A finalized suffix block: empty, and the same at its height for every honest node."""
+        if b.transactions:
+            self.result.violations.append(
+                f"t={self.now} validator {node.index} finalized suffix block {b.height} with transactions")
+        known = self.suffix_finalized.setdefault(b.height, b.hash)
+        if known != b.hash:
+            self.result.violations.append(
+                f"t={self.now} SAFETY: validator {node.index} finalized suffix block {b.hash.hex()[:12]} at "
+                f"height {b.height}, another honest validator finalized {known.hex()[:12]}")
+
+    # -- block sync (with an epoch change) --------------------------------------------------------
+    def _on_sync_timer(self, node: _Node) -> None:
+        """The replica's sync loop: an observer syncs every interval, a validator once it has
+        finalized nothing for ``sync_stall_ms``."""
+        self._push(self.now + self.cfg.sync_interval_ms, node.index, "sync", None)
+        if node.down or (node.core is not None and self.now - node.last_progress < self.cfg.sync_stall_ms):
+            return
+        node.last_progress = self.now
+        self._sync(node)
+
+    def _sync(self, node: _Node) -> None:
+        """Block sync as the replica does it: from a reachable peer that is ahead, take the blocks
+        that f+1 validators of the set in force (for the block after the head) hold as final, each
+        with its QC, then restore the core. The byzantine node serves nothing and confirms nothing
+        (the worst it can do against the f+1 rule)."""
+        g = node.index
+        height = len(node.chain)
+        vset = self.sets[self._epoch_at(height + 1)]
+        f = (len(vset) - 1) // 3
+        reachable = [j for j in range(self.total) if j not in (g, self.byz) and not self.nodes[j].down
+                     and not (self.now < self.cfg.gst_ms and self._partitioned(g, j))]
+        sources = [j for j in reachable if len(self.nodes[j].chain) > height]
+        if not sources:
+            return
+        peer = self.nodes[self.rng.choice(sources)]
+        source = peer.chain
+        holders = [self.nodes[j].chain for j in reachable if j in vset]
+        # (proposed rule) blocks up to the last of epoch 0, proven final by the peer's 2-chain
+        proven = 0
+        if self.cfg.sync_epoch_finality_proof and self.change is not None and peer.epoch_proof is not None:
+            last = self.change.activation_height - 1
+            if len(source) >= last and self._is_epoch_proof(source[:last], peer.epoch_proof):
+                proven = last
+        added = 0
+        for h in range(height + 1, len(source) + 1):
+            cb = source[h - 1]
+            if h > proven and sum(1 for c in holders if len(c) >= h and c[h - 1].block.hash == cb.block.hash) < f + 1:
+                break
+            self._store_final(node, cb)
+            added += 1
+            if h == proven:
+                node.epoch_proof = peer.epoch_proof
+        if added:
+            self.result.synced_blocks += added
+            self._restore(node)
 
     # -- the byzantine validator ------------------------------------------------------------------
     def _byzantine_actions(self, node: _Node, event: Event, actions: list[Action]) -> None:
@@ -601,6 +902,11 @@ class _Sim:
             if isinstance(action, Commit):   # first: the fork attack looks for just-finalized blocks
                 for cb in action.blocks:
                     node.by_hash[cb.block.hash] = cb.block
+                    b = cb.block
+                    head = node.chain[-1].block if node.chain else self.genesis
+                    if b.header.parent_hash == head.hash and not self._is_suffix(node, b.height):
+                        node.chain.append(cb)   # kept (unchecked) for its restores; it serves no sync
+                        node.epoch_ended = self._is_suffix(node, b.height + 1)
         for action in actions:
             if isinstance(action, BuildProposal):
                 self._equivocate(node, action)
@@ -620,17 +926,24 @@ class _Sim:
         if self.now < self.attack[0]:
             return   # while a fork attack runs, say nothing that could carry the newest QC
         if rng.random() < self.cfg.byzantine_replay_rate and self.replay_pool:
-            self.send(i, rng.randrange(self.cfg.n), rng.choice(self.replay_pool))
+            self.send(i, rng.randrange(self.total), rng.choice(self.replay_pool))
         if rng.random() < self.cfg.byzantine_garbage_rate:
-            self.send(i, rng.randrange(self.cfg.n), self._garbage(node))
+            self.send(i, rng.randrange(self.total), self._garbage(node))
         if isinstance(event, LocalTimeout) and rng.random() < 0.5:
             # premature timeout for the next view too (a byzantine may time out whenever it likes)
             s = node.core
             hq_view = s.highest_qc.round if s.highest_qc is not None else 0
-            t = Timeout(s.view + 1, i, s.highest_qc, None, node.crypto.sign_timeout(s.view + 1, hq_view))
+            t = Timeout(s.view + 1, s.config.index, s.highest_qc, None, s.crypto.sign_timeout(s.view + 1, hq_view))
             data = encode_message(t)
-            for j in range(self.cfg.n):
+            for j in range(self.total):
                 self.send(i, j, data)
+
+    def _byzantine_observer(self, node: _Node, data: bytes) -> None:
+        """Without a core (not in the set in force) the byzantine node still keeps what it hears
+        and replays it, to anyone: messages of one epoch offered to the cores of another."""
+        self.replay_pool.append(data)
+        if self.rng.random() < self.cfg.byzantine_replay_rate:
+            self.send(node.index, self.rng.randrange(self.total), self.rng.choice(self.replay_pool))
 
     def _find_block(self, node: _Node, block_hash: bytes) -> Block | None:
         assert node.core is not None
@@ -667,21 +980,25 @@ class _Sim:
         if tc is None or tc.max_high_qc_view > fork_qc_view:
             tc = self._favourable_tc(node, request.view - 1, justify)
         fork_req = replace(request, parent=parent, justify=justify, timeout_cert=tc)
-        return build_sim_block(fork_req, node.config.validators[node.index], self.now, (b"fork/%d" % request.view,))
+        txs = () if self._is_suffix(node, parent.height + 1) else (b"fork/%d" % request.view,)
+        return build_sim_block(fork_req, validator_address(node.index), self.now, txs)
 
     def _favourable_tc(self, node: _Node, view: int, qc: QuorumCertificate | None) -> TimeoutCertificate | None:
         """A TC for ``view`` from timeouts the byzantine saw that report no QC above ``qc``, plus its
         own (lying) timeout: the certificate that would let a fork on ``qc`` pass rule 2."""
+        assert node.core is not None
+        s = node.core
         qc_view = qc.round if qc is not None else 0
         if qc_view >= view:
             return None
-        seen = [t for t in self.byz_timeouts.get(view, {}).values() if t.high_qc_view <= qc_view and t.voter != node.index]
-        quorum = node.config.quorum
+        me = s.config.index
+        seen = [t for t in self.byz_timeouts.get(view, {}).values() if t.high_qc_view <= qc_view and t.voter != me]
+        quorum = s.config.quorum
         if len(seen) + 1 < quorum:
             return None
         parts = {t.voter: (t.high_qc_view, t.signature) for t in seen[: quorum - 1]}
-        parts[node.index] = (qc_view, node.crypto.sign_timeout(view, qc_view))
-        return node.crypto.aggregate_tc(view, parts, qc)
+        parts[me] = (qc_view, s.crypto.sign_timeout(view, qc_view))
+        return s.crypto.aggregate_tc(view, parts, qc)
 
     def _equivocate(self, node: _Node, request: BuildProposal) -> None:
         """As leader: sign different blocks for the view and split them among the others; with a
@@ -690,22 +1007,26 @@ class _Sim:
         rng = self.rng
         i = node.index
         assert node.core is not None
-        addr = node.config.validators[i]
-        honest_block = build_sim_block(request, addr, self.now, (b"byz/%d/%d" % (request.view, rng.randrange(1 << 30)),))
+        s = node.core
+        cfg = s.config
+        addr = validator_address(i)
+        suffix = self._is_suffix(node, request.parent.height + 1)
+        # In the suffix its "honest" block is empty (as an honest one must be), the others are not.
+        honest_txs = () if suffix else (b"byz/%d/%d" % (request.view, rng.randrange(1 << 30)),)
+        honest_block = build_sim_block(request, addr, self.now, honest_txs)
         other = build_sim_block(request, addr, self.now, (INVALID_TX if rng.random() < 0.3 else b"byz2/%d" % request.view,))
         fork = self._fork_block(node, request) if self.cfg.fork_attack else None
         blocks = [b for b in (honest_block, other, fork) if b is not None]
-        signed = [Block(b.header, b.transactions, b.justify, b.timeout_cert, node.crypto.sign_proposal(b.hash))
+        signed = [Block(b.header, b.transactions, b.justify, b.timeout_cert, s.crypto.sign_proposal(b.hash))
                   for b in blocks]
         self.byz_blocks[request.view] = signed
-        others = [j for j in range(self.cfg.n) if j != i]
+        others = [j for j in range(cfg.n) if j != cfg.index]   # validator indices of its set
         isolate: int | None = None
         if fork is not None and rng.random() < 0.6:
             # Only `chosen` learns the newest QC (what it finalizes); the network adversary (before
             # GST) cuts it off, and a timeout for the previous view reporting an older QC helps the
             # others form a TC without that QC, so that they enter this view and see only the fork.
-            lucky = [j for j in others if j not in (node.config.leader(request.view + 1),
-                                                     node.config.leader(request.view + 2))] or others
+            lucky = [j for j in others if j not in (cfg.leader(request.view + 1), cfg.leader(request.view + 2))] or others
             chosen = rng.choice(lucky)
             plan = {j: (signed[0] if j == chosen else signed[-1]) for j in others}
             if self.now < self.cfg.gst_ms:
@@ -715,27 +1036,29 @@ class _Sim:
                 old_qc = x.justify
                 old_view = old_qc.round if old_qc is not None else 0
                 self.attack = (min(self.cfg.gst_ms, self.now + self.cfg.isolate_ms), old_qc)
-                lie = Timeout(request.view - 1, i, old_qc, None, node.crypto.sign_timeout(request.view - 1, old_view))
+                lie = Timeout(request.view - 1, cfg.index, old_qc, None, s.crypto.sign_timeout(request.view - 1, old_view))
                 for j in others:
                     if j != chosen:
-                        self.send(i, j, encode_message(lie))
+                        self.send(i, self._node_of(node, j), encode_message(lie))
         else:
             plan = {j: rng.choice(signed) for j in others}
         for j, b in plan.items():
             if rng.random() >= self.cfg.byzantine_withhold_rate / 2:
-                self.send(i, j, encode_message(Proposal(b)))
+                self.send(i, self._node_of(node, j), encode_message(Proposal(b)))
         if isolate is not None:
-            self.isolated[isolate] = min(self.cfg.gst_ms, self.now + self.cfg.isolate_ms)
+            self.isolated[self._node_of(node, isolate)] = min(self.cfg.gst_ms, self.now + self.cfg.isolate_ms)
             self._support_fork(node, signed[-1])
         for b in signed:
             self._env(node, self.now + 1, ProposalReceived(Proposal(b), i))
 
     def _support_fork(self, node: _Node, block: Block) -> None:
         """Vote for a fork block, and later for every block that extends it."""
+        assert node.core is not None
+        s = node.core
         self.fork_blocks.add(block.hash)
         v = block.header.round
-        vote = Vote(block.hash, block.height, v, node.index, node.crypto.sign_vote(block.hash, block.height, v))
-        self.send(node.index, node.config.leader(v + 1), encode_message(vote))
+        vote = Vote(block.hash, block.height, v, s.config.index, s.crypto.sign_vote(block.hash, block.height, v))
+        self.send(node.index, self._node_of(node, s.config.leader(v + 1)), encode_message(vote))
 
     def _relay_tampered(self, node: _Node, block: Block) -> None:
         """Race an honest proposal with a copy under the same signed header: TC stripped, or
@@ -745,7 +1068,7 @@ class _Sim:
         else:
             copy = replace(block, transactions=(INVALID_TX,))
         data = encode_message(Proposal(copy))
-        for j in range(self.cfg.n):
+        for j in range(self.total):
             self.send(node.index, j, data)
 
     def _lying_timeout(self, node: _Node, view: int) -> None:
@@ -754,9 +1077,11 @@ class _Sim:
         old_view = old_qc.round if old_qc is not None else 0
         if old_view >= view:
             return
-        lie = Timeout(view, node.index, old_qc, None, node.crypto.sign_timeout(view, old_view))
+        assert node.core is not None
+        s = node.core
+        lie = Timeout(view, s.config.index, old_qc, None, s.crypto.sign_timeout(view, old_view))
         data = encode_message(lie)
-        for j in range(self.cfg.n):
+        for j in range(self.total):
             self.send(node.index, j, data)
 
     def _double_vote(self, node: _Node, vote: Vote, leader: int) -> None:
@@ -767,9 +1092,11 @@ class _Sim:
             target_hash, height = b.hash, b.height
         else:
             target_hash, height = rng.randbytes(32), vote.height   # a vote for a block nobody has
-        conflicting = Vote(target_hash, height, vote.view, node.index,
-                           node.crypto.sign_vote(target_hash, height, vote.view))
-        self.send(node.index, rng.choice([leader, rng.randrange(self.cfg.n)]), encode_message(conflicting))
+        assert node.core is not None
+        s = node.core
+        conflicting = Vote(target_hash, height, vote.view, s.config.index, s.crypto.sign_vote(target_hash, height, vote.view))
+        self.send(node.index, rng.choice([self._node_of(node, leader), rng.randrange(self.total)]),
+                  encode_message(conflicting))
 
     def _garbage(self, node: _Node) -> bytes:
         rng = self.rng
@@ -782,13 +1109,13 @@ class _Sim:
             data = rng.choice(self.replay_pool)
             return data[: rng.randrange(len(data))] if data else data
         if kind == 2:   # a well-formed vote with a forged signature for another validator
-            return encode_message(Vote(rng.randbytes(32), rng.randint(1, 50), s.view, rng.randrange(self.cfg.n),
+            return encode_message(Vote(rng.randbytes(32), rng.randint(1, 50), s.view, rng.randrange(s.config.n),
                                        rng.randbytes(96)))
         if kind == 3:   # out-of-range indices and views
             return encode_message(Vote(rng.randbytes(32), 2**64 - 1, 2**64 - 1, 2**32, rng.randbytes(96)))
         if kind == 4:   # a timeout whose signed high-QC view is not the QC it carries
-            return encode_message(Timeout(s.view, node.index, s.highest_qc, None,
-                                          node.crypto.sign_timeout(s.view, s.view - 1)))
+            return encode_message(Timeout(s.view, s.config.index, s.highest_qc, None,
+                                          s.crypto.sign_timeout(s.view, s.view - 1)))
         if kind == 5:   # a far-future proposal with a stale QC, signed by us where we are not leader
             header = Header(rng.randbytes(32), 10**6, 2**40 + 1, 0, validator_address(node.index), ZERO_HASH,
                             ZERO_HASH, ZERO_HASH, EMPTY_BLOOM, ZERO_HASH, 0, 0, ZERO_HASH)
@@ -813,16 +1140,22 @@ def summarize_rounds(rounds: list[int]) -> dict[str, Any]:
             "histogram": {str(k): v for k, v in sorted(Counter(ordered).items())}}
 
 
-def run_sim_bench(seeds: int, n: int = 4, config: SimConfig | None = None) -> dict[str, Any]:
-    """Run seeds 0..seeds-1 (each with ``config``, or the standard mix ``get_scenario``) and
-    summarise them: the object ``chainshare bench sim`` prints."""
+def run_sim_bench(seeds: int, n: int = 4, config: SimConfig | None = None,
+                  reconfigure: bool = False, proposed_epoch_rules: bool = False) -> dict[str, Any]:
+    """Run seeds 0..seeds-1 (each with ``config``, or the standard mix ``get_scenario``, with one
+    validator-set change per seed when ``reconfigure``, under the proposed epoch-switch rules when
+    ``proposed_epoch_rules``) and summarise them: the object ``chainshare bench sim`` prints."""
     started = time.perf_counter()
-    violations = liveness = messages = evidence = 0
+    violations = liveness = messages = evidence = switched = synced = 0
     rounds: list[int] = []
     failed: list[int] = []
     for seed in range(seeds):
-        cfg = config or get_scenario(seed)
+        cfg = config or get_scenario(seed, reconfigure)
+        if proposed_epoch_rules:
+            cfg = replace(cfg, finish_proposal_before_switch=True, sync_epoch_finality_proof=True)
         r = simulate(seed, replace(cfg, n=n, byzantine=cfg.byzantine and n >= 4))   # a byzantine needs f >= 1
+        switched += r.switched
+        synced += r.synced_blocks
         violations += len(r.violations)
         liveness += 1 if r.liveness_failures else 0
         if r.violations or r.liveness_failures:
@@ -834,4 +1167,6 @@ def run_sim_bench(seeds: int, n: int = 4, config: SimConfig | None = None) -> di
         "scenario": "sim", "seeds": seeds, "n": n, "violations": violations, "liveness_failures": liveness,
         "failed_seeds": failed[:20], "finality_rounds": summarize_rounds(rounds), "messages": messages,
         "evidence": evidence, "wall_s": round(time.perf_counter() - started, 3),
+        **({"reconfigure": True, "proposed_epoch_rules": proposed_epoch_rules, "epoch_switches": switched,
+            "synced_blocks": synced} if reconfigure else {}),
     }
