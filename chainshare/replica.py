@@ -51,7 +51,7 @@ from chainshare.execution.contracts.membership import (
 )
 from chainshare.execution.genesis import get_chain_params
 from chainshare.ledger.chain import P_META, ChainStore
-from chainshare.ledger.types import Block, QuorumCertificate
+from chainshare.ledger.types import Block, QuorumCertificate, decode_fields
 from chainshare.logs import log_event
 from chainshare.sharing.records import encode_call
 
@@ -59,6 +59,7 @@ log = logging.getLogger("chainshare.replica")
 
 P_SAFETY = P_META + b"safety:"  # + epoch (8 bytes)
 P_SAFETY_BLOCK = P_META + b"sblock:"  # + epoch (8 bytes) + block hash
+K_FINALITY = P_META + b"finality"  # the 2-chain proof that the committed head is final
 P_EVIDENCE = b"E"
 EVIDENCE_CONTRACT = EvidenceContract()
 EVIDENCE_BACKUP_DELAY_S = 10.0
@@ -69,6 +70,7 @@ REQ_BLOCK = "cs.block"
 REQ_HEAD = "cs.head"
 REQ_SYNC = "cs.sync"
 REQ_HASHES = "cs.hashes"
+REQ_PROOF = "cs.proof"
 SYNC_BATCH = 64
 MAX_FUTURE_DRIFT_MS = 10_000
 RECENT_MESSAGES = 256  # consensus messages kept to replay into the core of a new epoch
@@ -440,8 +442,11 @@ class Replica:
         self.executed = {h: e for h, e in self.executed.items() if e.block.height > head}
         stale = [k for k, v in self.chain.store.iterate(P_SAFETY_BLOCK + _u64(self.vset.epoch))
                  if _height_of(v) <= head]
-        if stale:
-            self.chain.store.write_batch({}, tuple(stale), sync=False)
+        # What proves the head final to a peer that syncs from this node alone: the suffix blocks
+        # committed after it (past the last block of a set) and the certified child of the next view.
+        tail = [cb.block.encode() for cb in action.blocks if cb.block.height > head]
+        proof = codec.encode([tail, action.proof.block.encode(), action.proof.qc.encode()])
+        self.chain.store.write_batch({K_FINALITY: proof}, tuple(stale), sync=False)
 
     def _execute_for_commit(self, block: Block) -> ExecutedBlock:
         head = self.chain.get_head()
@@ -564,6 +569,8 @@ class Replica:
                 return None
         if msg_type == REQ_HEAD:
             return self.chain.head_height
+        if msg_type == REQ_PROOF:
+            return self.chain.store.get(K_FINALITY)
         if msg_type == REQ_HASHES and isinstance(body, list) and len(body) == 2:
             start, count = body
             if not isinstance(start, int) or not isinstance(count, int) or start < 1:
@@ -645,6 +652,8 @@ class Replica:
                     if not isinstance(batch, list) or not batch:
                         break
                     confirmed = await self._count_confirmed(peer, self.chain.head_height + 1, batch)
+                    if confirmed < len(batch) and await self._is_proven_final(peer, batch):
+                        confirmed = len(batch)
                     if confirmed == 0:
                         break  # the others do not hold these blocks (yet): wait for the next sync
                     n = await asyncio.get_running_loop().run_in_executor(self._executor, run_on_cedar_thread,
@@ -692,6 +701,32 @@ class Replica:
                 break
             count += 1
         return count
+
+    async def _is_proven_final(self, peer: str, batch: list[Any]) -> bool:
+        """True iff ``peer`` proves the last block of ``batch`` final by a 2-chain: blocks linked
+        to it (the suffix past the last block of a set, if any), each carrying its parent's QC,
+        and a QC on a child of the last of them with the next view, all signed by the set that
+        certifies that block. The blocks of the batch link to it by their hashes, so all are final."""
+        try:
+            raw = await self.transport.request(peer, REQ_PROOF, None, timeout=5)
+            if not isinstance(raw, bytes):
+                return False
+            tail, proof_block, proof_qc = decode_fields(codec.decode(raw), 3, "finality proof")
+            last = Block.decode(batch[-1][0])
+            blocks = [Block.decode(b) for b in tail] + [Block.decode(proof_block)]
+            qc = QuorumCertificate.from_list(codec.decode(proof_qc))
+        except (ChainshareError, DecodeError, IndexError, TypeError, ValueError):
+            return False
+        verifier = self._verifier(get_validator_set_at(self.chain.state, last.height))
+        parent = last
+        for b in blocks:
+            if (b.header.parent_hash != parent.hash or b.justify is None or b.justify.block_hash != parent.hash
+                    or not verifier.verify_qc(b.justify)):
+                return False
+            parent = b
+        grandparent = blocks[-2] if len(blocks) > 1 else last
+        return (qc.block_hash == blocks[-1].hash and qc.round == blocks[-1].header.round
+                and blocks[-1].header.round == grandparent.header.round + 1 and verifier.verify_qc(qc))
 
     def _apply_synced(self, batch: list[Any]) -> int:
         added = 0

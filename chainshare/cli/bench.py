@@ -67,9 +67,7 @@ def sharing(decisions: int, nodes: int, clients: int, cedar_iterations: int, dat
 @click.option("--validators", "n", type=click.IntRange(4, 31), default=4, show_default=True)
 @click.option("--reconfigure", is_flag=True,
               help="One validator-set change per seed (replace, reorder, add or remove at a seeded height).")
-@click.option("--proposed-epoch-rules", is_flag=True,
-              help="With --reconfigure: the epoch-switch rules proposed for the replica (see chainshare.consensus.sim).")
-def sim(seeds: int, n: int, reconfigure: bool, proposed_epoch_rules: bool) -> None:
+def sim(seeds: int, n: int, reconfigure: bool) -> None:
     """Run the deterministic consensus simulator over many seeded schedules (delays, drops,
     partitions, crashes, a byzantine validator, optionally a validator-set change); prints
     violations (must be 0) and finality rounds."""
@@ -78,7 +76,7 @@ def sim(seeds: int, n: int, reconfigure: bool, proposed_epoch_rules: bool) -> No
     from chainshare.bench import write_result
     from chainshare.consensus.sim import run_sim_bench
 
-    result = run_sim_bench(seeds, n, reconfigure=reconfigure, proposed_epoch_rules=proposed_epoch_rules)
+    result = run_sim_bench(seeds, n, reconfigure=reconfigure)
     result["saved_to"] = str(write_result(result))
     click.echo(json.dumps(result))
     if result.get("violations") or result.get("liveness_failures"):

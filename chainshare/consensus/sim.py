@@ -27,9 +27,12 @@ the new set on H-1 (no safety data) and steps ``Start``; signatures are separate
 (``FakeCrypto.epoch``, QCs below H checked with ``prior``); a node not in the set in force runs no
 core (an observer) and follows by block sync (f+1 validators of the set in force must hold a
 block). The checks then also cover H-1 and H, the suffix blocks, and the QC stored with each
-block (signed by the set of its height). ``finish_proposal_before_switch`` and
-``sync_epoch_finality_proof`` model two switch rules the replica lacks, without which the new set
-often never starts (tests/sim/test_reconfigure.py).
+block (signed by the set of its height). Two rules of the replica keep the new set live, and each
+can be switched off to show it is needed (tests/sim/test_reconfigure.py): ``farewell_timeout``
+(before switching, the old core times out of its view, which broadcasts the QC that finalized the
+set's last block: otherwise it often dies with the aggregator's discarded proposal) and
+``sync_epoch_finality_proof`` (block sync takes blocks up to the set's last block from one peer
+that proves it final by a 2-chain: otherwise f+1 holders are needed, and there may be just one).
 
 ``run_sim_bench(seeds, n)`` runs many seeds and summarises them (``chainshare bench sim``).
 """
@@ -268,11 +271,10 @@ class SimConfig:
     activation_heights: tuple[int, int] = (2, 9)
     sync_interval_ms: int = 1_000  # block sync (reconfigure only): an observer syncs every interval,
     sync_stall_ms: int = 2_000     # a validator once it has finalized nothing for this long
-    # Two epoch-switch rules the replica does not have (yet): finish the pending proposal (the
-    # only carrier of the QC that finalizes the epoch's last block) under the old epoch before
-    # switching, and let block sync take an epoch's last block from one peer with its 2-chain.
-    finish_proposal_before_switch: bool = False
-    sync_epoch_finality_proof: bool = False
+    # The replica's two epoch-switch liveness rules (see the module docstring); False only to
+    # show what goes wrong without them.
+    farewell_timeout: bool = True
+    sync_epoch_finality_proof: bool = True
 
 
 CHAOS = SimConfig()
@@ -708,15 +710,12 @@ class _Sim:
         restore a fresh core of the next set on that block (no safety data, no blocks) and step
         ``Start``; a node not in the next set becomes an observer."""
         if node.epoch_ended and node.core is not None:
-            request = node.pending_build
-            if self.cfg.finish_proposal_before_switch and request is not None and node.index != self.byz:
-                # (proposed rule) build the empty suffix block now and let the old core sign and
-                # send it: it carries the QC that finalizes the epoch's last block.
-                block = build_sim_block(request, validator_address(node.index), self.now, ())
-                node.epoch_ended = False
-                node.core, actions = core.step(node.core, ProposalBuilt(block))
+            if self.cfg.farewell_timeout and node.index != self.byz:
+                # the replica's farewell: time out of the view (persisted, then broadcast); the
+                # timeout carries the QC that finalized the set's last block to the others
+                node.core, actions = core.step(node.core, LocalTimeout(node.core.view))
                 for action in actions:
-                    if not isinstance(action, (BuildProposal, ValidateBlock, ScheduleTimeout, FetchBlock)):
+                    if isinstance(action, (PersistSafety, Broadcast)):
                         self._execute(node, action)
             node.pending_build = None
             self.result.switched += 1
@@ -872,7 +871,8 @@ class _Sim:
         peer = self.nodes[self.rng.choice(sources)]
         source = peer.chain
         holders = [self.nodes[j].chain for j in reachable if j in vset]
-        # (proposed rule) blocks up to the last of epoch 0, proven final by the peer's 2-chain
+        # blocks up to the last of epoch 0, proven final by the peer's 2-chain (the replica accepts
+        # any batch that ends in a block proven final this way; the boundary is where it matters)
         proven = 0
         if self.cfg.sync_epoch_finality_proof and self.change is not None and peer.epoch_proof is not None:
             last = self.change.activation_height - 1
@@ -1141,18 +1141,16 @@ def summarize_rounds(rounds: list[int]) -> dict[str, Any]:
 
 
 def run_sim_bench(seeds: int, n: int = 4, config: SimConfig | None = None,
-                  reconfigure: bool = False, proposed_epoch_rules: bool = False) -> dict[str, Any]:
+                  reconfigure: bool = False) -> dict[str, Any]:
     """Run seeds 0..seeds-1 (each with ``config``, or the standard mix ``get_scenario``, with one
-    validator-set change per seed when ``reconfigure``, under the proposed epoch-switch rules when
-    ``proposed_epoch_rules``) and summarise them: the object ``chainshare bench sim`` prints."""
+    validator-set change per seed when ``reconfigure``) and summarise them: the object
+    ``chainshare bench sim`` prints."""
     started = time.perf_counter()
     violations = liveness = messages = evidence = switched = synced = 0
     rounds: list[int] = []
     failed: list[int] = []
     for seed in range(seeds):
         cfg = config or get_scenario(seed, reconfigure)
-        if proposed_epoch_rules:
-            cfg = replace(cfg, finish_proposal_before_switch=True, sync_epoch_finality_proof=True)
         r = simulate(seed, replace(cfg, n=n, byzantine=cfg.byzantine and n >= 4))   # a byzantine needs f >= 1
         switched += r.switched
         synced += r.synced_blocks
@@ -1167,6 +1165,6 @@ def run_sim_bench(seeds: int, n: int = 4, config: SimConfig | None = None,
         "scenario": "sim", "seeds": seeds, "n": n, "violations": violations, "liveness_failures": liveness,
         "failed_seeds": failed[:20], "finality_rounds": summarize_rounds(rounds), "messages": messages,
         "evidence": evidence, "wall_s": round(time.perf_counter() - started, 3),
-        **({"reconfigure": True, "proposed_epoch_rules": proposed_epoch_rules, "epoch_switches": switched,
+        **({"reconfigure": True, "epoch_switches": switched,
             "synced_blocks": synced} if reconfigure else {}),
     }

@@ -1,13 +1,16 @@
-"""Block sync takes a block only when f+1 validators hold it as final: the peer that served it and
-f others (a QC alone does not prove finality: a certified block can be abandoned for a sibling)."""
+"""Block sync takes a block only when it is known final: f+1 validators hold it (the peer that served
+it and f others), or the peer proves it by a 2-chain (a QC alone does not prove finality: a
+certified block can be abandoned for a sibling)."""
 
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 from typing import Any
 
 from chainkit import Chain, account, make_genesis, validator
 
+from chainshare import codec
 from chainshare.execution.contracts.membership import get_validator_set_at
 from chainshare.replica import REQ_HASHES, Replica
 
@@ -18,28 +21,31 @@ GENESIS = make_genesis([("Agency A", [account("alice").address])], VALS)
 class FakeTransport:
     """Peers answering ``cs.hashes`` from a table of {peer: [hash, ...]} (or failing)."""
 
-    def __init__(self, answers: dict[str, Any]) -> None:
+    def __init__(self, answers: dict[str, Any], proofs: dict[str, Any] | None = None) -> None:
         self.answers = answers
+        self.proofs = proofs or {}
         self.asked: list[tuple[str, Any]] = []
 
     def connected_peers(self) -> list[str]:
         return list(self.answers)
 
     async def request(self, peer: str, msg_type: str, body: Any, timeout: float) -> Any:
-        assert msg_type == REQ_HASHES
         self.asked.append((peer, body))
-        answer = self.answers[peer]
+        answer = self.answers[peer] if msg_type == REQ_HASHES else self.proofs[peer]
         if isinstance(answer, Exception):
             raise answer
         return answer
 
 
-def replica_with(answers: dict[str, Any], chain: Chain) -> Replica:
-    """A Replica with just what ``_count_confirmed`` reads: the validator set in force and a transport."""
+def replica_with(answers: dict[str, Any], chain: Chain, proofs: dict[str, Any] | None = None) -> Replica:
+    """A Replica with just what the sync checks read: its chain, the validator set in force and a transport."""
     r = Replica.__new__(Replica)
+    r.chain = chain.chain
+    r.node = SimpleNamespace(chain_id=GENESIS.chain_id)
+    r._verifiers = {}
     r.vset = get_validator_set_at(chain.chain.state, 1)
     r.index_of = {v["name"]: i for i, v in enumerate(r.vset.validators)}
-    r.transport = FakeTransport(answers)
+    r.transport = FakeTransport(answers, proofs)
     return r
 
 
@@ -76,3 +82,37 @@ def test_a_non_validator_peer_needs_f_plus_1_confirmations() -> None:
     assert count(r, "observer", batch) == 0  # one confirmation, f + 1 = 2 needed
     r = replica_with({"observer": hashes, "v2": hashes, "v3": hashes}, chain)
     assert count(r, "observer", batch) == 3
+
+
+def proof_of(chain: Chain, child_height: int, tail: tuple[int, ...] = ()) -> bytes:
+    """The finality proof a node stores: suffix blocks (heights ``tail``) and the certified child."""
+    child = chain.chain.get_block(child_height)
+    qc = chain.chain.get_qc(child_height)
+    assert qc is not None
+    return codec.encode([[chain.chain.get_block(h).encode() for h in tail], child.encode(), qc.encode()])
+
+
+def proven(r: Replica, peer: str, batch: list[list[bytes]]) -> bool:
+    return asyncio.run(r._is_proven_final(peer, batch))
+
+
+def test_a_batch_ending_in_a_block_proven_final_by_a_2_chain_is_taken_from_one_peer() -> None:
+    chain, batch, _ = make_batch()   # blocks 1..3 of views 1..3
+    chain.produce([])                # block 4, view 4: a QC on it proves block 3 final
+    assert proven(replica_with({}, chain, {"v1": proof_of(chain, 4)}), "v1", batch)
+    # a proof two blocks up, through a linked block carrying its parent's QC, proves it too
+    chain.produce([])
+    assert proven(replica_with({}, chain, {"v1": proof_of(chain, 5, tail=(4,))}), "v1", batch)
+
+
+def test_what_does_not_prove_finality_is_refused() -> None:
+    chain, batch, _ = make_batch()
+    chain.produce([], round=chain.chain.get_head().header.round + 2)   # block 4 skips a view: no 2-chain
+    assert not proven(replica_with({}, chain, {"v1": proof_of(chain, 4)}), "v1", batch)
+    assert not proven(replica_with({}, chain, {"v1": proof_of(chain, 3)}), "v1", batch)  # not a child of block 3
+    assert not proven(replica_with({}, chain, {"v1": b"garbage"}), "v1", batch)
+    assert not proven(replica_with({}, chain, {"v1": None}), "v1", batch)
+    other = Chain(GENESIS, VALS[0], other_keys=VALS[1:])   # another chain: its blocks 3 and 4 are not ours
+    for _ in range(4):
+        other.produce([], timestamp_ms=other.chain.get_head().header.timestamp_ms + 1001)
+    assert not proven(replica_with({}, chain, {"v1": proof_of(other, 4)}), "v1", batch)
