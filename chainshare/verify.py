@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from chainshare import codec
-from chainshare.errors import ConsensusError
+from chainshare.consensus.messages import BlsCrypto, decode_block_tc, get_qc_view
+from chainshare.errors import ConsensusError, DecodeError
 from chainshare.execution.block import apply_block
 from chainshare.execution.contracts import build_runtime
 from chainshare.execution.contracts.membership import ValidatorSet, get_validator_set_at
@@ -133,6 +134,9 @@ def verify_chain(source: BlockSource, progress: Callable[[int, int], None] | Non
             if block.justify is None or block.justify.block_hash != parent.hash or block.justify.height != h - 1:
                 raise ConsensusError(f"{where}: does not carry the QC of its parent")
             _verify_qc_at(where, "the QC it carries", block.justify, parent_set, chain_id)
+        elif block.justify is not None:
+            raise ConsensusError(f"{where}: block 1 extends genesis, whose QC is implicit, but carries one")
+        _verify_view_entry(where, block, vs, chain_id)
         executed = apply_block(runtime, state, parent.header, acc, block, chain_id=chain_id)
         if list(executed.receipts) != receipts:
             raise ConsensusError(f"{where}: stored receipts differ from re-execution")
@@ -149,6 +153,27 @@ def verify_chain(source: BlockSource, progress: Callable[[int, int], None] | Non
         if progress is not None:
             progress(h, head)
     return VerifyReport(chain_id, "0x" + block0.hash.hex(), head + 1, txs, "0x" + parent.hash.hex(), tuple(epochs))
+
+
+def _verify_view_entry(where: str, block: Block, vs: ValidatorSet, chain_id: int) -> None:
+    """The voting rule honest validators applied (CONSENSUS.md rule 2): a block's view follows its
+    QC's view, or it carries a valid timeout certificate of the view before, whose highest QC view
+    its QC is not below. A TC, when carried, must verify against the set of the block's height."""
+    try:
+        tc = decode_block_tc(block)
+    except DecodeError as exc:
+        raise ConsensusError(f"{where}: undecodable timeout certificate: {exc.message}") from exc
+    if tc is not None:
+        verifier = BlsCrypto(chain_id, [v["bls_public_key"] for v in vs.validators], -1, None, vs.epoch)
+        if tc.view != block.header.round - 1 or not verifier.verify_tc(tc):
+            raise ConsensusError(f"{where}: its timeout certificate is not a valid TC of view "
+                                 f"{block.header.round - 1} by validator set {vs.epoch}")
+    qc_view = get_qc_view(block.justify)
+    if block.header.round == qc_view + 1:
+        return
+    if tc is None or qc_view < tc.max_high_qc_view:
+        raise ConsensusError(f"{where}: view {block.header.round} does not follow its QC's view {qc_view} and "
+                             "carries no timeout certificate that allows it")
 
 
 def _verify_qc_at(where: str, what: str, qc: QuorumCertificate, vs: ValidatorSet, chain_id: int) -> None:

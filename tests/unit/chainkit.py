@@ -224,8 +224,9 @@ class Chain:
         self.accumulator = self.chain.get_accumulator()
 
     def produce(self, raws: Sequence[bytes], *, timestamp_ms: int | None = None,
-                round: int | None = None) -> ExecutedBlock:
-        """Build, sign, certify and commit the next block; its view (header round) is the parent's + 1."""
+                round: int | None = None, timeout_cert: bytes | None = None) -> ExecutedBlock:
+        """Build, sign, certify and commit the next block; its view (header round) is the parent's + 1
+        unless ``round`` says otherwise (then pass the encoded TC that lets validators vote for it)."""
         chain_id = self.genesis.chain_id
         parent = self.chain.get_head()
         justify = self.chain.get_qc(parent.height) if parent.height > 0 else None
@@ -236,7 +237,7 @@ class Chain:
         txs = [decode_transaction(r, chain_id) for r in raws]
         executed = build_block(self.runtime, self.chain.state, parent.header, self.accumulator, txs,
                                chain_id=chain_id, round=view, timestamp_ms=ts, proposer=leader["address"],
-                               justify=justify, on_invalid=_strict)
+                               justify=justify, on_invalid=_strict, timeout_cert=timeout_cert)
         block = executed.block
         signature = sign_proposal(self.keys[leader["bls_public_key"]].secret_key, chain_id, block.hash, vs.epoch)
         block = dataclasses.replace(block, signature=signature)

@@ -12,6 +12,7 @@ from chainkit import NOTARY, Chain, account, call_data, make_genesis, sign_call,
 
 from chainshare import codec
 from chainshare.config import NodeConfig
+from chainshare.consensus.messages import BlsCrypto
 from chainshare.errors import ConsensusError
 from chainshare.ledger.chain import K_GENESIS_DOC, P_BLOCK, P_QC, P_RECEIPTS, ChainStore
 from chainshare.ledger.quorum import aggregate_qc, sign_proposal, sign_vote
@@ -223,4 +224,37 @@ def test_block_whose_view_does_not_grow_is_refused() -> None:
     chain.produce([], round=5)
     chain.produce([], round=5)
     with pytest.raises(ConsensusError):
+        audit(chain)
+
+
+def _tc(chain: Chain, view: int) -> bytes:
+    """A TC of ``view`` by the chain's single validator, reporting the head's QC view."""
+    crypto = BlsCrypto(GENESIS.chain_id, [VAL.public_key], 0, VAL.secret_key)
+    high = chain.chain.get_head().header.round
+    return crypto.aggregate_tc(view, {0: (high, crypto.sign_timeout(view, high))}, None).encode()
+
+
+def test_a_view_reached_by_timeout_verifies_only_with_its_timeout_certificate() -> None:
+    chain = honest_chain()
+    view = chain.chain.get_head().header.round + 2
+    chain.produce([], round=view, timeout_cert=_tc(chain, view - 1))
+    assert audit(chain).blocks == 6
+    skipped = honest_chain()
+    skipped.produce([], round=view)  # a view skipped with no TC: honest validators would not have voted
+    with pytest.raises(ConsensusError, match=f"block 5: view {view} does not follow its QC's view {view - 2}"):
+        audit(skipped)
+    wrong = honest_chain()
+    wrong.produce([], round=view, timeout_cert=_tc(wrong, view - 2))  # a TC of another view
+    with pytest.raises(ConsensusError, match=f"block 5: its timeout certificate is not a valid TC of view {view - 1}"):
+        audit(wrong)
+
+
+def test_block_1_carrying_a_qc_is_refused() -> None:
+    chain = honest_chain()
+    block = stored_block(chain, 1)
+    qc = chain.chain.get_qc(1)
+    forged = dataclasses.replace(block, justify=qc)
+    forged = dataclasses.replace(forged, signature=sign_proposal(VAL.secret_key, GENESIS.chain_id, forged.hash))
+    put_block(chain, 1, forged)
+    with pytest.raises(ConsensusError, match="block 1: block 1 extends genesis, whose QC is implicit, but carries one"):
         audit(chain)
