@@ -126,7 +126,7 @@ class Replica:
         self.my_index: int | None = None
         self.core_config: core.CoreConfig | None = None
         self.crypto: BlsCrypto | None = None
-        self._verifiers: dict[int, BlsCrypto] = {}
+        self._verifiers: dict[tuple[int, tuple[bytes, ...]], BlsCrypto] = {}
         self.executed: dict[bytes, ExecutedBlock] = {}
         self.events: asyncio.Queue[Any] = asyncio.Queue()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replica")
@@ -150,11 +150,14 @@ class Replica:
 
     # -- start-up and epochs --------------------------------------------------------------------
     def _verifier(self, vs: ValidatorSet) -> BlsCrypto:
-        """A verify-only crypto for the set ``vs`` (cached per epoch)."""
-        if vs.epoch not in self._verifiers:
-            self._verifiers[vs.epoch] = BlsCrypto(self.node.chain_id, [v["bls_public_key"] for v in vs.validators],
-                                                  -1, None, vs.epoch)
-        return self._verifiers[vs.epoch]
+        """A verify-only crypto for the set ``vs`` (cached per epoch and keys: a scheduled set can be
+        replaced by another of the same epoch before it is active)."""
+        keys = tuple(v["bls_public_key"] for v in vs.validators)
+        verifier = self._verifiers.get((vs.epoch, keys))
+        if verifier is None:
+            verifier = self._verifiers[(vs.epoch, keys)] = BlsCrypto(self.node.chain_id, list(keys), -1, None,
+                                                                     vs.epoch)
+        return verifier
 
     def _restore(self) -> core.CoreState | None:
         """The core for the validator set that certifies the block after the committed head (None
@@ -706,17 +709,23 @@ class Replica:
         """True iff ``peer`` proves the last block of ``batch`` final by a 2-chain: blocks linked
         to it (the suffix past the last block of a set, if any), each carrying its parent's QC,
         and a QC on a child of the last of them with the next view, all signed by the set that
-        certifies that block. The blocks of the batch link to it by their hashes, so all are final."""
+        certifies that block. The blocks of the batch must link to it by their parent hashes (checked
+        here): then all are final."""
         try:
             raw = await self.transport.request(peer, REQ_PROOF, None, timeout=5)
             if not isinstance(raw, bytes):
                 return False
             tail, proof_block, proof_qc = decode_fields(codec.decode(raw), 3, "finality proof")
-            last = Block.decode(batch[-1][0])
+            served = [Block.decode(item[0]) for item in batch]
             blocks = [Block.decode(b) for b in tail] + [Block.decode(proof_block)]
             qc = QuorumCertificate.from_list(codec.decode(proof_qc))
         except (ChainshareError, DecodeError, IndexError, TypeError, ValueError):
             return False
+        # The proof covers only the ancestors of the proven block: every block of the batch must be
+        # the parent of the next (blocks are committed one by one, before a break could be noticed).
+        if any(b.header.parent_hash != a.hash for a, b in zip(served, served[1:], strict=False)):
+            return False
+        last = served[-1]
         verifier = self._verifier(get_validator_set_at(self.chain.state, last.height))
         parent = last
         for b in blocks:

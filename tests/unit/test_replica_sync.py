@@ -11,7 +11,8 @@ from typing import Any
 from chainkit import Chain, account, make_genesis, validator
 
 from chainshare import codec
-from chainshare.execution.contracts.membership import get_validator_set_at
+from chainshare.execution.contracts.membership import ValidatorSet, get_validator_set_at
+from chainshare.ledger.quorum import aggregate_qc, sign_vote
 from chainshare.replica import REQ_HASHES, Replica
 
 VALS = [validator(f"v{i}", "Agency A") for i in range(1, 5)]
@@ -116,3 +117,35 @@ def test_what_does_not_prove_finality_is_refused() -> None:
     for _ in range(4):
         other.produce([], timestamp_ms=other.chain.get_head().header.timestamp_ms + 1001)
     assert not proven(replica_with({}, chain, {"v1": proof_of(other, 4)}), "v1", batch)
+
+
+def test_a_proof_does_not_cover_batch_blocks_that_do_not_link_to_the_proven_block() -> None:
+    """A byzantine peer serves a certified block of another branch, then a block it can prove final:
+    the proof says nothing about the first, which must not be taken (it would be stored as final)."""
+    chain, batch, _ = make_batch()   # blocks 1..3 of views 1..3
+    chain.produce([])                # block 4 proves block 3 final
+    other = Chain(GENESIS, VALS[0], other_keys=VALS[1:])   # a certified sibling of block 1
+    sibling = other.produce([], timestamp_ms=chain.chain.get_block(1).header.timestamp_ms + 7).block
+    assert sibling.hash != chain.chain.get_block(1).hash
+    forged = [[sibling.encode(), other.chain.get_qc(1).encode()], batch[-1]]  # type: ignore[union-attr]
+    assert not proven(replica_with({}, chain, {"v1": proof_of(chain, 4)}), "v1", forged)
+    gap = [batch[0], batch[-1]]      # blocks 1 and 3: no block 2 links them
+    assert not proven(replica_with({}, chain, {"v1": proof_of(chain, 4)}), "v1", gap)
+    assert proven(replica_with({}, chain, {"v1": proof_of(chain, 4)}), "v1", batch[1:])  # 2, 3 link: fine
+
+
+def test_a_replaced_pending_set_is_verified_with_its_own_keys() -> None:
+    """A scheduled set can be replaced by another of the same epoch number: the verifier used once for
+    the first (e.g. to check a finality proof past its activation) must not stand in for the second."""
+    chain, _, _ = make_batch()
+    r = replica_with({}, chain)
+    genesis_set = get_validator_set_at(chain.chain.state, 1)
+    first = ValidatorSet(1, 100, genesis_set.validators[:3])
+    replacement = ValidatorSet(1, 100, genesis_set.validators[1:])
+    keys = {v.public_key: v for v in VALS}
+    block_hash = bytes(range(32))
+    votes = {i: sign_vote(keys[v["bls_public_key"]].secret_key, GENESIS.chain_id, block_hash, 150, 7, 1)
+             for i, v in enumerate(replacement.validators)}
+    qc = aggregate_qc(block_hash, 150, 7, votes, len(replacement.validators))
+    assert not r._verifier(first).verify_qc(qc)
+    assert r._verifier(replacement).verify_qc(qc)
