@@ -969,6 +969,11 @@ class SharingService:
             log_event(log, logging.WARNING, "delivery refused by the requester", dataset=result.dataset_id,
                       grant=result.grant_id, error="DeliveryFailed", reason=exc.message)
             raise DeliveryFailed(f"{exc.message}; the delivery was discarded") from None
+        except BaseException:
+            # Cancelled (or failed) before the record was checked: the bytes are unverified.
+            with contextlib.suppress(OSError):
+                result.path.unlink()
+            raise
         return replace(result, recorded_height=loc.height)
 
     def _on_requester_message(self, peer: str, msg_type: str, transfer_id: bytes, body: Any) -> None:

@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, TypeVar
 
 import eth_abi
@@ -55,6 +56,7 @@ from chainshare.sharing.records import (
 from chainshare.sharing.schema import compute_content_hash, validate_schema
 from chainshare.sharing.service import (
     DeliveryFailed,
+    FetchResult,
     ReplayGuard,
     SharingLimits,
     SharingService,
@@ -741,3 +743,24 @@ def test_attach_sharing_builds_one_service_from_the_node_configuration(pki: Pki,
     assert service.limits.window == 3
     node.close()
     bare.close()
+
+
+def test_a_fetch_cancelled_while_waiting_for_the_owners_record_leaves_no_file(tmp_path: Path) -> None:
+    """The bytes are kept only once the owner's record is final: a fetch cancelled before (a client
+    gone, a node stopping) must not leave the unverified file at its destination."""
+    path = tmp_path / "delivery.csv"
+    path.write_bytes(b"unverified")
+    service = SharingService.__new__(SharingService)
+    service.node = SimpleNamespace(chain=SimpleNamespace(get_tx_location=lambda tx: None))  # never final
+    service.limits = SharingLimits(record_wait=60.0)
+    result = FetchResult(1, 1, "read", path, 10, bytes(32), bytes(32), b"\x01" * 32, None, "csv")
+
+    async def scenario() -> None:
+        task = asyncio.ensure_future(service._confirm_record(result))
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(scenario())
+    assert not path.exists()
