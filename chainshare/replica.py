@@ -655,14 +655,20 @@ class Replica:
                     if not isinstance(batch, list) or not batch:
                         break
                     confirmed = await self._count_confirmed(peer, self.chain.head_height + 1, batch)
-                    if confirmed < len(batch) and await self._is_proven_final(peer, batch):
-                        confirmed = len(batch)
+                    proof = None
+                    if confirmed < len(batch):
+                        proof = await self._fetch_finality_proof(peer, batch)
+                        if proof is not None:
+                            confirmed = len(batch)
                     if confirmed == 0:
                         break  # the others do not hold these blocks (yet): wait for the next sync
                     n = await asyncio.get_running_loop().run_in_executor(self._executor, run_on_cedar_thread,
                                                                          self._apply_synced,
                                                                          batch[:confirmed])
                     added += n
+                    if proof is not None and n == confirmed:
+                        # it proves our new head final: serve it to peers that sync from us
+                        self.chain.store.write_batch({K_FINALITY: proof}, sync=False)
                     if n < confirmed:
                         self.transport.strike(peer, "invalid block in sync")
                         break
@@ -705,37 +711,39 @@ class Replica:
             count += 1
         return count
 
-    async def _is_proven_final(self, peer: str, batch: list[Any]) -> bool:
-        """True iff ``peer`` proves the last block of ``batch`` final by a 2-chain: blocks linked
-        to it (the suffix past the last block of a set, if any), each carrying its parent's QC,
-        and a QC on a child of the last of them with the next view, all signed by the set that
-        certifies that block. The blocks of the batch must link to it by their parent hashes (checked
-        here): then all are final."""
+    async def _fetch_finality_proof(self, peer: str, batch: list[Any]) -> bytes | None:
+        """``peer``'s proof (as served) if it proves the last block of ``batch`` final by a 2-chain,
+        else None. A proof is blocks linked to that block (the suffix past the last block of a set,
+        if any), each carrying its parent's QC, and a QC on a child of the last of them with the
+        next view, all signed by the set that certifies that block. The blocks of the batch must
+        link to it by their parent hashes (checked here): then all are final."""
         try:
             raw = await self.transport.request(peer, REQ_PROOF, None, timeout=5)
             if not isinstance(raw, bytes):
-                return False
+                return None
             tail, proof_block, proof_qc = decode_fields(codec.decode(raw), 3, "finality proof")
             served = [Block.decode(item[0]) for item in batch]
             blocks = [Block.decode(b) for b in tail] + [Block.decode(proof_block)]
             qc = QuorumCertificate.from_list(codec.decode(proof_qc))
         except (ChainshareError, DecodeError, IndexError, TypeError, ValueError):
-            return False
+            return None
         # The proof covers only the ancestors of the proven block: every block of the batch must be
         # the parent of the next (blocks are committed one by one, before a break could be noticed).
         if any(b.header.parent_hash != a.hash for a, b in zip(served, served[1:], strict=False)):
-            return False
+            return None
         last = served[-1]
         verifier = self._verifier(get_validator_set_at(self.chain.state, last.height))
         parent = last
         for b in blocks:
             if (b.header.parent_hash != parent.hash or b.justify is None or b.justify.block_hash != parent.hash
                     or not verifier.verify_qc(b.justify)):
-                return False
+                return None
             parent = b
         grandparent = blocks[-2] if len(blocks) > 1 else last
-        return (qc.block_hash == blocks[-1].hash and qc.round == blocks[-1].header.round
-                and blocks[-1].header.round == grandparent.header.round + 1 and verifier.verify_qc(qc))
+        if (qc.block_hash == blocks[-1].hash and qc.round == blocks[-1].header.round
+                and blocks[-1].header.round == grandparent.header.round + 1 and verifier.verify_qc(qc)):
+            return raw
+        return None
 
     def _apply_synced(self, batch: list[Any]) -> int:
         added = 0

@@ -94,7 +94,7 @@ def proof_of(chain: Chain, child_height: int, tail: tuple[int, ...] = ()) -> byt
 
 
 def proven(r: Replica, peer: str, batch: list[list[bytes]]) -> bool:
-    return asyncio.run(r._is_proven_final(peer, batch))
+    return asyncio.run(r._fetch_finality_proof(peer, batch)) is not None
 
 
 def test_a_batch_ending_in_a_block_proven_final_by_a_2_chain_is_taken_from_one_peer() -> None:
