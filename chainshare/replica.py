@@ -655,22 +655,17 @@ class Replica:
                     if not isinstance(batch, list) or not batch:
                         break
                     confirmed = await self._count_confirmed(peer, self.chain.head_height + 1, batch)
-                    proof = None
-                    if confirmed < len(batch):
-                        proof = await self._fetch_finality_proof(peer, batch)
-                        if proof is not None:
-                            confirmed = len(batch)
-                    if confirmed == 0:
+                    proof = await self._fetch_finality_proof(peer, batch) if confirmed < len(batch) else None
+                    if confirmed == 0 and proof is None:
                         break  # the others do not hold these blocks (yet): wait for the next sync
-                    n = await asyncio.get_running_loop().run_in_executor(self._executor, run_on_cedar_thread,
-                                                                         self._apply_synced,
-                                                                         batch[:confirmed])
+                    n, proven = await asyncio.get_running_loop().run_in_executor(
+                        self._executor, run_on_cedar_thread, self._apply_synced, batch, confirmed, proof)
                     added += n
-                    if proof is not None and n == confirmed:
+                    if proven and proof is not None:
                         # it proves our new head final: serve it to peers that sync from us
                         self.chain.store.write_batch({K_FINALITY: proof}, sync=False)
-                    if n < confirmed:
-                        self.transport.strike(peer, "invalid block in sync")
+                    if n < (len(batch) if proof is not None else confirmed):
+                        self.transport.strike(peer, "invalid block or finality proof in sync")
                         break
             if added:
                 self.stats["synced_blocks"] += added
@@ -712,57 +707,75 @@ class Replica:
         return count
 
     async def _fetch_finality_proof(self, peer: str, batch: list[Any]) -> bytes | None:
-        """``peer``'s proof (as served) if it proves the last block of ``batch`` final by a 2-chain,
-        else None. A proof is blocks linked to that block (the suffix past the last block of a set,
+        """``peer``'s proof (as served) if it has the shape of a 2-chain over the last block of
+        ``batch``, else None: blocks linked to that block (the suffix past the last block of a set,
         if any), each carrying its parent's QC, and a QC on a child of the last of them with the
-        next view, all signed by the set that certifies that block. The blocks of the batch must
-        link to it by their parent hashes (checked here): then all are final."""
+        next view. The blocks of the batch must link to it by their parent hashes (checked here),
+        so that the proof covers them all. Its signatures are checked by ``_apply_synced``, against
+        the set that certified that block as read from the executed batch."""
         try:
             raw = await self.transport.request(peer, REQ_PROOF, None, timeout=5)
             if not isinstance(raw, bytes):
                 return None
-            tail, proof_block, proof_qc = decode_fields(codec.decode(raw), 3, "finality proof")
+            blocks, qc = _decode_finality_proof(raw)
             served = [Block.decode(item[0]) for item in batch]
-            blocks = [Block.decode(b) for b in tail] + [Block.decode(proof_block)]
-            qc = QuorumCertificate.from_list(codec.decode(proof_qc))
         except (ChainshareError, DecodeError, IndexError, TypeError, ValueError):
             return None
-        # The proof covers only the ancestors of the proven block: every block of the batch must be
-        # the parent of the next (blocks are committed one by one, before a break could be noticed).
+        # Blocks are committed one by one: a break in the batch must be seen before any is.
         if any(b.header.parent_hash != a.hash for a, b in zip(served, served[1:], strict=False)):
             return None
-        last = served[-1]
-        verifier = self._verifier(get_validator_set_at(self.chain.state, last.height))
-        parent = last
+        parent = served[-1]
         for b in blocks:
-            if (b.header.parent_hash != parent.hash or b.justify is None or b.justify.block_hash != parent.hash
-                    or not verifier.verify_qc(b.justify)):
+            if b.header.parent_hash != parent.hash or b.justify is None or b.justify.block_hash != parent.hash:
                 return None
             parent = b
-        grandparent = blocks[-2] if len(blocks) > 1 else last
+        grandparent = blocks[-2] if len(blocks) > 1 else served[-1]
         if (qc.block_hash == blocks[-1].hash and qc.round == blocks[-1].header.round
-                and blocks[-1].header.round == grandparent.header.round + 1 and verifier.verify_qc(qc)):
+                and blocks[-1].header.round == grandparent.header.round + 1):
             return raw
         return None
 
-    def _apply_synced(self, batch: list[Any]) -> int:
-        added = 0
+    def _apply_synced(self, batch: list[Any], confirmed: int, proof: bytes | None = None) -> tuple[int, bool]:
+        """Check (each QC against the set of its height, re-execution) and commit blocks of
+        ``batch`` in order: all of them if ``proof`` (see ``_fetch_finality_proof``) verifies
+        against the set that certified the last one, else the first ``confirmed``. The batch is
+        executed before anything is committed, so that set is read from the state the batch itself
+        leads to (it may schedule a set change). Returns (blocks committed, whether the proof held)."""
+        head = self.chain.get_head()
+        reader: Any = self.chain.state
+        header, acc = head.header, self.chain.get_accumulator()
+        done: list[tuple[Block, QuorumCertificate, ExecutedBlock]] = []
+        last_set: ValidatorSet | None = None
         for item in batch:
             try:
                 block = Block.decode(item[0])
                 qc = QuorumCertificate.from_list(codec.decode(item[1]))
-                head = self.chain.get_head()
-                if block.height != head.height + 1 or qc.block_hash != block.hash or qc.height != block.height:
-                    return added
-                if not self._verifier(get_validator_set_at(self.chain.state, block.height)).verify_qc(qc):
-                    return added
-                ex = apply_block(self.node.runtime, self.chain.state, head.header, self.chain.get_accumulator(),
-                                 block, chain_id=self.node.chain_id)
+                if block.height != header.height + 1 or qc.block_hash != block.hash or qc.height != block.height:
+                    break
+                last_set = get_validator_set_at(reader, block.height)
+                if not self._verifier(last_set).verify_qc(qc):
+                    break
+                ex = apply_block(self.node.runtime, reader, header, acc, block, chain_id=self.node.chain_id)
             except (ChainshareError, DecodeError, IndexError, TypeError):
-                return added
+                break
+            done.append((block, qc, ex))
+            reader, header, acc = _Overlay(reader, ex.state_changes), block.header, ex.accumulator
+        proven = (proof is not None and len(done) == len(batch) and last_set is not None
+                  and self._finality_signatures_hold(proof, last_set))
+        take = len(done) if proven else min(confirmed, len(done))
+        for block, qc, ex in done[:take]:
             self.chain.commit_block(block, ex.receipts, ex.senders, ex.state_changes, ex.accumulator, qc)
-            added += 1
-        return added
+        return take, proven
+
+    def _finality_signatures_hold(self, proof: bytes, vs: ValidatorSet) -> bool:
+        """True iff every QC of ``proof`` (each block's QC of its parent, and the final QC) is
+        signed by a quorum of ``vs``."""
+        try:
+            blocks, qc = _decode_finality_proof(proof)
+        except (ChainshareError, DecodeError, IndexError, TypeError, ValueError):
+            return False
+        verifier = self._verifier(vs)
+        return all(b.justify is not None and verifier.verify_qc(b.justify) for b in blocks) and verifier.verify_qc(qc)
 
     async def run_sync_loop(self, interval_s: float = 2.0, stall_s: float = 4.0) -> None:
         """When this replica has finalized nothing for ``stall_s`` (it was down, partitioned, or
@@ -788,6 +801,15 @@ class Replica:
             return bool(agency and agency["active"])
 
         return is_allowed
+
+
+def _decode_finality_proof(raw: bytes) -> tuple[list[Block], QuorumCertificate]:
+    """The blocks of a stored finality proof (suffix blocks, then the certified child) and the QC."""
+    tail, proof_block, proof_qc = decode_fields(codec.decode(raw), 3, "finality proof")
+    if not isinstance(tail, list):
+        raise DecodeError("finality proof: the suffix must be an array")
+    return [Block.decode(b) for b in tail] + [Block.decode(proof_block)], QuorumCertificate.from_list(
+        codec.decode(proof_qc))
 
 
 def _u64(n: int) -> bytes:

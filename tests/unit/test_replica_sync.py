@@ -11,8 +11,10 @@ from typing import Any
 from chainkit import Chain, account, make_genesis, validator
 
 from chainshare import codec
+from chainshare.execution.contracts import build_runtime
 from chainshare.execution.contracts.membership import ValidatorSet, get_validator_set_at
 from chainshare.ledger.quorum import aggregate_qc, sign_vote
+from chainshare.ledger.types import Block
 from chainshare.replica import REQ_HASHES, Replica
 
 VALS = [validator(f"v{i}", "Agency A") for i in range(1, 5)]
@@ -94,7 +96,10 @@ def proof_of(chain: Chain, child_height: int, tail: tuple[int, ...] = ()) -> byt
 
 
 def proven(r: Replica, peer: str, batch: list[list[bytes]]) -> bool:
-    return asyncio.run(r._fetch_finality_proof(peer, batch)) is not None
+    """The whole check: the proof's shape over the batch, then its signatures by the set of the last block."""
+    raw = asyncio.run(r._fetch_finality_proof(peer, batch))
+    last = Block.decode(batch[-1][0])
+    return raw is not None and r._finality_signatures_hold(raw, get_validator_set_at(r.chain.state, last.height))
 
 
 def test_a_batch_ending_in_a_block_proven_final_by_a_2_chain_is_taken_from_one_peer() -> None:
@@ -149,3 +154,31 @@ def test_a_replaced_pending_set_is_verified_with_its_own_keys() -> None:
     qc = aggregate_qc(block_hash, 150, 7, votes, len(replacement.validators))
     assert not r._verifier(first).verify_qc(qc)
     assert r._verifier(replacement).verify_qc(qc)
+
+
+def test_apply_synced_commits_a_proven_batch_whole_and_otherwise_only_the_confirmed_prefix() -> None:
+    """The batch is executed before anything is committed: with a proof that holds all of it is
+    committed, with a forged one (signed by keys outside the set) only the blocks f+1 validators hold."""
+    source, batch, hashes = make_batch()
+    source.produce([])
+    good = proof_of(source, 4)
+
+    def fresh() -> Replica:
+        r = replica_with({}, Chain(GENESIS, VALS[0], other_keys=VALS[1:]))
+        r.node = SimpleNamespace(chain_id=GENESIS.chain_id, runtime=build_runtime())
+        return r
+
+    r = fresh()
+    assert r._apply_synced(batch, 0, good) == (3, True)
+    assert [r.chain.get_block(h).hash for h in (1, 2, 3)] == hashes
+    outsider = validator("outsider", "Agency A")
+    child = source.chain.get_block(4)
+    forged_qc = aggregate_qc(child.hash, 4, child.header.round,
+                             {i: sign_vote(outsider.secret_key, GENESIS.chain_id, child.hash, 4, child.header.round)
+                              for i in range(3)}, 4)
+    forged = codec.encode([[], child.encode(), forged_qc.encode()])
+    r = fresh()
+    assert r._apply_synced(batch, 1, forged) == (1, False)
+    assert r.chain.head_height == 1
+    r = fresh()
+    assert r._apply_synced(batch, 2, None) == (2, False)
