@@ -26,7 +26,11 @@ from chainshare.errors import ConfigError, ConsensusError, InvalidTransaction
 from chainshare.execution.block import ExecutedBlock, build_block
 from chainshare.execution.contracts import build_runtime
 from chainshare.execution.contracts.cedar import run_on_cedar_thread
-from chainshare.execution.contracts.membership import get_validator_set_at, get_validator_sets
+from chainshare.execution.contracts.membership import (
+    get_validator_set_at,
+    get_validator_sets,
+    select_validator_set,
+)
 from chainshare.execution.genesis import Genesis, compute_genesis_block, get_chain_params, load_genesis
 from chainshare.execution.runtime import BlockEnv, Runtime
 from chainshare.ledger.chain import ChainStore
@@ -96,7 +100,7 @@ class Node:
         self.replica: Any = None  # set by serve_node on a multi-validator network
         self.sharing: Any = None  # the data plane, attached with the P2P transport
         sets = get_validator_sets(self.chain.state)
-        validators = get_validator_set_at(self.chain.state, self.chain.head_height + 1).validators
+        validators = select_validator_set(sets, self.chain.head_height + 1).validators
         self.multi_validator = len(validators) > 1 or len(sets) > 1
         if not self.multi_validator and validators[0]["bls_public_key"] != key.public_key:
             raise ConfigError("this node's validator key is not the key of this chain's single validator")

@@ -25,6 +25,7 @@ from chainshare.execution.contracts.membership import (
     get_agency_names,
     get_validator_set_at,
     get_validator_sets,
+    select_validator_set,
 )
 from chainshare.ledger.merkle import compute_inclusion_proof
 from chainshare.ledger.txs import decode_transaction, peek_type_and_to
@@ -194,11 +195,11 @@ def create_rest_app(node: Node, rpc: JsonRpc) -> FastAPI:
             return [{"index": i, "name": v["name"], "agency": v["agency"], "address": hx(v["address"]),
                      "bls_public_key": hx(v["bls_public_key"])} for i, v in enumerate(vs.validators)]
 
-        state = node.state
-        current = get_validator_set_at(state, node.chain.head_height + 1)
+        sets = get_validator_sets(node.state)
+        current = select_validator_set(sets, node.chain.head_height + 1)
         return {"epoch": current.epoch, "activation_height": current.activation_height, "items": items(current),
                 "epochs": [{"epoch": vs.epoch, "activation_height": vs.activation_height, "items": items(vs)}
-                           for vs in get_validator_sets(state)]}
+                           for vs in sets]}
 
     @app.get("/contracts", summary="System contracts: names, addresses, ABIs")
     async def contracts() -> dict[str, Any]:

@@ -127,7 +127,12 @@ def get_validator_sets(state: Any) -> list[ValidatorSet]:
 def get_validator_set_at(state: Any, height: int) -> ValidatorSet:
     """The set that proposes and certifies the block at ``height``, read from the state after
     block ``height - 1`` (or any later state: the history is append-only)."""
-    for vs in reversed(get_validator_sets(state)):
+    return select_validator_set(get_validator_sets(state), height)
+
+
+def select_validator_set(sets: list[ValidatorSet], height: int) -> ValidatorSet:
+    """The set of ``sets`` (epoch order, as ``get_validator_sets`` returns them) in force at ``height``."""
+    for vs in reversed(sets):
         if vs.activation_height <= height:
             return vs
     raise AssertionError("the genesis set is active from height 0")
@@ -314,7 +319,7 @@ def _check_sets_survive_revocation(ctx: CallContext, name: str) -> None:
     height = ctx.env.height
     ctx.charge(G_SLOAD * 2)
     sets = get_validator_sets(ctx.state)
-    current = get_validator_set_at(ctx.state, height + 1)
+    current = select_validator_set(sets, height + 1)
     for vs in [current] + [s for s in sets if s.activation_height > height + 1]:
         cut = [v["name"] for v in vs.validators
                if v["agency"] == name or not (get_agency(ctx.state, v["agency"]) or {}).get("active")]
