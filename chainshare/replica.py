@@ -48,6 +48,7 @@ from chainshare.execution.contracts.membership import (
     get_agency,
     get_validator_set_at,
     get_validator_sets,
+    select_validator_set,
 )
 from chainshare.execution.genesis import get_chain_params
 from chainshare.ledger.chain import P_META, ChainStore
@@ -78,6 +79,15 @@ RECENT_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
 _SYNC = object()  # the event that asks the run loop for a block sync
+
+
+@dataclass(frozen=True)
+class _ServedProof:
+    """A peer's finality proof: as served (kept as our head's proof once it held) and decoded."""
+
+    raw: bytes
+    blocks: list[Block]  # suffix blocks past the proven block, then its certified descendant
+    qc: QuorumCertificate
 
 
 @dataclass(frozen=True)
@@ -163,8 +173,8 @@ class Replica:
         """The core for the validator set that certifies the block after the committed head (None
         when this node's key is not in it: the node then follows by block sync)."""
         head = self.chain.get_head()
-        state = self.chain.state
-        vs = get_validator_set_at(state, head.height + 1)
+        sets = get_validator_sets(self.chain.state)
+        vs = select_validator_set(sets, head.height + 1)
         entering = vs.epoch != self.vset.epoch
         self.vset = vs
         self.stats["epoch"] = vs.epoch
@@ -181,7 +191,7 @@ class Replica:
         self.core_config = core.CoreConfig(
             chain_id=self.node.chain_id, validators=tuple(v["address"] for v in vs.validators), index=self.my_index,
             base_timeout_ms=self.cfg.base_timeout_ms, max_timeout_ms=self.cfg.max_timeout_ms)
-        previous = get_validator_set_at(state, vs.activation_height - 1) if vs.epoch > 0 else None
+        previous = select_validator_set(sets, vs.activation_height - 1) if vs.epoch > 0 else None
         self.crypto = BlsCrypto(self.node.chain_id, [v["bls_public_key"] for v in vs.validators], self.my_index,
                                 self.node.key.secret_key, vs.epoch,
                                 prior=self._verifier(previous) if previous is not None else None,
@@ -196,6 +206,13 @@ class Replica:
             except DecodeError:
                 continue
         return core.restore_core(self.core_config, self.crypto, head, qc, safety, blocks)
+
+    def _restart_core(self) -> None:
+        """Replace the core by one restored on the committed head (after a block sync or at the end
+        of a validator set's epoch): speculative state, timers and pending builds of the old one are void."""
+        self.executed = {}
+        self._generation += 1
+        self.state = self._restore()
 
     def _drop_safety_of_earlier_epochs(self, epoch: int) -> None:
         stale = [k for prefix in (P_SAFETY, P_SAFETY_BLOCK) for k, _ in self.chain.store.iterate(prefix)
@@ -290,9 +307,7 @@ class Replica:
                 for action in farewell:
                     if isinstance(action, (core.PersistSafety, core.Broadcast)):
                         await self._apply(action)
-            self.executed = {}
-            self._generation += 1
-            self.state = self._restore()
+            self._restart_core()
             await self._handle(core.Start())
             self._replay_recent()
 
@@ -574,24 +589,27 @@ class Replica:
             return self.chain.head_height
         if msg_type == REQ_PROOF:
             return self.chain.store.get(K_FINALITY)
-        if msg_type == REQ_HASHES and isinstance(body, list) and len(body) == 2:
-            start, count = body
-            if not isinstance(start, int) or not isinstance(count, int) or start < 1:
-                return []
-            top = min(start + min(count, SYNC_BATCH), self.chain.head_height + 1)
-            return [self.chain.get_block(h).hash for h in range(start, top)]
-        if msg_type == REQ_SYNC and isinstance(body, list) and len(body) == 2:
-            start, count = body
-            if not isinstance(start, int) or not isinstance(count, int) or start < 1:
-                return []
+        if msg_type == REQ_HASHES:
+            return [self.chain.get_block(h).hash for h in self._requested_heights(body)]
+        if msg_type == REQ_SYNC:
             out = []
-            for h in range(start, min(start + min(count, SYNC_BATCH), self.chain.head_height + 1)):
+            for h in self._requested_heights(body):
                 qc = self.chain.get_qc(h)
                 if qc is None:
                     break
                 out.append([self.chain.get_block(h).encode(), qc.encode()])
             return out
         return None
+
+    def _requested_heights(self, body: Any) -> range:
+        """The finalized heights a ``[start, count]`` request asks for, at most ``SYNC_BATCH`` of them
+        (empty for a malformed request)."""
+        if not isinstance(body, list) or len(body) != 2:
+            return range(0)
+        start, count = body
+        if not isinstance(start, int) or not isinstance(count, int) or start < 1:
+            return range(0)
+        return range(start, min(start + min(count, SYNC_BATCH), self.chain.head_height + 1))
 
     def _remember(self, peer: str, message: Any, size: int) -> None:
         """Keep the latest consensus messages (bounded in count and bytes): a node that enters a
@@ -663,15 +681,13 @@ class Replica:
                     added += n
                     if proven and proof is not None:
                         # it proves our new head final: serve it to peers that sync from us
-                        self.chain.store.write_batch({K_FINALITY: proof}, sync=False)
+                        self.chain.store.write_batch({K_FINALITY: proof.raw}, sync=False)
                     if n < (len(batch) if proof is not None else confirmed):
                         self.transport.strike(peer, "invalid block or finality proof in sync")
                         break
             if added:
                 self.stats["synced_blocks"] += added
-                self.executed = {}
-                self._generation += 1
-                self.state = self._restore()
+                self._restart_core()
                 self._after_commit()
                 log_event(log, logging.INFO, "synced from peers", blocks=added, head=self.chain.head_height)
         finally:
@@ -706,8 +722,8 @@ class Replica:
             count += 1
         return count
 
-    async def _fetch_finality_proof(self, peer: str, batch: list[Any]) -> bytes | None:
-        """``peer``'s proof (as served) if it has the shape of a 2-chain over the last block of
+    async def _fetch_finality_proof(self, peer: str, batch: list[Any]) -> _ServedProof | None:
+        """``peer``'s proof if it has the shape of a 2-chain over the last block of
         ``batch``, else None: blocks linked to that block (the suffix past the last block of a set,
         if any), each carrying its parent's QC, and a QC on a child of the last of them with the
         next view. The blocks of the batch must link to it by their parent hashes (checked here),
@@ -732,10 +748,11 @@ class Replica:
         grandparent = blocks[-2] if len(blocks) > 1 else served[-1]
         if (qc.block_hash == blocks[-1].hash and qc.round == blocks[-1].header.round
                 and blocks[-1].header.round == grandparent.header.round + 1):
-            return raw
+            return _ServedProof(raw, blocks, qc)
         return None
 
-    def _apply_synced(self, batch: list[Any], confirmed: int, proof: bytes | None = None) -> tuple[int, bool]:
+    def _apply_synced(self, batch: list[Any], confirmed: int,
+                      proof: _ServedProof | None = None) -> tuple[int, bool]:
         """Check (each QC against the set of its height, re-execution) and commit blocks of
         ``batch`` in order: all of them if ``proof`` (see ``_fetch_finality_proof``) verifies
         against the set that certified the last one, else the first ``confirmed``. The batch is
@@ -767,15 +784,12 @@ class Replica:
             self.chain.commit_block(block, ex.receipts, ex.senders, ex.state_changes, ex.accumulator, qc)
         return take, proven
 
-    def _finality_signatures_hold(self, proof: bytes, vs: ValidatorSet) -> bool:
+    def _finality_signatures_hold(self, proof: _ServedProof, vs: ValidatorSet) -> bool:
         """True iff every QC of ``proof`` (each block's QC of its parent, and the final QC) is
         signed by a quorum of ``vs``."""
-        try:
-            blocks, qc = _decode_finality_proof(proof)
-        except (ChainshareError, DecodeError, IndexError, TypeError, ValueError):
-            return False
         verifier = self._verifier(vs)
-        return all(b.justify is not None and verifier.verify_qc(b.justify) for b in blocks) and verifier.verify_qc(qc)
+        return (all(b.justify is not None and verifier.verify_qc(b.justify) for b in proof.blocks)
+                and verifier.verify_qc(proof.qc))
 
     async def run_sync_loop(self, interval_s: float = 2.0, stall_s: float = 4.0) -> None:
         """When this replica has finalized nothing for ``stall_s`` (it was down, partitioned, or

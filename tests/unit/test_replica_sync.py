@@ -97,9 +97,10 @@ def proof_of(chain: Chain, child_height: int, tail: tuple[int, ...] = ()) -> byt
 
 def proven(r: Replica, peer: str, batch: list[list[bytes]]) -> bool:
     """The whole check: the proof's shape over the batch, then its signatures by the set of the last block."""
-    raw = asyncio.run(r._fetch_finality_proof(peer, batch))
+    served = asyncio.run(r._fetch_finality_proof(peer, batch))
     last = Block.decode(batch[-1][0])
-    return raw is not None and r._finality_signatures_hold(raw, get_validator_set_at(r.chain.state, last.height))
+    return served is not None and r._finality_signatures_hold(served, get_validator_set_at(r.chain.state,
+                                                                                            last.height))
 
 
 def test_a_batch_ending_in_a_block_proven_final_by_a_2_chain_is_taken_from_one_peer() -> None:
@@ -163,13 +164,16 @@ def test_apply_synced_commits_a_proven_batch_whole_and_otherwise_only_the_confir
     source.produce([])
     good = proof_of(source, 4)
 
-    def fresh() -> Replica:
-        r = replica_with({}, Chain(GENESIS, VALS[0], other_keys=VALS[1:]))
+    def fresh(proof: bytes) -> tuple[Replica, Any]:
+        """A replica at genesis, and ``proof`` as it takes it from a peer (shape checked)."""
+        r = replica_with({}, Chain(GENESIS, VALS[0], other_keys=VALS[1:]), {"v1": proof})
         r.node = SimpleNamespace(chain_id=GENESIS.chain_id, runtime=build_runtime())
-        return r
+        served = asyncio.run(r._fetch_finality_proof("v1", batch))
+        assert served is not None
+        return r, served
 
-    r = fresh()
-    assert r._apply_synced(batch, 0, good) == (3, True)
+    r, served = fresh(good)
+    assert r._apply_synced(batch, 0, served) == (3, True)
     assert [r.chain.get_block(h).hash for h in (1, 2, 3)] == hashes
     outsider = validator("outsider", "Agency A")
     child = source.chain.get_block(4)
@@ -177,8 +181,8 @@ def test_apply_synced_commits_a_proven_batch_whole_and_otherwise_only_the_confir
                              {i: sign_vote(outsider.secret_key, GENESIS.chain_id, child.hash, 4, child.header.round)
                               for i in range(3)}, 4)
     forged = codec.encode([[], child.encode(), forged_qc.encode()])
-    r = fresh()
-    assert r._apply_synced(batch, 1, forged) == (1, False)
+    r, served = fresh(forged)
+    assert r._apply_synced(batch, 1, served) == (1, False)
     assert r.chain.head_height == 1
-    r = fresh()
+    r, _ = fresh(good)
     assert r._apply_synced(batch, 2, None) == (2, False)
