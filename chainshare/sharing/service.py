@@ -709,6 +709,18 @@ class SharingService:
 
     # ----------------------------------------------------------------------- owner: fetch
 
+    async def _admit(self, peer: str, agency: str, req: wire.FetchRequest | wire.QueryRequest,
+                     actions: tuple[str, ...]) -> tuple[Dataset, GrantRecord, float]:
+        """The checks a fetch and a query share: the request is fresh and its (grant, nonce) never
+        seen, this node's chain has reached the height the requester saw the grant at, and the grant
+        is valid for the peer's agency and one of ``actions``. Returns (dataset, grant, now); the
+        caller remembers the nonce once it accepts the request."""
+        now = self._clock()
+        self._replay.check(req.grant_id, req.nonce, req.issued_at, now)
+        await self._wait_for_height(req.min_height)
+        dataset, grant = self._authorize(peer, agency, req.dataset_id, req.grant_id, actions)
+        return dataset, grant, now
+
     async def _serve_fetch(self, peer: str, body: Any) -> Any:
         agency: str | None = None
         fields: dict[str, Any] = {}
@@ -716,10 +728,7 @@ class SharingService:
             req = wire.FetchRequest.from_wire(body)
             fields = {"dataset": req.dataset_id, "grant": req.grant_id}
             agency = self._peer_agency(peer)
-            now = self._clock()
-            self._replay.check(req.grant_id, req.nonce, req.issued_at, now)
-            await self._wait_for_height(req.min_height)
-            dataset, grant = self._authorize(peer, agency, req.dataset_id, req.grant_id, READ_ACTIONS)
+            dataset, grant, now = await self._admit(peer, agency, req, READ_ACTIONS)
             self._check_certificate(peer, agency, req.node_cert_pem)
             entry = self._vault_entry(dataset)
             if grant.action == cedar.ACTION_READ and self.pseudonym_key is None:
@@ -840,10 +849,7 @@ class SharingService:
             req = wire.QueryRequest.from_wire(body)
             fields = {"dataset": req.dataset_id, "grant": req.grant_id}
             agency = self._peer_agency(peer)
-            now = self._clock()
-            self._replay.check(req.grant_id, req.nonce, req.issued_at, now)
-            await self._wait_for_height(req.min_height)
-            dataset, grant = self._authorize(peer, agency, req.dataset_id, req.grant_id, COMPUTE_ACTIONS)
+            dataset, grant, now = await self._admit(peer, agency, req, COMPUTE_ACTIONS)
             schema = validate_schema(json.loads(dataset.schema_json))
             query = parse_query(req.query_json, schema)
             entry = self._vault_entry(dataset)
