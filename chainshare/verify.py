@@ -156,7 +156,7 @@ def verify_chain(source: BlockSource, progress: Callable[[int, int], None] | Non
 
 
 def _verify_view_entry(where: str, block: Block, vs: ValidatorSet, chain_id: int) -> None:
-    """The voting rule honest validators applied (CONSENSUS.md rule 2): a block's view follows its
+    """The voting rule honest validators applied (docs/consensus.md rule 2): a block's view follows its
     QC's view, or it carries a valid timeout certificate of the view before, whose highest QC view
     its QC is not below. A TC, when carried, must verify against the set of the block's height."""
     try:

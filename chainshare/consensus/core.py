@@ -15,7 +15,7 @@ environment (the node, or the simulator) to carry out, in list order:
 - ``Commit`` hands over finalized blocks, in height order, each with the QC that certifies it and
   the 2-chain proof; ``RecordEvidence`` hands over proof of an equivocation.
 
-The rules of /work/shared/CONSENSUS.md, literally (names in brackets are the functions):
+The rules of docs/consensus.md, literally (names in brackets are the functions):
 1. propose [try_propose]: the leader of view v, once it entered v by QC(v-1) or TC(v-1), asks for
    a block extending ``highest_qc.block`` that carries ``highest_qc`` and, if it entered by TC, the TC;
 2. vote [is_safe_to_vote]: only if ``v > highest_voted_view`` and ``v > B.qc.view`` and
@@ -118,7 +118,7 @@ class CoreConfig:
 
     @property
     def quorum(self) -> int:
-        """n - f: equal to CONSENSUS.md's 2f+1 when n = 3f+1, and still a safe quorum (any two
+        """n - f: equal to docs/consensus.md's 2f+1 when n = 3f+1, and still a safe quorum (any two
         share f+1 validators, so an honest one) when n is not of that form, where 2f+1 is not."""
         return self.n - self.f
 
@@ -129,7 +129,7 @@ class CoreConfig:
 @dataclass(frozen=True)
 class SafetyData:
     """What a validator persists before it signs: the last view it voted or timed out in, and the
-    highest QC it held then (CONSENSUS.md's safety state), plus ``last_tc``, the TC by which it
+    highest QC it held then (docs/consensus.md's safety state), plus ``last_tc``, the TC by which it
     entered its current view if it entered by timeout. ``last_tc`` is for liveness only: after a
     restart the validator still holds the certificate of the view it resumes in, and its timeouts
     carry it to validators that are behind (without it, validators restarted in different views

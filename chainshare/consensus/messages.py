@@ -11,7 +11,7 @@ Signatures are domain-separated by purpose, chain id and validator-set epoch
 (``ledger.quorum``: ``vote_message``, ``proposal_message``, ``timeout_message``; ``Vote`` lives there
 too, since the ledger's verifier and the Evidence contract check votes). A timeout signs (chain id,
 epoch, view, the view of the sender's highest QC): a timeout certificate (TC) therefore proves, for each signer, the highest QC
-view it reported, which is what rule 2 of CONSENSUS.md checks (``B.qc.view >= max(TC.high_qc_views)``).
+view it reported, which is what rule 2 of docs/consensus.md checks (``B.qc.view >= max(TC.high_qc_views)``).
 
 ``Crypto`` is the pure signature interface the core calls; ``BlsCrypto`` implements it with the
 network's BLS12-381 keys (``chainshare.ledger.quorum``) for the node, the simulator plugs in a fast

@@ -1,4 +1,4 @@
-"""The consensus core's rules, one hand-built event at a time (CONSENSUS.md rules 1-5, restart,
+"""The consensus core's rules, one hand-built event at a time (docs/consensus.md rules 1-5, restart,
 evidence, malformed input), its message codecs, and the BLS adapter the node plugs into it."""
 
 from __future__ import annotations

@@ -63,7 +63,7 @@ def test_quorum_intersection_holds_where_n_is_3f_plus_1() -> None:
 
 @pytest.mark.parametrize("n", [1, 4, 7])
 def test_leader_of_a_view_rotates_over_the_validators(n: int) -> None:
-    # Per /work/shared/CONSENSUS.md: leader(view) = validators[view mod n], the header round being the view.
+    # Per docs/consensus.md: leader(view) = validators[view mod n], the header round being the view.
     assert [compute_proposer_index(v, n) for v in range(2 * n + 1)] == [v % n for v in range(2 * n + 1)]
     assert sorted({compute_proposer_index(v, n) for v in range(n)}) == list(range(n))
 
