@@ -52,7 +52,13 @@ from chainshare.execution.contracts.membership import (
 )
 from chainshare.execution.genesis import get_chain_params
 from chainshare.ledger.chain import P_META, ChainStore
-from chainshare.ledger.types import Block, QuorumCertificate, decode_fields
+from chainshare.ledger.finality import (
+    FinalityProof,
+    decode_finality_proof,
+    encode_finality_proof,
+    is_finality_proof_of,
+)
+from chainshare.ledger.types import Block, QuorumCertificate
 from chainshare.logs import log_event
 from chainshare.sharing.records import encode_call
 
@@ -60,7 +66,6 @@ log = logging.getLogger("chainshare.replica")
 
 P_SAFETY = P_META + b"safety:"  # + epoch (8 bytes)
 P_SAFETY_BLOCK = P_META + b"sblock:"  # + epoch (8 bytes) + block hash
-K_FINALITY = P_META + b"finality"  # the 2-chain proof that the committed head is final
 P_EVIDENCE = b"E"
 EVIDENCE_CONTRACT = EvidenceContract()
 EVIDENCE_BACKUP_DELAY_S = 10.0
@@ -86,8 +91,7 @@ class _ServedProof:
     """A peer's finality proof: as served (kept as our head's proof once it held) and decoded."""
 
     raw: bytes
-    blocks: list[Block]  # suffix blocks past the proven block, then its certified descendant
-    qc: QuorumCertificate
+    proof: FinalityProof
 
 
 @dataclass(frozen=True)
@@ -444,27 +448,38 @@ class Replica:
         return True
 
     def _commit(self, action: core.Commit) -> None:
-        for cb in action.blocks:
-            if cb.block.height <= self.chain.head_height:
-                continue  # already stored (e.g. by block sync)
+        blocks = [cb for cb in action.blocks if cb.block.height > self.chain.head_height]  # not yet stored (sync)
+        proof_stored = False
+        for i, cb in enumerate(blocks):
             if self._is_suffix(self.chain.state, cb.block.height):
                 break  # the empty suffix after the last block of this epoch is never stored
             ex = self.executed.get(cb.block.hash)
             if ex is None:
                 ex = self._execute_for_commit(cb.block)
-            self.chain.commit_block(cb.block, ex.receipts, ex.senders, ex.state_changes, ex.accumulator, cb.qc)
+            rest = blocks[i + 1:]
+            # The last block stored goes down with what proves it final to a peer that syncs from this node
+            # alone (or to `chain verify`): the suffix blocks after it, then the certified child of the next
+            # view. In the same synced batch, so a crash never leaves a head without its proof.
+            last = not rest or self._is_suffix(_Overlay(self.chain.state, ex.state_changes), rest[0].block.height)
+            proof = (encode_finality_proof([r.block for r in rest], action.proof.block, action.proof.qc)
+                     if last else None)
+            self.chain.commit_block(cb.block, ex.receipts, ex.senders, ex.state_changes, ex.accumulator, cb.qc,
+                                    finality_proof=proof)
+            proof_stored = last
             self.stats["commits"] += 1
             if any(lg.address == MEMBERSHIP for r in ex.receipts for lg in r.logs):
                 self._membership_changed_since = cb.block.height
+            if last:
+                break
         head = self.chain.head_height
         self.executed = {h: e for h, e in self.executed.items() if e.block.height > head}
-        stale = [k for k, v in self.chain.store.iterate(P_SAFETY_BLOCK + _u64(self.vset.epoch))
-                 if _height_of(v) <= head]
-        # What proves the head final to a peer that syncs from this node alone: the suffix blocks
-        # committed after it (past the last block of a set) and the certified child of the next view.
-        tail = [cb.block.encode() for cb in action.blocks if cb.block.height > head]
-        proof = codec.encode([tail, action.proof.block.encode(), action.proof.qc.encode()])
-        self.chain.store.write_batch({K_FINALITY: proof}, tuple(stale), sync=False)
+        stale = tuple(k for k, v in self.chain.store.iterate(P_SAFETY_BLOCK + _u64(self.vset.epoch))
+                      if _height_of(v) <= head)
+        if not proof_stored:  # only suffix blocks were finalized: a newer proof of the same head
+            tail = [cb.block for cb in action.blocks if cb.block.height > head]
+            self.chain.put_finality_proof(encode_finality_proof(tail, action.proof.block, action.proof.qc), stale)
+        elif stale:
+            self.chain.store.write_batch({}, stale, sync=False)
 
     def _execute_for_commit(self, block: Block) -> ExecutedBlock:
         head = self.chain.get_head()
@@ -588,7 +603,7 @@ class Replica:
         if msg_type == REQ_HEAD:
             return self.chain.head_height
         if msg_type == REQ_PROOF:
-            return self.chain.store.get(K_FINALITY)
+            return self.chain.get_finality_proof()
         if msg_type == REQ_HASHES:
             return [self.chain.get_block(h).hash for h in self._requested_heights(body)]
         if msg_type == REQ_SYNC:
@@ -679,9 +694,6 @@ class Replica:
                     n, proven = await asyncio.get_running_loop().run_in_executor(
                         self._executor, run_on_cedar_thread, self._apply_synced, batch, confirmed, proof)
                     added += n
-                    if proven and proof is not None:
-                        # it proves our new head final: serve it to peers that sync from us
-                        self.chain.store.write_batch({K_FINALITY: proof.raw}, sync=False)
                     if n < (len(batch) if proof is not None else confirmed):
                         self.transport.strike(peer, "invalid block or finality proof in sync")
                         break
@@ -733,23 +745,16 @@ class Replica:
             raw = await self.transport.request(peer, REQ_PROOF, None, timeout=5)
             if not isinstance(raw, bytes):
                 return None
-            blocks, qc = _decode_finality_proof(raw)
+            decoded = decode_finality_proof(raw)
             served = [Block.decode(item[0]) for item in batch]
         except (ChainshareError, DecodeError, IndexError, TypeError, ValueError):
             return None
         # Blocks are committed one by one: a break in the batch must be seen before any is.
         if any(b.header.parent_hash != a.hash for a, b in zip(served, served[1:], strict=False)):
             return None
-        parent = served[-1]
-        for b in blocks:
-            if b.header.parent_hash != parent.hash or b.justify is None or b.justify.block_hash != parent.hash:
-                return None
-            parent = b
-        grandparent = blocks[-2] if len(blocks) > 1 else served[-1]
-        if (qc.block_hash == blocks[-1].hash and qc.round == blocks[-1].header.round
-                and blocks[-1].header.round == grandparent.header.round + 1):
-            return _ServedProof(raw, blocks, qc)
-        return None
+        if not is_finality_proof_of(decoded, served[-1]):
+            return None
+        return _ServedProof(raw, decoded)
 
     def _apply_synced(self, batch: list[Any], confirmed: int,
                       proof: _ServedProof | None = None) -> tuple[int, bool]:
@@ -780,16 +785,19 @@ class Replica:
         proven = (proof is not None and len(done) == len(batch) and last_set is not None
                   and self._finality_signatures_hold(proof, last_set))
         take = len(done) if proven else min(confirmed, len(done))
-        for block, qc, ex in done[:take]:
-            self.chain.commit_block(block, ex.receipts, ex.senders, ex.state_changes, ex.accumulator, qc)
+        for i, (block, qc, ex) in enumerate(done[:take]):
+            # a proof that held proves our new head final: kept with it, served to peers that sync from us
+            kept = proof.raw if proven and proof is not None and i == take - 1 else None
+            self.chain.commit_block(block, ex.receipts, ex.senders, ex.state_changes, ex.accumulator, qc,
+                                    finality_proof=kept)
         return take, proven
 
     def _finality_signatures_hold(self, proof: _ServedProof, vs: ValidatorSet) -> bool:
         """True iff every QC of ``proof`` (each block's QC of its parent, and the final QC) is
         signed by a quorum of ``vs``."""
         verifier = self._verifier(vs)
-        return (all(b.justify is not None and verifier.verify_qc(b.justify) for b in proof.blocks)
-                and verifier.verify_qc(proof.qc))
+        return (all(b.justify is not None and verifier.verify_qc(b.justify) for b in proof.proof.blocks)
+                and verifier.verify_qc(proof.proof.qc))
 
     async def run_sync_loop(self, interval_s: float = 2.0, stall_s: float = 4.0) -> None:
         """When this replica has finalized nothing for ``stall_s`` (it was down, partitioned, or
@@ -815,15 +823,6 @@ class Replica:
             return bool(agency and agency["active"])
 
         return is_allowed
-
-
-def _decode_finality_proof(raw: bytes) -> tuple[list[Block], QuorumCertificate]:
-    """The blocks of a stored finality proof (suffix blocks, then the certified child) and the QC."""
-    tail, proof_block, proof_qc = decode_fields(codec.decode(raw), 3, "finality proof")
-    if not isinstance(tail, list):
-        raise DecodeError("finality proof: the suffix must be an array")
-    return [Block.decode(b) for b in tail] + [Block.decode(proof_block)], QuorumCertificate.from_list(
-        codec.decode(proof_qc))
 
 
 def _u64(n: int) -> bytes:

@@ -24,6 +24,7 @@ from chainshare.execution.contracts import build_runtime
 from chainshare.execution.contracts.membership import ValidatorSet, get_validator_set_at
 from chainshare.execution.genesis import compute_genesis_block, parse_genesis
 from chainshare.ledger.chain import ChainStore
+from chainshare.ledger.finality import decode_finality_proof, is_finality_proof_of, is_two_chain
 from chainshare.ledger.quorum import compute_proposer_index, verify_proposal_signature, verify_qc
 from chainshare.ledger.types import Block, QuorumCertificate, Receipt
 
@@ -34,6 +35,9 @@ class BlockSource(Protocol):
     def head_height(self) -> int: ...
 
     def block(self, height: int) -> tuple[Block, QuorumCertificate | None, list[Receipt]]: ...
+
+    def finality_proof(self) -> bytes | None:
+        """The encoded proof (ledger/finality.py) that the head is final, if the source keeps one."""
 
 
 class StoreSource:
@@ -49,16 +53,29 @@ class StoreSource:
     def block(self, height: int) -> tuple[Block, QuorumCertificate | None, list[Receipt]]:
         return self.chain.get_block(height), self.chain.get_qc(height), self.chain.get_receipts(height)
 
+    def finality_proof(self) -> bytes | None:
+        return self.chain.get_finality_proof()
+
 
 class ApiSource:
+    """A node's public API. The claimed head is the block its finality proof proves when it serves
+    one (the proof and the head are read in one request, so a block finalized meanwhile does not
+    make the head look unproven), else its block number."""
+
     def __init__(self, client: Any) -> None:
         self.client = client
+        self._proof: bytes | None = None
 
     def genesis_document(self) -> bytes:
         return json.dumps(self.client.rest("/genesis")).encode()
 
     def head_height(self) -> int:
-        return int(self.client.rpc("eth_blockNumber"), 16)
+        served = self.client.rest("/finality")
+        self._proof = bytes.fromhex(served["proof"][2:]) if served.get("proof") else None
+        return int(served["height"])
+
+    def finality_proof(self) -> bytes | None:
+        return self._proof
 
     def block(self, height: int) -> tuple[Block, QuorumCertificate | None, list[Receipt]]:
         raw = self.client.rest(f"/blocks/{height}/raw")
@@ -76,10 +93,18 @@ class VerifyReport:
     transactions: int
     head_hash: str
     epochs: tuple[tuple[int, int, int], ...] = ()  # (epoch, activation height, validators) seen
+    finalized_height: int = 0  # the highest block proven final (with all its ancestors)
+    finality: str = "genesis"  # how the head's finality was proven: quorum-of-one | 2-chain | finality-proof | unproven
+
+    @property
+    def head_final(self) -> bool:
+        return self.finalized_height == self.blocks - 1
 
     def to_json(self) -> dict[str, Any]:
-        return {"ok": True, "chain_id": self.chain_id, "genesis_hash": self.genesis_hash, "blocks": self.blocks,
-                "transactions": self.transactions, "head_hash": self.head_hash,
+        return {"ok": self.head_final, "chain_id": self.chain_id, "genesis_hash": self.genesis_hash,
+                "blocks": self.blocks, "transactions": self.transactions, "head_hash": self.head_hash,
+                "head_height": self.blocks - 1, "head_final": self.head_final,
+                "finalized_height": self.finalized_height, "finality": self.finality,
                 "validator_sets": [{"epoch": e, "activation_height": a, "validators": n} for e, a, n in self.epochs]}
 
 
@@ -101,7 +126,8 @@ class _Overlay:
 
 
 def verify_chain(source: BlockSource, progress: Callable[[int, int], None] | None = None) -> VerifyReport:
-    """Re-check every block of ``source`` from genesis; raises ConsensusError at the first fault."""
+    """Re-check every block of ``source`` from genesis; raises ConsensusError at the first fault. The
+    report says up to which height the chain is proven final (``head_final`` when that is the head)."""
     genesis = parse_genesis(json.loads(source.genesis_document()))
     chain_id = genesis.chain_id
     block0, state0, acc = compute_genesis_block(genesis)
@@ -115,6 +141,7 @@ def verify_chain(source: BlockSource, progress: Callable[[int, int], None] | Non
     head = source.head_height()
     parent_set: ValidatorSet | None = None
     epochs: list[tuple[int, int, int]] = []
+    finalized, how = 0, "genesis"
     for h in range(1, head + 1):
         block, qc, receipts = source.block(h)
         where = f"block {h}"
@@ -145,6 +172,10 @@ def verify_chain(source: BlockSource, progress: Callable[[int, int], None] | Non
         if qc.block_hash != block.hash or qc.height != h or qc.round != block.header.round:
             raise ConsensusError(f"{where}: stored QC certifies another block")
         _verify_qc_at(where, "its stored QC", qc, vs, chain_id)
+        if len(vs.validators) == 1:
+            finalized, how = h, "quorum-of-one"
+        elif is_two_chain(parent, block):
+            finalized, how = h - 1, "2-chain"  # the verified QC on this block finalizes its parent
         state.apply(executed.state_changes)
         parent_set = vs
         acc = executed.accumulator
@@ -152,7 +183,34 @@ def verify_chain(source: BlockSource, progress: Callable[[int, int], None] | Non
         txs += len(block.transactions)
         if progress is not None:
             progress(h, head)
-    return VerifyReport(chain_id, "0x" + block0.hash.hex(), head + 1, txs, "0x" + parent.hash.hex(), tuple(epochs))
+    if finalized < head and parent_set is not None:
+        if _is_proven_final(source.finality_proof(), parent, parent_set, chain_id):
+            finalized, how = head, "finality-proof"
+        else:
+            how = "unproven"
+    return VerifyReport(chain_id, "0x" + block0.hash.hex(), head + 1, txs, "0x" + parent.hash.hex(), tuple(epochs),
+                        finalized, how)
+
+
+def _is_proven_final(raw: bytes | None, head: Block, vs: ValidatorSet, chain_id: int) -> bool:
+    """True iff ``raw`` is a finality proof of ``head`` whose QCs all verify against ``vs``, the set that
+    certified the head (it also certifies the empty suffix past the last block of a set)."""
+    if raw is None:
+        return False
+    try:
+        proof = decode_finality_proof(raw)
+    except DecodeError:
+        return False
+    if not is_finality_proof_of(proof, head):
+        return False
+    try:
+        for b in proof.blocks:
+            assert b.justify is not None  # checked by is_finality_proof_of
+            verify_qc(b.justify, list(vs.validators), chain_id, vs.epoch)
+        verify_qc(proof.qc, list(vs.validators), chain_id, vs.epoch)
+    except ConsensusError:
+        return False
+    return True
 
 
 def _verify_view_entry(where: str, block: Block, vs: ValidatorSet, chain_id: int) -> None:

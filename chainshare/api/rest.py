@@ -27,6 +27,7 @@ from chainshare.execution.contracts.membership import (
     get_validator_sets,
     select_validator_set,
 )
+from chainshare.ledger.finality import decode_finality_proof
 from chainshare.ledger.merkle import compute_inclusion_proof
 from chainshare.ledger.txs import decode_transaction, peek_type_and_to
 from chainshare.logs import log_event
@@ -176,6 +177,16 @@ def create_rest_app(node: Node, rpc: JsonRpc) -> FastAPI:
         qc = node.chain.get_qc(h)
         return {"height": h, "block": hx(node.chain.get_block(h).encode()), "qc": hx(qc.encode()) if qc else None,
                 "receipts": hx(codec.encode_trusted([r.to_list() for r in node.chain.get_receipts(h)]))}
+
+    @app.get("/finality", summary="The proof that the head is final (for verifiers: `chain verify --node`)")
+    async def finality() -> dict[str, Any]:
+        """``height`` is the block ``proof`` proves final (a 2-chain: ledger/finality.py), read together
+        with it; a single-validator chain keeps no proof (its blocks are final by their 1-of-1 QC)."""
+        head = node.chain.head_height
+        raw = node.chain.get_finality_proof()
+        if raw is None:
+            return {"height": head, "proof": None}
+        return {"height": decode_finality_proof(raw).proven_height, "proof": hx(raw)}
 
     @app.get("/agencies", summary="Member agencies")
     async def agencies() -> dict[str, Any]:

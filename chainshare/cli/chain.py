@@ -20,7 +20,9 @@ group = click.Group("chain", help="Inspect and verify a chain.")
 @json_option
 def verify(data_dir: Path | None, node_url: str | None, as_json: bool) -> None:
     """Re-check every block from genesis: hashes, Merkle roots, proposer signatures, QCs, and state
-    roots by re-executing every transaction. Exit 0 if all verifies, 1 at the first fault."""
+    roots by re-executing every transaction, and prove the head final (a 2-chain, or the finality
+    proof the source keeps). Exit 0 if all verifies and the head is proven final, 1 at the first
+    fault, 3 if every block verifies but the head is only certified, not proven final."""
     from chainshare.verify import ApiSource, StoreSource, verify_chain
 
     if (data_dir is None) == (node_url is None):
@@ -50,5 +52,13 @@ def verify(data_dir: Path | None, node_url: str | None, as_json: bool) -> None:
     except ConsensusError as exc:
         emit({"ok": False, "error": exc.message}, as_json, f"chain verification FAILED: {exc.message}")
         raise click.exceptions.Exit(1) from None
+    head = report.blocks - 1
+    if not report.head_final:
+        emit(report.to_json(), as_json,
+             f"chain verified, but NOT proven final past block {report.finalized_height}: blocks "
+             f"{report.finalized_height + 1}..{head} are certified by QCs, and no 2-chain or finality proof shows "
+             "they cannot be abandoned (the source may serve a certified tail that was never finalized)")
+        raise click.exceptions.Exit(3)
     emit(report.to_json(), as_json,
-         f"chain verified: {report.blocks} blocks, {report.transactions} transactions, head {report.head_hash}")
+         f"chain verified: {report.blocks} blocks, {report.transactions} transactions, head {report.head_hash} "
+         f"final ({report.finality})")

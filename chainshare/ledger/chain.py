@@ -36,6 +36,7 @@ K_GENESIS = P_META + b"genesis"
 K_HEAD = P_META + b"head"
 K_ACC = P_META + b"acc"
 K_GENESIS_DOC = P_META + b"genesis_doc"
+K_FINALITY = P_META + b"finality"  # the 2-chain proof that the head is final (ledger/finality.py)
 
 
 def _h(height: int) -> bytes:
@@ -180,8 +181,9 @@ class ChainStore:
 
     def commit_block(self, block: Block, receipts: tuple[Receipt, ...], senders: tuple[bytes, ...],
                      state_changes: dict[bytes, bytes | None], accumulator: int,
-                     qc: QuorumCertificate | None) -> None:
-        """Durably append a finalized block (one synced batch)."""
+                     qc: QuorumCertificate | None, finality_proof: bytes | None = None) -> None:
+        """Durably append a finalized block (one synced batch), with the proof that it is final when
+        given (so that a crash can never leave a head without its proof)."""
         if block.height != self._head + 1:
             raise StorageError(f"cannot append block {block.height} on head {self._head}")
         puts: dict[bytes, bytes] = {}
@@ -192,6 +194,8 @@ class ChainStore:
             else:
                 puts[P_STATE + k] = v
         tx_hashes = self._put_block(puts, block, receipts, senders, qc, accumulator)
+        if finality_proof is not None:
+            puts[K_FINALITY] = finality_proof
         self.store.write_batch(puts, tuple(deletes), sync=True)
         self.state.update(state_changes)
         self._head = block.height
@@ -277,6 +281,15 @@ class ChainStore:
     def get_senders(self, height: int) -> list[bytes]:
         raw = self.store.get(P_SENDERS + _h(height)) or b""
         return [raw[i:i + 20] for i in range(0, len(raw), 20)]
+
+    def get_finality_proof(self) -> bytes | None:
+        """The encoded proof (ledger/finality.py) that the head is final, as the replica kept it; None on
+        a single-validator chain, whose blocks are final by their 1-of-1 QC."""
+        return self.store.get(K_FINALITY)
+
+    def put_finality_proof(self, proof: bytes, deletes: tuple[bytes, ...] = ()) -> None:
+        """Keep a newer proof for the head already stored (and drop ``deletes`` in the same batch)."""
+        self.store.write_batch({K_FINALITY: proof}, deletes, sync=False)
 
     def get_qc(self, height: int) -> QuorumCertificate | None:
         raw = self.store.get(P_QC + _h(height))

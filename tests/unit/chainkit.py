@@ -35,7 +35,7 @@ from chainshare.ledger.quorum import aggregate_qc, compute_proposer_index, sign_
 from chainshare.ledger.state import DictReader, StateView
 from chainshare.ledger.store import KeyValueStore, MemoryStore
 from chainshare.ledger.txs import Transaction, decode_transaction, sign_eip1559
-from chainshare.ledger.types import Header
+from chainshare.ledger.types import Header, QuorumCertificate
 from chainshare.node import open_chain
 
 CHAIN_ID = 4242
@@ -227,6 +227,17 @@ class Chain:
                 round: int | None = None, timeout_cert: bytes | None = None) -> ExecutedBlock:
         """Build, sign, certify and commit the next block; its view (header round) is the parent's + 1
         unless ``round`` says otherwise (then pass the encoded TC that lets validators vote for it)."""
+        executed, qc = self.certify_next(raws, timestamp_ms=timestamp_ms, round=round, timeout_cert=timeout_cert)
+        self.chain.commit_block(executed.block, executed.receipts, executed.senders, executed.state_changes,
+                                executed.accumulator, qc)
+        self.accumulator = executed.accumulator
+        return executed
+
+    def certify_next(self, raws: Sequence[bytes] = (), *, timestamp_ms: int | None = None,
+                     round: int | None = None, timeout_cert: bytes | None = None,
+                     signers: Sequence[int] | None = None) -> tuple[ExecutedBlock, QuorumCertificate]:
+        """The next block, built, signed by its leader and certified by ``signers`` (indices in the set in
+        force; all by default), without committing it (what a finality proof's certified child is)."""
         chain_id = self.genesis.chain_id
         parent = self.chain.get_head()
         justify = self.chain.get_qc(parent.height) if parent.height > 0 else None
@@ -241,10 +252,8 @@ class Chain:
         block = executed.block
         signature = sign_proposal(self.keys[leader["bls_public_key"]].secret_key, chain_id, block.hash, vs.epoch)
         block = dataclasses.replace(block, signature=signature)
-        votes = {i: sign_vote(self.keys[v["bls_public_key"]].secret_key, chain_id, block.hash, block.height,
-                              block.header.round, vs.epoch) for i, v in enumerate(vs.validators)}
+        indices = range(len(vs.validators)) if signers is None else signers
+        votes = {i: sign_vote(self.keys[vs.validators[i]["bls_public_key"]].secret_key, chain_id, block.hash,
+                              block.height, block.header.round, vs.epoch) for i in indices}
         qc = aggregate_qc(block.hash, block.height, block.header.round, votes, len(vs.validators))
-        self.chain.commit_block(block, executed.receipts, executed.senders, executed.state_changes,
-                                executed.accumulator, qc)
-        self.accumulator = executed.accumulator
-        return dataclasses.replace(executed, block=block)
+        return dataclasses.replace(executed, block=block), qc

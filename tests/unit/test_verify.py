@@ -15,6 +15,7 @@ from chainshare.config import NodeConfig
 from chainshare.consensus.messages import BlsCrypto
 from chainshare.errors import ConsensusError
 from chainshare.ledger.chain import K_GENESIS_DOC, P_BLOCK, P_QC, P_RECEIPTS, ChainStore
+from chainshare.ledger.finality import encode_finality_proof
 from chainshare.ledger.quorum import aggregate_qc, sign_proposal, sign_vote
 from chainshare.ledger.store import MemoryStore
 from chainshare.ledger.txs import decode_transaction
@@ -258,3 +259,114 @@ def test_block_1_carrying_a_qc_is_refused() -> None:
     put_block(chain, 1, forged)
     with pytest.raises(ConsensusError, match="block 1: block 1 extends genesis, whose QC is implicit, but carries one"):
         audit(chain)
+
+
+# -- finality: certified is not final (docs/consensus.md rule 4) -------------------------------
+
+VALS4 = [validator(f"q{i}", "Agency A") for i in range(4)]
+GENESIS4 = make_genesis([("Agency A", [ALICE.address])], VALS4)
+
+
+def four_validator_chain(store: Any = None, blocks: int = 4) -> Chain:
+    """Blocks of consecutive views, each certified by all four validators (3 would be a quorum)."""
+    chain = Chain(GENESIS4, VALS4[0], store, other_keys=VALS4[1:])
+    for _ in range(blocks):
+        chain.produce([])
+    return chain
+
+
+def keep_proof(chain: Chain, *, round: int | None = None, signers: list[int] | None = None) -> None:
+    """Store, as the replica does, a certified child of the head (not committed) as the head's proof."""
+    child, qc = chain.certify_next(round=round, signers=signers)
+    chain.chain.put_finality_proof(encode_finality_proof([], child.block, qc))
+
+
+def tc4(chain: Chain, view: int) -> bytes:
+    """A TC of ``view`` signed by three of the four validators, reporting the head's QC view."""
+    keys = [v.public_key for v in VALS4]
+    high = chain.chain.get_head().header.round
+    sigs = {i: (high, BlsCrypto(GENESIS4.chain_id, keys, i, VALS4[i].secret_key).sign_timeout(view, high))
+            for i in range(3)}
+    return BlsCrypto(GENESIS4.chain_id, keys, 0, VALS4[0].secret_key).aggregate_tc(view, sigs, None).encode()
+
+
+def test_one_validator_chain_is_final_block_by_block() -> None:
+    report = audit(honest_chain())
+    assert report.head_final and report.finalized_height == 4 and report.finality == "quorum-of-one"
+
+
+def test_certified_head_without_a_finality_proof_is_not_reported_final() -> None:
+    """A source that serves certified blocks and no 2-chain over the last one proves only the prefix."""
+    report = audit(four_validator_chain())
+    assert report.blocks == 5 and report.finalized_height == 3 and report.finality == "unproven"
+    assert not report.head_final and report.to_json()["ok"] is False
+
+
+def test_head_with_its_finality_proof_is_final() -> None:
+    chain = four_validator_chain()
+    keep_proof(chain, signers=[1, 2, 3])  # any quorum of the set
+    report = audit(chain)
+    assert report.head_final and report.finalized_height == 4 and report.finality == "finality-proof"
+    assert report.to_json()["ok"] is True
+
+
+@pytest.mark.parametrize("forgery", ["view-gap", "too-few-signers", "forged-signature", "stale", "garbage"])
+def test_a_forged_finality_proof_does_not_make_the_head_final(forgery: str) -> None:
+    chain = four_validator_chain()
+    head = chain.chain.get_head()
+    if forgery == "view-gap":  # a certified child two views later does not finalize its parent
+        keep_proof(chain, round=head.header.round + 2)
+    elif forgery == "too-few-signers":
+        keep_proof(chain, signers=[0, 1])
+    elif forgery == "forged-signature":
+        child, qc = chain.certify_next()
+        other = chain.chain.get_qc(head.height)
+        assert other is not None
+        chain.chain.put_finality_proof(encode_finality_proof(
+            [], child.block, dataclasses.replace(qc, signature=other.signature)))
+    elif forgery == "stale":  # the proof of an earlier head
+        keep_proof(chain)
+        chain.produce([])
+    else:
+        chain.chain.put_finality_proof(b"\x93\x90\x01\x02")
+    report = audit(chain)
+    assert not report.head_final and report.finality == "unproven"
+    assert report.finalized_height == report.blocks - 2
+
+
+def test_a_tail_reached_by_timeout_is_final_only_up_to_its_last_two_chain() -> None:
+    """Views 1, 2, 3, then 5 by a TC of view 4: the QC on block 4 (view 5) does not finalize block 3
+    (view 3), so a source claiming head 4 proves only blocks up to 2; a 2-chain over block 4 then proves it."""
+    chain = four_validator_chain(blocks=3)
+    view = chain.chain.get_head().header.round + 2
+    chain.produce([], round=view, timeout_cert=tc4(chain, view - 1))
+    report = audit(chain)
+    assert (report.blocks, report.finalized_height, report.head_final) == (5, 2, False)
+    keep_proof(chain)
+    assert audit(chain).head_final
+
+
+def test_chain_verify_cli_exits_3_on_a_certified_but_unproven_head(tmp_path: Any) -> None:
+    """The command an auditor runs: exit 3 and the finalized prefix, not a green 'verified'."""
+    import subprocess
+    import sys
+
+    from chainshare.ledger.store import LevelDBStore
+
+    def verify_cli() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "chainshare", "chain", "verify", "--data-dir",
+                               str(tmp_path / "data"), "--json"], capture_output=True, text=True, timeout=120)
+
+    store = LevelDBStore(tmp_path / "data")
+    four_validator_chain(store)
+    store.close()
+    proc = verify_cli()
+    assert proc.returncode == 3, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["ok"] is False and report["head_final"] is False and report["finalized_height"] == 3
+    store = LevelDBStore(tmp_path / "data")
+    keep_proof(Chain(GENESIS4, VALS4[0], store, other_keys=VALS4[1:]))
+    store.close()
+    proc = verify_cli()
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["finality"] == "finality-proof"
