@@ -97,6 +97,7 @@ from chainshare.sharing.compute import (
     parse_query,
     run_query_on_stream,
 )
+from chainshare.sharing.pseudonym import derive_pseudonym_key
 from chainshare.sharing.records import (
     ACCESS_CONTRACT,
     COMPUTE_ACTIONS,
@@ -120,7 +121,13 @@ from chainshare.sharing.schema import (
     validate_schema,
     with_min_group,
 )
-from chainshare.sharing.vault import Vault, VaultEntry, compute_delivery_context, receive_delivery
+from chainshare.sharing.vault import (
+    Vault,
+    VaultEntry,
+    compute_delivery_context,
+    load_or_create_pseudonym_secret,
+    receive_delivery,
+)
 
 log = logging.getLogger("chainshare.sharing")
 
@@ -430,7 +437,7 @@ class SharingService:
         node: NodeLike,
         transport: Transport | None,
         vault: Vault | None,
-        pseudonym_key: bytes | None,
+        pseudonym_secret: bytes | None,
         account_key: bytes | None,
         node_key_pem: bytes,
         *,
@@ -445,7 +452,9 @@ class SharingService:
         self.node = node
         self.transport = transport
         self.vault = vault
-        self.pseudonym_key = pseudonym_key
+        # The owner-only secret every pseudonym key of this node's 'read' deliveries derives from
+        # (never sent anywhere; see chainshare.sharing.pseudonym).
+        self._pseudonym_secret = pseudonym_secret
         self.limits = limits or SharingLimits()
         self._account_key = account_key
         self.account = address_of_private_key(account_key) if account_key is not None else None
@@ -731,9 +740,9 @@ class SharingService:
             dataset, grant, now = await self._admit(peer, agency, req, READ_ACTIONS)
             self._check_certificate(peer, agency, req.node_cert_pem)
             entry = self._vault_entry(dataset)
-            if grant.action == cedar.ACTION_READ and self.pseudonym_key is None:
-                raise SharingUnavailable("this node has no consortium pseudonym key ([sharing] pseudonym_key_file): "
-                                         "it cannot serve 'read' deliveries")
+            if grant.action == cedar.ACTION_READ and self._pseudonym_secret is None:
+                raise SharingUnavailable("this node has no pseudonym secret (it lives in the vault, [sharing] "
+                                         "vault_dir): it cannot serve 'read' deliveries")
             self._check_can_record(encode_call(ACCESS_CONTRACT, "recordDelivery", grant.id, entry.content_hash,
                                                entry.content_hash, 0))
             self._capacity(peer)
@@ -759,13 +768,18 @@ class SharingService:
         tid = out.transfer_id
         schema = validate_schema(json.loads(out.dataset.schema_json))
         context = compute_delivery_context(out.grant.id, out.entry.content_hash, out.grant.action)
+        pseudonym_key = None
+        if out.grant.action == cedar.ACTION_READ:
+            assert self._pseudonym_secret is not None
+            pseudonym_key = derive_pseudonym_key(self._pseudonym_secret, self.agency, out.grant.grantee,
+                                                 out.dataset.id)
         delivery = None
         pending: asyncio.Future[bytes | None] | None = None
         try:
             delivery = await loop.run_in_executor(
                 self._executor,
                 lambda: vault.export_for(out.entry, schema, out.grant.action, out.cert_pem, context,
-                                         pseudonym_key=self.pseudonym_key,
+                                         pseudonym_key=pseudonym_key,
                                          chunk_size=self.limits.effective_chunk_size()))
             begin = wire.Begin(tid, delivery.wrapped_key, out.grant.action, out.entry.content_hash, out.entry.fmt)
             if not self._post(out.peer, wire.MSG_BEGIN, begin.to_wire()):
@@ -1331,27 +1345,11 @@ def _iso(seconds: int) -> str:
 _SERVICES: weakref.WeakKeyDictionary[Any, SharingService] = weakref.WeakKeyDictionary()
 
 
-def load_pseudonym_key(path: Path) -> bytes:
-    """The consortium pseudonym key from a file: hex (64+ digits, optional 0x) or raw bytes (32+)."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"[sharing] pseudonym_key_file {path}: {exc.strerror}") from exc
-    text = data.strip()
-    try:
-        key = bytes.fromhex(text.decode("ascii").removeprefix("0x"))
-    except (UnicodeDecodeError, ValueError):
-        key = data
-    if len(key) < 32:
-        raise ConfigError(f"[sharing] pseudonym_key_file {path} must hold at least 32 random bytes (or 64 hex digits)")
-    return key
-
-
 def build_sharing_service(node: ConfiguredNode, transport: Transport | None = None, *,
                           key_password: str | None = None) -> SharingService:
     """A SharingService from the node's configuration: [p2p] ca_cert, node_cert, node_key (the node's
-    TLS identity, whose key also unseals the vault and unwraps deliveries) and [sharing] vault_dir,
-    pseudonym_key_file, account_keystore. Passwords: ``key_password``, else none in dev_mode, else
+    TLS identity, whose key also unseals the vault, its pseudonym secret, and unwraps deliveries) and
+    [sharing] vault_dir, account_keystore. Passwords: ``key_password``, else none in dev_mode, else
     [validator] password_file / $CHAINSHARE_PASSWORD."""
     from chainshare.crypto.keystore import decrypt_account_key, read_password
 
@@ -1377,13 +1375,13 @@ def build_sharing_service(node: ConfiguredNode, transport: Transport | None = No
         password = read_password(cfg.path(cfg.validator.password_file) if cfg.validator.password_file else None)
     node_key = read(cfg.p2p.node_key, "node key")
     vault = None
+    pseudonym_secret = None
     spool = cfg.path(cfg.node.data_dir.rstrip("/") + "-sharing")
     if cfg.sharing.vault_dir:
         vault_dir = cfg.path(cfg.sharing.vault_dir)
         vault = Vault.open(vault_dir, node_key, password=password)
+        pseudonym_secret = load_or_create_pseudonym_secret(vault_dir, node_key, password=password)
         spool = vault_dir / "incoming"
-    pseudonym_key = load_pseudonym_key(cfg.path(cfg.sharing.pseudonym_key_file)) \
-        if cfg.sharing.pseudonym_key_file else None
     account_key = None
     if cfg.sharing.account_keystore:
         try:
@@ -1392,7 +1390,7 @@ def build_sharing_service(node: ConfiguredNode, transport: Transport | None = No
             raise ConfigError(f"[sharing] account_keystore is not JSON: {exc}") from exc
         account_key = decrypt_account_key(keystore, password or "")
     limits = SharingLimits(max_frame_size=cfg.p2p.max_frame_bytes)
-    return SharingService(node, transport, vault, pseudonym_key, account_key, node_key,
+    return SharingService(node, transport, vault, pseudonym_secret, account_key, node_key,
                           node_cert_pem=read(cfg.p2p.node_cert, "node certificate"),
                           ca_cert_pem=read(cfg.p2p.ca_cert, "consortium CA certificate"),
                           node_key_password=password, spool_dir=spool, limits=limits)
@@ -1444,5 +1442,5 @@ def register_sharing_service(node: object, service: SharingService) -> None:
 __all__ = [
     "LOCAL_PEER", "DeliveryFailed", "FetchResult", "PayloadTooLarge", "QueryOutcome", "ReplayGuard",
     "SharingLimits", "SharingService", "SharingUnavailable", "UploadResult", "attach_sharing",
-    "build_sharing_service", "get_sharing_service", "load_pseudonym_key", "register_sharing_service",
+    "build_sharing_service", "get_sharing_service", "register_sharing_service",
 ]

@@ -33,15 +33,14 @@ SCHEMA = {"columns": [{"name": "citizen_id", "kind": "personal"}, {"name": "dist
 
 
 def configure_data_plane(directory: Path) -> None:
-    """Give node1 of a fresh devnet its TLS identity, a vault, the pseudonym key and its agency account."""
+    """Give node1 of a fresh devnet its TLS identity, a vault (with its own pseudonym secret) and its
+    agency account."""
     node_dir = directory / "nodes" / "node1"
-    (node_dir / "pseudonym.key").write_text(secrets.token_hex(32))
-    (node_dir / "pseudonym.key").chmod(0o600)
     config = (node_dir / "node.toml").read_text()
     if "[p2p]" not in config:
         config += '\n[p2p]\nca_cert = "../../ca/ca.crt"\nnode_cert = "keys/node.crt"\nnode_key = "keys/node.key"\n'
     if "[sharing]" not in config:
-        config += ('\n[sharing]\nvault_dir = "vault"\npseudonym_key_file = "pseudonym.key"\n'
+        config += ('\n[sharing]\nvault_dir = "vault"\n'
                    'account_keystore = "../../agencies/agency1/account.json"\n')
     (node_dir / "node.toml").write_text(config)
 

@@ -45,7 +45,7 @@ from chainshare.node import Node, ValidatorKey
 from chainshare.p2p import P2PConfig, P2PNode, PeerAddress, TlsIdentity
 from chainshare.sharing import protocol as wire
 from chainshare.sharing.compute import QueryRefused
-from chainshare.sharing.pseudonym import is_pseudonym, pseudonymize
+from chainshare.sharing.pseudonym import derive_pseudonym_key, is_pseudonym, pseudonymize
 from chainshare.sharing.records import (
     ACCESS_CONTRACT,
     DATASETS_CONTRACT,
@@ -61,11 +61,11 @@ from chainshare.sharing.service import (
     SharingLimits,
     SharingService,
 )
-from chainshare.sharing.vault import Vault
+from chainshare.sharing.vault import Vault, load_or_create_pseudonym_secret
 
 T = TypeVar("T")
 A, B = "Agency A", "Agency B"
-PSEUDONYM_KEY = secrets.token_bytes(32)
+PSEUDONYM_SECRET = secrets.token_bytes(32)  # the owner node's
 SCHEMA = {"columns": [{"name": "citizen_id", "kind": "personal"}, {"name": "district", "kind": "string"},
                       {"name": "age", "kind": "integer"}, {"name": "income", "kind": "number"}], "min_group": 5}
 PERMIT_ALL = "permit (principal, action, resource);"
@@ -208,7 +208,8 @@ def events(receipt: Receipt) -> dict[str, dict[str, Any]]:
 def make_service(net_node: Node, pki: Pki, tmp: Path, name: str, agency: str, *, vault: bool) -> SharingService:
     key_pem = (pki.node_dir(name) / "node.key").read_bytes()
     return SharingService(
-        net_node, None, Vault.open(tmp / f"{name}-vault", key_pem) if vault else None, PSEUDONYM_KEY,
+        net_node, None, Vault.open(tmp / f"{name}-vault", key_pem) if vault else None,
+        PSEUDONYM_SECRET if vault else None,
         pki.keys[agency], key_pem, node_cert_pem=(pki.node_dir(name) / "node.crt").read_bytes(),
         ca_cert_pem=(pki.base / "ca" / "ca.crt").read_bytes(), spool_dir=tmp / f"{name}-spool", limits=LIMITS)
 
@@ -305,9 +306,12 @@ def test_read_delivery_pseudonymizes_personal_columns_and_is_recorded_on_chain(p
             assert result.grant_id == grant_id and result.action == "read"
             original, delivered = read_csv(dataset), read_csv(out)
             assert len(delivered) == ROWS
+            # Keyed per (owner, grantee, dataset) from the owner's secret, which the requester never holds.
+            key = derive_pseudonym_key(PSEUDONYM_SECRET, A, B, dataset_id)
+            assert net.requester._pseudonym_secret is None
             for before, after in zip(original, delivered, strict=True):
                 assert is_pseudonym(after["citizen_id"])
-                assert after["citizen_id"] == pseudonymize(before["citizen_id"], PSEUDONYM_KEY)
+                assert after["citizen_id"] == pseudonymize(before["citizen_id"], key)
                 assert {k: after[k] for k in ("district", "age", "income")} == \
                        {k: before[k] for k in ("district", "age", "income")}
             assert result.content_hash == compute_content_hash(dataset)  # the version delivered
@@ -707,12 +711,11 @@ def test_attach_sharing_builds_one_service_from_the_node_configuration(pki: Pki,
     from chainshare.config import P2PSection, SharingSection
     from chainshare.sharing.service import SharingUnavailable, attach_sharing, get_sharing_service
 
-    (tmp_path / "pseudonym.key").write_text(PSEUDONYM_KEY.hex())
     (tmp_path / "account.json").write_text((pki.base / "Agency-A" / "account.json").read_text())
     cfg = NodeConfig(
         p2p=P2PSection(ca_cert=str(pki.base / "ca" / "ca.crt"), node_cert=str(pki.node_dir("node-a") / "node.crt"),
                        node_key=str(pki.node_dir("node-a") / "node.key")),
-        sharing=SharingSection(vault_dir="vault", pseudonym_key_file="pseudonym.key", account_keystore="account.json"),
+        sharing=SharingSection(vault_dir="vault", account_keystore="account.json"),
         base_dir=tmp_path)
     key = validator("v1", A)
     bare = Node(NodeConfig(), pki.genesis, MemoryStore(), ValidatorKey(key.secret_key, key.public_key))
@@ -738,7 +741,12 @@ def test_attach_sharing_builds_one_service_from_the_node_configuration(pki: Pki,
     assert service is from_api and service.transport is not None
     assert (service.agency, service.node_name) == (A, "node-a")
     assert service.vault is not None and (tmp_path / "vault" / "vault.key").exists()
-    assert service.pseudonym_key == PSEUDONYM_KEY and service.account == address_of_private_key(pki.keys[A])
+    # The owner-only pseudonym secret is created in the vault, sealed to the node key (never in the config).
+    sealed = (tmp_path / "vault" / "pseudonym.secret").read_bytes()
+    assert service._pseudonym_secret is not None and service._pseudonym_secret not in sealed
+    assert service._pseudonym_secret == load_or_create_pseudonym_secret(
+        tmp_path / "vault", (pki.node_dir("node-a") / "node.key").read_bytes())
+    assert service.account == address_of_private_key(pki.keys[A])
     # 16 MiB of send queue: bulk data may take half of it, for two deliveries of 1 MiB chunks (+ framing).
     assert service.limits.window == 3
     node.close()
@@ -764,3 +772,18 @@ def test_a_fetch_cancelled_while_waiting_for_the_owners_record_leaves_no_file(tm
 
     asyncio.run(scenario())
     assert not path.exists()
+
+
+def test_an_old_config_with_a_consortium_pseudonym_key_gets_a_precise_error(tmp_path: Path) -> None:
+    from chainshare.config import load_config
+    from chainshare.errors import ConfigError
+
+    path = tmp_path / "node.toml"
+    path.write_text('[validator]\nkey_file = "v.json"\n[sharing]\nvault_dir = "vault"\n'
+                    'pseudonym_key_file = "../../pseudonym.key"\n')
+    with pytest.raises(ConfigError, match=r"\[sharing\] pseudonym_key_file is no longer supported: .*per owner, "
+                                          r"grantee and dataset.*Remove the setting"):
+        load_config(path, env={})
+    path.write_text('[validator]\nkey_file = "v.json"\n')
+    with pytest.raises(ConfigError, match="pseudonym_key_file is no longer supported"):
+        load_config(path, env={"CHAINSHARE_SHARING_PSEUDONYM_KEY_FILE": "k"})
