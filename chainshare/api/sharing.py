@@ -231,6 +231,32 @@ def create_sharing_router(node: ConfiguredNode) -> APIRouter:
     return router
 
 
+_METRICS = {
+    "deliveries_served": "Deliveries this node (the owner) streamed and recorded",
+    "bytes_served": "Plaintext bytes of the deliveries this node served",
+    "queries_served": "Compute-to-data queries this node answered",
+    "refusals": "Data-plane requests this node refused",
+    "deliveries_received": "Deliveries this node received, matched to their record and kept",
+    "bytes_received": "Bytes of the deliveries this node kept",
+    "deliveries_failed": "Deliveries this node (the requester) aborted or refused",
+    "deliveries_revoked": "Deliveries stopped mid-stream because the grant stopped being valid",
+    "records_failed": "Security events: deliveries this node could not record on chain (key withheld)",
+    "records_unmatched": "Security events: deliveries whose on-chain record was missing or did not match",
+}
+
+
+def collect_sharing_metrics(node: object) -> Iterator[Any]:
+    """Prometheus counters ``chainshare_sharing_<name>_total`` of the node's data plane, if attached."""
+    from prometheus_client.core import CounterMetricFamily
+
+    try:
+        stats = get_sharing_service(node, create=False).stats  # type: ignore[arg-type]
+    except SharingUnavailable:
+        return
+    for name, what in _METRICS.items():
+        yield CounterMetricFamily(f"chainshare_sharing_{name}", f"{what} since start", value=stats.get(name, 0))
+
+
 def _parse_schema_header(value: str) -> Schema:
     try:
         text = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
@@ -248,4 +274,4 @@ def _stream(file: BinaryIO, block: int = 1 << 20) -> Iterator[bytes]:
         file.close()
 
 
-__all__ = ["FetchBody", "QueryBody", "create_sharing_router"]
+__all__ = ["FetchBody", "QueryBody", "collect_sharing_metrics", "create_sharing_router"]

@@ -154,6 +154,10 @@ class DeliveryFailed(ChainshareError, RuntimeError):
     """A delivery was aborted or did not verify; nothing of it was kept."""
 
 
+class RecordFailed(DeliveryFailed):
+    """The owner could not put a delivery's record on chain, so it withheld the delivery key."""
+
+
 class _RemoteRefusal(ChainshareError):
     """A refusal on its way to a peer: the message carries the error's kind, ``[Kind] message``."""
 
@@ -385,8 +389,9 @@ class _Outgoing:
 
 
 class _Incoming:
-    """A delivery this node (the requester) receives: chunks go to a worker thread that decrypts
-    and writes them (``receive_delivery``); at most ``window`` wait in memory."""
+    """A delivery this node (the requester) receives: chunks go to a worker thread that writes the
+    ciphertext to a private spool file (at most ``window`` wait in memory); it is decrypted only
+    after the owner's record is final (``SharingService.fetch``)."""
 
     def __init__(self, service: SharingService, transfer_id: bytes, peer: str, dataset: Dataset,
                  grant: GrantRecord, dst: Path, window: int) -> None:
@@ -398,15 +403,15 @@ class _Incoming:
         self.dst = dst
         self.window = window
         self.loop = asyncio.get_running_loop()
-        self.done: asyncio.Future[FetchResult] = self.loop.create_future()
+        self.done: asyncio.Future[None] = self.loop.create_future()
         self.chunks: queue.Queue[Any] = queue.Queue()
         self.queued = 0
         self.next_seq = 0
         self.begin: wire.Begin | None = None
         self.end: wire.End | None = None
-        self.received: tuple[int, bytes] | None = None
-        self.receiver: asyncio.Future[tuple[int, bytes]] | None = None
-        self.tmp: Path | None = None
+        self.received: int | None = None  # ciphertext bytes spooled
+        self.receiver: asyncio.Future[int] | None = None
+        self.sealed: Path | None = None  # the spooled ciphertext (useless without the key in data.end)
         self.last_activity = time.monotonic()
         self.failed = False
 
@@ -474,7 +479,7 @@ class SharingService:
         self.spool_dir = Path(spool_dir)
         self.spool_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.spool_dir.chmod(0o700)
-        for stale in (*self.spool_dir.glob("dataset-*.delivery"), *self.spool_dir.glob(".*.verifying"),
+        for stale in (*self.spool_dir.glob("dataset-*.delivery"), *self.spool_dir.glob(".*.sealed"),
                       *self.spool_dir.glob(".*.partial"), *self.spool_dir.glob(".*.sample")):
             stale.unlink(missing_ok=True)  # left by a crash: plaintext never outlives a restart
         self.resolve_owner_peer: Callable[[str], str] = resolve_owner_peer or self._connected_peer_of
@@ -486,7 +491,8 @@ class SharingService:
         self._upload_lock: asyncio.Lock | None = None
         self.stats: dict[str, int] = dict.fromkeys(
             ("deliveries_served", "bytes_served", "queries_served", "refusals", "deliveries_received",
-             "bytes_received", "deliveries_failed"), 0)
+             "bytes_received", "deliveries_failed", "deliveries_revoked", "records_failed", "records_unmatched"),
+            0)
 
     # ----------------------------------------------------------------------- wiring
 
@@ -761,6 +767,9 @@ class SharingService:
         return wire.FetchAccepted(req.transfer_id, out.window).to_wire()
 
     async def _stream_delivery(self, out: _Outgoing) -> None:
+        """Stream the envelope, record the delivery, and only once that record is final send the
+        wrapped key (``data.end``): no byte is readable by the requester without its on-chain record.
+        The grant is re-checked on this node's finalized state before every chunk."""
         vault = self.vault
         assert vault is not None
         loop = asyncio.get_running_loop()
@@ -781,7 +790,7 @@ class SharingService:
                 lambda: vault.export_for(out.entry, schema, out.grant.action, out.cert_pem, context,
                                          pseudonym_key=pseudonym_key,
                                          chunk_size=self.limits.effective_chunk_size()))
-            begin = wire.Begin(tid, delivery.wrapped_key, out.grant.action, out.entry.content_hash, out.entry.fmt)
+            begin = wire.Begin(tid, out.grant.action, out.entry.content_hash, out.entry.fmt)
             if not self._post(out.peer, wire.MSG_BEGIN, begin.to_wire()):
                 raise DeliveryFailed("the requester is no longer connected")
             blocks = iter(delivery)
@@ -793,24 +802,28 @@ class SharingService:
                 if block is None:
                     break
                 await self._wait_for_credit(out, seq)
+                self._recheck_grant(out)
                 if not self._post(out.peer, wire.MSG_CHUNK, wire.Chunk(tid, seq, block).to_wire()):
                     raise DeliveryFailed("the requester is no longer connected (or too slow)")
                 seq += 1
-            record_tx, record_error = self._submit_record(encode_call(
-                ACCESS_CONTRACT, "recordDelivery", out.grant.id, out.entry.content_hash, delivery.content_hash,
-                delivery.plaintext_size))
-            end = wire.End(tid, seq, delivery.plaintext_size, delivery.content_hash, record_tx, record_error)
+            self._recheck_grant(out)
+            record_tx = await self._record_delivery(out, delivery.content_hash, delivery.plaintext_size)
+            if out.cancelled is not None:
+                raise _Cancelled(out.cancelled)
+            end = wire.End(tid, seq, delivery.plaintext_size, delivery.content_hash, record_tx, delivery.wrapped_key)
             self._post(out.peer, wire.MSG_END, end.to_wire())
             self.stats["deliveries_served"] += 1
             self.stats["bytes_served"] += delivery.plaintext_size
             log_event(log, logging.INFO, "delivery sent", peer=out.peer or self.node_name, agency=out.agency,
                       dataset=out.dataset.id, grant=out.grant.id, action=out.grant.action,
                       bytes=delivery.plaintext_size, chunks=seq, seconds=round(time.monotonic() - started, 3),
-                      record_tx="0x" + record_tx.hex() if record_tx else None, record_error=record_error)
+                      record_tx="0x" + record_tx.hex())
         except _Cancelled as exc:
             log_event(log, logging.WARNING, "delivery cancelled", peer=out.peer or self.node_name,
                       agency=out.agency, dataset=out.dataset.id, grant=out.grant.id, reason=str(exc))
         except ChainshareError as exc:
+            if isinstance(exc, Unauthorized):
+                self.stats["deliveries_revoked"] += 1
             log_event(log, logging.WARNING, "delivery aborted", peer=out.peer or self.node_name, agency=out.agency,
                       dataset=out.dataset.id, grant=out.grant.id, error=type(exc).__name__, reason=exc.message)
             self._post(out.peer, wire.MSG_ERROR, wire.Abort(tid, f"the owner aborted the delivery: {exc.message}")
@@ -826,6 +839,41 @@ class SharingService:
             if delivery is not None:
                 delivery.close()
             self._outgoing.pop(tid, None)
+
+    def _recheck_grant(self, out: _Outgoing) -> None:
+        """The grant of a running delivery is still valid on this node's finalized state (Unauthorized
+        once it is revoked or expired, or an agency is suspended)."""
+        self._authorize(out.peer, out.agency, out.dataset.id, out.grant.id, READ_ACTIONS)
+
+    async def _record_delivery(self, out: _Outgoing, delivered_hash: bytes, size: int) -> bytes:
+        """Submit ``recordDelivery`` and wait until it is final on this node's chain with the matching
+        ``DeliveryRecorded``; its transaction hash. A record that cannot be made is a security event:
+        logged at error, counted (``records_failed``), and the delivery ends without its key."""
+        call = encode_call(ACCESS_CONTRACT, "recordDelivery", out.grant.id, out.entry.content_hash, delivered_hash,
+                           size)
+        record_tx, error = self._submit_record(call)
+        try:
+            if record_tx is None:
+                raise RecordFailed(f"the delivery could not be recorded on chain: {error}")
+            deadline = time.monotonic() + self.limits.record_wait
+            while (loc := self.node.chain.get_tx_location(record_tx)) is None:
+                if out.cancelled is not None:
+                    raise _Cancelled(out.cancelled)
+                if time.monotonic() > deadline:
+                    raise RecordFailed(f"the delivery record 0x{record_tx.hex()} was not final within "
+                                       f"{self.limits.record_wait:.0f} s")
+                await asyncio.sleep(0.05)
+            receipt = self.node.chain.get_receipts(loc.height)[loc.index]
+            if receipt.status != 1:
+                raise RecordFailed(f"the delivery record 0x{record_tx.hex()} reverted: "
+                                   f"{decode_revert_reason(receipt.output)}")
+        except RecordFailed as exc:
+            self.stats["records_failed"] += 1
+            log_event(log, logging.ERROR, "delivery not recorded: key withheld", peer=out.peer or self.node_name,
+                      agency=out.agency, dataset=out.dataset.id, grant=out.grant.id, bytes=size,
+                      delivered_hash="0x" + delivered_hash.hex(), reason=exc.message)
+            raise
+        return record_tx
 
     async def _wait_for_credit(self, out: _Outgoing, seq: int) -> None:
         while True:
@@ -940,15 +988,18 @@ class SharingService:
             inc.last_activity = time.monotonic()
             while True:
                 idle = time.monotonic() - inc.last_activity
-                remaining = self.limits.idle_timeout - idle
+                # The owner sends nothing while its record becomes final: allow for that wait too.
+                remaining = self.limits.idle_timeout + self.limits.record_wait - idle
                 if remaining <= 0:
                     self._fail_incoming(inc, DeliveryFailed(
-                        f"the owner node sent nothing for {self.limits.idle_timeout:.0f} s"), notify=True)
+                        f"the owner node sent nothing for {self.limits.idle_timeout + self.limits.record_wait:.0f} s"),
+                        notify=True)
                 try:
-                    result = await asyncio.wait_for(asyncio.shield(inc.done), timeout=max(remaining, 0.01))
+                    await asyncio.wait_for(asyncio.shield(inc.done), timeout=max(remaining, 0.01))
                 except TimeoutError:
                     continue
-                return await self._confirm_record(result)
+                break
+            return await self._open_delivery(inc)
         except BaseException as exc:
             if not inc.done.done():
                 self._fail_incoming(inc, exc if isinstance(exc, ChainshareError) else DeliveryFailed(str(exc)),
@@ -959,15 +1010,56 @@ class SharingService:
             raise
         finally:
             self._incoming.pop(transfer_id, None)
+            self._discard_sealed(inc)
+
+    async def _open_delivery(self, inc: _Incoming) -> FetchResult:
+        """The spooled ciphertext, once the owner's record of it is final on this node's chain,
+        decrypted into the destination (nothing left there unless every chunk authenticated and the
+        bytes hash to what the record names)."""
+        assert inc.begin is not None and inc.end is not None and inc.sealed is not None
+        begin, end, sealed = inc.begin, inc.end, inc.sealed
+        if inc.grant.action == cedar.ACTION_READ_IDENTIFIED and end.delivered_hash != begin.content_hash:
+            raise DeliveryFailed("a read_identified delivery must be the dataset version itself, but the owner "
+                                 "announced another hash; discarded")
+        result = FetchResult(inc.dataset.id, inc.grant.id, inc.grant.action, inc.dst, end.plaintext_size,
+                             begin.content_hash, end.delivered_hash, end.record_tx, None, begin.fmt)
+        result = await self._confirm_record(result)
+        context = compute_delivery_context(inc.grant.id, begin.content_hash, inc.grant.action)
+
+        def decrypt() -> tuple[int, bytes]:
+            with sealed.open("rb") as src:
+                return receive_delivery(iter(lambda: src.read(1 << 20), b""), end.wrapped_key, self._node_key_pem,
+                                        context, inc.dst, password=self._node_key_password,
+                                        expected_hash=end.delivered_hash)
+
+        try:
+            size, _digest = await asyncio.get_running_loop().run_in_executor(self._executor, decrypt)
+        except CryptoError as exc:
+            self.stats["deliveries_failed"] += 1
+            log_event(log, logging.WARNING, "delivery refused by the requester", peer=inc.peer or self.node_name,
+                      dataset=inc.dataset.id, grant=inc.grant.id, error="CryptoError", reason=exc.message)
+            raise DeliveryFailed(f"the delivery did not verify and was discarded: {exc.message}") from None
+        except OSError as exc:
+            raise StorageError(f"cannot write the delivery to {inc.dst}: {exc.strerror}") from None
+        if size != end.plaintext_size:  # the hash matched, so this cannot happen unless the owner lied
+            inc.dst.unlink(missing_ok=True)
+            raise DeliveryFailed(f"the delivery holds {size} bytes, the owner announced {end.plaintext_size}; "
+                                 "discarded")
+        self.stats["deliveries_received"] += 1
+        self.stats["bytes_received"] += size
+        log_event(log, logging.INFO, "delivery received", peer=inc.peer or self.node_name, dataset=inc.dataset.id,
+                  grant=inc.grant.id, action=inc.grant.action, bytes=size, record_tx="0x" + end.record_tx.hex(),
+                  recorded_height=result.recorded_height)
+        return result
 
     async def _confirm_record(self, result: FetchResult) -> FetchResult:
         """Wait until the owner's record of ``result`` is final on this node's chain and check that
-        it names this grant, the version and the hash and size of the bytes received; otherwise
-        delete the file and raise DeliveryFailed (nothing unverifiable is kept)."""
+        it names this grant, the version and the hash and size of the bytes announced; otherwise
+        raise DeliveryFailed (logged at error, counted: the owner released a key without a record)."""
         try:
             if result.record_tx is None:
-                raise DeliveryFailed(f"the owner recorded no delivery on chain ({result.record_error}): the bytes "
-                                     "cannot be checked against the chain")
+                raise DeliveryFailed("the owner recorded no delivery on chain: the bytes cannot be checked "
+                                     "against the chain")
             deadline = time.monotonic() + self.limits.record_wait
             while (loc := self.node.chain.get_tx_location(result.record_tx)) is None:
                 if time.monotonic() > deadline:
@@ -984,16 +1076,10 @@ class SharingService:
                 raise DeliveryFailed(f"the owner's delivery record 0x{result.record_tx.hex()} does not match the "
                                      f"bytes received (record: {recorded or 'none, status ' + str(receipt.status)})")
         except DeliveryFailed as exc:
-            with contextlib.suppress(OSError):
-                result.path.unlink()
-            log_event(log, logging.WARNING, "delivery refused by the requester", dataset=result.dataset_id,
-                      grant=result.grant_id, error="DeliveryFailed", reason=exc.message)
+            self.stats["records_unmatched"] += 1
+            log_event(log, logging.ERROR, "delivery refused by the requester: no matching record",
+                      dataset=result.dataset_id, grant=result.grant_id, error="DeliveryFailed", reason=exc.message)
             raise DeliveryFailed(f"{exc.message}; the delivery was discarded") from None
-        except BaseException:
-            # Cancelled (or failed) before the record was checked: the bytes are unverified.
-            with contextlib.suppress(OSError):
-                result.path.unlink()
-            raise
         return replace(result, recorded_height=loc.height)
 
     def _on_requester_message(self, peer: str, msg_type: str, transfer_id: bytes, body: Any) -> None:
@@ -1027,15 +1113,9 @@ class SharingService:
         if get_version_of_hash(self.node.chain.state, inc.dataset.id, begin.content_hash) is None:
             raise DeliveryFailed(f"the owner delivers content hash 0x{begin.content_hash.hex()}, which is no "
                                  f"version of dataset {inc.dataset.id} on this node's chain")
-        fmt = check_format(begin.fmt)
-        inc.begin = wire.Begin(begin.transfer_id, begin.wrapped_key, begin.action, begin.content_hash, fmt)
-        context = compute_delivery_context(inc.grant.id, begin.content_hash, inc.grant.action)
-        expected = begin.content_hash if inc.grant.action == cedar.ACTION_READ_IDENTIFIED else None
-        tmp = inc.tmp = inc.dst.with_name(f".{inc.dst.name}.{secrets.token_hex(4)}.verifying")
-        inc.receiver = inc.loop.run_in_executor(
-            self._executor,
-            lambda: receive_delivery(inc.pieces(), begin.wrapped_key, self._node_key_pem, context, tmp,
-                                     password=self._node_key_password, expected_hash=expected))
+        inc.begin = wire.Begin(begin.transfer_id, begin.action, begin.content_hash, check_format(begin.fmt))
+        sealed = inc.sealed = self.spool_dir / f".{inc.transfer_id.hex()}.sealed"
+        inc.receiver = inc.loop.run_in_executor(self._executor, _spool_ciphertext, inc.pieces(), sealed)
         inc.receiver.add_done_callback(lambda fut: self._on_received(inc, fut))
 
     def _on_chunk(self, inc: _Incoming, chunk: wire.Chunk) -> None:
@@ -1059,9 +1139,9 @@ class SharingService:
         if inc.received is not None:
             self._finish_incoming(inc)
 
-    def _on_received(self, inc: _Incoming, fut: asyncio.Future[tuple[int, bytes]]) -> None:
+    def _on_received(self, inc: _Incoming, fut: asyncio.Future[int]) -> None:
         if inc.failed:
-            self._discard_tmp(inc)
+            self._discard_sealed(inc)
             return
         if fut.cancelled():
             self._fail_incoming(inc, DeliveryFailed("the delivery was cancelled"), notify=True)
@@ -1069,8 +1149,6 @@ class SharingService:
         exc = fut.exception()
         if exc is not None:
             error = exc if isinstance(exc, ChainshareError) else DeliveryFailed(f"delivery failed: {exc!r}")
-            if isinstance(exc, CryptoError):
-                error = DeliveryFailed(f"the delivery did not verify and was discarded: {exc.message}")
             self._fail_incoming(inc, error, notify=True)
             return
         inc.received = fut.result()
@@ -1078,30 +1156,9 @@ class SharingService:
             self._finish_incoming(inc)
 
     def _finish_incoming(self, inc: _Incoming) -> None:
-        assert inc.received is not None and inc.end is not None and inc.begin is not None
-        size, digest = inc.received
-        assert inc.tmp is not None
-        tmp = inc.tmp
-        if size != inc.end.plaintext_size or digest != inc.end.delivered_hash:
-            self._fail_incoming(inc, DeliveryFailed(
-                f"the delivery holds {size} bytes hashing to 0x{digest.hex()}, but the owner announced "
-                f"{inc.end.plaintext_size} bytes hashing to 0x{inc.end.delivered_hash.hex()}; discarded"), notify=False)
-            return
-        try:
-            os.replace(tmp, inc.dst)
-        except OSError as exc:
-            self._fail_incoming(inc, StorageError(f"cannot write the delivery to {inc.dst}: {exc.strerror}"),
-                                notify=False)
-            return
-        self.stats["deliveries_received"] += 1
-        self.stats["bytes_received"] += size
-        log_event(log, logging.INFO, "delivery received", peer=inc.peer or self.node_name, dataset=inc.dataset.id,
-                  grant=inc.grant.id, action=inc.grant.action, bytes=size,
-                  record_tx="0x" + inc.end.record_tx.hex() if inc.end.record_tx else None)
+        """Every chunk is spooled and the owner's data.end is in: ``fetch`` opens the delivery."""
         if not inc.done.done():
-            inc.done.set_result(FetchResult(inc.dataset.id, inc.grant.id, inc.grant.action, inc.dst, size,
-                                            inc.begin.content_hash, digest, inc.end.record_tx, inc.end.record_error,
-                                            inc.begin.fmt))
+            inc.done.set_result(None)
 
     def _fail_incoming(self, inc: _Incoming, exc: BaseException, *, notify: bool) -> None:
         if inc.failed:
@@ -1115,15 +1172,15 @@ class SharingService:
         if notify:
             self._post(inc.peer, wire.MSG_CANCEL, wire.Abort(inc.transfer_id, message).to_wire())
         if inc.receiver is None or inc.receiver.done():
-            self._discard_tmp(inc)
+            self._discard_sealed(inc)
         if not inc.done.done():
             inc.done.set_exception(exc)
             inc.done.exception()  # retrieved here so that an abandoned transfer logs no warning
 
     @staticmethod
-    def _discard_tmp(inc: _Incoming) -> None:
-        if inc.tmp is not None:
-            inc.tmp.unlink(missing_ok=True)
+    def _discard_sealed(inc: _Incoming) -> None:
+        if inc.sealed is not None and (inc.receiver is None or inc.receiver.done()):
+            inc.sealed.unlink(missing_ok=True)
 
     async def query(self, dataset_id: int, query: Any, *, grant_id: int | None = None) -> QueryOutcome:
         """Run an aggregate query (JSON object or text) on the owner's node under a compute grant of
@@ -1316,6 +1373,25 @@ class _SamplingReader(io.RawIOBase):
 
     def sample(self) -> bytes:
         return bytes(self._sample)
+
+
+def _spool_ciphertext(pieces: Iterator[bytes], path: Path) -> int:
+    """Write a delivery's envelope bytes to ``path`` (0600, new); the byte count. The file is
+    removed if the stream fails."""
+    total = 0
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        raise StorageError(f"cannot spool the delivery to {path}: {exc.strerror}") from exc
+    try:
+        with open(fd, "wb") as file:
+            for piece in pieces:
+                file.write(piece)
+                total += len(piece)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return total
 
 
 def _private_temp(directory: Path, suffix: str) -> tuple[int, str]:

@@ -18,9 +18,8 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, TypeVar
 
 import eth_abi
@@ -56,7 +55,6 @@ from chainshare.sharing.records import (
 from chainshare.sharing.schema import compute_content_hash, validate_schema
 from chainshare.sharing.service import (
     DeliveryFailed,
-    FetchResult,
     ReplayGuard,
     SharingLimits,
     SharingService,
@@ -570,11 +568,14 @@ def test_a_tampered_chunk_is_detected_and_nothing_is_kept(pki: Pki, tmp_path: Pa
             with pytest.raises(DeliveryFailed, match="did not verify and was discarded: envelope chunk 2 failed"):
                 await net.requester.fetch(dataset_id, out)
             assert list(out.parent.iterdir()) == []
+            assert list(net.requester.spool_dir.glob(".*.sealed")) == []  # nor its ciphertext
             await wait_until(lambda: not net.owner._outgoing, what="the owner to stop streaming")
 
     run(scenario())
     messages = [r.getMessage() for r in sharing_log.records]
-    assert "delivery refused by the requester" in messages and "delivery cancelled" in messages
+    # The requester can check the chunks only with the key, which comes after the record: the owner
+    # finished (and recorded) the delivery, the requester then refused it.
+    assert "delivery refused by the requester" in messages and "delivery sent" in messages
     assert "CN0000" not in sharing_log.text
 
 
@@ -753,25 +754,101 @@ def test_attach_sharing_builds_one_service_from_the_node_configuration(pki: Pki,
     bare.close()
 
 
-def test_a_fetch_cancelled_while_waiting_for_the_owners_record_leaves_no_file(tmp_path: Path) -> None:
-    """The bytes are kept only once the owner's record is final: a fetch cancelled before (a client
-    gone, a node stopping) must not leave the unverified file at its destination."""
-    path = tmp_path / "delivery.csv"
-    path.write_bytes(b"unverified")
-    service = SharingService.__new__(SharingService)
-    service.node = SimpleNamespace(chain=SimpleNamespace(get_tx_location=lambda tx: None))  # never final
-    service.limits = SharingLimits(record_wait=60.0)
-    result = FetchResult(1, 1, "read", path, 10, bytes(32), bytes(32), b"\x01" * 32, None, "csv")
+def _requester_spool(net: Net) -> list[str]:
+    return sorted(p.name for p in net.requester.spool_dir.iterdir() if p.name != "replay-nonces")
 
+
+def test_a_grant_revoked_mid_stream_stops_the_delivery_and_releases_no_key(
+        pki: Pki, tmp_path: Path, dataset: Path, sharing_log: pytest.LogCaptureFixture) -> None:
+    """The owner re-checks the grant before every chunk: revoked while the requester holds back its
+    acknowledgements, the delivery ends with data.error, no record and no key ever sent."""
     async def scenario() -> None:
-        task = asyncio.ensure_future(service._confirm_record(result))
-        await asyncio.sleep(0.2)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+        async with network(pki, tmp_path) as net:
+            dataset_id = await net.publish(dataset)
+            grant_id = await net.grant(B, dataset_id, "read")
+            held = asyncio.Event()
+            send = net.p2p["node-b"].send
 
-    asyncio.run(scenario())
-    assert not path.exists()
+            def holding_acks(peer: str, msg_type: str, body: Any) -> bool:
+                if msg_type == wire.MSG_ACK and not held.is_set():
+                    async def later() -> None:
+                        await held.wait()
+                        send(peer, msg_type, body)
+                    asyncio.get_running_loop().create_task(later())
+                    return True
+                return send(peer, msg_type, body)
+
+            net.p2p["node-b"].send = holding_acks  # type: ignore[method-assign]
+            out = tmp_path / "revoked.csv"
+            fetch = asyncio.ensure_future(net.requester.fetch(dataset_id, out, grant_id=grant_id))
+            await wait_until(lambda: net.chunks_sent() >= LIMITS.window, what="a first window of chunks")
+            await net.revoke(A, grant_id)  # final on the owner's chain before it may send more
+            held.set()
+            with pytest.raises(DeliveryFailed, match=f"the owner aborted the delivery: grant {grant_id} was revoked"):
+                await fetch
+            sent = [msg_type for _peer, msg_type, _body in net.sent]
+            assert wire.MSG_END not in sent and sent[-1] == wire.MSG_ERROR
+            assert net.chunks_sent() < 2 * LIMITS.window + 2  # stopped at the next chunk, not at the end
+            # The key travels only in data.end: nothing the requester received can be decrypted.
+            assert all(len(body) != 6 for _peer, msg_type, body in net.sent if msg_type != wire.MSG_CHUNK)
+            assert not out.exists() and _requester_spool(net) == []
+            trail = [i["event"] for i in audit_dataset(net.node, dataset_id)["items"]]
+            assert "DeliveryRecorded" not in trail and trail[-1] == "GrantRevoked"
+            assert net.owner.stats["deliveries_revoked"] == 1
+
+    run(scenario())
+    aborted = [r for r in sharing_log.records if r.getMessage() == "delivery aborted"]
+    assert aborted and "was revoked" in aborted[0].fields["reason"]  # type: ignore[attr-defined]
+
+
+def test_a_delivery_the_owner_cannot_record_is_a_security_event_and_releases_no_key(
+        pki: Pki, tmp_path: Path, dataset: Path, sharing_log: pytest.LogCaptureFixture) -> None:
+    async def scenario() -> None:
+        async with network(pki, tmp_path) as net:
+            dataset_id = await net.publish(dataset)
+            grant_id = await net.grant(B, dataset_id, "read")
+            net.owner.limits = replace(net.owner.limits, record_wait=1.0)
+            net.owner.submit_call = lambda to, data: (b"\x07" * 32, None)  # type: ignore[method-assign]
+            out = tmp_path / "unrecorded.csv"
+            with pytest.raises(DeliveryFailed, match="the owner aborted the delivery: the delivery record 0x0707"
+                                                     ".* was not final within 1 s"):
+                await net.requester.fetch(dataset_id, out, grant_id=grant_id)
+            assert wire.MSG_END not in [msg_type for _peer, msg_type, _body in net.sent]
+            assert not out.exists() and _requester_spool(net) == []
+            assert net.owner.stats["records_failed"] == 1
+
+    run(scenario())
+    failed = [r for r in sharing_log.records if r.getMessage() == "delivery not recorded: key withheld"]
+    assert failed and all(r.levelno == logging.ERROR for r in failed)
+
+
+def test_a_fetch_cancelled_before_the_record_is_final_leaves_nothing(pki: Pki, tmp_path: Path,
+                                                                     dataset: Path) -> None:
+    """A fetch cancelled (client gone, node stopping) after every chunk arrived but before the owner's
+    record is final leaves neither plaintext at its destination nor ciphertext in the spool."""
+    async def scenario() -> None:
+        async with network(pki, tmp_path) as net:
+            dataset_id = await net.publish(dataset)
+            grant_id = await net.grant(B, dataset_id, "read")
+            recorded = asyncio.Event()
+            honest = net.owner._record_delivery
+
+            async def slow_record(*args: Any) -> bytes:
+                recorded.set()
+                await asyncio.sleep(30)
+                return await honest(*args)
+
+            net.owner._record_delivery = slow_record  # type: ignore[method-assign]
+            out = tmp_path / "cancelled.csv"
+            fetch = asyncio.ensure_future(net.requester.fetch(dataset_id, out, grant_id=grant_id))
+            await asyncio.wait_for(recorded.wait(), 10)
+            await wait_until(lambda: _requester_spool(net) != [], what="the spooled ciphertext")
+            fetch.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await fetch
+            assert not out.exists() and _requester_spool(net) == []
+
+    run(scenario())
 
 
 def test_an_old_config_with_a_consortium_pseudonym_key_gets_a_precise_error(tmp_path: Path) -> None:
