@@ -361,23 +361,46 @@ def parse_signature_header(value: str | None) -> bytes:
         raise Unauthorized(f"header {SIGNATURE_HEADER} is not hex") from None
 
 
-def compute_upload_message(content_hash: bytes, chain_id: int) -> str:
-    """What an agency signs to upload a dataset (by its content hash) into its node's vault."""
-    return f"chainshare vault upload\n0x{content_hash.hex()}\n{chain_id}"
+def parse_nonce_header(value: str | None) -> bytes:
+    """The request nonce of header ``X-Chainshare-Nonce``: 16..64 random bytes as hex."""
+    if not value:
+        raise Unauthorized(f"header {NONCE_HEADER} (16..64 random bytes as hex, signed with the request) is missing")
+    try:
+        nonce = bytes.fromhex(value.removeprefix("0x"))
+    except ValueError:
+        raise Unauthorized(f"header {NONCE_HEADER} is not hex") from None
+    if not MIN_NONCE_LEN <= len(nonce) <= MAX_NONCE_LEN:
+        raise Unauthorized(f"header {NONCE_HEADER} must be {MIN_NONCE_LEN}..{MAX_NONCE_LEN} random bytes as hex")
+    return nonce
 
 
-def compute_fetch_message(dataset_id: int, grant_id: int | None, chain_id: int, timestamp: int) -> str:
-    """What an agency signs to have its node fetch a dataset under a grant (``auto``: the node picks
-    the agency's newest valid read grant)."""
+def _signed(kind: str, node: str, chain_id: int, fields: list[tuple[str, str]], timestamp: int, nonce: bytes) -> str:
+    lines = [f"chainshare {kind}", f"node: {node}", f"chain: {chain_id}", *(f"{k}: {v}" for k, v in fields),
+             f"time: {timestamp}", f"nonce: 0x{nonce.hex()}"]
+    return "\n".join(lines)
+
+
+def compute_upload_message(content_hash: bytes, node: str, chain_id: int, timestamp: int, nonce: bytes) -> str:
+    """What an agency signs to upload a dataset (by its content hash) into the vault of its node
+    ``node`` of chain ``chain_id`` (the audience: no other node or chain accepts it)."""
+    return _signed("vault upload", node, chain_id, [("content", f"0x{content_hash.hex()}")], timestamp, nonce)
+
+
+def compute_fetch_message(dataset_id: int, grant_id: int | None, node: str, chain_id: int, timestamp: int,
+                          nonce: bytes) -> str:
+    """What an agency signs to have its node ``node`` fetch a dataset under a grant (``auto``: the
+    node picks the agency's newest valid read grant)."""
     grant = "auto" if grant_id is None else str(grant_id)
-    return f"chainshare dataset fetch\n{dataset_id}\n{grant}\n{chain_id}\n{timestamp}"
+    return _signed("dataset fetch", node, chain_id, [("dataset", str(dataset_id)), ("grant", grant)], timestamp,
+                   nonce)
 
 
-def compute_query_message(dataset_id: int, grant_id: int | None, query_digest: bytes, chain_id: int,
-                          timestamp: int) -> str:
+def compute_query_message(dataset_id: int, grant_id: int | None, query_digest: bytes, node: str, chain_id: int,
+                          timestamp: int, nonce: bytes) -> str:
     """What an agency signs to have its node run a query (``query_digest``: ``compute_query_digest``)."""
     grant = "auto" if grant_id is None else str(grant_id)
-    return f"chainshare dataset query\n{dataset_id}\n{grant}\n0x{query_digest.hex()}\n{chain_id}\n{timestamp}"
+    return _signed("dataset query", node, chain_id, [("dataset", str(dataset_id)), ("grant", grant),
+                                                     ("query", f"0x{query_digest.hex()}")], timestamp, nonce)
 
 
 def compute_query_digest(query_json_text: bytes) -> bytes:

@@ -53,10 +53,8 @@ import logging
 import os
 import queue
 import secrets
-import threading
 import time
 import weakref
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -112,6 +110,7 @@ from chainshare.sharing.records import (
     read_grant,
     select_grant,
 )
+from chainshare.sharing.replay import ReplayStore
 from chainshare.sharing.schema import (
     Schema,
     canonical_json,
@@ -136,6 +135,7 @@ DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024**3
 _FRAME_OVERHEAD = 1024  # msgpack framing of a data.chunk around its bytes, with margin
 _SAMPLE_BYTES = 4 * 1024 * 1024
 _REPLAY_FILE = "replay-nonces"
+_SIGNED_REPLAY_FILE = "replay-signed"
 _ABORT = object()
 
 
@@ -309,62 +309,45 @@ class UploadResult:
 
 
 class ReplayGuard:
-    """Remembers (grant, nonce) of accepted requests for ``window`` seconds (on disk if ``path`` is
-    given, so that a restart does not reopen the window) and refuses stale requests."""
+    """Node-to-node requests: refuses a request issued outside ``window`` seconds of this node's
+    clock, and a (grant, nonce) accepted before; accepted ones are kept on disk (``path``) for
+    twice the window, so a restart does not reopen it."""
 
     def __init__(self, window: float, path: Path | None) -> None:
         self.window = window
-        self._path = path
-        self._seen: OrderedDict[tuple[int, bytes], float] = OrderedDict()
-        self._lock = threading.Lock()
-        if path is not None:
-            self._load(path)
+        self._store = ReplayStore(path, 2 * window)
 
-    def _load(self, path: Path) -> None:
-        now = time.time()
-        try:
-            lines = path.read_text().splitlines()
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            raise StorageError(f"cannot read the replay record {path}: {exc.strerror}") from exc
-        for line in lines:
-            parts = line.split()
-            try:
-                grant_id, nonce, seen_at = int(parts[0]), bytes.fromhex(parts[1]), float(parts[2])
-            except (IndexError, ValueError):
-                continue
-            if seen_at >= now - 2 * self.window:
-                self._seen[(grant_id, nonce)] = seen_at
-        tmp = path.with_name(path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with open(fd, "w") as file:
-            file.writelines(f"{g} {n.hex()} {t}\n" for (g, n), t in self._seen.items())
-        os.replace(tmp, path)
+    @staticmethod
+    def _key(grant_id: int, nonce: bytes) -> bytes:
+        return grant_id.to_bytes(8, "big") + nonce
 
-    def check(self, grant_id: int, nonce: bytes, issued_at: int, now: float) -> None:
+    def _check_time(self, issued_at: int, now: float) -> None:
         if abs(issued_at - now) > self.window:
             raise InvalidInput(
                 f"request issued at {_iso(issued_at)} is outside this node's window of {int(self.window)} s "
                 f"around its clock ({_iso(int(now))}): check the clocks and send a fresh request"
             )
-        with self._lock:
-            if (grant_id, nonce) in self._seen:
-                raise Unauthorized(f"replayed request: nonce 0x{nonce.hex()[:16]}... was already used with grant "
-                                   f"{grant_id}; every request needs a fresh nonce")
+
+    @staticmethod
+    def _replayed(grant_id: int, nonce: bytes) -> Unauthorized:
+        return Unauthorized(f"replayed request: nonce 0x{nonce.hex()[:16]}... was already used with grant "
+                            f"{grant_id}; every request needs a fresh nonce")
+
+    def check(self, grant_id: int, nonce: bytes, issued_at: int, now: float) -> None:
+        """Refuse a stale or already accepted request (without accepting it)."""
+        self._check_time(issued_at, now)
+        if self._key(grant_id, nonce) in self._store:
+            raise self._replayed(grant_id, nonce)
+
+    def claim(self, grant_id: int, nonce: bytes, issued_at: int, now: float) -> None:
+        """Refuse a stale or already accepted request, else accept it, durably, in the same step."""
+        self._check_time(issued_at, now)
+        if not self._store.claim(self._key(grant_id, nonce), now):
+            raise self._replayed(grant_id, nonce)
 
     def remember(self, grant_id: int, nonce: bytes, now: float) -> None:
-        with self._lock:
-            self._seen[(grant_id, nonce)] = now
-            while self._seen:
-                _key, seen_at = next(iter(self._seen.items()))
-                if seen_at >= now - 2 * self.window:
-                    break
-                self._seen.popitem(last=False)
-            if self._path is not None:
-                fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-                with open(fd, "a") as file:
-                    file.write(f"{grant_id} {nonce.hex()} {now}\n")
+        """Accept (grant, nonce) if it is not yet (a no-op after ``claim``)."""
+        self._store.claim(self._key(grant_id, nonce), now)
 
 
 # --------------------------------------------------------------------------- transfers
@@ -484,6 +467,7 @@ class SharingService:
             stale.unlink(missing_ok=True)  # left by a crash: plaintext never outlives a restart
         self.resolve_owner_peer: Callable[[str], str] = resolve_owner_peer or self._connected_peer_of
         self._replay = ReplayGuard(self.limits.request_window, self.spool_dir / _REPLAY_FILE)
+        self._signed_requests = ReplayStore(self.spool_dir / _SIGNED_REPLAY_FILE, 2 * self.limits.request_window)
         self._outgoing: dict[bytes, _Outgoing] = {}
         self._incoming: dict[bytes, _Incoming] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -728,10 +712,11 @@ class SharingService:
                      actions: tuple[str, ...]) -> tuple[Dataset, GrantRecord, float]:
         """The checks a fetch and a query share: the request is fresh and its (grant, nonce) never
         seen, this node's chain has reached the height the requester saw the grant at, and the grant
-        is valid for the peer's agency and one of ``actions``. Returns (dataset, grant, now); the
-        caller remembers the nonce once it accepts the request."""
+        is valid for the peer's agency and one of ``actions``. Returns (dataset, grant, now). The
+        nonce is spent here, atomically, whatever happens next."""
         now = self._clock()
-        self._replay.check(req.grant_id, req.nonce, req.issued_at, now)
+        # Checked and remembered in one step, before any await: a refused request spends its nonce too.
+        self._replay.claim(req.grant_id, req.nonce, req.issued_at, now)
         await self._wait_for_height(req.min_height)
         dataset, grant = self._authorize(peer, agency, req.dataset_id, req.grant_id, actions)
         return dataset, grant, now
@@ -743,7 +728,7 @@ class SharingService:
             req = wire.FetchRequest.from_wire(body)
             fields = {"dataset": req.dataset_id, "grant": req.grant_id}
             agency = self._peer_agency(peer)
-            dataset, grant, now = await self._admit(peer, agency, req, READ_ACTIONS)
+            dataset, grant, _now = await self._admit(peer, agency, req, READ_ACTIONS)
             self._check_certificate(peer, agency, req.node_cert_pem)
             entry = self._vault_entry(dataset)
             if grant.action == cedar.ACTION_READ and self._pseudonym_secret is None:
@@ -754,7 +739,6 @@ class SharingService:
             self._capacity(peer)
             if req.transfer_id in self._outgoing:
                 raise InvalidInput("transfer id already in use; send a fresh one")
-            self._replay.remember(req.grant_id, req.nonce, now)
         except ChainshareError as exc:
             self._refused(peer, agency, wire.MSG_FETCH, exc, **fields)
             raise
@@ -1216,7 +1200,22 @@ class SharingService:
         if agency != self.agency:
             who = f"agency {agency!r}" if agency else "no member agency"
             raise Unauthorized(f"the request is signed by 0x{address.hex()}, an account of {who}; this node acts "
-                               f"only for agency {self.agency!r}")
+                               f"only for agency {self.agency!r} (a signature over another node, chain, time or "
+                               "nonce than the request's recovers another address)")
+        return address
+
+    def admit_signed_request(self, message: str, signature: bytes, timestamp: int) -> bytes:
+        """The signer of an agency's signed REST request (``protocol.compute_*_message``, which names
+        this node, the chain, the time and a nonce): an account of this node's agency, within
+        ``request_window`` seconds of this node's clock, and never accepted before (checked and
+        remembered on disk in one step, so neither a restart nor a concurrent copy replays it)."""
+        now = self._clock()
+        if abs(now - timestamp) > self.limits.request_window:
+            raise Unauthorized(f"the signed request's time {timestamp} is more than {int(self.limits.request_window)} s "
+                               f"away from this node's clock ({int(now)}): sign a fresh request (check the clocks)")
+        address = self.authorize_agency_signer(message, signature)
+        if not self._signed_requests.claim(keccak256(message.encode("utf-8")), now):
+            raise Unauthorized("this signed request was already served: sign a new one (fresh nonce)")
         return address
 
     async def receive_upload(self, body: AsyncIterator[bytes], *, fmt: str, declared_hash: bytes,

@@ -363,7 +363,7 @@ def wait_expired(net: Consortium, grant_id: int) -> None:
 def spool_files(net: Consortium, name: str) -> list[str]:
     """What a node's delivery spool holds besides its replay record (a refused request leaves nothing)."""
     spool = net.dir / "nodes" / name / "vault" / "incoming"
-    return sorted(p.name for p in spool.iterdir() if p.name != "replay-nonces") if spool.exists() else []
+    return sorted(p.name for p in spool.iterdir() if not p.name.startswith("replay-")) if spool.exists() else []
 
 
 # --------------------------------------------------------------------------- an attacker's node

@@ -656,7 +656,9 @@ def test_a_failed_upload_leaves_no_vault_entry(pki: Pki, tmp_path: Path, dataset
 
 
 def test_agency_signatures_interoperate_with_eth_account(pki: Pki) -> None:
-    message = wire.compute_upload_message(b"\xab" * 32, CHAIN_ID)
+    message = wire.compute_upload_message(b"\xab" * 32, "node-a", CHAIN_ID, 1_700_000_000, b"\x01" * 16)
+    assert message == (f"chainshare vault upload\nnode: node-a\nchain: {CHAIN_ID}\ncontent: 0x" + "ab" * 32 +
+                       "\ntime: 1700000000\nnonce: 0x" + "01" * 16)
     key = pki.keys[A]
     ours = wire.sign_personal_message(key, message)
     theirs = bytes(EthAccount.sign_message(encode_defunct(text=message), key).signature)
@@ -670,11 +672,65 @@ def test_agency_signatures_interoperate_with_eth_account(pki: Pki) -> None:
 def test_the_replay_record_survives_a_restart(tmp_path: Path) -> None:
     path = tmp_path / "replay"
     now = time.time()
-    ReplayGuard(300, path).remember(7, b"n" * 16, now)
+    ReplayGuard(300, path).claim(7, b"n" * 16, int(now), now)
     restarted = ReplayGuard(300, path)
     with pytest.raises(Unauthorized, match="replayed request"):
         restarted.check(7, b"n" * 16, int(now), now)
+    with pytest.raises(Unauthorized, match="replayed request"):
+        restarted.claim(7, b"n" * 16, int(now), now)
     restarted.check(8, b"n" * 16, int(now), now)  # another grant: fine
+    with pytest.raises(InvalidInput, match="outside this node's window of 300 s"):
+        restarted.claim(9, b"n" * 16, int(now) - 301, now)
+
+
+def test_a_replay_claim_is_atomic_durable_and_expires_only_after_the_window(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from chainshare.sharing.replay import ReplayStore
+
+    path = tmp_path / "signed"
+    t0 = time.time()
+    store = ReplayStore(path, 600)
+    with ThreadPoolExecutor(8) as pool:  # eight concurrent copies of one request: exactly one is served
+        wins = list(pool.map(lambda _i: store.claim(b"request", t0), range(8)))
+    assert wins.count(True) == 1
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    with path.open("a") as file:
+        file.write("deadbe")  # a torn line from a crash mid-append
+    restarted = ReplayStore(path, 600)
+    assert b"request" in restarted and not restarted.claim(b"request", t0 + 500)
+    assert restarted.claim(b"request", t0 + 601)  # kept for the whole retention, then it may be forgotten
+    for i in range(5000):  # the file is compacted as keys expire
+        restarted.claim(i.to_bytes(4, "big"), t0 + 1000 + i)
+    assert len(path.read_text().splitlines()) < 5000
+    with pytest.raises(ValueError):
+        restarted.claim(b"", 1.0)
+
+
+def test_a_signed_rest_request_is_served_once_even_after_a_restart(pki: Pki, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with network(pki, tmp_path) as net:
+            now = int(time.time())
+            message = wire.compute_fetch_message(1, None, "node-b", CHAIN_ID, now, b"\x05" * 16)
+            signature = wire.sign_personal_message(pki.keys[B], message)
+            assert net.requester.admit_signed_request(message, signature, now) == address_of_private_key(pki.keys[B])
+            with pytest.raises(Unauthorized, match="already served"):
+                net.requester.admit_signed_request(message, signature, now)
+            restarted = make_service(net.node, pki, tmp_path, "node-b", B, vault=False)  # same spool directory
+            with pytest.raises(Unauthorized, match="already served: sign a new one"):
+                restarted.admit_signed_request(message, signature, now)
+            with pytest.raises(Unauthorized, match="more than 300 s away"):
+                other = wire.compute_fetch_message(1, None, "node-b", CHAIN_ID, now - 400, b"\x06" * 16)
+                restarted.admit_signed_request(other, wire.sign_personal_message(pki.keys[B], other), now - 400)
+            # Signed by agency B for ANOTHER node (audience): recovers another signer here.
+            elsewhere = wire.compute_fetch_message(1, None, "node-x", CHAIN_ID, now, b"\x07" * 16)
+            with pytest.raises(Unauthorized, match="an account of no member agency"):
+                restarted.admit_signed_request(message.replace("node-b", "node-x"),
+                                               wire.sign_personal_message(pki.keys[B], elsewhere)[:64] + b"\x1b",
+                                               now)
+            await restarted.close()
+
+    run(scenario())
 
 
 def test_the_audit_trail_lists_every_step_in_chain_order(pki: Pki, tmp_path: Path, dataset: Path) -> None:
@@ -755,7 +811,7 @@ def test_attach_sharing_builds_one_service_from_the_node_configuration(pki: Pki,
 
 
 def _requester_spool(net: Net) -> list[str]:
-    return sorted(p.name for p in net.requester.spool_dir.iterdir() if p.name != "replay-nonces")
+    return sorted(p.name for p in net.requester.spool_dir.iterdir() if not p.name.startswith("replay-"))
 
 
 def test_a_grant_revoked_mid_stream_stops_the_delivery_and_releases_no_key(
