@@ -57,9 +57,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("sharing-privacy"
 NODES = 4
 ROWS = 60
 DISTRICTS = ("north", "south", "east", "west")
-POLICY = ('permit (principal in [Agency::"agency2", Agency::"agency3"], action == Action::"read", resource);\n'
-          'permit (principal == Agency::"agency2", action in [Action::"read_identified", Action::"compute"], '
-          'resource);\n')
+POLICY = ('permit (principal == Agency::"agency2", action in [Action::"read", Action::"read_identified", '
+          'Action::"compute"], resource);\n'
+          'permit (principal == Agency::"agency3", action == Action::"read", resource);\n')
 SCHEMA = {"columns": [{"name": "national_id", "kind": "personal"}, {"name": "name", "kind": "personal"},
                       {"name": "district", "kind": "string"}, {"name": "age", "kind": "integer"}], "min_group": 5}
 BIG_BYTES = 16 * 1024 * 1024
