@@ -1,5 +1,6 @@
 """Attacks on the data plane of a real 4-validator devnet (issue 5, item 6): ``chainshare node run``
-processes on 127.0.0.1, one vault, agency account and pseudonym key per node, mutual TLS between them.
+processes on 127.0.0.1, one vault (with its own pseudonym secret) and agency account per node, mutual
+TLS between them.
 
 agency1 (node1) owns the datasets; its policy permits ``read`` and ``compute`` to agency2 only.
 
