@@ -8,28 +8,33 @@ later of this node's clock and its head block's time) and both agencies are acti
 is the agency of the TLS peer (its consortium certificate); the node certificate in the request is
 a valid certificate of the consortium CA naming that same node and agency (the delivery key is
 wrapped to it); the request is fresh (issued within ``request_window`` seconds of this node's
-clock) and its (grant, nonce) was never seen before (kept on disk for the window, so a restart does
-not reopen it). Each refusal is logged as one structured line (peer, agency, dataset, grant,
+clock) and its (grant, nonce) was never seen before (checked and remembered in one step, on disk
+with fsync for twice the window, so neither a restart nor a concurrent copy reopens it). Each refusal is logged as one structured line (peer, agency, dataset, grant,
 reason; never data) and answered with a precise error (NotFound, Unauthorized, InvalidInput).
 
-A delivery streams the vault's envelope (personal columns pseudonymized under ``read``, raw under
-``read_identified``) as ``data.chunk`` messages under credit-based flow control, then records the
-delivery on chain (``AccessControl.recordDelivery`` of the dataset version's content hash, the
-hash and size of the bytes delivered, signed by this node's agency account and submitted to this
-node's own mempool)
-and ends with ``data.end`` naming that transaction. A query is parsed against the dataset's
+A delivery streams the vault's envelope (personal columns pseudonymized under ``read`` with the key
+of this (owner, grantee, dataset), derived from this node's own pseudonym secret; raw under
+``read_identified``) as ``data.chunk`` messages under credit-based flow control, re-checking the
+grant on this node's finalized state before every chunk (a revocation aborts with ``data.error``).
+It then records the delivery on chain (``AccessControl.recordDelivery`` of the dataset version's
+content hash, the hash and size of the bytes delivered, signed by this node's agency account and
+submitted to this node's own mempool), waits until that record is final, and only then sends
+``data.end`` with the transaction and the wrapped delivery key: the requester cannot decrypt a
+byte that has no on-chain record. A record that cannot be made is logged at error and counted
+(``stats["records_failed"]``); the key is then never sent. A query is parsed against the dataset's
 on-chain schema, run over the decrypted vault stream under the min-group rule, and only its result
 returns; ``recordComputation`` puts the query and result hashes on chain.
 
 Requester side. ``fetch`` checks its own chain first (grant for this agency, dataset, action),
 asks the owner's node (``resolve_owner_peer``; the node itself when this agency owns the
-dataset), decrypts chunks as they arrive in a worker thread (memory flat) into a temporary file
-and keeps it only if every chunk authenticated, the envelope ended properly, the size and hash
-equal what the owner announced and, for ``read_identified``, the hash equals the dataset's
-on-chain content hash; then it waits for the owner's ``DeliveryRecorded`` to be final on its own
-chain and keeps the file only if that record names this grant, the version, and the hash and size
-of the bytes received (for ``read`` the bytes are the pseudonymized transform, which no one without
-the raw data can recompute: the record pins them on chain for auditors).
+dataset), writes the ciphertext chunks as they arrive, in a worker thread (memory flat), to a
+private spool file; on ``data.end`` it waits for the owner's ``DeliveryRecorded`` to be final on
+its own chain and checks that it names this grant, the version, and the hash and size announced;
+only then does it unwrap the key and decrypt into the destination, keeping the file only if every
+chunk authenticated, the envelope ended properly and the bytes hash to what the record names (for
+``read_identified``: the dataset's on-chain content hash; for ``read`` the pseudonymized transform,
+which no one without the raw data and the owner's secret can recompute: the record pins it on chain
+for auditors). On any failure neither ciphertext nor plaintext is left.
 
 Wiring, where the node builds its P2PNode (``get_sharing_service(node)`` builds the service from
 [p2p] and [sharing]; the REST layer gets the same instance)::
