@@ -66,10 +66,9 @@ class P2PSection:
 
 @dataclass(frozen=True)
 class SharingSection:
-    """Off-chain data plane: the encrypted vault and the consortium pseudonym key."""
+    """Off-chain data plane: the encrypted vault (which also holds the owner-only pseudonym secret)."""
 
     vault_dir: str = ""             # empty: this node holds no datasets
-    pseudonym_key_file: str = ""    # 32-byte consortium secret for keyed pseudonyms (hex or raw)
     # V3 keystore of an account of this node's agency: the owner node signs recordDelivery /
     # recordComputation with it (password: [validator] password_file / $CHAINSHARE_PASSWORD).
     account_keystore: str = ""
@@ -129,10 +128,20 @@ def _coerce(section: str, key: str, value: Any, typ: type, from_env: bool) -> An
     return value
 
 
+# Settings that no longer exist, with what to do instead (an old config gets this, not "unknown").
+_REMOVED = {
+    ("sharing", "pseudonym_key_file"): "a consortium-wide pseudonym key let every grantee reverse the pseudonyms "
+    "it received; pseudonyms are now keyed per owner, grantee and dataset from a secret that the owner's "
+    "vault creates and keeps (vault_dir/pseudonym.secret). Remove the setting and delete the shared key file",
+}
+
+
 def _build_section(name: str, values: dict[str, Any], env: dict[str, str]) -> Any:
     cls = _SECTION_TYPES[name]
     known = {f.name: f for f in fields(cls)}
-    for key in values:
+    for key in list(values) + [k for (s, k) in _REMOVED if s == name and f"CHAINSHARE_{name}_{k}".upper() in env]:
+        if (name, key) in _REMOVED:
+            raise ConfigError(f"[{name}] {key} is no longer supported: {_REMOVED[(name, key)]}")
         if key not in known:
             raise ConfigError(f"[{name}] {key}: unknown setting (known: {', '.join(sorted(known))})")
     kwargs: dict[str, Any] = {}

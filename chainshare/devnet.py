@@ -48,10 +48,7 @@ def create_devnet(directory: Path, nodes: int, base_port: int, chain_id: int = 1
     directory.mkdir(parents=True, exist_ok=True)
     ca_dir = directory / "ca"
     ca = init_ca(ca_dir, name="chainshare devnet CA", password=None)
-    # One consortium pseudonym key shared by every node (keyed pseudonyms are stable across nodes).
-    from chainshare.crypto.keystore import write_secret_file
-
-    write_secret_file(directory / "pseudonym.key", os.urandom(32).hex() + "\n")
+    # No shared pseudonym key: each node's vault creates its own owner-only pseudonym secret.
     agencies, validators, accounts, node_entries = [], [], [], []
     for i in range(1, nodes + 1):
         name = _agency_name(i)
@@ -68,7 +65,7 @@ def create_devnet(directory: Path, nodes: int, base_port: int, chain_id: int = 1
                            "bls_pop": "0x" + nid.bls_pop.hex()})
         port = base_port + i - 1
         p2p = ""
-        sharing = (f'\n[sharing]\nvault_dir = "vault"\npseudonym_key_file = "../../pseudonym.key"\n'
+        sharing = (f'\n[sharing]\nvault_dir = "vault"\n'
                    f'account_keystore = "../../agencies/{name}/account.json"\n')
         if nodes > 1:
             peers = [f"node{j}@127.0.0.1:{base_port + nodes + j - 1}" for j in range(1, nodes + 1) if j != i]

@@ -16,6 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from chainshare.api.jsonrpc import JsonRpc
 from chainshare.api.rest import create_rest_app
+from chainshare.api.sharing import collect_sharing_metrics
 from chainshare.node import Node
 
 Scope = dict[str, Any]
@@ -107,6 +108,7 @@ class _NodeCollector:
                               ("evidence", "Equivocations caught"),
                               ("invalid_blocks", "Proposals that failed re-execution")):
                 yield CounterMetricFamily(f"chainshare_consensus_{key}", f"{what} since start", value=rs[key])
+        yield from collect_sharing_metrics(node)
 
 
 def _metrics_registry(node: Node, rpc: JsonRpc) -> CollectorRegistry:

@@ -4,12 +4,16 @@ Reads (anyone who can reach the API): ``GET /datasets``, ``/datasets/{id}``, ``/
 and ``/grants/{id}``, from this node's finalized state and log indexes.
 
 Acting for this node's agency (EIP-191 ``personal_sign`` signatures by one of its accounts; see
-``chainshare.sharing.protocol`` for the exact messages):
+``chainshare.sharing.protocol`` for the exact messages). Every signed message names its audience
+(this node's name and the chain id), a time (``X-Chainshare-Timestamp``, unix seconds, within 300 s
+of this node's clock) and a nonce (``X-Chainshare-Nonce``, 16..64 random bytes as hex); the node
+serves each signed request once, ever: the record of what it served is on disk, checked and
+written in one step before any work starts (403 for a replay, even after a restart).
 
 - ``POST /vault?format=csv|jsonl[&min_group=N]`` streams the request body into the encrypted vault,
   never holding it in memory (the one path exempt from the API's 1 MiB body limit; the vault's own
   limit applies, 10 GiB by default). Headers: ``X-Chainshare-Content-Hash`` (Keccak-256
-  of the bytes), ``X-Chainshare-Signature`` over ``compute_upload_message(hash, chain id)``, and
+  of the bytes), ``X-Chainshare-Signature`` over ``compute_upload_message``, timestamp, nonce and
   optionally ``X-Chainshare-Schema`` (the schema JSON, base64url). The signature is checked BEFORE
   any byte is stored (it signs the declared hash), and after the stream the bytes must hash to the
   declared value, else the new vault entry is deleted; the rows are then checked against the schema
@@ -17,12 +21,9 @@ Acting for this node's agency (EIP-191 ``personal_sign`` signatures by one of it
   hash, size and schema to register on chain with ``Datasets.register``.
 - ``POST /datasets/{id}/fetch`` ``{"grant_id": n | null}`` fetches the dataset from its owner's node
   under a read grant of this agency (null: the newest valid one), verifies it, and streams it back
-  (the node keeps no copy). Headers: signature over ``compute_fetch_message`` and
-  ``X-Chainshare-Timestamp``.
+  (the node keeps no copy). Headers: signature over ``compute_fetch_message``, timestamp, nonce.
 - ``POST /datasets/{id}/query`` ``{"grant_id": n | null, "query": {...}}`` runs an aggregate query
   on the owner's node under a compute grant; answers the result and its on-chain hashes.
-
-A signed fetch or query is accepted once, within 300 s of its timestamp.
 """
 
 from __future__ import annotations
@@ -30,9 +31,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import threading
-import time
-from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Annotated, Any, BinaryIO
 
@@ -40,7 +38,6 @@ from fastapi import APIRouter, Body, Header, Path, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
-from chainshare.crypto.hashing import keccak256
 from chainshare.errors import ChainshareError, InvalidInput, Unauthorized
 from chainshare.sharing import protocol as wire
 from chainshare.sharing.records import (
@@ -60,11 +57,11 @@ from chainshare.sharing.service import (
     get_sharing_service,
 )
 
-SIGNED_REQUEST_WINDOW = 300
 MAX_SCHEMA_HEADER = 48 * 1024
 _ID = Annotated[int, Path(ge=1, le=MAX_ID)]
 _HASH_PATTERN = r"^0x[0-9a-fA-F]{64}$"
 _SIGNATURE_PATTERN = r"^(0x)?[0-9a-fA-F]{130}$"
+_NONCE_PATTERN = r"^(0x)?[0-9a-fA-F]{32,128}$"
 
 
 class FetchBody(BaseModel):
@@ -79,29 +76,8 @@ class QueryBody(BaseModel):
                                                    '"where": [...]} (see chainshare.sharing.compute)')
 
 
-class _SeenSignatures:
-    """Signed fetch/query requests already served (each is accepted once within the window)."""
-
-    def __init__(self) -> None:
-        self._seen: OrderedDict[bytes, float] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def claim(self, message: str, now: float) -> None:
-        """Serve a signed request once. Keyed by WHAT was signed (the message, which binds the
-        dataset, grant, chain and timestamp), never by the signature bytes: a signature has several
-        encodings (v as 27/28 or 0/1), so keying on it let a re-encoded copy replay the request."""
-        key = keccak256(message.encode())
-        with self._lock:
-            while self._seen and next(iter(self._seen.values())) < now - 2 * SIGNED_REQUEST_WINDOW:
-                self._seen.popitem(last=False)
-            if key in self._seen:
-                raise Unauthorized("this signed request was already served: sign a new one (fresh timestamp)")
-            self._seen[key] = now
-
-
 def create_sharing_router(node: ConfiguredNode) -> APIRouter:
     router = APIRouter(tags=["data sharing"])
-    seen = _SeenSignatures()
 
     def service() -> SharingService:
         try:
@@ -115,11 +91,10 @@ def create_sharing_router(node: ConfiguredNode) -> APIRouter:
         if value is None or not value.isdigit() or len(value) > 12:
             raise Unauthorized(f"header {wire.TIMESTAMP_HEADER} (unix seconds, signed with the request) is "
                                "missing or malformed")
-        timestamp = int(value)
-        if abs(time.time() - timestamp) > SIGNED_REQUEST_WINDOW:
-            raise Unauthorized(f"the signed request's timestamp {timestamp} is more than {SIGNED_REQUEST_WINDOW} s "
-                               "away from this node's clock: sign a fresh request (check the clocks)")
-        return timestamp
+        return int(value)
+
+    def audience() -> tuple[str, int]:
+        return node.cfg.node.name, node.chain_id
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -161,14 +136,17 @@ def create_sharing_router(node: ConfiguredNode) -> APIRouter:
                                             description="Keccak-256 of the uploaded bytes")],
         signature: Annotated[str, Header(alias=wire.SIGNATURE_HEADER, pattern=_SIGNATURE_PATTERN,
                                          description="personal_sign of compute_upload_message")],
+        timestamp: Annotated[str, Header(alias=wire.TIMESTAMP_HEADER, max_length=12)],
+        nonce: Annotated[str, Header(alias=wire.NONCE_HEADER, pattern=_NONCE_PATTERN)],
         schema_b64: Annotated[str | None, Header(alias=wire.SCHEMA_HEADER, max_length=MAX_SCHEMA_HEADER,
                                                  description="schema JSON, base64url")] = None,
         min_group: Annotated[int | None, Query(ge=2, le=1_000_000)] = None,
     ) -> JSONResponse:
         sharing = service()
         declared = bytes.fromhex(content_hash[2:])
-        sharing.authorize_agency_signer(wire.compute_upload_message(declared, sharing.node.chain_id),
-                                        wire.parse_signature_header(signature))
+        ts = signed_timestamp(timestamp)
+        message = wire.compute_upload_message(declared, *audience(), ts, wire.parse_nonce_header(nonce))
+        sharing.admit_signed_request(message, wire.parse_signature_header(signature), ts)
         schema = _parse_schema_header(schema_b64) if schema_b64 is not None else None
         result = await sharing.receive_upload(request.stream(), fmt=fmt, declared_hash=declared, schema=schema,
                                               min_group=min_group)
@@ -186,13 +164,13 @@ def create_sharing_router(node: ConfiguredNode) -> APIRouter:
         body: Annotated[FetchBody, Body()],
         signature: Annotated[str, Header(alias=wire.SIGNATURE_HEADER, pattern=_SIGNATURE_PATTERN)],
         timestamp: Annotated[str, Header(alias=wire.TIMESTAMP_HEADER, max_length=12)],
+        nonce: Annotated[str, Header(alias=wire.NONCE_HEADER, pattern=_NONCE_PATTERN)],
     ) -> StreamingResponse:
         sharing = service()
         ts = signed_timestamp(timestamp)
-        raw_signature = wire.parse_signature_header(signature)
-        message = wire.compute_fetch_message(dataset_id, body.grant_id, sharing.node.chain_id, ts)
-        sharing.authorize_agency_signer(message, raw_signature)
-        seen.claim(message, time.time())
+        message = wire.compute_fetch_message(dataset_id, body.grant_id, *audience(), ts,
+                                             wire.parse_nonce_header(nonce))
+        sharing.admit_signed_request(message, wire.parse_signature_header(signature), ts)
         result = await sharing.fetch(dataset_id, grant_id=body.grant_id)
         headers = {
             "X-Chainshare-Dataset": str(result.dataset_id), "X-Chainshare-Grant": str(result.grant_id),
@@ -217,18 +195,44 @@ def create_sharing_router(node: ConfiguredNode) -> APIRouter:
         body: Annotated[QueryBody, Body()],
         signature: Annotated[str, Header(alias=wire.SIGNATURE_HEADER, pattern=_SIGNATURE_PATTERN)],
         timestamp: Annotated[str, Header(alias=wire.TIMESTAMP_HEADER, max_length=12)],
+        nonce: Annotated[str, Header(alias=wire.NONCE_HEADER, pattern=_NONCE_PATTERN)],
     ) -> dict[str, Any]:
         sharing = service()
         ts = signed_timestamp(timestamp)
-        raw_signature = wire.parse_signature_header(signature)
         digest = wire.compute_query_digest(canonical_json(body.query))
-        message = wire.compute_query_message(dataset_id, body.grant_id, digest, sharing.node.chain_id, ts)
-        sharing.authorize_agency_signer(message, raw_signature)
-        seen.claim(message, time.time())
+        message = wire.compute_query_message(dataset_id, body.grant_id, digest, *audience(), ts,
+                                             wire.parse_nonce_header(nonce))
+        sharing.admit_signed_request(message, wire.parse_signature_header(signature), ts)
         outcome = await sharing.query(dataset_id, body.query, grant_id=body.grant_id)
         return outcome.to_json()
 
     return router
+
+
+_METRICS = {
+    "deliveries_served": "Deliveries this node (the owner) streamed and recorded",
+    "bytes_served": "Plaintext bytes of the deliveries this node served",
+    "queries_served": "Compute-to-data queries this node answered",
+    "refusals": "Data-plane requests this node refused",
+    "deliveries_received": "Deliveries this node received, matched to their record and kept",
+    "bytes_received": "Bytes of the deliveries this node kept",
+    "deliveries_failed": "Deliveries this node (the requester) aborted or refused",
+    "deliveries_revoked": "Deliveries stopped mid-stream because the grant stopped being valid",
+    "records_failed": "Security events: deliveries this node could not record on chain (key withheld)",
+    "records_unmatched": "Security events: deliveries whose on-chain record was missing or did not match",
+}
+
+
+def collect_sharing_metrics(node: object) -> Iterator[Any]:
+    """Prometheus counters ``chainshare_sharing_<name>_total`` of the node's data plane, if attached."""
+    from prometheus_client.core import CounterMetricFamily
+
+    try:
+        stats = get_sharing_service(node, create=False).stats  # type: ignore[arg-type]
+    except SharingUnavailable:
+        return
+    for name, what in _METRICS.items():
+        yield CounterMetricFamily(f"chainshare_sharing_{name}", f"{what} since start", value=stats.get(name, 0))
 
 
 def _parse_schema_header(value: str) -> Schema:
@@ -248,4 +252,4 @@ def _stream(file: BinaryIO, block: int = 1 << 20) -> Iterator[bytes]:
         file.close()
 
 
-__all__ = ["FetchBody", "QueryBody", "create_sharing_router"]
+__all__ = ["FetchBody", "QueryBody", "collect_sharing_metrics", "create_sharing_router"]

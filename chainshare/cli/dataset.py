@@ -69,9 +69,23 @@ def api_get(url: str, path: str, params: dict[str, Any] | None = None) -> Any:
     return response.json()
 
 
-def _chain_id(url: str) -> int:
-    with NodeClient(url) as client:
-        return int(client.rpc("eth_chainId"), 16)
+def _audience(url: str) -> tuple[str, int]:
+    """The node's name and chain id, which every signed request names (no other node replays it)."""
+    status = api_get(url, "/status")
+    try:
+        return str(status["name"]), int(status["chain_id"])
+    except (KeyError, TypeError, ValueError):
+        raise ChainshareError(f"the node at {url} did not say its name and chain id (GET /api/v1/status)") from None
+
+
+def _fresh() -> tuple[int, bytes]:
+    """A signed request's time and random nonce."""
+    return int(time.time()), secrets.token_bytes(16)
+
+
+def _signed_headers(key: bytes, message: str, timestamp: int, nonce: bytes) -> dict[str, str]:
+    return {wire.SIGNATURE_HEADER: "0x" + wire.sign_personal_message(key, message).hex(),
+            wire.TIMESTAMP_HEADER: str(timestamp), wire.NONCE_HEADER: "0x" + nonce.hex()}
 
 
 def _file_blocks(path: Path) -> Iterator[bytes]:
@@ -130,10 +144,10 @@ def publish(file: Path, title: str, policy_file: Path, schema_file: Path | None,
     assert key is not None
     with open_dataset(file) as src:
         size, content_hash = hash_stream(src)
-    chain_id = _chain_id(url)
+    timestamp, nonce = _fresh()
     headers[wire.CONTENT_HASH_HEADER] = "0x" + content_hash.hex()
-    headers[wire.SIGNATURE_HEADER] = "0x" + wire.sign_personal_message(
-        key, wire.compute_upload_message(content_hash, chain_id)).hex()
+    headers.update(_signed_headers(key, wire.compute_upload_message(content_hash, *_audience(url), timestamp, nonce),
+                                   timestamp, nonce))
     params: dict[str, Any] = {"format": fmt}
     if min_group is not None and schema_file is None:
         params["min_group"] = min_group
@@ -207,10 +221,9 @@ def fetch(dataset_id: str, out: Path, grant_id: int | None, devnet_dir: object, 
     ident = _parse_id(dataset_id, "DATASET_ID")
     url, key = resolve_actor(devnet_dir, as_agency, node_url, keystore, password_file)
     assert key is not None
-    timestamp = int(time.time())
-    message = wire.compute_fetch_message(ident, grant_id, _chain_id(url), timestamp)
-    headers = {wire.SIGNATURE_HEADER: "0x" + wire.sign_personal_message(key, message).hex(),
-               wire.TIMESTAMP_HEADER: str(timestamp)}
+    timestamp, nonce = _fresh()
+    message = wire.compute_fetch_message(ident, grant_id, *_audience(url), timestamp, nonce)
+    headers = _signed_headers(key, message, timestamp, nonce)
     tmp = out.with_name(f".{out.name}.{secrets.token_hex(4)}.partial")
     try:
         with httpx.stream("POST", url.rstrip("/") + f"/api/v1/datasets/{ident}/fetch", json={"grant_id": grant_id},
@@ -264,11 +277,10 @@ def query(dataset_id: str, query_file: Path, grant_id: int | None, devnet_dir: o
         raise InvalidInput(f"the query in {query_file} must be a JSON object")
     url, key = resolve_actor(devnet_dir, as_agency, node_url, keystore, password_file)
     assert key is not None
-    timestamp = int(time.time())
+    timestamp, nonce = _fresh()
     digest = wire.compute_query_digest(canonical_json(query_obj))
-    message = wire.compute_query_message(ident, grant_id, digest, _chain_id(url), timestamp)
-    headers = {wire.SIGNATURE_HEADER: "0x" + wire.sign_personal_message(key, message).hex(),
-               wire.TIMESTAMP_HEADER: str(timestamp)}
+    message = wire.compute_query_message(ident, grant_id, digest, *_audience(url), timestamp, nonce)
+    headers = _signed_headers(key, message, timestamp, nonce)
     try:
         response = httpx.post(url.rstrip("/") + f"/api/v1/datasets/{ident}/query",
                               json={"grant_id": grant_id, "query": query_obj}, headers=headers, timeout=_TIMEOUT)

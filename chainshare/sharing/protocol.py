@@ -7,11 +7,13 @@ a canonical-msgpack array, validated field by field by ``from_wire``)::
     requester                                   owner
     data.fetch  (request) ───────────────────►  re-checks the grant on its own finalized chain
                 ◄─────────────────── response   FetchAccepted [transfer id, window]
-                ◄───────────────────────────── data.begin  [transfer id, wrapped key, action, version hash, format]
-                ◄───────────────────────────── data.chunk  [transfer id, seq, bytes] (seq 0 = envelope header)
+                ◄───────────────────────────── data.begin  [transfer id, action, version hash, format]
+                ◄───────────────────────────── data.chunk  [transfer id, seq, bytes] (seq 0 = envelope header;
+                                                            the grant is re-checked before each chunk)
     data.ack    ─────────────────────────────►  [transfer id, seq]: at most ``window`` chunks unacknowledged
+                                                records the delivery on chain and waits until it is final
                 ◄───────────────────────────── data.end    [transfer id, chunks, bytes, delivered hash,
-                                                            record tx hash | None, record error | None]
+                                                            record tx hash, wrapped key]
                 ◄───────────────────────────── data.error  [transfer id, message]  (owner aborts)
     data.cancel ─────────────────────────────►  [transfer id, reason]              (requester aborts)
 
@@ -21,7 +23,12 @@ a canonical-msgpack array, validated field by field by ``from_wire``)::
 
 A delivery is the vault's streaming envelope (``Vault.export_for``), one envelope block per
 ``data.chunk``; its key is wrapped to the requester node's certified P-256 key under a context
-binding grant, dataset version and action (``vault.compute_delivery_context``). A frame is at most
+binding grant, dataset version and action (``vault.compute_delivery_context``). The wrapped key
+travels only in ``data.end``, which the owner sends once its ``recordDelivery`` (grant, version,
+hash and size of the bytes sent) is final on its chain: until then the requester holds ciphertext
+it cannot decrypt, so no byte becomes readable without a matching on-chain record, and a grant
+revoked mid-stream (the owner re-checks it on its finalized state before every chunk) ends the
+delivery with ``data.error`` and no key. A frame is at most
 a few MiB, so a dataset of any size flows as a sequence of chunks with credit-based flow control
 (``data.ack``): memory stays flat at both ends and bulk data never queues more than ``window``
 chunks ahead of consensus traffic on the same connection.
@@ -33,8 +40,10 @@ there). Who asks is the TLS peer: its certificate's agency must be the grantee.
 
 Agency to its own node (REST, see ``chainshare.api.sharing``): EIP-191 ``personal_sign``
 signatures by an account of the node's agency over the messages built below, in the headers
-``X-Chainshare-Signature`` (65 bytes r || s || v, hex) and, for fetch and query,
-``X-Chainshare-Timestamp`` (unix seconds).
+``X-Chainshare-Signature`` (65 bytes r || s || v, hex), ``X-Chainshare-Timestamp`` (unix seconds)
+and ``X-Chainshare-Nonce`` (16..64 random bytes, hex). Every message names its audience (the node's
+name and the chain id), its time and its nonce: the node serves a signed request once, ever (its
+replay record is on disk), and only within its time window.
 """
 
 from __future__ import annotations
@@ -46,7 +55,7 @@ from chainshare.crypto.hashing import keccak256
 from chainshare.crypto.secp import recover_address, sign_hash
 from chainshare.errors import CryptoError, InvalidInput, Unauthorized
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: the wrapped key moved from data.begin to data.end (after the record)
 MSG_PREFIX = "data."
 MSG_FETCH = "data.fetch"
 MSG_QUERY = "data.query"
@@ -73,6 +82,7 @@ MAX_ID = 2**64 - 1
 
 SIGNATURE_HEADER = "X-Chainshare-Signature"
 TIMESTAMP_HEADER = "X-Chainshare-Timestamp"
+NONCE_HEADER = "X-Chainshare-Nonce"
 CONTENT_HASH_HEADER = "X-Chainshare-Content-Hash"
 SCHEMA_HEADER = "X-Chainshare-Schema"
 
@@ -229,20 +239,18 @@ class QueryAnswer:
 @dataclass(frozen=True)
 class Begin:
     transfer_id: bytes
-    wrapped_key: bytes
     action: str
     content_hash: bytes  # the dataset version delivered (its on-chain content hash)
     fmt: str
 
     def to_wire(self) -> list[Any]:
-        return [self.transfer_id, self.wrapped_key, self.action, self.content_hash, self.fmt]
+        return [self.transfer_id, self.action, self.content_hash, self.fmt]
 
     @classmethod
     def from_wire(cls, body: Any) -> Begin:
-        v = _list(body, 5, MSG_BEGIN)
-        return cls(_bytes(v[0], "transfer id", TRANSFER_ID_LEN, TRANSFER_ID_LEN),
-                   _bytes(v[1], "wrapped key", 1, MAX_WRAPPED_KEY_BYTES), _text(v[2], "action", 32),
-                   _bytes(v[3], "content hash", 32, 32), _text(v[4], "format", 16))
+        v = _list(body, 4, MSG_BEGIN)
+        return cls(_bytes(v[0], "transfer id", TRANSFER_ID_LEN, TRANSFER_ID_LEN), _text(v[1], "action", 32),
+                   _bytes(v[2], "content hash", 32, 32), _text(v[3], "format", 16))
 
 
 @dataclass(frozen=True)
@@ -277,23 +285,25 @@ class Ack:
 
 @dataclass(frozen=True)
 class End:
+    """Sent only once the delivery's record is final on the owner's chain; carries the key."""
+
     transfer_id: bytes
     chunks: int
     plaintext_size: int
     delivered_hash: bytes
-    record_tx: bytes | None
-    record_error: str | None
+    record_tx: bytes  # the owner's recordDelivery transaction (final)
+    wrapped_key: bytes  # the delivery key, wrapped to the requester node's certified key
 
     def to_wire(self) -> list[Any]:
         return [self.transfer_id, self.chunks, self.plaintext_size, self.delivered_hash, self.record_tx,
-                self.record_error]
+                self.wrapped_key]
 
     @classmethod
     def from_wire(cls, body: Any) -> End:
         v = _list(body, 6, MSG_END)
         return cls(_bytes(v[0], "transfer id", TRANSFER_ID_LEN, TRANSFER_ID_LEN), _uint(v[1], "chunk count"),
                    _uint(v[2], "delivered size"), _bytes(v[3], "delivered hash", 32, 32),
-                   _optional_hash(v[4], "record tx"), _optional_text(v[5], "record error"))
+                   _bytes(v[4], "record tx", 32, 32), _bytes(v[5], "wrapped key", 1, MAX_WRAPPED_KEY_BYTES))
 
 
 @dataclass(frozen=True)
@@ -351,23 +361,46 @@ def parse_signature_header(value: str | None) -> bytes:
         raise Unauthorized(f"header {SIGNATURE_HEADER} is not hex") from None
 
 
-def compute_upload_message(content_hash: bytes, chain_id: int) -> str:
-    """What an agency signs to upload a dataset (by its content hash) into its node's vault."""
-    return f"chainshare vault upload\n0x{content_hash.hex()}\n{chain_id}"
+def parse_nonce_header(value: str | None) -> bytes:
+    """The request nonce of header ``X-Chainshare-Nonce``: 16..64 random bytes as hex."""
+    if not value:
+        raise Unauthorized(f"header {NONCE_HEADER} (16..64 random bytes as hex, signed with the request) is missing")
+    try:
+        nonce = bytes.fromhex(value.removeprefix("0x"))
+    except ValueError:
+        raise Unauthorized(f"header {NONCE_HEADER} is not hex") from None
+    if not MIN_NONCE_LEN <= len(nonce) <= MAX_NONCE_LEN:
+        raise Unauthorized(f"header {NONCE_HEADER} must be {MIN_NONCE_LEN}..{MAX_NONCE_LEN} random bytes as hex")
+    return nonce
 
 
-def compute_fetch_message(dataset_id: int, grant_id: int | None, chain_id: int, timestamp: int) -> str:
-    """What an agency signs to have its node fetch a dataset under a grant (``auto``: the node picks
-    the agency's newest valid read grant)."""
+def _signed(kind: str, node: str, chain_id: int, fields: list[tuple[str, str]], timestamp: int, nonce: bytes) -> str:
+    lines = [f"chainshare {kind}", f"node: {node}", f"chain: {chain_id}", *(f"{k}: {v}" for k, v in fields),
+             f"time: {timestamp}", f"nonce: 0x{nonce.hex()}"]
+    return "\n".join(lines)
+
+
+def compute_upload_message(content_hash: bytes, node: str, chain_id: int, timestamp: int, nonce: bytes) -> str:
+    """What an agency signs to upload a dataset (by its content hash) into the vault of its node
+    ``node`` of chain ``chain_id`` (the audience: no other node or chain accepts it)."""
+    return _signed("vault upload", node, chain_id, [("content", f"0x{content_hash.hex()}")], timestamp, nonce)
+
+
+def compute_fetch_message(dataset_id: int, grant_id: int | None, node: str, chain_id: int, timestamp: int,
+                          nonce: bytes) -> str:
+    """What an agency signs to have its node ``node`` fetch a dataset under a grant (``auto``: the
+    node picks the agency's newest valid read grant)."""
     grant = "auto" if grant_id is None else str(grant_id)
-    return f"chainshare dataset fetch\n{dataset_id}\n{grant}\n{chain_id}\n{timestamp}"
+    return _signed("dataset fetch", node, chain_id, [("dataset", str(dataset_id)), ("grant", grant)], timestamp,
+                   nonce)
 
 
-def compute_query_message(dataset_id: int, grant_id: int | None, query_digest: bytes, chain_id: int,
-                          timestamp: int) -> str:
+def compute_query_message(dataset_id: int, grant_id: int | None, query_digest: bytes, node: str, chain_id: int,
+                          timestamp: int, nonce: bytes) -> str:
     """What an agency signs to have its node run a query (``query_digest``: ``compute_query_digest``)."""
     grant = "auto" if grant_id is None else str(grant_id)
-    return f"chainshare dataset query\n{dataset_id}\n{grant}\n0x{query_digest.hex()}\n{chain_id}\n{timestamp}"
+    return _signed("dataset query", node, chain_id, [("dataset", str(dataset_id)), ("grant", grant),
+                                                     ("query", f"0x{query_digest.hex()}")], timestamp, nonce)
 
 
 def compute_query_digest(query_json_text: bytes) -> bytes:

@@ -1,9 +1,18 @@
 """Keyed pseudonyms for personal columns, and the row transform applied to a ``read`` delivery.
 
-``pseudonymize(value, key)`` is HMAC-SHA256 under the consortium pseudonym key, so every node that
-holds the key maps the same identifier to the same pseudonym (datasets of different agencies still
-join on it), and nobody without the key can recompute or reverse it: unlike a plain hash, a
-pseudonym of a small identifier space (national ids, phone numbers) cannot be brute-forced.
+A pseudonym is HMAC-SHA256 under a key that only the owner's node can compute:
+``derive_pseudonym_key(owner_secret, owner, grantee, dataset_id)`` (HKDF-SHA256) from the owner
+node's own random pseudonym secret (``vault.load_or_create_pseudonym_secret``: it lives sealed in
+the owner's vault and never leaves it). So:
+
+- the owner's node applies the pseudonymization BEFORE a ``read`` delivery is encrypted; the key
+  never travels, and the grantee's node holds nothing that recomputes (or brute-forces) the
+  pseudonyms it receives, however small the identifier space;
+- two grantees of the same dataset, and one grantee of two datasets, receive unrelated pseudonyms
+  for the same person (the key is per (owner, grantee, dataset)); the same grantee gets the same
+  pseudonyms from every version of one dataset, so it can follow updates;
+- linking a person across agencies or datasets is not a side effect of ``read``: it needs the raw
+  identifiers (``read_identified``, a separately granted and recorded action).
 
 A ``read`` delivery carries personal columns as pseudonyms; ``read_identified`` carries them raw.
 Fail closed: under ``read`` a column the schema does not declare (a JSON key or CSV header the
@@ -22,7 +31,9 @@ from typing import Any, BinaryIO
 
 import orjson
 from cryptography.hazmat.primitives import hashes, hmac
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from chainshare import codec
 from chainshare.crypto.envelope import new_keccak256
 from chainshare.errors import InvalidInput
 from chainshare.sharing.schema import (
@@ -45,29 +56,42 @@ DELIVERY_ACTIONS = (ACTION_READ, ACTION_READ_IDENTIFIED)
 PSEUDONYM_PREFIX = "ps_"
 PSEUDONYM_BYTES = 16
 MIN_KEY_LEN = 32
-# Domain separation: the consortium key may be used for other MACs; v1 lets the scheme evolve.
-_DOMAIN = b"chainshare/pseudonym/v1\x00"
+PSEUDONYM_KEY_LEN = 32
+# Domain separation; v2: keys per (owner, grantee, dataset) (v1 used one consortium-wide key).
+_DOMAIN = b"chainshare/pseudonym/v2\x00"
+_KDF_SALT = b"chainshare/pseudonym-key/v2"
 _CACHE_LIMIT = 16384
 _PSEUDONYM_RE = re.compile(r"ps_[0-9a-f]{32}")
 _OUTPUT_BLOCK = 256 * 1024
 
 
-def check_consortium_key(key: object) -> bytes:
+def check_pseudonym_key(key: object) -> bytes:
     if not isinstance(key, (bytes, bytearray)) or len(key) < MIN_KEY_LEN:
-        raise InvalidInput(
-            f"the consortium pseudonym key must be at least {MIN_KEY_LEN} random bytes "
-            "(the same key on every node, distributed by the consortium)"
-        )
+        raise InvalidInput(f"a pseudonym key (or the owner's pseudonym secret) must be at least {MIN_KEY_LEN} "
+                           "random bytes")
     return bytes(key)
 
 
-def pseudonymize(value: str, consortium_key: bytes) -> str:
+def derive_pseudonym_key(owner_secret: bytes, owner: str, grantee: str, dataset_id: int) -> bytes:
+    """The key of the pseudonyms that ``grantee`` receives from dataset ``dataset_id`` of agency
+    ``owner``: HKDF-SHA256 of the owner node's secret, bound to the three. Without the secret, keys
+    of different (grantee, dataset) pairs are independent, and none reveals the secret."""
+    if not isinstance(owner, str) or not isinstance(grantee, str) or not owner or not grantee:
+        raise InvalidInput("a pseudonym key is derived for a named owner agency and grantee agency")
+    if isinstance(dataset_id, bool) or not isinstance(dataset_id, int) or dataset_id < 1:
+        raise InvalidInput("a pseudonym key is derived for a dataset id >= 1")
+    info = codec.encode(["chainshare/pseudonym-key/v2", owner, grantee, dataset_id])
+    return HKDF(algorithm=hashes.SHA256(), length=PSEUDONYM_KEY_LEN, salt=_KDF_SALT,
+                info=info).derive(check_pseudonym_key(owner_secret))
+
+
+def pseudonymize(value: str, pseudonym_key: bytes) -> str:
     """``ps_`` + 32 hex digits (the first 128 bits of HMAC-SHA256 of the UTF-8 value): equal for
     equal values under the same key, unlinkable to the value without the key. The value is used
     exactly as given: normalise identifiers (case, spaces) before calling if the domain needs it."""
     if not isinstance(value, str):
         raise InvalidInput(f"a pseudonymized value must be a string, not {type(value).__name__}")
-    return Pseudonymizer(consortium_key).text(value)
+    return Pseudonymizer(pseudonym_key).text(value)
 
 
 def is_pseudonym(value: object) -> bool:
@@ -78,9 +102,9 @@ class Pseudonymizer:
     """``pseudonymize`` for any cell value, keyed once, with a small bounded cache (identifiers
     repeat across rows)."""
 
-    def __init__(self, consortium_key: bytes) -> None:
+    def __init__(self, pseudonym_key: bytes) -> None:
         # The key and the domain prefix are absorbed once; each value costs one copy + update.
-        self._mac = hmac.HMAC(check_consortium_key(consortium_key), hashes.SHA256())
+        self._mac = hmac.HMAC(check_pseudonym_key(pseudonym_key), hashes.SHA256())
         self._mac.update(_DOMAIN)
         self._cache: dict[str, str] = {}
 
@@ -118,7 +142,7 @@ def check_action(action: str) -> str:
 
 
 def transform_rows(
-    rows: Iterable[Mapping[str, Any]], schema: Schema, action: str, consortium_key: bytes | None
+    rows: Iterable[Mapping[str, Any]], schema: Schema, action: str, pseudonym_key: bytes | None
 ) -> Iterator[dict[str, Any]]:
     """Each row as delivered under ``action``: personal (and undeclared) columns pseudonymized for
     ``read``, everything raw for ``read_identified``."""
@@ -127,7 +151,7 @@ def transform_rows(
         for row in rows:
             yield dict(row)
         return
-    pseudonymizer = Pseudonymizer(_need_key(consortium_key))
+    pseudonymizer = Pseudonymizer(_need_key(pseudonym_key))
     for row in rows:
         yield _hide(row, _plain_columns(schema), pseudonymizer)
 
@@ -144,12 +168,13 @@ def _hide(row: Mapping[str, Any], plain: frozenset[str], pseudonymizer: Pseudony
 
 def _need_key(key: bytes | None) -> bytes:
     if key is None:
-        raise InvalidInput("a 'read' delivery needs the consortium pseudonym key to pseudonymize personal columns")
-    return check_consortium_key(key)
+        raise InvalidInput("a 'read' delivery needs the pseudonym key of its (owner, grantee, dataset) to "
+                           "pseudonymize personal columns (derive_pseudonym_key)")
+    return check_pseudonym_key(key)
 
 
 def transform_stream(
-    src: BinaryIO, fmt: str, schema: Schema, action: str, consortium_key: bytes | None
+    src: BinaryIO, fmt: str, schema: Schema, action: str, pseudonym_key: bytes | None
 ) -> Iterator[bytes]:
     """The dataset read from ``src`` as delivered under ``action``, as a stream of byte blocks.
     ``read_identified`` passes the bytes through unchanged; ``read`` rewrites only what it must
@@ -160,7 +185,7 @@ def transform_stream(
     if action == ACTION_READ_IDENTIFIED:
         yield from iter_file_blocks(src)
         return
-    pseudonymizer = Pseudonymizer(_need_key(consortium_key))
+    pseudonymizer = Pseudonymizer(_need_key(pseudonym_key))
     if fmt == FORMAT_CSV:
         yield from _transform_csv(src, schema, pseudonymizer)
     else:
@@ -231,7 +256,7 @@ def transform_file(
     fmt: str,
     schema: Schema,
     action: str,
-    consortium_key: bytes | None,
+    pseudonym_key: bytes | None,
     dst: BinaryIO,
 ) -> tuple[int, bytes]:
     """Write the dataset at ``src_path`` as delivered under ``action`` to ``dst``; returns the
@@ -239,7 +264,7 @@ def transform_file(
     hasher = new_keccak256()
     total = 0
     with open_dataset(src_path) as src:
-        for block in transform_stream(src, fmt, schema, action, consortium_key):
+        for block in transform_stream(src, fmt, schema, action, pseudonym_key):
             hasher.update(block)
             total += len(block)
             dst.write(block)

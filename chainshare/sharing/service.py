@@ -8,28 +8,33 @@ later of this node's clock and its head block's time) and both agencies are acti
 is the agency of the TLS peer (its consortium certificate); the node certificate in the request is
 a valid certificate of the consortium CA naming that same node and agency (the delivery key is
 wrapped to it); the request is fresh (issued within ``request_window`` seconds of this node's
-clock) and its (grant, nonce) was never seen before (kept on disk for the window, so a restart does
-not reopen it). Each refusal is logged as one structured line (peer, agency, dataset, grant,
+clock) and its (grant, nonce) was never seen before (checked and remembered in one step, on disk
+with fsync for twice the window, so neither a restart nor a concurrent copy reopens it). Each refusal is logged as one structured line (peer, agency, dataset, grant,
 reason; never data) and answered with a precise error (NotFound, Unauthorized, InvalidInput).
 
-A delivery streams the vault's envelope (personal columns pseudonymized under ``read``, raw under
-``read_identified``) as ``data.chunk`` messages under credit-based flow control, then records the
-delivery on chain (``AccessControl.recordDelivery`` of the dataset version's content hash, the
-hash and size of the bytes delivered, signed by this node's agency account and submitted to this
-node's own mempool)
-and ends with ``data.end`` naming that transaction. A query is parsed against the dataset's
+A delivery streams the vault's envelope (personal columns pseudonymized under ``read`` with the key
+of this (owner, grantee, dataset), derived from this node's own pseudonym secret; raw under
+``read_identified``) as ``data.chunk`` messages under credit-based flow control, re-checking the
+grant on this node's finalized state before every chunk (a revocation aborts with ``data.error``).
+It then records the delivery on chain (``AccessControl.recordDelivery`` of the dataset version's
+content hash, the hash and size of the bytes delivered, signed by this node's agency account and
+submitted to this node's own mempool), waits until that record is final, and only then sends
+``data.end`` with the transaction and the wrapped delivery key: the requester cannot decrypt a
+byte that has no on-chain record. A record that cannot be made is logged at error and counted
+(``stats["records_failed"]``); the key is then never sent. A query is parsed against the dataset's
 on-chain schema, run over the decrypted vault stream under the min-group rule, and only its result
 returns; ``recordComputation`` puts the query and result hashes on chain.
 
 Requester side. ``fetch`` checks its own chain first (grant for this agency, dataset, action),
 asks the owner's node (``resolve_owner_peer``; the node itself when this agency owns the
-dataset), decrypts chunks as they arrive in a worker thread (memory flat) into a temporary file
-and keeps it only if every chunk authenticated, the envelope ended properly, the size and hash
-equal what the owner announced and, for ``read_identified``, the hash equals the dataset's
-on-chain content hash; then it waits for the owner's ``DeliveryRecorded`` to be final on its own
-chain and keeps the file only if that record names this grant, the version, and the hash and size
-of the bytes received (for ``read`` the bytes are the pseudonymized transform, which no one without
-the raw data can recompute: the record pins them on chain for auditors).
+dataset), writes the ciphertext chunks as they arrive, in a worker thread (memory flat), to a
+private spool file; on ``data.end`` it waits for the owner's ``DeliveryRecorded`` to be final on
+its own chain and checks that it names this grant, the version, and the hash and size announced;
+only then does it unwrap the key and decrypt into the destination, keeping the file only if every
+chunk authenticated, the envelope ended properly and the bytes hash to what the record names (for
+``read_identified``: the dataset's on-chain content hash; for ``read`` the pseudonymized transform,
+which no one without the raw data and the owner's secret can recompute: the record pins it on chain
+for auditors). On any failure neither ciphertext nor plaintext is left.
 
 Wiring, where the node builds its P2PNode (``get_sharing_service(node)`` builds the service from
 [p2p] and [sharing]; the REST layer gets the same instance)::
@@ -53,10 +58,8 @@ import logging
 import os
 import queue
 import secrets
-import threading
 import time
 import weakref
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -97,6 +100,7 @@ from chainshare.sharing.compute import (
     parse_query,
     run_query_on_stream,
 )
+from chainshare.sharing.pseudonym import derive_pseudonym_key
 from chainshare.sharing.records import (
     ACCESS_CONTRACT,
     COMPUTE_ACTIONS,
@@ -111,6 +115,7 @@ from chainshare.sharing.records import (
     read_grant,
     select_grant,
 )
+from chainshare.sharing.replay import ReplayStore
 from chainshare.sharing.schema import (
     Schema,
     canonical_json,
@@ -120,7 +125,13 @@ from chainshare.sharing.schema import (
     validate_schema,
     with_min_group,
 )
-from chainshare.sharing.vault import Vault, VaultEntry, compute_delivery_context, receive_delivery
+from chainshare.sharing.vault import (
+    Vault,
+    VaultEntry,
+    compute_delivery_context,
+    load_or_create_pseudonym_secret,
+    receive_delivery,
+)
 
 log = logging.getLogger("chainshare.sharing")
 
@@ -129,6 +140,7 @@ DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024**3
 _FRAME_OVERHEAD = 1024  # msgpack framing of a data.chunk around its bytes, with margin
 _SAMPLE_BYTES = 4 * 1024 * 1024
 _REPLAY_FILE = "replay-nonces"
+_SIGNED_REPLAY_FILE = "replay-signed"
 _ABORT = object()
 
 
@@ -145,6 +157,10 @@ class PayloadTooLarge(InvalidInput):
 
 class DeliveryFailed(ChainshareError, RuntimeError):
     """A delivery was aborted or did not verify; nothing of it was kept."""
+
+
+class RecordFailed(DeliveryFailed):
+    """The owner could not put a delivery's record on chain, so it withheld the delivery key."""
 
 
 class _RemoteRefusal(ChainshareError):
@@ -298,62 +314,45 @@ class UploadResult:
 
 
 class ReplayGuard:
-    """Remembers (grant, nonce) of accepted requests for ``window`` seconds (on disk if ``path`` is
-    given, so that a restart does not reopen the window) and refuses stale requests."""
+    """Node-to-node requests: refuses a request issued outside ``window`` seconds of this node's
+    clock, and a (grant, nonce) accepted before; accepted ones are kept on disk (``path``) for
+    twice the window, so a restart does not reopen it."""
 
     def __init__(self, window: float, path: Path | None) -> None:
         self.window = window
-        self._path = path
-        self._seen: OrderedDict[tuple[int, bytes], float] = OrderedDict()
-        self._lock = threading.Lock()
-        if path is not None:
-            self._load(path)
+        self._store = ReplayStore(path, 2 * window)
 
-    def _load(self, path: Path) -> None:
-        now = time.time()
-        try:
-            lines = path.read_text().splitlines()
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            raise StorageError(f"cannot read the replay record {path}: {exc.strerror}") from exc
-        for line in lines:
-            parts = line.split()
-            try:
-                grant_id, nonce, seen_at = int(parts[0]), bytes.fromhex(parts[1]), float(parts[2])
-            except (IndexError, ValueError):
-                continue
-            if seen_at >= now - 2 * self.window:
-                self._seen[(grant_id, nonce)] = seen_at
-        tmp = path.with_name(path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with open(fd, "w") as file:
-            file.writelines(f"{g} {n.hex()} {t}\n" for (g, n), t in self._seen.items())
-        os.replace(tmp, path)
+    @staticmethod
+    def _key(grant_id: int, nonce: bytes) -> bytes:
+        return grant_id.to_bytes(8, "big") + nonce
 
-    def check(self, grant_id: int, nonce: bytes, issued_at: int, now: float) -> None:
+    def _check_time(self, issued_at: int, now: float) -> None:
         if abs(issued_at - now) > self.window:
             raise InvalidInput(
                 f"request issued at {_iso(issued_at)} is outside this node's window of {int(self.window)} s "
                 f"around its clock ({_iso(int(now))}): check the clocks and send a fresh request"
             )
-        with self._lock:
-            if (grant_id, nonce) in self._seen:
-                raise Unauthorized(f"replayed request: nonce 0x{nonce.hex()[:16]}... was already used with grant "
-                                   f"{grant_id}; every request needs a fresh nonce")
+
+    @staticmethod
+    def _replayed(grant_id: int, nonce: bytes) -> Unauthorized:
+        return Unauthorized(f"replayed request: nonce 0x{nonce.hex()[:16]}... was already used with grant "
+                            f"{grant_id}; every request needs a fresh nonce")
+
+    def check(self, grant_id: int, nonce: bytes, issued_at: int, now: float) -> None:
+        """Refuse a stale or already accepted request (without accepting it)."""
+        self._check_time(issued_at, now)
+        if self._key(grant_id, nonce) in self._store:
+            raise self._replayed(grant_id, nonce)
+
+    def claim(self, grant_id: int, nonce: bytes, issued_at: int, now: float) -> None:
+        """Refuse a stale or already accepted request, else accept it, durably, in the same step."""
+        self._check_time(issued_at, now)
+        if not self._store.claim(self._key(grant_id, nonce), now):
+            raise self._replayed(grant_id, nonce)
 
     def remember(self, grant_id: int, nonce: bytes, now: float) -> None:
-        with self._lock:
-            self._seen[(grant_id, nonce)] = now
-            while self._seen:
-                _key, seen_at = next(iter(self._seen.items()))
-                if seen_at >= now - 2 * self.window:
-                    break
-                self._seen.popitem(last=False)
-            if self._path is not None:
-                fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-                with open(fd, "a") as file:
-                    file.write(f"{grant_id} {nonce.hex()} {now}\n")
+        """Accept (grant, nonce) if it is not yet (a no-op after ``claim``)."""
+        self._store.claim(self._key(grant_id, nonce), now)
 
 
 # --------------------------------------------------------------------------- transfers
@@ -378,8 +377,9 @@ class _Outgoing:
 
 
 class _Incoming:
-    """A delivery this node (the requester) receives: chunks go to a worker thread that decrypts
-    and writes them (``receive_delivery``); at most ``window`` wait in memory."""
+    """A delivery this node (the requester) receives: chunks go to a worker thread that writes the
+    ciphertext to a private spool file (at most ``window`` wait in memory); it is decrypted only
+    after the owner's record is final (``SharingService.fetch``)."""
 
     def __init__(self, service: SharingService, transfer_id: bytes, peer: str, dataset: Dataset,
                  grant: GrantRecord, dst: Path, window: int) -> None:
@@ -391,15 +391,15 @@ class _Incoming:
         self.dst = dst
         self.window = window
         self.loop = asyncio.get_running_loop()
-        self.done: asyncio.Future[FetchResult] = self.loop.create_future()
+        self.done: asyncio.Future[None] = self.loop.create_future()
         self.chunks: queue.Queue[Any] = queue.Queue()
         self.queued = 0
         self.next_seq = 0
         self.begin: wire.Begin | None = None
         self.end: wire.End | None = None
-        self.received: tuple[int, bytes] | None = None
-        self.receiver: asyncio.Future[tuple[int, bytes]] | None = None
-        self.tmp: Path | None = None
+        self.received: int | None = None  # ciphertext bytes spooled
+        self.receiver: asyncio.Future[int] | None = None
+        self.sealed: Path | None = None  # the spooled ciphertext (useless without the key in data.end)
         self.last_activity = time.monotonic()
         self.failed = False
 
@@ -430,7 +430,7 @@ class SharingService:
         node: NodeLike,
         transport: Transport | None,
         vault: Vault | None,
-        pseudonym_key: bytes | None,
+        pseudonym_secret: bytes | None,
         account_key: bytes | None,
         node_key_pem: bytes,
         *,
@@ -445,7 +445,9 @@ class SharingService:
         self.node = node
         self.transport = transport
         self.vault = vault
-        self.pseudonym_key = pseudonym_key
+        # The owner-only secret every pseudonym key of this node's 'read' deliveries derives from
+        # (never sent anywhere; see chainshare.sharing.pseudonym).
+        self._pseudonym_secret = pseudonym_secret
         self.limits = limits or SharingLimits()
         self._account_key = account_key
         self.account = address_of_private_key(account_key) if account_key is not None else None
@@ -465,11 +467,12 @@ class SharingService:
         self.spool_dir = Path(spool_dir)
         self.spool_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.spool_dir.chmod(0o700)
-        for stale in (*self.spool_dir.glob("dataset-*.delivery"), *self.spool_dir.glob(".*.verifying"),
+        for stale in (*self.spool_dir.glob("dataset-*.delivery"), *self.spool_dir.glob(".*.sealed"),
                       *self.spool_dir.glob(".*.partial"), *self.spool_dir.glob(".*.sample")):
             stale.unlink(missing_ok=True)  # left by a crash: plaintext never outlives a restart
         self.resolve_owner_peer: Callable[[str], str] = resolve_owner_peer or self._connected_peer_of
         self._replay = ReplayGuard(self.limits.request_window, self.spool_dir / _REPLAY_FILE)
+        self._signed_requests = ReplayStore(self.spool_dir / _SIGNED_REPLAY_FILE, 2 * self.limits.request_window)
         self._outgoing: dict[bytes, _Outgoing] = {}
         self._incoming: dict[bytes, _Incoming] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -477,7 +480,8 @@ class SharingService:
         self._upload_lock: asyncio.Lock | None = None
         self.stats: dict[str, int] = dict.fromkeys(
             ("deliveries_served", "bytes_served", "queries_served", "refusals", "deliveries_received",
-             "bytes_received", "deliveries_failed"), 0)
+             "bytes_received", "deliveries_failed", "deliveries_revoked", "records_failed", "records_unmatched"),
+            0)
 
     # ----------------------------------------------------------------------- wiring
 
@@ -713,10 +717,11 @@ class SharingService:
                      actions: tuple[str, ...]) -> tuple[Dataset, GrantRecord, float]:
         """The checks a fetch and a query share: the request is fresh and its (grant, nonce) never
         seen, this node's chain has reached the height the requester saw the grant at, and the grant
-        is valid for the peer's agency and one of ``actions``. Returns (dataset, grant, now); the
-        caller remembers the nonce once it accepts the request."""
+        is valid for the peer's agency and one of ``actions``. Returns (dataset, grant, now). The
+        nonce is spent here, atomically, whatever happens next."""
         now = self._clock()
-        self._replay.check(req.grant_id, req.nonce, req.issued_at, now)
+        # Checked and remembered in one step, before any await: a refused request spends its nonce too.
+        self._replay.claim(req.grant_id, req.nonce, req.issued_at, now)
         await self._wait_for_height(req.min_height)
         dataset, grant = self._authorize(peer, agency, req.dataset_id, req.grant_id, actions)
         return dataset, grant, now
@@ -728,18 +733,17 @@ class SharingService:
             req = wire.FetchRequest.from_wire(body)
             fields = {"dataset": req.dataset_id, "grant": req.grant_id}
             agency = self._peer_agency(peer)
-            dataset, grant, now = await self._admit(peer, agency, req, READ_ACTIONS)
+            dataset, grant, _now = await self._admit(peer, agency, req, READ_ACTIONS)
             self._check_certificate(peer, agency, req.node_cert_pem)
             entry = self._vault_entry(dataset)
-            if grant.action == cedar.ACTION_READ and self.pseudonym_key is None:
-                raise SharingUnavailable("this node has no consortium pseudonym key ([sharing] pseudonym_key_file): "
-                                         "it cannot serve 'read' deliveries")
+            if grant.action == cedar.ACTION_READ and self._pseudonym_secret is None:
+                raise SharingUnavailable("this node has no pseudonym secret (it lives in the vault, [sharing] "
+                                         "vault_dir): it cannot serve 'read' deliveries")
             self._check_can_record(encode_call(ACCESS_CONTRACT, "recordDelivery", grant.id, entry.content_hash,
                                                entry.content_hash, 0))
             self._capacity(peer)
             if req.transfer_id in self._outgoing:
                 raise InvalidInput("transfer id already in use; send a fresh one")
-            self._replay.remember(req.grant_id, req.nonce, now)
         except ChainshareError as exc:
             self._refused(peer, agency, wire.MSG_FETCH, exc, **fields)
             raise
@@ -752,6 +756,9 @@ class SharingService:
         return wire.FetchAccepted(req.transfer_id, out.window).to_wire()
 
     async def _stream_delivery(self, out: _Outgoing) -> None:
+        """Stream the envelope, record the delivery, and only once that record is final send the
+        wrapped key (``data.end``): no byte is readable by the requester without its on-chain record.
+        The grant is re-checked on this node's finalized state before every chunk."""
         vault = self.vault
         assert vault is not None
         loop = asyncio.get_running_loop()
@@ -759,15 +766,20 @@ class SharingService:
         tid = out.transfer_id
         schema = validate_schema(json.loads(out.dataset.schema_json))
         context = compute_delivery_context(out.grant.id, out.entry.content_hash, out.grant.action)
+        pseudonym_key = None
+        if out.grant.action == cedar.ACTION_READ:
+            assert self._pseudonym_secret is not None
+            pseudonym_key = derive_pseudonym_key(self._pseudonym_secret, self.agency, out.grant.grantee,
+                                                 out.dataset.id)
         delivery = None
         pending: asyncio.Future[bytes | None] | None = None
         try:
             delivery = await loop.run_in_executor(
                 self._executor,
                 lambda: vault.export_for(out.entry, schema, out.grant.action, out.cert_pem, context,
-                                         pseudonym_key=self.pseudonym_key,
+                                         pseudonym_key=pseudonym_key,
                                          chunk_size=self.limits.effective_chunk_size()))
-            begin = wire.Begin(tid, delivery.wrapped_key, out.grant.action, out.entry.content_hash, out.entry.fmt)
+            begin = wire.Begin(tid, out.grant.action, out.entry.content_hash, out.entry.fmt)
             if not self._post(out.peer, wire.MSG_BEGIN, begin.to_wire()):
                 raise DeliveryFailed("the requester is no longer connected")
             blocks = iter(delivery)
@@ -779,24 +791,28 @@ class SharingService:
                 if block is None:
                     break
                 await self._wait_for_credit(out, seq)
+                self._recheck_grant(out)
                 if not self._post(out.peer, wire.MSG_CHUNK, wire.Chunk(tid, seq, block).to_wire()):
                     raise DeliveryFailed("the requester is no longer connected (or too slow)")
                 seq += 1
-            record_tx, record_error = self._submit_record(encode_call(
-                ACCESS_CONTRACT, "recordDelivery", out.grant.id, out.entry.content_hash, delivery.content_hash,
-                delivery.plaintext_size))
-            end = wire.End(tid, seq, delivery.plaintext_size, delivery.content_hash, record_tx, record_error)
+            self._recheck_grant(out)
+            record_tx = await self._record_delivery(out, delivery.content_hash, delivery.plaintext_size)
+            if out.cancelled is not None:
+                raise _Cancelled(out.cancelled)
+            end = wire.End(tid, seq, delivery.plaintext_size, delivery.content_hash, record_tx, delivery.wrapped_key)
             self._post(out.peer, wire.MSG_END, end.to_wire())
             self.stats["deliveries_served"] += 1
             self.stats["bytes_served"] += delivery.plaintext_size
             log_event(log, logging.INFO, "delivery sent", peer=out.peer or self.node_name, agency=out.agency,
                       dataset=out.dataset.id, grant=out.grant.id, action=out.grant.action,
                       bytes=delivery.plaintext_size, chunks=seq, seconds=round(time.monotonic() - started, 3),
-                      record_tx="0x" + record_tx.hex() if record_tx else None, record_error=record_error)
+                      record_tx="0x" + record_tx.hex())
         except _Cancelled as exc:
             log_event(log, logging.WARNING, "delivery cancelled", peer=out.peer or self.node_name,
                       agency=out.agency, dataset=out.dataset.id, grant=out.grant.id, reason=str(exc))
         except ChainshareError as exc:
+            if isinstance(exc, Unauthorized):
+                self.stats["deliveries_revoked"] += 1
             log_event(log, logging.WARNING, "delivery aborted", peer=out.peer or self.node_name, agency=out.agency,
                       dataset=out.dataset.id, grant=out.grant.id, error=type(exc).__name__, reason=exc.message)
             self._post(out.peer, wire.MSG_ERROR, wire.Abort(tid, f"the owner aborted the delivery: {exc.message}")
@@ -812,6 +828,41 @@ class SharingService:
             if delivery is not None:
                 delivery.close()
             self._outgoing.pop(tid, None)
+
+    def _recheck_grant(self, out: _Outgoing) -> None:
+        """The grant of a running delivery is still valid on this node's finalized state (Unauthorized
+        once it is revoked or expired, or an agency is suspended)."""
+        self._authorize(out.peer, out.agency, out.dataset.id, out.grant.id, READ_ACTIONS)
+
+    async def _record_delivery(self, out: _Outgoing, delivered_hash: bytes, size: int) -> bytes:
+        """Submit ``recordDelivery`` and wait until it is final on this node's chain with the matching
+        ``DeliveryRecorded``; its transaction hash. A record that cannot be made is a security event:
+        logged at error, counted (``records_failed``), and the delivery ends without its key."""
+        call = encode_call(ACCESS_CONTRACT, "recordDelivery", out.grant.id, out.entry.content_hash, delivered_hash,
+                           size)
+        record_tx, error = self._submit_record(call)
+        try:
+            if record_tx is None:
+                raise RecordFailed(f"the delivery could not be recorded on chain: {error}")
+            deadline = time.monotonic() + self.limits.record_wait
+            while (loc := self.node.chain.get_tx_location(record_tx)) is None:
+                if out.cancelled is not None:
+                    raise _Cancelled(out.cancelled)
+                if time.monotonic() > deadline:
+                    raise RecordFailed(f"the delivery record 0x{record_tx.hex()} was not final within "
+                                       f"{self.limits.record_wait:.0f} s")
+                await asyncio.sleep(0.05)
+            receipt = self.node.chain.get_receipts(loc.height)[loc.index]
+            if receipt.status != 1:
+                raise RecordFailed(f"the delivery record 0x{record_tx.hex()} reverted: "
+                                   f"{decode_revert_reason(receipt.output)}")
+        except RecordFailed as exc:
+            self.stats["records_failed"] += 1
+            log_event(log, logging.ERROR, "delivery not recorded: key withheld", peer=out.peer or self.node_name,
+                      agency=out.agency, dataset=out.dataset.id, grant=out.grant.id, bytes=size,
+                      delivered_hash="0x" + delivered_hash.hex(), reason=exc.message)
+            raise
+        return record_tx
 
     async def _wait_for_credit(self, out: _Outgoing, seq: int) -> None:
         while True:
@@ -926,15 +977,18 @@ class SharingService:
             inc.last_activity = time.monotonic()
             while True:
                 idle = time.monotonic() - inc.last_activity
-                remaining = self.limits.idle_timeout - idle
+                # The owner sends nothing while its record becomes final: allow for that wait too.
+                remaining = self.limits.idle_timeout + self.limits.record_wait - idle
                 if remaining <= 0:
                     self._fail_incoming(inc, DeliveryFailed(
-                        f"the owner node sent nothing for {self.limits.idle_timeout:.0f} s"), notify=True)
+                        f"the owner node sent nothing for {self.limits.idle_timeout + self.limits.record_wait:.0f} s"),
+                        notify=True)
                 try:
-                    result = await asyncio.wait_for(asyncio.shield(inc.done), timeout=max(remaining, 0.01))
+                    await asyncio.wait_for(asyncio.shield(inc.done), timeout=max(remaining, 0.01))
                 except TimeoutError:
                     continue
-                return await self._confirm_record(result)
+                break
+            return await self._open_delivery(inc)
         except BaseException as exc:
             if not inc.done.done():
                 self._fail_incoming(inc, exc if isinstance(exc, ChainshareError) else DeliveryFailed(str(exc)),
@@ -945,15 +999,56 @@ class SharingService:
             raise
         finally:
             self._incoming.pop(transfer_id, None)
+            self._discard_sealed(inc)
+
+    async def _open_delivery(self, inc: _Incoming) -> FetchResult:
+        """The spooled ciphertext, once the owner's record of it is final on this node's chain,
+        decrypted into the destination (nothing left there unless every chunk authenticated and the
+        bytes hash to what the record names)."""
+        assert inc.begin is not None and inc.end is not None and inc.sealed is not None
+        begin, end, sealed = inc.begin, inc.end, inc.sealed
+        if inc.grant.action == cedar.ACTION_READ_IDENTIFIED and end.delivered_hash != begin.content_hash:
+            raise DeliveryFailed("a read_identified delivery must be the dataset version itself, but the owner "
+                                 "announced another hash; discarded")
+        result = FetchResult(inc.dataset.id, inc.grant.id, inc.grant.action, inc.dst, end.plaintext_size,
+                             begin.content_hash, end.delivered_hash, end.record_tx, None, begin.fmt)
+        result = await self._confirm_record(result)
+        context = compute_delivery_context(inc.grant.id, begin.content_hash, inc.grant.action)
+
+        def decrypt() -> tuple[int, bytes]:
+            with sealed.open("rb") as src:
+                return receive_delivery(iter(lambda: src.read(1 << 20), b""), end.wrapped_key, self._node_key_pem,
+                                        context, inc.dst, password=self._node_key_password,
+                                        expected_hash=end.delivered_hash)
+
+        try:
+            size, _digest = await asyncio.get_running_loop().run_in_executor(self._executor, decrypt)
+        except CryptoError as exc:
+            self.stats["deliveries_failed"] += 1
+            log_event(log, logging.WARNING, "delivery refused by the requester", peer=inc.peer or self.node_name,
+                      dataset=inc.dataset.id, grant=inc.grant.id, error="CryptoError", reason=exc.message)
+            raise DeliveryFailed(f"the delivery did not verify and was discarded: {exc.message}") from None
+        except OSError as exc:
+            raise StorageError(f"cannot write the delivery to {inc.dst}: {exc.strerror}") from None
+        if size != end.plaintext_size:  # the hash matched, so this cannot happen unless the owner lied
+            inc.dst.unlink(missing_ok=True)
+            raise DeliveryFailed(f"the delivery holds {size} bytes, the owner announced {end.plaintext_size}; "
+                                 "discarded")
+        self.stats["deliveries_received"] += 1
+        self.stats["bytes_received"] += size
+        log_event(log, logging.INFO, "delivery received", peer=inc.peer or self.node_name, dataset=inc.dataset.id,
+                  grant=inc.grant.id, action=inc.grant.action, bytes=size, record_tx="0x" + end.record_tx.hex(),
+                  recorded_height=result.recorded_height)
+        return result
 
     async def _confirm_record(self, result: FetchResult) -> FetchResult:
         """Wait until the owner's record of ``result`` is final on this node's chain and check that
-        it names this grant, the version and the hash and size of the bytes received; otherwise
-        delete the file and raise DeliveryFailed (nothing unverifiable is kept)."""
+        it names this grant, the version and the hash and size of the bytes announced; otherwise
+        raise DeliveryFailed (logged at error, counted: the owner released a key without a record)."""
         try:
             if result.record_tx is None:
-                raise DeliveryFailed(f"the owner recorded no delivery on chain ({result.record_error}): the bytes "
-                                     "cannot be checked against the chain")
+                raise DeliveryFailed("the owner recorded no delivery on chain: the bytes cannot be checked "
+                                     "against the chain")
             deadline = time.monotonic() + self.limits.record_wait
             while (loc := self.node.chain.get_tx_location(result.record_tx)) is None:
                 if time.monotonic() > deadline:
@@ -970,16 +1065,10 @@ class SharingService:
                 raise DeliveryFailed(f"the owner's delivery record 0x{result.record_tx.hex()} does not match the "
                                      f"bytes received (record: {recorded or 'none, status ' + str(receipt.status)})")
         except DeliveryFailed as exc:
-            with contextlib.suppress(OSError):
-                result.path.unlink()
-            log_event(log, logging.WARNING, "delivery refused by the requester", dataset=result.dataset_id,
-                      grant=result.grant_id, error="DeliveryFailed", reason=exc.message)
+            self.stats["records_unmatched"] += 1
+            log_event(log, logging.ERROR, "delivery refused by the requester: no matching record",
+                      dataset=result.dataset_id, grant=result.grant_id, error="DeliveryFailed", reason=exc.message)
             raise DeliveryFailed(f"{exc.message}; the delivery was discarded") from None
-        except BaseException:
-            # Cancelled (or failed) before the record was checked: the bytes are unverified.
-            with contextlib.suppress(OSError):
-                result.path.unlink()
-            raise
         return replace(result, recorded_height=loc.height)
 
     def _on_requester_message(self, peer: str, msg_type: str, transfer_id: bytes, body: Any) -> None:
@@ -1013,15 +1102,9 @@ class SharingService:
         if get_version_of_hash(self.node.chain.state, inc.dataset.id, begin.content_hash) is None:
             raise DeliveryFailed(f"the owner delivers content hash 0x{begin.content_hash.hex()}, which is no "
                                  f"version of dataset {inc.dataset.id} on this node's chain")
-        fmt = check_format(begin.fmt)
-        inc.begin = wire.Begin(begin.transfer_id, begin.wrapped_key, begin.action, begin.content_hash, fmt)
-        context = compute_delivery_context(inc.grant.id, begin.content_hash, inc.grant.action)
-        expected = begin.content_hash if inc.grant.action == cedar.ACTION_READ_IDENTIFIED else None
-        tmp = inc.tmp = inc.dst.with_name(f".{inc.dst.name}.{secrets.token_hex(4)}.verifying")
-        inc.receiver = inc.loop.run_in_executor(
-            self._executor,
-            lambda: receive_delivery(inc.pieces(), begin.wrapped_key, self._node_key_pem, context, tmp,
-                                     password=self._node_key_password, expected_hash=expected))
+        inc.begin = wire.Begin(begin.transfer_id, begin.action, begin.content_hash, check_format(begin.fmt))
+        sealed = inc.sealed = self.spool_dir / f".{inc.transfer_id.hex()}.sealed"
+        inc.receiver = inc.loop.run_in_executor(self._executor, _spool_ciphertext, inc.pieces(), sealed)
         inc.receiver.add_done_callback(lambda fut: self._on_received(inc, fut))
 
     def _on_chunk(self, inc: _Incoming, chunk: wire.Chunk) -> None:
@@ -1045,9 +1128,9 @@ class SharingService:
         if inc.received is not None:
             self._finish_incoming(inc)
 
-    def _on_received(self, inc: _Incoming, fut: asyncio.Future[tuple[int, bytes]]) -> None:
+    def _on_received(self, inc: _Incoming, fut: asyncio.Future[int]) -> None:
         if inc.failed:
-            self._discard_tmp(inc)
+            self._discard_sealed(inc)
             return
         if fut.cancelled():
             self._fail_incoming(inc, DeliveryFailed("the delivery was cancelled"), notify=True)
@@ -1055,8 +1138,6 @@ class SharingService:
         exc = fut.exception()
         if exc is not None:
             error = exc if isinstance(exc, ChainshareError) else DeliveryFailed(f"delivery failed: {exc!r}")
-            if isinstance(exc, CryptoError):
-                error = DeliveryFailed(f"the delivery did not verify and was discarded: {exc.message}")
             self._fail_incoming(inc, error, notify=True)
             return
         inc.received = fut.result()
@@ -1064,30 +1145,9 @@ class SharingService:
             self._finish_incoming(inc)
 
     def _finish_incoming(self, inc: _Incoming) -> None:
-        assert inc.received is not None and inc.end is not None and inc.begin is not None
-        size, digest = inc.received
-        assert inc.tmp is not None
-        tmp = inc.tmp
-        if size != inc.end.plaintext_size or digest != inc.end.delivered_hash:
-            self._fail_incoming(inc, DeliveryFailed(
-                f"the delivery holds {size} bytes hashing to 0x{digest.hex()}, but the owner announced "
-                f"{inc.end.plaintext_size} bytes hashing to 0x{inc.end.delivered_hash.hex()}; discarded"), notify=False)
-            return
-        try:
-            os.replace(tmp, inc.dst)
-        except OSError as exc:
-            self._fail_incoming(inc, StorageError(f"cannot write the delivery to {inc.dst}: {exc.strerror}"),
-                                notify=False)
-            return
-        self.stats["deliveries_received"] += 1
-        self.stats["bytes_received"] += size
-        log_event(log, logging.INFO, "delivery received", peer=inc.peer or self.node_name, dataset=inc.dataset.id,
-                  grant=inc.grant.id, action=inc.grant.action, bytes=size,
-                  record_tx="0x" + inc.end.record_tx.hex() if inc.end.record_tx else None)
+        """Every chunk is spooled and the owner's data.end is in: ``fetch`` opens the delivery."""
         if not inc.done.done():
-            inc.done.set_result(FetchResult(inc.dataset.id, inc.grant.id, inc.grant.action, inc.dst, size,
-                                            inc.begin.content_hash, digest, inc.end.record_tx, inc.end.record_error,
-                                            inc.begin.fmt))
+            inc.done.set_result(None)
 
     def _fail_incoming(self, inc: _Incoming, exc: BaseException, *, notify: bool) -> None:
         if inc.failed:
@@ -1101,15 +1161,15 @@ class SharingService:
         if notify:
             self._post(inc.peer, wire.MSG_CANCEL, wire.Abort(inc.transfer_id, message).to_wire())
         if inc.receiver is None or inc.receiver.done():
-            self._discard_tmp(inc)
+            self._discard_sealed(inc)
         if not inc.done.done():
             inc.done.set_exception(exc)
             inc.done.exception()  # retrieved here so that an abandoned transfer logs no warning
 
     @staticmethod
-    def _discard_tmp(inc: _Incoming) -> None:
-        if inc.tmp is not None:
-            inc.tmp.unlink(missing_ok=True)
+    def _discard_sealed(inc: _Incoming) -> None:
+        if inc.sealed is not None and (inc.receiver is None or inc.receiver.done()):
+            inc.sealed.unlink(missing_ok=True)
 
     async def query(self, dataset_id: int, query: Any, *, grant_id: int | None = None) -> QueryOutcome:
         """Run an aggregate query (JSON object or text) on the owner's node under a compute grant of
@@ -1145,7 +1205,22 @@ class SharingService:
         if agency != self.agency:
             who = f"agency {agency!r}" if agency else "no member agency"
             raise Unauthorized(f"the request is signed by 0x{address.hex()}, an account of {who}; this node acts "
-                               f"only for agency {self.agency!r}")
+                               f"only for agency {self.agency!r} (a signature over another node, chain, time or "
+                               "nonce than the request's recovers another address)")
+        return address
+
+    def admit_signed_request(self, message: str, signature: bytes, timestamp: int) -> bytes:
+        """The signer of an agency's signed REST request (``protocol.compute_*_message``, which names
+        this node, the chain, the time and a nonce): an account of this node's agency, within
+        ``request_window`` seconds of this node's clock, and never accepted before (checked and
+        remembered on disk in one step, so neither a restart nor a concurrent copy replays it)."""
+        now = self._clock()
+        if abs(now - timestamp) > self.limits.request_window:
+            raise Unauthorized(f"the signed request's time {timestamp} is more than {int(self.limits.request_window)} s "
+                               f"away from this node's clock ({int(now)}): sign a fresh request (check the clocks)")
+        address = self.authorize_agency_signer(message, signature)
+        if not self._signed_requests.claim(keccak256(message.encode("utf-8")), now):
+            raise Unauthorized("this signed request was already served: sign a new one (fresh nonce)")
         return address
 
     async def receive_upload(self, body: AsyncIterator[bytes], *, fmt: str, declared_hash: bytes,
@@ -1304,6 +1379,25 @@ class _SamplingReader(io.RawIOBase):
         return bytes(self._sample)
 
 
+def _spool_ciphertext(pieces: Iterator[bytes], path: Path) -> int:
+    """Write a delivery's envelope bytes to ``path`` (0600, new); the byte count. The file is
+    removed if the stream fails."""
+    total = 0
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        raise StorageError(f"cannot spool the delivery to {path}: {exc.strerror}") from exc
+    try:
+        with open(fd, "wb") as file:
+            for piece in pieces:
+                file.write(piece)
+                total += len(piece)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return total
+
+
 def _private_temp(directory: Path, suffix: str) -> tuple[int, str]:
     name = str(directory / f".{secrets.token_hex(8)}{suffix}")
     return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), name
@@ -1331,27 +1425,11 @@ def _iso(seconds: int) -> str:
 _SERVICES: weakref.WeakKeyDictionary[Any, SharingService] = weakref.WeakKeyDictionary()
 
 
-def load_pseudonym_key(path: Path) -> bytes:
-    """The consortium pseudonym key from a file: hex (64+ digits, optional 0x) or raw bytes (32+)."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"[sharing] pseudonym_key_file {path}: {exc.strerror}") from exc
-    text = data.strip()
-    try:
-        key = bytes.fromhex(text.decode("ascii").removeprefix("0x"))
-    except (UnicodeDecodeError, ValueError):
-        key = data
-    if len(key) < 32:
-        raise ConfigError(f"[sharing] pseudonym_key_file {path} must hold at least 32 random bytes (or 64 hex digits)")
-    return key
-
-
 def build_sharing_service(node: ConfiguredNode, transport: Transport | None = None, *,
                           key_password: str | None = None) -> SharingService:
     """A SharingService from the node's configuration: [p2p] ca_cert, node_cert, node_key (the node's
-    TLS identity, whose key also unseals the vault and unwraps deliveries) and [sharing] vault_dir,
-    pseudonym_key_file, account_keystore. Passwords: ``key_password``, else none in dev_mode, else
+    TLS identity, whose key also unseals the vault, its pseudonym secret, and unwraps deliveries) and
+    [sharing] vault_dir, account_keystore. Passwords: ``key_password``, else none in dev_mode, else
     [validator] password_file / $CHAINSHARE_PASSWORD."""
     from chainshare.crypto.keystore import decrypt_account_key, read_password
 
@@ -1377,13 +1455,13 @@ def build_sharing_service(node: ConfiguredNode, transport: Transport | None = No
         password = read_password(cfg.path(cfg.validator.password_file) if cfg.validator.password_file else None)
     node_key = read(cfg.p2p.node_key, "node key")
     vault = None
+    pseudonym_secret = None
     spool = cfg.path(cfg.node.data_dir.rstrip("/") + "-sharing")
     if cfg.sharing.vault_dir:
         vault_dir = cfg.path(cfg.sharing.vault_dir)
         vault = Vault.open(vault_dir, node_key, password=password)
+        pseudonym_secret = load_or_create_pseudonym_secret(vault_dir, node_key, password=password)
         spool = vault_dir / "incoming"
-    pseudonym_key = load_pseudonym_key(cfg.path(cfg.sharing.pseudonym_key_file)) \
-        if cfg.sharing.pseudonym_key_file else None
     account_key = None
     if cfg.sharing.account_keystore:
         try:
@@ -1392,7 +1470,7 @@ def build_sharing_service(node: ConfiguredNode, transport: Transport | None = No
             raise ConfigError(f"[sharing] account_keystore is not JSON: {exc}") from exc
         account_key = decrypt_account_key(keystore, password or "")
     limits = SharingLimits(max_frame_size=cfg.p2p.max_frame_bytes)
-    return SharingService(node, transport, vault, pseudonym_key, account_key, node_key,
+    return SharingService(node, transport, vault, pseudonym_secret, account_key, node_key,
                           node_cert_pem=read(cfg.p2p.node_cert, "node certificate"),
                           ca_cert_pem=read(cfg.p2p.ca_cert, "consortium CA certificate"),
                           node_key_password=password, spool_dir=spool, limits=limits)
@@ -1444,5 +1522,5 @@ def register_sharing_service(node: object, service: SharingService) -> None:
 __all__ = [
     "LOCAL_PEER", "DeliveryFailed", "FetchResult", "PayloadTooLarge", "QueryOutcome", "ReplayGuard",
     "SharingLimits", "SharingService", "SharingUnavailable", "UploadResult", "attach_sharing",
-    "build_sharing_service", "get_sharing_service", "load_pseudonym_key", "register_sharing_service",
+    "build_sharing_service", "get_sharing_service", "register_sharing_service",
 ]

@@ -3,6 +3,8 @@
 On disk (directory 0700, every file 0600)::
 
     <vault>/vault.key                the vault key, sealed (ECIES) to the node's P-256 key
+    <vault>/pseudonym.secret         the owner's pseudonym secret (``pseudonym.derive_pseudonym_key``),
+                                     sealed the same way: it never leaves the owner's node
     <vault>/datasets/<id>.enc        the dataset as a streaming envelope (crypto/envelope.py) under
                                      its own random data key; AAD "chainshare/vault/v1\\0" || id
     <vault>/datasets/<id>.json       {"version", "dataset_key_id", "fmt", "content_hash", "size",
@@ -62,6 +64,7 @@ from chainshare.sharing.pseudonym import ACTION_READ_IDENTIFIED, check_action, t
 from chainshare.sharing.schema import Schema, check_format, open_dataset
 
 VAULT_KEY_FILE = "vault.key"
+PSEUDONYM_SECRET_FILE = "pseudonym.secret"
 DATASETS_DIR = "datasets"
 CIPHERTEXT_SUFFIX = ".enc"
 METADATA_SUFFIX = ".json"
@@ -109,9 +112,25 @@ def load_or_create_vault_key(
 ) -> bytes:
     """The vault key of the vault in ``directory``, unsealed with the node's private key (PEM of
     ``node.key``); a new random one is created and sealed to that key if the vault has none."""
-    directory = Path(directory)
+    return _load_or_create_sealed(Path(directory), VAULT_KEY_FILE, "vault key", node_private_key, password)
+
+
+def load_or_create_pseudonym_secret(
+    directory: Path | str, node_private_key: PrivateKeyInput, *, password: str | None = None
+) -> bytes:
+    """The owner's pseudonym secret of the vault in ``directory`` (unsealed with the node's private
+    key; created at random on first use). Every pseudonym key of this owner's ``read`` deliveries
+    derives from it, so it must stay on this node (copy it, sealed, only to another node of the
+    same agency that serves the same datasets)."""
+    return _load_or_create_sealed(Path(directory), PSEUDONYM_SECRET_FILE, "pseudonym secret", node_private_key,
+                                  password)
+
+
+def _load_or_create_sealed(
+    directory: Path, name: str, what: str, node_private_key: PrivateKeyInput, password: str | None
+) -> bytes:
     _make_private_dir(directory)
-    path = directory / VAULT_KEY_FILE
+    path = directory / name
     private = load_private_key(node_private_key, password)
     try:
         sealed = path.read_bytes()
@@ -129,12 +148,12 @@ def load_or_create_vault_key(
         _fsync_dir(directory)
         return key
     except OSError as exc:
-        raise StorageError(f"cannot read the vault key {path}: {exc.strerror}") from exc
+        raise StorageError(f"cannot read the {what} {path}: {exc.strerror}") from exc
     try:
         return open_vault_key(private, sealed)
     except CryptoError as exc:
         raise CryptoError(
-            f"cannot open the vault key {path}: it was sealed to another node key, or it is damaged "
+            f"cannot open the {what} {path}: it was sealed to another node key, or it is damaged "
             "(after a node key rotation, run reseal_vault_key with the old key)"
         ) from exc
 
@@ -146,15 +165,21 @@ def reseal_vault_key(
     *,
     password: str | None = None,
 ) -> None:
-    """Seal the vault key to a new node key (key rotation); the datasets stay as they are."""
+    """Seal the vault key (and the pseudonym secret, if any) to a new node key (key rotation); the
+    datasets, and the pseudonyms grantees receive, stay as they are."""
     directory = Path(directory)
-    path = directory / VAULT_KEY_FILE
-    try:
-        sealed = path.read_bytes()
-    except OSError as exc:
-        raise StorageError(f"cannot read the vault key {path}: {exc.strerror}") from exc
-    key = open_vault_key(old_private_key, sealed, password=password)
-    write_secret_file(path, seal_vault_key(load_public_key(new_node_key), key))
+    for name in (VAULT_KEY_FILE, PSEUDONYM_SECRET_FILE):
+        path = directory / name
+        try:
+            sealed = path.read_bytes()
+        except FileNotFoundError:
+            if name == VAULT_KEY_FILE:
+                raise StorageError(f"cannot read the vault key {path}: no such file") from None
+            continue
+        except OSError as exc:
+            raise StorageError(f"cannot read {path}: {exc.strerror}") from exc
+        key = open_vault_key(old_private_key, sealed, password=password)
+        write_secret_file(path, seal_vault_key(load_public_key(new_node_key), key))
 
 
 def _make_private_dir(directory: Path) -> None:
@@ -327,7 +352,7 @@ class Vault:
         chunk_size: int = CHUNK_SIZE,
     ) -> Delivery:
         """The entry as a delivery to the recipient node: personal columns pseudonymized for
-        ``read`` (``pseudonym_key`` = the consortium key), raw for ``read_identified``; encrypted
+        ``read`` (``pseudonym_key``: ``derive_pseudonym_key`` for this owner, grantee and dataset), raw for ``read_identified``; encrypted
         under a fresh delivery key that is wrapped to ``recipient_cert_pem`` (verify that
         certificate with ``ca.verify_certificate`` first) under ``context`` (grant id and purpose).
         Call only after re-checking the grant on this node's own chain."""

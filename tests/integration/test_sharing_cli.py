@@ -33,15 +33,14 @@ SCHEMA = {"columns": [{"name": "citizen_id", "kind": "personal"}, {"name": "dist
 
 
 def configure_data_plane(directory: Path) -> None:
-    """Give node1 of a fresh devnet its TLS identity, a vault, the pseudonym key and its agency account."""
+    """Give node1 of a fresh devnet its TLS identity, a vault (with its own pseudonym secret) and its
+    agency account."""
     node_dir = directory / "nodes" / "node1"
-    (node_dir / "pseudonym.key").write_text(secrets.token_hex(32))
-    (node_dir / "pseudonym.key").chmod(0o600)
     config = (node_dir / "node.toml").read_text()
     if "[p2p]" not in config:
         config += '\n[p2p]\nca_cert = "../../ca/ca.crt"\nnode_cert = "keys/node.crt"\nnode_key = "keys/node.key"\n'
     if "[sharing]" not in config:
-        config += ('\n[sharing]\nvault_dir = "vault"\npseudonym_key_file = "pseudonym.key"\n'
+        config += ('\n[sharing]\nvault_dir = "vault"\n'
                    'account_keystore = "../../agencies/agency1/account.json"\n')
     (node_dir / "node.toml").write_text(config)
 
@@ -196,23 +195,31 @@ def test_rest_refuses_bad_input_with_4xx(net: Devnet, published: int) -> None:
                           headers={wire.CONTENT_HASH_HEADER: digest})
     assert unsigned.status_code == 400 and wire.SIGNATURE_HEADER in unsigned.text
     stranger = secrets.token_bytes(32)
-    signature = wire.sign_personal_message(stranger, wire.compute_upload_message(bytes.fromhex(digest[2:]),
-                                                                                 net.chain_id))
+
+    def signed(key: bytes, make: Any, ts: int | None = None) -> dict[str, str]:
+        ts, nonce = ts or int(time.time()), secrets.token_bytes(16)
+        return {wire.SIGNATURE_HEADER: "0x" + wire.sign_personal_message(key, make(ts, nonce)).hex(),
+                wire.TIMESTAMP_HEADER: str(ts), wire.NONCE_HEADER: "0x" + nonce.hex()}
+
+    def upload(ts: int, nonce: bytes) -> str:
+        return wire.compute_upload_message(bytes.fromhex(digest[2:]), "node1", net.chain_id, ts, nonce)
+
     refused = httpx.post(f"{api}/vault", params={"format": "csv"}, content=data,
-                         headers={wire.CONTENT_HASH_HEADER: digest, wire.SIGNATURE_HEADER: "0x" + signature.hex()})
+                         headers={wire.CONTENT_HASH_HEADER: digest, **signed(stranger, upload)})
     assert refused.status_code == 403 and "no member agency" in refused.json()["error"]["message"]
     key = net.key_bytes
-    good = wire.sign_personal_message(key, wire.compute_upload_message(bytes.fromhex(digest[2:]), net.chain_id))
+    unsent = httpx.post(f"{api}/vault", params={"format": "csv"}, content=data,  # no nonce
+                        headers={wire.CONTENT_HASH_HEADER: digest, **signed(key, upload)} | {wire.NONCE_HEADER: ""})
+    assert unsent.status_code == 400 and wire.NONCE_HEADER in unsent.text
     bad_schema = httpx.post(f"{api}/vault", params={"format": "csv"}, content=data,
-                            headers={wire.CONTENT_HASH_HEADER: digest, wire.SIGNATURE_HEADER: "0x" + good.hex(),
+                            headers={wire.CONTENT_HASH_HEADER: digest, **signed(key, upload),
                                      wire.SCHEMA_HEADER: base64.urlsafe_b64encode(b'{"columns": 3}').decode()})
     assert bad_schema.status_code == 400 and "columns" in bad_schema.json()["error"]["message"]
-    stale = int(time.time()) - 3600
-    message = wire.compute_fetch_message(published, None, net.chain_id, stale)
     old = httpx.post(f"{api}/datasets/{published}/fetch", json={"grant_id": None},
-                     headers={wire.SIGNATURE_HEADER: "0x" + wire.sign_personal_message(key, message).hex(),
-                              wire.TIMESTAMP_HEADER: str(stale)})
-    assert old.status_code == 403 and "timestamp" in old.json()["error"]["message"]
+                     headers=signed(key, lambda ts, nonce: wire.compute_fetch_message(published, None, "node1",
+                                                                                      net.chain_id, ts, nonce),
+                                    int(time.time()) - 3600))
+    assert old.status_code == 403 and "more than 300 s away from this node's clock" in old.json()["error"]["message"]
     bad_query = httpx.post(f"{api}/datasets/{published}/query", json={"query": "not an object"})
     assert bad_query.status_code == 400
 
@@ -229,4 +236,4 @@ def test_the_node_keeps_no_copy_of_a_fetched_dataset(net: Devnet, published: int
     cli(net, "access", "request", published, "--action", "read", "--purpose", "no copy")
     cli(net, "dataset", "fetch", published, "--out", tmp_path / "x.csv")
     spool = net.dir / "nodes" / "node1" / "vault" / "incoming"
-    wait_until(lambda: not [p for p in spool.iterdir() if p.name != "replay-nonces"], 10, "an empty spool")
+    wait_until(lambda: not [p for p in spool.iterdir() if not p.name.startswith("replay-")], 10, "an empty spool")

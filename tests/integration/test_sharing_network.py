@@ -1,5 +1,6 @@
 """Attacks on the data plane of a real 4-validator devnet (issue 5, item 6): ``chainshare node run``
-processes on 127.0.0.1, one vault, agency account and pseudonym key per node, mutual TLS between them.
+processes on 127.0.0.1, one vault (with its own pseudonym secret) and agency account per node, mutual
+TLS between them.
 
 agency1 (node1) owns the datasets; its policy permits ``read`` and ``compute`` to agency2 only.
 
@@ -69,14 +70,10 @@ from chainshare.p2p import P2PConfig, P2PNode, RequestFailed, TlsIdentity
 from chainshare.sharing import protocol as wire
 from chainshare.sharing.schema import canonical_json
 
-_last_ts = [0]
 
-
-def _fresh_ts() -> int:
-    """A timestamp no earlier signed request of this module used: the node serves each signed
-    message once, so two requests signed in the same second would be one request."""
-    _last_ts[0] = max(int(time.time()), _last_ts[0] + 1)
-    return _last_ts[0]
+def signed_headers(key: bytes, message: str, ts: int, nonce: bytes) -> dict[str, str]:
+    return {wire.SIGNATURE_HEADER: "0x" + wire.sign_personal_message(key, message).hex(),
+            wire.TIMESTAMP_HEADER: str(ts), wire.NONCE_HEADER: "0x" + nonce.hex()}
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("sharing-network")]
 
@@ -363,7 +360,7 @@ def wait_expired(net: Consortium, grant_id: int) -> None:
 def spool_files(net: Consortium, name: str) -> list[str]:
     """What a node's delivery spool holds besides its replay record (a refused request leaves nothing)."""
     spool = net.dir / "nodes" / name / "vault" / "incoming"
-    return sorted(p.name for p in spool.iterdir() if p.name != "replay-nonces") if spool.exists() else []
+    return sorted(p.name for p in spool.iterdir() if not p.name.startswith("replay-")) if spool.exists() else []
 
 
 # --------------------------------------------------------------------------- an attacker's node
@@ -587,10 +584,10 @@ def test_an_agency_without_a_grant_is_denied_and_gets_nothing(net: Consortium, p
     assert list(tmp_path.iterdir()) == [query]  # no output file, no partial file
 
     # agency2's account cannot make node3 act for it: a node acts only for its own agency.
-    ts = _fresh_ts()
-    signature = wire.sign_personal_message(net.key("agency2"), wire.compute_fetch_message(ds, None, net.chain_id, ts))
+    ts, nonce = int(time.time()), secrets.token_bytes(16)
+    message = wire.compute_fetch_message(ds, None, "node3", net.chain_id, ts, nonce)
     response = httpx.post(f"{net.api('node3')}/datasets/{ds}/fetch", json={"grant_id": None}, timeout=30,
-                          headers={wire.SIGNATURE_HEADER: "0x" + signature.hex(), wire.TIMESTAMP_HEADER: str(ts)})
+                          headers=signed_headers(net.key("agency2"), message, ts, nonce))
     assert response.status_code == 403
     assert "an account of agency 'agency2'; this node acts only for agency 'agency3'" in \
            response.json()["error"]["message"]
@@ -620,11 +617,10 @@ def test_the_requesting_node_refuses_unusable_grants_before_asking_the_owner(
     assert f"grant {grants.compute} is for 'compute'; this needs 'read' or 'read_identified'" in wrong_action
 
     # A grant for another dataset, named explicitly in a signed REST request to the agency's own node.
-    ts = _fresh_ts()
-    message = wire.compute_fetch_message(ds, grants.other, net.chain_id, ts)
+    ts, nonce = int(time.time()), secrets.token_bytes(16)
+    message = wire.compute_fetch_message(ds, grants.other, "node2", net.chain_id, ts, nonce)
     response = httpx.post(f"{net.api('node2')}/datasets/{ds}/fetch", json={"grant_id": grants.other}, timeout=30,
-                          headers={wire.SIGNATURE_HEADER: "0x" + wire.sign_personal_message(
-                              net.key("agency2"), message).hex(), wire.TIMESTAMP_HEADER: str(ts)})
+                          headers=signed_headers(net.key("agency2"), message, ts, nonce))
     assert response.status_code == 400
     assert response.json()["error"]["message"] == \
         f"grant {grants.other} is for dataset {published.other}, not dataset {ds}"
@@ -680,44 +676,43 @@ def test_queries_that_single_out_a_person_are_refused_and_logged_by_the_owner(
 
 def test_a_signed_rest_request_is_served_once(net: Consortium, published: Published, grants: Grants) -> None:
     ds = published.people
-    ts = _fresh_ts()
-    signature = wire.sign_personal_message(net.key("agency2"),
-                                           wire.compute_fetch_message(ds, grants.read, net.chain_id, ts))
-    headers = {wire.SIGNATURE_HEADER: "0x" + signature.hex(), wire.TIMESTAMP_HEADER: str(ts)}
+    ts, nonce = int(time.time()), secrets.token_bytes(16)
+    headers = signed_headers(net.key("agency2"), wire.compute_fetch_message(ds, grants.read, "node2", net.chain_id,
+                                                                            ts, nonce), ts, nonce)
     url = f"{net.api('node2')}/datasets/{ds}/fetch"
     first = httpx.post(url, json={"grant_id": grants.read}, headers=headers, timeout=30)
     assert first.status_code == 200 and first.text.startswith("name,district,age,income")
     replayed = httpx.post(url, json={"grant_id": grants.read}, headers=headers, timeout=30)
     assert replayed.status_code == 403
     assert replayed.json()["error"]["message"] == \
-        "this signed request was already served: sign a new one (fresh timestamp)"
+        "this signed request was already served: sign a new one (fresh nonce)"
     assert_no_leak(replayed.text)
 
 
-def _signed(net: Consortium, path: str, dataset_id: int, grants: Grants) -> tuple[str, dict[str, Any], bytes, int]:
-    ts = _fresh_ts()
+def _signed(net: Consortium, path: str, dataset_id: int, grants: Grants) -> tuple[str, dict[str, Any], bytes,
+                                                                                 dict[str, str]]:
+    ts, nonce = int(time.time()), secrets.token_bytes(16)
     if path == "fetch":
         body: dict[str, Any] = {"grant_id": grants.read}
-        message = wire.compute_fetch_message(dataset_id, grants.read, net.chain_id, ts)
+        message = wire.compute_fetch_message(dataset_id, grants.read, "node2", net.chain_id, ts, nonce)
     else:
         body = {"grant_id": grants.compute, "query": {"select": [{"fn": "count"}], "group_by": ["district"]}}
         digest = wire.compute_query_digest(canonical_json(body["query"]))
-        message = wire.compute_query_message(dataset_id, grants.compute, digest, net.chain_id, ts)
+        message = wire.compute_query_message(dataset_id, grants.compute, digest, "node2", net.chain_id, ts, nonce)
+    headers = signed_headers(net.key("agency2"), message, ts, nonce)
     return (f"{net.api('node2')}/datasets/{dataset_id}/{path}", body,
-            wire.sign_personal_message(net.key("agency2"), message), ts)
+            wire.sign_personal_message(net.key("agency2"), message), headers)
 
 
 @pytest.mark.parametrize("path", ["fetch", "query"])
 def test_a_signed_rest_request_replayed_with_its_v_re_encoded_is_refused(
         net: Consortium, published: Published, grants: Grants, path: str) -> None:
-    url, body, signature, ts = _signed(net, path, published.people, grants)
-    first = httpx.post(url, json=body, timeout=30,
-                       headers={wire.SIGNATURE_HEADER: "0x" + signature.hex(), wire.TIMESTAMP_HEADER: str(ts)})
+    url, body, signature, headers = _signed(net, path, published.people, grants)
+    first = httpx.post(url, json=body, timeout=30, headers=headers)
     assert first.status_code == 200, first.text
     assert signature[64] in (27, 28)
     same = signature[:64] + bytes([signature[64] - 27])  # the same (r, s, y-parity): the same signer
-    replayed = httpx.post(url, json=body, timeout=30,
-                          headers={wire.SIGNATURE_HEADER: "0x" + same.hex(), wire.TIMESTAMP_HEADER: str(ts)})
+    replayed = httpx.post(url, json=body, timeout=30, headers={**headers, wire.SIGNATURE_HEADER: "0x" + same.hex()})
     assert replayed.status_code == 403, f"the replay was served: HTTP {replayed.status_code} {replayed.text[:120]!r}"
     assert_no_leak(replayed.text)
 

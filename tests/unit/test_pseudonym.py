@@ -16,6 +16,7 @@ from chainshare.crypto.hashing import keccak256
 from chainshare.errors import InvalidInput
 from chainshare.sharing.pseudonym import (
     Pseudonymizer,
+    derive_pseudonym_key,
     is_pseudonym,
     pseudonymize,
     transform_file,
@@ -52,14 +53,40 @@ def test_pseudonyms_are_stable_and_well_formed() -> None:
     first = pseudonymize("110101", KEY)
     assert PSEUDONYM_RE.fullmatch(first) and is_pseudonym(first)
     assert pseudonymize("110101", KEY) == first
-    # Another node holding the same consortium key computes the same pseudonym.
     assert pseudonymize("110101", bytes(KEY)) == first == Pseudonymizer(KEY).text("110101")
 
 
-def test_pseudonym_is_hmac_sha256_under_the_consortium_key() -> None:
+def test_pseudonym_is_hmac_sha256_under_the_derived_key() -> None:
     # An independent reference (the standard library's HMAC), so other implementations can match it.
-    mac = hmac.new(KEY, b"chainshare/pseudonym/v1\x00" + "张三".encode(), hashlib.sha256).digest()
+    mac = hmac.new(KEY, b"chainshare/pseudonym/v2\x00" + "张三".encode(), hashlib.sha256).digest()
     assert pseudonymize("张三", KEY) == "ps_" + mac[:16].hex()
+
+
+def test_pseudonym_keys_are_hkdf_of_the_owner_secret_per_owner_grantee_and_dataset() -> None:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    from chainshare import codec
+
+    secret = b"s" * 32
+    reference = HKDF(algorithm=hashes.SHA256(), length=32, salt=b"chainshare/pseudonym-key/v2",
+                     info=codec.encode(["chainshare/pseudonym-key/v2", "agency1", "agency2", 7])).derive(secret)
+    assert derive_pseudonym_key(secret, "agency1", "agency2", 7) == reference
+    keys = {derive_pseudonym_key(secret, "agency1", grantee, ds) for grantee in ("agency2", "agency3")
+            for ds in (7, 8)}
+    keys.add(derive_pseudonym_key(b"t" * 32, "agency1", "agency2", 7))  # another owner's secret
+    assert len(keys) == 5
+    assert secret not in keys and all(len(k) == 32 for k in keys)
+    # Two grantees of the same dataset get unrelated pseudonyms for the same person.
+    two = [pseudonymize("110101", derive_pseudonym_key(secret, "agency1", g, 7)) for g in ("agency2", "agency3")]
+    assert two[0] != two[1]
+
+
+@pytest.mark.parametrize("args", [(b"short", "a", "b", 1), (b"s" * 32, "", "b", 1), (b"s" * 32, "a", "", 1),
+                                  (b"s" * 32, "a", "b", 0), (b"s" * 32, "a", "b", True)])
+def test_a_pseudonym_key_needs_a_secret_two_agencies_and_a_dataset(args: tuple[object, ...]) -> None:
+    with pytest.raises(InvalidInput):
+        derive_pseudonym_key(*args)  # type: ignore[arg-type]
 
 
 def test_pseudonyms_are_distinct_per_value_and_per_key() -> None:

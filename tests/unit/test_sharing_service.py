@@ -18,9 +18,8 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, TypeVar
 
 import eth_abi
@@ -45,7 +44,7 @@ from chainshare.node import Node, ValidatorKey
 from chainshare.p2p import P2PConfig, P2PNode, PeerAddress, TlsIdentity
 from chainshare.sharing import protocol as wire
 from chainshare.sharing.compute import QueryRefused
-from chainshare.sharing.pseudonym import is_pseudonym, pseudonymize
+from chainshare.sharing.pseudonym import derive_pseudonym_key, is_pseudonym, pseudonymize
 from chainshare.sharing.records import (
     ACCESS_CONTRACT,
     DATASETS_CONTRACT,
@@ -56,16 +55,15 @@ from chainshare.sharing.records import (
 from chainshare.sharing.schema import compute_content_hash, validate_schema
 from chainshare.sharing.service import (
     DeliveryFailed,
-    FetchResult,
     ReplayGuard,
     SharingLimits,
     SharingService,
 )
-from chainshare.sharing.vault import Vault
+from chainshare.sharing.vault import Vault, load_or_create_pseudonym_secret
 
 T = TypeVar("T")
 A, B = "Agency A", "Agency B"
-PSEUDONYM_KEY = secrets.token_bytes(32)
+PSEUDONYM_SECRET = secrets.token_bytes(32)  # the owner node's
 SCHEMA = {"columns": [{"name": "citizen_id", "kind": "personal"}, {"name": "district", "kind": "string"},
                       {"name": "age", "kind": "integer"}, {"name": "income", "kind": "number"}], "min_group": 5}
 PERMIT_ALL = "permit (principal, action, resource);"
@@ -208,7 +206,8 @@ def events(receipt: Receipt) -> dict[str, dict[str, Any]]:
 def make_service(net_node: Node, pki: Pki, tmp: Path, name: str, agency: str, *, vault: bool) -> SharingService:
     key_pem = (pki.node_dir(name) / "node.key").read_bytes()
     return SharingService(
-        net_node, None, Vault.open(tmp / f"{name}-vault", key_pem) if vault else None, PSEUDONYM_KEY,
+        net_node, None, Vault.open(tmp / f"{name}-vault", key_pem) if vault else None,
+        PSEUDONYM_SECRET if vault else None,
         pki.keys[agency], key_pem, node_cert_pem=(pki.node_dir(name) / "node.crt").read_bytes(),
         ca_cert_pem=(pki.base / "ca" / "ca.crt").read_bytes(), spool_dir=tmp / f"{name}-spool", limits=LIMITS)
 
@@ -305,9 +304,12 @@ def test_read_delivery_pseudonymizes_personal_columns_and_is_recorded_on_chain(p
             assert result.grant_id == grant_id and result.action == "read"
             original, delivered = read_csv(dataset), read_csv(out)
             assert len(delivered) == ROWS
+            # Keyed per (owner, grantee, dataset) from the owner's secret, which the requester never holds.
+            key = derive_pseudonym_key(PSEUDONYM_SECRET, A, B, dataset_id)
+            assert net.requester._pseudonym_secret is None
             for before, after in zip(original, delivered, strict=True):
                 assert is_pseudonym(after["citizen_id"])
-                assert after["citizen_id"] == pseudonymize(before["citizen_id"], PSEUDONYM_KEY)
+                assert after["citizen_id"] == pseudonymize(before["citizen_id"], key)
                 assert {k: after[k] for k in ("district", "age", "income")} == \
                        {k: before[k] for k in ("district", "age", "income")}
             assert result.content_hash == compute_content_hash(dataset)  # the version delivered
@@ -566,11 +568,14 @@ def test_a_tampered_chunk_is_detected_and_nothing_is_kept(pki: Pki, tmp_path: Pa
             with pytest.raises(DeliveryFailed, match="did not verify and was discarded: envelope chunk 2 failed"):
                 await net.requester.fetch(dataset_id, out)
             assert list(out.parent.iterdir()) == []
+            assert list(net.requester.spool_dir.glob(".*.sealed")) == []  # nor its ciphertext
             await wait_until(lambda: not net.owner._outgoing, what="the owner to stop streaming")
 
     run(scenario())
     messages = [r.getMessage() for r in sharing_log.records]
-    assert "delivery refused by the requester" in messages and "delivery cancelled" in messages
+    # The requester can check the chunks only with the key, which comes after the record: the owner
+    # finished (and recorded) the delivery, the requester then refused it.
+    assert "delivery refused by the requester" in messages and "delivery sent" in messages
     assert "CN0000" not in sharing_log.text
 
 
@@ -651,7 +656,9 @@ def test_a_failed_upload_leaves_no_vault_entry(pki: Pki, tmp_path: Path, dataset
 
 
 def test_agency_signatures_interoperate_with_eth_account(pki: Pki) -> None:
-    message = wire.compute_upload_message(b"\xab" * 32, CHAIN_ID)
+    message = wire.compute_upload_message(b"\xab" * 32, "node-a", CHAIN_ID, 1_700_000_000, b"\x01" * 16)
+    assert message == (f"chainshare vault upload\nnode: node-a\nchain: {CHAIN_ID}\ncontent: 0x" + "ab" * 32 +
+                       "\ntime: 1700000000\nnonce: 0x" + "01" * 16)
     key = pki.keys[A]
     ours = wire.sign_personal_message(key, message)
     theirs = bytes(EthAccount.sign_message(encode_defunct(text=message), key).signature)
@@ -665,11 +672,65 @@ def test_agency_signatures_interoperate_with_eth_account(pki: Pki) -> None:
 def test_the_replay_record_survives_a_restart(tmp_path: Path) -> None:
     path = tmp_path / "replay"
     now = time.time()
-    ReplayGuard(300, path).remember(7, b"n" * 16, now)
+    ReplayGuard(300, path).claim(7, b"n" * 16, int(now), now)
     restarted = ReplayGuard(300, path)
     with pytest.raises(Unauthorized, match="replayed request"):
         restarted.check(7, b"n" * 16, int(now), now)
+    with pytest.raises(Unauthorized, match="replayed request"):
+        restarted.claim(7, b"n" * 16, int(now), now)
     restarted.check(8, b"n" * 16, int(now), now)  # another grant: fine
+    with pytest.raises(InvalidInput, match="outside this node's window of 300 s"):
+        restarted.claim(9, b"n" * 16, int(now) - 301, now)
+
+
+def test_a_replay_claim_is_atomic_durable_and_expires_only_after_the_window(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from chainshare.sharing.replay import ReplayStore
+
+    path = tmp_path / "signed"
+    t0 = time.time()
+    store = ReplayStore(path, 600)
+    with ThreadPoolExecutor(8) as pool:  # eight concurrent copies of one request: exactly one is served
+        wins = list(pool.map(lambda _i: store.claim(b"request", t0), range(8)))
+    assert wins.count(True) == 1
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    with path.open("a") as file:
+        file.write("deadbe")  # a torn line from a crash mid-append
+    restarted = ReplayStore(path, 600)
+    assert b"request" in restarted and not restarted.claim(b"request", t0 + 500)
+    assert restarted.claim(b"request", t0 + 601)  # kept for the whole retention, then it may be forgotten
+    for i in range(5000):  # the file is compacted as keys expire
+        restarted.claim(i.to_bytes(4, "big"), t0 + 1000 + i)
+    assert len(path.read_text().splitlines()) < 5000
+    with pytest.raises(ValueError):
+        restarted.claim(b"", 1.0)
+
+
+def test_a_signed_rest_request_is_served_once_even_after_a_restart(pki: Pki, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with network(pki, tmp_path) as net:
+            now = int(time.time())
+            message = wire.compute_fetch_message(1, None, "node-b", CHAIN_ID, now, b"\x05" * 16)
+            signature = wire.sign_personal_message(pki.keys[B], message)
+            assert net.requester.admit_signed_request(message, signature, now) == address_of_private_key(pki.keys[B])
+            with pytest.raises(Unauthorized, match="already served"):
+                net.requester.admit_signed_request(message, signature, now)
+            restarted = make_service(net.node, pki, tmp_path, "node-b", B, vault=False)  # same spool directory
+            with pytest.raises(Unauthorized, match="already served: sign a new one"):
+                restarted.admit_signed_request(message, signature, now)
+            with pytest.raises(Unauthorized, match="more than 300 s away"):
+                other = wire.compute_fetch_message(1, None, "node-b", CHAIN_ID, now - 400, b"\x06" * 16)
+                restarted.admit_signed_request(other, wire.sign_personal_message(pki.keys[B], other), now - 400)
+            # Signed by agency B for ANOTHER node (audience): recovers another signer here.
+            elsewhere = wire.compute_fetch_message(1, None, "node-x", CHAIN_ID, now, b"\x07" * 16)
+            with pytest.raises(Unauthorized, match="an account of no member agency"):
+                restarted.admit_signed_request(message.replace("node-b", "node-x"),
+                                               wire.sign_personal_message(pki.keys[B], elsewhere)[:64] + b"\x1b",
+                                               now)
+            await restarted.close()
+
+    run(scenario())
 
 
 def test_the_audit_trail_lists_every_step_in_chain_order(pki: Pki, tmp_path: Path, dataset: Path) -> None:
@@ -707,12 +768,11 @@ def test_attach_sharing_builds_one_service_from_the_node_configuration(pki: Pki,
     from chainshare.config import P2PSection, SharingSection
     from chainshare.sharing.service import SharingUnavailable, attach_sharing, get_sharing_service
 
-    (tmp_path / "pseudonym.key").write_text(PSEUDONYM_KEY.hex())
     (tmp_path / "account.json").write_text((pki.base / "Agency-A" / "account.json").read_text())
     cfg = NodeConfig(
         p2p=P2PSection(ca_cert=str(pki.base / "ca" / "ca.crt"), node_cert=str(pki.node_dir("node-a") / "node.crt"),
                        node_key=str(pki.node_dir("node-a") / "node.key")),
-        sharing=SharingSection(vault_dir="vault", pseudonym_key_file="pseudonym.key", account_keystore="account.json"),
+        sharing=SharingSection(vault_dir="vault", account_keystore="account.json"),
         base_dir=tmp_path)
     key = validator("v1", A)
     bare = Node(NodeConfig(), pki.genesis, MemoryStore(), ValidatorKey(key.secret_key, key.public_key))
@@ -738,29 +798,125 @@ def test_attach_sharing_builds_one_service_from_the_node_configuration(pki: Pki,
     assert service is from_api and service.transport is not None
     assert (service.agency, service.node_name) == (A, "node-a")
     assert service.vault is not None and (tmp_path / "vault" / "vault.key").exists()
-    assert service.pseudonym_key == PSEUDONYM_KEY and service.account == address_of_private_key(pki.keys[A])
+    # The owner-only pseudonym secret is created in the vault, sealed to the node key (never in the config).
+    sealed = (tmp_path / "vault" / "pseudonym.secret").read_bytes()
+    assert service._pseudonym_secret is not None and service._pseudonym_secret not in sealed
+    assert service._pseudonym_secret == load_or_create_pseudonym_secret(
+        tmp_path / "vault", (pki.node_dir("node-a") / "node.key").read_bytes())
+    assert service.account == address_of_private_key(pki.keys[A])
     # 16 MiB of send queue: bulk data may take half of it, for two deliveries of 1 MiB chunks (+ framing).
     assert service.limits.window == 3
     node.close()
     bare.close()
 
 
-def test_a_fetch_cancelled_while_waiting_for_the_owners_record_leaves_no_file(tmp_path: Path) -> None:
-    """The bytes are kept only once the owner's record is final: a fetch cancelled before (a client
-    gone, a node stopping) must not leave the unverified file at its destination."""
-    path = tmp_path / "delivery.csv"
-    path.write_bytes(b"unverified")
-    service = SharingService.__new__(SharingService)
-    service.node = SimpleNamespace(chain=SimpleNamespace(get_tx_location=lambda tx: None))  # never final
-    service.limits = SharingLimits(record_wait=60.0)
-    result = FetchResult(1, 1, "read", path, 10, bytes(32), bytes(32), b"\x01" * 32, None, "csv")
+def _requester_spool(net: Net) -> list[str]:
+    return sorted(p.name for p in net.requester.spool_dir.iterdir() if not p.name.startswith("replay-"))
 
+
+def test_a_grant_revoked_mid_stream_stops_the_delivery_and_releases_no_key(
+        pki: Pki, tmp_path: Path, dataset: Path, sharing_log: pytest.LogCaptureFixture) -> None:
+    """The owner re-checks the grant before every chunk: revoked while the requester holds back its
+    acknowledgements, the delivery ends with data.error, no record and no key ever sent."""
     async def scenario() -> None:
-        task = asyncio.ensure_future(service._confirm_record(result))
-        await asyncio.sleep(0.2)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+        async with network(pki, tmp_path) as net:
+            dataset_id = await net.publish(dataset)
+            grant_id = await net.grant(B, dataset_id, "read")
+            held = asyncio.Event()
+            send = net.p2p["node-b"].send
 
-    asyncio.run(scenario())
-    assert not path.exists()
+            def holding_acks(peer: str, msg_type: str, body: Any) -> bool:
+                if msg_type == wire.MSG_ACK and not held.is_set():
+                    async def later() -> None:
+                        await held.wait()
+                        send(peer, msg_type, body)
+                    asyncio.get_running_loop().create_task(later())
+                    return True
+                return send(peer, msg_type, body)
+
+            net.p2p["node-b"].send = holding_acks  # type: ignore[method-assign]
+            out = tmp_path / "revoked.csv"
+            fetch = asyncio.ensure_future(net.requester.fetch(dataset_id, out, grant_id=grant_id))
+            await wait_until(lambda: net.chunks_sent() >= LIMITS.window, what="a first window of chunks")
+            await net.revoke(A, grant_id)  # final on the owner's chain before it may send more
+            held.set()
+            with pytest.raises(DeliveryFailed, match=f"the owner aborted the delivery: grant {grant_id} was revoked"):
+                await fetch
+            sent = [msg_type for _peer, msg_type, _body in net.sent]
+            assert wire.MSG_END not in sent and sent[-1] == wire.MSG_ERROR
+            assert net.chunks_sent() < 2 * LIMITS.window + 2  # stopped at the next chunk, not at the end
+            # The key travels only in data.end: nothing the requester received can be decrypted.
+            assert all(len(body) != 6 for _peer, msg_type, body in net.sent if msg_type != wire.MSG_CHUNK)
+            assert not out.exists() and _requester_spool(net) == []
+            trail = [i["event"] for i in audit_dataset(net.node, dataset_id)["items"]]
+            assert "DeliveryRecorded" not in trail and trail[-1] == "GrantRevoked"
+            assert net.owner.stats["deliveries_revoked"] == 1
+
+    run(scenario())
+    aborted = [r for r in sharing_log.records if r.getMessage() == "delivery aborted"]
+    assert aborted and "was revoked" in aborted[0].fields["reason"]  # type: ignore[attr-defined]
+
+
+def test_a_delivery_the_owner_cannot_record_is_a_security_event_and_releases_no_key(
+        pki: Pki, tmp_path: Path, dataset: Path, sharing_log: pytest.LogCaptureFixture) -> None:
+    async def scenario() -> None:
+        async with network(pki, tmp_path) as net:
+            dataset_id = await net.publish(dataset)
+            grant_id = await net.grant(B, dataset_id, "read")
+            net.owner.limits = replace(net.owner.limits, record_wait=1.0)
+            net.owner.submit_call = lambda to, data: (b"\x07" * 32, None)  # type: ignore[method-assign]
+            out = tmp_path / "unrecorded.csv"
+            with pytest.raises(DeliveryFailed, match="the owner aborted the delivery: the delivery record 0x0707"
+                                                     ".* was not final within 1 s"):
+                await net.requester.fetch(dataset_id, out, grant_id=grant_id)
+            assert wire.MSG_END not in [msg_type for _peer, msg_type, _body in net.sent]
+            assert not out.exists() and _requester_spool(net) == []
+            assert net.owner.stats["records_failed"] == 1
+
+    run(scenario())
+    failed = [r for r in sharing_log.records if r.getMessage() == "delivery not recorded: key withheld"]
+    assert failed and all(r.levelno == logging.ERROR for r in failed)
+
+
+def test_a_fetch_cancelled_before_the_record_is_final_leaves_nothing(pki: Pki, tmp_path: Path,
+                                                                     dataset: Path) -> None:
+    """A fetch cancelled (client gone, node stopping) after every chunk arrived but before the owner's
+    record is final leaves neither plaintext at its destination nor ciphertext in the spool."""
+    async def scenario() -> None:
+        async with network(pki, tmp_path) as net:
+            dataset_id = await net.publish(dataset)
+            grant_id = await net.grant(B, dataset_id, "read")
+            recorded = asyncio.Event()
+            honest = net.owner._record_delivery
+
+            async def slow_record(*args: Any) -> bytes:
+                recorded.set()
+                await asyncio.sleep(30)
+                return await honest(*args)
+
+            net.owner._record_delivery = slow_record  # type: ignore[method-assign]
+            out = tmp_path / "cancelled.csv"
+            fetch = asyncio.ensure_future(net.requester.fetch(dataset_id, out, grant_id=grant_id))
+            await asyncio.wait_for(recorded.wait(), 10)
+            await wait_until(lambda: _requester_spool(net) != [], what="the spooled ciphertext")
+            fetch.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await fetch
+            assert not out.exists() and _requester_spool(net) == []
+
+    run(scenario())
+
+
+def test_an_old_config_with_a_consortium_pseudonym_key_gets_a_precise_error(tmp_path: Path) -> None:
+    from chainshare.config import load_config
+    from chainshare.errors import ConfigError
+
+    path = tmp_path / "node.toml"
+    path.write_text('[validator]\nkey_file = "v.json"\n[sharing]\nvault_dir = "vault"\n'
+                    'pseudonym_key_file = "../../pseudonym.key"\n')
+    with pytest.raises(ConfigError, match=r"\[sharing\] pseudonym_key_file is no longer supported: .*per owner, "
+                                          r"grantee and dataset.*Remove the setting"):
+        load_config(path, env={})
+    path.write_text('[validator]\nkey_file = "v.json"\n')
+    with pytest.raises(ConfigError, match="pseudonym_key_file is no longer supported"):
+        load_config(path, env={"CHAINSHARE_SHARING_PSEUDONYM_KEY_FILE": "k"})

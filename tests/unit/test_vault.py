@@ -25,12 +25,13 @@ from chainshare.sharing.vault import (
     Vault,
     VaultEntry,
     compute_delivery_context,
+    load_or_create_pseudonym_secret,
     load_or_create_vault_key,
     receive_delivery,
     reseal_vault_key,
 )
 
-PSEUDONYM_KEY = b"consortium pseudonym key 32bytes"
+PSEUDONYM_KEY = b"a derived pseudonym key 32 bytes"
 SCHEMA = validate_schema(
     {
         "columns": [
@@ -132,9 +133,16 @@ def test_entries_are_found_by_id_and_content_hash_and_survive_reopening(
 def test_vault_key_is_protected_by_the_node_key(vault: Vault, pki: dict[str, NodeIdentity], tmp_path: Path) -> None:
     with pytest.raises(CryptoError, match="sealed to another node key"):
         Vault.open(vault.directory, _key(pki["other"]))
-    # Rotation: re-seal to a new node key; the datasets stay readable.
+    secret = load_or_create_pseudonym_secret(vault.directory, _key(pki["owner"]))
+    assert len(secret) == 32 and secret not in (vault.directory / "pseudonym.secret").read_bytes()
+    assert load_or_create_pseudonym_secret(vault.directory, _key(pki["owner"])) == secret  # stable
+    assert oct((vault.directory / "pseudonym.secret").stat().st_mode & 0o777) == "0o600"
+    with pytest.raises(CryptoError, match="pseudonym secret .* sealed to another node key"):
+        load_or_create_pseudonym_secret(vault.directory, _key(pki["other"]))
+    # Rotation: re-seal to a new node key; the datasets stay readable, the pseudonyms stay the same.
     reseal_vault_key(vault.directory, _key(pki["owner"]), pki["other"].cert_pem)
     assert load_or_create_vault_key(vault.directory, _key(pki["other"]))
+    assert load_or_create_pseudonym_secret(vault.directory, _key(pki["other"])) == secret
     with pytest.raises(CryptoError):
         Vault.open(vault.directory, _key(pki["owner"]))
 
