@@ -152,8 +152,10 @@ class AccessControl(SystemContract):
                        "bytes32 queryHash, bytes32 resultHash, uint64 epsilonMicro, uint64 spentMicro)")
     E_REFUSED = event("ComputationRefused(uint256 indexed grantId, uint256 indexed datasetId, string grantee, "
                       "bytes32 queryHash, string reason, uint64 epsilonMicro, uint64 spentMicro)")
-    E_LIMITS = event("ComputeLimitsSet(uint256 indexed datasetId, uint64 budgetMicro, uint32 queriesPerHour, "
-                     "string by)")
+    # The account comes first so that datasetId is the second topic, as in every AccessControl event
+    # about a dataset (the audit trail finds them by it).
+    E_LIMITS = event("ComputeLimitsSet(address indexed account, uint256 indexed datasetId, uint64 budgetMicro, "
+                     "uint32 queriesPerHour, string by)")
     E_POLICY_INSTALLED = event("ConsortiumPolicyInstalled(string policyId, string policyText, bool replaced)")
     E_POLICY_REMOVED = event("ConsortiumPolicyRemoved(string policyId)")
     EVENTS = (E_REQUESTED, E_DECIDED, E_GRANTED, E_REVOKED, E_DELIVERED, E_COMPUTED, E_REFUSED, E_LIMITS,
@@ -364,7 +366,7 @@ class AccessControl(SystemContract):
         if not 1 <= queries_per_hour <= MAX_QUERIES_PER_HOUR:
             raise Revert(f"queriesPerHour must be 1..{MAX_QUERIES_PER_HOUR}")
         ctx.sstore(_limits_key(dataset_id), codec.encode([budget_micro, queries_per_hour]))
-        ctx.emit(self.E_LIMITS, dataset_id, budget_micro, queries_per_hour, caller)
+        ctx.emit(self.E_LIMITS, ctx.sender, dataset_id, budget_micro, queries_per_hour, caller)
 
     @method("getComputeLimits(uint256 datasetId)", returns="uint64 budgetMicro, uint32 queriesPerHour", view=True)
     def get_compute_limits(self, ctx: CallContext, dataset_id: int) -> tuple[int, int]:
