@@ -70,8 +70,12 @@ def datasets(net: Consortium, tmp_path_factory: pytest.TempPathFactory) -> Datas
                    f"Incomes {i}", "--policy", base / "policy.cedar", "--schema", base / "schema.json")["dataset_id"])
            for i in range(2)]
     result = Datasets(*ids)
-    send_calls(net, "node1", "agency1", [("setComputeLimits", (result.budgeted, 3_000_000, 30)),
-                                         ("setComputeLimits", (result.limited, 10_000_000, 3))])
+    send_calls(net, "node1", "agency1", [("setComputeLimits", (result.budgeted, 3_000_000, 30))])  # web3.py
+    limits = cli(net, "agency1", "access", "limits", result.limited, "--budget", 10, "--queries-per-hour", 3)
+    assert (limits["budget"], limits["queries_per_hour"]) == (10.0, 3)
+    denied = run_cli("access", "limits", result.limited, "--budget", 1000, "--queries-per-hour", 3, "--devnet",
+                     net.dir, "--as", "agency2")
+    assert denied.returncode != 0 and "only accounts of the owner of dataset" in denied.stderr, denied.stderr
     return result
 
 
