@@ -168,7 +168,8 @@ class _RemoteRefusal(ChainshareError):
 # A refusal crosses the network as text; its kind travels in front so the requester raises the
 # same class (and its API the same HTTP status) as the owner did.
 _KINDS: tuple[tuple[str, type[ChainshareError]], ...] = (
-    ("QueryRateLimited", QueryRateLimited), ("QueryRefused", QueryRefused), ("Unauthorized", Unauthorized), ("NotFound", NotFound),
+    ("QueryRateLimited", QueryRateLimited),
+    ("QueryRefused", QueryRefused), ("Unauthorized", Unauthorized), ("NotFound", NotFound),
     ("Unavailable", SharingUnavailable), ("InvalidInput", InvalidInput),
 )
 
@@ -899,7 +900,8 @@ class SharingService:
         try:
             query = parse_query(query_json, schema)
         except Unauthorized as exc:  # a personal column: an attempt at personal data, on the record
-            await self._record_refusal(grant, keccak256(query_json), QueryRefused(exc.message, reason=REFUSED_PERSONAL))
+            await self._record_refusal(grant, keccak256(query_json),
+                                       QueryRefused(exc.message, reason=REFUSED_PERSONAL))
         query_hash = compute_query_hash(query)
         refusal = decide_query_admission(grant.id, allowance, query.epsilon_micro)
         if refusal is not None:
@@ -956,8 +958,10 @@ class SharingService:
                                          f"{self.limits.record_wait:.0f} s; the result was withheld, retry later")
             await asyncio.sleep(0.05)
         if self.node.chain.get_receipts(loc.height)[loc.index].status != 1:
-            raise QueryRefused(f"the chain refused the record of {what} (0x{tx_hash.hex()}: rate or budget reached "
-                               "meanwhile); the result was withheld", reason=REFUSED_BUDGET)
+            raise QueryRefused(f"the chain refused the record of {what} (0x{tx_hash.hex()} reverted: the grant "
+                               "was revoked or expired, or its rate or the budget was reached meanwhile); the result "
+                               "was withheld", reason=REFUSED_BUDGET)
+
     # ----------------------------------------------------------------------- requester
 
     def _own_grant(self, dataset_id: int, grant_id: int | None, actions: tuple[str, ...]) -> tuple[Dataset,
