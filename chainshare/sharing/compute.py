@@ -84,6 +84,7 @@ MAX_QUERY_EPSILON = 10.0
 DELTA = 1e-6  # the chance that a group of one row is released under group_by
 MECHANISM = "discrete_laplace"
 _SUM_DIGITS = 6  # a number column's sum is counted in units of 10**(digits(max |bound|) - 7)
+_MIN_SUM_EXPONENT = -12  # ... and never finer than 1e-12
 
 Noise = Callable[[Fraction], int]
 
@@ -450,7 +451,7 @@ def _sum_measurement(column: str, bounds: tuple[int | float, int | float], kind:
     largest = Fraction(max(abs(bounds[0]), abs(bounds[1])))
     if kind == KIND_INTEGER or largest == 0:
         return Measurement("sum", column, bounds, Fraction(1), max(1, math.ceil(largest)))
-    exponent = math.floor(math.log10(largest)) - _SUM_DIGITS
+    exponent = max(math.floor(math.log10(largest)) - _SUM_DIGITS, _MIN_SUM_EXPONENT)
     unit = Fraction(10) ** exponent
     return Measurement("sum", column, bounds, unit, math.ceil(largest / unit))
 

@@ -300,6 +300,8 @@ def published(net: Consortium, tmp_path_factory: pytest.TempPathFactory) -> Publ
                           "".join(f"class{i % 3},{DISTRICTS[i % 4]},{100 + i}\n" for i in range(20)))
     other = cli(net, "agency1", "dataset", "publish", other_file, "--title", "Vehicles", "--policy", policy)
     assert people["policy_id"] == f"ds{people['dataset_id']}-p1"
+    # the attacks below spend more than the default privacy budget (epsilon 10) of agency2 on People
+    cli(net, "agency1", "access", "limits", people["dataset_id"], "--budget", 100, "--queries-per-hour", 100)
     return Published(int(people["dataset_id"]), people["content_hash"], int(other["dataset_id"]))
 
 
@@ -643,8 +645,8 @@ def test_queries_that_single_out_a_person_are_refused_and_logged_by_the_owner(
         "small_groups": {"select": [{"fn": "count"}, {"fn": "avg", "column": "income", "bounds": [0, 100_000]}],
                          "group_by": ["age"]},
         "one_per_group": {"select": [{"fn": "max", "column": "income"}], "group_by": ["district", "age"]},
-        "unique_age": {"select": [{"fn": "avg", "column": "income", "bounds": [0, 100_000]}],
-                       "where": [{"column": "age", "op": "==", "value": UNIQUE_AGE}]},
+        "unique_age": {"select": [{"fn": "avg", "column": "income", "bounds": [0, 100_000]}], "epsilon": 10,
+                       "where": [{"column": "age", "op": "==", "value": UNIQUE_AGE}]},  # noise scale 0.3
         "unique_income": {"select": [{"fn": "count"}, {"fn": "min", "column": "age"}],
                           "where": [{"column": "income", "op": "==", "value": UNIQUE_INCOME}]},
         "personal_column": {"select": [{"fn": "count"}], "group_by": ["name"]},
@@ -880,7 +882,7 @@ def test_the_owner_refuses_stale_replayed_forged_and_invalid_grant_requests_of_t
         refuse(node2.query_request(ds, grants.read, {"select": [{"fn": "count"}]}),
                "Unauthorized", f"grant {grants.read} is for 'read'; this request needs 'compute'")
         refuse(node2.query_request(ds, grants.compute, {"select": [{"fn": "avg", "column": "income",
-                                                                    "bounds": [0, 100_000]}],
+                                                                    "bounds": [0, 100_000]}], "epsilon": 10,
                                                         "where": [{"column": "age", "op": "==",
                                                                    "value": UNIQUE_AGE}]}),
                "QueryRefused", "query refused by the dataset's privacy rule: fewer than min_group=5 rows match")
