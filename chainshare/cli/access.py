@@ -2,7 +2,9 @@
 
 ``request`` sends ``AccessControl.request``: the dataset's Cedar policy (and every consortium-wide
 policy) is evaluated inside the transaction, and the decision, with the ids of the policies that
-determined it, is on chain whatever it is. A denied request exits 1.
+determined it, is on chain whatever it is. A denied request exits 1. ``limits`` (the dataset's
+owner) sets the privacy budget each grantee agency may spend on compute queries and the queries
+each grant may run per hour (``AccessControl.setComputeLimits``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from chainshare.cli.dataset import api_get
 from chainshare.client import NodeClient, transact
 from chainshare.errors import ChainshareError, InvalidInput
 from chainshare.execution.contracts import ACCESS_CONTROL, cedar
+from chainshare.execution.contracts.access_control import EPSILON_UNIT, MAX_BUDGET_MICRO, MAX_QUERIES_PER_HOUR
 from chainshare.sharing.records import ACCESS_CONTRACT, decode_receipt_events, encode_call, to_jsonable
 
 group = click.Group("access", help="Request access to datasets; show and revoke grants.")
@@ -69,6 +72,33 @@ def request(dataset_id: str, action: str, purpose: str, duration: int, devnet_di
     emit(to_jsonable(result), as_json, human)
     if not result["allowed"]:
         raise click.exceptions.Exit(1)
+
+
+@group.command("limits")
+@click.argument("dataset_id")
+@click.option("--budget", "budget", required=True, type=click.FloatRange(0, MAX_BUDGET_MICRO / EPSILON_UNIT),
+              help="Differential-privacy budget (epsilon) each grantee agency may spend on the dataset in total.")
+@click.option("--queries-per-hour", required=True, type=click.IntRange(1, MAX_QUERIES_PER_HOUR),
+              help="Compute queries (answered or refused) each grant may run per hour of block time.")
+@acting_options
+@json_option
+def limits(dataset_id: str, budget: float, queries_per_hour: int, devnet_dir: object, as_agency: str | None,
+           node_url: str | None, keystore: object, password_file: object, as_json: bool) -> None:
+    """Set the compute limits of DATASET_ID (as its owner); they apply to the next query."""
+    ident = _parse_id(dataset_id, "DATASET_ID")
+    url, key = resolve_actor(devnet_dir, as_agency, node_url, keystore, password_file)
+    assert key is not None
+    budget_micro = round(budget * EPSILON_UNIT)
+    with NodeClient(url) as client:
+        receipt = transact(client, key, ACCESS_CONTROL, encode_call(ACCESS_CONTRACT, "setComputeLimits", ident,
+                                                                     budget_micro, queries_per_hour))
+    if receipt["status"] != "0x1":
+        raise ChainshareError(f"setting the compute limits of dataset {ident} failed: "
+                              f"{receipt.get('revertReason') or 'reverted'}")
+    result = {"dataset_id": ident, "budget": budget_micro / EPSILON_UNIT, "queries_per_hour": queries_per_hour,
+              "transactionHash": receipt["transactionHash"], "blockNumber": int(receipt["blockNumber"], 16)}
+    emit(result, as_json, f"dataset {ident}: each grantee may spend epsilon {result['budget']:g}, each grant "
+                          f"{queries_per_hour} queries per hour (tx {result['transactionHash']})")
 
 
 @group.command("revoke")

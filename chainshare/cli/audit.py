@@ -36,7 +36,13 @@ def _describe(item: dict[str, Any]) -> str:
         "DeliveryRecorded": lambda: f"grant={a['grantId']} to={a['grantee']} version={a['contentHash']} "
                                     f"delivered={a['deliveredHash']} bytes={a['bytesDelivered']}",
         "ComputationRecorded": lambda: f"grant={a['grantId']} by={a['grantee']} query={a['queryHash']} "
-                                       f"result={a['resultHash']}",
+                                       f"result={a['resultHash']} epsilon={a['epsilonMicro'] / 1e6:g} "
+                                       f"spent={a['spentMicro'] / 1e6:g}",
+        "ComputationRefused": lambda: f"grant={a['grantId']} by={a['grantee']} query={a['queryHash']} "
+                                      f"REFUSED {a['reason']} epsilon={a['epsilonMicro'] / 1e6:g} "
+                                      f"spent={a['spentMicro'] / 1e6:g}",
+        "ComputeLimitsSet": lambda: f"budget={a['budgetMicro'] / 1e6:g} queries/hour={a['queriesPerHour']} "
+                                    f"by={a['by']}",
     }.get(name, lambda: str(a))()
     return f"{item['time']}  block {item['block']:>7} tx {item['tx_index']:>4} log {item['log_index']:>3}  " \
            f"{name:<20} {details}"

@@ -121,7 +121,7 @@ def _parse_id(value: str, what: str) -> int:
               help='Schema JSON {"columns": [{"name", "kind"}], "min_group": n}; without it, column names and '
                    "kinds are inferred and NO column is personal.")
 @click.option("--min-group", type=click.IntRange(2, 1_000_000),
-              help="Smallest group a compute query may report (default: the schema's, else 5).")
+              help="Smallest group (noisy row count) a compute query may report (default: the schema's, else 5).")
 @click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), help="Default: from the file name.")
 @acting_options
 @json_option

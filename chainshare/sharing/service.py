@@ -21,9 +21,12 @@ content hash, the hash and size of the bytes delivered, signed by this node's ag
 submitted to this node's own mempool), waits until that record is final, and only then sends
 ``data.end`` with the transaction and the wrapped delivery key: the requester cannot decrypt a
 byte that has no on-chain record. A record that cannot be made is logged at error and counted
-(``stats["records_failed"]``); the key is then never sent. A query is parsed against the dataset's
-on-chain schema, run over the decrypted vault stream under the min-group rule, and only its result
-returns; ``recordComputation`` puts the query and result hashes on chain.
+(``stats["records_failed"]``); the key is then never sent. A query (one at a time per grantee and
+dataset) is checked against the grant's rate and the grantee's privacy budget as the chain
+records them (``getComputeAllowance``), parsed against the dataset's on-chain schema, run over the
+decrypted vault stream with differential-privacy noise (``compute``), and its result returns only
+once ``recordComputation`` (query and result hashes, epsilon spent) is final on this node's chain;
+a refused query is put on chain too (``recordRefusal``, with its reason) before the error returns.
 
 Requester side. ``fetch`` checks its own chain first (grant for this agency, dataset, action),
 asks the owner's node (``resolve_owner_peer``; the node itself when this agency owns the
@@ -65,7 +68,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -86,6 +89,12 @@ from chainshare.errors import (
 )
 from chainshare.execution.abi import decode_revert_reason
 from chainshare.execution.contracts import ACCESS_CONTROL, cedar
+from chainshare.execution.contracts.access_control import (
+    EPSILON_UNIT,
+    REFUSED_BUDGET,
+    REFUSED_PERSONAL,
+    REFUSED_RATE_LIMIT,
+)
 from chainshare.execution.contracts.datasets import Dataset, get_version_of_hash
 from chainshare.execution.contracts.membership import get_agency_of
 from chainshare.ledger.chain import ChainStore
@@ -94,9 +103,13 @@ from chainshare.logs import log_event
 from chainshare.p2p.errors import P2PError, RequestFailed
 from chainshare.sharing import protocol as wire
 from chainshare.sharing.compute import (
+    ComputeAllowance,
+    QueryRateLimited,
     QueryRefused,
+    QueryResult,
     compute_query_hash,
     compute_result_hash,
+    decide_query_admission,
     parse_query,
     run_query_on_stream,
 )
@@ -106,6 +119,7 @@ from chainshare.sharing.records import (
     COMPUTE_ACTIONS,
     READ_ACTIONS,
     GrantRecord,
+    call_view,
     compute_chain_time,
     decode_event,
     encode_call,
@@ -170,6 +184,7 @@ class _RemoteRefusal(ChainshareError):
 # A refusal crosses the network as text; its kind travels in front so the requester raises the
 # same class (and its API the same HTTP status) as the owner did.
 _KINDS: tuple[tuple[str, type[ChainshareError]], ...] = (
+    ("QueryRateLimited", QueryRateLimited),
     ("QueryRefused", QueryRefused), ("Unauthorized", Unauthorized), ("NotFound", NotFound),
     ("Unavailable", SharingUnavailable), ("InvalidInput", InvalidInput),
 )
@@ -350,10 +365,6 @@ class ReplayGuard:
         if not self._store.claim(self._key(grant_id, nonce), now):
             raise self._replayed(grant_id, nonce)
 
-    def remember(self, grant_id: int, nonce: bytes, now: float) -> None:
-        """Accept (grant, nonce) if it is not yet (a no-op after ``claim``)."""
-        self._store.claim(self._key(grant_id, nonce), now)
-
 
 # --------------------------------------------------------------------------- transfers
 
@@ -478,6 +489,7 @@ class SharingService:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="sharing")
         self._upload_lock: asyncio.Lock | None = None
+        self._query_locks: dict[tuple[int, str], asyncio.Lock] = {}
         self.stats: dict[str, int] = dict.fromkeys(
             ("deliveries_served", "bytes_served", "queries_served", "refusals", "deliveries_received",
              "bytes_received", "deliveries_failed", "deliveries_revoked", "records_failed", "records_unmatched"),
@@ -900,33 +912,101 @@ class SharingService:
             req = wire.QueryRequest.from_wire(body)
             fields = {"dataset": req.dataset_id, "grant": req.grant_id}
             agency = self._peer_agency(peer)
-            dataset, grant, now = await self._admit(peer, agency, req, COMPUTE_ACTIONS)
+            dataset, grant, _ = await self._admit(peer, agency, req, COMPUTE_ACTIONS)
             schema = validate_schema(json.loads(dataset.schema_json))
-            query = parse_query(req.query_json, schema)
             entry = self._vault_entry(dataset)
-            self._check_can_record(encode_call(ACCESS_CONTRACT, "recordComputation", grant.id, bytes(32), bytes(32)))
-            self._replay.remember(req.grant_id, req.nonce, now)
-            assert self.vault is not None
-            vault = self.vault
-
-            def run() -> Any:
-                with vault.open_plaintext(entry) as src:
-                    return run_query_on_stream(query, src, entry.fmt, schema)
-
-            result = await asyncio.get_running_loop().run_in_executor(self._executor, run)
+            if self.account is None:
+                raise SharingUnavailable("this node has no agency account ([sharing] account_keystore), so it "
+                                         "cannot record computations on chain and answers no query")
+            # One query at a time per grantee and dataset: each waits for the previous one's record,
+            # so the budget read from the chain is never stale.
+            lock = self._query_locks.setdefault((dataset.id, grant.grantee), asyncio.Lock())
+            async with lock:
+                query_hash, result, record_tx = await self._run_private_query(grant, schema, entry, req.query_json)
         except ChainshareError as exc:
             self._refused(peer, agency, wire.MSG_QUERY, exc, **fields)
             raise
-        query_hash, result_hash = compute_query_hash(query), compute_result_hash(result)
-        record_tx, record_error = self._submit_record(
-            encode_call(ACCESS_CONTRACT, "recordComputation", grant.id, query_hash, result_hash))
         self.stats["queries_served"] += 1
         log_event(log, logging.INFO, "query answered", peer=peer or self.node_name, agency=agency,
                   dataset=dataset.id, grant=grant.id, groups=len(result.groups),
-                  query_hash="0x" + query_hash.hex(), record_tx="0x" + record_tx.hex() if record_tx else None,
-                  record_error=record_error)
-        return wire.QueryAnswer(query_hash, result_hash, result.to_canonical_json(), record_tx,
-                                record_error).to_wire()
+                  epsilon=result.epsilon_micro / EPSILON_UNIT, query_hash="0x" + query_hash.hex(),
+                  record_tx="0x" + record_tx.hex())
+        return wire.QueryAnswer(query_hash, compute_result_hash(result), result.to_canonical_json(), record_tx,
+                                None).to_wire()
+
+    async def _run_private_query(self, grant: GrantRecord, schema: Schema, entry: VaultEntry,
+                                 query_json: bytes) -> tuple[bytes, QueryResult, bytes]:
+        """Decide, run and record one query: (query hash, result, record tx). The result leaves only
+        once its ComputationRecorded (which charged its epsilon) is final on this node's chain; a
+        refusal is recorded as ComputationRefused, then raised."""
+        allowance = self._read_allowance(grant)
+        refusal = decide_query_admission(grant.id, allowance, 0)  # the rate, before any work
+        if refusal is not None:
+            await self._record_refusal(grant, keccak256(query_json), refusal)
+        try:
+            query = parse_query(query_json, schema)
+        except Unauthorized as exc:  # a personal column: an attempt at personal data, on the record
+            await self._record_refusal(grant, keccak256(query_json),
+                                       QueryRefused(exc.message, reason=REFUSED_PERSONAL))
+        query_hash = compute_query_hash(query)
+        refusal = decide_query_admission(grant.id, allowance, query.epsilon_micro)
+        if refusal is not None:
+            await self._record_refusal(grant, query_hash, refusal)
+        vault = self.vault
+        assert vault is not None
+
+        def run() -> QueryResult:
+            with vault.open_plaintext(entry) as src:
+                return run_query_on_stream(query, src, entry.fmt, schema)
+
+        try:
+            result = await asyncio.get_running_loop().run_in_executor(self._executor, run)
+        except QueryRefused as exc:  # decided on noisy counts: charged like an answer
+            await self._record_refusal(grant, query_hash, exc)
+        record_tx, error = self._submit_record(encode_call(
+            ACCESS_CONTRACT, "recordComputation", grant.id, query_hash, compute_result_hash(result),
+            query.epsilon_micro))
+        if record_tx is None:
+            raise SharingUnavailable(f"this node could not record the computation on chain ({error}); the result "
+                                     "was withheld")
+        await self._wait_recorded(record_tx, "the computation")
+        return query_hash, result, record_tx
+
+    def _read_allowance(self, grant: GrantRecord) -> ComputeAllowance:
+        return ComputeAllowance(*(int(v) for v in call_view(self.node, ACCESS_CONTRACT, "getComputeAllowance",
+                                                              grant.id)))
+
+    async def _record_refusal(self, grant: GrantRecord, query_hash: bytes, refusal: QueryRefused) -> NoReturn:
+        """Put ``refusal`` on chain (ComputationRefused; one rate-limit refusal per grant and hour, as
+        the contract allows), then raise it, naming the record."""
+        data = encode_call(ACCESS_CONTRACT, "recordRefusal", grant.id, query_hash, refusal.reason,
+                           refusal.epsilon_micro)
+        record_tx, error = None, None
+        if refusal.reason != REFUSED_RATE_LIMIT or self.node.call(self.account or bytes(20), ACCESS_CONTROL, data)[0]:
+            record_tx, error = self._submit_record(data)
+        suffix = ""
+        if record_tx is not None:
+            with contextlib.suppress(ChainshareError):
+                await self._wait_recorded(record_tx, "the refusal")
+            suffix = f" (refusal recorded on chain in transaction 0x{record_tx.hex()})"
+        elif error is not None:
+            log_event(log, logging.ERROR, "query refusal not recorded", grant=grant.id, reason=refusal.reason,
+                      error=error)
+        raise type(refusal)(refusal.message + suffix, reason=refusal.reason, epsilon_micro=refusal.epsilon_micro)
+
+    async def _wait_recorded(self, tx_hash: bytes, what: str) -> None:
+        """Return once ``tx_hash`` is final on this node's chain and succeeded (SharingUnavailable
+        if it is not final within ``record_wait``, QueryRefused if it reverted)."""
+        deadline = time.monotonic() + self.limits.record_wait
+        while (loc := self.node.chain.get_tx_location(tx_hash)) is None:
+            if time.monotonic() > deadline:
+                raise SharingUnavailable(f"the record of {what} (0x{tx_hash.hex()}) was not final within "
+                                         f"{self.limits.record_wait:.0f} s; the result was withheld, retry later")
+            await asyncio.sleep(0.05)
+        if self.node.chain.get_receipts(loc.height)[loc.index].status != 1:
+            raise QueryRefused(f"the chain refused the record of {what} (0x{tx_hash.hex()} reverted: the grant "
+                               "was revoked or expired, or its rate or the budget was reached meanwhile); the result "
+                               "was withheld", reason=REFUSED_BUDGET)
 
     # ----------------------------------------------------------------------- requester
 
@@ -1190,7 +1270,7 @@ class SharingService:
             result = json.loads(answer.result_json)
         except ValueError:
             raise DeliveryFailed("the owner's query result is not JSON") from None
-        if not isinstance(result, dict) or set(result) != {"columns", "groups"}:
+        if not isinstance(result, dict) or set(result) != {"columns", "groups", "epsilon", "privacy"}:
             raise DeliveryFailed("the owner's query result is not an aggregate result")
         return QueryOutcome(dataset.id, grant.id, result, answer.query_hash, answer.result_hash, answer.record_tx,
                             answer.record_error)

@@ -134,11 +134,15 @@ def test_fetch_and_query_of_an_own_dataset_are_served_and_audited(net: Devnet, p
 
     cli(net, "access", "request", published, "--action", "compute", "--purpose", "statistics")
     query = tmp_path / "q.json"
-    query.write_text(json.dumps({"select": [{"fn": "count"}, {"fn": "max", "column": "age"}],
-                                 "group_by": ["district"]}))
+    query.write_text(json.dumps({"select": [{"fn": "count"}, {"fn": "avg", "column": "age", "bounds": [0, 100]}],
+                                 "group_by": ["district"], "epsilon": 10}))
     answer = cli(net, "dataset", "query", published, "--query", query)
-    assert answer["columns"] == ["district", "count", "max(age)"]
-    assert answer["groups"] == [["north", 30, 48], ["south", 30, 49]]
+    assert answer["columns"] == ["district", "count", "avg(age)"]
+    # noisy (discrete Laplace, scale 0.3 on counts, 30 on the sum of ages): exact values are 30/34 and 30/35
+    assert [g[0] for g in answer["groups"]] == ["north", "south"]
+    assert all(abs(count - 30) <= 4 and abs(avg - exact) < 8
+               for (_d, count, avg), exact in zip(answer["groups"], (34, 35), strict=True)), answer["groups"]
+    assert answer["epsilon"] == 10.0
     net.wait_receipt(answer["record_tx"])
     net.wait_receipt(fetched["record_tx"])
 

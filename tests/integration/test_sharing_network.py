@@ -297,6 +297,8 @@ def published(net: Consortium, tmp_path_factory: pytest.TempPathFactory) -> Publ
                           "".join(f"class{i % 3},{DISTRICTS[i % 4]},{100 + i}\n" for i in range(20)))
     other = cli(net, "agency1", "dataset", "publish", other_file, "--title", "Vehicles", "--policy", policy)
     assert people["policy_id"] == f"ds{people['dataset_id']}-p1"
+    # the attacks below spend more than the default privacy budget (epsilon 10) of agency2 on People
+    cli(net, "agency1", "access", "limits", people["dataset_id"], "--budget", 100, "--queries-per-hour", 100)
     return Published(int(people["dataset_id"]), people["content_hash"], int(other["dataset_id"]))
 
 
@@ -510,15 +512,12 @@ def test_a_normal_read_and_computation_succeed_and_are_fully_audited(net: Consor
     compute = cli(net, "agency2", "access", "request", ds, "--action", "compute", "--purpose", "statistics")
     assert compute["allowed"] is True and compute["policy_ids"] == [f"ds{ds}-p1#0"]
     query = tmp_path / "q.json"
-    query.write_text(json.dumps({"select": [{"fn": "count"}, {"fn": "avg", "column": "age"}],
-                                 "group_by": ["district"]}))
+    query.write_text(json.dumps({"select": [{"fn": "count"}], "group_by": ["district"], "epsilon": 3}))
     answer = cli(net, "agency2", "dataset", "query", ds, "--query", query)
-    assert answer["columns"] == ["district", "count", "avg(age)"]
-    expected = []
-    for district in sorted(DISTRICTS):
-        ages = [p["age"] for p in PEOPLE if p["district"] == district]
-        expected.append([district, len(ages), pytest.approx(sum(ages) / len(ages))])
-    assert answer["groups"] == expected
+    assert answer["columns"] == ["district", "count"]
+    # differentially private: each count carries discrete Laplace noise of scale 1/3 (|noise| >= 4: p < 1e-5)
+    assert [g[0] for g in answer["groups"]] == sorted(DISTRICTS)
+    assert all(abs(count - 10) <= 3 for _district, count in answer["groups"]), answer["groups"]
     net.wait_receipt(fetched["record_tx"])
     net.wait_receipt(answer["record_tx"])
     net.wait_log(since, "the delivery", msg="delivery sent", peer="node2", agency="agency2",
@@ -639,10 +638,11 @@ def test_queries_that_single_out_a_person_are_refused_and_logged_by_the_owner(
         net: Consortium, published: Published, grants: Grants, tmp_path: Path) -> None:
     ds = published.people
     queries = {
-        "small_groups": {"select": [{"fn": "count"}, {"fn": "avg", "column": "income"}], "group_by": ["age"]},
+        "small_groups": {"select": [{"fn": "count"}, {"fn": "avg", "column": "income", "bounds": [0, 100_000]}],
+                         "group_by": ["age"]},
         "one_per_group": {"select": [{"fn": "max", "column": "income"}], "group_by": ["district", "age"]},
-        "unique_age": {"select": [{"fn": "avg", "column": "income"}],
-                       "where": [{"column": "age", "op": "==", "value": UNIQUE_AGE}]},
+        "unique_age": {"select": [{"fn": "avg", "column": "income", "bounds": [0, 100_000]}], "epsilon": 10,
+                       "where": [{"column": "age", "op": "==", "value": UNIQUE_AGE}]},  # noise scale 0.3
         "unique_income": {"select": [{"fn": "count"}, {"fn": "min", "column": "age"}],
                           "where": [{"column": "income", "op": "==", "value": UNIQUE_INCOME}]},
         "personal_column": {"select": [{"fn": "count"}], "group_by": ["name"]},
@@ -654,10 +654,11 @@ def test_queries_that_single_out_a_person_are_refused_and_logged_by_the_owner(
         ("agency2", ("dataset", "query", ds, "--grant", grants.compute, "--query", tmp_path / f"{name}.json"))
         for name in queries]), strict=True))
     owner_says = "the owner node 'node1' refused: query refused by the dataset's privacy rule: "
-    for name in ("small_groups", "one_per_group"):
-        assert owner_says + "at least one group has fewer than min_group=5 rows" in errors[name], errors[name]
-    for name in ("unique_age", "unique_income"):
-        assert owner_says + "fewer than min_group=5 rows match its filters" in errors[name], errors[name]
+    assert owner_says + "no group reaches" in errors["small_groups"], errors["small_groups"]
+    assert owner_says + "fewer than min_group=5 rows match its filters" in errors["unique_age"], errors["unique_age"]
+    # min and max returned one person's value: the requester's own node refuses them (the owner too)
+    for name, fn in (("one_per_group", "max"), ("unique_income", "min")):
+        assert f"{fn} is not offered: it would return one person's exact value" in errors[name], errors[name]
     # A personal column is refused by the requester's own node already (the owner refuses it too: below).
     assert "column 'name' is personal" in errors["personal_column"]
     for text in errors.values():  # the refusal says neither which group nor how many rows
@@ -665,10 +666,10 @@ def test_queries_that_single_out_a_person_are_refused_and_logged_by_the_owner(
 
     lines = [owner_refusal(net, since, "node2", wire.MSG_QUERY, "QueryRefused", "min_group=5", grant=grants.compute,
                            dataset=ds, agency="agency2")]
-    wait_until(lambda: len([e for e in net.log_lines("node1", since) if e.get("msg") == REFUSED]) >= 4, 10,
-               "four refusals")
+    wait_until(lambda: len([e for e in net.log_lines("node1", since) if e.get("msg") == REFUSED]) >= 2, 10,
+               "two refusals")
     refusals = [e for e in net.log_lines("node1", since) if e.get("msg") == REFUSED]
-    assert len(refusals) == 4 and {e["error"] for e in refusals} == {"QueryRefused"}, refusals
+    assert len(refusals) == 2 and {e["error"] for e in refusals} == {"QueryRefused"}, refusals
     assert {e["grant"] for e in refusals} == {grants.compute} and lines[0] in refusals
     assert not [e for e in net.log_lines("node1", since) if e.get("msg") == "query answered"]
     assert_no_leak(net.log_text("node1", since))
@@ -696,7 +697,7 @@ def _signed(net: Consortium, path: str, dataset_id: int, grants: Grants) -> tupl
         body: dict[str, Any] = {"grant_id": grants.read}
         message = wire.compute_fetch_message(dataset_id, grants.read, "node2", net.chain_id, ts, nonce)
     else:
-        body = {"grant_id": grants.compute, "query": {"select": [{"fn": "count"}], "group_by": ["district"]}}
+        body = {"grant_id": grants.compute, "query": {"select": [{"fn": "count"}]}}
         digest = wire.compute_query_digest(canonical_json(body["query"]))
         message = wire.compute_query_message(dataset_id, grants.compute, digest, "node2", net.chain_id, ts, nonce)
     headers = signed_headers(net.key("agency2"), message, ts, nonce)
@@ -872,10 +873,11 @@ def test_the_owner_refuses_stale_replayed_forged_and_invalid_grant_requests_of_t
         refuse(node2.fetch_request(ds, grants.read, node_cert_pem=(foreign / "node.crt").read_bytes()),
                "Unauthorized", "the node certificate in the request is refused")
         refuse(node2.query_request(ds, grants.compute, {"select": [{"fn": "count"}], "group_by": ["name"]}),
-               "Unauthorized", "column 'name' is personal")
+               "QueryRefused", "column 'name' is personal")  # an attempt at personal data: refused on chain
         refuse(node2.query_request(ds, grants.read, {"select": [{"fn": "count"}]}),
                "Unauthorized", f"grant {grants.read} is for 'read'; this request needs 'compute'")
-        refuse(node2.query_request(ds, grants.compute, {"select": [{"fn": "avg", "column": "income"}],
+        refuse(node2.query_request(ds, grants.compute, {"select": [{"fn": "avg", "column": "income",
+                                                                    "bounds": [0, 100_000]}], "epsilon": 10,
                                                         "where": [{"column": "age", "op": "==",
                                                                    "value": UNIQUE_AGE}]}),
                "QueryRefused", "query refused by the dataset's privacy rule: fewer than min_group=5 rows match")

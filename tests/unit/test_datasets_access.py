@@ -427,13 +427,72 @@ def test_computation_is_recorded_only_under_a_compute_grant(ledger: Ledger, acct
     read = decision(request(ledger, acct[STATS], 1, "read"))[2]
     compute = decision(request(ledger, acct[STATS], 1, "compute"))[2]
     q, r = b"\x0a" * 32, b"\x0b" * 32
-    assert reverted(ledger.send(acct[HEALTH], ACCESS_CONTROL, encode(AC, "recordComputation", read, q, r))) == \
+    assert reverted(ledger.send(acct[HEALTH], ACCESS_CONTROL, encode(AC, "recordComputation", read, q, r, 10))) == \
         f"grant {read} is for 'read', not compute"
-    assert reverted(ledger.send(acct[STATS], ACCESS_CONTROL, encode(AC, "recordComputation", compute, q, r))) == \
+    assert reverted(ledger.send(acct[STATS], ACCESS_CONTROL, encode(AC, "recordComputation", compute, q, r, 10))) == \
         "only accounts of the owner of dataset 1 may record its use"
-    receipt = ok(ledger.send(acct[HEALTH], ACCESS_CONTROL, encode(AC, "recordComputation", compute, q, r)))
+    assert reverted(ledger.send(acct[HEALTH], ACCESS_CONTROL, encode(AC, "recordComputation", compute, q, r, 0))) == \
+        "an answered query spends a positive epsilonMicro"
+    receipt = ok(ledger.send(acct[HEALTH], ACCESS_CONTROL, encode(AC, "recordComputation", compute, q, r, 250_000)))
     assert decode_logs(receipt) == [("ComputationRecorded", {"grantId": compute, "datasetId": 1, "grantee": STATS,
-                                                             "queryHash": q, "resultHash": r})]
+                                                             "queryHash": q, "resultHash": r,
+                                                             "epsilonMicro": 250_000, "spentMicro": 250_000})]
+
+
+def test_the_privacy_budget_is_the_grantees_across_its_grants_and_set_by_the_owner(
+        ledger: Ledger, acct: dict[str, Account]) -> None:
+    ok(register(ledger, acct[HEALTH], PERMIT_ALL))
+    first = decision(request(ledger, acct[STATS], 1, "compute"))[2]
+    q, r = b"\x0a" * 32, b"\x0b" * 32
+    assert reverted(ledger.send(acct[STATS], ACCESS_CONTROL, encode(AC, "setComputeLimits", 1, 3_000_000, 5))) == \
+        "only accounts of the owner of dataset 1 may set its compute limits"
+    receipt = ok(ledger.send(acct[HEALTH], ACCESS_CONTROL, encode(AC, "setComputeLimits", 1, 3_000_000, 5)))
+    limits_set = decode_logs(receipt)[0]
+    assert limits_set[0] == "ComputeLimitsSet" and {"datasetId": 1, "budgetMicro": 3_000_000, "queriesPerHour": 5,
+                                                     "by": HEALTH}.items() <= limits_set[1].items()
+    ok(ledger.send(acct[HEALTH], ACCESS_CONTROL, encode(AC, "recordComputation", first, q, r, 2_000_000)))
+    # A new grant does not renew the budget: it is the grantee's on the dataset.
+    second = decision(request(ledger, acct[STATS], 1, "compute"))[2]
+    assert view(ledger, AC, "getComputeAllowance", second)[:2] == (3_000_000, 2_000_000)
+    assert reverted(ledger.send(acct[HEALTH], ACCESS_CONTROL, encode(AC, "recordComputation", second, q, r,
+                                                                      1_000_001))) == \
+        "privacy budget exhausted: 2000000 of 3000000 micro-epsilon spent, the query needs 1000001"
+    # A refusal decided on noisy counts is charged too; it is on chain with its reason.
+    receipt = ok(ledger.send(acct[HEALTH], ACCESS_CONTROL, encode(AC, "recordRefusal", second, q, "min_group",
+                                                                  1_000_000)))
+    assert decode_logs(receipt) == [("ComputationRefused", {"grantId": second, "datasetId": 1, "grantee": STATS,
+                                                            "queryHash": q, "reason": "min_group",
+                                                            "epsilonMicro": 1_000_000, "spentMicro": 3_000_000})]
+    receipt = ok(ledger.send(acct[HEALTH], ACCESS_CONTROL, encode(AC, "recordRefusal", second, q, "budget_exhausted",
+                                                                  0)))
+    assert decode_logs(receipt)[0][1]["reason"] == "budget_exhausted"
+    assert reverted(ledger.send(acct[HEALTH], ACCESS_CONTROL, encode(AC, "recordRefusal", second, q,
+                                                                      "budget_exhausted", 5))) == \
+        "a budget_exhausted refusal ran no noisy check: its epsilonMicro must be 0"
+    assert reverted(ledger.send(acct[HEALTH], ACCESS_CONTROL, encode(AC, "recordRefusal", second, q, "bored", 0))) \
+        .startswith("unknown refusal reason 'bored'")
+
+
+def test_queries_per_grant_and_hour_are_capped_on_chain(ledger: Ledger, acct: dict[str, Account]) -> None:
+    ok(register(ledger, acct[HEALTH], PERMIT_ALL))
+    grant = decision(request(ledger, acct[STATS], 1, "compute"))[2]
+    ok(ledger.send(acct[HEALTH], ACCESS_CONTROL, encode(AC, "setComputeLimits", 1, 10_000_000, 2)))
+    hour = ledger.parent_header.timestamp_ms // 1000 // 3600 + 1
+    ledger.execute([], timestamp_ms=hour * 3600 * 1000)  # at the start of an hour of block time
+    q, r = b"\x0a" * 32, b"\x0b" * 32
+    rate_refusal = encode(AC, "recordRefusal", grant, q, "rate_limit", 0)
+    assert reverted(ledger.send(acct[HEALTH], ACCESS_CONTROL, rate_refusal)) == \
+        f"grant {grant} is not rate-limited: it ran 0 of 2 queries this hour"
+    ok(ledger.send(acct[HEALTH], ACCESS_CONTROL, encode(AC, "recordComputation", grant, q, r, 1)))
+    ok(ledger.send(acct[HEALTH], ACCESS_CONTROL, encode(AC, "recordRefusal", grant, q, "personal_column", 0)))
+    assert view(ledger, AC, "getComputeAllowance", grant)[2:] == (2, 2, (hour + 1) * 3600)
+    assert reverted(ledger.send(acct[HEALTH], ACCESS_CONTROL, encode(AC, "recordComputation", grant, q, r, 1))) == \
+        f"rate limit: grant {grant} ran its 2 queries of this hour"
+    ok(ledger.send(acct[HEALTH], ACCESS_CONTROL, rate_refusal))  # one rate-limit refusal per hour is recorded
+    assert reverted(ledger.send(acct[HEALTH], ACCESS_CONTROL, rate_refusal)) == \
+        f"a rate-limit refusal of grant {grant} is already recorded for this hour"
+    ledger.execute([], timestamp_ms=(hour + 1) * 3600 * 1000)
+    ok(ledger.send(acct[HEALTH], ACCESS_CONTROL, encode(AC, "recordComputation", grant, q, r, 1)))
 
 
 def test_retired_dataset_denies_every_request_and_voids_grants(ledger: Ledger, acct: dict[str, Account]) -> None:
@@ -445,7 +504,7 @@ def test_retired_dataset_denies_every_request_and_voids_grants(ledger: Ledger, a
     decided = decode_logs(receipt)[1][1]
     assert decided["policyIds"] == [] and decided["errors"] == ["dataset 1 is retired"]
     assert not is_valid(ledger, grant, STATS)
-    assert reverted(ledger.send(acct[HEALTH], ACCESS_CONTROL, encode(AC, "recordComputation", grant, H1, H2))) == \
+    assert reverted(ledger.send(acct[HEALTH], ACCESS_CONTROL, encode(AC, "recordComputation", grant, H1, H2, 1))) == \
         "dataset 1 is retired"
 
 

@@ -386,20 +386,21 @@ def test_compute_query_with_group_by_returns_only_aggregates_and_is_recorded(pki
         async with network(pki, tmp_path) as net:
             dataset_id = await net.publish(dataset)
             grant_id = await net.grant(B, dataset_id, "compute")
-            query = {"select": [{"fn": "count"}, {"fn": "avg", "column": "age"}], "group_by": ["district"],
-                     "where": [{"column": "age", "op": ">=", "value": 18}]}
+            query = {"select": [{"fn": "count"}, {"fn": "avg", "column": "age", "bounds": [0, 120]}],
+                     "group_by": ["district"], "where": [{"column": "age", "op": ">=", "value": 18}], "epsilon": 4}
             outcome = await net.requester.query(dataset_id, query)
             assert outcome.result["columns"] == ["district", "count", "avg(age)"]
             rows = read_csv(dataset)
-            expected = []
-            for district in sorted(DISTRICTS):
-                ages = [int(r["age"]) for r in rows if r["district"] == district]
-                expected.append([district, len(ages), sum(ages) / len(ages)])
-            assert outcome.result["groups"] == expected
+            assert [g[0] for g in outcome.result["groups"]] == sorted(DISTRICTS)
+            for district, count, avg in outcome.result["groups"]:  # noise of scale 0.75 and 90 (sum of ages)
+                ages = [int(r["age"]) for r in rows if r["district"] == district and int(r["age"]) >= 18]
+                assert abs(count - len(ages)) < 25 and abs(avg - sum(ages) / len(ages)) < 40
+            assert outcome.result["epsilon"] == 4.0 and outcome.result["privacy"]["mechanism"] == "discrete_laplace"
             assert "CN0000" not in json.dumps(outcome.result)
             assert net.chunks_sent() == 0  # no row ever left the owner
             recorded = events(await net.receipt(outcome.record_tx or b""))["ComputationRecorded"]
-            assert recorded["grantId"] == grant_id
+            assert (recorded["grantId"], recorded["epsilonMicro"], recorded["spentMicro"]) == \
+                (grant_id, 4_000_000, 4_000_000)
             assert (recorded["queryHash"], recorded["resultHash"]) == (outcome.query_hash, outcome.result_hash)
 
     run(scenario())
@@ -585,20 +586,23 @@ def test_queries_that_single_out_a_person_are_refused(pki: Pki, tmp_path: Path, 
         async with network(pki, tmp_path) as net:
             dataset_id = await net.publish(dataset)
             grant_id = await net.grant(B, dataset_id, "compute")
-            unique = {"select": [{"fn": "avg", "column": "income"}],
+            # epsilon 5 on one count: noise of scale 0.2 keeps one row below 5 (p > 1 - 1e-8)
+            unique = {"select": [{"fn": "count"}], "epsilon": 5,
                       "where": [{"column": "age", "op": "==", "value": UNIQUE_AGE}]}
             with pytest.raises(QueryRefused, match="fewer than min_group=5 rows match"):
                 await net.requester.query(dataset_id, unique)
-            tiny_groups = {"select": [{"fn": "count"}], "group_by": ["age"]}
-            with pytest.raises(QueryRefused, match="at least one group has fewer than min_group=5"):
+            tiny_groups = {"select": [{"fn": "count"}], "group_by": ["district"],
+                           "where": [{"column": "age", "op": "==", "value": UNIQUE_AGE}]}
+            with pytest.raises(QueryRefused, match="no group reaches"):
                 await net.requester.query(dataset_id, tiny_groups)
             personal = {"select": [{"fn": "count"}], "group_by": ["citizen_id"]}
             with pytest.raises(Unauthorized, match="column 'citizen_id' is personal"):
                 await net.requester.query(dataset_id, personal)
             raw = wire.QueryRequest(dataset_id, grant_id, secrets.token_bytes(24), int(time.time()),
                                     net.node.chain.head_height, json.dumps(personal).encode())
-            with pytest.raises(Exception, match=r"\[Unauthorized\] column 'citizen_id' is personal"):
-                await net.raw(wire.MSG_QUERY, raw.to_wire())
+            with pytest.raises(Exception, match=r"\[QueryRefused\] column 'citizen_id' is personal.*refusal "
+                                                "recorded on chain in transaction 0x"):
+                await net.raw(wire.MSG_QUERY, raw.to_wire())  # an attempt at personal data: on chain
             read_grant = await net.grant(B, dataset_id, "read")
             with pytest.raises(InvalidInput, match=f"grant {read_grant} is for 'read'; this needs 'compute'"):
                 await net.requester.query(dataset_id, unique, grant_id=read_grant)

@@ -30,6 +30,17 @@ under ``read_identified``, its pseudonymized transform under ``read``, which the
 against this record) and ``recordComputation`` (a valid ``compute`` grant) are sent by accounts of
 the owner agency, whose node did the work.
 
+Compute-to-data privacy (see ``chainshare.sharing.compute``): each answered query spends part of a
+differential-privacy budget, in micro-epsilon (``EPSILON_UNIT`` = 1 epsilon). The budget belongs to
+the grantee agency on the dataset, across all its grants (a new grant does not renew it); the owner
+sets it, and the queries each grant may run per hour of block time, with ``setComputeLimits``
+(defaults ``DEFAULT_BUDGET_MICRO``, ``DEFAULT_QUERIES_PER_HOUR``). ``recordComputation`` reverts when
+the query's epsilon would overrun the budget or the grant has used its queries this hour, so a node
+that releases a result only once its record is final can never release more than the budget.
+``recordRefusal`` puts a refused query on chain with its reason code (``REFUSAL_REASONS``) and the
+epsilon its noisy check spent (charged like an answer); it counts against the hour's queries,
+except a ``rate_limit`` refusal, of which one per grant and hour is recorded.
+
 Gas: on top of storage and events, evaluation costs ``cedar.compute_evaluation_gas`` (base plus
 per byte of every policy evaluated) and policy installation ``cedar.compute_validation_gas``.
 """
@@ -58,6 +69,18 @@ MAX_CONSORTIUM_BYTES = 64 * 1024
 _CONSORTIUM_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _RESERVED_ID = re.compile(r"ds[0-9]")
 READ_ACTIONS = (cedar.ACTION_READ, cedar.ACTION_READ_IDENTIFIED)
+EPSILON_UNIT = 1_000_000  # micro-epsilon per epsilon
+DEFAULT_BUDGET_MICRO = 10 * EPSILON_UNIT
+MAX_BUDGET_MICRO = 1_000 * EPSILON_UNIT
+MAX_QUERY_EPSILON_MICRO = 10 * EPSILON_UNIT
+DEFAULT_QUERIES_PER_HOUR = 30
+MAX_QUERIES_PER_HOUR = 3_600
+HOUR = 3_600
+REFUSED_MIN_GROUP = "min_group"  # the noisy row count is below the dataset's minimum group
+REFUSED_BUDGET = "budget_exhausted"
+REFUSED_RATE_LIMIT = "rate_limit"
+REFUSED_PERSONAL = "personal_column"
+REFUSAL_REASONS = (REFUSED_MIN_GROUP, REFUSED_BUDGET, REFUSED_RATE_LIMIT, REFUSED_PERSONAL)
 
 
 @dataclass(frozen=True)
@@ -82,6 +105,18 @@ def _grant_key(grant_id: int) -> bytes:
 
 def _is_grant_id(grant_id: int) -> bool:
     return 0 < grant_id < 2**64
+
+
+def _limits_key(dataset_id: int) -> bytes:
+    return b"cl:" + dataset_id.to_bytes(8, "big")
+
+
+def _spent_key(dataset_id: int, grantee: str) -> bytes:
+    return b"ps:" + dataset_id.to_bytes(8, "big") + grantee.encode()
+
+
+def _window_key(grant_id: int) -> bytes:
+    return b"rw:" + grant_id.to_bytes(8, "big")
 
 
 def _next(ctx: CallContext, key: bytes) -> int:
@@ -114,11 +149,17 @@ class AccessControl(SystemContract):
     E_DELIVERED = event("DeliveryRecorded(uint256 indexed grantId, uint256 indexed datasetId, string grantee, "
                         "bytes32 contentHash, bytes32 deliveredHash, uint64 bytesDelivered)")
     E_COMPUTED = event("ComputationRecorded(uint256 indexed grantId, uint256 indexed datasetId, string grantee, "
-                       "bytes32 queryHash, bytes32 resultHash)")
+                       "bytes32 queryHash, bytes32 resultHash, uint64 epsilonMicro, uint64 spentMicro)")
+    E_REFUSED = event("ComputationRefused(uint256 indexed grantId, uint256 indexed datasetId, string grantee, "
+                      "bytes32 queryHash, string reason, uint64 epsilonMicro, uint64 spentMicro)")
+    # The account comes first so that datasetId is the second topic, as in every AccessControl event
+    # about a dataset (the audit trail finds them by it).
+    E_LIMITS = event("ComputeLimitsSet(address indexed account, uint256 indexed datasetId, uint64 budgetMicro, "
+                     "uint32 queriesPerHour, string by)")
     E_POLICY_INSTALLED = event("ConsortiumPolicyInstalled(string policyId, string policyText, bool replaced)")
     E_POLICY_REMOVED = event("ConsortiumPolicyRemoved(string policyId)")
-    EVENTS = (E_REQUESTED, E_DECIDED, E_GRANTED, E_REVOKED, E_DELIVERED, E_COMPUTED, E_POLICY_INSTALLED,
-              E_POLICY_REMOVED)
+    EVENTS = (E_REQUESTED, E_DECIDED, E_GRANTED, E_REVOKED, E_DELIVERED, E_COMPUTED, E_REFUSED, E_LIMITS,
+              E_POLICY_INSTALLED, E_POLICY_REMOVED)
 
     # -- consortium-wide policies (Governance only) -------------------------------------------------
 
@@ -289,10 +330,103 @@ class AccessControl(SystemContract):
         ctx.emit(self.E_DELIVERED, grant_id, grant.dataset_id, grant.grantee, content_hash, delivered_hash,
                  bytes_delivered)
 
-    @method("recordComputation(uint256 grantId, bytes32 queryHash, bytes32 resultHash)")
-    def record_computation(self, ctx: CallContext, grant_id: int, query_hash: bytes, result_hash: bytes) -> None:
+    # -- compute-to-data: privacy budget and rate ---------------------------------------------------
+
+    def _limits(self, ctx: CallContext, dataset_id: int) -> tuple[int, int]:
+        raw = ctx.sload(_limits_key(dataset_id))
+        if raw is None:
+            return DEFAULT_BUDGET_MICRO, DEFAULT_QUERIES_PER_HOUR
+        budget, per_hour = codec.decode(raw)
+        return int(budget), int(per_hour)
+
+    def _spent(self, ctx: CallContext, grant: Grant) -> int:
+        raw = ctx.sload(_spent_key(grant.dataset_id, grant.grantee))
+        return int.from_bytes(raw, "big") if raw else 0
+
+    def _window(self, ctx: CallContext, grant_id: int) -> tuple[int, int, bool]:
+        """(this hour of block time, queries recorded in it, whether a rate-limit refusal was)."""
+        hour = ctx.env.timestamp_ms // 1000 // HOUR
+        raw = ctx.sload(_window_key(grant_id))
+        if raw is None:
+            return hour, 0, False
+        stored_hour, used, rate_refused = codec.decode(raw)
+        return (hour, int(used), bool(rate_refused)) if stored_hour == hour else (hour, 0, False)
+
+    @method("setComputeLimits(uint256 datasetId, uint64 budgetMicro, uint32 queriesPerHour)")
+    def set_compute_limits(self, ctx: CallContext, dataset_id: int, budget_micro: int, queries_per_hour: int) -> None:
+        ctx.charge(G_SLOAD)
+        dataset = datasets.get_dataset(ctx.state, dataset_id)
+        if dataset is None:
+            raise Revert(f"no dataset {dataset_id}")
+        caller = get_agency_of(ctx.state, ctx.sender)
+        if caller != dataset.owner:
+            raise Revert(f"only accounts of the owner of dataset {dataset_id} may set its compute limits")
+        if not 0 <= budget_micro <= MAX_BUDGET_MICRO:
+            raise Revert(f"budgetMicro must be 0..{MAX_BUDGET_MICRO} (micro-epsilon; {EPSILON_UNIT} = epsilon 1)")
+        if not 1 <= queries_per_hour <= MAX_QUERIES_PER_HOUR:
+            raise Revert(f"queriesPerHour must be 1..{MAX_QUERIES_PER_HOUR}")
+        ctx.sstore(_limits_key(dataset_id), codec.encode([budget_micro, queries_per_hour]))
+        ctx.emit(self.E_LIMITS, ctx.sender, dataset_id, budget_micro, queries_per_hour, caller)
+
+    @method("getComputeLimits(uint256 datasetId)", returns="uint64 budgetMicro, uint32 queriesPerHour", view=True)
+    def get_compute_limits(self, ctx: CallContext, dataset_id: int) -> tuple[int, int]:
+        return self._limits(ctx, dataset_id)
+
+    @method("getComputeAllowance(uint256 grantId)", returns="uint64 budgetMicro, uint64 spentMicro, "
+            "uint32 queriesPerHour, uint32 usedThisHour, uint64 windowEndsAt", view=True)
+    def get_compute_allowance(self, ctx: CallContext, grant_id: int) -> tuple[int, int, int, int, int]:
+        grant = self._load_grant(ctx, grant_id)
+        budget, per_hour = self._limits(ctx, grant.dataset_id)
+        hour, used, _ = self._window(ctx, grant_id)
+        return budget, self._spent(ctx, grant), per_hour, used, (hour + 1) * HOUR
+
+    def _charge_query(self, ctx: CallContext, grant: Grant, epsilon_micro: int, *, rate_refusal: bool) -> int:
+        """Count the query in the grant's hour and charge its epsilon to the grantee's budget (or
+        revert); the budget spent afterwards."""
+        if not 0 <= epsilon_micro <= MAX_QUERY_EPSILON_MICRO:
+            raise Revert(f"epsilonMicro must be 0..{MAX_QUERY_EPSILON_MICRO}")
+        budget, per_hour = self._limits(ctx, grant.dataset_id)
+        hour, used, rate_refused = self._window(ctx, grant.id)
+        if rate_refusal:
+            if used < per_hour:
+                raise Revert(f"grant {grant.id} is not rate-limited: it ran {used} of {per_hour} queries this hour")
+            if rate_refused:
+                raise Revert(f"a rate-limit refusal of grant {grant.id} is already recorded for this hour")
+            rate_refused = True
+        else:
+            if used >= per_hour:
+                raise Revert(f"rate limit: grant {grant.id} ran its {per_hour} queries of this hour")
+            used += 1
+        spent = self._spent(ctx, grant)
+        if spent + epsilon_micro > budget:
+            raise Revert(f"privacy budget exhausted: {spent} of {budget} micro-epsilon spent, the query needs "
+                         f"{epsilon_micro}")
+        ctx.sstore(_window_key(grant.id), codec.encode([hour, used, rate_refused]))
+        if epsilon_micro:
+            spent += epsilon_micro
+            ctx.sstore(_spent_key(grant.dataset_id, grant.grantee), spent.to_bytes(8, "big"))
+        return spent
+
+    @method("recordComputation(uint256 grantId, bytes32 queryHash, bytes32 resultHash, uint64 epsilonMicro)")
+    def record_computation(self, ctx: CallContext, grant_id: int, query_hash: bytes, result_hash: bytes,
+                           epsilon_micro: int) -> None:
         grant = self._check_owner_use(ctx, grant_id, (cedar.ACTION_COMPUTE,))
-        ctx.emit(self.E_COMPUTED, grant_id, grant.dataset_id, grant.grantee, query_hash, result_hash)
+        if epsilon_micro == 0:
+            raise Revert("an answered query spends a positive epsilonMicro")
+        spent = self._charge_query(ctx, grant, epsilon_micro, rate_refusal=False)
+        ctx.emit(self.E_COMPUTED, grant_id, grant.dataset_id, grant.grantee, query_hash, result_hash, epsilon_micro,
+                 spent)
+
+    @method("recordRefusal(uint256 grantId, bytes32 queryHash, string reason, uint64 epsilonMicro)")
+    def record_refusal(self, ctx: CallContext, grant_id: int, query_hash: bytes, reason: str,
+                       epsilon_micro: int) -> None:
+        grant = self._check_owner_use(ctx, grant_id, (cedar.ACTION_COMPUTE,))
+        if reason not in REFUSAL_REASONS:
+            raise Revert(f"unknown refusal reason {reason[:64]!r}: use one of {', '.join(REFUSAL_REASONS)}")
+        if epsilon_micro and reason != REFUSED_MIN_GROUP:
+            raise Revert(f"a {reason} refusal ran no noisy check: its epsilonMicro must be 0")
+        spent = self._charge_query(ctx, grant, epsilon_micro, rate_refusal=reason == REFUSED_RATE_LIMIT)
+        ctx.emit(self.E_REFUSED, grant_id, grant.dataset_id, grant.grantee, query_hash, reason, epsilon_micro, spent)
 
     @method("getGrant(uint256 grantId)", returns="uint256 datasetId, string grantee, string action, string purpose, "
             "uint64 expiresAt, bool revoked", view=True)
