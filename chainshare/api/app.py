@@ -1,4 +1,5 @@
-"""The node's one HTTP port: JSON-RPC at ``POST /``, REST under ``/api/v1``, ``/healthz``, ``/metrics``.
+"""The node's one HTTP port: JSON-RPC at ``POST /`` (and over a websocket at ``ws://host:port/``),
+REST under ``/api/v1``, ``/healthz``, ``/metrics``.
 
 A thin ASGI router keeps the JSON-RPC hot path free of framework overhead; bodies are read with
 a hard size limit (413 beyond it) before anything parses them.
@@ -16,6 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from chainshare.api.jsonrpc import JsonRpc
 from chainshare.api.rest import create_rest_app
+from chainshare.api.subscriptions import attach_subscriptions
 from chainshare.node import Node
 
 Scope = dict[str, Any]
@@ -119,10 +121,14 @@ def create_app(node: Node) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
     rpc = JsonRpc(node, node.cfg.api.max_batch)
     rest = create_rest_app(node, rpc)
     registry = _metrics_registry(node, rpc)
+    hub = attach_subscriptions(rpc, node)  # eth_subscribe over ws://host:port/
+    registry.register(hub)  # a collector of ws_* metrics
     limit = node.cfg.api.max_body_bytes
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
+            if scope["type"] == "websocket":
+                await hub.serve(scope, receive, send, rpc)
             return
         path: str = scope["path"]
         method: str = scope["method"]

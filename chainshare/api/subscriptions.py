@@ -1,0 +1,425 @@
+"""Websocket JSON-RPC on the node's API port (``ws://host:port/``): every method of the HTTP
+dispatcher, plus ``eth_subscribe("newHeads")``, ``eth_subscribe("logs", {address, topics})`` and
+``eth_unsubscribe(id)``, notified in the standard ``eth_subscription`` format.
+
+Guarantees:
+- only finalized blocks are published (the chain stores no other), and each subscription sees every
+  block finalized after it was made exactly once, in height order; a block's logs follow in log-index
+  order. A ``newHeads`` result is the Ethereum header fields of ``eth_getBlockByNumber``'s block (same
+  values; round and QC are read with eth_getBlockByNumber or REST); a ``logs`` result is an ``eth_getLogs`` entry (``removed`` is always false: no reorgs).
+- publishing never waits on a client: a block is encoded once, then one frame per subscription is
+  appended to its connection's bounded send queue (O(subscriptions) on the event loop, one block per
+  loop turn). A connection whose queue overflows is closed with 1008 and a reason, never buffered
+  without bound; its own requests are answered with backpressure instead (the next request is read
+  only once its queue is below the limit).
+- bad input gets a JSON-RPC error (-32700/-32600/-32602, -32005 over the subscription limit) and the
+  connection stays open; a message over ``ws_max_frame_bytes`` closes it with 1009 (uvicorn).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+import secrets
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from chainshare.api.jsonrpc import JsonRpc, RpcLimit, is_log_match, parse_log_criteria
+from chainshare.api.views import view_block, view_log
+from chainshare.errors import InvalidInput, MethodNotFound
+from chainshare.ledger.chain import BlockBundle
+from chainshare.ledger.types import Log
+from chainshare.logs import log_event
+
+log = logging.getLogger("chainshare.ws")
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+CLOSE_POLICY = 1008       # the client broke a limit (its send queue overflowed)
+CLOSE_INTERNAL = 1011     # the node could not publish a block: resubscribe and poll the gap
+CLOSE_TIMEOUT_S = 10.0    # how long a close frame may wait behind a stalled client's unread data
+MAX_FILTER_ADDRESSES = 1_000
+MAX_TOPIC_OPTIONS = 1_000
+
+
+class ChainReader(Protocol):
+    """What the publisher reads: the finalized head and a finalized block with its receipts."""
+
+    @property
+    def head_height(self) -> int: ...
+
+    def get_bundle(self, height: int) -> BlockBundle: ...
+
+
+@dataclass(frozen=True)
+class WsLimits:
+    max_connections: int
+    max_subscriptions: int
+    send_queue_bytes: int
+
+
+# -- subscriptions: parsed once, matched per block ------------------------------------------
+
+@dataclass(frozen=True)
+class NewHeads:
+    pass
+
+
+@dataclass(frozen=True)
+class LogFilter:
+    """A ``logs`` subscription: any of ``addresses`` (empty: any), and at each topic position one of
+    the values (None: any)."""
+
+    addresses: frozenset[bytes]
+    topics: tuple[frozenset[bytes] | None, ...]
+
+    def is_match(self, lg: Log) -> bool:
+        return is_log_match(lg, self.addresses, self.topics)
+
+
+Subscription = NewHeads | LogFilter
+
+
+def parse_subscription(params: list[Any]) -> Subscription:
+    """The subscription ``eth_subscribe`` params ask for; InvalidInput (-32602) says what is wrong."""
+    if not params or not isinstance(params[0], str):
+        raise InvalidInput('eth_subscribe needs a subscription name: "newHeads" or "logs"')
+    kind = params[0]
+    if kind == "newHeads":
+        if len(params) > 1:
+            raise InvalidInput('"newHeads" takes no further parameters')
+        return NewHeads()
+    if kind == "logs":
+        if len(params) > 2:
+            raise InvalidInput('"logs" takes one filter object {address, topics}')
+        f = params[1] if len(params) > 1 and params[1] is not None else {}
+        if not isinstance(f, dict):
+            raise InvalidInput('the "logs" filter must be a JSON object {address, topics}')
+        unknown = sorted(set(f) - {"address", "topics"})
+        if unknown:
+            # fromBlock/toBlock/blockHash select history: that is eth_getLogs, not a subscription
+            raise InvalidInput(f'the "logs" filter takes only address and topics, not {", ".join(unknown)[:100]}')
+        addrs, topics = parse_log_criteria(f)
+        if len(addrs) > MAX_FILTER_ADDRESSES or any(t and len(t) > MAX_TOPIC_OPTIONS for t in topics):
+            raise InvalidInput(f"a filter takes at most {MAX_FILTER_ADDRESSES} addresses and "
+                               f"{MAX_TOPIC_OPTIONS} values per topic position")
+        return LogFilter(frozenset(addrs), tuple(frozenset(t) if t else None for t in topics))
+    raise InvalidInput(f'unsupported subscription {kind[:64]!r}: this node offers "newHeads" and "logs"')
+
+
+# The Ethereum header fields of eth_getBlockByNumber's block (not its body, nor chainshare's round and
+# validator-set extensions): exactly what web3.py recognises as a header and formats (it guesses by keys).
+HEAD_FIELDS = ("number", "hash", "parentHash", "nonce", "sha3Uncles", "logsBloom", "transactionsRoot", "stateRoot",
+               "receiptsRoot", "miner", "difficulty", "totalDifficulty", "extraData", "size", "gasLimit", "gasUsed",
+               "timestamp", "baseFeePerGas", "mixHash")
+
+
+def compute_head_view(bundle: BlockBundle, chain_id: int) -> dict[str, Any]:
+    """The ``newHeads`` result: the HEAD_FIELDS of eth_getBlockByNumber's block, same values."""
+    view = view_block(bundle.block, chain_id, False)
+    return {k: view[k] for k in HEAD_FIELDS}
+
+
+def compute_log_views(bundle: BlockBundle) -> list[tuple[Log, Callable[[], str]]]:
+    """Every log of a block in log-index order, each with a memoised encoder of its eth_getLogs view."""
+    def encoder(lg: Log, ti: int, log_index: int) -> Callable[[], str]:
+        return _memo(lambda: _encode(view_log(lg, bundle.block, bundle.tx_hashes[ti], ti, log_index)))
+
+    return [(lg, encoder(lg, ti, bundle.first_log_index[ti] + j))
+            for ti, receipt in enumerate(bundle.receipts) for j, lg in enumerate(receipt.logs)]
+
+
+def encode_notification(subscription_id: str, result_json: str) -> str:
+    """An ``eth_subscription`` notification around an already encoded result."""
+    return ('{"jsonrpc":"2.0","method":"eth_subscription","params":{"subscription":"'
+            + subscription_id + '","result":' + result_json + "}}")
+
+
+def _encode(obj: Any) -> str:
+    return orjson.dumps(obj).decode()
+
+
+def _memo(fn: Callable[[], str]) -> Callable[[], str]:
+    cache: list[str] = []
+
+    def get() -> str:
+        if not cache:
+            cache.append(fn())
+        return cache[0]
+
+    return get
+
+
+# -- one websocket connection -----------------------------------------------------------------
+
+# The connection whose request the dispatcher is handling: eth_subscribe/eth_unsubscribe are
+# registered in the one dispatcher and find their connection here (over HTTP there is none).
+_current: contextvars.ContextVar[WsConnection | None] = contextvars.ContextVar("ws_connection", default=None)
+
+
+class WsConnection:
+    """A connection's subscriptions and its bounded send queue (frames go out in queue order)."""
+
+    def __init__(self, hub: SubscriptionHub, limits: WsLimits) -> None:
+        self.hub = hub
+        self.limits = limits
+        self.subscriptions: dict[str, Subscription] = {}
+        self.close_code: int | None = None   # set when the node closes the connection
+        self.close_reason = ""
+        self.done = asyncio.Event()
+        self._queue: deque[str] = deque()
+        self._queued = 0
+        self._ready = asyncio.Event()        # the queue has frames
+        self._room = asyncio.Event()         # the queue is below its limit
+        self._room.set()
+
+    # -- what the node sends ----------------------------------------------------------------
+    def push_notification(self, frame: str) -> None:
+        """Queue a notification; past the queue limit the connection is closed instead (1008)."""
+        if self.done.is_set():
+            return
+        if self._queued + len(frame) > self.limits.send_queue_bytes:
+            self.hub.stats["slow_consumers"] += 1
+            self.close(CLOSE_POLICY, f"subscriber too slow: send queue over {self.limits.send_queue_bytes} bytes")
+            return
+        self._push(frame)
+
+    def push_response(self, frame: str) -> None:
+        """Queue a response; the reader waits for room before the next request (backpressure)."""
+        if not self.done.is_set():
+            self._push(frame)
+
+    def _push(self, frame: str) -> None:
+        self._queue.append(frame)
+        self._queued += len(frame)
+        self._ready.set()
+        if self._queued >= self.limits.send_queue_bytes:
+            self._room.clear()
+
+    def close(self, code: int, reason: str) -> None:
+        """Stop this connection: subscriptions end, queued frames are dropped, the close frame follows."""
+        if self.done.is_set():
+            return
+        self.close_code, self.close_reason = code, reason[:120]  # a close reason fits in 123 bytes
+        self.subscriptions.clear()
+        self._queue.clear()
+        self._queued = 0
+        self.done.set()
+
+    # -- the two loops of a connection ------------------------------------------------------------
+    async def write_loop(self, send: Send) -> None:
+        while True:
+            await self._ready.wait()
+            while self._queue:
+                frame = self._queue.popleft()
+                self._queued -= len(frame)
+                if self._queued < self.limits.send_queue_bytes:
+                    self._room.set()
+                await send({"type": "websocket.send", "text": frame})
+            self._ready.clear()
+
+    async def read_loop(self, receive: Receive, rpc: JsonRpc) -> None:
+        _current.set(self)  # this task's own context: seen by the dispatcher's subscription methods
+        while True:
+            await self._room.wait()
+            msg = await receive()
+            if msg["type"] == "websocket.disconnect":
+                self.done.set()
+                return
+            if msg["type"] != "websocket.receive":
+                continue
+            body = msg.get("bytes")
+            if body is None:
+                body = (msg.get("text") or "").encode()
+            out = rpc.handle_body(body)
+            if out is not None:
+                self.push_response(out.decode())
+
+    # -- the dispatcher's subscription methods -------------------------------------------------
+    def add_subscription(self, sub: Subscription) -> str:
+        if len(self.subscriptions) >= self.limits.max_subscriptions:
+            raise RpcLimit(f"this connection already has {len(self.subscriptions)} subscriptions, "
+                           f"the limit: eth_unsubscribe one first")
+        sid = "0x" + secrets.token_hex(16)
+        self.subscriptions[sid] = sub
+        return sid
+
+    def remove_subscription(self, sid: str) -> bool:
+        return self.subscriptions.pop(sid, None) is not None
+
+
+def _connection(method: str) -> WsConnection:
+    conn = _current.get()
+    if conn is None:
+        raise MethodNotFound(f"{method} needs a websocket connection: connect to ws://<host>:<port>/ "
+                             "(the same port as HTTP JSON-RPC)")
+    return conn
+
+
+def eth_subscribe(params: list[Any]) -> str:
+    conn = _connection("eth_subscribe")
+    return conn.add_subscription(parse_subscription(params))
+
+
+def eth_unsubscribe(params: list[Any]) -> bool:
+    """True if the subscription existed on this connection (and is now gone), else false."""
+    conn = _connection("eth_unsubscribe")
+    if len(params) != 1 or not isinstance(params[0], str) or len(params[0]) > 66:
+        raise InvalidInput("eth_unsubscribe takes one subscription id (a hex string from eth_subscribe)")
+    return conn.remove_subscription(params[0])
+
+
+# -- the hub: finalized blocks in, notifications out ------------------------------------------------
+
+class SubscriptionHub:
+    """Publishes each finalized block to the subscriptions of every websocket connection, in order."""
+
+    def __init__(self, chain: ChainReader, chain_id: int, limits: WsLimits) -> None:
+        self.chain = chain
+        self.chain_id = chain_id
+        self.limits = limits
+        self.connections: set[WsConnection] = set()
+        self.published = chain.head_height  # the last height handed to subscribers
+        self.stats = {"connections_total": 0, "rejected": 0, "slow_consumers": 0, "notifications": 0}
+        self._scheduled = False
+
+    # -- input: the node finalized blocks --------------------------------------------------------
+    def on_finalized(self) -> None:
+        """Called on the event loop after blocks were committed: publish them, one per loop turn."""
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._publish_next)
+
+    def _publish_next(self) -> None:
+        self._scheduled = False
+        head = self.chain.head_height
+        if self.published >= head:
+            return
+        if not any(c.subscriptions for c in self.connections):
+            self.published = head  # nobody listens: nothing to encode
+            return
+        height = self.published + 1
+        try:
+            self.publish_block(self.chain.get_bundle(height))
+        except Exception:
+            # Never skip a block silently: subscribers are told to resubscribe (and poll the gap).
+            log.exception("could not publish block %d to websocket subscribers", height)
+            for conn in list(self.connections):
+                if conn.subscriptions:
+                    conn.close(CLOSE_INTERNAL, f"node could not publish block {height}: resubscribe")
+        self.published = height
+        if height < head:
+            self.on_finalized()
+
+    def publish_block(self, bundle: BlockBundle) -> None:
+        """Queue ``bundle``'s notifications for every subscription (each result encoded once)."""
+        head_json: str | None = None
+        logs: list[tuple[Log, Callable[[], str]]] | None = None
+        sent = 0
+        for conn in list(self.connections):
+            for sid, sub in list(conn.subscriptions.items()):
+                if isinstance(sub, NewHeads):
+                    if head_json is None:
+                        head_json = _encode(compute_head_view(bundle, self.chain_id))
+                    conn.push_notification(encode_notification(sid, head_json))
+                    sent += 1
+                else:
+                    if logs is None:
+                        logs = compute_log_views(bundle)
+                    for lg, encoded in logs:
+                        if sub.is_match(lg):
+                            conn.push_notification(encode_notification(sid, encoded()))
+                            sent += 1
+                if conn.done.is_set():
+                    break  # closed for overflow: nothing more for it
+        self.stats["notifications"] += sent
+
+    # -- the ASGI endpoint -------------------------------------------------------------------------------
+    async def serve(self, scope: Scope, receive: Receive, send: Send, rpc: JsonRpc) -> None:
+        """Run one websocket connection until the client leaves or the node closes it."""
+        msg = await receive()
+        if msg["type"] != "websocket.connect":
+            return
+        if scope["path"] != "/":
+            await _reject(scope, send, 404, "websocket JSON-RPC is served at / (ws://host:port/)")
+            return
+        if len(self.connections) >= self.limits.max_connections:
+            self.stats["rejected"] += 1
+            await _reject(scope, send, 503, "this node serves no websocket ([api] ws_max_connections = 0): poll over HTTP"
+                          if not self.limits.max_connections else
+                          f"too many websocket connections (limit {self.limits.max_connections}); "
+                          "retry later or poll over HTTP")
+            return
+        await send({"type": "websocket.accept"})
+        conn = WsConnection(self, self.limits)
+        self.connections.add(conn)
+        self.stats["connections_total"] += 1
+        reader = asyncio.create_task(conn.read_loop(receive, rpc))
+        writer = asyncio.create_task(conn.write_loop(send))
+        reader.add_done_callback(lambda _: conn.done.set())
+        writer.add_done_callback(lambda _: conn.done.set())  # the client is gone (send raised)
+        try:
+            await conn.done.wait()
+        finally:
+            self.connections.discard(conn)
+            conn.subscriptions.clear()
+            for task in (reader, writer):
+                task.cancel()
+            for task in (reader, writer):
+                with contextlib.suppress(BaseException):
+                    await task
+                if not task.cancelled() and task.exception() is not None and task is reader:
+                    log.error("websocket reader failed", exc_info=task.exception())
+        if conn.close_code is not None:
+            log_event(log, logging.INFO, "websocket closed by the node", code=conn.close_code,
+                      reason=conn.close_reason)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(send({"type": "websocket.close", "code": conn.close_code,
+                                             "reason": conn.close_reason}), CLOSE_TIMEOUT_S)
+
+    # -- metrics ----------------------------------------------------------------------------------------
+    def collect(self) -> Iterator[Any]:
+        yield GaugeMetricFamily("chainshare_ws_connections", "Open websocket connections",
+                                value=len(self.connections))
+        yield GaugeMetricFamily("chainshare_ws_subscriptions", "Active eth_subscribe subscriptions",
+                                value=sum(len(c.subscriptions) for c in self.connections))
+        yield CounterMetricFamily("chainshare_ws_connections_accepted", "Websocket connections accepted since start",
+                                  value=self.stats["connections_total"])
+        yield CounterMetricFamily("chainshare_ws_connections_rejected", "Websocket connections refused (limit)",
+                                  value=self.stats["rejected"])
+        yield CounterMetricFamily("chainshare_ws_slow_consumers", "Connections closed for overflowing their queue",
+                                  value=self.stats["slow_consumers"])
+        yield CounterMetricFamily("chainshare_ws_notifications", "eth_subscription notifications queued",
+                                  value=self.stats["notifications"])
+
+
+async def _reject(scope: Scope, send: Send, status: int, message: str) -> None:
+    """Refuse a handshake with an HTTP status and a JSON reason (403 without uvicorn's extension)."""
+    if "websocket.http.response" in scope.get("extensions", {}):
+        body = orjson.dumps({"error": {"type": "WebsocketRefused", "message": message}})
+        await send({"type": "websocket.http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "websocket.http.response.body", "body": body})
+    else:
+        await send({"type": "websocket.close", "code": CLOSE_POLICY, "reason": message[:120]})
+
+
+def attach_subscriptions(rpc: JsonRpc, node: Any) -> SubscriptionHub:
+    """Make the hub of ``node``: it hears of finalized blocks, and the dispatcher gains eth_subscribe
+    and eth_unsubscribe (which answer -32601 outside a websocket)."""
+    api = node.cfg.api
+    hub = SubscriptionHub(node.chain, node.chain_id,
+                          WsLimits(api.ws_max_connections, api.ws_max_subscriptions, api.ws_send_queue_bytes))
+    node.finalized_listeners.append(hub.on_finalized)
+    rpc.methods["eth_subscribe"] = eth_subscribe
+    rpc.methods["eth_unsubscribe"] = eth_unsubscribe
+    return hub
