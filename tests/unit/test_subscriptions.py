@@ -1,0 +1,214 @@
+"""Websocket subscriptions (chainshare/api/subscriptions.py) over an in-memory chain: parsing of
+eth_subscribe params, log filters, and the publisher's guarantees (finalized blocks in order, no gap,
+no duplicate; logs in log-index order; a result encoded once per block; a slow subscriber cut off)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+import pytest
+from chainkit import NOTARY, Chain, account, call_data, make_genesis, sign_call, validator
+
+from chainshare.api import subscriptions as subs
+from chainshare.api.jsonrpc import JsonRpc, RpcLimit
+from chainshare.api.subscriptions import (
+    HEAD_FIELDS,
+    LogFilter,
+    NewHeads,
+    SubscriptionHub,
+    WsConnection,
+    WsLimits,
+    parse_subscription,
+)
+from chainshare.api.views import view_block, view_log
+from chainshare.crypto.hashing import keccak256
+from chainshare.errors import InvalidInput, MethodNotFound
+
+ALICE, BOB = account("alice"), account("bob")
+VAL = validator("v1", "Agency A")
+GENESIS = make_genesis([("Agency A", [ALICE.address]), ("Agency B", [BOB.address])], [VAL])
+ANCHORED = keccak256(b"Anchored(bytes32,address)")
+LIMITS = WsLimits(max_connections=4, max_subscriptions=3, send_queue_bytes=64 * 1024)
+
+
+def anchor(acct: Any, nonce: int, byte: int) -> bytes:
+    return sign_call(acct, NOTARY, call_data("anchor(bytes32)", bytes([byte]) * 32), nonce)
+
+
+def frames(conn: WsConnection) -> list[dict[str, Any]]:
+    out = [orjson.loads(f) for f in conn._queue]
+    conn._queue.clear()
+    conn._queued = 0
+    return out
+
+
+@pytest.fixture
+def chain() -> Chain:
+    return Chain(GENESIS, VAL)
+
+
+def hub_with_connection(chain: Chain, limits: WsLimits = LIMITS) -> tuple[SubscriptionHub, WsConnection]:
+    hub = SubscriptionHub(chain.chain, GENESIS.chain_id, limits)
+    conn = WsConnection(hub, limits)
+    hub.connections.add(conn)
+    return hub, conn
+
+
+# -- parameters ----------------------------------------------------------------------------------
+
+def test_subscription_params_are_parsed_or_refused_precisely() -> None:
+    assert parse_subscription(["newHeads"]) == NewHeads()
+    assert parse_subscription(["logs"]) == LogFilter(frozenset(), ())
+    f = parse_subscription(["logs", {"address": "0x" + NOTARY.hex(), "topics": ["0x" + ANCHORED.hex(), None]}])
+    assert f == LogFilter(frozenset({NOTARY}), (frozenset({ANCHORED}), None))
+    bad = [[], [1], ["newPendingTransactions"], ["newHeads", {}], ["logs", []], ["logs", {"address": "0x12"}],
+           ["logs", {"topics": ["0x00"]}], ["logs", {"topics": [None] * 5}], ["logs", {"fromBlock": "0x0"}],
+           ["logs", {}, {}], ["logs", {"address": ["0x" + "11" * 20] * 1001}]]
+    for params in bad:
+        with pytest.raises(InvalidInput):
+            parse_subscription(params)
+
+
+def test_log_filter_matches_address_and_topic_positions(chain: Chain) -> None:
+    ex = chain.produce([anchor(ALICE, 0, 7)])
+    (lg,) = ex.receipts[0].logs
+    digest = bytes([7]) * 32
+    assert LogFilter(frozenset(), ()).is_match(lg)
+    assert LogFilter(frozenset({NOTARY}), (frozenset({ANCHORED}), frozenset({digest}))).is_match(lg)
+    assert LogFilter(frozenset({NOTARY, bytes(20)}), (None, frozenset({digest, bytes(32)}))).is_match(lg)
+    assert not LogFilter(frozenset({bytes(20)}), ()).is_match(lg)
+    assert not LogFilter(frozenset(), (None, frozenset({bytes(32)}))).is_match(lg)
+    assert not LogFilter(frozenset(), (None, None, None, frozenset({bytes(32)}))).is_match(lg)  # no 4th topic
+
+
+def test_subscribe_methods_refuse_http_and_enforce_the_per_connection_limit(chain: Chain) -> None:
+    with pytest.raises(MethodNotFound):
+        subs.eth_subscribe(["newHeads"])
+    _, conn = hub_with_connection(chain)
+    token = subs._current.set(conn)
+    try:
+        ids = [subs.eth_subscribe(["newHeads"]) for _ in range(LIMITS.max_subscriptions)]
+        assert len(set(ids)) == 3 and all(i.startswith("0x") and len(i) == 34 for i in ids)
+        with pytest.raises(RpcLimit):
+            subs.eth_subscribe(["logs"])
+        assert subs.eth_unsubscribe([ids[0]]) is True
+        assert subs.eth_unsubscribe([ids[0]]) is False
+        assert subs.eth_subscribe(["logs"]).startswith("0x")
+        for params in ([], [1], [ids[1], ids[2]]):
+            with pytest.raises(InvalidInput):
+                subs.eth_unsubscribe(params)
+    finally:
+        subs._current.reset(token)
+
+
+# -- publishing ----------------------------------------------------------------------------------
+
+def test_each_finalized_block_is_published_once_in_order_with_its_logs(chain: Chain) -> None:
+    async def run() -> None:
+        hub, conn = hub_with_connection(chain)
+        heads = conn.add_subscription(NewHeads())
+        logs = conn.add_subscription(LogFilter(frozenset({NOTARY}), ()))
+        start = chain.chain.head_height
+        chain.produce([anchor(ALICE, 0, 1), anchor(BOB, 0, 2)])
+        chain.produce([])
+        chain.produce([anchor(ALICE, 1, 3)])
+        hub.on_finalized()
+        hub.on_finalized()  # coalesced: still one pass, every block once
+        for _ in range(10):
+            await asyncio.sleep(0)
+        got = frames(conn)
+        assert hub.published == start + 3
+        heights = [int(f["params"]["result"]["number"], 16) for f in got if f["params"]["subscription"] == heads]
+        assert heights == [start + 1, start + 2, start + 3]
+        log_entries = [f["params"]["result"] for f in got if f["params"]["subscription"] == logs]
+        assert [(int(e["blockNumber"], 16), int(e["logIndex"], 16)) for e in log_entries] == [
+            (start + 1, 0), (start + 1, 1), (start + 3, 0)]
+        for f in got:
+            assert f["jsonrpc"] == "2.0" and f["method"] == "eth_subscription" and "id" not in f
+        # identical to what eth_getBlockByNumber / eth_getLogs answer
+        rpc = JsonRpc(_NodeView(chain))  # type: ignore[arg-type]
+        for f in got:
+            result = f["params"]["result"]
+            if f["params"]["subscription"] == heads:
+                block = rpc.eth_get_block_by_number([result["number"], False])
+                assert block is not None and result == {k: block[k] for k in HEAD_FIELDS}
+            else:
+                assert result in rpc.eth_get_logs([{"blockHash": result["blockHash"]}])
+                assert result["removed"] is False
+        hub.on_finalized()  # nothing new: nothing sent again
+        await asyncio.sleep(0)
+        assert frames(conn) == []
+
+    asyncio.run(run())
+
+
+def test_a_block_result_is_encoded_once_for_all_subscribers(chain: Chain, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = {"block": 0, "log": 0}
+
+    def counting_block(*a: Any) -> Any:
+        calls["block"] += 1
+        return view_block(*a)
+
+    def counting_log(*a: Any) -> Any:
+        calls["log"] += 1
+        return view_log(*a)
+
+    monkeypatch.setattr(subs, "view_block", counting_block)
+    monkeypatch.setattr(subs, "view_log", counting_log)
+    hub = SubscriptionHub(chain.chain, GENESIS.chain_id, LIMITS)
+    conns = [WsConnection(hub, LIMITS) for _ in range(4)]
+    for c in conns:
+        hub.connections.add(c)
+        c.add_subscription(NewHeads())
+        c.add_subscription(LogFilter(frozenset(), ()))
+    chain.produce([anchor(ALICE, 0, 1)])
+    hub.publish_block(chain.chain.get_bundle(chain.chain.head_height))
+    assert calls == {"block": 1, "log": 1}
+    assert all(len(frames(c)) == 2 for c in conns)
+
+
+def test_nothing_is_encoded_without_subscribers(chain: Chain, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(subs, "view_block", lambda *a: pytest.fail("encoded a block nobody asked for"))
+
+    async def run() -> None:
+        hub, _ = hub_with_connection(chain)
+        chain.produce([])
+        chain.produce([])
+        hub.on_finalized()
+        await asyncio.sleep(0)
+        assert hub.published == chain.chain.head_height
+
+    asyncio.run(run())
+
+
+def test_a_subscriber_that_overflows_its_queue_is_closed_with_a_reason(chain: Chain) -> None:
+    async def run() -> None:
+        limits = WsLimits(4, 3, 64 * 1024)
+        hub, slow = hub_with_connection(chain, limits)
+        fast = WsConnection(hub, limits)
+        hub.connections.add(fast)
+        for _ in range(3):
+            slow.add_subscription(NewHeads())
+        fast.add_subscription(NewHeads())
+        for _ in range(40):  # ~1 KB per head, 3 per block: past 64 KiB well before 40 blocks
+            chain.produce([])
+            hub.on_finalized()
+            await asyncio.sleep(0)
+            frames(fast)  # the fast one reads everything
+        assert slow.done.is_set() and slow.close_code == 1008
+        assert "too slow" in slow.close_reason and len(slow.close_reason.encode()) <= 123
+        assert slow.subscriptions == {} and slow._queued == 0
+        assert hub.stats["slow_consumers"] == 1
+        assert not fast.done.is_set()
+
+    asyncio.run(run())
+
+
+class _NodeView:
+    """What JsonRpc reads of a node, over the kit's chain (for comparing views)."""
+
+    def __init__(self, chain: Chain) -> None:
+        self.chain = chain.chain
+        self.chain_id = GENESIS.chain_id
