@@ -12,8 +12,17 @@ const wallet = new ethers.Wallet(privateKey, provider);
 const notary = new ethers.Contract(artifact.address, artifact.abi, wallet);
 const out = {};
 
-const within = (ms, what, promise) => Promise.race([promise, new Promise((_, reject) =>
-  setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms))]);
+const within = async (ms, what, promise) => {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);  // a pending timer would keep node running
+  }
+};
 const until = async (ms, what, predicate) => within(ms, what, (async () => {
   while (!predicate()) await new Promise((r) => setTimeout(r, 50));
 })());

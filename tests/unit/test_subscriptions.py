@@ -212,3 +212,48 @@ class _NodeView:
     def __init__(self, chain: Chain) -> None:
         self.chain = chain.chain
         self.chain_id = GENESIS.chain_id
+
+
+def test_the_single_validator_producer_publishes_each_block_it_commits() -> None:
+    from chainshare.api.subscriptions import attach_subscriptions
+    from chainshare.config import NodeConfig
+    from chainshare.ledger.store import MemoryStore
+    from chainshare.node import Node, ValidatorKey
+
+    async def run() -> None:
+        node = Node(NodeConfig(), GENESIS, MemoryStore(), ValidatorKey(VAL.secret_key, VAL.public_key))
+        try:
+            rpc = JsonRpc(node)
+            hub = attach_subscriptions(rpc, node)
+            assert {"eth_subscribe", "eth_unsubscribe"} <= set(rpc.methods)
+            conn = WsConnection(hub, hub.limits)
+            hub.connections.add(conn)
+            sid = conn.add_subscription(NewHeads())
+            producer = asyncio.create_task(node.run_producer())
+            tx_hash = node.submit_raw_transaction(anchor(ALICE, 0, 1))
+            for _ in range(600):
+                if node.chain.get_tx_location(tx_hash) is not None and conn._queue:
+                    break
+                await asyncio.sleep(0.05)
+            await node.stop()
+            await asyncio.wait_for(producer, 30)
+            got = frames(conn)
+            height = node.chain.get_tx_location(tx_hash).height  # type: ignore[union-attr]
+            assert [f["params"]["subscription"] for f in got] == [sid] * len(got)
+            assert int(got[-1]["params"]["result"]["number"], 16) == height == node.chain.head_height
+        finally:
+            node.close()
+
+    asyncio.run(run())
+
+
+def test_websocket_limits_are_validated_at_start() -> None:
+    from chainshare.config import load_config
+    from chainshare.errors import ConfigError
+
+    for key, value, says in (("WS_MAX_CONNECTIONS", "5000", "ws_max_connections must be 0..1024"),
+                             ("WS_MAX_SUBSCRIPTIONS", "0", "ws_max_subscriptions must be 1..10000"),
+                             ("WS_MAX_FRAME_BYTES", "10", "ws_max_frame_bytes must be between 1 KiB and 64 MiB"),
+                             ("WS_SEND_QUEUE_BYTES", "1024", "ws_send_queue_bytes must be between 64 KiB and 1 GiB")):
+        with pytest.raises(ConfigError, match=says):
+            load_config(None, {"validator": {"key_file": "k.json"}}, env={f"CHAINSHARE_API_{key}": value})
