@@ -24,7 +24,7 @@ import contextvars
 import logging
 import secrets
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -49,6 +49,9 @@ CLOSE_INTERNAL = 1011     # the node could not publish a block: resubscribe and 
 CLOSE_TIMEOUT_S = 10.0    # how long a close frame may wait behind a stalled client's unread data
 MAX_FILTER_ADDRESSES = 1_000
 MAX_TOPIC_OPTIONS = 1_000
+# Notifications queued per event-loop turn: a large block for many subscribers is spread over turns
+# (consensus and requests run in between); a connection always gets a block's frames in one go.
+PUBLISH_BUDGET = 2_000
 
 
 class ChainReader(Protocol):
@@ -129,13 +132,65 @@ def compute_head_view(bundle: BlockBundle, chain_id: int) -> dict[str, Any]:
     return {k: view[k] for k in HEAD_FIELDS}
 
 
-def compute_log_views(bundle: BlockBundle) -> list[tuple[Log, Callable[[], str]]]:
-    """Every log of a block in log-index order, each with a memoised encoder of its eth_getLogs view."""
-    def encoder(lg: Log, ti: int, log_index: int) -> Callable[[], str]:
-        return _memo(lambda: _encode(view_log(lg, bundle.block, bundle.tx_hashes[ti], ti, log_index)))
+class BlockNotifications:
+    """What one finalized block tells subscribers; each result is encoded at most once, on first use."""
 
-    return [(lg, encoder(lg, ti, bundle.first_log_index[ti] + j))
-            for ti, receipt in enumerate(bundle.receipts) for j, lg in enumerate(receipt.logs)]
+    def __init__(self, bundle: BlockBundle, chain_id: int) -> None:
+        self.bundle = bundle
+        self.height = bundle.block.height
+        self.chain_id = chain_id
+        self._head_json: str | None = None
+        self._logs: list[tuple[Log, int, int]] | None = None  # (log, tx index, log index) in log-index order
+        self._by_address: dict[bytes, list[int]] = {}
+        self._log_json: dict[int, str] = {}
+
+    def get_head_json(self) -> str:
+        if self._head_json is None:
+            self._head_json = _encode(compute_head_view(self.bundle, self.chain_id))
+        return self._head_json
+
+    def get_matching_logs(self, f: LogFilter) -> Iterator[str]:
+        """The encoded eth_getLogs entries ``f`` matches, in log-index order."""
+        logs = self._get_logs()
+        if f.addresses:  # only the logs of those addresses are looked at
+            candidates: Iterable[int] = sorted(i for a in f.addresses for i in self._by_address.get(a, ()))
+        else:
+            candidates = range(len(logs))
+        for i in candidates:
+            if f.is_match(logs[i][0]):
+                yield self._get_log_json(i)
+
+    def publish_to(self, conn: WsConnection) -> int:
+        """Queue this block's notifications for ``conn``'s subscriptions; returns how many."""
+        sent = 0
+        for sid, sub in list(conn.subscriptions.items()):
+            if isinstance(sub, NewHeads):
+                conn.push_notification(encode_notification(sid, self.get_head_json()))
+                sent += 1
+            else:
+                for log_json in self.get_matching_logs(sub):
+                    conn.push_notification(encode_notification(sid, log_json))
+                    sent += 1
+            if conn.done.is_set():
+                break  # closed for overflow: nothing more for it
+        return sent
+
+    def _get_logs(self) -> list[tuple[Log, int, int]]:
+        if self._logs is None:
+            b = self.bundle
+            self._logs = [(lg, ti, b.first_log_index[ti] + j)
+                          for ti, receipt in enumerate(b.receipts) for j, lg in enumerate(receipt.logs)]
+            for i, (lg, _, _) in enumerate(self._logs):
+                self._by_address.setdefault(lg.address, []).append(i)
+        return self._logs
+
+    def _get_log_json(self, i: int) -> str:
+        out = self._log_json.get(i)
+        if out is None:
+            lg, ti, log_index = self._get_logs()[i]
+            b = self.bundle
+            out = self._log_json[i] = _encode(view_log(lg, b.block, b.tx_hashes[ti], ti, log_index))
+        return out
 
 
 def encode_notification(subscription_id: str, result_json: str) -> str:
@@ -146,17 +201,6 @@ def encode_notification(subscription_id: str, result_json: str) -> str:
 
 def _encode(obj: Any) -> str:
     return orjson.dumps(obj).decode()
-
-
-def _memo(fn: Callable[[], str]) -> Callable[[], str]:
-    cache: list[str] = []
-
-    def get() -> str:
-        if not cache:
-            cache.append(fn())
-        return cache[0]
-
-    return get
 
 
 # -- one websocket connection -----------------------------------------------------------------
@@ -278,6 +322,22 @@ def eth_unsubscribe(params: list[Any]) -> bool:
     return conn.remove_subscription(params[0])
 
 
+class _PublishJob:
+    """One block going out to the connections that had subscriptions when it started."""
+
+    def __init__(self, block: BlockNotifications, connections: list[WsConnection]) -> None:
+        self.block = block
+        self.pending = connections
+        self.sent = 0
+
+    def run(self, budget: int | None) -> bool:
+        """Serve whole connections until about ``budget`` notifications are queued; True when done."""
+        start = self.sent
+        while self.pending and (budget is None or self.sent - start < budget):
+            self.sent += self.block.publish_to(self.pending.pop())
+        return not self.pending
+
+
 # -- the hub: finalized blocks in, notifications out ------------------------------------------------
 
 class SubscriptionHub:
@@ -291,57 +351,53 @@ class SubscriptionHub:
         self.published = chain.head_height  # the last height handed to subscribers
         self.stats = {"connections_total": 0, "rejected": 0, "slow_consumers": 0, "notifications": 0}
         self._scheduled = False
+        self._job: _PublishJob | None = None  # the block being published, if it takes several turns
 
     # -- input: the node finalized blocks --------------------------------------------------------
     def on_finalized(self) -> None:
-        """Called on the event loop after blocks were committed: publish them, one per loop turn."""
+        """Called on the event loop after blocks were committed: publish them, a slice per loop turn."""
         if not self._scheduled:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._publish_next)
 
     def _publish_next(self) -> None:
         self._scheduled = False
-        head = self.chain.head_height
-        if self.published >= head:
-            return
-        if not any(c.subscriptions for c in self.connections):
-            self.published = head  # nobody listens: nothing to encode
-            return
-        height = self.published + 1
-        try:
-            self.publish_block(self.chain.get_bundle(height))
-        except Exception:
-            # Never skip a block silently: subscribers are told to resubscribe (and poll the gap).
-            log.exception("could not publish block %d to websocket subscribers", height)
-            for conn in list(self.connections):
-                if conn.subscriptions:
-                    conn.close(CLOSE_INTERNAL, f"node could not publish block {height}: resubscribe")
-        self.published = height
-        if height < head:
+        if self._job is None:
+            self._job = self._start_next_block()
+            if self._job is None:
+                return
+        if self._job.run(PUBLISH_BUDGET):
+            self.stats["notifications"] += self._job.sent
+            self.published = self._job.block.height
+            self._job = None
+        if self._job is not None or self.published < self.chain.head_height:
             self.on_finalized()
 
+    def _start_next_block(self) -> _PublishJob | None:
+        head = self.chain.head_height
+        if self.published >= head:
+            return None
+        listening = [c for c in self.connections if c.subscriptions]
+        if not listening:
+            self.published = head  # nobody listens: nothing to encode
+            return None
+        height = self.published + 1
+        try:
+            bundle = self.chain.get_bundle(height)
+        except Exception:
+            # Never skip a block silently: subscribers are told to resubscribe (and fill the gap).
+            log.exception("could not read block %d for websocket subscribers", height)
+            for conn in listening:
+                conn.close(CLOSE_INTERNAL, f"node could not publish block {height}: resubscribe")
+            self.published = height
+            return None
+        return _PublishJob(BlockNotifications(bundle, self.chain_id), listening)
+
     def publish_block(self, bundle: BlockBundle) -> None:
-        """Queue ``bundle``'s notifications for every subscription (each result encoded once)."""
-        head_json: str | None = None
-        logs: list[tuple[Log, Callable[[], str]]] | None = None
-        sent = 0
-        for conn in list(self.connections):
-            for sid, sub in list(conn.subscriptions.items()):
-                if isinstance(sub, NewHeads):
-                    if head_json is None:
-                        head_json = _encode(compute_head_view(bundle, self.chain_id))
-                    conn.push_notification(encode_notification(sid, head_json))
-                    sent += 1
-                else:
-                    if logs is None:
-                        logs = compute_log_views(bundle)
-                    for lg, encoded in logs:
-                        if sub.is_match(lg):
-                            conn.push_notification(encode_notification(sid, encoded()))
-                            sent += 1
-                if conn.done.is_set():
-                    break  # closed for overflow: nothing more for it
-        self.stats["notifications"] += sent
+        """Queue ``bundle``'s notifications for every subscription at once (each result encoded once)."""
+        job = _PublishJob(BlockNotifications(bundle, self.chain_id), list(self.connections))
+        job.run(None)
+        self.stats["notifications"] += job.sent
 
     # -- the ASGI endpoint -------------------------------------------------------------------------------
     async def serve(self, scope: Scope, receive: Receive, send: Send, rpc: JsonRpc) -> None:

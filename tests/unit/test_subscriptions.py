@@ -257,3 +257,44 @@ def test_websocket_limits_are_validated_at_start() -> None:
                              ("WS_SEND_QUEUE_BYTES", "1024", "ws_send_queue_bytes must be between 64 KiB and 1 GiB")):
         with pytest.raises(ConfigError, match=says):
             load_config(None, {"validator": {"key_file": "k.json"}}, env={f"CHAINSHARE_API_{key}": value})
+
+
+def test_a_large_block_is_spread_over_loop_turns_and_blocks_stay_in_order(chain: Chain,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(subs, "PUBLISH_BUDGET", 4)
+
+    async def run() -> None:
+        hub = SubscriptionHub(chain.chain, GENESIS.chain_id, LIMITS)
+        conns = [WsConnection(hub, LIMITS) for _ in range(6)]
+        for c in conns:
+            hub.connections.add(c)
+            c.add_subscription(LogFilter(frozenset({NOTARY}), ()))
+        start = chain.chain.head_height
+        chain.produce([anchor(ALICE, n, n) for n in range(3)])
+        chain.produce([anchor(BOB, n, 10 + n) for n in range(3)])
+        hub.on_finalized()
+        await asyncio.sleep(0)  # one turn: at most two connections (3 logs each) served
+        served = [c for c in conns if c._queue]
+        assert 1 <= len(served) <= 2 and hub.published == start
+        late = WsConnection(hub, LIMITS)  # subscribes while block start+1 is going out
+        hub.connections.add(late)
+        late.add_subscription(LogFilter(frozenset(), ()))
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert hub.published == start + 2
+        for c in conns:
+            got = [(int(f["params"]["result"]["blockNumber"], 16), int(f["params"]["result"]["logIndex"], 16))
+                   for f in frames(c)]
+            assert got == [(start + 1, i) for i in range(3)] + [(start + 2, i) for i in range(3)]
+        assert [int(f["params"]["result"]["blockNumber"], 16) for f in frames(late)] == [start + 2] * 3
+
+    asyncio.run(run())
+
+
+def test_an_address_filter_only_looks_at_that_addresses_logs(chain: Chain) -> None:
+    chain.produce([anchor(ALICE, n, n) for n in range(3)])
+    block = subs.BlockNotifications(chain.chain.get_bundle(chain.chain.head_height), GENESIS.chain_id)
+    assert list(block.get_matching_logs(LogFilter(frozenset({bytes(20)}), ()))) == []
+    assert block._log_json == {}  # nothing encoded for a filter that matches nothing
+    entries = [orjson.loads(x) for x in block.get_matching_logs(LogFilter(frozenset({NOTARY, bytes(20)}), ()))]
+    assert [int(e["logIndex"], 16) for e in entries] == [0, 1, 2]
