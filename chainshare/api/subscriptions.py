@@ -251,7 +251,7 @@ class WsConnection:
 
     def close(self, code: int, reason: str) -> None:
         """Stop this connection: subscriptions end, queued frames are dropped, the close frame follows."""
-        if self.done.is_set():
+        if self.close_code is not None:
             return
         self.close_code, self.close_reason = code, reason[:120]  # a close reason fits in 123 bytes
         self.subscriptions.clear()
@@ -415,9 +415,13 @@ class SubscriptionHub:
                           f"too many websocket connections (limit {self.limits.max_connections}); "
                           "retry later or poll over HTTP")
             return
-        await send({"type": "websocket.accept"})
         conn = WsConnection(self, self.limits)
-        self.connections.add(conn)
+        self.connections.add(conn)  # before the first await: concurrent handshakes see the slot taken
+        try:
+            await send({"type": "websocket.accept"})
+        except BaseException:
+            self.connections.discard(conn)
+            raise
         self.stats["connections_total"] += 1
         reader = asyncio.create_task(conn.read_loop(receive, rpc))
         writer = asyncio.create_task(conn.write_loop(send))
@@ -428,13 +432,12 @@ class SubscriptionHub:
         finally:
             self.connections.discard(conn)
             conn.subscriptions.clear()
-            for task in (reader, writer):
-                task.cancel()
-            for task in (reader, writer):
-                with contextlib.suppress(BaseException):
-                    await task
-                if not task.cancelled() and task.exception() is not None and task is reader:
-                    log.error("websocket reader failed", exc_info=task.exception())
+            reader.cancel()
+            writer.cancel()
+            failure, _ = await asyncio.gather(reader, writer, return_exceptions=True)
+        if isinstance(failure, Exception):  # a bug, not the client: log it, tell the client
+            log.error("websocket connection failed", exc_info=failure)
+            conn.close(CLOSE_INTERNAL, "internal error")
         if conn.close_code is not None:
             log_event(log, logging.INFO, "websocket closed by the node", code=conn.close_code,
                       reason=conn.close_reason)

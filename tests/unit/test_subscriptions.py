@@ -298,3 +298,39 @@ def test_an_address_filter_only_looks_at_that_addresses_logs(chain: Chain) -> No
     assert block._log_json == {}  # nothing encoded for a filter that matches nothing
     entries = [orjson.loads(x) for x in block.get_matching_logs(LogFilter(frozenset({NOTARY, bytes(20)}), ()))]
     assert [int(e["logIndex"], 16) for e in entries] == [0, 1, 2]
+
+
+def test_concurrent_handshakes_cannot_exceed_the_connection_limit(chain: Chain) -> None:
+    async def run() -> list[list[str]]:
+        hub = SubscriptionHub(chain.chain, GENESIS.chain_id, WsLimits(1, 3, 64 * 1024))
+        rpc = JsonRpc(_NodeView(chain))  # type: ignore[arg-type]
+        gate = asyncio.Event()
+        sent: list[list[str]] = [[], []]
+
+        def client(i: int) -> tuple[Any, Any]:
+            incoming: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+            incoming.put_nowait({"type": "websocket.connect"})
+
+            async def receive() -> dict[str, Any]:
+                return await incoming.get()
+
+            async def send(msg: dict[str, Any]) -> None:
+                sent[i].append(msg["type"])
+                if msg["type"] == "websocket.accept":
+                    await gate.wait()  # a slow handshake: the other one runs meanwhile
+                    incoming.put_nowait({"type": "websocket.disconnect", "code": 1000})
+
+            return receive, send
+
+        scope = {"type": "websocket", "path": "/", "extensions": {"websocket.http.response": {}}}
+        first = asyncio.create_task(hub.serve(scope, *client(0), rpc))
+        await asyncio.sleep(0)
+        await asyncio.wait_for(hub.serve(scope, *client(1), rpc), 10)  # while the first is still accepting
+        gate.set()
+        await asyncio.wait_for(first, 10)
+        assert hub.connections == set() and hub.stats["rejected"] == 1
+        return sent
+
+    first, second = asyncio.run(run())
+    assert first == ["websocket.accept"]
+    assert second == ["websocket.http.response.start", "websocket.http.response.body"]
