@@ -6,10 +6,11 @@ Guarantees:
 - only finalized blocks are published (the chain stores no other), and each subscription sees every
   block finalized after it was made exactly once, in height order; a block's logs follow in log-index
   order. A ``newHeads`` result is the Ethereum header fields of ``eth_getBlockByNumber``'s block (same
-  values; round and QC are read with eth_getBlockByNumber or REST); a ``logs`` result is an ``eth_getLogs`` entry (``removed`` is always false: no reorgs).
-- publishing never waits on a client: a block is encoded once, then one frame per subscription is
-  appended to its connection's bounded send queue (O(subscriptions) on the event loop, one block per
-  loop turn). A connection whose queue overflows is closed with 1008 and a reason, never buffered
+  values; round and QC are read with eth_getBlockByNumber or REST); a ``logs`` result is an
+  ``eth_getLogs`` entry (``removed`` is always false: no reorgs).
+- publishing never waits on a client: each result of a block is encoded once, then one frame per
+  notification is appended to its connection's bounded send queue, at most PUBLISH_BUDGET per event-loop
+  turn. A connection whose queue overflows is closed with 1008 and a reason, never buffered
   without bound; its own requests are answered with backpressure instead (the next request is read
   only once its queue is below the limit).
 - bad input gets a JSON-RPC error (-32700/-32600/-32602, -32005 over the subscription limit) and the
