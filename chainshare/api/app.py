@@ -123,12 +123,15 @@ def create_app(node: Node) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
     registry = _metrics_registry(node, rpc)
     hub = attach_subscriptions(rpc, node)  # eth_subscribe over ws://host:port/
     registry.register(hub)  # a collector of ws_* metrics
+
+    async def answer_ws(body: bytes) -> bytes | None:  # a websocket frame: as an HTTP body
+        return rpc.handle_body(body)
     limit = node.cfg.api.max_body_bytes
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             if scope["type"] == "websocket":
-                await hub.serve(scope, receive, send, rpc)
+                await hub.serve(scope, receive, send, answer_ws)
             return
         path: str = scope["path"]
         method: str = scope["method"]

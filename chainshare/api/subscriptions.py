@@ -13,6 +13,9 @@ Guarantees:
   turn. A connection whose queue overflows is closed with 1008 and a reason, never buffered
   without bound; its own requests are answered with backpressure instead (the next request is read
   only once its queue is below the limit).
+- a frame is answered by the node's one dispatcher (``Answer``: the same as an HTTP body, however the
+  API runs it), except eth_subscribe/eth_unsubscribe, which the connection answers itself on the
+  event loop (they touch nothing else), also inside a batch.
 - bad input gets a JSON-RPC error (-32700/-32600/-32602, -32005 over the subscription limit) and the
   connection stays open; a message over ``ws_max_frame_bytes`` closes it with 1009 (uvicorn).
 """
@@ -21,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import logging
 import secrets
 from collections import deque
@@ -32,9 +34,10 @@ from typing import Any, Protocol
 import orjson
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from chainshare.api.errors import INVALID_REQUEST, rpc_error
 from chainshare.api.jsonrpc import JsonRpc, RpcLimit, is_log_match, parse_log_criteria
 from chainshare.api.views import view_block, view_log
-from chainshare.errors import InvalidInput, MethodNotFound
+from chainshare.errors import ChainshareError, InvalidInput, MethodNotFound
 from chainshare.ledger.chain import BlockBundle
 from chainshare.ledger.types import Log
 from chainshare.logs import log_event
@@ -206,9 +209,10 @@ def _encode(obj: Any) -> str:
 
 # -- one websocket connection -----------------------------------------------------------------
 
-# The connection whose request the dispatcher is handling: eth_subscribe/eth_unsubscribe are
-# registered in the one dispatcher and find their connection here (over HTTP there is none).
-_current: contextvars.ContextVar[WsConnection | None] = contextvars.ContextVar("ws_connection", default=None)
+# Answers a JSON-RPC body (request or batch) that holds no subscription request: the node's one
+# dispatcher, however the API runs it (on the loop, or on worker threads under budgets).
+Answer = Callable[[bytes], Awaitable[bytes | None]]
+SUBSCRIPTION_METHODS = frozenset({"eth_subscribe", "eth_unsubscribe"})
 
 
 class WsConnection:
@@ -272,8 +276,9 @@ class WsConnection:
                 await send({"type": "websocket.send", "text": frame})
             self._ready.clear()
 
-    async def read_loop(self, receive: Receive, rpc: JsonRpc) -> None:
-        _current.set(self)  # this task's own context: seen by the dispatcher's subscription methods
+    async def read_loop(self, receive: Receive, answer: Answer) -> None:
+        """Answer the client's frames one at a time, in order (a frame is read only when the send
+        queue has room)."""
         while True:
             await self._room.wait()
             msg = await receive()
@@ -285,9 +290,50 @@ class WsConnection:
             body = msg.get("bytes")
             if body is None:
                 body = (msg.get("text") or "").encode()
-            out = rpc.handle_body(body)
+            out = await self.answer_frame(body, answer)
             if out is not None:
                 self.push_response(out.decode())
+
+    async def answer_frame(self, body: bytes, answer: Answer) -> bytes | None:
+        """The response to one frame: subscription requests are answered here, on the event loop (they
+        only touch this connection), everything else by ``answer``; a batch may mix both."""
+        if b"eth_subscribe" not in body and b"eth_unsubscribe" not in body:
+            return await answer(body)  # the usual frame: not parsed twice
+        try:
+            req = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return await answer(body)  # the dispatcher's parse error
+        if _is_subscription_request(req):
+            resp = self.answer_subscription_request(req)
+            return orjson.dumps(resp) if resp is not None else None
+        if not isinstance(req, list) or not any(_is_subscription_request(r) for r in req):
+            return await answer(body)
+        others = [r for r in req if not _is_subscription_request(r)]
+        out = [resp for r in req if _is_subscription_request(r)
+               if (resp := self.answer_subscription_request(r)) is not None]
+        if others:
+            rest = await answer(orjson.dumps(others))
+            if rest is not None:
+                parsed = orjson.loads(rest)
+                out.extend(parsed if isinstance(parsed, list) else [parsed])  # a batch-level error is one object
+        return orjson.dumps(out) if out else None
+
+    def answer_subscription_request(self, req: dict[str, Any]) -> dict[str, Any] | None:
+        """Answer eth_subscribe / eth_unsubscribe (None for a JSON-RPC notification, which gets no answer)."""
+        rid = req.get("id")
+        if req.get("jsonrpc") != "2.0" or not (rid is None or (isinstance(rid, (int, str))
+                                                                 and not isinstance(rid, bool))):
+            return {"jsonrpc": "2.0", "id": None, "error": {
+                "code": INVALID_REQUEST, "message": "invalid request: need jsonrpc '2.0', a method name and an id"}}
+        params = req.get("params", [])
+        try:
+            if not isinstance(params, list):
+                raise InvalidInput("params must be an array")
+            result: Any = (self.add_subscription(parse_subscription(params)) if req["method"] == "eth_subscribe"
+                           else self.remove_subscription(parse_unsubscribe(params)))
+        except ChainshareError as exc:
+            return None if "id" not in req else {"jsonrpc": "2.0", "id": rid, "error": rpc_error(exc)}
+        return None if "id" not in req else {"jsonrpc": "2.0", "id": rid, "result": result}
 
     # -- the dispatcher's subscription methods -------------------------------------------------
     def add_subscription(self, sub: Subscription) -> str:
@@ -302,25 +348,21 @@ class WsConnection:
         return self.subscriptions.pop(sid, None) is not None
 
 
-def _connection(method: str) -> WsConnection:
-    conn = _current.get()
-    if conn is None:
-        raise MethodNotFound(f"{method} needs a websocket connection: connect to ws://<host>:<port>/ "
-                             "(the same port as HTTP JSON-RPC)")
-    return conn
+def _is_subscription_request(req: Any) -> bool:
+    return isinstance(req, dict) and req.get("method") in SUBSCRIPTION_METHODS
 
 
-def eth_subscribe(params: list[Any]) -> str:
-    conn = _connection("eth_subscribe")
-    return conn.add_subscription(parse_subscription(params))
-
-
-def eth_unsubscribe(params: list[Any]) -> bool:
-    """True if the subscription existed on this connection (and is now gone), else false."""
-    conn = _connection("eth_unsubscribe")
+def parse_unsubscribe(params: list[Any]) -> str:
+    """The subscription id of eth_unsubscribe params."""
     if len(params) != 1 or not isinstance(params[0], str) or len(params[0]) > 66:
         raise InvalidInput("eth_unsubscribe takes one subscription id (a hex string from eth_subscribe)")
-    return conn.remove_subscription(params[0])
+    return params[0]
+
+
+def answer_over_http(params: list[Any]) -> Any:
+    """eth_subscribe / eth_unsubscribe reaching the HTTP dispatcher: they need a websocket."""
+    raise MethodNotFound("eth_subscribe and eth_unsubscribe need a websocket connection: connect to "
+                         "ws://<host>:<port>/ (the same port as HTTP JSON-RPC)")
 
 
 class _PublishJob:
@@ -401,8 +443,9 @@ class SubscriptionHub:
         self.stats["notifications"] += job.sent
 
     # -- the ASGI endpoint -------------------------------------------------------------------------------
-    async def serve(self, scope: Scope, receive: Receive, send: Send, rpc: JsonRpc) -> None:
-        """Run one websocket connection until the client leaves or the node closes it."""
+    async def serve(self, scope: Scope, receive: Receive, send: Send, answer: Answer) -> None:
+        """Run one websocket connection until the client leaves or the node closes it; ``answer``
+        answers its JSON-RPC frames (every method but the subscription ones)."""
         msg = await receive()
         if msg["type"] != "websocket.connect":
             return
@@ -424,7 +467,7 @@ class SubscriptionHub:
             self.connections.discard(conn)
             raise
         self.stats["connections_total"] += 1
-        reader = asyncio.create_task(conn.read_loop(receive, rpc))
+        reader = asyncio.create_task(conn.read_loop(receive, answer))
         writer = asyncio.create_task(conn.write_loop(send))
         reader.add_done_callback(lambda _: conn.done.set())
         writer.add_done_callback(lambda _: conn.done.set())  # the client is gone (send raised)
@@ -474,12 +517,12 @@ async def _reject(scope: Scope, send: Send, status: int, message: str) -> None:
 
 
 def attach_subscriptions(rpc: JsonRpc, node: Any) -> SubscriptionHub:
-    """Make the hub of ``node``: it hears of finalized blocks, and the dispatcher gains eth_subscribe
-    and eth_unsubscribe (which answer -32601 outside a websocket)."""
+    """Make the hub of ``node``: it hears of finalized blocks; over HTTP the dispatcher answers
+    eth_subscribe and eth_unsubscribe with -32601 (a websocket connection answers them itself)."""
     api = node.cfg.api
     hub = SubscriptionHub(node.chain, node.chain_id,
                           WsLimits(api.ws_max_connections, api.ws_max_subscriptions, api.ws_send_queue_bytes))
     node.finalized_listeners.append(hub.on_finalized)
-    rpc.methods["eth_subscribe"] = eth_subscribe
-    rpc.methods["eth_unsubscribe"] = eth_unsubscribe
+    for method in SUBSCRIPTION_METHODS:
+        rpc.methods[method] = answer_over_http
     return hub

@@ -12,7 +12,7 @@ import pytest
 from chainkit import NOTARY, Chain, account, call_data, make_genesis, sign_call, validator
 
 from chainshare.api import subscriptions as subs
-from chainshare.api.jsonrpc import JsonRpc, RpcLimit
+from chainshare.api.jsonrpc import JsonRpc
 from chainshare.api.subscriptions import (
     HEAD_FIELDS,
     LogFilter,
@@ -24,7 +24,7 @@ from chainshare.api.subscriptions import (
 )
 from chainshare.api.views import view_block, view_log
 from chainshare.crypto.hashing import keccak256
-from chainshare.errors import InvalidInput, MethodNotFound
+from chainshare.errors import InvalidInput
 
 ALICE, BOB = account("alice"), account("bob")
 VAL = validator("v1", "Agency A")
@@ -83,24 +83,60 @@ def test_log_filter_matches_address_and_topic_positions(chain: Chain) -> None:
     assert not LogFilter(frozenset(), (None, None, None, frozenset({bytes(32)}))).is_match(lg)  # no 4th topic
 
 
-def test_subscribe_methods_refuse_http_and_enforce_the_per_connection_limit(chain: Chain) -> None:
-    with pytest.raises(MethodNotFound):
-        subs.eth_subscribe(["newHeads"])
+def test_subscription_requests_are_answered_by_the_connection_within_its_limit(chain: Chain) -> None:
     _, conn = hub_with_connection(chain)
-    token = subs._current.set(conn)
-    try:
-        ids = [subs.eth_subscribe(["newHeads"]) for _ in range(LIMITS.max_subscriptions)]
-        assert len(set(ids)) == 3 and all(i.startswith("0x") and len(i) == 34 for i in ids)
-        with pytest.raises(RpcLimit):
-            subs.eth_subscribe(["logs"])
-        assert subs.eth_unsubscribe([ids[0]]) is True
-        assert subs.eth_unsubscribe([ids[0]]) is False
-        assert subs.eth_subscribe(["logs"]).startswith("0x")
-        for params in ([], [1], [ids[1], ids[2]]):
-            with pytest.raises(InvalidInput):
-                subs.eth_unsubscribe(params)
-    finally:
-        subs._current.reset(token)
+
+    def ask(method: str, *params: Any, rid: Any = 1) -> Any:
+        return conn.answer_subscription_request({"jsonrpc": "2.0", "id": rid, "method": method,
+                                                 "params": list(params)})
+
+    ids = [ask("eth_subscribe", "newHeads")["result"] for _ in range(LIMITS.max_subscriptions)]
+    assert len(set(ids)) == 3 and all(i.startswith("0x") and len(i) == 34 for i in ids)
+    over = ask("eth_subscribe", "logs")["error"]
+    assert over["code"] == -32005 and "3 subscriptions" in over["message"]
+    assert ask("eth_unsubscribe", ids[0]) == {"jsonrpc": "2.0", "id": 1, "result": True}
+    assert ask("eth_unsubscribe", ids[0])["result"] is False
+    assert ask("eth_subscribe", "logs", rid="a")["result"].startswith("0x")
+    for params in ([], [1], [ids[1], ids[2]]):
+        assert ask("eth_unsubscribe", *params)["error"]["code"] == -32602
+    assert ask("eth_subscribe", "newHeads", rid=True)["error"]["code"] == -32600
+    assert conn.answer_subscription_request({"jsonrpc": "1.0", "id": 1, "method": "eth_subscribe"}
+                                            )["error"]["code"] == -32600
+    assert conn.answer_subscription_request({"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe",
+                                             "params": "newHeads"})["error"]["code"] == -32602
+    assert conn.answer_subscription_request({"jsonrpc": "2.0", "method": "eth_unsubscribe",
+                                             "params": [ids[1]]}) is None  # a notification: no answer
+    assert ids[1] not in conn.subscriptions
+
+
+def test_a_frame_goes_to_the_dispatcher_unless_it_holds_subscription_requests(chain: Chain) -> None:
+    _, conn = hub_with_connection(chain)
+    rpc = JsonRpc(_NodeView(chain))  # type: ignore[arg-type]
+    seen: list[bytes] = []
+
+    async def answer(body: bytes) -> bytes | None:
+        seen.append(body)
+        return rpc.handle_body(body)
+
+    async def frame(obj: Any) -> Any:
+        out = await conn.answer_frame(obj if isinstance(obj, bytes) else orjson.dumps(obj), answer)
+        return orjson.loads(out) if out is not None else None
+
+    async def run() -> None:
+        chain_id = {"jsonrpc": "2.0", "id": 2, "method": "eth_chainId", "params": []}
+        assert (await frame(chain_id))["result"] == hex(GENESIS.chain_id)
+        assert seen == [orjson.dumps(chain_id)]  # passed on as it came
+        assert (await frame(b"eth_subscribe{"))["error"]["code"] == -32700
+        sub = await frame({"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe", "params": ["newHeads"]})
+        assert sub["result"] in conn.subscriptions and len(seen) == 2
+        batch = await frame([{"jsonrpc": "2.0", "id": 3, "method": "eth_subscribe", "params": ["logs"]}, chain_id,
+                             {"jsonrpc": "2.0", "id": 4, "method": "eth_unsubscribe", "params": [sub["result"]]}])
+        by_id = {r["id"]: r for r in batch}
+        assert set(by_id) == {2, 3, 4} and by_id[2]["result"] == hex(GENESIS.chain_id)
+        assert by_id[3]["result"] in conn.subscriptions and by_id[4]["result"] is True
+        assert orjson.loads(seen[-1]) == [chain_id]  # only the rest went to the dispatcher
+
+    asyncio.run(run())
 
 
 # -- publishing ----------------------------------------------------------------------------------
@@ -304,6 +340,10 @@ def test_concurrent_handshakes_cannot_exceed_the_connection_limit(chain: Chain) 
     async def run() -> list[list[str]]:
         hub = SubscriptionHub(chain.chain, GENESIS.chain_id, WsLimits(1, 3, 64 * 1024))
         rpc = JsonRpc(_NodeView(chain))  # type: ignore[arg-type]
+
+        async def answer(body: bytes) -> bytes | None:
+            return rpc.handle_body(body)
+
         gate = asyncio.Event()
         sent: list[list[str]] = [[], []]
 
@@ -323,9 +363,9 @@ def test_concurrent_handshakes_cannot_exceed_the_connection_limit(chain: Chain) 
             return receive, send
 
         scope = {"type": "websocket", "path": "/", "extensions": {"websocket.http.response": {}}}
-        first = asyncio.create_task(hub.serve(scope, *client(0), rpc))
+        first = asyncio.create_task(hub.serve(scope, *client(0), answer))
         await asyncio.sleep(0)
-        await asyncio.wait_for(hub.serve(scope, *client(1), rpc), 10)  # while the first is still accepting
+        await asyncio.wait_for(hub.serve(scope, *client(1), answer), 10)  # while the first is still accepting
         gate.set()
         await asyncio.wait_for(first, 10)
         assert hub.connections == set() and hub.stats["rejected"] == 1
