@@ -1,5 +1,4 @@
-"""The node's one HTTP port: JSON-RPC at ``POST /`` (and over a websocket at ``ws://host:port/``),
-REST under ``/api/v1``, ``/healthz``, ``/metrics``.
+"""The node's one HTTP port: JSON-RPC at ``POST /``, REST under ``/api/v1``, ``/healthz``, ``/metrics``.
 
 A thin ASGI router keeps the JSON-RPC hot path free of framework overhead; bodies are read with
 a hard size limit (413 beyond it) before anything parses them.
@@ -17,7 +16,6 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from chainshare.api.jsonrpc import JsonRpc
 from chainshare.api.rest import create_rest_app
-from chainshare.api.subscriptions import attach_subscriptions
 from chainshare.node import Node
 
 Scope = dict[str, Any]
@@ -121,11 +119,6 @@ def create_app(node: Node) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
     rpc = JsonRpc(node, node.cfg.api.max_batch)
     rest = create_rest_app(node, rpc)
     registry = _metrics_registry(node, rpc)
-    hub = attach_subscriptions(rpc, node)  # eth_subscribe over ws://host:port/
-    registry.register(hub)  # a collector of ws_* metrics
-
-    async def answer_ws(body: bytes) -> bytes | None:  # a websocket frame: as an HTTP body
-        return rpc.handle_body(body)
     limit = node.cfg.api.max_body_bytes
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -181,5 +174,15 @@ def create_app(node: Node) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
             await rest(sub, _replay(body, receive), send)  # type: ignore[arg-type]
             return
         await _respond(send, 404, b'{"error":{"type":"NotFound","message":"no such endpoint"}}')
+
+    # JSON-RPC over a websocket at ws://host:port/ with eth_subscribe (api/subscriptions.py)
+    from chainshare.api.subscriptions import attach_subscriptions
+
+    hub = attach_subscriptions(rpc, node)
+    registry.register(hub)  # ws_* metrics
+
+    async def answer_ws(body: bytes) -> bytes | None:
+        """A websocket frame is answered as an HTTP JSON-RPC body is."""
+        return rpc.handle_body(body)
 
     return app

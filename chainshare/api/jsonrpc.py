@@ -7,7 +7,7 @@ problem is an EIP-1474 error object; nothing a client sends can produce an inter
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -324,7 +324,20 @@ class JsonRpc:
             hi = min(self._height(f.get("toBlock", "latest")), head)
         if lo > hi:
             return []
-        addrs, topics = parse_log_criteria(f)
+        addrs_v = f.get("address")
+        addrs = ([parse_data(a, "address", 20) for a in addrs_v] if isinstance(addrs_v, list)
+                 else [parse_data(addrs_v, "address", 20)] if addrs_v is not None else [])
+        topics_v = f.get("topics") or []
+        if not isinstance(topics_v, list) or len(topics_v) > 4:
+            raise InvalidInput("topics must be an array of at most 4 entries")
+        topics: list[list[bytes] | None] = []
+        for t in topics_v:
+            if t is None:
+                topics.append(None)
+            elif isinstance(t, list):
+                topics.append([parse_data(x, "topic", 32) for x in t] or None)
+            else:
+                topics.append([parse_data(t, "topic", 32)])
         heights = self._candidate_heights(lo, hi, addrs, topics)
         out: list[dict[str, Any]] = []
         for h in heights:
@@ -334,7 +347,7 @@ class JsonRpc:
             b = chain.get_bundle(h)
             for ti, r in enumerate(b.receipts):
                 for j, lg in enumerate(r.logs):
-                    if is_log_match(lg, addrs, topics):
+                    if _log_matches(lg, addrs, topics):
                         out.append(view_log(lg, b.block, b.tx_hashes[ti], ti, b.first_log_index[ti] + j))
                         if len(out) > MAX_LOG_RESULTS:
                             raise RpcLimit(f"query returned more than {MAX_LOG_RESULTS} logs; narrow the block range")
@@ -359,28 +372,7 @@ class JsonRpc:
         return list(range(lo, hi + 1))
 
 
-def parse_log_criteria(f: dict[str, Any]) -> tuple[list[bytes], list[list[bytes] | None]]:
-    """The ``address`` and ``topics`` of a log filter object (eth_getLogs, eth_subscribe "logs"):
-    addresses (none: any), and per topic position the accepted values (None: any)."""
-    addrs_v = f.get("address")
-    addrs = ([parse_data(a, "address", 20) for a in addrs_v] if isinstance(addrs_v, list)
-             else [parse_data(addrs_v, "address", 20)] if addrs_v is not None else [])
-    topics_v = f.get("topics") or []
-    if not isinstance(topics_v, list) or len(topics_v) > 4:
-        raise InvalidInput("topics must be an array of at most 4 entries")
-    topics: list[list[bytes] | None] = []
-    for t in topics_v:
-        if t is None:
-            topics.append(None)
-        elif isinstance(t, list):
-            topics.append([parse_data(x, "topic", 32) for x in t] or None)
-        else:
-            topics.append([parse_data(t, "topic", 32)])
-    return addrs, topics
-
-
-def is_log_match(lg: Any, addrs: Collection[bytes], topics: Sequence[Collection[bytes] | None]) -> bool:
-    """True iff ``lg`` is from one of ``addrs`` (if any) and has an accepted topic at each constrained position."""
+def _log_matches(lg: Any, addrs: list[bytes], topics: list[list[bytes] | None]) -> bool:
     if addrs and lg.address not in addrs:
         return False
     for i, want in enumerate(topics):

@@ -34,8 +34,8 @@ from typing import Any, Protocol
 import orjson
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from chainshare.api.errors import INVALID_REQUEST, rpc_error
-from chainshare.api.jsonrpc import JsonRpc, RpcLimit, is_log_match, parse_log_criteria
+from chainshare.api.errors import INVALID_REQUEST, LIMIT_EXCEEDED, rpc_error
+from chainshare.api.jsonrpc import JsonRpc, parse_data
 from chainshare.api.views import view_block, view_log
 from chainshare.errors import ChainshareError, InvalidInput, MethodNotFound
 from chainshare.ledger.chain import BlockBundle
@@ -51,11 +51,17 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 CLOSE_POLICY = 1008       # the client broke a limit (its send queue overflowed)
 CLOSE_INTERNAL = 1011     # the node could not publish a block: resubscribe and poll the gap
 CLOSE_TIMEOUT_S = 10.0    # how long a close frame may wait behind a stalled client's unread data
-MAX_FILTER_ADDRESSES = 1_000
-MAX_TOPIC_OPTIONS = 1_000
+MAX_FILTER_VALUES = 1_000   # addresses of a filter, alternatives of a topic position
 # Notifications queued per event-loop turn: a large block for many subscribers is spread over turns
 # (consensus and requests run in between); a connection always gets a block's frames in one go.
 PUBLISH_BUDGET = 2_000
+
+
+class TooManySubscriptions(ChainshareError, RuntimeError):
+    """A connection holds ``ws_max_subscriptions`` already: eth_unsubscribe one first."""
+
+    rpc_code = LIMIT_EXCEEDED
+    http_status = 413
 
 
 class ChainReader(Protocol):
@@ -90,7 +96,12 @@ class LogFilter:
     topics: tuple[frozenset[bytes] | None, ...]
 
     def is_match(self, lg: Log) -> bool:
-        return is_log_match(lg, self.addresses, self.topics)
+        if self.addresses and lg.address not in self.addresses:
+            return False
+        for i, accepted in enumerate(self.topics):
+            if accepted is not None and (i >= len(lg.topics) or lg.topics[i] not in accepted):
+                return False
+        return True
 
 
 Subscription = NewHeads | LogFilter
@@ -115,11 +126,7 @@ def parse_subscription(params: list[Any]) -> Subscription:
         if unknown:
             # fromBlock/toBlock/blockHash select history: that is eth_getLogs, not a subscription
             raise InvalidInput(f'the "logs" filter takes only address and topics, not {", ".join(unknown)[:100]}')
-        addrs, topics = parse_log_criteria(f)
-        if len(addrs) > MAX_FILTER_ADDRESSES or any(t and len(t) > MAX_TOPIC_OPTIONS for t in topics):
-            raise InvalidInput(f"a filter takes at most {MAX_FILTER_ADDRESSES} addresses and "
-                               f"{MAX_TOPIC_OPTIONS} values per topic position")
-        return LogFilter(frozenset(addrs), tuple(frozenset(t) if t else None for t in topics))
+        return parse_log_filter(f)
     raise InvalidInput(f'unsupported subscription {kind[:64]!r}: this node offers "newHeads" and "logs"')
 
 
@@ -128,6 +135,26 @@ def parse_subscription(params: list[Any]) -> Subscription:
 HEAD_FIELDS = ("number", "hash", "parentHash", "nonce", "sha3Uncles", "logsBloom", "transactionsRoot", "stateRoot",
                "receiptsRoot", "miner", "difficulty", "totalDifficulty", "extraData", "size", "gasLimit", "gasUsed",
                "timestamp", "baseFeePerGas", "mixHash")
+
+
+def parse_log_filter(f: dict[str, Any]) -> LogFilter:
+    """``address`` (one or a list) and ``topics`` (per position: null = any, a value, or a list of
+    alternatives) as eth_getLogs reads them, each list at most MAX_FILTER_VALUES long."""
+    addrs_v = f.get("address")
+    if isinstance(addrs_v, list) and len(addrs_v) > MAX_FILTER_VALUES:
+        raise InvalidInput(f"address: at most {MAX_FILTER_VALUES} addresses")
+    addrs = ([parse_data(a, "address", 20) for a in addrs_v] if isinstance(addrs_v, list)
+             else [parse_data(addrs_v, "address", 20)] if addrs_v is not None else [])
+    topics_v = f.get("topics") or []
+    if not isinstance(topics_v, list) or len(topics_v) > 4:
+        raise InvalidInput("topics must be an array of at most 4 entries")
+    topics: list[frozenset[bytes] | None] = []
+    for t in topics_v:
+        if isinstance(t, list) and len(t) > MAX_FILTER_VALUES:
+            raise InvalidInput(f"topics: at most {MAX_FILTER_VALUES} alternatives per position")
+        values = t if isinstance(t, list) else [t] if t is not None else []
+        topics.append(frozenset(parse_data(x, "topic", 32) for x in values) or None)
+    return LogFilter(frozenset(addrs), tuple(topics))
 
 
 def compute_head_view(bundle: BlockBundle, chain_id: int) -> dict[str, Any]:
@@ -338,7 +365,7 @@ class WsConnection:
     # -- the dispatcher's subscription methods -------------------------------------------------
     def add_subscription(self, sub: Subscription) -> str:
         if len(self.subscriptions) >= self.limits.max_subscriptions:
-            raise RpcLimit(f"this connection already has {len(self.subscriptions)} subscriptions, "
+            raise TooManySubscriptions(f"this connection already has {len(self.subscriptions)} subscriptions, "
                            f"the limit: eth_unsubscribe one first")
         sid = "0x" + secrets.token_hex(16)
         self.subscriptions[sid] = sub
@@ -359,7 +386,7 @@ def parse_unsubscribe(params: list[Any]) -> str:
     return params[0]
 
 
-def answer_over_http(params: list[Any]) -> Any:
+def answer_over_http(*params_and_budget: Any) -> Any:
     """eth_subscribe / eth_unsubscribe reaching the HTTP dispatcher: they need a websocket."""
     raise MethodNotFound("eth_subscribe and eth_unsubscribe need a websocket connection: connect to "
                          "ws://<host>:<port>/ (the same port as HTTP JSON-RPC)")
