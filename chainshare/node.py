@@ -143,9 +143,13 @@ class Node:
         return self.runtime.call(StateView(self.chain.state), sender, to, data, env, gas or env.gas_limit)
 
     def notify_finalized(self) -> None:
-        """Tell the listeners that the finalized head moved (they read the new blocks themselves)."""
+        """Tell the listeners that the finalized head moved (they read the new blocks themselves);
+        a failing listener is logged and never stops block production or consensus."""
         for listener in self.finalized_listeners:
-            listener()
+            try:
+                listener()
+            except Exception:
+                log.exception("finalized-block listener failed")
 
     # -- writes ------------------------------------------------------------------------------
     def submit_raw_transaction(self, raw: bytes, gossip: bool = True) -> bytes:
