@@ -78,6 +78,7 @@ class WsLimits:
     max_connections: int
     max_subscriptions: int
     send_queue_bytes: int
+    max_batch: int = 1_000  # a longer batch goes whole to the dispatcher, which refuses it
 
 
 # -- subscriptions: parsed once, matched per block ------------------------------------------
@@ -333,7 +334,8 @@ class WsConnection:
         if _is_subscription_request(req):
             resp = self.answer_subscription_request(req)
             return orjson.dumps(resp) if resp is not None else None
-        if not isinstance(req, list) or not any(_is_subscription_request(r) for r in req):
+        if (not isinstance(req, list) or len(req) > self.limits.max_batch
+                or not any(_is_subscription_request(r) for r in req)):
             return await answer(body)
         others = [r for r in req if not _is_subscription_request(r)]
         out = [resp for r in req if _is_subscription_request(r)
@@ -548,7 +550,8 @@ def attach_subscriptions(rpc: JsonRpc, node: Any) -> SubscriptionHub:
     eth_subscribe and eth_unsubscribe with -32601 (a websocket connection answers them itself)."""
     api = node.cfg.api
     hub = SubscriptionHub(node.chain, node.chain_id,
-                          WsLimits(api.ws_max_connections, api.ws_max_subscriptions, api.ws_send_queue_bytes))
+                          WsLimits(api.ws_max_connections, api.ws_max_subscriptions, api.ws_send_queue_bytes,
+                                   api.max_batch))
     node.finalized_listeners.append(hub.on_finalized)
     for method in SUBSCRIPTION_METHODS:
         rpc.methods[method] = answer_over_http

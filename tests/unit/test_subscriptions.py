@@ -135,6 +135,10 @@ def test_a_frame_goes_to_the_dispatcher_unless_it_holds_subscription_requests(ch
         assert set(by_id) == {2, 3, 4} and by_id[2]["result"] == hex(GENESIS.chain_id)
         assert by_id[3]["result"] in conn.subscriptions and by_id[4]["result"] is True
         assert orjson.loads(seen[-1]) == [chain_id]  # only the rest went to the dispatcher
+        too_long = [{"jsonrpc": "2.0", "id": i, "method": "eth_subscribe", "params": ["newHeads"]}
+                    for i in range(LIMITS.max_batch + 1)]
+        assert (await frame(too_long))["error"]["code"] == -32005  # refused whole, as over HTTP
+        assert len(conn.subscriptions) == 1
 
     asyncio.run(run())
 
