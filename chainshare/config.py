@@ -32,6 +32,11 @@ class ValidatorSection:
 class ApiSection:
     host: str = "127.0.0.1"
     port: int = 8545
+    # Websocket JSON-RPC on the same port (ws://host:port/): eth_subscribe and every HTTP method.
+    ws_max_connections: int = 256          # 0: no websocket endpoint
+    ws_max_subscriptions: int = 64         # per connection
+    ws_max_frame_bytes: int = 1_048_576    # a larger incoming message closes the connection (1009)
+    ws_send_queue_bytes: int = 8_388_608   # per connection; a subscriber that lets it overflow is cut off
     max_body_bytes: int = 1_048_576
     max_batch: int = 1_000
 
@@ -199,6 +204,14 @@ def validate_config(cfg: NodeConfig) -> None:
     problems = []
     if not 0 < cfg.api.port < 65536:
         problems.append(f"[api] port {cfg.api.port} must be 1..65535")
+    if not 0 <= cfg.api.ws_max_connections <= 1024:
+        problems.append("[api] ws_max_connections must be 0..1024 (0: no websocket endpoint)")
+    if not 1 <= cfg.api.ws_max_subscriptions <= 10_000:
+        problems.append("[api] ws_max_subscriptions must be 1..10000")
+    if not 1024 <= cfg.api.ws_max_frame_bytes <= 64 * 1024 * 1024:
+        problems.append("[api] ws_max_frame_bytes must be between 1 KiB and 64 MiB")
+    if not 64 * 1024 <= cfg.api.ws_send_queue_bytes <= 1024 * 1024 * 1024:
+        problems.append("[api] ws_send_queue_bytes must be between 64 KiB and 1 GiB")
     if not 1024 <= cfg.api.max_body_bytes <= 64 * 1024 * 1024:
         problems.append("[api] max_body_bytes must be between 1 KiB and 64 MiB")
     if not 1 <= cfg.api.max_batch <= 10_000:

@@ -14,7 +14,7 @@ import json
 import logging
 import signal
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -99,6 +99,8 @@ class Node:
         self.stats = {"blocks": 0, "txs": 0, "rejected": 0, "last_block_ms": 0.0}
         self.replica: Any = None  # set by serve_node on a multi-validator network
         self.sharing: Any = None  # the data plane, attached with the P2P transport
+        # Called on the event loop after blocks were finalized (e.g. the websocket publisher).
+        self.finalized_listeners: list[Callable[[], None]] = []
         sets = get_validator_sets(self.chain.state)
         validators = select_validator_set(sets, self.chain.head_height + 1).validators
         self.multi_validator = len(validators) > 1 or len(sets) > 1
@@ -139,6 +141,15 @@ class Node:
         """Run a call on the latest finalized state; nothing is kept."""
         env = self.block_env(pending=True)
         return self.runtime.call(StateView(self.chain.state), sender, to, data, env, gas or env.gas_limit)
+
+    def notify_finalized(self) -> None:
+        """Tell the listeners that the finalized head moved (they read the new blocks themselves);
+        a failing listener is logged and never stops block production or consensus."""
+        for listener in self.finalized_listeners:
+            try:
+                listener()
+            except Exception:
+                log.exception("finalized-block listener failed")
 
     # -- writes ------------------------------------------------------------------------------
     def submit_raw_transaction(self, raw: bytes, gossip: bool = True) -> bytes:
@@ -194,6 +205,7 @@ class Node:
             except Exception:
                 log.exception("block production failed; stopping the node")
                 raise
+            self.notify_finalized()
             included = len(executed.block.transactions)
             self.mempool.remove(list(txs[:included]))
             self.mempool.remove(invalid)
@@ -310,6 +322,10 @@ async def serve_node(cfg: NodeConfig) -> None:
         app, host=cfg.api.host, port=cfg.api.port, loop="uvloop", http="httptools", lifespan="off",
         log_level="warning", access_log=False, proxy_headers=False, timeout_keep_alive=30, limit_concurrency=2048,
         h11_max_incomplete_event_size=64 * 1024,
+        # websocket JSON-RPC (api/subscriptions.py): no per-message compression, so a notification is
+        # encoded once for all subscribers; a client that never reads cannot hold shutdown past 10 s
+        ws="websockets-sansio", ws_max_size=cfg.api.ws_max_frame_bytes, ws_per_message_deflate=False,
+        timeout_graceful_shutdown=10,
     ))
     log_event(log, logging.INFO, "node starting", name=cfg.node.name, chain_id=node.chain_id,
               head=node.chain.head_height, api=f"http://{cfg.api.host}:{cfg.api.port}")

@@ -487,6 +487,7 @@ class Replica:
                            chain_id=self.node.chain_id)
 
     def _after_commit(self) -> None:
+        self.node.notify_finalized()
         self.node.mempool.prune(self.chain.state)
         self.node.stats["blocks"] = self.chain.head_height
         self._last_progress = time.monotonic()

@@ -125,6 +125,8 @@ def create_app(node: Node) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
+            if scope["type"] == "websocket":
+                await hub.serve(scope, receive, send, answer_ws)
             return
         path: str = scope["path"]
         method: str = scope["method"]
@@ -174,5 +176,15 @@ def create_app(node: Node) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
             await rest(sub, _replay(body, receive), send)  # type: ignore[arg-type]
             return
         await _respond(send, 404, b'{"error":{"type":"NotFound","message":"no such endpoint"}}')
+
+    # JSON-RPC over a websocket at ws://host:port/ with eth_subscribe (api/subscriptions.py)
+    from chainshare.api.subscriptions import attach_subscriptions
+
+    hub = attach_subscriptions(rpc, node)
+    registry.register(hub)  # ws_* metrics
+
+    async def answer_ws(body: bytes) -> bytes | None:
+        """A websocket frame is answered as an HTTP JSON-RPC body is."""
+        return rpc.handle_body(body)
 
     return app
