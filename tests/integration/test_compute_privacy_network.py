@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import json
+import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ from typing import Any
 import httpx
 import pytest
 from netkit import run_cli, wait_until
-from test_sharing_network import Consortium, _fresh_ts, cli, net, send_calls  # noqa: F401 (net is a fixture)
+from test_sharing_network import Consortium, cli, net, send_calls, signed_headers  # noqa: F401 (net is a fixture)
 from web3 import Web3
 
 from chainshare.sharing import protocol as wire
@@ -88,13 +89,11 @@ def compute_grant(devnet: Consortium, dataset_id: int) -> int:
 
 def ask(devnet: Consortium, dataset_id: int, grant_id: int, query: dict[str, Any]) -> httpx.Response:
     """A query signed by agency2's account, sent to agency2's own node over REST (as the CLI does)."""
-    ts = _fresh_ts()
+    ts, nonce = int(time.time()), secrets.token_bytes(16)
     digest = wire.compute_query_digest(canonical_json(query))
-    message = wire.compute_query_message(dataset_id, grant_id, digest, devnet.chain_id, ts)
-    signature = wire.sign_personal_message(devnet.key("agency2"), message)
+    message = wire.compute_query_message(dataset_id, grant_id, digest, "node2", devnet.chain_id, ts, nonce)
     return httpx.post(f"{devnet.api('node2')}/datasets/{dataset_id}/query", json={"grant_id": grant_id, "query": query},
-                      headers={wire.SIGNATURE_HEADER: "0x" + signature.hex(), wire.TIMESTAMP_HEADER: str(ts)},
-                      timeout=120)
+                      headers=signed_headers(devnet.key("agency2"), message, ts, nonce), timeout=120)
 
 
 def answered(devnet: Consortium, dataset_id: int, grant_id: int, query: dict[str, Any]) -> dict[str, Any]:
