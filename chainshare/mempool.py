@@ -10,7 +10,8 @@ A sender's transactions are *executable* when their nonces follow its account no
 - a queued transaction is at most ``max_nonce_gap - 1`` nonces past the sender's next executable
   nonce (``NonceTooHigh`` beyond), and is dropped ``queued_ttl_s`` seconds after admission if it is
   still queued then (an executable transaction never expires: it waits for a block);
-- per sender at most ``max_per_sender`` transactions and ``max_sender_bytes`` raw bytes;
+- per sender at most ``max_per_sender`` transactions and ``max_sender_bytes`` raw bytes (a sender's
+  next executable transaction takes the room of its own furthest queued ones);
 - in total at most ``max_total`` transactions and ``max_total_bytes`` bytes, of which
   ``reserved_percent`` is usable only by system records (``AccessControl.recordDelivery`` /
   ``recordComputation``, ``Evidence.report``) whose dry run on the committed state succeeds, so a
@@ -169,15 +170,25 @@ class Mempool:
                               "[mempool] max_per_sender); wait for receipts and retry",
                               data={"limit": "max_per_sender", "max": lim.max_per_sender})
         size = len(tx.raw)
+        executable = tx.nonce == pending
+        own: list[Transaction] = []  # the sender's furthest queued transactions, evicted for its next one
         held = self._sender_bytes.get(tx.sender, 0)
+        if executable and queue is not None:
+            for nonce in sorted(queue, reverse=True):
+                if nonce <= pending or held + size <= lim.max_sender_bytes:
+                    break
+                own.append(queue[nonce])
+                held -= len(queue[nonce].raw)
         if held + size > lim.max_sender_bytes:
             raise MempoolFull(f"sender has {held} bytes of transactions pending; this one ({size} bytes) would "
                               f"exceed the per-sender limit of {lim.max_sender_bytes} bytes "
                               "([mempool] max_sender_bytes): wait for receipts and retry",
                               data={"limit": "max_sender_bytes", "max": lim.max_sender_bytes})
-        executable = tx.nonce == pending
         record = executable and self.is_system_record(tx)
         record = self._make_room(state, tx, size, executable, record)
+        for victim in own:
+            self._drop(victim)
+        held = self._sender_bytes.get(tx.sender, 0)
         self._by_hash[tx.hash] = tx
         self._by_sender.setdefault(tx.sender, {})[tx.nonce] = tx
         self._admitted_at[tx.hash] = self._clock()

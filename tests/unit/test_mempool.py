@@ -396,3 +396,14 @@ def test_select_puts_system_records_first_and_shares_the_block_gas_fairly() -> N
     assert sum(t.gas_limit for t in selected) <= GAS_LIMIT
     executed = p.ledger.execute([t.raw for t in selected])
     assert len(executed.block.transactions) == 3
+
+
+def test_a_senders_next_transaction_takes_the_room_of_its_own_furthest_queued_ones() -> None:
+    p = Pool(MempoolLimits(max_sender_bytes=3 * SIZE + 10))
+    for n in (1, 2, 3):
+        p.add(anchor(ALICE, n))
+    with pytest.raises(MempoolFull, match="max_sender_bytes"):
+        p.add(anchor(ALICE, 4))  # queued: evicts nothing
+    done = p.admit(anchor(ALICE, 0))  # the gap: Alice's furthest queued (3) makes room for it
+    assert [t.nonce for t in done.executable] == [0, 1, 2]
+    assert p.pending() == [(ALICE.address, n) for n in range(3)]
