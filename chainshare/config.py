@@ -52,7 +52,7 @@ class MempoolSection:
 
     max_per_sender: int = 16_384
     max_total: int = 100_000
-    max_nonce_gap: int = 64                        # a queued nonce is at most this - 1 past the next executable one
+    max_nonce_gap: int = 1024                      # a queued nonce is at most this - 1 past the next executable one
     max_sender_bytes: int = 8 * 1024 * 1024        # raw bytes pending per sender
     max_total_bytes: int = 128 * 1024 * 1024       # raw bytes pending in total
     queued_ttl_s: int = 300                        # a transaction still behind a nonce gap after this is dropped

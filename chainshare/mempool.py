@@ -55,7 +55,7 @@ SYSTEM_RECORD_CALLS = frozenset({("AccessControl", "recordDelivery"), ("AccessCo
 class MempoolLimits:
     max_per_sender: int = 16_384
     max_total: int = 100_000
-    max_nonce_gap: int = 64
+    max_nonce_gap: int = 1024
     max_sender_bytes: int = 8 * 1024 * 1024
     max_total_bytes: int = 128 * 1024 * 1024
     queued_ttl_s: float = 300.0

@@ -33,7 +33,7 @@ def test_defaults_fill_everything_not_given(tmp_path: Path) -> None:
 def test_mempool_bounds_have_defaults_and_env_overrides(tmp_path: Path) -> None:
     m = load(tmp_path, "").mempool
     assert (m.max_nonce_gap, m.max_sender_bytes, m.max_total_bytes, m.queued_ttl_s, m.reserved_percent) == \
-        (64, 8 * 1024 * 1024, 128 * 1024 * 1024, 300, 10)
+        (1024, 8 * 1024 * 1024, 128 * 1024 * 1024, 300, 10)
     m = load(tmp_path, "[mempool]\nmax_nonce_gap = 16\n", env={"CHAINSHARE_MEMPOOL_QUEUED_TTL_S": "30"}).mempool
     assert (m.max_nonce_gap, m.queued_ttl_s) == (16, 30)
 

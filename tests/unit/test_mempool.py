@@ -264,12 +264,12 @@ SIZE = len(anchor(ALICE, 0))  # every anchor and recordDelivery below has about 
 
 def test_nonce_far_ahead_is_refused_with_the_window_named() -> None:
     p = Pool()
-    with pytest.raises(NonceTooHigh, match=r"nonce 100000 is 100000 ahead .* at most 63 ahead .*max_nonce_gap"):
+    with pytest.raises(NonceTooHigh, match=r"nonce 100000 is 100000 ahead .* at most 1023 ahead .*max_nonce_gap"):
         p.add(anchor(ALICE, 100_000, 7))
-    p.add(anchor(ALICE, 63))  # the last nonce inside the default window of 64
+    p.add(anchor(ALICE, 1023, 1))  # the last nonce inside the default window of 1024
     with pytest.raises(NonceTooHigh) as exc:
-        p.add(anchor(ALICE, 64))
-    assert exc.value.rpc_code == -32003 and exc.value.data == {"limit": "max_nonce_gap", "max": 64}
+        p.add(anchor(ALICE, 1024, 2))
+    assert exc.value.rpc_code == -32003 and exc.value.data == {"limit": "max_nonce_gap", "max": 1024}
     assert len(p.pool) == 1
 
 
