@@ -1,7 +1,7 @@
 """Benchmarks (``chainshare bench ...``): each prints one JSON object and writes it under bench-results/.
 
 ``ingest``: a devnet of N validators; pre-signed ``Notary.anchor`` transactions from one member
-account, sent by concurrent ``eth_sendRawTransaction`` clients while receipts are polled in
+account per node (each sent to its own node), sent by concurrent ``eth_sendRawTransaction`` clients while receipts are polled in
 JSON-RPC batches. Reports submit and end-to-end throughput, latency percentiles, the node's CPU
 time per transaction, RSS, disk bytes per transaction and restart time after SIGKILL.
 """

@@ -19,9 +19,9 @@ A sender's transactions are *executable* when their nonces follow its account no
   transaction or a record takes the room of queued transactions (the largest queue's furthest
   nonces first); an executable transaction is never evicted.
 
-``select`` fills a block fairly: system records first, then one transaction per sender per round
-(the smallest declared gas first within a round), never past the block gas limit, so one sender's
-backlog or huge-gas transactions cannot keep another sender's next transaction out of a block.
+``select`` orders a block fairly: system records first, then one transaction per sender per round
+(the smallest declared gas first within a round), so one sender's backlog or huge-gas transactions
+cannot keep another sender's next transaction out of a block.
 """
 
 from __future__ import annotations
@@ -256,11 +256,11 @@ class Mempool:
             out.extend(queue[n] for n in sorted(queue, reverse=True) if n > pending)
         return out
 
-    def select(self, state: StateReader, limit: int, gas_limit: int | None = None) -> list[Transaction]:
-        """Up to ``limit`` executable transactions whose declared gas sums to at most ``gas_limit``:
-        system records first, then one per sender per round (smallest declared gas first within a
-        round), each sender's in consecutive-nonce order."""
-        gas_left = gas_limit if gas_limit is not None else 1 << 256
+    def select(self, state: StateReader, limit: int) -> list[Transaction]:
+        """Up to ``limit`` executable transactions in block order: system records first, then one per
+        sender per round (smallest declared gas first within a round), each sender's in consecutive
+        nonce order. A block takes them in this order until its gas runs out, so every sender's next
+        transaction precedes any sender's second one."""
         out: list[Transaction] = []
         cursor = {sender: get_nonce(state, sender) for sender in self._by_sender}
         active = [s for s in self._by_sender if cursor[s] in self._by_sender[s]]
@@ -271,10 +271,7 @@ class Mempool:
             for tx in heads:
                 if len(out) >= limit:
                     break
-                if tx.gas_limit > gas_left:
-                    continue  # this sender is done for this block; smaller ones may still fit
                 out.append(tx)
-                gas_left -= tx.gas_limit
                 cursor[tx.sender] += 1
                 if cursor[tx.sender] in self._by_sender[tx.sender]:
                     active.append(tx.sender)

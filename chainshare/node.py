@@ -191,8 +191,8 @@ class Node:
                 await asyncio.sleep(0)  # let the API run between back-to-back blocks
             if self._stopping:
                 break
-            gas_limit, max_txs = get_chain_params(self.chain.state)
-            txs = self.mempool.select(self.chain.state, max_txs, gas_limit)
+            _, max_txs = get_chain_params(self.chain.state)
+            txs = self.mempool.select(self.chain.state, max_txs)
             if not txs and not self._empty_block_due():
                 backlog = False
                 if len(self.mempool):

@@ -380,8 +380,8 @@ class Replica:
                 break
             await asyncio.sleep(min(0.02, max(0.0, deadline - now)))
         reader = self.reader_for(parent.hash)
-        gas_limit, max_txs = get_chain_params(reader)
-        txs = [] if suffix else self.node.mempool.select(reader, max_txs, gas_limit)
+        _, max_txs = get_chain_params(reader)
+        txs = [] if suffix else self.node.mempool.select(reader, max_txs)
         block = await loop.run_in_executor(self._executor, run_on_cedar_thread, self._build_sync, req, txs)
         if block is not None:
             self.events.put_nowait(_Tagged(generation, core.ProposalBuilt(block)))
