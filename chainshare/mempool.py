@@ -173,7 +173,7 @@ class Mempool:
         executable = tx.nonce == pending
         own: list[Transaction] = []  # the sender's furthest queued transactions, evicted for its next one
         held = self._sender_bytes.get(tx.sender, 0)
-        if executable and queue is not None:
+        if executable and queue is not None and held + size > lim.max_sender_bytes:
             for nonce in sorted(queue, reverse=True):
                 if nonce <= pending or held + size <= lim.max_sender_bytes:
                     break
@@ -292,6 +292,7 @@ class Mempool:
         return n
 
     def remove(self, txs: list[Transaction]) -> None:
+        """Drop ``txs`` (e.g. found invalid when building a block; included ones go by ``prune``)."""
         for tx in txs:
             self._drop(tx)
 
@@ -305,17 +306,21 @@ class Mempool:
             member = is_member(state, sender)
             n = get_nonce(state, sender)
             for nonce in [x for x in queue if x < n or not member]:
-                self._drop(queue[nonce])
+                self._drop(queue[nonce], below=n if member else None)
                 dropped += 1
             if sender not in self._by_sender:
                 continue
             pending = self._get_pending_nonce_from(n, sender)
+            if pending - n >= len(queue):
+                continue  # all executable: nothing queued to expire
             for nonce in [x for x in queue if x > pending and self._admitted_at[queue[x].hash] <= expiry]:
                 self._drop(queue[nonce])
                 dropped += 1
         return dropped
 
-    def _drop(self, tx: Transaction) -> None:
+    def _drop(self, tx: Transaction, below: int | None = None) -> None:
+        """Forget ``tx``; ``below``: the sender's account nonce, if ``tx``'s nonce is known to be
+        under it (its leaving then opens no gap in the sender's executable run)."""
         if self._by_hash.pop(tx.hash, None) is None:
             return
         self._admitted_at.pop(tx.hash, None)
@@ -325,7 +330,7 @@ class Mempool:
         queue = self._by_sender.get(tx.sender)
         if queue is not None:
             queue.pop(tx.nonce, None)
-            if tx.nonce < self._ready_end.get(tx.sender, -1):
+            if below is None and tx.nonce < self._ready_end.get(tx.sender, -1):
                 self._ready_end[tx.sender] = tx.nonce
             if not queue:
                 del self._by_sender[tx.sender]

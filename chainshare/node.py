@@ -206,9 +206,8 @@ class Node:
                 log.exception("block production failed; stopping the node")
                 raise
             included = len(executed.block.transactions)
-            self.mempool.remove(list(txs[:included]))
+            self.mempool.prune(self.chain.state)  # drops the included transactions (their nonces are used)
             self.mempool.remove(invalid)
-            self.mempool.prune(self.chain.state)
             backlog = included + len(invalid) < len(txs) or len(txs) >= max_txs
             self.stats["blocks"] += 1
             self.stats["txs"] += included
