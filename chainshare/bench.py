@@ -1,7 +1,7 @@
 """Benchmarks (``chainshare bench ...``): each prints one JSON object and writes it under bench-results/.
 
 ``ingest``: a devnet of N validators; pre-signed ``Notary.anchor`` transactions from one member
-account, sent by concurrent ``eth_sendRawTransaction`` clients while receipts are polled in
+account per node (each sent to its own node), sent by concurrent ``eth_sendRawTransaction`` clients while receipts are polled in
 JSON-RPC batches. Reports submit and end-to-end throughput, latency percentiles, the node's CPU
 time per transaction, RSS, disk bytes per transaction and restart time after SIGKILL.
 """
@@ -85,7 +85,9 @@ def _node_cpu(pids: list[int]) -> float:
 
 
 async def _drive(urls: list[str], raws: list[bytes], clients: int, batch: int, stall_s: float = 20.0,
-                 rate: float | None = None) -> dict[str, Any]:
+                 rate: float | None = None, route: list[str] | None = None) -> dict[str, Any]:
+    """Send ``raws`` with ``clients`` concurrent clients (tx i to ``route[i]`` if given, else to the
+    client's node) while polling receipts; throughput and latency figures."""
     import aiohttp
 
     submitted: dict[str, float] = {}
@@ -101,12 +103,12 @@ async def _drive(urls: list[str], raws: list[bytes], clients: int, batch: int, s
     async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=60)) as session:
 
         async def sender(k: int) -> None:
-            url = urls[k % len(urls)]
             while True:
                 try:
                     i, raw = queue.get_nowait()
                 except asyncio.QueueEmpty:
                     return
+                url = route[i] if route is not None else urls[k % len(urls)]
                 if rate:  # paced (open-loop at a fixed offered load): tx i leaves at t_start + i / rate
                     delay = t_start + i / rate - time.perf_counter()
                     if delay > 0:
@@ -185,12 +187,19 @@ def run_ingest(nodes: int, txs: int, clients: int, batch: int, directory: Path |
             os.kill(pids[-1], signal.SIGKILL)  # a validator crashes: the others must keep finalizing
             pids, urls = pids[:-1], urls[:-1]
             time.sleep(1)
-        key = bytes.fromhex(info["accounts"][0]["private_key"][2:])
+        # One account per node, each account's stream sent to its own node: a node queues at most
+        # [mempool] max_nonce_gap nonces past the ones it has seen, so one account's stream sprayed
+        # over several nodes would be refused wherever gossip lags behind the clients.
         t0 = time.perf_counter()
-        raws = presign_anchors(key, info["chain_id"], 0, txs, os.urandom(16))
+        salt = os.urandom(16)
+        streams = [presign_anchors(bytes.fromhex(info["accounts"][k]["private_key"][2:]), info["chain_id"], 0,
+                                   txs // len(urls) + (1 if k < txs % len(urls) else 0), salt)
+                   for k in range(len(urls))]
+        raws = [stream[j] for j in range(len(streams[0])) for stream in streams if j < len(stream)]
+        route = [urls[k] for j in range(len(streams[0])) for k, stream in enumerate(streams) if j < len(stream)]
         presign_s = time.perf_counter() - t0
         cpu0 = _node_cpu(pids)
-        result = asyncio.run(_drive(urls, raws, clients, batch, rate=rate))
+        result = asyncio.run(_drive(urls, raws, clients, batch, rate=rate, route=route))
         cpu1 = _node_cpu(pids)
         rss = sum(psutil.Process(p).memory_info().rss for p in pids)
         confirmed = max(result["confirmed"], 1)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from chainshare.errors import ConfigError
+from chainshare.ledger.txs import MAX_TX_BYTES
 
 
 @dataclass(frozen=True)
@@ -51,8 +52,16 @@ class BlockSection:
 
 @dataclass(frozen=True)
 class MempoolSection:
+    """Bounds of the pending pool (see ``chainshare/mempool.py``): what one account can make every
+    validator hold, and the share kept free for system records (deliveries, computations, evidence)."""
+
     max_per_sender: int = 16_384
     max_total: int = 100_000
+    max_nonce_gap: int = 1024                      # a queued nonce is at most this - 1 past the next executable one
+    max_sender_bytes: int = 8 * 1024 * 1024        # raw bytes pending per sender
+    max_total_bytes: int = 128 * 1024 * 1024       # raw bytes pending in total
+    queued_ttl_s: int = 300                        # a transaction still behind a nonce gap after this is dropped
+    reserved_percent: int = 10                     # of max_total and max_total_bytes, for system records only
 
 
 @dataclass(frozen=True)
@@ -222,6 +231,15 @@ def validate_config(cfg: NodeConfig) -> None:
         problems.append("[block] empty_block_interval_ms must be 0 (never) or between block_time_ms and 3600000")
     if cfg.mempool.max_per_sender < 1 or cfg.mempool.max_total < cfg.mempool.max_per_sender:
         problems.append("[mempool] need 1 <= max_per_sender <= max_total")
+    if not 1 <= cfg.mempool.max_nonce_gap <= cfg.mempool.max_per_sender:
+        problems.append("[mempool] max_nonce_gap must be between 1 and max_per_sender")
+    if not MAX_TX_BYTES <= cfg.mempool.max_sender_bytes <= cfg.mempool.max_total_bytes:
+        problems.append(f"[mempool] need {MAX_TX_BYTES} (one transaction of the largest size) <= max_sender_bytes "
+                        "<= max_total_bytes")
+    if not 1 <= cfg.mempool.queued_ttl_s <= 86_400:
+        problems.append("[mempool] queued_ttl_s must be 1..86400 seconds")
+    if not 0 <= cfg.mempool.reserved_percent <= 50:
+        problems.append("[mempool] reserved_percent must be 0..50")
     if not cfg.validator.key_file:
         problems.append("[validator] key_file is required (an EIP-2335 keystore made by `chainshare ca issue-node`)")
     if not 0 <= cfg.p2p.listen_port < 65536:

@@ -52,6 +52,10 @@ class NonceTooLow(InvalidTransaction):
     pass
 
 
+class NonceTooHigh(InvalidTransaction):
+    """The nonce is further ahead of the sender's next executable nonce than the mempool queues."""
+
+
 class KnownTransaction(InvalidTransaction):
     """The exact raw transaction is already pending or included (a replay)."""
 

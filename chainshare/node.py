@@ -86,9 +86,12 @@ class Node:
         self.chain = open_chain(store, genesis)
         self.runtime: Runtime = build_runtime()
         self.key = key
+        m = cfg.mempool
         self.mempool = Mempool(self.runtime, self.chain_id,
-                               MempoolLimits(cfg.mempool.max_per_sender, cfg.mempool.max_total),
-                               self._included_height, self.chain.get_recent_tx_height)
+                               MempoolLimits(m.max_per_sender, m.max_total, m.max_nonce_gap, m.max_sender_bytes,
+                                             m.max_total_bytes, m.queued_ttl_s, m.reserved_percent),
+                               self._included_height, self.chain.get_recent_tx_height,
+                               dry_run=self._is_dry_run_ok)
         self.started_at = time.time()
         self.client_version = CLIENT_VERSION
         self._wake = asyncio.Event()
@@ -126,6 +129,10 @@ class Node:
         loc = self.chain.get_tx_location(tx_hash)
         return loc.height if loc else None
 
+    def _is_dry_run_ok(self, tx: Transaction) -> bool:
+        """Whether ``tx``'s call succeeds on the latest finalized state (nothing is kept)."""
+        return tx.to is not None and self.call(tx.sender, tx.to, tx.data, tx.gas_limit)[0]
+
     @property
     def state(self) -> Any:
         return self.chain.state
@@ -154,16 +161,20 @@ class Node:
     # -- writes ------------------------------------------------------------------------------
     def submit_raw_transaction(self, raw: bytes, gossip: bool = True) -> bytes:
         """Admit a raw transaction to the mempool (raises a precise error); returns its hash.
-        On a multi-validator network it is then gossiped to the other nodes."""
+        On a multi-validator network the transactions it made executable are then gossiped to the
+        other nodes (a queued one only once its nonce gap is filled; with ``gossip=False``, for a
+        transaction received from a peer, only those it unblocked)."""
         gas_limit, max_txs = get_chain_params(self.chain.state)
         try:
-            tx = self.mempool.add_raw(raw, self.chain.state, gas_limit)
+            admission = self.mempool.add_raw(raw, self.chain.state, gas_limit)
         except Exception:
             self.stats["rejected"] += 1
             raise
+        tx = admission.tx
         if self.replica is not None:
-            if gossip:
-                self.replica.gossip_transaction(raw)
+            for ready in admission.executable:
+                if gossip or ready is not tx:
+                    self.replica.gossip_transaction(ready.raw)
             return tx.hash
         self._admitted += 1
         if self._admitted >= max_txs:
@@ -207,9 +218,8 @@ class Node:
                 raise
             self.notify_finalized()
             included = len(executed.block.transactions)
-            self.mempool.remove(list(txs[:included]))
+            self.mempool.prune(self.chain.state)  # drops the included transactions (their nonces are used)
             self.mempool.remove(invalid)
-            self.mempool.prune(self.chain.state)
             backlog = included + len(invalid) < len(txs) or len(txs) >= max_txs
             self.stats["blocks"] += 1
             self.stats["txs"] += included

@@ -154,6 +154,7 @@ class Replica:
         self._recent_bytes = 0
         self._tasks: set[asyncio.Future[Any]] = set()
         self._tx_out: list[bytes] = []
+        self._tx_out_bytes = 0
         self._tx_flush_scheduled = False
         self.stats: dict[str, Any] = {"commits": 0, "timeouts": 0, "synced_blocks": 0,
                                       "evidence": 0, "invalid_blocks": 0, "epoch": 0}
@@ -467,6 +468,8 @@ class Replica:
                                     finality_proof=proof)
             proof_stored = last
             self.stats["commits"] += 1
+            self._count_finalized(cb.block, proposed=self.my_index is not None and cb.block.header.proposer
+                                  == self.vset.validators[self.my_index]["address"])
             if any(lg.address == MEMBERSHIP for r in ex.receipts for lg in r.logs):
                 self._membership_changed_since = cb.block.height
             if last:
@@ -489,7 +492,6 @@ class Replica:
     def _after_commit(self) -> None:
         self.node.notify_finalized()
         self.node.mempool.prune(self.chain.state)
-        self.node.stats["blocks"] = self.chain.head_height
         self._last_progress = time.monotonic()
         if self._membership_changed_since is not None and self.chain.head_height >= self._membership_changed_since:
             self._membership_changed_since = None
@@ -647,18 +649,25 @@ class Replica:
                 self.events.put_nowait(event)
 
     def gossip_transaction(self, raw: bytes) -> None:
-        """Queue a transaction this node admitted for the next batch to every peer (~every 10 ms)."""
+        """Queue an executable transaction for the next batch to every peer (~every 10 ms; a batch
+        holds at most ``MAX_TX_BATCH`` transactions and half a P2P frame of bytes)."""
+        if self._tx_out and self._tx_out_bytes + len(raw) > self._max_batch_bytes():
+            self._flush_txs()
         self._tx_out.append(raw)
+        self._tx_out_bytes += len(raw)
         if len(self._tx_out) >= MAX_TX_BATCH:
             self._flush_txs()
         elif not self._tx_flush_scheduled:
             self._tx_flush_scheduled = True
             asyncio.get_running_loop().call_later(0.01, self._flush_txs)
 
+    def _max_batch_bytes(self) -> int:
+        return int(self.node.cfg.p2p.max_frame_bytes) // 2
+
     def _flush_txs(self) -> None:
         self._tx_flush_scheduled = False
         if self._tx_out:
-            batch, self._tx_out = self._tx_out, []
+            batch, self._tx_out, self._tx_out_bytes = self._tx_out, [], 0
             self.transport.broadcast(MSG_TXS, batch)
 
     # -- block sync -----------------------------------------------------------------------------
@@ -791,7 +800,14 @@ class Replica:
             kept = proof.raw if proven and proof is not None and i == take - 1 else None
             self.chain.commit_block(block, ex.receipts, ex.senders, ex.state_changes, ex.accumulator, qc,
                                     finality_proof=kept)
+            self._count_finalized(block, proposed=False)
         return take, proven
+
+    def _count_finalized(self, block: Block, proposed: bool) -> None:
+        """The node's counters since start: transactions finalized, blocks it proposed."""
+        self.node.stats["txs"] += len(block.transactions)
+        if proposed:
+            self.node.stats["blocks"] += 1
 
     def _finality_signatures_hold(self, proof: _ServedProof, vs: ValidatorSet) -> bool:
         """True iff every QC of ``proof`` (each block's QC of its parent, and the final QC) is

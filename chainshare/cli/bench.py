@@ -22,7 +22,7 @@ group = click.Group("bench", help="Benchmarks: each prints one JSON object and s
 @click.option("--kill-one", is_flag=True, help="SIGKILL one validator before the load (needs --nodes >= 4).")
 def ingest(nodes: int, txs: int, clients: int, receipt_batch: int, directory: Path | None,
            measure_restart: bool, rate: float | None, kill_one: bool) -> None:
-    """Pre-signed Notary.anchor transactions from one account over concurrent JSON-RPC clients."""
+    """Pre-signed Notary.anchor transactions (one account per node) over concurrent JSON-RPC clients."""
     import json
 
     from chainshare.bench import run_ingest, write_result

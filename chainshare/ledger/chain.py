@@ -8,6 +8,7 @@ complete block. Opening a data directory of another network or of a newer format
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -53,32 +54,44 @@ _ABSENT = b"\x00absent"
 
 
 class StateReaderAt:
-    """Reads the committed state (the state after the head block), through a bounded
-    write-through cache: every state write goes through ``ChainStore.commit_block``, which
-    updates the cache in the same step, so the cache is never stale."""
+    """Reads the committed state (the state after the head block) through a bounded cache, safely
+    from any thread while the commit thread writes.
 
-    __slots__ = ("_store", "_cache", "_limit")
+    Every state write goes through ``ChainStore.commit_block``, which calls ``update`` after the
+    block's batch is on disk. A read that misses the cache loads the key from the store and keeps
+    it only if no ``update`` happened meanwhile (a generation counter checked under a lock): a
+    value read before a commit is never written back over the value that commit made."""
+
+    __slots__ = ("_store", "_cache", "_limit", "_lock", "_generation")
 
     def __init__(self, store: KeyValueStore, cache_entries: int = 200_000) -> None:
         self._store = store
         self._cache: dict[bytes, bytes] = {}
         self._limit = cache_entries
+        self._lock = threading.Lock()
+        self._generation = 0
 
     def get(self, key: bytes) -> bytes | None:
         v = self._cache.get(key)
-        if v is None:
-            v = self._store.get(P_STATE + key)
-            if len(self._cache) >= self._limit:
-                self._cache.clear()
-            self._cache[key] = _ABSENT if v is None else v
-            return v
-        return None if v is _ABSENT else v
+        if v is not None:
+            return None if v is _ABSENT else v
+        generation = self._generation
+        v = self._store.get(P_STATE + key)
+        with self._lock:
+            if generation == self._generation:  # no commit since the store read: the value is current
+                if len(self._cache) >= self._limit:
+                    self._cache.clear()
+                self._cache[key] = _ABSENT if v is None else v
+        return v
 
     def update(self, changes: dict[bytes, bytes | None]) -> None:
-        if len(self._cache) + len(changes) >= self._limit:
-            self._cache.clear()
-        for k, v in changes.items():
-            self._cache[k] = _ABSENT if v is None else v
+        """Make the cache show ``changes`` (already written to the store)."""
+        with self._lock:
+            self._generation += 1
+            if len(self._cache) + len(changes) >= self._limit:
+                self._cache.clear()
+            for k, v in changes.items():
+                self._cache[k] = _ABSENT if v is None else v
 
 
 @dataclass(frozen=True)

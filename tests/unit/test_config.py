@@ -30,6 +30,14 @@ def test_defaults_fill_everything_not_given(tmp_path: Path) -> None:
     assert cfg.validator.key_file == "keys/validator.json"
 
 
+def test_mempool_bounds_have_defaults_and_env_overrides(tmp_path: Path) -> None:
+    m = load(tmp_path, "").mempool
+    assert (m.max_nonce_gap, m.max_sender_bytes, m.max_total_bytes, m.queued_ttl_s, m.reserved_percent) == \
+        (1024, 8 * 1024 * 1024, 128 * 1024 * 1024, 300, 10)
+    m = load(tmp_path, "[mempool]\nmax_nonce_gap = 16\n", env={"CHAINSHARE_MEMPOOL_QUEUED_TTL_S": "30"}).mempool
+    assert (m.max_nonce_gap, m.queued_ttl_s) == (16, 30)
+
+
 def test_values_from_the_file_are_used(tmp_path: Path) -> None:
     cfg = load(tmp_path, '[api]\nport = 9000\nhost = "0.0.0.0"\n[node]\ndev_mode = true\nname = "n1"\n')
     assert (cfg.api.port, cfg.api.host, cfg.node.dev_mode, cfg.node.name) == (9000, "0.0.0.0", True, "n1")
@@ -109,6 +117,11 @@ def test_bad_environment_values_name_the_setting(tmp_path: Path, env: dict[str, 
     ("[block]\nempty_block_interval_ms = 100\n", r"\[block\] empty_block_interval_ms"),
     ("[mempool]\nmax_per_sender = 10\nmax_total = 5\n", r"\[mempool\] need 1 <= max_per_sender <= max_total"),
     ("[mempool]\nmax_per_sender = 0\n", r"\[mempool\]"),
+    ("[mempool]\nmax_nonce_gap = 0\n", r"\[mempool\] max_nonce_gap must be between 1 and max_per_sender"),
+    ("[mempool]\nmax_sender_bytes = 1000\n", r"\[mempool\] need 131072 \(one transaction of the largest size\)"),
+    ("[mempool]\nmax_sender_bytes = 2000000\nmax_total_bytes = 1000000\n", r"<= max_sender_bytes <= max_total_bytes"),
+    ("[mempool]\nqueued_ttl_s = 0\n", r"\[mempool\] queued_ttl_s must be 1..86400"),
+    ("[mempool]\nreserved_percent = 60\n", r"\[mempool\] reserved_percent must be 0..50"),
     ('[node]\nlog_level = "loud"\n', r"\[node\] log_level"),
 ])
 def test_invalid_values_name_the_setting(tmp_path: Path, text: str, match: str) -> None:

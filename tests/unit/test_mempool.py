@@ -1,5 +1,6 @@
 """The mempool: admission refuses each bad transaction with its precise error; ready transactions come
-out in consecutive-nonce order."""
+out in consecutive-nonce order; what one sender can make a node hold is bounded (nonce window, byte
+caps, expiry of queued transactions) and system records always find room."""
 
 from __future__ import annotations
 
@@ -24,15 +25,18 @@ from chainshare.errors import (
     InvalidTransaction,
     KnownTransaction,
     MempoolFull,
+    NonceTooHigh,
     NonceTooLow,
     TransactionTooLarge,
     Unauthorized,
     UnknownSelector,
     WrongChainId,
 )
+from chainshare.execution.contracts import ACCESS_CONTROL, EVIDENCE
 from chainshare.execution.runtime import compute_intrinsic_gas
 from chainshare.ledger.state import DictReader
-from chainshare.mempool import Mempool, MempoolLimits
+from chainshare.ledger.txs import Transaction
+from chainshare.mempool import Admission, Mempool, MempoolLimits
 
 ALICE, BOB, CAROL, MALLORY = account("alice"), account("bob"), account("carol"), account("mallory")
 GENESIS = make_genesis([("Agency A", [ALICE.address, CAROL.address]), ("Agency B", [BOB.address])],
@@ -45,18 +49,38 @@ def anchor(acct: Account, nonce: int, digest_byte: int | None = None, **kw: int)
     return sign_call(acct, NOTARY, call_data("anchor(bytes32)", digest), nonce, **kw)
 
 
+def record_delivery(acct: Account, nonce: int, grant: int = 1) -> bytes:
+    return sign_call(acct, ACCESS_CONTROL, call_data("recordDelivery(uint256,bytes32,bytes32,uint64)", grant,
+                                                     b"\x01" * 32, b"\x02" * 32, 10), nonce)
+
+
 class Pool:
-    def __init__(self, limits: MempoolLimits | None = None) -> None:
+    def __init__(self, limits: MempoolLimits | None = None, dry_run: bool | None = None) -> None:
         self.ledger = Ledger(GENESIS)
         self.included: dict[bytes, int] = {}
-        self.pool = Mempool(self.ledger.runtime, GENESIS.chain_id, limits or MempoolLimits(), self.included.get)
+        self.now = 1000.0
+        self.dry_runs: list[Transaction] = []
+
+        def run(tx: Transaction) -> bool:
+            self.dry_runs.append(tx)
+            return bool(dry_run)
+
+        self.pool = Mempool(self.ledger.runtime, GENESIS.chain_id, limits or MempoolLimits(), self.included.get,
+                            dry_run=run if dry_run is not None else None, clock=lambda: self.now)
 
     @property
     def state(self) -> DictReader:
         return self.ledger.reader()
 
-    def add(self, raw: bytes) -> object:
+    def add(self, raw: bytes) -> Transaction:
+        return self.admit(raw).tx
+
+    def admit(self, raw: bytes) -> Admission:
         return self.pool.add_raw(raw, self.state, GAS_LIMIT)
+
+    def pending(self) -> list[tuple[bytes, int]]:
+        return sorted((t.sender, t.nonce) for raw_hash in list(self.pool._by_hash)
+                      if (t := self.pool.get(raw_hash)) is not None)
 
     def commit(self, raws: list[bytes]) -> None:
         """Include ``raws`` in a block and remove them from the pool, as the node does."""
@@ -123,7 +147,8 @@ def test_select_returns_only_consecutive_nonces_per_sender_in_arrival_order(pool
                 anchor(CAROL, 1, 0xC1)):
         pool.add(raw)
     selected = [(t.sender, t.nonce) for t in pool.pool.select(pool.state, 100)]
-    assert selected == [(BOB.address, 0), (BOB.address, 1), (ALICE.address, 0), (ALICE.address, 1)]
+    # one per sender per round, senders in arrival order
+    assert selected == [(BOB.address, 0), (ALICE.address, 0), (BOB.address, 1), (ALICE.address, 1)]
     assert len(pool.pool.select(pool.state, 3)) == 3
 
 
@@ -207,7 +232,10 @@ def test_value_transfer_is_refused(pool: Pool) -> None:
 @pytest.mark.parametrize("target,data", [(MEMBERSHIP, call_data("agencyNames()")),
                                          (GOVERNANCE, call_data("requiredVotes()"))])
 def test_calls_to_every_system_contract_are_admitted(pool: Pool, target: bytes, data: bytes) -> None:
-    pool.add(sign_call(ALICE, target, data, 0))
+    raw = sign_call(ALICE, target, data, 0)
+    tx = pool.add(raw)
+    assert pool.pool.get(keccak256(raw)) is tx and tx.to == target
+    assert [t.hash for t in pool.pool.select(pool.state, 10)] == [tx.hash]
 
 
 def test_decoding_errors_surface_unchanged(pool: Pool) -> None:
@@ -227,3 +255,155 @@ def test_refused_transactions_leave_no_trace(pool: Pool) -> None:
     with pytest.raises(Unauthorized):  # not KnownTransaction: nothing was kept
         pool.add(raw)
     assert pool.pool.get(keccak256(raw)) is None
+
+
+# -- bounds on what one sender can make a node hold (issue: one member account pinning memory) -----
+
+SIZE = len(anchor(ALICE, 0))  # every anchor and recordDelivery below has about this size
+
+
+def test_nonce_far_ahead_is_refused_with_the_window_named() -> None:
+    p = Pool()
+    with pytest.raises(NonceTooHigh, match=r"nonce 100000 is 100000 ahead .* at most 1023 ahead .*max_nonce_gap"):
+        p.add(anchor(ALICE, 100_000, 7))
+    p.add(anchor(ALICE, 1023, 1))  # the last nonce inside the default window of 1024
+    with pytest.raises(NonceTooHigh) as exc:
+        p.add(anchor(ALICE, 1024, 2))
+    assert exc.value.rpc_code == -32003 and exc.value.data == {"limit": "max_nonce_gap", "max": 1024}
+    assert len(p.pool) == 1
+
+
+def test_nonce_window_counts_from_the_next_executable_nonce() -> None:
+    p = Pool(MempoolLimits(max_nonce_gap=4))
+    for n in range(10):  # a burst of consecutive nonces is executable: no window applies to it
+        p.add(anchor(ALICE, n))
+    p.add(anchor(ALICE, 13))
+    with pytest.raises(NonceTooHigh, match="next executable nonce 10"):
+        p.add(anchor(ALICE, 14))
+    p.commit([anchor(ALICE, n) for n in range(10)])
+    assert p.pool.get_pending_nonce(p.state, ALICE.address) == 10
+    p.add(anchor(ALICE, 12))
+
+
+def test_admission_reports_which_transactions_became_executable() -> None:
+    p = Pool()
+    assert p.admit(anchor(ALICE, 2)).executable == ()  # queued behind the gap at 0: not gossiped
+    assert p.admit(anchor(ALICE, 1)).executable == ()
+    done = p.admit(anchor(ALICE, 0))
+    assert [t.nonce for t in done.executable] == [0, 1, 2]
+    assert [t.nonce for t in p.admit(anchor(ALICE, 3)).executable] == [3]
+
+
+def test_per_sender_byte_cap_refuses_and_leaves_other_senders_alone() -> None:
+    p = Pool(MempoolLimits(max_sender_bytes=3 * SIZE + 10))
+    for n in range(3):
+        p.add(anchor(ALICE, n))
+    with pytest.raises(MempoolFull, match=r"per-sender limit of \d+ bytes \(\[mempool\] max_sender_bytes\)") as exc:
+        p.add(anchor(ALICE, 3))
+    assert exc.value.rpc_code == -32005 and exc.value.http_status == 429
+    p.add(anchor(BOB, 0))
+    p.commit([anchor(ALICE, 0)])  # room comes back as transactions are included
+    p.add(anchor(ALICE, 3))
+
+
+def test_total_byte_cap_keeps_the_reserved_share_for_system_records() -> None:
+    # 10 transactions' worth of bytes, 20% (2 of them) reserved for system records
+    p = Pool(MempoolLimits(max_total_bytes=10 * SIZE + 50, reserved_percent=20, max_sender_bytes=10 * SIZE + 50))
+    for n in range(8):
+        p.add(anchor(ALICE, n))
+    with pytest.raises(MempoolFull, match=r"max_total_bytes, less the 20% reserved for system records"):
+        p.add(anchor(BOB, 0))
+    record = p.add(record_delivery(CAROL, 0))  # the owner node's recordDelivery still gets in
+    ordinary = p.pool.get(keccak256(anchor(ALICE, 0)))
+    assert p.pool.is_system_record(record) and ordinary is not None and not p.pool.is_system_record(ordinary)
+
+
+def test_total_count_cap_keeps_the_reserved_share_for_system_records() -> None:
+    p = Pool(MempoolLimits(max_per_sender=10, max_total=10, reserved_percent=20))
+    for n in range(8):
+        p.add(anchor(ALICE, n))
+    with pytest.raises(MempoolFull, match=r"8 transactions pending \(limit 8: \[mempool\] max_total, less the 20%"):
+        p.add(anchor(BOB, 0))
+    p.add(record_delivery(CAROL, 0))
+    p.add(sign_call(CAROL, EVIDENCE, call_data("report(bytes)", b"\x00" * 8), 1))  # evidence is a record too
+    with pytest.raises(MempoolFull, match=r"limit 10: \[mempool\] max_total\)"):
+        p.add(record_delivery(BOB, 0))
+
+
+def test_a_record_whose_dry_run_fails_gets_no_reserved_room() -> None:
+    p = Pool(MempoolLimits(max_per_sender=10, max_total=10, reserved_percent=20), dry_run=False)
+    for n in range(8):
+        p.add(anchor(ALICE, n))
+    assert p.dry_runs == []  # no dry run while there is ordinary room
+    with pytest.raises(MempoolFull, match="less the 20% reserved"):
+        p.add(record_delivery(CAROL, 0))
+    assert [t.sender for t in p.dry_runs] == [CAROL.address]
+
+
+def test_queued_transaction_expires_and_an_executable_one_never_does() -> None:
+    p = Pool(MempoolLimits(queued_ttl_s=60))
+    p.add(anchor(ALICE, 0))
+    p.add(anchor(BOB, 5))  # queued behind Bob's nonces 0..4
+    p.now += 59
+    assert p.pool.prune(p.state) == 0
+    p.now += 2
+    assert p.pool.prune(p.state) == 1
+    assert p.pending() == [(ALICE.address, 0)]
+    p.now += 10_000
+    assert p.pool.prune(p.state) == 0 and len(p.pool) == 1
+
+
+def test_a_queued_transaction_whose_gap_was_filled_does_not_expire() -> None:
+    p = Pool(MempoolLimits(queued_ttl_s=60))
+    p.add(anchor(BOB, 1))
+    p.now += 30
+    p.add(anchor(BOB, 0))
+    p.now += 100
+    assert p.pool.prune(p.state) == 0 and len(p.pool) == 2
+
+
+def test_an_executable_transaction_evicts_a_flood_of_queued_ones_never_the_reverse() -> None:
+    # The flooder (Alice) fills the pool with queued far nonces; Bob's next transaction takes their room.
+    p = Pool(MempoolLimits(max_per_sender=10, max_total=10, reserved_percent=0, max_nonce_gap=64))
+    for n in range(1, 11):
+        p.add(anchor(ALICE, n))
+    with pytest.raises(MempoolFull):
+        p.add(anchor(CAROL, 7))  # a queued transaction evicts nothing
+    p.add(anchor(BOB, 0))
+    assert (ALICE.address, 10) not in p.pending() and (BOB.address, 0) in p.pending()
+    p.add(anchor(ALICE, 0))  # Alice's own next nonce takes the room of her furthest queued one
+    assert p.pending() == sorted([(BOB.address, 0)] + [(ALICE.address, n) for n in range(9)])
+
+
+def test_executable_transactions_are_never_evicted() -> None:
+    p = Pool(MempoolLimits(max_per_sender=5, max_total=5, reserved_percent=0))
+    for n in range(5):
+        p.add(anchor(ALICE, n))
+    with pytest.raises(MempoolFull, match="mempool is full"):
+        p.add(anchor(BOB, 0))
+    assert p.pending() == [(ALICE.address, n) for n in range(5)]
+
+
+def test_select_puts_system_records_first_then_every_senders_next_transaction() -> None:
+    p = Pool()
+    huge = GAS_LIMIT // 2
+    for n in range(4):  # the flooder arrived first, with transactions declaring half a block of gas each
+        p.add(anchor(ALICE, n, gas=huge))
+    p.add(anchor(BOB, 0))
+    p.add(record_delivery(CAROL, 0))
+    selected = p.pool.select(p.state, 100)
+    assert [(t.sender, t.nonce) for t in selected] == [(CAROL.address, 0), (BOB.address, 0)] + \
+        [(ALICE.address, n) for n in range(4)]
+    executed = p.ledger.execute([t.raw for t in selected])  # the block takes them in order while gas lasts
+    assert [keccak256(raw) for raw in executed.block.transactions][:3] == [t.hash for t in selected[:3]]
+
+
+def test_a_senders_next_transaction_takes_the_room_of_its_own_furthest_queued_ones() -> None:
+    p = Pool(MempoolLimits(max_sender_bytes=3 * SIZE + 10))
+    for n in (1, 2, 3):
+        p.add(anchor(ALICE, n))
+    with pytest.raises(MempoolFull, match="max_sender_bytes"):
+        p.add(anchor(ALICE, 4))  # queued: evicts nothing
+    done = p.admit(anchor(ALICE, 0))  # the gap: Alice's furthest queued (3) makes room for it
+    assert [t.nonce for t in done.executable] == [0, 1, 2]
+    assert p.pending() == [(ALICE.address, n) for n in range(3)]

@@ -44,7 +44,7 @@ def replica_with(answers: dict[str, Any], chain: Chain, proofs: dict[str, Any] |
     """A Replica with just what the sync checks read: its chain, the validator set in force and a transport."""
     r = Replica.__new__(Replica)
     r.chain = chain.chain
-    r.node = SimpleNamespace(chain_id=GENESIS.chain_id)
+    r.node = SimpleNamespace(chain_id=GENESIS.chain_id, stats={"blocks": 0, "txs": 0})
     r._verifiers = {}
     r.vset = get_validator_set_at(chain.chain.state, 1)
     r.index_of = {v["name"]: i for i, v in enumerate(r.vset.validators)}
@@ -167,7 +167,7 @@ def test_apply_synced_commits_a_proven_batch_whole_and_otherwise_only_the_confir
     def fresh(proof: bytes) -> tuple[Replica, Any]:
         """A replica at genesis, and ``proof`` as it takes it from a peer (shape checked)."""
         r = replica_with({}, Chain(GENESIS, VALS[0], other_keys=VALS[1:]), {"v1": proof})
-        r.node = SimpleNamespace(chain_id=GENESIS.chain_id, runtime=build_runtime())
+        r.node = SimpleNamespace(chain_id=GENESIS.chain_id, runtime=build_runtime(), stats={"blocks": 0, "txs": 0})
         served = asyncio.run(r._fetch_finality_proof("v1", batch))
         assert served is not None
         return r, served
