@@ -75,6 +75,7 @@ from chainshare.consensus.messages import (
     get_qc_view,
 )
 from chainshare.errors import ConsensusError, DecodeError
+from chainshare.ledger import quorum as ledger_quorum
 from chainshare.ledger.quorum import compute_proposer_index
 from chainshare.ledger.types import Block, QuorumCertificate, compute_justify_hash
 
@@ -120,7 +121,7 @@ class CoreConfig:
     def quorum(self) -> int:
         """n - f: equal to docs/consensus.md's 2f+1 when n = 3f+1, and still a safe quorum (any two
         share f+1 validators, so an honest one) when n is not of that form, where 2f+1 is not."""
-        return self.n - self.f
+        return ledger_quorum.compute_quorum(self.n)
 
     def leader(self, view: int) -> int:
         return compute_proposer_index(view, self.n)

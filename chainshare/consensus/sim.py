@@ -87,6 +87,7 @@ from chainshare.consensus.messages import (
 )
 from chainshare.crypto.hashing import ZERO_HASH, keccak256
 from chainshare.errors import DecodeError
+from chainshare.ledger import quorum as ledger_quorum
 from chainshare.ledger.quorum import proposal_message, timeout_message, vote_message
 from chainshare.ledger.types import (
     EMPTY_BLOOM,
@@ -181,7 +182,7 @@ class FakeCrypto:
         if len(qc.signers) != (self.n + 7) // 8:
             return False
         indices = qc.signer_indices()
-        if any(i >= self.n for i in indices) or len(indices) < self.n - (self.n - 1) // 3:
+        if any(i >= self.n for i in indices) or len(indices) < ledger_quorum.compute_quorum(self.n):
             return False
         message = vote_message(self.chain_id, qc.block_hash, qc.height, qc.round, self.epoch)
         return qc.signature == self._aggregate([self._sig(i, message) for i in indices])
