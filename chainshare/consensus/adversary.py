@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from chainshare.consensus import core
+from chainshare.consensus import core, sync
 from chainshare.consensus.core import (
     Action,
     BlockValidated,
@@ -59,6 +59,7 @@ from chainshare.consensus.sim import (
     validator_address,
 )
 from chainshare.ledger import quorum as ledger_quorum
+from chainshare.ledger.finality import FinalityProof
 from chainshare.ledger.types import Block, QuorumCertificate
 
 
@@ -104,6 +105,7 @@ class AdversaryNet:
         self.violations: list[str] = []
         self.evidence = 0
         self.validators: dict[int, _Validator] = {}
+        self._sync_qcs: dict[bytes, QuorumCertificate] = {}
         for i in range(n):
             if i in byzantine:
                 continue
@@ -155,6 +157,32 @@ class AdversaryNet:
         v.crash_after = None
         self._step(i, Start())
 
+    def sync(self, i: int, served: list[tuple[Block, QuorumCertificate]], proof: FinalityProof | None,
+             peer_is_validator: bool = True) -> int:
+        """Block sync of honest ``i`` from a peer (the adversary's) serving ``served`` and ``proof``,
+        decided by ``consensus/sync.py`` as the replica and the simulator decide it; the others
+        answer with their finalized hashes. The blocks taken are finalized (checked as a commit),
+        then the core is restored on the new head. Returns the number taken."""
+        v = self.validators[i]
+        head = v.chain[-1] if v.chain else self.genesis
+        checked, parent = 0, head
+        for b, qc in served:
+            if (b.header.parent_hash != parent.hash or qc.block_hash != b.hash or qc.height != b.height
+                    or not self.crypto[i].verify_qc(qc)):
+                break
+            checked, parent = checked + 1, b
+        blocks = [b for b, _ in served]
+        answers = [[b.hash for b in w.chain[head.height:]] for j, w in self.validators.items() if j != i]
+        take = sync.decide_sync(blocks, checked, answers, sync.count_needed_holders(self.n, peer_is_validator),
+                                proof, self.crypto[i].verify_qc)
+        if take:
+            for b, qc in served[:take]:
+                self._sync_qcs[b.hash] = qc
+            self._on_commit(v, Commit(tuple(core.CommittedBlock(b, qc) for b, qc in served[:take]),
+                                      core.FinalityProof(served[take - 1][0], served[take - 1][1])))
+            self.restart(i)
+        return take
+
     def is_down(self, i: int) -> bool:
         return self.validators[i].core is None
 
@@ -167,6 +195,8 @@ class AdversaryNet:
     def _qc_of(self, block: Block) -> QuorumCertificate | None:
         if block.height == 0:
             return None
+        if block.hash in self._sync_qcs:
+            return self._sync_qcs[block.hash]
         for b in self.blocks.values():
             if b.justify is not None and b.justify.block_hash == block.hash:
                 return b.justify
@@ -240,6 +270,9 @@ class AdversaryNet:
             v.chain.append(b)
 
     # -- what the adversary sees ---------------------------------------------------------------
+    def blocks_in_view(self, view: int) -> list[Block]:
+        return [b for b in self.blocks.values() if b.height > 0 and b.header.round == view]
+
     def proposal(self, view: int, sender: int | None = None) -> Block:
         for src, _, m in self.log:
             if isinstance(m, Proposal) and m.view == view and (sender is None or src == sender):
@@ -463,6 +496,24 @@ def attack_non_consecutive_chain(net: AdversaryNet, variant: int) -> None:
         net.deliver(i, net.byz_timeout(BYZ, 9, qc8), BYZ)
     if variant == 1:
         net.deliver(1, fool, BYZ)
+    if variant == 2:
+        return   # (for attack_sync_certified_not_final: 1 keeps nothing of the abandoned branch)
+
+
+def attack_sync_certified_not_final(net: AdversaryNet, variant: int) -> None:
+    """After the schedule of ``attack_non_consecutive_chain`` (0 and 2 finalize c2 at height 1; b1
+    and b3 are certified, b1 abandoned), validator 1, which finalized nothing, syncs from the
+    byzantine: it serves b1 and b3 with their QCs (every QC valid), and as proof of b3's finality a
+    certified child of b1 that is no 2-chain (``variant`` 0) or none (``variant`` 1). Neither
+    f + 1 validators hold b1 nor does anything prove it final: a sync that took it would store
+    b1 at height 1, where 0 and 2 finalized c2."""
+    attack_non_consecutive_chain(net, 2)
+    b1, b3 = net.proposal(1, 1), net.blocks_in_view(3)[0]
+    qc1 = net.qc(b1, (0, 1, BYZ))
+    qc3 = net.qc(b3, (1, 2, BYZ))
+    proof = FinalityProof((b3,), qc3) if variant == 0 else None
+    if net.sync(1, [(b1, qc1)], proof) == 0 and net.sync(1, [(b1, qc1), (b3, qc3)], None) == 0:
+        raise Refused("1 took nothing from the byzantine's batch")
 
 
 def _carrying(net: AdversaryNet, byz: int, tc: TimeoutCertificate | None) -> Timeout:
@@ -526,6 +577,7 @@ ATTACKS: dict[str, tuple[Callable[[AdversaryNet, int], None], int]] = {
     "hidden_qc": (attack_hidden_qc, 4),
     "non_consecutive_chain": (attack_non_consecutive_chain, 2),
     "small_quorum": (attack_small_quorum, 2),
+    "sync_certified_not_final": (attack_sync_certified_not_final, 2),
 }
 """name -> (schedule, number of variants)."""
 

@@ -48,7 +48,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from chainshare import codec
-from chainshare.consensus import core
+from chainshare.consensus import core, epochs, sync
 from chainshare.consensus.core import (
     Action,
     BlockValidated,
@@ -60,7 +60,6 @@ from chainshare.consensus.core import (
     CoreState,
     Event,
     FetchBlock,
-    FinalityProof,
     LocalTimeout,
     PersistSafety,
     ProposalBuilt,
@@ -87,6 +86,7 @@ from chainshare.consensus.messages import (
 )
 from chainshare.crypto.hashing import ZERO_HASH, keccak256
 from chainshare.errors import DecodeError
+from chainshare.ledger import finality
 from chainshare.ledger import quorum as ledger_quorum
 from chainshare.ledger.quorum import proposal_message, timeout_message, vote_message
 from chainshare.ledger.types import (
@@ -378,8 +378,8 @@ class _Node:
     epoch_ended: bool = False  # a commit reached the last block of its epoch
     last_progress: int = 0
     pending_build: BuildProposal | None = None   # of the step that ended the epoch
-    # the suffix blocks and 2-chain that finalized the last block of epoch 0 (when it committed it)
-    epoch_proof: tuple[tuple[Block, ...], FinalityProof] | None = None
+    # durable, as the replica keeps it: the 2-chain (suffix blocks, certified child) proving its head final
+    head_proof: finality.FinalityProof | None = None
 
 
 class _Sim:
@@ -481,7 +481,7 @@ class _Sim:
 
     def _is_suffix(self, node: _Node, height: int) -> bool:
         """True iff the set ``node``'s core runs certifies ``height`` only as an empty suffix block."""
-        return self._epoch_at(height) != node.epoch
+        return epochs.is_suffix(self._epoch_at(height), node.epoch)
 
     def _node_of(self, node: _Node, index: int) -> int:
         """The node that is validator ``index`` of ``node``'s current set."""
@@ -712,12 +712,11 @@ class _Sim:
         ``Start``; a node not in the next set becomes an observer."""
         if node.epoch_ended and node.core is not None:
             if self.cfg.farewell_timeout and node.index != self.byz:
-                # the replica's farewell: time out of the view (persisted, then broadcast); the
+                # the replica's farewell (epochs.compute_farewell): time out of the view; the
                 # timeout carries the QC that finalized the set's last block to the others
-                node.core, actions = core.step(node.core, LocalTimeout(node.core.view))
+                node.core, actions = epochs.compute_farewell(node.core)
                 for action in actions:
-                    if isinstance(action, (PersistSafety, Broadcast)):
-                        self._execute(node, action)
+                    self._execute(node, action)
             node.pending_build = None
             self.result.switched += 1
             if self.result.first_switch_ms is None:
@@ -793,25 +792,8 @@ class _Sim:
         if proof.block.header.parent_hash != last.hash or proof.qc.block_hash != proof.block.hash \
                 or proof.block.header.round != last.header.round + 1:
             self.result.violations.append(f"t={self.now} validator {node.index} committed without a 2-chain proof")
-        if node.epoch_ended:
-            node.epoch_proof = (tuple(suffix), proof)
-
-    def _is_epoch_proof(self, chain: list[CommittedBlock], proof: tuple[tuple[Block, ...], FinalityProof]) -> bool:
-        """True iff ``proof`` shows that ``chain``'s last block (the last of epoch 0) is final:
-        suffix blocks linked to it, each carrying its parent's QC, and a QC of the set of epoch 0 on
-        a child of the last of them with the next view (the 2-chain rule)."""
-        blocks, fp = proof
-        parent = chain[-1].block
-        verifier = self.verifiers[0]
-        for b in (*blocks, fp.block):
-            qc = b.justify
-            if (b.header.parent_hash != parent.hash or qc is None or qc.block_hash != parent.hash
-                    or not verifier.verify_qc(qc)):
-                return False
-            parent = b
-        grandparent = blocks[-1] if blocks else chain[-1].block
-        return (fp.qc.block_hash == fp.block.hash and verifier.verify_qc(fp.qc)
-                and fp.block.header.round == grandparent.header.round + 1)
+        if len(suffix) < len(commit.blocks):   # a block was stored: keep its proof, as the replica does
+            node.head_proof = finality.FinalityProof((*suffix, proof.block), proof.qc)
 
     def _store_final(self, node: _Node, cb: CommittedBlock) -> None:
         """Append a finalized block to ``node``'s durable chain; a violation if another honest node
@@ -831,7 +813,7 @@ class _Sim:
         node.chain.append(cb)
         node.by_hash[b.hash] = b
         node.last_progress = self.now
-        if self._is_suffix(node, b.height + 1):
+        if epochs.has_epoch_ended(self._epoch_at(b.height + 1), node.epoch):
             node.epoch_ended = True
 
     def _check_suffix(self, node: _Node, b: Block) -> None:
@@ -856,41 +838,80 @@ class _Sim:
         self._sync(node)
 
     def _sync(self, node: _Node) -> None:
-        """Block sync as the replica does it: from a reachable peer that is ahead, take the blocks
-        that f+1 validators of the set in force (for the block after the head) hold as final, each
-        with its QC, then restore the core. The byzantine node serves nothing and confirms nothing
-        (the worst it can do against the f+1 rule)."""
+        """Block sync as the replica does it, with its decisions (``consensus/sync.py``): from a
+        reachable peer that is ahead (the byzantine one included, which serves its finalized chain
+        followed by blocks it holds certified but not final, and confirms nothing), take the blocks
+        that f+1 validators of the set in force hold as final, or all of a batch that the peer's
+        head proof shows final; each block must link to the head and carry a QC of its height's set."""
         g = node.index
         height = len(node.chain)
         vset = self.sets[self._epoch_at(height + 1)]
-        f = (len(vset) - 1) // 3
-        reachable = [j for j in range(self.total) if j not in (g, self.byz) and not self.nodes[j].down
+        reachable = [j for j in range(self.total) if j != g and not self.nodes[j].down
                      and not (self.now < self.cfg.gst_ms and self._partitioned(g, j))]
-        sources = [j for j in reachable if len(self.nodes[j].chain) > height]
+        served = {j: self._served_chain(self.nodes[j])[height:] for j in reachable}
+        sources = [j for j in reachable if served[j]]
         if not sources:
             return
-        peer = self.nodes[self.rng.choice(sources)]
-        source = peer.chain
-        holders = [self.nodes[j].chain for j in reachable if j in vset]
-        # blocks up to the last of epoch 0, proven final by the peer's 2-chain (the replica accepts
-        # any batch that ends in a block proven final this way; the boundary is where it matters)
-        proven = 0
-        if self.cfg.sync_epoch_finality_proof and self.change is not None and peer.epoch_proof is not None:
-            last = self.change.activation_height - 1
-            if len(source) >= last and self._is_epoch_proof(source[:last], peer.epoch_proof):
-                proven = last
-        added = 0
-        for h in range(height + 1, len(source) + 1):
-            cb = source[h - 1]
-            if h > proven and sum(1 for c in holders if len(c) >= h and c[h - 1].block.hash == cb.block.hash) < f + 1:
+        peer = self.rng.choice(sources)
+        batch = served[peer]
+        blocks = [cb.block for cb in batch]
+        answers = [[cb.block.hash for cb in self.nodes[j].chain[height:]]
+                   for j in reachable if j in vset and j not in (peer, self.byz)]
+        checked = 0
+        parent = node.chain[-1].block if node.chain else self.genesis
+        for cb in batch:
+            b = cb.block
+            if (b.header.parent_hash != parent.hash or cb.qc.block_hash != b.hash
+                    or not self.verifiers[self._epoch_at(b.height)].verify_qc(cb.qc)):
                 break
+            checked += 1
+            parent = b
+        proof = self._served_proof(self.nodes[peer]) if self.cfg.sync_epoch_finality_proof else None
+        verify = self.verifiers[self._epoch_at(blocks[-1].height)].verify_qc
+        take = sync.decide_sync(blocks, checked, answers, sync.count_needed_holders(len(vset), peer in vset), proof,
+                                verify)
+        for cb in batch[:take]:
             self._store_final(node, cb)
-            added += 1
-            if h == proven:
-                node.epoch_proof = peer.epoch_proof
-        if added:
-            self.result.synced_blocks += added
+        if (take and take == len(batch) and proof is not None and sync.is_proof_for_batch(proof, blocks)
+                and sync.proof_signatures_hold(proof, verify)):
+            node.head_proof = proof   # kept with the new head and served on, as the replica does
+        if take:
+            self.result.synced_blocks += take
             self._restore(node)
+
+    def _served_chain(self, peer: _Node) -> list[CommittedBlock]:
+        """What ``peer`` serves to a block sync: its finalized chain; the byzantine one appends the
+        blocks it holds certified above its head (final or not, it does not say)."""
+        if peer.index != self.byz or peer.core is None:
+            return peer.chain
+        chain = list(peer.chain)
+        head = chain[-1].block if chain else self.genesis
+        s = peer.core
+        extended = True
+        while extended:
+            extended = False
+            for h, qc in s.certified.items():
+                entry = s.blocks.get(h)
+                if entry is not None and entry.block.header.parent_hash == head.hash:
+                    chain.append(CommittedBlock(entry.block, qc))
+                    head, extended = entry.block, True
+                    break
+        return chain
+
+    def _served_proof(self, peer: _Node) -> finality.FinalityProof | None:
+        """``peer``'s head proof; the byzantine one offers a certified child of the last block it
+        serves, whatever its view (a 2-chain only if the views are consecutive)."""
+        if peer.index != self.byz or peer.core is None:
+            return peer.head_proof
+        served = self._served_chain(peer)
+        if not served:
+            return peer.head_proof
+        last = served[-1].block
+        for h, qc in peer.core.certified.items():
+            entry = peer.core.blocks.get(h)
+            if entry is not None and entry.block.header.parent_hash == last.hash:
+                return finality.FinalityProof((entry.block,), qc)
+        return peer.head_proof
 
     # -- the byzantine validator ------------------------------------------------------------------
     def _byzantine_actions(self, node: _Node, event: Event, actions: list[Action]) -> None:

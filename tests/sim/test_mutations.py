@@ -5,7 +5,9 @@ same schedules does.
 A mutation replaces one function of the core (pytest's monkeypatch) with a broken copy: the
 reviewer's table of issue 13 (vote ignores highest_voted_view, timeout does not raise it, vote sent
 before PersistSafety, rule 2's TC clause removed, restore drops highest_voted_view, commit without
-the next-view rule) and a quorum one vote short. "Caught" means an actual fork: the
+the next-view rule), a quorum one vote short, and a block sync (``consensus/sync.py``, the
+decisions the replica runs) that takes served blocks whose QCs verify without f+1 holders or a
+2-chain proof. "Caught" means an actual fork: the
 simulator's safety check reports an honest validator finalizing a block at a height where another
 honest validator finalized a different one (no structural assertion). The schedules are
 ``consensus.adversary.ATTACKS`` (n = 4, one byzantine, the network scheduled by the adversary,
@@ -20,7 +22,7 @@ from dataclasses import replace
 
 import pytest
 
-from chainshare.consensus import core
+from chainshare.consensus import core, sync
 from chainshare.consensus.adversary import ATTACKS, AttackResult, run_all_attacks, run_attack
 from chainshare.consensus.core import (
     BlockStatus,
@@ -125,6 +127,11 @@ def quorum_one_vote_short(mp: pytest.MonkeyPatch) -> None:
     mp.setattr(ledger_quorum, "compute_quorum", lambda n: intact(n) - 1)
 
 
+def sync_takes_a_certified_tail(mp: pytest.MonkeyPatch) -> None:
+    # every served block whose QC verifies is taken: no f+1 holders, no 2-chain proof needed
+    mp.setattr(sync, "count_blocks_to_take", lambda checked, batch_len, confirmed, proof_holds: checked)
+
+
 MUTATIONS: dict[str, Mutation] = {
     "vote ignores highest_voted_view": vote_ignores_highest_voted_view,
     "timeout does not raise highest_voted_view": timeout_does_not_raise_highest_voted_view,
@@ -133,6 +140,7 @@ MUTATIONS: dict[str, Mutation] = {
     "restore drops highest_voted_view": restore_drops_highest_voted_view,
     "commit without the next-view rule": commit_without_next_view_rule,
     "quorum n - f - 1": quorum_one_vote_short,
+    "block sync takes a certified tail that is not final": sync_takes_a_certified_tail,
 }
 
 
