@@ -606,3 +606,178 @@ def run_attack(name: str, variant: int) -> AttackResult:
 
 def run_all_attacks() -> list[AttackResult]:
     return [run_attack(name, v) for name, (_, variants) in ATTACKS.items() for v in range(variants)]
+
+
+# -- Twins: random schedules where the byzantine validators are honest cores run twice -----------
+
+@dataclass(frozen=True)
+class TwinsResult:
+    seed: int
+    n: int
+    twins: tuple[int, ...]          # validator indices whose key two nodes hold
+    violations: tuple[str, ...]
+    finalized_height: int           # the highest height any non-twin validator finalized
+    delivered: int
+    crashes: int
+
+
+class _TwinsNet(AdversaryNet):
+    """Twins (Bano et al., 2020): each of up to f byzantine validators is two nodes holding its key,
+    each running the honest core; a message to validator i reaches both, and a partition that puts
+    the twins on different sides makes them equivocate (proposals, votes, timeouts) without a line
+    of attack code. The adversary (seeded) picks which pending message is delivered next, when
+    timers fire, the partitions (which also split honest validators), and crash cuts after any
+    action (a crash loses what was not persisted; a restart restores from it)."""
+
+    def __init__(self, n: int, twins: frozenset[int]) -> None:
+        super().__init__(n, frozenset())
+        self.twin_ids = twins
+        self.node_index: list[int] = list(range(n)) + sorted(twins)   # node -> validator index
+        self.nodes: list[_Validator] = [self.validators[i] for i in range(n)]
+        for i in sorted(twins):
+            config = CoreConfig(SIM_CHAIN_ID, self.addresses, i)
+            self.nodes.append(_Validator(i, config, core.initial_state(config, self.crypto[i], self.genesis)))
+        self.pending: list[tuple[int, int, Message]] = []   # (node, sender index, message)
+        self.sending_node = 0
+        self.honest_finalized: dict[int, bytes] = {}
+
+    def _record(self, sender: int, to: int | None, message: Message) -> None:
+        super()._record(sender, to, message)
+        for node, index in enumerate(self.node_index):
+            if node == self.sending_node:
+                continue
+            if (to is None and index != sender) or to == index:
+                self.pending.append((node, sender, message))
+
+    def step_node(self, node: int, event: Event) -> None:
+        v = self.nodes[node]
+        self.sending_node = node
+        pending: list[Event] = [event]
+        while pending and v.core is not None:
+            v.core, actions = core.step(v.core, pending.pop(0))
+            for action in actions:
+                self._carry_out(v, action, pending)
+                if v.crash_after is not None and v.crash_after(action):
+                    v.core, v.crash_after = None, None
+                    break
+
+    def _on_commit(self, v: _Validator, commit: Commit) -> None:
+        for cb in commit.blocks:
+            b = cb.block
+            last = v.chain[-1] if v.chain else self.genesis
+            if b.header.parent_hash != last.hash:
+                if v.index not in self.twin_ids:
+                    self.violations.append(f"validator {v.index} finalized a block that does not extend its chain")
+                return
+            v.chain.append(b)
+            if v.index in self.twin_ids:
+                continue   # a twin is byzantine: what it finalizes proves nothing
+            known = self.honest_finalized.setdefault(b.height, b.hash)
+            if known != b.hash:
+                self.violations.append(
+                    f"SAFETY: validator {v.index} finalized {b.hash.hex()[:12]} at height {b.height}, another "
+                    f"honest validator finalized {known.hex()[:12]}")
+
+    def restart_node(self, node: int) -> None:
+        v = self.nodes[node]
+        head = v.chain[-1] if v.chain else self.genesis
+        try:
+            head_qc = self._qc_of(head)
+        except AttackFailed:
+            return
+        v.core = core.restore_core(v.config, self.crypto[v.index], head, head_qc, v.safety,
+                                   [b for b in v.voted.values() if b.height > head.height])
+        self.step_node(node, Start())
+
+
+def _deliver_event(message: Message, sender: int) -> Event:
+    if isinstance(message, Proposal):
+        return ProposalReceived(message, sender)
+    if isinstance(message, Vote):
+        return VoteReceived(message)
+    return TimeoutReceived(message)
+
+
+def run_twins(seed: int, n: int = 4, twins: int | None = None, steps: int = 2_500) -> TwinsResult:
+    """One seeded Twins schedule of ``steps`` adversary decisions over n validators, ``twins`` of
+    them (default f) doubled. Before each decision the adversary may re-partition the nodes; then
+    it delivers a pending message within a side (most often), fires a node's timer, or crashes a
+    node after a random kind of action / restarts a crashed one."""
+    import random
+
+    rng = random.Random(seed)
+    f = (n - 1) // 3
+    doubled = frozenset(rng.sample(range(n), min(f if twins is None else twins, f)))
+    net = _TwinsNet(n, doubled)
+    nodes = len(net.nodes)
+    for node in range(nodes):
+        net.step_node(node, Start())
+    side = [0] * nodes
+    delivered = crashes = 0
+    down = [0] * nodes
+    cuts: tuple[Callable[[Action], bool], ...] = (_is_persist, _is_vote_send, _is_timeout_send,
+                                                  lambda a: isinstance(a, Broadcast), lambda a: True)
+    for _ in range(steps):
+        roll = rng.random()
+        if roll < 0.004:   # a new partition: twins apart, honest validators split at random
+            side = [rng.randrange(2) for _ in range(nodes)]
+            for i in doubled:
+                a, b = i, net.node_index.index(i, n)
+                side[b] = 1 - side[a]
+        elif roll < 0.006:
+            side = [0] * nodes
+        elif roll < 0.08:
+            node = rng.randrange(nodes)
+            s = net.nodes[node].core
+            if s is not None:
+                net.step_node(node, LocalTimeout(s.view))
+        elif roll < 0.085:
+            node = rng.randrange(nodes)
+            if net.nodes[node].core is not None and net.nodes[node].crash_after is None:
+                net.nodes[node].crash_after = rng.choice(cuts)   # dies after its next such action
+                crashes += 1
+        elif net.pending:
+            same = [k for k, (dst, src, _) in enumerate(net.pending)
+                    if any(side[x] == side[dst] for x, ix in enumerate(net.node_index) if ix == src)]
+            if not same:
+                continue
+            k = rng.choice(same[-12:]) if rng.random() < 0.7 else rng.choice(same)
+            dst, src, message = net.pending.pop(k)
+            if net.nodes[dst].core is not None:
+                net.step_node(dst, _deliver_event(message, src))
+                delivered += 1
+        for node in range(nodes):   # a crashed node restarts a while later
+            if net.nodes[node].core is None:
+                down[node] += 1
+                if down[node] > 40:
+                    down[node] = 0
+                    net.restart_node(node)
+        if len(net.pending) > 5_000:
+            del net.pending[: len(net.pending) - 5_000]
+        if net.violations:
+            break
+    honest = [v for v in net.nodes if v.index not in doubled]
+    return TwinsResult(seed, n, tuple(sorted(doubled)), tuple(net.violations),
+                       max((len(v.chain) for v in honest), default=0), delivered, crashes)
+
+
+def run_adversary_bench(twins_seeds: int, n: int = 4) -> dict[str, object]:
+    """The scripted attack schedules (each must stop at an honest refusal or end without a fork)
+    and ``twins_seeds`` random Twins schedules: what ``chainshare bench sim`` adds to its report."""
+    import time
+
+    started = time.perf_counter()
+    attacks = run_all_attacks()
+    twins = [run_twins(seed, n) for seed in range(twins_seeds)]
+    heights = sorted(r.finalized_height for r in twins)
+    return {
+        "attack_schedules": len(attacks),
+        "attack_violations": sum(len(r.violations) for r in attacks),
+        "attacks_refused": sum(1 for r in attacks if r.refused),
+        "twins_seeds": twins_seeds,
+        "twins_violations": sum(len(r.violations) for r in twins),
+        "twins_failed_seeds": [r.seed for r in twins if r.violations][:20],
+        "twins_finalized_height_p50": heights[len(heights) // 2] if heights else None,
+        "twins_crashes": sum(r.crashes for r in twins),
+        "wall_s": round(time.perf_counter() - started, 3),
+    }
