@@ -78,6 +78,7 @@ REQ_HASHES = "cs.hashes"
 REQ_PROOF = "cs.proof"
 SYNC_BATCH = 64
 MAX_FUTURE_DRIFT_MS = 10_000
+MAX_FUTURE_WAIT_MS = 10 * 60_000  # a block further ahead of our clock than drift + this is refused outright
 RECENT_MESSAGES = 256  # consensus messages kept to replay into the core of a new epoch
 RECENT_MESSAGE_BYTES = 16 * 1024 * 1024
 
@@ -325,8 +326,12 @@ class Replica:
         elif isinstance(action, core.BuildProposal):
             self._spawn(self._build(action, self._generation))
         elif isinstance(action, core.ValidateBlock):
-            ok = await loop.run_in_executor(self._executor, run_on_cedar_thread, self._validate, action.block)
-            self.events.put_nowait(core.BlockValidated(action.block.hash, ok))
+            wait_ms = compute_timestamp_wait_ms(action.block.header.timestamp_ms, int(time.time() * 1000))
+            if wait_ms:
+                self._spawn(self._validate_later(action.block, wait_ms, self._generation))
+            else:
+                ok = await loop.run_in_executor(self._executor, run_on_cedar_thread, self._validate, action.block)
+                self.events.put_nowait(core.BlockValidated(action.block.hash, ok))
         elif isinstance(action, core.Commit):
             await loop.run_in_executor(self._executor, self._commit, action)
             self._after_commit()
@@ -338,6 +343,18 @@ class Replica:
         elif isinstance(action, core.RecordEvidence):
             await loop.run_in_executor(self._executor, self._keep_evidence, action)
             self._report_evidence(action)
+
+    async def _validate_later(self, block: Block, wait_ms: int, generation: int) -> None:
+        """A block a little ahead of this node's clock is validated once the clock has caught up
+        (a slow clock must not leave the node without its vote until a block sync)."""
+        log_event(log, logging.INFO, "block ahead of the local clock: validating later", height=block.height,
+                  wait_ms=wait_ms)
+        await asyncio.sleep(wait_ms / 1000)
+        if generation != self._generation or self._stopping:
+            return
+        ok = await asyncio.get_running_loop().run_in_executor(self._executor, run_on_cedar_thread, self._validate,
+                                                              block)
+        self.events.put_nowait(_Tagged(generation, core.BlockValidated(block.hash, ok)))
 
     def _fire_timeout(self, generation: int, view: int) -> None:
         if generation == self._generation and not self._stopping:  # timers armed before a restore are stale
@@ -806,6 +823,14 @@ class Replica:
             return bool(agency and agency["active"])
 
         return is_allowed
+
+
+def compute_timestamp_wait_ms(timestamp_ms: int, now_ms: int) -> int:
+    """How long to wait before validating a block stamped ``timestamp_ms`` at local time ``now_ms``:
+    0 if it is within ``MAX_FUTURE_DRIFT_MS`` of our clock, or so far ahead (beyond drift +
+    ``MAX_FUTURE_WAIT_MS``) that it is validated, and refused, now; else until it is within drift."""
+    ahead = timestamp_ms - now_ms - MAX_FUTURE_DRIFT_MS
+    return ahead + 1 if 0 < ahead <= MAX_FUTURE_WAIT_MS else 0
 
 
 def _u64(n: int) -> bytes:

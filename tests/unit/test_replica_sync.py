@@ -153,3 +153,18 @@ def test_a_proven_batch_is_taken_whole_and_otherwise_only_the_confirmed_prefix()
     # a block of the batch failed its QC or re-execution: the proof of the last one covers nothing
     assert sync.count_blocks_to_take(2, 3, 0, True) == 0
     assert sync.count_blocks_to_take(2, 3, 3, False) == 2
+
+
+def test_a_block_a_little_ahead_of_a_slow_clock_is_validated_later_not_refused_for_good() -> None:
+    """Item 5 of issue 13: before, a block stamped beyond the drift was marked invalid and never
+    validated again (the core refetches a certified invalid block, but the same body is not
+    re-validated), so a node with a slow clock lost its vote until a block sync."""
+    from chainshare.replica import MAX_FUTURE_DRIFT_MS, MAX_FUTURE_WAIT_MS, compute_timestamp_wait_ms
+
+    now = 1_700_000_000_000
+    assert compute_timestamp_wait_ms(now, now) == 0
+    assert compute_timestamp_wait_ms(now + MAX_FUTURE_DRIFT_MS, now) == 0          # within the drift: now
+    assert compute_timestamp_wait_ms(now + MAX_FUTURE_DRIFT_MS + 5_000, now) == 5_001   # once within it
+    assert compute_timestamp_wait_ms(now + MAX_FUTURE_DRIFT_MS + MAX_FUTURE_WAIT_MS, now) > 0
+    # absurdly far ahead: validated (and refused) at once, no timer held for it
+    assert compute_timestamp_wait_ms(now + MAX_FUTURE_DRIFT_MS + MAX_FUTURE_WAIT_MS + 1, now) == 0
