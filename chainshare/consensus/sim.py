@@ -8,9 +8,12 @@
   arbitrary points of their action lists (between ``PersistSafety`` and the sends it allows
   included) and restart from what they persisted (``restore_core``);
 - after GST every message arrives within ``gst_delay_ms``, no partition, no crash;
+- every node runs the replica's block-sync loop, with the replica's decisions (``consensus/sync.py``:
+  f+1 holders, or a batch ending in a head the peer proves final by its 2-chain, which each node
+  keeps from its last commit as the replica does);
 - one byzantine validator (when ``config.byzantine``) equivocates proposals, double-votes, votes for
-  unknown blocks, attempts fork proposals on an older QC, withholds, replays old messages and sends
-  garbage, throughout.
+  unknown blocks, attempts fork proposals on an older QC, withholds, replays old messages, sends
+  garbage and serves forged sync batches (certified blocks that are not final), throughout.
 
 Blocks are real ``Block``s with a fake header (valid hash linkage, fake roots); signatures are the
 keyed-keccak ``FakeCrypto``. After every step the simulator checks safety: a commit must extend the
@@ -23,16 +26,16 @@ With ``config.reconfigure`` a schedule also changes the validator set once (``Ep
 set of n becomes another, at a seeded activation height H), modelling the replica's epoch switch:
 the old set certifies blocks of height >= H only as an empty suffix that is never stored; a node
 whose commit reaches H-1 carries out the rest of that step's actions, then restores a fresh core of
-the new set on H-1 (no safety data) and steps ``Start``; signatures are separated by epoch
+the new set on H-1 (no safety data) and steps ``Start`` (the decisions are ``consensus/epochs.py``,
+the replica's); signatures are separated by epoch
 (``FakeCrypto.epoch``, QCs below H checked with ``prior``); a node not in the set in force runs no
-core (an observer) and follows by block sync (f+1 validators of the set in force must hold a
-block). The checks then also cover H-1 and H, the suffix blocks, and the QC stored with each
+core (an observer) and follows by block sync. The checks then also cover H-1 and H, the suffix blocks, and the QC stored with each
 block (signed by the set of its height). Two rules of the replica keep the new set live, and each
 can be switched off to show it is needed (tests/sim/test_reconfigure.py): ``farewell_timeout``
 (before switching, the old core times out of its view, which broadcasts the QC that finalized the
 set's last block: otherwise it often dies with the aggregator's discarded proposal) and
-``sync_epoch_finality_proof`` (block sync takes blocks up to the set's last block from one peer
-that proves it final by a 2-chain: otherwise f+1 holders are needed, and there may be just one).
+``sync_epoch_finality_proof`` (block sync takes a batch from one peer that proves its last block
+final by a 2-chain: otherwise f+1 holders are needed, and there may be just one).
 
 ``run_sim_bench(seeds, n)`` runs many seeds and summarises them (``chainshare bench sim``).
 """
@@ -270,7 +273,7 @@ class SimConfig:
     unsafe_skip_highest_voted_view_check: bool = False
     reconfigure: bool = False      # one validator-set change (``EpochChange``) at a seeded height
     activation_heights: tuple[int, int] = (2, 9)
-    sync_interval_ms: int = 1_000  # block sync (reconfigure only): an observer syncs every interval,
+    sync_interval_ms: int = 1_000  # block sync: an observer syncs every interval,
     sync_stall_ms: int = 2_000     # a validator once it has finalized nothing for this long
     # The replica's two epoch-switch liveness rules (see the module docstring); False only to
     # show what goes wrong without them.
@@ -532,8 +535,7 @@ class _Sim:
                 self._push(0, node.index, "env", (0, Start()))
             if node.crash_at is not None:
                 self._push(node.crash_at, node.index, "crash", None)
-            if self.cfg.reconfigure:
-                self._push(self.cfg.sync_interval_ms, node.index, "sync", None)
+            self._push(self.cfg.sync_interval_ms, node.index, "sync", None)   # every node runs the sync loop
         self._push(self.cfg.gst_ms, -1, "gst", None)
         while self.queue:
             at, _, idx, kind, payload = heapq.heappop(self.queue)
