@@ -185,7 +185,7 @@ def test_twins_schedules_keep_the_honest_validators_agreeing_and_finalizing() ->
 
 
 def test_twins_find_a_quorum_one_vote_short_at_random(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Random Twins schedules find this mutation by themselves (seed 5 of the first six); the
-    others need the scripted schedules above (a random search of 40 seeds finds none of them)."""
+    """Random Twins schedules find this mutation by themselves (seeds 16, 17 and 20 of the first
+    24); the others need the scripted schedules above (40 random seeds find none of them)."""
     quorum_one_vote_short(monkeypatch)
-    assert any(v.startswith("SAFETY") for seed in range(6) for v in run_twins(seed).violations)
+    assert any(v.startswith("SAFETY") for seed in range(24) for v in run_twins(seed).violations)
