@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from chainshare.consensus import core, sync
+from chainshare.consensus import core, epochs, sync
 from chainshare.consensus.core import (
     Action,
     BlockValidated,
@@ -74,6 +74,7 @@ class _Validator:
     voted: dict[bytes, Block] = field(default_factory=dict)
     chain: list[Block] = field(default_factory=list)
     crash_after: Callable[[Action], bool] | None = None
+    epoch: int = 0
 
 
 class AttackFailed(Exception):
@@ -104,8 +105,10 @@ class AdversaryNet:
         self.finalized: dict[int, bytes] = {}
         self.violations: list[str] = []
         self.evidence = 0
+        self.activation_height: int | None = None   # of epoch 1 (same validators), if the script sets one
         self.validators: dict[int, _Validator] = {}
         self._sync_qcs: dict[bytes, QuorumCertificate] = {}
+        self._ending: list[_Validator] = []
         for i in range(n):
             if i in byzantine:
                 continue
@@ -225,6 +228,10 @@ class AdversaryNet:
                 if v.crash_after is not None and v.crash_after(action):
                     v.core, v.crash_after = None, None
                     return
+            if v in self._ending:   # the rest of the step was carried out under the old epoch
+                self._ending.remove(v)
+                self._switch_epoch(v)
+                return
 
     def _carry_out(self, v: _Validator, action: Action, pending: list[Event]) -> None:
         i = v.index
@@ -237,7 +244,9 @@ class AdversaryNet:
         elif isinstance(action, SendTo):
             self._record(i, action.index, action.message)
         elif isinstance(action, BuildProposal):
-            block = build_sim_block(action, self.addresses[i], 0, (b"tx/%d/%d" % (i, action.view),))
+            suffix = epochs.is_suffix(self.epoch_at(action.parent.height + 1), v.epoch)   # empty, as the replica's
+            txs = () if suffix else (b"tx/%d/%d/%d" % (i, action.view, v.epoch),)
+            block = build_sim_block(action, self.addresses[i], 0, txs)
             pending.append(ProposalBuilt(block))
         elif isinstance(action, ValidateBlock):
             pending.append(BlockValidated(action.block.hash, is_valid_sim_block(action.block)))
@@ -255,9 +264,29 @@ class AdversaryNet:
         if isinstance(message, Proposal):
             self.blocks.setdefault(message.block.hash, message.block)
 
+    def epoch_at(self, height: int) -> int:
+        return 1 if self.activation_height is not None and height >= self.activation_height else 0
+
+    def _switch_epoch(self, v: _Validator) -> None:
+        """The replica's epoch switch (``consensus/epochs.py``): farewell timeout, then a core of
+        epoch 1 (the same validators, signatures of epoch 1) restored on the set's last block."""
+        assert v.core is not None and self.activation_height is not None
+        v.core, farewell = epochs.compute_farewell(v.core)
+        pending: list[Event] = []
+        for action in farewell:
+            self._carry_out(v, action, pending)
+        head = v.chain[-1]
+        crypto = FakeCrypto(self.crypto[v.index].keys, v.index, SIM_CHAIN_ID, 1, prior=self.crypto[v.index],
+                            activation_height=self.activation_height)
+        v.epoch, v.safety, v.voted = 1, None, {}
+        v.core = core.restore_core(v.config, crypto, head, self._qc_of(head))
+        self._step(v.index, Start())
+
     def _on_commit(self, v: _Validator, commit: Commit) -> None:
         for cb in commit.blocks:
             b = cb.block
+            if epochs.is_suffix(self.epoch_at(b.height), v.epoch):
+                break   # the empty suffix past the set's last block: never stored
             last = v.chain[-1] if v.chain else self.genesis
             if b.header.parent_hash != last.hash or b.height != last.height + 1:
                 self.violations.append(f"validator {v.index} finalized block {b.height} that does not extend its chain")
@@ -268,6 +297,8 @@ class AdversaryNet:
                     f"SAFETY: validator {v.index} finalized {b.hash.hex()[:12]} at height {b.height}, another "
                     f"honest validator finalized {known.hex()[:12]}")
             v.chain.append(b)
+        if v.chain and epochs.has_epoch_ended(self.epoch_at(v.chain[-1].height + 1), v.epoch):
+            self._ending.append(v)
 
     # -- what the adversary sees ---------------------------------------------------------------
     def blocks_in_view(self, view: int) -> list[Block]:
@@ -516,6 +547,92 @@ def attack_sync_certified_not_final(net: AdversaryNet, variant: int) -> None:
         raise Refused("1 took nothing from the byzantine's batch")
 
 
+def attack_stale_epoch_tc(net: AdversaryNet, variant: int) -> None:
+    """A TC of the previous validator-set epoch replayed into the next (same validators, epoch 1
+    from height 2, so b1 is the last block of epoch 0 and b2 of view 2 an empty suffix block).
+
+    In epoch 0, b2's QC goes to the byzantine leader of view 3 only; the honest time out through
+    views 2-6 reporting QC1, and the byzantine keeps their TC(6). It then releases QC2: everyone
+    finalizes b1 and switches to epoch 1 on it. There, X2 (view 2, leader 2) and X3 (byzantine) are
+    certified and QC(X3) is shown to 1 alone (1 finalizes X2). The byzantine leader of view 7
+    proposes F on b1 carrying the epoch-0 TC(6) (max high-QC view 1 = QC1's); if 0 and 2 take it,
+    they certify F and F8 (leader 0) and finalize F at height 2. ``variant`` 1 shows QC(X3) to 1
+    only at the end."""
+    net.activation_height = 2
+    net.start()
+    b1 = net.proposal(1, 1)
+    for i in (0, 2):
+        net.deliver(i, Proposal(b1), 1)
+    for i in (0, 1):
+        vote = net.vote_of(i, b1)
+        if vote is None:
+            raise AttackFailed("no vote for b1")
+        net.deliver(2, vote, i)
+    b2 = net.proposal(2, 2)                           # the suffix block (it carries QC1)
+    for i in (0, 1):
+        net.deliver(i, Proposal(b2), 2)
+    qc2 = net.qc(b2, (0, 1, 2))                       # to the byzantine only
+    tcs: dict[int, TimeoutCertificate] = {}
+    for view in range(2, 7):
+        for i in (0, 1, 2):
+            if net.state(i).view < view:
+                net.deliver(i, _carrying(net, BYZ, tcs.get(view - 1)), BYZ)
+            net.fire_timeout(i)
+        tcs[view] = net.tc(view, (0, 1, 2), None)
+    stale = tcs[6]
+    for i in (0, 1, 2):                               # QC2 released: b1 final, epoch 1 begins
+        net.deliver(i, Timeout(7, BYZ, qc2, None, net.crypto[BYZ].sign_timeout(7, qc2.round)), BYZ)
+        if net.validators[i].epoch != 1:
+            raise AttackFailed(f"validator {i} did not switch to epoch 1")
+    e1 = FakeCrypto(net.crypto[BYZ].keys, BYZ, SIM_CHAIN_ID, 1, prior=net.crypto[BYZ], activation_height=2)
+    x2 = next((m.block for src, _, m in reversed(net.log) if isinstance(m, Proposal) and src == 2
+               and m.block.height == 2 and m.view == 2 and m.block.hash != b2.hash), None)
+    if x2 is None:
+        raise AttackFailed("leader 2 proposed nothing in epoch 1")
+    for i in (0, 1):
+        net.deliver(i, Proposal(x2), 2)
+    votes_x2 = {i: net.vote_of(i, x2) for i in (0, 1, 2)}
+    if any(v is None for v in votes_x2.values()):
+        raise AttackFailed("no epoch-1 votes for X2")
+    qc_x2 = e1.aggregate_qc(x2.hash, 2, 2, {i: v.signature for i, v in votes_x2.items() if v is not None})
+    x3u = build_sim_block(BuildProposal(3, x2, qc_x2, None), net.addresses[BYZ], 0, (b"X3",))
+    x3 = Block(x3u.header, x3u.transactions, x3u.justify, x3u.timeout_cert, e1.sign_proposal(x3u.hash))
+    net.blocks[x3.hash] = x3
+    for i in (0, 1, 2):
+        net.deliver(i, Proposal(x3), BYZ)
+    votes_x3 = {i: net.vote_of(i, x3) for i in (0, 1, 2)}
+    if any(v is None for v in votes_x3.values()):
+        raise AttackFailed("no epoch-1 votes for X3")
+    qc_x3 = e1.aggregate_qc(x3.hash, 3, 3, {i: v.signature for i, v in votes_x3.items() if v is not None})
+    show = Timeout(4, BYZ, qc_x3, None, e1.sign_timeout(4, 3))
+    if variant == 0:
+        net.deliver(1, show, BYZ)                     # 1 finalizes X2
+    fu = build_sim_block(BuildProposal(7, b1, b2.justify, stale), net.addresses[BYZ], 0, (b"F",))
+    f = Block(fu.header, fu.transactions, fu.justify, fu.timeout_cert, e1.sign_proposal(fu.hash))
+    net.blocks[f.hash] = f
+    for i in (0, 2):
+        net.deliver(i, Proposal(f), BYZ)
+    v2, v0 = net.vote_of(2, f), net.vote_of(0, f)
+    if v2 is None or v0 is None:
+        raise Refused("0 and 2 refused F (it carries a TC of epoch 0)")
+    net.deliver(0, v2, 2)
+    net.deliver(0, Vote(f.hash, 2, 7, BYZ, e1.sign_vote(f.hash, 2, 7)), BYZ)   # QC(F) at 0, leader of view 8
+    f8 = net.proposal(8, 0)
+    net.deliver(2, Proposal(f8), 0)
+    sigs = {}
+    for i in (0, 2):
+        vote = net.vote_of(i, f8)
+        if vote is None:
+            raise AttackFailed("no votes for F8")
+        sigs[i] = vote.signature
+    sigs[BYZ] = e1.sign_vote(f8.hash, 3, 8)
+    qc8 = e1.aggregate_qc(f8.hash, 3, 8, sigs)
+    for i in (0, 2):
+        net.deliver(i, Timeout(9, BYZ, qc8, None, e1.sign_timeout(9, 8)), BYZ)
+    if variant == 1:
+        net.deliver(1, show, BYZ)
+
+
 def _carrying(net: AdversaryNet, byz: int, tc: TimeoutCertificate | None) -> Timeout:
     """A byzantine timeout for ``tc.view + 1`` carrying ``tc`` (a way to hand someone a TC)."""
     if tc is None:
@@ -578,6 +695,7 @@ ATTACKS: dict[str, tuple[Callable[[AdversaryNet, int], None], int]] = {
     "non_consecutive_chain": (attack_non_consecutive_chain, 2),
     "small_quorum": (attack_small_quorum, 2),
     "sync_certified_not_final": (attack_sync_certified_not_final, 2),
+    "stale_epoch_tc": (attack_stale_epoch_tc, 2),
 }
 """name -> (schedule, number of variants)."""
 

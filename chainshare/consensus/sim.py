@@ -91,7 +91,7 @@ from chainshare.crypto.hashing import ZERO_HASH, keccak256
 from chainshare.errors import DecodeError
 from chainshare.ledger import finality
 from chainshare.ledger import quorum as ledger_quorum
-from chainshare.ledger.quorum import proposal_message, timeout_message, vote_message
+from chainshare.ledger.quorum import proposal_message, vote_message
 from chainshare.ledger.types import (
     EMPTY_BLOOM,
     Block,
@@ -159,7 +159,7 @@ class FakeCrypto:
         return self._sig(self._index, vote_message(self.chain_id, block_hash, height, view, self.epoch))
 
     def sign_timeout(self, view: int, high_qc_view: int) -> bytes:
-        return self._sig(self._index, timeout_message(self.chain_id, view, high_qc_view, self.epoch))
+        return self._sig(self._index, ledger_quorum.timeout_message(self.chain_id, view, high_qc_view, self.epoch))
 
     def verify_proposal(self, proposer: int, block_hash: bytes, signature: bytes) -> bool:
         return 0 <= proposer < self.n and signature == self._sig(
@@ -171,7 +171,7 @@ class FakeCrypto:
 
     def verify_timeout(self, timeout: Timeout) -> bool:
         return timeout.voter < self.n and timeout.signature == self._sig(
-            timeout.voter, timeout_message(self.chain_id, timeout.view, timeout.high_qc_view, self.epoch))
+            timeout.voter, ledger_quorum.timeout_message(self.chain_id, timeout.view, timeout.high_qc_view, self.epoch))
 
     def aggregate_qc(self, block_hash: bytes, height: int, view: int,
                      votes: Mapping[int, bytes]) -> QuorumCertificate:
@@ -200,7 +200,7 @@ class FakeCrypto:
         indices = check_tc_shape(tc, self.n)
         if indices is None:
             return False
-        sigs = [self._sig(i, timeout_message(self.chain_id, tc.view, hv, self.epoch))
+        sigs = [self._sig(i, ledger_quorum.timeout_message(self.chain_id, tc.view, hv, self.epoch))
                 for i, hv in zip(indices, tc.high_qc_views, strict=True)]
         return tc.signature == self._aggregate(sigs)
 

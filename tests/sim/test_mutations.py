@@ -7,7 +7,8 @@ reviewer's table of issue 13 (vote ignores highest_voted_view, timeout does not 
 before PersistSafety, rule 2's TC clause removed, restore drops highest_voted_view, commit without
 the next-view rule), a quorum one vote short, and a block sync (``consensus/sync.py``, the
 decisions the replica runs) that takes served blocks whose QCs verify without f+1 holders or a
-2-chain proof. "Caught" means an actual fork: the
+2-chain proof, and timeout signatures that do not name the validator-set epoch (a TC of the
+previous epoch accepted in the next). "Caught" means an actual fork: the
 simulator's safety check reports an honest validator finalizing a block at a height where another
 honest validator finalized a different one (no structural assertion). The schedules are
 ``consensus.adversary.ATTACKS`` (n = 4, one byzantine, the network scheduled by the adversary,
@@ -132,6 +133,14 @@ def sync_takes_a_certified_tail(mp: pytest.MonkeyPatch) -> None:
     mp.setattr(sync, "count_blocks_to_take", lambda checked, batch_len, confirmed, proof_holds: checked)
 
 
+def timeout_signature_without_epoch(mp: pytest.MonkeyPatch) -> None:
+    # a timeout signs (chain, view, high-QC view) but not the epoch: a TC of one validator-set
+    # epoch verifies in the next (a TC accepted from a lower epoch)
+    intact = ledger_quorum.timeout_message
+    mp.setattr(ledger_quorum, "timeout_message",
+               lambda chain_id, view, high_qc_view, epoch=0: intact(chain_id, view, high_qc_view, 0))
+
+
 MUTATIONS: dict[str, Mutation] = {
     "vote ignores highest_voted_view": vote_ignores_highest_voted_view,
     "timeout does not raise highest_voted_view": timeout_does_not_raise_highest_voted_view,
@@ -141,6 +150,7 @@ MUTATIONS: dict[str, Mutation] = {
     "commit without the next-view rule": commit_without_next_view_rule,
     "quorum n - f - 1": quorum_one_vote_short,
     "block sync takes a certified tail that is not final": sync_takes_a_certified_tail,
+    "TC accepted from a lower epoch": timeout_signature_without_epoch,
 }
 
 
