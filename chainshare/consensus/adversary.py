@@ -12,6 +12,11 @@ byzantine validators are the adversary's: it signs anything with their keys (equ
 proposals, votes, timeouts reporting any high-QC view) and aggregates any signed votes and
 timeouts it has seen, but it cannot sign for an honest validator.
 
+Validator-set epochs go through the replica's own decisions (``consensus/epochs.py``: the empty
+suffix is never stored, the farewell timeout, a fresh core of the next epoch on the set's last
+block), and block sync through ``consensus/sync.py``. ``run_twins`` adds random Twins schedules
+(Bano et al.): each of f byzantine validators is two honest cores holding one key.
+
 The check is the simulator's: no two honest validators finalize different blocks at one height
 (``AdversaryNet.violations``, "SAFETY: ..."), and a commit must extend the validator's own
 finalized chain. ``ATTACKS`` are the schedules; each takes a ``variant`` (which crash cut, which
@@ -396,8 +401,8 @@ def attack_hidden_qc(net: AdversaryNet, variant: int) -> None:
     (a double signature that the rules forbid) is what ``variant`` varies:
 
     - 0: 1 times out in view 2, then is shown b2 (highest_voted_view forbids the vote);
-    - 1: as 0, with a crash of 1 right after it persisted its timeout, and a restart (the
-      persisted highest_voted_view forbids the vote);
+    - 1: as 0, with a crash of 1 right after it sent its (persisted) timeout, and a restart
+      (the persisted highest_voted_view forbids the vote);
     - 2: 1 is shown b2 first and crashes right after sending its vote, restarts and times out in
       view 2 (what it persisted before the vote makes its timeout report QC1);
     - 3: 1 votes for b2 and times out in view 2 (reporting QC1: rule 2's TC clause refuses F).
