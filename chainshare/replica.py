@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chainshare import codec
-from chainshare.consensus import core
+from chainshare.consensus import core, epochs, sync
 from chainshare.consensus.messages import BlsCrypto, Proposal, Timeout, Vote, decode_message, encode_message
 from chainshare.crypto.hashing import keccak256
 from chainshare.errors import ChainshareError, ConsensusError, DecodeError, InvalidTransaction
@@ -56,7 +56,6 @@ from chainshare.ledger.finality import (
     FinalityProof,
     decode_finality_proof,
     encode_finality_proof,
-    is_finality_proof_of,
 )
 from chainshare.ledger.types import Block, QuorumCertificate
 from chainshare.logs import log_event
@@ -79,6 +78,7 @@ REQ_HASHES = "cs.hashes"
 REQ_PROOF = "cs.proof"
 SYNC_BATCH = 64
 MAX_FUTURE_DRIFT_MS = 10_000
+MAX_FUTURE_WAIT_MS = 10 * 60_000  # a block further ahead of our clock than drift + this is refused outright
 RECENT_MESSAGES = 256  # consensus messages kept to replay into the core of a new epoch
 RECENT_MESSAGE_BYTES = 16 * 1024 * 1024
 
@@ -140,7 +140,6 @@ class Replica:
         self.my_index: int | None = None
         self.core_config: core.CoreConfig | None = None
         self.crypto: BlsCrypto | None = None
-        self._verifiers: dict[tuple[int, tuple[bytes, ...]], BlsCrypto] = {}
         self.executed: dict[bytes, ExecutedBlock] = {}
         self.events: asyncio.Queue[Any] = asyncio.Queue()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replica")
@@ -167,12 +166,7 @@ class Replica:
     def _verifier(self, vs: ValidatorSet) -> BlsCrypto:
         """A verify-only crypto for the set ``vs`` (cached per epoch and keys: a scheduled set can be
         replaced by another of the same epoch before it is active)."""
-        keys = tuple(v["bls_public_key"] for v in vs.validators)
-        verifier = self._verifiers.get((vs.epoch, keys))
-        if verifier is None:
-            verifier = self._verifiers[(vs.epoch, keys)] = BlsCrypto(self.node.chain_id, list(keys), -1, None,
-                                                                     vs.epoch)
-        return verifier
+        return sync.get_set_verifier(self.node.chain_id, vs.epoch, tuple(v["bls_public_key"] for v in vs.validators))
 
     def _restore(self) -> core.CoreState | None:
         """The core for the validator set that certifies the block after the committed head (None
@@ -228,7 +222,7 @@ class Replica:
     def _is_suffix(self, reader: Any, height: int) -> bool:
         """True iff the block at ``height`` over state ``reader`` belongs to a later epoch than the
         one this core runs: the current set certifies it only as an empty suffix block."""
-        return get_validator_set_at(reader, height).epoch != self.vset.epoch
+        return epochs.is_suffix(get_validator_set_at(reader, height).epoch, self.vset.epoch)
 
     # -- reads --------------------------------------------------------------------------------
     def reader_for(self, block_hash: bytes) -> Any:
@@ -308,10 +302,9 @@ class Replica:
             # Leaving the set, this validator will never vote in that epoch again: the timeout is safe.
             self._epoch_ended = False
             if self.state is not None:
-                self.state, farewell = core.step(self.state, core.LocalTimeout(self.state.view))
+                self.state, farewell = epochs.compute_farewell(self.state)
                 for action in farewell:
-                    if isinstance(action, (core.PersistSafety, core.Broadcast)):
-                        await self._apply(action)
+                    await self._apply(action)
             self._restart_core()
             await self._handle(core.Start())
             self._replay_recent()
@@ -334,18 +327,35 @@ class Replica:
         elif isinstance(action, core.BuildProposal):
             self._spawn(self._build(action, self._generation))
         elif isinstance(action, core.ValidateBlock):
-            ok = await loop.run_in_executor(self._executor, run_on_cedar_thread, self._validate, action.block)
-            self.events.put_nowait(core.BlockValidated(action.block.hash, ok))
+            wait_ms = compute_timestamp_wait_ms(action.block.header.timestamp_ms, int(time.time() * 1000))
+            if wait_ms:
+                self._spawn(self._validate_later(action.block, wait_ms, self._generation))
+            else:
+                ok = await loop.run_in_executor(self._executor, run_on_cedar_thread, self._validate, action.block)
+                self.events.put_nowait(core.BlockValidated(action.block.hash, ok))
         elif isinstance(action, core.Commit):
             await loop.run_in_executor(self._executor, self._commit, action)
             self._after_commit()
-            if get_validator_set_at(self.chain.state, self.chain.head_height + 1).epoch != self.vset.epoch:
+            if epochs.has_epoch_ended(get_validator_set_at(self.chain.state, self.chain.head_height + 1).epoch,
+                                      self.vset.epoch):
                 self._epoch_ended = True
         elif isinstance(action, core.FetchBlock):
             self._spawn(self._fetch(action))
         elif isinstance(action, core.RecordEvidence):
             await loop.run_in_executor(self._executor, self._keep_evidence, action)
             self._report_evidence(action)
+
+    async def _validate_later(self, block: Block, wait_ms: int, generation: int) -> None:
+        """A block a little ahead of this node's clock is validated once the clock has caught up
+        (a slow clock must not leave the node without its vote until a block sync)."""
+        log_event(log, logging.INFO, "block ahead of the local clock: validating later", height=block.height,
+                  wait_ms=wait_ms)
+        await asyncio.sleep(wait_ms / 1000)
+        if generation != self._generation or self._stopping:
+            return
+        ok = await asyncio.get_running_loop().run_in_executor(self._executor, run_on_cedar_thread, self._validate,
+                                                              block)
+        self.events.put_nowait(_Tagged(generation, core.BlockValidated(block.hash, ok)))
 
     def _fire_timeout(self, generation: int, view: int) -> None:
         if generation == self._generation and not self._stopping:  # timers armed before a restore are stale
@@ -719,8 +729,7 @@ class Replica:
     async def _count_confirmed(self, peer: str, start: int, batch: list[Any]) -> int:
         """How many leading blocks of ``batch`` (served by ``peer`` from height ``start``) enough
         validators hold as final: f+1 of the set in force, counting ``peer`` if it is one."""
-        f = (len(self.vset.validators) - 1) // 3
-        needed = f if peer in self.index_of else f + 1
+        needed = sync.count_needed_holders(len(self.vset.validators), peer in self.index_of)
         if needed == 0:
             return len(batch)
         try:
@@ -737,12 +746,7 @@ class Replica:
             return answer if isinstance(answer, list) else []
 
         answers = await asyncio.gather(*(ask(q) for q in others))
-        count = 0
-        for k, h in enumerate(hashes):
-            if sum(1 for a in answers if k < len(a) and a[k] == h) < needed:
-                break
-            count += 1
-        return count
+        return sync.count_confirmed(hashes, answers, needed)
 
     async def _fetch_finality_proof(self, peer: str, batch: list[Any]) -> _ServedProof | None:
         """``peer``'s proof if it has the shape of a 2-chain over the last block of
@@ -759,10 +763,7 @@ class Replica:
             served = [Block.decode(item[0]) for item in batch]
         except (ChainshareError, DecodeError, IndexError, TypeError, ValueError):
             return None
-        # Blocks are committed one by one: a break in the batch must be seen before any is.
-        if any(b.header.parent_hash != a.hash for a, b in zip(served, served[1:], strict=False)):
-            return None
-        if not is_finality_proof_of(decoded, served[-1]):
+        if not sync.is_proof_for_batch(decoded, served):
             return None
         return _ServedProof(raw, decoded)
 
@@ -792,9 +793,10 @@ class Replica:
                 break
             done.append((block, qc, ex))
             reader, header, acc = _Overlay(reader, ex.state_changes), block.header, ex.accumulator
-        proven = (proof is not None and len(done) == len(batch) and last_set is not None
-                  and self._finality_signatures_hold(proof, last_set))
-        take = len(done) if proven else min(confirmed, len(done))
+        holds = (proof is not None and len(done) == len(batch) and last_set is not None
+                 and self._finality_signatures_hold(proof, last_set))
+        take = sync.count_blocks_to_take(len(done), len(batch), confirmed, holds)
+        proven = holds and take == len(batch)
         for i, (block, qc, ex) in enumerate(done[:take]):
             # a proof that held proves our new head final: kept with it, served to peers that sync from us
             kept = proof.raw if proven and proof is not None and i == take - 1 else None
@@ -812,9 +814,7 @@ class Replica:
     def _finality_signatures_hold(self, proof: _ServedProof, vs: ValidatorSet) -> bool:
         """True iff every QC of ``proof`` (each block's QC of its parent, and the final QC) is
         signed by a quorum of ``vs``."""
-        verifier = self._verifier(vs)
-        return (all(b.justify is not None and verifier.verify_qc(b.justify) for b in proof.proof.blocks)
-                and verifier.verify_qc(proof.proof.qc))
+        return sync.proof_signatures_hold(proof.proof, self._verifier(vs).verify_qc)
 
     async def run_sync_loop(self, interval_s: float = 2.0, stall_s: float = 4.0) -> None:
         """When this replica has finalized nothing for ``stall_s`` (it was down, partitioned, or
@@ -840,6 +840,14 @@ class Replica:
             return bool(agency and agency["active"])
 
         return is_allowed
+
+
+def compute_timestamp_wait_ms(timestamp_ms: int, now_ms: int) -> int:
+    """How long to wait before validating a block stamped ``timestamp_ms`` at local time ``now_ms``:
+    0 if it is within ``MAX_FUTURE_DRIFT_MS`` of our clock, or so far ahead (beyond drift +
+    ``MAX_FUTURE_WAIT_MS``) that it is validated, and refused, now; else until it is within drift."""
+    ahead = timestamp_ms - now_ms - MAX_FUTURE_DRIFT_MS
+    return ahead + 1 if 0 < ahead <= MAX_FUTURE_WAIT_MS else 0
 
 
 def _u64(n: int) -> bytes:

@@ -67,16 +67,23 @@ def sharing(decisions: int, nodes: int, clients: int, cedar_iterations: int, dat
 @click.option("--validators", "n", type=click.IntRange(4, 31), default=4, show_default=True)
 @click.option("--reconfigure", is_flag=True,
               help="One validator-set change per seed (replace, reorder, add or remove at a seeded height).")
-def sim(seeds: int, n: int, reconfigure: bool) -> None:
+@click.option("--twins", "twins_seeds", type=click.IntRange(0, 1_000_000), default=0, show_default=True,
+              help="Also run this many random Twins schedules (f byzantine validators as doubled honest cores).")
+def sim(seeds: int, n: int, reconfigure: bool, twins_seeds: int) -> None:
     """Run the deterministic consensus simulator over many seeded schedules (delays, drops,
-    partitions, crashes, a byzantine validator, optionally a validator-set change); prints
-    violations (must be 0) and finality rounds."""
+    partitions, crashes, a byzantine validator, optionally a validator-set change), the scripted
+    attack schedules, and optionally random Twins schedules; prints violations (must be 0) and
+    finality rounds."""
     import json
 
     from chainshare.bench import write_result
+    from chainshare.consensus.adversary import run_adversary_bench
     from chainshare.consensus.sim import run_sim_bench
 
     result = run_sim_bench(seeds, n, reconfigure=reconfigure)
+    result["adversary"] = adversary = run_adversary_bench(twins_seeds, n)
+    if adversary["attack_violations"] or adversary["twins_violations"]:
+        result["violations"] += adversary["attack_violations"] + adversary["twins_violations"]  # type: ignore[operator]
     result["saved_to"] = str(write_result(result))
     click.echo(json.dumps(result))
     if result.get("violations") or result.get("liveness_failures"):

@@ -62,7 +62,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from chainshare import codec
-from chainshare.consensus.evidence import Evidence, check_double_proposal, check_double_vote
+from chainshare.consensus.evidence import (
+    Evidence,
+    check_double_proposal,
+    check_double_timeout,
+    check_double_vote,
+)
 from chainshare.consensus.messages import (
     Crypto,
     Message,
@@ -75,6 +80,7 @@ from chainshare.consensus.messages import (
     get_qc_view,
 )
 from chainshare.errors import ConsensusError, DecodeError
+from chainshare.ledger import quorum as ledger_quorum
 from chainshare.ledger.quorum import compute_proposer_index
 from chainshare.ledger.types import Block, QuorumCertificate, compute_justify_hash
 
@@ -120,7 +126,7 @@ class CoreConfig:
     def quorum(self) -> int:
         """n - f: equal to docs/consensus.md's 2f+1 when n = 3f+1, and still a safe quorum (any two
         share f+1 validators, so an honest one) when n is not of that form, where 2f+1 is not."""
-        return self.n - self.f
+        return ledger_quorum.compute_quorum(self.n)
 
     def leader(self, view: int) -> int:
         return compute_proposer_index(view, self.n)
@@ -129,7 +135,10 @@ class CoreConfig:
 @dataclass(frozen=True)
 class SafetyData:
     """What a validator persists before it signs: the last view it voted or timed out in, and the
-    highest QC it held then (docs/consensus.md's safety state), plus ``last_tc``, the TC by which it
+    highest QC it held then (docs/consensus.md's safety state), ``last_timeout``, the timeout it
+    signed in its current view if any (after a restart it re-sends that one, never a second timeout
+    for the view with another high-QC view: two would be evidence of equivocation), plus
+    ``last_tc``, the TC by which it
     entered its current view if it entered by timeout. ``last_tc`` is for liveness only: after a
     restart the validator still holds the certificate of the view it resumes in, and its timeouts
     carry it to validators that are behind (without it, validators restarted in different views
@@ -138,20 +147,23 @@ class SafetyData:
     highest_voted_view: int
     highest_qc: QuorumCertificate | None
     last_tc: TimeoutCertificate | None = None
+    last_timeout: Timeout | None = None
 
     def to_list(self) -> list[Any]:
         return [self.highest_voted_view, self.highest_qc.to_list() if self.highest_qc is not None else None,
-                self.last_tc.to_list() if self.last_tc is not None else None]
+                self.last_tc.to_list() if self.last_tc is not None else None,
+                self.last_timeout.to_list() if self.last_timeout is not None else None]
 
     @classmethod
     def from_list(cls, v: Any) -> SafetyData:
-        if not isinstance(v, list) or len(v) != 3:
-            raise DecodeError("safety data must be an array of 3 fields")
+        if not isinstance(v, list) or len(v) not in (3, 4):   # 3: written before last_timeout was kept
+            raise DecodeError("safety data must be an array of 4 fields")
         hvv = v[0]
         if not isinstance(hvv, int) or isinstance(hvv, bool) or hvv < 0:
             raise DecodeError("highest_voted_view must be a non-negative integer")
+        timeout = Timeout.from_list(v[3]) if len(v) == 4 and v[3] is not None else None
         return cls(hvv, QuorumCertificate.from_list(v[1]) if v[1] is not None else None,
-                   TimeoutCertificate.from_list(v[2]) if v[2] is not None else None)
+                   TimeoutCertificate.from_list(v[2]) if v[2] is not None else None, timeout)
 
     def encode(self) -> bytes:
         return codec.encode(self.to_list())
@@ -361,7 +373,7 @@ class CoreState:
 
     @property
     def safety_data(self) -> SafetyData:
-        return SafetyData(self.highest_voted_view, self.highest_qc, self.last_tc)
+        return SafetyData(self.highest_voted_view, self.highest_qc, self.last_tc, self.my_timeout)
 
     @property
     def committed_height(self) -> int:
@@ -395,6 +407,9 @@ def restore_core(config: CoreConfig, crypto: Crypto, committed: Block, committed
     last_tc = safety.last_tc if safety is not None else None
     if last_tc is not None and last_tc.view != view - 1:
         last_tc = None
+    my_timeout = safety.last_timeout if safety is not None else None
+    if my_timeout is not None and (my_timeout.view != view or my_timeout.voter != config.index):
+        my_timeout = None
     tree: dict[bytes, BlockEntry] = {}
     for b in sorted(blocks, key=lambda b: b.height):   # parents before children
         p = b.header.parent_hash
@@ -402,7 +417,8 @@ def restore_core(config: CoreConfig, crypto: Crypto, committed: Block, committed
             tree[b.hash] = BlockEntry(b, BlockStatus.PENDING, config.index)
     return CoreState(config=config, crypto=crypto, view=view, highest_voted_view=hvv, highest_qc=hq,
                      last_tc=last_tc, committed=committed, committed_qc=committed_qc, blocks=tree,
-                     certified=certified, proposed_view=hvv)
+                     certified=certified, proposed_view=hvv, my_timeout=my_timeout,
+                     timeouts={view: {config.index: my_timeout}} if my_timeout is not None else {})
 
 
 def initial_state(config: CoreConfig, crypto: Crypto, genesis: Block) -> CoreState:
@@ -848,7 +864,19 @@ def on_timeout(t: _Step, timeout: Timeout) -> None:
     v = timeout.view
     if timeout.voter >= cfg.n or v < s.view or timeout.high_qc_view >= v:
         return
-    if timeout.voter in s.timeouts.get(v, {}):
+    first = s.timeouts.get(v, {}).get(timeout.voter)
+    if first is not None:
+        # a second timeout of one validator for one view: only its own signature is checked
+        if first.high_qc_view != timeout.high_qc_view and s.crypto.verify_timeout(timeout):
+            evidence = check_double_timeout(first, timeout)
+            if evidence is not None:
+                _report(t, evidence, timeout.voter)
+        return
+    # Cheap before costly: the timeout's own signature (one verification) before the certificates
+    # it carries (aggregates); one that will not be kept (too far ahead) only has its certificates
+    # checked, which is how a validator that was down for many views catches up.
+    keep = v <= s.view + cfg.future_views
+    if keep and not s.crypto.verify_timeout(timeout):
         return
     if timeout.high_qc is not None and not _is_valid_qc(s, timeout.high_qc):
         return
@@ -866,7 +894,7 @@ def on_timeout(t: _Step, timeout: Timeout) -> None:
         process_qc(t, timeout.high_qc)
     if tc is not None:
         process_tc(t, tc)
-    if v > t.s.view + cfg.future_views or not t.s.crypto.verify_timeout(timeout):
+    if v > t.s.view + cfg.future_views or (not keep and not t.s.crypto.verify_timeout(timeout)):
         return
     record_timeout(t, timeout)
 

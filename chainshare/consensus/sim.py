@@ -8,9 +8,12 @@
   arbitrary points of their action lists (between ``PersistSafety`` and the sends it allows
   included) and restart from what they persisted (``restore_core``);
 - after GST every message arrives within ``gst_delay_ms``, no partition, no crash;
+- every node runs the replica's block-sync loop, with the replica's decisions (``consensus/sync.py``:
+  f+1 holders, or a batch ending in a head the peer proves final by its 2-chain, which each node
+  keeps from its last commit as the replica does);
 - one byzantine validator (when ``config.byzantine``) equivocates proposals, double-votes, votes for
-  unknown blocks, attempts fork proposals on an older QC, withholds, replays old messages and sends
-  garbage, throughout.
+  unknown blocks, attempts fork proposals on an older QC, withholds, replays old messages, sends
+  garbage and serves forged sync batches (certified blocks that are not final), throughout.
 
 Blocks are real ``Block``s with a fake header (valid hash linkage, fake roots); signatures are the
 keyed-keccak ``FakeCrypto``. After every step the simulator checks safety: a commit must extend the
@@ -23,16 +26,16 @@ With ``config.reconfigure`` a schedule also changes the validator set once (``Ep
 set of n becomes another, at a seeded activation height H), modelling the replica's epoch switch:
 the old set certifies blocks of height >= H only as an empty suffix that is never stored; a node
 whose commit reaches H-1 carries out the rest of that step's actions, then restores a fresh core of
-the new set on H-1 (no safety data) and steps ``Start``; signatures are separated by epoch
+the new set on H-1 (no safety data) and steps ``Start`` (the decisions are ``consensus/epochs.py``,
+the replica's); signatures are separated by epoch
 (``FakeCrypto.epoch``, QCs below H checked with ``prior``); a node not in the set in force runs no
-core (an observer) and follows by block sync (f+1 validators of the set in force must hold a
-block). The checks then also cover H-1 and H, the suffix blocks, and the QC stored with each
+core (an observer) and follows by block sync. The checks then also cover H-1 and H, the suffix blocks, and the QC stored with each
 block (signed by the set of its height). Two rules of the replica keep the new set live, and each
 can be switched off to show it is needed (tests/sim/test_reconfigure.py): ``farewell_timeout``
 (before switching, the old core times out of its view, which broadcasts the QC that finalized the
 set's last block: otherwise it often dies with the aggregator's discarded proposal) and
-``sync_epoch_finality_proof`` (block sync takes blocks up to the set's last block from one peer
-that proves it final by a 2-chain: otherwise f+1 holders are needed, and there may be just one).
+``sync_epoch_finality_proof`` (block sync takes a batch from one peer that proves its last block
+final by a 2-chain: otherwise f+1 holders are needed, and there may be just one).
 
 ``run_sim_bench(seeds, n)`` runs many seeds and summarises them (``chainshare bench sim``).
 """
@@ -48,7 +51,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from chainshare import codec
-from chainshare.consensus import core
+from chainshare.consensus import core, epochs, sync
 from chainshare.consensus.core import (
     Action,
     BlockValidated,
@@ -60,7 +63,6 @@ from chainshare.consensus.core import (
     CoreState,
     Event,
     FetchBlock,
-    FinalityProof,
     LocalTimeout,
     PersistSafety,
     ProposalBuilt,
@@ -87,7 +89,9 @@ from chainshare.consensus.messages import (
 )
 from chainshare.crypto.hashing import ZERO_HASH, keccak256
 from chainshare.errors import DecodeError
-from chainshare.ledger.quorum import proposal_message, timeout_message, vote_message
+from chainshare.ledger import finality
+from chainshare.ledger import quorum as ledger_quorum
+from chainshare.ledger.quorum import proposal_message, vote_message
 from chainshare.ledger.types import (
     EMPTY_BLOOM,
     Block,
@@ -155,7 +159,7 @@ class FakeCrypto:
         return self._sig(self._index, vote_message(self.chain_id, block_hash, height, view, self.epoch))
 
     def sign_timeout(self, view: int, high_qc_view: int) -> bytes:
-        return self._sig(self._index, timeout_message(self.chain_id, view, high_qc_view, self.epoch))
+        return self._sig(self._index, ledger_quorum.timeout_message(self.chain_id, view, high_qc_view, self.epoch))
 
     def verify_proposal(self, proposer: int, block_hash: bytes, signature: bytes) -> bool:
         return 0 <= proposer < self.n and signature == self._sig(
@@ -167,7 +171,7 @@ class FakeCrypto:
 
     def verify_timeout(self, timeout: Timeout) -> bool:
         return timeout.voter < self.n and timeout.signature == self._sig(
-            timeout.voter, timeout_message(self.chain_id, timeout.view, timeout.high_qc_view, self.epoch))
+            timeout.voter, ledger_quorum.timeout_message(self.chain_id, timeout.view, timeout.high_qc_view, self.epoch))
 
     def aggregate_qc(self, block_hash: bytes, height: int, view: int,
                      votes: Mapping[int, bytes]) -> QuorumCertificate:
@@ -181,7 +185,7 @@ class FakeCrypto:
         if len(qc.signers) != (self.n + 7) // 8:
             return False
         indices = qc.signer_indices()
-        if any(i >= self.n for i in indices) or len(indices) < self.n - (self.n - 1) // 3:
+        if any(i >= self.n for i in indices) or len(indices) < ledger_quorum.compute_quorum(self.n):
             return False
         message = vote_message(self.chain_id, qc.block_hash, qc.height, qc.round, self.epoch)
         return qc.signature == self._aggregate([self._sig(i, message) for i in indices])
@@ -196,7 +200,7 @@ class FakeCrypto:
         indices = check_tc_shape(tc, self.n)
         if indices is None:
             return False
-        sigs = [self._sig(i, timeout_message(self.chain_id, tc.view, hv, self.epoch))
+        sigs = [self._sig(i, ledger_quorum.timeout_message(self.chain_id, tc.view, hv, self.epoch))
                 for i, hv in zip(indices, tc.high_qc_views, strict=True)]
         return tc.signature == self._aggregate(sigs)
 
@@ -269,7 +273,7 @@ class SimConfig:
     unsafe_skip_highest_voted_view_check: bool = False
     reconfigure: bool = False      # one validator-set change (``EpochChange``) at a seeded height
     activation_heights: tuple[int, int] = (2, 9)
-    sync_interval_ms: int = 1_000  # block sync (reconfigure only): an observer syncs every interval,
+    sync_interval_ms: int = 1_000  # block sync: an observer syncs every interval,
     sync_stall_ms: int = 2_000     # a validator once it has finalized nothing for this long
     # The replica's two epoch-switch liveness rules (see the module docstring); False only to
     # show what goes wrong without them.
@@ -377,8 +381,8 @@ class _Node:
     epoch_ended: bool = False  # a commit reached the last block of its epoch
     last_progress: int = 0
     pending_build: BuildProposal | None = None   # of the step that ended the epoch
-    # the suffix blocks and 2-chain that finalized the last block of epoch 0 (when it committed it)
-    epoch_proof: tuple[tuple[Block, ...], FinalityProof] | None = None
+    # durable, as the replica keeps it: the 2-chain (suffix blocks, certified child) proving its head final
+    head_proof: finality.FinalityProof | None = None
 
 
 class _Sim:
@@ -480,7 +484,7 @@ class _Sim:
 
     def _is_suffix(self, node: _Node, height: int) -> bool:
         """True iff the set ``node``'s core runs certifies ``height`` only as an empty suffix block."""
-        return self._epoch_at(height) != node.epoch
+        return epochs.is_suffix(self._epoch_at(height), node.epoch)
 
     def _node_of(self, node: _Node, index: int) -> int:
         """The node that is validator ``index`` of ``node``'s current set."""
@@ -531,8 +535,7 @@ class _Sim:
                 self._push(0, node.index, "env", (0, Start()))
             if node.crash_at is not None:
                 self._push(node.crash_at, node.index, "crash", None)
-            if self.cfg.reconfigure:
-                self._push(self.cfg.sync_interval_ms, node.index, "sync", None)
+            self._push(self.cfg.sync_interval_ms, node.index, "sync", None)   # every node runs the sync loop
         self._push(self.cfg.gst_ms, -1, "gst", None)
         while self.queue:
             at, _, idx, kind, payload = heapq.heappop(self.queue)
@@ -711,12 +714,11 @@ class _Sim:
         ``Start``; a node not in the next set becomes an observer."""
         if node.epoch_ended and node.core is not None:
             if self.cfg.farewell_timeout and node.index != self.byz:
-                # the replica's farewell: time out of the view (persisted, then broadcast); the
+                # the replica's farewell (epochs.compute_farewell): time out of the view; the
                 # timeout carries the QC that finalized the set's last block to the others
-                node.core, actions = core.step(node.core, LocalTimeout(node.core.view))
+                node.core, actions = epochs.compute_farewell(node.core)
                 for action in actions:
-                    if isinstance(action, (PersistSafety, Broadcast)):
-                        self._execute(node, action)
+                    self._execute(node, action)
             node.pending_build = None
             self.result.switched += 1
             if self.result.first_switch_ms is None:
@@ -792,25 +794,8 @@ class _Sim:
         if proof.block.header.parent_hash != last.hash or proof.qc.block_hash != proof.block.hash \
                 or proof.block.header.round != last.header.round + 1:
             self.result.violations.append(f"t={self.now} validator {node.index} committed without a 2-chain proof")
-        if node.epoch_ended:
-            node.epoch_proof = (tuple(suffix), proof)
-
-    def _is_epoch_proof(self, chain: list[CommittedBlock], proof: tuple[tuple[Block, ...], FinalityProof]) -> bool:
-        """True iff ``proof`` shows that ``chain``'s last block (the last of epoch 0) is final:
-        suffix blocks linked to it, each carrying its parent's QC, and a QC of the set of epoch 0 on
-        a child of the last of them with the next view (the 2-chain rule)."""
-        blocks, fp = proof
-        parent = chain[-1].block
-        verifier = self.verifiers[0]
-        for b in (*blocks, fp.block):
-            qc = b.justify
-            if (b.header.parent_hash != parent.hash or qc is None or qc.block_hash != parent.hash
-                    or not verifier.verify_qc(qc)):
-                return False
-            parent = b
-        grandparent = blocks[-1] if blocks else chain[-1].block
-        return (fp.qc.block_hash == fp.block.hash and verifier.verify_qc(fp.qc)
-                and fp.block.header.round == grandparent.header.round + 1)
+        if len(suffix) < len(commit.blocks):   # a block was stored: keep its proof, as the replica does
+            node.head_proof = finality.FinalityProof((*suffix, proof.block), proof.qc)
 
     def _store_final(self, node: _Node, cb: CommittedBlock) -> None:
         """Append a finalized block to ``node``'s durable chain; a violation if another honest node
@@ -830,7 +815,7 @@ class _Sim:
         node.chain.append(cb)
         node.by_hash[b.hash] = b
         node.last_progress = self.now
-        if self._is_suffix(node, b.height + 1):
+        if epochs.has_epoch_ended(self._epoch_at(b.height + 1), node.epoch):
             node.epoch_ended = True
 
     def _check_suffix(self, node: _Node, b: Block) -> None:
@@ -855,41 +840,80 @@ class _Sim:
         self._sync(node)
 
     def _sync(self, node: _Node) -> None:
-        """Block sync as the replica does it: from a reachable peer that is ahead, take the blocks
-        that f+1 validators of the set in force (for the block after the head) hold as final, each
-        with its QC, then restore the core. The byzantine node serves nothing and confirms nothing
-        (the worst it can do against the f+1 rule)."""
+        """Block sync as the replica does it, with its decisions (``consensus/sync.py``): from a
+        reachable peer that is ahead (the byzantine one included, which serves its finalized chain
+        followed by blocks it holds certified but not final, and confirms nothing), take the blocks
+        that f+1 validators of the set in force hold as final, or all of a batch that the peer's
+        head proof shows final; each block must link to the head and carry a QC of its height's set."""
         g = node.index
         height = len(node.chain)
         vset = self.sets[self._epoch_at(height + 1)]
-        f = (len(vset) - 1) // 3
-        reachable = [j for j in range(self.total) if j not in (g, self.byz) and not self.nodes[j].down
+        reachable = [j for j in range(self.total) if j != g and not self.nodes[j].down
                      and not (self.now < self.cfg.gst_ms and self._partitioned(g, j))]
-        sources = [j for j in reachable if len(self.nodes[j].chain) > height]
+        served = {j: self._served_chain(self.nodes[j])[height:] for j in reachable}
+        sources = [j for j in reachable if served[j]]
         if not sources:
             return
-        peer = self.nodes[self.rng.choice(sources)]
-        source = peer.chain
-        holders = [self.nodes[j].chain for j in reachable if j in vset]
-        # blocks up to the last of epoch 0, proven final by the peer's 2-chain (the replica accepts
-        # any batch that ends in a block proven final this way; the boundary is where it matters)
-        proven = 0
-        if self.cfg.sync_epoch_finality_proof and self.change is not None and peer.epoch_proof is not None:
-            last = self.change.activation_height - 1
-            if len(source) >= last and self._is_epoch_proof(source[:last], peer.epoch_proof):
-                proven = last
-        added = 0
-        for h in range(height + 1, len(source) + 1):
-            cb = source[h - 1]
-            if h > proven and sum(1 for c in holders if len(c) >= h and c[h - 1].block.hash == cb.block.hash) < f + 1:
+        peer = self.rng.choice(sources)
+        batch = served[peer]
+        blocks = [cb.block for cb in batch]
+        answers = [[cb.block.hash for cb in self.nodes[j].chain[height:]]
+                   for j in reachable if j in vset and j not in (peer, self.byz)]
+        checked = 0
+        parent = node.chain[-1].block if node.chain else self.genesis
+        for cb in batch:
+            b = cb.block
+            if (b.header.parent_hash != parent.hash or cb.qc.block_hash != b.hash
+                    or not self.verifiers[self._epoch_at(b.height)].verify_qc(cb.qc)):
                 break
+            checked += 1
+            parent = b
+        proof = self._served_proof(self.nodes[peer]) if self.cfg.sync_epoch_finality_proof else None
+        verify = self.verifiers[self._epoch_at(blocks[-1].height)].verify_qc
+        take = sync.decide_sync(blocks, checked, answers, sync.count_needed_holders(len(vset), peer in vset), proof,
+                                verify)
+        for cb in batch[:take]:
             self._store_final(node, cb)
-            added += 1
-            if h == proven:
-                node.epoch_proof = peer.epoch_proof
-        if added:
-            self.result.synced_blocks += added
+        if (take and take == len(batch) and proof is not None and sync.is_proof_for_batch(proof, blocks)
+                and sync.proof_signatures_hold(proof, verify)):
+            node.head_proof = proof   # kept with the new head and served on, as the replica does
+        if take:
+            self.result.synced_blocks += take
             self._restore(node)
+
+    def _served_chain(self, peer: _Node) -> list[CommittedBlock]:
+        """What ``peer`` serves to a block sync: its finalized chain; the byzantine one appends the
+        blocks it holds certified above its head (final or not, it does not say)."""
+        if peer.index != self.byz or peer.core is None:
+            return peer.chain
+        chain = list(peer.chain)
+        head = chain[-1].block if chain else self.genesis
+        s = peer.core
+        extended = True
+        while extended:
+            extended = False
+            for h, qc in s.certified.items():
+                entry = s.blocks.get(h)
+                if entry is not None and entry.block.header.parent_hash == head.hash:
+                    chain.append(CommittedBlock(entry.block, qc))
+                    head, extended = entry.block, True
+                    break
+        return chain
+
+    def _served_proof(self, peer: _Node) -> finality.FinalityProof | None:
+        """``peer``'s head proof; the byzantine one offers a certified child of the last block it
+        serves, whatever its view (a 2-chain only if the views are consecutive)."""
+        if peer.index != self.byz or peer.core is None:
+            return peer.head_proof
+        served = self._served_chain(peer)
+        if not served:
+            return peer.head_proof
+        last = served[-1].block
+        for h, qc in peer.core.certified.items():
+            entry = peer.core.blocks.get(h)
+            if entry is not None and entry.block.header.parent_hash == last.hash:
+                return finality.FinalityProof((entry.block,), qc)
+        return peer.head_proof
 
     # -- the byzantine validator ------------------------------------------------------------------
     def _byzantine_actions(self, node: _Node, event: Event, actions: list[Action]) -> None:

@@ -59,12 +59,14 @@ def test_without_its_liveness_rules_the_epoch_switch_still_never_finalizes_confl
     assert sum(r.switched for r in results) > 0
 
 
-def test_seed_3_the_old_set_finalizes_its_last_block_after_one_validator_switched() -> None:
-    """Regression: node 3 aggregates the QC of the first suffix block (finalizing H-1 = 11) after
-    GST; its step emits BuildProposal then Commit and the switch drops the built proposal. Without
-    the farewell timeout and the proof-carrying sync, validators 0 (byzantine), 1 and 2 stayed in
-    epoch 0 at height 9 to the end; with them the new set finalizes."""
-    stuck = simulate(3, _without_liveness_rules(3))
+@pytest.mark.parametrize("seed", [11, 56, 77])
+def test_without_its_liveness_rules_the_new_set_never_finalizes_on_these_seeds(seed: int) -> None:
+    """Regression: the QC that finalizes the set's last block H-1 often exists only at the leader
+    that aggregated it, and the epoch switch drops that leader's next proposal (its only carrier).
+    Without the farewell timeout and the proof-carrying sync, the nodes stayed at or below H-1 to
+    the end on these seeds (first found on seed 3 before the simulator called the replica's sync
+    decisions; the schedules have changed since); with them the new set finalizes."""
+    stuck = simulate(seed, _without_liveness_rules(seed))
     assert stuck.violations == [] and stuck.liveness_failures != []
-    r = simulate(3, get_scenario(3, reconfigure=True))
+    r = simulate(seed, get_scenario(seed, reconfigure=True))
     assert r.violations == [] and r.liveness_failures == []

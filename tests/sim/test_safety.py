@@ -1,8 +1,9 @@
 """Consensus over seeded schedules: zero safety violations and liveness after GST, on 1,000+ seeds.
 
 Each seed is one ``chainshare.consensus.sim`` run (message delays, drops, duplicates, reordering,
-partitions, crash/restarts at any point of an action list, one byzantine validator that equivocates,
-double-votes, attempts fork proposals, withholds, replays and sends garbage). The simulator checks
+partitions, crash/restarts at any point of an action list, block sync with the replica's decisions
+(``consensus/sync.py``), one byzantine validator that equivocates, double-votes, attempts fork
+proposals, withholds, replays, sends garbage and serves forged sync batches). The simulator checks
 safety after every step; these tests assert that no seed reports a violation or a liveness failure.
 Seeds run in chunks so pytest-xdist spreads them over the cores.
 """
@@ -32,6 +33,7 @@ def test_four_validators_one_byzantine_stay_safe_and_live_after_gst(first: int) 
     assert sum(r.evidence for r in results) > 0          # the byzantine validator equivocated
     assert sum(r.garbage_dropped for r in results) > 0   # and sent garbage
     assert sum(r.crashes for r in results) > 0           # honest validators crashed and restarted
+    assert sum(r.synced_blocks for r in results) > 0     # laggards caught up by block sync (the replica's rules)
 
 
 @pytest.mark.parametrize("n,first", [(5, 0), (7, 0), (7, 20)])

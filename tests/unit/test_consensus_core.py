@@ -323,9 +323,9 @@ def test_local_timeout_persists_then_broadcasts_and_forbids_voting_in_that_view(
     b1 = chain.b1
     state, actions = step(fresh(0), LocalTimeout(1))
     assert [type(a) for a in actions] == [PersistSafety, Broadcast, ScheduleTimeout]
-    assert actions[0] == PersistSafety(SafetyData(1, None))
     assert isinstance(actions[1], Broadcast)
     timeout = actions[1].message
+    assert actions[0] == PersistSafety(SafetyData(1, None, None, timeout))   # the timeout itself is persisted
     assert isinstance(timeout, Timeout) and timeout.view == 1 and CRYPTO[2].verify_timeout(timeout)
     assert votes_in(receive(state, b1)[1]) == []
     _, again = step(state, LocalTimeout(1))
@@ -594,12 +594,77 @@ def test_restart_after_a_timeout_resumes_in_that_view_and_cannot_vote_there(chai
     state, actions = step(state, LocalTimeout(1))
     state, _ = step(state, TimeoutReceived(make_timeout(2, 1, q1)))   # enter view 2 with QC(B1)
     state, actions = step(state, LocalTimeout(2))
+    (sent,) = [a.message for a in actions if isinstance(a, Broadcast)]
     safety = [a.data for a in actions if isinstance(a, PersistSafety)][-1]
-    assert safety == SafetyData(2, q1)
+    assert safety == SafetyData(2, q1, None, sent)
+    assert SafetyData.decode(safety.encode()) == safety
     restarted = restore_core(make_config(0), CRYPTO[0], GENESIS, None, safety)
     assert restarted.view == 2 and restarted.highest_qc == q1
     restarted, _ = receive(restarted, b1)
     assert votes_in(receive(restarted, b2)[1]) == []
+    # its timer fires again: it re-sends the timeout it persisted, never a second one for view 2
+    _, again = step(restarted, LocalTimeout(2))
+    assert [a.message for a in again if isinstance(a, Broadcast)] == [sent]
+
+
+def test_safety_data_written_before_the_timeout_was_kept_still_decodes() -> None:
+    old = codec.encode([3, None, None])
+    assert SafetyData.decode(old) == SafetyData(3, None, None, None)
+
+
+def test_a_double_timeout_is_recorded_as_verifiable_evidence_and_honest_repeats_are_not(chain: Chain) -> None:
+    from chainshare.consensus.evidence import DOUBLE_TIMEOUT
+
+    state, _ = receive(fresh(0), chain.b1)
+    state, _ = receive(state, chain.b2)       # view 3, QC(B1) and QC(B2) known
+    first = make_timeout(3, 2, chain.q1)
+    state, actions = step(state, TimeoutReceived(first))
+    assert of_type(actions, RecordEvidence) == []
+    state, actions = step(state, TimeoutReceived(first))   # the same one again (a re-send): nothing
+    assert of_type(actions, RecordEvidence) == []
+    forged = Timeout(3, 2, chain.q2, None, CRYPTO[1].sign_timeout(3, chain.q2.round))   # not 2's signature
+    state, actions = step(state, TimeoutReceived(forged))
+    assert of_type(actions, RecordEvidence) == []
+    second = make_timeout(3, 2, chain.q2)
+    state, actions = step(state, TimeoutReceived(second))
+    (rec,) = of_type(actions, RecordEvidence)
+    assert rec.evidence == Evidence(DOUBLE_TIMEOUT, first, second) and rec.evidence.get_offender(N) == 2
+    assert verify_evidence(rec.evidence, CRYPTO[0], N)
+    assert Evidence.decode(rec.evidence.encode()) == rec.evidence
+    assert not verify_evidence(Evidence(DOUBLE_TIMEOUT, first, first), CRYPTO[0], N)
+    _, actions = step(state, TimeoutReceived(second))       # reported once
+    assert of_type(actions, RecordEvidence) == []
+
+
+class _CountingCrypto(FakeCrypto):
+    calls: list[str]
+
+    def verify_timeout(self, timeout: Timeout) -> bool:
+        self.calls.append("timeout")
+        return super().verify_timeout(timeout)
+
+    def verify_tc(self, tc: TimeoutCertificate) -> bool:
+        self.calls.append("tc")
+        return super().verify_tc(tc)
+
+    def verify_qc(self, qc: QuorumCertificate) -> bool:
+        self.calls.append("qc")
+        return super().verify_qc(qc)
+
+
+def test_a_timeout_with_a_forged_signature_costs_no_certificate_check(chain: Chain) -> None:
+    """Cheap before costly: an admitted peer that sends timeouts with bad signatures carrying valid
+    (aggregate) certificates gets one signature check per message, not a TC verification."""
+    crypto = _CountingCrypto(CRYPTO[0].keys, 0)
+    crypto.calls = []
+    state = initial_state(make_config(0), crypto, GENESIS)
+    tc = make_tc(1, {1: None, 2: None, 3: None})
+    forged = Timeout(2, 1, chain.q1, tc, bytes(96))
+    state, actions = step(state, TimeoutReceived(forged))
+    assert crypto.calls == ["timeout"] and state.view == 1 and actions == []
+    genuine = make_timeout(2, 1, chain.q1, tc)
+    state, _ = step(state, TimeoutReceived(genuine))
+    assert crypto.calls[1:] == ["timeout", "qc", "tc"] and state.view == 2
 
 
 def test_blocks_persisted_before_voting_come_back_after_a_restart_and_are_built_upon(chain: Chain) -> None:
@@ -633,7 +698,7 @@ def test_restart_keeps_the_tc_it_entered_its_view_by_and_hands_it_to_validators_
     assert state.view == 2 and state.last_tc == tc1
     _, actions = step(state, LocalTimeout(2))
     safety = [a.data for a in actions if isinstance(a, PersistSafety)][-1]
-    assert safety == SafetyData(2, None, tc1)
+    assert (safety.highest_voted_view, safety.highest_qc, safety.last_tc) == (2, None, tc1)
     restarted = restore_core(make_config(0), CRYPTO[0], GENESIS, None, SafetyData.decode(safety.encode()))
     _, actions = step(restarted, LocalTimeout(2))
     timeout = [a.message for a in actions if isinstance(a, Broadcast)][0]

@@ -117,3 +117,37 @@ def test_evidence_that_proves_nothing_is_refused_with_its_reason(case: str, reas
     }[case]()
     status, out, logs = report(chain, data)
     assert status == STATUS_FAILURE and reason in revert_reason(out) and logs == []
+
+
+def test_a_double_timeout_from_the_core_is_recorded_and_one_that_proves_nothing_is_refused() -> None:
+    from chainshare.consensus.evidence import DOUBLE_TIMEOUT
+    from chainshare.consensus.messages import Timeout
+    from chainshare.crypto import bls
+    from chainshare.ledger.quorum import timeout_message
+    from chainshare.ledger.types import QuorumCertificate
+
+    def timeout(signer: int, high_qc_view: int, view: int = 9, voter: int | None = None) -> Timeout:
+        sig = bls.sign(VALS[signer].secret_key, timeout_message(GENESIS.chain_id, view, high_qc_view))
+        high_qc = QuorumCertificate(bytes(32), 2, high_qc_view, b"\x07", bytes(96))   # only its view is signed
+        return Timeout(view, signer if voter is None else voter, high_qc, None, sig)
+
+    chain = Chain(GENESIS, VALS[0], other_keys=VALS[1:])
+    ev = Evidence(DOUBLE_TIMEOUT, timeout(1, 3), timeout(1, 5))
+    status, out, logs = report(chain, ev.to_report(0))
+    assert status == STATUS_SUCCESS, revert_reason(out)
+    (log,) = logs
+    name, _, kind, _, _ = eth_abi.decode(["string", "string", "string", "bytes32", "address"], log.data)  # type: ignore[attr-defined]
+    assert (name, kind) == ("v2", "double-timeout") and int.from_bytes(log.topics[2], "big") == 9  # type: ignore[attr-defined]
+    refused = {
+        "same high-QC view": Evidence(DOUBLE_TIMEOUT, timeout(2, 3), timeout(2, 3)),
+        "two voters": Evidence(DOUBLE_TIMEOUT, timeout(2, 3), timeout(3, 4)),
+        "forged": Evidence(DOUBLE_TIMEOUT, timeout(2, 3), timeout(3, 4, voter=2)),
+    }
+    reasons = {}
+    for name, bad in refused.items():
+        status, out, _ = report(chain, bad.to_report(0))
+        assert status == STATUS_FAILURE
+        reasons[name] = revert_reason(out)
+    assert "same high-QC view" in reasons["same high-QC view"]
+    assert "not by one validator" in reasons["two voters"]
+    assert "does not verify" in reasons["forged"]

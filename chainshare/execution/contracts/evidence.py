@@ -1,8 +1,9 @@
 """Evidence: equivocations by validators, recorded on chain for auditors.
 
 Any member account (in practice the node that caught it) reports two conflicting messages signed
-by one validator in one view: a double vote (two votes for different blocks) or a double proposal
-(two different block headers from the leader of the view). The contract verifies both BLS
+by one validator in one view: a double vote (two votes for different blocks), a double proposal
+(two different block headers from the leader of the view) or a double timeout (two timeouts for
+the view reporting different high-QC views). The contract verifies both BLS
 signatures against the validator set of the report's epoch (``ledger.quorum``: the same messages
 the consensus core signs) and records each (epoch, view, validator, kind) once, as an
 ``EquivocationRecorded`` event. Consensus safety never depends on this record: it names who
@@ -10,7 +11,8 @@ misbehaved so the consortium can act (for example retire the validator through G
 
 The report is canonical msgpack ``[kind, epoch, first, second]``: for ``double-vote`` each message
 is a vote ``[block_hash, height, view, voter, signature]``; for ``double-proposal`` each is
-``[header fields, proposer signature]``.
+``[header fields, proposer signature]``; for ``double-timeout`` each is ``[view, high_qc_view, voter,
+signature]`` (what a timeout signs, ``ledger.quorum.timeout_message``).
 """
 
 from __future__ import annotations
@@ -33,11 +35,12 @@ from chainshare.execution.runtime import (
     event,
     method,
 )
-from chainshare.ledger.quorum import Vote, compute_proposer_index, proposal_message
+from chainshare.ledger.quorum import Vote, compute_proposer_index, proposal_message, timeout_message
 from chainshare.ledger.types import Header, decode_fields, decode_uint
 
 DOUBLE_VOTE = "double-vote"
 DOUBLE_PROPOSAL = "double-proposal"
+DOUBLE_TIMEOUT = "double-timeout"
 MAX_REPORT = 4096
 K_COUNT = b"count"
 K_RECORD = b"r:"
@@ -93,8 +96,23 @@ def verify_report(state: Any, chain_id: int, report: bytes) -> tuple[Equivocatio
                        for h, s in ((header_a, sa), (header_b, sb))):
                 raise Revert("a proposal signature does not verify")
             found = Equivocation(DOUBLE_PROPOSAL, epoch, header_a.round, leader, keccak256(report))
+        elif kind == DOUBLE_TIMEOUT:
+            (va, ha, ia, sa), (vb, hb, ib, sb) = (decode_fields(first, 4, "timeout"), decode_fields(second, 4, "timeout"))
+            va, ha, ia, vb, hb, ib = (decode_uint(x, "timeout field") for x in (va, ha, ia, vb, hb, ib))
+            if ia != ib or va != vb:
+                raise Revert("the two timeouts are not by one validator for one view")
+            if ha == hb:
+                raise Revert("the two timeouts report the same high-QC view: no equivocation")
+            if ia >= len(validators):
+                raise Revert(f"validator set {epoch} has no validator {ia}")
+            pk = validators[ia]["bls_public_key"]
+            if not all(isinstance(s, bytes) and bls.verify(pk, timeout_message(chain_id, va, h, epoch), s)
+                       for h, s in ((ha, sa), (hb, sb))):
+                raise Revert("a timeout signature does not verify")
+            found = Equivocation(DOUBLE_TIMEOUT, epoch, va, ia, keccak256(report))
         else:
-            raise Revert(f"unknown evidence kind {kind!r}: use {DOUBLE_VOTE!r} or {DOUBLE_PROPOSAL!r}")
+            raise Revert(f"unknown evidence kind {kind!r}: use {DOUBLE_VOTE!r}, {DOUBLE_PROPOSAL!r} "
+                         f"or {DOUBLE_TIMEOUT!r}")
     except DecodeError as exc:
         raise Revert(f"malformed evidence: {exc.message}") from exc
     return found, validators[found.offender]
