@@ -46,8 +46,8 @@ class ApiSection:
     max_queued: int = 64
     # Per client (remote address): a token bucket of API CPU time (0 = no rate limit) and a cap
     # on requests in flight; over them: HTTP 429 with JSON-RPC -32005 and Retry-After.
-    rate_limit_cpu_ms: int = 250        # CPU milliseconds per second a client may use on average
-    rate_limit_burst_ms: int = 3_000    # ... and at once
+    rate_limit_cpu_ms: int = 1_000      # CPU milliseconds per second a client may use on average
+    rate_limit_burst_ms: int = 5_000    # ... and at once
     max_inflight_per_client: int = 8
     # Reverse proxies whose X-Forwarded-For names the client (e.g. "127.0.0.1"); empty: none.
     trusted_proxies: tuple[str, ...] = ()
