@@ -349,7 +349,7 @@ class JsonRpc:
         th = parse_data(_param(p, 0, "txHash"), "txHash", 32)
         loc = self.node.chain.get_tx_location(th)
         if loc is None:
-            pending = self.call_on_loop(self.node.mempool.get, th)
+            pending = self.node.mempool.get(th)  # one dict lookup (safe from any thread)
             return view_transaction(pending, None, None) if pending else None
         block = self._load_block(loc.height, b, "eth_getTransactionByHash")
         tx = decode_transaction(block.transactions[loc.index], self.node.chain_id)
@@ -357,9 +357,11 @@ class JsonRpc:
 
     def eth_get_transaction_receipt(self, p: list[Any], b: WorkBudget) -> dict[str, Any] | None:
         th = parse_data(_param(p, 0, "txHash"), "txHash", 32)
+        if self.node.mempool.get(th) is not None:  # one dict lookup (safe from any thread)
+            return None  # still pending: no need to look on disk
         loc = self.node.chain.get_tx_location(th)
         if loc is None:
-            return None  # pending or unknown: only an included transaction has a receipt
+            return None
         b.charge_blocks(1, "eth_getTransactionReceipt")
         bundle = self.node.chain.get_bundle(loc.height)
         tx_type, to = peek_type_and_to(bundle.block.transactions[loc.index])

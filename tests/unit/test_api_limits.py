@@ -252,3 +252,12 @@ def test_batch_call_gas_budget(node: Node) -> None:
     errors = [r["error"] for r in out if "error" in r]
     assert errors and {e["data"]["limit"] for e in errors} == {"max_batch_call_gas"}
     assert all("execution reverted" not in e["message"] for e in errors)
+
+
+def test_client_is_the_peer_unless_a_trusted_proxy_names_it() -> None:
+    from chainshare.api.app import compute_client_id
+
+    scope = {"client": ("10.1.1.1", 5555), "headers": [(b"x-forwarded-for", b"6.6.6.6, 192.0.2.9")]}
+    assert compute_client_id(scope, frozenset()) == "10.1.1.1"  # a client cannot choose its own identity
+    assert compute_client_id(scope, frozenset({"10.1.1.1"})) == "192.0.2.9"  # the address the proxy saw
+    assert compute_client_id({"client": None, "headers": []}, frozenset()) == "unknown"
