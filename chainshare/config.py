@@ -43,12 +43,15 @@ class ApiSection:
     max_batch_call_gas: int = 120_000_000  # gas the eth_call/eth_estimateGas of one batch may burn
     # API work runs on `workers` threads, off the consensus loop; at most `max_queued` bodies wait.
     workers: int = 2
-    max_queued: int = 64
+    max_queued: int = 128
+    # CPU milliseconds per second all clients' batches and range reads may use together (0 = no cap):
+    # the share of a core the API may take from consensus under any load.
+    max_cpu_ms_per_s: int = 500
     # Per client (remote address): a token bucket of API CPU time (0 = no rate limit) and a cap
     # on requests in flight; over them: HTTP 429 with JSON-RPC -32005 and Retry-After.
     rate_limit_cpu_ms: int = 1_000      # CPU milliseconds per second a client may use on average
     rate_limit_burst_ms: int = 5_000    # ... and at once
-    max_inflight_per_client: int = 8
+    max_inflight_per_client: int = 16
     # Reverse proxies whose X-Forwarded-For names the client (e.g. "127.0.0.1"); empty: none.
     trusted_proxies: tuple[str, ...] = ()
 
@@ -254,6 +257,8 @@ def _api_limit_problems(api: ApiSection) -> list[str]:
         problems.append("[api] workers must be 1..64")
     if not api.workers <= api.max_queued <= 100_000:
         problems.append("[api] max_queued must be between workers and 100000")
+    if not 0 <= api.max_cpu_ms_per_s <= 1000 * api.workers:
+        problems.append("[api] max_cpu_ms_per_s must be 0 (no cap) .. 1000 x workers")
     if not 0 <= api.rate_limit_cpu_ms <= 1000 * api.workers:
         problems.append("[api] rate_limit_cpu_ms must be 0 (off) .. 1000 x workers")
     if api.rate_limit_cpu_ms and not api.rate_limit_cpu_ms <= api.rate_limit_burst_ms <= 3_600_000:

@@ -164,7 +164,7 @@ def _metrics_registry(node: Node, rpc: JsonRpc, clients: ClientLimiter,
 def create_app(node: Node) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
     api = node.cfg.api
     rpc = JsonRpc(node, ApiLimits.from_config(api))
-    workers = ApiWorkers(api.workers, api.max_queued)
+    workers = ApiWorkers(api.workers, api.max_queued, cpu_ms_per_s=api.max_cpu_ms_per_s)
     # Single requests of bounded cost (one block at most) have their own thread, so that they never
     # wait behind batches and range queries.
     light = ApiWorkers(1, api.max_queued, name="api-light")

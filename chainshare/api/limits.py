@@ -245,13 +245,19 @@ def _timed(fn: Callable[..., _T], args: tuple[Any, ...]) -> tuple[_T | None, Bas
 class ApiWorkers:
     """Runs API work on ``workers`` threads, off the event loop. Jobs wait in one queue per client and
     start round-robin over the clients, so a client with many jobs delays another's by at most one job
-    per thread; beyond ``max_queued`` jobs, RateLimited (busy). Each job's thread CPU time is added to
-    the calling request's ``current_usage``. Event-loop thread only (``run`` is awaited there)."""
+    per thread; beyond ``max_queued`` jobs, RateLimited (busy). With ``cpu_ms_per_s``, jobs start only
+    while the pool's own bucket of CPU time is positive: all clients together never take more than
+    that share of a core from consensus (a burst of one second's worth). Each job's thread CPU time
+    is added to the calling request's ``current_usage``. Event-loop thread only."""
 
-    def __init__(self, workers: int, max_queued: int, name: str = "api") -> None:
+    def __init__(self, workers: int, max_queued: int, name: str = "api", cpu_ms_per_s: int = 0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
         self.workers = workers
         self.max_queued = max_queued
+        self.cpu_rate = float(cpu_ms_per_s)
+        self.clock = clock
+        self._bucket = Bucket(self.cpu_rate, clock())
         self.running = 0
         self.pending = 0  # jobs running or waiting
         self.busy_refusals = 0
@@ -267,8 +273,12 @@ class ApiWorkers:
         try:
             await self._take_slot(usage.client if usage is not None else "")
             try:
+                await self._wait_for_cpu_share()
                 result, error, cpu_ms = await asyncio.get_running_loop().run_in_executor(
                     self._pool, _timed, fn, args)
+                if self.cpu_rate:
+                    b = refill_bucket(self._bucket, self.clock(), self.cpu_rate, self.cpu_rate)
+                    self._bucket = Bucket(b.level_ms - cpu_ms, b.at)
             finally:
                 self._release_slot()
         finally:
@@ -278,6 +288,13 @@ class ApiWorkers:
         if error is not None:
             raise error
         return result  # type: ignore[return-value]
+
+    async def _wait_for_cpu_share(self) -> None:
+        while self.cpu_rate:
+            self._bucket = refill_bucket(self._bucket, self.clock(), self.cpu_rate, self.cpu_rate)
+            if self._bucket.level_ms > 0:
+                return
+            await asyncio.sleep(compute_retry_after(self._bucket, self.cpu_rate))
 
     async def _take_slot(self, client: str) -> None:
         if self.running < self.workers and not self._waiting:

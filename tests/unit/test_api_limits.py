@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -261,3 +262,30 @@ def test_client_is_the_peer_unless_a_trusted_proxy_names_it() -> None:
     assert compute_client_id(scope, frozenset()) == "10.1.1.1"  # a client cannot choose its own identity
     assert compute_client_id(scope, frozenset({"10.1.1.1"})) == "192.0.2.9"  # the address the proxy saw
     assert compute_client_id({"client": None, "headers": []}, frozenset()) == "unknown"
+
+
+def test_pool_cpu_share_delays_jobs_once_spent() -> None:
+    async def scenario() -> tuple[float, float]:
+        clock = _Clock()
+        workers = ApiWorkers(1, 10, cpu_ms_per_s=100, clock=clock)
+
+        def burn() -> None:  # ~30 ms of thread CPU time
+            t = time.thread_time()
+            while time.thread_time() - t < 0.03:
+                pass
+
+        await workers.run(burn)
+        await workers.run(burn)
+        await workers.run(burn)
+        await workers.run(burn)  # the bucket (100 ms) is now in debt
+        level = workers._bucket.level_ms  # the pool's share, as the scheduler sees it
+        waiter = asyncio.create_task(workers.run(lambda: None))
+        await asyncio.sleep(0.05)
+        started_early = waiter.done()
+        clock.now += 10  # ten seconds later the share is back
+        await asyncio.wait_for(waiter, 5)
+        workers.close()
+        return level, float(started_early)
+
+    level, started_early = asyncio.run(scenario())
+    assert level < 0 and started_early == 0.0
