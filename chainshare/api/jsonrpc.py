@@ -53,7 +53,8 @@ LIGHT_METHODS = frozenset({
     "web3_sha3", "eth_getBalance", "eth_getCode", "eth_getStorageAt", "eth_getBlockByNumber", "eth_getBlockByHash",
     "eth_getBlockTransactionCountByNumber", "eth_getTransactionByHash", "eth_getTransactionReceipt",
 })
-# Methods whose result is a read: replaced by -32005 when it would overflow the response.
+# Methods that change the node: their small result is returned even past max_response_bytes (a
+# read's result is replaced by -32005 there), so a client always learns what was done.
 WRITE_METHODS = frozenset({"eth_sendRawTransaction"})
 
 
