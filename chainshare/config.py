@@ -40,6 +40,26 @@ class ApiSection:
     ws_send_queue_bytes: int = 8_388_608   # per connection; a subscriber that lets it overflow is cut off
     max_body_bytes: int = 1_048_576
     max_batch: int = 1_000
+    # Work budgets (README "API limits"): over one, a request gets JSON-RPC -32005 / HTTP 413.
+    max_request_blocks: int = 10_000    # blocks one eth_getLogs / eth_feeHistory / REST read may load
+    max_batch_blocks: int = 10_000      # blocks all requests of one JSON-RPC batch may load together
+    max_request_logs: int = 10_000      # logs one eth_getLogs may return
+    max_batch_logs: int = 10_000        # logs one batch may return
+    max_response_bytes: int = 16_777_216  # bytes of one JSON-RPC response (single or batch)
+    max_batch_call_gas: int = 120_000_000  # gas the eth_call/eth_estimateGas of one batch may burn
+    # API work runs on `workers` threads, off the consensus loop; at most `max_queued` bodies wait.
+    workers: int = 2
+    max_queued: int = 128
+    # CPU milliseconds per second all clients' batches and range reads may use together (0 = no cap):
+    # the share of a core the API may take from consensus under any load.
+    max_cpu_ms_per_s: int = 500
+    # Per client (remote address): a token bucket of API CPU time (0 = no rate limit) and a cap
+    # on requests in flight; over them: HTTP 429 with JSON-RPC -32005 and Retry-After.
+    rate_limit_cpu_ms: int = 1_000      # CPU milliseconds per second a client may use on average
+    rate_limit_burst_ms: int = 5_000    # ... and at once
+    max_inflight_per_client: int = 16
+    # Reverse proxies whose X-Forwarded-For names the client (e.g. "127.0.0.1"); empty: none.
+    trusted_proxies: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -225,6 +245,7 @@ def validate_config(cfg: NodeConfig) -> None:
         problems.append("[api] max_body_bytes must be between 1 KiB and 64 MiB")
     if not 1 <= cfg.api.max_batch <= 10_000:
         problems.append("[api] max_batch must be 1..10000")
+    problems.extend(_api_limit_problems(cfg.api))
     if not 10 <= cfg.block.block_time_ms <= 60_000:
         problems.append("[block] block_time_ms must be 10..60000")
     if not (cfg.block.empty_block_interval_ms == 0 or cfg.block.block_time_ms <= cfg.block.empty_block_interval_ms <= 3_600_000):
@@ -257,6 +278,39 @@ def validate_config(cfg: NodeConfig) -> None:
         problems.append("[node] log_level must be debug, info, warning or error")
     if problems:
         raise ConfigError("invalid configuration: " + "; ".join(problems))
+
+
+def _api_limit_problems(api: ApiSection) -> list[str]:
+    """One message per API budget or rate-limit setting out of range (README "API limits")."""
+    import ipaddress
+
+    problems = []
+    if not 1 <= api.max_request_blocks <= api.max_batch_blocks <= 10_000_000:
+        problems.append("[api] need 1 <= max_request_blocks <= max_batch_blocks <= 10000000")
+    if not 1 <= api.max_request_logs <= api.max_batch_logs <= 10_000_000:
+        problems.append("[api] need 1 <= max_request_logs <= max_batch_logs <= 10000000")
+    if not 65_536 <= api.max_response_bytes <= 1024 * 1024 * 1024:
+        problems.append("[api] max_response_bytes must be between 64 KiB and 1 GiB")
+    if not 1_000_000 <= api.max_batch_call_gas <= 10**12:
+        problems.append("[api] max_batch_call_gas must be between 1000000 and 10^12")
+    if not 1 <= api.workers <= 64:
+        problems.append("[api] workers must be 1..64")
+    if not api.workers <= api.max_queued <= 100_000:
+        problems.append("[api] max_queued must be between workers and 100000")
+    if not 0 <= api.max_cpu_ms_per_s <= 1000 * api.workers:
+        problems.append("[api] max_cpu_ms_per_s must be 0 (no cap) .. 1000 x workers")
+    if not 0 <= api.rate_limit_cpu_ms <= 1000 * api.workers:
+        problems.append("[api] rate_limit_cpu_ms must be 0 (off) .. 1000 x workers")
+    if api.rate_limit_cpu_ms and not api.rate_limit_cpu_ms <= api.rate_limit_burst_ms <= 3_600_000:
+        problems.append("[api] rate_limit_burst_ms must be between rate_limit_cpu_ms and 3600000")
+    if not 1 <= api.max_inflight_per_client <= 10_000:
+        problems.append("[api] max_inflight_per_client must be 1..10000")
+    for proxy in api.trusted_proxies:
+        try:
+            ipaddress.ip_address(proxy)
+        except ValueError:
+            problems.append(f"[api] trusted_proxies: {proxy!r} is not an IP address")
+    return problems
 
 
 def with_overrides(cfg: NodeConfig, **sections: dict[str, Any]) -> NodeConfig:

@@ -119,3 +119,18 @@ class CryptoError(ChainshareError, ValueError):
 
 class ConsensusError(ChainshareError, ValueError):
     """A block, vote or certificate does not verify."""
+
+
+class LimitExceeded(ChainshareError, RuntimeError):
+    """A request went over one of the node's API work budgets (blocks read, logs returned, call gas,
+    response bytes, batch length); the message and ``data`` name the limit. Narrow or split it."""
+
+    http_status = 413
+    rpc_code = -32005
+
+
+class RateLimited(LimitExceeded):
+    """A client spent its share of the node's API time, or every API worker is busy: retry after
+    ``data["retryAfter"]`` seconds."""
+
+    http_status = 429

@@ -145,9 +145,10 @@ class Node:
                         head.proposer, gas_limit)
 
     def call(self, sender: bytes, to: bytes, data: bytes, gas: int | None = None) -> tuple[bool, bytes, int]:
-        """Run a call on the latest finalized state; nothing is kept."""
+        """Run a call on the latest finalized state with at most the block gas limit; nothing is kept."""
         env = self.block_env(pending=True)
-        return self.runtime.call(StateView(self.chain.state), sender, to, data, env, gas or env.gas_limit)
+        return self.runtime.call(StateView(self.chain.state), sender, to, data, env,
+                                 min(gas or env.gas_limit, env.gas_limit))
 
     def notify_finalized(self) -> None:
         """Tell the listeners that the finalized head moved (they read the new blocks themselves);

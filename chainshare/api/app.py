@@ -2,10 +2,17 @@
 
 A thin ASGI router keeps the JSON-RPC hot path free of framework overhead; bodies are read with
 a hard size limit (413 beyond it) before anything parses them.
+
+The event loop that serves this port also runs consensus, so API work does not run on it: JSON-RPC
+bodies and REST reads run on the API worker threads (``ApiWorkers``), under work budgets, and each
+client (remote address) has a token bucket of API CPU time; a client over it gets HTTP 429 with
+JSON-RPC -32005 (or a REST error body) and Retry-After. Only cheap single requests (chain id, block
+number, nonce, sending a transaction) are answered on the loop itself.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
@@ -14,9 +21,12 @@ import orjson
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from chainshare.api.errors import http_error, rpc_error
 from chainshare.api.jsonrpc import JsonRpc
+from chainshare.api.limits import ApiLimits, ApiWorkers, ClientLimiter, Usage, current_usage
 from chainshare.api.rest import create_rest_app
 from chainshare.api.sharing import collect_sharing_metrics
+from chainshare.errors import RateLimited
 from chainshare.node import Node
 
 Scope = dict[str, Any]
@@ -62,19 +72,46 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-async def _respond(send: Send, status: int, body: bytes, content_type: bytes = b"application/json") -> None:
+async def _respond(send: Send, status: int, body: bytes, content_type: bytes = b"application/json",
+                   extra_headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]})
+                "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode()),
+                            *extra_headers]})
     await send({"type": "http.response.body", "body": body})
+
+
+# A JSON-RPC body this small is parsed on the loop, so a cheap single request skips the thread hop.
+INLINE_PARSE_BYTES = 16 * 1024
+
+
+def compute_client_id(scope: Scope, trusted_proxies: frozenset[str]) -> str:
+    """The client a request is charged to: its remote address, or, from a trusted reverse proxy, the
+    last address of X-Forwarded-For (the one that proxy saw)."""
+    peer = scope.get("client")
+    host: str = str(peer[0]) if peer else "unknown"
+    if host in trusted_proxies:
+        for name, value in scope.get("headers", []):
+            if name == b"x-forwarded-for":
+                last = value.decode("latin-1").rsplit(",", 1)[-1].strip()
+                if last:
+                    return str(last[:64])
+    return host
+
+
+def _retry_after(exc: RateLimited) -> tuple[tuple[bytes, bytes], ...]:
+    wait = exc.data.get("retryAfter", 1) if isinstance(exc.data, dict) else 1
+    return ((b"retry-after", str(max(1, int(wait + 0.999))).encode()),)
 
 
 class _NodeCollector:
     """Prometheus view of the node, read at scrape time: gauges for levels, counters (``*_total``)
     for what only grows while the process runs, and the consensus replica's figures when it has one."""
 
-    def __init__(self, node: Node, rpc: JsonRpc) -> None:
+    def __init__(self, node: Node, rpc: JsonRpc, clients: ClientLimiter, workers: tuple[ApiWorkers, ...]) -> None:
         self.node = node
         self.rpc = rpc
+        self.clients = clients
+        self.workers = workers
 
     def collect(self) -> Iterator[Any]:
         node, stats = self.node, self.node.stats
@@ -98,6 +135,14 @@ class _NodeCollector:
         for method, count in list(self.rpc.counts.items()):
             calls.add_metric([method], count)
         yield calls
+        refused = CounterMetricFamily("chainshare_api_refused", "API requests refused by a per-client limit or "
+                                      "because the API workers were busy", labels=["limit"])
+        for limit, count in list(self.clients.refused.items()):
+            refused.add_metric([limit], count)
+        refused.add_metric(["max_queued"], sum(w.busy_refusals for w in self.workers))
+        yield refused
+        yield GaugeMetricFamily("chainshare_api_queued", "API jobs running or waiting on the API worker threads",
+                                value=sum(w.pending for w in self.workers))
         replica = node.replica
         if replica is not None:
             rs = replica.stats
@@ -111,22 +156,74 @@ class _NodeCollector:
         yield from collect_sharing_metrics(node)
 
 
-def _metrics_registry(node: Node, rpc: JsonRpc) -> CollectorRegistry:
+def _metrics_registry(node: Node, rpc: JsonRpc, clients: ClientLimiter,
+                      workers: tuple[ApiWorkers, ...]) -> CollectorRegistry:
     reg = CollectorRegistry()
-    reg.register(_NodeCollector(node, rpc))
+    reg.register(_NodeCollector(node, rpc, clients, workers))
     return reg
 
 
 def create_app(node: Node) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
-    rpc = JsonRpc(node, node.cfg.api.max_batch)
-    rest = create_rest_app(node, rpc)
-    registry = _metrics_registry(node, rpc)
+    api = node.cfg.api
+    rpc = JsonRpc(node, ApiLimits.from_config(api))
+    workers = ApiWorkers(api.workers, api.max_queued, cpu_ms_per_s=api.max_cpu_ms_per_s)
+    # Single requests of bounded cost (one block at most) have their own thread, so that they never
+    # wait behind batches and range queries.
+    light = ApiWorkers(1, api.max_queued, name="api-light")
+    clients = ClientLimiter(api.rate_limit_cpu_ms, api.rate_limit_burst_ms, api.max_inflight_per_client)
+    trusted_proxies = frozenset(api.trusted_proxies)
+    rest = create_rest_app(node, rpc, workers)
+    registry = _metrics_registry(node, rpc, clients, (workers, light))
     limit = node.cfg.api.max_body_bytes
+
+    async def answer_jsonrpc(body: bytes) -> bytes | None:
+        """Answer a JSON-RPC body: a cheap single request on the loop, anything else on a worker."""
+        if len(body) > INLINE_PARSE_BYTES:
+            return await workers.run(rpc.handle_body, body)
+        t0 = time.thread_time()
+        try:
+            req = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return rpc.handle_body(body)  # the parse error answer
+        inline = rpc.is_loop_request(req)
+        out = rpc.handle_parsed(req) if inline else None
+        usage = current_usage.get()
+        if usage is not None:
+            usage.cpu_ms += (time.thread_time() - t0) * 1000
+        if inline:
+            return out
+        return await (light if rpc.is_light_request(req) else workers).run(rpc.handle_parsed, req)
+
+    async def admitted(scope: Scope, send: Send, on_refused: Callable[[RateLimited], bytes],
+                       serve: Callable[[], Awaitable[None]]) -> None:
+        """Run ``serve`` charged to the request's client, or answer 429 when the client is over its limits."""
+        rpc.bind_loop(asyncio.get_running_loop())
+        client = compute_client_id(scope, trusted_proxies)
+        try:
+            clients.admit(client)
+        except RateLimited as exc:
+            await _respond(send, 429, on_refused(exc), extra_headers=_retry_after(exc))
+            return
+        usage = Usage(client)
+        token = current_usage.set(usage)
+        try:
+            await serve()
+        except RateLimited as exc:  # every API worker busy
+            await _respond(send, 429, on_refused(exc), extra_headers=_retry_after(exc))
+        finally:
+            current_usage.reset(token)
+            clients.release(client, usage.cpu_ms)
+
+    def rpc_refusal(exc: RateLimited) -> bytes:
+        return orjson.dumps({"jsonrpc": "2.0", "id": None, "error": rpc_error(exc)})
+
+    def rest_refusal(exc: RateLimited) -> bytes:
+        return orjson.dumps(http_error(exc)[1])
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             if scope["type"] == "websocket":
-                await hub.serve(scope, receive, send, answer_ws)
+                await hub.serve(scope, receive, send, lambda body: answer_ws(scope, body))
             return
         path: str = scope["path"]
         method: str = scope["method"]
@@ -142,8 +239,12 @@ def create_app(node: Node) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
                 return
             except ConnectionResetError:
                 return
-            out = rpc.handle_body(body)
-            await _respond(send, 200, out if out is not None else b"")
+
+            async def serve_rpc() -> None:
+                out = await answer_jsonrpc(body)
+                await _respond(send, 200, out if out is not None else b"")
+
+            await admitted(scope, send, rpc_refusal, serve_rpc)
             return
         if path == "/healthz":
             await _respond(send, 200, orjson.dumps({"status": "ok", "head": node.chain.head_height}))
@@ -161,7 +262,8 @@ def create_app(node: Node) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
             sub = dict(scope)
             sub["root_path"] = scope.get("root_path", "") + "/api/v1"
             if path in STREAMING_PATHS:
-                await rest(sub, receive, send)  # type: ignore[arg-type]  # enforces its own limit
+                await admitted(scope, send, rest_refusal,
+                               lambda: rest(sub, receive, send))  # type: ignore[arg-type]  # own size limit
                 return
             if declared > limit:
                 await _respond(send, 413, too_large)
@@ -173,7 +275,8 @@ def create_app(node: Node) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
                 return
             except ConnectionResetError:
                 return
-            await rest(sub, _replay(body, receive), send)  # type: ignore[arg-type]
+            await admitted(scope, send, rest_refusal,
+                           lambda: rest(sub, _replay(body, receive), send))  # type: ignore[arg-type]
             return
         await _respond(send, 404, b'{"error":{"type":"NotFound","message":"no such endpoint"}}')
 
@@ -183,8 +286,39 @@ def create_app(node: Node) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
     hub = attach_subscriptions(rpc, node)
     registry.register(hub)  # ws_* metrics
 
-    async def answer_ws(body: bytes) -> bytes | None:
-        """A websocket frame is answered as an HTTP JSON-RPC body is."""
-        return rpc.handle_body(body)
+    async def answer_ws(scope: Scope, body: bytes) -> bytes | None:
+        """A websocket frame is answered as an HTTP JSON-RPC body is: charged to its client and off the
+        consensus loop unless cheap; a client over its limits gets -32005 (with ``retryAfter``) for each
+        request of the frame, by id, instead of HTTP 429."""
+        rpc.bind_loop(asyncio.get_running_loop())
+        client = compute_client_id(scope, trusted_proxies)
+        try:
+            clients.admit(client)
+        except RateLimited as exc:
+            return ws_refusal(body, exc)
+        usage = Usage(client)
+        token = current_usage.set(usage)
+        try:
+            return await answer_jsonrpc(body)
+        except RateLimited as exc:  # every API worker busy
+            return ws_refusal(body, exc)
+        finally:
+            current_usage.reset(token)
+            clients.release(client, usage.cpu_ms)
+
+    def ws_refusal(body: bytes, exc: RateLimited) -> bytes:
+        error = rpc_error(exc)
+        try:
+            req = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            req = None
+
+        def refused(r: Any) -> dict[str, Any]:
+            rid = r.get("id") if isinstance(r, dict) else None
+            return {"jsonrpc": "2.0", "id": rid if isinstance(rid, (int, str)) else None, "error": error}
+
+        if isinstance(req, list) and 0 < len(req) <= api.max_batch:
+            return orjson.dumps([refused(r) for r in req])
+        return orjson.dumps(refused(req))
 
     return app

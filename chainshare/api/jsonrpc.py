@@ -2,13 +2,21 @@
 
 Hot path: orjson in, plain dicts out, no pydantic. Parameters are validated here and every
 problem is an EIP-1474 error object; nothing a client sends can produce an internal error.
+
+Every body runs under a ``WorkBudget`` (blocks loaded, logs returned, call gas, response bytes):
+a request or batch past one gets -32005 naming the limit. The app runs bodies on API worker
+threads; the methods that touch the mempool or the P2P gossip run on the event loop
+(``call_on_loop``), everything else reads finalized data from any thread.
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
-from collections.abc import Callable
-from typing import Any
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
+from typing import Any, TypeVar
 
 import orjson
 
@@ -20,23 +28,34 @@ from chainshare.api.errors import (
     PARSE_ERROR,
     rpc_error,
 )
+from chainshare.api.limits import ApiLimits, WorkBudget
 from chainshare.api.views import hx, qty, view_block, view_log, view_receipt, view_transaction
 from chainshare.crypto.hashing import keccak256
-from chainshare.errors import ChainshareError, ExecutionReverted, InvalidInput, NotFound
+from chainshare.errors import ChainshareError, ExecutionReverted, InvalidInput, LimitExceeded, NotFound
+from chainshare.execution.genesis import get_chain_params
 from chainshare.execution.runtime import get_nonce
 from chainshare.ledger.txs import decode_transaction, peek_type_and_to
 from chainshare.ledger.types import bloom_contains
 from chainshare.node import Node
 
 log = logging.getLogger("chainshare.rpc")
-MAX_LOG_RANGE = 10_000
-MAX_LOG_RESULTS = 10_000
+_T = TypeVar("_T")
 CODE_PREFIX = bytes.fromhex("60006000fd")  # PUSH1 0 PUSH1 0 REVERT: not EVM code, but never empty
-
-
-class RpcLimit(ChainshareError):
-    rpc_code = LIMIT_EXCEEDED
-    http_status = 413
+MAX_FILTER_VALUES = 256  # addresses, or alternatives of one topic position, in one log filter
+# Cheap methods that a single (non-batch) request may run directly on the event loop.
+LOOP_METHODS = frozenset({
+    "web3_clientVersion", "net_version", "net_listening", "net_peerCount", "eth_chainId", "eth_syncing",
+    "eth_mining", "eth_accounts", "eth_blockNumber", "eth_gasPrice", "eth_maxPriorityFeePerGas",
+    "eth_sendRawTransaction", "eth_getTransactionCount",
+})
+# Methods whose single request loads at most one block: run on the API's light thread.
+LIGHT_METHODS = frozenset({
+    "web3_sha3", "eth_getBalance", "eth_getCode", "eth_getStorageAt", "eth_getBlockByNumber", "eth_getBlockByHash",
+    "eth_getBlockTransactionCountByNumber", "eth_getTransactionByHash", "eth_getTransactionReceipt",
+})
+# Methods that change the node: their small result is returned even past max_response_bytes (a
+# read's result is replaced by -32005 there), so a client always learns what was done.
+WRITE_METHODS = frozenset({"eth_sendRawTransaction"})
 
 
 # -- parameter parsing -------------------------------------------------------------------------
@@ -75,29 +94,36 @@ def parse_quantity(value: Any, name: str) -> int:
         raise InvalidInput(f"{name} is not a hex quantity") from exc
 
 
-class JsonRpc:
-    """Dispatches JSON-RPC requests to a node."""
+Method = Callable[[list[Any], WorkBudget], Any]
 
-    def __init__(self, node: Node, max_batch: int = 1000) -> None:
+
+class JsonRpc:
+    """Dispatches JSON-RPC requests to a node, each body under a ``WorkBudget`` of ``limits``."""
+
+    def __init__(self, node: Node, limits: ApiLimits | None = None) -> None:
         self.node = node
-        self.max_batch = max_batch
-        self.methods: dict[str, Callable[[list[Any]], Any]] = {
-            "web3_clientVersion": lambda p: node.client_version,
+        self.limits = limits or ApiLimits()
+        self.max_batch = self.limits.max_batch
+        self._loop: Any = None  # the event loop (set by ``bind_loop``); None: call everything directly
+        self._loop_thread = 0
+        self._count_lock = threading.Lock()
+        self.methods: dict[str, Method] = {
+            "web3_clientVersion": lambda p, b: node.client_version,
             "web3_sha3": self.web3_sha3,
-            "net_version": lambda p: str(node.chain_id),
-            "net_listening": lambda p: True,
-            "net_peerCount": lambda p: "0x0",
-            "eth_chainId": lambda p: qty(node.chain_id),
-            "eth_syncing": lambda p: False,
-            "eth_mining": lambda p: False,
-            "eth_accounts": lambda p: [],
-            "eth_blockNumber": lambda p: qty(node.chain.head_height),
-            "eth_gasPrice": lambda p: "0x0",
-            "eth_maxPriorityFeePerGas": lambda p: "0x0",
+            "net_version": lambda p, b: str(node.chain_id),
+            "net_listening": lambda p, b: True,
+            "net_peerCount": lambda p, b: "0x0",
+            "eth_chainId": lambda p, b: qty(node.chain_id),
+            "eth_syncing": lambda p, b: False,
+            "eth_mining": lambda p, b: False,
+            "eth_accounts": lambda p, b: [],
+            "eth_blockNumber": lambda p, b: qty(node.chain.head_height),
+            "eth_gasPrice": lambda p, b: "0x0",
+            "eth_maxPriorityFeePerGas": lambda p, b: "0x0",
             "eth_feeHistory": self.eth_fee_history,
             "eth_getBalance": self.eth_get_balance,
             "eth_getCode": self.eth_get_code,
-            "eth_getStorageAt": lambda p: "0x" + "00" * 32,
+            "eth_getStorageAt": lambda p, b: "0x" + "00" * 32,
             "eth_getBlockByNumber": self.eth_get_block_by_number,
             "eth_getBlockByHash": self.eth_get_block_by_hash,
             "eth_getBlockTransactionCountByNumber": self.eth_get_block_tx_count_by_number,
@@ -112,6 +138,39 @@ class JsonRpc:
         self.counts: dict[str, int] = {}
         self.error_count = 0
 
+    # -- threads ---------------------------------------------------------------------------------
+    def bind_loop(self, loop: Any) -> None:
+        """Run the methods that touch the mempool or P2P gossip on ``loop`` (called from its thread, once)."""
+        if self._loop is not None:
+            return
+        self._loop = loop
+        self._loop_thread = threading.get_ident()
+
+    def call_on_loop(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """``fn(*args)`` on the event loop's thread (directly when already there); its result or error."""
+        if self._loop is None or threading.get_ident() == self._loop_thread:
+            return fn(*args)
+        fut: Future[_T] = Future()
+
+        def run() -> None:
+            try:
+                fut.set_result(fn(*args))
+            except BaseException as exc:
+                fut.set_exception(exc)
+
+        self._loop.call_soon_threadsafe(run)
+        return fut.result(timeout=60)
+
+    @staticmethod
+    def is_loop_request(req: Any) -> bool:
+        """A single request of a cheap method, answered on the event loop without a thread hop."""
+        return isinstance(req, dict) and req.get("method") in LOOP_METHODS
+
+    @staticmethod
+    def is_light_request(req: Any) -> bool:
+        """A single request that loads at most one block."""
+        return isinstance(req, dict) and req.get("method") in LIGHT_METHODS
+
     # -- transport-level handling ---------------------------------------------------------
     def handle_body(self, body: bytes) -> bytes | None:
         """Handle one HTTP body; returns the response body (None for a batch of notifications)."""
@@ -119,18 +178,58 @@ class JsonRpc:
             req = orjson.loads(body)
         except orjson.JSONDecodeError:
             return orjson.dumps(_error_response(None, PARSE_ERROR, "parse error: body is not valid JSON"))
-        if isinstance(req, list):
-            if not req:
-                return orjson.dumps(_error_response(None, INVALID_REQUEST, "empty batch"))
-            if len(req) > self.max_batch:
-                return orjson.dumps(_error_response(None, LIMIT_EXCEEDED,
-                                                    f"batch of {len(req)} exceeds the limit of {self.max_batch}"))
-            out = [r for r in (self.handle_one(x) for x in req) if r is not None]
-            return orjson.dumps(out) if out else None
-        resp = self.handle_one(req)
-        return orjson.dumps(resp) if resp is not None else None
+        return self.handle_parsed(req)
 
-    def handle_one(self, req: Any) -> dict[str, Any] | None:
+    def handle_parsed(self, req: Any) -> bytes | None:
+        """Answer a parsed body (a request or a batch) within one fresh ``WorkBudget``."""
+        budget = WorkBudget(self.limits)
+        if not isinstance(req, list):
+            return self._encode_within(req, self.handle_one(req, budget), budget)
+        if not req:
+            return orjson.dumps(_error_response(None, INVALID_REQUEST, "empty batch"))
+        if len(req) > self.max_batch:
+            return orjson.dumps(_error_response(None, LIMIT_EXCEEDED, f"limit exceeded: batch of {len(req)} "
+                                                f"requests (api.max_batch = {self.max_batch}); split it"))
+        parts: list[bytes] = []
+        full: LimitExceeded | None = None
+        for x in req:
+            if full is not None:  # the response is full: the rest are refused without running
+                rid = x.get("id") if isinstance(x, dict) else None
+                if not (isinstance(x, dict) and "id" not in x):
+                    parts.append(orjson.dumps({"jsonrpc": "2.0", "id": rid if _valid_id(rid) else None,
+                                               "error": rpc_error(full)}))
+                continue
+            out = self._encode_within(x, self.handle_one(x, budget), budget)
+            if out is None:
+                continue
+            if not budget.fits_response(1):
+                full = budget.response_full()
+            parts.append(out)
+        return b"[" + b",".join(parts) + b"]" if parts else None
+
+    def _encode_within(self, req: Any, resp: dict[str, Any] | None, budget: WorkBudget) -> bytes | None:
+        """``resp`` encoded; a read's result that would overflow ``max_response_bytes`` becomes -32005
+        (a write's small result is always kept: what was done is never hidden)."""
+        if resp is None:
+            return None
+        out = orjson.dumps(resp)
+        if not budget.fits_response(len(out) + 1) and "result" in resp and req.get("method") not in WRITE_METHODS:
+            exc = budget.response_full()
+            budget.charge_response(budget.limits.max_response_bytes)  # nothing more fits
+            self._count_error()
+            return orjson.dumps({"jsonrpc": "2.0", "id": resp["id"], "error": rpc_error(exc)})
+        budget.charge_response(len(out) + 1)
+        return out
+
+    def _count(self, method: str) -> None:
+        with self._count_lock:
+            self.counts[method] = self.counts.get(method, 0) + 1
+
+    def _count_error(self) -> None:
+        with self._count_lock:
+            self.error_count += 1
+
+    def handle_one(self, req: Any, budget: WorkBudget | None = None) -> dict[str, Any] | None:
         if not isinstance(req, dict) or req.get("jsonrpc") != "2.0" or not isinstance(req.get("method"), str):
             rid = req.get("id") if isinstance(req, dict) else None
             return _error_response(rid if _valid_id(rid) else None, INVALID_REQUEST,
@@ -144,19 +243,22 @@ class JsonRpc:
             return _error_response(rid, -32602, "params must be an array")
         fn = self.methods.get(method)
         notification = "id" not in req  # JSON-RPC 2.0: the server must not reply to a notification
-        self.counts[method if fn else "unknown"] = self.counts.get(method if fn else "unknown", 0) + 1
+        self._count(method if fn else "unknown")
         if fn is None:
-            self.error_count += 1
+            self._count_error()
             return None if notification else _error_response(rid, METHOD_NOT_FOUND,
                                                              f"method {method[:64]!r} is not supported")
+        if budget is None:
+            budget = WorkBudget(self.limits)
+        budget.start_request()
         try:
-            result = fn(params)
+            result = fn(params, budget)
         except ChainshareError as exc:
-            self.error_count += 1
+            self._count_error()
             return None if notification else {"jsonrpc": "2.0", "id": rid, "error": rpc_error(exc)}
         except Exception:
             # A bug, not bad input: log it with its traceback, answer -32603, keep serving.
-            self.error_count += 1
+            self._count_error()
             log.exception("internal error in %s", method)
             return None if notification else _error_response(rid, INTERNAL_ERROR,
                                                              f"internal error while handling {method}")
@@ -184,21 +286,21 @@ class JsonRpc:
         raise InvalidInput(f"{what}: historical state is not kept; only the latest (finalized) state can be read")
 
     # -- methods ------------------------------------------------------------------------------
-    def web3_sha3(self, p: list[Any]) -> str:
+    def web3_sha3(self, p: list[Any], b: WorkBudget) -> str:
         return hx(keccak256(parse_data(_param(p, 0, "data"), "data")))
 
-    def eth_get_balance(self, p: list[Any]) -> str:
+    def eth_get_balance(self, p: list[Any], b: WorkBudget) -> str:
         parse_data(_param(p, 0, "address"), "address", 20)
         return "0x0"
 
-    def eth_get_code(self, p: list[Any]) -> str:
+    def eth_get_code(self, p: list[Any], b: WorkBudget) -> str:
         addr = parse_data(_param(p, 0, "address"), "address", 20)
         contract = self.node.runtime.contracts.get(addr)
         if contract is None:
             return "0x"
         return hx(CODE_PREFIX + b"chainshare:" + contract.NAME.encode())
 
-    def eth_fee_history(self, p: list[Any]) -> dict[str, Any]:
+    def eth_fee_history(self, p: list[Any], b: WorkBudget) -> dict[str, Any]:
         count = min(parse_quantity(_param(p, 0, "blockCount"), "blockCount"), 1024)
         newest = self._height(_param(p, 1, "newestBlock", "latest"))
         newest = min(newest, self.node.chain.head_height)
@@ -207,6 +309,7 @@ class JsonRpc:
         percentiles = _param(p, 2, "rewardPercentiles", [])
         if not isinstance(percentiles, list) or len(percentiles) > 100:
             raise InvalidInput("rewardPercentiles must be an array of at most 100 numbers")
+        b.charge_blocks(count, "eth_feeHistory")
         ratios = []
         for h in range(oldest, newest + 1):
             hdr = self.node.chain.get_block(h).header
@@ -217,61 +320,66 @@ class JsonRpc:
             out["reward"] = [["0x0"] * len(percentiles) for _ in range(count)]
         return out
 
-    def eth_get_block_by_number(self, p: list[Any]) -> dict[str, Any] | None:
+    def _load_block(self, h: int, b: WorkBudget, what: str) -> Any:
+        b.charge_blocks(1, what)
+        return self.node.chain.get_block(h)
+
+    def eth_get_block_by_number(self, p: list[Any], b: WorkBudget) -> dict[str, Any] | None:
         h = self._height(_param(p, 0, "block"))
         full = bool(_param(p, 1, "fullTransactions", False))
         if h > self.node.chain.head_height:
             return None
-        return view_block(self.node.chain.get_block(h), self.node.chain_id, full)
+        return view_block(self._load_block(h, b, "eth_getBlockByNumber"), self.node.chain_id, full)
 
-    def eth_get_block_by_hash(self, p: list[Any]) -> dict[str, Any] | None:
+    def eth_get_block_by_hash(self, p: list[Any], b: WorkBudget) -> dict[str, Any] | None:
         bh = parse_data(_param(p, 0, "blockHash"), "blockHash", 32)
         full = bool(_param(p, 1, "fullTransactions", False))
         try:
             h = self.node.chain.get_height_by_hash(bh)
         except NotFound:
             return None
-        return view_block(self.node.chain.get_block(h), self.node.chain_id, full)
+        return view_block(self._load_block(h, b, "eth_getBlockByHash"), self.node.chain_id, full)
 
-    def eth_get_block_tx_count_by_number(self, p: list[Any]) -> str | None:
+    def eth_get_block_tx_count_by_number(self, p: list[Any], b: WorkBudget) -> str | None:
         h = self._height(_param(p, 0, "block"))
         if h > self.node.chain.head_height:
             return None
-        return qty(len(self.node.chain.get_block(h).transactions))
+        return qty(len(self._load_block(h, b, "eth_getBlockTransactionCountByNumber").transactions))
 
-    def eth_get_transaction_by_hash(self, p: list[Any]) -> dict[str, Any] | None:
+    def eth_get_transaction_by_hash(self, p: list[Any], b: WorkBudget) -> dict[str, Any] | None:
         th = parse_data(_param(p, 0, "txHash"), "txHash", 32)
         loc = self.node.chain.get_tx_location(th)
         if loc is None:
-            pending = self.node.mempool.get(th)
+            pending = self.node.mempool.get(th)  # one dict lookup (safe from any thread)
             return view_transaction(pending, None, None) if pending else None
-        block = self.node.chain.get_block(loc.height)
+        block = self._load_block(loc.height, b, "eth_getTransactionByHash")
         tx = decode_transaction(block.transactions[loc.index], self.node.chain_id)
         return view_transaction(tx, block, loc.index)
 
-    def eth_get_transaction_receipt(self, p: list[Any]) -> dict[str, Any] | None:
+    def eth_get_transaction_receipt(self, p: list[Any], b: WorkBudget) -> dict[str, Any] | None:
         th = parse_data(_param(p, 0, "txHash"), "txHash", 32)
-        if self.node.mempool.get(th) is not None:
+        if self.node.mempool.get(th) is not None:  # one dict lookup (safe from any thread)
             return None  # still pending: no need to look on disk
         loc = self.node.chain.get_tx_location(th)
         if loc is None:
             return None
-        b = self.node.chain.get_bundle(loc.height)
-        tx_type, to = peek_type_and_to(b.block.transactions[loc.index])
-        return view_receipt(b.block, b.receipts, loc.index, b.senders[loc.index], th, to, tx_type,
-                            b.first_log_index[loc.index])
+        b.charge_blocks(1, "eth_getTransactionReceipt")
+        bundle = self.node.chain.get_bundle(loc.height)
+        tx_type, to = peek_type_and_to(bundle.block.transactions[loc.index])
+        return view_receipt(bundle.block, bundle.receipts, loc.index, bundle.senders[loc.index], th, to, tx_type,
+                            bundle.first_log_index[loc.index])
 
-    def eth_get_transaction_count(self, p: list[Any]) -> str:
+    def eth_get_transaction_count(self, p: list[Any], b: WorkBudget) -> str:
         addr = parse_data(_param(p, 0, "address"), "address", 20)
         tag = _param(p, 1, "block", "latest")
         if tag == "pending":
-            return qty(self.node.mempool.get_pending_nonce(self.node.state, addr))
+            return qty(self.call_on_loop(self.node.mempool.get_pending_nonce, self.node.state, addr))
         self._latest_only(tag, "eth_getTransactionCount")
         return qty(get_nonce(self.node.state, addr))
 
-    def eth_send_raw_transaction(self, p: list[Any]) -> str:
+    def eth_send_raw_transaction(self, p: list[Any], b: WorkBudget) -> str:
         raw = parse_data(_param(p, 0, "rawTransaction"), "rawTransaction")
-        return hx(self.node.submit_raw_transaction(raw))
+        return hx(self.call_on_loop(self.node.submit_raw_transaction, raw))
 
     def _call_args(self, p: list[Any]) -> tuple[bytes, bytes, bytes, int | None]:
         obj = _param(p, 0, "transaction")
@@ -282,6 +390,12 @@ class JsonRpc:
             raise InvalidInput("call object needs 'to': contract creation is not supported")
         to = parse_data(to_v, "to", 20)
         sender = parse_data(obj["from"], "from", 20) if obj.get("from") else bytes(20)
+        system = self.node.runtime.contracts.get(sender)
+        if system is not None:
+            # Only a transaction's signer can be its sender, and no key signs for a system contract:
+            # a call "from" one would reach privileged paths (Governance.setValidators) no tx can.
+            raise InvalidInput(f"from: {hx(sender)} is the {system.NAME} system contract; a call's sender "
+                               "must be an account")
         data_v = obj.get("input", obj.get("data"))
         data = parse_data(data_v, "data") if data_v is not None else b""
         if len(data) > 128 * 1024:
@@ -291,27 +405,43 @@ class JsonRpc:
             raise InvalidInput("there is no native currency on this network: value must be 0")
         return sender, to, data, gas
 
-    def eth_call(self, p: list[Any]) -> str:
+    def _run_call(self, p: list[Any], b: WorkBudget) -> tuple[bool, bytes, int]:
+        """Run a call with at most the block gas limit and what is left of the batch's call gas."""
         sender, to, data, gas = self._call_args(p)
+        block_gas, _ = get_chain_params(self.node.state)
+        granted = b.grant_call_gas(gas, block_gas)
+        ok, out, used = self.node.call(sender, to, data, granted)
+        b.charge_call_gas(used)
+        if not ok and used >= granted and b.is_call_gas_short(granted, gas, block_gas):
+            raise b.call_gas_exhausted()  # out of gas only because the batch budget ran low
+        return ok, out, used
+
+    def eth_call(self, p: list[Any], b: WorkBudget) -> str:
         self._latest_only(_param(p, 1, "block", "latest"), "eth_call")
-        ok, out, _ = self.node.call(sender, to, data, gas)
+        ok, out, _ = self._run_call(p, b)
         if not ok:
             raise _reverted(out)
         return hx(out)
 
-    def eth_estimate_gas(self, p: list[Any]) -> str:
+    def eth_estimate_gas(self, p: list[Any], b: WorkBudget) -> str:
         sender, to, data, gas = self._call_args(p)
         if to not in self.node.runtime.contracts:
-            return qty(21_000 + sum(4 if b == 0 else 16 for b in data))
-        ok, out, used = self.node.call(sender, to, data, gas)
+            return qty(21_000 + sum(4 if x == 0 else 16 for x in data))
+        ok, out, used = self._run_call(p, b)
         if not ok:
             raise _reverted(out)
         return qty(used)
 
-    def eth_get_logs(self, p: list[Any]) -> list[dict[str, Any]]:
+    def eth_get_logs(self, p: list[Any], b: WorkBudget) -> list[dict[str, Any]]:
         f = _param(p, 0, "filter")
         if not isinstance(f, dict):
             raise InvalidInput("filter must be a JSON object")
+        return self.get_logs(f, b)
+
+    def get_logs(self, f: dict[str, Any], b: WorkBudget, max_results: int | None = None,
+                 what: str = "eth_getLogs") -> list[dict[str, Any]]:
+        """Logs matching filter ``f`` in block order, each block loaded charged to ``b``; stops after
+        ``max_results`` logs when given (else more than the budget allows is -32005)."""
         chain = self.node.chain
         head = chain.head_height
         if f.get("blockHash") is not None:
@@ -322,9 +452,9 @@ class JsonRpc:
         else:
             lo = self._height(f.get("fromBlock", "latest"))
             hi = min(self._height(f.get("toBlock", "latest")), head)
-        if lo > hi:
-            return []
         addrs_v = f.get("address")
+        if isinstance(addrs_v, list) and len(addrs_v) > MAX_FILTER_VALUES:
+            raise InvalidInput(f"address: at most {MAX_FILTER_VALUES} addresses")
         addrs = ([parse_data(a, "address", 20) for a in addrs_v] if isinstance(addrs_v, list)
                  else [parse_data(addrs_v, "address", 20)] if addrs_v is not None else [])
         topics_v = f.get("topics") or []
@@ -335,41 +465,50 @@ class JsonRpc:
             if t is None:
                 topics.append(None)
             elif isinstance(t, list):
+                if len(t) > MAX_FILTER_VALUES:
+                    raise InvalidInput(f"topics: at most {MAX_FILTER_VALUES} alternatives per position")
                 topics.append([parse_data(x, "topic", 32) for x in t] or None)
             else:
                 topics.append([parse_data(t, "topic", 32)])
-        heights = self._candidate_heights(lo, hi, addrs, topics)
+        if lo > hi:
+            return []
         out: list[dict[str, Any]] = []
-        for h in heights:
+        for h in self._candidate_heights(lo, hi, addrs, topics, b, what):
+            b.charge_blocks(1, what)
             block = chain.get_block(h)
             if addrs and not any(bloom_contains(block.header.logs_bloom, a) for a in addrs):
                 continue
-            b = chain.get_bundle(h)
-            for ti, r in enumerate(b.receipts):
+            bundle = chain.get_bundle(h)
+            for ti, r in enumerate(bundle.receipts):
                 for j, lg in enumerate(r.logs):
                     if _log_matches(lg, addrs, topics):
-                        out.append(view_log(lg, b.block, b.tx_hashes[ti], ti, b.first_log_index[ti] + j))
-                        if len(out) > MAX_LOG_RESULTS:
-                            raise RpcLimit(f"query returned more than {MAX_LOG_RESULTS} logs; narrow the block range")
+                        if max_results is not None and len(out) >= max_results:
+                            return out
+                        b.charge_logs(1, what)
+                        out.append(view_log(lg, bundle.block, bundle.tx_hashes[ti], ti,
+                                            bundle.first_log_index[ti] + j))
         return out
 
-    def _candidate_heights(self, lo: int, hi: int, addrs: list[bytes], topics: list[list[bytes] | None]) -> list[int]:
+    def _candidate_heights(self, lo: int, hi: int, addrs: list[bytes], topics: list[list[bytes] | None],
+                           b: WorkBudget, what: str) -> Iterable[int]:
+        """Heights that may hold a matching log, ascending, read lazily from the most selective index
+        (a topic position with values, else the addresses); every height without a filter."""
         chain = self.node.chain
-        # Use the most selective index available: a topic position with values, else addresses.
         for pos in topics:
             if pos:
-                hs: set[int] = set()
-                for t in pos:
-                    hs.update(chain.iter_log_heights(t, lo, hi, by_topic=True))
-                return sorted(hs)
+                return _merge_unique(chain.iter_log_heights(t, lo, hi, by_topic=True) for t in pos)
         if addrs:
-            hs = set()
-            for a in addrs:
-                hs.update(chain.iter_log_heights(a, lo, hi, by_topic=False))
-            return sorted(hs)
-        if hi - lo + 1 > MAX_LOG_RANGE:
-            raise RpcLimit(f"block range of {hi - lo + 1} exceeds {MAX_LOG_RANGE} without an address or topic filter")
-        return list(range(lo, hi + 1))
+            return _merge_unique(chain.iter_log_heights(a, lo, hi, by_topic=False) for a in addrs)
+        b.check_blocks(hi - lo + 1, what)  # a range over the budget is refused before any block is read
+        return range(lo, hi + 1)
+
+
+def _merge_unique(iterators: Iterable[Iterator[int]]) -> Iterator[int]:
+    last = -1
+    for h in heapq.merge(*iterators):
+        if h != last:
+            last = h
+            yield h
 
 
 def _log_matches(lg: Any, addrs: list[bytes], topics: list[list[bytes] | None]) -> bool:

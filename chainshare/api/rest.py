@@ -2,6 +2,8 @@
 
 Reads are of finalized data only. Every error is a JSON body ``{"error": {"type", "message"}}``
 with the status from the one error mapping; malformed parameters are 400/422, never 500.
+Reads that load blocks run on the API worker threads (off the consensus loop) under a work
+budget; one over it is 413, a client over its rate limit 429 with Retry-After.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from chainshare.api.errors import http_error
 from chainshare.api.jsonrpc import JsonRpc, parse_data
+from chainshare.api.limits import ApiWorkers, WorkBudget
 from chainshare.api.sharing import create_sharing_router
 from chainshare.api.views import hx, view_block, view_qc, view_receipt, view_transaction
-from chainshare.errors import ChainshareError, InvalidInput, NotFound
+from chainshare.errors import ChainshareError, InvalidInput, NotFound, RateLimited
 from chainshare.execution.contracts.membership import (
     get_agency,
     get_agency_names,
@@ -41,7 +44,7 @@ class RawTransaction(BaseModel):
     raw: str = Field(..., description="0x-prefixed signed Ethereum transaction", max_length=2 * 128 * 1024 + 2)
 
 
-def create_rest_app(node: Node, rpc: JsonRpc) -> FastAPI:
+def create_rest_app(node: Node, rpc: JsonRpc, workers: ApiWorkers) -> FastAPI:
     app = FastAPI(
         title="chainshare node API", version="1", openapi_url="/openapi.json", docs_url="/docs", redoc_url=None,
         description="Blocks, transactions, receipts, Merkle proofs, agencies, contract events and node status "
@@ -54,7 +57,10 @@ def create_rest_app(node: Node, rpc: JsonRpc) -> FastAPI:
         # Every refusal is logged (kind, path, message: never request bodies or data).
         log_event(log, logging.INFO, "request refused", path=request.url.path, status=status,
                   kind=type(exc).__name__, reason=exc.message[:300])
-        return JSONResponse(body, status_code=status)
+        headers = None
+        if isinstance(exc, RateLimited) and isinstance(exc.data, dict):
+            headers = {"Retry-After": str(max(1, int(float(exc.data.get("retryAfter", 1)) + 0.999)))}
+        return JSONResponse(body, status_code=status, headers=headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -79,7 +85,8 @@ def create_rest_app(node: Node, rpc: JsonRpc) -> FastAPI:
             raise NotFound(f"no block at height {h} (head is {chain.head_height})")
         return h
 
-    def _block_json(h: int, full: bool) -> dict[str, Any]:
+    def _block_json(h: int, full: bool, budget: WorkBudget | None = None) -> dict[str, Any]:
+        (budget or WorkBudget(rpc.limits)).charge_blocks(1, "this read")
         block = node.chain.get_block(h)
         out = view_block(block, node.chain_id, full)
         out["qc"] = view_qc(node.chain.get_qc(h))
@@ -102,30 +109,34 @@ def create_rest_app(node: Node, rpc: JsonRpc) -> FastAPI:
                     limit: Annotated[int, Query(ge=1, le=100)] = 20) -> dict[str, Any]:
         top = node.chain.head_height if before is None else min(before - 1, node.chain.head_height)
         heights = list(range(top, max(top - limit, -1), -1))
-        items = [_block_json(h, False) for h in heights]
+        budget = WorkBudget(rpc.limits)
+        items = await workers.run(lambda: [_block_json(h, False, budget) for h in heights])
         return {"items": items, "next_before": heights[-1] if heights and heights[-1] > 0 else None}
 
     @app.get("/blocks/{block_id}", summary="One block by height, hash, 'latest' or 'earliest', with its QC")
     async def get_block(block_id: Annotated[str, Path(pattern=HEX_ID)], full: bool = False) -> dict[str, Any]:
-        return _block_json(_block_height(block_id), full)
+        return await workers.run(lambda: _block_json(_block_height(block_id), full))
 
     @app.get("/transactions/{tx_hash}", summary="A transaction (pending or included)")
     async def get_transaction(tx_hash: Annotated[str, Path(pattern=r"^0x[0-9a-fA-F]{64}$")]) -> dict[str, Any]:
-        result = rpc.eth_get_transaction_by_hash([tx_hash])
+        result = await workers.run(rpc.eth_get_transaction_by_hash, [tx_hash], WorkBudget(rpc.limits))
         if result is None:
             raise NotFound(f"no transaction {tx_hash}")
         return result
 
     @app.get("/transactions/{tx_hash}/receipt", summary="The receipt of an included transaction")
     async def get_receipt(tx_hash: Annotated[str, Path(pattern=r"^0x[0-9a-fA-F]{64}$")]) -> dict[str, Any]:
-        result = rpc.eth_get_transaction_receipt([tx_hash])
+        result = await workers.run(rpc.eth_get_transaction_receipt, [tx_hash], WorkBudget(rpc.limits))
         if result is None:
             raise NotFound(f"no receipt for {tx_hash} (unknown or not yet included)")
         return result
 
     @app.get("/transactions/{tx_hash}/proof",
              summary="Merkle inclusion proofs of a transaction and its receipt against the block header")
-    def get_proof(tx_hash: Annotated[str, Path(pattern=r"^0x[0-9a-fA-F]{64}$")]) -> dict[str, Any]:
+    async def get_proof(tx_hash: Annotated[str, Path(pattern=r"^0x[0-9a-fA-F]{64}$")]) -> dict[str, Any]:
+        return await workers.run(_proof, tx_hash)
+
+    def _proof(tx_hash: str) -> dict[str, Any]:
         th = parse_data(tx_hash, "tx hash", 32)
         loc = node.chain.get_tx_location(th)
         if loc is None:
@@ -151,6 +162,9 @@ def create_rest_app(node: Node, rpc: JsonRpc) -> FastAPI:
 
     @app.get("/blocks/{block_id}/transactions", summary="Transactions of a block with their receipts")
     async def block_transactions(block_id: Annotated[str, Path(pattern=HEX_ID)]) -> dict[str, Any]:
+        return await workers.run(_block_transactions, block_id)
+
+    def _block_transactions(block_id: str) -> dict[str, Any]:
         h = _block_height(block_id)
         block = node.chain.get_block(h)
         receipts = node.chain.get_receipts(h)
@@ -171,6 +185,9 @@ def create_rest_app(node: Node, rpc: JsonRpc) -> FastAPI:
 
     @app.get("/blocks/{block_id}/raw", summary="Canonical encodings of a block, its QC and receipts (for verifiers)")
     async def block_raw(block_id: Annotated[str, Path(pattern=HEX_ID)]) -> dict[str, Any]:
+        return await workers.run(_block_raw, block_id)
+
+    def _block_raw(block_id: str) -> dict[str, Any]:
         from chainshare import codec
 
         h = _block_height(block_id)
@@ -230,7 +247,7 @@ def create_rest_app(node: Node, rpc: JsonRpc) -> FastAPI:
                                "topics": [topic0, topic1] if topic1 else ([topic0] if topic0 else [])}
         if address:
             flt["address"] = address
-        logs = rpc.eth_get_logs([flt])
+        logs = await workers.run(rpc.get_logs, flt, WorkBudget(rpc.limits), limit + 1, "GET /events")
         return {"items": logs[:limit], "truncated": len(logs) > limit}
 
     app.include_router(create_sharing_router(node))  # datasets, grants, audit, vault, fetch, query

@@ -62,6 +62,33 @@ def sharing(decisions: int, nodes: int, clients: int, cedar_iterations: int, dat
     click.echo(json.dumps(result))
 
 
+@group.command("abuse")
+@click.option("--nodes", type=click.IntRange(1, 16), default=4, show_default=True)
+@click.option("--duration", type=click.FloatRange(2, 3600), default=30, show_default=True,
+              help="Seconds of each phase (baseline, then under attack).")
+@click.option("--attackers", type=click.IntRange(1, 64), default=4, show_default=True,
+              help="Concurrent loops sending the heaviest batches.")
+@click.option("--logs", type=click.IntRange(1, 1_000_000), default=12_000, show_default=True,
+              help="Notary.anchor transactions (one log each) on the chain before the phases.")
+@click.option("--no-rate-limit", is_flag=True,
+              help="Start the nodes without the per-client rate limit: work budgets and worker threads only "
+                   "(as against an attacker with many addresses).")
+@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
+              help="Keep the devnet here (default: a temporary directory, removed afterwards).")
+def abuse(nodes: int, duration: float, attackers: int, logs: int, no_rate_limit: bool,
+          directory: Path | None) -> None:
+    """/healthz and finality latency (p50/p99) while clients send the heaviest accepted JSON-RPC batches
+    in a loop, against a baseline without them in the same run."""
+    import json
+
+    from chainshare.bench import write_result
+    from chainshare.bench_abuse import run_abuse
+
+    result = run_abuse(nodes, duration, attackers, logs, not no_rate_limit, directory)
+    result["saved_to"] = str(write_result(result))
+    click.echo(json.dumps(result))
+
+
 @group.command("sim")
 @click.option("--seeds", type=click.IntRange(1, 1_000_000), default=10_000, show_default=True)
 @click.option("--validators", "n", type=click.IntRange(4, 31), default=4, show_default=True)
