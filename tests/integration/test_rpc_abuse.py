@@ -184,3 +184,30 @@ def test_single_requests_over_budget_get_a_precise_error(net: Devnet) -> None:
                       )
     err = r.json()["error"]
     assert err["code"] == -32005 and "api.max_batch = 1000" in err["message"]
+
+
+def test_websocket_frames_are_charged_and_throttled_like_http_bodies(net: Devnet) -> None:
+    """The same heavy batches sent as websocket frames are cut at their budgets and, once the client
+    has spent its share, each request of a frame gets -32005 by its id (a websocket has no HTTP 429);
+    the honest client is unaffected and the throttled one is served again after ``retryAfter``."""
+    from websockets.sync.client import connect
+
+    ws_url = net.rpc_url.replace("http://", "ws://", 1) + "/"
+    attacker = {"x-forwarded-for": "203.0.113.99"}  # a client of its own: its bucket starts full
+    with connect(ws_url, additional_headers=attacker, max_size=64 * 1024 * 1024, open_timeout=30) as ws:
+        answer: Any = None
+        for _ in range(100):
+            ws.send(GET_LOGS)
+            answer = json.loads(ws.recv(timeout=120))
+            assert isinstance(answer, list) and [a["id"] for a in answer] == list(range(1000))
+            if all(a.get("error", {}).get("code") == -32005 and "retryAfter" in a["error"].get("data", {})
+                   for a in answer):
+                break
+            assert any(a.get("error", {}).get("code") == -32005 for a in answer), "no budget cut over the websocket"
+        else:
+            raise AssertionError(f"the websocket client was never throttled: {str(answer)[:300]}")
+        assert _rpc(net, net.rpc_url, "eth_chainId") == hex(net.chain_id)  # the honest client is served
+        time.sleep(float(answer[0]["error"]["data"]["retryAfter"]) + 0.5)
+        ws.send(json.dumps({"jsonrpc": "2.0", "id": "again", "method": "eth_blockNumber", "params": []}))
+        again = json.loads(ws.recv(timeout=60))
+        assert again["id"] == "again" and "result" in again, again
