@@ -16,6 +16,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import orjson
@@ -35,7 +36,7 @@ from chainshare.errors import ChainshareError, ExecutionReverted, InvalidInput, 
 from chainshare.execution.genesis import get_chain_params
 from chainshare.execution.runtime import get_nonce
 from chainshare.ledger.txs import decode_transaction, peek_type_and_to
-from chainshare.ledger.types import bloom_contains
+from chainshare.ledger.types import Log, bloom_contains
 from chainshare.node import Node
 
 log = logging.getLogger("chainshare.rpc")
@@ -81,6 +82,43 @@ def parse_data(value: Any, name: str, size: int | None = None) -> bytes:
     if size is not None and len(b) != size:
         raise InvalidInput(f"{name} must be {size} bytes")
     return b
+
+
+@dataclass(frozen=True)
+class LogFilter:
+    """A log filter of eth_getLogs and of a ``logs`` subscription: any of ``addresses`` (empty: any), and
+    at each topic position one of the values (None: any)."""
+
+    addresses: frozenset[bytes]
+    topics: tuple[frozenset[bytes] | None, ...]
+
+    def is_match(self, lg: Log) -> bool:
+        if self.addresses and lg.address not in self.addresses:
+            return False
+        for i, accepted in enumerate(self.topics):
+            if accepted is not None and (i >= len(lg.topics) or lg.topics[i] not in accepted):
+                return False
+        return True
+
+
+def parse_log_filter(f: dict[str, Any]) -> LogFilter:
+    """``address`` (one or a list) and ``topics`` (per position: null = any, a value, or a list of
+    alternatives) as eth_getLogs reads them, each list at most MAX_FILTER_VALUES long."""
+    addrs_v = f.get("address")
+    if isinstance(addrs_v, list) and len(addrs_v) > MAX_FILTER_VALUES:
+        raise InvalidInput(f"address: at most {MAX_FILTER_VALUES} addresses")
+    addrs = ([parse_data(a, "address", 20) for a in addrs_v] if isinstance(addrs_v, list)
+             else [parse_data(addrs_v, "address", 20)] if addrs_v is not None else [])
+    topics_v = f.get("topics") or []
+    if not isinstance(topics_v, list) or len(topics_v) > 4:
+        raise InvalidInput("topics must be an array of at most 4 entries")
+    topics: list[frozenset[bytes] | None] = []
+    for t in topics_v:
+        if isinstance(t, list) and len(t) > MAX_FILTER_VALUES:
+            raise InvalidInput(f"topics: at most {MAX_FILTER_VALUES} alternatives per position")
+        values = t if isinstance(t, list) else [t] if t is not None else []
+        topics.append(frozenset(parse_data(x, "topic", 32) for x in values) or None)
+    return LogFilter(frozenset(addrs), tuple(topics))
 
 
 def parse_quantity(value: Any, name: str) -> int:
@@ -452,24 +490,8 @@ class JsonRpc:
         else:
             lo = self._height(f.get("fromBlock", "latest"))
             hi = min(self._height(f.get("toBlock", "latest")), head)
-        addrs_v = f.get("address")
-        if isinstance(addrs_v, list) and len(addrs_v) > MAX_FILTER_VALUES:
-            raise InvalidInput(f"address: at most {MAX_FILTER_VALUES} addresses")
-        addrs = ([parse_data(a, "address", 20) for a in addrs_v] if isinstance(addrs_v, list)
-                 else [parse_data(addrs_v, "address", 20)] if addrs_v is not None else [])
-        topics_v = f.get("topics") or []
-        if not isinstance(topics_v, list) or len(topics_v) > 4:
-            raise InvalidInput("topics must be an array of at most 4 entries")
-        topics: list[list[bytes] | None] = []
-        for t in topics_v:
-            if t is None:
-                topics.append(None)
-            elif isinstance(t, list):
-                if len(t) > MAX_FILTER_VALUES:
-                    raise InvalidInput(f"topics: at most {MAX_FILTER_VALUES} alternatives per position")
-                topics.append([parse_data(x, "topic", 32) for x in t] or None)
-            else:
-                topics.append([parse_data(t, "topic", 32)])
+        flt = parse_log_filter(f)
+        addrs, topics = sorted(flt.addresses), list(flt.topics)
         if lo > hi:
             return []
         out: list[dict[str, Any]] = []
@@ -481,7 +503,7 @@ class JsonRpc:
             bundle = chain.get_bundle(h)
             for ti, r in enumerate(bundle.receipts):
                 for j, lg in enumerate(r.logs):
-                    if _log_matches(lg, addrs, topics):
+                    if flt.is_match(lg):
                         if max_results is not None and len(out) >= max_results:
                             return out
                         b.charge_logs(1, what)
@@ -489,7 +511,7 @@ class JsonRpc:
                                             bundle.first_log_index[ti] + j))
         return out
 
-    def _candidate_heights(self, lo: int, hi: int, addrs: list[bytes], topics: list[list[bytes] | None],
+    def _candidate_heights(self, lo: int, hi: int, addrs: list[bytes], topics: list[frozenset[bytes] | None],
                            b: WorkBudget, what: str) -> Iterable[int]:
         """Heights that may hold a matching log, ascending, read lazily from the most selective index
         (a topic position with values, else the addresses); every height without a filter."""
@@ -509,17 +531,6 @@ def _merge_unique(iterators: Iterable[Iterator[int]]) -> Iterator[int]:
         if h != last:
             last = h
             yield h
-
-
-def _log_matches(lg: Any, addrs: list[bytes], topics: list[list[bytes] | None]) -> bool:
-    if addrs and lg.address not in addrs:
-        return False
-    for i, want in enumerate(topics):
-        if want is None:
-            continue
-        if i >= len(lg.topics) or lg.topics[i] not in want:
-            return False
-    return True
 
 
 def _reverted(data: bytes) -> ExecutionReverted:

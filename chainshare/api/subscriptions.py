@@ -35,7 +35,7 @@ import orjson
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from chainshare.api.errors import INVALID_REQUEST, LIMIT_EXCEEDED, rpc_error
-from chainshare.api.jsonrpc import JsonRpc, parse_data
+from chainshare.api.jsonrpc import JsonRpc, LogFilter, parse_log_filter
 from chainshare.api.views import view_block, view_log
 from chainshare.errors import ChainshareError, InvalidInput, MethodNotFound
 from chainshare.ledger.chain import BlockBundle
@@ -51,7 +51,6 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 CLOSE_POLICY = 1008       # the client broke a limit (its send queue overflowed)
 CLOSE_INTERNAL = 1011     # the node could not publish a block: resubscribe and poll the gap
 CLOSE_TIMEOUT_S = 10.0    # how long a close frame may wait behind a stalled client's unread data
-MAX_FILTER_VALUES = 1_000   # addresses of a filter, alternatives of a topic position
 # Notifications queued per event-loop turn: a large block for many subscribers is spread over turns
 # (consensus and requests run in between); a connection always gets a block's frames in one go.
 PUBLISH_BUDGET = 2_000
@@ -88,23 +87,6 @@ class NewHeads:
     pass
 
 
-@dataclass(frozen=True)
-class LogFilter:
-    """A ``logs`` subscription: any of ``addresses`` (empty: any), and at each topic position one of
-    the values (None: any)."""
-
-    addresses: frozenset[bytes]
-    topics: tuple[frozenset[bytes] | None, ...]
-
-    def is_match(self, lg: Log) -> bool:
-        if self.addresses and lg.address not in self.addresses:
-            return False
-        for i, accepted in enumerate(self.topics):
-            if accepted is not None and (i >= len(lg.topics) or lg.topics[i] not in accepted):
-                return False
-        return True
-
-
 Subscription = NewHeads | LogFilter
 
 
@@ -136,26 +118,6 @@ def parse_subscription(params: list[Any]) -> Subscription:
 HEAD_FIELDS = ("number", "hash", "parentHash", "nonce", "sha3Uncles", "logsBloom", "transactionsRoot", "stateRoot",
                "receiptsRoot", "miner", "difficulty", "totalDifficulty", "extraData", "size", "gasLimit", "gasUsed",
                "timestamp", "baseFeePerGas", "mixHash")
-
-
-def parse_log_filter(f: dict[str, Any]) -> LogFilter:
-    """``address`` (one or a list) and ``topics`` (per position: null = any, a value, or a list of
-    alternatives) as eth_getLogs reads them, each list at most MAX_FILTER_VALUES long."""
-    addrs_v = f.get("address")
-    if isinstance(addrs_v, list) and len(addrs_v) > MAX_FILTER_VALUES:
-        raise InvalidInput(f"address: at most {MAX_FILTER_VALUES} addresses")
-    addrs = ([parse_data(a, "address", 20) for a in addrs_v] if isinstance(addrs_v, list)
-             else [parse_data(addrs_v, "address", 20)] if addrs_v is not None else [])
-    topics_v = f.get("topics") or []
-    if not isinstance(topics_v, list) or len(topics_v) > 4:
-        raise InvalidInput("topics must be an array of at most 4 entries")
-    topics: list[frozenset[bytes] | None] = []
-    for t in topics_v:
-        if isinstance(t, list) and len(t) > MAX_FILTER_VALUES:
-            raise InvalidInput(f"topics: at most {MAX_FILTER_VALUES} alternatives per position")
-        values = t if isinstance(t, list) else [t] if t is not None else []
-        topics.append(frozenset(parse_data(x, "topic", 32) for x in values) or None)
-    return LogFilter(frozenset(addrs), tuple(topics))
 
 
 def compute_head_view(bundle: BlockBundle, chain_id: int) -> dict[str, Any]:
