@@ -6,7 +6,7 @@ same score and the same explanation:
 - a record counts while it is displayed (active, effective, not past its maximum period, not repaired,
   withdrawn or expired);
 - its weight is ``weights[category][severity]`` points; with ``decay_days[category] = D > 0`` it decays
-  linearly to 0 over D days from ``effectiveFrom`` (truncated toward zero);
+  linearly to 0 over D days from ``effectiveFrom``, by whole days of age (truncated toward zero);
 - each category's sum is capped to ``[-caps[category], caps[category]]``;
 - score = clamp(base + sum over categories, min, max).
 """
@@ -39,12 +39,11 @@ def parse_rule(version: int, installed_block: int, text: str) -> ScoringRule:
     return ScoringRule(version, installed_block, canonicalize_scoring_rule(text))
 
 
-def _decayed(points: int, age_s: int, decay_days: int) -> int:
+def _decayed(points: int, age_days: int, decay_days: int) -> int:
     if decay_days <= 0:
         return points
-    period = decay_days * 86400
-    remaining = max(0, period - max(0, age_s))
-    magnitude = abs(points) * remaining // period
+    remaining = max(0, decay_days - max(0, age_days))
+    magnitude = abs(points) * remaining // decay_days
     return magnitude if points >= 0 else -magnitude
 
 
@@ -59,11 +58,11 @@ def compute_score(subject: str, records: list[RecordView], rule: ScoringRule, no
             continue
         f = r.current.fields
         points = int(weights[r.category].get(str(f["severity"]), 0))
-        age = now - f["effectiveFrom"]
-        weight = _decayed(points, age, int(decay.get(r.category, 0)))
+        age_days = (now - f["effectiveFrom"]) // 86400
+        weight = _decayed(points, age_days, int(decay.get(r.category, 0)))
         per_category[r.category] = per_category.get(r.category, 0) + weight
         contributions.append({"record": r.id, "version": r.current.version, "category": r.category,
-                              "severity": f["severity"], "points": points, "age_days": age // 86400,
+                              "severity": f["severity"], "points": points, "age_days": age_days,
                               "weight": weight})
     capped: dict[str, dict[str, int]] = {}
     total = 0
