@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from chainshare.api.credit import create_credit_router
 from chainshare.api.errors import http_error
 from chainshare.api.jsonrpc import JsonRpc, parse_data
 from chainshare.api.sharing import create_sharing_router
@@ -234,6 +235,7 @@ def create_rest_app(node: Node, rpc: JsonRpc) -> FastAPI:
         return {"items": logs[:limit], "truncated": len(logs) > limit}
 
     app.include_router(create_sharing_router(node))  # datasets, grants, audit, vault, fetch, query
+    app.include_router(create_credit_router(node))  # credit records, scores, provenance, events
     return app
 
 

@@ -120,6 +120,8 @@ def watch(source: CreditSource, after: tuple[int, int], topics: list[bytes | Non
             for ev in iter_new_events(source, position, topics, head):
                 on_event(ev)
                 position = ev.position
+                if stop():
+                    return position
             scanned = head
             position = max(position, (head, 2**31))  # everything up to head was read
         sleep(poll_s)
