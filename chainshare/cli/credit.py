@@ -668,3 +668,55 @@ def watch(category: str | None, subject: str | None, from_height: int | None, cu
             raise
     if cursor_file is not None and max_events is None:
         cursor_file.write_text(format_cursor(last) + "\n")
+
+
+# --------------------------------------------------------------------------- persons (registrar side)
+
+
+@group.command("registrar-key")
+@click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write the new key (mode 0600; an existing file is never overwritten).")
+def registrar_key(out_file: Path) -> None:
+    """Generate the registrars' person-handle key (shared only among credit_registrar agencies' nodes)."""
+    from chainshare.credit.subjects import generate_registrar_key
+
+    try:
+        generate_registrar_key(out_file)
+    except FileExistsError:
+        raise InvalidInput(f"{out_file} exists; a registrar key is never overwritten") from None
+    click.echo(f"registrar key written to {out_file}", err=True)
+
+
+@group.command("handle")
+@click.option("--registrar-key", "key_file", required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@acting_options
+@json_option
+def handle(key_file: Path, **kw: Any) -> None:
+    """As a credit_registrar agency: read a resident ID number from stdin (never from the command line) and
+    print the person's subject handle. Refused unless Governance granted this agency the registrar role."""
+    from chainshare.credit.subjects import compute_person_handle, read_registrar_key
+    from chainshare.crypto.secp import address_of_private_key
+    from chainshare.errors import Unauthorized
+
+    as_json = kw.pop("as_json")
+    url, key = resolve_actor(*_actor(kw))
+    assert key is not None
+    registrar_key_bytes = read_registrar_key(key_file)
+    resident_id = sys.stdin.readline(128).strip()
+    if not resident_id:
+        raise InvalidInput("give the resident ID number on stdin")
+    with NodeClient(url) as client:
+        sender = "0x" + address_of_private_key(key).hex()
+        from chainshare.execution.contracts.addresses import MEMBERSHIP
+
+        membership = "0x" + MEMBERSHIP.hex()
+        spec = abi.parse_signature("agencyOf(address account)")
+        agency_raw = client.rpc("eth_call", {"to": membership, "data": "0x" + (
+            abi.compute_selector(*spec) + abi.encode_values(["address"], [sender])).hex()}, "latest")
+        agency = str(abi.decode_values(["string"], bytes.fromhex(agency_raw[2:]))[0])
+        out = client.rpc("eth_call", {"to": "0x" + CREDIT_REGISTRY.hex(),
+                                      "data": "0x" + _encode("isRegistrar", agency).hex()}, "latest")
+    if not abi.decode_values(["bool"], bytes.fromhex(out[2:]))[0]:
+        raise Unauthorized(f"agency {agency!r} does not hold the credit_registrar role (Governance grants it)")
+    subject_handle = compute_person_handle(registrar_key_bytes, resident_id)
+    emit({"handle": subject_handle, "registrar": agency}, as_json, subject_handle)

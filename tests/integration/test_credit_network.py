@@ -250,6 +250,56 @@ def test_watch_delivers_a_new_record_as_it_finalizes(net: Net) -> None:
     assert event["event"] == "RecordPublished" and event["args"]["id"] == rec["record"], err
 
 
+RIC = "11010519491231002X"  # a resident ID number (GB 11643); never to appear on chain in any encoding
+
+
+def id_encodings(ric: str) -> list[bytes]:
+    """The resident ID in every form we can think of: text, case, UTF-16, hex, base64, its number, and its
+    unsalted hashes (the ID space is small enough to invert those)."""
+    import base64
+    import hashlib
+
+    from eth_utils import keccak
+
+    raw = ric.encode()
+    forms = [raw, ric.lower().encode(), ric.encode("utf-16-le"), ric.encode("utf-16-be"), raw.hex().encode(),
+             raw.hex().upper().encode(), base64.b64encode(raw), int(ric[:17]).to_bytes(8, "big"), keccak(raw),
+             hashlib.sha256(raw).digest()]
+    return forms + [f.hex().encode() for f in forms[-3:]]
+
+
+def test_person_records_go_by_registrar_handle_only(net: Net, tmp_path: Path) -> None:
+    net.govern("setRegistrar", "agency4", True)
+    key = tmp_path / "registrar.key"
+    net.cli("registrar-key", "--out", key)
+    proc = subprocess.run([*cli_command(), "credit", "handle", "--registrar-key", str(key), "--devnet",
+                           str(net.devnet.dir), "--as", "agency4", "--json"], input=RIC + "\n", capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    handle = json.loads(proc.stdout)["handle"]
+    assert handle.startswith("P-") and len(handle) == 66
+    # The CLI refuses to act for an agency without the role (the key itself stays on registrar nodes only:
+    # whoever holds it computes handles).
+    refused = subprocess.run([*cli_command(), "credit", "handle", "--registrar-key", str(key), "--devnet",
+                              str(net.devnet.dir), "--as", "agency3"], input=RIC + "\n", capture_output=True,
+                             text=True, timeout=120)
+    assert refused.returncode == 2 and "does not hold the credit_registrar role" in refused.stderr
+    # The issuer publishes for the handle; the summary (which names the person) goes on chain as a hash only.
+    out = cli_json(net.cli(*publish_args(net, "agency1", subject=handle, severity=2,
+                                         summary=f"Zhang San (ID {RIC}) fined for fare evasion")))
+    record = net.api(f"/credit/records/{out['record']}")
+    assert record["subject"] == handle and record["summary"] == "" and record["summaryHash"] != "0x" + "00" * 32
+    net.state["person_record"] = out["record"]
+    # Scan every block, receipt and QC of the run, as a node serves them.
+    forms = id_encodings(RIC)
+    head = net.api("/status")["head"]["height"]
+    for h in range(head + 1):
+        raw = net.api(f"/blocks/{h}/raw")
+        blob = b"".join(bytes.fromhex(v[2:]) for v in (raw["block"], raw["qc"], raw["receipts"]) if v)
+        text = json.dumps(raw).encode()
+        assert not any(f in blob or f in text for f in forms), f"the resident ID appears in block {h}"
+
+
 def test_offline_score_from_a_stopped_nodes_data_equals_the_node(net: Net) -> None:
     node4 = net.devnet.info["nodes"][3]
     expected = net.state["score"]
@@ -264,3 +314,16 @@ def test_offline_score_from_a_stopped_nodes_data_equals_the_node(net: Net) -> No
     assert offline == expected
     history = cli_json(net.cli("history", net.state["penalty"], "--data-dir", data_dir, "--json"))
     assert history["verified"] and history["versions"] == 2
+    # Every stored key and value of the stopped node (state, blocks, receipts, indexes): no resident ID.
+    import plyvel
+
+    forms = id_encodings(RIC)
+    db = plyvel.DB(str(data_dir), create_if_missing=False)
+    try:
+        scanned = 0
+        for k, v in db.iterator():
+            scanned += 1
+            assert not any(f in k or f in v for f in forms), f"the resident ID is stored under key {k[:40]!r}"
+    finally:
+        db.close()
+    assert scanned > 100
