@@ -69,8 +69,10 @@ def sharing(decisions: int, nodes: int, clients: int, cedar_iterations: int, dat
 @click.option("--clients", type=click.IntRange(1, 256), default=32, show_default=True)
 @click.option("--queries", type=click.IntRange(1, 100_000), default=200, show_default=True)
 @click.option("--watch-samples", type=click.IntRange(0, 1000), default=10, show_default=True)
+@click.option("--per-tx", type=click.IntRange(1, 200), default=100, show_default=True,
+              help="Records per transaction (publishBatch; 1 = one publish per transaction).")
 @click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path))
-def credit(records: int, subjects: int, nodes: int, clients: int, queries: int, watch_samples: int,
+def credit(records: int, subjects: int, nodes: int, clients: int, queries: int, watch_samples: int, per_tx: int,
            directory: Path | None) -> None:
     """Credit records finalized per second, subject query latency (node REST), watch delivery after finality."""
     import json
@@ -79,7 +81,7 @@ def credit(records: int, subjects: int, nodes: int, clients: int, queries: int, 
     from chainshare.bench_credit import run_credit
 
     result = run_credit(records=records, subjects=subjects, nodes=nodes, clients=clients, queries=queries,
-                        watch_samples=watch_samples, directory=directory)
+                        watch_samples=watch_samples, directory=directory, per_tx=per_tx)
     result["saved_to"] = str(write_result(result))
     click.echo(json.dumps(result))
 

@@ -2,8 +2,9 @@
 
 Acting commands (publish, correct, object, resolve, repair, withdraw, expire) sign CreditRegistry calls as an
 agency (``--devnet DIR --as AGENCY`` or ``--node URL --keystore FILE``); subjects are validated here before
-anything is sent (the contract validates them again). ``publish --csv FILE`` sends many records pipelined
-(consecutive nonces, many per block) with a progress bar.
+anything is sent (the contract validates them again). ``publish --csv FILE`` sends many records in
+``publishBatch`` transactions (all or nothing per transaction), pipelined with consecutive nonces, with a
+progress bar.
 
 Reading commands (show, history, subject, score, watch) read over a node (``--node URL`` or ``--devnet DIR``)
 or, for show/subject/score/history, from a STOPPED node's data directory (``--data-dir``): the score is
@@ -192,29 +193,46 @@ def _chain_now(url: str) -> int:
         return int(client.rpc("eth_getBlockByNumber", "latest", False)["timestamp"], 16)
 
 
-def publish_many(url: str, key: bytes, rows: list[list[Any]], *, batch: int = 500,
+def encode_publish_batch(rows: list[list[Any]]) -> bytes:
+    """``publishBatch`` call data for ``rows`` (each the arguments of ``publish``), or ``publish`` for one row."""
+    if len(rows) == 1:
+        return _encode("publish", *rows[0])
+    spec = next(s for s in REGISTRY.methods.values() if s.name == "publish")
+    types = [p.type for p in spec.params]
+    return _encode("publishBatch", [abi.encode_values(types, row) for row in rows])
+
+
+def publish_many(url: str, key: bytes, rows: list[list[Any]], *, per_tx: int = 100, in_flight: int = 20,
                  progress: Any = None) -> list[dict[str, Any]]:
-    """Send ``rows`` (publish arguments) with consecutive nonces, ``batch`` in flight at a time, and wait for
-    every receipt; results in row order."""
+    """Publish ``rows`` (publish arguments) ``per_tx`` records a transaction (``publishBatch``), ``in_flight``
+    transactions at a time with consecutive nonces; wait for every receipt. One result per row, in order
+    (a reverted batch fails each of its rows with the batch's reason)."""
     from chainshare.crypto.secp import address_of_private_key
     from chainshare.ledger.txs import sign_eip1559
 
     results: list[dict[str, Any]] = []
+    chunks = [rows[i:i + per_tx] for i in range(0, len(rows), per_tx)]
     with NodeClient(url, timeout=120) as client:
         sender = "0x" + address_of_private_key(key).hex()
         chain_id = int(client.rpc("eth_chainId"), 16)
         nonce = int(client.rpc("eth_getTransactionCount", sender, "pending"), 16)
-        for start in range(0, len(rows), batch):
-            hashes = []
-            for args in rows[start:start + batch]:
+        for start in range(0, len(chunks), in_flight):
+            sent = []
+            for chunk in chunks[start:start + in_flight]:
                 raw = sign_eip1559(key, chain_id=chain_id, nonce=nonce, to=CREDIT_REGISTRY,
-                                   data=_encode("publish", *args), gas=3_000_000)
-                hashes.append(client.rpc("eth_sendRawTransaction", "0x" + raw.hex()))
+                                   data=encode_publish_batch(chunk), gas=min(200_000 * len(chunk) + 100_000, 50_000_000))
+                sent.append((chunk, client.rpc("eth_sendRawTransaction", "0x" + raw.hex())))
                 nonce += 1
-            for h in hashes:
-                results.append(_outcome(client.wait_for_receipt(h, 300), "publish"))
+            for chunk, tx_hash in sent:
+                outcome = _outcome(client.wait_for_receipt(tx_hash, 300), "publish")
+                if outcome["status"] == "success":
+                    ids = [e["args"]["id"] for e in outcome["events"] if e["event"] == "RecordPublished"]
+                    results += [{"status": "success", "record": rid, "transaction": outcome["transaction"],
+                                 "block": outcome["block"]} for rid in ids]
+                else:
+                    results += [dict(outcome) for _ in chunk]
                 if progress is not None:
-                    progress(1)
+                    progress(len(chunk))
     return results
 
 
@@ -279,13 +297,15 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
 @record_options
 @click.option("--csv", "csv_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="Publish every record of a CSV (columns: " + ", ".join(CSV_COLUMNS) + ").")
-@click.option("--batch", type=click.IntRange(1, 5000), default=500, show_default=True,
+@click.option("--per-tx", type=click.IntRange(1, 200), default=100, show_default=True,
+              help="Records per transaction with --csv (publishBatch).")
+@click.option("--in-flight", type=click.IntRange(1, 1000), default=20, show_default=True,
               help="Transactions in flight at a time with --csv.")
 @acting_options
 @json_option
 def publish(**kw: Any) -> None:
     """Publish a credit record (or every record of --csv) as an authorised issuer agency."""
-    as_json, csv_file, batch = kw.pop("as_json"), kw.pop("csv_file"), kw.pop("batch")
+    as_json, csv_file, per_tx, in_flight = kw.pop("as_json"), kw.pop("csv_file"), kw.pop("per_tx"), kw.pop("in_flight")
     actor = _actor(kw)
     url, key = resolve_actor(*actor)
     assert key is not None
@@ -310,7 +330,7 @@ def publish(**kw: Any) -> None:
     show = not as_json and sys.stderr.isatty()
     with click.progressbar(length=len(rows), label="publishing", file=sys.stderr if show else open(os.devnull, "w"),
                            show_pos=True) as bar:
-        results = publish_many(url, key, rows, batch=batch, progress=bar.update)
+        results = publish_many(url, key, rows, per_tx=per_tx, in_flight=in_flight, progress=bar.update)
     failed = [dict(r, line=i + 2) for i, r in enumerate(results) if r["status"] != "success"]
     summary = {"published": len(results) - len(failed), "failed": len(failed), "failures": failed[:100],
                "records": [r.get("record") for r in results], "seconds": round(time.monotonic() - started, 3)}

@@ -208,6 +208,25 @@ def test_expiry_by_block_time(net: Net) -> None:
     assert net.api(f"/credit/records/{rid}")["timeline"][-1]["event"] == "RecordExpired"
 
 
+def test_publish_a_csv_in_batches(net: Net, tmp_path: Path) -> None:
+    org2 = "91350100M000100Y43"
+    header = "subject,category,polarity,severity,document_number,authority,legal_basis,summary,max_period,evidence_hash\n"
+    rows = [f"{org2},{RED},positive,1,RL-{i},Tax Bureau,Rule 7,Commendation {i},365d,{EVIDENCE}\n" for i in range(5)]
+    good = tmp_path / "good.csv"
+    good.write_text(header + "".join(rows))
+    out = cli_json(net.cli("publish", "--csv", good, "--per-tx", "2", *net.as_agency("agency2"), "--json"))
+    assert out["published"] == 5 and out["failed"] == 0 and len(set(out["records"])) == 5
+    assert len(net.api(f"/credit/subjects/{org2}")["records"]) == 5
+    bad = tmp_path / "bad.csv"
+    bad.write_text(header + rows[0] + rows[1].replace(org2, "91350100M000100Y44"))
+    refused = net.cli("publish", "--csv", bad, *net.as_agency("agency2"), "--json", ok=False)
+    assert refused.returncode == 2 and "line 3" in refused.stderr and "expected '3'" in refused.stderr
+    # A batch an issuer may not publish reverts whole, and every row of it is reported failed.
+    denied = net.cli("publish", "--csv", good, *net.as_agency("agency1"), "--json", ok=False)
+    assert denied.returncode == 1 and cli_json(denied)["failed"] == 5
+    assert len(net.api(f"/credit/subjects/{org2}")["records"]) == 5
+
+
 def test_score_from_the_cli_equals_the_node(net: Net) -> None:
     node_score = net.api(f"/credit/subjects/{ORG}/score")
     height = node_score["height"]

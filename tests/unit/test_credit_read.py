@@ -133,33 +133,56 @@ def test_altered_provenance_is_refused(kit: CreditKit) -> None:
         verify_provenance(bundle, json.dumps(other).encode())
 
 
+class Polls:
+    """stop() after ``n`` polls (the watch sleeps once after each poll)."""
+
+    def __init__(self, n: int) -> None:
+        self.left = n
+
+    def sleep(self, _: float) -> None:
+        self.left -= 1
+
+    def stop(self) -> bool:
+        return self.left <= 0
+
+
+def _watch(kit: CreditKit, after: tuple[int, int], topics: list[bytes | None], sink: list[CreditEvent],
+           polls: int = 2) -> tuple[int, int]:
+    p = Polls(polls)
+    return watch(kit.source, after, topics, sink.append, poll_s=0, stop=p.stop, sleep=p.sleep)
+
+
 def test_watch_delivers_each_event_once_in_order_across_a_reconnect(kit: CreditKit) -> None:
     a = record_id_of(kit.publish())
     got: list[CreditEvent] = []
-    polls = iter(range(3))
-
-    def stop() -> bool:
-        return next(polls, None) is None
-
-    cursor = watch(kit.source, (0, -1), watch_topics(None, ORG), got.append, poll_s=0, stop=stop,
-                   sleep=lambda _: None)
+    cursor = _watch(kit, (0, -1), watch_topics(None, ORG), got)
     assert [e.name for e in got] == ["RecordPublished"]
     # Disconnected: meanwhile two more records and a correction land (one for another subject).
     ok(kit.publish(ISSUER_B))
     ok(kit.publish(ISSUER_B, subject="91350100M000100Y43"))
     ok(kit.correct(a))
-    resumed_from = parse_cursor(format_cursor(cursor))
-    polls = iter(range(2))
-    watch(kit.source, resumed_from, watch_topics(None, ORG), got.append, poll_s=0, stop=stop, sleep=lambda _: None)
+    _watch(kit, parse_cursor(format_cursor(cursor)), watch_topics(None, ORG), got)
     assert [e.name for e in got] == ["RecordPublished", "RecordPublished", "RecordCorrected"]
     assert len({e.position for e in got}) == 3 and [e.position for e in got] == sorted(e.position for e in got)
     # Resuming from an event's own cursor skips exactly that event and what came before.
     rest: list[CreditEvent] = []
-    polls = iter(range(1))
-    watch(kit.source, parse_cursor(got[1].cursor), watch_topics("penalty", None), rest.append, poll_s=0,
-          stop=stop, sleep=lambda _: None)
+    _watch(kit, parse_cursor(got[1].cursor), watch_topics("penalty", None), rest)
     assert [(e.name, e.args["subject"] if "subject" in e.args else None) for e in rest] == [
         ("RecordPublished", "91350100M000100Y43"), ("RecordCorrected", ORG)]
     assert rest[1].position == got[2].position
+    # A stop between two events of one poll returns the cursor of the last one delivered.
+    one: list[CreditEvent] = []
+    delivered = {"n": 0}
+
+    def stop_after_one() -> bool:
+        return delivered["n"] >= 1
+
+    def on_event(ev: CreditEvent) -> None:
+        one.append(ev)
+        delivered["n"] += 1
+
+    last = watch(kit.source, (0, -1), watch_topics(None, ORG), on_event, poll_s=0, stop=stop_after_one,
+                 sleep=lambda _: None)
+    assert len(one) == 1 and last == one[0].position
     with pytest.raises(InvalidInput):
         parse_cursor("12")

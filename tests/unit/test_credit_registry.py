@@ -247,3 +247,28 @@ def test_events_fold_into_the_state_the_contract_holds(kit: CreditKit) -> None:
         assert folded.compute_display_status(now) == on_chain[4]
         assert folded.current.version_hash == on_chain[12]
     assert [v.version for v in records[a].versions] == [1, 2]
+
+
+def _publish_args(kit: CreditKit, subject: str = ORG, severity: int = 3) -> list[Any]:
+    now = kit.now
+    return [subject, "penalty", 2, severity, "D-1", "Authority", "Law 1", "Summary", bytes(32), now, now, 0, 86400,
+            b"\x01" * 32]
+
+
+def test_publish_batch_is_all_or_nothing_with_publishs_events(kit: CreditKit) -> None:
+    import eth_abi
+
+    types = [i["type"] for i in next(x for x in CR.abi if x.get("name") == "publish")["inputs"]]
+    records = [eth_abi.encode(types, _publish_args(kit, s)) for s in (ORG, ORG2, ORG)]
+    receipt = ok(kit.call(ISSUER_A, "publishBatch", records))
+    assert [n for n, _ in events(receipt)] == ["RecordPublished"] * 3
+    assert [a["id"] for _, a in events(receipt)] == [1, 2, 3]
+    assert int.from_bytes(receipt.output[:32], "big") == 1 and int.from_bytes(receipt.output[32:64], "big") == 3
+    bad = [records[0], eth_abi.encode(types, _publish_args(kit, "91110000600037341X")), records[2]]
+    assert "record #1: USCC '91110000600037341X' has check character 'X'" in reverted(
+        kit.call(ISSUER_A, "publishBatch", bad))
+    assert "record #0: agency 'Outsider Agency' is not authorised" in reverted(
+        kit.call(OUTSIDER, "publishBatch", records))
+    assert "record #0 does not decode" in reverted(kit.call(ISSUER_A, "publishBatch", [b"\x00" * 5]))
+    assert "a batch holds 1..200 records" in reverted(kit.call(ISSUER_A, "publishBatch", []))
+    assert kit.view("recordCount") == (3,)

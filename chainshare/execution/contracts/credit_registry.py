@@ -27,6 +27,7 @@ Storage (under this contract's prefix): ``cat:<code>`` [title, active]; ``iss:<c
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass, replace
@@ -37,6 +38,7 @@ from stdnum.exceptions import ValidationError as _StdnumError
 
 from chainshare import codec
 from chainshare.crypto.hashing import keccak256
+from chainshare.execution import abi
 from chainshare.execution.contracts.addresses import CREDIT_REGISTRY, GOVERNANCE
 from chainshare.execution.contracts.membership import get_agency, get_agency_of
 from chainshare.execution.runtime import CONTRACT_PREFIX, CallContext, Revert, SystemContract, event, method
@@ -54,22 +56,30 @@ def validate_uscc(code: str) -> str:
     character when only that is wrong)."""
     if not isinstance(code, str) or len(code) > 64:
         raise ValueError("a USCC is 18 characters")
+    problem = _uscc_problem(code)
+    if problem:
+        raise ValueError(problem)
+    return code
+
+
+@functools.lru_cache(maxsize=65536)
+def _uscc_problem(code: str) -> str:
+    """What is wrong with ``code`` as a canonical USCC ("" if nothing); pure, so cached."""
     canonical = _uscc.compact(code)
     if len(canonical) != 18:
-        raise ValueError(f"USCC {code!r} has {len(canonical)} characters; a USCC has 18 (GB 32100-2015)")
+        return f"USCC {code!r} has {len(canonical)} characters; a USCC has 18 (GB 32100-2015)"
     if not _USCC_SHAPE.match(canonical):
-        raise ValueError(f"USCC {code!r} has characters outside 0-9 and A-Y without I, O, S, V, Z")
+        return f"USCC {code!r} has characters outside 0-9 and A-Y without I, O, S, V, Z"
     try:
         _uscc.validate(canonical)
     except _StdnumError as exc:
         expected = _uscc.calc_check_digit(canonical[:17])
         if expected != canonical[17]:
-            raise ValueError(f"USCC {code!r} has check character {canonical[17]!r}; expected {expected!r} "
-                             f"for {canonical[:17]}") from exc
-        raise ValueError(f"USCC {code!r} is invalid: {exc}") from exc
+            return f"USCC {code!r} has check character {canonical[17]!r}; expected {expected!r} for {canonical[:17]}"
+        return f"USCC {code!r} is invalid: {exc}"
     if canonical != code:
-        raise ValueError(f"USCC {code!r} must be written in canonical form {canonical!r}")
-    return canonical
+        return f"USCC {code!r} must be written in canonical form {canonical!r}"
+    return ""
 
 
 def get_subject_kind(subject: str) -> int:
@@ -248,6 +258,11 @@ def compute_display_status(record: Record, now: int) -> str:
     return STATUS_NAMES[record.status]
 
 
+_PUBLISH_PARAMS = ("string subject, string category, uint8 polarity, uint8 severity, string documentNumber, "
+                   "string authority, string legalBasis, string summary, bytes32 summaryHash, uint64 decisionDate, "
+                   "uint64 effectiveFrom, uint64 displayMinSeconds, uint64 displayMaxSeconds, bytes32 evidenceHash")
+_PUBLISH_TYPES = [p.type for p in abi.parse_params(_PUBLISH_PARAMS)]
+MAX_BATCH = 200
 _RECORD_TOPICS = "uint256 indexed id, bytes32 indexed subjectKey, bytes32 indexed categoryKey"
 _VERSION_FIELDS = ("uint64 version, string subject, string category, string issuer, address account, uint8 polarity, "
                    "uint8 severity, string documentNumber, string authority, string legalBasis, string summary, "
@@ -422,14 +437,35 @@ class CreditRegistry(SystemContract):
 
     # -- lifecycle --
 
-    @method("publish(string subject, string category, uint8 polarity, uint8 severity, string documentNumber, "
-            "string authority, string legalBasis, string summary, bytes32 summaryHash, uint64 decisionDate, "
-            "uint64 effectiveFrom, uint64 displayMinSeconds, uint64 displayMaxSeconds, bytes32 evidenceHash)",
-            returns="uint256 id")
-    def publish(self, ctx: CallContext, subject: str, category: str, polarity: int, severity: int, doc: str,
-                authority: str, legal_basis: str, summary: str, summary_hash: bytes, decision_date: int,
-                effective_from: int, display_min: int, display_max: int, evidence_hash: bytes) -> int:
-        issuer = self._check_issuer(ctx, category)
+    @method(f"publish({_PUBLISH_PARAMS})", returns="uint256 id")
+    def publish(self, ctx: CallContext, *args: Any) -> int:
+        return self._publish(ctx, self._check_issuer(ctx, args[1]), args)
+
+    @method("publishBatch(bytes[] records)", returns="uint256 firstId, uint256 count")
+    def publish_batch(self, ctx: CallContext, records: list[bytes]) -> tuple[int, int]:
+        """Publish many records in one transaction; each element is the ABI encoding of ``publish``'s
+        arguments (``abi.encode(subject, category, ..., evidenceHash)``). All or nothing: the first refused
+        record reverts the batch, naming its index. Events are exactly those of ``publish``."""
+        if not 1 <= len(records) <= MAX_BATCH:
+            raise Revert(f"a batch holds 1..{MAX_BATCH} records")
+        issuers: dict[str, str] = {}
+        first = 0
+        for i, raw in enumerate(records):
+            try:
+                args = abi.decode_values(_PUBLISH_TYPES, raw)
+            except ValueError as exc:
+                raise Revert(f"record #{i} does not decode as publish's arguments") from exc
+            try:
+                issuer = issuers.get(args[1]) or issuers.setdefault(args[1], self._check_issuer(ctx, args[1]))
+                record_id = self._publish(ctx, issuer, args)
+            except Revert as exc:
+                raise Revert(f"record #{i}: {exc.message}") from exc
+            first = first or record_id
+        return first, len(records)
+
+    def _publish(self, ctx: CallContext, issuer: str, args: tuple[Any, ...]) -> int:
+        (subject, category, polarity, severity, doc, authority, legal_basis, summary, summary_hash, decision_date,
+         effective_from, display_min, display_max, evidence_hash) = args
         try:
             kind = get_subject_kind(subject)
         except ValueError as exc:
