@@ -113,6 +113,21 @@ def test_config_is_served(net: Net) -> None:
     assert [r["version"] for r in config["scoring_rules"]] == [1]
 
 
+@pytest.mark.parametrize("path", [
+    f"/credit/subjects/{ORG_BAD}", "/credit/subjects/%00", "/credit/subjects/" + "9" * 100, "/credit/subjects/P-zz",
+    "/credit/subjects/%ff%fe", "/credit/subjects/ 91110000600037341L", f"/credit/subjects/{ORG}?at=-1",
+    f"/credit/subjects/{ORG}?at=99999999999", f"/credit/subjects/{ORG}/score?rule_version=0",
+    f"/credit/subjects/{ORG}/score?rule_version=99", "/credit/records/0", "/credit/records/abc",
+    "/credit/records/99999999999999999999999", "/credit/records/999999", "/credit/records/999999/provenance",
+    "/credit/events?after=abc", "/credit/events?after=1-2-3", "/credit/events?subject=bad",
+    "/credit/events?limit=0", "/credit/events?category=" + "c" * 100,
+])
+def test_malformed_credit_requests_are_4xx_never_500(net: Net, path: str) -> None:
+    r = net.devnet.http.get(net.devnet.info["nodes"][0]["api"] + path)
+    assert r.status_code in (400, 404, 422), (path, r.status_code, r.text[:200])
+    assert r.json()["error"]["message"]
+
+
 def test_two_issuers_publish_for_one_organisation_and_an_outsider_reverts(net: Net) -> None:
     first = cli_json(net.cli(*publish_args(net, "agency1")))
     second = cli_json(net.cli(*publish_args(net, "agency2", category=RED, polarity="positive", severity=1,
