@@ -740,3 +740,108 @@ def handle(key_file: Path, **kw: Any) -> None:
         raise Unauthorized(f"agency {agency!r} does not hold the credit_registrar role (Governance grants it)")
     subject_handle = compute_person_handle(registrar_key_bytes, resident_id)
     emit({"handle": subject_handle, "registrar": agency}, as_json, subject_handle)
+
+
+def tls_options(fn: Any) -> Any:
+    for opt in reversed([
+        click.option("--tls-ca", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+                     help="Consortium CA certificate (default with --devnet: DIR/ca/ca.crt)."),
+        click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+                     help="This agency's node certificate (default with --devnet: its node's keys/node.crt)."),
+        click.option("--tls-key", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+                     help="The node certificate's private key (default with --devnet: keys/node.key)."),
+    ]):
+        fn = opt(fn)
+    return fn
+
+
+def _tls_identity(kw: dict[str, Any], devnet_dir: Path | None, agency: str | None) -> Any:
+    from chainshare.p2p.tls import TlsIdentity
+
+    ca, cert, key = kw.pop("tls_ca"), kw.pop("tls_cert"), kw.pop("tls_key")
+    if devnet_dir is not None and agency is not None and not (ca or cert or key):
+        from chainshare.devnet import read_devnet
+
+        node = next((n for n in read_devnet(devnet_dir)["nodes"] if n["agency"] == agency), None)
+        if node is None:
+            raise InvalidInput(f"agency {agency!r} runs no node in {devnet_dir}")
+        return TlsIdentity.from_dirs(devnet_dir / "ca", devnet_dir / "nodes" / node["name"] / "keys")
+    if not (ca and cert and key):
+        raise InvalidInput("give --tls-ca, --tls-cert and --tls-key (or --devnet DIR --as AGENCY)")
+    return TlsIdentity(ca, cert, key, os.environ.get("CHAINSHARE_TLS_KEY_PASSWORD"))
+
+
+@group.command("registrar")
+@click.option("--registrar-key", "key_file", required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True, help="0: any free port.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--policy", "policy_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="Cedar policy for lookups (default: issuers and registrars may resolve).")
+@click.option("--per-minute", type=click.FloatRange(0.01, 100_000), default=30.0, show_default=True,
+              help="Lookups each agency may make per minute (token bucket).")
+@click.option("--burst", type=click.IntRange(1, 100_000), default=30, show_default=True)
+@tls_options
+@acting_options
+def registrar(key_file: Path, port: int, host: str, policy_file: Path | None, per_minute: float, burst: int,
+              **kw: Any) -> None:
+    """Serve person-handle lookups over mutual TLS as a credit_registrar agency: each lookup is authorised
+    by Cedar, rate-limited per agency and recorded on chain before it is answered. Runs until SIGTERM/Ctrl-C;
+    prints {"listening": URL} first."""
+    from chainshare.credit.registrar import (
+        DEFAULT_LOOKUP_POLICY,
+        ChainFacts,
+        LookupRecorder,
+        RegistrarService,
+        TokenBucket,
+    )
+    from chainshare.credit.subjects import read_registrar_key
+
+    devnet_dir, agency = kw.get("devnet_dir"), kw.get("as_agency")
+    identity = _tls_identity(kw, devnet_dir, agency)
+    url, account_key = resolve_actor(*_actor(kw))
+    assert account_key is not None
+    policy = policy_file.read_text() if policy_file is not None else DEFAULT_LOOKUP_POLICY
+    service = RegistrarService(identity, read_registrar_key(key_file), ChainFacts(url.rstrip("/") + "/api/v1"),
+                               LookupRecorder(url, account_key), policy_text=policy,
+                               limiter=TokenBucket(burst, per_minute), host=host, port=port)
+    signal.signal(signal.SIGTERM, lambda *_: threading_shutdown(service))
+    click.echo(json.dumps({"listening": f"https://{host}:{service.port}"}))
+    sys.stdout.flush()
+    try:
+        service.serve_forever()
+    except KeyboardInterrupt:
+        pass
+
+
+def threading_shutdown(service: Any) -> None:
+    import threading
+
+    threading.Thread(target=service.shutdown, daemon=True).start()
+
+
+@group.command("lookup")
+@click.option("--registrar", "registrar_url", required=True, help="The registrar's lookup service, https://host:port.")
+@click.option("--purpose", required=True, help="Why the handle is needed (recorded on chain).")
+@click.option("--devnet", "devnet_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--as", "as_agency", help="Agency to ask as (with --devnet: its node's TLS identity).")
+@tls_options
+@json_option
+def lookup(registrar_url: str, purpose: str, devnet_dir: Path | None, as_agency: str | None, as_json: bool,
+           **kw: Any) -> None:
+    """Ask a registrar for a person's handle over mutual TLS; the resident ID is read from stdin. Exit 2 if the
+    registrar refuses (not authorised), 1 if rate-limited or unavailable."""
+    from chainshare.credit.registrar import lookup_handle
+    from chainshare.errors import Unauthorized
+
+    identity = _tls_identity(kw, devnet_dir, as_agency)
+    resident_id = sys.stdin.readline(128).strip()
+    if not resident_id:
+        raise InvalidInput("give the resident ID number on stdin")
+    status, answer = lookup_handle(registrar_url, identity, resident_id, purpose)
+    if status == 200:
+        emit(answer, as_json, answer["handle"])
+        return
+    message = answer.get("error", {}).get("message", f"HTTP {status}")
+    if status in (400, 403):
+        raise (InvalidInput if status == 400 else Unauthorized)(f"registrar refused: {message}")
+    raise ChainshareError(f"registrar did not answer the lookup (HTTP {status}): {message}")

@@ -334,6 +334,63 @@ def test_person_records_go_by_registrar_handle_only(net: Net, tmp_path: Path) ->
         assert not any(f in blob or f in text for f in forms), f"the resident ID appears in block {h}"
 
 
+def _lookup(net: Net, url: str, agency: str, ric: str, purpose: str = "publish a court judgment") -> Any:
+    return subprocess.run([*cli_command(), "credit", "lookup", "--registrar", url, "--purpose", purpose, "--devnet",
+                           str(net.devnet.dir), "--as", agency, "--json"], input=ric + "\n", capture_output=True,
+                          text=True, timeout=180)
+
+
+def test_handle_lookups_over_mutual_tls_are_authorised_rate_limited_and_recorded(net: Net, tmp_path: Path) -> None:
+    import ssl
+
+    key = tmp_path / "registrar.key"
+    net.cli("registrar-key", "--out", key)
+    server = subprocess.Popen([*cli_command(), "credit", "registrar", "--registrar-key", str(key), "--devnet",
+                               str(net.devnet.dir), "--as", "agency4", "--per-minute", "0.01", "--burst", "2"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        url = json.loads(server.stdout.readline())["listening"]
+        local = subprocess.run([*cli_command(), "credit", "handle", "--registrar-key", str(key), "--devnet",
+                                str(net.devnet.dir), "--as", "agency4"], input=RIC + "\n", capture_output=True,
+                               text=True, timeout=120)
+        # An issuer (agency1) gets the same handle the registrar computes locally.
+        ok = _lookup(net, url, "agency1", RIC)
+        assert ok.returncode == 0, ok.stderr
+        answer = json.loads(ok.stdout)
+        assert answer["handle"] == local.stdout.strip()
+        # A reader that is neither issuer nor registrar (agency3) is refused by the Cedar policy.
+        denied = _lookup(net, url, "agency3", RIC, "curiosity")
+        assert denied.returncode == 2 and "does not permit agency 'agency3'" in denied.stderr
+        # A bad ID is refused before any decision; the third lookup of agency1 exceeds its burst of 2.
+        bad = _lookup(net, url, "agency1", "110105194912310021")
+        assert bad.returncode == 2 and "expected 'X'" in bad.stderr and "110105194912310021" not in bad.stderr
+        assert _lookup(net, url, "agency1", RIC).returncode == 0
+        limited = _lookup(net, url, "agency1", RIC)
+        assert limited.returncode == 1 and "exceeded its lookup rate" in limited.stderr
+        # Without a client certificate there is no lookup at all.
+        ctx = ssl.create_default_context(cafile=str(net.devnet.dir / "ca" / "ca.crt"))
+        ctx.check_hostname = False
+        import httpx
+
+        with pytest.raises(httpx.HTTPError):
+            httpx.post(url + "/handle", json={"resident_id": RIC, "purpose": "x"}, verify=ctx, timeout=30)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(30)
+    # Every decision is on chain: who asked, for what, allowed or not; never the ID or the handle.
+    logs = net.w3.eth.get_logs({"fromBlock": 0, "toBlock": "latest", "address": net.cr.address,
+                                "topics": [net.w3.keccak(text="HandleLookup(bytes32,string,string,string,bool,string)")]})
+    decisions = [net.cr.events.HandleLookup().process_log(lg)["args"] for lg in logs]
+    assert [(d["requester"], d["allowed"]) for d in decisions] == [
+        ("agency1", True), ("agency3", False), ("agency1", True), ("agency1", False)]
+    assert all(d["registrar"] == "agency4" for d in decisions)
+    assert "exceeded" in decisions[-1]["reason"]
+    handle = answer["handle"]
+    for lg in logs:
+        assert RIC.encode() not in bytes(lg["data"]) and bytes.fromhex(handle[2:]) not in bytes(lg["data"])
+
+
 def test_offline_score_from_a_stopped_nodes_data_equals_the_node(net: Net) -> None:
     node4 = net.devnet.info["nodes"][3]
     expected = net.state["score"]

@@ -53,3 +53,20 @@ def test_a_persons_summary_is_hashed_before_it_leaves_the_cli() -> None:
     args = record_args(row, 1_750_000_000)
     assert args[7] == "" and len(args[8]) == 32 and args[8] != bytes(32)
     assert all(RIC not in str(a) for a in args)
+
+
+def test_lookup_decisions_are_cedar_default_deny_then_rate_limited() -> None:
+    from chainshare.credit.registrar import DEFAULT_LOOKUP_POLICY, RequesterFacts, TokenBucket, decide_lookup
+
+    issuer = RequesterFacts("Tax Bureau", True, True, False)
+    reader = RequesterFacts("Reader", True, False, False)
+    revoked = RequesterFacts("Gone", False, True, False)
+    assert decide_lookup(issuer, "publish", DEFAULT_LOOKUP_POLICY, True).allowed
+    denied = decide_lookup(reader, "curiosity", DEFAULT_LOOKUP_POLICY, True)
+    assert (denied.allowed, denied.status) == (False, 403) and "does not permit" in denied.reason
+    assert decide_lookup(revoked, "publish", DEFAULT_LOOKUP_POLICY, True).status == 403
+    assert decide_lookup(issuer, "publish", DEFAULT_LOOKUP_POLICY, False).status == 429
+    assert decide_lookup(reader, "x", "permit (principal, action, resource);", True).allowed
+    bucket = TokenBucket(2, 60.0)
+    assert [bucket.take("a", 0.0), bucket.take("a", 0.1), bucket.take("a", 0.2)] == [True, True, False]
+    assert bucket.take("b", 0.2) and bucket.take("a", 1.3)  # one token per second refilled

@@ -293,8 +293,10 @@ class CreditRegistry(SystemContract):
     E_REGISTRAR = event("RegistrarSet(string agency, bool granted)")
     E_DEADLINE = event("ObjectionDeadlineSet(uint64 seconds)")
     E_RULE = event("ScoringRuleInstalled(uint64 indexed version, string ruleJson)")
+    E_LOOKUP = event("HandleLookup(bytes32 indexed requestId, string registrar, string requester, string purpose, "
+                     "bool allowed, string reason)")
     EVENTS = (E_PUBLISHED, E_CORRECTED, E_OBJECTION, E_REVIEW, E_RESOLVED, E_REPAIR_REQUESTED, E_REPAIR_DECIDED,
-              E_EXPIRED, E_WITHDRAWN, E_CATEGORY, E_ISSUER, E_REGISTRAR, E_DEADLINE, E_RULE)
+              E_EXPIRED, E_WITHDRAWN, E_CATEGORY, E_ISSUER, E_REGISTRAR, E_DEADLINE, E_RULE, E_LOOKUP)
 
     # -- helpers --
 
@@ -434,6 +436,22 @@ class CreditRegistry(SystemContract):
         ctx.sstore(b"rule:" + version.to_bytes(8, "big"), codec.encode([canonical, ctx.env.height]))
         ctx.emit(self.E_RULE, version, canonical)
         return version
+
+    @method("recordHandleLookup(bytes32 requestId, string requester, string purpose, bool allowed, string reason)")
+    def record_handle_lookup(self, ctx: CallContext, request_id: bytes, requester: str, purpose: str, allowed: bool,
+                             reason: str) -> None:
+        """A registrar records a person-handle lookup it decided (allowed or not); the ID and the handle
+        never appear here, only who asked, for what purpose, and the decision."""
+        agency = self._member_agency(ctx)
+        if ctx.sload(b"reg:" + agency.encode()) is None:
+            raise Revert(f"agency {agency!r} does not hold the credit_registrar role")
+        if ctx.sload(b"lk:" + request_id) is not None:
+            raise Revert("this lookup is already recorded")
+        _text(requester, "requester", 1, MAX_CODE)
+        _text(purpose, "purpose", 1, MAX_TEXT)
+        _text(reason, "reason", 0, MAX_TEXT)
+        ctx.sstore(b"lk:" + request_id, b"\x01" if allowed else b"\x00")
+        ctx.emit(self.E_LOOKUP, request_id, agency, requester, purpose, allowed, reason)
 
     # -- lifecycle --
 
