@@ -37,7 +37,7 @@ _CR, _GOV = CreditRegistry(), Governance()
 
 def _call(contract: Any, name: str, *args: Any) -> bytes:
     spec = next(s for s in contract.methods.values() if s.name == name)
-    return spec.selector + abi.encode_values([p.type for p in spec.params], list(args))
+    return bytes(spec.selector + abi.encode_values([p.type for p in spec.params], list(args)))
 
 
 def make_uscc(n: int) -> str:
@@ -76,12 +76,14 @@ def _measure_watch(url: str, keys: list[bytes], chain_id: int, samples: int) -> 
     delivered: dict[str, float] = {}
     stop = threading.Event()
 
+    def on_event(ev: Any) -> None:
+        delivered.setdefault("0x" + ev.tx_hash.hex(), time.perf_counter())
+
     def watcher() -> None:
         with NodeClient(url) as client:
             src = RpcSource(client)
             query.watch(src, (src.head_height() + 1, -1), query.watch_topics(CATEGORY, None),
-                        lambda ev: delivered.setdefault("0x" + ev.tx_hash.hex(), time.perf_counter()),
-                        poll_s=0.1, stop=stop.is_set)
+                        on_event, poll_s=0.1, stop=stop.is_set)
 
     thread = threading.Thread(target=watcher, daemon=True)
     thread.start()

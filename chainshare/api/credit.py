@@ -74,7 +74,7 @@ def create_credit_router(node: Node) -> APIRouter:
         src = source()
         head = src.head_height()
         position = parse_cursor(after) if after else (0, -1)
-        items = []
+        items: list[Any] = []
         next_position = (head, 2**31)
         for ev in query.iter_new_events(src, position, query.watch_topics(category, subject), head):
             if len(items) == limit:

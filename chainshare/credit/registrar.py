@@ -176,8 +176,7 @@ class RegistrarService:
 
     def handle(self, req: BaseHTTPRequestHandler) -> tuple[int, dict[str, Any]]:
         try:
-            subject = verify_peer(req.connection, self.ca_pem, at=datetime.now(UTC),  # type: ignore[arg-type]
-                                  is_allowed=lambda s: True)
+            subject = verify_peer(req.connection, self.ca_pem, at=datetime.now(UTC), is_allowed=lambda s: True)
         except PeerRefused as exc:
             return 403, {"error": {"type": "Unauthorized", "message": str(exc)}}
         if req.path != "/handle":
