@@ -113,6 +113,21 @@ def test_config_is_served(net: Net) -> None:
     assert [r["version"] for r in config["scoring_rules"]] == [1]
 
 
+def test_governance_cli_configures_the_registry(net: Net, tmp_path: Path) -> None:
+    proposed = cli_json(net.cli("govern", "set-objection-deadline", "30d", *net.as_agency("agency1"), "--json"))
+    pid = proposed["proposal"]
+    early = net.cli("govern", "execute", pid, *net.as_agency("agency1"), "--json", ok=False)
+    assert early.returncode == 1 and "needs 3" in cli_json(early)["reason"]
+    for agency in ("agency1", "agency2", "agency3"):
+        net.cli("govern", "vote", pid, *net.as_agency(agency), "--json")
+    net.cli("govern", "execute", pid, *net.as_agency("agency4"), "--json")
+    assert net.api("/credit/config")["objection_deadline_seconds"] == 30 * 86400
+    bad_rule = tmp_path / "rule.json"
+    bad_rule.write_text(json.dumps({"name": "x", "base": 5, "min": 0, "max": 1, "weights": {}}))
+    refused = net.cli("govern", "install-rule", bad_rule, *net.as_agency("agency1"), ok=False)
+    assert refused.returncode == 2 and "min <= base <= max" in refused.stderr
+
+
 @pytest.mark.parametrize("path", [
     f"/credit/subjects/{ORG_BAD}", "/credit/subjects/%00", "/credit/subjects/" + "9" * 100, "/credit/subjects/P-zz",
     "/credit/subjects/%ff%fe", "/credit/subjects/ 91110000600037341L", f"/credit/subjects/{ORG}?at=-1",
