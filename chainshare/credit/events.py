@@ -149,6 +149,8 @@ class RpcSource:
 
     def block_timestamp_ms(self, height: int) -> int:
         if height not in self._times:
+            if len(self._times) >= 10_000:  # a long watch must not grow without bound
+                self._times.clear()
             block = self.client.rpc("eth_getBlockByNumber", hex(height), False)
             if block is None:
                 raise InvalidInput(f"the node has no block {height}")
