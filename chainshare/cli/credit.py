@@ -333,7 +333,8 @@ def publish(**kw: Any) -> None:
         results = publish_many(url, key, rows, per_tx=per_tx, in_flight=in_flight, progress=bar.update)
     failed = [dict(r, line=i + 2) for i, r in enumerate(results) if r["status"] != "success"]
     summary = {"published": len(results) - len(failed), "failed": len(failed), "failures": failed[:100],
-               "records": [r.get("record") for r in results], "seconds": round(time.monotonic() - started, 3)}
+               "records": [r.get("record") for r in results], "seconds": round(time.monotonic() - started, 3),
+               "block": max((r["block"] for r in results if "block" in r), default=None)}
     emit(summary, as_json, f"published {summary['published']} records, {len(failed)} failed "
                            f"in {summary['seconds']} s")
     if failed:

@@ -76,7 +76,22 @@ class Net:
         proc = run_cli("credit", *args, timeout=timeout)
         if ok:
             assert proc.returncode == 0, proc.stderr + proc.stdout
+        self.sync_after(proc)
         return proc
+
+    def sync_after(self, proc: Any) -> None:
+        """A command acting through one agency's node answers once ITS node has the block; wait until every
+        node has it before reading from another (read-your-writes across nodes)."""
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+        try:
+            block = json.loads(lines[-1]).get("block") if lines else None
+        except ValueError:
+            return
+        if isinstance(block, int):
+            wait_until(lambda: all(self.api("/status", node=i)["head"]["height"] >= block
+                                   for i in range(len(self.devnet.info["nodes"]))
+                                   if self.devnet.info["nodes"][i].get("pid") and _alive(self.devnet.info["nodes"][i])),
+                       60, f"every node at block {block}")
 
     def as_agency(self, agency: str) -> list[Any]:
         return ["--devnet", self.devnet.dir, "--as", agency]
@@ -95,6 +110,12 @@ def net(devnet_pool: DevnetPool) -> Net:
     n.govern("setIssuer", RED, "agency2", True)
     n.govern("installScoringRule", json.dumps(RULE))
     return n
+
+
+def _alive(node: dict[str, Any]) -> bool:
+    from chainshare.devnet import is_running
+
+    return bool(is_running(node["pid"]))
 
 
 def publish_args(net: Net, agency: str, *, category: str = PENALTY, polarity: str = "negative", severity: int = 3,
