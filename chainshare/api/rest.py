@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from chainshare.api.credit import create_credit_router
 from chainshare.api.errors import http_error
 from chainshare.api.jsonrpc import JsonRpc, parse_data
 from chainshare.api.limits import ApiWorkers, WorkBudget
@@ -251,6 +252,7 @@ def create_rest_app(node: Node, rpc: JsonRpc, workers: ApiWorkers) -> FastAPI:
         return {"items": logs[:limit], "truncated": len(logs) > limit}
 
     app.include_router(create_sharing_router(node))  # datasets, grants, audit, vault, fetch, query
+    app.include_router(create_credit_router(node))  # credit records, scores, provenance, events
     return app
 
 

@@ -89,6 +89,30 @@ def abuse(nodes: int, duration: float, attackers: int, logs: int, no_rate_limit:
     click.echo(json.dumps(result))
 
 
+@group.command("credit")
+@click.option("--records", type=click.IntRange(1, 10_000_000), default=5000, show_default=True)
+@click.option("--subjects", type=click.IntRange(1, 1_000_000), default=500, show_default=True)
+@click.option("--nodes", type=click.IntRange(1, 16), default=4, show_default=True)
+@click.option("--clients", type=click.IntRange(1, 256), default=32, show_default=True)
+@click.option("--queries", type=click.IntRange(1, 100_000), default=200, show_default=True)
+@click.option("--watch-samples", type=click.IntRange(0, 1000), default=10, show_default=True)
+@click.option("--per-tx", type=click.IntRange(1, 200), default=100, show_default=True,
+              help="Records per transaction (publishBatch; 1 = one publish per transaction).")
+@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path))
+def credit(records: int, subjects: int, nodes: int, clients: int, queries: int, watch_samples: int, per_tx: int,
+           directory: Path | None) -> None:
+    """Credit records finalized per second, subject query latency (node REST), watch delivery after finality."""
+    import json
+
+    from chainshare.bench import write_result
+    from chainshare.bench_credit import run_credit
+
+    result = run_credit(records=records, subjects=subjects, nodes=nodes, clients=clients, queries=queries,
+                        watch_samples=watch_samples, directory=directory, per_tx=per_tx)
+    result["saved_to"] = str(write_result(result))
+    click.echo(json.dumps(result))
+
+
 @group.command("sim")
 @click.option("--seeds", type=click.IntRange(1, 1_000_000), default=10_000, show_default=True)
 @click.option("--validators", "n", type=click.IntRange(4, 31), default=4, show_default=True)

@@ -1,0 +1,456 @@
+"""Credit records on a real 4-node devnet, driven the way users drive it: Governance configures the registry
+(web3.py proposals and votes of the agencies), agencies publish and manage records with `chainshare credit`,
+readers use the REST API and the CLI (over the node, and offline over a stopped node's data directory).
+
+Scenario (one devnet for the module; the tests run in order and build on each other):
+two issuers publish for the same organisation; an unauthorised agency's publish reverts with the reason;
+objection -> review -> correction, after which the subject page shows version 2 with its history and the
+provenance verifies against the genesis; repair after the minimum period; expiry by block time; score
+recomputed by the CLI equals the node's; watch resumes from its cursor file without gaps or duplicates."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from netkit import Devnet, DevnetPool, cli_command, cli_json, load_artifact, run_cli, wait_until
+from web3.logs import DISCARD
+
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("credit")]
+
+ORG = "91110000600037341L"
+ORG_BAD = "91110000600037341X"
+PENALTY, RED = "administrative_penalty", "red_list"
+RULE = {"name": "integration", "base": 1000, "min": 0, "max": 2000,
+        "weights": {PENALTY: {"1": -20, "2": -50, "3": -100}, RED: {"1": 40}}, "decay_days": {PENALTY: 365}}
+EVIDENCE = "0x" + "ab" * 32
+
+
+class Net:
+    def __init__(self, devnet: Devnet) -> None:
+        self.devnet = devnet
+        self.w3 = devnet.web3()
+        self.gov = self.w3.eth.contract(address=load_artifact("Governance")["address"],
+                                        abi=load_artifact("Governance")["abi"])
+        self.cr = self.w3.eth.contract(address=load_artifact("CreditRegistry")["address"],
+                                       abi=load_artifact("CreditRegistry")["abi"])
+        from eth_account import Account
+
+        self.accounts = {a["agency"]: Account.from_key(a["private_key"]) for a in devnet.info["accounts"]}
+        self.state: dict[str, Any] = {}
+
+    def send(self, fn: Any, agency: str) -> str:
+        acct = self.accounts[agency]
+        tx = fn.build_transaction({"from": acct.address, "chainId": self.w3.eth.chain_id, "gas": 3_000_000,
+                                   "nonce": self.w3.eth.get_transaction_count(acct.address, "pending")})
+        return self.w3.eth.send_raw_transaction(acct.sign_transaction(tx).raw_transaction)
+
+    def wait(self, tx_hash: Any) -> Any:
+        return self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=120, poll_latency=0.1)
+
+    def govern(self, fn_name: str, *args: Any) -> None:
+        """Pass CreditRegistry.fn(*args) through Governance: agency1 proposes, agencies 1-3 vote (3 of 4)."""
+        inner = self.cr.encode_abi(fn_name, args=list(args))
+        receipt = self.wait(self.send(self.gov.functions.propose(self.cr.address, bytes.fromhex(inner[2:]),
+                                                                 f"credit: {fn_name}{args}"), "agency1"))
+        (created,) = self.gov.events.ProposalCreated().process_receipt(receipt, errors=DISCARD)
+        pid = created["args"]["id"]
+        votes = [self.send(self.gov.functions.vote(pid, True), a) for a in ("agency1", "agency2", "agency3")]
+        for v in votes:
+            assert self.wait(v)["status"] == 1
+        assert self.wait(self.send(self.gov.functions.execute(pid), "agency1"))["status"] == 1
+
+    def api(self, path: str, node: int = 0, **params: Any) -> Any:
+        url = self.devnet.info["nodes"][node]["api"]
+        r = self.devnet.http.get(url + path, params=params)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def cli(self, *args: Any, ok: bool = True, timeout: float = 180) -> Any:
+        proc = run_cli("credit", *args, timeout=timeout)
+        if ok:
+            assert proc.returncode == 0, proc.stderr + proc.stdout
+        self.sync_after(proc)
+        return proc
+
+    def sync_after(self, proc: Any) -> None:
+        """A command acting through one agency's node answers once ITS node has the block; wait until every
+        node has it before reading from another (read-your-writes across nodes)."""
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+        try:
+            block = json.loads(lines[-1]).get("block") if lines else None
+        except ValueError:
+            return
+        if isinstance(block, int):
+            wait_until(lambda: all(self.api("/status", node=i)["head"]["height"] >= block
+                                   for i in range(len(self.devnet.info["nodes"]))
+                                   if self.devnet.info["nodes"][i].get("pid") and _alive(self.devnet.info["nodes"][i])),
+                       60, f"every node at block {block}")
+
+    def as_agency(self, agency: str) -> list[Any]:
+        return ["--devnet", self.devnet.dir, "--as", agency]
+
+    def chain_time(self) -> int:
+        return int(self.w3.eth.get_block("latest")["timestamp"])
+
+
+@pytest.fixture(scope="module")
+def net(devnet_pool: DevnetPool) -> Net:
+    n = Net(devnet_pool.launch("credit4", nodes=4))
+    n.govern("setCategory", PENALTY, "Administrative penalty", True)
+    n.govern("setCategory", RED, "Red list (commendation)", True)
+    n.govern("setIssuer", PENALTY, "agency1", True)
+    n.govern("setIssuer", PENALTY, "agency2", True)
+    n.govern("setIssuer", RED, "agency2", True)
+    n.govern("installScoringRule", json.dumps(RULE))
+    return n
+
+
+def _alive(node: dict[str, Any]) -> bool:
+    from chainshare.devnet import is_running
+
+    return bool(is_running(node["pid"]))
+
+
+def publish_args(net: Net, agency: str, *, category: str = PENALTY, polarity: str = "negative", severity: int = 3,
+                 summary: str = "Fined for false advertising", min_period: str = "180d",
+                 max_period: str = "1095d", subject: str = ORG) -> list[Any]:
+    return ["publish", *net.as_agency(agency), "--subject", subject, "--category", category,
+            "--polarity", polarity, "--severity", severity, "--document", f"DOC-{agency}-{time.monotonic_ns()}",
+            "--authority", f"{agency} bureau", "--legal-basis", "Regulation art. 1", "--summary", summary,
+            "--min-period", min_period, "--max-period", max_period, "--evidence-hash", EVIDENCE, "--json"]
+
+
+def test_config_is_served(net: Net) -> None:
+    config = net.api("/credit/config")
+    assert config["categories"][PENALTY]["issuers"] == ["agency1", "agency2"]
+    assert config["categories"][RED]["issuers"] == ["agency2"]
+    assert [r["version"] for r in config["scoring_rules"]] == [1]
+
+
+def test_governance_cli_configures_the_registry(net: Net, tmp_path: Path) -> None:
+    proposed = cli_json(net.cli("govern", "set-objection-deadline", "30d", *net.as_agency("agency1"), "--json"))
+    pid = proposed["proposal"]
+    early = net.cli("govern", "execute", pid, *net.as_agency("agency1"), "--json", ok=False)
+    assert early.returncode == 1 and "needs 3" in cli_json(early)["reason"]
+    for agency in ("agency1", "agency2", "agency3"):
+        net.cli("govern", "vote", pid, *net.as_agency(agency), "--json")
+    net.cli("govern", "execute", pid, *net.as_agency("agency4"), "--json")
+    assert net.api("/credit/config")["objection_deadline_seconds"] == 30 * 86400
+    bad_rule = tmp_path / "rule.json"
+    bad_rule.write_text(json.dumps({"name": "x", "base": 5, "min": 0, "max": 1, "weights": {}}))
+    refused = net.cli("govern", "install-rule", bad_rule, *net.as_agency("agency1"), ok=False)
+    assert refused.returncode == 2 and "min <= base <= max" in refused.stderr
+
+
+@pytest.mark.parametrize("path", [
+    f"/credit/subjects/{ORG_BAD}", "/credit/subjects/%00", "/credit/subjects/" + "9" * 100, "/credit/subjects/P-zz",
+    "/credit/subjects/%ff%fe", "/credit/subjects/ 91110000600037341L", f"/credit/subjects/{ORG}?at=-1",
+    f"/credit/subjects/{ORG}?at=99999999999", f"/credit/subjects/{ORG}/score?rule_version=0",
+    f"/credit/subjects/{ORG}/score?rule_version=99", "/credit/records/0", "/credit/records/abc",
+    "/credit/records/99999999999999999999999", "/credit/records/999999", "/credit/records/999999/provenance",
+    "/credit/events?after=abc", "/credit/events?after=1-2-3", "/credit/events?subject=bad",
+    "/credit/events?limit=0", "/credit/events?category=" + "c" * 100,
+])
+def test_malformed_credit_requests_are_4xx_never_500(net: Net, path: str) -> None:
+    r = net.devnet.http.get(net.devnet.info["nodes"][0]["api"] + path)
+    assert r.status_code in (400, 404, 422), (path, r.status_code, r.text[:200])
+    assert r.json()["error"]["message"]
+
+
+def test_two_issuers_publish_for_one_organisation_and_an_outsider_reverts(net: Net) -> None:
+    first = cli_json(net.cli(*publish_args(net, "agency1")))
+    second = cli_json(net.cli(*publish_args(net, "agency2", category=RED, polarity="positive", severity=1,
+                                            summary="Model taxpayer 2025")))
+    assert first["status"] == second["status"] == "success"
+    net.state["penalty"], net.state["red"] = first["record"], second["record"]
+    refused = net.cli(*publish_args(net, "agency3"), ok=False)
+    assert refused.returncode == 1
+    out = cli_json(refused)
+    assert out["status"] == "reverted"
+    assert out["reason"] == "agency 'agency3' is not authorised by Governance to issue 'administrative_penalty' records"
+    # A bad USCC is refused before anything is sent, naming the expected check character.
+    bad = net.cli(*publish_args(net, "agency1", subject=ORG_BAD), ok=False)
+    assert bad.returncode == 2 and "expected 'L'" in bad.stderr
+    r = net.devnet.http.get(net.devnet.info["nodes"][1]["api"] + f"/credit/subjects/{ORG_BAD}")
+    assert r.status_code == 400 and "expected 'L'" in r.json()["error"]["message"]
+    # Every node serves both records (the same finalized chain).
+    def both_everywhere() -> bool:
+        return all({x["issuer"] for x in net.api(f"/credit/subjects/{ORG}", node=i)["records"]} == {"agency1", "agency2"}
+                   for i in range(4))
+    wait_until(both_everywhere, 60, "both records on every node")
+
+
+def test_objection_review_correction_keeps_history(net: Net) -> None:
+    rid = net.state["penalty"]
+    assert cli_json(net.cli("object", rid, "--reason", "the amount is wrong", *net.as_agency("agency3"),
+                            "--json"))["status"] == "success"
+    not_issuer = net.cli("resolve", rid, "--review", *net.as_agency("agency2"), "--json", ok=False)
+    assert not_issuer.returncode == 1 and "only accounts of agency 'agency1'" in cli_json(not_issuer)["reason"]
+    net.cli("resolve", rid, "--review", *net.as_agency("agency1"), "--json")
+    corrected = cli_json(net.cli("correct", rid, "--severity", "2", "--summary", "Fine reduced on objection",
+                                 "--reason", "objection upheld in part", *net.as_agency("agency1"), "--json"))
+    assert [e["event"] for e in corrected["events"]] == ["RecordCorrected", "ObjectionResolved"]
+    page = net.api(f"/credit/subjects/{ORG}")
+    current = next(r for r in page["records"] if r["id"] == rid)
+    assert (current["version"], current["severity"], current["summary"], current["objection"]) == (
+        2, 2, "Fine reduced on objection", "corrected")
+    record = net.api(f"/credit/records/{rid}")
+    assert [v["version"] for v in record["versions"]] == [1, 2]
+    assert record["versions"][1]["previous_version_hash"] == record["versions"][0]["version_hash"]
+    assert record["versions"][0]["summary"] == "Fined for false advertising"
+    assert [e["event"] for e in record["timeline"]] == ["RecordPublished", "ObjectionFiled", "ObjectionUnderReview",
+                                                        "RecordCorrected", "ObjectionResolved"]
+
+
+def test_history_provenance_verifies_offline_with_the_genesis(net: Net, tmp_path: Path) -> None:
+    rid = net.state["penalty"]
+    bundle_file = tmp_path / "bundle.json"
+    out = cli_json(net.cli("history", rid, "--devnet", net.devnet.dir, "--genesis", net.devnet.dir / "genesis.json",
+                           "--out", bundle_file, "--json"))
+    assert out["verified"] and out["issuer"] == "agency1" and out["versions"] == 2
+    assert all(s["signers"] >= 3 for s in out["steps"])  # 3-of-4 QCs
+    assert [s["event"] for s in out["steps"]][0] == "RecordPublished"
+    assert cli_json(net.cli("verify", bundle_file, "--genesis", net.devnet.dir / "genesis.json", "--json"))["verified"]
+    # Rewriting what the issuer published is caught offline.
+    bundle = json.loads(bundle_file.read_text())
+    bundle["steps"][0]["args"]["summary"] = "nothing happened"
+    bundle_file.write_text(json.dumps(bundle))
+    tampered = net.cli("verify", bundle_file, "--genesis", net.devnet.dir / "genesis.json", "--json", ok=False)
+    assert tampered.returncode == 1 and "differs" in cli_json(tampered)["error"]
+
+
+def test_repair_after_the_minimum_period(net: Net) -> None:
+    rec = cli_json(net.cli(*publish_args(net, "agency2", severity=1, min_period="20s", summary="Late filing")))
+    rid = rec["record"]
+    earliest = net.api(f"/credit/records/{rid}")["effectiveFrom"] + 20
+    # Asked early, the request is refused; what decides is the block time of the block that carries it.
+    early = net.cli("repair", rid, "--reason", "filed since", *net.as_agency("agency4"), "--json", ok=False)
+    early_out = cli_json(early)
+    block_time = int(net.w3.eth.get_block(early_out["block"])["timestamp"])
+    if block_time < earliest:
+        assert early.returncode == 1 and early_out["reason"] == (
+            f"repair may be requested from block time {earliest} (after the minimum display period)")
+        wait_until(lambda: net.chain_time() >= earliest, 90, "block time past the minimum period")
+        net.cli("repair", rid, "--reason", "filed since", *net.as_agency("agency4"), "--json")
+    else:  # a very loaded machine: the block came after the period, so the request had to pass
+        assert early.returncode == 0, early_out
+    net.cli("repair", rid, "--approve", "--note", "verified", *net.as_agency("agency2"), "--json")
+    record = net.api(f"/credit/records/{rid}")
+    assert record["status"] == "repaired" and record["repair"] == "approved"
+    assert rid not in {r["id"] for r in net.api(f"/credit/subjects/{ORG}")["records"] if r["status"] == "active"}
+    net.state["repaired"] = rid
+
+
+def test_expiry_by_block_time(net: Net) -> None:
+    rec = cli_json(net.cli(*publish_args(net, "agency1", severity=1, min_period="1s", max_period="5s",
+                                         summary="Short-lived")))
+    rid = rec["record"]
+    assert net.api(f"/credit/records/{rid}")["status"] == "active"
+    wait_until(lambda: net.api(f"/credit/records/{rid}")["status"] == "expired", 90, "expiry by block time")
+    out = cli_json(net.cli("expire", rid, *net.as_agency("agency3"), "--json"))
+    assert [e["event"] for e in out["events"]] == ["RecordExpired"]
+    assert net.api(f"/credit/records/{rid}")["timeline"][-1]["event"] == "RecordExpired"
+
+
+def test_publish_a_csv_in_batches(net: Net, tmp_path: Path) -> None:
+    org2 = "91350100M000100Y43"
+    header = "subject,category,polarity,severity,document_number,authority,legal_basis,summary,max_period,evidence_hash\n"
+    rows = [f"{org2},{RED},positive,1,RL-{i},Tax Bureau,Rule 7,Commendation {i},365d,{EVIDENCE}\n" for i in range(5)]
+    good = tmp_path / "good.csv"
+    good.write_text(header + "".join(rows))
+    out = cli_json(net.cli("publish", "--csv", good, "--per-tx", "2", *net.as_agency("agency2"), "--json"))
+    assert out["published"] == 5 and out["failed"] == 0 and len(set(out["records"])) == 5
+    assert len(net.api(f"/credit/subjects/{org2}")["records"]) == 5
+    bad = tmp_path / "bad.csv"
+    bad.write_text(header + rows[0] + rows[1].replace(org2, "91350100M000100Y44"))
+    refused = net.cli("publish", "--csv", bad, *net.as_agency("agency2"), "--json", ok=False)
+    assert refused.returncode == 2 and "line 3" in refused.stderr and "expected '3'" in refused.stderr
+    # A batch an issuer may not publish reverts whole, and every row of it is reported failed.
+    denied = net.cli("publish", "--csv", good, *net.as_agency("agency1"), "--json", ok=False)
+    assert denied.returncode == 1 and cli_json(denied)["failed"] == 5
+    assert len(net.api(f"/credit/subjects/{org2}")["records"]) == 5
+
+
+def test_score_from_the_cli_equals_the_node(net: Net) -> None:
+    node_score = net.api(f"/credit/subjects/{ORG}/score")
+    height = node_score["height"]
+    # The penalty (v2, severity 2) counts with decay; the red-list record adds 40; repaired/expired do not count.
+    counted = {c["record"] for c in node_score["contributions"]}
+    assert counted == {net.state["penalty"], net.state["red"]}
+    cli_score = cli_json(net.cli("score", ORG, "--at", height, "--devnet", net.devnet.dir, "--json"))
+    assert cli_score == node_score
+    assert net.api(f"/credit/subjects/{ORG}/score", at=height) == node_score
+    net.state["score"] = node_score
+
+
+def test_watch_resumes_without_gaps_or_duplicates(net: Net, tmp_path: Path) -> None:
+    cursor_file = tmp_path / "cursor"
+    common = ["watch", "--devnet", net.devnet.dir, "--category", PENALTY, "--cursor-file", cursor_file]
+    everything = [json.loads(line) for line in net.cli("watch", "--devnet", net.devnet.dir, "--category", PENALTY,
+                                                       "--from-height", 0, "--max-events", 9).stdout.splitlines()]
+    assert len(everything) == 9
+    first = net.cli(*common, "--from-height", 0, "--max-events", 4)
+    second = net.cli(*common, "--max-events", 5)
+    got = [json.loads(line) for line in (first.stdout + second.stdout).splitlines()]
+    assert [e["cursor"] for e in got] == [e["cursor"] for e in everything]
+    assert all(e["args"]["categoryKey"] == everything[0]["args"]["categoryKey"] for e in got)
+
+
+def test_watch_delivers_a_new_record_as_it_finalizes(net: Net) -> None:
+    proc = subprocess.Popen([*cli_command(), "credit", "watch", "--devnet", str(net.devnet.dir), "--subject", ORG,
+                             "--max-events", "1", "--poll", "0.1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        time.sleep(3)  # let it start and take the head as its starting point
+        rec = cli_json(net.cli(*publish_args(net, "agency2", category=RED, polarity="positive", severity=1,
+                                             summary="Second commendation")))
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)
+    (event,) = [json.loads(line) for line in out.splitlines()]
+    assert event["event"] == "RecordPublished" and event["args"]["id"] == rec["record"], err
+
+
+RIC = "11010519491231002X"  # a resident ID number (GB 11643); never to appear on chain in any encoding
+
+
+def id_encodings(ric: str) -> list[bytes]:
+    """The resident ID in every form we can think of: text, case, UTF-16, hex, base64, its number, and its
+    unsalted hashes (the ID space is small enough to invert those)."""
+    import base64
+    import hashlib
+
+    from eth_utils import keccak
+
+    raw = ric.encode()
+    forms = [raw, ric.lower().encode(), ric.encode("utf-16-le"), ric.encode("utf-16-be"), raw.hex().encode(),
+             raw.hex().upper().encode(), base64.b64encode(raw), int(ric[:17]).to_bytes(8, "big"), keccak(raw),
+             hashlib.sha256(raw).digest()]
+    return forms + [f.hex().encode() for f in forms[-3:]]
+
+
+def test_person_records_go_by_registrar_handle_only(net: Net, tmp_path: Path) -> None:
+    net.govern("setRegistrar", "agency4", True)
+    key = tmp_path / "registrar.key"
+    net.cli("registrar-key", "--out", key)
+    proc = subprocess.run([*cli_command(), "credit", "handle", "--registrar-key", str(key), "--devnet",
+                           str(net.devnet.dir), "--as", "agency4", "--json"], input=RIC + "\n", capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    handle = json.loads(proc.stdout)["handle"]
+    assert handle.startswith("P-") and len(handle) == 66
+    # The CLI refuses to act for an agency without the role (the key itself stays on registrar nodes only:
+    # whoever holds it computes handles).
+    refused = subprocess.run([*cli_command(), "credit", "handle", "--registrar-key", str(key), "--devnet",
+                              str(net.devnet.dir), "--as", "agency3"], input=RIC + "\n", capture_output=True,
+                             text=True, timeout=120)
+    assert refused.returncode == 2 and "does not hold the credit_registrar role" in refused.stderr
+    # The issuer publishes for the handle; the summary (which names the person) goes on chain as a hash only.
+    out = cli_json(net.cli(*publish_args(net, "agency1", subject=handle, severity=2,
+                                         summary=f"Zhang San (ID {RIC}) fined for fare evasion")))
+    record = net.api(f"/credit/records/{out['record']}")
+    assert record["subject"] == handle and record["summary"] == "" and record["summaryHash"] != "0x" + "00" * 32
+    net.state["person_record"] = out["record"]
+    # Scan every block, receipt and QC of the run, as a node serves them.
+    forms = id_encodings(RIC)
+    head = net.api("/status")["head"]["height"]
+    for h in range(head + 1):
+        raw = net.api(f"/blocks/{h}/raw")
+        blob = b"".join(bytes.fromhex(v[2:]) for v in (raw["block"], raw["qc"], raw["receipts"]) if v)
+        text = json.dumps(raw).encode()
+        assert not any(f in blob or f in text for f in forms), f"the resident ID appears in block {h}"
+
+
+def _lookup(net: Net, url: str, agency: str, ric: str, purpose: str = "publish a court judgment") -> Any:
+    return subprocess.run([*cli_command(), "credit", "lookup", "--registrar", url, "--purpose", purpose, "--devnet",
+                           str(net.devnet.dir), "--as", agency, "--json"], input=ric + "\n", capture_output=True,
+                          text=True, timeout=180)
+
+
+def test_handle_lookups_over_mutual_tls_are_authorised_rate_limited_and_recorded(net: Net, tmp_path: Path) -> None:
+    import ssl
+
+    key = tmp_path / "registrar.key"
+    net.cli("registrar-key", "--out", key)
+    server = subprocess.Popen([*cli_command(), "credit", "registrar", "--registrar-key", str(key), "--devnet",
+                               str(net.devnet.dir), "--as", "agency4", "--per-minute", "0.01", "--burst", "2"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        url = json.loads(server.stdout.readline())["listening"]
+        local = subprocess.run([*cli_command(), "credit", "handle", "--registrar-key", str(key), "--devnet",
+                                str(net.devnet.dir), "--as", "agency4"], input=RIC + "\n", capture_output=True,
+                               text=True, timeout=120)
+        # An issuer (agency1) gets the same handle the registrar computes locally.
+        ok = _lookup(net, url, "agency1", RIC)
+        assert ok.returncode == 0, ok.stderr
+        answer = json.loads(ok.stdout)
+        assert answer["handle"] == local.stdout.strip()
+        # A reader that is neither issuer nor registrar (agency3) is refused by the Cedar policy.
+        denied = _lookup(net, url, "agency3", RIC, "curiosity")
+        assert denied.returncode == 2 and "does not permit agency 'agency3'" in denied.stderr
+        # A bad ID is refused before any decision; the third lookup of agency1 exceeds its burst of 2.
+        bad = _lookup(net, url, "agency1", "110105194912310021")
+        assert bad.returncode == 2 and "expected 'X'" in bad.stderr and "110105194912310021" not in bad.stderr
+        assert _lookup(net, url, "agency1", RIC).returncode == 0
+        limited = _lookup(net, url, "agency1", RIC)
+        assert limited.returncode == 1 and "exceeded its lookup rate" in limited.stderr
+        # Without a client certificate there is no lookup at all.
+        ctx = ssl.create_default_context(cafile=str(net.devnet.dir / "ca" / "ca.crt"))
+        ctx.check_hostname = False
+        import httpx
+
+        with pytest.raises(httpx.HTTPError):
+            httpx.post(url + "/handle", json={"resident_id": RIC, "purpose": "x"}, verify=ctx, timeout=30)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(30)
+    # Every decision is on chain: who asked, for what, allowed or not; never the ID or the handle.
+    logs = net.w3.eth.get_logs({"fromBlock": 0, "toBlock": "latest", "address": net.cr.address,
+                                "topics": [net.w3.keccak(text="HandleLookup(bytes32,string,string,string,bool,string)")]})
+    decisions = [net.cr.events.HandleLookup().process_log(lg)["args"] for lg in logs]
+    assert [(d["requester"], d["allowed"]) for d in decisions] == [
+        ("agency1", True), ("agency3", False), ("agency1", True), ("agency1", False)]
+    assert all(d["registrar"] == "agency4" for d in decisions)
+    assert "exceeded" in decisions[-1]["reason"]
+    handle = answer["handle"]
+    for lg in logs:
+        assert RIC.encode() not in bytes(lg["data"]) and bytes.fromhex(handle[2:]) not in bytes(lg["data"])
+
+
+def test_offline_score_from_a_stopped_nodes_data_equals_the_node(net: Net) -> None:
+    node4 = net.devnet.info["nodes"][3]
+    expected = net.state["score"]
+    wait_until(lambda: net.api("/status", node=3)["head"]["height"] >= expected["height"], 60,
+               "node4 at the scored height")
+    os.kill(node4["pid"], signal.SIGTERM)
+    from chainshare.devnet import is_running
+
+    wait_until(lambda: not is_running(node4["pid"]), 60, "node4 to stop")
+    data_dir = Path(node4["data_dir"])
+    offline = cli_json(net.cli("score", ORG, "--at", expected["height"], "--data-dir", data_dir, "--json"))
+    assert offline == expected
+    history = cli_json(net.cli("history", net.state["penalty"], "--data-dir", data_dir, "--json"))
+    assert history["verified"] and history["versions"] == 2
+    # Every stored key and value of the stopped node (state, blocks, receipts, indexes): no resident ID.
+    import plyvel
+
+    forms = id_encodings(RIC)
+    db = plyvel.DB(str(data_dir), create_if_missing=False)
+    try:
+        scanned = 0
+        for k, v in db.iterator():
+            scanned += 1
+            assert not any(f in k or f in v for f in forms), f"the resident ID is stored under key {k[:40]!r}"
+    finally:
+        db.close()
+    assert scanned > 100
