@@ -16,10 +16,13 @@ Subjects and cursors are validated before any read (a bad USCC names the expecte
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 
+from chainshare.api.limits import ApiWorkers
 from chainshare.credit import query
 from chainshare.credit.events import REGISTRY, ChainSource, format_cursor, parse_cursor, to_jsonable
 from chainshare.credit.provenance import build_provenance
@@ -33,13 +36,27 @@ _CONFIG_TOPICS = [REGISTRY.E_CATEGORY.topic, REGISTRY.E_ISSUER.topic, REGISTRY.E
                   REGISTRY.E_DEADLINE.topic, REGISTRY.E_RULE.topic]
 
 
-def create_credit_router(node: Node) -> APIRouter:
+def _on_workers(workers: ApiWorkers) -> Callable[[Callable[..., dict[str, Any]]],
+                                                 Callable[..., Awaitable[dict[str, Any]]]]:
+    """Run a read on the API worker threads (charged to its client and to the API's CPU share, like every
+    other heavy REST read), never on the event loop that runs consensus."""
+    def wrap(fn: Callable[..., dict[str, Any]]) -> Callable[..., Awaitable[dict[str, Any]]]:
+        @functools.wraps(fn)
+        async def run(*args: Any, **kwargs: Any) -> dict[str, Any]:
+            return await workers.run(functools.partial(fn, *args, **kwargs))
+        return run
+    return wrap
+
+
+def create_credit_router(node: Node, workers: ApiWorkers) -> APIRouter:
     router = APIRouter(prefix="/credit", tags=["credit"])
+    offloaded = _on_workers(workers)
 
     def source() -> ChainSource:
         return ChainSource(node.chain)
 
     @router.get("/subjects/{subject}", summary="A subject's credit records and score at a height")
+    @offloaded
     def subject(subject: Annotated[str, SUBJECT], at: Annotated[int | None, Query(ge=0)] = None) -> dict[str, Any]:
         src = source()
         out = query.subject_json(src, subject, at)
@@ -50,11 +67,13 @@ def create_credit_router(node: Node) -> APIRouter:
         return out
 
     @router.get("/subjects/{subject}/score", summary="Score and explanation of a subject at a height")
+    @offloaded
     def score(subject: Annotated[str, SUBJECT], at: Annotated[int | None, Query(ge=0)] = None,
               rule_version: Annotated[int | None, Query(ge=1, le=2**63)] = None) -> dict[str, Any]:
         return query.get_score(source(), subject, at, rule_version)
 
     @router.get("/records/{record_id}", summary="A credit record with its versions and lifecycle timeline")
+    @offloaded
     def record(record_id: Annotated[int, Path(ge=1, le=2**64 - 1)],
                at: Annotated[int | None, Query(ge=0)] = None) -> dict[str, Any]:
         src = source()
@@ -63,10 +82,12 @@ def create_credit_router(node: Node) -> APIRouter:
         return {"height": height, "time": now, **r.to_json(now, with_history=True)}
 
     @router.get("/records/{record_id}/provenance", summary="Provenance bundle (verify offline with the genesis)")
+    @offloaded
     def provenance(record_id: Annotated[int, Path(ge=1, le=2**64 - 1)]) -> dict[str, Any]:
         return build_provenance(node.chain, source(), record_id)
 
     @router.get("/events", summary="Finalized record events after a cursor (for pollers)")
+    @offloaded
     def events(after: Annotated[str | None, Query(pattern=CURSOR)] = None,
                category: Annotated[str | None, Query(max_length=64)] = None,
                subject: Annotated[str | None, Query(max_length=66)] = None,
@@ -84,6 +105,7 @@ def create_credit_router(node: Node) -> APIRouter:
         return {"head": head, "items": [e.to_json() for e in items], "next": format_cursor(next_position)}
 
     @router.get("/config", summary="Categories, issuers, registrars, objection deadline and scoring rules")
+    @offloaded
     def config() -> dict[str, Any]:
         src = source()
         cats: dict[str, Any] = {}

@@ -252,7 +252,7 @@ def create_rest_app(node: Node, rpc: JsonRpc, workers: ApiWorkers) -> FastAPI:
         return {"items": logs[:limit], "truncated": len(logs) > limit}
 
     app.include_router(create_sharing_router(node))  # datasets, grants, audit, vault, fetch, query
-    app.include_router(create_credit_router(node))  # credit records, scores, provenance, events
+    app.include_router(create_credit_router(node, workers))  # credit records, scores, provenance, events
     return app
 
 
