@@ -24,9 +24,10 @@ _db = click.option("--db", "db", required=True, help="Database URL: sqlite:///FI
 @click.option("--batch-blocks", type=click.IntRange(1, 5000), default=200, show_default=True)
 @click.option("--genesis-hash", default=None, help="Refuse any network but the one with this genesis block hash.")
 @click.option("--metrics-port", type=click.IntRange(1, 65535), default=None, help="Serve Prometheus /metrics here.")
+@click.option("--until", type=click.IntRange(0, 2**40), default=None, help="Exit once this height is indexed.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info")
 def index(nodes: str, db: str, follow: str, poll_interval: float, batch_blocks: int, genesis_hash: str | None,
-          metrics_port: int | None, log_level: str) -> None:
+          metrics_port: int | None, until: int | None, log_level: str) -> None:
     """Follow finalized blocks, verify each, store them (foreground; Ctrl-C stops; restarts resume)."""
     from chainshare.explorer.db.engine import create_db_engine
     from chainshare.explorer.indexer.service import Indexer, IndexerConfig, ProgressPrinter
@@ -39,7 +40,8 @@ def index(nodes: str, db: str, follow: str, poll_interval: float, batch_blocks: 
             raise click.BadParameter(f"{u!r} must start with http:// or https://", param_hint="--node")
     ix = Indexer(create_db_engine(db), IndexerConfig(urls=urls, batch_blocks=batch_blocks,
                                                      poll_interval=poll_interval, follow=follow,
-                                                     genesis_hash=genesis_hash), progress=ProgressPrinter())
+                                                     genesis_hash=genesis_hash, until=until),
+                 progress=ProgressPrinter())
     if metrics_port:
         from prometheus_client import start_http_server
 

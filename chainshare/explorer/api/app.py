@@ -21,7 +21,7 @@ from typing import Annotated, Any
 from fastapi import FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
-from sqlalchemy import ColumnElement, Engine, Select, func, or_, select
+from sqlalchemy import ColumnElement, Engine, Select, false, func, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -147,10 +147,12 @@ def create_explorer_app(engine: Engine, read_engine: Engine | None = None, db_ur
 
     def seq_range(col: Any, lo: int, hi: int, shift: int) -> list[ColumnElement[bool]]:
         out: list[ColumnElement[bool]] = []
+        if lo > hi:
+            return [false()]
         if lo > 0:
-            out.append(col >= lo << shift)
+            out.append(col >= min(lo << shift, MAX_INT))
         if hi < MAX_INT >> s.SEQ_SHIFT:
-            out.append(col < (hi + 1) << shift)
+            out.append(col < min((hi + 1) << shift, MAX_INT))
         return out
 
     def respond(stmt: Select[Any], key: Any, before: int | None, limit: int, view: Callable[[Any], dict[str, Any]],

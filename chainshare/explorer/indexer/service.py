@@ -73,6 +73,7 @@ class IndexerConfig:
     follow: str = "poll"  # or "ws"
     fetch_workers: int = 4
     genesis_hash: str | None = None  # pin the network (else the first run's genesis is kept)
+    until: int | None = None  # stop once this height is indexed
 
 
 @dataclass
@@ -181,6 +182,8 @@ class Indexer:
                 try:
                     head = st.source.get_head()
                     st.head, st.state = head, "following"
+                    if self.cfg.until is not None:
+                        head = min(head, self.cfg.until)
                     self._record_source(st)
                     assert self.head is not None
                     self.metrics.node_head.set(head)
@@ -189,7 +192,7 @@ class Indexer:
                         self._catch_up(st, pool, head)
                         continue
                     self.caught_up.set()
-                    if until_caught_up:
+                    if until_caught_up or (self.cfg.until is not None and self.head.height >= self.cfg.until):
                         return
                     assert signal_ is not None
                     signal_.wait(5.0)
@@ -222,7 +225,6 @@ class Indexer:
         st.retry_at = time.monotonic() + DOWN_SECONDS
         log_event(log, logging.WARNING, "node unavailable", url=st.source.url, error=str(exc)[:300])
         self._record_source(st)
-        self.current = (self.current + 1) % len(self.sources)
 
     def _on_forgery(self, st: _SourceState, exc: ChainshareError) -> None:
         st.state, st.failures, st.last_error = "rejected", st.failures + 1, exc.message[:500]
@@ -231,7 +233,6 @@ class Indexer:
         log_event(log, logging.ERROR, "ALERT: node served a block that fails verification; nothing of it is "
                   "indexed, switching node", url=st.source.url, error=exc.message[:500])
         self._record_source(st)
-        self.current = (self.current + 1) % len(self.sources)
 
     def _record_source(self, st: _SourceState) -> None:
         with self.engine.begin() as conn:
