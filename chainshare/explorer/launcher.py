@@ -35,6 +35,19 @@ def _spawn(args: list[str], log_path: Path) -> int:
     return proc.pid
 
 
+def is_explorer_process(pid: int | None) -> bool:
+    """True iff ``pid`` is a live ``chainshare explorer`` process (not a reused pid)."""
+    if not is_running(pid):
+        return False
+    try:
+        import psutil
+
+        cmd = psutil.Process(pid).cmdline()
+    except Exception:
+        return False
+    return not cmd or "explorer" in cmd
+
+
 def read_explorer(directory: Path) -> dict[str, Any] | None:
     path = directory / EXPLORER_FILE
     return json.loads(path.read_text()) if path.exists() else None
@@ -51,7 +64,7 @@ def start_explorer(directory: Path, db: str | None = None, port: int | None = No
     """Start (or find running) the explorer of the devnet in ``directory``; returns explorer.json."""
     info = read_devnet(directory)
     old = read_explorer(directory)
-    if old and all(is_running(pid) for pid in old["pids"].values()):
+    if old and all(is_explorer_process(pid) for pid in old["pids"].values()):
         return old
     if old:
         stop_explorer(directory)
@@ -109,13 +122,13 @@ def stop_explorer(directory: Path, timeout: float = 10.0) -> dict[str, Any]:
         return {"stopped": []}
     stopped = []
     for name, pid in info["pids"].items():
-        if not is_running(pid):
+        if not is_explorer_process(pid):
             continue
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while is_running(pid) and time.monotonic() < deadline:
+        while is_explorer_process(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        if is_running(pid):
+        if is_explorer_process(pid):
             os.kill(pid, signal.SIGKILL)
         stopped.append(name)
     (directory / EXPLORER_FILE).unlink(missing_ok=True)
