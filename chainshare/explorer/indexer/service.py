@@ -14,7 +14,7 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -78,7 +78,7 @@ class IndexerConfig:
 
 @dataclass
 class _SourceState:
-    source: NodeSource
+    source: Any
     head: int | None = None
     state: str = "idle"
     failures: int = 0
@@ -88,14 +88,16 @@ class _SourceState:
 
 class Indexer:
     def __init__(self, engine: Engine, cfg: IndexerConfig, metrics: IndexerMetrics | None = None,
-                 progress: Callable[[int, int, float, float], None] | None = None) -> None:
-        if not cfg.urls:
+                 progress: Callable[[int, int, float, float], None] | None = None,
+                 sources: Sequence[Any] | None = None) -> None:
+        """``sources`` (objects with NodeSource's methods) replace the URLs' NodeSources (benchmarks)."""
+        if not cfg.urls and not sources:
             raise ConfigError("--node needs at least one node URL")
         self.engine = engine
         self.cfg = cfg
         self.metrics = metrics or IndexerMetrics()
         self.progress = progress
-        self.sources = [_SourceState(NodeSource(u)) for u in cfg.urls]
+        self.sources = [_SourceState(x) for x in (sources or [NodeSource(u) for u in cfg.urls])]
         self.current = 0
         self.stop = threading.Event()
         self.sets: list[ValidatorSet] = []
