@@ -55,6 +55,20 @@ def add_counts(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], c
     conn.execute(stmt, list(rows))
 
 
+def insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+    """Plain INSERT of many rows through the driver's executemany: the values are already the
+    driver's types (int, bytes, str, bool, None), so SQLAlchemy's per-value processing is skipped
+    (it was a third of the indexing time)."""
+    if not rows:
+        return
+    cols = list(rows[0])
+    q = conn.dialect.identifier_preparer
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    sql = (f"INSERT INTO {q.format_table(table)} ({', '.join(q.quote(c) for c in cols)}) "
+           f"VALUES ({', '.join([mark] * len(cols))})")
+    conn.exec_driver_sql(sql, [tuple(r[c] for c in cols) for r in rows])
+
+
 def get_checkpoint(conn: Connection) -> tuple[int, bytes] | None:
     row = conn.execute(select(s.progress.c.height, s.progress.c.block_hash).where(s.progress.c.id == 1)).first()
     return (int(row[0]), bytes(row[1])) if row else None
@@ -183,14 +197,12 @@ class IndexWriter:
                            .values(height=last, block_hash=new_head_hash))
         if res.rowcount != 1:
             raise CheckpointMoved("the checkpoint moved under this indexer: is another indexer writing this database?")
-        conn.execute(s.blocks.insert(), blocks)
-        if txs:
-            conn.execute(s.txs.insert(), txs)
-            conn.execute(s.address_txs.insert(), _dedupe(addr))
-        if logs:
-            conn.execute(s.logs.insert(), logs)
+        insert_rows(conn, s.blocks, blocks)
+        insert_rows(conn, s.txs, txs)
+        insert_rows(conn, s.address_txs, _dedupe(addr))
+        insert_rows(conn, s.logs, logs)
         for tname, rows_ in inserts.items():
-            conn.execute(s.metadata.tables[tname].insert(), rows_)
+            insert_rows(conn, s.metadata.tables[tname], rows_)
         ents.flush([s.agencies, s.datasets, s.grants, s.proposals])
         upsert_rows(conn, s.agency_accounts, [{"address": k, "agency": v} for k, v in accounts.items()
                                               if self.accounts.get(k) != v])
