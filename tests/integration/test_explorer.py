@@ -397,3 +397,61 @@ def test_openapi_fuzzing_finds_no_server_error(indexed_app: Any) -> None:
 
         run()
     assert not failures, failures[:10]
+
+
+# --------------------------------------------------------------------------- rolling (gray) upgrade
+
+
+def _serve(db: str) -> tuple[subprocess.Popen[bytes], str]:
+    from chainshare.bench import free_port_block
+
+    port = free_port_block(1)
+    p = subprocess.Popen([*cli_command(), "explorer", "serve", "--db", db, "--port", str(port)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    wait_until(lambda: _healthy(url), 60, f"explorer replica on {port}")
+    return p, url
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(url + "/healthz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_replicas_of_two_schema_revisions_serve_side_by_side_during_an_expand_migration(
+        devnet: Devnet, chain: dict[str, Any], tmp_path: Path) -> None:
+    from chainshare.explorer.db.engine import apply_downgrade, get_schema_revision
+
+    db = str(tmp_path / "gray.db")
+    first = chain["last_height"]
+    assert _index(devnet, db, first).wait(timeout=240) == 0
+    eng = create_db_engine(db)
+    apply_downgrade(eng, "0001")  # the database as the previous release (schema 0001) left it
+    assert get_schema_revision(eng) == "0001"
+    old, old_url = _serve(db)  # starts on schema 0001: selects only the columns it finds
+    new: subprocess.Popen[bytes] | None = None
+    try:
+        b = httpx.get(old_url + "/api/v1/blocks", params={"limit": 3}, timeout=30).json()
+        assert b["items"][0]["height"] == first and b["items"][0]["size_bytes"] is None
+        # expand: the upgraded indexer migrates to 0002 and writes the new column while `old` serves
+        devnet.wait_for_head(first + 3, timeout=60)
+        assert _index(devnet, db, first + 3).wait(timeout=240) == 0
+        assert get_schema_revision(eng) == "0002"
+        new, new_url = _serve(db)
+        for url in (old_url, new_url):
+            for path in ("/api/v1/blocks", f"/api/v1/blocks/{first + 2}", "/api/v1/txs", "/api/v1/status",
+                         "/api/v1/datasets/1/history", "/api/v1/search?q=agency1"):
+                r = httpx.get(url + path, timeout=30)
+                assert r.status_code == 200, (url, path, r.text[:300])
+        top_old = httpx.get(old_url + "/api/v1/blocks", params={"limit": 1}, timeout=30).json()["items"][0]
+        top_new = httpx.get(new_url + "/api/v1/blocks", params={"limit": 1}, timeout=30).json()["items"][0]
+        assert top_old["height"] == top_new["height"] == first + 3
+        assert top_old["size_bytes"] is None and top_new["size_bytes"] > 0
+        assert httpx.get(new_url + f"/api/v1/blocks/{first}", timeout=30).json()["size_bytes"] is None
+    finally:
+        for p in (old, new):
+            if p is not None:
+                p.terminate()
+                p.wait(timeout=30)

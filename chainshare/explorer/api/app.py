@@ -21,7 +21,7 @@ from typing import Annotated, Any
 from fastapi import FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
-from sqlalchemy import ColumnElement, Engine, Select, false, func, or_, select
+from sqlalchemy import ColumnElement, Engine, Select, false, func, inspect, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -104,6 +104,7 @@ def create_explorer_app(engine: Engine, read_engine: Engine | None = None, db_ur
     """The API over ``read_engine`` (a read replica, or the primary ``engine``); status reads the primary."""
     reader = read_engine or engine
     pager = Pager(reader)
+    blocks_cols = get_served_columns(reader, s.blocks)
     app = FastAPI(title="chainshare explorer API", version="1", openapi_url="/api/v1/openapi.json",
                   docs_url="/api/v1/docs", redoc_url=None,
                   description="Verified blocks, transactions, decoded system-contract calls and events, agencies, "
@@ -207,14 +208,14 @@ def create_explorer_app(engine: Engine, read_engine: Engine | None = None, db_ur
     def list_blocks(before: Before = None, limit: Limit = 20, from_block: FromBlock = None, to_block: ToBlock = None,
                     from_time: FromTime = None, to_time: ToTime = None, format: Format = "json") -> Any:
         lo, hi = heights_of(from_block, to_block, from_time, to_time)
-        stmt = select(s.blocks).where(s.blocks.c.height >= lo, s.blocks.c.height <= hi)
+        stmt = select(*blocks_cols).where(s.blocks.c.height >= lo, s.blocks.c.height <= hi)
         return respond(stmt, s.blocks.c.height, before, limit, v.view_block, format, "blocks")
 
     @app.get("/api/v1/blocks/{block_id}", summary="One block by height or hash, with its QC and signers")
     def get_block(block_id: Annotated[str, Path(pattern=r"^([0-9]{1,15}|0x[0-9a-fA-F]{64})$")]) -> dict[str, Any]:
         cond = s.blocks.c.hash == _unhex(block_id) if block_id.startswith("0x") else s.blocks.c.height == int(block_id)
         with reader.connect() as conn:
-            r = conn.execute(select(s.blocks).where(cond)).first()
+            r = conn.execute(select(*blocks_cols).where(cond)).first()
             if r is None:
                 raise NotFound(f"no indexed block {block_id}")
             vals = conn.execute(select(s.validator_sets).where(s.validator_sets.c.epoch == r.epoch)
@@ -416,6 +417,17 @@ def create_explorer_app(engine: Engine, read_engine: Engine | None = None, db_ur
 
     app.include_router(create_etherscan_router(reader))
     return app
+
+
+def get_served_columns(engine: Engine, table: Any) -> list[Any]:
+    """The columns of ``table`` this code knows AND the database has, read once at start: a replica
+    selects exactly these, so it serves both the schema of its own release and that of the next
+    one (expand/contract migrations: a column is added before code reads it, dropped after none does)."""
+    try:
+        present = {c["name"] for c in inspect(engine).get_columns(table.name)}
+    except SQLAlchemyError:
+        return list(table.columns)  # the database is not reachable yet: assume the current schema
+    return [c for c in table.columns if c.name in present] or list(table.columns)
 
 
 def _qc_json(raw: Any) -> dict[str, Any] | None:

@@ -20,7 +20,7 @@ def view_block(r: Any) -> dict[str, Any]:
     return {"height": r.height, "hash": hx(r.hash), "parent_hash": hx(r.parent_hash), "timestamp_ms": r.timestamp_ms,
             "round": r.round, "proposer": hx(r.proposer), "tx_count": r.tx_count, "gas_used": r.gas_used,
             "epoch": r.epoch, "tx_root": hx(r.tx_root), "receipts_root": hx(r.receipts_root),
-            "state_root": hx(r.state_root)}
+            "state_root": hx(r.state_root), "size_bytes": getattr(r, "size_bytes", None)}
 
 
 def view_tx(r: Any) -> dict[str, Any]:

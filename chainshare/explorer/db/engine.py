@@ -85,6 +85,13 @@ def apply_migrations(engine: Engine, revision: str = "head") -> None:
     command.upgrade(_alembic_config(engine), revision)
 
 
+def apply_downgrade(engine: Engine, revision: str) -> None:
+    """Roll the schema back to ``revision`` (undoing an expand step when a release is rolled back)."""
+    from alembic import command
+
+    command.downgrade(_alembic_config(engine), revision)
+
+
 def get_schema_revision(engine: Engine) -> str | None:
     from alembic.runtime.migration import MigrationContext
 

@@ -82,6 +82,7 @@ blocks = Table(
     Column("header", LargeBinary, nullable=False),  # canonical header encoding (to check proofs offline)
     Column("qc", LargeBinary, nullable=True),  # canonical QC encoding (None only for block 0)
     Column("qc_signers", Text, nullable=True),  # JSON list of signer indices
+    Column("size_bytes", BigInteger, nullable=True),  # since migration 0002 (NULL for blocks indexed before)
 )
 
 validator_sets = Table(

@@ -49,7 +49,7 @@ def compute_block_rows(fetched: FetchedBlock, vs: ValidatorSet, chain_id: int) -
         "round": h.round, "proposer": h.proposer, "tx_count": len(block.transactions), "gas_used": h.gas_used,
         "epoch": vs.epoch, "tx_root": h.tx_root, "receipts_root": h.receipts_root, "state_root": h.state_root,
         "header": h.encode(), "qc": qc.encode() if qc else None,
-        "qc_signers": dumps(qc.signer_indices()) if qc else None})
+        "qc_signers": dumps(qc.signer_indices()) if qc else None, "size_bytes": len(block.encode())})
     for i, (raw, receipt) in enumerate(zip(block.transactions, receipts, strict=True)):
         tx = decode_transaction(raw, chain_id)
         seq = compute_tx_seq(h.height, i)
