@@ -173,7 +173,7 @@ def build_chain(n_txs: int, agencies: int = 4, validators: int = 4, block_txs: i
 
 def _rss_mb(pid: int) -> float:
     try:
-        return round(psutil.Process(pid).memory_info().rss / 2**20, 1)
+        return round(float(psutil.Process(pid).memory_info().rss) / 2**20, 1)
     except psutil.Error:
         return 0.0
 

@@ -85,7 +85,7 @@ def create_etherscan_router(engine: Engine) -> APIRouter:
         if handler is None:
             return {"status": "0", "message": "NOTOK", "result": "Error! Missing Or invalid Module name / Action name"}
         try:
-            return handler(engine, p)
+            return dict(handler(engine, p))
         except _Bad as exc:
             return {"status": "0", "message": "NOTOK", "result": f"Error! {exc}"}
 

@@ -40,14 +40,15 @@ class BlockRows:
     calls: dict[int, tuple[str | None, str | None, dict[str, Any] | None]] = field(default_factory=dict)
 
 
-def compute_block_rows(fetched: FetchedBlock, vs: ValidatorSet, chain_id: int) -> BlockRows:
-    """Rows for ``fetched`` (already verified) certified by ``vs``."""
+def compute_block_rows(fetched: FetchedBlock, vs: ValidatorSet | None, chain_id: int) -> BlockRows:
+    """Rows for ``fetched`` certified by ``vs`` (None: set the epoch once the block is verified).
+    Pure, so it may run before verification (in the fetch threads); only verified rows are stored."""
     block, qc, receipts = fetched.block, fetched.qc, fetched.receipts
     h = block.header
     out = BlockRows(h.height, h.timestamp_ms, {
         "height": h.height, "hash": block.hash, "parent_hash": h.parent_hash, "timestamp_ms": h.timestamp_ms,
         "round": h.round, "proposer": h.proposer, "tx_count": len(block.transactions), "gas_used": h.gas_used,
-        "epoch": vs.epoch, "tx_root": h.tx_root, "receipts_root": h.receipts_root, "state_root": h.state_root,
+        "epoch": vs.epoch if vs is not None else -1, "tx_root": h.tx_root, "receipts_root": h.receipts_root, "state_root": h.state_root,
         "header": h.encode(), "qc": qc.encode() if qc else None,
         "qc_signers": dumps(qc.signer_indices()) if qc else None, "size_bytes": len(block.encode())})
     for i, (raw, receipt) in enumerate(zip(block.transactions, receipts, strict=True)):

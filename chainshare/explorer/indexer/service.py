@@ -21,6 +21,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from sqlalchemy import Engine, select
+from sqlalchemy.exc import OperationalError
 
 from chainshare import codec
 from chainshare.errors import ChainshareError, ConfigError, ConsensusError
@@ -202,6 +203,9 @@ class Indexer:
                     self._on_source_down(st, exc)
                 except ConsensusError as exc:
                     self._on_forgery(st, exc)
+                except OperationalError as exc:  # the database is down or restarting: wait, never lose data
+                    log_event(log, logging.ERROR, "database unavailable; retrying", error=str(exc)[:300])
+                    self.stop.wait(2.0)
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
             if signal_ is not None:
@@ -258,7 +262,17 @@ class Indexer:
         """Fetch, verify and store blocks up to ``head`` in batches; stops at the first bad block
         (the verified blocks before it are stored)."""
         t0, done0 = time.monotonic(), self.head.height if self.head else 0
-        window: list[Future[FetchedBlock]] = []
+        window: list[Future[tuple[FetchedBlock, BlockRows | Exception]]] = []
+
+        def fetch(h: int) -> tuple[FetchedBlock, BlockRows | Exception]:
+            fetched = st.source.get_block(h)
+            # decoded here, in parallel (signature recovery releases the GIL), before verification:
+            # whatever a forged block makes the decoder do is only reported after verify_block
+            try:
+                return fetched, compute_block_rows(fetched, None, self.chain_id)
+            except Exception as exc:
+                return fetched, exc
+
         next_h = self.head.height + 1 if self.head else 1
         ahead = self.cfg.fetch_workers * 8
         while not self.stop.is_set() and self.head is not None and self.head.height < head:
@@ -268,16 +282,20 @@ class Indexer:
             error: ChainshareError | None = None
             while len(batch) < self.cfg.batch_blocks and ntx < self.cfg.batch_txs and parent.height < head:
                 while next_h <= head and len(window) < ahead:
-                    window.append(pool.submit(st.source.get_block, next_h))
+                    window.append(pool.submit(fetch, next_h))
                     next_h += 1
                 try:
-                    fetched = window.pop(0).result()
+                    fetched, rows = window.pop(0).result()
                     vs = self._validator_set_for(st, parent)
                     verify_block(parent, fetched, vs, self.chain_id)
+                    if isinstance(rows, Exception):  # a certified block always decodes: refuse, never crash
+                        raise ConsensusError(f"block {parent.height + 1} from {st.source.url} does not decode: "
+                                             f"{type(rows).__name__}: {rows}")
                 except (SourceError, ConsensusError) as exc:
                     error = exc
                     break
-                batch.append((compute_block_rows(fetched, vs, self.chain_id), vs))
+                rows.block["epoch"] = vs.epoch
+                batch.append((rows, vs))
                 parent = fetched.block.header
                 ntx += len(fetched.block.transactions)
             if batch:
