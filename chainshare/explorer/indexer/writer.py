@@ -63,6 +63,14 @@ def insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) 
         return
     cols = list(rows[0])
     q = conn.dialect.identifier_preparer
+    if conn.dialect.name == "postgresql":  # COPY: one stream instead of a statement per row
+        dbapi = conn.connection.driver_connection
+        assert dbapi is not None
+        with dbapi.cursor() as cur, cur.copy(f"COPY {q.format_table(table)} "
+                                             f"({', '.join(q.quote(c) for c in cols)}) FROM STDIN") as cp:
+            for r in rows:
+                cp.write_row(tuple(r[c] for c in cols))
+        return
     mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     sql = (f"INSERT INTO {q.format_table(table)} ({', '.join(q.quote(c) for c in cols)}) "
            f"VALUES ({', '.join([mark] * len(cols))})")
