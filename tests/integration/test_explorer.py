@@ -179,6 +179,17 @@ def _check_api(url: str, devnet: Devnet, chain: dict[str, Any], kind: str) -> No
     st2 = httpx.get(url + "/api", params={"module": "transaction", "action": "gettxreceiptstatus",
                                           "txhash": chain["dataset_tx"]}, timeout=30).json()
     assert st2["result"]["status"] == "1"
+    notary = devnet.info["contracts"]["Notary"]
+    logs = httpx.get(url + "/api", params={"module": "logs", "action": "getLogs", "address": notary, "fromBlock": 0,
+                                           "toBlock": "latest"}, timeout=30).json()
+    assert logs["status"] == "1" and len(logs["result"]) == 2 and all(len(x["topics"]) == 3 for x in logs["result"])
+    ts = int(tx["timestamp_ms"]) // 1000
+    bn = httpx.get(url + "/api", params={"module": "block", "action": "getblocknobytime", "timestamp": ts + 1,
+                                         "closest": "before"}, timeout=30).json()
+    assert bn["status"] == "1" and int(bn["result"]) >= tx["block_height"]
+    too_big = httpx.get(url + "/api", params={"module": "account", "action": "txlist", "address": chain["address"],
+                                              "page": 1000, "offset": 1000}, timeout=30).json()
+    assert too_big["status"] == "0" and "Result window" in too_big["result"]
 
 
 def test_explorer_up_on_sqlite_serves_the_verified_chain(devnet: Devnet, chain: dict[str, Any],

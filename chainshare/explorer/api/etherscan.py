@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from sqlalchemy import Engine, select
 
 from chainshare.explorer.api.views import hx
@@ -20,7 +20,8 @@ from chainshare.explorer.db import schema as s
 from chainshare.ledger.txs import decode_transaction
 
 WINDOW = 10_000
-MAX_BLOCK = 2**40
+MAX_BLOCK = 2**30  # (MAX_BLOCK + 1) << (SEQ_SHIFT + LOG_SHIFT) still fits a signed 64-bit integer
+Q = Annotated[str | None, Query(max_length=200)]
 
 
 class _Bad(Exception):
@@ -78,7 +79,11 @@ def create_etherscan_router(engine: Engine) -> APIRouter:
     @router.get("/api", summary="Etherscan-compatible subset: account/txlist, logs/getLogs, "
                 "block/getblocknobytime, transaction/gettxreceiptstatus, transaction/getstatus, stats/dailytx, "
                 "proxy/eth_blockNumber")
-    def etherscan(request: Request) -> dict[str, Any]:
+    def etherscan(request: Request, module: Q = None, action: Q = None, address: Q = None, startblock: Q = None,
+                  endblock: Q = None, page: Q = None, offset: Q = None, sort: Q = None,
+                  fromBlock: Q = None, toBlock: Q = None, topic0: Q = None, topic1: Q = None,  # noqa: N803
+                  topic2: Q = None, topic3: Q = None, timestamp: Q = None, closest: Q = None, txhash: Q = None,
+                  startdate: Q = None, enddate: Q = None) -> dict[str, Any]:
         p = {k: v[:200] for k, v in request.query_params.items()}
         route = (p.get("module", ""), p.get("action", ""))
         handler = HANDLERS.get(route)
