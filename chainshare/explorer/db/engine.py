@@ -54,6 +54,9 @@ def create_db_engine(url: str, *, readonly: bool = False, pool_size: int = 5) ->
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            # pysqlite would commit before every DDL statement; take transactions over (below) so a
+            # migration killed half-way leaves nothing behind (SQLAlchemy's documented recipe)
+            dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a killed process loses no commit
@@ -61,6 +64,10 @@ def create_db_engine(url: str, *, readonly: bool = False, pool_size: int = 5) ->
             if readonly:
                 cur.execute("PRAGMA query_only=ON")
             cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN")
 
         return engine
     if parsed.get_backend_name() != "postgresql":
