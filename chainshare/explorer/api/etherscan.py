@@ -106,12 +106,16 @@ def _txlist(engine: Engine, p: dict[str, str]) -> dict[str, Any]:
     if p.get("sort", "asc") not in ("asc", "desc"):
         raise _Bad("sort must be asc or desc")
     at = s.address_txs
-    key = at.c.seq.desc() if desc else at.c.seq
+    # the page of seqs first (an index range walked in order, whatever the planner's statistics),
+    # then its rows: a LIMIT subquery is never flattened into a join that sorts the whole history
+    page_seqs = (select(at.c.seq).where(at.c.address == addr, at.c.seq >= start << s.SEQ_SHIFT,
+                                        at.c.seq < min(end + 1, MAX_BLOCK) << s.SEQ_SHIFT)
+                 .order_by(at.c.seq.desc() if desc else at.c.seq).limit(offset).offset((page - 1) * offset)
+                 .subquery())
     stmt = (select(s.txs, s.blocks.c.hash.label("block_hash"))
-            .select_from(at.join(s.txs, s.txs.c.seq == at.c.seq).join(s.blocks, s.blocks.c.height == s.txs.c.height))
-            .where(at.c.address == addr, at.c.seq >= start << s.SEQ_SHIFT,
-                   at.c.seq < min(end + 1, MAX_BLOCK) << s.SEQ_SHIFT)
-            .order_by(key).limit(offset).offset((page - 1) * offset))
+            .select_from(page_seqs.join(s.txs, s.txs.c.seq == page_seqs.c.seq)
+                         .join(s.blocks, s.blocks.c.height == s.txs.c.height))
+            .order_by(s.txs.c.seq.desc() if desc else s.txs.c.seq))
     with engine.connect() as conn:
         rows = conn.execute(stmt).all()
         top = conn.execute(select(s.progress.c.height)).scalar() or 0
