@@ -31,7 +31,7 @@ from chainshare.errors import ChainshareError, NotFound
 from chainshare.explorer.api import views as v
 from chainshare.explorer.db import schema as s
 from chainshare.explorer.db.engine import get_db_kind, get_schema_revision
-from chainshare.ledger.merkle import compute_inclusion_proof
+from chainshare.ledger.merkle import compute_inclusion_proof_of_hashes, hash_leaf
 from chainshare.ledger.types import Receipt
 from chainshare.logs import log_event
 
@@ -246,12 +246,18 @@ def create_explorer_app(engine: Engine, read_engine: Engine | None = None, db_ur
             r = conn.execute(select(s.txs).where(s.txs.c.hash == _unhex(tx_hash))).first()
             if r is None:
                 raise NotFound(f"no indexed transaction {tx_hash}")
-            lo = r.height << s.SEQ_SHIFT
-            leaves = conn.execute(select(s.txs.c.raw, s.txs.c.receipt).where(s.txs.c.seq >= lo,
-                                  s.txs.c.seq < lo + (1 << s.SEQ_SHIFT)).order_by(s.txs.c.seq)).all()
             logs = conn.execute(select(s.logs).where(s.logs.c.tx_seq == r.seq).order_by(s.logs.c.seq)).all()
+            leaf_cols = [c for c in blocks_cols if c.name in ("tx_leaf_hashes", "receipt_leaf_hashes")]
             b = conn.execute(select(s.blocks.c.hash, s.blocks.c.header, s.blocks.c.qc, s.blocks.c.tx_root,
-                                    s.blocks.c.receipts_root).where(s.blocks.c.height == r.height)).one()
+                                    s.blocks.c.receipts_root, *leaf_cols).where(s.blocks.c.height == r.height)).one()
+            tx_hashes, rc_hashes = _leaf_hashes(getattr(b, "tx_leaf_hashes", None)), \
+                _leaf_hashes(getattr(b, "receipt_leaf_hashes", None))
+            if tx_hashes is None or rc_hashes is None:  # indexed before migration 0003: from the rows
+                lo = r.height << s.SEQ_SHIFT
+                leaves = conn.execute(select(s.txs.c.raw, s.txs.c.receipt).where(
+                    s.txs.c.seq >= lo, s.txs.c.seq < lo + (1 << s.SEQ_SHIFT)).order_by(s.txs.c.seq)).all()
+                tx_hashes = [hash_leaf(bytes(x.raw)) for x in leaves]
+                rc_hashes = [hash_leaf(bytes(x.receipt)) for x in leaves]
         out = v.view_tx(r)
         rc = Receipt.from_list(codec.decode(bytes(r.receipt)))
         out["events"] = [v.view_log(lg) for lg in logs]
@@ -261,10 +267,10 @@ def create_explorer_app(engine: Engine, read_engine: Engine | None = None, db_ur
         out["proof"] = {
             "block_hash": v.hx(b.hash), "header": v.hx(b.header), "tx_root": v.hx(b.tx_root),
             "receipts_root": v.hx(b.receipts_root), "qc": _qc_json(b.qc),
-            "transaction": {"leaf": v.hx(r.raw), "proof": compute_inclusion_proof(
-                [bytes(x.raw) for x in leaves], r.position).to_json()},
-            "receipt": {"leaf": v.hx(r.receipt), "proof": compute_inclusion_proof(
-                [bytes(x.receipt) for x in leaves], r.position).to_json()}}
+            "transaction": {"leaf": v.hx(r.raw),
+                            "proof": compute_inclusion_proof_of_hashes(tx_hashes, r.position).to_json()},
+            "receipt": {"leaf": v.hx(r.receipt),
+                        "proof": compute_inclusion_proof_of_hashes(rc_hashes, r.position).to_json()}}
         return out
 
     @app.get("/api/v1/addresses/{address}/txs", summary="Transactions from or to an address (keyset)")
@@ -428,6 +434,13 @@ def get_served_columns(engine: Engine, table: Any) -> list[Any]:
     except SQLAlchemyError:
         return list(table.columns)  # the database is not reachable yet: assume the current schema
     return [c for c in table.columns if c.name in present] or list(table.columns)
+
+
+def _leaf_hashes(blob: Any) -> list[bytes] | None:
+    if blob is None:
+        return None
+    b = bytes(blob)
+    return [b[i:i + 32] for i in range(0, len(b), 32)]
 
 
 def _qc_json(raw: Any) -> dict[str, Any] | None:

@@ -83,6 +83,9 @@ blocks = Table(
     Column("qc", LargeBinary, nullable=True),  # canonical QC encoding (None only for block 0)
     Column("qc_signers", Text, nullable=True),  # JSON list of signer indices
     Column("size_bytes", BigInteger, nullable=True),  # since migration 0002 (NULL for blocks indexed before)
+    # since 0003: hash_leaf of each transaction / receipt, concatenated (NULL for blocks indexed before)
+    Column("tx_leaf_hashes", LargeBinary, nullable=True),
+    Column("receipt_leaf_hashes", LargeBinary, nullable=True),
 )
 
 validator_sets = Table(

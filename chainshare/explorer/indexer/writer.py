@@ -102,7 +102,7 @@ def initialize_index(conn: Connection, genesis: Genesis, block0: Block, genesis_
         "height": 0, "hash": block0.hash, "parent_hash": h.parent_hash, "timestamp_ms": h.timestamp_ms,
         "round": 0, "proposer": h.proposer, "tx_count": 0, "gas_used": 0, "epoch": 0, "tx_root": h.tx_root,
         "receipts_root": h.receipts_root, "state_root": h.state_root, "header": h.encode(), "qc": None,
-        "qc_signers": None, "size_bytes": len(block0.encode())}])
+        "qc_signers": None, "size_bytes": len(block0.encode()), "tx_leaf_hashes": b"", "receipt_leaf_hashes": b""}])
     conn.execute(s.agencies.insert(), [{"name": a.name, "role": a.role, "active": True, "added_height": 0,
                                         "revoked_height": None, "tx_count": 0, "last_height": None}
                                        for a in genesis.agencies])
