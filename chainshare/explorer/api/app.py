@@ -15,7 +15,7 @@ import io
 import json
 import logging
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Path, Query, Request
@@ -63,9 +63,11 @@ class Pager:
         self.engine = engine
 
     def page(self, stmt: Select[Any], key: Any, before: int | None, limit: int,
-             view: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
+             view: Callable[[Any], dict[str, Any]], same: Sequence[Any] = ()) -> dict[str, Any]:
+        """``same``: columns joined equal to ``key``; the cursor bounds them too, so the planner
+        walks each index from the cursor (without it PostgreSQL merge-joined from the newest row)."""
         if before is not None:
-            stmt = stmt.where(key < before)
+            stmt = stmt.where(key < before, *(c < before for c in same))
         with self.engine.connect() as conn:
             rows = conn.execute(stmt.order_by(key.desc()).limit(limit + 1)).all()
         more = len(rows) > limit
@@ -73,12 +75,12 @@ class Pager:
         return {"items": [view(r) for r in rows], "next_before": getattr(rows[-1], key.name) if more else None}
 
     def csv(self, stmt: Select[Any], key: Any, before: int | None, limit: int | None,
-            view: Callable[[Any], dict[str, Any]], name: str) -> StreamingResponse:
+            view: Callable[[Any], dict[str, Any]], name: str, same: Sequence[Any] = ()) -> StreamingResponse:
         def rows() -> Iterator[str]:
             cursor, sent, header = before, 0, False
             total = min(limit or CSV_MAX, CSV_MAX)
             while sent < total:
-                q = stmt.where(key < cursor) if cursor is not None else stmt
+                q = stmt.where(key < cursor, *(c < cursor for c in same)) if cursor is not None else stmt
                 with self.engine.connect() as conn:
                     chunk = conn.execute(q.order_by(key.desc()).limit(min(CSV_CHUNK, total - sent))).all()
                 if not chunk:
@@ -157,10 +159,10 @@ def create_explorer_app(engine: Engine, read_engine: Engine | None = None, db_ur
         return out
 
     def respond(stmt: Select[Any], key: Any, before: int | None, limit: int, view: Callable[[Any], dict[str, Any]],
-                fmt: str, name: str, csv_limit: int | None = None) -> Any:
+                fmt: str, name: str, csv_limit: int | None = None, same: Sequence[Any] = ()) -> Any:
         if fmt == "csv":
-            return pager.csv(stmt, key, before, csv_limit, view, name)
-        return pager.page(stmt, key, before, limit, view)
+            return pager.csv(stmt, key, before, csv_limit, view, name, same)
+        return pager.page(stmt, key, before, limit, view, same)
 
     # -- service ----------------------------------------------------------------------------------
     @app.get("/healthz", include_in_schema=False)
@@ -280,8 +282,9 @@ def create_explorer_app(engine: Engine, read_engine: Engine | None = None, db_ur
         lo, hi = heights_of(from_block, to_block, from_time, to_time)
         at = s.address_txs
         stmt = (select(s.txs).select_from(at.join(s.txs, s.txs.c.seq == at.c.seq))
-                .where(at.c.address == _unhex(address), *seq_range(at.c.seq, lo, hi, s.SEQ_SHIFT)))
-        return respond(stmt, at.c.seq, before, limit, v.view_tx, format, "address-txs")
+                .where(at.c.address == _unhex(address), *seq_range(at.c.seq, lo, hi, s.SEQ_SHIFT),
+                       *seq_range(s.txs.c.seq, lo, hi, s.SEQ_SHIFT)))
+        return respond(stmt, at.c.seq, before, limit, v.view_tx, format, "address-txs", same=[s.txs.c.seq])
 
     # -- agencies, validators, governance ---------------------------------------------------------
     @app.get("/api/v1/agencies", summary="Member agencies with their activity (by name)")
