@@ -26,9 +26,10 @@ $(ETHERS): tests/ethers/package.json tests/ethers/package-lock.json
 	npm ci --prefix tests/ethers --no-audit --no-fund --loglevel=error
 	@touch $(ETHERS)
 
-# A local network in the foreground: prints URLs and dev accounts; Ctrl-C stops it (data kept in .devnet/).
+# A local network and its explorer in the foreground: prints URLs (the explorer's too) and dev
+# accounts; Ctrl-C stops both (data kept in .devnet/, the explorer's SQLite index in .devnet/explorer/).
 demo: $(STAMP)
-	$(VENV)/bin/chainshare devnet up --dir .devnet --nodes 4 --foreground
+	$(VENV)/bin/chainshare devnet up --dir .devnet --nodes 4 --explorer --foreground
 
 # The whole suite (unit, integration with real node processes, ...).
 test: $(STAMP) $(ETHERS)

@@ -21,9 +21,22 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from chainshare.cli import access, audit, bench, ca, chain, credit, dataset, devnet, genesis, node, tx  # noqa: F401
+    from chainshare.cli import (  # noqa: F401
+        access,
+        audit,
+        bench,
+        ca,
+        chain,
+        credit,
+        dataset,
+        devnet,
+        explorer,
+        genesis,
+        node,
+        tx,
+    )
 
-    for mod in (ca, genesis, node, devnet, tx, chain, bench, dataset, access, audit, credit):
+    for mod in (ca, genesis, node, devnet, tx, chain, bench, dataset, access, audit, credit, explorer):
         cli.add_command(mod.group)
 
 

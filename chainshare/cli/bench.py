@@ -139,3 +139,21 @@ def sim(seeds: int, n: int, reconfigure: bool, twins_seeds: int) -> None:
     click.echo(json.dumps(result))
     if result.get("violations") or result.get("liveness_failures"):
         raise click.exceptions.Exit(1)
+
+
+@group.command("explorer")
+@click.option("--txs", type=click.IntRange(1, 10_000_000), default=20_000, show_default=True)
+@click.option("--db", required=True, help="Database URL (sqlite:///FILE or postgresql+psycopg://...); use a fresh one.")
+@click.option("--clients", type=click.IntRange(1, 256), default=8, show_default=True)
+@click.option("--requests", type=click.IntRange(1, 100_000), default=200, show_default=True,
+              help="Requests per endpoint.")
+def explorer(txs: int, db: str, clients: int, requests: int) -> None:
+    """Build a certified chain of TXS signed transactions offline, index it, then load 2 API replicas."""
+    import json
+
+    from chainshare.bench import write_result
+    from chainshare.explorer.bench import run_explorer_bench
+
+    result = run_explorer_bench(txs, db, clients, requests)
+    result["saved_to"] = str(write_result(result))
+    click.echo(json.dumps(result))

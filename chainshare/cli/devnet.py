@@ -39,16 +39,24 @@ def _summary(info: dict[str, object]) -> str:
 @click.option("--chain-id", type=click.IntRange(1, 2**53 - 1), default=1337, show_default=True)
 @click.option("--block-time-ms", type=click.IntRange(10, 60_000), default=200, show_default=True)
 @click.option("--foreground", is_flag=True, help="Stay in the foreground; Ctrl-C stops the network.")
+@click.option("--explorer", "with_explorer", is_flag=True,
+              help="Also start the explorer (indexer + API on SQLite in DIR/explorer) and print its URL.")
 @json_option
 def up(directory: Path, nodes: int, base_port: int, chain_id: int, block_time_ms: int, foreground: bool,
-       as_json: bool) -> None:
+       with_explorer: bool, as_json: bool) -> None:
     """Create (first time) and start the network; returns once every node produces blocks.
 
     On an existing DIR it starts again, on its data, every node that is not running."""
     if not (directory / DEVNET_FILE).exists():
         create_devnet(directory, nodes, base_port, chain_id, block_time_ms)
     info = start_devnet(directory)
-    emit(info, as_json, _summary(info) + f"\n\n  network description: {directory / DEVNET_FILE}")
+    summary = _summary(info) + f"\n\n  network description: {directory / DEVNET_FILE}"
+    if with_explorer:
+        from chainshare.explorer.launcher import start_explorer
+
+        info = {**info, "explorer": start_explorer(directory)}
+        summary += f"\n\n  explorer: {info['explorer']['urls'][0]}/api/v1/status  (API docs: /api/v1/docs)"
+    emit(info, as_json, summary)
     if not foreground:
         return
     stop = {"now": False}
@@ -62,6 +70,10 @@ def up(directory: Path, nodes: int, base_port: int, chain_id: int, block_time_ms
     while not stop["now"]:
         time.sleep(0.2)
     click.echo("stopping ...", err=True)
+    if with_explorer:
+        from chainshare.explorer.launcher import stop_explorer
+
+        stop_explorer(directory)
     stop_devnet(directory)
     click.echo("devnet stopped (its data stays in " + str(directory) + ")", err=True)
 
@@ -70,8 +82,13 @@ def up(directory: Path, nodes: int, base_port: int, chain_id: int, block_time_ms
 @_dir
 @json_option
 def down(directory: Path, as_json: bool) -> None:
-    """Stop every node of the network (SIGTERM, SIGKILL after 15 s). Data is kept."""
-    emit({"nodes": stop_devnet(directory)}, as_json)
+    """Stop every node of the network, and its explorer if one runs (SIGTERM, SIGKILL after 15 s). Data is kept."""
+    from chainshare.explorer.launcher import read_explorer, stop_explorer
+
+    out: dict[str, object] = {}
+    if read_explorer(directory) is not None:
+        out["explorer"] = stop_explorer(directory)
+    emit({"nodes": stop_devnet(directory), **out}, as_json)
 
 
 @group.command("status")

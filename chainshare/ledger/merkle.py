@@ -71,10 +71,14 @@ class InclusionProof:
 
 def compute_inclusion_proof(leaves: Sequence[bytes], index: int) -> InclusionProof:
     """The audit path of leaf ``index`` (RFC 6962 section 2.1.1)."""
-    if not 0 <= index < len(leaves):
-        raise IndexError(f"leaf index {index} outside a tree of {len(leaves)} leaves")
-    hashes = [hash_leaf(x) for x in leaves]
-    return InclusionProof(index, len(leaves), tuple(_path(hashes, index)))
+    return compute_inclusion_proof_of_hashes([hash_leaf(x) for x in leaves], index)
+
+
+def compute_inclusion_proof_of_hashes(leaf_hashes: Sequence[bytes], index: int) -> InclusionProof:
+    """The same audit path from the leaves' hashes (``hash_leaf`` of each), e.g. as an index stores them."""
+    if not 0 <= index < len(leaf_hashes):
+        raise IndexError(f"leaf index {index} outside a tree of {len(leaf_hashes)} leaves")
+    return InclusionProof(index, len(leaf_hashes), tuple(_path(leaf_hashes, index)))
 
 
 def _path(hashes: Sequence[bytes], index: int) -> list[bytes]:

@@ -1,0 +1,1 @@
+"""The explorer query API: stateless, read-only, any number of replicas."""

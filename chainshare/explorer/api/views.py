@@ -1,0 +1,73 @@
+"""JSON (and CSV) shapes of explorer rows: hashes and addresses as 0x-hex, decoded JSON parsed."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from chainshare.explorer.db.schema import SEQ_SHIFT
+
+
+def hx(b: Any) -> str | None:
+    return None if b is None else "0x" + bytes(b).hex()
+
+
+def _json(v: str | None) -> Any:
+    return None if v is None else json.loads(v)
+
+
+def view_block(r: Any) -> dict[str, Any]:
+    return {"height": r.height, "hash": hx(r.hash), "parent_hash": hx(r.parent_hash), "timestamp_ms": r.timestamp_ms,
+            "round": r.round, "proposer": hx(r.proposer), "tx_count": r.tx_count, "gas_used": r.gas_used,
+            "epoch": r.epoch, "tx_root": hx(r.tx_root), "receipts_root": hx(r.receipts_root),
+            "state_root": hx(r.state_root), "size_bytes": getattr(r, "size_bytes", None)}
+
+
+def view_tx(r: Any) -> dict[str, Any]:
+    return {"hash": hx(r.hash), "block_height": r.height, "position": r.position, "timestamp_ms": r.timestamp_ms,
+            "from": hx(r.sender), "to": hx(r.to), "agency": r.agency, "nonce": r.nonce, "status": r.status,
+            "gas_used": r.gas_used, "contract": r.contract, "method": r.method, "args": _json(r.args),
+            "error": r.error, "cursor": r.seq}
+
+
+def view_log(r: Any) -> dict[str, Any]:
+    topics = [hx(t) for t in (r.topic0, r.topic1, r.topic2, r.topic3) if t is not None]
+    return {"block_height": r.height, "tx_position": r.tx_seq & ((1 << SEQ_SHIFT) - 1), "log_index": r.seq & 0xFFF,
+            "address": hx(r.address), "topics": topics, "data": hx(r.data), "event": r.event,
+            "args": _json(r.args)}
+
+
+def view_agency(r: Any) -> dict[str, Any]:
+    return {"name": r.name, "role": r.role, "active": r.active, "added_height": r.added_height,
+            "revoked_height": r.revoked_height, "tx_count": r.tx_count, "last_height": r.last_height}
+
+
+def view_proposal(r: Any) -> dict[str, Any]:
+    return {"id": r.id, "proposer": hx(r.proposer), "target": hx(r.target), "description": r.description,
+            "call": _json(r.call), "created_height": r.created_height, "tx_hash": hx(r.tx_hash), "yes": r.yes,
+            "no": r.no, "executed_height": r.executed_height}
+
+
+def view_dataset(r: Any) -> dict[str, Any]:
+    return {"id": r.id, "owner": r.owner, "title": r.title, "content_hash": hx(r.content_hash),
+            "size_bytes": r.size_bytes, "version": r.version, "policy_id": r.policy_id, "retired": r.retired,
+            "registered_height": r.registered_height, "last_height": r.last_height, "requests": r.requests,
+            "grants": r.grants}
+
+
+def view_history(r: Any) -> dict[str, Any]:
+    return {"cursor": r.seq, "dataset_id": r.dataset_id, "kind": r.kind, "agency": r.agency, "ref_id": r.ref_id,
+            "allowed": r.allowed, "policy_ids": _json(r.policy_ids), "reasons": _json(r.reasons),
+            "details": _json(r.details), "block_height": r.height, "timestamp_ms": r.timestamp_ms,
+            "tx_hash": hx(r.tx_hash)}
+
+
+def view_evidence(r: Any) -> dict[str, Any]:
+    return {"cursor": r.seq, "epoch": r.epoch, "view": r.view, "validator": r.validator, "agency": r.agency,
+            "kind": r.kind, "evidence_hash": hx(r.evidence_hash), "reporter": hx(r.reporter),
+            "block_height": r.height, "tx_hash": hx(r.tx_hash)}
+
+
+def flatten(item: dict[str, Any]) -> dict[str, Any]:
+    """A CSV row: nested values as compact JSON."""
+    return {k: json.dumps(v, separators=(",", ":")) if isinstance(v, (dict, list)) else v for k, v in item.items()}

@@ -1,0 +1,1 @@
+"""The explorer database: schema (SQLAlchemy Core), engines for SQLite and PostgreSQL, migrations."""

@@ -1,0 +1,1 @@
+"""The explorer indexer: the one writer of the explorer database."""
