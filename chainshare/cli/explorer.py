@@ -18,7 +18,7 @@ _db = click.option("--db", "db", required=True, help="Database URL: sqlite:///FI
 @group.command("index")
 @click.option("--node", "nodes", required=True, help="Node URL(s), comma-separated: the indexer fails over in order.")
 @_db
-@click.option("--follow", type=click.Choice(["poll", "ws"]), default="poll", show_default=True,
+@click.option("--follow", type=click.Choice(["ws", "poll"]), default="ws", show_default=True,
               help="How to learn of new heads: polling, or eth_subscribe newHeads over websocket (polls when down).")
 @click.option("--poll-interval", type=click.FloatRange(0.05, 60), default=0.5, show_default=True)
 @click.option("--batch-blocks", type=click.IntRange(1, 5000), default=200, show_default=True)
@@ -80,7 +80,7 @@ def serve(db: str, read_db: str | None, host: str, port: int, log_level: str) ->
 @click.option("--db", default=None, help="Database URL (default: SQLite file DIR/explorer/explorer.db).")
 @click.option("--port", type=click.IntRange(1024, 65000), default=None, help="Port of the first api replica.")
 @click.option("--replicas", type=click.IntRange(1, 16), default=1, show_default=True)
-@click.option("--follow", type=click.Choice(["poll", "ws"]), default="poll", show_default=True)
+@click.option("--follow", type=click.Choice(["ws", "poll"]), default="ws", show_default=True)
 @json_option
 def up(directory: Path, db: str | None, port: int | None, replicas: int, follow: str, as_json: bool) -> None:
     """Start an indexer and N api replicas for a devnet; returns once the index has caught up."""

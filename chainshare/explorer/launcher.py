@@ -60,7 +60,7 @@ def _free_port() -> int:
 
 
 def start_explorer(directory: Path, db: str | None = None, port: int | None = None, replicas: int = 1,
-                   follow: str = "poll", timeout: float = 120.0) -> dict[str, Any]:
+                   follow: str = "ws", timeout: float = 120.0) -> dict[str, Any]:
     """Start (or find running) the explorer of the devnet in ``directory``; returns explorer.json."""
     info = read_devnet(directory)
     old = read_explorer(directory)

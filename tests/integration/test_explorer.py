@@ -471,3 +471,28 @@ def test_replicas_of_two_schema_revisions_serve_side_by_side_during_an_expand_mi
             if p is not None:
                 p.terminate()
                 p.wait(timeout=30)
+
+
+# --------------------------------------------------------------------------- websocket head source
+
+
+def test_indexer_follows_new_heads_over_the_node_websocket(devnet: Devnet, chain: dict[str, Any],
+                                                           tmp_path: Path) -> None:
+    """``--follow ws`` subscribes to the node's ``newHeads`` (eth_subscribe) and indexes a block finalized
+    after it started, without falling back to polling."""
+    db = str(tmp_path / "ws.db")
+    log_path = tmp_path / "index.log"
+    with log_path.open("wb") as log_file:
+        p = subprocess.Popen([*cli_command(), "explorer", "index", "--node", devnet.rpc_url, "--db", db,
+                              "--follow", "ws", "--log-level", "info"], stdout=log_file, stderr=subprocess.STDOUT)
+        try:
+            wait_until(lambda: b"following new heads over websocket" in log_path.read_bytes(), 60,
+                       "the indexer to subscribe to new heads")
+            wait_until(lambda: _indexed(db) >= chain["last_height"], 120, "the indexer to catch up")
+            receipt = anchor(NodeClient(devnet.rpc_url), devnet.key_bytes)
+            wait_until(lambda: _indexed(db) >= int(receipt["blockNumber"], 16), 60,
+                       "the block finalized after the subscription to be indexed")
+            assert b"head subscription lost" not in log_path.read_bytes(), log_path.read_text()[-2000:]
+        finally:
+            p.send_signal(signal.SIGTERM)
+            p.wait(timeout=30)

@@ -71,7 +71,7 @@ class IndexerConfig:
     batch_blocks: int = 200
     batch_txs: int = 10_000
     poll_interval: float = 0.5
-    follow: str = "poll"  # or "ws"
+    follow: str = "ws"  # or "poll"
     fetch_workers: int = 4
     genesis_hash: str | None = None  # pin the network (else the first run's genesis is kept)
     until: int | None = None  # stop once this height is indexed
