@@ -24,9 +24,10 @@ from fastapi import APIRouter, Path, Query
 
 from chainshare.api.limits import ApiWorkers
 from chainshare.credit import query
-from chainshare.credit.events import REGISTRY, ChainSource, format_cursor, parse_cursor, to_jsonable
+from chainshare.credit.events import REGISTRY, ChainSource, format_cursor, parse_cursor
 from chainshare.credit.provenance import build_provenance
 from chainshare.errors import NotFound
+from chainshare.execution.abi import to_jsonable
 from chainshare.execution.contracts.credit_registry import DEFAULT_OBJECTION_DEADLINE
 from chainshare.node import Node
 

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
 from chainshare.errors import ChainshareError, ExecutionReverted
 
 PARSE_ERROR = -32700
@@ -29,3 +34,18 @@ def http_error(exc: ChainshareError) -> tuple[int, dict[str, Any]]:
     if exc.data is not None:
         body["error"]["data"] = exc.data
     return exc.http_status, body
+
+
+def install_request_error_handlers(app: FastAPI) -> None:
+    """Answer routing errors (404/405) and invalid parameters (400) as ``{"error": {"type", "message"}}``,
+    like every ChainshareError, in every FastAPI app of the project (the node's REST API, the explorer)."""
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "InvalidInput")
+        return JSONResponse({"error": {"type": kind, "message": str(exc.detail)}}, status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        msgs = "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()[:5])
+        return JSONResponse({"error": {"type": "InvalidInput", "message": msgs}}, status_code=400)

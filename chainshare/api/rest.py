@@ -12,13 +12,11 @@ import logging
 from typing import Annotated, Any
 
 from fastapi import Body, FastAPI, Path, Query, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from chainshare.api.credit import create_credit_router
-from chainshare.api.errors import http_error
+from chainshare.api.errors import http_error, install_request_error_handlers
 from chainshare.api.jsonrpc import JsonRpc, parse_data
 from chainshare.api.limits import ApiWorkers, WorkBudget
 from chainshare.api.sharing import create_sharing_router
@@ -63,15 +61,7 @@ def create_rest_app(node: Node, rpc: JsonRpc, workers: ApiWorkers) -> FastAPI:
             headers = {"Retry-After": str(max(1, int(float(exc.data.get("retryAfter", 1)) + 0.999)))}
         return JSONResponse(body, status_code=status, headers=headers)
 
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        kind = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "InvalidInput")
-        return JSONResponse({"error": {"type": kind, "message": str(exc.detail)}}, status_code=exc.status_code)
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        msgs = "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()[:5])
-        return JSONResponse({"error": {"type": "InvalidInput", "message": msgs}}, status_code=400)
+    install_request_error_handlers(app)
 
     def _block_height(block_id: str) -> int:
         chain = node.chain

@@ -17,9 +17,10 @@ from chainshare.cli.common import acting_options, emit, json_option, resolve_act
 from chainshare.cli.dataset import api_get
 from chainshare.client import NodeClient, transact
 from chainshare.errors import ChainshareError, InvalidInput
+from chainshare.execution.abi import to_jsonable
 from chainshare.execution.contracts import ACCESS_CONTROL, cedar
 from chainshare.execution.contracts.access_control import EPSILON_UNIT, MAX_BUDGET_MICRO, MAX_QUERIES_PER_HOUR
-from chainshare.sharing.records import ACCESS_CONTRACT, decode_receipt_events, encode_call, to_jsonable
+from chainshare.sharing.records import ACCESS_CONTRACT, decode_receipt_events, encode_call
 
 group = click.Group("access", help="Request access to datasets; show and revoke grants.")
 

@@ -141,7 +141,8 @@ def _encode(name: str, *args: Any) -> bytes:
 
 
 def _outcome(receipt: dict[str, Any], method: str) -> dict[str, Any]:
-    from chainshare.credit.events import decode_credit_log, to_jsonable
+    from chainshare.credit.events import decode_credit_log
+    from chainshare.execution.abi import to_jsonable
     from chainshare.ledger.types import Log
 
     out: dict[str, Any] = {"transaction": receipt["transactionHash"], "block": int(receipt["blockNumber"], 16),

@@ -25,9 +25,10 @@ from chainshare.cli.common import acting_options, emit, json_option, resolve_act
 from chainshare.client import NodeClient, NodeUnreachable, transact
 from chainshare.crypto.envelope import new_keccak256
 from chainshare.errors import ChainshareError, InvalidInput, NotFound, Unauthorized
+from chainshare.execution.abi import to_jsonable
 from chainshare.execution.contracts import DATASETS
 from chainshare.sharing import protocol as wire
-from chainshare.sharing.records import DATASETS_CONTRACT, decode_receipt_events, encode_call, to_jsonable
+from chainshare.sharing.records import DATASETS_CONTRACT, decode_receipt_events, encode_call
 from chainshare.sharing.schema import (
     canonical_json,
     check_format,

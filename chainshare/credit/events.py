@@ -45,17 +45,9 @@ class CreditEvent:
     def to_json(self) -> dict[str, Any]:
         return {"event": self.name, "block": self.height, "log_index": self.log_index, "tx_index": self.tx_index,
                 "transaction": "0x" + self.tx_hash.hex(), "timestamp": self.timestamp_ms // 1000,
-                "cursor": self.cursor, "args": to_jsonable(self.args)}
+                "cursor": self.cursor, "args": abi.to_jsonable(self.args)}
 
 
-def to_jsonable(value: Any) -> Any:
-    if isinstance(value, (bytes, bytearray)):
-        return "0x" + bytes(value).hex()
-    if isinstance(value, dict):
-        return {k: to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_jsonable(v) for v in value]
-    return value
 
 
 def format_cursor(position: tuple[int, int]) -> str:

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from chainshare.credit.events import CreditEvent, to_jsonable
+from chainshare.credit.events import CreditEvent
+from chainshare.execution.abi import to_jsonable
 from chainshare.execution.contracts import credit_registry as cr
 
 _VERSION_KEYS = ("polarity", "severity", "documentNumber", "authority", "legalBasis", "summary", "summaryHash",

@@ -14,9 +14,10 @@ import json
 from typing import Any
 
 from chainshare import codec
-from chainshare.credit.events import CreditSource, decode_credit_log, to_jsonable
+from chainshare.credit.events import CreditSource, decode_credit_log
 from chainshare.credit.lifecycle import fold_records
 from chainshare.errors import ChainshareError, ConsensusError, DecodeError, InvalidInput
+from chainshare.execution.abi import to_jsonable
 from chainshare.execution.contracts.credit_registry import RecordVersion
 from chainshare.execution.genesis import compute_genesis_block, parse_genesis
 from chainshare.ledger.chain import ChainStore

@@ -222,3 +222,14 @@ def decode_revert_reason(data: bytes) -> str | None:
         return str(_abi_decode(["string"], data[4:])[0])
     except Exception:
         return None
+
+
+def to_jsonable(value: Any) -> Any:
+    """An ABI-decoded value as JSON: bytes as 0x-hex, tuples as lists (event args, view results)."""
+    if isinstance(value, (bytes, bytearray)):
+        return "0x" + bytes(value).hex()
+    if isinstance(value, dict):
+        return {k: to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    return value

@@ -232,7 +232,7 @@ class ChainEvent:
         return {"block": self.block, "tx_index": self.tx_index, "log_index": self.log_index,
                 "tx_hash": "0x" + self.tx_hash.hex(), "timestamp_ms": self.timestamp_ms,
                 "time": datetime.fromtimestamp(self.timestamp_ms / 1000, UTC).isoformat(),
-                "contract": self.contract, "event": self.name, "args": to_jsonable(self.args)}
+                "contract": self.contract, "event": self.name, "args": abi.to_jsonable(self.args)}
 
 
 _EVENTS: dict[bytes, tuple[bytes, str, EventSpec]] = {
@@ -344,15 +344,6 @@ def decode_receipt_events(logs: list[dict[str, Any]]) -> dict[str, dict[str, Any
     return out
 
 
-def to_jsonable(value: Any) -> Any:
-    """``value`` with bytes as 0x-hex and tuples as lists (event args, view results)."""
-    if isinstance(value, (bytes, bytearray)):
-        return "0x" + bytes(value).hex()
-    if isinstance(value, dict):
-        return {k: to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_jsonable(v) for v in value]
-    return value
 
 
 def _iso(seconds: int) -> str:

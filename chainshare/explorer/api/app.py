@@ -19,14 +19,12 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Path, Query, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from sqlalchemy import ColumnElement, Engine, Select, false, func, inspect, or_, select
 from sqlalchemy.exc import SQLAlchemyError
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from chainshare import codec
-from chainshare.api.errors import http_error
+from chainshare.api.errors import http_error, install_request_error_handlers
 from chainshare.errors import ChainshareError, NotFound
 from chainshare.explorer.api import views as v
 from chainshare.explorer.db import schema as s
@@ -118,15 +116,7 @@ def create_explorer_app(engine: Engine, read_engine: Engine | None = None, db_ur
         status, body = http_error(exc)
         return JSONResponse(body, status_code=status)
 
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        kind = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "InvalidInput")
-        return JSONResponse({"error": {"type": kind, "message": str(exc.detail)}}, status_code=exc.status_code)
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        msgs = "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()[:5])
-        return JSONResponse({"error": {"type": "InvalidInput", "message": msgs}}, status_code=400)
+    install_request_error_handlers(app)
 
     @app.exception_handler(SQLAlchemyError)
     async def _db_error(request: Request, exc: SQLAlchemyError) -> JSONResponse:
