@@ -927,7 +927,8 @@ class Replica:
                         self.transport.strike(peer, "malformed epoch-change proofs")
                         break
                     reason = await asyncio.get_running_loop().run_in_executor(
-                        self._executor, epochs.verify_epoch_change, self.node.chain_id, latest, change)
+                        self._executor, epochs.verify_epoch_change, latest, change,
+                        epochs.get_bls_verify_qc(self.node.chain_id, latest))
                     if reason is not None:
                         log_event(log, logging.WARNING, "epoch-change proof refused", peer=peer, reason=reason)
                         self.transport.strike(peer, "invalid epoch-change proof")

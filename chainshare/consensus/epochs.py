@@ -16,7 +16,7 @@ let a node that holds only genesis learn the set in force today, after every ear
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from chainshare import codec
@@ -26,9 +26,10 @@ from chainshare.consensus.sync import get_set_verifier, proof_signatures_hold
 from chainshare.errors import ConsensusError, DecodeError
 from chainshare.execution.contracts.membership import ValidatorSet, compute_validator_set_hash
 from chainshare.ledger.finality import FinalityProof, decode_finality_proof, is_finality_proof_of
-from chainshare.ledger.types import Block, decode_bytes, decode_fields, decode_uint
+from chainshare.ledger.types import Block, QuorumCertificate, decode_bytes, decode_fields, decode_uint
 
 __all__ = ["EpochChangeProof", "compute_farewell", "decode_epoch_change_proof", "encode_epoch_change_proof",
+           "get_bls_verify_qc",
            "has_epoch_ended", "is_suffix", "verify_epoch_change", "verify_epoch_changes"]
 
 MAX_SET_SIZE = 64  # Membership.MAX_VALIDATORS: a served set larger than any the chain accepts is refused unread
@@ -94,12 +95,14 @@ def decode_epoch_change_proof(raw: bytes) -> EpochChangeProof:
         raise DecodeError(f"epoch-change proof: {exc}") from exc
 
 
-def verify_epoch_change(chain_id: int, current: ValidatorSet, change: EpochChangeProof) -> str | None:
+def verify_epoch_change(current: ValidatorSet, change: EpochChangeProof,
+                        verify_qc: Callable[[QuorumCertificate], bool]) -> str | None:
     """None iff ``change`` proves, with the signatures of ``current`` alone, that ``current`` ended and
     ``change.next_set`` followed it: the next epoch number, activation right after the proven block
     (which lies in ``current``'s epoch), a 2-chain over that block whose every QC a quorum of
-    ``current`` signed, and the new member list hashing to the block's ``validator_set_hash``.
-    Otherwise the reason it is refused. Cheap checks come first; BLS last."""
+    ``current`` signed (``verify_qc``: that set's QC check, in its epoch), and the new member list
+    hashing to the block's ``validator_set_hash``, unlike the current one. Otherwise the reason it
+    is refused. Cheap checks come first; signatures last."""
     last, nxt = change.last, change.next_set
     if nxt.epoch != current.epoch + 1:
         return f"proves epoch {nxt.epoch} where epoch {current.epoch + 1} comes next"
@@ -115,19 +118,26 @@ def verify_epoch_change(chain_id: int, current: ValidatorSet, change: EpochChang
         return f"block {last.height} names the members of epoch {current.epoch} again: no proven change"
     if not is_finality_proof_of(change.proof, last):
         return f"no 2-chain over block {last.height}"
-    verifier = get_set_verifier(chain_id, current.epoch, tuple(v["bls_public_key"] for v in current.validators))
-    if not proof_signatures_hold(change.proof, verifier.verify_qc):
+    if not proof_signatures_hold(change.proof, verify_qc):
         return f"the 2-chain over block {last.height} is not signed by a quorum of epoch {current.epoch}"
     return None
 
 
-def verify_epoch_changes(chain_id: int, start: ValidatorSet, changes: Sequence[EpochChangeProof]) -> list[ValidatorSet]:
+def get_bls_verify_qc(chain_id: int, vs: ValidatorSet) -> Callable[[QuorumCertificate], bool]:
+    """The QC check of set ``vs`` in its epoch (BLS, cached per set): what the replica passes."""
+    return get_set_verifier(chain_id, vs.epoch, tuple(v["bls_public_key"] for v in vs.validators)).verify_qc
+
+
+def verify_epoch_changes(start: ValidatorSet, changes: Sequence[EpochChangeProof],
+                         verifier_of: Callable[[ValidatorSet], Callable[[QuorumCertificate], bool]]
+                         ) -> list[ValidatorSet]:
     """The sets that ``changes`` prove, in order, walking from ``start`` (the genesis set, or a set
-    proven before): each change is verified with the set the previous one proved. ConsensusError
-    naming the first change refused (a gap, a forged set, wrong signers)."""
+    proven before): each change is verified with the set the previous one proved (``verifier_of``
+    gives a set's QC check). ConsensusError naming the first change refused (a gap, a forged set,
+    wrong signers)."""
     sets, current = [], start
     for change in changes:
-        reason = verify_epoch_change(chain_id, current, change)
+        reason = verify_epoch_change(current, change, verifier_of(current))
         if reason is not None:
             raise ConsensusError(f"epoch-change proof refused: {reason}")
         current = change.next_set

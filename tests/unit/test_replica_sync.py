@@ -7,6 +7,7 @@ blocks (chainkit chains, BLS QCs)."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import pytest
 from chainkit import Chain, account, make_genesis, validator
@@ -180,8 +181,8 @@ def epoch_change() -> tuple[Chain, epochs.EpochChangeProof, Block, QuorumCertifi
     proof of block A-1 as a validator of the leaving set stores it: the certified child (an empty
     suffix block at A, certified by [v1] in epoch 0) and the new member list. Also that child and the
     QC the NEW set would put on it (the wrong signers for this proof)."""
-    from test_validator_sets import NEW, V1, Gov, set_call
     from test_validator_sets import GENESIS as VS_GENESIS
+    from test_validator_sets import NEW, V1, Gov, set_call
 
     chain = Chain(VS_GENESIS, V1, other_keys=NEW[1:])
     chain.produce([])
@@ -200,6 +201,10 @@ def epoch_change() -> tuple[Chain, epochs.EpochChangeProof, Block, QuorumCertifi
     return chain, epochs.decode_epoch_change_proof(raw), child.block, qc_of_new
 
 
+def bls_of(chain: Chain) -> Callable[[ValidatorSet], Callable[[QuorumCertificate], bool]]:
+    return lambda vs: epochs.get_bls_verify_qc(chain.genesis.chain_id, vs)
+
+
 def genesis_set(chain: Chain) -> ValidatorSet:
     return get_validator_sets(chain.chain.state)[0]
 
@@ -207,8 +212,8 @@ def genesis_set(chain: Chain) -> ValidatorSet:
 def test_an_epoch_change_proof_walks_from_the_genesis_set_to_the_next() -> None:
     chain, change, _, _ = epoch_change()
     assert change.next_set.epoch == 1 and len(change.next_set.validators) == 4
-    assert epochs.verify_epoch_changes(chain.genesis.chain_id, genesis_set(chain), [change]) == [change.next_set]
-    assert epochs.verify_epoch_changes(chain.genesis.chain_id, genesis_set(chain), []) == []
+    assert epochs.verify_epoch_changes(genesis_set(chain), [change], bls_of(chain)) == [change.next_set]
+    assert epochs.verify_epoch_changes(genesis_set(chain), [], bls_of(chain)) == []
 
 
 def test_forged_epoch_change_proofs_are_refused() -> None:
@@ -217,10 +222,10 @@ def test_forged_epoch_change_proofs_are_refused() -> None:
     nxt = change.next_set
 
     def refused(forged: epochs.EpochChangeProof, why: str) -> None:
-        reason = epochs.verify_epoch_change(cid, start, forged)
+        reason = epochs.verify_epoch_change(start, forged, epochs.get_bls_verify_qc(cid, start))
         assert reason is not None and why in reason, reason
         with pytest.raises(ConsensusError):
-            epochs.verify_epoch_changes(cid, start, [forged])
+            epochs.verify_epoch_changes(start, [forged], bls_of(chain))
 
     # wrong signers: the 2-chain certified by the new set (or by any keys but the leaving set's)
     refused(dataclasses.replace(change, proof=FinalityProof((child,), qc_of_new)), "not signed by a quorum")
@@ -233,7 +238,7 @@ def test_forged_epoch_change_proofs_are_refused() -> None:
     refused(dataclasses.replace(change, next_set=ValidatorSet(2, nxt.activation_height, nxt.validators)),
             "epoch 1 comes next")
     with pytest.raises(ConsensusError, match="epoch 2 comes next"):
-        epochs.verify_epoch_changes(cid, start, [change, change])
+        epochs.verify_epoch_changes(start, [change, change], bls_of(chain))
     # an activation height that is not right after the proven block
     refused(dataclasses.replace(change, next_set=ValidatorSet(1, nxt.activation_height + 1, nxt.validators)),
             "not the last block")
