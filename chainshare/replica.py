@@ -948,9 +948,13 @@ class Replica:
     def make_is_allowed(self) -> Callable[[Any], bool]:
         """Admit (1) a validator of any set this node knows (from its state: past, current or scheduled;
         or proven by epoch-change proofs, whose agency an older state may not know yet), and (2) any other
-        node of an agency active in this node's state, for block sync and transactions only. A validator's
-        name is reserved for its agency: a certificate naming it for another agency is refused. Consensus
-        messages count only from the validators of the set in force (by name, hence by agency)."""
+        node of an agency active in this node's state, for block sync and transactions only, and (3) a node
+        named in this node's ``[p2p] peers`` whose agency its state does not know yet (added after the
+        state this node holds, e.g. genesis: its bootstrap peers). A validator's name is reserved for its
+        agency: a certificate naming it for another agency is refused; an agency known as revoked is
+        refused. Consensus messages count only from the validators of the set in force (by name, hence by
+        agency). Whatever an admitted peer serves is verified (QCs, re-execution, epoch-change proofs)."""
+        bootstrap = frozenset(str(entry).partition("@")[0] for entry in self.node.cfg.p2p.peers)
 
         def is_allowed(subject: Any) -> bool:
             state = self.chain.state
@@ -962,7 +966,8 @@ class Replica:
             agency = get_agency(state, subject.agency)
             if agency is not None:
                 return bool(agency["active"])
-            return agency_of_name is not None  # proven by an epoch-change proof; our state is older
+            # proven by an epoch-change proof, or a configured peer: our state is older than its agency
+            return agency_of_name is not None or subject.node in bootstrap
 
         return is_allowed
 

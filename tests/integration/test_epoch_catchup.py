@@ -19,12 +19,14 @@ import json
 import signal
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
-from netkit import DevnetPool, free_port_block
+from netkit import Devnet, DevnetPool, free_port_block, shutdown_devnet, wait_until
 from test_consensus_network import Network, _epoch_log, _schedule_validators
 
-from chainshare.devnet import create_devnet, read_devnet, start_node_process, write_devnet
+from chainshare.devnet import create_devnet, is_running, read_devnet, start_node_process, write_devnet
 from chainshare.execution.genesis import compute_genesis_block, parse_genesis
 from chainshare.replica import SYNC_BATCH
 
@@ -34,12 +36,9 @@ OLD, NEW, FRESH = [0, 1, 2, 3], [4, 5, 6, 7], 8
 DEADLINE = 240.0  # pure waits for progress on a loaded 2-core machine
 
 
-@pytest.fixture
-def epoch_net(tmp_path: Path) -> Iterator[Network]:
+def _create(d: Path) -> dict[str, Any]:
     """9 nodes of 9 agencies; genesis validators node1..node4; Governance needs 3 of 9 votes (the
-    helpers vote with agencies 1-3). node1..node8 running, node9 created but not started."""
-    pool = DevnetPool(tmp_path)
-    d = tmp_path / "epochs"
+    helpers vote with agencies 1-3); devnet.json also keeps every node's BLS key and PoP."""
     create_devnet(d, 9, free_port_block(18), block_time_ms=100, empty_block_interval_ms=250)
     doc = json.loads((d / "genesis.json").read_text())
     everyone = doc["validators"]
@@ -51,13 +50,41 @@ def epoch_net(tmp_path: Path) -> Iterator[Network]:
     info["genesis_hash"] = "0x" + block0.hash.hex()
     info["all_validators"] = everyone
     write_devnet(d, info)
-    pool.register(d)
-    try:
-        for i in OLD + NEW:
-            info["nodes"][i]["pid"] = start_node_process(d, info["nodes"][i])
-        write_devnet(d, info)
-        from netkit import Devnet
+    return info
 
+
+def _answers_our_genesis(node: dict[str, Any], genesis_hash: str) -> bool:
+    try:
+        return bool(httpx.get(node["api"] + "/status", timeout=2).json().get("genesis_hash") == genesis_hash)
+    except (httpx.HTTPError, ValueError):
+        return False
+
+
+@pytest.fixture
+def epoch_net(tmp_path: Path) -> Iterator[Network]:
+    """node1..node8 running (node5..8 observers), node9 created but not started. A node that cannot
+    bind its ports (taken between the probe and the bind by another process) makes a fresh attempt."""
+    pool = DevnetPool(tmp_path)
+    try:
+        for attempt in range(3):
+            d = tmp_path / f"epochs{attempt}"
+            info = _create(d)
+            pool.register(d)
+            for i in OLD + NEW:
+                info["nodes"][i]["pid"] = start_node_process(d, info["nodes"][i])
+            write_devnet(d, info)
+            started = [info["nodes"][i] for i in OLD + NEW]
+
+            def up(nodes: list[dict[str, Any]] = started, g: str = info["genesis_hash"]) -> str | None:
+                if any(not is_running(n["pid"]) for n in nodes):
+                    return "a node exited"
+                return "up" if all(_answers_our_genesis(n, g) for n in nodes) else None
+
+            if wait_until(up, DEADLINE, "the eight nodes to serve their API", interval=0.5) == "up":
+                break
+            shutdown_devnet(d)
+        else:
+            raise AssertionError("could not start the 9-node devnet in 3 attempts (ports taken?)")
         network = Network(Devnet(d))
         yield network
         network.close()

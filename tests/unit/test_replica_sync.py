@@ -270,8 +270,9 @@ def test_undecodable_epoch_change_proofs_are_refused_cleanly() -> None:
 
 def test_admission_takes_validators_of_proven_sets_and_nodes_of_active_agencies_for_sync() -> None:
     """A fresh node (genesis state) admits the validators of a set known only from an epoch-change
-    proof, and any node of an agency active in its state (sync only); a validator's name presented
-    for another agency, and nodes of unknown or revoked agencies, are refused."""
+    proof, any node of an agency active in its state (sync only) and its configured peers whatever
+    their agency; a validator's name presented for another agency, and other nodes of unknown agencies,
+    are refused."""
     from datetime import UTC, datetime
     from types import SimpleNamespace
 
@@ -280,7 +281,8 @@ def test_admission_takes_validators_of_proven_sets_and_nodes_of_active_agencies_
 
     chain, change, _, _ = epoch_change()
     fresh = Chain(chain.genesis, chain.key)  # genesis only
-    replica = SimpleNamespace(chain=fresh.chain, _proven_sets=[])
+    cfg = SimpleNamespace(p2p=SimpleNamespace(peers=["v1@127.0.0.1:1", "boot7@127.0.0.1:2"]))
+    replica = SimpleNamespace(chain=fresh.chain, _proven_sets=[], node=SimpleNamespace(cfg=cfg))
     is_allowed = Replica.make_is_allowed(replica)  # type: ignore[arg-type]
 
     def subject(node: str, agency: str) -> CertSubject:
@@ -293,6 +295,8 @@ def test_admission_takes_validators_of_proven_sets_and_nodes_of_active_agencies_
     assert is_allowed(subject("v2", "Agency B"))            # unknown name so far, active agency
     assert not is_allowed(subject("v1", "Agency B"))        # a validator's name for another agency
     assert not is_allowed(subject("node9", "Agency Z"))     # no such agency
+    assert is_allowed(subject("boot7", "Agency Z"))         # a configured peer of an agency added later
+    assert not is_allowed(subject("v1", "Agency Z"))        # ...but not under a validator's name
     replica._proven_sets = [change.next_set]
     assert not is_allowed(subject("v2", "Agency A"))        # v2 is Agency B's validator, proven
     assert is_allowed(subject("v2", "Agency B"))
