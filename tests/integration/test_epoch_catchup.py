@@ -9,8 +9,11 @@ that set, and the new member list hashing to that block's ``validator_set_hash``
 genesis, and counts block confirmations against the new set.
 
 Before the fix node9 never synced: its peer check admitted only genesis-era validators (and node5..8
-refused a node of no set), and its f + 1 confirmations were asked of node1..node4, which are gone,
-while the head proof only covers a batch ending at the peer's head (here > 64 blocks away).
+refused a node of no set; node9 even refused to start, its name being no validator's), and its f + 1
+confirmations were asked of node1..node4, which are gone, while the head proof only covers a batch
+ending at the peer's head (here > 64 blocks away). Run with admission fixed and the proof learned but
+confirmations still asked of the set in force at node9's head (the genesis set), this test fails:
+"timed out after 240s waiting for node9 to catch up to the head; heads {'node9': 0}".
 """
 
 from __future__ import annotations
