@@ -280,8 +280,10 @@ async def start_replica(node: Node) -> tuple[Any, Any]:
 
     cfg = node.cfg
     names = sorted({v["name"] for vs in get_validator_sets(node.chain.state) for v in vs.validators})
-    if cfg.node.name not in names:
-        raise ConfigError(f"[node] name {cfg.node.name!r} is not a validator of this network ({', '.join(names)})")
+    if cfg.node.name not in names:  # an observer: its peers admit it for block sync (replica.make_is_allowed)
+        log_event(logging.getLogger("chainshare.replica"), logging.WARNING,
+                  "this node is no validator of a set known yet: following the chain by block sync",
+                  name=cfg.node.name, validators=",".join(names))
     key_password = None
     if not cfg.node.dev_mode:
         key_password = read_password(cfg.path(cfg.validator.password_file) if cfg.validator.password_file else None)

@@ -65,6 +65,7 @@ log = logging.getLogger("chainshare.replica")
 
 P_SAFETY = P_META + b"safety:"  # + epoch (8 bytes)
 P_SAFETY_BLOCK = P_META + b"sblock:"  # + epoch (8 bytes) + block hash
+P_EPOCH_PROOF = P_META + b"epochproof:"  # + epoch (8 bytes) of the set it proves: consensus/epochs.py
 P_EVIDENCE = b"E"
 EVIDENCE_CONTRACT = EvidenceContract()
 EVIDENCE_BACKUP_DELAY_S = 10.0
@@ -76,6 +77,8 @@ REQ_HEAD = "cs.head"
 REQ_SYNC = "cs.sync"
 REQ_HASHES = "cs.hashes"
 REQ_PROOF = "cs.proof"
+REQ_EPOCHS = "cs.epochs"  # [from epoch] -> the epoch-change proofs of that epoch on (at most EPOCH_PROOF_BATCH)
+EPOCH_PROOF_BATCH = 16
 SYNC_BATCH = 64
 MAX_FUTURE_DRIFT_MS = 10_000
 MAX_FUTURE_WAIT_MS = 10 * 60_000  # a block further ahead of our clock than drift + this is refused outright
@@ -157,6 +160,8 @@ class Replica:
         self._tx_flush_scheduled = False
         self.stats: dict[str, Any] = {"commits": 0, "timeouts": 0, "synced_blocks": 0,
                                       "evidence": 0, "invalid_blocks": 0, "epoch": 0}
+        self._learning = False
+        self._proven_sets: list[ValidatorSet] = self._load_epoch_changes()
         self.state: core.CoreState | None = self._restore()
         if self.state is None:
             log_event(log, logging.WARNING, "not a validator of the set in force: following the chain by block sync",
@@ -474,8 +479,10 @@ class Replica:
             last = not rest or self._is_suffix(_Overlay(self.chain.state, ex.state_changes), rest[0].block.height)
             proof = (encode_finality_proof([r.block for r in rest], action.proof.block, action.proof.qc)
                      if last else None)
+            extra = self._epoch_change_record(cb.block, ex, proof) if proof is not None else {}
             self.chain.commit_block(cb.block, ex.receipts, ex.senders, ex.state_changes, ex.accumulator, cb.qc,
-                                    finality_proof=proof)
+                                    finality_proof=proof, extra=extra)
+            self._remember_epoch_changes(extra.values())
             proof_stored = last
             self.stats["commits"] += 1
             self._count_finalized(cb.block, proposed=self.my_index is not None and cb.block.header.proposer
@@ -617,6 +624,16 @@ class Replica:
             return self.chain.head_height
         if msg_type == REQ_PROOF:
             return self.chain.get_finality_proof()
+        if msg_type == REQ_EPOCHS:
+            if not isinstance(body, int) or isinstance(body, bool) or not 1 <= body < 2**63:
+                return []
+            proofs = []
+            for epoch in range(body, body + EPOCH_PROOF_BATCH):
+                raw = self.chain.store.get(P_EPOCH_PROOF + _u64(epoch))
+                if raw is None:
+                    break
+                proofs.append(raw)
+            return proofs
         if msg_type == REQ_HASHES:
             return [self.chain.get_block(h).hash for h in self._requested_heights(body)]
         if msg_type == REQ_SYNC:
@@ -695,6 +712,7 @@ class Replica:
         added = 0
         try:
             for peer in list(self.transport.connected_peers()):
+                await self._learn_epoch_changes(peer)
                 try:
                     their_head = await self.transport.request(peer, REQ_HEAD, None, timeout=5)
                 except Exception:
@@ -728,15 +746,19 @@ class Replica:
 
     async def _count_confirmed(self, peer: str, start: int, batch: list[Any]) -> int:
         """How many leading blocks of ``batch`` (served by ``peer`` from height ``start``) enough
-        validators hold as final: f+1 of the set in force, counting ``peer`` if it is one."""
-        needed = sync.count_needed_holders(len(self.vset.validators), peer in self.index_of)
+        validators hold as final: f+1 of the latest set this node knows (the set in force at its head,
+        or a later one proven by epoch-change proofs: the earlier sets may be long gone), counting
+        ``peer`` if it is one."""
+        confirming = self._get_confirming_set()
+        names = {v["name"] for v in confirming.validators}
+        needed = sync.count_needed_holders(len(confirming.validators), peer in names)
         if needed == 0:
             return len(batch)
         try:
             hashes = [Block.decode(item[0]).hash for item in batch]
         except (DecodeError, IndexError, TypeError):
             return 0
-        others = [q for q in self.transport.connected_peers() if q != peer and q in self.index_of]
+        others = [q for q in self.transport.connected_peers() if q != peer and q in names]
 
         async def ask(q: str) -> list[Any]:
             try:
@@ -821,23 +843,131 @@ class Replica:
         fell more blocks behind than the core fetches one by one), ask for a block sync."""
         while not self._stopping:
             await asyncio.sleep(interval_s)
+            if self._proven_sets_epoch() < self.vset.epoch and not self._learning:
+                # this validator entered its set by block sync, or crashed before keeping the proof:
+                # fetch the epoch-change proofs it lacks, to serve them to nodes that catch up later
+                self._spawn(self._learn_epoch_changes_from_peers())
             if self.state is None or time.monotonic() - self._last_progress > stall_s:
                 self._last_progress = time.monotonic()
                 self.events.put_nowait(_SYNC)
 
+    # -- epoch-change proofs ------------------------------------------------------------------
+    def _load_epoch_changes(self) -> list[ValidatorSet]:
+        """The sets proven by the epoch-change proofs this node keeps (it verified or made each one),
+        in epoch order, stopping at the first gap."""
+        sets: list[ValidatorSet] = []
+        for _, raw in self.chain.store.iterate(P_EPOCH_PROOF):
+            try:
+                change = epochs.decode_epoch_change_proof(raw)
+            except DecodeError:
+                break
+            if change.next_set.epoch != len(sets) + 1:
+                break
+            sets.append(change.next_set)
+        return sets
+
+    def _proven_sets_epoch(self) -> int:
+        return self._proven_sets[-1].epoch if self._proven_sets else 0
+
+    def _get_latest_proven_set(self) -> ValidatorSet:
+        """The latest set known from epoch-change proofs walked from genesis (the genesis set if none)."""
+        return self._proven_sets[-1] if self._proven_sets else get_validator_sets(self.chain.state)[0]
+
+    def _get_confirming_set(self) -> ValidatorSet:
+        """The set whose f+1 members must hold a synced block: the later of the set in force at our head
+        and the latest proven set."""
+        latest = self._get_latest_proven_set()
+        return latest if latest.epoch > self.vset.epoch else self.vset
+
+    def _epoch_change_record(self, block: Block, ex: ExecutedBlock, proof: bytes) -> dict[bytes, bytes]:
+        """The epoch-change proof to store with ``block`` if it is the last block of the current set
+        (``proof`` being its 2-chain), else nothing."""
+        next_set = get_validator_set_at(_Overlay(self.chain.state, ex.state_changes), block.height + 1)
+        if not epochs.is_suffix(next_set.epoch, self.vset.epoch):
+            return {}
+        return {P_EPOCH_PROOF + _u64(next_set.epoch): epochs.encode_epoch_change_proof(block, proof, next_set)}
+
+    def _remember_epoch_changes(self, raws: Any) -> None:
+        for raw in raws:
+            change = epochs.decode_epoch_change_proof(raw)
+            if change.next_set.epoch == self._proven_sets_epoch() + 1:
+                self._proven_sets.append(change.next_set)
+                log_event(log, logging.INFO, "epoch-change proof kept", epoch=change.next_set.epoch,
+                          height=change.next_set.activation_height)
+
+    async def _learn_epoch_changes_from_peers(self) -> None:
+        for peer in list(self.transport.connected_peers()):
+            await self._learn_epoch_changes(peer)
+
+    async def _learn_epoch_changes(self, peer: str) -> None:
+        """Fetch from ``peer`` the epoch-change proofs past the latest this node holds, verify them one
+        after the other from that set (ultimately from genesis) and keep them (synced). A peer serving
+        a proof that does not verify gets a strike; the proofs verified before it are kept."""
+        if self._learning:
+            return
+        self._learning = True
+        try:
+            while not self._stopping:
+                latest = self._get_latest_proven_set()
+                try:
+                    raws = await self.transport.request(peer, REQ_EPOCHS, latest.epoch + 1, timeout=5)
+                except Exception:
+                    return
+                if not isinstance(raws, list) or not raws:
+                    return
+                raws = raws[:EPOCH_PROOF_BATCH]
+                try:
+                    changes = [epochs.decode_epoch_change_proof(r) if isinstance(r, bytes) else None for r in raws]
+                except DecodeError as exc:
+                    self.transport.strike(peer, f"undecodable epoch-change proof: {exc.message}")
+                    return
+                kept: dict[bytes, bytes] = {}
+                for raw, change in zip(raws, changes, strict=True):
+                    if change is None:
+                        self.transport.strike(peer, "malformed epoch-change proofs")
+                        break
+                    reason = await asyncio.get_running_loop().run_in_executor(
+                        self._executor, epochs.verify_epoch_change, latest, change,
+                        epochs.get_bls_verify_qc(self.node.chain_id, latest))
+                    if reason is not None:
+                        log_event(log, logging.WARNING, "epoch-change proof refused", peer=peer, reason=reason)
+                        self.transport.strike(peer, "invalid epoch-change proof")
+                        break
+                    kept[P_EPOCH_PROOF + _u64(change.next_set.epoch)] = raw
+                    latest = change.next_set
+                if kept:
+                    self.chain.store.write_batch(kept, sync=True)
+                    self._remember_epoch_changes(kept.values())
+                    self.transport.revalidate_peers()  # a name of a newly proven set is reserved for its agency
+                if len(kept) < EPOCH_PROOF_BATCH:
+                    return
+        finally:
+            self._learning = False
+
     # -- peer admission -------------------------------------------------------------------------
     def make_is_allowed(self) -> Callable[[Any], bool]:
-        """Admit the node of an active agency that is a validator of some set of the chain (past,
-        current or scheduled: a retired validator still follows the chain, a scheduled one
-        prepares to join); consensus messages count only from the set in force."""
+        """Admit (1) a validator of any set this node knows (from its state: past, current or scheduled;
+        or proven by epoch-change proofs, whose agency an older state may not know yet), and (2) any other
+        node of an agency active in this node's state, for block sync and transactions only, and (3) a node
+        named in this node's ``[p2p] peers`` whose agency its state does not know yet (added after the
+        state this node holds, e.g. genesis: its bootstrap peers). A validator's name is reserved for its
+        agency: a certificate naming it for another agency is refused; an agency known as revoked is
+        refused. Consensus messages count only from the validators of the set in force (by name, hence by
+        agency). Whatever an admitted peer serves is verified (QCs, re-execution, epoch-change proofs)."""
+        bootstrap = frozenset(str(entry).partition("@")[0] for entry in self.node.cfg.p2p.peers)
 
         def is_allowed(subject: Any) -> bool:
             state = self.chain.state
-            nodes = {(v["name"], v["agency"]) for vs in get_validator_sets(state) for v in vs.validators}
-            if (subject.node, subject.agency) not in nodes:
+            validators = {v["name"]: v["agency"] for vs in get_validator_sets(state) + self._proven_sets
+                          for v in vs.validators}
+            agency_of_name = validators.get(subject.node)
+            if agency_of_name is not None and agency_of_name != subject.agency:
                 return False
             agency = get_agency(state, subject.agency)
-            return bool(agency and agency["active"])
+            if agency is not None:
+                return bool(agency["active"])
+            # proven by an epoch-change proof, or a configured peer: our state is older than its agency
+            return agency_of_name is not None or subject.node in bootstrap
 
         return is_allowed
 

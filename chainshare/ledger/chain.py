@@ -194,9 +194,11 @@ class ChainStore:
 
     def commit_block(self, block: Block, receipts: tuple[Receipt, ...], senders: tuple[bytes, ...],
                      state_changes: dict[bytes, bytes | None], accumulator: int,
-                     qc: QuorumCertificate | None, finality_proof: bytes | None = None) -> None:
+                     qc: QuorumCertificate | None, finality_proof: bytes | None = None,
+                     extra: dict[bytes, bytes] | None = None) -> None:
         """Durably append a finalized block (one synced batch), with the proof that it is final when
-        given (so that a crash can never leave a head without its proof)."""
+        given (so that a crash can never leave a head without its proof) and the caller's ``extra``
+        records (the epoch-change proof of a validator set's last block)."""
         if block.height != self._head + 1:
             raise StorageError(f"cannot append block {block.height} on head {self._head}")
         puts: dict[bytes, bytes] = {}
@@ -209,6 +211,7 @@ class ChainStore:
         tx_hashes = self._put_block(puts, block, receipts, senders, qc, accumulator)
         if finality_proof is not None:
             puts[K_FINALITY] = finality_proof
+        puts.update(extra or {})
         self.store.write_batch(puts, tuple(deletes), sync=True)
         self.state.update(state_changes)
         self._head = block.height

@@ -11,7 +11,7 @@ stopped and restarted, and rogue nodes whose certificates the honest validators 
 - stop two of four: no block is finalized (no quorum) and the two survivors never disagree; one back: the
   chain resumes, the waiting transactions are finalized, and after the fourth returns all four agree;
 - rogue ``node run`` processes (a certificate of another CA; a consortium certificate of the wrong agency
-  for a validator name) and raw TLS clients (a consortium certificate for a node that is not a validator;
+  for a validator name) and raw TLS clients (a consortium certificate for a node of no member agency;
   an expired one) are refused at the handshake by every honest node, which logs why, and the chain is
   unaffected. (Garbage and oversized frames from an authenticated peer are covered at transport level by
   test_p2p.py: not repeated here.);
@@ -851,11 +851,12 @@ def test_rogue_peers_are_refused_at_the_handshake_and_the_chain_is_unaffected(ne
     consortium_pem = (consortium_ca / "ca.crt").read_bytes()
 
     # Certificates: node4 (agency4) from ANOTHER CA; node4 from the consortium CA but for agency1 (not
-    # node4's agency); node9, no validator, from the consortium CA; node1 from the consortium CA, expired.
+    # node4's agency); node9 of agency9, no member agency, from the consortium CA (a node of a member agency
+    # is admitted for block sync: tests/integration/test_epoch_catchup.py); node1 from the consortium CA, expired.
     other_ca = tmp_path / "other-ca"
     init_ca(other_ca, name="rogue CA", password=None)
     certs = {"foreign": (other_ca, "agency4", "node4"), "wrong_agency": (consortium_ca, "agency1", "node4"),
-             "stranger": (consortium_ca, "agency1", "node9"), "expired": (consortium_ca, "agency1", "node1")}
+             "stranger": (consortium_ca, "agency9", "node9"), "expired": (consortium_ca, "agency1", "node1")}
     for label, (ca, agency, name) in certs.items():
         extra: dict[str, Any] = {}
         if label == "expired":
@@ -885,7 +886,7 @@ def test_rogue_peers_are_refused_at_the_handshake_and_the_chain_is_unaffected(ne
             "foreign (raw)": lambda reason, detail: reason == "tls_failed" and "certificate verification failed" in
             detail and "expired" not in detail,
             "expired (raw)": lambda reason, detail: reason == "tls_failed" and "certificate has expired" in detail,
-            "node9 (raw)": lambda reason, detail: reason == "not_allowed" and "'node9' of agency 'agency1'" in detail,
+            "node9 (raw)": lambda reason, detail: reason == "not_allowed" and "'node9' of agency 'agency9'" in detail,
             "wrong agency (node run)": lambda reason, detail: reason == "not_allowed"
             and "'node4' of agency 'agency1'" in detail,
         }

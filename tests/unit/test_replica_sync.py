@@ -6,15 +6,19 @@ blocks (chainkit chains, BLS QCs)."""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
+
+import pytest
 from chainkit import Chain, account, make_genesis, validator
 
 from chainshare import codec
-from chainshare.consensus import sync
-from chainshare.errors import DecodeError
-from chainshare.execution.contracts.membership import ValidatorSet, get_validator_set_at
+from chainshare.consensus import epochs, sync
+from chainshare.errors import ConsensusError, DecodeError
+from chainshare.execution.contracts.membership import ValidatorSet, get_validator_set_at, get_validator_sets
 from chainshare.ledger.finality import FinalityProof, decode_finality_proof
 from chainshare.ledger.quorum import aggregate_qc, sign_vote
-from chainshare.ledger.types import Block
+from chainshare.ledger.types import Block, QuorumCertificate
 
 VALS = [validator(f"v{i}", "Agency A") for i in range(1, 5)]
 GENESIS = make_genesis([("Agency A", [account("alice").address])], VALS)
@@ -168,3 +172,131 @@ def test_a_block_a_little_ahead_of_a_slow_clock_is_validated_later_not_refused_f
     assert compute_timestamp_wait_ms(now + MAX_FUTURE_DRIFT_MS + MAX_FUTURE_WAIT_MS, now) > 0
     # absurdly far ahead: validated (and refused) at once, no timer held for it
     assert compute_timestamp_wait_ms(now + MAX_FUTURE_DRIFT_MS + MAX_FUTURE_WAIT_MS + 1, now) == 0
+
+
+# -- epoch-change proofs (issue 13, item 3): walking from genesis to the set in force ---------------------
+
+def epoch_change() -> tuple[Chain, epochs.EpochChangeProof, Block, QuorumCertificate]:
+    """A chain whose genesis set [v1] is replaced by four validators from height A; the epoch-change
+    proof of block A-1 as a validator of the leaving set stores it: the certified child (an empty
+    suffix block at A, certified by [v1] in epoch 0) and the new member list. Also that child and the
+    QC the NEW set would put on it (the wrong signers for this proof)."""
+    from test_validator_sets import GENESIS as VS_GENESIS
+    from test_validator_sets import NEW, V1, Gov, set_call
+
+    chain = Chain(VS_GENESIS, V1, other_keys=NEW[1:])
+    chain.produce([])
+    activation = chain.chain.head_height + 4 + 3
+    Gov(chain).decide(set_call(NEW, activation))
+    while chain.chain.head_height < activation - 1:
+        chain.produce([])
+    last = chain.chain.get_head()
+    child, qc_of_new = chain.certify_next()
+    votes = {0: sign_vote(V1.secret_key, VS_GENESIS.chain_id, child.block.hash, child.block.height,
+                          child.block.header.round, 0)}
+    qc_of_old = aggregate_qc(child.block.hash, child.block.height, child.block.header.round, votes, 1)
+    next_set = get_validator_set_at(chain.chain.state, activation)
+    raw = epochs.encode_epoch_change_proof(
+        last, codec.encode([[], child.block.encode(), qc_of_old.encode()]), next_set)
+    return chain, epochs.decode_epoch_change_proof(raw), child.block, qc_of_new
+
+
+def bls_of(chain: Chain) -> Callable[[ValidatorSet], Callable[[QuorumCertificate], bool]]:
+    return lambda vs: epochs.get_bls_verify_qc(chain.genesis.chain_id, vs)
+
+
+def genesis_set(chain: Chain) -> ValidatorSet:
+    return get_validator_sets(chain.chain.state)[0]
+
+
+def test_an_epoch_change_proof_walks_from_the_genesis_set_to_the_next() -> None:
+    chain, change, _, _ = epoch_change()
+    assert change.next_set.epoch == 1 and len(change.next_set.validators) == 4
+    assert epochs.verify_epoch_changes(genesis_set(chain), [change], bls_of(chain)) == [change.next_set]
+    assert epochs.verify_epoch_changes(genesis_set(chain), [], bls_of(chain)) == []
+
+
+def test_forged_epoch_change_proofs_are_refused() -> None:
+    chain, change, child, qc_of_new = epoch_change()
+    cid, start = chain.genesis.chain_id, genesis_set(chain)
+    nxt = change.next_set
+
+    def refused(forged: epochs.EpochChangeProof, why: str) -> None:
+        reason = epochs.verify_epoch_change(start, forged, epochs.get_bls_verify_qc(cid, start))
+        assert reason is not None and why in reason, reason
+        with pytest.raises(ConsensusError):
+            epochs.verify_epoch_changes(start, [forged], bls_of(chain))
+
+    # wrong signers: the 2-chain certified by the new set (or by any keys but the leaving set's)
+    refused(dataclasses.replace(change, proof=FinalityProof((child,), qc_of_new)), "not signed by a quorum")
+    # a set that does not match the hash the last block carries (one member dropped, one key swapped)
+    refused(dataclasses.replace(change, next_set=ValidatorSet(1, nxt.activation_height, nxt.validators[:3])),
+            "do not hash")
+    swapped = (dict(nxt.validators[0], bls_public_key=nxt.validators[1]["bls_public_key"]),) + nxt.validators[1:]
+    refused(dataclasses.replace(change, next_set=ValidatorSet(1, nxt.activation_height, swapped)), "do not hash")
+    # a gap: epoch 2 proven on the genesis set; or the same change twice (epoch 1 again on epoch 1)
+    refused(dataclasses.replace(change, next_set=ValidatorSet(2, nxt.activation_height, nxt.validators)),
+            "epoch 1 comes next")
+    with pytest.raises(ConsensusError, match="epoch 2 comes next"):
+        epochs.verify_epoch_changes(start, [change, change], bls_of(chain))
+    # an activation height that is not right after the proven block
+    refused(dataclasses.replace(change, next_set=ValidatorSet(1, nxt.activation_height + 1, nxt.validators)),
+            "not the last block")
+    # a block that does not end the set, proven final by its own 2-chain, "naming" the same members next
+    earlier, after = chain.chain.get_block(2), chain.chain.get_block(3)
+    qc3 = chain.chain.get_qc(3)
+    assert qc3 is not None
+    same = dataclasses.replace(change, last=earlier, proof=FinalityProof((after,), qc3),
+                               next_set=ValidatorSet(1, 3, start.validators))
+    refused(same, "no proven change")
+    # no 2-chain: the certified child skips a view (or is not a child of the last block)
+    skipped, _ = chain.certify_next(round=change.last.header.round + 2)
+    refused(dataclasses.replace(change, proof=FinalityProof((skipped.block,), change.proof.qc)), "no 2-chain")
+    refused(dataclasses.replace(change, last=chain.chain.get_block(child.height - 2)), "not the last block")
+
+
+def test_undecodable_epoch_change_proofs_are_refused_cleanly() -> None:
+    _, change, _, _ = epoch_change()
+    good = epochs.encode_epoch_change_proof(change.last, codec.encode(
+        [[], change.proof.blocks[0].encode(), change.proof.qc.encode()]), change.next_set)
+    fields = codec.decode(good)
+    for bad in (b"", b"\xc1", codec.encode([1, 2, 3]), codec.encode(fields[:4] + [[]]),
+                codec.encode(fields[:4] + [[["n", "a", b"x", b"k", b"p"]]]),
+                codec.encode(fields[:4] + [[fields[4][0]] * 65]),
+                codec.encode([b"not a block"] + fields[1:])):
+        with pytest.raises(DecodeError):
+            epochs.decode_epoch_change_proof(bad)
+
+
+def test_admission_takes_validators_of_proven_sets_and_nodes_of_active_agencies_for_sync() -> None:
+    """A fresh node (genesis state) admits the validators of a set known only from an epoch-change
+    proof, any node of an agency active in its state (sync only) and its configured peers whatever
+    their agency; a validator's name presented for another agency, and other nodes of unknown agencies,
+    are refused."""
+    from datetime import UTC, datetime
+    from types import SimpleNamespace
+
+    from chainshare.crypto.ca import CertSubject
+    from chainshare.replica import Replica
+
+    chain, change, _, _ = epoch_change()
+    fresh = Chain(chain.genesis, chain.key)  # genesis only
+    cfg = SimpleNamespace(p2p=SimpleNamespace(peers=["v1@127.0.0.1:1", "boot7@127.0.0.1:2"]))
+    replica = SimpleNamespace(chain=fresh.chain, _proven_sets=[], node=SimpleNamespace(cfg=cfg))
+    is_allowed = Replica.make_is_allowed(replica)  # type: ignore[arg-type]
+
+    def subject(node: str, agency: str) -> CertSubject:
+        return CertSubject(agency=agency, node=node, account=None, not_after=datetime.now(UTC))
+
+    v2 = change.next_set.validators[1]
+    assert (v2["name"], v2["agency"]) == ("v2", "Agency B")
+    assert is_allowed(subject("v1", "Agency A"))            # the genesis validator
+    assert is_allowed(subject("observer9", "Agency B"))     # a node of an active agency: sync only
+    assert is_allowed(subject("v2", "Agency B"))            # unknown name so far, active agency
+    assert not is_allowed(subject("v1", "Agency B"))        # a validator's name for another agency
+    assert not is_allowed(subject("node9", "Agency Z"))     # no such agency
+    assert is_allowed(subject("boot7", "Agency Z"))         # a configured peer of an agency added later
+    assert not is_allowed(subject("v1", "Agency Z"))        # ...but not under a validator's name
+    replica._proven_sets = [change.next_set]
+    assert not is_allowed(subject("v2", "Agency A"))        # v2 is Agency B's validator, proven
+    assert is_allowed(subject("v2", "Agency B"))
