@@ -79,6 +79,14 @@ def f_json(v: Any) -> str:
     return json.dumps(v, indent=1, sort_keys=True, ensure_ascii=False)
 
 
+def get_time_buckets(items: list[dict[str, Any]], now_s: int, width: int, count: int) -> list[dict[str, Any]]:
+    """``count`` consecutive buckets of ``width`` seconds ending at ``now_s`` (empty ones at zero), oldest first."""
+    have = {int(x["bucket"]): x for x in items}
+    last = now_s // width * width
+    return [have.get(b, {"bucket": b, "txs": 0, "tx_per_s": 0.0})
+            for b in range(last - (count - 1) * width, last + 1, width)]
+
+
 def page_link(kind: str, ident: Any) -> str:
     return {"block": "/block/{}", "tx": "/tx/{}", "address": "/address/{}", "agency": "/agency/{}",
             "dataset": "/dataset/{}"}[kind].format(quote(str(ident), safe=""))
@@ -103,6 +111,12 @@ def mount_pages(app: FastAPI, reader: Engine) -> None:
         """Register a page; map every failure to a readable error page."""
         def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
             async def handler(request: Request) -> Response:
+                t0 = time.perf_counter()
+                response = await respond(request)
+                response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - t0) * 1000:.1f}"
+                return response
+
+            async def respond(request: Request) -> Response:
                 try:
                     return await run_in_threadpool(fn, request, **request.path_params)
                 except PageError as exc:
@@ -131,6 +145,17 @@ def mount_pages(app: FastAPI, reader: Engine) -> None:
     def status() -> dict[str, Any]:
         return dict(ep["status"]())
 
+    chain: dict[str, int] = {}
+
+    def get_chain_id() -> int:
+        """The indexed chain's id (fixed for a database's life: read once)."""
+        if "id" not in chain:
+            chain_id = status()["chain_id"]
+            if chain_id is None:
+                raise PageError(503, "Explorer not ready", "The indexer has not recorded the chain yet.")
+            chain["id"] = int(chain_id)
+        return chain["id"]
+
     # -- home ------------------------------------------------------------------------------------
     @page("/")
     def home(request: Request) -> HTMLResponse:
@@ -144,7 +169,8 @@ def mount_pages(app: FastAPI, reader: Engine) -> None:
         seen, signed = queries.get_recent_signers(reader, 100)
         now_ms = int(time.time() * 1000)
         finality_lag_s = (now_ms - blocks[0]["timestamp_ms"]) / 1000 if blocks else None
-        bars = list(reversed(stats["items"]))
+        bars = get_time_buckets(stats["items"], now_ms // 1000, 60 if interval == "minute" else 3600,
+                                60 if interval == "minute" else 24)
         peak = max([b["tx_per_s"] for b in bars] + [0.001])
         return render(request, "home.html", st=st, blocks=blocks, txs=txs, bars=bars, peak=peak, interval=interval,
                       totals=stats.get("totals"), current=current, seen=seen, signed=signed,
@@ -186,7 +212,7 @@ def mount_pages(app: FastAPI, reader: Engine) -> None:
         b = ep["get_block"](block_id=str(tx["block_height"]))
         p = tx["proof"]
         bundle = {
-            "format": "chainshare-explorer-proof/v1", "chain_id": status()["chain_id"], "epoch": b["epoch"],
+            "format": "chainshare-explorer-proof/v1", "chain_id": get_chain_id(), "epoch": b["epoch"],
             "tx_hash": tx["hash"], "block_height": tx["block_height"], "block_hash": p["block_hash"],
             "header": p["header"], "qc": p["qc"]["encoded"] if p["qc"] else None,
             "transaction": p["transaction"], "receipt": p["receipt"],
