@@ -75,6 +75,22 @@ def f_time(ms: Any) -> Markup:
     return Markup('<time datetime="{0}">{1}</time>').format(t.isoformat(), t.strftime("%Y-%m-%d %H:%M:%S UTC"))
 
 
+def f_duration(seconds: Any) -> str:
+    """A duration for reading: 0.7 s, 42 s, 5 min 3 s, 3 h 12 min, 1,117 days."""
+    if seconds is None:
+        return "—"
+    s = float(seconds)
+    if s < 10:
+        return f"{s:.1f} s"
+    if s < 60:
+        return f"{s:.0f} s"
+    if s < 3600:
+        return f"{int(s // 60)} min {int(s % 60)} s"
+    if s < 86400 * 2:
+        return f"{int(s // 3600)} h {int(s % 3600 // 60)} min"
+    return f"{int(s // 86400):,} days"
+
+
 def f_json(v: Any) -> str:
     return json.dumps(v, indent=1, sort_keys=True, ensure_ascii=False)
 
@@ -97,7 +113,7 @@ def mount_pages(app: FastAPI, reader: Engine) -> None:
     ep: dict[str, Callable[..., Any]] = {r.name: r.endpoint for r in app.routes if isinstance(r, APIRoute)}
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     env = templates.env
-    env.filters.update(num=f_num, short=f_short, time=f_time, tojson_pretty=f_json)
+    env.filters.update(num=f_num, short=f_short, time=f_time, tojson_pretty=f_json, duration=f_duration)
     env.globals.update(page_link=page_link, quote=quote)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
 
@@ -242,7 +258,7 @@ def mount_pages(app: FastAPI, reader: Engine) -> None:
         out = ep["list_agencies"](limit=1000)
         return render(request, "agencies.html", items=out["items"], csv="/api/v1/agencies?format=csv&limit=1000")
 
-    @page("/agency/{name}")
+    @page("/agency/{name:path}")  # a name may hold a "/"
     def agency_page(request: Request, name: str) -> HTMLResponse:
         if len(name) > 128:
             raise PageError(400, "Name too long", "Agency names are at most 128 characters.")

@@ -5,8 +5,10 @@ function localize(root) {
     const d = new Date(t.getAttribute("datetime"));
     if (isNaN(d)) continue;
     t.dataset.local = "1";
-    t.title = t.textContent;
-    t.textContent += " · " + d.toLocaleString();
+    const local = document.createElement("span");
+    local.className = "local";
+    local.textContent = d.toLocaleString() + " (local)";
+    t.after(local);
   }
 }
 window.chainshareLocalize = localize;
