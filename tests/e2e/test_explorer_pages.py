@@ -250,8 +250,14 @@ def test_follow_a_dataset_from_its_grant_to_the_delivery(browser: Browser, explo
     assert "AccessControl.request" in res[6] and "quarterly audit" in res[6]
 
 
-def test_export_a_csv_and_check_its_rows(browser: Browser, explorer: str, activity: dict[str, Any]) -> None:
-    res = browser.run([{"do": "goto", "url": explorer + "/txs"}, {"do": "download", "sel": "a.csv"}])
+def test_export_a_csv_and_check_its_rows_and_get_search_suggestions(browser: Browser, explorer: str, activity: dict[str, Any]) -> None:
+    res = browser.run([{"do": "goto", "url": explorer + "/txs"}, {"do": "download", "sel": "a.csv"},
+                       # search suggestions as you type (a misspelt agency name)
+                       {"do": "fill", "sel": "#q", "value": "agnecy1"},
+                       {"do": "wait", "sel": "#q-suggestions option"},
+                       {"do": "eval", "js": "[...document.querySelectorAll('#q-suggestions option')]"
+                                            ".map(o => o.value + ' ' + o.label)"}])
+    assert "agency1 agency" in res[4]
     rows = list(csv.DictReader(io.StringIO(res[1]["text"])))
     api = httpx.get(explorer + "/api/v1/txs", params={"limit": 1000}, timeout=30).json()["items"]
     assert [r["hash"] for r in rows] == [t["hash"] for t in api]
