@@ -7,9 +7,9 @@ ETHERS := tests/ethers/node_modules/.package-lock.json
 WEBJS  := chainshare/explorer/web/js
 BUNDLE := chainshare/explorer/web/static/verify.bundle.js
 E2E    := tests/e2e/node_modules/.package-lock.json
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 NPM_OK := command -v npm >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; }
-SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test test-fast lint typecheck bench contracts clean install
 
