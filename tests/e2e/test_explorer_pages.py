@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import SHOTS, Browser
+from browserkit import SHOTS, Browser
 from explorerkit import anchor, calldata, propose
 from netkit import Devnet, DevnetPool, cli_command, cli_json, run_cli, shutdown_devnet, wait_until
 from test_sharing_cli import OWNER_FULL_ACCESS, configure_data_plane
