@@ -1,0 +1,1 @@
+"""The explorer's server-rendered pages for auditors (Jinja2), with in-browser proof verification."""

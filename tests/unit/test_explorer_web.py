@@ -1,0 +1,88 @@
+"""The explorer pages without a network: an empty and a hostile index render without a stack trace,
+names are HTML-escaped, bad ids are precise 400s, unknown ones friendly 404s, and the helpers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import insert
+
+from chainshare.explorer.api.app import create_explorer_app
+from chainshare.explorer.db import schema as s
+from chainshare.explorer.db.engine import create_db_engine
+from chainshare.explorer.web.pages import f_duration, f_num, f_short, get_time_buckets
+
+EVIL = '<script>alert("x")</script>'
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> TestClient:
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'ex.db'}")
+    s.metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(insert(s.agencies).values(name=EVIL, role="member", active=True, added_height=0,
+                                               tx_count=1234567, last_height=None))
+    return TestClient(create_explorer_app(engine), raise_server_exceptions=False)
+
+
+def test_every_page_of_an_empty_index_renders(client: TestClient) -> None:
+    for path in ("/", "/blocks", "/txs", "/agencies", "/datasets", "/validators", "/governance", "/evidence"):
+        r = client.get(path)
+        assert r.status_code == 200, (path, r.text[:300])
+        assert r.headers["content-type"].startswith("text/html") and "Traceback" not in r.text
+        assert float(r.headers["server-timing"].split("dur=")[1]) >= 0
+
+
+def test_names_from_the_chain_are_escaped(client: TestClient) -> None:
+    r = client.get("/agencies")
+    assert EVIL not in r.text and "&lt;script&gt;" in r.text and "1,234,567" in r.text
+    page = client.get("/agency/" + EVIL)
+    assert page.status_code == 200 and EVIL not in page.text
+
+
+@pytest.mark.parametrize(("path", "status", "words"), [
+    ("/tx/0x" + "00" * 32, 404, "no indexed transaction"),
+    ("/tx/0x12", 400, "expected 0x followed by 64 hex digits"),
+    ("/block/99", 404, "no indexed block 99"),
+    ("/block/xyz", 400, "neither a block number"),
+    ("/dataset/7", 404, "no dataset 7"),
+    ("/dataset/abc", 400, "not a dataset id"),
+    ("/address/0x1234", 400, "expected 0x + 40 hex digits"),
+    ("/address/0x" + "ab" * 20, 404, "no indexed activity"),
+    ("/governance/5", 404, "no proposal 5"),
+    ("/txs?before=-1", 400, "page cursor"),
+    ("/search?q=", 400, "Type a block number"),
+    ("/search?q=0xabc", 400, "has 3 hex digits"),
+    ("/search?q=nothing-like-this", 404, "Nothing indexed matches"),
+    ("/agency/" + "a" * 200, 400, "at most 128"),
+    ("/no/such/page", 404, "There is no page at /no/such/page"),
+    ("/tx/0x12/proof.json", 400, "64 hex digits"),
+])
+def test_bad_and_unknown_ids_get_precise_friendly_errors(client: TestClient, path: str, status: int,
+                                                         words: str) -> None:
+    r = client.get(path)
+    assert r.status_code == status and words in r.text and "Traceback" not in r.text
+
+
+def test_api_errors_stay_json(client: TestClient) -> None:
+    r = client.get("/api/v1/nothing")
+    assert r.status_code == 404 and r.json()["error"]["type"] == "NotFound"
+
+
+def test_a_database_outage_is_a_503_page(tmp_path: Path) -> None:
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'missing.db'}")  # no tables
+    r = TestClient(create_explorer_app(engine), raise_server_exceptions=False).get("/blocks")
+    assert r.status_code == 503 and "database unavailable" in r.text
+
+
+def test_helpers() -> None:
+    assert f_num(1234567) == "1,234,567" and f_num(None) == ""
+    h = "0x" + "ab" * 32
+    out = str(f_short(h, "/tx/" + h))
+    assert 'title="' + h + '"' in out and "0xabababab…ababab" in out and 'data-copy="' + h + '"' in out
+    assert f_duration(0.74) == "0.7 s" and f_duration(303) == "5 min 3 s" and f_duration(96_527_040) == "1,117 days"
+    buckets = get_time_buckets([{"bucket": 600, "txs": 6, "tx_per_s": 0.1}], 725, 60, 5)
+    assert [b["bucket"] for b in buckets] == [480, 540, 600, 660, 720] and buckets[2]["txs"] == 6
+    assert sum(b["txs"] for b in buckets) == 6
