@@ -43,11 +43,10 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
-from mpyc import finfields, thresha
-
 from chainshare import codec
 from chainshare.crypto.hashing import keccak256
 from chainshare.errors import ChainshareError, InvalidInput
+from chainshare.privacy.shamir import finfields, thresha
 from chainshare.sharing.compute import (
     MAX_QUERY_BYTES,
     NoisePlan,

@@ -178,3 +178,16 @@ def test_input_commitment_binds_the_vector_and_hides_it_behind_the_salt() -> Non
     c = compute_input_commitment(1, 2, b"\x11" * 32, [5, 6], salt)
     assert c != compute_input_commitment(1, 2, b"\x11" * 32, [5, 7], salt)
     assert c != compute_input_commitment(1, 2, b"\x11" * 32, [5, 6], bytes(32))
+
+
+def test_importing_the_mpc_library_leaves_argv_logging_and_the_event_loop_alone() -> None:
+    import subprocess
+    import sys
+
+    code = ("import asyncio, logging, sys; policy = type(asyncio.get_event_loop_policy()); "
+            "import chainshare.privacy.aggregate; "
+            "assert type(asyncio.get_event_loop_policy()) is policy, asyncio.get_event_loop_policy(); "
+            "assert not logging.getLogger().handlers; assert sys.argv[1:] == ['-H', '--no-log']")
+    done = subprocess.run([sys.executable, "-c", code, "-H", "--no-log"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "" and done.stderr == ""
