@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from chainshare.api.errors import http_error
+from chainshare.api.joint import create_joint_router
 from chainshare.api.jsonrpc import JsonRpc, parse_data
 from chainshare.api.limits import ApiWorkers, WorkBudget
 from chainshare.api.sharing import create_sharing_router
@@ -251,6 +252,7 @@ def create_rest_app(node: Node, rpc: JsonRpc, workers: ApiWorkers) -> FastAPI:
         return {"items": logs[:limit], "truncated": len(logs) > limit}
 
     app.include_router(create_sharing_router(node))  # datasets, grants, audit, vault, fetch, query
+    app.include_router(create_joint_router(node))  # joint secure aggregation across agencies
     return app
 
 

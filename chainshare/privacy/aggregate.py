@@ -334,6 +334,7 @@ class JointSession:
     _inputs: dict[int, bytes] = field(default_factory=dict)
     _sums: dict[int, bytes] = field(default_factory=dict)
     _sent_sum: bool = False
+    started: bool = False  # ``start`` ran: this party has shared its own input
     totals: list[int] | None = None
 
     def __post_init__(self) -> None:
@@ -346,6 +347,7 @@ class JointSession:
         if len(noisy_vector) != self.width:
             raise ValueError("the vector does not match the query's cells")
         blobs = split_into_shares(noisy_vector, self.parties)
+        self.started = True
         out: list[InputShare | SumShare] = []
         for j, blob in enumerate(blobs, start=1):
             msg = InputShare(self.job_id, self.index, j, blob)
