@@ -64,6 +64,8 @@ def datasets(net: Consortium, tmp_path_factory: pytest.TempPathFactory) -> dict[
     base = tmp_path_factory.mktemp("joint")
     ids = {owner: _publish(net, base, owner, JOINT_POLICY, "joint") for owner in OWNERS}
     ids["compute_only"] = _publish(net, base, "agency4", COMPUTE_ONLY, "compute-only")
+    for owner in OWNERS:  # room for two epsilon-10 joint queries (the default budget is 10)
+        cli(net, owner, "access", "limits", ids[owner], "--budget", 25, "--queries-per-hour", 30)
     for owner in OWNERS:
         granted = cli(net, REQUESTER, "access", "request", ids[owner], "--action", "compute_joint", "--purpose",
                       "joint statistics")
