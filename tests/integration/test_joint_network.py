@@ -1,7 +1,7 @@
-"""Secure aggregation across agencies on a real 4-validator devnet (issue 15, first half):
+"""Secure aggregation across agencies on a real 5-validator devnet (issue 15, first half):
 ``chainshare node run`` processes on 127.0.0.1, one agency per node. agency1, agency3 and agency4 each
 own a dataset of people; agency2 asks for the joint count / sum / mean with ``chainshare joint
-query`` through its own node. The owners' nodes exchange only Shamir shares over their mutual-TLS
+query`` through its own node; then all five agencies, agency2 (the requester) among the owners. The owners' nodes exchange only Shamir shares over their mutual-TLS
 P2P sessions; the job, the input commitments, the result hash and every participant's confirmation
 are on chain; the epsilon is charged on every dataset.
 
@@ -21,32 +21,37 @@ from typing import Any
 
 import httpx
 import pytest
-from netkit import run_cli
-from test_sharing_network import Consortium, cli, net  # noqa: F401 (net is a fixture)
+from netkit import DevnetPool, run_cli, shutdown_devnet
+from test_sharing_network import Consortium, cli
+
+from chainshare.bench import free_port_block
+from chainshare.devnet import create_devnet, start_devnet
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("joint-network")]
 
+NODES = 5
 OWNERS = ("agency1", "agency3", "agency4")
+ALL = ("agency1", "agency2", "agency3", "agency4", "agency5")
 REQUESTER = "agency2"
 JOINT_POLICY = f'permit (principal == Agency::"{REQUESTER}", action == Action::"compute_joint", resource);\n'
 COMPUTE_ONLY = f'permit (principal == Agency::"{REQUESTER}", action == Action::"compute", resource);\n'
 SCHEMA = {"columns": [{"name": "name", "kind": "personal"}, {"name": "district", "kind": "string"},
                       {"name": "income", "kind": "integer"}], "min_group": 5}
-SIZES = {"agency1": 41, "agency3": 57, "agency4": 33}
+SIZES = {"agency1": 41, "agency2": 29, "agency3": 57, "agency4": 33, "agency5": 38}
 
 
 def people(owner: str) -> list[dict[str, Any]]:
-    k = OWNERS.index(owner)
+    k = ALL.index(owner)
     return [{"name": f"Perpetua Oakhollow-{k}-{i:02d}", "district": ("north", "south")[i % 2],
              "income": 30_011 + 997 * i + 13 * k} for i in range(SIZES[owner])]
 
 
-SECRETS = ["Oakhollow"] + [str(r["income"]) for o in OWNERS for r in people(o)]
+SECRETS = ["Oakhollow"] + [str(r["income"]) for o in ALL for r in people(o)]
 QUERY = {"select": [{"fn": "count"}, {"fn": "sum", "column": "income", "bounds": [0, 100_000]},
                     {"fn": "avg", "column": "income", "bounds": [0, 100_000]}], "epsilon": 10}
 
 
-def _publish(net: Consortium, base: Path, owner: str, policy: str, tag: str) -> int:  # noqa: F811
+def _publish(net: Consortium, base: Path, owner: str, policy: str, tag: str) -> int:
     path = base / f"{owner}-{tag}.csv"
     with path.open("w", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=["name", "district", "income"])
@@ -60,34 +65,50 @@ def _publish(net: Consortium, base: Path, owner: str, policy: str, tag: str) -> 
 
 
 @pytest.fixture(scope="module")
-def datasets(net: Consortium, tmp_path_factory: pytest.TempPathFactory) -> dict[str, int]:  # noqa: F811
+def net(devnet_pool: DevnetPool) -> Consortium:
+    last: Exception | None = None
+    for attempt in range(3):
+        directory = devnet_pool.base / f"joint{attempt}"
+        create_devnet(directory, NODES, free_port_block(2 * NODES))
+        devnet_pool.register(directory)  # stopped at the end of the module, whatever happens
+        try:
+            start_devnet(directory, timeout=90)
+            return Consortium(directory)
+        except Exception as exc:  # most likely a port taken between the probe and the bind
+            last = exc
+            shutdown_devnet(directory)
+    raise AssertionError(f"could not start a {NODES}-node devnet: {last}")
+
+
+@pytest.fixture(scope="module")
+def datasets(net: Consortium, tmp_path_factory: pytest.TempPathFactory) -> dict[str, int]:
     base = tmp_path_factory.mktemp("joint")
-    ids = {owner: _publish(net, base, owner, JOINT_POLICY, "joint") for owner in OWNERS}
+    ids = {owner: _publish(net, base, owner, JOINT_POLICY, "joint") for owner in ALL}
     ids["compute_only"] = _publish(net, base, "agency4", COMPUTE_ONLY, "compute-only")
-    for owner in OWNERS:  # room for two epsilon-10 joint queries (the default budget is 10)
-        cli(net, owner, "access", "limits", ids[owner], "--budget", 25, "--queries-per-hour", 30)
-    for owner in OWNERS:
+    for owner in ALL:  # room for three epsilon-10 joint queries (the default budget is 10)
+        cli(net, owner, "access", "limits", ids[owner], "--budget", 40, "--queries-per-hour", 30)
+    for owner in ALL:
         granted = cli(net, REQUESTER, "access", "request", ids[owner], "--action", "compute_joint", "--purpose",
                       "joint statistics")
         assert granted["allowed"] is True, granted
     return ids
 
 
-def joint_query(net: Consortium, ids: list[int], tmp_path: Path) -> Any:  # noqa: F811
+def joint_query(net: Consortium, ids: list[int], tmp_path: Path) -> Any:
     (tmp_path / "q.json").write_text(json.dumps(QUERY))
     return run_cli("joint", "query", "--datasets", ",".join(map(str, ids)), "--query", tmp_path / "q.json",
                    "--devnet", net.dir, "--as", REQUESTER, "--json")
 
 
-def job(net: Consortium, job_id: int, node: str = "node1") -> dict[str, Any]:  # noqa: F811
+def job(net: Consortium, job_id: int, node: str = "node1") -> dict[str, Any]:
     response = httpx.get(f"{net.api(node)}/joint/jobs/{job_id}", timeout=10)
     assert response.status_code == 200, response.text
     return dict(response.json())
 
 
-def test_joint_count_sum_mean_over_three_agencies(net: Consortium, datasets: dict[str, int],  # noqa: F811
+def test_joint_count_sum_mean_over_three_agencies(net: Consortium, datasets: dict[str, int],
                                                   tmp_path: Path) -> None:
-    offsets = {n: net.log_offset(n) for n in ("node1", "node2", "node3", "node4")}
+    offsets = {f"node{i}": net.log_offset(f"node{i}") for i in range(1, NODES + 1)}
     proc = joint_query(net, [datasets[o] for o in OWNERS], tmp_path)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
@@ -113,8 +134,22 @@ def test_joint_count_sum_mean_over_three_agencies(net: Consortium, datasets: dic
     assert not [s for s in SECRETS if s in proc.stdout + proc.stderr]
 
 
-def test_a_dataset_whose_policy_does_not_allow_joint_computation_blocks_the_job(  # noqa: F811
-        net: Consortium, datasets: dict[str, int], tmp_path: Path) -> None:  # noqa: F811
+def test_five_agencies_with_the_requester_among_the_owners(net: Consortium, datasets: dict[str, int],
+                                                          tmp_path: Path) -> None:
+    proc = joint_query(net, [datasets[o] for o in ALL], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    rows = [r for o in ALL for r in people(o)]
+    (noisy_count, noisy_sum, _), = out["result"]["groups"]
+    assert abs(noisy_count - len(rows)) <= 8  # 5 draws of scale 0.3
+    assert abs(noisy_sum - sum(r["income"] for r in rows)) <= 15 * 30_000 * 5
+    assert out["participants"] == list(ALL)
+    assert job(net, out["job_id"], "node5")["status"] == "completed"
+    assert not [s for s in SECRETS if s in proc.stdout + proc.stderr]
+
+
+def test_a_dataset_whose_policy_does_not_allow_joint_computation_blocks_the_job(
+        net: Consortium, datasets: dict[str, int], tmp_path: Path) -> None:
     denied = cli(net, REQUESTER, "access", "request", datasets["compute_only"], "--action", "compute_joint",
                  "--purpose", "joint statistics", code=1)  # a denied request exits 1, its decision on chain
     assert denied["allowed"] is False
@@ -123,8 +158,8 @@ def test_a_dataset_whose_policy_does_not_allow_joint_computation_blocks_the_job(
     assert "compute_joint" in proc.stderr and f"dataset {datasets['compute_only']}" in proc.stderr, proc.stderr
 
 
-def test_an_owner_node_that_is_down_aborts_the_job_with_an_on_chain_record(  # noqa: F811
-        net: Consortium, datasets: dict[str, int], tmp_path: Path) -> None:  # noqa: F811
+def test_an_owner_node_that_is_down_aborts_the_job_with_an_on_chain_record(
+        net: Consortium, datasets: dict[str, int], tmp_path: Path) -> None:
     net.stop_node("node4")
     try:
         proc = joint_query(net, [datasets[o] for o in OWNERS], tmp_path)
@@ -137,7 +172,7 @@ def test_an_owner_node_that_is_down_aborts_the_job_with_an_on_chain_record(  # n
         net.restart()
 
 
-def _job_ids(net: Consortium) -> list[int]:  # noqa: F811
+def _job_ids(net: Consortium) -> list[int]:
     ids = []
     for i in range(1, 50):
         if httpx.get(f"{net.api('node1')}/joint/jobs/{i}", timeout=10).status_code != 200:
