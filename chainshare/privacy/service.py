@@ -280,15 +280,23 @@ class JointService:
         salt = secrets.token_bytes(32)
         await self._record("commitInput", job_id, compute_input_commitment(job_id, dataset.id, dataset.content_hash,
                                                                            vector, salt))
+        log_event(log, logging.INFO, "joint input committed", job=job_id, party=index, dataset=dataset.id)
         await self._wait_status(job_id, "running")
         self._send(run, run.session.start(noisy))
         for peer, data in self._pending.pop(job_id, []):
             self.on_share(peer, data)
-        try:
-            await asyncio.wait_for(run.done.wait(), self.phase_timeout)
-        except TimeoutError:
-            missing = [run.participants[i - 1] for i in run.session.missing]
-            raise JointAborted(f"no shares from {missing} within {self.phase_timeout:.0f} s", reason="dropout") from None
+        deadline = time.monotonic() + self.phase_timeout
+        while not run.done.is_set():  # until every share is in, the job aborted elsewhere, or the deadline
+            try:
+                await asyncio.wait_for(run.done.wait(), 0.5)
+            except TimeoutError:
+                status = self.read_job(job_id)
+                if status.status == "aborted":
+                    raise JointAborted(f"joint job {job_id} was aborted: {status.reason}", reason="aborted") from None
+                if time.monotonic() > deadline:
+                    missing = [run.participants[i - 1] for i in run.session.missing]
+                    raise JointAborted(f"no shares from {missing} within {self.phase_timeout:.0f} s",
+                                       reason="dropout") from None
         assert run.session.totals is not None
         try:
             result = release_joint_result(jq, run.session.totals)

@@ -16,6 +16,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +30,7 @@ from test_sharing_network import Consortium, cli
 
 from chainshare.bench import free_port_block
 from chainshare.devnet import create_devnet, start_devnet
+from chainshare.execution.contracts.joint import JointCompute
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("joint-network")]
 
@@ -169,6 +174,36 @@ def test_an_owner_node_that_is_down_aborts_the_job_with_an_on_chain_record(
         record = job(net, latest)
         assert record["status"] == "aborted" and "dropout" in record["reason"] and "agency4" in record["reason"]
     finally:
+        net.restart()
+
+
+def test_an_owner_that_drops_out_mid_run_aborts_the_job_cleanly(net: Consortium, datasets: dict[str, int],
+                                                                tmp_path: Path) -> None:
+    """agency4's node is killed (SIGKILL) right after its input commitment is final: the job is aborted on
+    chain naming the drop-out, nothing is released, and no owner confirms a result."""
+    since = net.log_offset("node4")
+    (tmp_path / "q.json").write_text(json.dumps(QUERY))
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "chainshare"), "joint", "query", "--datasets",
+         ",".join(str(datasets[o]) for o in OWNERS), "--query", str(tmp_path / "q.json"), "--devnet", str(net.dir),
+         "--as", REQUESTER, "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        committed = net.wait_log(since, "agency4's commitment", timeout=120, name="node4", msg="joint input committed")
+        os.kill(int(net.node("node4")["pid"]), signal.SIGKILL)
+        stdout, stderr = proc.communicate(timeout=300)
+        assert proc.returncode != 0 and stdout == "", stdout
+        assert "aborted" in stderr, stderr
+        record = job(net, int(committed["job"]))
+        assert record["status"] == "aborted" and "agency4" in record["reason"], record
+        def events_of(event: Any) -> list[Any]:
+            params = {"topic0": "0x" + event.topic.hex(), "topic1": "0x" + record["job_id"].to_bytes(32, "big").hex()}
+            return list(httpx.get(f"{net.api('node1')}/events", params=params, timeout=10).json()["items"])
+
+        assert len(events_of(JointCompute.E_ABORTED)) == 1
+        assert events_of(JointCompute.E_CONFIRMED) == [] and events_of(JointCompute.E_RECORDED) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
         net.restart()
 
 
