@@ -48,6 +48,7 @@ def create_joint_router(node: Any) -> APIRouter:
         return {"job_id": job_id, "requester": job.requester, "datasets": list(job.dataset_ids),
                 "grants": list(job.grant_ids), "participants": list(job.participants),
                 "query_hash": "0x" + job.query_hash.hex(), "epsilon": job.epsilon_micro / 1_000_000,
-                "status": job.status, "reason": job.reason}
+                "status": job.status, "reason": job.reason, "outcome": job.outcome,
+                "result_hash": "0x" + job.result_hash.hex()}
 
     return router

@@ -79,6 +79,8 @@ class JointJob:
     epsilon_micro: int
     status: str
     reason: str
+    outcome: str  # once completed: what every participant confirmed, and the result's hash
+    result_hash: bytes
 
 
 @dataclass
@@ -140,7 +142,8 @@ class JointService:
         except ChainshareError:
             raise NotFound(f"no joint job {job_id} on this node's chain") from None
         return JointJob(str(r[0]), tuple(int(x) for x in r[1]), tuple(int(x) for x in r[2]),
-                        tuple(str(x) for x in r[3]), bytes(r[4]), int(r[5]), str(r[6]), str(r[8]))
+                        tuple(str(x) for x in r[3]), bytes(r[4]), int(r[5]), str(r[6]), str(r[8]), str(r[9]),
+                        bytes(r[10]))
 
     async def _record(self, fn: str, *args: Any, min_gas: int = 0) -> bytes:
         """Submit JointCompute.``fn`` from this agency's account and wait until it is final; its output."""
@@ -208,11 +211,19 @@ class JointService:
             await asyncio.gather(*tasks, return_exceptions=True)
             raise JointAborted(f"joint job {job_id} aborted: {owner}: {text}", reason="dropout")
         answers = [t.result() for t in tasks]
-        outcomes = {(a[0], bytes(a[1])) for a in answers}  # type: ignore[index]
+        if not all(isinstance(a, list) and len(a) == 2 and isinstance(a[0], str) and isinstance(a[1], bytes)
+                   for a in answers):
+            raise JointAborted(f"an owner of joint job {job_id} answered a malformed result", reason="inconsistent")
+        outcomes = {(a[0], a[1]) for a in answers}
         if len(outcomes) != 1:
             raise JointAborted(f"the owners of joint job {job_id} answered different results", reason="inconsistent")
         outcome, result_json = outcomes.pop()
         final = self.read_job(job_id)
+        # What the owners answered must be what they all signed on chain.
+        expected = keccak256(result_json) if outcome == "released" else bytes(32)
+        if final.status != "completed" or final.outcome != outcome or final.result_hash != expected:
+            raise JointAborted(f"the owners' answer to joint job {job_id} does not match its on-chain record",
+                               reason="inconsistent")
         if outcome == "min_group":
             raise QueryRefused(f"joint job {job_id} refused by the datasets' privacy rule: no cell reaches the "
                                f"strictest min_group={jq.schema.min_group} (measured with noise); the epsilon was "

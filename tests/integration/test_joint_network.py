@@ -129,6 +129,7 @@ def test_joint_count_sum_mean_over_three_agencies(net: Consortium, datasets: dic
     record = job(net, out["job_id"], "node3")
     assert record["status"] == "completed" and record["requester"] == REQUESTER
     assert record["datasets"] == [datasets[o] for o in OWNERS] and record["epsilon"] == 10
+    assert record["outcome"] == "released" and record["result_hash"] == out["result_hash"]
     for owner in OWNERS:  # the epsilon is charged on every dataset, under the joint grant
         audit = httpx.get(f"{net.api('node1')}/datasets/{datasets[owner]}/audit", timeout=10).json()["items"]
         computed = [e for e in audit if e["event"] == "ComputationRecorded"]

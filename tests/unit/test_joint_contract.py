@@ -137,6 +137,7 @@ def test_a_job_runs_commit_then_confirm_and_charges_every_dataset(ledger: Ledger
     assert events(last)[-1][1]["resultHash"] == RH and events(last)[-1][1]["participants"] == list(OWNERS)
     assert [spent(ledger, g) for g in grants] == [EPS] * 3
     assert view(ledger, JC, "getJob", job)[6] == "completed"
+    assert view(ledger, JC, "getJob", job)[9:] == ("released", RH)
 
 
 def test_a_dataset_whose_policy_does_not_allow_it_blocks_the_job(ledger: Ledger) -> None:

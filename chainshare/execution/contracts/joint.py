@@ -207,11 +207,14 @@ class JointCompute(SystemContract):
 
     @method("getJob(uint256 jobId)", returns="string requester, uint256[] datasetIds, uint256[] grantIds, "
             "string[] participants, bytes32 queryHash, uint64 epsilonMicro, string status, bytes32[] commitments, "
-            "string reason", view=True)
+            "string reason, string outcome, bytes32 resultHash", view=True)
     def get_job(self, ctx: CallContext, job_id: int) -> tuple[Any, ...]:
+        """The job; ``outcome`` and ``resultHash`` are those every participant confirmed once it is
+        completed ("" and zero before)."""
         job = self._load(ctx, job_id)
         commitments = [c or bytes(32) for c in job[7]]
-        return job[0], job[1], job[2], job[3], job[4], job[5], job[6], commitments, job[9]
+        outcome, result_hash = job[8][0] if job[6] == STATUS_COMPLETED else ("", bytes(32))
+        return job[0], job[1], job[2], job[3], job[4], job[5], job[6], commitments, job[9], outcome, result_hash
 
     @method("jobCount()", returns="uint256", view=True)
     def job_count(self, ctx: CallContext) -> int:
