@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Header
+from fastapi import APIRouter, Body, Header, Path
 from pydantic import BaseModel, Field
 
 from chainshare.errors import Unauthorized
@@ -43,7 +43,7 @@ def create_joint_router(node: Any) -> APIRouter:
         return await get_joint_service(sharing).run_joint_query(body.datasets, body.query)
 
     @router.get("/joint/jobs/{job_id}", summary="A joint job's on-chain record")
-    async def show_job(job_id: int) -> dict[str, Any]:
+    async def show_job(job_id: Annotated[int, Path(ge=1, le=MAX_ID)]) -> dict[str, Any]:
         job = get_joint_service(get_sharing_service(node)).read_job(job_id)
         return {"job_id": job_id, "requester": job.requester, "datasets": list(job.dataset_ids),
                 "grants": list(job.grant_ids), "participants": list(job.participants),

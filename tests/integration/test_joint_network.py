@@ -130,6 +130,9 @@ def test_joint_count_sum_mean_over_three_agencies(net: Consortium, datasets: dic
     assert record["status"] == "completed" and record["requester"] == REQUESTER
     assert record["datasets"] == [datasets[o] for o in OWNERS] and record["epsilon"] == 10
     assert record["outcome"] == "released" and record["result_hash"] == out["result_hash"]
+    for bad, status in (("0", 400), (str(2**300), 400), ("x", 400), ("999999", 404)):
+        response = httpx.get(f"{net.api('node2')}/joint/jobs/{bad}", timeout=10)
+        assert response.status_code == status, (bad, response.status_code, response.text)
     for owner in OWNERS:  # the epsilon is charged on every dataset, under the joint grant
         audit = httpx.get(f"{net.api('node1')}/datasets/{datasets[owner]}/audit", timeout=10).json()["items"]
         computed = [e for e in audit if e["event"] == "ComputationRecorded"]
