@@ -246,7 +246,7 @@ class JointService:
             raise InvalidInput("malformed joint.start")
         job_id, query_json = body
         requester = self.agency if peer == LOCAL_PEER else self.sharing._peer_agency(peer)
-        deadline = time.monotonic() + 30.0  # the requester saw the job final; this node may be a block behind
+        deadline = time.monotonic() + min(30.0, self.phase_timeout)  # the requester saw it final; we may lag
         while True:
             try:
                 job = self.read_job(job_id)
