@@ -303,12 +303,15 @@ async def start_replica(node: Node) -> tuple[Any, Any]:
     from chainshare.sharing.service import attach_sharing, get_sharing_service
 
     sharing = get_sharing_service(node)
+    from chainshare.privacy.service import get_joint_service  # joint secure aggregation: ``joint.*``
+    joint = get_joint_service(sharing)
     transport = P2PNode(
         P2PConfig(node_name=cfg.node.name, chain_id=node.chain_id, genesis_hash=node.chain.get_block(0).hash,
                   listen_host=cfg.p2p.listen_host, listen_port=cfg.p2p.listen_port, peers=tuple(peers),
                   max_frame_size=cfg.p2p.max_frame_bytes),
-        identity, is_allowed=replica.make_is_allowed(), on_message=sharing.route_message(replica.on_message),
-        on_request=sharing.route_request(replica.on_request), on_peer_down=sharing.on_peer_down)
+        identity, is_allowed=replica.make_is_allowed(),
+        on_message=joint.route_message(sharing.route_message(replica.on_message)),
+        on_request=joint.route_request(sharing.route_request(replica.on_request)), on_peer_down=sharing.on_peer_down)
     replica.transport = transport
     attach_sharing(node, transport, key_password=key_password)
     node.sharing = sharing

@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 
 from chainshare.api.credit import create_credit_router
 from chainshare.api.errors import http_error, install_request_error_handlers
+from chainshare.api.joint import create_joint_router
 from chainshare.api.jsonrpc import JsonRpc, parse_data
 from chainshare.api.limits import ApiWorkers, WorkBudget
 from chainshare.api.sharing import create_sharing_router
@@ -244,6 +245,7 @@ def create_rest_app(node: Node, rpc: JsonRpc, workers: ApiWorkers) -> FastAPI:
 
     app.include_router(create_sharing_router(node))  # datasets, grants, audit, vault, fetch, query
     app.include_router(create_credit_router(node, workers))  # credit records, scores, provenance, events
+    app.include_router(create_joint_router(node))  # joint secure aggregation across agencies
     return app
 
 

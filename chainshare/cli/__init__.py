@@ -32,11 +32,12 @@ def _register() -> None:
         devnet,
         explorer,
         genesis,
+        joint,
         node,
         tx,
     )
 
-    for mod in (ca, genesis, node, devnet, tx, chain, bench, dataset, access, audit, credit, explorer):
+    for mod in (ca, genesis, node, devnet, tx, chain, bench, dataset, access, audit, credit, explorer, joint):
         cli.add_command(mod.group)
 
 

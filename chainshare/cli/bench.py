@@ -157,3 +157,19 @@ def explorer(txs: int, db: str, clients: int, requests: int) -> None:
     result = run_explorer_bench(txs, db, clients, requests)
     result["saved_to"] = str(write_result(result))
     click.echo(json.dumps(result))
+
+
+@group.command("joint")
+@click.option("--agencies", type=click.IntRange(2, 16), default=3, show_default=True)
+@click.option("--rows", type=click.IntRange(1, 100_000_000), default=1_000_000, show_default=True,
+              help="Rows per agency.")
+def joint(agencies: int, rows: int) -> None:
+    """Secure aggregation (count + sum + mean) over AGENCIES x ROWS rows: time and bytes exchanged."""
+    import json
+
+    from chainshare.bench import write_result
+    from chainshare.privacy.bench import run_joint_bench
+
+    result = run_joint_bench(agencies, rows)
+    result["saved_to"] = str(write_result(result))
+    click.echo(json.dumps(result))

@@ -705,9 +705,10 @@ class SharingService:
         """Sign and submit a record transaction with this node's agency account (to its own mempool)."""
         return self.submit_call(ACCESS_CONTROL, data)
 
-    def submit_call(self, to: bytes, data: bytes) -> tuple[bytes | None, str | None]:
+    def submit_call(self, to: bytes, data: bytes, *, min_gas: int = 0) -> tuple[bytes | None, str | None]:
         """Sign a call with this node's agency account and submit it to this node's mempool, after a
-        dry run: (tx hash, None), or (None, why it was not submitted)."""
+        dry run: (tx hash, None), or (None, why it was not submitted). ``min_gas``: for a call that
+        may do more work on chain than in the dry run (e.g. the last of several confirmations)."""
         if self.account is None or self._account_key is None:
             return None, "this node has no agency account ([sharing] account_keystore)"
         try:
@@ -717,7 +718,7 @@ class SharingService:
             state = self.node.chain.state
             nonce = self.node.mempool.get_pending_nonce(state, self.account)
             raw = sign_eip1559(self._account_key, chain_id=self.node.chain_id, nonce=nonce, to=to,
-                               data=data, gas=used + used // 4 + 10_000)
+                               data=data, gas=max(min_gas, used + used // 4 + 10_000))
             return self.node.submit_raw_transaction(raw), None
         except ChainshareError as exc:
             log_event(log, logging.ERROR, "data-plane use not recorded", reason=exc.message)

@@ -15,13 +15,15 @@ from chainshare.execution.contracts.credit_registry import CreditRegistry
 from chainshare.execution.contracts.datasets import Datasets
 from chainshare.execution.contracts.evidence import Evidence
 from chainshare.execution.contracts.governance import Governance
+from chainshare.execution.contracts.joint import JointCompute
 from chainshare.execution.contracts.membership import Membership
 from chainshare.execution.contracts.notary import Notary
 from chainshare.execution.runtime import Runtime, SystemContract
 
 
 def all_contracts() -> list[SystemContract]:
-    return [Membership(), Governance(), Notary(), Datasets(), AccessControl(), Evidence(), CreditRegistry()]
+    return [Membership(), Governance(), Notary(), Datasets(), AccessControl(), Evidence(), CreditRegistry(),
+            JointCompute()]
 
 
 def build_runtime() -> Runtime:

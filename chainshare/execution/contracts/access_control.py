@@ -53,7 +53,7 @@ from typing import Any
 
 from chainshare import codec
 from chainshare.execution.contracts import cedar, datasets
-from chainshare.execution.contracts.addresses import ACCESS_CONTROL, GOVERNANCE
+from chainshare.execution.contracts.addresses import ACCESS_CONTROL, GOVERNANCE, JOINT_COMPUTE
 from chainshare.execution.contracts.membership import get_agency, get_agency_attribute, get_agency_of
 from chainshare.execution.runtime import G_SLOAD, CallContext, Revert, SystemContract, event, method
 
@@ -427,6 +427,23 @@ class AccessControl(SystemContract):
             raise Revert(f"a {reason} refusal ran no noisy check: its epsilonMicro must be 0")
         spent = self._charge_query(ctx, grant, epsilon_micro, rate_refusal=reason == REFUSED_RATE_LIMIT)
         ctx.emit(self.E_REFUSED, grant_id, grant.dataset_id, grant.grantee, query_hash, reason, epsilon_micro, spent)
+
+    @method("chargeJointComputation(uint256 grantId, bytes32 queryHash, bytes32 resultHash, uint64 epsilonMicro)")
+    def charge_joint_computation(self, ctx: CallContext, grant_id: int, query_hash: bytes, result_hash: bytes,
+                                 epsilon_micro: int) -> None:
+        """JointCompute only: a completed joint job charges its epsilon to the requester's budget on
+        this grant's dataset (the same budget as single-owner compute) and is recorded like an answer."""
+        if ctx.sender != JOINT_COMPUTE:
+            raise Revert("only JointCompute charges joint computations")
+        grant = self._load_grant(ctx, grant_id)
+        if grant.action != cedar.ACTION_COMPUTE_JOINT:
+            raise Revert(f"grant {grant_id} is for {grant.action!r}, not {cedar.ACTION_COMPUTE_JOINT!r}")
+        reason = self._invalid_reason(ctx, grant)
+        if reason:
+            raise Revert(reason)
+        spent = self._charge_query(ctx, grant, epsilon_micro, rate_refusal=False)
+        ctx.emit(self.E_COMPUTED, grant_id, grant.dataset_id, grant.grantee, query_hash, result_hash, epsilon_micro,
+                 spent)
 
     @method("getGrant(uint256 grantId)", returns="uint256 datasetId, string grantee, string action, string purpose, "
             "uint64 expiresAt, bool revoked", view=True)

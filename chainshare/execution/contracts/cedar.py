@@ -8,7 +8,7 @@ Names (fixed, so policies carry over between deployments; see contracts/policies
 - principal ``Agency::"<agency name>"`` with attributes ``role`` (String, from Membership) and
   ``jurisdiction`` (String, Membership attribute, "" when unset);
 - resource ``Dataset::"<dataset id in decimal>"`` with attribute ``owner`` (an ``Agency``);
-- actions ``Action::"read"``, ``Action::"read_identified"``, ``Action::"compute"``;
+- actions ``Action::"read"``, ``Action::"read_identified"``, ``Action::"compute"``, ``Action::"compute_joint"``;
 - context ``purpose`` (String, as requested) and ``time`` (Long, block timestamp in SECONDS).
 
 ``SCHEMA`` below is the consensus copy of the schema; contracts/policies/schema.cedarschema.json is
@@ -50,7 +50,8 @@ from chainshare.errors import ChainshareError
 ACTION_READ = "read"
 ACTION_READ_IDENTIFIED = "read_identified"
 ACTION_COMPUTE = "compute"
-ACTIONS = (ACTION_READ, ACTION_READ_IDENTIFIED, ACTION_COMPUTE)
+ACTION_COMPUTE_JOINT = "compute_joint"  # a joint (multi-owner) secure aggregation: execution.contracts.joint
+ACTIONS = (ACTION_READ, ACTION_READ_IDENTIFIED, ACTION_COMPUTE, ACTION_COMPUTE_JOINT)
 AGENCY_TYPE = "Agency"
 DATASET_TYPE = "Dataset"
 

@@ -1,0 +1,54 @@
+"""REST for joint secure aggregation: ``POST /joint/query`` (signed by an account of this node's
+agency, like every data-plane request) runs a joint job over several owners' datasets and returns
+the released result; ``GET /joint/jobs/{id}`` reads a job's on-chain record."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Header, Path
+from pydantic import BaseModel, Field
+
+from chainshare.errors import Unauthorized
+from chainshare.privacy.service import compute_joint_query_message, get_joint_service
+from chainshare.sharing import protocol as wire
+from chainshare.sharing.records import MAX_ID
+from chainshare.sharing.schema import canonical_json
+from chainshare.sharing.service import get_sharing_service
+
+
+class JointQueryBody(BaseModel):
+    datasets: list[Annotated[int, Field(ge=1, le=MAX_ID)]] = Field(..., min_length=2, max_length=16)
+    query: dict[str, Any] = Field(..., description="joint query: a compute query plus 'domain' for group_by columns")
+
+
+def create_joint_router(node: Any) -> APIRouter:
+    router = APIRouter(tags=["joint secure aggregation"])
+
+    @router.post("/joint/query", summary="Run a joint query over several owners' datasets (secure aggregation)")
+    async def joint_query(
+        body: Annotated[JointQueryBody, Body()],
+        signature: Annotated[str, Header(alias=wire.SIGNATURE_HEADER, max_length=140)],
+        timestamp: Annotated[str, Header(alias=wire.TIMESTAMP_HEADER, max_length=12)],
+        nonce: Annotated[str, Header(alias=wire.NONCE_HEADER, max_length=66)],
+    ) -> dict[str, Any]:
+        sharing = get_sharing_service(node)
+        if not timestamp.isdigit():
+            raise Unauthorized(f"header {wire.TIMESTAMP_HEADER} is malformed")
+        ts = int(timestamp)
+        digest = wire.compute_query_digest(canonical_json(body.query))
+        message = compute_joint_query_message(body.datasets, digest, node.cfg.node.name, node.chain_id, ts,
+                                              wire.parse_nonce_header(nonce))
+        sharing.admit_signed_request(message, wire.parse_signature_header(signature), ts)
+        return await get_joint_service(sharing).run_joint_query(body.datasets, body.query)
+
+    @router.get("/joint/jobs/{job_id}", summary="A joint job's on-chain record")
+    async def show_job(job_id: Annotated[int, Path(ge=1, le=MAX_ID)]) -> dict[str, Any]:
+        job = get_joint_service(get_sharing_service(node)).read_job(job_id)
+        return {"job_id": job_id, "requester": job.requester, "datasets": list(job.dataset_ids),
+                "grants": list(job.grant_ids), "participants": list(job.participants),
+                "query_hash": "0x" + job.query_hash.hex(), "epsilon": job.epsilon_micro / 1_000_000,
+                "status": job.status, "reason": job.reason, "outcome": job.outcome,
+                "result_hash": "0x" + job.result_hash.hex()}
+
+    return router
