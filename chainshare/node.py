@@ -112,6 +112,7 @@ class Node:
         if self.multi_validator and not cfg.p2p.listen_port:
             raise ConfigError(f"the network has {len(validators)} validators: configure [p2p] (listen_port, "
                               "peers, ca_cert, node_cert, node_key) so this node can take part in consensus")
+        self.check_upgrade()  # refuses a bad CHAINSHARE_SUPPORTED_VERSIONS; halts at once if already due
 
     @classmethod
     def from_config(cls, cfg: NodeConfig) -> Node:

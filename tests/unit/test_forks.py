@@ -187,3 +187,64 @@ def test_chain_verify_says_which_version_it_lacks(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv(SUPPORTED_VERSIONS_ENV, "1")
     with pytest.raises(UnsupportedProtocolVersion, match="block 8 runs under protocol version 2"):
         verify_chain(StoreSource(ChainStore(chain.store)))
+
+
+def test_single_validator_producer_halts_before_an_unsupported_version_and_continues_once_upgraded(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The node's own producer (and /healthz through the node's ASGI app): an "old" node stops at block 7,
+    the last before v2, and keeps serving; restarted with support it produces v2 blocks on the same data."""
+    import asyncio
+
+    import httpx
+
+    from chainshare.api.app import create_app
+    from chainshare.config import BlockSection, NodeConfig
+    from chainshare.node import Node, ValidatorKey
+
+    chain = Chain(GENESIS, VAL)
+    nonce = iter(range(100))
+    for data in (call_data(PROPOSE, GOVERNANCE, call_data(UPGRADE, 2, 8), "v2"), call_data("vote(uint256,bool)", 1, True),
+                 call_data("execute(uint256)", 1)):
+        chain.produce([sign_call(ALICE, GOVERNANCE, data, next(nonce))])
+    cfg = NodeConfig(block=BlockSection(block_time_ms=10, empty_block_interval_ms=10))
+    key = ValidatorKey(VAL.secret_key, VAL.public_key)
+
+    async def run(node: Node, until: Any) -> tuple[int, Any]:
+        producer = asyncio.create_task(node.run_producer())
+        for _ in range(1000):
+            if until():
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)  # time to (wrongly) go on
+        transport = httpx.ASGITransport(app=create_app(node))
+        async with httpx.AsyncClient(transport=transport, base_url="http://node") as client:
+            r = await client.get("/healthz")
+        await node.stop()
+        await producer
+        return r.status_code, r.json()
+
+    monkeypatch.setenv(SUPPORTED_VERSIONS_ENV, "1")
+    old = Node(cfg, GENESIS, chain.store, key)
+    status, body = asyncio.run(run(old, lambda: old.upgrade_required is not None))
+    assert old.chain.head_height == 7 and old.runtime.version == 1
+    assert status == 503 and body == {"status": "upgrade_required", "version": 2, "activation_height": 8,
+                                      "supported_versions": [1], "head": 7}
+    old._executor.shutdown(wait=True)  # the store is handed over as is (LevelDB would be closed and reopened)
+
+    monkeypatch.delenv(SUPPORTED_VERSIONS_ENV)
+    new = Node(cfg, GENESIS, chain.store, key)
+    status, body = asyncio.run(run(new, lambda: new.chain.head_height >= 10))
+    assert status == 200 and new.upgrade_required is None and new.chain.head_height >= 10
+    report = verify_chain(StoreSource(ChainStore(chain.store)))
+    assert report.protocol_versions == ((1, 0, 7), (2, 8, report.blocks - 1))
+    new.close()
+
+
+def test_a_node_refuses_to_start_with_versions_this_release_does_not_implement(monkeypatch: pytest.MonkeyPatch) -> None:
+    from chainshare.config import NodeConfig
+    from chainshare.ledger.store import MemoryStore
+    from chainshare.node import Node, ValidatorKey
+
+    monkeypatch.setenv(SUPPORTED_VERSIONS_ENV, "1,3")
+    with pytest.raises(ConfigError, match="implements versions 1,2"):
+        Node(NodeConfig(), GENESIS, MemoryStore(), ValidatorKey(VAL.secret_key, VAL.public_key))
