@@ -85,6 +85,7 @@ class Node:
         self.chain_id = genesis.chain_id
         self.chain = open_chain(store, genesis)
         self.upgrade_required: UpgradeRequired | None = None  # set once: halted before a version it lacks
+        self._runtime_at: tuple[int, Runtime] | None = None  # (head height, runtime of the next block)
         self.key = key
         m = cfg.mempool
         self.mempool = Mempool(_NextBlockRules(self), self.chain_id,  # type: ignore[arg-type]  # duck-typed
@@ -142,10 +143,16 @@ class Node:
     def runtime(self) -> Runtime:
         """The rules (protocol version) of the next block, which calls and admission run under; those
         of the head while the node is halted for a version it does not support."""
-        state, height = self.chain.state, self.chain.head_height + 1
+        head = self.chain.head_height
+        cached = self._runtime_at
+        if cached is not None and cached[0] == head:
+            return cached[1]
+        state, height = self.chain.state, head + 1
         if get_upgrade_required(state, height) is not None:
             height -= 1
-        return get_runtime_at(state, height)
+        runtime = get_runtime_at(state, height)
+        self._runtime_at = (head, runtime)  # one schedule read per block, not per call (API threads race benignly)
+        return runtime
 
     # -- gray upgrade --------------------------------------------------------------------------
     def check_upgrade(self) -> UpgradeRequired | None:

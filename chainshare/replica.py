@@ -707,6 +707,9 @@ class Replica:
         Returns the number of blocks added. Any invalid block from a peer stops the sync from it."""
         if self._syncing:
             return 0
+        halted = self.node.upgrade_required
+        if halted is not None and self.chain.head_height + 1 >= halted.height:
+            return 0  # it holds every block it can execute: nothing to fetch until it runs a newer release
         self._syncing = True
         added = 0
         try:
