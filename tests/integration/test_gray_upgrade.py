@@ -1,8 +1,9 @@
 """Gray upgrade on a real 4-node devnet (real node processes over mutual TLS, LevelDB, web3.py).
 
-One validator runs as the previous release would: the only difference is the set of protocol versions it
-supports, gated at one place (``CHAINSHARE_SUPPORTED_VERSIONS=1``, test-only). Under light load (a stream of
-Notary anchors) Governance schedules ``upgrade(2, H)`` by an executed proposal. Then:
+The four validators start as the previous release: the only difference is the set of protocol versions they
+support, gated at one place (``CHAINSHARE_SUPPORTED_VERSIONS=1``, test-only). Under light load (a stream of
+Notary anchors) three are upgraded one by one (rolling restarts, each catching up before the next); node 4
+stays old. Governance schedules ``upgrade(2, H)`` by an executed proposal. Then:
 - the old node stops cleanly before block H: its process stays up, its log names the version it needs,
   its /healthz answers 503 ``upgrade_required`` with that version, it holds no block >= H;
 - the three upgraded validators (n - f) keep finalizing past H, and from H on the same call is priced by
@@ -26,7 +27,17 @@ from unittest import mock
 import httpx
 import pytest
 from eth_account import Account
-from netkit import DevnetPool, RpcError, anchor_data, cli_json, load_artifact, run_cli, sign_call, wait_until
+from netkit import (
+    DevnetPool,
+    RpcError,
+    anchor_data,
+    cli_json,
+    load_artifact,
+    run_cli,
+    sign_call,
+    tx_hash_of,
+    wait_until,
+)
 from test_consensus_network import Network, launch
 
 # ~2-2.5 min on a loaded 2-core machine (waiting for H and the catch-up): above the suite's 300 s default only under
@@ -40,13 +51,14 @@ SUPPORTED = "CHAINSHARE_SUPPORTED_VERSIONS"  # the test-only gate of chainshare.
 
 
 class Load:
-    """Notary anchors from one account through node 1, every ~150 ms, until stopped; remembers every
-    acknowledged transaction hash."""
+    """Notary anchors from one account, every ~150 ms, until stopped; remembers every acknowledged
+    transaction. A client of a rolling upgrade: when the node it talks to is down (restarting), it sends
+    the same signed transaction to the next node; ``errors`` are transactions no node accepted."""
 
     def __init__(self, net: Network) -> None:
         self.net = net
         self.key = net.account(1)["private_key"]
-        self.sent: list[str] = []
+        self.sent: dict[str, bytes] = {}  # hash -> raw, in nonce order
         self.errors: list[str] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -59,12 +71,33 @@ class Load:
         notary = load_artifact("Notary")["address"]
         while not self._stop.is_set():
             raw = sign_call(self.key, self.net.chain_id, nonce, notary, anchor_data(os.urandom(32)))
-            try:
-                self.sent.append(self.net.rpc(1, "eth_sendRawTransaction", "0x" + raw.hex()))
+            if self._send(raw):
+                self.sent[tx_hash_of(raw)] = raw
                 nonce += 1
-            except (RpcError, httpx.HTTPError) as exc:
-                self.errors.append(str(exc))
+            else:
+                self.errors.append(f"no node accepted nonce {nonce}")
             self._stop.wait(0.15)
+
+    def resend_unreceipted(self) -> int:
+        """Send again, unchanged, what has no receipt yet (as a client does after a node it used went
+        down: a SIGTERM can cut off a transaction its node admitted but had not yet gossiped)."""
+        missing = [raw for tx, raw in self.sent.items() if not self.net.rpc(0, "eth_getTransactionReceipt", tx)]
+        for raw in missing:
+            self._send(raw)
+        return len(missing)
+
+    def _send(self, raw: bytes) -> bool:
+        for i in (1, 2, 0, 3):
+            try:
+                self.net.rpc(i, "eth_sendRawTransaction", "0x" + raw.hex())
+                return True
+            except httpx.HTTPError:
+                continue  # that node is restarting
+            except RpcError as exc:
+                if "already" in exc.message:
+                    return True  # a node that went down after admitting it had gossiped it
+                continue
+        return False
 
     def stop(self) -> None:
         self._stop.set()
@@ -134,7 +167,8 @@ def restart(net: Network, i: int, supported: str | None = None) -> None:
 
 @pytest.fixture(scope="module")
 def net(devnet_pool: DevnetPool) -> Iterator[Network]:
-    network = launch(devnet_pool, "gray")
+    with mock.patch.dict(os.environ, {SUPPORTED: "1"}):
+        network = launch(devnet_pool, "gray")  # four nodes of "the previous release"
     try:
         yield network
     finally:
@@ -142,11 +176,16 @@ def net(devnet_pool: DevnetPool) -> Iterator[Network]:
 
 
 def test_gray_upgrade_old_node_halts_cleanly_the_rest_finalize_and_it_rejoins_upgraded(net: Network) -> None:
-    restart(net, OLD, "1")  # node 3 now runs "the previous release"
     load = Load(net)
     load.start()
     agencies = Agencies(net)
     try:
+        # Rolling upgrade of three validators under load, one at a time: each catches up before the next.
+        for i in range(OLD):
+            restart(net, i)
+            top = max(h for h in net.heads([j for j in range(net.n) if j != i]).values() if h is not None)
+            net.wait_heads([i], lambda hs, top=top: hs[0] >= top, DEADLINE, f"{net.name(i)} to catch up")
+        assert healthz(net, OLD)[0] == 200  # nothing needs v2 yet: the old node is healthy
         h0 = net.wait_heads([0], lambda h: True, 30, "node 0 answers")[0]
         time.sleep(3)
         h1 = net.wait_heads([0], lambda h: True, 30, "node 0 answers")[0]
@@ -186,8 +225,9 @@ def test_gray_upgrade_old_node_halts_cleanly_the_rest_finalize_and_it_rejoins_up
 
     # Nothing acknowledged is lost, no fork, and the chain verifies across the boundary.
     assert load.sent and not load.errors, load.errors[:3]
+    resent = load.resend_unreceipted()
     for tx in load.sent:
-        wait_until(lambda tx=tx: net.rpc(0, "eth_getTransactionReceipt", tx), 60, f"a receipt for {tx}")
+        wait_until(lambda tx=tx: net.rpc(0, "eth_getTransactionReceipt", tx), 60, f"a receipt for {tx} ({resent} resent)")
     final = max(int(net.rpc(0, "eth_getTransactionReceipt", tx)["blockNumber"], 16) for tx in load.sent)
     net.wait_heads(list(range(4)), lambda hs: min(hs) >= final, DEADLINE, "all nodes past the last load block")
     net.assert_same_chain(list(range(4)))
