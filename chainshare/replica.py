@@ -298,8 +298,8 @@ class Replica:
         generation = self._generation
         self.state, actions = core.step(self.state, event)
         for action in actions:
-            if self._generation != generation:
-                break  # the core was restored: the old core's remaining actions are void
+            if self._generation != generation or self.node.upgrade_required is not None:
+                break  # the core was restored (the old core's remaining actions are void), or halted
             await self._apply(action)
         if self._epoch_ended:
             # The old core's actions after its last commit were carried out first (under its
@@ -516,6 +516,7 @@ class Replica:
                            self.chain.get_accumulator(), block, chain_id=self.node.chain_id)
 
     def _after_commit(self) -> None:
+        self.node.check_upgrade()  # the next block needs a version this release lacks: the core stops
         self.node.notify_finalized()
         self.node.mempool.prune(self.chain.state)
         self._last_progress = time.monotonic()
