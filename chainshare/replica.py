@@ -291,7 +291,7 @@ class Replica:
 
     async def _handle(self, event: Any) -> None:
         if self.state is not None and self.node.upgrade_required is not None:
-            self.state = None  # halted for an upgrade (seen while executing a block): no vote, no timeout
+            self.state = None  # halted for an upgrade (found after a commit or sync): no vote, no timeout
             self._generation += 1
         if self.state is None:
             return  # an observer: no core in this epoch
@@ -430,17 +430,15 @@ class Replica:
         except (ConsensusError, KeyError):
             return None
         now = max(int(time.time() * 1000), parent.header.timestamp_ms)
-        need = get_upgrade_required(reader, parent.height + 1)
-        if need is not None:
-            self.node.halt_for_upgrade(need)
-            return None
+        if get_upgrade_required(reader, parent.height + 1) is not None:
+            return None  # a block of a version this release lacks: none is built (the halt comes with H-1 final)
 
         def on_invalid(tx: Any, exc: InvalidTransaction) -> None:
             log_event(log, logging.INFO, "dropped transaction", tx="0x" + tx.hash.hex(), reason=exc.message)
 
         executed = build_block(
-            get_runtime_at(reader, parent.height + 1), reader, parent.header, acc, txs, chain_id=self.node.chain_id, round=req.view,
-            timestamp_ms=now, proposer=me, justify=req.justify,
+            get_runtime_at(reader, parent.height + 1), reader, parent.header, acc, txs, chain_id=self.node.chain_id,
+            round=req.view, timestamp_ms=now, proposer=me, justify=req.justify,
             on_invalid=on_invalid, timeout_cert=req.timeout_cert.encode() if req.timeout_cert else None)
         self.executed[executed.block.hash] = executed
         return executed.block
@@ -459,9 +457,9 @@ class Replica:
             if block.transactions and self._is_suffix(reader, block.height):
                 raise ConsensusError(f"block {block.height} is past the last block of validator set "
                                      f"{self.vset.epoch} and may carry no transactions")
-            need = get_upgrade_required(reader, block.height)
-            if need is not None:
-                self.node.halt_for_upgrade(need)  # a block it cannot execute gets no vote
+            if get_upgrade_required(reader, block.height) is not None:
+                # A block it cannot execute gets no vote. The node halts only once the block before is
+                # final (_after_commit): this parent state may still be abandoned, with its upgrade.
                 return False
             executed = apply_block(get_runtime_at(reader, block.height), reader, parent.header,
                                    self.accumulator_for(parent_hash), block, chain_id=self.node.chain_id,
@@ -734,8 +732,8 @@ class Replica:
                     n, proven = await asyncio.get_running_loop().run_in_executor(
                         self._executor, run_on_cedar_thread, self._apply_synced, batch, confirmed, proof)
                     added += n
-                    if self.node.upgrade_required is not None:
-                        break  # stopped before a block of a protocol version this release lacks
+                    if self.node.check_upgrade() is not None:
+                        break  # stopped before a block of a protocol version this release lacks: no fault
                     if n < (len(batch) if proof is not None else confirmed):
                         self.transport.strike(peer, "invalid block or finality proof in sync")
                         break
@@ -807,10 +805,8 @@ class Replica:
                 qc = QuorumCertificate.from_list(codec.decode(item[1]))
                 if block.height != header.height + 1 or qc.block_hash != block.hash or qc.height != block.height:
                     break
-                need = get_upgrade_required(reader, block.height)
-                if need is not None:
-                    self.node.halt_for_upgrade(need)
-                    break
+                if get_upgrade_required(reader, block.height) is not None:
+                    break  # the caller halts if this block is the one after our (committed) head
                 last_set = get_validator_set_at(reader, block.height)
                 if not self._verifier(last_set).verify_qc(qc):
                     break
