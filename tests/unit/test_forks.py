@@ -248,3 +248,68 @@ def test_a_node_refuses_to_start_with_versions_this_release_does_not_implement(m
     monkeypatch.setenv(SUPPORTED_VERSIONS_ENV, "1,3")
     with pytest.raises(ConfigError, match="implements versions 1,2"):
         Node(NodeConfig(), GENESIS, MemoryStore(), ValidatorKey(VAL.secret_key, VAL.public_key))
+
+
+class _Transport:
+    """Records what the replica would send (nothing may be sent by a halted replica)."""
+
+    def __init__(self) -> None:
+        self.sent: list[Any] = []
+
+    def broadcast(self, *args: Any) -> None:
+        self.sent.append(args)
+
+    def send(self, *args: Any) -> None:
+        self.sent.append(args)
+
+    def connected_peers(self) -> list[str]:
+        raise AssertionError("a replica halted at H-1 asks no peer for blocks")
+
+
+def test_a_replica_without_the_version_withholds_its_vote_and_its_core_stops(monkeypatch: pytest.MonkeyPatch) -> None:
+    """4 validators; upgrade to v2 at 6 scheduled by blocks 1-3; block 5 (H-1) final. A replica of a node
+    without v2 has no consensus core (signs nothing), refuses to validate block 6 and fetches nothing; with
+    v2 the same replica validates it."""
+    import asyncio
+
+    from chainshare.config import NodeConfig, P2PSection
+    from chainshare.consensus import core
+    from chainshare.node import Node, ValidatorKey
+    from chainshare.replica import Replica, ReplicaConfig
+
+    vals = [validator(f"v{i}", "Agency A") for i in range(1, 5)]
+    genesis = make_genesis([("Agency A", [ALICE.address])], vals)
+    chain = Chain(genesis, vals[0], other_keys=vals[1:])
+    nonce = iter(range(10))
+    for data in (call_data(PROPOSE, GOVERNANCE, call_data(UPGRADE, 2, 6), "v2"), call_data("vote(uint256,bool)", 1, True),
+                 call_data("execute(uint256)", 1)):
+        chain.produce([sign_call(ALICE, GOVERNANCE, data, next(nonce))])
+    chain.produce([])
+    chain.produce([])
+    block6, _ = chain.certify_next([])
+    cfg = NodeConfig(p2p=P2PSection(listen_port=1))
+    rcfg = ReplicaConfig(base_timeout_ms=1000, max_timeout_ms=60_000, block_time_ms=200, idle_block_ms=500)
+
+    async def scenario(supported: str | None) -> tuple[Any, bool, bool, list[Any]]:
+        if supported is None:
+            monkeypatch.delenv(SUPPORTED_VERSIONS_ENV, raising=False)
+        else:
+            monkeypatch.setenv(SUPPORTED_VERSIONS_ENV, supported)
+        node = Node(cfg, genesis, chain.store, ValidatorKey(vals[0].secret_key, vals[0].public_key))
+        transport = _Transport()
+        replica = Replica(node, transport, rcfg)
+        node.replica = replica
+        try:
+            valid = replica._validate(block6.block)
+            if supported is not None:
+                await replica._handle(core.Start())
+                assert await replica.sync_from_peers() == 0
+            return node.upgrade_required, valid, replica.state is not None, transport.sent
+        finally:
+            replica._executor.shutdown(wait=True)
+            node._executor.shutdown(wait=True)
+
+    halted, valid, has_core, sent = asyncio.run(scenario("1"))
+    assert halted == UpgradeRequired(2, 6, (1,)) and not valid and not has_core and sent == []
+    halted, valid, has_core, _ = asyncio.run(scenario(None))
+    assert halted is None and valid and has_core
