@@ -121,6 +121,13 @@ class ConsensusError(ChainshareError, ValueError):
     """A block, vote or certificate does not verify."""
 
 
+class UnsupportedProtocolVersion(ChainshareError, RuntimeError):
+    """The block at ``data["height"]`` runs under protocol version ``data["version"]``, which this
+    release does not implement: the node halts before that height; upgrade it and restart."""
+
+    http_status = 503
+
+
 class LimitExceeded(ChainshareError, RuntimeError):
     """A request went over one of the node's API work budgets (blocks read, logs returned, call gas,
     response bytes, batch length); the message and ``data`` name the limit. Narrow or split it."""

@@ -24,15 +24,15 @@ from chainshare.config import NodeConfig, read_json_file
 from chainshare.crypto import bls
 from chainshare.errors import ConfigError, ConsensusError, InvalidTransaction
 from chainshare.execution.block import ExecutedBlock, build_block
-from chainshare.execution.contracts import build_runtime
 from chainshare.execution.contracts.cedar import run_on_cedar_thread
 from chainshare.execution.contracts.membership import (
     get_validator_set_at,
     get_validator_sets,
     select_validator_set,
 )
+from chainshare.execution.forks import UpgradeRequired, get_runtime_at, get_upgrade_required
 from chainshare.execution.genesis import Genesis, compute_genesis_block, get_chain_params, load_genesis
-from chainshare.execution.runtime import BlockEnv, Runtime
+from chainshare.execution.runtime import BlockEnv, MethodSpec, Runtime, SystemContract
 from chainshare.ledger.chain import ChainStore
 from chainshare.ledger.quorum import aggregate_qc, sign_proposal, sign_vote
 from chainshare.ledger.state import StateView
@@ -84,10 +84,11 @@ class Node:
         self.genesis = genesis
         self.chain_id = genesis.chain_id
         self.chain = open_chain(store, genesis)
-        self.runtime: Runtime = build_runtime()
+        self.upgrade_required: UpgradeRequired | None = None  # set once: halted before a version it lacks
+        self._runtime_at: tuple[int, Runtime] | None = None  # (head height, runtime of the next block)
         self.key = key
         m = cfg.mempool
-        self.mempool = Mempool(self.runtime, self.chain_id,
+        self.mempool = Mempool(_NextBlockRules(self), self.chain_id,  # type: ignore[arg-type]  # duck-typed
                                MempoolLimits(m.max_per_sender, m.max_total, m.max_nonce_gap, m.max_sender_bytes,
                                              m.max_total_bytes, m.queued_ttl_s, m.reserved_percent),
                                self._included_height, self.chain.get_recent_tx_height,
@@ -112,6 +113,7 @@ class Node:
         if self.multi_validator and not cfg.p2p.listen_port:
             raise ConfigError(f"the network has {len(validators)} validators: configure [p2p] (listen_port, "
                               "peers, ca_cert, node_cert, node_key) so this node can take part in consensus")
+        self.check_upgrade()  # refuses a bad CHAINSHARE_SUPPORTED_VERSIONS; halts at once if already due
 
     @classmethod
     def from_config(cls, cfg: NodeConfig) -> Node:
@@ -136,6 +138,40 @@ class Node:
     @property
     def state(self) -> Any:
         return self.chain.state
+
+    @property
+    def runtime(self) -> Runtime:
+        """The rules (protocol version) of the next block, which calls and admission run under; those
+        of the head while the node is halted for a version it does not support."""
+        head = self.chain.head_height
+        cached = self._runtime_at
+        if cached is not None and cached[0] == head:
+            return cached[1]
+        state, height = self.chain.state, head + 1
+        if get_upgrade_required(state, height) is not None:
+            height -= 1
+        runtime = get_runtime_at(state, height)
+        self._runtime_at = (head, runtime)  # one schedule read per block, not per call (API threads race benignly)
+        return runtime
+
+    # -- gray upgrade --------------------------------------------------------------------------
+    def check_upgrade(self) -> UpgradeRequired | None:
+        """Halt if the block after the head needs a protocol version this release does not run."""
+        if self.upgrade_required is None:
+            need = get_upgrade_required(self.chain.state, self.chain.head_height + 1)
+            if need is not None:
+                self.halt_for_upgrade(need)
+        return self.upgrade_required
+
+    def halt_for_upgrade(self, need: UpgradeRequired) -> None:
+        """Stop executing, proposing and voting before block ``need.height`` (for good: the API keeps
+        serving the chain so far and /healthz says what is needed; restart with a release that
+        runs ``need.version`` to continue from here). Safe to call from any thread."""
+        if self.upgrade_required is None:
+            self.upgrade_required = need
+            log_event(log, logging.ERROR, "protocol upgrade required: halted before its activation height",
+                      version=need.version, activation_height=need.height, head=self.chain.head_height,
+                      supported=",".join(map(str, need.supported)))
 
     def block_env(self, pending: bool = False) -> BlockEnv:
         head = self.chain.get_head().header
@@ -203,6 +239,9 @@ class Node:
                 await asyncio.sleep(0)  # let the API run between back-to-back blocks
             if self._stopping:
                 break
+            if self.check_upgrade() is not None:
+                backlog = False
+                continue  # halted: the producer idles until the node is stopped
             _, max_txs = get_chain_params(self.chain.state)
             txs = self.mempool.select(self.chain.state, max_txs)
             if not txs and not self._empty_block_due():
@@ -249,7 +288,8 @@ class Node:
                                  f"{parent.height + 1}: restart this node with [p2p] configured to join consensus")
         me = vs.validators[0]
         now = max(int(time.time() * 1000), parent.header.timestamp_ms)
-        executed = build_block(self.runtime, self.chain.state, parent.header, self._accumulator, txs,
+        runtime = get_runtime_at(self.chain.state, parent.height + 1)  # checked by run_producer
+        executed = build_block(runtime, self.chain.state, parent.header, self._accumulator, txs,
                                chain_id=self.chain_id, round=parent.header.round + 1, timestamp_ms=now,
                                proposer=me["address"],
                                justify=justify, on_invalid=on_invalid)
@@ -270,6 +310,20 @@ class Node:
     def close(self) -> None:
         self._executor.shutdown(wait=True)
         self.chain.store.close()
+
+
+class _NextBlockRules:
+    """What the mempool checks a call against: the contracts of the next block's protocol version."""
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+
+    @property
+    def contracts(self) -> dict[bytes, SystemContract]:
+        return self._node.runtime.contracts
+
+    def check_call(self, to: bytes | None, data: bytes) -> MethodSpec:
+        return self._node.runtime.check_call(to, data)
 
 
 async def start_replica(node: Node) -> tuple[Any, Any]:

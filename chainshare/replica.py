@@ -50,6 +50,7 @@ from chainshare.execution.contracts.membership import (
     get_validator_sets,
     select_validator_set,
 )
+from chainshare.execution.forks import get_runtime_at, get_upgrade_required
 from chainshare.execution.genesis import get_chain_params
 from chainshare.ledger.chain import P_META, ChainStore
 from chainshare.ledger.finality import (
@@ -186,6 +187,9 @@ class Replica:
         self.index_of = {name: i for i, name in enumerate(self.names)}
         self.my_index = vs.index_of_key(self.node.key.public_key)
         self._drop_safety_of_earlier_epochs(vs.epoch)
+        if self.node.check_upgrade() is not None:
+            self.core_config = self.crypto = None
+            return None  # halted before a protocol version this release lacks: it signs nothing more
         if entering:
             log_event(log, logging.INFO, "validator set epoch begins", epoch=vs.epoch, height=vs.activation_height,
                       validators=",".join(self.names), member=self.my_index is not None)
@@ -291,13 +295,16 @@ class Replica:
         task.add_done_callback(self._tasks.discard)
 
     async def _handle(self, event: Any) -> None:
+        if self.state is not None and self.node.upgrade_required is not None:
+            self.state = None  # halted for an upgrade (found after a commit or sync): no vote, no timeout
+            self._generation += 1
         if self.state is None:
             return  # an observer: no core in this epoch
         generation = self._generation
         self.state, actions = core.step(self.state, event)
         for action in actions:
-            if self._generation != generation:
-                break  # the core was restored: the old core's remaining actions are void
+            if self._generation != generation or self.node.upgrade_required is not None:
+                break  # the core was restored (the old core's remaining actions are void), or halted
             await self._apply(action)
         if self._epoch_ended:
             # The old core's actions after its last commit were carried out first (under its
@@ -428,13 +435,15 @@ class Replica:
         except (ConsensusError, KeyError):
             return None
         now = max(int(time.time() * 1000), parent.header.timestamp_ms)
+        if get_upgrade_required(reader, parent.height + 1) is not None:
+            return None  # a block of a version this release lacks: none is built (the halt comes with H-1 final)
 
         def on_invalid(tx: Any, exc: InvalidTransaction) -> None:
             log_event(log, logging.INFO, "dropped transaction", tx="0x" + tx.hash.hex(), reason=exc.message)
 
         executed = build_block(
-            self.node.runtime, reader, parent.header, acc, txs, chain_id=self.node.chain_id, round=req.view,
-            timestamp_ms=now, proposer=me, justify=req.justify,
+            get_runtime_at(reader, parent.height + 1), reader, parent.header, acc, txs, chain_id=self.node.chain_id,
+            round=req.view, timestamp_ms=now, proposer=me, justify=req.justify,
             on_invalid=on_invalid, timeout_cert=req.timeout_cert.encode() if req.timeout_cert else None)
         self.executed[executed.block.hash] = executed
         return executed.block
@@ -449,10 +458,15 @@ class Replica:
             parent_hash = block.header.parent_hash
             head = self.chain.get_head()
             parent = head if parent_hash == head.hash else self.executed[parent_hash].block
-            if block.transactions and self._is_suffix(self.reader_for(parent_hash), block.height):
+            reader = self.reader_for(parent_hash)
+            if block.transactions and self._is_suffix(reader, block.height):
                 raise ConsensusError(f"block {block.height} is past the last block of validator set "
                                      f"{self.vset.epoch} and may carry no transactions")
-            executed = apply_block(self.node.runtime, self.reader_for(parent_hash), parent.header,
+            if get_upgrade_required(reader, block.height) is not None:
+                # A block it cannot execute gets no vote. The node halts only once the block before is
+                # final (_after_commit): this parent state may still be abandoned, with its upgrade.
+                return False
+            executed = apply_block(get_runtime_at(reader, block.height), reader, parent.header,
                                    self.accumulator_for(parent_hash), block, chain_id=self.node.chain_id,
                                    known_transaction=self.node.mempool.get)
         except (ConsensusError, KeyError, ChainshareError) as exc:
@@ -503,10 +517,11 @@ class Replica:
 
     def _execute_for_commit(self, block: Block) -> ExecutedBlock:
         head = self.chain.get_head()
-        return apply_block(self.node.runtime, self.chain.state, head.header, self.chain.get_accumulator(), block,
-                           chain_id=self.node.chain_id)
+        return apply_block(get_runtime_at(self.chain.state, block.height), self.chain.state, head.header,
+                           self.chain.get_accumulator(), block, chain_id=self.node.chain_id)
 
     def _after_commit(self) -> None:
+        self.node.check_upgrade()  # the next block needs a version this release lacks: the core stops
         self.node.notify_finalized()
         self.node.mempool.prune(self.chain.state)
         self._last_progress = time.monotonic()
@@ -708,6 +723,9 @@ class Replica:
         Returns the number of blocks added. Any invalid block from a peer stops the sync from it."""
         if self._syncing:
             return 0
+        halted = self.node.upgrade_required
+        if halted is not None and self.chain.head_height + 1 >= halted.height:
+            return 0  # it holds every block it can execute: nothing to fetch until it runs a newer release
         self._syncing = True
         added = 0
         try:
@@ -732,6 +750,8 @@ class Replica:
                     n, proven = await asyncio.get_running_loop().run_in_executor(
                         self._executor, run_on_cedar_thread, self._apply_synced, batch, confirmed, proof)
                     added += n
+                    if self.node.check_upgrade() is not None:
+                        break  # stopped before a block of a protocol version this release lacks: no fault
                     if n < (len(batch) if proof is not None else confirmed):
                         self.transport.strike(peer, "invalid block or finality proof in sync")
                         break
@@ -807,10 +827,13 @@ class Replica:
                 qc = QuorumCertificate.from_list(codec.decode(item[1]))
                 if block.height != header.height + 1 or qc.block_hash != block.hash or qc.height != block.height:
                     break
+                if get_upgrade_required(reader, block.height) is not None:
+                    break  # the caller halts if this block is the one after our (committed) head
                 last_set = get_validator_set_at(reader, block.height)
                 if not self._verifier(last_set).verify_qc(qc):
                     break
-                ex = apply_block(self.node.runtime, reader, header, acc, block, chain_id=self.node.chain_id)
+                ex = apply_block(get_runtime_at(reader, block.height), reader, header, acc, block,
+                                 chain_id=self.node.chain_id)
             except (ChainshareError, DecodeError, IndexError, TypeError):
                 break
             done.append((block, qc, ex))

@@ -5,7 +5,9 @@ the block carries and the QC stored beside it (BLS aggregates, each against the 
 certifies its block: the genesis set, then each set Governance scheduled, from its activation
 height, as recorded in the re-executed state),
 the transaction and receipts Merkle roots and the state root by re-executing every transaction
-from the genesis state, and that the stored receipts equal the re-executed ones. It trusts nothing
+from the genesis state, each under the protocol version of its height (the rules Governance
+scheduled, read from the re-executed state: execution/forks/), and that the stored receipts equal
+the re-executed ones. It trusts nothing
 of the source but the genesis document's hash, which it prints for comparison.
 """
 
@@ -20,8 +22,8 @@ from chainshare import codec
 from chainshare.consensus.messages import BlsCrypto, decode_block_tc, get_qc_view
 from chainshare.errors import ConsensusError, DecodeError
 from chainshare.execution.block import apply_block
-from chainshare.execution.contracts import build_runtime
 from chainshare.execution.contracts.membership import ValidatorSet, get_validator_set_at
+from chainshare.execution.forks import get_runtime_at
 from chainshare.execution.genesis import compute_genesis_block, parse_genesis
 from chainshare.ledger.chain import ChainStore
 from chainshare.ledger.finality import decode_finality_proof, is_finality_proof_of, is_two_chain
@@ -95,6 +97,7 @@ class VerifyReport:
     epochs: tuple[tuple[int, int, int], ...] = ()  # (epoch, activation height, validators) seen
     finalized_height: int = 0  # the highest block proven final (with all its ancestors)
     finality: str = "genesis"  # how the head's finality was proven: quorum-of-one | 2-chain | finality-proof | unproven
+    protocol_versions: tuple[tuple[int, int, int], ...] = ((1, 0, 0),)  # (version, first, last height) re-executed
 
     @property
     def head_final(self) -> bool:
@@ -105,7 +108,9 @@ class VerifyReport:
                 "blocks": self.blocks, "transactions": self.transactions, "head_hash": self.head_hash,
                 "head_height": self.blocks - 1, "head_final": self.head_final,
                 "finalized_height": self.finalized_height, "finality": self.finality,
-                "validator_sets": [{"epoch": e, "activation_height": a, "validators": n} for e, a, n in self.epochs]}
+                "validator_sets": [{"epoch": e, "activation_height": a, "validators": n} for e, a, n in self.epochs],
+                "protocol_versions": [{"version": v, "first_height": a, "last_height": b}
+                                      for v, a, b in self.protocol_versions]}
 
 
 class _Overlay:
@@ -134,7 +139,7 @@ def verify_chain(source: BlockSource, progress: Callable[[int, int], None] | Non
     stored0, _, _ = source.block(0)
     if stored0.hash != block0.hash:
         raise ConsensusError("block 0 does not match the genesis document")
-    runtime = build_runtime()
+    versions: list[list[int]] = [[1, 0, 0]]  # block 0 is genesis, version 1's by definition
     state = _Overlay(state0)
     parent = block0
     txs = 0
@@ -164,6 +169,11 @@ def verify_chain(source: BlockSource, progress: Callable[[int, int], None] | Non
         elif block.justify is not None:
             raise ConsensusError(f"{where}: block 1 extends genesis, whose QC is implicit, but carries one")
         _verify_view_entry(where, block, vs, chain_id)
+        runtime = get_runtime_at(state, h)  # raises UnsupportedProtocolVersion for a version it lacks
+        if runtime.version == versions[-1][0]:
+            versions[-1][2] = h
+        else:
+            versions.append([runtime.version, h, h])
         executed = apply_block(runtime, state, parent.header, acc, block, chain_id=chain_id)
         if list(executed.receipts) != receipts:
             raise ConsensusError(f"{where}: stored receipts differ from re-execution")
@@ -189,7 +199,7 @@ def verify_chain(source: BlockSource, progress: Callable[[int, int], None] | Non
         else:
             how = "unproven"
     return VerifyReport(chain_id, "0x" + block0.hash.hex(), head + 1, txs, "0x" + parent.hash.hex(), tuple(epochs),
-                        finalized, how)
+                        finalized, how, tuple((v, a, b) for v, a, b in versions))
 
 
 def _is_proven_final(raw: bytes | None, head: Block, vs: ValidatorSet, chain_id: int) -> bool:

@@ -247,6 +247,10 @@ def create_app(node: Node) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
             await admitted(scope, send, rpc_refusal, serve_rpc)
             return
         if path == "/healthz":
+            halted = getattr(node, "upgrade_required", None)  # halted before a protocol version it lacks
+            if halted is not None:
+                await _respond(send, 503, orjson.dumps({**halted.to_json(), "head": node.chain.head_height}))
+                return
             await _respond(send, 200, orjson.dumps({"status": "ok", "head": node.chain.head_height}))
             return
         if path == "/metrics":

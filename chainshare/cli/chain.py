@@ -61,4 +61,5 @@ def verify(data_dir: Path | None, node_url: str | None, as_json: bool) -> None:
         raise click.exceptions.Exit(3)
     emit(report.to_json(), as_json,
          f"chain verified: {report.blocks} blocks, {report.transactions} transactions, head {report.head_hash} "
-         f"final ({report.finality})")
+         f"final ({report.finality}); protocol versions "
+         + ", ".join(f"v{v} at {a}..{b}" for v, a, b in report.protocol_versions))

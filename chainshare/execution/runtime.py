@@ -51,6 +51,13 @@ class OutOfGas(Exception):
 
 
 @dataclass(frozen=True)
+class GasSchedule:
+    """The gas prices a protocol version may change (execution/forks/); the rest are constants above."""
+
+    sstore_word: int = G_WORD  # per 32 bytes of a stored value beyond the first word
+
+
+@dataclass(frozen=True)
 class BlockEnv:
     chain_id: int
     height: int
@@ -154,7 +161,7 @@ class CallContext:
         existed = self.state.get(full) is not None
         cost = G_SSTORE_RESET if existed or value is None else G_SSTORE_SET
         if value:
-            cost += G_WORD * ((len(value) - 1) // 32)
+            cost += self.runtime.gas.sstore_word * ((len(value) - 1) // 32)
         self.charge(cost)
         self.state.set(full, value)
 
@@ -205,9 +212,13 @@ def set_nonce(state: StateView, address: bytes, nonce: int) -> None:
 
 
 class Runtime:
-    """Holds the system contracts by address and runs calls against a state view."""
+    """Holds the system contracts by address and runs calls against a state view, with the gas
+    prices of one protocol version (``execution/forks/`` builds one per version)."""
 
-    def __init__(self, contracts: list[SystemContract]) -> None:
+    def __init__(self, contracts: list[SystemContract], gas: GasSchedule | None = None,
+                 version: int = 1) -> None:
+        self.version = version
+        self.gas = gas or GasSchedule()
         self.contracts = {c.ADDRESS: c for c in contracts}
         self.by_name = {c.NAME: c for c in contracts}
 

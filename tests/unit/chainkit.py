@@ -22,6 +22,7 @@ from chainshare.errors import InvalidTransaction
 from chainshare.execution.block import ExecutedBlock, apply_block, build_block
 from chainshare.execution.contracts import GOVERNANCE, MEMBERSHIP, NOTARY, build_runtime
 from chainshare.execution.contracts.membership import get_validator_set_at
+from chainshare.execution.forks import get_runtime_at
 from chainshare.execution.genesis import (
     ChainParams,
     Genesis,
@@ -246,7 +247,8 @@ class Chain:
         leader = vs.validators[compute_proposer_index(view, len(vs.validators))]
         ts = timestamp_ms if timestamp_ms is not None else parent.header.timestamp_ms + 1000
         txs = [decode_transaction(r, chain_id) for r in raws]
-        executed = build_block(self.runtime, self.chain.state, parent.header, self.accumulator, txs,
+        runtime = get_runtime_at(self.chain.state, parent.height + 1)  # the protocol version of its height
+        executed = build_block(runtime, self.chain.state, parent.header, self.accumulator, txs,
                                chain_id=chain_id, round=view, timestamp_ms=ts, proposer=leader["address"],
                                justify=justify, on_invalid=_strict, timeout_cert=timeout_cert)
         block = executed.block

@@ -7,6 +7,7 @@ Membership, validator, policy and parameter changes go through here and nowhere 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from chainshare import codec
@@ -20,12 +21,41 @@ from chainshare.execution.runtime import CONTRACT_PREFIX, CallContext, Revert, S
 
 K_COUNT = b"count"
 K_PARAMS = b"params"
+K_UPGRADES = b"upgrades"
+MAX_UPGRADE_DELAY = 1_000_000
+MAX_PROTOCOL_VERSION = 2**32 - 1
 MAX_DESCRIPTION = 4096
 MAX_PROPOSAL_DATA = 64 * 1024
 
 
 def genesis_entries(threshold_num: int, threshold_den: int, voting_period_blocks: int) -> dict[bytes, bytes]:
     return {CONTRACT_PREFIX + GOVERNANCE + K_PARAMS: codec.encode([threshold_num, threshold_den, voting_period_blocks])}
+
+
+@dataclass(frozen=True)
+class ProtocolUpgrade:
+    """Protocol version ``version`` governs every block from ``activation_height`` on (until the next)."""
+
+    version: int
+    activation_height: int
+
+
+def get_upgrade_schedule(state: Any) -> tuple[ProtocolUpgrade, ...]:
+    """Every upgrade Governance scheduled, in activation order (the last may not be active yet);
+    version 1 from genesis is implicit."""
+    return decode_upgrade_schedule(state.get(CONTRACT_PREFIX + GOVERNANCE + K_UPGRADES))
+
+
+def decode_upgrade_schedule(raw: bytes | None) -> tuple[ProtocolUpgrade, ...]:
+    return tuple(ProtocolUpgrade(v, h) for v, h in codec.decode(raw)) if raw else ()
+
+
+def select_protocol_version(schedule: tuple[ProtocolUpgrade, ...], height: int) -> ProtocolUpgrade:
+    """The upgrade in force at ``height`` (version 1 from height 0 when none is)."""
+    for upgrade in reversed(schedule):
+        if upgrade.activation_height <= height:
+            return upgrade
+    return ProtocolUpgrade(1, 0)
 
 
 def compute_required_votes(members: int, num: int, den: int) -> int:
@@ -39,7 +69,8 @@ class Governance(SystemContract):
     E_CREATED = event("ProposalCreated(uint256 indexed id, address indexed proposer, address target, string description)")
     E_VOTED = event("Voted(uint256 indexed id, address indexed voter, string agency, bool support)")
     E_EXECUTED = event("ProposalExecuted(uint256 indexed id, address target)")
-    EVENTS = (E_CREATED, E_VOTED, E_EXECUTED)
+    E_UPGRADE_SCHEDULED = event("UpgradeScheduled(uint256 indexed version, uint256 activationHeight)")
+    EVENTS = (E_CREATED, E_VOTED, E_EXECUTED, E_UPGRADE_SCHEDULED)
 
     def _params(self, ctx: CallContext) -> tuple[int, int, int]:
         raw = ctx.sload(K_PARAMS)
@@ -118,6 +149,31 @@ class Governance(SystemContract):
     def get_proposal(self, ctx: CallContext, pid: int) -> tuple[Any, ...]:
         p = self._load(ctx, pid)
         return ("0x" + p[0].hex(), "0x" + p[1].hex(), p[2], p[3], p[4], p[5], p[6], p[7])
+
+    @method("upgrade(uint256 version, uint256 activationHeight)")
+    def upgrade(self, ctx: CallContext, version: int, activation: int) -> None:
+        """Schedule protocol ``version`` (execution/forks/) from block ``activationHeight`` on: only
+        Governance itself calls this, by an executed proposal. An upgrade scheduled but not yet
+        active is replaced. Any version above the one in force is accepted, whether or not this
+        node's release implements it: a node that does not halts before that height (never forks)."""
+        if ctx.sender != GOVERNANCE:
+            raise Revert("only Governance may schedule a protocol upgrade: submit a proposal")
+        height = ctx.env.height
+        if not height < activation <= height + MAX_UPGRADE_DELAY:
+            raise Revert(f"activation height must be after this block ({height}) and at most "
+                         f"{MAX_UPGRADE_DELAY} blocks later")
+        schedule = decode_upgrade_schedule(ctx.sload(K_UPGRADES))
+        current = select_protocol_version(schedule, height)
+        if not current.version < version <= MAX_PROTOCOL_VERSION:
+            raise Revert(f"protocol version must be above the version in force ({current.version})")
+        kept = [[u.version, u.activation_height] for u in schedule if u.activation_height <= height]
+        ctx.sstore(K_UPGRADES, codec.encode(kept + [[version, activation]]))
+        ctx.emit(self.E_UPGRADE_SCHEDULED, version, activation)
+
+    @method("protocolVersionAt(uint256 height)", returns="uint256 version, uint256 activationHeight", view=True)
+    def protocol_version_at(self, ctx: CallContext, height: int) -> tuple[int, int]:
+        upgrade = select_protocol_version(decode_upgrade_schedule(ctx.sload(K_UPGRADES)), height)
+        return upgrade.version, upgrade.activation_height
 
     @method("requiredVotes()", returns="uint256 required, uint256 members", view=True)
     def required_votes(self, ctx: CallContext) -> tuple[int, int]:
