@@ -11,7 +11,7 @@ import bisect
 import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from chainshare.errors import StorageError
 
@@ -82,6 +82,10 @@ class LevelDBStore:
         for k, v in it:
             if k.startswith(prefix):
                 yield k, v
+
+    def snapshot(self) -> Any:
+        """A plyvel snapshot: a consistent point-in-time view for reads while writes go on."""
+        return self._db.snapshot()
 
     def close(self) -> None:
         self._db.close()

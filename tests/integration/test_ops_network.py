@@ -1,0 +1,163 @@
+"""Operating a 4-validator network (issue 14): back up a running validator under load, destroy it,
+restore it, let it catch up, and verify its chain offline; the backup endpoint answers loopback
+clients only and a damaged or foreign backup is refused with a precise message."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import tarfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from netkit import Devnet, cli_json, run_cli, wait_until
+
+from chainshare.bench import presign_anchors
+from chainshare.devnet import is_running
+
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("ops")]
+
+
+@pytest.fixture(scope="module")
+def net(devnet_pool: Any) -> Devnet:
+    return devnet_pool.launch("ops4", nodes=4)  # type: ignore[no-any-return]
+
+
+def node_info(net: Devnet, name: str) -> dict[str, Any]:
+    net.reload()
+    return next(n for n in net.info["nodes"] if n["name"] == name)
+
+
+def head_of(url: str) -> int:
+    return int(httpx.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber", "params": []},
+                          timeout=10).json()["result"], 16)
+
+
+class Load(threading.Thread):
+    """Streams pre-signed Notary.anchor transactions to node1 in small batches until stopped."""
+
+    def __init__(self, net: Devnet, count: int = 4000) -> None:
+        super().__init__(daemon=True)
+        self.url = net.rpc_url
+        self.raws = presign_anchors(net.key_bytes, net.chain_id, net.nonce(tag="pending"), count, os.urandom(8))
+        self.stopping = threading.Event()
+        self.accepted = 0
+
+    def run(self) -> None:
+        with httpx.Client(timeout=10) as client:
+            for i in range(0, len(self.raws), 20):
+                if self.stopping.is_set():
+                    return
+                try:
+                    answers = client.post(self.url, json=[
+                        {"jsonrpc": "2.0", "id": k, "method": "eth_sendRawTransaction", "params": ["0x" + r.hex()]}
+                        for k, r in enumerate(self.raws[i:i + 20])]).json()
+                except (httpx.HTTPError, ValueError):
+                    return
+                self.accepted += sum(1 for a in answers if "result" in a)
+                time.sleep(0.05)
+
+
+def test_backup_under_load_restore_catch_up_and_verify(net: Devnet, tmp_path: Path) -> None:
+    node4 = node_info(net, "node4")
+    config = net.dir / "nodes" / "node4" / "node.toml"
+    load = Load(net)
+    load.start()
+    try:
+        wait_until(lambda: load.accepted >= 200, 120, "the load to be under way")
+        out = tmp_path / "node4.backup"
+        proc = run_cli("node", "backup", "--config", config, "--out", out, "--json", timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        made = cli_json(proc)
+        assert made["has_finality_proof"] is True and made["head_height"] > 0 and made["keys"] == []
+        with tarfile.open(out) as tar:  # keys excluded unless asked
+            assert sorted(tar.getnames()) == ["ledger.snap", "manifest.json"]
+        accepted_at_backup = load.accepted
+        wait_until(lambda: load.accepted > accepted_at_backup + 200, 120, "more load after the backup")
+
+        # destroy the node: SIGKILL and delete its ledger
+        os.kill(node4["pid"], signal.SIGKILL)
+        wait_until(lambda: not is_running(node4["pid"]), 20, "node4 to die")
+        data_dir = Path(node4["data_dir"])
+        shutil.rmtree(data_dir)
+
+        started = time.monotonic()
+        proc = run_cli("node", "restore", "--in", out, "--config", config, "--json", timeout=600)
+        assert proc.returncode == 0, proc.stderr
+        restored = cli_json(proc)
+        assert restored["head_height"] == made["head_height"] and restored["head_hash"] == made["head_hash"]
+        assert restored["verify"]["head_final"] is True
+        restore_s = time.monotonic() - started
+
+        net.start(timeout=120)  # starts the one node that is not running: node4 on its restored data
+        node4 = node_info(net, "node4")
+        target = head_of(net.rpc_url)
+        assert target > made["head_height"]
+        wait_until(lambda: head_of(node4["rpc"]) >= target, 180, f"node4 to catch up to block {target}")
+        caught_up_s = time.monotonic() - started
+    finally:
+        load.stopping.set()
+        load.join(30)
+    # the restored node takes part again: the chain keeps growing on it
+    h = head_of(node4["rpc"])
+    wait_until(lambda: head_of(node4["rpc"]) > h, 120, "node4 to follow new blocks")
+    print(json.dumps({"restore_s": round(restore_s, 2), "restore_to_caught_up_s": round(caught_up_s, 2)}))
+
+    # offline verification of the restored node's ledger (the node must be stopped: one LevelDB process)
+    os.kill(node4["pid"], signal.SIGTERM)
+    wait_until(lambda: not is_running(node4["pid"]), 30, "node4 to stop")
+    proc = run_cli("chain", "verify", "--data-dir", node4["data_dir"], "--json", timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = cli_json(proc)
+    assert report["blocks"] - 1 >= target
+    net.start(timeout=120)
+
+
+def test_backup_refuses_remote_clients_and_bad_restores(net: Devnet, tmp_path: Path) -> None:
+    node1 = node_info(net, "node1")
+    # (that a non-loopback client gets 403 is in tests/unit/test_backup.py: devnet nodes listen on loopback)
+    r = httpx.post(node1["rpc"] + "/admin/backup", timeout=10)
+    assert r.status_code == 405 and "takes GET" in r.json()["error"]["message"]
+
+    out = tmp_path / "node1.backup"
+    proc = run_cli("node", "backup", "--node", node1["rpc"], "--out", out, "--json", timeout=300)
+    assert proc.returncode == 0, proc.stderr
+
+    # restoring over an existing data directory is refused, and nothing is touched
+    proc = run_cli("node", "restore", "--in", out, "--data-dir", Path(node1["data_dir"]))
+    assert proc.returncode == 2 and "is not empty" in proc.stderr
+
+    # a damaged backup (ledger bytes changed) is refused and leaves no data directory behind
+    damaged = tmp_path / "damaged.backup"
+    with tarfile.open(out) as src, tarfile.open(damaged, "w:gz") as dst:
+        for member in src.getmembers():
+            data = src.extractfile(member).read()  # type: ignore[union-attr]
+            if member.name == "ledger.snap":
+                data = data[:-40] + bytes(40)
+            member.size = len(data)
+            import io
+            dst.addfile(member, io.BytesIO(data))
+    target = tmp_path / "restored"
+    proc = run_cli("node", "restore", "--in", damaged, "--data-dir", target)
+    assert proc.returncode == 2, proc.stderr
+    assert "malformed" in proc.stderr or "truncated" in proc.stderr or "damaged" in proc.stderr
+    assert not target.exists() and not (tmp_path / "restored.restoring").exists()
+
+    # a backup of another network is refused against this node's configuration
+    other_genesis = json.loads((net.dir / "genesis.json").read_text())
+    other_genesis["chain_id"] = 4242
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "genesis.json").write_text(json.dumps(other_genesis))
+    cfg = (net.dir / "nodes" / "node1" / "node.toml").read_text()
+    (other / "node.toml").write_text(cfg.replace('genesis = "../../genesis.json"', 'genesis = "genesis.json"')
+                                     .replace('data_dir = "data"', 'data_dir = "restored"'))
+    proc = run_cli("node", "restore", "--in", out, "--config", other / "node.toml", "--no-verify")
+    assert proc.returncode != 0 and "restore it for the network it came from" in proc.stderr, proc.stderr
+    assert not (other / "restored").exists()
