@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import test_datasets_access as base
 from chainkit import Account, Ledger, validator
-from test_datasets_access import (  # noqa: F401  (fixtures)
+from test_datasets_access import (
     AC,
     CUSTOMS,
     GOV,
@@ -19,13 +20,10 @@ from test_datasets_access import (  # noqa: F401  (fixtures)
     MEM,
     PERMIT_ALL,
     STATS,
-    acct,
-    consortium,
     decision,
     decode_logs,
     encode,
     is_valid,
-    ledger,
     ok,
     pass_proposal,
     register,
@@ -36,6 +34,8 @@ from test_datasets_access import (  # noqa: F401  (fixtures)
 from web3 import Web3
 
 from chainshare.execution.contracts import ACCESS_CONTROL, GOVERNANCE, MEMBERSHIP
+
+consortium, ledger, acct = base.consortium, base.ledger, base.acct  # the same fixtures
 
 
 def _granted(ledger: Ledger, acct: dict[str, Account]) -> int:
