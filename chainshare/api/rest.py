@@ -221,7 +221,8 @@ def create_rest_app(node: Node, rpc: JsonRpc, workers: ApiWorkers) -> FastAPI:
     async def validators() -> dict[str, Any]:
         def items(vs: Any) -> list[dict[str, Any]]:
             return [{"index": i, "name": v["name"], "agency": v["agency"], "address": hx(v["address"]),
-                     "bls_public_key": hx(v["bls_public_key"])} for i, v in enumerate(vs.validators)]
+                     "bls_public_key": hx(v["bls_public_key"]), "bls_pop": hx(v["bls_pop"])}
+                    for i, v in enumerate(vs.validators)]
 
         sets = get_validator_sets(node.state)
         current = select_validator_set(sets, node.chain.head_height + 1)

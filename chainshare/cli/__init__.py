@@ -21,9 +21,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from chainshare.cli import access, audit, bench, ca, chain, dataset, devnet, genesis, node, tx  # noqa: F401
+    from chainshare.cli import access, audit, bench, ca, chain, dataset, devnet, emergency, genesis, node, tx  # noqa: F401
 
-    for mod in (ca, genesis, node, devnet, tx, chain, bench, dataset, access, audit):
+    for mod in (ca, genesis, node, devnet, tx, chain, bench, dataset, access, audit, emergency):
         cli.add_command(mod.group)
 
 

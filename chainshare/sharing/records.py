@@ -210,7 +210,8 @@ def select_grant(node: ChainNode, dataset_id: int, grantee: str, actions: tuple[
         raise NotFound(f"agency {grantee!r} holds no {wanted} grant for dataset {dataset_id}: "
                        f"request one first (chainshare access request {dataset_id} --action ...)")
     raise NotFound(f"none of agency {grantee!r}'s {wanted} grants for dataset {dataset_id} is valid now "
-                   f"({', '.join(f'grant {g.id}' for g in grants[:5])}...): request a new one")
+                   f"({', '.join(f'grant {g.id}' for g in grants[:5])}...; the newest: "
+                   f"{get_grant_invalid_reason(node, grants[0], now)}): request a new one")
 
 
 # --------------------------------------------------------------------------- events

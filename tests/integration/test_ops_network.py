@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from netkit import Devnet, cli_json, run_cli, wait_until
+from netkit import Devnet, RpcError, anchor_data, cli_json, run_cli, sign_call, wait_until
 
 from chainshare.bench import presign_anchors
 from chainshare.devnet import is_running
@@ -161,3 +161,122 @@ def test_backup_refuses_remote_clients_and_bad_restores(net: Devnet, tmp_path: P
     proc = run_cli("node", "restore", "--in", out, "--config", other / "node.toml", "--no-verify")
     assert proc.returncode != 0 and "restore it for the network it came from" in proc.stderr, proc.stderr
     assert not (other / "restored").exists()
+
+
+# -- emergencies (docs/runbook.md): each is a command, its effect is checked where it matters -----------
+
+PEOPLE = "citizen_id,district,age\n" + "".join(f"CN{i:08d},{('north', 'south')[i % 2]},{20 + i % 30}\n"
+                                               for i in range(40))
+
+
+def cli_as(net: Devnet, agency: str, *args: Any, code: int = 0) -> Any:
+    proc = run_cli(*args, "--devnet", net.dir, "--as", agency, "--json", timeout=300)
+    assert proc.returncode == code, f"{args}: exit {proc.returncode}; stderr: {proc.stderr}"
+    return cli_json(proc) if code == 0 or proc.stdout.strip() else proc.stderr
+
+
+def fetch(net: Devnet, agency: str, dataset_id: int, out: Path, *grant: Any) -> Any:
+    return run_cli("dataset", "fetch", dataset_id, "--out", out, "--devnet", net.dir, "--as", agency,
+                   *(("--grant", *grant) if grant else ()), timeout=300)
+
+
+@pytest.fixture(scope="module")
+def shared(net: Devnet, tmp_path_factory: pytest.TempPathFactory) -> tuple[int, int]:
+    """A dataset of agency1 that agency2 holds a read grant for (fetched once, to prove it works)."""
+    base = tmp_path_factory.mktemp("emergency")
+    (base / "people.csv").write_text(PEOPLE)
+    (base / "schema.json").write_text(json.dumps({"columns": [
+        {"name": "citizen_id", "kind": "personal"}, {"name": "district", "kind": "string"},
+        {"name": "age", "kind": "integer"}], "min_group": 5}))
+    (base / "permit.cedar").write_text("permit (principal, action, resource);\n")
+    published = cli_as(net, "agency1", "dataset", "publish", base / "people.csv", "--title", "People", "--policy",
+                       base / "permit.cedar", "--schema", base / "schema.json")
+    dataset_id = int(published["dataset_id"])
+    grant = cli_as(net, "agency2", "access", "request", dataset_id, "--action", "read", "--purpose", "ops test")
+    assert grant["allowed"]
+    proc = fetch(net, "agency2", dataset_id, base / "first.csv")
+    assert proc.returncode == 0, proc.stderr
+    return dataset_id, int(grant["grant_id"])
+
+
+TIMES: dict[str, float] = {}
+
+
+def test_owner_freezes_a_dataset_deliveries_refused_then_lifted(net: Devnet, shared: tuple[int, int],
+                                                                tmp_path: Path) -> None:
+    dataset_id, grant_id = shared
+    started = time.monotonic()
+    frozen = cli_as(net, "agency1", "emergency", "freeze-dataset", dataset_id, "--reason", "leak suspected")
+    proc = fetch(net, "agency2", dataset_id, tmp_path / "x.csv", grant_id)
+    TIMES["owner freeze: decision to refused delivery"] = time.monotonic() - started
+    assert proc.returncode == 2, proc.stderr
+    assert f"dataset {dataset_id} is frozen by its owner 'agency1': leak suspected" in proc.stderr
+    assert not (tmp_path / "x.csv").exists()
+    proc = fetch(net, "agency2", dataset_id, tmp_path / "x.csv")  # without --grant: the reason is named too
+    assert proc.returncode == 2 and "is frozen by its owner" in proc.stderr, proc.stderr
+    shown = cli_as(net, "agency2", "access", "show", grant_id)
+    assert shown["valid"] is False and "frozen" in shown["invalid_reason"]
+    denied = cli_as(net, "agency3", "access", "request", dataset_id, "--action", "read", "--purpose", "p", code=1)
+    assert denied["allowed"] is False and denied["errors"] == [
+        f"dataset {dataset_id} is frozen by its owner 'agency1': leak suspected"]
+    # only the owner (or Governance) may lift it
+    assert "or the owner of dataset" in cli_as(net, "agency2", "emergency", "unfreeze-dataset", dataset_id, code=1)
+    cli_as(net, "agency1", "emergency", "unfreeze-dataset", dataset_id)
+    proc = fetch(net, "agency2", dataset_id, tmp_path / "y.csv")
+    assert proc.returncode == 0, proc.stderr
+    # every action is an on-chain event, in the dataset's audit trail (what the explorer indexes)
+    events = [i["event"] for i in cli_as(net, "agency1", "audit", "--dataset", dataset_id)["items"]]
+    assert "DatasetFrozen" in events and "DatasetUnfrozen" in events
+    assert frozen["block"] > 0
+
+
+def test_governance_pauses_all_sharing_and_resumes_it(net: Devnet, shared: tuple[int, int], tmp_path: Path) -> None:
+    dataset_id, grant_id = shared
+    started = time.monotonic()
+    proposed = cli_as(net, "agency1", "emergency", "pause-sharing", "--reason", "incident 7")
+    assert proposed["executed"] is False and proposed["required"] == 3
+    pid = proposed["proposal_id"]
+    assert cli_as(net, "agency2", "emergency", "vote", pid)["executed"] is False
+    done = cli_as(net, "agency3", "emergency", "vote", pid)
+    assert done["executed"] is True
+    proc = fetch(net, "agency2", dataset_id, tmp_path / "x.csv", grant_id)
+    TIMES["consortium pause (3 of 4 agencies): proposal to refused delivery"] = time.monotonic() - started
+    assert proc.returncode == 2 and "all data sharing is paused by Governance: incident 7" in proc.stderr
+    status = run_cli("emergency", "status", "--node", net.rpc_url, "--json")
+    assert cli_json(status)["sharing_paused"] is True
+    # a member alone cannot lift it
+    proposed = cli_as(net, "agency1", "emergency", "resume-sharing")
+    cli_as(net, "agency2", "emergency", "vote", proposed["proposal_id"])
+    assert cli_as(net, "agency4", "emergency", "vote", proposed["proposal_id"])["executed"] is True
+    proc = fetch(net, "agency2", dataset_id, tmp_path / "y.csv")
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_agency_compromise_is_one_decision_revoke_and_retire(net: Devnet, shared: tuple[int, int],
+                                                            tmp_path: Path) -> None:
+    dataset_id, _ = shared
+    grant = cli_as(net, "agency4", "access", "request", dataset_id, "--action", "read", "--purpose", "before")
+    started = time.monotonic()
+    proposed = cli_as(net, "agency1", "emergency", "revoke-agency", "agency4", "--retire-after", "60")
+    assert proposed["retired_validators"] == ["node4"]
+    pid = proposed["proposal_id"]
+    cli_as(net, "agency2", "emergency", "vote", pid)
+    done = cli_as(net, "agency3", "emergency", "vote", pid)
+    assert done["executed"] is True
+    TIMES["agency compromise (3 of 4 agencies): proposal to revocation final"] = time.monotonic() - started
+    # its grants are invalid, its account may no longer transact, its validator leaves the set
+    shown = cli_as(net, "agency1", "access", "show", grant["grant_id"])
+    assert shown["valid"] is False and "agency 'agency4' is revoked" in shown["invalid_reason"]
+    key4 = next(a["private_key"] for a in net.info["accounts"] if a["agency"] == "agency4")
+    raw = sign_call(key4, net.chain_id, 1000, net.contract_address("Notary"), anchor_data(os.urandom(32)))
+    with pytest.raises(RpcError) as refused:  # node1 refuses the revoked agency's account at admission
+        net.send_raw(raw)
+    assert "member" in refused.value.message, refused.value.message
+    sets = httpx.get(net.api_url + "/validators", timeout=10).json()
+    assert [v["name"] for v in sets["epochs"][-1]["items"]] == ["node1", "node2", "node3"]
+    activation = sets["epochs"][-1]["activation_height"]
+    net.wait_for_head(activation + 5, timeout=180)  # the chain goes on with the three remaining validators
+    # the revoked agency's node was cut off by its peers at once: it never saw the blocks that followed
+    node4 = node_info(net, "node4")
+    assert head_of(node4["rpc"]) < activation
+    print(json.dumps({k: round(v, 2) for k, v in TIMES.items()}))

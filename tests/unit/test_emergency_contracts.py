@@ -49,7 +49,8 @@ def test_governance_freeze_suspends_grants_and_refuses_records_until_lifted(ledg
                                                                            acct: dict[str, Account]) -> None:
     grant_id = _granted(ledger, acct)
     receipt = ok(pass_proposal(ledger, acct, ACCESS_CONTROL, encode(AC, "freezeDataset", 1, "leak suspected")))
-    assert ("DatasetFrozen", {"datasetId": 1, "reason": "leak suspected", "by": "governance"}) in decode_logs(receipt)
+    assert ("DatasetFrozen", {"account": Web3.to_checksum_address(GOVERNANCE), "datasetId": 1,
+                              "reason": "leak suspected", "by": "governance"}) in decode_logs(receipt)
     assert not is_valid(ledger, grant_id, STATS)
     assert view(ledger, AC, "getEmergencyStop", 1) == (False, True, "dataset 1 is frozen by Governance: leak suspected")
     assert reverted(ledger.send(acct[HEALTH], ACCESS_CONTROL, encode(AC, "recordDelivery", grant_id, H1, H2, 9))) \
@@ -72,7 +73,8 @@ def test_owner_freezes_its_dataset_at_once_others_cannot(ledger: Ledger, acct: d
         ledger.send(acct[STATS], ACCESS_CONTROL, encode(AC, "freezeDataset", 1, "x")))
     assert "reason must be" in reverted(ledger.send(acct[HEALTH], ACCESS_CONTROL, encode(AC, "freezeDataset", 1, "")))
     receipt = ok(ledger.send(acct[HEALTH], ACCESS_CONTROL, encode(AC, "freezeDataset", 1, "audit")))
-    assert decode_logs(receipt) == [("DatasetFrozen", {"datasetId": 1, "reason": "audit", "by": HEALTH})]
+    assert decode_logs(receipt) == [("DatasetFrozen", {"account": acct[HEALTH].checksum, "datasetId": 1,
+                                                       "reason": "audit", "by": HEALTH})]
     assert not is_valid(ledger, grant_id, STATS)
     assert "or the owner of dataset 1" in reverted(ledger.send(acct[STATS], ACCESS_CONTROL, encode(AC, "unfreezeDataset", 1)))
     ok(ledger.send(acct[HEALTH], ACCESS_CONTROL, encode(AC, "unfreezeDataset", 1)))

@@ -211,8 +211,9 @@ class AccessControl(SystemContract):
                      "uint32 queriesPerHour, string by)")
     E_POLICY_INSTALLED = event("ConsortiumPolicyInstalled(string policyId, string policyText, bool replaced)")
     E_POLICY_REMOVED = event("ConsortiumPolicyRemoved(string policyId)")
-    E_FROZEN = event("DatasetFrozen(uint256 indexed datasetId, string reason, string by)")
-    E_UNFROZEN = event("DatasetUnfrozen(uint256 indexed datasetId, string by)")
+    # As in ComputeLimitsSet, the account comes first so that datasetId is the second topic (audit trail).
+    E_FROZEN = event("DatasetFrozen(address indexed account, uint256 indexed datasetId, string reason, string by)")
+    E_UNFROZEN = event("DatasetUnfrozen(address indexed account, uint256 indexed datasetId, string by)")
     E_PAUSED = event("SharingPaused(string reason)")
     E_RESUMED = event("SharingResumed()")
     EVENTS = (E_REQUESTED, E_DECIDED, E_GRANTED, E_REVOKED, E_DELIVERED, E_COMPUTED, E_REFUSED, E_LIMITS,
@@ -243,7 +244,7 @@ class AccessControl(SystemContract):
         if current is not None and current[1] == BY_GOVERNANCE and by != BY_GOVERNANCE:
             raise Revert(f"dataset {dataset_id} is already frozen by Governance")
         ctx.sstore(_freeze_key(dataset_id), codec.encode([reason, by, ctx.env.height]))
-        ctx.emit(self.E_FROZEN, dataset_id, reason, by)
+        ctx.emit(self.E_FROZEN, ctx.sender, dataset_id, reason, by)
 
     @method("unfreezeDataset(uint256 datasetId)")
     def unfreeze_dataset(self, ctx: CallContext, dataset_id: int) -> None:
@@ -256,7 +257,7 @@ class AccessControl(SystemContract):
         if current[1] == BY_GOVERNANCE and by != BY_GOVERNANCE:
             raise Revert(f"dataset {dataset_id} was frozen by Governance: only a proposal may lift it")
         ctx.sstore(_freeze_key(dataset_id), None)
-        ctx.emit(self.E_UNFROZEN, dataset_id, by)
+        ctx.emit(self.E_UNFROZEN, ctx.sender, dataset_id, by)
 
     @method("pauseSharing(string reason)")
     def pause_sharing(self, ctx: CallContext, reason: str) -> None:
