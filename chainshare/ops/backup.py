@@ -24,7 +24,7 @@ import shutil
 import tarfile
 import time
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -91,7 +91,7 @@ def compute_snapshot_header(source: SnapshotSource) -> SnapshotHeader:
                           "0x" + Block.decode(block).hash.hex(), source.get(K_FINALITY) is not None)
 
 
-def iter_snapshot_stream(source: SnapshotSource) -> Iterator[bytes]:
+def iter_snapshot_stream(source: SnapshotSource) -> Generator[bytes, None, None]:
     """The snapshot stream of ``source`` in chunks of about 1 MiB."""
     packer = msgpack.Packer(use_bin_type=True)
     buf = io.BytesIO()
