@@ -7,6 +7,8 @@ Every action is a transaction, so it is an on-chain event anyone (and the explor
 - ``revoke-agency NAME``: ONE Governance decision that retires the agency's validators (a new set
   from ``--retire-after`` blocks on) and revokes the agency (its nodes are refused at once, its
   accounts may no longer transact, every grant it holds or gave is invalid).
+- ``rotate-validator NAME --identity node-identity.json``: a Governance decision that replaces the
+  validator's BLS key by a new one from a later height (same name and agency).
 - ``vote ID [--against]``, ``execute ID``: the other agencies' part of a proposal.
 - ``status [--dataset ID]``: whether sharing is paused or a dataset frozen, and why.
 
@@ -17,6 +19,7 @@ threshold (one agency of one). Each command prints the block of its effect and t
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import click
@@ -193,6 +196,47 @@ def revoke_agency(name: str, retire_after: int, as_json: bool, devnet_dir: Any, 
         result = _propose(client, key, GOVERNANCE, data,
                           f"emergency: revoke agency {name} and retire its validators {', '.join(retired) or '-'}")
     _report({"agency": name, "retired_validators": retired, **result}, started, as_json, f"agency {name} revoked")
+
+
+@group.command("rotate-validator")
+@click.argument("name")
+@click.option("--identity", "identity_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="node-identity.json of the NEW key (from `chainshare ca issue-node NAME ...`).")
+@click.option("--activate-after", type=click.IntRange(2, 100_000), default=200, show_default=True,
+              help="Blocks from now after which the new key certifies instead of the old one (leave time for "
+              "the votes).")
+@acting_options
+@json_option
+def rotate_validator(name: str, identity_path: Path, activate_after: int, as_json: bool, devnet_dir: Any,
+                     as_agency: str | None, node_url: str | None, keystore: Any, password_file: Any) -> None:
+    """Propose replacing validator NAME's BLS key by a new one (same name and agency) from a later height.
+    Restart the node with the new keys once the decision is executed: it follows the chain until the
+    new set is in force, then votes with the new key; the old key certifies nothing after that."""
+    from chainshare.config import read_json_file
+
+    started = time.monotonic()
+    identity = read_json_file(identity_path, "node identity")
+    try:
+        new_pk, new_pop = identity["bls_public_key"], identity["bls_pop"]
+        if identity.get("node", identity.get("name", name)) != name:
+            raise InvalidInput(f"{identity_path} is the identity of {identity.get('node')!r}, not of {name!r}")
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise InvalidInput(f"{identity_path} is not a node identity (bls_public_key, bls_pop): {exc}") from exc
+    url, key = resolve_actor(devnet_dir, as_agency, node_url, keystore, password_file)
+    assert key is not None
+    latest = api_get(url, "/validators")["epochs"][-1]["items"]
+    if name not in [v["name"] for v in latest]:
+        raise InvalidInput(f"{name!r} is not a validator of the latest set ({', '.join(v['name'] for v in latest)})")
+    rows = [(v["name"], v["agency"], v["bls_public_key"], v["bls_pop"]) if v["name"] != name
+            else (name, v["agency"], new_pk, new_pop) for v in latest]
+    with NodeClient(url, timeout=60) as client:
+        head = int(client.rpc("eth_blockNumber"), 16)
+        data = encode_call(MEM, "setValidators", [r[0] for r in rows], [r[1] for r in rows],
+                           [bytes.fromhex(str(r[2])[2:]) for r in rows], [bytes.fromhex(str(r[3])[2:]) for r in rows],
+                           head + activate_after)
+        result = _propose(client, key, MEMBERSHIP, data, f"emergency: rotate the BLS key of validator {name}")
+    _report({"validator": name, "activation_height": head + activate_after, "bls_public_key": new_pk, **result},
+            started, as_json, f"validator {name} rotated")
 
 
 @group.command("vote")

@@ -252,12 +252,44 @@ def test_governance_pauses_all_sharing_and_resumes_it(net: Devnet, shared: tuple
     assert proc.returncode == 0, proc.stderr
 
 
+def test_validator_bls_key_rotation_takes_effect_at_its_height(net: Devnet, tmp_path: Path) -> None:
+    """A compromised BLS key is replaced by a Governance decision; the node restarted with the new key
+    votes from the activation height on: with node4 stopped, blocks need node3's NEW key to be certified."""
+    proc = run_cli("ca", "issue-node", "node3", "--agency", "agency3", "--ca-dir", net.dir / "ca", "--out",
+                   tmp_path / "node3-new", "--dev", "--json")
+    assert proc.returncode == 0, proc.stderr
+    identity = tmp_path / "node3-new" / "node-identity.json"
+    started = time.monotonic()
+    proposed = cli_as(net, "agency1", "emergency", "rotate-validator", "node3", "--identity", identity,
+                      "--activate-after", "40")
+    cli_as(net, "agency2", "emergency", "vote", proposed["proposal_id"])
+    assert cli_as(net, "agency3", "emergency", "vote", proposed["proposal_id"])["executed"] is True
+    TIMES["BLS key rotation (3 of 4 agencies): proposal to decision final"] = time.monotonic() - started
+    activation = proposed["activation_height"]
+    sets = httpx.get(net.api_url + "/validators", timeout=10).json()
+    new_pk = json.loads(identity.read_text())["bls_public_key"]
+    assert [v["bls_public_key"] for v in sets["epochs"][-1]["items"] if v["name"] == "node3"] == [new_pk]
+    # the operator restarts node3 with the new BLS key (its TLS identity and vault stay)
+    node3 = node_info(net, "node3")
+    os.kill(node3["pid"], signal.SIGTERM)
+    wait_until(lambda: not is_running(node3["pid"]), 30, "node3 to stop")
+    shutil.copy(tmp_path / "node3-new" / "validator.json", net.dir / "nodes" / "node3" / "keys" / "validator.json")
+    net.start(timeout=120)
+    net.wait_for_head(activation + 3, timeout=240)
+    node4 = node_info(net, "node4")
+    os.kill(node4["pid"], signal.SIGTERM)  # 3 of 4 must sign now: node1, node2 and node3's new key
+    wait_until(lambda: not is_running(node4["pid"]), 30, "node4 to stop")
+    h = net.head()
+    net.wait_for_head(h + 5, timeout=180)
+    net.start(timeout=120)  # node4 back for the next test
+
+
 def test_agency_compromise_is_one_decision_revoke_and_retire(net: Devnet, shared: tuple[int, int],
                                                             tmp_path: Path) -> None:
     dataset_id, _ = shared
     grant = cli_as(net, "agency4", "access", "request", dataset_id, "--action", "read", "--purpose", "before")
     started = time.monotonic()
-    proposed = cli_as(net, "agency1", "emergency", "revoke-agency", "agency4", "--retire-after", "60")
+    proposed = cli_as(net, "agency1", "emergency", "revoke-agency", "agency4", "--retire-after", "40")
     assert proposed["retired_validators"] == ["node4"]
     pid = proposed["proposal_id"]
     cli_as(net, "agency2", "emergency", "vote", pid)
