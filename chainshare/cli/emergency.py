@@ -258,6 +258,23 @@ def vote(proposal_id: str, against: bool, as_json: bool, devnet_dir: Any, as_age
     _report(result, started, as_json, f"proposal {pid}")
 
 
+@group.command("execute")
+@click.argument("proposal_id")
+@acting_options
+@json_option
+def execute(proposal_id: str, as_json: bool, devnet_dir: Any, as_agency: str | None, node_url: str | None,
+            keystore: Any, password_file: Any) -> None:
+    """Execute a proposal that has its votes (`vote` does it by itself when its vote reaches the threshold)."""
+    pid, started = _id(proposal_id, "PROPOSAL_ID"), time.monotonic()
+    url, key = resolve_actor(devnet_dir, as_agency, node_url, keystore, password_file)
+    assert key is not None
+    with NodeClient(url, timeout=60) as client:
+        result = {"proposal_id": pid, **_try_execute(client, key, pid)}
+    if not result["executed"]:
+        raise InvalidInput(f"proposal {pid} has {result['yes']} of the {result['required']} yes votes it needs")
+    _report(result, started, as_json, f"proposal {pid}")
+
+
 def _votes_safe(url: str, pid: int) -> tuple[int, int]:
     with NodeClient(url) as client:
         return _votes(client, pid)

@@ -237,6 +237,7 @@ def test_governance_pauses_all_sharing_and_resumes_it(net: Devnet, shared: tuple
     assert proposed["executed"] is False and proposed["required"] == 3
     pid = proposed["proposal_id"]
     assert cli_as(net, "agency2", "emergency", "vote", pid)["executed"] is False
+    assert "has 2 of the 3 yes votes it needs" in cli_as(net, "agency2", "emergency", "execute", pid, code=2)
     done = cli_as(net, "agency3", "emergency", "vote", pid)
     assert done["executed"] is True
     proc = fetch(net, "agency2", dataset_id, tmp_path / "x.csv", grant_id)
