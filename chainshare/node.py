@@ -22,7 +22,7 @@ from typing import Any
 from chainshare import CLIENT_VERSION
 from chainshare.config import NodeConfig, read_json_file
 from chainshare.crypto import bls
-from chainshare.errors import ConfigError, ConsensusError, InvalidTransaction
+from chainshare.errors import ConfigError, ConsensusError, InvalidTransaction, StorageError
 from chainshare.execution.block import ExecutedBlock, build_block
 from chainshare.execution.contracts.cedar import run_on_cedar_thread
 from chainshare.execution.contracts.membership import (
@@ -253,6 +253,9 @@ class Node:
             try:
                 executed, invalid = await loop.run_in_executor(self._executor, run_on_cedar_thread,
                                                                self._propose_and_commit, txs)
+            except StorageError as exc:  # disk full, I/O error: said plainly, no traceback
+                log_event(log, logging.CRITICAL, "ledger write failed; stopping the node", error=exc.message)
+                raise
             except Exception:
                 log.exception("block production failed; stopping the node")
                 raise

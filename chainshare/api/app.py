@@ -21,6 +21,7 @@ import orjson
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from chainshare.api.admin import ADMIN_PATHS, serve_admin
 from chainshare.api.errors import http_error, rpc_error
 from chainshare.api.jsonrpc import JsonRpc
 from chainshare.api.limits import ApiLimits, ApiWorkers, ClientLimiter, Usage, current_usage
@@ -255,6 +256,9 @@ def create_app(node: Node) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
             return
         if path == "/metrics":
             await _respond(send, 200, generate_latest(registry), b"text/plain; version=0.0.4")
+            return
+        if path in ADMIN_PATHS:  # operator endpoints (loopback clients only): api/admin.py
+            await serve_admin(node, scope, send)
             return
         if path == "/api/v1" or path.startswith("/api/v1/"):
             too_large = b'{"error":{"type":"InvalidInput","message":"request body too large"}}'

@@ -30,6 +30,7 @@ def _register() -> None:
         credit,
         dataset,
         devnet,
+        emergency,
         explorer,
         genesis,
         joint,
@@ -37,7 +38,7 @@ def _register() -> None:
         tx,
     )
 
-    for mod in (ca, genesis, node, devnet, tx, chain, bench, dataset, access, audit, credit, explorer, joint):
+    for mod in (ca, genesis, node, devnet, tx, chain, bench, dataset, access, audit, credit, explorer, joint, emergency):
         cli.add_command(mod.group)
 
 

@@ -10,6 +10,7 @@ import click
 
 from chainshare.cli.common import emit, json_option
 from chainshare.devnet import DEVNET_FILE, create_devnet, devnet_status, start_devnet, stop_devnet
+from chainshare.errors import InvalidInput
 
 group = click.Group("devnet", help="Run a local development network (dev keys, loopback only).")
 
@@ -31,7 +32,11 @@ def _summary(info: dict[str, object]) -> str:
 
 
 @group.command("up")
-@_dir
+@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
+              help="Directory holding the network (created if missing).")
+@click.option("--compose", "compose_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Instead of starting processes, write the keys, genesis, configs and secrets of the 4-validator "
+                   "container network of docker/compose.yml into this directory (docker/network next to it).")
 @click.option("--nodes", type=click.IntRange(1, 16), default=1, show_default=True, help="Number of validators.")
 @click.option("--base-port", type=click.IntRange(1024, 65000), default=8545, show_default=True,
               help="API port of node1: node i serves on base-port + i - 1 and, with several nodes, "
@@ -42,11 +47,23 @@ def _summary(info: dict[str, object]) -> str:
 @click.option("--explorer", "with_explorer", is_flag=True,
               help="Also start the explorer (indexer + API on SQLite in DIR/explorer) and print its URL.")
 @json_option
-def up(directory: Path, nodes: int, base_port: int, chain_id: int, block_time_ms: int, foreground: bool,
-       with_explorer: bool, as_json: bool) -> None:
+def up(directory: Path | None, compose_dir: Path | None, nodes: int, base_port: int, chain_id: int,
+       block_time_ms: int, foreground: bool, with_explorer: bool, as_json: bool) -> None:
     """Create (first time) and start the network; returns once every node produces blocks.
 
-    On an existing DIR it starts again, on its data, every node that is not running."""
+    On an existing DIR it starts again, on its data, every node that is not running. With --compose DIR
+    it only writes a container network for `docker compose` (docker/compose.yml)."""
+    if compose_dir is not None:
+        from chainshare.ops.compose import create_compose_network
+
+        if directory is not None:
+            raise InvalidInput("give either --dir (local processes) or --compose (containers), not both")
+        written = create_compose_network(compose_dir, chain_id)
+        emit(written, as_json, f"container network written to {compose_dir} (genesis {written['genesis_hash']}); "
+                               "next:\n  " + "\n  ".join(written["next"]))
+        return
+    if directory is None:
+        raise InvalidInput("--dir DIR is required (or --compose DIR for a container network)")
     if not (directory / DEVNET_FILE).exists():
         create_devnet(directory, nodes, base_port, chain_id, block_time_ms)
     info = start_devnet(directory)
@@ -55,7 +72,7 @@ def up(directory: Path, nodes: int, base_port: int, chain_id: int, block_time_ms
         from chainshare.explorer.launcher import start_explorer
 
         info = {**info, "explorer": start_explorer(directory)}
-        summary += f"\n\n  explorer: {info['explorer']['urls'][0]}/api/v1/status  (API docs: /api/v1/docs)"
+        summary += f"\n\n  explorer: {info['explorer']['urls'][0]}/  (JSON API: /api/v1, docs: /api/v1/docs)"
     emit(info, as_json, summary)
     if not foreground:
         return

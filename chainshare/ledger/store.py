@@ -11,7 +11,7 @@ import bisect
 import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from chainshare.errors import StorageError
 
@@ -44,6 +44,7 @@ class LevelDBStore:
         import plyvel
 
         path.mkdir(parents=True, exist_ok=True)
+        self.path = path
         try:
             self._db = plyvel.DB(
                 str(path), create_if_missing=create, compression="snappy",
@@ -51,6 +52,9 @@ class LevelDBStore:
                 bloom_filter_bits=10, max_open_files=256,
             )
         except plyvel.IOError as exc:
+            if "No space left" in str(exc) or "Disk quota" in str(exc):
+                raise StorageError(f"disk full: cannot open the ledger at {path} ({exc}): free space on that "
+                                   "filesystem and start the node again") from exc
             raise StorageError(
                 f"cannot open the ledger at {path}: {exc} (is another node already using this data dir?)"
             ) from exc
@@ -62,11 +66,22 @@ class LevelDBStore:
 
     def write_batch(self, puts: Mapping[bytes, bytes], deletes: tuple[bytes, ...] = (), sync: bool = True) -> None:
         # transaction=True: a batch that fails part-way (bad value) writes nothing at all.
-        with self._db.write_batch(sync=sync, transaction=True) as wb:
-            for k in deletes:
-                wb.delete(k)
-            for k, v in puts.items():
-                wb.put(k, v)
+        import plyvel
+
+        try:
+            with self._db.write_batch(sync=sync, transaction=True) as wb:
+                for k in deletes:
+                    wb.delete(k)
+                for k, v in puts.items():
+                    wb.put(k, v)
+        except plyvel.IOError as exc:
+            # LevelDB refuses every later write once one failed: the node must stop and be started again.
+            # The failed batch is not in the ledger (it is written whole or not at all).
+            if "No space left" in str(exc) or "Disk quota" in str(exc):
+                raise StorageError(f"disk full: the ledger at {self.path} cannot be written ({exc}); nothing of the "
+                                   "failed block was kept: free space on that filesystem and start the node again "
+                                   "(a supervisor's restart policy does this once space returns)") from exc
+            raise StorageError(f"cannot write the ledger at {self.path}: {exc}") from exc
 
     def iterate(self, prefix: bytes, start: bytes | None = None, reverse: bool = False) -> Iterator[tuple[bytes, bytes]]:
         if start is None:
@@ -82,6 +97,10 @@ class LevelDBStore:
         for k, v in it:
             if k.startswith(prefix):
                 yield k, v
+
+    def snapshot(self) -> Any:
+        """A plyvel snapshot: a consistent point-in-time view for reads while writes go on."""
+        return self._db.snapshot()
 
     def close(self) -> None:
         self._db.close()

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from chainshare.errors import ExecutionReverted, InvalidInput, NotFound
 from chainshare.execution import abi
 from chainshare.execution.contracts import ACCESS_CONTROL, DATASETS, cedar
-from chainshare.execution.contracts.access_control import AccessControl
+from chainshare.execution.contracts.access_control import AccessControl, compute_emergency_reason
 from chainshare.execution.contracts.datasets import Dataset, Datasets, get_dataset, get_policy_text
 from chainshare.execution.contracts.membership import get_agency
 from chainshare.execution.runtime import EventSpec, MethodSpec, SystemContract
@@ -173,6 +173,9 @@ def get_grant_invalid_reason(node: ChainNode, grant: GrantRecord, now: int) -> s
     record = get_dataset(node.chain.state, grant.dataset_id)
     if record is None or record.retired:
         return f"dataset {grant.dataset_id} is retired"
+    stopped = compute_emergency_reason(node.chain.state, grant.dataset_id)
+    if stopped is not None:
+        return stopped
     for name in (grant.grantee, record.owner):
         agency = get_agency(node.chain.state, name)
         if agency is None or not agency["active"]:
@@ -207,7 +210,8 @@ def select_grant(node: ChainNode, dataset_id: int, grantee: str, actions: tuple[
         raise NotFound(f"agency {grantee!r} holds no {wanted} grant for dataset {dataset_id}: "
                        f"request one first (chainshare access request {dataset_id} --action ...)")
     raise NotFound(f"none of agency {grantee!r}'s {wanted} grants for dataset {dataset_id} is valid now "
-                   f"({', '.join(f'grant {g.id}' for g in grants[:5])}...): request a new one")
+                   f"({', '.join(f'grant {g.id}' for g in grants[:5])}...; the newest: "
+                   f"{get_grant_invalid_reason(node, grants[0], now)}): request a new one")
 
 
 # --------------------------------------------------------------------------- events

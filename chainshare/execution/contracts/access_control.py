@@ -41,6 +41,15 @@ that releases a result only once its record is final can never release more than
 epsilon its noisy check spent (charged like an answer); it counts against the hour's queries,
 except a ``rate_limit`` refusal, of which one per grant and hour is recorded.
 
+Emergency stops (docs/runbook.md): ``freezeDataset(datasetId, reason)`` suspends every grant of one
+dataset (no delivery or computation can be recorded, ``isGrantValid`` is false, new requests are
+denied with the reason) until ``unfreezeDataset``; ``pauseSharing(reason)`` does the same for every
+dataset of the consortium until ``resumeSharing``. Both are checked before any Cedar policy, so they
+always win. Governance may freeze, pause, lift either; the owner of a dataset may also freeze it at
+once (one transaction, no vote) and lift a freeze it made itself, never one made by Governance.
+Grants are suspended, not revoked: lifting the stop makes the unexpired ones valid again. Every stop
+and lift is an event (``DatasetFrozen``/``DatasetUnfrozen``/``SharingPaused``/``SharingResumed``).
+
 Gas: on top of storage and events, evaluation costs ``cedar.compute_evaluation_gas`` (base plus
 per byte of every policy evaluated) and policy installation ``cedar.compute_validation_gas``.
 """
@@ -55,11 +64,22 @@ from chainshare import codec
 from chainshare.execution.contracts import cedar, datasets
 from chainshare.execution.contracts.addresses import ACCESS_CONTROL, GOVERNANCE, JOINT_COMPUTE
 from chainshare.execution.contracts.membership import get_agency, get_agency_attribute, get_agency_of
-from chainshare.execution.runtime import G_SLOAD, CallContext, Revert, SystemContract, event, method
+from chainshare.execution.runtime import (
+    CONTRACT_PREFIX,
+    G_SLOAD,
+    CallContext,
+    Revert,
+    SystemContract,
+    event,
+    method,
+)
 
 K_REQUESTS = b"requests"
 K_GRANTS = b"grants"
 K_CONSORTIUM_IDS = b"cids"
+K_PAUSE = b"pause"  # [reason, height] while consortium-wide sharing is paused
+MAX_REASON_BYTES = 256
+BY_GOVERNANCE = "governance"
 MAX_PURPOSE_BYTES = 256
 DAY = 86_400
 DEFAULT_DURATION = 30 * DAY
@@ -115,6 +135,39 @@ def _spent_key(dataset_id: int, grantee: str) -> bytes:
     return b"ps:" + dataset_id.to_bytes(8, "big") + grantee.encode()
 
 
+def _freeze_key(dataset_id: int) -> bytes:
+    return b"fz:" + dataset_id.to_bytes(8, "big")
+
+
+def get_sharing_pause(state: Any) -> str | None:
+    """The reason consortium-wide sharing is paused, or None when it is not (one state read)."""
+    raw = state.get(CONTRACT_PREFIX + ACCESS_CONTROL + K_PAUSE)
+    return str(codec.decode(raw)[0]) if raw is not None else None
+
+
+def get_dataset_freeze(state: Any, dataset_id: int) -> tuple[str, str] | None:
+    """(reason, who froze it: an agency name or "governance") while ``dataset_id`` is frozen, else None."""
+    if not 0 < dataset_id < 2**64:
+        return None
+    raw = state.get(CONTRACT_PREFIX + ACCESS_CONTROL + _freeze_key(dataset_id))
+    if raw is None:
+        return None
+    reason, by, _ = codec.decode(raw)
+    return str(reason), str(by)
+
+
+def compute_emergency_reason(state: Any, dataset_id: int) -> str | None:
+    """Why no grant of ``dataset_id`` may be used now because of an emergency stop, or None."""
+    paused = get_sharing_pause(state)
+    if paused is not None:
+        return f"all data sharing is paused by Governance: {paused}"
+    frozen = get_dataset_freeze(state, dataset_id)
+    if frozen is not None:
+        who = "Governance" if frozen[1] == BY_GOVERNANCE else f"its owner {frozen[1]!r}"
+        return f"dataset {dataset_id} is frozen by {who}: {frozen[0]}"
+    return None
+
+
 def _window_key(grant_id: int) -> bytes:
     return b"rw:" + grant_id.to_bytes(8, "big")
 
@@ -158,8 +211,76 @@ class AccessControl(SystemContract):
                      "uint32 queriesPerHour, string by)")
     E_POLICY_INSTALLED = event("ConsortiumPolicyInstalled(string policyId, string policyText, bool replaced)")
     E_POLICY_REMOVED = event("ConsortiumPolicyRemoved(string policyId)")
+    # As in ComputeLimitsSet, the account comes first so that datasetId is the second topic (audit trail).
+    E_FROZEN = event("DatasetFrozen(address indexed account, uint256 indexed datasetId, string reason, string by)")
+    E_UNFROZEN = event("DatasetUnfrozen(address indexed account, uint256 indexed datasetId, string by)")
+    E_PAUSED = event("SharingPaused(string reason)")
+    E_RESUMED = event("SharingResumed()")
     EVENTS = (E_REQUESTED, E_DECIDED, E_GRANTED, E_REVOKED, E_DELIVERED, E_COMPUTED, E_REFUSED, E_LIMITS,
-              E_POLICY_INSTALLED, E_POLICY_REMOVED)
+              E_POLICY_INSTALLED, E_POLICY_REMOVED, E_FROZEN, E_UNFROZEN, E_PAUSED, E_RESUMED)
+
+    # -- emergency stops (docs/runbook.md) ----------------------------------------------------------
+
+    def _stopper(self, ctx: CallContext, dataset: datasets.Dataset | None) -> str:
+        """Who is stopping: "governance", or the owner agency of ``dataset``; Revert for anyone else."""
+        if ctx.sender == GOVERNANCE:
+            return BY_GOVERNANCE
+        caller = get_agency_of(ctx.state, ctx.sender)
+        if dataset is not None and caller is not None and caller == dataset.owner:
+            return caller
+        what = f"the owner of dataset {dataset.id}" if dataset is not None else "nobody else"
+        raise Revert(f"only Governance (a proposal) or {what} may do this")
+
+    @method("freezeDataset(uint256 datasetId, string reason)")
+    def freeze_dataset(self, ctx: CallContext, dataset_id: int, reason: str) -> None:
+        ctx.charge(G_SLOAD)
+        dataset = datasets.get_dataset(ctx.state, dataset_id)
+        if dataset is None:
+            raise Revert(f"no dataset {dataset_id}")
+        by = self._stopper(ctx, dataset)
+        if not 1 <= len(reason.encode()) <= MAX_REASON_BYTES:
+            raise Revert(f"reason must be 1..{MAX_REASON_BYTES} bytes")
+        current = get_dataset_freeze(ctx.state, dataset_id)
+        if current is not None and current[1] == BY_GOVERNANCE and by != BY_GOVERNANCE:
+            raise Revert(f"dataset {dataset_id} is already frozen by Governance")
+        ctx.sstore(_freeze_key(dataset_id), codec.encode([reason, by, ctx.env.height]))
+        ctx.emit(self.E_FROZEN, ctx.sender, dataset_id, reason, by)
+
+    @method("unfreezeDataset(uint256 datasetId)")
+    def unfreeze_dataset(self, ctx: CallContext, dataset_id: int) -> None:
+        ctx.charge(G_SLOAD)
+        dataset = datasets.get_dataset(ctx.state, dataset_id)
+        by = self._stopper(ctx, dataset)
+        current = get_dataset_freeze(ctx.state, dataset_id)
+        if current is None:
+            raise Revert(f"dataset {dataset_id} is not frozen")
+        if current[1] == BY_GOVERNANCE and by != BY_GOVERNANCE:
+            raise Revert(f"dataset {dataset_id} was frozen by Governance: only a proposal may lift it")
+        ctx.sstore(_freeze_key(dataset_id), None)
+        ctx.emit(self.E_UNFROZEN, ctx.sender, dataset_id, by)
+
+    @method("pauseSharing(string reason)")
+    def pause_sharing(self, ctx: CallContext, reason: str) -> None:
+        self._stopper(ctx, None)
+        if not 1 <= len(reason.encode()) <= MAX_REASON_BYTES:
+            raise Revert(f"reason must be 1..{MAX_REASON_BYTES} bytes")
+        ctx.sstore(K_PAUSE, codec.encode([reason, ctx.env.height]))
+        ctx.emit(self.E_PAUSED, reason)
+
+    @method("resumeSharing()")
+    def resume_sharing(self, ctx: CallContext) -> None:
+        self._stopper(ctx, None)
+        if ctx.sload(K_PAUSE) is None:
+            raise Revert("data sharing is not paused")
+        ctx.sstore(K_PAUSE, None)
+        ctx.emit(self.E_RESUMED)
+
+    @method("getEmergencyStop(uint256 datasetId)", returns="bool paused, bool frozen, string reason", view=True)
+    def get_emergency_stop(self, ctx: CallContext, dataset_id: int) -> tuple[bool, bool, str]:
+        ctx.charge(2 * G_SLOAD)
+        reason = compute_emergency_reason(ctx.state, dataset_id)
+        return (get_sharing_pause(ctx.state) is not None, get_dataset_freeze(ctx.state, dataset_id) is not None,
+                reason or "")
 
     # -- consortium-wide policies (Governance only) -------------------------------------------------
 
@@ -252,6 +373,11 @@ class AccessControl(SystemContract):
                 now: int) -> cedar.AccessDecision:
         if dataset.retired:
             return cedar.AccessDecision(False, (), (f"dataset {dataset.id} is retired",))
+        # not metered (two bounded reads): the gas of requests and records stays what it was, so
+        # chains written before the emergency stops existed re-execute to the same receipts
+        stopped = compute_emergency_reason(ctx.state, dataset.id)
+        if stopped is not None:
+            return cedar.AccessDecision(False, (), (stopped,))
         owner, owner_active = _agency_facts(ctx, dataset.owner)
         if not owner_active:
             return cedar.AccessDecision(False, (), (f"agency {dataset.owner!r}, the owner of dataset {dataset.id}, "
@@ -281,6 +407,11 @@ class AccessControl(SystemContract):
         dataset = datasets.get_dataset(ctx.state, grant.dataset_id)
         if dataset is None or dataset.retired:
             return f"dataset {grant.dataset_id} is retired"
+        # not metered (two bounded reads): the gas of requests and records stays what it was, so
+        # chains written before the emergency stops existed re-execute to the same receipts
+        stopped = compute_emergency_reason(ctx.state, grant.dataset_id)
+        if stopped is not None:
+            return stopped
         for name in (grant.grantee, dataset.owner):
             ctx.charge(G_SLOAD)
             record = get_agency(ctx.state, name)

@@ -3,6 +3,11 @@
 A proposal is a call (target system contract + ABI data) that Governance itself makes when
 ``execute`` finds at least ``ceil(active agencies * num / den)`` yes votes before the deadline.
 Membership, validator, policy and parameter changes go through here and nowhere else.
+
+One decision may make several calls at once: a proposal whose target is Governance itself and whose
+data is ``executeBatch(targets, calls)`` runs every call in order when executed, all or none (one
+revert reverts the whole execution). The emergency runbook uses it to revoke a compromised agency,
+retire its validators and freeze its datasets in the same decision (docs/runbook.md).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ MAX_UPGRADE_DELAY = 1_000_000
 MAX_PROTOCOL_VERSION = 2**32 - 1
 MAX_DESCRIPTION = 4096
 MAX_PROPOSAL_DATA = 64 * 1024
+MAX_BATCH_CALLS = 32
 
 
 def genesis_entries(threshold_num: int, threshold_den: int, voting_period_blocks: int) -> dict[bytes, bytes]:
@@ -143,6 +149,18 @@ class Governance(SystemContract):
         ctx.sstore(b"p:" + pid.to_bytes(8, "big"), codec.encode(p))
         ctx.call(p[1], p[2])
         ctx.emit(self.E_EXECUTED, pid, "0x" + p[1].hex())
+
+    @method("executeBatch(address[] targets, bytes[] calls)")
+    def execute_batch(self, ctx: CallContext, targets: list[str], calls: list[bytes]) -> None:
+        if ctx.sender != GOVERNANCE:
+            raise Revert("only Governance may run a batch: make it the data of a proposal to Governance")
+        if not 0 < len(targets) == len(calls) <= MAX_BATCH_CALLS:
+            raise Revert(f"a batch has 1..{MAX_BATCH_CALLS} calls, one target each")
+        for target, data in zip(targets, calls, strict=True):
+            target_b = bytes.fromhex(target[2:])
+            if target_b not in ctx.runtime.contracts:
+                raise Revert(f"batch target {target} is not a system contract")
+            ctx.call(target_b, data)
 
     @method("getProposal(uint256 id)", returns="address proposer, address target, bytes data, string description, "
             "uint256 yes, uint256 no, bool executed, uint256 deadline", view=True)

@@ -1,0 +1,92 @@
+"""A full disk (issue 14, runbook "disk full"): a node whose ledger filesystem fills up under load stops
+writing, says so in its log and exit message, and keeps every block it had committed intact; once space
+returns it starts again on the same data, every receipt it had returned is there, `chain verify` passes
+and it finalizes new transactions. The small filesystem is a real tmpfs mounted for the test (root only)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from netkit import Devnet, cli_json, run_cli, wait_until
+
+from chainshare.bench import free_port_block, presign_anchors
+from chainshare.devnet import create_devnet, is_running
+
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("diskfull")]
+
+
+def _mount(target: Path, size: str, remount: bool = False) -> None:
+    opts = f"remount,size={size}" if remount else f"size={size}"
+    args = ["mount", "-o", opts, str(target)] if remount else ["mount", "-t", "tmpfs", "-o", opts, "tmpfs",
+                                                                 str(target)]
+    subprocess.run(args, check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def small_disk_net(devnet_pool: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a small tmpfs needs root (the disk-full test runs as root in CI and here)")
+    directory = tmp_path_factory.mktemp("diskfull") / "net"
+    create_devnet(directory, 1, free_port_block(1))
+    data = directory / "nodes" / "node1" / "data"
+    data.mkdir(parents=True)
+    _mount(data, "3m")
+    devnet_pool.register(directory)
+    try:
+        net = Devnet(directory)
+        net.start(timeout=60)
+        devnet_pool.nets.append(net)
+        yield net, data
+    finally:
+        from netkit import shutdown_devnet
+
+        shutdown_devnet(directory)
+        subprocess.run(["umount", "-l", str(data)], capture_output=True)
+
+
+def test_a_full_disk_stops_the_node_cleanly_and_it_resumes_when_space_returns(small_disk_net: Any) -> None:
+    net, data = small_disk_net
+    raws = presign_anchors(net.key_bytes, net.chain_id, 0, 30_000, os.urandom(8))
+    receipts: dict[str, dict[str, Any]] = {}
+    sent: list[str] = []
+    with httpx.Client(timeout=10) as client:
+        for i in range(0, len(raws), 200):
+            try:
+                answers = client.post(net.rpc_url, json=[
+                    {"jsonrpc": "2.0", "id": k, "method": "eth_sendRawTransaction", "params": ["0x" + r.hex()]}
+                    for k, r in enumerate(raws[i:i + 200])]).json()
+                sent += [a["result"] for a in answers if "result" in a]
+                polled = client.post(net.rpc_url, json=[
+                    {"jsonrpc": "2.0", "id": k, "method": "eth_getTransactionReceipt", "params": [h]}
+                    for k, h in enumerate(sent[-200:])]).json()
+                for a in polled:
+                    if a.get("result"):
+                        receipts[a["result"]["transactionHash"]] = a["result"]
+            except (httpx.HTTPError, ValueError):
+                break  # the node stopped
+            time.sleep(0.02)
+    wait_until(lambda: not is_running(net.pid), 60, "the node to stop on the full disk")
+    assert receipts, "the node returned no receipt before the disk filled"
+    log = net.log_path.read_text()
+    assert "ledger write failed; stopping the node" in log and "disk full: the ledger at" in log
+    assert "Traceback" not in log.split("ledger write failed")[1].split("\n")[0]
+
+    # space returns: the node starts on the same data, every returned receipt is there, nothing is corrupted
+    _mount(data, "256m", remount=True)
+    net.start(timeout=120)
+    for tx_hash, receipt in list(receipts.items())[-50:]:
+        again = net.receipt(tx_hash)
+        assert again is not None and again["blockHash"] == receipt["blockHash"], tx_hash
+    assert net.head() >= max(int(r["blockNumber"], 16) for r in receipts.values())
+    net.anchor()  # it finalizes new transactions
+    net.kill(15)
+    proc = run_cli("chain", "verify", "--data-dir", data, "--json", timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert cli_json(proc)["blocks"] > 1

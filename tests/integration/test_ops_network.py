@@ -1,0 +1,325 @@
+"""Operating a 4-validator network (issue 14): back up a running validator under load, destroy it,
+restore it, let it catch up, and verify its chain offline; the backup endpoint answers loopback
+clients only and a damaged or foreign backup is refused with a precise message."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import tarfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from netkit import Devnet, RpcError, anchor_data, cli_json, run_cli, sign_call, wait_until
+
+from chainshare.bench import presign_anchors
+from chainshare.devnet import is_running
+
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("ops")]
+
+
+@pytest.fixture(scope="module")
+def net(devnet_pool: Any) -> Devnet:
+    return devnet_pool.launch("ops4", nodes=4)  # type: ignore[no-any-return]
+
+
+def node_info(net: Devnet, name: str) -> dict[str, Any]:
+    net.reload()
+    return next(n for n in net.info["nodes"] if n["name"] == name)
+
+
+def head_of(url: str) -> int:
+    return int(httpx.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber", "params": []},
+                          timeout=10).json()["result"], 16)
+
+
+class Load(threading.Thread):
+    """Streams pre-signed Notary.anchor transactions to node1 in small batches until stopped."""
+
+    def __init__(self, net: Devnet, count: int = 4000) -> None:
+        super().__init__(daemon=True)
+        self.url = net.rpc_url
+        self.raws = presign_anchors(net.key_bytes, net.chain_id, net.nonce(tag="pending"), count, os.urandom(8))
+        self.stopping = threading.Event()
+        self.accepted = 0
+
+    def run(self) -> None:
+        with httpx.Client(timeout=10) as client:
+            for i in range(0, len(self.raws), 20):
+                if self.stopping.is_set():
+                    return
+                try:
+                    answers = client.post(self.url, json=[
+                        {"jsonrpc": "2.0", "id": k, "method": "eth_sendRawTransaction", "params": ["0x" + r.hex()]}
+                        for k, r in enumerate(self.raws[i:i + 20])]).json()
+                except (httpx.HTTPError, ValueError):
+                    return
+                self.accepted += sum(1 for a in answers if "result" in a)
+                time.sleep(0.05)
+
+
+def test_backup_under_load_restore_catch_up_and_verify(net: Devnet, tmp_path: Path) -> None:
+    node4 = node_info(net, "node4")
+    config = net.dir / "nodes" / "node4" / "node.toml"
+    load = Load(net)
+    load.start()
+    try:
+        wait_until(lambda: load.accepted >= 200, 120, "the load to be under way")
+        out = tmp_path / "node4.backup"
+        proc = run_cli("node", "backup", "--config", config, "--out", out, "--json", timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        made = cli_json(proc)
+        assert made["has_finality_proof"] is True and made["head_height"] > 0 and made["keys"] == []
+        with tarfile.open(out) as tar:  # keys excluded unless asked
+            assert sorted(tar.getnames()) == ["ledger.snap", "manifest.json"]
+        accepted_at_backup = load.accepted
+        wait_until(lambda: load.accepted > accepted_at_backup + 200, 120, "more load after the backup")
+
+        # destroy the node: SIGKILL and delete its ledger
+        os.kill(node4["pid"], signal.SIGKILL)
+        wait_until(lambda: not is_running(node4["pid"]), 20, "node4 to die")
+        data_dir = Path(node4["data_dir"])
+        shutil.rmtree(data_dir)
+
+        started = time.monotonic()
+        proc = run_cli("node", "restore", "--in", out, "--config", config, "--json", timeout=600)
+        assert proc.returncode == 0, proc.stderr
+        restored = cli_json(proc)
+        assert restored["head_height"] == made["head_height"] and restored["head_hash"] == made["head_hash"]
+        assert restored["verify"]["head_final"] is True
+        restore_s = time.monotonic() - started
+
+        net.start(timeout=120)  # starts the one node that is not running: node4 on its restored data
+        node4 = node_info(net, "node4")
+        target = head_of(net.rpc_url)
+        assert target > made["head_height"]
+        wait_until(lambda: head_of(node4["rpc"]) >= target, 180, f"node4 to catch up to block {target}")
+        caught_up_s = time.monotonic() - started
+    finally:
+        load.stopping.set()
+        load.join(30)
+    # the restored node takes part again: the chain keeps growing on it
+    h = head_of(node4["rpc"])
+    wait_until(lambda: head_of(node4["rpc"]) > h, 120, "node4 to follow new blocks")
+    print(json.dumps({"restore_s": round(restore_s, 2), "restore_to_caught_up_s": round(caught_up_s, 2)}))
+
+    # offline verification of the restored node's ledger (the node must be stopped: one LevelDB process)
+    os.kill(node4["pid"], signal.SIGTERM)
+    wait_until(lambda: not is_running(node4["pid"]), 30, "node4 to stop")
+    proc = run_cli("chain", "verify", "--data-dir", node4["data_dir"], "--json", timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = cli_json(proc)
+    assert report["blocks"] - 1 >= target
+    net.start(timeout=120)
+
+
+def test_backup_refuses_remote_clients_and_bad_restores(net: Devnet, tmp_path: Path) -> None:
+    node1 = node_info(net, "node1")
+    # (that a non-loopback client gets 403 is in tests/unit/test_backup.py: devnet nodes listen on loopback)
+    r = httpx.post(node1["rpc"] + "/admin/backup", timeout=10)
+    assert r.status_code == 405 and "takes GET" in r.json()["error"]["message"]
+
+    out = tmp_path / "node1.backup"
+    proc = run_cli("node", "backup", "--node", node1["rpc"], "--out", out, "--json", timeout=300)
+    assert proc.returncode == 0, proc.stderr
+
+    # restoring over an existing data directory is refused, and nothing is touched
+    proc = run_cli("node", "restore", "--in", out, "--data-dir", Path(node1["data_dir"]))
+    assert proc.returncode == 2 and "is not empty" in proc.stderr
+
+    # a damaged backup (ledger bytes changed) is refused and leaves no data directory behind
+    damaged = tmp_path / "damaged.backup"
+    with tarfile.open(out) as src, tarfile.open(damaged, "w:gz") as dst:
+        for member in src.getmembers():
+            data = src.extractfile(member).read()  # type: ignore[union-attr]
+            if member.name == "ledger.snap":
+                data = data[:-40] + bytes(40)
+            member.size = len(data)
+            import io
+            dst.addfile(member, io.BytesIO(data))
+    target = tmp_path / "restored"
+    proc = run_cli("node", "restore", "--in", damaged, "--data-dir", target)
+    assert proc.returncode == 2, proc.stderr
+    assert "malformed" in proc.stderr or "truncated" in proc.stderr or "damaged" in proc.stderr
+    assert not target.exists() and not (tmp_path / "restored.restoring").exists()
+
+    # a backup of another network is refused against this node's configuration
+    other_genesis = json.loads((net.dir / "genesis.json").read_text())
+    other_genesis["chain_id"] = 4242
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "genesis.json").write_text(json.dumps(other_genesis))
+    cfg = (net.dir / "nodes" / "node1" / "node.toml").read_text()
+    (other / "node.toml").write_text(cfg.replace('genesis = "../../genesis.json"', 'genesis = "genesis.json"')
+                                     .replace('data_dir = "data"', 'data_dir = "restored"'))
+    proc = run_cli("node", "restore", "--in", out, "--config", other / "node.toml", "--no-verify")
+    assert proc.returncode != 0 and "restore it for the network it came from" in proc.stderr, proc.stderr
+    assert not (other / "restored").exists()
+
+
+# -- emergencies (docs/runbook.md): each is a command, its effect is checked where it matters -----------
+
+PEOPLE = "citizen_id,district,age\n" + "".join(f"CN{i:08d},{('north', 'south')[i % 2]},{20 + i % 30}\n"
+                                               for i in range(40))
+
+
+def cli_as(net: Devnet, agency: str, *args: Any, code: int = 0) -> Any:
+    proc = run_cli(*args, "--devnet", net.dir, "--as", agency, "--json", timeout=300)
+    assert proc.returncode == code, f"{args}: exit {proc.returncode}; stderr: {proc.stderr}"
+    return cli_json(proc) if code == 0 or proc.stdout.strip() else proc.stderr
+
+
+def fetch(net: Devnet, agency: str, dataset_id: int, out: Path, *grant: Any) -> Any:
+    return run_cli("dataset", "fetch", dataset_id, "--out", out, "--devnet", net.dir, "--as", agency,
+                   *(("--grant", *grant) if grant else ()), timeout=300)
+
+
+@pytest.fixture(scope="module")
+def shared(net: Devnet, tmp_path_factory: pytest.TempPathFactory) -> tuple[int, int]:
+    """A dataset of agency1 that agency2 holds a read grant for (fetched once, to prove it works)."""
+    base = tmp_path_factory.mktemp("emergency")
+    (base / "people.csv").write_text(PEOPLE)
+    (base / "schema.json").write_text(json.dumps({"columns": [
+        {"name": "citizen_id", "kind": "personal"}, {"name": "district", "kind": "string"},
+        {"name": "age", "kind": "integer"}], "min_group": 5}))
+    (base / "permit.cedar").write_text("permit (principal, action, resource);\n")
+    published = cli_as(net, "agency1", "dataset", "publish", base / "people.csv", "--title", "People", "--policy",
+                       base / "permit.cedar", "--schema", base / "schema.json")
+    dataset_id = int(published["dataset_id"])
+    grant = cli_as(net, "agency2", "access", "request", dataset_id, "--action", "read", "--purpose", "ops test")
+    assert grant["allowed"]
+    proc = fetch(net, "agency2", dataset_id, base / "first.csv")
+    assert proc.returncode == 0, proc.stderr
+    return dataset_id, int(grant["grant_id"])
+
+
+TIMES: dict[str, float] = {}
+
+
+def test_owner_freezes_a_dataset_deliveries_refused_then_lifted(net: Devnet, shared: tuple[int, int],
+                                                                tmp_path: Path) -> None:
+    dataset_id, grant_id = shared
+    started = time.monotonic()
+    frozen = cli_as(net, "agency1", "emergency", "freeze-dataset", dataset_id, "--reason", "leak suspected")
+    proc = fetch(net, "agency2", dataset_id, tmp_path / "x.csv", grant_id)
+    TIMES["owner freeze: decision to refused delivery"] = time.monotonic() - started
+    assert proc.returncode == 2, proc.stderr
+    assert f"dataset {dataset_id} is frozen by its owner 'agency1': leak suspected" in proc.stderr
+    assert not (tmp_path / "x.csv").exists()
+    proc = fetch(net, "agency2", dataset_id, tmp_path / "x.csv")  # without --grant: the reason is named too
+    assert proc.returncode == 2 and "is frozen by its owner" in proc.stderr, proc.stderr
+    shown = cli_as(net, "agency2", "access", "show", grant_id)
+    assert shown["valid"] is False and "frozen" in shown["invalid_reason"]
+    denied = cli_as(net, "agency3", "access", "request", dataset_id, "--action", "read", "--purpose", "p", code=1)
+    assert denied["allowed"] is False and denied["errors"] == [
+        f"dataset {dataset_id} is frozen by its owner 'agency1': leak suspected"]
+    # only the owner (or Governance) may lift it
+    assert "or the owner of dataset" in cli_as(net, "agency2", "emergency", "unfreeze-dataset", dataset_id, code=1)
+    cli_as(net, "agency1", "emergency", "unfreeze-dataset", dataset_id)
+    proc = fetch(net, "agency2", dataset_id, tmp_path / "y.csv")
+    assert proc.returncode == 0, proc.stderr
+    # every action is an on-chain event, in the dataset's audit trail (what the explorer indexes)
+    events = [i["event"] for i in cli_as(net, "agency1", "audit", "--dataset", dataset_id)["items"]]
+    assert "DatasetFrozen" in events and "DatasetUnfrozen" in events
+    assert frozen["block"] > 0
+
+
+def test_governance_pauses_all_sharing_and_resumes_it(net: Devnet, shared: tuple[int, int], tmp_path: Path) -> None:
+    dataset_id, grant_id = shared
+    started = time.monotonic()
+    proposed = cli_as(net, "agency1", "emergency", "pause-sharing", "--reason", "incident 7")
+    assert proposed["executed"] is False and proposed["required"] == 3
+    pid = proposed["proposal_id"]
+    assert cli_as(net, "agency2", "emergency", "vote", pid)["executed"] is False
+    assert "has 2 of the 3 yes votes it needs" in cli_as(net, "agency2", "emergency", "execute", pid, code=2)
+    done = cli_as(net, "agency3", "emergency", "vote", pid)
+    assert done["executed"] is True
+    proc = fetch(net, "agency2", dataset_id, tmp_path / "x.csv", grant_id)
+    TIMES["consortium pause (3 of 4 agencies): proposal to refused delivery"] = time.monotonic() - started
+    assert proc.returncode == 2 and "all data sharing is paused by Governance: incident 7" in proc.stderr
+    status = run_cli("emergency", "status", "--node", net.rpc_url, "--json")
+    assert cli_json(status)["sharing_paused"] is True
+    # a member alone cannot lift it
+    proposed = cli_as(net, "agency1", "emergency", "resume-sharing")
+    cli_as(net, "agency2", "emergency", "vote", proposed["proposal_id"])
+    assert cli_as(net, "agency4", "emergency", "vote", proposed["proposal_id"])["executed"] is True
+    proc = fetch(net, "agency2", dataset_id, tmp_path / "y.csv")
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_validator_bls_key_rotation_takes_effect_at_its_height(net: Devnet, tmp_path: Path) -> None:
+    """A compromised BLS key is replaced by a Governance decision; the node restarted with the new key
+    votes from the activation height on: with node4 stopped, blocks need node3's NEW key to be certified."""
+    proc = run_cli("ca", "issue-node", "node3", "--agency", "agency3", "--ca-dir", net.dir / "ca", "--out",
+                   tmp_path / "node3-new", "--dev", "--json")
+    assert proc.returncode == 0, proc.stderr
+    identity = tmp_path / "node3-new" / "node-identity.json"
+    started = time.monotonic()
+    proposed = cli_as(net, "agency1", "emergency", "rotate-validator", "node3", "--identity", identity,
+                      "--activate-after", "40")
+    cli_as(net, "agency2", "emergency", "vote", proposed["proposal_id"])
+    assert cli_as(net, "agency3", "emergency", "vote", proposed["proposal_id"])["executed"] is True
+    TIMES["BLS key rotation (3 of 4 agencies): proposal to decision final"] = time.monotonic() - started
+    activation = proposed["activation_height"]
+    new_pk = json.loads(identity.read_text())["bls_public_key"]
+
+    def node3_keys() -> list[str]:  # node1's view (the decision was final on node3's node first)
+        sets = httpx.get(net.api_url + "/validators", timeout=10).json()
+        return [v["bls_public_key"] for v in sets["epochs"][-1]["items"] if v["name"] == "node3"]
+
+    wait_until(lambda: node3_keys() == [new_pk], 60, "node1 to see the rotated key")
+    # the operator restarts node3 with the new BLS key (its TLS identity and vault stay)
+    node3 = node_info(net, "node3")
+    os.kill(node3["pid"], signal.SIGTERM)
+    wait_until(lambda: not is_running(node3["pid"]), 30, "node3 to stop")
+    shutil.copy(tmp_path / "node3-new" / "validator.json", net.dir / "nodes" / "node3" / "keys" / "validator.json")
+    net.start(timeout=120)
+    net.wait_for_head(activation + 3, timeout=240)
+    node4 = node_info(net, "node4")
+    os.kill(node4["pid"], signal.SIGTERM)  # 3 of 4 must sign now: node1, node2 and node3's new key
+    wait_until(lambda: not is_running(node4["pid"]), 30, "node4 to stop")
+    h = net.head()
+    net.wait_for_head(h + 5, timeout=180)
+    net.start(timeout=120)  # node4 back for the next test
+
+
+def test_agency_compromise_is_one_decision_revoke_and_retire(net: Devnet, shared: tuple[int, int],
+                                                            tmp_path: Path) -> None:
+    dataset_id, _ = shared
+    grant = cli_as(net, "agency4", "access", "request", dataset_id, "--action", "read", "--purpose", "before")
+    started = time.monotonic()
+    proposed = cli_as(net, "agency1", "emergency", "revoke-agency", "agency4", "--retire-after", "40")
+    assert proposed["retired_validators"] == ["node4"]
+    pid = proposed["proposal_id"]
+    cli_as(net, "agency2", "emergency", "vote", pid)
+    done = cli_as(net, "agency3", "emergency", "vote", pid)
+    assert done["executed"] is True
+    TIMES["agency compromise (3 of 4 agencies): proposal to revocation final"] = time.monotonic() - started
+
+    def latest_set() -> dict[str, Any]:
+        sets: dict[str, Any] = httpx.get(net.api_url + "/validators", timeout=10).json()
+        return dict(sets["epochs"][-1])
+
+    # node1's view (the decision was final on node3's node first): its validator leaves the set,
+    wait_until(lambda: [v["name"] for v in latest_set()["items"]] == ["node1", "node2", "node3"], 60,
+               "node1 to see the set without node4")
+    activation = latest_set()["activation_height"]
+    # its grants are invalid, its account may no longer transact
+    shown = cli_as(net, "agency1", "access", "show", grant["grant_id"])
+    assert shown["valid"] is False and "agency 'agency4' is revoked" in shown["invalid_reason"]
+    key4 = next(a["private_key"] for a in net.info["accounts"] if a["agency"] == "agency4")
+    raw = sign_call(key4, net.chain_id, 1000, net.contract_address("Notary"), anchor_data(os.urandom(32)))
+    with pytest.raises(RpcError) as refused:  # node1 refuses the revoked agency's account at admission
+        net.send_raw(raw)
+    assert "member" in refused.value.message, refused.value.message
+    net.wait_for_head(activation + 5, timeout=180)  # the chain goes on with the three remaining validators
+    # the revoked agency's node was cut off by its peers at once: it never saw the blocks that followed
+    node4 = node_info(net, "node4")
+    assert head_of(node4["rpc"]) < activation
+    print(json.dumps({k: round(v, 2) for k, v in TIMES.items()}))
