@@ -11,7 +11,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 NPM_OK := command -v npm >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; }
 
-.PHONY: demo test test-fast lint typecheck bench contracts clean install
+.PHONY: demo test test-fast lint typecheck bench contracts clean install compose-client
 
 # Create the virtualenv and install chainshare with its test tools (re-run when pyproject changes).
 $(STAMP): pyproject.toml
@@ -53,8 +53,14 @@ $(E2E): tests/e2e/package.json tests/e2e/package-lock.json
 demo: $(STAMP) $(BUNDLE)
 	$(VENV)/bin/chainshare devnet up --dir .devnet --nodes 4 --explorer --foreground
 
+# The Docker Compose client validates docker/compose.yml in the tests (no engine is needed): Debian's
+# docker-compose when the machine has neither `docker compose` nor `docker-compose`.
+compose-client:
+	@{ docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null 2>&1; } || { \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose; }
+
 # The whole suite (unit, integration with real node processes, ...).
-test: $(STAMP) $(ETHERS) $(BUNDLE) $(E2E)
+test: $(STAMP) $(ETHERS) $(BUNDLE) $(E2E) compose-client
 	$(PY) -m pytest -n 2 --dist loadgroup -q
 
 test-fast: $(STAMP)
