@@ -113,6 +113,17 @@ def _parse_id(value: str, what: str) -> int:
 # --------------------------------------------------------------------------- commands
 
 
+
+def read_query_file(path: Path) -> dict[str, Any]:
+    """The JSON object of a query file; InvalidInput naming the file if it is unreadable or not an object."""
+    try:
+        query_obj = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InvalidInput(f"cannot read the query {path} as JSON: {exc}") from None
+    if not isinstance(query_obj, dict):
+        raise InvalidInput(f"the query in {path} must be a JSON object")
+    return query_obj
+
 @group.command("publish")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--title", required=True, help="Title of the dataset (1..256 characters).")
@@ -270,12 +281,7 @@ def query(dataset_id: str, query_file: Path, grant_id: int | None, devnet_dir: o
           node_url: str | None, keystore: object, password_file: object, as_json: bool) -> None:
     """Run an aggregate query on the owner's node under a compute grant; only the result comes back."""
     ident = _parse_id(dataset_id, "DATASET_ID")
-    try:
-        query_obj = json.loads(query_file.read_text())
-    except (OSError, ValueError) as exc:
-        raise InvalidInput(f"cannot read the query {query_file} as JSON: {exc}") from None
-    if not isinstance(query_obj, dict):
-        raise InvalidInput(f"the query in {query_file} must be a JSON object")
+    query_obj = read_query_file(query_file)
     url, key = resolve_actor(devnet_dir, as_agency, node_url, keystore, password_file)
     assert key is not None
     timestamp, nonce = _fresh()

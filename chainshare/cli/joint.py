@@ -7,14 +7,20 @@ differentially private result (see README, "Secure aggregation across agencies")
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 import httpx
 
 from chainshare.cli.common import acting_options, emit, json_option, resolve_actor
-from chainshare.cli.dataset import _TIMEOUT, _audience, _fresh, _signed_headers, raise_api_error
+from chainshare.cli.dataset import (
+    _TIMEOUT,
+    _audience,
+    _fresh,
+    _signed_headers,
+    raise_api_error,
+    read_query_file,
+)
 from chainshare.client import NodeUnreachable
 from chainshare.errors import InvalidInput
 from chainshare.execution.abi import to_jsonable
@@ -45,12 +51,7 @@ def query(datasets_text: str, query_file: Path, devnet_dir: object, as_agency: s
           keystore: object, password_file: object, as_json: bool) -> None:
     """Run a joint query: each owner's rows stay on its node; only the combined result comes back."""
     ids = _parse_datasets(datasets_text)
-    try:
-        query_obj = json.loads(query_file.read_text())
-    except (OSError, ValueError) as exc:
-        raise InvalidInput(f"cannot read the query {query_file} as JSON: {exc}") from None
-    if not isinstance(query_obj, dict):
-        raise InvalidInput(f"the query in {query_file} must be a JSON object")
+    query_obj = read_query_file(query_file)
     url, key = resolve_actor(devnet_dir, as_agency, node_url, keystore, password_file)
     assert key is not None
     timestamp, nonce = _fresh()
