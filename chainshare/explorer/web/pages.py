@@ -230,10 +230,12 @@ def mount_pages(app: FastAPI, reader: Engine) -> None:
         bundle = {
             "format": "chainshare-explorer-proof/v1", "chain_id": get_chain_id(), "epoch": b["epoch"],
             "tx_hash": tx["hash"], "block_height": tx["block_height"], "block_hash": p["block_hash"],
-            "header": p["header"], "qc": p["qc"]["encoded"] if p["qc"] else None,
+            "header": p["header"], "parent_header": p.get("parent_header"),
+            "qc": p["qc"]["encoded"] if p["qc"] else None,
             "transaction": p["transaction"], "receipt": p["receipt"],
             "validators": [{"index": x["index"], "name": x["name"], "agency": x["agency"], "address": x["address"],
-                            "bls_public_key": x["bls_public_key"]} for x in _epoch_validators(b["epoch"])]}
+                            "bls_public_key": x["bls_public_key"], "bls_pop": x.get("bls_pop")}
+                           for x in _epoch_validators(b["epoch"])]}
         return tx, bundle
 
     @page("/tx/{tx_hash}")
@@ -267,7 +269,11 @@ def mount_pages(app: FastAPI, reader: Engine) -> None:
                 if x["agency"] == name]
         datasets = ep["list_datasets"](limit=100, owner=name)["items"]
         history = queries.get_agency_history(reader, name, 50)
-        return render(request, "agency.html", a=a, vals=vals, datasets=datasets, history=history,
+        try:
+            ca: dict[str, Any] | None = ep["get_ca"]()
+        except NotFound:
+            ca = None
+        return render(request, "agency.html", a=a, vals=vals, datasets=datasets, history=history, ca=ca,
                       csv=f"/api/v1/datasets?format=csv&limit=1000&owner={quote(name)}")
 
     @page("/address/{address}")
