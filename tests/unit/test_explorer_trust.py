@@ -17,10 +17,10 @@ from typing import Any
 import eth_abi
 import pytest
 from chainkit import (
-    Account,
     GOVERNANCE,
     MEMBERSHIP,
     NOTARY,
+    Account,
     Chain,
     account,
     call_data,
