@@ -462,11 +462,13 @@ def get_served_columns(engine: Engine, table: Any) -> list[Any]:
 
 def has_served_table(engine: Engine, table: Any) -> bool:
     """Whether the database has ``table`` (read once at start, like ``get_served_columns``): a replica
-    of a revision before the table existed serves without it."""
+    of a revision before the table existed serves without it; a database the indexer has not created
+    yet will have the current schema."""
     try:
-        return bool(inspect(engine).has_table(table.name))
+        names = set(inspect(engine).get_table_names())
     except SQLAlchemyError:
-        return True
+        return True  # the database is not reachable yet: assume the current schema
+    return table.name in names or s.blocks.name not in names
 
 
 def merge_ranges(ranges: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:

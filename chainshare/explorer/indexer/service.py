@@ -274,6 +274,8 @@ class Indexer:
             return
         with self.engine.begin() as conn:
             record_gap(conn, first, last, exc.message, st.source.url, int(time.time() * 1000))
+        log_event(log, logging.WARNING, "missing range recorded", first=first, last=last, source=st.source.url,
+                  reason=exc.message[:300])
 
     def _validator_set_for(self, st: _SourceState, parent: Header) -> ValidatorSet:
         if self.sets:
