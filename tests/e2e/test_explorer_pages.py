@@ -231,11 +231,13 @@ def test_search_a_transaction_from_home_and_see_it_verified_in_the_browser(
     verdict = res[4]
     assert verdict["state"] == "verified", verdict
     steps = verdict["steps"]
-    assert len(steps) == 9 and all(s["ok"] for s in steps), steps
+    assert len(steps) == 10 and all(s["ok"] for s in steps), steps
     assert f"of {activity['block_txs']}" in steps[1]["detail"]  # the path of a block of several transactions
     assert "Validator set matches the chain" in steps[4]["step"] and "1 validators hash to 0x" in steps[4]["detail"]
-    assert "proofs of possession" in steps[5]["step"] and steps[5]["detail"] == "1 of 1"
-    assert "1 of 1 (quorum 1): node1" in steps[7]["detail"]
+    genesis = httpx.get(explorer + "/api/v1/status", timeout=30).json()["genesis_hash"]
+    assert "genesis set" in steps[5]["step"] and genesis in steps[5]["detail"] and genesis == net.info["genesis_hash"]
+    assert "proofs of possession" in steps[6]["step"] and steps[6]["detail"] == "1 of 1"
+    assert "1 of 1 (quorum 1): node1" in steps[8]["detail"]
     _record_timing("in_browser_verification_ms", verdict["ms"])
 
     # the downloaded proof checks offline with chainshare's own verification code

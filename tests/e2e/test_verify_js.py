@@ -62,8 +62,13 @@ def make_parent(validators: list[dict[str, Any]]) -> Header:
                   os.urandom(32), EMPTY_BLOOM, compute_validator_set_hash(validators), 30_000_000, 0, os.urandom(32))
 
 
+def make_genesis_header(validators: list[dict[str, Any]]) -> Header:
+    return Header(bytes(32), 0, 0, 1_600_000_000_000, bytes(20), os.urandom(32), os.urandom(32), os.urandom(32),
+                  EMPTY_BLOOM, compute_validator_set_hash(validators), 30_000_000, 0, bytes(32))
+
+
 def make_bundle(position: int = 3, signers: tuple[int, ...] = (0, 1, 3),
-                validators: list[dict[str, Any]] = VALIDATORS) -> dict[str, Any]:
+                validators: list[dict[str, Any]] = VALIDATORS, epoch: int = EPOCH) -> dict[str, Any]:
     """A proof of a 5-transaction block 77 certified by ``signers`` of ``validators`` (keys SKS),
     the set block 76 (the parent header) commits to."""
     txs = [os.urandom(100 + i) for i in range(5)]
@@ -72,10 +77,12 @@ def make_bundle(position: int = 3, signers: tuple[int, ...] = (0, 1, 3),
     header = Header(parent.hash, 77, 9, 1_700_000_000_000, os.urandom(20), compute_root(txs),
                     compute_root(receipts), os.urandom(32), EMPTY_BLOOM, os.urandom(32), 30_000_000, 123_456,
                     os.urandom(32))
-    msg = vote_message(CHAIN_ID, header.hash, header.height, header.round, EPOCH)
+    msg = vote_message(CHAIN_ID, header.hash, header.height, header.round, epoch)
     qc = aggregate_qc(header.hash, header.height, header.round, {i: bls.sign(SKS[i], msg) for i in signers}, 4)
+    genesis = make_genesis_header(validators)
     return {
-        "chain_id": CHAIN_ID, "epoch": EPOCH, "tx_hash": "0x" + keccak256(txs[position]).hex(),
+        "chain_id": CHAIN_ID, "epoch": epoch, "genesis_hash": "0x" + genesis.hash.hex(),
+        "genesis_header": "0x" + genesis.encode().hex() if epoch == 0 else None, "tx_hash": "0x" + keccak256(txs[position]).hex(),
         "block_height": header.height, "block_hash": "0x" + header.hash.hex(), "header": "0x" + header.encode().hex(),
         "parent_header": "0x" + parent.encode().hex(), "qc": "0x" + qc.encode().hex(),
         "transaction": {"leaf": "0x" + txs[position].hex(), "proof": compute_inclusion_proof(txs, position).to_json()},
@@ -141,11 +148,24 @@ def test_a_quorum_certificate_made_by_chainshare_verifies_and_every_tampering_fa
          make_bundle(validators=[VALIDATORS[0], {**VALIDATORS[1], "bls_pop": VALIDATORS[0]["bls_pop"]},
                                  *VALIDATORS[2:]]), "proofs of possession"),
     ]
+    # epoch 0: the set is also the one block 0 (the genesis hash shown) commits to
+    g0 = make_bundle(epoch=0)
+    other_genesis = make_genesis_header(VALIDATORS[:3])
+    cases += [
+        ("epoch 0 with its genesis", g0, None),
+        ("epoch 0, another genesis hash shown", {**g0, "genesis_hash": "0x" + os.urandom(32).hex()}, "genesis set"),
+        ("epoch 0, block 0 commits to another set", {**g0, "genesis_header": "0x" + other_genesis.encode().hex(),
+                                                     "genesis_hash": "0x" + other_genesis.hash.hex()}, "genesis set"),
+        ("epoch 0, no genesis header", {**g0, "genesis_header": None}, "genesis set"),
+    ]
     results = run_verifier([c[1] for c in cases])
     for (name, _, failing), res in zip(cases, results, strict=True):
         if failing is None:
-            assert res["ok"] and len(res["steps"]) == 9 and all(s["ok"] for s in res["steps"]), (name, res)
-            assert "3 of 4 (quorum 3): v0, v1, v3" in res["steps"][7]["detail"]
+            genesis_step = int(name.startswith("epoch 0"))
+            assert res["ok"] and len(res["steps"]) == 9 + genesis_step, (name, res)
+            assert all(s["ok"] for s in res["steps"]), (name, res)
+            assert "3 of 4 (quorum 3): v0, v1, v3" in res["steps"][7 + genesis_step]["detail"]
+            assert not genesis_step or "epoch 0 set = the set of genesis" in res["steps"][5]["detail"]
             assert "4 validators hash to 0x" in res["steps"][4]["detail"]
             assert "leaf 4 of 5, 3 path hashes" in res["steps"][1]["detail"]
         else:

@@ -138,6 +138,9 @@ def test_the_proof_bundle_carries_what_recomputes_the_parent_headers_validator_s
                for k in ("name", "agency", "address", "bls_public_key", "bls_pop")} for v in bundle["validators"]]
     assert len(served) == 4 and served == [dict(v) for v in get_validator_sets(net["chain"].chain.state)[0].validators]
     assert compute_validator_set_hash(served) == parent.validator_set_hash
+    genesis_raw = bytes.fromhex(bundle["genesis_header"][2:])  # epoch 0: block 0 names the same set
+    assert "0x" + keccak256(genesis_raw).hex() == bundle["genesis_hash"] == "0x" + net["src"].get_block(0).block.hash.hex()
+    assert Header.from_list(codec.decode(genesis_raw)).validator_set_hash == parent.validator_set_hash
     pops = client.get("/api/v1/validators").json()["epochs"][0]["items"]
     assert [p["bls_pop"] for p in pops] == ["0x" + v.pop.hex() for v in VALS]
 

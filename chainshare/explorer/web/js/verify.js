@@ -1,8 +1,9 @@
 // In-browser verification of a transaction's proof: Merkle inclusion under the header's
 // tx root, the header hash, the validator set against the validator_set_hash of the parent header
 // (whose hash the verified header names), each member's proof of possession, and the QC's BLS
-// aggregate signature against that set. The chain of trust ends at the block hash: the page
-// trusts the block hash it shows, not the chain back to genesis (see README "Explorer pages"). Cryptography from @noble/hashes (keccak-256) and @noble/curves (BLS12-381); the
+// aggregate signature against that set; for epoch 0 also that the set is the one block 0 (the
+// genesis hash shown) commits to. The chain of trust ends at the block hash (epoch 0: at the
+// genesis hash): the page does not walk later epochs back to genesis (README "Explorer pages"). Cryptography from @noble/hashes (keccak-256) and @noble/curves (BLS12-381); the
 // canonical msgpack from @msgpack/msgpack. Bundled by esbuild into ../static/verify.bundle.js.
 import { keccak_256 } from "@noble/hashes/sha3.js";
 import { bls12_381 } from "@noble/curves/bls12-381.js";
@@ -127,6 +128,18 @@ export function verifyProof(bundle) {
           `${parent.height} commits to ${hex(parent.validator_set_hash)}: these are not the chain's keys`);
       return `${bundle.validators.length} validators hash to ${hex(setHash)} = validator_set_hash of block ${parent.height}`;
     }) &&
+    (bundle.epoch !== 0 || run("Validator set is the genesis set (block 0 hashes to the genesis hash shown)", () => {
+      if (!bundle.genesis_header || !bundle.genesis_hash) throw new Error("the proof carries no genesis header or hash");
+      const g = decodeHeader(bundle.genesis_header, "genesis header");
+      const gHash = keccak_256(unhex(bundle.genesis_header));
+      if (hex(gHash) !== bundle.genesis_hash.toLowerCase())
+        throw new Error(`keccak(block 0 header) = ${hex(gHash)}, the genesis hash shown is ${bundle.genesis_hash}`);
+      if (asInt(g.height) !== 0) throw new Error(`the genesis header is block ${g.height}`);
+      const setHash = computeValidatorSetHash(bundle.validators);
+      if (!eq(setHash, g.validator_set_hash))
+        throw new Error(`block 0 commits to validator set ${hex(g.validator_set_hash)}, the served set hashes to ${hex(setHash)}`);
+      return `epoch 0 set = the set of genesis ${hex(gHash)}`;
+    })) &&
     run("Validators' proofs of possession (BLS PoP) verify", () => {
       const bls = bls12_381.longSignatures;
       const bad = bundle.validators.filter((v) => {
