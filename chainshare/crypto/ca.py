@@ -431,6 +431,28 @@ def verify_certificate(ca_cert_pem: bytes, cert_pem: bytes, *, at: datetime) -> 
     return CertSubject(agency=agency, node=node, account=account, not_after=cert.not_valid_after_utc)
 
 
+@dataclass(frozen=True)
+class CertificateSummary:
+    """The public facts of a certificate, read without checking who issued it."""
+
+    fingerprint_sha256: bytes
+    subject: str
+    issuer: str
+    serial: str
+    not_before: datetime
+    not_after: datetime
+
+
+def describe_certificate(cert_pem: bytes) -> CertificateSummary:
+    """Fingerprint (SHA-256 of the DER), subject, issuer, serial and validity of a PEM certificate;
+    CryptoError if it is not one. Says nothing about its validity: see ``verify_certificate``."""
+    cert = _load_cert(cert_pem, "certificate")
+    return CertificateSummary(
+        fingerprint_sha256=cert.fingerprint(hashes.SHA256()), subject=cert.subject.rfc4514_string(),
+        issuer=cert.issuer.rfc4514_string(), serial=f"{cert.serial_number:x}",
+        not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc)
+
+
 # --------------------------------------------------------------------------- helpers
 
 

@@ -13,13 +13,16 @@ import socket
 import sqlite3
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from browserkit import SHOTS, Browser
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from explorerkit import anchor, calldata, propose
 from netkit import Devnet, DevnetPool, cli_command, cli_json, run_cli, shutdown_devnet, wait_until
 from test_sharing_cli import OWNER_FULL_ACCESS, configure_data_plane
@@ -27,10 +30,12 @@ from test_sharing_cli import OWNER_FULL_ACCESS, configure_data_plane
 from chainshare import codec
 from chainshare.bench import free_port_block
 from chainshare.client import NodeClient, transact
+from chainshare.crypto import bls
 from chainshare.devnet import create_devnet, start_devnet
 from chainshare.execution.contracts.addresses import NOTARY
+from chainshare.execution.contracts.membership import compute_validator_set_hash
 from chainshare.ledger.merkle import InclusionProof, verify_inclusion_proof
-from chainshare.ledger.quorum import verify_qc
+from chainshare.ledger.quorum import aggregate_qc, verify_qc, vote_message
 from chainshare.ledger.types import Header, QuorumCertificate
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("explorer-pages")]
@@ -119,28 +124,14 @@ def explorer(net: Devnet, activity: dict[str, Any], tmp_path_factory: pytest.Tem
         run_cli("explorer", "down", "--devnet", net.dir, "--json", timeout=60)
 
 
-@pytest.fixture(scope="module")
-def tampered(net: Devnet, explorer: str, activity: dict[str, Any],
-             tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """A copy of the explorer database with one transaction's bytes altered and another block's QC
-    signature swapped for a valid signature of another block, served by `chainshare explorer serve`."""
+@contextmanager
+def _serve_altered_copy(explorer: str, dst: Path, alter: Callable[[sqlite3.Connection], None]) -> Iterator[str]:
+    """A copy of the explorer database changed by ``alter``, served by `chainshare explorer serve`."""
     src = Path(httpx.get(explorer + "/api/v1/status", timeout=30).json()["database"]["url"].split("///", 1)[1])
-    dst = tmp_path_factory.mktemp("pages-tampered") / "tampered.db"
     with sqlite3.connect(src) as a, sqlite3.connect(dst) as b:
         a.backup(b)
-    bad_tx, bad_qc_tx = activity["multi_tx"], activity["other_tx"]
     with sqlite3.connect(dst) as c:
-        raw = c.execute("SELECT raw, height FROM txs WHERE hash = ?", (bytes.fromhex(bad_tx[2:]),)).fetchone()
-        altered = raw[0][:-1] + bytes([raw[0][-1] ^ 1])
-        c.execute("UPDATE txs SET raw = ? WHERE hash = ?", (altered, bytes.fromhex(bad_tx[2:])))
-        h = c.execute("SELECT height FROM txs WHERE hash = ?", (bytes.fromhex(bad_qc_tx[2:]),)).fetchone()[0]
-        assert h != raw[1]
-        qc = QuorumCertificate.from_list(codec.decode(c.execute("SELECT qc FROM blocks WHERE height = ?",
-                                                                (h,)).fetchone()[0]))
-        other = QuorumCertificate.from_list(codec.decode(c.execute("SELECT qc FROM blocks WHERE height = ?",
-                                                                   (h - 1,)).fetchone()[0]))
-        forged = QuorumCertificate(qc.block_hash, qc.height, qc.round, qc.signers, other.signature)
-        c.execute("UPDATE blocks SET qc = ? WHERE height = ?", (forged.encode(), h))
+        alter(c)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -153,11 +144,62 @@ def tampered(net: Devnet, explorer: str, activity: dict[str, Any],
                 return httpx.get(url + "/healthz", timeout=5).status_code == 200
             except httpx.HTTPError:
                 return False
-        wait_until(up, 90, "the tampered explorer serves")
-        yield {"url": url, "bad_tx": bad_tx, "bad_qc_tx": bad_qc_tx}
+        wait_until(up, 90, "the altered explorer serves")
+        yield url
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def tampered(net: Devnet, explorer: str, activity: dict[str, Any],
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """A copy of the explorer database with one transaction's bytes altered and another block's QC
+    signature swapped for a valid signature of another block, served by `chainshare explorer serve`."""
+    bad_tx, bad_qc_tx = activity["multi_tx"], activity["other_tx"]
+
+    def alter(c: sqlite3.Connection) -> None:
+        raw = c.execute("SELECT raw, height FROM txs WHERE hash = ?", (bytes.fromhex(bad_tx[2:]),)).fetchone()
+        altered = raw[0][:-1] + bytes([raw[0][-1] ^ 1])
+        c.execute("UPDATE txs SET raw = ? WHERE hash = ?", (altered, bytes.fromhex(bad_tx[2:])))
+        h = c.execute("SELECT height FROM txs WHERE hash = ?", (bytes.fromhex(bad_qc_tx[2:]),)).fetchone()[0]
+        assert h != raw[1]
+        qc = QuorumCertificate.from_list(codec.decode(c.execute("SELECT qc FROM blocks WHERE height = ?",
+                                                                (h,)).fetchone()[0]))
+        other = QuorumCertificate.from_list(codec.decode(c.execute("SELECT qc FROM blocks WHERE height = ?",
+                                                                   (h - 1,)).fetchone()[0]))
+        forged = QuorumCertificate(qc.block_hash, qc.height, qc.round, qc.signers, other.signature)
+        c.execute("UPDATE blocks SET qc = ? WHERE height = ?", (forged.encode(), h))
+
+    with _serve_altered_copy(explorer, tmp_path_factory.mktemp("pages-tampered") / "tampered.db", alter) as url:
+        yield {"url": url, "bad_tx": bad_tx, "bad_qc_tx": bad_qc_tx}
+
+
+@pytest.fixture(scope="module")
+def forged_keys(net: Devnet, explorer: str, activity: dict[str, Any],
+                tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """A copy of the explorer database where an attacker replaced the validator's BLS key (with a valid
+    proof of possession of the attacker's key) AND the QC of a block by one the attacker key signed:
+    consistent with each other, so the QC verifies against the served keys."""
+    tx = activity["multi_tx"]
+    sk = bls.generate_secret_key(b"attacker".ljust(32, b"\0"))
+    pk, pop = bls.public_key(sk), bls.prove_possession(sk)
+    out: dict[str, Any] = {"tx": tx}
+
+    def alter(c: sqlite3.Connection) -> None:
+        h = c.execute("SELECT height FROM txs WHERE hash = ?", (bytes.fromhex(tx[2:]),)).fetchone()[0]
+        block_hash, epoch, raw_qc = c.execute("SELECT hash, epoch, qc FROM blocks WHERE height = ?", (h,)).fetchone()
+        qc = QuorumCertificate.from_list(codec.decode(raw_qc))
+        msg = vote_message(net.chain_id, bytes(block_hash), qc.height, qc.round, epoch)
+        forged = aggregate_qc(bytes(block_hash), qc.height, qc.round, {0: bls.sign(sk, msg)}, 1)
+        verify_qc(forged, [{"bls_public_key": pk}], net.chain_id, epoch)  # a forgery the BLS step alone accepts
+        c.execute("UPDATE blocks SET qc = ? WHERE height = ?", (forged.encode(), h))
+        assert c.execute("UPDATE validator_sets SET bls_public_key = ?, bls_pop = ? WHERE epoch = ? AND position = 0",
+                         (pk, pop, epoch)).rowcount == 1
+        out["key"] = "0x" + pk.hex()
+
+    with _serve_altered_copy(explorer, tmp_path_factory.mktemp("pages-forged-keys") / "forged.db", alter) as url:
+        yield {**out, "url": url}
 
 
 def _record_timing(name: str, value: float) -> None:
@@ -189,9 +231,13 @@ def test_search_a_transaction_from_home_and_see_it_verified_in_the_browser(
     verdict = res[4]
     assert verdict["state"] == "verified", verdict
     steps = verdict["steps"]
-    assert len(steps) == 7 and all(s["ok"] for s in steps), steps
+    assert len(steps) == 10 and all(s["ok"] for s in steps), steps
     assert f"of {activity['block_txs']}" in steps[1]["detail"]  # the path of a block of several transactions
-    assert "1 of 1 (quorum 1): node1" in steps[5]["detail"]
+    assert "Validator set matches the chain" in steps[4]["step"] and "1 validators hash to 0x" in steps[4]["detail"]
+    genesis = httpx.get(explorer + "/api/v1/status", timeout=30).json()["genesis_hash"]
+    assert "genesis set" in steps[5]["step"] and genesis in steps[5]["detail"] and genesis == net.info["genesis_hash"]
+    assert "proofs of possession" in steps[6]["step"] and steps[6]["detail"] == "1 of 1"
+    assert "1 of 1 (quorum 1): node1" in steps[8]["detail"]
     _record_timing("in_browser_verification_ms", verdict["ms"])
 
     # the downloaded proof checks offline with chainshare's own verification code
@@ -202,6 +248,11 @@ def test_search_a_transaction_from_home_and_see_it_verified_in_the_browser(
     ip = InclusionProof(p["index"], p["size"], tuple(bytes.fromhex(x[2:]) for x in p["path"]))
     assert p["size"] == activity["block_txs"] and p["path"]
     assert verify_inclusion_proof(bytes.fromhex(proof["transaction"]["leaf"][2:]), ip, header.tx_root)
+    parent = Header.from_list(codec.decode(bytes.fromhex(proof["parent_header"][2:])))
+    assert parent.hash == header.parent_hash
+    assert compute_validator_set_hash([{k: bytes.fromhex(v[k][2:]) if v[k].startswith("0x") else v[k]
+                                        for k in ("name", "agency", "address", "bls_public_key", "bls_pop")}
+                                       for v in proof["validators"]]) == parent.validator_set_hash
     qc = QuorumCertificate.from_list(codec.decode(bytes.fromhex(proof["qc"][2:])))
     vals = [{"bls_public_key": bytes.fromhex(v["bls_public_key"][2:])} for v in proof["validators"]]
     verify_qc(qc, vals, net.chain_id, proof["epoch"])
@@ -225,6 +276,26 @@ def test_a_tampered_explorer_database_fails_loudly_at_the_step_that_broke(
         assert not verdict["steps"][-1]["ok"] and failing in verdict["steps"][-1]["step"]
         assert all(s["ok"] for s in verdict["steps"][:-1])
     assert "does not verify" in res[4]["steps"][-1]["detail"]
+
+
+def test_validator_keys_and_a_qc_forged_together_fail_at_the_validator_set_step(
+        browser: Browser, forged_keys: dict[str, Any]) -> None:
+    res = browser.run([
+        {"do": "goto", "url": f"{forged_keys['url']}/tx/{forged_keys['tx']}"},
+        {"do": "verify"},
+        browser.shot("tx-forged-validator-keys"),
+        {"do": "goto", "url": f"{forged_keys['url']}/validators"},
+        {"do": "text", "sel": "main"},
+    ])
+    verdict = res[1]
+    assert verdict["state"] == "failed", verdict
+    assert verdict["background"] == "rgb(176, 0, 32)"
+    assert "NOT VERIFIED" in verdict["text"] and "Validator set matches the chain" in verdict["text"]
+    last = verdict["steps"][-1]
+    assert not last["ok"] and "Validator set matches the chain" in last["step"], last
+    assert "these are not the chain's keys" in last["detail"]
+    assert [s["ok"] for s in verdict["steps"]] == [True] * 4 + [False]  # header and Merkle paths still pass
+    assert forged_keys["key"][:10] in res[4]  # the page does serve the forged key
 
 
 def test_follow_a_dataset_from_its_grant_to_the_delivery(browser: Browser, explorer: str,
@@ -305,6 +376,10 @@ def test_pages_work_without_javascript(browser: Browser, explorer: str, activity
     assert "Latest blocks" in home and "Validators of epoch 0" in home and "node1" in home
     assert "Quorum certificate" in block and "Missing signers: none" in block
     assert "Road traffic counts" in agency and "GrantIssued" in agency
+    cert = x509.load_pem_x509_certificate((Path(net.dir) / "agencies" / "agency1" / "agency.crt").read_bytes())
+    ca = x509.load_pem_x509_certificate((Path(net.dir) / "ca" / "ca.crt").read_bytes())
+    assert "Certificates on chain" in agency and "0x" + cert.fingerprint(hashes.SHA256()).hex() in agency
+    assert "0x" + ca.fingerprint(hashes.SHA256()).hex() in agency and "O=agency1" in agency
     assert "DeliveryRecorded" in dataset
     assert "In-browser verification needs JavaScript" in res[3 * (len(pages) - 1) + 1]
     assert res[-1]["url"] == f"{explorer}/agency/agency1"  # a misspelt agency finds its page

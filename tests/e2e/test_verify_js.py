@@ -17,6 +17,7 @@ from blspy import BasicSchemeMPL, PrivateKey
 
 from chainshare.crypto import bls
 from chainshare.crypto.hashing import keccak256
+from chainshare.execution.contracts.membership import compute_validator_set_hash
 from chainshare.ledger.merkle import compute_inclusion_proof, compute_root
 from chainshare.ledger.quorum import aggregate_qc, vote_message
 from chainshare.ledger.types import EMPTY_BLOOM, Header, QuorumCertificate, make_bitmap
@@ -46,24 +47,60 @@ def run_verifier(bundles: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(json.loads(out.stdout))
 
 
-def make_bundle(position: int = 3, signers: tuple[int, ...] = (0, 1, 3)) -> dict[str, Any]:
+VALIDATORS = [{"name": f"v{i}", "agency": f"a{i}", "address": keccak256(b"v%d" % i)[:20],
+               "bls_public_key": bls.public_key(sk), "bls_pop": bls.prove_possession(sk)} for i, sk in enumerate(SKS)]
+
+
+def validators_json(validators: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"index": i, **{k: "0x" + x.hex() if isinstance(x, bytes) else x for k, x in v.items()}}
+            for i, v in enumerate(validators)]
+
+
+def make_parent(validators: list[dict[str, Any]]) -> Header:
+    """Block 76, whose validator_set_hash names ``validators`` (the set certifying block 77)."""
+    return Header(os.urandom(32), 76, 8, 1_699_999_999_000, os.urandom(20), os.urandom(32), os.urandom(32),
+                  os.urandom(32), EMPTY_BLOOM, compute_validator_set_hash(validators), 30_000_000, 0, os.urandom(32))
+
+
+def make_genesis_header(validators: list[dict[str, Any]]) -> Header:
+    return Header(bytes(32), 0, 0, 1_600_000_000_000, bytes(20), os.urandom(32), os.urandom(32), os.urandom(32),
+                  EMPTY_BLOOM, compute_validator_set_hash(validators), 30_000_000, 0, bytes(32))
+
+
+def make_bundle(position: int = 3, signers: tuple[int, ...] = (0, 1, 3),
+                validators: list[dict[str, Any]] = VALIDATORS, epoch: int = EPOCH) -> dict[str, Any]:
+    """A proof of a 5-transaction block 77 certified by ``signers`` of ``validators`` (keys SKS),
+    the set block 76 (the parent header) commits to."""
     txs = [os.urandom(100 + i) for i in range(5)]
     receipts = [os.urandom(40 + i) for i in range(5)]
-    header = Header(os.urandom(32), 77, 9, 1_700_000_000_000, os.urandom(20), compute_root(txs),
+    parent = make_parent(validators)
+    header = Header(parent.hash, 77, 9, 1_700_000_000_000, os.urandom(20), compute_root(txs),
                     compute_root(receipts), os.urandom(32), EMPTY_BLOOM, os.urandom(32), 30_000_000, 123_456,
                     os.urandom(32))
-    msg = vote_message(CHAIN_ID, header.hash, header.height, header.round, EPOCH)
+    msg = vote_message(CHAIN_ID, header.hash, header.height, header.round, epoch)
     qc = aggregate_qc(header.hash, header.height, header.round, {i: bls.sign(SKS[i], msg) for i in signers}, 4)
+    genesis = make_genesis_header(validators)
     return {
-        "chain_id": CHAIN_ID, "epoch": EPOCH, "tx_hash": "0x" + keccak256(txs[position]).hex(),
+        "chain_id": CHAIN_ID, "epoch": epoch, "genesis_hash": "0x" + genesis.hash.hex(),
+        "genesis_header": "0x" + genesis.encode().hex() if epoch == 0 else None, "tx_hash": "0x" + keccak256(txs[position]).hex(),
         "block_height": header.height, "block_hash": "0x" + header.hash.hex(), "header": "0x" + header.encode().hex(),
-        "qc": "0x" + qc.encode().hex(),
+        "parent_header": "0x" + parent.encode().hex(), "qc": "0x" + qc.encode().hex(),
         "transaction": {"leaf": "0x" + txs[position].hex(), "proof": compute_inclusion_proof(txs, position).to_json()},
         "receipt": {"leaf": "0x" + receipts[position].hex(),
                     "proof": compute_inclusion_proof(receipts, position).to_json()},
-        "validators": [{"index": i, "name": f"v{i}", "agency": f"a{i}",
-                        "bls_public_key": "0x" + bls.public_key(sk).hex()} for i, sk in enumerate(SKS)],
+        "validators": validators_json(validators),
     }
+
+
+def forge_keys_and_qc(b: dict[str, Any]) -> dict[str, Any]:
+    """What a tampered explorer database serves: every key replaced by an attacker's (with its valid
+    PoP) and a QC of the real block aggregated by the attacker keys."""
+    sks = [bls.generate_secret_key(bytes([0xA0 + i]) * 32) for i in range(4)]
+    forged = [{**v, "bls_public_key": bls.public_key(sk), "bls_pop": bls.prove_possession(sk)}
+              for v, sk in zip(VALIDATORS, sks, strict=True)]
+    msg = vote_message(CHAIN_ID, bytes.fromhex(b["block_hash"][2:]), 77, 9, EPOCH)
+    qc = aggregate_qc(bytes.fromhex(b["block_hash"][2:]), 77, 9, {i: bls.sign(sks[i], msg) for i in (0, 1, 2, 3)}, 4)
+    return {**b, "validators": validators_json(forged), "qc": "0x" + qc.encode().hex()}
 
 
 def with_qc(b: dict[str, Any], **change: Any) -> dict[str, Any]:
@@ -97,12 +134,39 @@ def test_a_quorum_certificate_made_by_chainshare_verifies_and_every_tampering_fa
         ("another epoch", {**good, "epoch": EPOCH + 1}, "BLS aggregate"),
         ("another chain", {**good, "chain_id": CHAIN_ID + 1}, "BLS aggregate"),
         ("basic-scheme DST", with_qc(good, signature=bytes(basic_sig)), "BLS aggregate"),
+        # the explorer serves attacker keys (valid PoPs) and a QC they signed: only the set hash catches it
+        ("keys and QC forged together", forge_keys_and_qc(good), "Validator set matches the chain"),
+        ("parent header altered", {**good, "parent_header": "0x" + make_parent(VALIDATORS).encode().hex()},
+         "Validator set matches the chain"),
+        ("no parent header", {**good, "parent_header": None}, "Validator set matches the chain"),
+        ("no proofs of possession", {**good, "validators": [{**x, "bls_pop": None} for x in good["validators"]]},
+         "Validator set matches the chain"),
+        ("a member's key swapped with another's", {**good, "validators": [
+            {**good["validators"][1], "index": 0}, {**good["validators"][0], "index": 1}, *good["validators"][2:]]},
+         "Validator set matches the chain"),
+        ("a set with a proof of possession that does not verify",
+         make_bundle(validators=[VALIDATORS[0], {**VALIDATORS[1], "bls_pop": VALIDATORS[0]["bls_pop"]},
+                                 *VALIDATORS[2:]]), "proofs of possession"),
+    ]
+    # epoch 0: the set is also the one block 0 (the genesis hash shown) commits to
+    g0 = make_bundle(epoch=0)
+    other_genesis = make_genesis_header(VALIDATORS[:3])
+    cases += [
+        ("epoch 0 with its genesis", g0, None),
+        ("epoch 0, another genesis hash shown", {**g0, "genesis_hash": "0x" + os.urandom(32).hex()}, "genesis set"),
+        ("epoch 0, block 0 commits to another set", {**g0, "genesis_header": "0x" + other_genesis.encode().hex(),
+                                                     "genesis_hash": "0x" + other_genesis.hash.hex()}, "genesis set"),
+        ("epoch 0, no genesis header", {**g0, "genesis_header": None}, "genesis set"),
     ]
     results = run_verifier([c[1] for c in cases])
     for (name, _, failing), res in zip(cases, results, strict=True):
         if failing is None:
-            assert res["ok"] and len(res["steps"]) == 7 and all(s["ok"] for s in res["steps"]), (name, res)
-            assert "3 of 4 (quorum 3): v0, v1, v3" in res["steps"][5]["detail"]
+            genesis_step = int(name.startswith("epoch 0"))
+            assert res["ok"] and len(res["steps"]) == 9 + genesis_step, (name, res)
+            assert all(s["ok"] for s in res["steps"]), (name, res)
+            assert "3 of 4 (quorum 3): v0, v1, v3" in res["steps"][7 + genesis_step]["detail"]
+            assert not genesis_step or "epoch 0 set = the set of genesis" in res["steps"][5]["detail"]
+            assert "4 validators hash to 0x" in res["steps"][4]["detail"]
             assert "leaf 4 of 5, 3 path hashes" in res["steps"][1]["detail"]
         else:
             assert not res["ok"], name

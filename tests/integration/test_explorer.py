@@ -351,6 +351,16 @@ def test_forged_block_is_never_indexed_and_the_indexer_fails_over(devnet: Devnet
     assert bytes(row.hash) == real.block.hash and bytes(row.qc) == real.qc.encode()  # type: ignore[union-attr]
     assert row.tx_count == len(real.block.transactions)
     assert src[proxy.url].state == "rejected" and src[proxy.url].failures >= 1
+    # the range refused from the proxy was recorded as missing, then filled from the honest node: the
+    # index equals an uninterrupted run's to the same height, and no gap is left
+    gaps = [x for x in map(json.loads, filter(lambda x: x.startswith("{"), log.splitlines()))
+            if x["msg"] == "missing range recorded"]
+    assert gaps and gaps[0]["first"] == height and gaps[0]["source"] == proxy.url, log[-3000:]
+    with eng.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM index_gaps")).scalar() == 0
+    clean = str(tmp_path / "clean.db")
+    assert _index(devnet, clean, _indexed(db)).wait(timeout=240) == 0
+    assert compute_content_hash(eng) == compute_content_hash(create_db_engine(clean))
 
 
 def _indexed(db: str) -> int:

@@ -105,6 +105,9 @@ def create_explorer_app(engine: Engine, read_engine: Engine | None = None, db_ur
     reader = read_engine or engine
     pager = Pager(reader)
     blocks_cols = get_served_columns(reader, s.blocks)
+    vset_cols = get_served_columns(reader, s.validator_sets)
+    has_certificates = has_served_table(reader, s.agency_certificates)
+    has_gaps = has_served_table(engine, s.index_gaps)
     app = FastAPI(title="chainshare explorer API", version="1", openapi_url="/api/v1/openapi.json",
                   docs_url="/api/v1/docs", redoc_url=None,
                   description="Verified blocks, transactions, decoded system-contract calls and events, agencies, "
@@ -166,16 +169,22 @@ def create_explorer_app(engine: Engine, read_engine: Engine | None = None, db_ur
             cp = conn.execute(select(s.progress.c.height, s.progress.c.block_hash)).first()
             meta = dict(conn.execute(select(s.meta.c.key, s.meta.c.value)).all())
             srcs = conn.execute(select(s.sources).order_by(s.sources.c.url)).all()
+            gaps = conn.execute(select(s.index_gaps).order_by(s.index_gaps.c.first_height)).all() if has_gaps else []
         indexed = int(cp[0]) if cp else None
         heads = [r.head for r in srcs if r.head is not None]
         top = max(heads) if heads else None
         lag = max(0, top - indexed) if top is not None and indexed is not None else None
+        tail = [(indexed + 1, top)] if lag and indexed is not None and top is not None else []
+        missing = merge_ranges([(int(g.first_height), int(g.last_height)) for g in gaps] + tail)
         return {"indexed_height": indexed, "indexed_hash": v.hx(cp[1]) if cp else None,
                 "chain_id": int(meta["chain_id"]) if "chain_id" in meta else None,
                 "genesis_hash": meta.get("genesis_hash"),
                 "node_heads": [{"url": r.url, "head": r.head, "state": r.state, "failures": r.failures,
                                 "last_error": r.last_error, "updated_ms": r.updated_ms} for r in srcs],
-                "lag": lag, "missing_ranges": [[indexed + 1, top]] if lag and indexed is not None else [],
+                "lag": lag, "missing_ranges": [list(r) for r in missing],
+                "missing_blocks": sum(hi - lo + 1 for lo, hi in missing),
+                "gaps": [{"first_height": g.first_height, "last_height": g.last_height, "reason": g.reason,
+                          "source": g.source, "recorded_ms": g.recorded_ms} for g in gaps],
                 "database": {"kind": get_db_kind(str(engine.url)), "url": db_url_redacted,
                              "read_replica": read_engine is not None,
                              "schema_revision": get_schema_revision(engine)}}
@@ -185,6 +194,9 @@ def create_explorer_app(engine: Engine, read_engine: Engine | None = None, db_ur
         st = get_status()
         lines = ["# TYPE explorer_indexed_height gauge", f"explorer_indexed_height {st['indexed_height'] or 0}",
                  "# TYPE explorer_lag_blocks gauge", f"explorer_lag_blocks {st['lag'] or 0}",
+                 "# TYPE explorer_missing_blocks gauge", f"explorer_missing_blocks {st['missing_blocks']}",
+                 "# TYPE explorer_missing_ranges gauge", f"explorer_missing_ranges {len(st['missing_ranges'])}",
+                 "# TYPE explorer_recorded_gaps gauge", f"explorer_recorded_gaps {len(st['gaps'])}",
                  "# TYPE explorer_node_head gauge", "# TYPE explorer_source_failures gauge"]
         for n in st["node_heads"]:
             lines.append(f'explorer_node_head{{url="{n["url"]}"}} {n["head"] or 0}')
@@ -210,7 +222,7 @@ def create_explorer_app(engine: Engine, read_engine: Engine | None = None, db_ur
             r = conn.execute(select(*blocks_cols).where(cond)).first()
             if r is None:
                 raise NotFound(f"no indexed block {block_id}")
-            vals = conn.execute(select(s.validator_sets).where(s.validator_sets.c.epoch == r.epoch)
+            vals = conn.execute(select(*vset_cols).where(s.validator_sets.c.epoch == r.epoch)
                                 .order_by(s.validator_sets.c.position)).all()
         out = v.view_block(r)
         signers = [] if r.qc_signers is None else json.loads(r.qc_signers)
@@ -242,6 +254,7 @@ def create_explorer_app(engine: Engine, read_engine: Engine | None = None, db_ur
             leaf_cols = [c for c in blocks_cols if c.name in ("tx_leaf_hashes", "receipt_leaf_hashes")]
             b = conn.execute(select(s.blocks.c.hash, s.blocks.c.header, s.blocks.c.qc, s.blocks.c.tx_root,
                                     s.blocks.c.receipts_root, *leaf_cols).where(s.blocks.c.height == r.height)).one()
+            parent_header = conn.execute(select(s.blocks.c.header).where(s.blocks.c.height == r.height - 1)).scalar()
             tx_hashes, rc_hashes = _leaf_hashes(getattr(b, "tx_leaf_hashes", None)), \
                 _leaf_hashes(getattr(b, "receipt_leaf_hashes", None))
             if tx_hashes is None or rc_hashes is None:  # indexed before migration 0003: from the rows
@@ -258,6 +271,8 @@ def create_explorer_app(engine: Engine, read_engine: Engine | None = None, db_ur
         out["raw"] = v.hx(r.raw)
         out["proof"] = {
             "block_hash": v.hx(b.hash), "header": v.hx(b.header), "tx_root": v.hx(b.tx_root),
+            # the header whose validator_set_hash names the set that certifies this block
+            "parent_header": v.hx(parent_header) if parent_header is not None else None,
             "receipts_root": v.hx(b.receipts_root), "qc": _qc_json(b.qc),
             "transaction": {"leaf": v.hx(r.raw),
                             "proof": compute_inclusion_proof_of_hashes(tx_hashes, r.position).to_json()},
@@ -301,22 +316,35 @@ def create_explorer_app(engine: Engine, read_engine: Engine | None = None, db_ur
             daily = conn.execute(select(s.agency_daily.c.day, s.agency_daily.c.txs).where(
                 s.agency_daily.c.agency == name).order_by(s.agency_daily.c.day.desc()).limit(30)).all()
             ds = conn.execute(select(func.count()).select_from(s.datasets).where(s.datasets.c.owner == name)).scalar()
+            certs = conn.execute(select(s.agency_certificates).where(s.agency_certificates.c.agency == name)
+                                 .order_by(s.agency_certificates.c.height)).all() if has_certificates else []
         out = v.view_agency(r)
         out.update(accounts=[v.hx(a) for a in accounts], datasets=ds,
-                   activity=[{"day": d * 86400, "txs": n} for d, n in daily])
+                   activity=[{"day": d * 86400, "txs": n} for d, n in daily],
+                   certificates=[v.view_certificate(c) for c in certs])
         return out
+
+    @app.get("/api/v1/ca", summary="The consortium CA certificate of the genesis document (fingerprint, subject, "
+             "validity, PEM)")
+    def get_ca() -> dict[str, Any]:
+        with reader.connect() as conn:
+            pem = conn.execute(select(s.meta.c.value).where(s.meta.c.key == "ca_certificate")).scalar()
+        if pem is None:
+            raise NotFound("the index holds no CA certificate (indexed before migration 0004, or not initialized)")
+        return v.view_ca(pem)
 
     @app.get("/api/v1/validators", summary="Validator sets per epoch (each verified against block headers)")
     def validators() -> dict[str, Any]:
         with reader.connect() as conn:
-            rows = conn.execute(select(s.validator_sets).order_by(s.validator_sets.c.epoch,
+            rows = conn.execute(select(*vset_cols).order_by(s.validator_sets.c.epoch,
                                                                   s.validator_sets.c.position)).all()
         epochs: dict[int, dict[str, Any]] = {}
         for r in rows:
             e = epochs.setdefault(r.epoch, {"epoch": r.epoch, "activation_height": r.activation_height,
                                             "items": []})
             e["items"].append({"index": r.position, "name": r.name, "agency": r.agency, "address": v.hx(r.address),
-                               "bls_public_key": v.hx(r.bls_public_key)})
+                               "bls_public_key": v.hx(r.bls_public_key),
+                               "bls_pop": v.hx(r.bls_pop) if getattr(r, "bls_pop", None) is not None else None})
         return {"epochs": list(epochs.values())}
 
     @app.get("/api/v1/governance/proposals", summary="Governance proposals, newest first (keyset by id)")
@@ -430,6 +458,28 @@ def get_served_columns(engine: Engine, table: Any) -> list[Any]:
     except SQLAlchemyError:
         return list(table.columns)  # the database is not reachable yet: assume the current schema
     return [c for c in table.columns if c.name in present] or list(table.columns)
+
+
+def has_served_table(engine: Engine, table: Any) -> bool:
+    """Whether the database has ``table`` (read once at start, like ``get_served_columns``): a replica
+    of a revision before the table existed serves without it; a database the indexer has not created
+    yet will have the current schema."""
+    try:
+        names = set(inspect(engine).get_table_names())
+    except SQLAlchemyError:
+        return True  # the database is not reachable yet: assume the current schema
+    return table.name in names or s.blocks.name not in names
+
+
+def merge_ranges(ranges: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Inclusive ranges, sorted, overlapping or adjacent ones merged."""
+    out: list[tuple[int, int]] = []
+    for lo, hi in sorted(ranges):
+        if out and lo <= out[-1][1] + 1:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return out
 
 
 def _leaf_hashes(blob: Any) -> list[bytes] | None:

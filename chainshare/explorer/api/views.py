@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from chainshare.crypto.ca import describe_certificate
+from chainshare.errors import CryptoError
 from chainshare.explorer.db.schema import SEQ_SHIFT
 
 
@@ -71,3 +73,20 @@ def view_evidence(r: Any) -> dict[str, Any]:
 def flatten(item: dict[str, Any]) -> dict[str, Any]:
     """A CSV row: nested values as compact JSON."""
     return {k: json.dumps(v, separators=(",", ":")) if isinstance(v, (dict, list)) else v for k, v in item.items()}
+
+
+def view_certificate(r: Any) -> dict[str, Any]:
+    return {"admitted_height": r.height, "fingerprint_sha256": hx(r.fingerprint_sha256), "subject": r.subject,
+            "issuer": r.issuer, "serial": r.serial, "not_before_ms": r.not_before_ms, "not_after_ms": r.not_after_ms,
+            "pem": r.pem}
+
+
+def view_ca(pem: str) -> dict[str, Any]:
+    """The CA certificate's public facts (a PEM that does not parse is served as such, without them)."""
+    try:
+        c = describe_certificate(pem.encode())
+    except CryptoError as exc:
+        return {"pem": pem, "error": exc.message}
+    return {"fingerprint_sha256": hx(c.fingerprint_sha256), "subject": c.subject, "issuer": c.issuer,
+            "serial": c.serial, "not_before_ms": int(c.not_before.timestamp() * 1000),
+            "not_after_ms": int(c.not_after.timestamp() * 1000), "pem": pem}

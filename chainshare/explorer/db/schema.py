@@ -97,6 +97,31 @@ validator_sets = Table(
     Column("agency", String(128), nullable=False),
     Column("address", LargeBinary(20), nullable=False),
     Column("bls_public_key", LargeBinary(48), nullable=False),
+    Column("bls_pop", LargeBinary(96), nullable=True),  # since 0004 (NULL until backfilled for sets indexed before)
+)
+
+# since 0004: the certificate each agency was admitted with (genesis document or addAgency call)
+agency_certificates = Table(
+    "agency_certificates", metadata,
+    Column("agency", String(128), primary_key=True),
+    Column("height", BigInteger, primary_key=True, autoincrement=False),
+    Column("fingerprint_sha256", LargeBinary(32), nullable=False),
+    Column("subject", Text, nullable=False),
+    Column("issuer", Text, nullable=False),
+    Column("serial", String(64), nullable=False),
+    Column("not_before_ms", BigInteger, nullable=False),
+    Column("not_after_ms", BigInteger, nullable=False),
+    Column("pem", Text, nullable=False),
+)
+
+# since 0004: block ranges the indexer knows it skipped or failed, deleted as they are filled (operational)
+index_gaps = Table(
+    "index_gaps", metadata,
+    Column("first_height", BigInteger, primary_key=True, autoincrement=False),
+    Column("last_height", BigInteger, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("source", String(512), nullable=True),
+    Column("recorded_ms", BigInteger, nullable=False),
 )
 
 txs = Table(
@@ -285,5 +310,6 @@ stats_day = Table(
 )
 STATS_TABLES = {"minute": (stats_minute, 60), "hour": (stats_hour, 3600), "day": (stats_day, 86400)}
 
-# Tables whose content is the index (compared by the resume test); ``sources`` is operational.
-CONTENT_TABLES = [t for t in metadata.sorted_tables if t.name not in ("sources",)]
+# Tables whose content is the index (compared by the resume test); ``sources`` and ``index_gaps``
+# are operational.
+CONTENT_TABLES = [t for t in metadata.sorted_tables if t.name not in ("sources", "index_gaps")]

@@ -35,9 +35,11 @@ from chainshare.explorer.indexer.source import NodeSource, SourceError
 from chainshare.explorer.indexer.verify import FetchedBlock, find_validator_set, verify_block
 from chainshare.explorer.indexer.writer import (
     IndexWriter,
+    backfill_validator_pops,
     get_checkpoint,
     get_meta,
     initialize_index,
+    record_gap,
     upsert_rows,
 )
 from chainshare.ledger.types import Header
@@ -107,6 +109,7 @@ class Indexer:
         self.writer: IndexWriter | None = None
         self.caught_up = threading.Event()
         self.rows_since_analyze = 0
+        self.pops_missing = False
 
     # -- start-up ------------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -130,6 +133,8 @@ class Indexer:
             raw = conn.execute(select(s.blocks.c.header).where(s.blocks.c.height == cp[0])).scalar_one()
             self.head = Header.from_list(codec.decode(bytes(raw)))
             self.writer = IndexWriter(conn)
+            self.pops_missing = conn.execute(select(s.validator_sets.c.epoch).where(
+                s.validator_sets.c.bls_pop.is_(None)).limit(1)).first() is not None
         self.metrics.indexed_height.set(cp[0])
 
     def _initialize_from_source(self) -> None:
@@ -189,6 +194,8 @@ class Indexer:
                     if self.cfg.until is not None:
                         head = min(head, self.cfg.until)
                     self._record_source(st)
+                    if self.pops_missing:
+                        self._backfill_pops(st)
                     assert self.head is not None
                     self.metrics.node_head.set(head)
                     self.metrics.lag.set(max(0, head - self.head.height))
@@ -248,6 +255,28 @@ class Indexer:
                                            "failures": st.failures, "last_error": st.last_error,
                                            "updated_ms": int(time.time() * 1000)}])
 
+    def _backfill_pops(self, st: _SourceState) -> None:
+        """Proofs of possession of sets indexed before migration 0004, from this node, checked against
+        the indexed headers (see ``backfill_validator_pops``)."""
+        sets = st.source.get_validator_sets()
+        with self.engine.begin() as conn:
+            filled = backfill_validator_pops(conn, sets)
+            self.pops_missing = conn.execute(select(s.validator_sets.c.epoch).where(
+                s.validator_sets.c.bls_pop.is_(None)).limit(1)).first() is not None
+        if filled:
+            log_event(log, logging.INFO, "validator proofs of possession backfilled", epochs=filled,
+                      source=st.source.url)
+
+    def _record_gap(self, first: int, last: int, st: _SourceState, exc: ChainshareError) -> None:
+        """Remember that blocks ``first..last`` exist and were not indexed, and why (filled later,
+        from this node or another: ``apply_batch`` trims the gaps below the new checkpoint)."""
+        if last < first:
+            return
+        with self.engine.begin() as conn:
+            record_gap(conn, first, last, exc.message, st.source.url, int(time.time() * 1000))
+        log_event(log, logging.WARNING, "missing range recorded", first=first, last=last, source=st.source.url,
+                  reason=exc.message[:300])
+
     def _validator_set_for(self, st: _SourceState, parent: Header) -> ValidatorSet:
         if self.sets:
             vs = find_validator_set(self.sets, parent)
@@ -305,6 +334,7 @@ class Indexer:
             if error is not None:
                 for f in window:
                     f.cancel()
+                self._record_gap(parent.height + 1, head, st, error)
                 raise error
             if self.progress is not None:
                 elapsed = time.monotonic() - t0

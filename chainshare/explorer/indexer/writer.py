@@ -17,13 +17,15 @@ from typing import Any
 from sqlalchemy import Connection, Table, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from chainshare.errors import ChainshareError
-from chainshare.execution.contracts.membership import ValidatorSet
+from chainshare import codec
+from chainshare.crypto.ca import describe_certificate
+from chainshare.errors import ChainshareError, CryptoError
+from chainshare.execution.contracts.membership import ValidatorSet, compute_validator_set_hash
 from chainshare.execution.genesis import Genesis
 from chainshare.explorer.db import schema as s
 from chainshare.explorer.indexer.decode import decode_call, dumps
 from chainshare.explorer.indexer.rows import BlockRows
-from chainshare.ledger.types import Block
+from chainshare.ledger.types import Block, Header
 
 
 class CheckpointMoved(ChainshareError):
@@ -89,8 +91,85 @@ def get_meta(conn: Connection) -> dict[str, str]:
 def store_validator_set(conn: Connection, vs: ValidatorSet) -> None:
     upsert_rows(conn, s.validator_sets, [
         {"epoch": vs.epoch, "position": i, "activation_height": vs.activation_height, "name": v["name"],
-         "agency": v["agency"], "address": v["address"], "bls_public_key": v["bls_public_key"]}
+         "agency": v["agency"], "address": v["address"], "bls_public_key": v["bls_public_key"],
+         "bls_pop": v["bls_pop"]}
         for i, v in enumerate(vs.validators)])
+
+
+def compute_certificate_row(agency: str, height: int, pem: bytes) -> dict[str, Any] | None:
+    """The ``agency_certificates`` row of the certificate ``agency`` was admitted with at ``height``
+    (None if it does not parse: the chain accepted it, the explorer then shows no certificate)."""
+    try:
+        c = describe_certificate(pem)
+    except CryptoError:
+        return None
+    return {"agency": agency, "height": height, "fingerprint_sha256": c.fingerprint_sha256, "subject": c.subject,
+            "issuer": c.issuer, "serial": c.serial, "not_before_ms": int(c.not_before.timestamp() * 1000),
+            "not_after_ms": int(c.not_after.timestamp() * 1000), "pem": pem.decode("ascii", "replace")}
+
+
+def _admitted_certificate(ents: _Entities, call: tuple[str | None, str | None, dict[str, Any] | None] | None,
+                          name: str) -> bytes | None:
+    """The certificate of the ``Membership.addAgency(name, ...)`` call that the transaction ``call``
+    ran: the call of the proposal it executed, or one call of that proposal's ``executeBatch``."""
+    if call is None or call[:2] != ("Governance", "execute") or call[2] is None:
+        return None
+    p = ents.get(s.proposals, call[2].get("id"))
+    if p is None or not p["call"]:
+        return None
+    calls: list[dict[str, Any]] = [json.loads(p["call"])]
+    if (calls[0].get("contract"), calls[0].get("method")) == ("Governance", "executeBatch"):
+        batch = calls[0].get("args") or {}
+        calls = []
+        for target, data in zip(batch.get("targets", ()), batch.get("calls", ()), strict=False):
+            contract, method, decoded = decode_call(bytes.fromhex(target[2:]), bytes.fromhex(data[2:]))
+            calls.append({"contract": contract, "method": method, "args": decoded})
+    for c in calls:
+        args = c.get("args") or {}
+        if (c.get("contract"), c.get("method"), args.get("name")) == ("Membership", "addAgency", name):
+            return bytes.fromhex(str(args.get("certificate", "0x"))[2:])
+    return None
+
+
+def backfill_validator_pops(conn: Connection, sets: Sequence[ValidatorSet]) -> int:
+    """Fill ``bls_pop`` of the stored sets indexed before migration 0004 from ``sets`` (as a node serves
+    them), only where the complete set hashes to the ``validator_set_hash`` of the indexed header that
+    commits to it (the one before its activation height). Returns the number of epochs filled."""
+    pending = {int(e) for (e,) in conn.execute(select(s.validator_sets.c.epoch).where(
+        s.validator_sets.c.bls_pop.is_(None)).distinct())}
+    filled = 0
+    for vs in sets:
+        if vs.epoch not in pending:
+            continue
+        raw = conn.execute(select(s.blocks.c.header).where(
+            s.blocks.c.height == max(vs.activation_height - 1, 0))).scalar()
+        if raw is None:
+            continue
+        if Header.from_list(codec.decode(bytes(raw))).validator_set_hash == compute_validator_set_hash(vs.validators):
+            store_validator_set(conn, vs)
+            filled += 1
+    return filled
+
+
+def record_gap(conn: Connection, first: int, last: int, reason: str, source: str | None, now_ms: int) -> None:
+    """Record that blocks ``first..last`` are known and not indexed (merged with overlapping ranges)."""
+    g = s.index_gaps
+    overlapping = conn.execute(select(g.c.first_height, g.c.last_height).where(
+        g.c.first_height <= last + 1, g.c.last_height >= first - 1)).all()
+    lo = min([first, *(int(r[0]) for r in overlapping)])
+    hi = max([last, *(int(r[1]) for r in overlapping)])
+    conn.execute(g.delete().where(g.c.first_height <= last + 1, g.c.last_height >= first - 1))
+    conn.execute(g.insert(), [{"first_height": lo, "last_height": hi, "reason": reason[:2000], "source": source,
+                              "recorded_ms": now_ms}])
+
+
+def trim_gaps(conn: Connection, indexed: int) -> None:
+    """Forget the recorded gaps (or the parts of them) at or below the indexed height ``indexed``."""
+    g = s.index_gaps
+    conn.execute(g.delete().where(g.c.last_height <= indexed))
+    for row in conn.execute(select(g).where(g.c.first_height <= indexed)).mappings().all():
+        conn.execute(g.delete().where(g.c.first_height == row["first_height"]))
+        conn.execute(g.insert(), [dict(row, first_height=indexed + 1)])
 
 
 def initialize_index(conn: Connection, genesis: Genesis, block0: Block, genesis_set: ValidatorSet) -> None:
@@ -110,6 +189,9 @@ def initialize_index(conn: Connection, genesis: Genesis, block0: Block, genesis_
     if accounts:
         conn.execute(s.agency_accounts.insert(), accounts)
     store_validator_set(conn, genesis_set)
+    certs = [compute_certificate_row(a.name, 0, a.certificate) for a in genesis.agencies]
+    upsert_rows(conn, s.agency_certificates, [c for c in certs if c is not None])
+    upsert_rows(conn, s.meta, [{"key": "ca_certificate", "value": genesis.ca_certificate.decode("ascii", "replace")}])
     conn.execute(s.progress.insert(), [{"id": 1, "height": 0, "block_hash": block0.hash}])
 
 
@@ -205,6 +287,7 @@ class IndexWriter:
                            .values(height=last, block_hash=new_head_hash))
         if res.rowcount != 1:
             raise CheckpointMoved("the checkpoint moved under this indexer: is another indexer writing this database?")
+        trim_gaps(conn, last)
         insert_rows(conn, s.blocks, blocks)
         insert_rows(conn, s.txs, txs)
         insert_rows(conn, s.address_txs, _dedupe(addr))
@@ -240,6 +323,10 @@ class IndexWriter:
                                              "last_height": old["last_height"] if old else None})
             for acc in a["accounts"]:
                 accounts[bytes.fromhex(acc[2:])] = a["name"]
+            pem = _admitted_certificate(ents, call, a["name"])
+            row = compute_certificate_row(a["name"], h, pem) if pem else None
+            if row is not None:
+                inserts["agency_certificates"].append(row)
         elif key == ("Membership", "AgencyRevoked"):
             ag = ents.get(s.agencies, a["name"])
             if ag is not None:

@@ -161,16 +161,16 @@ def mount_pages(app: FastAPI, reader: Engine) -> None:
     def status() -> dict[str, Any]:
         return dict(ep["status"]())
 
-    chain: dict[str, int] = {}
+    chain: dict[str, Any] = {}
 
     def get_chain_id() -> int:
-        """The indexed chain's id (fixed for a database's life: read once)."""
+        """The indexed chain's id (fixed for a database's life: read once, with its genesis hash)."""
         if "id" not in chain:
-            chain_id = status()["chain_id"]
-            if chain_id is None:
+            st = status()
+            if st["chain_id"] is None:
                 raise PageError(503, "Explorer not ready", "The indexer has not recorded the chain yet.")
-            chain["id"] = int(chain_id)
-        return chain["id"]
+            chain.update(id=int(st["chain_id"]), genesis_hash=st["genesis_hash"])
+        return int(chain["id"])
 
     # -- home ------------------------------------------------------------------------------------
     @page("/")
@@ -230,10 +230,15 @@ def mount_pages(app: FastAPI, reader: Engine) -> None:
         bundle = {
             "format": "chainshare-explorer-proof/v1", "chain_id": get_chain_id(), "epoch": b["epoch"],
             "tx_hash": tx["hash"], "block_height": tx["block_height"], "block_hash": p["block_hash"],
-            "header": p["header"], "qc": p["qc"]["encoded"] if p["qc"] else None,
+            "header": p["header"], "parent_header": p.get("parent_header"),
+            # an epoch-0 set is also checked against block 0, whose hash is the network's genesis hash
+            "genesis_hash": chain["genesis_hash"],
+            "genesis_header": ep["get_block"](block_id="0")["header"] if b["epoch"] == 0 else None,
+            "qc": p["qc"]["encoded"] if p["qc"] else None,
             "transaction": p["transaction"], "receipt": p["receipt"],
             "validators": [{"index": x["index"], "name": x["name"], "agency": x["agency"], "address": x["address"],
-                            "bls_public_key": x["bls_public_key"]} for x in _epoch_validators(b["epoch"])]}
+                            "bls_public_key": x["bls_public_key"], "bls_pop": x.get("bls_pop")}
+                           for x in _epoch_validators(b["epoch"])]}
         return tx, bundle
 
     @page("/tx/{tx_hash}")
@@ -267,7 +272,11 @@ def mount_pages(app: FastAPI, reader: Engine) -> None:
                 if x["agency"] == name]
         datasets = ep["list_datasets"](limit=100, owner=name)["items"]
         history = queries.get_agency_history(reader, name, 50)
-        return render(request, "agency.html", a=a, vals=vals, datasets=datasets, history=history,
+        try:
+            ca: dict[str, Any] | None = ep["get_ca"]()
+        except NotFound:
+            ca = None
+        return render(request, "agency.html", a=a, vals=vals, datasets=datasets, history=history, ca=ca,
                       csv=f"/api/v1/datasets?format=csv&limit=1000&owner={quote(name)}")
 
     @page("/address/{address}")

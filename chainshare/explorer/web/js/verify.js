@@ -1,6 +1,9 @@
 // In-browser verification of a transaction's proof: Merkle inclusion under the header's
-// tx root, the header hash, and the QC's BLS aggregate signature against the epoch's validator
-// set. Cryptography from @noble/hashes (keccak-256) and @noble/curves (BLS12-381); the
+// tx root, the header hash, the validator set against the validator_set_hash of the parent header
+// (whose hash the verified header names), each member's proof of possession, and the QC's BLS
+// aggregate signature against that set; for epoch 0 also that the set is the one block 0 (the
+// genesis hash shown) commits to. The chain of trust ends at the block hash (epoch 0: at the
+// genesis hash): the page does not walk later epochs back to genesis (README "Explorer pages"). Cryptography from @noble/hashes (keccak-256) and @noble/curves (BLS12-381); the
 // canonical msgpack from @msgpack/msgpack. Bundled by esbuild into ../static/verify.bundle.js.
 import { keccak_256 } from "@noble/hashes/sha3.js";
 import { bls12_381 } from "@noble/curves/bls12-381.js";
@@ -8,6 +11,8 @@ import { decode, encode } from "@msgpack/msgpack";
 
 // blspy's PopSchemeMPL hashes to G2 with the proof-of-possession ciphersuite's DST.
 export const POP_DST = "BLS_SIG_BLS12381G2_XMD:SHA-256_SSWU_RO_POP_";
+// ... and a proof of possession (a signature over the compressed public key) with this one.
+export const POP_PROOF_DST = "BLS_POP_BLS12381G2_XMD:SHA-256_SSWU_RO_POP_";
 
 const unhex = (s) => {
   const h = s.startsWith("0x") ? s.slice(2) : s;
@@ -50,6 +55,19 @@ const HEADER_FIELDS = ["parent_hash", "height", "round", "timestamp_ms", "propos
 
 function asInt(v) { return typeof v === "bigint" ? Number(v) : v; }
 
+function decodeHeader(encoded, what) {
+  const f = decode(unhex(encoded), { useBigInt64: true });
+  if (!Array.isArray(f) || f.length !== 13) throw new Error(`the ${what} is not an array of 13 fields`);
+  return Object.fromEntries(HEADER_FIELDS.map((k, i) => [k, f[i]]));
+}
+
+// chainshare/execution/contracts/membership.py compute_validator_set_hash: keccak-256 of the
+// canonical encoding of [[name, agency, address, bls_public_key, bls_pop], ...] in set order.
+export function computeValidatorSetHash(validators) {
+  return keccak_256(encode(validators.map((v) => [v.name, v.agency, unhex(v.address), unhex(v.bls_public_key),
+    unhex(v.bls_pop)])));
+}
+
 /** Run every step; return [{step, ok, detail}] (never throws: a failure is a failed step). */
 export function verifyProof(bundle) {
   const steps = [];
@@ -66,9 +84,7 @@ export function verifyProof(bundle) {
   let header, headerHash, qc;
   const ok =
     run("Header decoded", () => {
-      const f = decode(unhex(bundle.header), { useBigInt64: true });
-      if (!Array.isArray(f) || f.length !== 13) throw new Error("the header is not an array of 13 fields");
-      header = Object.fromEntries(HEADER_FIELDS.map((k, i) => [k, f[i]]));
+      header = decodeHeader(bundle.header, "header");
       if (asInt(header.height) !== bundle.block_height)
         throw new Error(`header height ${header.height} is not the block ${bundle.block_height} shown`);
       return `block ${header.height}, round ${header.round}, tx root ${hex(header.tx_root)}`;
@@ -95,6 +111,47 @@ export function verifyProof(bundle) {
       if (hex(headerHash) !== bundle.block_hash.toLowerCase())
         throw new Error(`keccak(header) = ${hex(headerHash)}, the block hash shown is ${bundle.block_hash}`);
       return hex(headerHash);
+    }) &&
+    run("Validator set matches the chain (the validator_set_hash of the parent header this header names)", () => {
+      if (!bundle.parent_header) throw new Error("the proof carries no parent header");
+      const parent = decodeHeader(bundle.parent_header, "parent header");
+      const parentHash = keccak_256(unhex(bundle.parent_header));
+      if (!eq(parentHash, header.parent_hash))
+        throw new Error(`keccak(parent header) = ${hex(parentHash)}, the header's parent hash is ${hex(header.parent_hash)}`);
+      if (asInt(parent.height) + 1 !== asInt(header.height))
+        throw new Error(`the parent header is block ${parent.height}, not ${asInt(header.height) - 1}`);
+      const missing = bundle.validators.filter((v) => !v.bls_pop || !v.address).map((v) => v.name);
+      if (missing.length) throw new Error(`no proof of possession or address served for ${missing.join(", ")}`);
+      const setHash = computeValidatorSetHash(bundle.validators);
+      if (!eq(setHash, parent.validator_set_hash))
+        throw new Error(`the ${bundle.validators.length} validators served hash to ${hex(setHash)}; block ` +
+          `${parent.height} commits to ${hex(parent.validator_set_hash)}: these are not the chain's keys`);
+      return `${bundle.validators.length} validators hash to ${hex(setHash)} = validator_set_hash of block ${parent.height}`;
+    }) &&
+    (bundle.epoch !== 0 || run("Validator set is the genesis set (block 0 hashes to the genesis hash shown)", () => {
+      if (!bundle.genesis_header || !bundle.genesis_hash) throw new Error("the proof carries no genesis header or hash");
+      const g = decodeHeader(bundle.genesis_header, "genesis header");
+      const gHash = keccak_256(unhex(bundle.genesis_header));
+      if (hex(gHash) !== bundle.genesis_hash.toLowerCase())
+        throw new Error(`keccak(block 0 header) = ${hex(gHash)}, the genesis hash shown is ${bundle.genesis_hash}`);
+      if (asInt(g.height) !== 0) throw new Error(`the genesis header is block ${g.height}`);
+      const setHash = computeValidatorSetHash(bundle.validators);
+      if (!eq(setHash, g.validator_set_hash))
+        throw new Error(`block 0 commits to validator set ${hex(g.validator_set_hash)}, the served set hashes to ${hex(setHash)}`);
+      return `epoch 0 set = the set of genesis ${hex(gHash)}`;
+    })) &&
+    run("Validators' proofs of possession (BLS PoP) verify", () => {
+      const bls = bls12_381.longSignatures;
+      const bad = bundle.validators.filter((v) => {
+        const pk = unhex(v.bls_public_key);
+        try {
+          return !bls.verify(unhex(v.bls_pop), bls.hash(pk, POP_PROOF_DST), pk);
+        } catch (e) {
+          return true;
+        }
+      });
+      if (bad.length) throw new Error(`the proof of possession of ${bad.map((v) => v.name).join(", ")} does not verify`);
+      return `${bundle.validators.length} of ${bundle.validators.length}`;
     }) &&
     run("QC certifies this block", () => {
       const f = decode(unhex(bundle.qc), { useBigInt64: true });
