@@ -25,6 +25,7 @@ import click
 from chainshare.cli.common import acting_options, emit, json_option, resolve_actor
 from chainshare.cli.credit.details_store import read_details_policy, store_person_details
 from chainshare.client import NodeClient
+from chainshare.credit.query import check_subject
 from chainshare.crypto.hashing import keccak256
 from chainshare.errors import InvalidInput
 from chainshare.execution import abi
@@ -33,7 +34,6 @@ from chainshare.execution.contracts.credit_registry import (
     NEGATIVE,
     POSITIVE,
     CreditRegistry,
-    get_subject_kind,
 )
 
 group = click.Group("credit", help="Credit records: publish, correct, object, repair, show, score, watch.")
@@ -49,12 +49,7 @@ CSV_COLUMNS = ("subject", "category", "polarity", "severity", "document_number",
 # --------------------------------------------------------------------------- input parsing
 
 
-def parse_subject(subject: str) -> str:
-    try:
-        get_subject_kind(subject)
-    except ValueError as exc:
-        raise InvalidInput(str(exc)) from exc
-    return subject
+parse_subject = check_subject  # a USCC or person handle, else InvalidInput naming the problem
 
 
 def parse_period(text: str, what: str) -> int:
