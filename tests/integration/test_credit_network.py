@@ -160,6 +160,7 @@ def test_governance_cli_configures_the_registry(net: Net, tmp_path: Path) -> Non
     f"/credit/subjects/{ORG}?at=99999999999", f"/credit/subjects/{ORG}/score?rule_version=0",
     f"/credit/subjects/{ORG}/score?rule_version=99", "/credit/records/0", "/credit/records/abc",
     "/credit/records/99999999999999999999999", "/credit/records/999999", "/credit/records/999999/provenance",
+    "/credit/records/0/details", "/credit/records/999999/details", "/credit/records/abc/details",
     "/credit/events?after=abc", "/credit/events?after=1-2-3", "/credit/events?subject=bad",
     "/credit/events?limit=0", "/credit/events?category=" + "c" * 100,
 ])
