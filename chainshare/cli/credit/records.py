@@ -27,7 +27,7 @@ from chainshare.cli.credit.details_store import read_details_policy, store_perso
 from chainshare.client import NodeClient
 from chainshare.credit.query import check_subject
 from chainshare.crypto.hashing import keccak256
-from chainshare.errors import InvalidInput
+from chainshare.errors import InvalidInput, NotFound
 from chainshare.execution import abi
 from chainshare.execution.contracts.addresses import CREDIT_REGISTRY
 from chainshare.execution.contracts.credit_registry import (
@@ -389,7 +389,10 @@ def correct(record_id: int, reason: str, **kw: Any) -> None:
     if result["status"] == "success":
         from chainshare.cli.dataset import api_get
 
-        dataset = api_get(url, f"/credit/records/{record_id}/details")["dataset"]["id"]
+        try:
+            dataset = api_get(url, f"/credit/records/{record_id}/details")["dataset"]["id"]
+        except NotFound:  # published without details: they start now, readable by the issuer only
+            dataset = None
         result["details"] = store_person_details(url, key, record_id, int(cur["version"]) + 1, cur["subject"],
                                                  given["summary"], None, dataset_id=dataset)
     emit(result, as_json, f"correct: {result['status']} in block {result['block']}"
