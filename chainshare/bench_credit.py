@@ -1,5 +1,5 @@
 """``chainshare bench credit``: credit records published and finalized per second on a devnet, subject query
-latency on the node's REST API, and how soon ``credit watch`` (polling finalized logs) delivers a record
+latency on the node's REST API, and how soon ``credit watch`` (woken by the websocket, and polling) delivers a record
 after its block is final.
 
 Records are pre-signed ``CreditRegistry.publish`` calls from the two authorised issuers (each issuer's
@@ -66,14 +66,16 @@ def _publish_data(subject: str, i: int, now: int) -> bytes:
     return _call(_CR, "publish", *_publish_args(subject, i, now))
 
 
-def _measure_watch(url: str, keys: list[bytes], chain_id: int, samples: int) -> dict[str, Any]:
-    """Publish ``samples`` records one by one; for each, the time from its receipt being served (final)
-    to a running watch (RpcSource polling every 0.1 s) delivering its event."""
-    from chainshare.client import NodeClient
+def _measure_watch(url: str, keys: list[bytes], chain_id: int, samples: int, transport: str = "poll") -> dict[str, Any]:
+    """Publish ``samples`` records one by one; for each, the time from its receipt being served (final: the
+    node serves finalized blocks only; seen by polling the receipt every 10 ms) to a running watch delivering
+    its event, the watch woken by the websocket's newHeads (``transport="websocket"``) or polling every 0.1 s."""
+    from chainshare.client import HeadSubscription, NodeClient
     from chainshare.credit import query
     from chainshare.credit.events import RpcSource
 
     delivered: dict[str, float] = {}
+    transports: set[str] = set()
     stop = threading.Event()
 
     def on_event(ev: Any) -> None:
@@ -82,8 +84,13 @@ def _measure_watch(url: str, keys: list[bytes], chain_id: int, samples: int) -> 
     def watcher() -> None:
         with NodeClient(url) as client:
             src = RpcSource(client)
+            heads = (HeadSubscription(HeadSubscription.url_of(url), src.head_height, poll_s=0.1)
+                     if transport == "websocket" else None)
             query.watch(src, (src.head_height() + 1, -1), query.watch_topics(CATEGORY, None),
-                        on_event, poll_s=0.1, stop=stop.is_set)
+                        on_event, poll_s=0.1, stop=stop.is_set, next_head=heads.next_head if heads else None)
+            if heads is not None:
+                transports.add(heads.transport)
+                heads.close()
 
     thread = threading.Thread(target=watcher, daemon=True)
     thread.start()
@@ -98,7 +105,7 @@ def _measure_watch(url: str, keys: list[bytes], chain_id: int, samples: int) -> 
                                data=_publish_data(make_uscc(900_000_000 + k), 10_000_000 + k, now), gas=3_000_000)
             tx_hash = client.rpc("eth_sendRawTransaction", "0x" + raw.hex())
             while client.rpc("eth_getTransactionReceipt", tx_hash) is None:
-                time.sleep(0.02)
+                time.sleep(0.01)
             final_at = time.perf_counter()
             deadline = final_at + 30
             while tx_hash not in delivered and time.perf_counter() < deadline:
@@ -107,8 +114,10 @@ def _measure_watch(url: str, keys: list[bytes], chain_id: int, samples: int) -> 
                 lags.append(max(0.0, delivered[tx_hash] - final_at) * 1000)
     stop.set()
     thread.join(10)
-    return {"samples": samples, "delivered": len(lags),
-            "lag_after_final_ms": {"p50": round(_percentile(lags, 0.5), 1), "max": round(max(lags), 1) if lags else None}}
+    return {"transport": transport if transport == "poll" else ",".join(sorted(transports)) or transport,
+            "samples": samples, "delivered": len(lags),
+            "lag_after_final_ms": {"p50": round(_percentile(lags, 0.5), 1), "p99": round(_percentile(lags, 0.99), 1),
+                                   "max": round(max(lags), 1) if lags else None}}
 
 
 def run_credit(*, records: int, subjects: int, nodes: int, clients: int, queries: int, watch_samples: int,
@@ -167,7 +176,8 @@ def run_credit(*, records: int, subjects: int, nodes: int, clients: int, queries
                                  "where": "node REST (the explorer's PostgreSQL figure belongs to the explorer)"},
         }
         if watch_samples:
-            result["watch"] = _measure_watch(url, keys, info["chain_id"], watch_samples)
+            result["watch"] = _measure_watch(url, keys, info["chain_id"], watch_samples, "websocket")
+            result["watch_polling"] = _measure_watch(url, keys, info["chain_id"], watch_samples, "poll")
         return result
     finally:
         stop_devnet(directory)

@@ -92,3 +92,91 @@ def transact(client: NodeClient, private_key: bytes, to: bytes, data: bytes, *, 
     if not wait:
         return {"transactionHash": tx_hash, "status": "pending"}
     return client.wait_for_receipt(tx_hash, timeout)
+
+
+class HeadSubscription:
+    """Finalized heads pushed by a node's websocket ``eth_subscribe("newHeads")`` (api/subscriptions.py),
+    for a follower that reads each new range itself (``credit watch``): ``next_head`` returns as soon as a
+    block above ``scanned`` is announced. A dropped or refused connection is reopened with back-off; until
+    it is, and right after each reconnect, the head comes from ``poll_head`` after ``poll_s`` (polling), so
+    the follower reads whatever it missed by range and nothing is lost. ``transport`` says which one the
+    last head came from."""
+
+    def __init__(self, ws_url: str, poll_head: Any, *, poll_s: float = 0.25, wait_s: float = 1.0,
+                 retry_s: float = 2.0) -> None:
+        if not ws_url.startswith(("ws://", "wss://")):
+            raise InvalidInput(f"websocket URL {ws_url!r} must start with ws:// or wss://")
+        self.ws_url, self.poll_head, self.poll_s, self.wait_s, self.retry_s = ws_url, poll_head, poll_s, wait_s, retry_s
+        self._conn: Any = None
+        self._retry_at = 0.0
+        self.transport = "poll"
+        self.connects = 0
+        self._seen = -1
+
+    @staticmethod
+    def url_of(node_url: str) -> str:
+        """The websocket JSON-RPC URL of a node's HTTP URL (same port, path /)."""
+        scheme, rest = node_url.rstrip("/").split("://", 1)
+        return ("wss://" if scheme == "https" else "ws://") + rest + "/"
+
+    def _connect(self) -> bool:
+        import json
+
+        from websockets.sync.client import connect
+
+        try:
+            conn = connect(self.ws_url, open_timeout=5, close_timeout=1, max_size=1 << 22)
+            conn.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe", "params": ["newHeads"]}))
+            answer = json.loads(conn.recv(timeout=5))
+            if "result" not in answer:
+                conn.close()
+                return False
+        except Exception:  # refused, unreachable or not a node's websocket: poll until the next attempt
+            return False
+        self._conn = conn
+        self.connects += 1
+        return True
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:  # noqa: S110  (closing a connection that is already gone)
+                pass
+        self._conn = None
+        self._retry_at = time.monotonic() + self.retry_s
+
+    def next_head(self, scanned: int) -> int:
+        """The finalized head once it is above ``scanned`` (or after about ``wait_s`` without a new block)."""
+        import json
+
+        if self._conn is None:
+            if time.monotonic() >= self._retry_at:
+                if self._connect():
+                    self.transport = "websocket"
+                    return int(self.poll_head())  # what was finalized before the subscription began
+                self._retry_at = time.monotonic() + self.retry_s
+            self.transport = "poll"
+            time.sleep(self.poll_s)
+            return int(self.poll_head())
+        deadline = time.monotonic() + self.wait_s
+        head = self._seen
+        while head <= scanned:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return max(head, scanned)
+            try:
+                frame = json.loads(self._conn.recv(timeout=left))
+            except TimeoutError:
+                return max(head, scanned)
+            except Exception:  # the connection dropped: read the gap by range, reconnect later
+                self._drop()
+                self.transport = "poll"
+                return int(self.poll_head())
+            result = frame.get("params", {}).get("result") if isinstance(frame, dict) else None
+            if isinstance(result, dict) and isinstance(result.get("number"), str):
+                head = self._seen = max(self._seen, int(result["number"], 16))
+        return head
+
+    def close(self) -> None:
+        self._drop()

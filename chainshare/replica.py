@@ -52,7 +52,7 @@ from chainshare.execution.contracts.membership import (
 )
 from chainshare.execution.forks import get_runtime_at, get_upgrade_required
 from chainshare.execution.genesis import get_chain_params
-from chainshare.ledger.chain import P_META, ChainStore
+from chainshare.ledger.chain import P_EPOCH_PROOF, P_META, ChainStore
 from chainshare.ledger.finality import (
     FinalityProof,
     decode_finality_proof,
@@ -66,7 +66,6 @@ log = logging.getLogger("chainshare.replica")
 
 P_SAFETY = P_META + b"safety:"  # + epoch (8 bytes)
 P_SAFETY_BLOCK = P_META + b"sblock:"  # + epoch (8 bytes) + block hash
-P_EPOCH_PROOF = P_META + b"epochproof:"  # + epoch (8 bytes) of the set it proves: consensus/epochs.py
 P_EVIDENCE = b"E"
 EVIDENCE_CONTRACT = EvidenceContract()
 EVIDENCE_BACKUP_DELAY_S = 10.0

@@ -6,6 +6,9 @@
 - ``GET /credit/records/{id}?at=H``: a record with every version and its lifecycle timeline.
 - ``GET /credit/records/{id}/provenance``: the bundle ``chainshare credit verify`` checks offline with the
   genesis alone (headers, QCs, receipt inclusion proofs).
+- ``GET /credit/records/{id}/details``: for a natural person's record, where its details are (the issuer's
+  dataset ``credit record {id} details``) and the on-chain values they must match; the details themselves are
+  fetched with the signed ``POST /datasets/{dataset}/fetch`` under a read grant (``chainshare.credit.details``).
 - ``GET /credit/events?after=CURSOR&category=&subject=&limit=``: finalized record events after a cursor, in
   chain order, with the cursor to continue from (what a poller such as ``credit watch`` follows).
 - ``GET /credit/config``: categories, issuers, registrars, objection deadline and scoring rules, from the
@@ -24,12 +27,14 @@ from fastapi import APIRouter, Path, Query
 
 from chainshare.api.limits import ApiWorkers
 from chainshare.credit import query
+from chainshare.credit.details import find_details_dataset
 from chainshare.credit.events import REGISTRY, ChainSource, format_cursor, parse_cursor
 from chainshare.credit.provenance import build_provenance
-from chainshare.errors import NotFound
+from chainshare.errors import InvalidInput, NotFound
 from chainshare.execution.abi import to_jsonable
 from chainshare.execution.contracts.credit_registry import DEFAULT_OBJECTION_DEADLINE
 from chainshare.node import Node
+from chainshare.sharing.records import count_datasets, dataset_json, read_dataset
 
 SUBJECT = Path(min_length=1, max_length=66)
 CURSOR = r"^[0-9]{1,19}-[0-9]{1,19}$"
@@ -86,6 +91,23 @@ def create_credit_router(node: Node, workers: ApiWorkers) -> APIRouter:
     @offloaded
     def provenance(record_id: Annotated[int, Path(ge=1, le=2**64 - 1)]) -> dict[str, Any]:
         return build_provenance(node.chain, source(), record_id)
+
+    @router.get("/records/{record_id}/details",
+                summary="Where a person record's details are (the issuer's dataset) and the hash they must match")
+    @offloaded
+    def details(record_id: Annotated[int, Path(ge=1, le=2**64 - 1)]) -> dict[str, Any]:
+        src = source()
+        height, r = query.get_record(src, record_id)
+        if not r.subject.startswith("P-"):
+            raise InvalidInput(f"record {record_id} is about an organisation: its summary is public on chain")
+        now = src.block_timestamp_ms(height) // 1000
+        view = r.to_json(now)
+        total = count_datasets(node)
+        found = find_details_dataset((dataset_json(read_dataset(node, i)) for i in range(1, total + 1)),
+                                     r.issuer, record_id)
+        return {"height": height, "record": {k: view[k] for k in ("id", "version", "subject", "issuer",
+                                                                   "summaryHash", "version_hash")},
+                "dataset": found, "fetch": f"POST /api/v1/datasets/{found['id']}/fetch (signed, under a read grant)"}
 
     @router.get("/events", summary="Finalized record events after a cursor (for pollers)")
     @offloaded

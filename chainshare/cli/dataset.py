@@ -30,6 +30,7 @@ from chainshare.execution.contracts import DATASETS
 from chainshare.sharing import protocol as wire
 from chainshare.sharing.records import DATASETS_CONTRACT, decode_receipt_events, encode_call
 from chainshare.sharing.schema import (
+    Schema,
     canonical_json,
     check_format,
     hash_stream,
@@ -146,14 +147,37 @@ def publish(file: Path, title: str, policy_file: Path, schema_file: Path | None,
         policy = policy_file.read_text()
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"cannot read the policy {policy_file}: {exc}") from None
-    headers: dict[str, str] = {}
+    schema = None
     if schema_file is not None:
         schema = load_schema(schema_file)
         if min_group is not None:
             schema = with_min_group(schema, min_group)
-        headers[wire.SCHEMA_HEADER] = base64.urlsafe_b64encode(schema.to_canonical_json()).decode().rstrip("=")
     url, key = resolve_actor(devnet_dir, as_agency, node_url, keystore, password_file)
     assert key is not None
+    uploaded = upload_to_vault(url, key, file, fmt, schema, min_group=min_group)
+    receipt = send_datasets_call(url, key, "register", title, bytes.fromhex(uploaded["content_hash"][2:]),
+                                 canonical_json(uploaded["schema"]).decode(), uploaded["size"], policy)
+    registered = decode_receipt_events(receipt["logs"])
+    size = uploaded["size"]
+    result = {
+        "dataset_id": int(registered["DatasetRegistered"]["id"]),
+        "title": title, "content_hash": uploaded["content_hash"], "size": size, "format": fmt,
+        "schema": uploaded["schema"], "schema_source": uploaded["schema_source"],
+        "policy_id": registered.get("DatasetPolicySet", {}).get("policyId"),
+        "transactionHash": receipt["transactionHash"], "blockNumber": int(receipt["blockNumber"], 16),
+    }
+    emit(result, as_json, f"published dataset {result['dataset_id']} ({size} bytes, {fmt}, schema "
+                          f"{result['schema_source']}), policy {result['policy_id']}, tx {receipt['transactionHash']}")
+
+
+def upload_to_vault(url: str, key: bytes, file: Path, fmt: str, schema: Schema | None, *,
+                    min_group: int | None = None) -> dict[str, Any]:
+    """Stream ``file`` into the vault of the node at ``url`` (its agency's own node), signed by ``key`` over
+    the file's Keccak-256; the node's answer (content_hash, size, schema, schema_source), checked to be of
+    exactly these bytes."""
+    headers: dict[str, str] = {}
+    if schema is not None:
+        headers[wire.SCHEMA_HEADER] = base64.urlsafe_b64encode(schema.to_canonical_json()).decode().rstrip("=")
     with open_dataset(file) as src:
         size, content_hash = hash_stream(src)
     timestamp, nonce = _fresh()
@@ -161,7 +185,7 @@ def publish(file: Path, title: str, policy_file: Path, schema_file: Path | None,
     headers.update(_signed_headers(key, wire.compute_upload_message(content_hash, *_audience(url), timestamp, nonce),
                                    timestamp, nonce))
     params: dict[str, Any] = {"format": fmt}
-    if min_group is not None and schema_file is None:
+    if min_group is not None and schema is None:
         params["min_group"] = min_group
     try:
         response = httpx.post(url.rstrip("/") + "/api/v1/vault", params=params, headers=headers,
@@ -170,26 +194,21 @@ def publish(file: Path, title: str, policy_file: Path, schema_file: Path | None,
         raise NodeUnreachable(f"cannot upload to node at {url}: {exc}") from exc
     if response.status_code != 201:
         raise_api_error(response)
-    uploaded = response.json()
+    uploaded: dict[str, Any] = response.json()
     if uploaded["content_hash"] != "0x" + content_hash.hex() or uploaded["size"] != size:
         raise ChainshareError("the node stored other bytes than this file (the file changed during the upload?)")
-    data = encode_call(DATASETS_CONTRACT, "register", title, content_hash,
-                       canonical_json(uploaded["schema"]).decode(), size, policy)
+    return uploaded
+
+
+def send_datasets_call(url: str, key: bytes, method: str, *args: Any) -> dict[str, Any]:
+    """Send ``Datasets.method(*args)`` signed by ``key``; its receipt (ChainshareError with the reason if it
+    reverted: the uploaded file stays in the vault, and sending again reuses it)."""
     with NodeClient(url) as client:
-        receipt = transact(client, key, DATASETS, data)
+        receipt = transact(client, key, DATASETS, encode_call(DATASETS_CONTRACT, method, *args))
     if receipt["status"] != "0x1":
-        raise ChainshareError(f"Datasets.register reverted: {receipt.get('revertReason') or 'no reason given'} "
+        raise ChainshareError(f"Datasets.{method} reverted: {receipt.get('revertReason') or 'no reason given'} "
                               "(the file stays in the vault; publishing again reuses it)")
-    registered = decode_receipt_events(receipt["logs"])
-    result = {
-        "dataset_id": int(registered["DatasetRegistered"]["id"]),
-        "title": title, "content_hash": "0x" + content_hash.hex(), "size": size, "format": fmt,
-        "schema": uploaded["schema"], "schema_source": uploaded["schema_source"],
-        "policy_id": registered.get("DatasetPolicySet", {}).get("policyId"),
-        "transactionHash": receipt["transactionHash"], "blockNumber": int(receipt["blockNumber"], 16),
-    }
-    emit(result, as_json, f"published dataset {result['dataset_id']} ({size} bytes, {fmt}, schema "
-                          f"{result['schema_source']}), policy {result['policy_id']}, tx {receipt['transactionHash']}")
+    return receipt
 
 
 @group.command("list")
@@ -233,6 +252,16 @@ def fetch(dataset_id: str, out: Path, grant_id: int | None, devnet_dir: object, 
     ident = _parse_id(dataset_id, "DATASET_ID")
     url, key = resolve_actor(devnet_dir, as_agency, node_url, keystore, password_file)
     assert key is not None
+    result = fetch_dataset(url, key, ident, grant_id, out)
+    emit(result, as_json, f"wrote {result['bytes']} bytes of dataset {ident} to {out} (grant {result['grant_id']}, "
+                          f"{result['action']}; the node matched them to the delivery recorded in tx "
+                          f"{result['record_tx']}, block {result['recorded_height']})")
+
+
+def fetch_dataset(url: str, key: bytes, ident: int, grant_id: int | None, out: Path) -> dict[str, Any]:
+    """Have the node at ``url`` (the agency's own) fetch dataset ``ident`` from its owner's node under a grant
+    of ``key``'s agency, and write it to ``out`` only once it hashes to what the node announced (which the
+    node matched to the delivery recorded on chain). Unauthorized (HTTP 403) without a valid grant."""
     timestamp, nonce = _fresh()
     message = wire.compute_fetch_message(ident, grant_id, *_audience(url), timestamp, nonce)
     headers = _signed_headers(key, message, timestamp, nonce)
@@ -260,14 +289,11 @@ def fetch(dataset_id: str, out: Path, grant_id: int | None, devnet_dir: object, 
         raise NodeUnreachable(f"cannot fetch from node at {url}: {exc}") from exc
     finally:
         tmp.unlink(missing_ok=True)
-    result = {"dataset_id": ident, "grant_id": int(meta["x-chainshare-grant"]), "action": meta["x-chainshare-action"],
-              "out": str(out), "bytes": size, "format": meta.get("x-chainshare-format"),
-              "content_hash": meta.get("x-chainshare-content-hash"), "delivered_hash": digest,
-              "record_tx": meta.get("x-chainshare-record-tx") or None,
-              "recorded_height": int(meta["x-chainshare-recorded-height"])}
-    emit(result, as_json, f"wrote {size} bytes of dataset {ident} to {out} (grant {result['grant_id']}, "
-                          f"{result['action']}; the node matched them to the delivery recorded in tx "
-                          f"{result['record_tx']}, block {result['recorded_height']})")
+    return {"dataset_id": ident, "grant_id": int(meta["x-chainshare-grant"]), "action": meta["x-chainshare-action"],
+            "out": str(out), "bytes": size, "format": meta.get("x-chainshare-format"),
+            "content_hash": meta.get("x-chainshare-content-hash"), "delivered_hash": digest,
+            "record_tx": meta.get("x-chainshare-record-tx") or None,
+            "recorded_height": int(meta["x-chainshare-recorded-height"])}
 
 
 @group.command("query")

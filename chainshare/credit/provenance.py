@@ -1,7 +1,9 @@
 """Provenance of a credit record: every lifecycle event back to the original publication, each with the
 block header, the QC that certified the block, and the Merkle inclusion proof of the receipt that carries
 the event, so an auditor verifies offline, with the genesis document alone, who published the record, when,
-and every step that changed it.
+and every step that changed it. Across validator-set changes the bundle carries the chain's epoch-change
+proofs (``consensus/epochs.py``), which the verifier walks from the genesis set with the same code a node
+catching up runs (``verify_epoch_changes``), so each QC is checked against the set in force at its block.
 
 ``build_provenance`` runs where the chain is (a node, or a stopped node's data directory);
 ``verify_provenance`` needs only the bundle and the genesis, and uses the ledger's own Merkle and QC
@@ -14,11 +16,18 @@ import json
 from typing import Any
 
 from chainshare import codec
+from chainshare.consensus.epochs import decode_epoch_change_proof, get_bls_verify_qc, verify_epoch_changes
 from chainshare.credit.events import CreditSource, decode_credit_log
 from chainshare.credit.lifecycle import fold_records
 from chainshare.errors import ChainshareError, ConsensusError, DecodeError, InvalidInput
 from chainshare.execution.abi import to_jsonable
 from chainshare.execution.contracts.credit_registry import RecordVersion
+from chainshare.execution.contracts.membership import (
+    ValidatorSet,
+    compute_validator_set_hash,
+    get_validator_sets,
+    select_validator_set,
+)
 from chainshare.execution.genesis import compute_genesis_block, parse_genesis
 from chainshare.ledger.chain import ChainStore
 from chainshare.ledger.merkle import InclusionProof, compute_inclusion_proof, verify_inclusion_proof
@@ -26,6 +35,7 @@ from chainshare.ledger.quorum import verify_qc
 from chainshare.ledger.types import Header, QuorumCertificate, Receipt
 
 PROVENANCE_FORMAT = 1
+MAX_EPOCH_CHANGES = 10_000
 
 
 class ProvenanceError(ChainshareError, ValueError):
@@ -55,7 +65,7 @@ def build_provenance(chain: ChainStore, source: CreditSource, record_id: int) ->
             "qc": _hx(qc.encode()) if qc is not None else None, "receipt": _hx(receipt.encode()),
             "receipt_proof": compute_inclusion_proof([r.encode() for r in receipts], ev.tx_index).to_json()})
     return {"format": PROVENANCE_FORMAT, "record": record_id, "genesis_hash": _hx(chain.get_block(0).hash),
-            "steps": steps}
+            "steps": steps, "epoch_changes": [_hx(raw) for raw in chain.get_epoch_change_proofs()]}
 
 
 def _bytes(v: Any, what: str) -> bytes:
@@ -81,15 +91,17 @@ def verify_provenance(bundle: dict[str, Any], genesis_document: bytes) -> dict[s
     the genesis validators, the receipt is in the header's receipts root (RFC 6962 proof), and the event is
     that receipt's log. Across steps: the first is the publication, each version's hash is recomputed from
     its fields and links to the previous version, and every step names the same record, subject and issuer.
-    Validator-set changes after genesis are out of scope (the QC must verify against the genesis set)."""
+    The QC of a block verifies against the validator set in force at its height, as proven from the genesis
+    set by the bundle's epoch-change proofs; a header naming a next set that those proofs do not prove (a
+    change left out of the bundle) is refused."""
     try:
         genesis = parse_genesis(json.loads(genesis_document))
     except (ValueError, ChainshareError) as exc:
         raise ProvenanceError(f"genesis document is invalid: {exc}") from exc
-    block0, _, _ = compute_genesis_block(genesis)
+    block0, state0, _ = compute_genesis_block(genesis)
     if _hx(block0.hash) != bundle.get("genesis_hash"):
         raise ProvenanceError("the bundle is of another chain (genesis hash differs)")
-    validators = [{"bls_public_key": v.bls_public_key} for v in genesis.validators]
+    sets = _prove_validator_sets(bundle.get("epoch_changes", []), get_validator_sets(state0)[0], genesis.chain_id)
     steps = bundle.get("steps")
     if not isinstance(steps, list) or not steps:
         raise ProvenanceError("a bundle has at least one step")
@@ -109,10 +121,16 @@ def verify_provenance(bundle: dict[str, Any], genesis_document: bytes) -> dict[s
             raise ProvenanceError(f"{where}: undecodable header, QC or receipt: {exc}") from exc
         if qc.block_hash != header.hash or qc.height != header.height:
             raise ProvenanceError(f"{where}: the QC certifies another block")
+        vs = select_validator_set(sets, header.height)
+        if header.validator_set_hash != compute_validator_set_hash(select_validator_set(sets, header.height + 1)
+                                                                   .validators):
+            raise ProvenanceError(f"{where}: block {header.height} names a next validator set that the bundle's "
+                                  "epoch-change proofs do not prove (a validator-set change is missing)")
         try:
-            verify_qc(qc, validators, genesis.chain_id, 0)
+            verify_qc(qc, list(vs.validators), genesis.chain_id, vs.epoch)
         except ConsensusError as exc:
-            raise ProvenanceError(f"{where}: QC does not verify against the genesis validators: {exc.message}") from exc
+            raise ProvenanceError(f"{where}: QC does not verify against validator set {vs.epoch} (in force at "
+                                  f"block {header.height}): {exc.message}") from exc
         if not verify_inclusion_proof(receipt.encode(), _proof(step.get("receipt_proof")), header.receipts_root):
             raise ProvenanceError(f"{where}: the receipt is not in block {header.height}'s receipts root")
         k = step.get("log_in_receipt")
@@ -124,12 +142,30 @@ def verify_provenance(bundle: dict[str, Any], genesis_document: bytes) -> dict[s
         events.append(CreditEvent(header.height, k, int(step.get("tx_index", 0)), _bytes(step["transaction"], "tx"),
                                   header.timestamp_ms, decoded[0], decoded[1]))
         out.append({"event": decoded[0], "block": header.height, "block_hash": _hx(header.hash),
-                    "timestamp": header.timestamp_ms // 1000, "signers": len(qc.signer_indices())})
+                    "timestamp": header.timestamp_ms // 1000, "signers": len(qc.signer_indices()),
+                    "validator_set": vs.epoch})
     _check_versions(events, bundle.get("record"))
     record = fold_records(events).get(bundle["record"])
     assert record is not None
     return {"record": record.id, "subject": record.subject, "category": record.category, "issuer": record.issuer,
-            "versions": len(record.versions), "steps": out, "verified": True}
+            "versions": len(record.versions), "steps": out, "verified": True,
+            "validator_sets": [{"epoch": vs.epoch, "activation_height": vs.activation_height,
+                                "validators": len(vs.validators)} for vs in sets]}
+
+
+def _prove_validator_sets(raws: Any, genesis_set: ValidatorSet, chain_id: int) -> list[ValidatorSet]:
+    """The validator sets, genesis first, that the epoch-change proofs ``raws`` prove one after the other from
+    the genesis set (``verify_epoch_changes``, as a node catching up checks them); ProvenanceError otherwise."""
+    if not isinstance(raws, list) or len(raws) > MAX_EPOCH_CHANGES:
+        raise ProvenanceError(f"epoch_changes must be a list of at most {MAX_EPOCH_CHANGES} proofs")
+    try:
+        changes = [decode_epoch_change_proof(_bytes(r, "epoch-change proof")) for r in raws]
+        return [genesis_set, *verify_epoch_changes(genesis_set, changes,
+                                                   lambda vs: get_bls_verify_qc(chain_id, vs))]
+    except DecodeError as exc:
+        raise ProvenanceError(f"an epoch-change proof is undecodable: {exc.message}") from exc
+    except ConsensusError as exc:
+        raise ProvenanceError(exc.message) from exc
 
 
 def _check_versions(events: list[Any], record_id: Any) -> None:

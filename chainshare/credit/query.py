@@ -106,16 +106,26 @@ def iter_new_events(source: CreditSource, after: tuple[int, int], topics: list[b
 
 def watch(source: CreditSource, after: tuple[int, int], topics: list[bytes | None],
           on_event: Callable[[CreditEvent], None], *, poll_s: float = 0.25,
-          stop: Callable[[], bool] = lambda: False, sleep: Callable[[float], None] = time.sleep) -> tuple[int, int]:
+          stop: Callable[[], bool] = lambda: False, sleep: Callable[[float], None] = time.sleep,
+          next_head: Callable[[int], int] | None = None) -> tuple[int, int]:
     """Deliver every matching record event after ``after`` as its block finalizes, exactly once and in order,
     until ``stop()``; returns the position of the last event delivered (the cursor to resume from).
 
-    Only finalized blocks are read (the node serves nothing else), and the next poll starts at the height
-    after the last one fully read, so a reconnect with the returned cursor neither skips nor repeats."""
+    ``next_head(scanned)`` waits for the finalized head to pass ``scanned`` (a websocket subscription,
+    ``client.HeadSubscription``) or gives up after a while; by default it sleeps ``poll_s`` and asks the
+    source (polling). Either way only finalized blocks are read (the node serves nothing else), each new
+    range of heights is read whole from the source, and the next read starts at the height after the last
+    one fully read, so neither a dropped subscription nor a reconnect with the returned cursor skips or
+    repeats an event."""
+    def poll(_: int) -> int:
+        sleep(poll_s)
+        return source.head_height()
+
+    wait = next_head or poll
     position = after
     scanned = after[0] - 1  # heights up to here are fully read
+    head = source.head_height()
     while not stop():
-        head = source.head_height()
         if head > scanned:
             for ev in iter_new_events(source, position, topics, head):
                 on_event(ev)
@@ -124,5 +134,7 @@ def watch(source: CreditSource, after: tuple[int, int], topics: list[bytes | Non
                     return position
             scanned = head
             position = max(position, (head, 2**31))  # everything up to head was read
-        sleep(poll_s)
+        if stop():
+            break
+        head = wait(scanned)
     return position

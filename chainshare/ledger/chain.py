@@ -38,6 +38,7 @@ K_HEAD = P_META + b"head"
 K_ACC = P_META + b"acc"
 K_GENESIS_DOC = P_META + b"genesis_doc"
 K_FINALITY = P_META + b"finality"  # the 2-chain proof that the head is final (ledger/finality.py)
+P_EPOCH_PROOF = P_META + b"epochproof:"  # + epoch (8 bytes) of the set it proves: consensus/epochs.py
 
 
 def _h(height: int) -> bytes:
@@ -302,6 +303,14 @@ class ChainStore:
         """The encoded proof (ledger/finality.py) that the head is final, as the replica kept it; None on
         a single-validator chain, whose blocks are final by their 1-of-1 QC."""
         return self.store.get(K_FINALITY)
+
+    def get_epoch_change_proofs(self) -> list[bytes]:
+        """The encoded epoch-change proofs this node keeps (consensus/epochs.py), from epoch 1 on and
+        without a gap (stopping before the first epoch it lacks)."""
+        out: list[bytes] = []
+        while (raw := self.store.get(P_EPOCH_PROOF + (len(out) + 1).to_bytes(8, "big"))) is not None:
+            out.append(raw)
+        return out
 
     def put_finality_proof(self, proof: bytes, deletes: tuple[bytes, ...] = ()) -> None:
         """Keep a newer proof for the head already stored (and drop ``deletes`` in the same batch)."""

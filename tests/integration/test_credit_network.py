@@ -57,14 +57,19 @@ class Net:
     def govern(self, fn_name: str, *args: Any) -> None:
         """Pass CreditRegistry.fn(*args) through Governance: agency1 proposes, agencies 1-3 vote (3 of 4)."""
         inner = self.cr.encode_abi(fn_name, args=list(args))
-        receipt = self.wait(self.send(self.gov.functions.propose(self.cr.address, bytes.fromhex(inner[2:]),
-                                                                 f"credit: {fn_name}{args}"), "agency1"))
+        self.govern_call(self.cr.address, bytes.fromhex(inner[2:]), f"credit: {fn_name}{args}")
+
+    def govern_call(self, target: str, call: bytes, description: str) -> int:
+        """Pass ``call`` to ``target`` through Governance (agency1 proposes, agencies 1-3 vote); the block of
+        the execution."""
+        receipt = self.wait(self.send(self.gov.functions.propose(target, call, description), "agency1"))
         (created,) = self.gov.events.ProposalCreated().process_receipt(receipt, errors=DISCARD)
         pid = created["args"]["id"]
-        votes = [self.send(self.gov.functions.vote(pid, True), a) for a in ("agency1", "agency2", "agency3")]
-        for v in votes:
+        for v in [self.send(self.gov.functions.vote(pid, True), a) for a in ("agency1", "agency2", "agency3")]:
             assert self.wait(v)["status"] == 1
-        assert self.wait(self.send(self.gov.functions.execute(pid), "agency1"))["status"] == 1
+        executed = self.wait(self.send(self.gov.functions.execute(pid), "agency1"))
+        assert executed["status"] == 1
+        return int(executed["blockNumber"])
 
     def api(self, path: str, node: int = 0, **params: Any) -> Any:
         url = self.devnet.info["nodes"][node]["api"]
@@ -155,6 +160,7 @@ def test_governance_cli_configures_the_registry(net: Net, tmp_path: Path) -> Non
     f"/credit/subjects/{ORG}?at=99999999999", f"/credit/subjects/{ORG}/score?rule_version=0",
     f"/credit/subjects/{ORG}/score?rule_version=99", "/credit/records/0", "/credit/records/abc",
     "/credit/records/99999999999999999999999", "/credit/records/999999", "/credit/records/999999/provenance",
+    "/credit/records/0/details", "/credit/records/999999/details", "/credit/records/abc/details",
     "/credit/events?after=abc", "/credit/events?after=1-2-3", "/credit/events?subject=bad",
     "/credit/events?limit=0", "/credit/events?category=" + "c" * 100,
 ])
@@ -320,6 +326,122 @@ def test_watch_delivers_a_new_record_as_it_finalizes(net: Net) -> None:
     assert event["event"] == "RecordPublished" and event["args"]["id"] == rec["record"], err
 
 
+class DroppingProxy:
+    """A TCP relay in front of a node's port whose open connections the test can cut (a dropped websocket)."""
+
+    def __init__(self, upstream_port: int) -> None:
+        import socket
+        import threading
+
+        self.upstream_port = upstream_port
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.conns: list[Any] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            with self.lock:
+                self.conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: Any, dst: Any) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    def drop_all(self) -> None:
+        import socket
+
+        with self.lock:
+            conns, self.conns = self.conns, []
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+                c.close()
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.server.close()
+        self.drop_all()
+
+
+def test_watch_over_the_websocket_survives_a_dropped_connection(net: Net) -> None:
+    """The watch is woken by the websocket's finalized heads; the connection is cut mid-stream, the watch
+    polls, reconnects, and still delivers every event exactly once, in chain order."""
+    import threading
+    from urllib.parse import urlparse
+
+    from chainshare.client import HeadSubscription, NodeClient
+    from chainshare.credit import query
+    from chainshare.credit.events import RpcSource
+
+    rpc = net.devnet.info["nodes"][0]["rpc"]
+    proxy = DroppingProxy(urlparse(rpc).port or 0)
+    got: list[Any] = []
+    done = threading.Event()
+    client = NodeClient(rpc)
+    src = RpcSource(client)
+    start = src.head_height() + 1
+    heads = HeadSubscription(f"ws://127.0.0.1:{proxy.port}/", src.head_height, poll_s=0.1, retry_s=0.5)
+    topics = query.watch_topics(PENALTY, None)
+    transports: list[str] = []
+
+    def next_head(scanned: int) -> int:
+        head = heads.next_head(scanned)
+        transports.append(heads.transport)
+        return head
+
+    thread = threading.Thread(target=lambda: query.watch(src, (start, -1), topics, got.append, stop=done.is_set,
+                                                         next_head=next_head), daemon=True)
+    thread.start()
+    try:
+        published = []
+        for step in range(3):
+            rec = cli_json(net.cli(*publish_args(net, "agency1", severity=1, summary=f"ws step {step}")))
+            published.append(rec["record"])
+            rid = rec["record"]
+            wait_until(lambda rid=rid: rid in {e.args["id"] for e in got}, 60, f"record {rid} delivered")
+            if step == 0:
+                assert heads.transport == "websocket" and heads.connects == 1
+                proxy.drop_all()
+        wait_until(lambda: heads.connects >= 2, 60, "the watch to reconnect its subscription")
+        rec = cli_json(net.cli(*publish_args(net, "agency1", severity=1, summary="ws after reconnect")))
+        published.append(rec["record"])
+        wait_until(lambda: rec["record"] in {e.args["id"] for e in got}, 60, "the last record delivered")
+    finally:
+        done.set()
+        thread.join(30)
+        heads.close()
+        proxy.close()
+    assert "poll" in transports and transports[-1] == "websocket"
+    everything = list(query.iter_new_events(src, (start, -1), topics, src.head_height()))
+    client.close()
+    assert [e.position for e in got] == [e.position for e in everything][:len(got)]
+    assert len({e.position for e in got}) == len(got)
+    assert [e.args["id"] for e in got if e.name == "RecordPublished"] == published
+
+
 RIC = "11010519491231002X"  # a resident ID number (GB 11643); never to appear on chain in any encoding
 
 
@@ -355,11 +477,18 @@ def test_person_records_go_by_registrar_handle_only(net: Net, tmp_path: Path) ->
                              text=True, timeout=120)
     assert refused.returncode == 2 and "does not hold the credit_registrar role" in refused.stderr
     # The issuer publishes for the handle; the summary (which names the person) goes on chain as a hash only.
+    # Its details go into agency1's vault; their policy lets agency3 (say, the court) read them.
+    policy = tmp_path / "details.cedar"
+    policy.write_text('permit (principal, action, resource) when { principal == resource.owner };\n'
+                      'permit (principal == Agency::"agency3", action == Action::"read", resource);\n')
     out = cli_json(net.cli(*publish_args(net, "agency1", subject=handle, severity=2,
-                                         summary=f"Zhang San (ID {RIC}) fined for fare evasion")))
+                                         summary=f"Zhang San (ID {RIC}) fined for fare evasion"),
+                           "--details-policy", policy))
     record = net.api(f"/credit/records/{out['record']}")
     assert record["subject"] == handle and record["summary"] == "" and record["summaryHash"] != "0x" + "00" * 32
+    assert out["details"]["dataset_id"] >= 1
     net.state["person_record"] = out["record"]
+    net.state["handle"] = handle
     # Scan every block, receipt and QC of the run, as a node serves them.
     forms = id_encodings(RIC)
     head = net.api("/status")["head"]["height"]
@@ -368,6 +497,45 @@ def test_person_records_go_by_registrar_handle_only(net: Net, tmp_path: Path) ->
         blob = b"".join(bytes.fromhex(v[2:]) for v in (raw["block"], raw["qc"], raw["receipts"]) if v)
         text = json.dumps(raw).encode()
         assert not any(f in blob or f in text for f in forms), f"the resident ID appears in block {h}"
+
+
+def test_person_details_are_read_through_a_governed_recorded_fetch(net: Net) -> None:
+    rid, handle = net.state["person_record"], net.state["handle"]
+    pointer = net.api(f"/credit/records/{rid}/details")
+    dataset = pointer["dataset"]
+    assert dataset["owner"] == "agency1" and dataset["title"] == f"credit record {rid} details"
+    assert [c["kind"] for c in dataset["schema"]["columns"] if c["name"] == "subject"] == ["personal"]
+    # An organisation's record has no vault details: its summary is public.
+    org_record = net.state["penalty"]
+    r = net.devnet.http.get(net.devnet.info["nodes"][0]["api"] + f"/credit/records/{org_record}/details")
+    assert r.status_code == 400 and "public on chain" in r.json()["error"]["message"]
+    # agency2 is not allowed by the policy: the decision is on chain, and the fetch gets a 403 and nothing.
+    denied = run_cli("access", "request", dataset["id"], "--action", "read", "--purpose", "curiosity",
+                     *net.as_agency("agency2"), "--json", timeout=180)
+    assert denied.returncode == 1 and cli_json(denied)["allowed"] is False
+    refused = net.cli("details", rid, *net.as_agency("agency2"), "--json", ok=False)
+    assert refused.returncode == 2 and "grant" in refused.stderr and refused.stdout.strip() == "", refused.stderr
+    # agency3 asks, is granted by the issuer's Cedar policy, and fetches.
+    granted = cli_json(run_cli("access", "request", dataset["id"], "--action", "read", "--purpose",
+                               "court proceedings", *net.as_agency("agency3"), "--json", timeout=180))
+    assert granted["allowed"] and granted["grant_id"]
+    got = cli_json(net.cli("details", rid, *net.as_agency("agency3"), "--json"))
+    record = net.api(f"/credit/records/{rid}")
+    assert got["verified"] and got["summary"] == f"Zhang San (ID {RIC}) fined for fare evasion"
+    assert got["summary_hash"] == record["summaryHash"] == pointer["record"]["summaryHash"]
+    # The subject arrives pseudonymised for agency3 (the issuer's key, per issuer, reader and dataset).
+    assert got["subject"].startswith("ps_") and got["subject"] != handle
+    # The delivery is on chain, naming the grant, before agency3 could open it.
+    audit = net.api(f"/datasets/{dataset['id']}/audit")
+    deliveries = [e for e in audit["items"] if e["event"] == "DeliveryRecorded"]
+    assert [(d["args"]["grantee"], d["tx_hash"]) for d in deliveries] == [("agency3", got["delivery_tx"])]
+    # A correction with a new summary stores the new version's details; the reader gets them, still matching.
+    net.cli("correct", rid, "--summary", "Fine annulled on appeal", "--reason", "appeal",
+            *net.as_agency("agency1"), "--json")
+    again = cli_json(net.cli("details", rid, *net.as_agency("agency3"), "--json"))
+    assert (again["version"], again["summary"]) == (2, "Fine annulled on appeal")
+    assert again["summary_hash"] == net.api(f"/credit/records/{rid}")["summaryHash"]
+    assert again["subject"] == got["subject"]  # same pseudonym for the same reader across versions
 
 
 def _lookup(net: Net, url: str, agency: str, ric: str, purpose: str = "publish a court judgment") -> Any:
@@ -425,6 +593,51 @@ def test_handle_lookups_over_mutual_tls_are_authorised_rate_limited_and_recorded
     handle = answer["handle"]
     for lg in logs:
         assert RIC.encode() not in bytes(lg["data"]) and bytes.fromhex(handle[2:]) not in bytes(lg["data"])
+
+
+def test_history_verifies_across_a_validator_set_change(net: Net, tmp_path: Path) -> None:
+    """A record published under the genesis set, then Governance replaces the set (node4 leaves), then the
+    record is corrected: its provenance verifies offline with the genesis alone, each QC against the set in
+    force at its block, proven by the chain's epoch-change proofs; a tampered or missing proof fails."""
+    rec = cli_json(net.cli(*publish_args(net, "agency2", severity=1, summary="Before the change")))
+    rid = rec["record"]
+    membership = net.w3.eth.contract(address=load_artifact("Membership")["address"],
+                                     abi=load_artifact("Membership")["abi"])
+    three = net.api("/genesis")["validators"][:3]
+    activation = net.w3.eth.block_number + 40
+    call = membership.encode_abi("setValidators", args=[
+        [v["name"] for v in three], [v["agency"] for v in three],
+        [bytes.fromhex(v["bls_public_key"][2:]) for v in three], [bytes.fromhex(v["bls_pop"][2:]) for v in three],
+        activation])
+    executed = net.govern_call(membership.address, bytes.fromhex(call[2:]), f"validators from {activation}")
+    assert executed < activation, "the decision came too late for the test's margin"
+    wait_until(lambda: net.api("/status")["head"]["height"] >= activation + 2, 120, "blocks past the change")
+    net.cli("correct", rid, "--summary", "After the change", "--reason", "new facts", *net.as_agency("agency2"),
+            "--json")
+    genesis = net.devnet.dir / "genesis.json"
+    bundle_file = tmp_path / "bundle.json"
+    out = cli_json(net.cli("history", rid, "--devnet", net.devnet.dir, "--genesis", genesis, "--out", bundle_file,
+                           "--json"))
+    assert out["verified"] and out["versions"] == 2
+    assert out["validator_sets"] == [{"epoch": 0, "activation_height": 0, "validators": 4},
+                                     {"epoch": 1, "activation_height": activation, "validators": 3}]
+    by_event = {s["event"]: s for s in out["steps"]}
+    assert by_event["RecordPublished"]["validator_set"] == 0 and by_event["RecordPublished"]["block"] < activation
+    assert by_event["RecordCorrected"]["validator_set"] == 1 and by_event["RecordCorrected"]["block"] >= activation
+    assert by_event["RecordCorrected"]["signers"] == 3
+    assert cli_json(net.cli("verify", bundle_file, "--genesis", genesis, "--json"))["verified"]
+    bundle = json.loads(bundle_file.read_text())
+    # One byte of the epoch-change proof changed (inside the new set's member list): refused.
+    raw = bytearray(bytes.fromhex(bundle["epoch_changes"][0][2:]))
+    raw[-40] ^= 0x01
+    tampered = dict(bundle, epoch_changes=["0x" + raw.hex()])
+    bundle_file.write_text(json.dumps(tampered))
+    bad = net.cli("verify", bundle_file, "--genesis", genesis, "--json", ok=False)
+    assert bad.returncode == 1 and "epoch-change proof" in cli_json(bad)["error"], bad.stdout
+    # Leaving the change out of the bundle does not make the genesis set vouch for the later blocks.
+    bundle_file.write_text(json.dumps(dict(bundle, epoch_changes=[])))
+    missing = net.cli("verify", bundle_file, "--genesis", genesis, "--json", ok=False)
+    assert missing.returncode == 1 and "validator-set change is missing" in cli_json(missing)["error"]
 
 
 def test_offline_score_from_a_stopped_nodes_data_equals_the_node(net: Net) -> None:

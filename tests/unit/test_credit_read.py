@@ -186,3 +186,31 @@ def test_watch_delivers_each_event_once_in_order_across_a_reconnect(kit: CreditK
     assert len(one) == 1 and last == one[0].position
     with pytest.raises(InvalidInput):
         parse_cursor("12")
+
+
+def test_watch_polls_while_no_websocket_answers(kit: CreditKit) -> None:
+    """With no websocket to subscribe to, the watch's head source falls back to polling the chain (and
+    retries the subscription later), so the watch still delivers everything."""
+    import socket
+
+    from chainshare.client import HeadSubscription
+
+    with socket.create_server(("127.0.0.1", 0)) as s:
+        port = s.getsockname()[1]  # closed below: nothing listens there
+    a = record_id_of(kit.publish())
+    heads = HeadSubscription(f"ws://127.0.0.1:{port}/", kit.source.head_height, poll_s=0, retry_s=60)
+    got: list[CreditEvent] = []
+    calls = {"n": 0}
+    later: list[int] = []
+
+    def next_head(scanned: int) -> int:
+        calls["n"] += 1
+        if calls["n"] == 1:  # a record lands while the watch waits: only the polled head can reveal it
+            later.append(record_id_of(kit.publish(ISSUER_B)))
+        return heads.next_head(scanned)
+
+    watch(kit.source, (0, -1), watch_topics(None, ORG), got.append, stop=lambda: calls["n"] >= 2,
+          next_head=next_head)
+    assert [e.args["id"] for e in got] == [a, *later] and heads.transport == "poll" and heads.connects == 0
+    with pytest.raises(InvalidInput):
+        HeadSubscription("http://127.0.0.1:1/", kit.source.head_height)

@@ -1,0 +1,16 @@
+"""``chainshare credit ...``: publish and manage credit records (records.py), read, score and follow them
+(reading.py), person handles and details (persons.py), and the registry's Governance (govern.py)."""
+
+from chainshare.cli.credit import govern, persons, reading  # noqa: F401  (they add their commands to the group)
+from chainshare.cli.credit.records import (
+    encode_publish_batch,
+    group,
+    parse_period,
+    parse_subject,
+    parse_time,
+    publish_many,
+    record_args,
+)
+
+__all__ = ["encode_publish_batch", "group", "parse_period", "parse_subject", "parse_time", "publish_many",
+           "record_args"]

@@ -1,0 +1,147 @@
+"""``chainshare credit govern ...``: propose, vote and execute CreditRegistry configuration through Governance."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from chainshare.cli.common import acting_options, emit, json_option, resolve_actor
+from chainshare.cli.credit.records import _actor, _encode, group, parse_period
+from chainshare.client import NodeClient
+from chainshare.errors import InvalidInput
+from chainshare.execution import abi
+from chainshare.execution.contracts.addresses import CREDIT_REGISTRY
+
+govern = click.Group("govern", help="Propose, vote and execute CreditRegistry configuration through Governance.")
+group.add_command(govern)
+
+
+def _governance_tx(kw: dict[str, Any], data: bytes, what: str) -> dict[str, Any]:
+    from chainshare.execution.contracts.addresses import GOVERNANCE
+
+    url, key = resolve_actor(*_actor(kw))
+    assert key is not None
+    from chainshare.crypto.secp import address_of_private_key
+    from chainshare.ledger.txs import sign_eip1559
+
+    with NodeClient(url) as client:
+        sender = "0x" + address_of_private_key(key).hex()
+        chain_id = int(client.rpc("eth_chainId"), 16)
+        nonce = int(client.rpc("eth_getTransactionCount", sender, "pending"), 16)
+        raw = sign_eip1559(key, chain_id=chain_id, nonce=nonce, to=GOVERNANCE, data=data, gas=5_000_000)
+        receipt = client.wait_for_receipt(client.rpc("eth_sendRawTransaction", "0x" + raw.hex()), 60)
+    out: dict[str, Any] = {"transaction": receipt["transactionHash"], "block": int(receipt["blockNumber"], 16),
+                           "status": "success" if receipt["status"] == "0x1" else "reverted"}
+    if receipt["status"] != "0x1":
+        out["reason"] = receipt.get("revertReason")
+    elif what == "propose":
+        out["proposal"] = int(receipt["logs"][0]["topics"][1], 16)
+    return out
+
+
+def _finish(out: dict[str, Any], as_json: bool, human: str) -> None:
+    emit(out, as_json, human if out["status"] == "success" else f"reverted: {out.get('reason')}")
+    if out["status"] != "success":
+        raise click.exceptions.Exit(1)
+
+
+def _propose(kw: dict[str, Any], method: str, args: list[Any], description: str) -> None:
+    from chainshare.execution.contracts.governance import Governance
+
+    as_json = kw.pop("as_json")
+    gov = Governance()
+    spec = next(s for s in gov.methods.values() if s.name == "propose")
+    data = spec.selector + abi.encode_values([p.type for p in spec.params],
+                                             ["0x" + CREDIT_REGISTRY.hex(), _encode(method, *args), description])
+    out = _governance_tx(kw, data, "propose")
+    _finish(out, as_json, f"proposal {out.get('proposal')}: {description} (agencies vote, then execute it)")
+
+
+@govern.command("set-category")
+@click.argument("code")
+@click.argument("title")
+@click.option("--inactive", is_flag=True, help="Close the category to new records.")
+@acting_options
+@json_option
+def govern_set_category(code: str, title: str, inactive: bool, **kw: Any) -> None:
+    """Propose defining (or closing) a credit category."""
+    _propose(kw, "setCategory", [code, title, not inactive], f"credit category {code}: {title}")
+
+
+@govern.command("set-issuer")
+@click.argument("category")
+@click.argument("agency")
+@click.option("--revoke", is_flag=True)
+@acting_options
+@json_option
+def govern_set_issuer(category: str, agency: str, revoke: bool, **kw: Any) -> None:
+    """Propose authorising AGENCY to issue CATEGORY records (or revoking it)."""
+    _propose(kw, "setIssuer", [category, agency, not revoke],
+             f"{'revoke' if revoke else 'authorise'} {agency} as issuer of {category}")
+
+
+@govern.command("set-registrar")
+@click.argument("agency")
+@click.option("--revoke", is_flag=True)
+@acting_options
+@json_option
+def govern_set_registrar(agency: str, revoke: bool, **kw: Any) -> None:
+    """Propose granting (or revoking) the credit_registrar role."""
+    _propose(kw, "setRegistrar", [agency, not revoke], f"{'revoke' if revoke else 'grant'} credit_registrar {agency}")
+
+
+@govern.command("set-objection-deadline")
+@click.argument("period")
+@acting_options
+@json_option
+def govern_set_deadline(period: str, **kw: Any) -> None:
+    """Propose the issuers' deadline to answer an objection, e.g. 20d."""
+    seconds = parse_period(period, "deadline")
+    _propose(kw, "setObjectionDeadline", [seconds], f"objection deadline {period}")
+
+
+@govern.command("install-rule")
+@click.argument("rule_file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@acting_options
+@json_option
+def govern_install_rule(rule_file: Path, **kw: Any) -> None:
+    """Propose installing a scoring rule (JSON) as the next rule version."""
+    from chainshare.execution.contracts.credit_registry import canonicalize_scoring_rule
+
+    try:
+        canonical = canonicalize_scoring_rule(rule_file.read_text())
+    except ValueError as exc:
+        raise InvalidInput(f"{rule_file}: {exc}") from exc
+    _propose(kw, "installScoringRule", [canonical], f"scoring rule {json.loads(canonical)['name']}")
+
+
+@govern.command("vote")
+@click.argument("proposal", type=click.IntRange(1))
+@click.option("--no", "against", is_flag=True, help="Vote against.")
+@acting_options
+@json_option
+def govern_vote(proposal: int, against: bool, **kw: Any) -> None:
+    """Vote on a Governance proposal."""
+    from chainshare.execution.contracts.governance import Governance
+
+    as_json = kw.pop("as_json")
+    spec = next(s for s in Governance().methods.values() if s.name == "vote")
+    out = _governance_tx(kw, spec.selector + abi.encode_values(["uint256", "bool"], [proposal, not against]), "vote")
+    _finish(out, as_json, f"voted {'no' if against else 'yes'} on proposal {proposal}")
+
+
+@govern.command("execute")
+@click.argument("proposal", type=click.IntRange(1))
+@acting_options
+@json_option
+def govern_execute(proposal: int, **kw: Any) -> None:
+    """Execute a proposal that has enough yes votes (reverts with the count otherwise)."""
+    from chainshare.execution.contracts.governance import Governance
+
+    as_json = kw.pop("as_json")
+    spec = next(s for s in Governance().methods.values() if s.name == "execute")
+    out = _governance_tx(kw, spec.selector + abi.encode_values(["uint256"], [proposal]), "execute")
+    _finish(out, as_json, f"proposal {proposal} executed")
