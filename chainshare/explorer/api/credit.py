@@ -28,6 +28,7 @@ from chainshare.credit.lifecycle import RecordView
 from chainshare.credit.provenance import compose_bundle, compose_step
 from chainshare.errors import NotFound
 from chainshare.execution.contracts import credit_registry as cr
+from chainshare.explorer.api.app import Before, Format, Limit, Pager
 from chainshare.explorer.db import schema as s
 from chainshare.explorer.indexer.credit import to_credit_event
 from chainshare.ledger.merkle import compute_inclusion_proof_of_hashes, hash_leaf
@@ -150,14 +151,14 @@ def search_credit(conn: Connection, q: str, limit: int) -> list[dict[str, Any]]:
     return out
 
 
-def create_credit_router(reader: Engine) -> APIRouter:
-    from chainshare.explorer.api.app import Before, Format, Limit, Pager  # noqa: PLC0415 (app mounts this router)
+At = Annotated[int | None, Query(ge=0, le=2**40, description="Block height (default: the indexed head)")]
+Subject = Annotated[str, Path(min_length=1, max_length=80,
+                              description="A USCC (18 characters) or a person handle P-<64 hex>")]
 
+
+def create_credit_router(reader: Engine) -> APIRouter:
     router = APIRouter(prefix="/api/v1/credit", tags=["credit"])
     pager = Pager(reader)
-    At = Annotated[int | None, Query(ge=0, le=2**40, description="Block height (default: the indexed head)")]
-    Subject = Annotated[str, Path(min_length=1, max_length=80,
-                                  description="A USCC (18 characters) or a person handle P-<64 hex>")]
 
     @router.get("/subjects/{subject}", summary="A credit subject: records with versions and timeline, score "
                 "with explanation (the node's scoring code), at a height")

@@ -19,6 +19,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, StreamingResponse
+from fastapi.routing import APIRoute
 from markupsafe import Markup
 from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import SQLAlchemyError
@@ -51,7 +52,8 @@ def compute_browser_bundle(provenance: dict[str, Any], indexed_logs: list[dict[s
                            proof_of_tx: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
     """What verify.js checks for a record: per step, the transaction's proof bundle and the event as indexed."""
     steps = []
-    for step, log in zip(provenance["steps"], indexed_logs, strict=True):
+    logs: list[dict[str, Any] | None] = [*indexed_logs, *[None] * (len(provenance["steps"]) - len(indexed_logs))]
+    for step, log in zip(provenance["steps"], logs, strict=False):
         args = step["args"]
         steps.append({"event": step["event"], "block": step["block"], "log_in_receipt": step["log_in_receipt"],
                       "version": args.get("version"), "version_hash": args.get("versionHash"),
@@ -82,7 +84,11 @@ def get_latest_credit_seq(reader: Engine, subject: str | None) -> int:
 
 
 def mount_credit_pages(app: FastAPI, reader: Engine, kit: PageTools) -> None:
-    ep = kit.endpoints
+    from chainshare.explorer.api.credit import create_credit_router
+
+    # the credit API's endpoint functions (an included router's routes are not listed in app.routes)
+    ep = {**kit.endpoints, **{r.name: r.endpoint for r in create_credit_router(reader).routes
+                              if isinstance(r, APIRoute)}}
 
     @kit.page("/credit")
     def credit_home(request: Request) -> HTMLResponse:
@@ -96,7 +102,7 @@ def mount_credit_pages(app: FastAPI, reader: Engine, kit: PageTools) -> None:
         if at is not None and not (at.isdigit() and len(at) <= 12):
             raise kit.page_error(400, "Bad height", "'at' must be a block height (digits).")
         view = ep["get_subject"](subject=subject, at=int(at) if at else None)
-        return kit.render(request, "credit_subject.html", v=view, live_subject=subject)
+        return kit.render(request, "credit_subject.html", v=view, )
 
     @kit.page("/credit/records/{record_id}")
     def record_page(request: Request, record_id: str) -> HTMLResponse:
@@ -109,14 +115,14 @@ def mount_credit_pages(app: FastAPI, reader: Engine, kit: PageTools) -> None:
         bundle = compute_browser_bundle(provenance, get_indexed_logs(reader, rid),
                                         lambda tx: kit.proof_bundle(tx)[1])
         return kit.render(request, "credit_record.html", r=record, bundle=bundle, verifier=kit.verifier_installed(),
-                          bundle_json=embed_json(bundle), live_subject=record["subject"])
+                          bundle_json=embed_json(bundle))
 
     @kit.page("/credit/lists/{list_name}")
     def list_page(request: Request, list_name: str) -> HTMLResponse:
         if list_name not in ("red", "black"):
             raise kit.page_error(404, "No such list", "The credit lists are /credit/lists/red and /credit/lists/black.")
         out = ep["get_list"](list_name=list_name, before=kit.cursor(request), limit=25)
-        return kit.render(request, "credit_list.html", name=list_name, page=out, live_list=list_name,
+        return kit.render(request, "credit_list.html", list_name=list_name, page=out,
                           csv=f"/api/v1/credit/lists/{list_name}?format=csv")
 
     @app.get("/live/credit", include_in_schema=False)

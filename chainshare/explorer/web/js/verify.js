@@ -151,6 +151,7 @@ export function verifyCreditProvenance(bundle) {
       const [address, topics, data] = lg;
       if (hex(address) !== bundle.registry.toLowerCase()) throw new Error(`log from ${hex(address)}, not the CreditRegistry`);
       const shown = s.log;
+      if (!shown) throw new Error("the explorer has no indexed copy of this event");
       if (topics.length !== shown.topics.length || topics.some((t, k) => hex(t) !== shown.topics[k].toLowerCase()))
         throw new Error("the event's topics in the receipt differ from the event shown on this page");
       if (hex(data) !== shown.data.toLowerCase())
