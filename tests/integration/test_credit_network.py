@@ -501,15 +501,24 @@ def test_explorer_credit_api_and_pages_equal_the_node(net: Net, tmp_path: Path, 
             (1, "Fined for false advertising"), (2, "Fine reduced on objection")]
         bundle = api(f"/credit/records/{rid}/provenance")
         assert bundle == net.api(f"/credit/records/{rid}/provenance")
-        (tmp_path / "bundle.json").write_text(json.dumps(bundle))
-        verified = cli_json(net.cli("verify", tmp_path / "bundle.json", "--genesis", net.devnet.dir / "genesis.json",
-                                    "--json"))
-        assert verified["verified"] and verified["versions"] == 2
-        # Lists: displayed records only (the repaired one is off the black list), keyset pages and CSV.
-        black = api("/credit/lists/black", limit=1000)
-        black_ids = {r["id"] for r in black["items"]}
-        assert rid in black_ids and net.state["repaired"] not in black_ids
-        assert [r["id"] for r in api("/credit/lists/red")["items"]] == [net.state["red"]]
+        if db_kind == "sqlite":  # equal bundles: one offline check is enough
+            (tmp_path / "bundle.json").write_text(json.dumps(bundle))
+            verified = cli_json(net.cli("verify", tmp_path / "bundle.json", "--genesis",
+                                        net.devnet.dir / "genesis.json", "--json"))
+            assert verified["verified"] and verified["versions"] == 2
+        # Lists: the records the node shows as active, by polarity (the repaired one is off the black list);
+        # keyset pages and CSV.
+        expected: dict[str, set[int]] = {"positive": set(), "negative": set()}
+        for n in range(1, 10_000):
+            r = net.devnet.http.get(net.devnet.info["nodes"][0]["api"] + f"/credit/records/{n}", params={"at": head})
+            if r.status_code == 404:
+                break
+            if r.json()["status"] == "active":
+                expected[r.json()["polarity"]].add(n)
+        black_ids = {r["id"] for r in api("/credit/lists/black", limit=1000)["items"]}
+        assert black_ids == expected["negative"] and rid in black_ids and net.state["repaired"] not in black_ids
+        assert {r["id"] for r in api("/credit/lists/red", limit=1000)["items"]} == expected["positive"]
+        assert net.state["red"] in expected["positive"]
         first = api("/credit/lists/black", limit=1)
         assert first["next_before"] == first["items"][0]["id"] and len(black_ids) >= 2
         rows = list(csv.DictReader(io.StringIO(_explorer_get(url, "/api/v1/credit/lists/black", format="csv").text)))
