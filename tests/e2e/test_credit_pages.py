@@ -110,16 +110,11 @@ def test_record_page_provenance_is_verified_in_the_browser(browser: Browser, cre
     # five lifecycle steps of 7 block checks and the event check each, plus the two version links
     assert len(steps) == 5 * 8 + 2 and all(s["ok"] for s in steps), [s for s in steps if not s["ok"]]
     links = [s["step"] for s in steps if "follows version" in s["step"]]
-    assert links == [f"Step 1 (RecordPublished, block {steps_block(steps, 0)}): version 1 follows version 0 by hash",
-                     f"Step 4 (RecordCorrected, block {steps_block(steps, 3)}): version 2 follows version 1 by hash"]
+    assert len(links) == 2
+    assert "Step 1 (RecordPublished" in links[0] and links[0].endswith("version 1 follows version 0 by hash")
+    assert "Step 4 (RecordCorrected" in links[1] and links[1].endswith("version 2 follows version 1 by hash")
     assert res[6] == ["RecordPublished", "ObjectionFiled", "ObjectionUnderReview", "RecordCorrected",
                       "ObjectionResolved"]
-
-
-def steps_block(steps: list[dict[str, Any]], index: int) -> int:
-    prefix = f"Step {index + 1} ("
-    first = next(s["step"] for s in steps if s["step"].startswith(prefix))
-    return int(first.split("block ", 1)[1].split(")", 1)[0])
 
 
 def test_an_altered_record_version_fails_in_red(browser: Browser, credit: dict[str, Any], tampered: str) -> None:
@@ -132,7 +127,7 @@ def test_an_altered_record_version_fails_in_red(browser: Browser, credit: dict[s
     assert verdict["state"] == "failed" and "NOT VERIFIED" in verdict["text"], verdict
     assert verdict["background"] == "rgb(176, 0, 32)"
     last = verdict["steps"][-1]
-    assert not last["ok"] and last["step"].startswith("Step 4 (RecordCorrected")
+    assert not last["ok"] and "Step 4 (RecordCorrected" in last["step"]
     assert "the explorer's copy was altered" in last["detail"]
     assert all(s["ok"] for s in verdict["steps"][:-1])
 
@@ -150,13 +145,7 @@ def test_the_black_list_updates_live_when_a_record_is_published(browser: Browser
         browser.shot("credit-black-list-live"),
         {"do": "texts", "sel": "tr[data-record] td:first-child a"},
     ])
-    assert proc.stdout is not None
-    seen = []
-    for line in proc.stdout:
-        seen.append(json.loads(line))
-        if seen[-1]["do"] in ("mark", "end"):
-            break
-    assert seen[-1]["do"] == "mark", seen
+    seen = Browser.read_until_mark(proc)
     assert len(seen[2]["result"]) == 1
     new = cli_json(net.cli(*publish_args(net, "agency1", summary="Second fine")))["record"]
     signal.write_text(f"#{new}")
