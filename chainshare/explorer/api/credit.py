@@ -95,7 +95,7 @@ def compute_subject_view(source: IndexedCreditSource, subject: str, at: int | No
                            "height": height, "time": now,
                            "records": [r.to_json(now, with_history=True) for r in sorted(records, key=lambda r: -r.id)]}
     try:
-        out["score"] = query.get_score(source, subject, height)
+        out["score"] = query.score_records(source, subject, height, records)
     except NotFound as exc:
         out["score"], out["score_unavailable"] = None, exc.message
     return out
@@ -130,12 +130,12 @@ def search_credit(conn: Connection, q: str, limit: int) -> list[dict[str, Any]]:
     public text (summary, authority, document number) contains ``q``; persons' records carry no text."""
     t = s.credit_records
     out: list[dict[str, Any]] = []
-    if len(q) == 18 and q.isalnum() and q.upper() == q and not q.isdigit() or q.startswith("P-"):
-        check_subject(q)
-        n = conn.execute(select(func.count()).select_from(t).where(t.c.subject == q)).scalar()
+    if len(q) == 18 and q.isalnum() or q.startswith("P-"):
+        subject = check_subject(q if q.startswith("P-") else q.upper())
+        n = conn.execute(select(func.count()).select_from(t).where(t.c.subject == subject)).scalar()
         if n:
-            out.append({"kind": "credit_subject", "id": q, "records": n, "score": 1.0,
-                        "path": f"/api/v1/credit/subjects/{q}"})
+            out.append({"kind": "credit_subject", "id": subject, "records": n, "score": 1.0,
+                        "path": f"/api/v1/credit/subjects/{subject}"})
         return out
     if len(q) < 2:
         return out
