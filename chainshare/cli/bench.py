@@ -147,11 +147,26 @@ def sim(seeds: int, n: int, reconfigure: bool, twins_seeds: int) -> None:
 @click.option("--clients", type=click.IntRange(1, 256), default=8, show_default=True)
 @click.option("--requests", type=click.IntRange(1, 100_000), default=200, show_default=True,
               help="Requests per endpoint.")
-def explorer(txs: int, db: str, clients: int, requests: int) -> None:
-    """Build a certified chain of TXS signed transactions offline, index it, then load 2 API replicas."""
+@click.option("--credit-records", type=click.IntRange(1, 10_000_000), default=None,
+              help="Instead: a chain of this many credit records (publishBatch), then the credit API's latency.")
+@click.option("--credit-subjects", type=click.IntRange(1, 10_000_000), default=None,
+              help="Subjects the credit records are spread over (default: records / 10).")
+def explorer(txs: int, db: str, clients: int, requests: int, credit_records: int | None,
+             credit_subjects: int | None) -> None:
+    """Build a certified chain of TXS signed transactions offline (or of --credit-records credit records),
+    index it, then load 2 API replicas."""
     import json
 
     from chainshare.bench import write_result
+
+    if credit_records is not None:
+        from chainshare.explorer.credit_bench import run_credit_bench
+
+        subjects = credit_subjects or max(1, credit_records // 10)
+        result = run_credit_bench(credit_records, min(subjects, credit_records), db, clients, requests)
+        result["saved_to"] = str(write_result(result))
+        click.echo(json.dumps(result))
+        return
     from chainshare.explorer.bench import run_explorer_bench
 
     result = run_explorer_bench(txs, db, clients, requests)

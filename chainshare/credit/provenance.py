@@ -17,8 +17,9 @@ from typing import Any
 
 from chainshare import codec
 from chainshare.consensus.epochs import decode_epoch_change_proof, get_bls_verify_qc, verify_epoch_changes
-from chainshare.credit.events import CreditSource, decode_credit_log
+from chainshare.credit.events import CreditEvent, CreditSource, decode_credit_log
 from chainshare.credit.lifecycle import fold_records
+from chainshare.crypto.hashing import keccak256
 from chainshare.errors import ChainshareError, ConsensusError, DecodeError, InvalidInput
 from chainshare.execution.abi import to_jsonable
 from chainshare.execution.contracts.credit_registry import RecordVersion
@@ -58,14 +59,27 @@ def build_provenance(chain: ChainStore, source: CreditSource, record_id: int) ->
         receipt = receipts[ev.tx_index]
         first = sum(len(r.logs) for r in receipts[:ev.tx_index])
         qc = chain.get_qc(ev.height)
-        steps.append({
-            "event": ev.name, "args": to_jsonable(ev.args), "block": ev.height, "block_hash": _hx(block.hash),
+        steps.append(compose_step(ev, block.header.encode(), qc.encode() if qc is not None else None,
+                                  receipt.encode(), ev.log_index - first,
+                                  compute_inclusion_proof([r.encode() for r in receipts], ev.tx_index)))
+    return compose_bundle(record_id, chain.get_block(0).hash, steps, chain.get_epoch_change_proofs())
+
+
+def compose_step(ev: CreditEvent, header: bytes, qc: bytes | None, receipt: bytes, log_in_receipt: int,
+                 receipt_proof: InclusionProof) -> dict[str, Any]:
+    """One step of a bundle: the event and what proves it (wherever the block data is read from)."""
+    return {"event": ev.name, "args": to_jsonable(ev.args), "block": ev.height, "block_hash": _hx(keccak256(header)),
             "timestamp": ev.timestamp_ms // 1000, "transaction": _hx(ev.tx_hash), "tx_index": ev.tx_index,
-            "log_in_receipt": ev.log_index - first, "header": _hx(block.header.encode()),
-            "qc": _hx(qc.encode()) if qc is not None else None, "receipt": _hx(receipt.encode()),
-            "receipt_proof": compute_inclusion_proof([r.encode() for r in receipts], ev.tx_index).to_json()})
-    return {"format": PROVENANCE_FORMAT, "record": record_id, "genesis_hash": _hx(chain.get_block(0).hash),
-            "steps": steps, "epoch_changes": [_hx(raw) for raw in chain.get_epoch_change_proofs()]}
+            "log_in_receipt": log_in_receipt, "header": _hx(header), "qc": _hx(qc) if qc is not None else None,
+            "receipt": _hx(receipt), "receipt_proof": receipt_proof.to_json()}
+
+
+def compose_bundle(record_id: int, genesis_hash: bytes, steps: list[dict[str, Any]],
+                   epoch_changes: list[bytes] | tuple[bytes, ...] = ()) -> dict[str, Any]:
+    """The bundle of ``steps``; ``epoch_changes`` (encoded epoch-change proofs) let a verifier walk from the
+    genesis set to the set in force at each step's block."""
+    return {"format": PROVENANCE_FORMAT, "record": record_id, "genesis_hash": _hx(genesis_hash), "steps": steps,
+            "epoch_changes": [_hx(raw) for raw in epoch_changes]}
 
 
 def _bytes(v: Any, what: str) -> bytes:
@@ -107,8 +121,6 @@ def verify_provenance(bundle: dict[str, Any], genesis_document: bytes) -> dict[s
         raise ProvenanceError("a bundle has at least one step")
     out = []
     events = []
-    from chainshare.credit.events import CreditEvent
-
     for i, step in enumerate(steps):
         where = f"step {i + 1} ({step.get('event')})"
         try:

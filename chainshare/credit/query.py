@@ -75,6 +75,12 @@ def get_score(source: CreditSource, subject: str, at: int | None = None,
               rule_version: int | None = None) -> dict[str, Any]:
     """The score of ``subject`` at height ``at`` (block time of that block) under the rule in force then."""
     height, records = get_subject_records(source, subject, at)
+    return score_records(source, subject, height, records, rule_version)
+
+
+def score_records(source: CreditSource, subject: str, height: int, records: list[RecordView],
+                  rule_version: int | None = None) -> dict[str, Any]:
+    """``get_score`` of records already read at ``height`` (a page that shows both reads them once)."""
     rule = get_rule_at(source, height, rule_version)
     out = compute_score(subject, records, rule, source.block_timestamp_ms(height) // 1000)
     return {"height": height, **out}

@@ -10,12 +10,14 @@ concurrent clients, and the report gives p50/p95 per endpoint and the processes'
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -88,35 +90,16 @@ class MemorySource:
         pass
 
 
-def build_chain(n_txs: int, agencies: int = 4, validators: int = 4, block_txs: int = 1000,
-                progress: Any = None) -> MemorySource:
-    """A certified chain of ``n_txs`` signed transactions: mostly anchors, with dataset registrations
-    and access requests (decisions with Cedar policy ids) by ``agencies`` agencies."""
-    chain_id = 7777
-    keys = [keccak256(b"bench/account/" + str(i).encode()) for i in range(agencies * 2)]
-    accts = [address_of_private_key(k) for k in keys]
-    names = [f"agency{i + 1}" for i in range(agencies)]
-    sks = [bls.generate_secret_key(keccak256(b"bench/bls/" + str(i).encode())) for i in range(validators)]
-    gvals = tuple(GenesisValidator(f"node{i + 1}", names[i % agencies], bls.public_key(sk), bls.prove_possession(sk))
-                  for i, sk in enumerate(sks))
-    genesis = Genesis(chain_id, 1_700_000_000_000, PEM,
-                      tuple(GenesisAgency(n, "member", (accts[2 * i], accts[2 * i + 1]), PEM)
-                            for i, n in enumerate(names)),
-                      gvals, ChainParams(max_block_txs=2000))
-    block0, state0, acc = compute_genesis_block(genesis)
-    sk_of = {v.bls_public_key: sk for v, sk in zip(gvals, sks, strict=True)}
-    runtime = build_runtime()
-    state = _State(state0)
-    parent, qc_prev = block0, None
-    out: list[tuple[bytes, bytes | None, bytes]] = [(block0.encode(), None, codec.encode_trusted([]))]
-    nonces = [0] * len(keys)
-    datasets = 0
-    made = 0
-    ts = genesis.timestamp_ms
+Call = tuple[int, bytes, bytes, int]  # (account index: 2 per agency, to, data, gas)
+
+
+def _mixed_plan(n_txs: int, block_txs: int, names: list[str], agencies: int) -> Iterator[list[Call]]:
+    """Mostly anchors, with dataset registrations and access requests (decisions with Cedar policy ids)."""
+    made = datasets = 0
     while made < n_txs:
-        raws = []
+        calls = []
         for _ in range(min(block_txs, n_txs - made)):
-            i = made % len(keys)
+            i = made % (agencies * 2)
             # account 0 (agency1) is the busiest: every other transaction is agency1's anchor
             if made % 2 == 0:
                 i = 0
@@ -136,9 +119,43 @@ def build_chain(n_txs: int, agencies: int = 4, validators: int = 4, block_txs: i
             else:
                 data = _call("anchor(bytes32 digest)", keccak256(b"bench" + made.to_bytes(8, "big")))
                 to = NOTARY
-            raws.append(sign_eip1559(keys[i], chain_id=chain_id, nonce=nonces[i], to=to, data=data, gas=2_000_000))
-            nonces[i] += 1
+            calls.append((i, to, data, 2_000_000))
             made += 1
+        yield calls
+
+
+def build_chain(n_txs: int, agencies: int = 4, validators: int = 4, block_txs: int = 1000,
+                progress: Any = None, blocks_plan: Callable[[list[bytes]], Iterator[list[Call]]] | None = None
+                ) -> MemorySource:
+    """A certified chain of ``n_txs`` signed transactions by ``agencies`` agencies (``_mixed_plan``), or of
+    the blocks ``blocks_plan(account keys)`` yields (each of its transactions must succeed)."""
+    chain_id = 7777
+    keys = [keccak256(b"bench/account/" + str(i).encode()) for i in range(agencies * 2)]
+    accts = [address_of_private_key(k) for k in keys]
+    names = [f"agency{i + 1}" for i in range(agencies)]
+    sks = [bls.generate_secret_key(keccak256(b"bench/bls/" + str(i).encode())) for i in range(validators)]
+    gvals = tuple(GenesisValidator(f"node{i + 1}", names[i % agencies], bls.public_key(sk), bls.prove_possession(sk))
+                  for i, sk in enumerate(sks))
+    genesis = Genesis(chain_id, 1_700_000_000_000, PEM,
+                      tuple(GenesisAgency(n, "member", (accts[2 * i], accts[2 * i + 1]), PEM)
+                            for i, n in enumerate(names)),
+                      gvals, ChainParams(max_block_txs=2000))
+    block0, state0, acc = compute_genesis_block(genesis)
+    sk_of = {v.bls_public_key: sk for v, sk in zip(gvals, sks, strict=True)}
+    runtime = build_runtime()
+    state = _State(state0)
+    parent, qc_prev = block0, None
+    out: list[tuple[bytes, bytes | None, bytes]] = [(block0.encode(), None, codec.encode_trusted([]))]
+    nonces = [0] * len(keys)
+    ts = genesis.timestamp_ms
+    plan = blocks_plan(keys) if blocks_plan is not None else _mixed_plan(n_txs, block_txs, names, agencies)
+    made = 0
+    for calls in plan:
+        raws = []
+        for i, to, data, gas in calls:
+            raws.append(sign_eip1559(keys[i], chain_id=chain_id, nonce=nonces[i], to=to, data=data, gas=gas))
+            nonces[i] += 1
+        made += len(raws)
         txs = [decode_transaction(r, chain_id) for r in raws]
         vs = get_validator_set_at(state, parent.height + 1)
         view = parent.header.round + 1
@@ -167,6 +184,9 @@ def build_chain(n_txs: int, agencies: int = 4, validators: int = 4, block_txs: i
         parent, qc_prev = block, qc
         if progress is not None:
             progress(made, n_txs)
+        for receipt in ex.receipts:
+            if blocks_plan is not None and receipt.status != 1:
+                raise InvalidTransaction(f"a planned bench transaction reverted in block {block.height}")
     sets = [ValidatorSet(0, 0, tuple(validator_records(gvals)))]
     return MemorySource(genesis, out, sets)
 
@@ -205,12 +225,14 @@ def run_explorer_bench(n_txs: int, db: str, clients: int = 8, requests: int = 20
     return result
 
 
-def _drive_api(db: str, src: MemorySource, clients: int, requests: int, port: int) -> dict[str, Any]:
+@contextlib.contextmanager
+def serve_replicas(db: str, port: int, n: int = 2) -> Iterator[tuple[list[str], list[int]]]:
+    """``n`` ``explorer serve`` processes on ``port``.. (their URLs, pids), stopped on exit."""
     procs = [subprocess.Popen([sys.executable, "-m", "chainshare", "explorer", "serve", "--db", db, "--port",
                                str(port + i)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-             for i in range(2)]
+             for i in range(n)]
     try:
-        urls = [f"http://127.0.0.1:{port + i}" for i in range(2)]
+        urls = [f"http://127.0.0.1:{port + i}" for i in range(n)]
         for u in urls:
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
@@ -219,6 +241,43 @@ def _drive_api(db: str, src: MemorySource, clients: int, requests: int, port: in
                         break
                 except httpx.HTTPError:
                     time.sleep(0.2)
+        yield urls, [p.pid for p in procs]
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(timeout=20)
+
+
+def measure_latency(urls: list[str], paths: list[str], clients: int, requests: int) -> dict[str, Any]:
+    """p50/p95 of ``requests`` GETs by ``clients`` concurrent clients, cycling through ``paths`` and ``urls``."""
+    lat: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+
+    def worker(k: int) -> None:
+        with httpx.Client(timeout=30) as c:
+            for j in range(requests // clients):
+                path = paths[(k * (requests // clients) + j) % len(paths)]
+                t = time.perf_counter()
+                r = c.get(urls[(k + j) % len(urls)] + path)
+                dt = (time.perf_counter() - t) * 1000
+                with lock:
+                    lat.append(dt)
+                    if r.status_code != 200:
+                        errors[0] += 1
+
+    ts = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    lat.sort()
+    return {"p50_ms": round(statistics.median(lat), 1), "p95_ms": round(lat[int(len(lat) * 0.95) - 1], 1),
+            "n": len(lat), "errors": errors[0]}
+
+
+def _drive_api(db: str, src: MemorySource, clients: int, requests: int, port: int) -> dict[str, Any]:
+    with serve_replicas(db, port) as (urls, pids):
         head = src.get_head()
         mid_block = _block_hash(src, head // 2)
         tx_hash = "0x" + keccak256(_first_tx(src, head // 2)).hex()
@@ -244,39 +303,11 @@ def _drive_api(db: str, src: MemorySource, clients: int, requests: int, port: in
             "stats_minute": "/api/v1/stats?interval=minute",
             "etherscan_txlist": f"/api?module=account&action=txlist&address={busiest}&page=1&offset=20&sort=desc",
         }
-        out: dict[str, Any] = {}
-        for name, path in endpoints.items():
-            lat: list[float] = []
-            errors = [0]
-            lock = threading.Lock()
-
-            def worker(k: int, path: str = path, lat: list[float] = lat, errors: list[int] = errors,
-                       lock: threading.Lock = lock) -> None:
-                with httpx.Client(timeout=30) as c:
-                    for j in range(requests // clients):
-                        t = time.perf_counter()
-                        r = c.get(urls[(k + j) % 2] + path)
-                        dt = (time.perf_counter() - t) * 1000
-                        with lock:
-                            lat.append(dt)
-                            if r.status_code != 200:
-                                errors[0] += 1
-
-            ts = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
-            for t in ts:
-                t.start()
-            for t in ts:
-                t.join()
-            lat.sort()
-            out[name] = {"p50_ms": round(statistics.median(lat), 1), "p95_ms": round(lat[int(len(lat) * 0.95) - 1], 1),
-                         "n": len(lat), "errors": errors[0]}
-        out["api_rss_mb"] = [_rss_mb(p.pid) for p in procs]
+        out: dict[str, Any] = {name: measure_latency(urls, [path], clients, requests)
+                               for name, path in endpoints.items()}
+        out["api_rss_mb"] = [_rss_mb(pid) for pid in pids]
         out["clients"] = clients
         return out
-    finally:
-        for p in procs:
-            p.terminate()
-            p.wait(timeout=20)
 
 
 def _block_hash(src: MemorySource, height: int) -> str:

@@ -54,6 +54,18 @@ class Browser:
         assert not problems, f"page errors: {problems}"
         return [x["result"] for x in lines[:-1]]
 
+    @staticmethod
+    def read_until_mark(proc: subprocess.Popen[str]) -> list[dict[str, Any]]:
+        """The results of a started run up to its ``mark`` action (the test acts, then ``finish``es)."""
+        assert proc.stdout is not None
+        seen = []
+        for line in proc.stdout:
+            seen.append(json.loads(line))
+            if seen[-1]["do"] in ("mark", "end"):
+                break
+        assert seen[-1]["do"] == "mark", seen
+        return seen
+
     def run(self, actions: list[dict[str, Any]], js: bool = True, http_errors: bool = False) -> list[Any]:
         return self.finish(self.start(actions, js), http_errors=http_errors)
 

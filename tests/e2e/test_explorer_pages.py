@@ -397,13 +397,7 @@ def test_the_live_home_page_shows_a_newly_finalized_block(browser: Browser, expl
         {"do": "eval", "js": "Number(document.querySelector('#latest-blocks tbody tr').dataset.height)"},
         browser.shot("home-live"),
     ])
-    assert proc.stdout is not None
-    seen = []
-    for line in proc.stdout:
-        seen.append(json.loads(line))
-        if seen[-1]["do"] in ("mark", "end"):
-            break
-    assert seen[-1]["do"] == "mark", seen
+    seen = Browser.read_until_mark(proc)
     before = seen[2]["result"]
     started = time.monotonic()
     receipt = anchor(NodeClient(net.rpc_url), net.key_bytes)

@@ -10,6 +10,8 @@ recomputed by the CLI equals the node's; watch resumes from its cursor file with
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import signal
@@ -20,6 +22,7 @@ from typing import Any
 
 import pytest
 from netkit import Devnet, DevnetPool, cli_command, cli_json, load_artifact, run_cli, wait_until
+from test_explorer import pg_url  # noqa: F401 (a fixture)
 from web3.logs import DISCARD
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("credit")]
@@ -54,18 +57,19 @@ class Net:
     def wait(self, tx_hash: Any) -> Any:
         return self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=120, poll_latency=0.1)
 
-    def govern(self, fn_name: str, *args: Any) -> None:
-        """Pass CreditRegistry.fn(*args) through Governance: agency1 proposes, agencies 1-3 vote (3 of 4)."""
+    def govern(self, fn_name: str, *args: Any, voters: tuple[str, ...] = ("agency1", "agency2", "agency3")) -> None:
+        """Pass CreditRegistry.fn(*args) through Governance: agency1 proposes, ``voters`` vote (3 of 4)."""
         inner = self.cr.encode_abi(fn_name, args=list(args))
-        self.govern_call(self.cr.address, bytes.fromhex(inner[2:]), f"credit: {fn_name}{args}")
+        self.govern_call(self.cr.address, bytes.fromhex(inner[2:]), f"credit: {fn_name}{args}", voters=voters)
 
-    def govern_call(self, target: str, call: bytes, description: str) -> int:
+    def govern_call(self, target: str, call: bytes, description: str,
+                    voters: tuple[str, ...] = ("agency1", "agency2", "agency3")) -> int:
         """Pass ``call`` to ``target`` through Governance (agency1 proposes, agencies 1-3 vote); the block of
         the execution."""
         receipt = self.wait(self.send(self.gov.functions.propose(target, call, description), "agency1"))
         (created,) = self.gov.events.ProposalCreated().process_receipt(receipt, errors=DISCARD)
         pid = created["args"]["id"]
-        for v in [self.send(self.gov.functions.vote(pid, True), a) for a in ("agency1", "agency2", "agency3")]:
+        for v in [self.send(self.gov.functions.vote(pid, True), a) for a in voters]:
             assert self.wait(v)["status"] == 1
         executed = self.wait(self.send(self.gov.functions.execute(pid), "agency1"))
         assert executed["status"] == 1
@@ -667,3 +671,107 @@ def test_offline_score_from_a_stopped_nodes_data_equals_the_node(net: Net) -> No
     finally:
         db.close()
     assert scanned > 100
+
+
+# --------------------------------------------------------------------------- the explorer's credit pages
+
+
+def _explorer_get(url: str, path: str, status: int = 200, **params: Any) -> Any:
+    import httpx
+
+    r = httpx.get(url + path, params=params, timeout=60)
+    assert r.status_code == status, f"{path}: {r.status_code} {r.text[:300]}"
+    return r
+
+
+@pytest.mark.parametrize("db_kind", ["sqlite", "postgresql"])
+def test_explorer_credit_api_and_pages_equal_the_node(net: Net, tmp_path: Path, db_kind: str,
+                                                      request: pytest.FixtureRequest) -> None:
+    """The explorer, indexing the same chain, answers what the node answers: subject, record, score (equal
+    to `chainshare credit score`), provenance bundle (verified by `chainshare credit verify`); the lists, CSV,
+    search by USCC and by words, and the pages (a person's page shows the handle and hashes only)."""
+    from test_explorer import _serve
+
+    db = str(tmp_path / "credit.db") if db_kind == "sqlite" else request.getfixturevalue("pg_url")
+    head = net.api("/status")["head"]["height"]
+    indexed = run_cli("explorer", "index", "--node", net.devnet.rpc_url, "--db", db, "--until", head, timeout=300)
+    assert indexed.returncode == 0, indexed.stderr[-2000:]
+    server, url = _serve(db)
+    try:
+        api = lambda path, **p: _explorer_get(url, "/api/v1" + path, **p).json()  # noqa: E731
+        rid, score = net.state["penalty"], net.state["score"]
+        assert api(f"/credit/subjects/{ORG}/score", at=score["height"]) == score
+        if db_kind == "sqlite":  # the CLI over the node, once
+            assert cli_json(net.cli("score", ORG, "--at", head, "--devnet", net.devnet.dir, "--json")) == \
+                api(f"/credit/subjects/{ORG}/score", at=head)
+        assert api(f"/credit/records/{rid}", at=head) == net.api(f"/credit/records/{rid}", at=head)
+        subject = api(f"/credit/subjects/{ORG}", at=head)
+        node_subject = net.api(f"/credit/subjects/{ORG}", at=head)
+        assert subject.pop("kind") == "organisation"
+        history = {r["id"]: r.pop("versions") for r in subject["records"] if r.pop("timeline")}
+        assert sorted(subject["records"], key=lambda r: r["id"]) == node_subject.pop("records")
+        assert {k: subject[k] for k in node_subject} == node_subject
+        assert [(v["version"], v["summary"]) for v in history[rid]] == [
+            (1, "Fined for false advertising"), (2, "Fine reduced on objection")]
+        bundle = api(f"/credit/records/{rid}/provenance")
+        assert bundle == net.api(f"/credit/records/{rid}/provenance")
+        if db_kind == "sqlite":  # equal bundles: one offline check is enough
+            (tmp_path / "bundle.json").write_text(json.dumps(bundle))
+            verified = cli_json(net.cli("verify", tmp_path / "bundle.json", "--genesis",
+                                        net.devnet.dir / "genesis.json", "--json"))
+            assert verified["verified"] and verified["versions"] == 2
+        # Lists: the records the node shows as active, by polarity (the repaired one is off the black list);
+        # keyset pages and CSV.
+        expected: dict[str, set[int]] = {"positive": set(), "negative": set()}
+        for n in range(1, 10_000):
+            r = net.devnet.http.get(net.devnet.info["nodes"][0]["api"] + f"/credit/records/{n}", params={"at": head})
+            if r.status_code == 404:
+                break
+            if r.json()["status"] == "active":
+                expected[r.json()["polarity"]].add(n)
+        black_ids = {r["id"] for r in api("/credit/lists/black", limit=1000)["items"]}
+        assert black_ids == expected["negative"] and rid in black_ids and net.state["repaired"] not in black_ids
+        assert {r["id"] for r in api("/credit/lists/red", limit=1000)["items"]} == expected["positive"]
+        assert net.state["red"] in expected["positive"]
+        first = api("/credit/lists/black", limit=1)
+        assert first["next_before"] == first["items"][0]["id"] and len(black_ids) >= 2
+        rows = list(csv.DictReader(io.StringIO(_explorer_get(url, "/api/v1/credit/lists/black", format="csv").text)))
+        assert {int(r["id"]) for r in rows} == black_ids
+        penalty_row = next(r for r in rows if int(r["id"]) == rid)
+        assert (penalty_row["subject"], penalty_row["version"], penalty_row["summary"]) == (
+            ORG, "2", "Fine reduced on objection")
+        # Search: by USCC (a malformed one is a 400 naming the expected check character), by words.
+        found = api("/search", q=ORG)["items"]
+        assert found[0] == {"kind": "credit_subject", "id": ORG, "records": len(node_subject_ids(net)),
+                            "score": 1.0, "path": f"/api/v1/credit/subjects/{ORG}"}
+        bad = _explorer_get(url, "/api/v1/search", 400, q=ORG_BAD).json()
+        assert "expected 'L'" in bad["error"]["message"]
+        assert ORG in [x["id"] for x in api("/search", q="fine REDUCED")["items"]]
+        # Pages (server-rendered, no JS needed).
+        page = _explorer_get(url, f"/credit/subjects/{ORG}").text
+        assert "Fine reduced on objection" in page and "Fined for false advertising" in page
+        assert f'<strong id="score">{api(f"/credit/subjects/{ORG}/score")["score"]}</strong>' in page
+        redirect = httpx_get_no_follow(url + f"/search?q={ORG}")
+        assert redirect.status_code == 303 and redirect.headers["location"] == f"/credit/subjects/{ORG}"
+        assert "expected &#39;L&#39;" in _explorer_get(url, "/search", 400, q=ORG_BAD).text
+        record_page = _explorer_get(url, f"/credit/records/{rid}").text
+        assert record_page.count('data-event="') == 5 and 'id="credit-proof-data"' in record_page
+        assert str(rid) in _explorer_get(url, "/credit/lists/black").text
+        person = net.api(f"/credit/records/{net.state['person_record']}")
+        person_page = _explorer_get(url, f"/credit/subjects/{person['subject']}").text
+        assert person["subject"] in person_page and person["summaryHash"][:10] in person_page
+        assert "Zhang San" not in person_page and RIC not in person_page
+        assert "Zhang San" not in _explorer_get(url, "/api/v1/credit/lists/black", format="csv").text
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def node_subject_ids(net: Net) -> list[int]:
+    return [r["id"] for r in net.api(f"/credit/subjects/{ORG}")["records"]]
+
+
+def httpx_get_no_follow(url: str) -> Any:
+    import httpx
+
+    return httpx.get(url, follow_redirects=False, timeout=60)

@@ -264,11 +264,16 @@ def test_a_certificate_that_does_not_parse_is_not_shown() -> None:
     assert compute_certificate_row("x", 0, b"-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----\n") is None
 
 
-def test_migrations_create_exactly_the_schema_the_code_declares_and_0004_downgrades(tmp_path: Path) -> None:
+def test_migrations_create_exactly_the_schema_the_code_declares_and_downgrade_below_0004(tmp_path: Path) -> None:
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
-    from chainshare.explorer.db.engine import apply_downgrade, apply_migrations, get_schema_revision
+    from chainshare.explorer.db.engine import (
+        apply_downgrade,
+        apply_migrations,
+        get_head_revision,
+        get_schema_revision,
+    )
 
     engine = create_db_engine(f"sqlite:///{tmp_path / 'm.db'}")
     apply_migrations(engine)
@@ -277,9 +282,12 @@ def test_migrations_create_exactly_the_schema_the_code_declares_and_0004_downgra
     apply_downgrade(engine, "0003")
     with engine.connect() as conn:
         names = set(sqlite_tables(conn))
-    assert "index_gaps" not in names and "agency_certificates" not in names and get_schema_revision(engine) == "0003"
+    assert not names & {"index_gaps", "agency_certificates", "credit_events", "credit_records"}
+    assert get_schema_revision(engine) == "0003"
     apply_migrations(engine)
-    assert get_schema_revision(engine) == "0004"
+    assert get_schema_revision(engine) == get_head_revision()
+    with engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), s.metadata) == []
 
 
 def sqlite_tables(conn: Any) -> list[str]:

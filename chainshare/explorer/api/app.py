@@ -443,6 +443,9 @@ def create_explorer_app(engine: Engine, read_engine: Engine | None = None, db_ur
     from chainshare.explorer.api.etherscan import create_etherscan_router
 
     app.include_router(create_etherscan_router(reader))
+    from chainshare.explorer.api.credit import create_credit_router
+
+    app.include_router(create_credit_router(reader))
     from chainshare.explorer.web.pages import mount_pages  # the auditors' HTML pages (explorer part 2)
 
     mount_pages(app, reader)
@@ -509,7 +512,10 @@ def _csv_response(items: list[dict[str, Any]], name: str) -> StreamingResponse:
 
 
 def run_search(engine: Engine, q: str, limit: int) -> list[dict[str, Any]]:
-    """Ranked matches of ``q``: exact identifiers first (score 1.0), then names by similarity."""
+    """Ranked matches of ``q``: exact identifiers first (score 1.0), then names by similarity; credit subjects
+    by USCC or handle (a malformed USCC is a 400 naming the problem) or by their records' public text."""
+    from chainshare.explorer.api.credit import search_credit
+
     out: list[dict[str, Any]] = []
     with engine.connect() as conn:
         if re.fullmatch(r"[0-9]{1,15}", q):
@@ -552,6 +558,7 @@ def run_search(engine: Engine, q: str, limit: int) -> list[dict[str, Any]]:
                 score = difflib.SequenceMatcher(None, low, d.title.lower()).ratio()
                 out.append({"kind": "dataset", "id": d.id, "title": d.title, "score": round(max(score, 0.6), 3),
                             "path": f"/api/v1/datasets/{d.id}"})
+        out.extend(search_credit(conn, q, limit))
     out.sort(key=lambda x: -x["score"])
     return out[:limit]
 

@@ -289,6 +289,50 @@ evidence = Table(
     Column("tx_hash", LargeBinary(32), nullable=False),
 )
 
+# CreditRegistry logs as emitted (topics and ABI data), so the credit pages decode them with the node's own
+# decoder (``chainshare.credit.events``) and fold them with its lifecycle and scoring code: equal answers.
+credit_events = Table(
+    "credit_events", metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),  # the log's seq
+    Column("height", BigInteger, nullable=False),
+    Column("log_index", Integer, nullable=False),  # in the block (the node's cursor BLOCK-LOG)
+    Column("tx_index", Integer, nullable=False),
+    Column("tx_hash", LargeBinary(32), nullable=False),
+    Column("timestamp_ms", BigInteger, nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("topic0", LargeBinary(32), nullable=False),
+    Column("topic1", LargeBinary(32), nullable=True),  # record id (or rule version)
+    Column("topic2", LargeBinary(32), nullable=True),  # keccak(subject)
+    Column("topic3", LargeBinary(32), nullable=True),  # keccak(category)
+    Column("data", LargeBinary, nullable=False),
+)
+Index("ix_credit_events_topic0_seq", credit_events.c.topic0, credit_events.c.seq)
+Index("ix_credit_events_topic1_seq", credit_events.c.topic1, credit_events.c.seq)
+Index("ix_credit_events_topic2_seq", credit_events.c.topic2, credit_events.c.seq)
+
+# Each credit record's latest version and state (folded from its events): the red/black lists and search.
+credit_records = Table(
+    "credit_records", metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("subject", String(80), nullable=False),
+    Column("category", String(64), nullable=False),
+    Column("issuer", String(128), nullable=False),
+    Column("polarity", Integer, nullable=False),
+    Column("severity", Integer, nullable=False),
+    Column("status", Integer, nullable=False),  # the contract's status (display status adds block time)
+    Column("objection", Integer, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("document_number", Text, nullable=False),
+    Column("authority", Text, nullable=False),
+    Column("summary", Text, nullable=False),  # persons: empty (only the hash is on chain)
+    Column("effective_from", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),  # effective_from + maximum display period
+    Column("published_height", BigInteger, nullable=False),
+    Column("updated_height", BigInteger, nullable=False),
+)
+Index("ix_credit_records_subject_id", credit_records.c.subject, credit_records.c.id)
+Index("ix_credit_records_polarity_status_id", credit_records.c.polarity, credit_records.c.status, credit_records.c.id)
+
 # Transactions and blocks per UTC minute / hour / day (bucket = start, in seconds since the epoch).
 stats_minute = Table(
     "stats_minute", metadata,

@@ -23,6 +23,7 @@ from chainshare.errors import ChainshareError, CryptoError
 from chainshare.execution.contracts.membership import ValidatorSet, compute_validator_set_hash
 from chainshare.execution.genesis import Genesis
 from chainshare.explorer.db import schema as s
+from chainshare.explorer.indexer.credit import compute_credit_event_rows, compute_credit_record_rows
 from chainshare.explorer.indexer.decode import decode_call, dumps
 from chainshare.explorer.indexer.rows import BlockRows
 from chainshare.ledger.types import Block, Header
@@ -294,6 +295,9 @@ class IndexWriter:
         insert_rows(conn, s.logs, logs)
         for tname, rows_ in inserts.items():
             insert_rows(conn, s.metadata.tables[tname], rows_)
+        credit_events = [r for rows, _ in batch for r in compute_credit_event_rows(rows)]
+        insert_rows(conn, s.credit_events, credit_events)
+        upsert_rows(conn, s.credit_records, compute_credit_record_rows(conn, credit_events))
         ents.flush([s.agencies, s.datasets, s.grants, s.proposals])
         upsert_rows(conn, s.agency_accounts, [{"address": k, "agency": v} for k, v in accounts.items()
                                               if self.accounts.get(k) != v])

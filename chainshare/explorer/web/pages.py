@@ -105,7 +105,7 @@ def get_time_buckets(items: list[dict[str, Any]], now_s: int, width: int, count:
 
 def page_link(kind: str, ident: Any) -> str:
     return {"block": "/block/{}", "tx": "/tx/{}", "address": "/address/{}", "agency": "/agency/{}",
-            "dataset": "/dataset/{}"}[kind].format(quote(str(ident), safe=""))
+            "dataset": "/dataset/{}", "credit_subject": "/credit/subjects/{}", "credit_record": "/credit/records/{}"}[kind].format(quote(str(ident), safe=""))
 
 
 def mount_pages(app: FastAPI, reader: Engine) -> None:
@@ -385,6 +385,11 @@ def mount_pages(app: FastAPI, reader: Engine) -> None:
 
         return StreamingResponse(events(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+    from chainshare.explorer.web.credit import PageTools, mount_credit_pages
+
+    mount_credit_pages(app, reader, PageTools(page, render, cursor, ep, get_proof_bundle, PageError,
+                                              lambda: (HERE / "static" / "verify.bundle.js").exists()))
 
     # -- HTML errors outside /api ------------------------------------------------------------------
     api_http_error = app.exception_handlers.get(StarletteHTTPException)

@@ -186,6 +186,61 @@ export function verifyProof(bundle) {
   return { ok: !!ok, steps };
 }
 
+// A credit record's provenance: every lifecycle step's block proof (verifyProof), the event shown in that
+// step's receipt, and the version chain (chainshare/credit/provenance.py: each version names the previous
+// version's hash; versions count up from 1). The event's ABI data puts version, versionHash and
+// previousVersionHash in head words 0, 17 and 18.
+const word = (data, i) => data.slice(i * 32, (i + 1) * 32);
+export function verifyCreditProvenance(bundle) {
+  const steps = [];
+  const fail = (step, e) => steps.push({ step, ok: false, detail: String(e && e.message ? e.message : e) });
+  let previous = new Uint8Array(32), expected = 1n, recordTopic = null;
+  for (const [i, s] of bundle.steps.entries()) {
+    const where = `Step ${i + 1} (${s.event}, block ${s.block})`;
+    const block = verifyProof(s.proof);
+    for (const b of block.steps) steps.push({ step: `${where}: ${b.step}`, ok: b.ok, detail: b.detail });
+    if (!block.ok) return { ok: false, steps };
+    try {
+      const receipt = decode(unhex(s.proof.receipt.leaf), { useBigInt64: true });
+      if (asInt(receipt[0]) !== 1) throw new Error("the transaction failed: its receipt carries no event");
+      const lg = receipt[3][s.log_in_receipt];
+      if (!lg) throw new Error(`the receipt has no log ${s.log_in_receipt}`);
+      const [address, topics, data] = lg;
+      if (hex(address) !== bundle.registry.toLowerCase()) throw new Error(`log from ${hex(address)}, not the CreditRegistry`);
+      const shown = s.log;
+      if (!shown) throw new Error("the explorer has no indexed copy of this event");
+      if (topics.length !== shown.topics.length || topics.some((t, k) => hex(t) !== shown.topics[k].toLowerCase()))
+        throw new Error("the event's topics in the receipt differ from the event shown on this page");
+      if (hex(data) !== shown.data.toLowerCase())
+        throw new Error("the event's data in the receipt differs from the event shown on this page (the explorer's copy was altered)");
+      if (recordTopic === null) recordTopic = hex(topics[1]);
+      if (hex(topics[1]) !== recordTopic) throw new Error("this event is about another record");
+      steps.push({ step: `${where}: the event shown is in the certified receipt`, ok: true,
+        detail: `log ${s.log_in_receipt} of the receipt, ${data.length} bytes of data` });
+      if (s.event === "RecordPublished" || s.event === "RecordCorrected") {
+        const version = BigInt(hex(word(data, 0)));
+        const versionHash = word(data, 17), prevHash = word(data, 18);
+        if (version !== expected) throw new Error(`version ${version} where version ${expected} comes next`);
+        if (!eq(prevHash, previous))
+          throw new Error(`version ${version} points to ${hex(prevHash)}, the previous version's hash is ${hex(previous)}`);
+        if (s.version_hash && hex(versionHash) !== s.version_hash.toLowerCase())
+          throw new Error(`the page shows version hash ${s.version_hash}, the chain has ${hex(versionHash)}`);
+        steps.push({ step: `${where}: version ${version} follows version ${expected - 1n} by hash`, ok: true,
+          detail: `previous ${hex(prevHash)} → ${hex(versionHash)}` });
+        previous = versionHash; expected += 1n;
+      }
+    } catch (e) {
+      fail(`${where}: the event and version chain`, e);
+      return { ok: false, steps };
+    }
+  }
+  if (!bundle.steps.length || bundle.steps[0].event !== "RecordPublished") {
+    fail("The history starts at the publication", "the first step is not RecordPublished");
+    return { ok: false, steps };
+  }
+  return { ok: true, steps };
+}
+
 function render(panel, result, ms) {
   const list = panel.querySelector("ol.steps");
   list.textContent = "";
@@ -210,18 +265,23 @@ function render(panel, result, ms) {
     : `NOT VERIFIED: the step "${result.steps[result.steps.length - 1].step}" failed. Do not trust this page's data.`;
 }
 
-function start() {
-  const panel = document.getElementById("verify-panel");
-  const data = document.getElementById("proof-data");
+function runPanel(panelId, dataId, verify) {
+  const panel = document.getElementById(panelId);
+  const data = document.getElementById(dataId);
   if (!panel || !data) return;
   const t0 = performance.now();
   let result;
   try {
-    result = verifyProof(JSON.parse(data.textContent));
+    result = verify(JSON.parse(data.textContent));
   } catch (e) {
     result = { ok: false, steps: [{ step: "Read the proof", ok: false, detail: String(e) }] };
   }
   render(panel, result, performance.now() - t0);
+}
+
+function start() {
+  runPanel("verify-panel", "proof-data", verifyProof);
+  runPanel("credit-verify-panel", "credit-proof-data", verifyCreditProvenance);
 }
 
 if (typeof document !== "undefined") {
