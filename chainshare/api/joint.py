@@ -49,6 +49,7 @@ def create_joint_router(node: Any) -> APIRouter:
                 "grants": list(job.grant_ids), "participants": list(job.participants),
                 "query_hash": "0x" + job.query_hash.hex(), "epsilon": job.epsilon_micro / 1_000_000,
                 "status": job.status, "reason": job.reason, "outcome": job.outcome,
-                "result_hash": "0x" + job.result_hash.hex()}
+                "result_hash": "0x" + job.result_hash.hex(),
+                "commitments": ["0x" + c.hex() for c in job.commitments], "expires_at": job.expires_at}
 
     return router

@@ -12,20 +12,23 @@ from pathlib import Path
 import click
 import httpx
 
-from chainshare.cli.common import acting_options, emit, json_option, resolve_actor
-from chainshare.cli.dataset import (
-    _TIMEOUT,
-    _audience,
-    _fresh,
-    _signed_headers,
+from chainshare.cli.common import acting_options, emit, json_option, parse_positive_id, resolve_actor
+from chainshare.cli.dataset import read_query_file
+from chainshare.cli.signing import (
+    REQUEST_TIMEOUT,
+    api_get,
+    compute_signed_headers,
+    get_node_audience,
+    new_request_stamp,
     raise_api_error,
-    read_query_file,
 )
-from chainshare.client import NodeUnreachable
-from chainshare.errors import InvalidInput
+from chainshare.client import NodeClient, NodeUnreachable, transact
+from chainshare.errors import ChainshareError, InvalidInput
 from chainshare.execution.abi import to_jsonable
-from chainshare.privacy.service import compute_joint_query_message
+from chainshare.execution.contracts.addresses import JOINT_COMPUTE
+from chainshare.privacy.service import JOINT_CONTRACT, compute_joint_query_message
 from chainshare.sharing import protocol as wire
+from chainshare.sharing.records import decode_receipt_events, encode_call
 from chainshare.sharing.schema import canonical_json
 
 group = click.Group("joint", help="Secure aggregation across agencies (joint queries over several owners' datasets).")
@@ -54,12 +57,12 @@ def query(datasets_text: str, query_file: Path, devnet_dir: object, as_agency: s
     query_obj = read_query_file(query_file)
     url, key = resolve_actor(devnet_dir, as_agency, node_url, keystore, password_file)
     assert key is not None
-    timestamp, nonce = _fresh()
+    timestamp, nonce = new_request_stamp()
     digest = wire.compute_query_digest(canonical_json(query_obj))
-    message = compute_joint_query_message(ids, digest, *_audience(url), timestamp, nonce)
+    message = compute_joint_query_message(ids, digest, *get_node_audience(url), timestamp, nonce)
     try:
         response = httpx.post(url.rstrip("/") + "/api/v1/joint/query", json={"datasets": ids, "query": query_obj},
-                              headers=_signed_headers(key, message, timestamp, nonce), timeout=_TIMEOUT)
+                              headers=compute_signed_headers(key, message, timestamp, nonce), timeout=REQUEST_TIMEOUT)
     except httpx.HTTPError as exc:
         raise NodeUnreachable(f"cannot reach node at {url}: {exc}") from exc
     if response.status_code != 200:
@@ -68,3 +71,36 @@ def query(datasets_text: str, query_file: Path, devnet_dir: object, as_agency: s
     result = out["result"]
     table = [" | ".join(result["columns"])] + [" | ".join(str(v) for v in row) for row in result["groups"]]
     emit(to_jsonable(out), as_json, f"joint job {out['job_id']} ({', '.join(out['participants'])}):\n" + "\n".join(table))
+
+
+@group.command("show")
+@click.argument("job_id")
+@acting_options
+@json_option
+def show(job_id: str, devnet_dir: object, as_agency: str | None, node_url: str | None, keystore: object,
+         password_file: object, as_json: bool) -> None:
+    """Show joint job JOB_ID as recorded on chain (status, participants, commitments, deadline)."""
+    ident = parse_positive_id(job_id, "JOB_ID")
+    url, _ = resolve_actor(devnet_dir, as_agency, node_url, keystore, password_file)
+    emit(api_get(url, f"/joint/jobs/{ident}"), as_json)
+
+
+@group.command("expire")
+@click.argument("job_id")
+@acting_options
+@json_option
+def expire(job_id: str, devnet_dir: object, as_agency: str | None, node_url: str | None, keystore: object,
+           password_file: object, as_json: bool) -> None:
+    """Record on chain that joint job JOB_ID passed its deadline (as its requester or a participant)."""
+    ident = parse_positive_id(job_id, "JOB_ID")
+    url, key = resolve_actor(devnet_dir, as_agency, node_url, keystore, password_file)
+    assert key is not None
+    with NodeClient(url) as client:
+        receipt = transact(client, key, JOINT_COMPUTE, encode_call(JOINT_CONTRACT, "expireJob", ident))
+    if receipt["status"] != "0x1":
+        raise ChainshareError(f"expiring joint job {ident} failed: {receipt.get('revertReason') or 'reverted'}")
+    expired = decode_receipt_events(receipt["logs"])["JointJobExpired"]
+    result = {"job_id": ident, "expired_by": expired["by"], "expires_at": int(expired["expiresAt"]),
+              "transactionHash": receipt["transactionHash"], "blockNumber": int(receipt["blockNumber"], 16)}
+    emit(result, as_json, f"joint job {ident} expired (deadline block time {result['expires_at']}; "
+                          f"tx {result['transactionHash']})")
