@@ -415,6 +415,9 @@ def create_explorer_app(engine: Engine, read_engine: Engine | None = None, db_ur
     from chainshare.explorer.api.etherscan import create_etherscan_router
 
     app.include_router(create_etherscan_router(reader))
+    from chainshare.explorer.api.joint import create_joint_router
+
+    app.include_router(create_joint_router(reader, pager))
     from chainshare.explorer.web.pages import mount_pages  # the auditors' HTML pages (explorer part 2)
 
     mount_pages(app, reader)

@@ -377,6 +377,10 @@ def mount_pages(app: FastAPI, reader: Engine) -> None:
         return StreamingResponse(events(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
+    from chainshare.explorer.web.joint import mount_joint_pages
+
+    mount_joint_pages(page, render, cursor, ep, PageError)
+
     # -- HTML errors outside /api ------------------------------------------------------------------
     api_http_error = app.exception_handlers.get(StarletteHTTPException)
 
