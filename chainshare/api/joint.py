@@ -4,17 +4,25 @@ the released result; ``GET /joint/jobs/{id}`` reads a job's on-chain record."""
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Path
 from pydantic import BaseModel, Field
 
 from chainshare.errors import Unauthorized
-from chainshare.privacy.service import compute_joint_query_message, get_joint_service
+from chainshare.logs import log_event
+from chainshare.privacy.service import (
+    compute_joint_opening_message,
+    compute_joint_query_message,
+    get_joint_service,
+)
 from chainshare.sharing import protocol as wire
 from chainshare.sharing.records import MAX_ID
 from chainshare.sharing.schema import canonical_json
 from chainshare.sharing.service import get_sharing_service
+
+log = logging.getLogger("chainshare.api.joint")
 
 
 class JointQueryBody(BaseModel):
@@ -51,5 +59,31 @@ def create_joint_router(node: Any) -> APIRouter:
                 "status": job.status, "reason": job.reason, "outcome": job.outcome,
                 "result_hash": "0x" + job.result_hash.hex(),
                 "commitments": ["0x" + c.hex() for c in job.commitments], "expires_at": job.expires_at}
+
+    @router.get("/joint/jobs/{job_id}/opening", summary="This owner's binding commitment opening (no rows, no "
+                "subtotals): checks its on-chain commitment against the registered dataset version")
+    async def show_binding_opening(job_id: Annotated[int, Path(ge=1, le=MAX_ID)]) -> dict[str, Any]:
+        service = get_joint_service(get_sharing_service(node))
+        return service.read_commitment_opening(job_id, full=False).to_json()
+
+    @router.post("/joint/jobs/{job_id}/opening", summary="This owner's FULL commitment opening (its exact local "
+                 "vector and salt), for an auditor: signed by an account of this node's agency")
+    async def reveal_full_opening(
+        job_id: Annotated[int, Path(ge=1, le=MAX_ID)],
+        signature: Annotated[str, Header(alias=wire.SIGNATURE_HEADER, max_length=140)],
+        timestamp: Annotated[str, Header(alias=wire.TIMESTAMP_HEADER, max_length=12)],
+        nonce: Annotated[str, Header(alias=wire.NONCE_HEADER, max_length=66)],
+    ) -> dict[str, Any]:
+        sharing = get_sharing_service(node)
+        if not timestamp.isdigit():
+            raise Unauthorized(f"header {wire.TIMESTAMP_HEADER} is malformed")
+        ts = int(timestamp)
+        message = compute_joint_opening_message(job_id, node.cfg.node.name, node.chain_id, ts,
+                                                wire.parse_nonce_header(nonce))
+        signer = sharing.admit_signed_request(message, wire.parse_signature_header(signature), ts)
+        opening = get_joint_service(sharing).read_commitment_opening(job_id, full=True)
+        log_event(log, logging.WARNING, "joint commitment opening revealed", job=job_id, dataset=opening.dataset_id,
+                  signer="0x" + signer.hex())
+        return opening.to_json()
 
     return router

@@ -38,6 +38,7 @@ from chainshare.execution.contracts.addresses import JOINT_COMPUTE
 from chainshare.execution.contracts.joint import FINAL_STATUSES, JointCompute
 from chainshare.logs import log_event
 from chainshare.privacy.aggregate import (
+    CommitmentOpening,
     InputShare,
     JointAborted,
     JointQuery,
@@ -47,7 +48,9 @@ from chainshare.privacy.aggregate import (
     compute_joint_query_hash,
     compute_local_vector,
     compute_noise_vector,
+    compute_vector_commitment,
     decode_message,
+    parse_commitment_opening,
     parse_joint_query,
     release_joint_result,
 )
@@ -194,6 +197,19 @@ class JointService:
                                    reason="dropout")
             await asyncio.sleep(0.1)
 
+    def read_commitment_opening(self, job_id: int, *, full: bool) -> CommitmentOpening:
+        """This owner's opening of its input commitment to ``job_id`` (from its vault): the binding
+        part (dataset, version hash, vector commitment: nothing of the rows), or with ``full`` also
+        its exact local vector and salt (its subtotals; for an auditor the owner chose to show)."""
+        if self.sharing.vault is None:
+            raise NotFound("this node has no vault: it holds no commitment openings")
+        try:
+            opening = parse_commitment_opening(json.loads(self.sharing.vault.open_record(_opening_record(job_id))))
+        except NotFound:
+            raise NotFound(f"this node holds no commitment opening for joint job {job_id} (it committed no input "
+                           "to it)") from None
+        return opening if full else opening.binding_part()
+
     def _schemas(self, dataset_ids: tuple[int, ...]) -> list[Any]:
         return [validate_schema(json.loads(read_dataset(self.node, d).schema_json)) for d in dataset_ids]
 
@@ -303,8 +319,12 @@ class JointService:
         vector = await asyncio.get_running_loop().run_in_executor(None, measure)
         noisy = [v + n for v, n in zip(vector, compute_noise_vector(jq), strict=True)]
         salt = secrets.token_bytes(32)
+        opening = CommitmentOpening(job_id, dataset.id, dataset.content_hash, compute_vector_commitment(vector, salt),
+                                    tuple(vector), salt)
+        # Kept sealed before the commitment is public: an auditor can be shown it after the fact.
+        vault.seal_record(_opening_record(job_id), canonical_json(opening.to_json()))
         await self._record("commitInput", job_id, compute_input_commitment(job_id, dataset.id, dataset.content_hash,
-                                                                           vector, salt))
+                                                                           opening.vector_commitment))
         log_event(log, logging.INFO, "joint input committed", job=job_id, party=index, dataset=dataset.id)
         await self._wait_status(job_id, "running")
         self._send(run, run.session.start(noisy))
@@ -378,6 +398,15 @@ def compute_joint_query_message(dataset_ids: list[int], query_digest: bytes, nod
     """What an agency signs to have its node ``node`` run a joint query over ``dataset_ids``."""
     return wire._signed("joint query", node, chain_id, [("datasets", ",".join(str(d) for d in dataset_ids)),
                                                          ("query", f"0x{query_digest.hex()}")], timestamp, nonce)
+
+
+def _opening_record(job_id: int) -> str:
+    return f"joint-opening-{job_id}"
+
+
+def compute_joint_opening_message(job_id: int, node: str, chain_id: int, timestamp: int, nonce: bytes) -> str:
+    """What an owner agency signs to have its node ``node`` reveal its full commitment opening of ``job_id``."""
+    return wire._signed("joint opening", node, chain_id, [("job", str(job_id))], timestamp, nonce)
 
 
 def get_joint_service(sharing: Any) -> JointService:
