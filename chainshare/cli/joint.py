@@ -29,13 +29,9 @@ from chainshare.errors import ChainshareError, InvalidInput
 from chainshare.execution.abi import to_jsonable
 from chainshare.execution.contracts.addresses import JOINT_COMPUTE
 from chainshare.privacy.aggregate import check_commitment_opening, parse_commitment_opening
-from chainshare.privacy.service import (
-    JOINT_CONTRACT,
-    compute_joint_opening_message,
-    compute_joint_query_message,
-)
+from chainshare.privacy.service import compute_joint_opening_message, compute_joint_query_message
 from chainshare.sharing import protocol as wire
-from chainshare.sharing.records import decode_receipt_events, encode_call
+from chainshare.sharing.records import JOINT_CONTRACT, decode_receipt_events, encode_call
 from chainshare.sharing.schema import canonical_json
 
 group = click.Group("joint", help="Secure aggregation across agencies (joint queries over several owners' datasets).")

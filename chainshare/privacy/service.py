@@ -35,7 +35,7 @@ from chainshare.crypto.hashing import keccak256
 from chainshare.errors import ChainshareError, InvalidInput, NotFound, Unauthorized
 from chainshare.execution.contracts import cedar
 from chainshare.execution.contracts.addresses import JOINT_COMPUTE
-from chainshare.execution.contracts.joint import FINAL_STATUSES, JointCompute
+from chainshare.execution.contracts.joint import FINAL_STATUSES
 from chainshare.logs import log_event
 from chainshare.privacy.aggregate import (
     CommitmentOpening,
@@ -56,7 +56,7 @@ from chainshare.privacy.aggregate import (
 )
 from chainshare.sharing import protocol as wire
 from chainshare.sharing.compute import QueryRefused, compute_result_hash
-from chainshare.sharing.records import call_view, encode_call, read_dataset, select_grant
+from chainshare.sharing.records import JOINT_CONTRACT, call_view, encode_call, read_dataset, select_grant
 from chainshare.sharing.schema import canonical_json, iter_records, validate_schema
 from chainshare.sharing.service import get_error_kind
 
@@ -65,7 +65,6 @@ log = logging.getLogger("chainshare.privacy")
 MSG_PREFIX = "joint."
 MSG_START = "joint.start"
 MSG_SHARE = "joint.share"
-JOINT_CONTRACT = JointCompute()
 MAX_PENDING = 64  # shares buffered for a job this node has not started yet
 MAX_DATASETS = 16
 LOCAL_PEER = ""
