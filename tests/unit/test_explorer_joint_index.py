@@ -7,6 +7,7 @@ from collections import defaultdict
 from types import SimpleNamespace
 from typing import Any
 
+from chainshare.explorer.db.joint_tables import joint_job_events, joint_jobs
 from chainshare.explorer.indexer.joint import apply_joint_event
 
 QH, C1, C2, RH = "0x" + "51" * 32, "0x" + "01" * 32, "0x" + "02" * 32, "0x" + "52" * 32
@@ -73,3 +74,27 @@ def test_running_after_every_commitment_then_aborted_or_expired_with_the_reason(
 def test_events_of_a_job_created_before_the_index_keep_their_history_only() -> None:
     ents, inserts = fold([("JointJobAborted", {"jobId": 8, "by": "b", "reason": "x"})])
     assert ents.rows == {} and len(inserts["joint_job_events"]) == 1
+
+
+def test_the_joint_pages_and_api_render_an_indexed_job(tmp_path: Any) -> None:
+    from fastapi.testclient import TestClient
+
+    from chainshare.explorer.api.app import create_explorer_app
+    from chainshare.explorer.db.engine import apply_migrations, create_db_engine
+
+    engine = create_db_engine(f"sqlite:///{tmp_path}/explorer.db")
+    apply_migrations(engine)
+    ents, inserts = fold([CREATED, ("JointInputCommitted", {"jobId": 4, "participant": "a", "datasetId": 7,
+                                                            "commitment": C1}),
+                          ("JointJobExpired", {"jobId": 4, "by": "b", "expiresAt": 99})])
+    with engine.begin() as conn:
+        conn.execute(joint_jobs.insert(), [ents.rows[4]])
+        conn.execute(joint_job_events.insert(), inserts["joint_job_events"])
+    client = TestClient(create_explorer_app(engine))
+    listed = client.get("/joint")
+    assert listed.status_code == 200 and 'href="/joint/4"' in listed.text and "expired" in listed.text
+    one = client.get("/joint/4")
+    assert one.status_code == 200 and "JointJobExpired" in one.text and C1[:10] in one.text
+    assert "expired at block time 99" in one.text
+    assert client.get("/api/v1/joint/jobs/4").json()["commitments"] == [C1, None]
+    assert [client.get(p).status_code for p in ("/joint/5", "/joint/x", "/api/v1/joint/jobs/x")] == [404, 400, 400]

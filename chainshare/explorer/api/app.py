@@ -417,7 +417,7 @@ def create_explorer_app(engine: Engine, read_engine: Engine | None = None, db_ur
     app.include_router(create_etherscan_router(reader))
     from chainshare.explorer.api.joint import create_joint_router
 
-    app.include_router(create_joint_router(reader, pager))
+    app.include_router(create_joint_router(reader))
     from chainshare.explorer.web.pages import mount_pages  # the auditors' HTML pages (explorer part 2)
 
     mount_pages(app, reader)

@@ -379,7 +379,7 @@ def mount_pages(app: FastAPI, reader: Engine) -> None:
 
     from chainshare.explorer.web.joint import mount_joint_pages
 
-    mount_joint_pages(page, render, cursor, ep, PageError)
+    mount_joint_pages(page, render, cursor, reader, PageError)
 
     # -- HTML errors outside /api ------------------------------------------------------------------
     api_http_error = app.exception_handlers.get(StarletteHTTPException)
