@@ -4,17 +4,27 @@ the released result; ``GET /joint/jobs/{id}`` reads a job's on-chain record."""
 
 from __future__ import annotations
 
+import functools
+import logging
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Path
 from pydantic import BaseModel, Field
 
 from chainshare.errors import Unauthorized
-from chainshare.privacy.service import compute_joint_query_message, get_joint_service
+from chainshare.logs import log_event
+from chainshare.privacy.service import (
+    compute_joint_opening_message,
+    compute_joint_query_message,
+    get_joint_service,
+)
 from chainshare.sharing import protocol as wire
 from chainshare.sharing.records import MAX_ID
 from chainshare.sharing.schema import canonical_json
 from chainshare.sharing.service import get_sharing_service
+
+log = logging.getLogger("chainshare.api.joint")
 
 
 class JointQueryBody(BaseModel):
@@ -25,6 +35,16 @@ class JointQueryBody(BaseModel):
 def create_joint_router(node: Any) -> APIRouter:
     router = APIRouter(tags=["joint secure aggregation"])
 
+    def admit(message_of: Callable[[str, int, int, bytes], str], signature: str, timestamp: str, nonce: str) -> bytes:
+        """The signer of a request signed over ``message_of(node, chain id, time, nonce)`` (an account
+        of this node's agency, fresh, never replayed)."""
+        if not timestamp.isdigit():
+            raise Unauthorized(f"header {wire.TIMESTAMP_HEADER} is malformed")
+        ts = int(timestamp)
+        message = message_of(node.cfg.node.name, node.chain_id, ts, wire.parse_nonce_header(nonce))
+        return bytes(get_sharing_service(node).admit_signed_request(message, wire.parse_signature_header(signature),
+                                                                    ts))
+
     @router.post("/joint/query", summary="Run a joint query over several owners' datasets (secure aggregation)")
     async def joint_query(
         body: Annotated[JointQueryBody, Body()],
@@ -32,15 +52,9 @@ def create_joint_router(node: Any) -> APIRouter:
         timestamp: Annotated[str, Header(alias=wire.TIMESTAMP_HEADER, max_length=12)],
         nonce: Annotated[str, Header(alias=wire.NONCE_HEADER, max_length=66)],
     ) -> dict[str, Any]:
-        sharing = get_sharing_service(node)
-        if not timestamp.isdigit():
-            raise Unauthorized(f"header {wire.TIMESTAMP_HEADER} is malformed")
-        ts = int(timestamp)
         digest = wire.compute_query_digest(canonical_json(body.query))
-        message = compute_joint_query_message(body.datasets, digest, node.cfg.node.name, node.chain_id, ts,
-                                              wire.parse_nonce_header(nonce))
-        sharing.admit_signed_request(message, wire.parse_signature_header(signature), ts)
-        return await get_joint_service(sharing).run_joint_query(body.datasets, body.query)
+        admit(functools.partial(compute_joint_query_message, body.datasets, digest), signature, timestamp, nonce)
+        return await get_joint_service(get_sharing_service(node)).run_joint_query(body.datasets, body.query)
 
     @router.get("/joint/jobs/{job_id}", summary="A joint job's on-chain record")
     async def show_job(job_id: Annotated[int, Path(ge=1, le=MAX_ID)]) -> dict[str, Any]:
@@ -49,6 +63,27 @@ def create_joint_router(node: Any) -> APIRouter:
                 "grants": list(job.grant_ids), "participants": list(job.participants),
                 "query_hash": "0x" + job.query_hash.hex(), "epsilon": job.epsilon_micro / 1_000_000,
                 "status": job.status, "reason": job.reason, "outcome": job.outcome,
-                "result_hash": "0x" + job.result_hash.hex()}
+                "result_hash": "0x" + job.result_hash.hex(),
+                "commitments": ["0x" + c.hex() for c in job.commitments], "expires_at": job.expires_at}
+
+    @router.get("/joint/jobs/{job_id}/opening", summary="This owner's binding commitment opening (no rows, no "
+                "subtotals): checks its on-chain commitment against the registered dataset version")
+    async def show_binding_opening(job_id: Annotated[int, Path(ge=1, le=MAX_ID)]) -> dict[str, Any]:
+        service = get_joint_service(get_sharing_service(node))
+        return service.read_commitment_opening(job_id, full=False).to_json()
+
+    @router.post("/joint/jobs/{job_id}/opening", summary="This owner's FULL commitment opening (its exact local "
+                 "vector and salt), for an auditor: signed by an account of this node's agency")
+    async def reveal_full_opening(
+        job_id: Annotated[int, Path(ge=1, le=MAX_ID)],
+        signature: Annotated[str, Header(alias=wire.SIGNATURE_HEADER, max_length=140)],
+        timestamp: Annotated[str, Header(alias=wire.TIMESTAMP_HEADER, max_length=12)],
+        nonce: Annotated[str, Header(alias=wire.NONCE_HEADER, max_length=66)],
+    ) -> dict[str, Any]:
+        signer = admit(functools.partial(compute_joint_opening_message, job_id), signature, timestamp, nonce)
+        opening = get_joint_service(get_sharing_service(node)).read_commitment_opening(job_id, full=True)
+        log_event(log, logging.WARNING, "joint commitment opening revealed", job=job_id, dataset=opening.dataset_id,
+                  signer="0x" + signer.hex())
+        return opening.to_json()
 
     return router

@@ -13,8 +13,8 @@ from typing import Any
 
 import click
 
-from chainshare.cli.common import acting_options, emit, json_option, resolve_actor
-from chainshare.cli.dataset import api_get
+from chainshare.cli.common import acting_options, emit, json_option, parse_positive_id, resolve_actor
+from chainshare.cli.signing import api_get
 from chainshare.client import NodeClient, transact
 from chainshare.errors import ChainshareError, InvalidInput
 from chainshare.execution.abi import to_jsonable
@@ -23,12 +23,6 @@ from chainshare.execution.contracts.access_control import EPSILON_UNIT, MAX_BUDG
 from chainshare.sharing.records import ACCESS_CONTRACT, decode_receipt_events, encode_call
 
 group = click.Group("access", help="Request access to datasets; show and revoke grants.")
-
-
-def _parse_id(value: str, what: str) -> int:
-    if not value.isdigit() or not 1 <= int(value) < 2**64:
-        raise InvalidInput(f"{what} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 @group.command("request")
@@ -43,7 +37,7 @@ def _parse_id(value: str, what: str) -> int:
 def request(dataset_id: str, action: str, purpose: str, duration: int, devnet_dir: object, as_agency: str | None,
             node_url: str | None, keystore: object, password_file: object, as_json: bool) -> None:
     """Ask for ACTION on DATASET_ID; prints the decision and, if allowed, the grant."""
-    ident = _parse_id(dataset_id, "DATASET_ID")
+    ident = parse_positive_id(dataset_id, "DATASET_ID")
     if not 1 <= len(purpose.encode()) <= 256:
         raise InvalidInput("--purpose must be 1..256 bytes")
     url, key = resolve_actor(devnet_dir, as_agency, node_url, keystore, password_file)
@@ -86,7 +80,7 @@ def request(dataset_id: str, action: str, purpose: str, duration: int, devnet_di
 def limits(dataset_id: str, budget: float, queries_per_hour: int, devnet_dir: object, as_agency: str | None,
            node_url: str | None, keystore: object, password_file: object, as_json: bool) -> None:
     """Set the compute limits of DATASET_ID (as its owner); they apply to the next query."""
-    ident = _parse_id(dataset_id, "DATASET_ID")
+    ident = parse_positive_id(dataset_id, "DATASET_ID")
     url, key = resolve_actor(devnet_dir, as_agency, node_url, keystore, password_file)
     assert key is not None
     budget_micro = round(budget * EPSILON_UNIT)
@@ -109,7 +103,7 @@ def limits(dataset_id: str, budget: float, queries_per_hour: int, devnet_dir: ob
 def revoke(grant_id: str, devnet_dir: object, as_agency: str | None, node_url: str | None, keystore: object,
            password_file: object, as_json: bool) -> None:
     """Revoke GRANT_ID (as its grantee or as the dataset's owner)."""
-    ident = _parse_id(grant_id, "GRANT_ID")
+    ident = parse_positive_id(grant_id, "GRANT_ID")
     url, key = resolve_actor(devnet_dir, as_agency, node_url, keystore, password_file)
     assert key is not None
     with NodeClient(url) as client:
@@ -129,6 +123,6 @@ def revoke(grant_id: str, devnet_dir: object, as_agency: str | None, node_url: s
 def show(grant_id: str, devnet_dir: object, as_agency: str | None, node_url: str | None, keystore: object,
          password_file: object, as_json: bool) -> None:
     """Show GRANT_ID and whether it is valid now."""
-    ident = _parse_id(grant_id, "GRANT_ID")
+    ident = parse_positive_id(grant_id, "GRANT_ID")
     url, _ = resolve_actor(devnet_dir, as_agency, node_url, keystore, password_file, need_key=False)
     emit(api_get(url, f"/grants/{ident}"), as_json)

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from chainshare.cli.common import acting_options, emit, json_option, resolve_actor
-from chainshare.cli.dataset import api_get
+from chainshare.cli.signing import api_get
 
 PAGE = 1000
 

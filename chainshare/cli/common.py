@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from chainshare.errors import ChainshareError
+from chainshare.errors import ChainshareError, InvalidInput
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -23,6 +23,13 @@ def emit(result: Any, as_json: bool, human: str | None = None) -> None:
         click.echo(json.dumps(result, indent=None if as_json else 2, sort_keys=False))
     else:
         click.echo(human)
+
+
+def parse_positive_id(value: str, what: str) -> int:
+    """An on-chain id given on the command line (1..2**64-1), or a precise error naming ``what``."""
+    if not value.isdigit() or not 1 <= int(value) < 2**64:
+        raise InvalidInput(f"{what} must be a positive integer, got {value!r}")
+    return int(value)
 
 
 def _print_error(message: str, code: int) -> int:

@@ -13,18 +13,25 @@ import base64
 import json
 import os
 import secrets
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 import httpx
 
-from chainshare.cli.common import acting_options, emit, json_option, resolve_actor
+from chainshare.cli.common import acting_options, emit, json_option, parse_positive_id, resolve_actor
+from chainshare.cli.signing import (
+    REQUEST_TIMEOUT,
+    api_get,
+    compute_signed_headers,
+    get_node_audience,
+    new_request_stamp,
+    raise_api_error,
+)
 from chainshare.client import NodeClient, NodeUnreachable, transact
 from chainshare.crypto.envelope import new_keccak256
-from chainshare.errors import ChainshareError, InvalidInput, NotFound, Unauthorized
+from chainshare.errors import ChainshareError, InvalidInput
 from chainshare.execution.abi import to_jsonable
 from chainshare.execution.contracts import DATASETS
 from chainshare.sharing import protocol as wire
@@ -42,54 +49,6 @@ from chainshare.sharing.schema import (
 group = click.Group("dataset", help="Publish, list, show, fetch and query shared datasets.")
 
 _BLOCK = 1 << 20
-_TIMEOUT = httpx.Timeout(30.0, read=600.0, write=600.0)
-_STATUS_ERRORS: dict[int, type[ChainshareError]] = {400: InvalidInput, 401: Unauthorized, 403: Unauthorized,
-                                                     404: NotFound, 413: InvalidInput, 422: InvalidInput}
-
-
-# --------------------------------------------------------------------------- HTTP plumbing (shared by the CLI)
-
-
-def raise_api_error(response: httpx.Response) -> NoReturn:
-    """The node's ``{"error": {"type", "message"}}`` as the matching chainshare error."""
-    try:
-        response.read()
-        message = str(response.json()["error"]["message"])
-    except (ValueError, KeyError, TypeError, httpx.HTTPError):
-        message = f"HTTP {response.status_code}: {response.text[:300]}"
-    raise _STATUS_ERRORS.get(response.status_code, ChainshareError)(message)
-
-
-def api_get(url: str, path: str, params: dict[str, Any] | None = None) -> Any:
-    """GET ``/api/v1{path}`` of the node at ``url``."""
-    try:
-        response = httpx.get(url.rstrip("/") + "/api/v1" + path, params=params, timeout=_TIMEOUT)
-    except httpx.HTTPError as exc:
-        raise NodeUnreachable(f"cannot reach node at {url}: {exc}") from exc
-    if response.status_code != 200:
-        raise_api_error(response)
-    return response.json()
-
-
-def _audience(url: str) -> tuple[str, int]:
-    """The node's name and chain id, which every signed request names (no other node replays it)."""
-    status = api_get(url, "/status")
-    try:
-        return str(status["name"]), int(status["chain_id"])
-    except (KeyError, TypeError, ValueError):
-        raise ChainshareError(f"the node at {url} did not say its name and chain id (GET /api/v1/status)") from None
-
-
-def _fresh() -> tuple[int, bytes]:
-    """A signed request's time and random nonce."""
-    return int(time.time()), secrets.token_bytes(16)
-
-
-def _signed_headers(key: bytes, message: str, timestamp: int, nonce: bytes) -> dict[str, str]:
-    return {wire.SIGNATURE_HEADER: "0x" + wire.sign_personal_message(key, message).hex(),
-            wire.TIMESTAMP_HEADER: str(timestamp), wire.NONCE_HEADER: "0x" + nonce.hex()}
-
-
 def _file_blocks(path: Path) -> Iterator[bytes]:
     with open_dataset(path) as src:
         while block := src.read(_BLOCK):
@@ -103,12 +62,6 @@ def _guess_format(path: Path, fmt: str | None) -> str:
     if suffix in ("csv", "jsonl", "ndjson"):
         return check_format(suffix)
     raise InvalidInput(f"cannot tell the format of {path.name} from its name: give --format csv or --format jsonl")
-
-
-def _parse_id(value: str, what: str) -> int:
-    if not value.isdigit() or not 1 <= int(value) < 2**64:
-        raise InvalidInput(f"{what} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 # --------------------------------------------------------------------------- commands
@@ -180,16 +133,16 @@ def upload_to_vault(url: str, key: bytes, file: Path, fmt: str, schema: Schema |
         headers[wire.SCHEMA_HEADER] = base64.urlsafe_b64encode(schema.to_canonical_json()).decode().rstrip("=")
     with open_dataset(file) as src:
         size, content_hash = hash_stream(src)
-    timestamp, nonce = _fresh()
+    timestamp, nonce = new_request_stamp()
     headers[wire.CONTENT_HASH_HEADER] = "0x" + content_hash.hex()
-    headers.update(_signed_headers(key, wire.compute_upload_message(content_hash, *_audience(url), timestamp, nonce),
+    headers.update(compute_signed_headers(key, wire.compute_upload_message(content_hash, *get_node_audience(url), timestamp, nonce),
                                    timestamp, nonce))
     params: dict[str, Any] = {"format": fmt}
     if min_group is not None and schema is None:
         params["min_group"] = min_group
     try:
         response = httpx.post(url.rstrip("/") + "/api/v1/vault", params=params, headers=headers,
-                              content=_file_blocks(file), timeout=_TIMEOUT)
+                              content=_file_blocks(file), timeout=REQUEST_TIMEOUT)
     except httpx.HTTPError as exc:
         raise NodeUnreachable(f"cannot upload to node at {url}: {exc}") from exc
     if response.status_code != 201:
@@ -233,7 +186,7 @@ def list_datasets(after: int, limit: int, devnet_dir: object, as_agency: str | N
 def show(dataset_id: str, devnet_dir: object, as_agency: str | None, node_url: str | None, keystore: object,
          password_file: object, as_json: bool) -> None:
     """Show one dataset: owner, schema, versions and access policy."""
-    ident = _parse_id(dataset_id, "DATASET_ID")
+    ident = parse_positive_id(dataset_id, "DATASET_ID")
     url, _ = resolve_actor(devnet_dir, as_agency, node_url, keystore, password_file, need_key=False)
     emit(api_get(url, f"/datasets/{ident}"), as_json)
 
@@ -249,7 +202,7 @@ def fetch(dataset_id: str, out: Path, grant_id: int | None, devnet_dir: object, 
           node_url: str | None, keystore: object, password_file: object, as_json: bool) -> None:
     """Fetch a dataset under a read grant of this agency (personal columns pseudonymized under
     'read', raw under 'read_identified')."""
-    ident = _parse_id(dataset_id, "DATASET_ID")
+    ident = parse_positive_id(dataset_id, "DATASET_ID")
     url, key = resolve_actor(devnet_dir, as_agency, node_url, keystore, password_file)
     assert key is not None
     result = fetch_dataset(url, key, ident, grant_id, out)
@@ -262,13 +215,13 @@ def fetch_dataset(url: str, key: bytes, ident: int, grant_id: int | None, out: P
     """Have the node at ``url`` (the agency's own) fetch dataset ``ident`` from its owner's node under a grant
     of ``key``'s agency, and write it to ``out`` only once it hashes to what the node announced (which the
     node matched to the delivery recorded on chain). Unauthorized (HTTP 403) without a valid grant."""
-    timestamp, nonce = _fresh()
-    message = wire.compute_fetch_message(ident, grant_id, *_audience(url), timestamp, nonce)
-    headers = _signed_headers(key, message, timestamp, nonce)
+    timestamp, nonce = new_request_stamp()
+    message = wire.compute_fetch_message(ident, grant_id, *get_node_audience(url), timestamp, nonce)
+    headers = compute_signed_headers(key, message, timestamp, nonce)
     tmp = out.with_name(f".{out.name}.{secrets.token_hex(4)}.partial")
     try:
         with httpx.stream("POST", url.rstrip("/") + f"/api/v1/datasets/{ident}/fetch", json={"grant_id": grant_id},
-                          headers=headers, timeout=_TIMEOUT) as response:
+                          headers=headers, timeout=REQUEST_TIMEOUT) as response:
             if response.status_code != 200:
                 raise_api_error(response)
             hasher = new_keccak256()
@@ -306,17 +259,17 @@ def fetch_dataset(url: str, key: bytes, ident: int, grant_id: int | None, out: P
 def query(dataset_id: str, query_file: Path, grant_id: int | None, devnet_dir: object, as_agency: str | None,
           node_url: str | None, keystore: object, password_file: object, as_json: bool) -> None:
     """Run an aggregate query on the owner's node under a compute grant; only the result comes back."""
-    ident = _parse_id(dataset_id, "DATASET_ID")
+    ident = parse_positive_id(dataset_id, "DATASET_ID")
     query_obj = read_query_file(query_file)
     url, key = resolve_actor(devnet_dir, as_agency, node_url, keystore, password_file)
     assert key is not None
-    timestamp, nonce = _fresh()
+    timestamp, nonce = new_request_stamp()
     digest = wire.compute_query_digest(canonical_json(query_obj))
-    message = wire.compute_query_message(ident, grant_id, digest, *_audience(url), timestamp, nonce)
-    headers = _signed_headers(key, message, timestamp, nonce)
+    message = wire.compute_query_message(ident, grant_id, digest, *get_node_audience(url), timestamp, nonce)
+    headers = compute_signed_headers(key, message, timestamp, nonce)
     try:
         response = httpx.post(url.rstrip("/") + f"/api/v1/datasets/{ident}/query",
-                              json={"grant_id": grant_id, "query": query_obj}, headers=headers, timeout=_TIMEOUT)
+                              json={"grant_id": grant_id, "query": query_obj}, headers=headers, timeout=REQUEST_TIMEOUT)
     except httpx.HTTPError as exc:
         raise NodeUnreachable(f"cannot reach node at {url}: {exc}") from exc
     if response.status_code != 200:

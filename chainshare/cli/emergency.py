@@ -24,8 +24,8 @@ from typing import Any
 
 import click
 
-from chainshare.cli.common import acting_options, emit, json_option, resolve_actor
-from chainshare.cli.dataset import api_get
+from chainshare.cli.common import acting_options, emit, json_option, parse_positive_id, resolve_actor
+from chainshare.cli.signing import api_get
 from chainshare.client import NodeClient, transact
 from chainshare.errors import ChainshareError, InvalidInput
 from chainshare.execution import abi
@@ -38,12 +38,6 @@ group = click.Group("emergency", help="Freeze a dataset, pause sharing, revoke a
 GOV = Governance()
 MEM = Membership()
 MAX_REASON = 256
-
-
-def _id(value: str, what: str) -> int:
-    if not value.isdigit() or not 1 <= int(value) < 2**64:
-        raise InvalidInput(f"{what} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def _reason(reason: str) -> str:
@@ -118,7 +112,7 @@ def _act(target: bytes, data: bytes, description: str, governance: bool, devnet_
 @json_option
 def freeze_dataset(dataset_id: str, reason: str, governance: bool, as_json: bool, **actor: Any) -> None:
     """Suspend every grant of DATASET_ID: no delivery or computation, new requests denied."""
-    ident, started = _id(dataset_id, "DATASET_ID"), time.monotonic()
+    ident, started = parse_positive_id(dataset_id, "DATASET_ID"), time.monotonic()
     data = encode_call(ACCESS_CONTRACT, "freezeDataset", ident, _reason(reason))
     result = _act(ACCESS_CONTROL, data, f"emergency: freeze dataset {ident}: {reason}", governance, **actor,
                   what="AccessControl.freezeDataset")
@@ -132,7 +126,7 @@ def freeze_dataset(dataset_id: str, reason: str, governance: bool, as_json: bool
 @json_option
 def unfreeze_dataset(dataset_id: str, governance: bool, as_json: bool, **actor: Any) -> None:
     """Lift the freeze of DATASET_ID: its unexpired grants are valid again."""
-    ident, started = _id(dataset_id, "DATASET_ID"), time.monotonic()
+    ident, started = parse_positive_id(dataset_id, "DATASET_ID"), time.monotonic()
     data = encode_call(ACCESS_CONTRACT, "unfreezeDataset", ident)
     result = _act(ACCESS_CONTROL, data, f"emergency: lift the freeze of dataset {ident}", governance, **actor,
                   what="AccessControl.unfreezeDataset")
@@ -247,7 +241,7 @@ def rotate_validator(name: str, identity_path: Path, activate_after: int, as_jso
 def vote(proposal_id: str, against: bool, as_json: bool, devnet_dir: Any, as_agency: str | None,
          node_url: str | None, keystore: Any, password_file: Any) -> None:
     """Vote on an emergency proposal; executes it when this vote reaches the threshold."""
-    pid, started = _id(proposal_id, "PROPOSAL_ID"), time.monotonic()
+    pid, started = parse_positive_id(proposal_id, "PROPOSAL_ID"), time.monotonic()
     url, key = resolve_actor(devnet_dir, as_agency, node_url, keystore, password_file)
     assert key is not None
     with NodeClient(url, timeout=60) as client:
@@ -265,7 +259,7 @@ def vote(proposal_id: str, against: bool, as_json: bool, devnet_dir: Any, as_age
 def execute(proposal_id: str, as_json: bool, devnet_dir: Any, as_agency: str | None, node_url: str | None,
             keystore: Any, password_file: Any) -> None:
     """Execute a proposal that has its votes (`vote` does it by itself when its vote reaches the threshold)."""
-    pid, started = _id(proposal_id, "PROPOSAL_ID"), time.monotonic()
+    pid, started = parse_positive_id(proposal_id, "PROPOSAL_ID"), time.monotonic()
     url, key = resolve_actor(devnet_dir, as_agency, node_url, keystore, password_file)
     assert key is not None
     with NodeClient(url, timeout=60) as client:
@@ -286,7 +280,7 @@ def _votes_safe(url: str, pid: int) -> tuple[int, int]:
 @json_option
 def status(dataset_id: str | None, node_url: str, as_json: bool) -> None:
     """Whether sharing is paused, or the dataset frozen, and why (from the node's finalized state)."""
-    ident = _id(dataset_id, "--dataset") if dataset_id is not None else 1
+    ident = parse_positive_id(dataset_id, "--dataset") if dataset_id is not None else 1
     with NodeClient(node_url) as client:
         out = client.rpc("eth_call", {"to": "0x" + ACCESS_CONTROL.hex(), "data": "0x" + encode_call(
             ACCESS_CONTRACT, "getEmergencyStop", ident).hex()}, "latest")

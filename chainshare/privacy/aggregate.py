@@ -63,6 +63,7 @@ from chainshare.sharing.schema import Column, Schema, Value, canonical_json
 MODULUS = 2**127 - 1  # a Mersenne prime: every measurement plus noise fits in (-MODULUS/2, MODULUS/2)
 FIELD = finfields.GF(MODULUS)
 SHARE_BYTES = 16
+MAX_OPENING_WIDTH = 4096  # entries of a local vector in an opening given to an auditor
 MIN_PARTIES = 2
 MAX_PARTIES = 16
 MAX_CELLS = 1000
@@ -198,13 +199,90 @@ def compute_noise_vector(jq: JointQuery, noise: Noise = sample_discrete_laplace)
     return [noise(scale) for _ in jq.cells for scale in jq.plan.scales]
 
 
-def compute_input_commitment(job_id: int, dataset_id: int, content_hash: bytes, vector: Sequence[int],
-                             salt: bytes) -> bytes:
-    """The owner's binding, hiding commitment to its input (the dataset version and the exact local
-    vector, with a secret 32-byte ``salt``), recorded on chain before any share is sent."""
+def compute_vector_commitment(vector: Sequence[int], salt: bytes) -> bytes:
+    """The hiding commitment to an owner's exact local vector under a secret 32-byte ``salt``."""
     if len(salt) != 32:
         raise ValueError("the commitment salt is 32 bytes")
-    return keccak256(codec.encode([job_id, dataset_id, content_hash, encode_vector(vector), salt]))
+    return keccak256(codec.encode(["joint-vector", encode_vector(vector), salt]))
+
+
+def compute_input_commitment(job_id: int, dataset_id: int, content_hash: bytes, vector_commitment: bytes) -> bytes:
+    """The owner's commitment recorded on chain before any share is sent: it binds the job, the
+    dataset and the version's content hash in the clear, and the exact local vector through
+    ``vector_commitment`` (hiding), so the binding to the registered dataset version can be checked
+    by anyone given ``vector_commitment`` without learning the vector."""
+    return keccak256(codec.encode(["joint-input", job_id, dataset_id, content_hash, vector_commitment]))
+
+
+@dataclass(frozen=True)
+class CommitmentOpening:
+    """What opens an owner's input commitment: the binding part (job, dataset, content hash, vector
+    commitment) reveals nothing of the rows; ``vector`` and ``salt`` (the full opening) reveal the
+    owner's exact local measurements (its subtotals) and are for an auditor only."""
+
+    job_id: int
+    dataset_id: int
+    content_hash: bytes
+    vector_commitment: bytes
+    vector: tuple[int, ...] | None = None
+    salt: bytes | None = None
+
+    @property
+    def is_full(self) -> bool:
+        return self.vector is not None
+
+    def binding_part(self) -> CommitmentOpening:
+        return CommitmentOpening(self.job_id, self.dataset_id, self.content_hash, self.vector_commitment)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"job_id": self.job_id, "dataset_id": self.dataset_id,
+                               "content_hash": "0x" + self.content_hash.hex(),
+                               "vector_commitment": "0x" + self.vector_commitment.hex()}
+        if self.vector is not None and self.salt is not None:
+            out.update(vector=list(self.vector), salt="0x" + self.salt.hex())
+        return out
+
+
+def _hash32(value: object, what: str) -> bytes:
+    if not (isinstance(value, str) and len(value) == 66 and value.startswith("0x")):
+        raise InvalidInput(f"{what} must be 0x followed by 64 hex digits")
+    try:
+        return bytes.fromhex(value[2:])
+    except ValueError:
+        raise InvalidInput(f"{what} must be 0x followed by 64 hex digits") from None
+
+
+def parse_commitment_opening(obj: object) -> CommitmentOpening:
+    """An opening from its JSON (``CommitmentOpening.to_json``); InvalidInput naming what is wrong."""
+    if not isinstance(obj, dict) or not {"job_id", "dataset_id", "content_hash", "vector_commitment"} <= set(obj):
+        raise InvalidInput("a commitment opening is an object with job_id, dataset_id, content_hash, "
+                           "vector_commitment (and, for a full opening, vector and salt)")
+    ids = (obj["job_id"], obj["dataset_id"])
+    if not all(isinstance(i, int) and not isinstance(i, bool) and 1 <= i < 2**64 for i in ids):
+        raise InvalidInput("job_id and dataset_id must be positive integers")
+    vector: tuple[int, ...] | None = None
+    salt: bytes | None = None
+    if "vector" in obj or "salt" in obj:
+        raw = obj.get("vector")
+        if not (isinstance(raw, list) and 1 <= len(raw) <= MAX_OPENING_WIDTH
+                and all(isinstance(v, int) and not isinstance(v, bool) and abs(v) < MODULUS // 2 for v in raw)):
+            raise InvalidInput(f"vector must be a list of 1..{MAX_OPENING_WIDTH} integers")
+        vector, salt = tuple(raw), _hash32(obj.get("salt"), "salt")
+    return CommitmentOpening(int(ids[0]), int(ids[1]), _hash32(obj["content_hash"], "content_hash"),
+                             _hash32(obj["vector_commitment"], "vector_commitment"), vector, salt)
+
+
+def check_commitment_opening(opening: CommitmentOpening, commitment: bytes) -> None:
+    """Raise InvalidInput unless ``opening`` opens ``commitment`` (the one on chain); a full opening
+    must also open its own vector commitment."""
+    if opening.vector is not None and opening.salt is not None:
+        if compute_vector_commitment(opening.vector, opening.salt) != opening.vector_commitment:
+            raise InvalidInput("the vector and salt do not open the vector commitment: the opening was altered")
+    computed = compute_input_commitment(opening.job_id, opening.dataset_id, opening.content_hash,
+                                        opening.vector_commitment)
+    if computed != commitment:
+        raise InvalidInput(f"the opening does not match the on-chain commitment 0x{commitment.hex()} of dataset "
+                           f"{opening.dataset_id} in joint job {opening.job_id} (it hashes to 0x{computed.hex()})")
 
 
 # --------------------------------------------------------------------------- shares

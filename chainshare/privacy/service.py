@@ -35,9 +35,10 @@ from chainshare.crypto.hashing import keccak256
 from chainshare.errors import ChainshareError, InvalidInput, NotFound, Unauthorized
 from chainshare.execution.contracts import cedar
 from chainshare.execution.contracts.addresses import JOINT_COMPUTE
-from chainshare.execution.contracts.joint import JointCompute
+from chainshare.execution.contracts.joint import FINAL_STATUSES
 from chainshare.logs import log_event
 from chainshare.privacy.aggregate import (
+    CommitmentOpening,
     InputShare,
     JointAborted,
     JointQuery,
@@ -47,25 +48,27 @@ from chainshare.privacy.aggregate import (
     compute_joint_query_hash,
     compute_local_vector,
     compute_noise_vector,
+    compute_vector_commitment,
     decode_message,
+    parse_commitment_opening,
     parse_joint_query,
     release_joint_result,
 )
 from chainshare.sharing import protocol as wire
 from chainshare.sharing.compute import QueryRefused, compute_result_hash
-from chainshare.sharing.records import call_view, encode_call, read_dataset, select_grant
+from chainshare.sharing.records import JOINT_CONTRACT, call_view, encode_call, read_dataset, select_grant
 from chainshare.sharing.schema import canonical_json, iter_records, validate_schema
-from chainshare.sharing.service import _error_kind
+from chainshare.sharing.service import get_error_kind
 
 log = logging.getLogger("chainshare.privacy")
 
 MSG_PREFIX = "joint."
 MSG_START = "joint.start"
 MSG_SHARE = "joint.share"
-JOINT_CONTRACT = JointCompute()
 MAX_PENDING = 64  # shares buffered for a job this node has not started yet
 MAX_DATASETS = 16
 LOCAL_PEER = ""
+DEFAULT_JOB_TTL = 900  # seconds of block time a job has to complete before anyone may expire it
 GAS_PER_CHARGE = 150_000  # AccessControl.chargeJointComputation, called by the job's last confirmation
 
 
@@ -81,6 +84,8 @@ class JointJob:
     reason: str
     outcome: str  # once completed: what every participant confirmed, and the result's hash
     result_hash: bytes
+    commitments: tuple[bytes, ...]  # per participant; zero until it committed
+    expires_at: int  # block time (seconds) of its deadline; 0: none
 
 
 @dataclass
@@ -94,9 +99,10 @@ class JointService:
     """Joint jobs on one node; built on the node's ``SharingService`` (its transport, vault, agency
     account and chain access)."""
 
-    def __init__(self, sharing: Any, *, phase_timeout: float = 60.0) -> None:
+    def __init__(self, sharing: Any, *, phase_timeout: float = 60.0, job_ttl: int = DEFAULT_JOB_TTL) -> None:
         self.sharing = sharing
         self.phase_timeout = phase_timeout
+        self.job_ttl = job_ttl
         self._runs: dict[int, _Run] = {}
         self._pending: dict[int, list[tuple[str, bytes]]] = {}
 
@@ -121,7 +127,7 @@ class JointService:
                 except ChainshareError as exc:
                     if peer == LOCAL_PEER:
                         raise
-                    raise ChainshareError(f"[{_error_kind(exc)}] {exc.message}") from None
+                    raise ChainshareError(f"[{get_error_kind(exc)}] {exc.message}") from None
             return await fallback(peer, msg_type, body)
 
         return on_request
@@ -143,7 +149,8 @@ class JointService:
             raise NotFound(f"no joint job {job_id} on this node's chain") from None
         return JointJob(str(r[0]), tuple(int(x) for x in r[1]), tuple(int(x) for x in r[2]),
                         tuple(str(x) for x in r[3]), bytes(r[4]), int(r[5]), str(r[6]), str(r[8]), str(r[9]),
-                        bytes(r[10]))
+                        bytes(r[10]), tuple(bytes(c) for c in r[7]),
+                        int(call_view(self.node, JOINT_CONTRACT, "getJobDeadline", job_id)[0]))
 
     async def _record(self, fn: str, *args: Any, min_gas: int = 0) -> bytes:
         """Submit JointCompute.``fn`` from this agency's account and wait until it is final; its output."""
@@ -161,11 +168,20 @@ class JointService:
         return bytes(receipt.output)
 
     async def _abort(self, job_id: int, reason: str) -> None:
+        """Abort the job on chain, or record its expiry if its deadline has passed."""
         try:
-            if self.read_job(job_id).status not in ("completed", "aborted"):
-                await self._record("abortJob", job_id, reason[:128])
+            if self.read_job(job_id).status not in FINAL_STATUSES:
+                if self.is_expired(job_id):
+                    await self._record("expireJob", job_id)
+                else:
+                    await self._record("abortJob", job_id, reason[:128])
         except ChainshareError as exc:
             log_event(log, logging.WARNING, "joint job abort not recorded", job=job_id, error=exc.message)
+
+    def is_expired(self, job_id: int) -> bool:
+        """Whether the job's deadline has passed by the time of this node's latest final block."""
+        expires_at = self.read_job(job_id).expires_at
+        return bool(expires_at) and self.node.chain.get_head().header.timestamp_ms // 1000 >= expires_at
 
     async def _wait_status(self, job_id: int, wanted: str) -> JointJob:
         deadline = time.monotonic() + self.phase_timeout
@@ -173,12 +189,25 @@ class JointService:
             job = self.read_job(job_id)
             if job.status == wanted:
                 return job
-            if job.status == "aborted":
-                raise JointAborted(f"joint job {job_id} was aborted: {job.reason}", reason="aborted")
+            if job.status in ("aborted", "expired"):
+                raise JointAborted(f"joint job {job_id} was {job.status}: {job.reason}", reason=job.status)
             if time.monotonic() > deadline:
                 raise JointAborted(f"joint job {job_id} is still {job.status} after {self.phase_timeout:.0f} s",
                                    reason="dropout")
             await asyncio.sleep(0.1)
+
+    def read_commitment_opening(self, job_id: int, *, full: bool) -> CommitmentOpening:
+        """This owner's opening of its input commitment to ``job_id`` (from its vault): the binding
+        part (dataset, version hash, vector commitment: nothing of the rows), or with ``full`` also
+        its exact local vector and salt (its subtotals; for an auditor the owner chose to show)."""
+        if self.sharing.vault is None:
+            raise NotFound("this node has no vault: it holds no commitment openings")
+        try:
+            opening = parse_commitment_opening(json.loads(self.sharing.vault.open_record(_opening_record(job_id))))
+        except NotFound:
+            raise NotFound(f"this node holds no commitment opening for joint job {job_id} (it committed no input "
+                           "to it)") from None
+        return opening if full else opening.binding_part()
 
     def _schemas(self, dataset_ids: tuple[int, ...]) -> list[Any]:
         return [validate_schema(json.loads(read_dataset(self.node, d).schema_json)) for d in dataset_ids]
@@ -194,7 +223,7 @@ class JointService:
         now = int(time.time())
         grants = [select_grant(self.node, d, self.agency, (cedar.ACTION_COMPUTE_JOINT,), now).id for d in ids]
         query_hash = compute_joint_query_hash(jq)
-        out = await self._record("createJob", grants, query_hash, jq.query.epsilon_micro)
+        out = await self._record("createJobWithDeadline", grants, query_hash, jq.query.epsilon_micro, self.job_ttl)
         job_id = int.from_bytes(out[:32], "big")
         job = self.read_job(job_id)
         body = [job_id, canonical_json(jq.to_json())]
@@ -236,7 +265,7 @@ class JointService:
         if owner == self.agency:
             return await self.serve_start(LOCAL_PEER, body)
         peer = self.sharing.resolve_owner_peer(owner)
-        return await self.sharing._request(peer, MSG_START, body, 4 * self.phase_timeout)
+        return await self.sharing.request_peer(peer, MSG_START, body, 4 * self.phase_timeout)
 
     # ----------------------------------------------------------------------- owner
 
@@ -245,7 +274,7 @@ class JointService:
                 and len(body[1]) <= 16 * 1024):
             raise InvalidInput("malformed joint.start")
         job_id, query_json = body
-        requester = self.agency if peer == LOCAL_PEER else self.sharing._peer_agency(peer)
+        requester = self.agency if peer == LOCAL_PEER else self.sharing.get_peer_agency(peer)
         deadline = time.monotonic() + min(30.0, self.phase_timeout)  # the requester saw it final; we may lag
         while True:
             try:
@@ -279,7 +308,7 @@ class JointService:
     async def _run(self, job_id: int, job: JointJob, jq: JointQuery, run: _Run) -> list[Any]:
         index = run.session.index
         dataset = read_dataset(self.node, job.dataset_ids[index - 1])
-        entry = self.sharing._vault_entry(dataset)
+        entry = self.sharing.find_vault_entry(dataset)
         vault = self.sharing.vault
 
         def measure() -> list[int]:
@@ -289,8 +318,12 @@ class JointService:
         vector = await asyncio.get_running_loop().run_in_executor(None, measure)
         noisy = [v + n for v, n in zip(vector, compute_noise_vector(jq), strict=True)]
         salt = secrets.token_bytes(32)
+        opening = CommitmentOpening(job_id, dataset.id, dataset.content_hash, compute_vector_commitment(vector, salt),
+                                    tuple(vector), salt)
+        # Kept sealed before the commitment is public: an auditor can be shown it after the fact.
+        vault.seal_record(_opening_record(job_id), canonical_json(opening.to_json()))
         await self._record("commitInput", job_id, compute_input_commitment(job_id, dataset.id, dataset.content_hash,
-                                                                           vector, salt))
+                                                                           opening.vector_commitment))
         log_event(log, logging.INFO, "joint input committed", job=job_id, party=index, dataset=dataset.id)
         await self._wait_status(job_id, "running")
         self._send(run, run.session.start(noisy))
@@ -302,8 +335,9 @@ class JointService:
                 await asyncio.wait_for(run.done.wait(), 0.5)
             except TimeoutError:
                 status = self.read_job(job_id)
-                if status.status == "aborted":
-                    raise JointAborted(f"joint job {job_id} was aborted: {status.reason}", reason="aborted") from None
+                if status.status in ("aborted", "expired"):
+                    raise JointAborted(f"joint job {job_id} was {status.status}: {status.reason}",
+                                       reason=status.status) from None
                 if time.monotonic() > deadline:
                     missing = [run.participants[i - 1] for i in run.session.missing]
                     raise JointAborted(f"no shares from {missing} within {self.phase_timeout:.0f} s",
@@ -348,7 +382,7 @@ class JointService:
                     raise JointAborted("too many early shares", reason="malformed-share")
                 pending.append((peer, body))
                 return
-            sender = self.sharing._peer_agency(peer)
+            sender = self.sharing.get_peer_agency(peer)
             if not 1 <= msg.sender <= len(run.participants) or run.participants[msg.sender - 1] != sender:
                 raise Unauthorized(f"peer of agency {sender!r} sent a share as party {msg.sender}")
             self._send(run, run.session.on_message(msg))
@@ -363,6 +397,15 @@ def compute_joint_query_message(dataset_ids: list[int], query_digest: bytes, nod
     """What an agency signs to have its node ``node`` run a joint query over ``dataset_ids``."""
     return wire._signed("joint query", node, chain_id, [("datasets", ",".join(str(d) for d in dataset_ids)),
                                                          ("query", f"0x{query_digest.hex()}")], timestamp, nonce)
+
+
+def _opening_record(job_id: int) -> str:
+    return f"joint-opening-{job_id}"
+
+
+def compute_joint_opening_message(job_id: int, node: str, chain_id: int, timestamp: int, nonce: bytes) -> str:
+    """What an owner agency signs to have its node ``node`` reveal its full commitment opening of ``job_id``."""
+    return wire._signed("joint opening", node, chain_id, [("job", str(job_id))], timestamp, nonce)
 
 
 def get_joint_service(sharing: Any) -> JointService:

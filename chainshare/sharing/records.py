@@ -21,6 +21,7 @@ from chainshare.execution import abi
 from chainshare.execution.contracts import ACCESS_CONTROL, DATASETS, cedar
 from chainshare.execution.contracts.access_control import AccessControl, compute_emergency_reason
 from chainshare.execution.contracts.datasets import Dataset, Datasets, get_dataset, get_policy_text
+from chainshare.execution.contracts.joint import JointCompute
 from chainshare.execution.contracts.membership import get_agency
 from chainshare.execution.runtime import EventSpec, MethodSpec, SystemContract
 from chainshare.ledger.chain import ChainStore
@@ -28,6 +29,7 @@ from chainshare.ledger.types import Log
 
 DATASETS_CONTRACT = Datasets()
 ACCESS_CONTRACT = AccessControl()
+JOINT_CONTRACT = JointCompute()
 READ_ACTIONS = (cedar.ACTION_READ, cedar.ACTION_READ_IDENTIFIED)
 COMPUTE_ACTIONS = (cedar.ACTION_COMPUTE,)
 MAX_ID = 2**64 - 1
@@ -241,12 +243,12 @@ class ChainEvent:
 
 _EVENTS: dict[bytes, tuple[bytes, str, EventSpec]] = {
     spec.topic: (contract.ADDRESS, contract.NAME, spec)
-    for contract in (DATASETS_CONTRACT, ACCESS_CONTRACT) for spec in contract.EVENTS
+    for contract in (DATASETS_CONTRACT, ACCESS_CONTRACT, JOINT_CONTRACT) for spec in contract.EVENTS
 }
 
 
 def decode_event(lg: Log) -> tuple[str, str, dict[str, Any]] | None:
-    """(contract name, event name, args) of a Datasets or AccessControl log, or None for any other."""
+    """(contract name, event name, args) of a Datasets, AccessControl or JointCompute log, or None for any other."""
     if not lg.topics:
         return None
     known = _EVENTS.get(lg.topics[0])

@@ -190,7 +190,8 @@ _KINDS: tuple[tuple[str, type[ChainshareError]], ...] = (
 )
 
 
-def _error_kind(exc: ChainshareError) -> str:
+def get_error_kind(exc: ChainshareError) -> str:
+    """The kind a refusal names on the wire (``[Kind] message``), so the asker re-raises the same class."""
     return next((kind for kind, cls in _KINDS if isinstance(exc, cls)), "Error")
 
 
@@ -559,7 +560,9 @@ class SharingService:
             return False
         return bool(self.transport.send(peer, msg_type, body))
 
-    async def _request(self, peer: str, msg_type: str, body: Any, timeout: float) -> Any:
+    async def request_peer(self, peer: str, msg_type: str, body: Any, timeout: float) -> Any:
+        """``peer``'s answer to a request over the P2P session (this node itself for ``LOCAL_PEER``);
+        its refusal re-raised as the matching error."""
         if peer == LOCAL_PEER:
             return await self.handle_request(LOCAL_PEER, msg_type, body)
         if self.transport is None:
@@ -571,7 +574,8 @@ class SharingService:
         except P2PError as exc:
             raise SharingUnavailable(f"cannot reach the owner node {peer!r}: {exc.message}") from None
 
-    def _peer_agency(self, peer: str) -> str:
+    def get_peer_agency(self, peer: str) -> str:
+        """The agency certified for ``peer``'s authenticated session (this node's for ``LOCAL_PEER``)."""
         if peer == LOCAL_PEER:
             return self.agency
         if self.transport is not None:
@@ -603,7 +607,7 @@ class SharingService:
         except ChainshareError as exc:
             if peer == LOCAL_PEER:
                 raise
-            raise _RemoteRefusal(f"[{_error_kind(exc)}] {exc.message}") from None
+            raise _RemoteRefusal(f"[{get_error_kind(exc)}] {exc.message}") from None
 
     async def handle_message(self, peer: str, msg_type: str, body: Any) -> None:
         """Take a ``data.*`` message from ``peer``; never blocks on I/O (safe for the P2P dispatcher)."""
@@ -678,7 +682,8 @@ class SharingService:
             if presented is not None and _cert_der(presented) != _cert_der(cert_pem):
                 raise Unauthorized("the node certificate in the request is not the one the peer presented in TLS")
 
-    def _vault_entry(self, dataset: Dataset) -> VaultEntry:
+    def find_vault_entry(self, dataset: Dataset) -> VaultEntry:
+        """The vault entry of ``dataset``'s registered version (by its content hash)."""
         if self.vault is None:
             raise SharingUnavailable("this node has no vault ([sharing] vault_dir): it holds no datasets")
         try:
@@ -745,10 +750,10 @@ class SharingService:
         try:
             req = wire.FetchRequest.from_wire(body)
             fields = {"dataset": req.dataset_id, "grant": req.grant_id}
-            agency = self._peer_agency(peer)
+            agency = self.get_peer_agency(peer)
             dataset, grant, _now = await self._admit(peer, agency, req, READ_ACTIONS)
             self._check_certificate(peer, agency, req.node_cert_pem)
-            entry = self._vault_entry(dataset)
+            entry = self.find_vault_entry(dataset)
             if grant.action == cedar.ACTION_READ and self._pseudonym_secret is None:
                 raise SharingUnavailable("this node has no pseudonym secret (it lives in the vault, [sharing] "
                                          "vault_dir): it cannot serve 'read' deliveries")
@@ -912,10 +917,10 @@ class SharingService:
         try:
             req = wire.QueryRequest.from_wire(body)
             fields = {"dataset": req.dataset_id, "grant": req.grant_id}
-            agency = self._peer_agency(peer)
+            agency = self.get_peer_agency(peer)
             dataset, grant, _ = await self._admit(peer, agency, req, COMPUTE_ACTIONS)
             schema = validate_schema(json.loads(dataset.schema_json))
-            entry = self._vault_entry(dataset)
+            entry = self.find_vault_entry(dataset)
             if self.account is None:
                 raise SharingUnavailable("this node has no agency account ([sharing] account_keystore), so it "
                                          "cannot record computations on chain and answers no query")
@@ -1053,7 +1058,7 @@ class SharingService:
                                 self.node.chain.head_height, transfer_id, self.node_cert_pem, inc.window)
         try:
             accepted = wire.FetchAccepted.from_wire(
-                await self._request(peer, wire.MSG_FETCH, req.to_wire(), self.limits.request_timeout))
+                await self.request_peer(peer, wire.MSG_FETCH, req.to_wire(), self.limits.request_timeout))
             inc.window = accepted.window
             inc.last_activity = time.monotonic()
             while True:
@@ -1262,7 +1267,7 @@ class SharingService:
         req = wire.QueryRequest(dataset.id, grant.id, secrets.token_bytes(24), int(self._clock()),
                                 self.node.chain.head_height, canonical_json(parsed.to_json()))
         answer = wire.QueryAnswer.from_wire(
-            await self._request(peer, wire.MSG_QUERY, req.to_wire(), self.limits.query_timeout))
+            await self.request_peer(peer, wire.MSG_QUERY, req.to_wire(), self.limits.query_timeout))
         if answer.query_hash != compute_query_hash(parsed):
             raise DeliveryFailed("the owner answered another query (query hash mismatch)")
         if keccak256(answer.result_json) != answer.result_hash:

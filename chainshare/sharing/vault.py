@@ -10,6 +10,8 @@ On disk (directory 0700, every file 0600)::
     <vault>/datasets/<id>.json       {"version", "dataset_key_id", "fmt", "content_hash", "size",
                                       "wrapped_data_key"}: the data key under the vault key
                                      (AES-256-GCM, AAD = canonical encoding of id, fmt, hash, size)
+    <vault>/records/<name>.sealed    a small secret of this node (e.g. a joint job's commitment
+                                     opening) under the vault key (AES-256-GCM, AAD names it)
 
 The metadata is authenticated by the data-key wrap, and the dataset by its envelope, so any change
 on disk fails with CryptoError instead of yielding different data. An entry exists once its
@@ -77,6 +79,11 @@ _AT_REST_AAD = b"chainshare/vault/v1\x00"
 _DATA_KEY_AAD = "chainshare/vault-entry/v1"
 _DELIVERY_AAD = b"chainshare/delivery/v1\x00"
 _WRAP_NONCE_LEN = 12
+RECORDS_DIR = "records"
+RECORD_SUFFIX = ".sealed"
+MAX_RECORD_BYTES = 1 << 20
+_RECORD_AAD = b"chainshare/vault-record/v1\x00"
+_RECORD_NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 _MAX_METADATA_BYTES = 64 * 1024
 
 
@@ -225,6 +232,36 @@ class Vault:
     ) -> Vault:
         """The vault in ``directory`` with its key unsealed by the node key (created if new)."""
         return cls(directory, load_or_create_vault_key(directory, node_private_key, password=password))
+
+    # ---- sealed records (small secrets of this node)
+
+    def seal_record(self, name: str, data: bytes) -> None:
+        """Keep ``data`` sealed under the vault key as record ``name`` (written atomically, 0600)."""
+        if len(data) > MAX_RECORD_BYTES:
+            raise InvalidInput(f"a vault record holds at most {MAX_RECORD_BYTES} bytes")
+        nonce = secrets.token_bytes(_WRAP_NONCE_LEN)
+        records = self.directory / RECORDS_DIR
+        _make_private_dir(records)
+        write_secret_file(self._record_path(name), nonce + self._key.encrypt(nonce, data, _RECORD_AAD + name.encode()))
+
+    def open_record(self, name: str) -> bytes:
+        """Record ``name`` as sealed; NotFound if absent, CryptoError if it was altered on disk."""
+        path = self._record_path(name)
+        try:
+            blob = path.read_bytes()
+        except FileNotFoundError:
+            raise NotFound(f"this node's vault holds no record {name!r}") from None
+        except OSError as exc:
+            raise StorageError(f"cannot read vault record {path}: {exc.strerror}") from exc
+        try:
+            return self._key.decrypt(blob[:_WRAP_NONCE_LEN], blob[_WRAP_NONCE_LEN:], _RECORD_AAD + name.encode())
+        except (InvalidTag, ValueError):
+            raise CryptoError(f"vault record {name!r} was altered on disk or the vault key is wrong") from None
+
+    def _record_path(self, name: str) -> Path:
+        if not _RECORD_NAME_RE.fullmatch(name):
+            raise InvalidInput(f"a vault record name is 1..64 of a-z, 0-9 and '-', got {name[:80]!r}")
+        return self.directory / RECORDS_DIR / (name + RECORD_SUFFIX)
 
     # ---- writing
 

@@ -9,7 +9,13 @@ are on chain; the epsilon is charged on every dataset.
   exactness of the protocol without noise: tests/unit/test_joint_aggregate.py);
 - no node's log, and no output, carries a row or an owner's subtotal;
 - a dataset whose policy does not permit ``compute_joint`` blocks the job (no grant, no job);
-- an owner node that is down aborts the job cleanly, with a ``JointJobAborted`` record on chain.
+- an owner node that is down aborts the job cleanly, with a ``JointJobAborted`` record on chain;
+- a participant's node process, recorded inside its TLS sessions (tests/integration/p2pcapture),
+  exchanges only shares: no row, no subtotal in any encoding;
+- an auditor checks each owner's input commitment against the registered dataset version (binding
+  opening) and, with the owner's full opening, its exact local vector;
+- a job past its block-time deadline refuses late steps, and an owner records its expiry;
+- the explorer lists and shows joint jobs with every step.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -25,7 +32,7 @@ from typing import Any
 
 import httpx
 import pytest
-from netkit import DevnetPool, run_cli, shutdown_devnet
+from netkit import DevnetPool, run_cli, shutdown_devnet, wait_until
 from test_sharing_network import Consortium, cli
 
 from chainshare.bench import free_port_block
@@ -99,6 +106,15 @@ def datasets(net: Consortium, tmp_path_factory: pytest.TempPathFactory) -> dict[
     return ids
 
 
+def leaked_secrets(proc: subprocess.CompletedProcess[str], out: dict[str, Any]) -> list[str]:
+    """SECRETS in the CLI's output, leaving out the released (noisy, public) numbers and the 0x-hex
+    hashes: a noisy mean of about 51,000 may equal a row's income, and hex holds decimal runs."""
+    text = re.sub(r"0x[0-9a-fA-F]+", "", proc.stdout + proc.stderr)
+    for value in sorted({str(v) for row in out["result"]["groups"] for v in row}, key=len, reverse=True):
+        text = text.replace(value, "")
+    return [s for s in SECRETS if s in text]
+
+
 def joint_query(net: Consortium, ids: list[int], tmp_path: Path) -> Any:
     (tmp_path / "q.json").write_text(json.dumps(QUERY))
     return run_cli("joint", "query", "--datasets", ",".join(map(str, ids)), "--query", tmp_path / "q.json",
@@ -140,7 +156,7 @@ def test_joint_count_sum_mean_over_three_agencies(net: Consortium, datasets: dic
     for name, since in offsets.items():  # no row, name or income in any node's log
         text = net.log_text(name, since)
         assert not [s for s in SECRETS if s in text], name
-    assert not [s for s in SECRETS if s in proc.stdout + proc.stderr]
+    assert not leaked_secrets(proc, out)
 
 
 def test_five_agencies_with_the_requester_among_the_owners(net: Consortium, datasets: dict[str, int],
@@ -154,7 +170,7 @@ def test_five_agencies_with_the_requester_among_the_owners(net: Consortium, data
     assert abs(noisy_sum - sum(r["income"] for r in rows)) <= 15 * 30_000 * 5
     assert out["participants"] == list(ALL)
     assert job(net, out["job_id"], "node5")["status"] == "completed"
-    assert not [s for s in SECRETS if s in proc.stdout + proc.stderr]
+    assert not leaked_secrets(proc, out)
 
 
 def test_a_dataset_whose_policy_does_not_allow_joint_computation_blocks_the_job(
@@ -218,3 +234,299 @@ def _job_ids(net: Consortium) -> list[int]:
             break
         ids.append(i)
     return ids
+
+
+# --------------------------------------------------------------------------- a participant's captured view,
+# commitment openings, expiry, and the explorer's job pages
+
+CAPTURE_OWNERS = ("agency1", "agency3", "agency4")
+CAPTURED = "node3"  # agency3's node: its P2P plaintext (inside TLS) is recorded by tests/integration/p2pcapture
+CAPTURE_DIR = Path(__file__).resolve().parent / "p2pcapture"
+CAPTURE_SIZES = {"agency1": 1201, "agency3": 1307, "agency4": 1409}  # the count subtotals, over 2**10
+BOUND = 4_000_000_000
+CAPTURE_QUERY = {"select": [{"fn": "sum", "column": "income", "bounds": [0, BOUND]}], "epsilon": 10}
+
+
+def big_earners(owner: str) -> list[dict[str, Any]]:
+    """Rows whose incomes (and so every owner's income subtotal, over 2**32) are numbers no other traffic holds."""
+    k = CAPTURE_OWNERS.index(owner) + 1
+    return [{"name": f"Quillon Marchbanks-{k}-{i:04d}", "district": ("north", "south")[i % 2],
+             "income": 1_234_000_000 + 7_777_777 * k + 104_729 * i} for i in range(CAPTURE_SIZES[owner])]
+
+
+def _encodings(value: int) -> dict[str, bytes]:
+    """``value`` as each party could carry it: decimal text, int64 and uint32 (both byte orders),
+    msgpack (chainshare.codec), LEB128 varint, and a GF(2^127-1) field element (a share's width)."""
+    from chainshare import codec
+    from chainshare.privacy.aggregate import MODULUS, SHARE_BYTES
+
+    varint, rest = bytearray(), value
+    while True:
+        byte, rest = rest & 0x7F, rest >> 7
+        varint.append(byte | (0x80 if rest else 0))
+        if not rest:
+            break
+    out = {"decimal": str(value).encode(), "int64-be": value.to_bytes(8, "big", signed=True),
+           "int64-le": value.to_bytes(8, "little", signed=True), "msgpack": codec.encode(value),
+           "varint": bytes(varint), "field": (value % MODULUS).to_bytes(SHARE_BYTES, "big")}
+    if 2**24 <= value < 2**32:  # a smaller value's uint32 is also a frame's 4-byte length prefix by chance
+        out.update({"uint32-be": value.to_bytes(4, "big"), "uint32-le": value.to_bytes(4, "little")})
+    return out
+
+
+def _tls_streams(path: Path) -> dict[tuple[bytes, int], bytes]:
+    """The capture file as one byte stream per (direction, TLS session)."""
+    data, streams, i = path.read_bytes(), defaultdict_bytes(), 0
+    while i < len(data):
+        direction, session, size = data[i:i + 1], int.from_bytes(data[i + 1:i + 5], "big"), \
+            int.from_bytes(data[i + 5:i + 9], "big")
+        streams[(direction, session)] += data[i + 9:i + 9 + size]
+        i += 9 + size
+    return dict(streams)
+
+
+def defaultdict_bytes() -> Any:
+    from collections import defaultdict
+    return defaultdict(bytes)
+
+
+def _frames(stream: bytes) -> list[tuple[str, Any]]:
+    """The P2P frames (length-prefixed msgpack ``[msg_type, body]``) of one captured stream."""
+    from chainshare.p2p.framing import HEADER_SIZE, decode_payload
+
+    out, i = [], 0
+    while i + HEADER_SIZE <= len(stream):
+        size = int.from_bytes(stream[i:i + HEADER_SIZE], "big")
+        payload = stream[i + HEADER_SIZE:i + HEADER_SIZE + size]
+        if len(payload) < size:
+            break
+        out.append(decode_payload(payload))
+        i += HEADER_SIZE + size
+    return out
+
+
+def _exact_vectors() -> dict[str, list[int]]:
+    """Each owner's exact local vector for CAPTURE_QUERY, computed here as the owner's node does."""
+    from chainshare.privacy.aggregate import compute_local_vector, parse_joint_query
+    from chainshare.sharing.schema import validate_schema
+
+    schema = validate_schema(SCHEMA)
+    jq = parse_joint_query(CAPTURE_QUERY, [schema] * len(CAPTURE_OWNERS))
+    return {o: compute_local_vector(jq, iter(big_earners(o))) for o in CAPTURE_OWNERS}
+
+
+@pytest.fixture(scope="module")
+def capture_grants(net: Consortium, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[int, int]]:
+    """(dataset id, compute_joint grant id of the requester) per capture owner."""
+    base = tmp_path_factory.mktemp("capture")
+    out = {}
+    for owner in CAPTURE_OWNERS:
+        path = base / f"{owner}.csv"
+        with path.open("w", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=["name", "district", "income"])
+            writer.writeheader()
+            writer.writerows(big_earners(owner))
+        (base / "joint.cedar").write_text(JOINT_POLICY)
+        (base / "schema.json").write_text(json.dumps(SCHEMA))
+        ds = int(cli(net, owner, "dataset", "publish", path, "--title", f"Earners {owner}", "--policy",
+                     base / "joint.cedar", "--schema", base / "schema.json")["dataset_id"])
+        cli(net, owner, "access", "limits", ds, "--budget", 40, "--queries-per-hour", 30)
+        granted = cli(net, REQUESTER, "access", "request", ds, "--action", "compute_joint", "--purpose", "audit")
+        out[owner] = (ds, int(granted["grant_id"]))
+    return out
+
+
+@pytest.fixture(scope="module")
+def captured_job(net: Consortium, capture_grants: dict[str, tuple[int, int]],
+                 tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A joint job over the capture datasets run while agency3's node process records its TLS plaintext."""
+    base = tmp_path_factory.mktemp("captured")
+    capture = base / "node3.tls"
+    mp = pytest.MonkeyPatch()
+    net.stop_node(CAPTURED)
+    try:
+        mp.setenv("PYTHONPATH", str(CAPTURE_DIR))
+        mp.setenv("CHAINSHARE_TEST_TLS_CAPTURE", str(capture))
+        net.restart()  # starts node3 only, under the capture
+        mp.undo()
+        (base / "q.json").write_text(json.dumps(CAPTURE_QUERY))
+        proc = run_cli("joint", "query", "--datasets", ",".join(str(capture_grants[o][0]) for o in CAPTURE_OWNERS),
+                       "--query", base / "q.json", "--devnet", net.dir, "--as", REQUESTER, "--json", timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        out = json.loads(proc.stdout)
+    finally:
+        mp.undo()
+        net.stop_node(CAPTURED)  # back to a node without the capture
+        net.restart()
+    return {"out": out, "capture": capture, "dir": base}
+
+
+def test_a_participant_nodes_captured_traffic_holds_only_shares(captured_job: dict[str, Any]) -> None:
+    """agency3's node process, recorded inside its mutual-TLS sessions for the whole job, exchanged
+    joint.share frames of field elements only: no row, and no owner's exact subtotal (nor the exact
+    total) in any encoding; while the released sum is right."""
+    out, exact = captured_job["out"], _exact_vectors()
+    total = sum(r["income"] for o in CAPTURE_OWNERS for r in big_earners(o))
+    (noisy_sum,), = out["result"]["groups"]
+    assert abs(noisy_sum - total) <= 15 * (BOUND / 10) * 3  # three owners' draws of scale BOUND/epsilon
+    streams = _tls_streams(captured_job["capture"])
+    frames = {key: _frames(stream) for key, stream in streams.items()}
+    shares = {d: [body for (direction, _), fs in frames.items() if direction == d for t, body in fs
+                  if t == "joint.share"] for d in (b"<", b">")}
+    from chainshare.privacy.aggregate import SHARE_BYTES, InputShare, SumShare, decode_message
+
+    me = CAPTURE_OWNERS.index("agency3") + 1
+    for direction, bodies in shares.items():  # 2 input shares + 2 sum shares each way, all of this job
+        messages = [decode_message(b) for b in bodies]
+        assert len(messages) == 4 and {m.job_id for m in messages} == {out["job_id"]}, (direction, messages)
+        assert sum(isinstance(m, InputShare) for m in messages) == 2
+        assert sum(isinstance(m, SumShare) for m in messages) == 2
+        assert all(len(m.shares) == SHARE_BYTES * len(exact["agency3"]) for m in messages)
+        if direction == b">":
+            assert {m.sender for m in messages} == {me}
+    everything = b"".join(streams.values())
+    assert b"joint.start" in everything  # the requester's request reached this process through the capture
+    secrets: dict[str, int] = {f"{o} subtotal[{i}]": v for o in CAPTURE_OWNERS for i, v in enumerate(exact[o])}
+    secrets.update({f"exact total[{i}]": sum(exact[o][i] for o in CAPTURE_OWNERS)
+                    for i in range(len(exact["agency3"]))})
+    secrets.update({f"{r['name']} income": r["income"] for o in CAPTURE_OWNERS for r in big_earners(o)})
+    # A byte string under 4 bytes (the 2-byte varint of a row count) occurs by chance in megabytes of
+    # binary traffic, so only the longer encodings are searched; decimal text only as a whole number;
+    # a row count's uint32 is not searched (a P2P frame of that many bytes has it as its length prefix).
+    leaks = [(name, kind) for name, value in secrets.items() for kind, enc in _encodings(value).items()
+             if (re.search(rb"(?<![0-9])" + enc + rb"(?![0-9])", everything) if kind == "decimal"
+                 else len(enc) >= 4 and enc in everything)]
+    assert not leaks, leaks[:5]
+    assert b"Marchbanks" not in everything
+
+
+def test_an_auditor_checks_each_owners_commitment_against_the_registered_dataset_version(
+        net: Consortium, captured_job: dict[str, Any], capture_grants: dict[str, tuple[int, int]]) -> None:
+    job_id, base = captured_job["out"]["job_id"], captured_job["dir"]
+    exact = _exact_vectors()
+    binding = cli(net, "agency1", "joint", "opening", job_id)  # the binding opening: no vector, anyone may have it
+    assert "vector" not in binding and binding["dataset_id"] == capture_grants["agency1"][0]
+    (base / "binding.json").write_text(json.dumps(binding))
+    checked = cli(net, "agency5", "joint", "verify-opening", base / "binding.json")
+    assert checked["valid"] is True and checked["participant"] == "agency1" and checked["dataset_version"] == 1
+    full = cli(net, "agency3", "joint", "opening", job_id, "--full")
+    assert full["vector"] == exact["agency3"]  # the auditor learns agency3's subtotal, not its rows
+    (base / "full.json").write_text(json.dumps(full))
+    checked = cli(net, "agency5", "joint", "verify-opening", base / "full.json")
+    assert checked["valid"] is True and checked["full"] is True and checked["vector"] == exact["agency3"]
+    for change, message in (({"vector": [full["vector"][0] + 1]}, "altered"),
+                            ({"content_hash": "0x" + "11" * 32}, "does not match the on-chain commitment")):
+        (base / "bad.json").write_text(json.dumps({**full, **change}))
+        proc = run_cli("joint", "verify-opening", base / "bad.json", "--devnet", net.dir, "--as", "agency5")
+        assert proc.returncode != 0 and message in proc.stderr, (change, proc.stderr)
+    # only agency3's own accounts may have its node reveal the full opening
+    from test_sharing_network import signed_headers
+
+    from chainshare.cli.signing import new_request_stamp
+    from chainshare.privacy.service import compute_joint_opening_message
+
+    ts, nonce = new_request_stamp()
+    message = compute_joint_opening_message(job_id, "node3", net.chain_id, ts, nonce)
+    refused = httpx.post(f"{net.api('node3')}/joint/jobs/{job_id}/opening",
+                         headers=signed_headers(net.key(REQUESTER), message, ts, nonce), timeout=10)
+    assert refused.status_code in (401, 403) and "agency3" in refused.text, refused.text
+    none = httpx.get(f"{net.api('node5')}/joint/jobs/{job_id}/opening", timeout=10)
+    assert none.status_code == 404 and "no commitment opening" in none.text
+
+
+@pytest.fixture(scope="module")
+def expired_job(net: Consortium, capture_grants: dict[str, tuple[int, int]]) -> dict[str, Any]:
+    """A job created with a 10 s deadline (web3.py, as the requester) that only agency1 commits to."""
+    from eth_account import Account
+    from netkit import load_artifact
+    from web3 import Web3
+    from web3.exceptions import ContractLogicError
+
+    w3 = Web3(Web3.HTTPProvider(net.rpc_url("node2"), request_kwargs={"timeout": 30}))
+    art = load_artifact("JointCompute")
+    contract = w3.eth.contract(address=art["address"], abi=art["abi"])
+
+    def send(agency: str, call: Any) -> Any:
+        acct = Account.from_key(net.key(agency))
+        tx = call.build_transaction({"from": acct.address, "chainId": net.chain_id, "gas": 3_000_000,
+                                     "nonce": w3.eth.get_transaction_count(acct.address, "pending"),
+                                     "maxFeePerGas": 0, "maxPriorityFeePerGas": 0})
+        receipt = w3.eth.wait_for_transaction_receipt(
+            w3.eth.send_raw_transaction(acct.sign_transaction(tx).raw_transaction), timeout=60, poll_latency=0.05)
+        assert receipt["status"] == 1, receipt
+        return receipt
+
+    grants = [capture_grants[o][1] for o in CAPTURE_OWNERS]
+    created = send(REQUESTER, contract.functions.createJobWithDeadline(grants, b"\x5a" * 32, 1_000_000, 10))
+    (deadline,) = contract.events.JointJobDeadline().process_receipt(created)
+    job_id, expires_at = int(deadline["args"]["jobId"]), int(deadline["args"]["expiresAt"])
+    early = contract.functions.expireJob(job_id)
+    with pytest.raises(ContractLogicError, match=f"expires at block time {expires_at}"):
+        early.call({"from": Account.from_key(net.key("agency1")).address})
+    send("agency1", contract.functions.commitInput(job_id, b"\x01" * 32))
+    wait_until(lambda: w3.eth.get_block("latest")["timestamp"] > expires_at, 90, "block time past the deadline")
+    late = contract.functions.commitInput(job_id, b"\x03" * 32)
+    with pytest.raises(ContractLogicError) as refused:
+        late.estimate_gas({"from": Account.from_key(net.key("agency3")).address})
+    return {"job_id": job_id, "expires_at": expires_at, "late": str(refused.value)}
+
+
+def test_a_job_past_its_deadline_refuses_late_steps_and_an_owner_records_its_expiry(
+        net: Consortium, expired_job: dict[str, Any]) -> None:
+    job_id, expires_at = expired_job["job_id"], expired_job["expires_at"]
+    assert f"joint job {job_id} expired at block time {expires_at}" in expired_job["late"]
+    assert "a late commitment is refused" in expired_job["late"]
+    expired = cli(net, "agency4", "joint", "expire", job_id)
+    assert expired["expired_by"] == "agency4" and expired["expires_at"] == expires_at
+    shown = cli(net, "agency5", "joint", "show", job_id)
+    assert shown["status"] == "expired" and shown["expires_at"] == expires_at
+    assert shown["commitments"][0] == "0x" + "01" * 32 and shown["commitments"][1] == "0x" + "00" * 32
+    again = run_cli("joint", "expire", job_id, "--devnet", net.dir, "--as", REQUESTER)
+    assert again.returncode != 0 and "already expired" in again.stderr, again.stderr
+    bad = run_cli("joint", "expire", "x", "--devnet", net.dir, "--as", REQUESTER)
+    assert bad.returncode != 0 and "JOB_ID must be a positive integer" in bad.stderr
+
+
+def test_the_explorer_lists_and_shows_joint_jobs_with_every_step(
+        net: Consortium, captured_job: dict[str, Any], expired_job: dict[str, Any]) -> None:
+    from chainshare.explorer.launcher import start_explorer, stop_explorer
+
+    info = start_explorer(net.dir)
+    try:
+        url = info["urls"][0]
+        head = net.head("node1")
+        wait_until(lambda: httpx.get(f"{url}/api/v1/status", timeout=10).json()["indexed_height"] >= head, 120,
+                   "the explorer to index the jobs")
+        listed = httpx.get(f"{url}/api/v1/joint/jobs", params={"limit": 100}, timeout=10).json()["items"]
+        by_id = {j["job_id"]: j for j in listed}
+        done, gone = captured_job["out"]["job_id"], expired_job["job_id"]
+        assert by_id[done]["status"] == "completed" and by_id[gone]["status"] == "expired"
+        assert [j["job_id"] for j in listed] == sorted(by_id, reverse=True)
+        job = httpx.get(f"{url}/api/v1/joint/jobs/{done}", timeout=10).json()
+        on_chain = httpx.get(f"{net.api('node1')}/joint/jobs/{done}", timeout=10).json()
+        assert job["participants"] == list(CAPTURE_OWNERS) and job["datasets"] == on_chain["datasets"]
+        assert job["commitments"] == on_chain["commitments"] and job["query_hash"] == on_chain["query_hash"]
+        assert job["result_hash"] == captured_job["out"]["result_hash"] and job["outcome"] == "released"
+        assert job["confirmations"] == [{"outcome": "released", "result_hash": job["result_hash"]}] * 3
+        assert job["expires_at"] == on_chain["expires_at"] > 0
+        names = [e["event"] for e in job["events"]]
+        assert names[:2] == ["JointJobCreated", "JointJobDeadline"] and names[-1] == "JointResultRecorded"
+        assert names.count("JointInputCommitted") == 3 and names.count("JointResultConfirmed") == 3
+        for e in job["events"]:
+            assert httpx.get(f"{url}/api/v1/txs/{e['tx_hash']}", timeout=10).status_code == 200
+        expired = httpx.get(f"{url}/api/v1/joint/jobs/{gone}", timeout=10).json()
+        assert expired["reason"] == f"expired at block time {expired_job['expires_at']}"
+        assert [e["event"] for e in expired["events"]][-1] == "JointJobExpired"
+        assert expired["commitments"] == ["0x" + "01" * 32, None, None]
+        for path, status in (("/api/v1/joint/jobs/x", 400), ("/api/v1/joint/jobs/99999", 404),
+                             ("/api/v1/joint/jobs?status=nope", 400), ("/api/v1/joint/jobs?limit=0", 400)):
+            assert httpx.get(url + path, timeout=10).status_code == status, path
+        page = httpx.get(f"{url}/joint", timeout=10)
+        assert page.status_code == 200 and f'href="/joint/{done}"' in page.text and "expired" in page.text
+        one = httpx.get(f"{url}/joint/{done}", timeout=10)
+        assert one.status_code == 200 and "JointResultRecorded" in one.text
+        assert all(c[:10] in one.text for c in job["commitments"]) and "agency4" in one.text
+        assert httpx.get(f"{url}/joint/abc", timeout=10).status_code == 400
+        assert httpx.get(f"{url}/joint/99999", timeout=10).status_code == 404
+    finally:
+        stop_explorer(net.dir)

@@ -3,6 +3,8 @@ joint release rules and what a party's captured view holds."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import random
 
 import pytest
@@ -11,15 +13,19 @@ from chainshare.errors import InvalidInput
 from chainshare.privacy.aggregate import (
     MODULUS,
     SHARE_BYTES,
+    CommitmentOpening,
     InputShare,
     JointAborted,
     JointSession,
+    check_commitment_opening,
     compute_input_commitment,
     compute_joint_query_hash,
     compute_joint_schema,
     compute_local_vector,
     compute_noise_vector,
+    compute_vector_commitment,
     decode_message,
+    parse_commitment_opening,
     parse_joint_query,
     reconstruct_totals,
     release_joint_result,
@@ -175,9 +181,30 @@ def test_joint_query_validation() -> None:
 
 def test_input_commitment_binds_the_vector_and_hides_it_behind_the_salt() -> None:
     salt = bytes(range(32))
-    c = compute_input_commitment(1, 2, b"\x11" * 32, [5, 6], salt)
-    assert c != compute_input_commitment(1, 2, b"\x11" * 32, [5, 7], salt)
-    assert c != compute_input_commitment(1, 2, b"\x11" * 32, [5, 6], bytes(32))
+    vc = compute_vector_commitment([5, 6], salt)
+    assert vc != compute_vector_commitment([5, 7], salt) and vc != compute_vector_commitment([5, 6], bytes(32))
+    c = compute_input_commitment(1, 2, b"\x11" * 32, vc)
+    assert c != compute_input_commitment(1, 2, b"\x12" * 32, vc)  # bound to the dataset version
+    assert c != compute_input_commitment(1, 3, b"\x11" * 32, vc) and c != compute_input_commitment(2, 2, b"\x11" * 32, vc)
+
+
+def test_a_commitment_opening_checks_against_the_on_chain_commitment_and_detects_any_change() -> None:
+    salt = bytes(range(32))
+    full = CommitmentOpening(7, 2, b"\x11" * 32, compute_vector_commitment([41, -3], salt), (41, -3), salt)
+    on_chain = compute_input_commitment(7, 2, b"\x11" * 32, full.vector_commitment)
+    check_commitment_opening(full, on_chain)
+    check_commitment_opening(full.binding_part(), on_chain)  # reveals no vector, still binds the version
+    assert parse_commitment_opening(json.loads(json.dumps(full.to_json()))) == full
+    assert "vector" not in full.binding_part().to_json()
+    with pytest.raises(InvalidInput, match="altered"):
+        check_commitment_opening(dataclasses.replace(full, vector=(42, -3)), on_chain)
+    with pytest.raises(InvalidInput, match="does not match the on-chain commitment"):
+        check_commitment_opening(dataclasses.replace(full.binding_part(), content_hash=b"\x12" * 32), on_chain)
+    for bad, match in (([], "object with job_id"), ({**full.to_json(), "job_id": 0}, "positive"),
+                       ({**full.to_json(), "salt": "0x12"}, "salt"), ({**full.to_json(), "vector": ["1"]}, "vector"),
+                       ({**full.to_json(), "content_hash": None}, "content_hash")):
+        with pytest.raises(InvalidInput, match=match):
+            parse_commitment_opening(bad)
 
 
 def test_importing_the_mpc_library_leaves_argv_logging_and_the_event_loop_alone() -> None:

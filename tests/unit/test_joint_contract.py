@@ -190,3 +190,56 @@ def test_only_joint_compute_charges_a_joint_computation(ledger: Ledger) -> None:
     data = encode(AC, "chargeJointComputation", grants[0], QH, RH, EPS)
     assert "only JointCompute" in reverted(ledger.send(who(REQUESTER), ACCESS_CONTROL, data))
     assert "only JointCompute" in reverted(ledger.send(who(OWNERS[0]), ACCESS_CONTROL, data))
+
+
+def create_with_deadline(ledger: Ledger, grants: list[int], ttl: int, **kw: Any) -> Receipt:
+    return ledger.send(who(REQUESTER), JOINT_COMPUTE, encode(JC, "createJobWithDeadline", grants, QH, EPS, ttl),
+                       gas=3_000_000, **kw)
+
+
+def test_a_job_past_its_block_time_deadline_refuses_late_steps_and_anyone_involved_records_the_expiry(
+        ledger: Ledger) -> None:
+    grants = setup_grants(ledger)
+    assert "ttlSeconds" in reverted(create_with_deadline(ledger, grants, 0))
+    assert "ttlSeconds" in reverted(create_with_deadline(ledger, grants, 8 * 24 * 3600))
+    receipt = ok(create_with_deadline(ledger, grants, 30))
+    created_s = ledger.parent_header.timestamp_ms // 1000
+    assert [n for n, _ in events(receipt)] == ["JointJobCreated", "JointJobDeadline"]
+    expires_at = events(receipt)[1][1]["expiresAt"]
+    assert expires_at == created_s + 30 and view(ledger, JC, "getJobDeadline", 1) == (expires_at,)
+    at = expires_at * 1000
+    ok(ledger.send(who(OWNERS[0]), JOINT_COMPUTE, encode(JC, "commitInput", 1, b"\x01" * 32),
+                   timestamp_ms=at - 1000))
+    early = ledger.send(who(OWNERS[1]), JOINT_COMPUTE, encode(JC, "expireJob", 1), timestamp_ms=at - 500)
+    assert f"expires at block time {expires_at}" in reverted(early)
+    late = reverted(ledger.send(who(OWNERS[1]), JOINT_COMPUTE, encode(JC, "commitInput", 1, b"\x02" * 32),
+                                timestamp_ms=at))
+    assert late == (f"joint job 1 expired at block time {expires_at} (this block: {expires_at}): a late commitment "
+                    "is refused; record the expiry with expireJob")
+    assert "an abort is refused" in reverted(ledger.send(who(OWNERS[1]), JOINT_COMPUTE,
+                                                         encode(JC, "abortJob", 1, "dropout"), timestamp_ms=at))
+    r = ok(ledger.send(who(REQUESTER), JOINT_COMPUTE, encode(JC, "expireJob", 1), timestamp_ms=at + 1000))
+    assert events(r) == [("JointJobExpired", {"jobId": 1, "by": REQUESTER, "expiresAt": expires_at})]
+    job = view(ledger, JC, "getJob", 1)
+    assert job[6] == "expired" and job[8] == f"expired at block time {expires_at}"
+    assert "already expired" in reverted(ledger.send(who(OWNERS[2]), JOINT_COMPUTE, encode(JC, "expireJob", 1)))
+    assert "is expired" in reverted(ledger.send(who(OWNERS[2]), JOINT_COMPUTE,
+                                                encode(JC, "confirmResult", 1, "released", RH)))
+    assert [spent(ledger, g) for g in grants] == [0, 0, 0]
+
+
+def test_a_late_confirmation_is_refused_and_jobs_without_a_deadline_cannot_expire(ledger: Ledger) -> None:
+    grants = setup_grants(ledger)
+    ok(create(ledger, grants))  # job 1: no deadline
+    assert view(ledger, JC, "getJobDeadline", 1) == (0,)
+    assert "no deadline" in reverted(ledger.send(who(OWNERS[0]), JOINT_COMPUTE, encode(JC, "expireJob", 1),
+                                                 timestamp_ms=ledger.parent_header.timestamp_ms + 10**9))
+    ok(create_with_deadline(ledger, grants, 60))  # job 2
+    expires_at = view(ledger, JC, "getJobDeadline", 2)[0]
+    for owner in OWNERS:
+        ok(ledger.send(who(owner), JOINT_COMPUTE, encode(JC, "commitInput", 2, b"\x01" * 32)))
+    ok(ledger.send(who(OWNERS[0]), JOINT_COMPUTE, encode(JC, "confirmResult", 2, "released", RH)))
+    late = reverted(ledger.send(who(OWNERS[1]), JOINT_COMPUTE, encode(JC, "confirmResult", 2, "released", RH),
+                                timestamp_ms=expires_at * 1000 + 2000))
+    assert late.startswith(f"joint job 2 expired at block time {expires_at}") and "late confirmation" in late
+    assert [spent(ledger, g) for g in grants] == [0, 0, 0]

@@ -28,7 +28,7 @@ class FakeSharing:
         self.transport = FakeTransport()
         self.peers = {"node3": "agency3", "node4": "agency4", "node2": "agency2"}
 
-    def _peer_agency(self, peer: str) -> str:
+    def get_peer_agency(self, peer: str) -> str:
         return self.peers[peer]
 
     def resolve_owner_peer(self, agency: str) -> str:
@@ -101,7 +101,7 @@ class OwnerSharing(FakeSharing):
         self.peers = {"node2": "Statistics Office", "node3": "Agency B"}
         self.vault = None
 
-    def _vault_entry(self, dataset: Any) -> Any:
+    def find_vault_entry(self, dataset: Any) -> Any:
         raise AssertionError("the owner's data was touched before the checks passed")
 
 

@@ -351,3 +351,24 @@ def test_large_dataset_streams_with_flat_memory(tmp_path: Path, pki: dict[str, N
     # Flat: at most a few 1 MiB chunks in flight (the caller's, and two queued per helper thread),
     # however large the file; the 5 MB figure is printed for comparison.
     assert large_peak < 12 * MB
+
+
+def test_a_sealed_record_reads_back_only_under_its_name_and_detects_tampering(vault: Vault, tmp_path: Path,
+                                                                              pki: dict[str, NodeIdentity]) -> None:
+    secret = b'{"vector": [2047991], "salt": "0x11"}'
+    vault.seal_record("joint-7", secret)
+    path = vault.directory / "records" / "joint-7.sealed"
+    assert secret not in path.read_bytes() and path.stat().st_mode & 0o777 == 0o600
+    assert vault.open_record("joint-7") == secret
+    with pytest.raises(NotFound):
+        vault.open_record("joint-8")
+    with pytest.raises(InvalidInput, match="record name"):
+        vault.open_record("../vault")
+    (vault.directory / "records" / "joint-8.sealed").write_bytes(path.read_bytes())  # moved under another name
+    with pytest.raises(CryptoError):
+        vault.open_record("joint-8")
+    blob = bytearray(path.read_bytes())
+    blob[-1] ^= 1
+    path.write_bytes(bytes(blob))
+    with pytest.raises(CryptoError):
+        vault.open_record("joint-7")

@@ -191,7 +191,8 @@ def details(record_id: int, grant_id: int | None, **kw: Any) -> None:
     against the on-chain summary hash. Nothing is kept on disk."""
     import tempfile
 
-    from chainshare.cli.dataset import api_get, fetch_dataset
+    from chainshare.cli.dataset import fetch_dataset
+    from chainshare.cli.signing import api_get
     from chainshare.credit.details import check_details
 
     as_json = kw.pop("as_json")

@@ -164,7 +164,7 @@ def history(record_id: int, genesis_file: Path | None, out_file: Path | None, no
             bundle = build_provenance(chain, ChainSource(chain), record_id)
             genesis_doc = chain.get_genesis_document()
     else:
-        from chainshare.cli.dataset import api_get
+        from chainshare.cli.signing import api_get
 
         url = _node_url(node_url, devnet_dir)
         bundle = api_get(url, f"/credit/records/{record_id}/provenance")

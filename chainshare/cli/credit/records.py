@@ -351,7 +351,7 @@ def _has_details(row: dict[str, str]) -> bool:
 
 
 def _current(url: str, record_id: int) -> dict[str, Any]:
-    from chainshare.cli.dataset import api_get
+    from chainshare.cli.signing import api_get
 
     return dict(api_get(url, f"/credit/records/{record_id}"))
 
@@ -387,7 +387,7 @@ def correct(record_id: int, reason: str, **kw: Any) -> None:
     assert key is not None
     result = _send(url, key, _encode("correct", record_id, *args[2:], reason), "correct")
     if result["status"] == "success":
-        from chainshare.cli.dataset import api_get
+        from chainshare.cli.signing import api_get
 
         try:
             dataset = api_get(url, f"/credit/records/{record_id}/details")["dataset"]["id"]

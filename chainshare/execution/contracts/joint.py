@@ -21,6 +21,13 @@ Then, in order:
   record is final. Two different outcomes abort the job (``inconsistent``);
 - a participant or the requester may abort a job that is not completed (``abortJob``, e.g. a party
   dropped out): ``JointJobAborted`` with the reason; nothing was opened, nothing is charged.
+
+Expiry (block time, never a wall clock): a job created with ``createJobWithDeadline`` must complete
+before block time ``expiresAt`` (the creating block's time + ``ttlSeconds``). From the first block at
+or past it, every commitment, confirmation or abort of the job reverts ("joint job N expired at
+..."), and the requester or any participant records the expiry with ``expireJob``
+(``JointJobExpired``; status ``expired``; nothing was opened, nothing is charged). Jobs made by
+``createJob`` have no deadline, as before (``getJobDeadline`` answers 0).
 """
 
 from __future__ import annotations
@@ -42,6 +49,10 @@ STATUS_COMMITTING = "committing"
 STATUS_RUNNING = "running"
 STATUS_COMPLETED = "completed"
 STATUS_ABORTED = "aborted"
+STATUS_EXPIRED = "expired"
+FINAL_STATUSES = (STATUS_COMPLETED, STATUS_ABORTED, STATUS_EXPIRED)
+MIN_TTL_SECONDS = 1
+MAX_TTL_SECONDS = 7 * 24 * 3600
 OUTCOME_RELEASED = "released"
 OUTCOME_MIN_GROUP = "min_group"
 OUTCOMES = (OUTCOME_RELEASED, OUTCOME_MIN_GROUP)
@@ -72,7 +83,9 @@ class JointCompute(SystemContract):
     E_RECORDED = event("JointResultRecorded(uint256 indexed jobId, string outcome, bytes32 resultHash, "
                        "string[] participants, uint64 epsilonMicro)")
     E_ABORTED = event("JointJobAborted(uint256 indexed jobId, string by, string reason)")
-    EVENTS = (E_CREATED, E_COMMITTED, E_CONFIRMED, E_RECORDED, E_ABORTED)
+    E_DEADLINE = event("JointJobDeadline(uint256 indexed jobId, uint64 expiresAt)")
+    E_EXPIRED = event("JointJobExpired(uint256 indexed jobId, string by, uint64 expiresAt)")
+    EVENTS = (E_CREATED, E_COMMITTED, E_CONFIRMED, E_RECORDED, E_ABORTED, E_DEADLINE, E_EXPIRED)
 
     # -- storage ------------------------------------------------------------------------------------
 
@@ -87,12 +100,33 @@ class JointCompute(SystemContract):
 
     # job = [requester, dataset_ids, grant_ids, participants, query_hash, epsilon, status,
     #        commitments (per participant, b"" until sent), confirmations (per participant: [outcome, hash] or []),
-    #        reason]
+    #        reason(, expires_at: block time in seconds, only for jobs made by createJobWithDeadline)]
+
+    def _check_not_expired(self, ctx: CallContext, job: list[Any], job_id: int, action: str) -> None:
+        """Revert ``action`` on a job whose deadline has passed (by this block's time)."""
+        expires_at = _deadline(job)
+        now = ctx.env.timestamp_ms // 1000
+        if expires_at and now >= expires_at and job[6] not in FINAL_STATUSES:
+            raise Revert(f"joint job {job_id} expired at block time {expires_at} (this block: {now}): {action} "
+                         "refused; record the expiry with expireJob")
 
     # -- methods ------------------------------------------------------------------------------------
 
     @method("createJob(uint256[] grantIds, bytes32 queryHash, uint64 epsilonMicro)", returns="uint256 jobId")
     def create_job(self, ctx: CallContext, grant_ids: list[int], query_hash: bytes, epsilon_micro: int) -> int:
+        return self._create(ctx, grant_ids, query_hash, epsilon_micro, 0)
+
+    @method("createJobWithDeadline(uint256[] grantIds, bytes32 queryHash, uint64 epsilonMicro, uint32 ttlSeconds)",
+            returns="uint256 jobId")
+    def create_job_with_deadline(self, ctx: CallContext, grant_ids: list[int], query_hash: bytes,
+                                 epsilon_micro: int, ttl_seconds: int) -> int:
+        """``createJob`` for a job that expires at this block's time + ``ttlSeconds`` unless completed."""
+        if not MIN_TTL_SECONDS <= ttl_seconds <= MAX_TTL_SECONDS:
+            raise Revert(f"ttlSeconds must be {MIN_TTL_SECONDS}..{MAX_TTL_SECONDS}, got {ttl_seconds}")
+        return self._create(ctx, grant_ids, query_hash, epsilon_micro, ctx.env.timestamp_ms // 1000 + ttl_seconds)
+
+    def _create(self, ctx: CallContext, grant_ids: list[int], query_hash: bytes, epsilon_micro: int,
+                expires_at: int) -> int:
         requester = get_agency_of(ctx.state, ctx.sender)
         if requester is None:
             raise Revert("only accounts of member agencies may create a joint job")
@@ -134,10 +168,15 @@ class JointCompute(SystemContract):
         job_id = (int.from_bytes(raw, "big") if raw else 0) + 1
         ctx.sstore(K_JOBS, job_id.to_bytes(8, "big"))
         n = len(participants)
-        self._store(ctx, job_id, [requester, dataset_ids, list(grant_ids), participants, query_hash, epsilon_micro,
-                                  STATUS_COMMITTING, [b""] * n, [[] for _ in range(n)], ""])
+        job = [requester, dataset_ids, list(grant_ids), participants, query_hash, epsilon_micro, STATUS_COMMITTING,
+               [b""] * n, [[] for _ in range(n)], ""]
+        if expires_at:
+            job.append(expires_at)
+        self._store(ctx, job_id, job)
         ctx.emit(self.E_CREATED, job_id, requester, dataset_ids, list(grant_ids), participants, query_hash,
                  epsilon_micro)
+        if expires_at:
+            ctx.emit(self.E_DEADLINE, job_id, expires_at)
         return job_id
 
     def _participant(self, ctx: CallContext, job: list[Any], job_id: int) -> tuple[str, int]:
@@ -151,6 +190,7 @@ class JointCompute(SystemContract):
     def commit_input(self, ctx: CallContext, job_id: int, commitment: bytes) -> None:
         job = self._load(ctx, job_id)
         agency, index = self._participant(ctx, job, job_id)
+        self._check_not_expired(ctx, job, job_id, "a late commitment is")
         if job[6] != STATUS_COMMITTING:
             raise Revert(f"joint job {job_id} is {job[6]}: inputs are committed before the computation")
         if commitment == bytes(32):
@@ -167,6 +207,7 @@ class JointCompute(SystemContract):
     def confirm_result(self, ctx: CallContext, job_id: int, outcome: str, result_hash: bytes) -> None:
         job = self._load(ctx, job_id)
         agency, index = self._participant(ctx, job, job_id)
+        self._check_not_expired(ctx, job, job_id, "a late confirmation is")
         if job[6] != STATUS_RUNNING:
             raise Revert(f"joint job {job_id} is {job[6]}: a result is confirmed while it runs")
         if outcome not in OUTCOMES:
@@ -199,11 +240,36 @@ class JointCompute(SystemContract):
             raise Revert(f"only the requester or a participant may abort joint job {job_id}")
         if not 1 <= len(reason.encode()) <= MAX_REASON_BYTES:
             raise Revert(f"reason must be 1..{MAX_REASON_BYTES} bytes")
-        if job[6] in (STATUS_COMPLETED, STATUS_ABORTED):
+        if job[6] in FINAL_STATUSES:
             raise Revert(f"joint job {job_id} is already {job[6]}")
+        self._check_not_expired(ctx, job, job_id, "an abort is")
         job[6], job[9] = STATUS_ABORTED, reason
         self._store(ctx, job_id, job)
         ctx.emit(self.E_ABORTED, job_id, agency, reason)
+
+    @method("expireJob(uint256 jobId)")
+    def expire_job(self, ctx: CallContext, job_id: int) -> None:
+        """Record that a job with a deadline did not complete before it (requester or participant)."""
+        job = self._load(ctx, job_id)
+        agency = get_agency_of(ctx.state, ctx.sender)
+        if agency is None or (agency not in job[3] and agency != job[0]):
+            raise Revert(f"only the requester or a participant may expire joint job {job_id}")
+        expires_at = _deadline(job)
+        if not expires_at:
+            raise Revert(f"joint job {job_id} has no deadline (created by createJob): abort it with abortJob")
+        if job[6] in FINAL_STATUSES:
+            raise Revert(f"joint job {job_id} is already {job[6]}")
+        now = ctx.env.timestamp_ms // 1000
+        if now < expires_at:
+            raise Revert(f"joint job {job_id} expires at block time {expires_at}; this block's time is {now}")
+        job[6], job[9] = STATUS_EXPIRED, f"expired at block time {expires_at}"
+        self._store(ctx, job_id, job)
+        ctx.emit(self.E_EXPIRED, job_id, agency, expires_at)
+
+    @method("getJobDeadline(uint256 jobId)", returns="uint64 expiresAt", view=True)
+    def get_job_deadline(self, ctx: CallContext, job_id: int) -> int:
+        """The block time (seconds) the job expires at; 0 for a job without a deadline."""
+        return _deadline(self._load(ctx, job_id))
 
     @method("getJob(uint256 jobId)", returns="string requester, uint256[] datasetIds, uint256[] grantIds, "
             "string[] participants, bytes32 queryHash, uint64 epsilonMicro, string status, bytes32[] commitments, "
@@ -220,3 +286,7 @@ class JointCompute(SystemContract):
     def job_count(self, ctx: CallContext) -> int:
         raw = ctx.sload(K_JOBS)
         return int.from_bytes(raw, "big") if raw else 0
+
+
+def _deadline(job: list[Any]) -> int:
+    return int(job[10]) if len(job) > 10 else 0

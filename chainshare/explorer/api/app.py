@@ -446,6 +446,10 @@ def create_explorer_app(engine: Engine, read_engine: Engine | None = None, db_ur
     from chainshare.explorer.api.credit import create_credit_router
 
     app.include_router(create_credit_router(reader))
+
+    from chainshare.explorer.api.joint import create_joint_router
+
+    app.include_router(create_joint_router(reader))
     from chainshare.explorer.web.pages import mount_pages  # the auditors' HTML pages (explorer part 2)
 
     mount_pages(app, reader)

@@ -23,6 +23,7 @@ from chainshare.errors import ChainshareError, CryptoError
 from chainshare.execution.contracts.membership import ValidatorSet, compute_validator_set_hash
 from chainshare.execution.genesis import Genesis
 from chainshare.explorer.db import schema as s
+from chainshare.explorer.indexer import joint
 from chainshare.explorer.indexer.credit import compute_credit_event_rows, compute_credit_record_rows
 from chainshare.explorer.indexer.decode import decode_call, dumps
 from chainshare.explorer.indexer.rows import BlockRows
@@ -298,7 +299,7 @@ class IndexWriter:
         credit_events = [r for rows, _ in batch for r in compute_credit_event_rows(rows)]
         insert_rows(conn, s.credit_events, credit_events)
         upsert_rows(conn, s.credit_records, compute_credit_record_rows(conn, credit_events))
-        ents.flush([s.agencies, s.datasets, s.grants, s.proposals])
+        ents.flush([s.agencies, s.datasets, s.grants, s.proposals, *joint.TABLES])
         upsert_rows(conn, s.agency_accounts, [{"address": k, "agency": v} for k, v in accounts.items()
                                               if self.accounts.get(k) != v])
         add_counts(conn, s.agency_daily, [{"agency": a, "day": d, "txs": n} for (a, d), n in sorted(daily.items())],
@@ -370,6 +371,8 @@ class IndexWriter:
             self._on_dataset_event(ents, inserts, pending_policy, ev, h, ts)
         elif ev.contract == "AccessControl" and "datasetId" in a:
             self._on_access_event(ents, inserts, ev, h, ts)
+        elif ev.contract == joint.CONTRACT:
+            joint.apply_joint_event(ents, inserts, ev, h, ts)
 
     def _history(self, inserts: dict[str, list[dict[str, Any]]], ev: Any, dataset_id: int, agency: str | None,
                  h: int, ts: int, **extra: Any) -> None:

@@ -391,6 +391,10 @@ def mount_pages(app: FastAPI, reader: Engine) -> None:
     mount_credit_pages(app, reader, PageTools(page, render, cursor, ep, get_proof_bundle, PageError,
                                               lambda: (HERE / "static" / "verify.bundle.js").exists()))
 
+    from chainshare.explorer.web.joint import mount_joint_pages
+
+    mount_joint_pages(page, render, cursor, reader, PageError)
+
     # -- HTML errors outside /api ------------------------------------------------------------------
     api_http_error = app.exception_handlers.get(StarletteHTTPException)
 
