@@ -366,7 +366,7 @@ def parse_proof(raw: bytes | str) -> ProofClaim:
                                                                                           int):
         raise InvalidInput("the presentation's identifier must name cred_def_id, rev_reg_id, schema_id and a "
                            "timestamp (a credential without revocation is not accepted)")
-    return ProofClaim(parse_predicates(preds), fields[0], fields[1], fields[2], ident["timestamp"], pres)
+    return ProofClaim(parse_predicates(preds), str(fields[0]), str(fields[1]), str(fields[2]), ident["timestamp"], pres)
 
 
 def verify_proof(claim: ProofClaim, nonce: str, public: PublicObjects,
@@ -377,27 +377,29 @@ def verify_proof(claim: ProofClaim, nonce: str, public: PublicObjects,
     among those proven."""
     check_nonce(nonce)
     proven = tuple(str(p) for p in claim.predicates)
-    base = {"predicates": proven, "issuer": public.agency, "category": public.category,
-            "status_height": public.status_height}
+
+    def verdict(valid: bool, reason: str) -> Verification:
+        return Verification(valid, reason, proven, public.agency, public.category, public.status_height)
+
     missing = [str(p) for p in required if p not in claim.predicates]
     if missing:
-        return Verification(False, f"the proof does not prove the required predicate(s) {', '.join(missing)}", **base)
+        return verdict(False, f"the proof does not prove the required predicate(s) {', '.join(missing)}")
     if claim.timestamp != public.status_timestamp:
-        return Verification(False, f"the proof uses the revocation status list of time {claim.timestamp}; the latest "
+        return verdict(False, f"the proof uses the revocation status list of time {claim.timestamp}; the latest "
                                    f"on chain is of time {public.status_timestamp} (height {public.status_height}): "
-                                   "ask the holder for a fresh proof", **base)
+                                   "ask the holder for a fresh proof")
     revealed = claim.presentation.get("requested_proof", {})
     if any(revealed.get(k) for k in ("revealed_attrs", "revealed_attr_groups", "self_attested_attrs",
                                      "unrevealed_attrs")):
-        return Verification(False, "the presentation carries attributes; only predicates are accepted", **base)
+        return verdict(False, "the presentation carries attributes; only predicates are accepted")
     request = build_presentation_request(claim.predicates, nonce, public.cred_def_id, public.status_timestamp)
     try:
         ok = Presentation.load(json.dumps(claim.presentation)).verify(
             request, {public.schema_id: public.schema_json}, {public.cred_def_id: public.cred_def_json},
             {public.rev_reg_id: public.rev_reg_def_json}, [public.status_list_json])
     except AnoncredsError as exc:
-        return Verification(False, f"the presentation does not verify: {exc}", **base)
+        return verdict(False, f"the presentation does not verify: {exc}")
     if not ok:
-        return Verification(False, "the proof does not verify for this nonce against the issuer's keys and the "
-                                   "latest revocation status list (tampered, replayed or revoked)", **base)
-    return Verification(True, "valid", **base)
+        return verdict(False, "the proof does not verify for this nonce against the issuer's keys and the "
+                                   "latest revocation status list (tampered, replayed or revoked)")
+    return verdict(True, "valid")
