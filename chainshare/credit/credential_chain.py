@@ -11,7 +11,7 @@ from chainshare.credit.credentials import IssuerState, PublicObjects
 from chainshare.credit.events import CreditSource
 from chainshare.credit.query import get_rule_at, get_subject_records
 from chainshare.credit.scoring import compute_score
-from chainshare.errors import ChainshareError, InvalidInput, NotFound
+from chainshare.errors import ChainshareError, ExecutionReverted, InvalidInput, NotFound
 from chainshare.execution import abi
 from chainshare.execution.contracts.addresses import CREDENTIAL_REGISTRY
 from chainshare.execution.contracts.credential_registry import CredentialRegistry
@@ -57,7 +57,7 @@ def call_view(client: NodeClient, name: str, *args: Any) -> tuple[Any, ...]:
     data = spec.selector + abi.encode_values([p.type for p in spec.params], list(args))
     try:
         out = client.rpc("eth_call", {"to": "0x" + CREDENTIAL_REGISTRY.hex(), "data": "0x" + data.hex()}, "latest")
-    except RpcError as exc:
+    except ExecutionReverted as exc:
         if "no " in exc.message and "on chain" in exc.message:
             raise NotFound(exc.message.split(": ", 1)[-1]) from exc
         raise
@@ -85,7 +85,7 @@ def _send(client: NodeClient, key: bytes, name: str, *args: Any) -> dict[str, An
     data = spec.selector + abi.encode_values([p.type for p in spec.params], list(args))
     try:
         receipt = transact(client, key, CREDENTIAL_REGISTRY, data, timeout=120)
-    except RpcError as exc:
+    except (RpcError, ExecutionReverted) as exc:
         raise ChainshareError(f"CredentialRegistry.{name} refused: {exc.message}") from exc
     if receipt.get("status") != "0x1":
         raise ChainshareError(f"CredentialRegistry.{name} reverted: {receipt.get('revertReason') or 'no reason'}")
