@@ -88,8 +88,6 @@ def issue(subject: str, category: str, registry_size: int, out: Path, issuer_sta
           as_json: bool, devnet_dir: Path | None, as_agency: str | None, node_url: str | None, keystore: Path | None,
           password_file: Path | None) -> None:
     """Issue SUBJECT a credential over its credit status at the finalized head."""
-    import anoncreds
-
     from chainshare.credit import credential_chain as chain
     from chainshare.credit import credentials as zk
     from chainshare.credit.events import RpcSource
@@ -115,7 +113,7 @@ def issue(subject: str, category: str, registry_size: int, out: Path, issuer_sta
             _write_private(path, state.to_json())
         published = chain.publish_issuer_objects(client, key, state)
         attributes = chain.compute_credit_attributes(RpcSource(client), subject)
-        state, credential = zk.issue_credential(state, subject, attributes, anoncreds.create_link_secret(),
+        state, credential = zk.issue_credential(state, subject, attributes, zk.create_link_secret(),
                                                 attributes["computed_height"])
         _write_private(path, state.to_json())
         _write_private(out, credential)
@@ -145,11 +143,15 @@ def _agency_of(client: NodeClient, address: str) -> str:
 @group.command("revoke")
 @click.option("--subject", help="Revoke every credential issued to this USCC (its credit status changed).")
 @click.option("--index", "indexes", type=click.IntRange(1), multiple=True, help="Revoke this revocation index.")
-@click.option("--reason", required=True, help="Why, e.g. 'new black-list record 12'.")
+@click.option("--changed", is_flag=True, help="Revoke every credential whose subject's credit status on chain "
+                                              "(at the finalized head) differs from what was signed.")
+@click.option("--reason", default=None, help="Why, e.g. 'new black-list record 12' (default with --changed: "
+                                             "'credit status changed').")
 @_state_option
 @acting_options
 @json_option
-def revoke(subject: str | None, indexes: tuple[int, ...], reason: str, issuer_state: Path | None, as_json: bool,
+def revoke(subject: str | None, indexes: tuple[int, ...], changed: bool, reason: str | None,
+           issuer_state: Path | None, as_json: bool,
            devnet_dir: Path | None, as_agency: str | None, node_url: str | None, keystore: Path | None,
            password_file: Path | None) -> None:
     """Revoke credentials: a new revocation status list goes on chain; proofs must use it once it is final."""
@@ -162,13 +164,24 @@ def revoke(subject: str | None, indexes: tuple[int, ...], reason: str, issuer_st
     if not path.exists():
         raise InvalidInput(f"{path}: no issuer state (issue a credential first)")
     state = zk.IssuerState.from_json(_read_json(path, "issuer state"))
+    if reason is None and not changed:
+        raise InvalidInput("--reason is required (say why the credentials are revoked)")
     chosen = set(indexes) | {i for i, s in state.issued.items() if s == subject}
-    chosen -= state.revoked()
-    if not chosen:
-        raise InvalidInput("nothing to revoke: name --subject or --index of an issued, unrevoked credential")
     with NodeClient(url, timeout=120) as client:
+        if changed:
+            from chainshare.credit.events import RpcSource
+
+            source = RpcSource(client)
+            chosen |= set(zk.find_changed(state, lambda s: chain.compute_credit_attributes(source, s)))
+        chosen -= state.revoked()
+        if not chosen:
+            if changed and not indexes and subject is None:
+                emit({"revoked": [], "rev_reg_id": state.rev_reg_id}, as_json, "no credit status changed: nothing "
+                     "to revoke")
+                return
+            raise InvalidInput("nothing to revoke: name --subject or --index of an issued, unrevoked credential")
         state = zk.revoke_credentials(state, sorted(chosen), chain.get_chain_time(client))
-        sent = chain.publish_status_list(client, key, state, reason)
+        sent = chain.publish_status_list(client, key, state, reason or "credit status changed")
     _write_private(path, state.to_json())
     result = {"revoked": sorted(chosen), "rev_reg_id": state.rev_reg_id, "status_timestamp": state.status_timestamp,
               **sent}

@@ -17,7 +17,7 @@ import hashlib
 import json
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -108,6 +108,15 @@ def generate_nonce() -> str:
     return str(anoncreds.generate_nonce())
 
 
+def create_link_secret() -> str:
+    """A new link secret (the holder's; every credential it requests is bound to it)."""
+    return str(anoncreds.create_link_secret())
+
+
+def get_library_version() -> str:
+    return f"anoncreds {anoncreds.library_version()}"
+
+
 # -- what is on chain -------------------------------------------------------------------------------
 
 
@@ -134,7 +143,8 @@ class PublicObjects:
 @dataclass(frozen=True)
 class IssuerState:
     """An issuer's keys and registry (PRIVATE: the credential definition's and registry's private keys).
-    ``issued`` maps a revocation index to the subject it was issued to."""
+    ``issued`` maps a revocation index to the subject it was issued to, ``signed`` to the attribute values
+    signed (what ``find_changed`` compares the chain's current values with)."""
 
     agency: str
     category: str
@@ -151,6 +161,7 @@ class IssuerState:
     status_timestamp: int
     tails: bytes
     issued: Mapping[int, str] = field(default_factory=dict)
+    signed: Mapping[int, Mapping[str, int]] = field(default_factory=dict)
 
     @property
     def max_cred_num(self) -> int:
@@ -160,17 +171,19 @@ class IssuerState:
         return {i for i, bit in enumerate(json.loads(self.status_list_json)["revocationList"]) if bit}
 
     def to_json(self) -> dict[str, Any]:
-        out = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in ("tails", "issued")}
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in ("tails", "issued", "signed")}
         return {"format": ISSUER_FORMAT, **out, "tails": base64.b64encode(self.tails).decode(),
-                "issued": {str(k): v for k, v in self.issued.items()}}
+                "issued": {str(k): v for k, v in self.issued.items()},
+                "signed": {str(k): dict(v) for k, v in self.signed.items()}}
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> IssuerState:
         if obj.get("format") != ISSUER_FORMAT:
             raise InvalidInput(f"not an issuer state file (format {ISSUER_FORMAT!r})")
-        fields = {k: obj[k] for k in cls.__dataclass_fields__ if k not in ("tails", "issued")}
+        fields = {k: obj[k] for k in cls.__dataclass_fields__ if k not in ("tails", "issued", "signed")}
         return cls(**fields, tails=base64.b64decode(obj["tails"]),
-                   issued={int(k): v for k, v in obj.get("issued", {}).items()})
+                   issued={int(k): v for k, v in obj.get("issued", {}).items()},
+                   signed={int(k): v for k, v in obj.get("signed", {}).items()})
 
 
 def create_issuer_state(agency: str, category: str, max_cred_num: int, timestamp: int,
@@ -233,7 +246,22 @@ def issue_credential(state: IssuerState, subject: str, attributes: Mapping[str, 
               "computed_at_height": computed_at_height, "attributes": {k: attributes[k] for k in ATTRIBUTES},
               "credential": json.loads(credential.to_json()), "link_secret": link_secret,
               "tails": base64.b64encode(state.tails).decode()}
-    return replace(state, issued={**state.issued, index: subject}), holder
+    return replace(state, issued={**state.issued, index: subject},
+                   signed={**state.signed, index: dict(attributes)}), holder
+
+
+def find_changed(state: IssuerState, current: Callable[[str], Mapping[str, int]]) -> list[int]:
+    """The unrevoked indexes whose subject's credit status ``current(subject)`` (attribute values, the
+    computation height aside) differs from what was signed: the credentials to revoke."""
+    revoked, cache, changed = state.revoked(), {}, []
+    for index, subject in sorted(state.issued.items()):
+        if index in revoked or index not in state.signed:
+            continue
+        if subject not in cache:
+            cache[subject] = {k: v for k, v in current(subject).items() if k != "computed_height"}
+        if any(state.signed[index].get(k) != v for k, v in cache[subject].items()):
+            changed.append(index)
+    return changed
 
 
 def revoke_credentials(state: IssuerState, indexes: list[int], timestamp: int) -> IssuerState:

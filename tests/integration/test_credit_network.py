@@ -485,9 +485,10 @@ def test_credential_issue_prove_verify_and_revoke_on_chain(net: Net, tmp_path: P
     net.state["zk"] = {"proof": proof, "nonce": nonce, "cred": cred, "subject": subject}
     # The credit status changes (a black-list record); the issuer revokes; once final, the old proof fails and
     # no new one can be made.
+    unchanged = cli_json(_zk(net, "revoke", "--changed", *net.as_agency("agency1"), "--json"))
+    assert unchanged["revoked"] == []  # before the record: nothing changed
     net.cli(*publish_args(net, "agency1", subject=subject, category="black_list", severity=5))
-    revoked = cli_json(_zk(net, "revoke", "--subject", subject, "--reason", "new black-list record",
-                           *net.as_agency("agency1"), "--json"))
+    revoked = cli_json(_zk(net, "revoke", "--changed", *net.as_agency("agency1"), "--json"))
     assert revoked["revoked"] == [issued["revocation_index"]]
     stale = cli_json(_zk(net, "verify", "--proof", proof, "--nonce", nonce, "--devnet", net.devnet.dir, "--json",
                          code=1))

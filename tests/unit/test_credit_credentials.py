@@ -26,7 +26,7 @@ T = 1_750_000_000
 def issued() -> tuple[zk.IssuerState, dict[str, Any]]:
     """An issuer (CL keys: the slow part, made once) and one credential issued to ORG."""
     state = zk.create_issuer_state(ISSUER_A, "penalty", 8, T)
-    return zk.issue_credential(state, ORG, ATTRS, zk.anoncreds.create_link_secret(), 42)
+    return zk.issue_credential(state, ORG, ATTRS, zk.create_link_secret(), 42)
 
 
 def public_of(state: zk.IssuerState) -> zk.PublicObjects:
@@ -110,7 +110,7 @@ def test_a_tampered_proof_or_another_nonce_fails(issued: tuple[zk.IssuerState, d
 def test_a_revoked_credentials_proof_fails_once_the_new_status_list_is_used(
         issued: tuple[zk.IssuerState, dict[str, Any]]) -> None:
     state, cred = issued
-    state2, cred2 = zk.issue_credential(state, ORG, ATTRS, zk.anoncreds.create_link_secret(), 43)
+    state2, cred2 = zk.issue_credential(state, ORG, ATTRS, zk.create_link_secret(), 43)
     old_proof = prove(cred2, state2, "score>=700")
     assert verify(old_proof, state2).valid
     revoked = zk.revoke_credentials(state2, [cred2["revocation_index"]], T + 10)
@@ -223,3 +223,18 @@ def test_credit_attributes_come_from_the_records_at_a_height() -> None:
     after = compute_credit_attributes(kit.source, ORG)
     assert after["black_list_active"] == 1 and after["penalties_3y"] == 1
     assert compute_credit_attributes(kit.source, ORG, before["computed_height"]) == before
+
+
+def test_find_changed_names_the_credentials_whose_credit_status_moved(
+        issued: tuple[zk.IssuerState, dict[str, Any]]) -> None:
+    state, cred = issued
+    other = "91110000000000777" + "3"
+    state2, cred2 = zk.issue_credential(state, other, ATTRS, zk.create_link_secret(), 42)
+    status = {ORG: dict(ATTRS, computed_height=99), other: dict(ATTRS, computed_height=99)}
+    assert zk.find_changed(state2, status.__getitem__) == []  # a later height alone is no change
+    status[other] = dict(ATTRS, black_list_active=1)
+    assert zk.find_changed(state2, status.__getitem__) == [cred2["revocation_index"]]
+    revoked = zk.revoke_credentials(state2, [cred2["revocation_index"]], T + 5)
+    assert zk.find_changed(revoked, status.__getitem__) == []  # already revoked
+    restored = zk.IssuerState.from_json(json.loads(json.dumps(revoked.to_json())))
+    assert restored == revoked
