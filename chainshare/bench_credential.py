@@ -40,9 +40,7 @@ def run_credential_bench(registry_size: int = 1000, proofs: int = 10, predicates
                                                                           registry_size, int(time.time())))
     (state, cred), issue_cpu, issue_wall = _timed(
         lambda: zk.issue_credential(state, SUBJECT, ATTRIBUTES, zk.create_link_secret(), 1000))
-    public = zk.PublicObjects(state.agency, state.category, state.schema_id, state.schema_json, state.cred_def_id,
-                              state.cred_def_json, state.rev_reg_id, state.rev_reg_def_json, state.status_list_json,
-                              state.status_timestamp, 1)
+    public = state.to_public(1)
     preds = zk.parse_predicates(["score>=700", "black_list_active<=0", "penalties_3y<=2"][:predicates])
     prove_cpu, prove_wall, verify_cpu, verify_wall, sizes = [], [], [], [], []
     for _ in range(proofs):

@@ -167,6 +167,12 @@ class IssuerState:
     def max_cred_num(self) -> int:
         return int(json.loads(self.rev_reg_def_json)["value"]["maxCredNum"])
 
+    def to_public(self, status_height: int) -> PublicObjects:
+        """The public half, as a verifier would read it from the chain at ``status_height``."""
+        return PublicObjects(self.agency, self.category, self.schema_id, self.schema_json, self.cred_def_id,
+                             self.cred_def_json, self.rev_reg_id, self.rev_reg_def_json, self.status_list_json,
+                             self.status_timestamp, status_height)
+
     def revoked(self) -> set[int]:
         return {i for i, bit in enumerate(json.loads(self.status_list_json)["revocationList"]) if bit}
 

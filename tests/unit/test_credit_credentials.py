@@ -30,9 +30,7 @@ def issued() -> tuple[zk.IssuerState, dict[str, Any]]:
 
 
 def public_of(state: zk.IssuerState) -> zk.PublicObjects:
-    return zk.PublicObjects(state.agency, state.category, state.schema_id, state.schema_json, state.cred_def_id,
-                            state.cred_def_json, state.rev_reg_id, state.rev_reg_def_json, state.status_list_json,
-                            state.status_timestamp, 7)
+    return state.to_public(7)
 
 
 def prove(cred: dict[str, Any], state: zk.IssuerState, *preds: str, nonce: str = "1234567890") -> bytes:

@@ -114,6 +114,19 @@ class CredentialRegistry(SystemContract):
         self._check_authorised(ctx, found[1], agency)
         return found
 
+    def _parse_child(self, ctx: CallContext, object_id: str, text: str, what: str, parent_field: str,
+                     parent_kind: bytes) -> tuple[str, dict[str, Any], str, list[Any]]:
+        """(agency, object, parent id, parent record) of an object that names its parent (a definition its
+        schema, a registry its definition), which must be the sender agency's and still authorised."""
+        agency = self._agency(ctx)
+        self._check_id(object_id, agency, what)
+        obj = _parse(text, what)
+        self._check_issuer_field(obj, agency, what)
+        parent_id = obj.get(parent_field)
+        if not isinstance(parent_id, str):
+            raise Revert(f"{what} must name its {parent_field}")
+        return agency, obj, parent_id, self._load_owned(ctx, parent_kind, parent_id, agency)
+
     def _store_new(self, ctx: CallContext, kind: bytes, object_id: str, record: list[Any]) -> None:
         if self._load(ctx, kind, object_id) is not None:
             raise Revert(f"{KIND_NAMES[kind]} {object_id!r} is already published (objects are immutable)")
@@ -157,14 +170,8 @@ class CredentialRegistry(SystemContract):
 
     @method("publishCredentialDefinition(string credDefId, string credDefJson)")
     def publish_credential_definition(self, ctx: CallContext, cred_def_id: str, cred_def_json: str) -> None:
-        agency = self._agency(ctx)
-        self._check_id(cred_def_id, agency, "credential definition")
-        obj = _parse(cred_def_json, "credential definition")
-        self._check_issuer_field(obj, agency, "credential definition")
-        schema_id = obj.get("schemaId")
-        if not isinstance(schema_id, str):
-            raise Revert("credential definition must name its schemaId")
-        schema = self._load_owned(ctx, KIND_SCHEMA, schema_id, agency)
+        agency, obj, schema_id, schema = self._parse_child(ctx, cred_def_id, cred_def_json, "credential definition",
+                                                           "schemaId", KIND_SCHEMA)
         if not isinstance(obj.get("value"), dict) or "revocation" not in obj["value"]:
             raise Revert("credential definition must support revocation (value.revocation)")
         self._store_new(ctx, KIND_DEFINITION, cred_def_id, [agency, schema[1], schema_id, ctx.env.height,
@@ -176,14 +183,9 @@ class CredentialRegistry(SystemContract):
     def publish_revocation_registry(self, ctx: CallContext, rev_reg_id: str, rev_reg_def_json: str, timestamp: int,
                                     status_list_json: str) -> None:
         """A registry definition and its first status list (nothing can be proven before one exists)."""
-        agency = self._agency(ctx)
-        self._check_id(rev_reg_id, agency, "revocation registry")
-        obj = _parse(rev_reg_def_json, "revocation registry definition")
-        self._check_issuer_field(obj, agency, "revocation registry definition")
-        cred_def_id = obj.get("credDefId")
-        if not isinstance(cred_def_id, str):
-            raise Revert("revocation registry definition must name its credDefId")
-        definition = self._load_owned(ctx, KIND_DEFINITION, cred_def_id, agency)
+        agency, obj, cred_def_id, definition = self._parse_child(ctx, rev_reg_id, rev_reg_def_json,
+                                                                 "revocation registry definition", "credDefId",
+                                                                 KIND_DEFINITION)
         value = obj.get("value")
         if not isinstance(value, dict) or not isinstance(value.get("tailsHash"), str):
             raise Revert("revocation registry definition must carry the tails file hash (value.tailsHash)")
