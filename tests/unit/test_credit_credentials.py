@@ -236,3 +236,34 @@ def test_find_changed_names_the_credentials_whose_credit_status_moved(
     assert zk.find_changed(revoked, status.__getitem__) == []  # already revoked
     restored = zk.IssuerState.from_json(json.loads(json.dumps(revoked.to_json())))
     assert restored == revoked
+
+
+def test_mangled_presentations_are_invalid_never_a_crash(issued: tuple[zk.IssuerState, dict[str, Any]]) -> None:
+    """Every field of the presentation removed or given the wrong type: a clean refusal each time."""
+    state, cred = issued
+    raw = json.loads(prove(cred, state, "score>=700"))
+
+    def paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        out = [prefix] if prefix else []
+        if isinstance(node, dict):
+            out += [p for k, v in node.items() for p in paths(v, prefix + (k,))]
+        elif isinstance(node, list):
+            out += [p for i, v in enumerate(node[:2]) for p in paths(v, prefix + (i,))]
+        return out
+
+    all_paths = paths(raw["presentation"])
+    assert len(all_paths) > 20
+    for path in all_paths[:: max(1, len(all_paths) // 12)]:
+        for value in (None, "x", {}):
+            doc = json.loads(json.dumps(raw))
+            node = doc["presentation"]
+            for key in path[:-1]:
+                node = node[key]
+            if node[path[-1]] == value:
+                continue  # no change
+            node[path[-1]] = value
+            try:
+                verdict = zk.verify_proof(zk.parse_proof(json.dumps(doc)), "1234567890", public_of(state))
+            except InvalidInput:
+                continue
+            assert not verdict.valid, path
