@@ -981,8 +981,3 @@ def govern_execute(proposal: int, **kw: Any) -> None:
     spec = next(s for s in Governance().methods.values() if s.name == "execute")
     out = _governance_tx(kw, spec.selector + abi.encode_values(["uint256"], [proposal]), "execute")
     _finish(out, as_json, f"proposal {proposal} executed")
-
-
-from chainshare.cli.credential import group as credential_group  # noqa: E402  (a subgroup: credit credential ...)
-
-group.add_command(credential_group)
