@@ -40,6 +40,9 @@ def _register() -> None:
 
     for mod in (ca, genesis, node, devnet, tx, chain, bench, dataset, access, audit, credit, explorer, joint, emergency):
         cli.add_command(mod.group)
+    from chainshare.cli import credential
+
+    credit.group.add_command(credential.group)  # chainshare credit credential ...
 
 
 def main(argv: list[str] | None = None) -> None:

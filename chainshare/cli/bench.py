@@ -174,6 +174,22 @@ def explorer(txs: int, db: str, clients: int, requests: int, credit_records: int
     click.echo(json.dumps(result))
 
 
+@group.command("credential")
+@click.option("--registry-size", type=click.IntRange(2, 100_000), default=1000, show_default=True)
+@click.option("--proofs", type=click.IntRange(1, 1000), default=10, show_default=True)
+@click.option("--predicates", type=click.IntRange(1, 3), default=2, show_default=True)
+def credential(registry_size: int, proofs: int, predicates: int) -> None:
+    """Zero-knowledge credit credentials (AnonCreds): proof bytes, prove/verify CPU and wall ms, setup."""
+    import json
+
+    from chainshare.bench import write_result
+    from chainshare.bench_credential import run_credential_bench
+
+    result = run_credential_bench(registry_size, proofs, predicates)
+    result["saved_to"] = str(write_result(result))
+    click.echo(json.dumps(result))
+
+
 @group.command("joint")
 @click.option("--agencies", type=click.IntRange(2, 16), default=3, show_default=True)
 @click.option("--rows", type=click.IntRange(1, 100_000_000), default=1_000_000, show_default=True,

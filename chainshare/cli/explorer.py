@@ -61,7 +61,8 @@ def index(nodes: str, db: str, follow: str, poll_interval: float, batch_blocks: 
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(1, 65535), default=8600, show_default=True)
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="warning")
-def serve(db: str, read_db: str | None, host: str, port: int, log_level: str) -> None:
+@click.option("--node", "node_url", default=None, help="A node's URL: lets /credentials/verify check pasted proofs.")
+def serve(db: str, read_db: str | None, host: str, port: int, log_level: str, node_url: str | None) -> None:
     """Serve the explorer API (stateless, read-only: run as many as needed)."""
     import uvicorn
 
@@ -72,6 +73,9 @@ def serve(db: str, read_db: str | None, host: str, port: int, log_level: str) ->
     configure_logging(log_level)
     app = create_explorer_app(create_db_engine(db, readonly=True),
                               create_db_engine(read_db, readonly=True) if read_db else None, redact_db_url(db))
+    from chainshare.explorer.web.credentials import mount_credential_pages
+
+    mount_credential_pages(app, node_url)
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
 
 

@@ -78,7 +78,7 @@ def start_explorer(directory: Path, db: str | None = None, port: int | None = No
                                               logs / "indexer.log")}
     ports = [port + i for i in range(replicas)] if port else [_free_port() for _ in range(replicas)]
     for i, p in enumerate(ports):
-        pids[f"api{i + 1}"] = _spawn(["serve", "--db", db_url, "--port", str(p)], logs / f"api{i + 1}.log")
+        pids[f"api{i + 1}"] = _spawn(["serve", "--db", db_url, "--port", str(p), "--node", info["nodes"][0]["rpc"]], logs / f"api{i + 1}.log")
     out = {"urls": [f"http://127.0.0.1:{p}" for p in ports], "db": redact_db_url(db_url), "pids": pids,
            "logs": str(logs)}
     (directory / EXPLORER_FILE).write_text(json.dumps(out, indent=2))

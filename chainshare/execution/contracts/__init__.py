@@ -11,6 +11,7 @@ from chainshare.execution.contracts.addresses import (
     MEMBERSHIP,
     NOTARY,
 )
+from chainshare.execution.contracts.credential_registry import CredentialRegistry
 from chainshare.execution.contracts.credit_registry import CreditRegistry
 from chainshare.execution.contracts.datasets import Datasets
 from chainshare.execution.contracts.evidence import Evidence
@@ -23,7 +24,7 @@ from chainshare.execution.runtime import Runtime, SystemContract
 
 def all_contracts() -> list[SystemContract]:
     return [Membership(), Governance(), Notary(), Datasets(), AccessControl(), Evidence(), CreditRegistry(),
-            JointCompute()]
+            JointCompute(), CredentialRegistry()]
 
 
 def build_runtime() -> Runtime:

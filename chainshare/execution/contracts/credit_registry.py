@@ -234,6 +234,17 @@ def _key(k: bytes) -> bytes:
     return CONTRACT_PREFIX + CREDIT_REGISTRY + k
 
 
+def is_authorised_issuer(state: Any, category: str, agency: str) -> bool:
+    """True if ``category`` is an active category and Governance authorises ``agency`` to issue it
+    (two state reads; the rule ``publish`` applies)."""
+    if len(category) > MAX_CODE:
+        return False
+    cat = state.get(_key(b"cat:" + category.encode()))
+    if cat is None or not codec.decode(cat)[1]:
+        return False
+    return state.get(_key(b"iss:" + category.encode() + b"\x00" + agency.encode())) is not None
+
+
 def get_record(state: Any, record_id: int) -> Record | None:
     """The record's current state, or None (one state read)."""
     if not 0 < record_id < 2**64:
