@@ -176,10 +176,12 @@ def run_credit(*, records: int, subjects: int, nodes: int, clients: int, queries
         raws = [st[j] for j in range(longest) for st in streams if j < len(st)]
         route = [node_of.get(a["agency"], url) for j in range(longest) for st, a in zip(streams, info["accounts"],
                                                                                           strict=True) if j < len(st)]
-        # a node answers at most api.max_inflight_per_client (16) requests of one client at a time
-        clients = min(clients, 12 * len(set(route)))
+        # a node answers at most api.max_inflight_per_client (16) requests of one client at a time (the receipt
+        # poller is one more) and holds at most [mempool] max_sender_bytes (8 MiB) of one sender's transactions:
+        # 12 requests and ~32 batches of each issuer in flight
+        clients = min(clients, 12)
         cpu0 = _node_cpu(pids)
-        publish = asyncio.run(_drive([url], raws, clients, 500, route=route))
+        publish = asyncio.run(_drive([url], raws, clients, 500, route=route, max_pending=32 * len(streams)))
         cpu1 = _node_cpu(pids)
         rss = [psutil.Process(p).memory_info().rss for p in pids]
         with NodeClient(url) as client:  # every record finalized, not only every transaction

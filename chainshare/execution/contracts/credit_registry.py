@@ -208,9 +208,12 @@ class RecordVersion:
                 self.evidence_hash]
 
     def compute_hash(self, record_id: int, version: int, subject: str, category: str, issuer: str,
-                     previous: bytes) -> bytes:
-        """keccak of the canonical encoding of this version and what it is bound to (its predecessor)."""
-        return keccak256(codec.encode([record_id, version, subject, category, issuer, previous, self.to_list()]))
+                     previous: bytes, *, trusted: bool = False) -> bytes:
+        """keccak of the canonical encoding of this version and what it is bound to (its predecessor).
+        ``trusted``: every value was built by the contract from ABI-typed arguments, so the type walk of
+        ``codec.encode`` is skipped (same bytes); values from elsewhere (a provenance bundle) are checked."""
+        preimage = [record_id, version, subject, category, issuer, previous, self.to_list()]
+        return keccak256(codec.encode_trusted(preimage) if trusted else codec.encode(preimage))
 
 
 @dataclass(frozen=True)
@@ -378,7 +381,10 @@ class CreditRegistry(SystemContract):
             digest = keccak256(v.summary.encode())
             if v.summary_hash not in (ZERO, digest):
                 raise Revert("summaryHash must be zero or keccak256(summary) for an organisation")
-            v = replace(v, summary_hash=digest)
+            if digest != v.summary_hash:  # (dataclasses.replace costs more than the rest of these checks)
+                v = RecordVersion(v.polarity, v.severity, v.document_number, v.authority, v.legal_basis, v.summary,
+                                  digest, v.decision_date, v.effective_from, v.display_min, v.display_max,
+                                  v.evidence_hash)
         if v.evidence_hash == ZERO:
             raise Revert("evidence hash must not be zero")
         if not 0 < v.display_max <= MAX_PERIOD or v.display_min > v.display_max:
@@ -509,7 +515,7 @@ class CreditRegistry(SystemContract):
         raw = ctx.sload(K_COUNT)
         record_id = (int.from_bytes(raw, "big") if raw else 0) + 1
         ctx.sstore(K_COUNT, record_id.to_bytes(8, "big"))
-        vhash = content.compute_hash(record_id, 1, subject, category, issuer, ZERO)
+        vhash = content.compute_hash(record_id, 1, subject, category, issuer, ZERO, trusted=True)
         r = Record(record_id, subject, category, issuer, 1, ACTIVE, OBJ_NONE, 0, REPAIR_NONE, self._now(ctx), vhash,
                    content)
         self._store(ctx, r)
@@ -538,7 +544,7 @@ class CreditRegistry(SystemContract):
             polarity, severity, doc, authority, legal_basis, summary, summary_hash, decision_date, effective_from,
             display_min, display_max, evidence_hash))
         version = r.version + 1
-        vhash = content.compute_hash(r.id, version, r.subject, r.category, r.issuer, r.version_hash)
+        vhash = content.compute_hash(r.id, version, r.subject, r.category, r.issuer, r.version_hash, trusted=True)
         open_objection = r.objection in (OBJ_FILED, OBJ_UNDER_REVIEW)
         new = replace(r, version=version, version_hash=vhash, content=content,
                       objection=OBJ_CORRECTED if open_objection else r.objection)
