@@ -86,11 +86,12 @@ def _node_cpu(pids: list[int]) -> float:
 
 async def _drive(urls: list[str], raws: list[bytes], clients: int, batch: int, stall_s: float = 20.0,
                  rate: float | None = None, route: list[str] | None = None,
-                 max_pending: int | None = None) -> dict[str, Any]:
+                 max_pending: int | None = None, confirmed_unix: dict[str, float] | None = None) -> dict[str, Any]:
     """Send ``raws`` with ``clients`` concurrent clients (tx i to ``route[i]`` if given, else to the
     client's node) while polling receipts; throughput and latency figures. With ``max_pending``, a client
     waits while that many submitted transactions have no receipt yet (closed loop: a mempool's per-sender
-    byte limit is never hit by the bench itself)."""
+    byte limit is never hit by the bench itself). ``confirmed_unix`` receives each transaction's hash and the
+    wall-clock time its receipt was first served."""
     import aiohttp
 
     submitted: dict[str, float] = {}
@@ -148,6 +149,8 @@ async def _drive(urls: list[str], raws: list[bytes], clients: int, batch: int, s
                     for item in res:
                         if item.get("result"):
                             confirmed[chunk[item["id"]]] = now
+                            if confirmed_unix is not None:
+                                confirmed_unix[chunk[item["id"]]] = time.time()
                 if len(confirmed) > before:
                     last_progress = time.perf_counter()
                 await asyncio.sleep(0.05)
