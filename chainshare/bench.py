@@ -85,9 +85,13 @@ def _node_cpu(pids: list[int]) -> float:
 
 
 async def _drive(urls: list[str], raws: list[bytes], clients: int, batch: int, stall_s: float = 20.0,
-                 rate: float | None = None, route: list[str] | None = None) -> dict[str, Any]:
+                 rate: float | None = None, route: list[str] | None = None,
+                 max_pending: int | None = None, confirmed_unix: dict[str, float] | None = None) -> dict[str, Any]:
     """Send ``raws`` with ``clients`` concurrent clients (tx i to ``route[i]`` if given, else to the
-    client's node) while polling receipts; throughput and latency figures."""
+    client's node) while polling receipts; throughput and latency figures. With ``max_pending``, a client
+    waits while that many submitted transactions have no receipt yet (closed loop: a mempool's per-sender
+    byte limit is never hit by the bench itself). ``confirmed_unix`` receives each transaction's hash and the
+    wall-clock time its receipt was first served."""
     import aiohttp
 
     submitted: dict[str, float] = {}
@@ -109,6 +113,8 @@ async def _drive(urls: list[str], raws: list[bytes], clients: int, batch: int, s
                 except asyncio.QueueEmpty:
                     return
                 url = route[i] if route is not None else urls[k % len(urls)]
+                while max_pending is not None and len(submitted) - len(confirmed) >= max_pending:
+                    await asyncio.sleep(0.01)
                 if rate:  # paced (open-loop at a fixed offered load): tx i leaves at t_start + i / rate
                     delay = t_start + i / rate - time.perf_counter()
                     if delay > 0:
@@ -143,6 +149,8 @@ async def _drive(urls: list[str], raws: list[bytes], clients: int, batch: int, s
                     for item in res:
                         if item.get("result"):
                             confirmed[chunk[item["id"]]] = now
+                            if confirmed_unix is not None:
+                                confirmed_unix[chunk[item["id"]]] = time.time()
                 if len(confirmed) > before:
                     last_progress = time.perf_counter()
                 await asyncio.sleep(0.05)

@@ -15,7 +15,7 @@ from typing import Any
 
 from stdnum.cn import uscc
 
-from chainshare.cli.credit import encode_publish_batch
+from chainshare.credit.batches import encode_publish_batch
 from chainshare.crypto.hashing import keccak256
 from chainshare.execution.contracts.addresses import CREDIT_REGISTRY, GOVERNANCE
 from chainshare.explorer.bench import Call, _call, _rss_mb, build_chain, measure_latency, serve_replicas

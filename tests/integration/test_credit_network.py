@@ -288,6 +288,20 @@ def test_publish_a_csv_in_batches(net: Net, tmp_path: Path) -> None:
     assert len(net.api(f"/credit/subjects/{org2}")["records"]) == 5
 
 
+def test_a_large_csv_is_cut_under_the_transaction_size_limit_with_tight_gas(net: Net, tmp_path: Path) -> None:
+    from chainshare.bench_credit import make_uscc
+
+    header = "subject,category,polarity,severity,document_number,authority,legal_basis,summary,max_period,evidence_hash\n"
+    legal = "Regulation on commendations article 7 paragraph 2. " * 36  # ~1.9 KB: 120 records are ~290 KB
+    rows = [f"{make_uscc(7000 + i % 30)},{RED},positive,1,RL-L{i},Tax Bureau,{legal},Commendation {i},365d,{EVIDENCE}\n"
+            for i in range(120)]
+    big = tmp_path / "big.csv"
+    big.write_text(header + "".join(rows))
+    out = cli_json(net.cli("publish", "--csv", big, "--per-tx", "200", *net.as_agency("agency2"), "--json"))
+    assert out["published"] == 120 and out["failed"] == 0, out["failures"][:1]
+    assert len(net.api(f"/credit/subjects/{make_uscc(7000)}")["records"]) == 4
+
+
 def test_score_from_the_cli_equals_the_node(net: Net) -> None:
     node_score = net.api(f"/credit/subjects/{ORG}/score")
     height = node_score["height"]

@@ -272,3 +272,30 @@ def test_publish_batch_is_all_or_nothing_with_publishs_events(kit: CreditKit) ->
     assert "record #0 does not decode" in reverted(kit.call(ISSUER_A, "publishBatch", [b"\x00" * 5]))
     assert "a batch holds 1..200 records" in reverted(kit.call(ISSUER_A, "publishBatch", []))
     assert kit.view("recordCount") == (3,)
+
+
+def _stdnum_verdict(code: str) -> bool:
+    """The USCC rule stated with python-stdnum alone: valid, and already in the canonical form it compacts to."""
+    from stdnum.cn import uscc
+
+    return uscc.is_valid(code) and uscc.compact(code) == code
+
+
+def test_uscc_fast_path_agrees_with_stdnum_on_random_and_near_miss_codes() -> None:
+    import random
+
+    from chainshare.bench_credit import make_uscc
+
+    rng = random.Random(12)
+    alphabet = "0123456789ABCDEFGHJKLMNPQRTUWXYIOSVZa -\n\u2013"
+    codes = [make_uscc(rng.randrange(10**9)) for _ in range(300)]
+    codes += [c[:i] + ch + c[i + 1:] for c in codes[:100] for i, ch in ((rng.randrange(18), rng.choice(alphabet)),)]
+    codes += ["".join(rng.choice(alphabet) for _ in range(rng.choice((17, 18, 19)))) for _ in range(300)]
+    codes += [c + "\n" for c in codes[:20]] + [" " + c for c in codes[:20]] + [c.lower() for c in codes[:20]]
+    for code in codes:
+        try:
+            validate_uscc(code)
+            accepted = True
+        except ValueError:
+            accepted = False
+        assert accepted == _stdnum_verdict(code), code

@@ -3,14 +3,15 @@
 
 from chainshare.cli.credit import govern, persons, reading  # noqa: F401  (they add their commands to the group)
 from chainshare.cli.credit.records import (
-    encode_publish_batch,
+    agency_of,
     group,
     parse_period,
     parse_subject,
     parse_time,
+    plan_publish,
     publish_many,
     record_args,
 )
 
-__all__ = ["encode_publish_batch", "group", "parse_period", "parse_subject", "parse_time", "publish_many",
+__all__ = ["agency_of", "group", "parse_period", "parse_subject", "parse_time", "plan_publish", "publish_many",
            "record_args"]

@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from chainshare.cli.common import acting_options, emit, json_option, resolve_actor
-from chainshare.cli.credit.records import _actor, _encode, group
+from chainshare.cli.credit.records import _actor, _encode, agency_of, group
 from chainshare.client import NodeClient
 from chainshare.errors import ChainshareError, InvalidInput
 from chainshare.execution import abi
@@ -54,13 +54,7 @@ def handle(key_file: Path, **kw: Any) -> None:
         raise InvalidInput("give the resident ID number on stdin")
     with NodeClient(url) as client:
         sender = "0x" + address_of_private_key(key).hex()
-        from chainshare.execution.contracts.addresses import MEMBERSHIP
-
-        membership = "0x" + MEMBERSHIP.hex()
-        spec = abi.parse_signature("agencyOf(address account)")
-        agency_raw = client.rpc("eth_call", {"to": membership, "data": "0x" + (
-            abi.compute_selector(*spec) + abi.encode_values(["address"], [sender])).hex()}, "latest")
-        agency = str(abi.decode_values(["string"], bytes.fromhex(agency_raw[2:]))[0])
+        agency = agency_of(client, sender)
         out = client.rpc("eth_call", {"to": "0x" + CREDIT_REGISTRY.hex(),
                                       "data": "0x" + _encode("isRegistrar", agency).hex()}, "latest")
     if not abi.decode_values(["bool"], bytes.fromhex(out[2:]))[0]:

@@ -25,9 +25,15 @@ import click
 from chainshare.cli.common import acting_options, emit, json_option, resolve_actor
 from chainshare.cli.credit.details_store import read_details_policy, store_person_details
 from chainshare.client import NodeClient
+from chainshare.credit.batches import (
+    Batch,
+    choose_sstore_word,
+    plan_batches,
+    sstore_word_prices,
+)
 from chainshare.credit.query import check_subject
 from chainshare.crypto.hashing import keccak256
-from chainshare.errors import InvalidInput, NotFound
+from chainshare.errors import ChainshareError, InvalidInput, NotFound
 from chainshare.execution import abi
 from chainshare.execution.contracts.addresses import CREDIT_REGISTRY
 from chainshare.execution.contracts.credit_registry import (
@@ -183,13 +189,33 @@ def _chain_now(url: str) -> int:
         return int(client.rpc("eth_getBlockByNumber", "latest", False)["timestamp"], 16)
 
 
-def encode_publish_batch(rows: list[list[Any]]) -> bytes:
-    """``publishBatch`` call data for ``rows`` (each the arguments of ``publish``), or ``publish`` for one row."""
-    if len(rows) == 1:
-        return _encode("publish", *rows[0])
-    spec = next(s for s in REGISTRY.methods.values() if s.name == "publish")
-    types = [p.type for p in spec.params]
-    return _encode("publishBatch", [abi.encode_values(types, row) for row in rows])
+def agency_of(client: NodeClient, sender: str) -> str:
+    """The member agency of account ``sender`` ("" if none), from Membership on the node."""
+    from chainshare.execution.contracts.addresses import MEMBERSHIP
+
+    spec = abi.parse_signature("agencyOf(address account)")
+    raw = client.rpc("eth_call", {"to": "0x" + MEMBERSHIP.hex(), "data": "0x" + (
+        abi.compute_selector(*spec) + abi.encode_values(["address"], [sender])).hex()}, "latest")
+    return str(abi.decode_values(["string"], bytes.fromhex(raw[2:]))[0])
+
+
+def plan_publish(client: NodeClient, sender: str, rows: list[list[Any]], *, per_tx: int) -> list[Batch]:
+    """``rows`` cut into ``publishBatch`` transactions for the node behind ``client``: for ``sender``'s agency,
+    at the stored-word price of the node's protocol version (one ``eth_estimateGas`` of the first batch tells
+    it), each at most a tenth of a block's gas so that ten of them fill a block."""
+    if not rows:
+        return []
+    issuer = agency_of(client, sender)
+    gas_cap = int(client.rpc("eth_getBlockByNumber", "latest", False)["gasLimit"], 16) // 10
+    prices = sstore_word_prices()
+    probe = plan_batches(rows[:per_tx], issuer, prices[-1], per_tx=per_tx, gas_cap=gas_cap)[0]
+    try:
+        estimated = int(client.rpc("eth_estimateGas", {"from": sender, "to": "0x" + CREDIT_REGISTRY.hex(),
+                                                       "data": "0x" + probe.data.hex(), "gas": hex(probe.gas)}), 16)
+        price = choose_sstore_word(probe.rows, issuer, estimated, prices)
+    except (ChainshareError, ValueError):  # the probe reverts (a bad record): the dearest price bounds every batch
+        price = prices[-1]
+    return plan_batches(rows, issuer, price, per_tx=per_tx, gas_cap=gas_cap)
 
 
 def publish_many(url: str, key: bytes, rows: list[list[Any]], *, per_tx: int = 100, in_flight: int = 20,
@@ -201,17 +227,17 @@ def publish_many(url: str, key: bytes, rows: list[list[Any]], *, per_tx: int = 1
     from chainshare.ledger.txs import sign_eip1559
 
     results: list[dict[str, Any]] = []
-    chunks = [rows[i:i + per_tx] for i in range(0, len(rows), per_tx)]
     with NodeClient(url, timeout=120) as client:
         sender = "0x" + address_of_private_key(key).hex()
         chain_id = int(client.rpc("eth_chainId"), 16)
         nonce = int(client.rpc("eth_getTransactionCount", sender, "pending"), 16)
-        for start in range(0, len(chunks), in_flight):
+        batches = plan_publish(client, sender, rows, per_tx=per_tx)
+        for start in range(0, len(batches), in_flight):
             sent = []
-            for chunk in chunks[start:start + in_flight]:
-                raw = sign_eip1559(key, chain_id=chain_id, nonce=nonce, to=CREDIT_REGISTRY,
-                                   data=encode_publish_batch(chunk), gas=min(200_000 * len(chunk) + 100_000, 50_000_000))
-                sent.append((chunk, client.rpc("eth_sendRawTransaction", "0x" + raw.hex())))
+            for batch in batches[start:start + in_flight]:
+                raw = sign_eip1559(key, chain_id=chain_id, nonce=nonce, to=CREDIT_REGISTRY, data=batch.data,
+                                   gas=batch.gas)
+                sent.append((batch.rows, client.rpc("eth_sendRawTransaction", "0x" + raw.hex())))
                 nonce += 1
             for chunk, tx_hash in sent:
                 outcome = _outcome(client.wait_for_receipt(tx_hash, 300), "publish")
@@ -288,7 +314,8 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
 @click.option("--csv", "csv_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="Publish every record of a CSV (columns: " + ", ".join(CSV_COLUMNS) + ").")
 @click.option("--per-tx", type=click.IntRange(1, 200), default=100, show_default=True,
-              help="Records per transaction with --csv (publishBatch).")
+              help="Records per transaction at most with --csv (publishBatch); a batch also stays under a tenth "
+                   "of a block's gas and the 128 KiB transaction limit.")
 @click.option("--in-flight", type=click.IntRange(1, 1000), default=20, show_default=True,
               help="Transactions in flight at a time with --csv.")
 @click.option("--details-policy", "details_policy_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
