@@ -13,7 +13,8 @@ Three figures:
 - ``delivery``: a ``--dataset-mb`` CSV dataset delivered between two nodes: two data-sharing
   services in this process, each with its own mutual-TLS 1.3 P2P transport on 127.0.0.1, over one
   shared in-memory chain (multi-validator networks are not wired yet). Reports throughput per
-  action and the process RSS sampled every 20 ms during each transfer (both ends live in this
+  action, the process CPU time per MiB (both ends: parse, pseudonymize, encrypt, frame, decrypt,
+  write), and the process RSS sampled every 20 ms during each transfer (both ends live in this
   process, so a flat RSS shows that neither buffers the dataset).
 """
 
@@ -325,10 +326,15 @@ async def _measure_delivery(base: Path, size_mb: int, actions: list[str]) -> dic
             dst = base / f"received-{action}.csv"
             with _rss_sampler() as rss:
                 t0 = time.perf_counter()
+                cpu0 = time.process_time()
                 result = await requester.fetch(1, dst, grant_id=grant_id)
+                cpu = time.process_time() - cpu0
                 seconds = time.perf_counter() - t0
             out[action] = {"seconds": round(seconds, 2), "bytes": result.size,
                            "source_mb_per_s": round(entry.size / MB / seconds, 1),
+                           # both ends run in this process: CPU of owner + requester per source MiB
+                           "cpu_ms_per_mb": round(cpu * 1000 / (entry.size / MB), 1),
+                           "source_mb_per_cpu_s": round(entry.size / MB / cpu, 1),
                            "rss_before_mb": round(rss["before_mb"], 1), "rss_peak_mb": round(rss["peak_mb"], 1),
                            "rss_growth_mb": round(rss["peak_mb"] - rss["before_mb"], 1),
                            "recorded_tx": "0x" + result.record_tx.hex() if result.record_tx else None}
