@@ -9,6 +9,7 @@ time per transaction, RSS, disk bytes per transaction and restart time after SIG
 from __future__ import annotations
 
 import asyncio
+import bisect
 import json
 import os
 import signal
@@ -87,40 +88,92 @@ def _node_cpu(pids: list[int]) -> float:
 async def _drive(urls: list[str], raws: list[bytes], clients: int, batch: int, stall_s: float = 20.0,
                  rate: float | None = None, route: list[str] | None = None) -> dict[str, Any]:
     """Send ``raws`` with ``clients`` concurrent clients (tx i to ``route[i]`` if given, else to the
-    client's node) while polling receipts; throughput and latency figures."""
+    client's node) while polling receipts; throughput and latency figures.
+
+    With ``rate``: open loop. Transaction i leaves at ``i / rate`` s (each request on its own, not
+    waiting for earlier answers). One refused "busy, retry" (-32005) is counted, the load pauses for
+    the answer's retryAfter (a client honouring back-pressure), then the refused ones are sent again,
+    lowest nonce first, at the same rate. Reports accepted / refused counts, the time each answer
+    took (accepted or refused), and latency accepted → finalized."""
     import aiohttp
 
     submitted: dict[str, float] = {}
     confirmed: dict[str, float] = {}
     errors: list[str] = []
+    answer_ms: list[float] = []
+    refused = 0
     queue: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue()
     for i, raw in enumerate(raws):
         queue.put_nowait((i, raw))
     hashes = ["0x" + keccak256(r).hex() for r in raws]
     done_submitting = asyncio.Event()
-    conn = aiohttp.TCPConnector(limit=clients + 8)
+    conn = aiohttp.TCPConnector(limit=1024 if rate else clients + 8)
     t_start = time.perf_counter()
     async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=60)) as session:
 
         async def sender(k: int) -> None:
             while True:
                 try:
-                    i, raw = queue.get_nowait()
+                    i, _raw = queue.get_nowait()
                 except asyncio.QueueEmpty:
                     return
                 url = route[i] if route is not None else urls[k % len(urls)]
-                if rate:  # paced (open-loop at a fixed offered load): tx i leaves at t_start + i / rate
-                    delay = t_start + i / rate - time.perf_counter()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                body = {"jsonrpc": "2.0", "id": i, "method": "eth_sendRawTransaction", "params": ["0x" + raw.hex()]}
-                t0 = time.perf_counter()
+                await send(i, url)
+
+        async def send(i: int, url: str) -> dict[str, Any] | None:
+            """Send tx i; returns the error it got, if any (a refusal is not counted as an error)."""
+            body = {"jsonrpc": "2.0", "id": i, "method": "eth_sendRawTransaction", "params": ["0x" + raws[i].hex()]}
+            t0 = time.perf_counter()
+            try:
                 async with session.post(url, json=body) as r:
                     res = await r.json(content_type=None)
-                if "error" in res:
-                    errors.append(res["error"]["message"])
-                else:
-                    submitted[hashes[i]] = t0
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                errors.append(f"transport: {exc!r}")
+                return None
+            answer_ms.append((time.perf_counter() - t0) * 1000)
+            if "error" in res:
+                if res["error"].get("code") == -32005 and rate:
+                    return dict(res["error"])
+                errors.append(res["error"]["message"])
+            else:
+                submitted[hashes[i]] = t0
+            return None
+
+        async def open_loop() -> None:
+            nonlocal refused
+            todo = list(range(len(raws)))  # indices still to send, lowest first
+            backoff_until = 0.0
+            inflight: set[asyncio.Task[None]] = set()
+            assert rate
+
+            async def fire(i: int) -> None:
+                nonlocal refused, backoff_until
+                error = await send(i, route[i] if route is not None else urls[0])
+                if error is not None:
+                    refused += 1
+                    retry = float((error.get("data") or {}).get("retryAfter", 1))
+                    backoff_until = max(backoff_until, time.perf_counter() + retry)
+                    bisect.insort(todo, i)
+
+            sent = 0
+            t0 = time.perf_counter()
+            while todo or inflight:
+                now = time.perf_counter()
+                if now < backoff_until:
+                    await asyncio.sleep(backoff_until - now)
+                    t0, sent = time.perf_counter(), 0  # resume at the offered rate after the pause
+                    continue
+                if not todo:
+                    await asyncio.sleep(0.01)
+                    continue
+                delay = t0 + sent / rate - now
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                    continue
+                task = asyncio.create_task(fire(todo.pop(0)))
+                inflight.add(task)
+                task.add_done_callback(inflight.discard)
+                sent += 1
 
         async def poller() -> None:
             url = urls[0]
@@ -148,7 +201,10 @@ async def _drive(urls: list[str], raws: list[bytes], clients: int, batch: int, s
                 await asyncio.sleep(0.05)
 
         poll_task = asyncio.create_task(poller())
-        await asyncio.gather(*(sender(k) for k in range(clients)))
+        if rate:
+            await open_loop()
+        else:
+            await asyncio.gather(*(sender(k) for k in range(clients)))
         t_submit = time.perf_counter()
         done_submitting.set()
         await asyncio.wait_for(poll_task, timeout=300)
@@ -157,6 +213,9 @@ async def _drive(urls: list[str], raws: list[bytes], clients: int, batch: int, s
     n = len(confirmed)
     return {
         "submitted": len(submitted), "confirmed": n, "errors": len(errors), "error_samples": errors[:3],
+        "refused_busy": refused,
+        "answer_ms": {"p50": round(_percentile(answer_ms, 0.5), 1), "p99": round(_percentile(answer_ms, 0.99), 1),
+                      "max": round(max(answer_ms), 1) if answer_ms else None},
         "submit_tps": round(len(submitted) / (t_submit - t_start), 1),
         "e2e_tps": round(n / (t_end - t_start), 1),
         "latency_ms": {"p50": round(_percentile(lat, 0.5), 1), "p99": round(_percentile(lat, 0.99), 1),
