@@ -90,24 +90,25 @@ async def _drive(urls: list[str], raws: list[bytes], clients: int, batch: int, s
     """Send ``raws`` with ``clients`` concurrent clients (tx i to ``route[i]`` if given, else to the
     client's node) while polling receipts; throughput and latency figures.
 
-    With ``rate``: open loop. Transaction i leaves at ``i / rate`` s (each request on its own, not
-    waiting for earlier answers). One refused "busy, retry" (-32005) is counted, the load pauses for
-    the answer's retryAfter (a client honouring back-pressure), then the refused ones are sent again,
-    lowest nonce first, at the same rate. Reports accepted / refused counts, the time each answer
-    took (accepted or refused), and latency accepted → finalized."""
+    With ``rate``: open loop. Every 10 ms the transactions due by then at ``rate`` leave as one
+    JSON-RPC batch per node, without waiting for earlier answers. A "busy, retry" (-32005) refusal
+    is counted, the load pauses for its retryAfter (a client honouring back-pressure), then the
+    refused ones (and those sent past them beyond the nonce gap) go again, lowest nonce first, at
+    the same rate. Reports accepted / refused counts, the time each batch's answer took, and
+    latency accepted → finalized."""
     import aiohttp
 
     submitted: dict[str, float] = {}
     confirmed: dict[str, float] = {}
     errors: list[str] = []
     answer_ms: list[float] = []
-    refused = 0
+    refused = requeued_gap = 0
     queue: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue()
     for i, raw in enumerate(raws):
         queue.put_nowait((i, raw))
     hashes = ["0x" + keccak256(r).hex() for r in raws]
     done_submitting = asyncio.Event()
-    conn = aiohttp.TCPConnector(limit=1024 if rate else clients + 8)
+    conn = aiohttp.TCPConnector(limit=256 if rate else clients + 8)
     t_start = time.perf_counter()
     async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=60)) as session:
 
@@ -120,8 +121,7 @@ async def _drive(urls: list[str], raws: list[bytes], clients: int, batch: int, s
                 url = route[i] if route is not None else urls[k % len(urls)]
                 await send(i, url)
 
-        async def send(i: int, url: str) -> dict[str, Any] | None:
-            """Send tx i; returns the error it got, if any (a refusal is not counted as an error)."""
+        async def send(i: int, url: str) -> None:
             body = {"jsonrpc": "2.0", "id": i, "method": "eth_sendRawTransaction", "params": ["0x" + raws[i].hex()]}
             t0 = time.perf_counter()
             try:
@@ -129,30 +129,54 @@ async def _drive(urls: list[str], raws: list[bytes], clients: int, batch: int, s
                     res = await r.json(content_type=None)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 errors.append(f"transport: {exc!r}")
-                return None
+                return
             answer_ms.append((time.perf_counter() - t0) * 1000)
             if "error" in res:
-                if res["error"].get("code") == -32005 and rate:
-                    return dict(res["error"])
                 errors.append(res["error"]["message"])
             else:
                 submitted[hashes[i]] = t0
-            return None
+
+        async def send_batch(ids: list[int], url: str) -> list[tuple[int, dict[str, Any]]]:
+            """Send txs ``ids`` as one JSON-RPC batch; returns the (id, error) of those refused."""
+            body = [{"jsonrpc": "2.0", "id": i, "method": "eth_sendRawTransaction", "params": ["0x" + raws[i].hex()]}
+                    for i in ids]
+            t0 = time.perf_counter()
+            try:
+                async with session.post(url, json=body) as r:
+                    res = await r.json(content_type=None)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                errors.append(f"transport: {exc!r}")
+                return []
+            answer_ms.append((time.perf_counter() - t0) * 1000)
+            if isinstance(res, dict):  # the whole body refused (HTTP 429: every API worker busy)
+                return [(i, res["error"]) for i in ids]
+            out = []
+            for item in res:
+                if "error" in item:
+                    out.append((item["id"], item["error"]))
+                else:
+                    submitted[hashes[item["id"]]] = t0
+            return out
 
         async def open_loop() -> None:
-            nonlocal refused
+            nonlocal refused, requeued_gap
             todo = list(range(len(raws)))  # indices still to send, lowest first
             backoff_until = 0.0
             inflight: set[asyncio.Task[None]] = set()
             assert rate
 
-            async def fire(i: int) -> None:
-                nonlocal refused, backoff_until
-                error = await send(i, route[i] if route is not None else urls[0])
-                if error is not None:
-                    refused += 1
-                    retry = float((error.get("data") or {}).get("retryAfter", 1))
-                    backoff_until = max(backoff_until, time.perf_counter() + retry)
+            async def fire(ids: list[int], url: str) -> None:
+                nonlocal refused, requeued_gap, backoff_until
+                for i, error in await send_batch(ids, url):
+                    if error.get("code") == -32005:
+                        refused += 1
+                        retry = float((error.get("data") or {}).get("retryAfter", 1))
+                        backoff_until = max(backoff_until, time.perf_counter() + retry)
+                    elif "max_nonce_gap" in str(error.get("message")):
+                        requeued_gap += 1  # sent past a refused nonce: again after it
+                    else:
+                        errors.append(str(error.get("message")))
+                        continue
                     bisect.insort(todo, i)
 
             sent = 0
@@ -163,17 +187,21 @@ async def _drive(urls: list[str], raws: list[bytes], clients: int, batch: int, s
                     await asyncio.sleep(backoff_until - now)
                     t0, sent = time.perf_counter(), 0  # resume at the offered rate after the pause
                     continue
-                if not todo:
+                due = min(int((now - t0) * rate) - sent, len(todo))
+                if due <= 0:
                     await asyncio.sleep(0.01)
                     continue
-                delay = t0 + sent / rate - now
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                    continue
-                task = asyncio.create_task(fire(todo.pop(0)))
-                inflight.add(task)
-                task.add_done_callback(inflight.discard)
-                sent += 1
+                ids, todo[:due] = todo[:due], []
+                sent += due
+                by_url: dict[str, list[int]] = {}
+                for i in ids:
+                    by_url.setdefault(route[i] if route is not None else urls[0], []).append(i)
+                for url, group in by_url.items():
+                    # Open loop: the batch of the txs due by now leaves without waiting for earlier answers.
+                    task = asyncio.create_task(fire(group, url))
+                    inflight.add(task)
+                    task.add_done_callback(inflight.discard)
+                await asyncio.sleep(0.01)
 
         async def poller() -> None:
             url = urls[0]
@@ -192,6 +220,9 @@ async def _drive(urls: list[str], raws: list[bytes], clients: int, batch: int, s
                             for n, h in enumerate(chunk)]
                     async with session.post(url, json=body) as r:
                         res = await r.json(content_type=None)
+                    if isinstance(res, dict):  # refused whole (429: API workers or this client's share busy)
+                        await asyncio.sleep(0.2)
+                        continue
                     now = time.perf_counter()
                     for item in res:
                         if item.get("result"):
@@ -213,7 +244,7 @@ async def _drive(urls: list[str], raws: list[bytes], clients: int, batch: int, s
     n = len(confirmed)
     return {
         "submitted": len(submitted), "confirmed": n, "errors": len(errors), "error_samples": errors[:3],
-        "refused_busy": refused,
+        "refused_busy": refused, "resent_after_nonce_gap": requeued_gap,
         "answer_ms": {"p50": round(_percentile(answer_ms, 0.5), 1), "p99": round(_percentile(answer_ms, 0.99), 1),
                       "max": round(max(answer_ms), 1) if answer_ms else None},
         "submit_tps": round(len(submitted) / (t_submit - t_start), 1),
@@ -277,21 +308,7 @@ def run_ingest(nodes: int, txs: int, clients: int, batch: int, directory: Path |
         data_dir = Path(info["nodes"][0]["data_dir"])
         out["disk_bytes_per_tx"] = round(_dir_bytes(data_dir) / confirmed, 1)
         if measure_restart:
-            info = read_devnet(directory)
-            node = info["nodes"][0]
-            node["pid"] = start_node_process(directory, node)
-            write_devnet(directory, info)
-            wait_for_blocks(node["rpc"], node["pid"], 60, directory / "nodes" / node["name"] / "node.log",
-                            info.get("genesis_hash"))
-            os.kill(node["pid"], signal.SIGKILL)
-            time.sleep(0.2)
-            t0 = time.perf_counter()
-            node["pid"] = start_node_process(directory, node)
-            write_devnet(directory, info)
-            wait_for_blocks(node["rpc"], node["pid"], 120, directory / "nodes" / node["name"] / "node.log",
-                            info.get("genesis_hash"))
-            out["restart_after_sigkill_s"] = round(time.perf_counter() - t0, 2)
-            stop_devnet(directory)
+            out["restart_after_sigkill_s"] = measure_restart_after_sigkill(directory)["seconds"]
         out["machine"] = {"cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2)}
         return out
     finally:
@@ -301,6 +318,33 @@ def run_ingest(nodes: int, txs: int, clients: int, batch: int, directory: Path |
             pass
         if tmp is not None:
             tmp.cleanup()
+
+
+def measure_restart_after_sigkill(directory: Path) -> dict[str, Any]:
+    """Start the (stopped) first node of the devnet at ``directory``, SIGKILL it once it serves,
+    and time its next start: process start until it answers with its head again (at least the head
+    it had when killed: nothing replayed away). Leaves the devnet stopped."""
+    import httpx
+
+    info = read_devnet(directory)
+    node = info["nodes"][0]
+    log_path = directory / "nodes" / node["name"] / "node.log"
+    node["pid"] = start_node_process(directory, node)
+    write_devnet(directory, info)
+    wait_for_blocks(node["rpc"], node["pid"], 120, log_path, info.get("genesis_hash"))
+    head = int(httpx.post(node["rpc"], json={"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber",
+                                             "params": []}, timeout=30).json()["result"], 16)
+    os.kill(node["pid"], signal.SIGKILL)
+    time.sleep(0.2)
+    t0 = time.perf_counter()
+    node["pid"] = start_node_process(directory, node)
+    write_devnet(directory, info)
+    after = wait_for_blocks(node["rpc"], node["pid"], 120, log_path, info.get("genesis_hash"))
+    seconds = time.perf_counter() - t0
+    stop_devnet(directory)
+    if after < head:
+        raise RuntimeError(f"the node restarted at head {after}, below the {head} it had when killed")
+    return {"seconds": round(seconds, 2), "head_before_kill": head, "head_after_restart": after}
 
 
 def write_result(result: dict[str, Any], out_dir: Path = Path("bench-results")) -> Path:
