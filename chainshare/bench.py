@@ -240,7 +240,16 @@ async def _drive(urls: list[str], raws: list[bytes], clients: int, batch: int, s
         done_submitting.set()
         await asyncio.wait_for(poll_task, timeout=300)
         t_end = time.perf_counter()
-    lat = [(confirmed[h] - submitted[h]) * 1000 for h in confirmed]
+    # A transaction can execute once it and every lower nonce of its sender are admitted (each
+    # node's stream is one account's nonce order): latency counts from then, so a refused and later
+    # re-sent nonce is charged to the waits it causes, not hidden, and not charged twice.
+    ready: dict[str, float] = {}
+    last: dict[str, float] = {}
+    for i, h in enumerate(hashes):
+        stream = route[i] if route is not None else ""
+        if h in submitted:
+            ready[h] = last[stream] = max(last.get(stream, 0.0), submitted[h])
+    lat = [(confirmed[h] - ready[h]) * 1000 for h in confirmed]
     n = len(confirmed)
     return {
         "submitted": len(submitted), "confirmed": n, "errors": len(errors), "error_samples": errors[:3],

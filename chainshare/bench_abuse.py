@@ -204,12 +204,25 @@ def _fill_chain(info: dict[str, Any], count: int) -> int:
     raws = presign_anchors(key, info["chain_id"], 0, count, os.urandom(16))
     headers = {"x-forwarded-for": PROBER}
     with httpx.Client(timeout=120, headers=headers) as c:
-        for i in range(0, count, 500):
+        i = 0
+        while i < count:
             body = [{"jsonrpc": "2.0", "id": j, "method": "eth_sendRawTransaction", "params": ["0x" + r.hex()]}
-                    for j, r in enumerate(raws[i:i + 500])]
+                    for j, r in enumerate(raws[i:i + 500], start=i)]
+            refused = []
             for item in c.post(url, json=body).json():
-                if "error" in item:
+                if "error" not in item:
+                    continue
+                message = item["error"]["message"]
+                if "already" in message:  # sent again after a refusal, but had been admitted (queued)
+                    continue
+                if item["error"]["code"] != -32005 and "max_nonce_gap" not in message:
                     raise RuntimeError(f"warm-up transaction refused: {item['error']['message']}")
+                refused.append(item["id"])  # node busy (back-pressure), or sent past a busy refusal
+            if refused:  # honour "busy, retry": send again from the first refused nonce
+                time.sleep(1)
+                i = min(refused)
+            else:
+                i += 500
         last = "0x" + keccak256(raws[-1]).hex()
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
