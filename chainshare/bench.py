@@ -16,6 +16,8 @@ import signal
 import socket
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -264,17 +266,32 @@ async def _drive(urls: list[str], raws: list[bytes], clients: int, batch: int, s
     }
 
 
+@contextmanager
+def devnet_directory(directory: Path | None, prefix: str = "chainshare-bench-") -> Iterator[Path]:
+    """``directory``, or a temporary one removed afterwards; any devnet node still running there is
+    stopped on the way out, whatever happened."""
+    tmp = None
+    if directory is None:
+        tmp = tempfile.TemporaryDirectory(prefix=prefix)
+        directory = Path(tmp.name)
+    try:
+        yield directory
+    finally:
+        try:
+            stop_devnet(directory)
+        except Exception:
+            pass
+        if tmp is not None:
+            tmp.cleanup()
+
+
 def _dir_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
 def run_ingest(nodes: int, txs: int, clients: int, batch: int, directory: Path | None,
                measure_restart: bool, rate: float | None = None, kill_one: bool = False) -> dict[str, Any]:
-    tmp = None
-    if directory is None:
-        tmp = tempfile.TemporaryDirectory(prefix="chainshare-bench-")
-        directory = Path(tmp.name)
-    try:
+    with devnet_directory(directory) as directory:
         base = free_port_block(2 * nodes)
         create_devnet(directory, nodes, base, empty_block_interval_ms=1000)
         info = start_devnet(directory)
@@ -320,13 +337,6 @@ def run_ingest(nodes: int, txs: int, clients: int, batch: int, directory: Path |
             out["restart_after_sigkill_s"] = measure_restart_after_sigkill(directory)["seconds"]
         out["machine"] = {"cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2)}
         return out
-    finally:
-        try:
-            stop_devnet(directory)
-        except Exception:
-            pass
-        if tmp is not None:
-            tmp.cleanup()
 
 
 def measure_restart_after_sigkill(directory: Path) -> dict[str, Any]:

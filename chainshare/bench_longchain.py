@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from chainshare.bench import (
     _dir_bytes,
     _drive,
     _node_cpu,
+    devnet_directory,
     free_port_block,
     measure_restart_after_sigkill,
     presign_anchors,
@@ -61,11 +61,7 @@ def measure_verify(data_dir: Path) -> dict[str, Any]:
 
 def run_longchain(txs: int, checkpoint: int, chunk: int, clients: int, batch: int,
                   directory: Path | None) -> dict[str, Any]:
-    tmp = None
-    if directory is None:
-        tmp = tempfile.TemporaryDirectory(prefix="chainshare-bench-longchain-")
-        directory = Path(tmp.name)
-    try:
+    with devnet_directory(directory, "chainshare-bench-longchain-") as directory:
         create_devnet(directory, 1, free_port_block(2), empty_block_interval_ms=1000)
         info = start_devnet(directory)
         node = info["nodes"][0]
@@ -107,10 +103,3 @@ def run_longchain(txs: int, checkpoint: int, chunk: int, clients: int, batch: in
             "machine": {"cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2)},
         }
         return out
-    finally:
-        try:
-            stop_devnet(directory)
-        except Exception:
-            pass
-        if tmp is not None:
-            tmp.cleanup()
