@@ -90,7 +90,8 @@ def _node_cpu(pids: list[int]) -> float:
 async def _drive(urls: list[str], raws: list[bytes], clients: int, batch: int, stall_s: float = 20.0,
                  rate: float | None = None, route: list[str] | None = None) -> dict[str, Any]:
     """Send ``raws`` with ``clients`` concurrent clients (tx i to ``route[i]`` if given, else to the
-    client's node) while polling receipts; throughput and latency figures.
+    client's node; a "busy, retry" refusal is sent again after its retryAfter) while polling
+    receipts; throughput and latency figures.
 
     With ``rate``: open loop. Every 10 ms the transactions due by then at ``rate`` leave as one
     JSON-RPC batch per node, without waiting for earlier answers. A "busy, retry" (-32005) refusal
@@ -124,19 +125,27 @@ async def _drive(urls: list[str], raws: list[bytes], clients: int, batch: int, s
                 await send(i, url)
 
         async def send(i: int, url: str) -> None:
+            """Send tx i until it is admitted or refused for good: a "busy, retry" refusal (-32005)
+            is counted and the same transaction sent again after its retryAfter."""
+            nonlocal refused
             body = {"jsonrpc": "2.0", "id": i, "method": "eth_sendRawTransaction", "params": ["0x" + raws[i].hex()]}
-            t0 = time.perf_counter()
-            try:
-                async with session.post(url, json=body) as r:
-                    res = await r.json(content_type=None)
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                errors.append(f"transport: {exc!r}")
-                return
-            answer_ms.append((time.perf_counter() - t0) * 1000)
-            if "error" in res:
-                errors.append(res["error"]["message"])
-            else:
-                submitted[hashes[i]] = t0
+            while True:
+                t0 = time.perf_counter()
+                try:
+                    async with session.post(url, json=body) as r:
+                        res = await r.json(content_type=None)
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    errors.append(f"transport: {exc!r}")
+                    return
+                answer_ms.append((time.perf_counter() - t0) * 1000)
+                if "error" not in res:
+                    submitted[hashes[i]] = t0
+                    return
+                if res["error"].get("code") != -32005:
+                    errors.append(res["error"]["message"])
+                    return
+                refused += 1
+                await asyncio.sleep(float((res["error"].get("data") or {}).get("retryAfter", 1)))
 
         async def send_batch(ids: list[int], url: str) -> list[tuple[int, dict[str, Any]]]:
             """Send txs ``ids`` as one JSON-RPC batch; returns the (id, error) of those refused."""

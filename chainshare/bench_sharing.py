@@ -92,9 +92,14 @@ async def _drive(url: str, raws: list[bytes], clients: int, batch: int = 500) ->
             while pending:
                 i, raw = pending.pop()
                 body = {"jsonrpc": "2.0", "id": i, "method": "eth_sendRawTransaction", "params": ["0x" + raw.hex()]}
-                t0 = time.perf_counter()
-                async with session.post(url, json=body) as r:
-                    res = await r.json(content_type=None)
+                while True:
+                    t0 = time.perf_counter()
+                    async with session.post(url, json=body) as r:
+                        res = await r.json(content_type=None)
+                    if "error" not in res or res["error"].get("code") != -32005:
+                        break
+                    # "busy, retry" (back-pressure): the same request again after retryAfter
+                    await asyncio.sleep(float((res["error"].get("data") or {}).get("retryAfter", 1)))
                 if "error" in res:
                     errors.append(str(res["error"].get("message")))
                 else:
