@@ -76,6 +76,7 @@ class MempoolLimits:
 
 
 DRAIN_WINDOW_S = 5.0  # the finalize rate is measured over this many seconds
+MAX_RETRY_AFTER_S = 5  # the longest "retry after" a busy refusal suggests
 
 
 def is_backlogged(executable: int, finalized_per_s: float, limits: MempoolLimits) -> bool:
@@ -159,7 +160,10 @@ class Mempool:
             lim = self._limits
             wait = f"about {self._executable / rate:.1f} s of work at the {rate:.0f} tx/s finalized lately" if rate \
                 else "none finalized in the last few seconds"
-            retry = max(1, math.ceil(self._executable / rate - lim.busy_backlog_s)) if rate else 1
+            # About when the backlog is back under the limit, at most MAX_RETRY_AFTER_S: a rate
+            # measured on a trickle must not send clients away for minutes.
+            retry = min(MAX_RETRY_AFTER_S, max(1, math.ceil(self._executable / rate - lim.busy_backlog_s))) \
+                if rate else 1
             raise NodeBusy(f"node busy, retry: {self._executable} transactions wait for a block ({wait}; limits "
                            f"[mempool] busy_backlog_ms = {lim.busy_backlog_s * 1000:.0f}, busy_min_pending = "
                            f"{lim.busy_min_pending}); this one was not kept: retry after {retry} s",

@@ -440,3 +440,19 @@ def test_the_backlog_limit_scales_with_the_measured_finalize_rate() -> None:
     assert not is_backlogged(1_999, 0.0, limits) and is_backlogged(2_000, 0.0, limits)
     assert not is_backlogged(2_999, 3_000.0, limits) and is_backlogged(3_000, 3_000.0, limits)
     assert is_backlogged(1_500, 1_000.0, MempoolLimits(busy_backlog_s=1.0, busy_min_pending=1_000))
+
+
+def test_a_busy_refusal_never_sends_a_client_away_for_long() -> None:
+    from chainshare.errors import NodeBusy
+    from chainshare.mempool import MAX_RETRY_AFTER_S
+
+    p = Pool(MempoolLimits(busy_backlog_s=1.0, busy_min_pending=2))
+    first = anchor(ALICE, 0)
+    p.pool.add_raw(first, p.state, GAS_LIMIT)
+    p.ledger.execute([first])
+    p.pool.prune(p.state)  # one finalized in the window: 0.2 tx/s
+    for n in (1, 2):
+        p.pool.add_raw(anchor(ALICE, n), p.state, GAS_LIMIT, submitted=True)
+    with pytest.raises(NodeBusy) as refused:  # 2 waiting at 0.2 tx/s: 10 s of work, but retry in 5 s
+        p.pool.add_raw(anchor(ALICE, 3), p.state, GAS_LIMIT, submitted=True)
+    assert refused.value.data["retryAfter"] == MAX_RETRY_AFTER_S
