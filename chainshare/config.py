@@ -86,7 +86,7 @@ class MempoolSection:
     # executable transactions wait than the node finalizes in busy_backlog_ms at its measured rate
     # (and at least busy_min_pending wait), so admitted ones do not queue for long.
     busy_backlog_ms: int = 1_000
-    busy_min_pending: int = 1_000
+    busy_min_pending: int = 2_000
 
 
 @dataclass(frozen=True)

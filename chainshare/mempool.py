@@ -64,7 +64,7 @@ class MempoolLimits:
     queued_ttl_s: float = 300.0
     reserved_percent: int = 10
     busy_backlog_s: float = 1.0
-    busy_min_pending: int = 1_000
+    busy_min_pending: int = 2_000
 
     @property
     def reserved_count(self) -> int:
