@@ -20,7 +20,6 @@ import asyncio
 import json
 import multiprocessing
 import os
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,9 +28,9 @@ from typing import Any
 
 import httpx
 
-from chainshare.bench import _percentile, free_port_block, presign_anchors
+from chainshare.bench import _percentile, devnet_directory, free_port_block, presign_anchors
 from chainshare.crypto.hashing import keccak256
-from chainshare.devnet import create_devnet, start_devnet, stop_devnet
+from chainshare.devnet import create_devnet, start_devnet
 from chainshare.execution import abi
 from chainshare.execution.contracts.addresses import MEMBERSHIP
 
@@ -237,14 +236,10 @@ def _fill_chain(info: dict[str, Any], count: int) -> int:
 
 def run_abuse(nodes: int, duration: float, attackers: int, logs: int, rate_limit: bool,
               directory: Path | None) -> dict[str, Any]:
-    tmp = None
-    if directory is None:
-        tmp = tempfile.TemporaryDirectory(prefix="chainshare-bench-abuse-")
-        directory = Path(tmp.name)
     env = {"CHAINSHARE_API_TRUSTED_PROXIES": "127.0.0.1"}
     if not rate_limit:
         env["CHAINSHARE_API_RATE_LIMIT_CPU_MS"] = "0"
-    try:
+    with devnet_directory(directory, "chainshare-bench-abuse-") as directory:
         create_devnet(directory, nodes, free_port_block(2 * nodes), empty_block_interval_ms=1000)
         with _env(**env):
             info = start_devnet(directory)
@@ -262,10 +257,3 @@ def run_abuse(nodes: int, duration: float, attackers: int, logs: int, rate_limit
             "baseline": baseline, "under_attack": attack,
             "machine": {"cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2)},
         }
-    finally:
-        try:
-            stop_devnet(directory)
-        except Exception:
-            pass
-        if tmp is not None:
-            tmp.cleanup()
