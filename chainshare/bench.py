@@ -9,12 +9,15 @@ time per transaction, RSS, disk bytes per transaction and restart time after SIG
 from __future__ import annotations
 
 import asyncio
+import bisect
 import json
 import os
 import signal
 import socket
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -88,45 +91,134 @@ async def _drive(urls: list[str], raws: list[bytes], clients: int, batch: int, s
                  rate: float | None = None, route: list[str] | None = None,
                  max_pending: int | None = None, confirmed_unix: dict[str, float] | None = None) -> dict[str, Any]:
     """Send ``raws`` with ``clients`` concurrent clients (tx i to ``route[i]`` if given, else to the
-    client's node) while polling receipts; throughput and latency figures. With ``max_pending``, a client
-    waits while that many submitted transactions have no receipt yet (closed loop: a mempool's per-sender
-    byte limit is never hit by the bench itself). ``confirmed_unix`` receives each transaction's hash and the
-    wall-clock time its receipt was first served."""
+    client's node; a "busy, retry" refusal is sent again after its retryAfter) while polling
+    receipts; throughput and latency figures. With ``max_pending``, a client waits while that many
+    submitted transactions have no receipt yet (closed loop: a mempool's per-sender byte limit is
+    never hit by the bench itself). ``confirmed_unix`` receives each transaction's hash and the
+    wall-clock time its receipt was first served.
+
+    With ``rate``: open loop. Every 10 ms the transactions due by then at ``rate`` leave as one
+    JSON-RPC batch per node, without waiting for earlier answers. A "busy, retry" (-32005) refusal
+    is counted, the load pauses for its retryAfter (a client honouring back-pressure), then the
+    refused ones (and those sent past them beyond the nonce gap) go again, lowest nonce first, at
+    the same rate. Reports accepted / refused counts, the time each batch's answer took, and
+    latency accepted → finalized."""
     import aiohttp
 
     submitted: dict[str, float] = {}
     confirmed: dict[str, float] = {}
     errors: list[str] = []
+    answer_ms: list[float] = []
+    refused = requeued_gap = 0
     queue: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue()
     for i, raw in enumerate(raws):
         queue.put_nowait((i, raw))
     hashes = ["0x" + keccak256(r).hex() for r in raws]
     done_submitting = asyncio.Event()
-    conn = aiohttp.TCPConnector(limit=clients + 8)
+    conn = aiohttp.TCPConnector(limit=256 if rate else clients + 8)
     t_start = time.perf_counter()
     async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=60)) as session:
 
         async def sender(k: int) -> None:
             while True:
                 try:
-                    i, raw = queue.get_nowait()
+                    i, _raw = queue.get_nowait()
                 except asyncio.QueueEmpty:
                     return
                 url = route[i] if route is not None else urls[k % len(urls)]
                 while max_pending is not None and len(submitted) - len(confirmed) >= max_pending:
                     await asyncio.sleep(0.01)
-                if rate:  # paced (open-loop at a fixed offered load): tx i leaves at t_start + i / rate
-                    delay = t_start + i / rate - time.perf_counter()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                body = {"jsonrpc": "2.0", "id": i, "method": "eth_sendRawTransaction", "params": ["0x" + raw.hex()]}
+                await send(i, url)
+
+        async def send(i: int, url: str) -> None:
+            """Send tx i until it is admitted or refused for good: a "busy, retry" refusal (-32005)
+            is counted and the same transaction sent again after its retryAfter."""
+            nonlocal refused
+            body = {"jsonrpc": "2.0", "id": i, "method": "eth_sendRawTransaction", "params": ["0x" + raws[i].hex()]}
+            while True:
                 t0 = time.perf_counter()
+                try:
+                    async with session.post(url, json=body) as r:
+                        res = await r.json(content_type=None)
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    errors.append(f"transport: {exc!r}")
+                    return
+                answer_ms.append((time.perf_counter() - t0) * 1000)
+                if "error" not in res:
+                    submitted[hashes[i]] = t0
+                    return
+                if res["error"].get("code") != -32005:
+                    errors.append(res["error"]["message"])
+                    return
+                refused += 1
+                await asyncio.sleep(float((res["error"].get("data") or {}).get("retryAfter", 1)))
+
+        async def send_batch(ids: list[int], url: str) -> list[tuple[int, dict[str, Any]]]:
+            """Send txs ``ids`` as one JSON-RPC batch; returns the (id, error) of those refused."""
+            body = [{"jsonrpc": "2.0", "id": i, "method": "eth_sendRawTransaction", "params": ["0x" + raws[i].hex()]}
+                    for i in ids]
+            t0 = time.perf_counter()
+            try:
                 async with session.post(url, json=body) as r:
                     res = await r.json(content_type=None)
-                if "error" in res:
-                    errors.append(res["error"]["message"])
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                errors.append(f"transport: {exc!r}")
+                return []
+            answer_ms.append((time.perf_counter() - t0) * 1000)
+            if isinstance(res, dict):  # the whole body refused (HTTP 429: every API worker busy)
+                return [(i, res["error"]) for i in ids]
+            out = []
+            for item in res:
+                if "error" in item:
+                    out.append((item["id"], item["error"]))
                 else:
-                    submitted[hashes[i]] = t0
+                    submitted[hashes[item["id"]]] = t0
+            return out
+
+        async def open_loop() -> None:
+            nonlocal refused, requeued_gap
+            todo = list(range(len(raws)))  # indices still to send, lowest first
+            backoff_until = 0.0
+            inflight: set[asyncio.Task[None]] = set()
+            assert rate
+
+            async def fire(ids: list[int], url: str) -> None:
+                nonlocal refused, requeued_gap, backoff_until
+                for i, error in await send_batch(ids, url):
+                    if error.get("code") == -32005:
+                        refused += 1
+                        retry = float((error.get("data") or {}).get("retryAfter", 1))
+                        backoff_until = max(backoff_until, time.perf_counter() + retry)
+                    elif "max_nonce_gap" in str(error.get("message")):
+                        requeued_gap += 1  # sent past a refused nonce: again after it
+                    else:
+                        errors.append(str(error.get("message")))
+                        continue
+                    bisect.insort(todo, i)
+
+            sent = 0
+            t0 = time.perf_counter()
+            while todo or inflight:
+                now = time.perf_counter()
+                if now < backoff_until:
+                    await asyncio.sleep(backoff_until - now)
+                    t0, sent = time.perf_counter(), 0  # resume at the offered rate after the pause
+                    continue
+                due = min(int((now - t0) * rate) - sent, len(todo))
+                if due <= 0:
+                    await asyncio.sleep(0.01)
+                    continue
+                ids, todo[:due] = todo[:due], []
+                sent += due
+                by_url: dict[str, list[int]] = {}
+                for i in ids:
+                    by_url.setdefault(route[i] if route is not None else urls[0], []).append(i)
+                for url, group in by_url.items():
+                    # Open loop: the batch of the txs due by now leaves without waiting for earlier answers.
+                    task = asyncio.create_task(fire(group, url))
+                    inflight.add(task)
+                    task.add_done_callback(inflight.discard)
+                await asyncio.sleep(0.01)
 
         async def poller() -> None:
             url = urls[0]
@@ -145,6 +237,9 @@ async def _drive(urls: list[str], raws: list[bytes], clients: int, batch: int, s
                             for n, h in enumerate(chunk)]
                     async with session.post(url, json=body) as r:
                         res = await r.json(content_type=None)
+                    if isinstance(res, dict):  # refused whole (429: API workers or this client's share busy)
+                        await asyncio.sleep(0.2)
+                        continue
                     now = time.perf_counter()
                     for item in res:
                         if item.get("result"):
@@ -156,15 +251,30 @@ async def _drive(urls: list[str], raws: list[bytes], clients: int, batch: int, s
                 await asyncio.sleep(0.05)
 
         poll_task = asyncio.create_task(poller())
-        await asyncio.gather(*(sender(k) for k in range(clients)))
+        if rate:
+            await open_loop()
+        else:
+            await asyncio.gather(*(sender(k) for k in range(clients)))
         t_submit = time.perf_counter()
         done_submitting.set()
         await asyncio.wait_for(poll_task, timeout=300)
         t_end = time.perf_counter()
-    lat = [(confirmed[h] - submitted[h]) * 1000 for h in confirmed]
+    # A transaction can execute once it and every lower nonce of its sender are admitted (each
+    # node's stream is one account's nonce order): latency counts from then, so a refused and later
+    # re-sent nonce is charged to the waits it causes, not hidden, and not charged twice.
+    ready: dict[str, float] = {}
+    last: dict[str, float] = {}
+    for i, h in enumerate(hashes):
+        stream = route[i] if route is not None else ""
+        if h in submitted:
+            ready[h] = last[stream] = max(last.get(stream, 0.0), submitted[h])
+    lat = [(confirmed[h] - ready[h]) * 1000 for h in confirmed]
     n = len(confirmed)
     return {
         "submitted": len(submitted), "confirmed": n, "errors": len(errors), "error_samples": errors[:3],
+        "refused_busy": refused, "resent_after_nonce_gap": requeued_gap,
+        "answer_ms": {"p50": round(_percentile(answer_ms, 0.5), 1), "p99": round(_percentile(answer_ms, 0.99), 1),
+                      "max": round(max(answer_ms), 1) if answer_ms else None},
         "submit_tps": round(len(submitted) / (t_submit - t_start), 1),
         "e2e_tps": round(n / (t_end - t_start), 1),
         "latency_ms": {"p50": round(_percentile(lat, 0.5), 1), "p99": round(_percentile(lat, 0.99), 1),
@@ -173,17 +283,32 @@ async def _drive(urls: list[str], raws: list[bytes], clients: int, batch: int, s
     }
 
 
+@contextmanager
+def devnet_directory(directory: Path | None, prefix: str = "chainshare-bench-") -> Iterator[Path]:
+    """``directory``, or a temporary one removed afterwards; any devnet node still running there is
+    stopped on the way out, whatever happened."""
+    tmp = None
+    if directory is None:
+        tmp = tempfile.TemporaryDirectory(prefix=prefix)
+        directory = Path(tmp.name)
+    try:
+        yield directory
+    finally:
+        try:
+            stop_devnet(directory)
+        except Exception:
+            pass
+        if tmp is not None:
+            tmp.cleanup()
+
+
 def _dir_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
 def run_ingest(nodes: int, txs: int, clients: int, batch: int, directory: Path | None,
                measure_restart: bool, rate: float | None = None, kill_one: bool = False) -> dict[str, Any]:
-    tmp = None
-    if directory is None:
-        tmp = tempfile.TemporaryDirectory(prefix="chainshare-bench-")
-        directory = Path(tmp.name)
-    try:
+    with devnet_directory(directory) as directory:
         base = free_port_block(2 * nodes)
         create_devnet(directory, nodes, base, empty_block_interval_ms=1000)
         info = start_devnet(directory)
@@ -226,30 +351,36 @@ def run_ingest(nodes: int, txs: int, clients: int, batch: int, directory: Path |
         data_dir = Path(info["nodes"][0]["data_dir"])
         out["disk_bytes_per_tx"] = round(_dir_bytes(data_dir) / confirmed, 1)
         if measure_restart:
-            info = read_devnet(directory)
-            node = info["nodes"][0]
-            node["pid"] = start_node_process(directory, node)
-            write_devnet(directory, info)
-            wait_for_blocks(node["rpc"], node["pid"], 60, directory / "nodes" / node["name"] / "node.log",
-                            info.get("genesis_hash"))
-            os.kill(node["pid"], signal.SIGKILL)
-            time.sleep(0.2)
-            t0 = time.perf_counter()
-            node["pid"] = start_node_process(directory, node)
-            write_devnet(directory, info)
-            wait_for_blocks(node["rpc"], node["pid"], 120, directory / "nodes" / node["name"] / "node.log",
-                            info.get("genesis_hash"))
-            out["restart_after_sigkill_s"] = round(time.perf_counter() - t0, 2)
-            stop_devnet(directory)
+            out["restart_after_sigkill_s"] = measure_restart_after_sigkill(directory)["seconds"]
         out["machine"] = {"cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2)}
         return out
-    finally:
-        try:
-            stop_devnet(directory)
-        except Exception:
-            pass
-        if tmp is not None:
-            tmp.cleanup()
+
+
+def measure_restart_after_sigkill(directory: Path) -> dict[str, Any]:
+    """Start the (stopped) first node of the devnet at ``directory``, SIGKILL it once it serves,
+    and time its next start: process start until it answers with its head again (at least the head
+    it had when killed: nothing replayed away). Leaves the devnet stopped."""
+    import httpx
+
+    info = read_devnet(directory)
+    node = info["nodes"][0]
+    log_path = directory / "nodes" / node["name"] / "node.log"
+    node["pid"] = start_node_process(directory, node)
+    write_devnet(directory, info)
+    wait_for_blocks(node["rpc"], node["pid"], 120, log_path, info.get("genesis_hash"))
+    head = int(httpx.post(node["rpc"], json={"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber",
+                                             "params": []}, timeout=30).json()["result"], 16)
+    os.kill(node["pid"], signal.SIGKILL)
+    time.sleep(0.2)
+    t0 = time.perf_counter()
+    node["pid"] = start_node_process(directory, node)
+    write_devnet(directory, info)
+    after = wait_for_blocks(node["rpc"], node["pid"], 120, log_path, info.get("genesis_hash"))
+    seconds = time.perf_counter() - t0
+    stop_devnet(directory)
+    if after < head:
+        raise RuntimeError(f"the node restarted at head {after}, below the {head} it had when killed")
+    return {"seconds": round(seconds, 2), "head_before_kill": head, "head_after_restart": after}
 
 
 def write_result(result: dict[str, Any], out_dir: Path = Path("bench-results")) -> Path:

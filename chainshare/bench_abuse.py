@@ -20,7 +20,6 @@ import asyncio
 import json
 import multiprocessing
 import os
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,9 +28,9 @@ from typing import Any
 
 import httpx
 
-from chainshare.bench import _percentile, free_port_block, presign_anchors
+from chainshare.bench import _percentile, devnet_directory, free_port_block, presign_anchors
 from chainshare.crypto.hashing import keccak256
-from chainshare.devnet import create_devnet, start_devnet, stop_devnet
+from chainshare.devnet import create_devnet, start_devnet
 from chainshare.execution import abi
 from chainshare.execution.contracts.addresses import MEMBERSHIP
 
@@ -204,12 +203,25 @@ def _fill_chain(info: dict[str, Any], count: int) -> int:
     raws = presign_anchors(key, info["chain_id"], 0, count, os.urandom(16))
     headers = {"x-forwarded-for": PROBER}
     with httpx.Client(timeout=120, headers=headers) as c:
-        for i in range(0, count, 500):
+        i = 0
+        while i < count:
             body = [{"jsonrpc": "2.0", "id": j, "method": "eth_sendRawTransaction", "params": ["0x" + r.hex()]}
-                    for j, r in enumerate(raws[i:i + 500])]
+                    for j, r in enumerate(raws[i:i + 500], start=i)]
+            refused = []
             for item in c.post(url, json=body).json():
-                if "error" in item:
+                if "error" not in item:
+                    continue
+                message = item["error"]["message"]
+                if "already" in message:  # sent again after a refusal, but had been admitted (queued)
+                    continue
+                if item["error"]["code"] != -32005 and "max_nonce_gap" not in message:
                     raise RuntimeError(f"warm-up transaction refused: {item['error']['message']}")
+                refused.append(item["id"])  # node busy (back-pressure), or sent past a busy refusal
+            if refused:  # honour "busy, retry": send again from the first refused nonce
+                time.sleep(1)
+                i = min(refused)
+            else:
+                i += 500
         last = "0x" + keccak256(raws[-1]).hex()
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
@@ -224,14 +236,10 @@ def _fill_chain(info: dict[str, Any], count: int) -> int:
 
 def run_abuse(nodes: int, duration: float, attackers: int, logs: int, rate_limit: bool,
               directory: Path | None) -> dict[str, Any]:
-    tmp = None
-    if directory is None:
-        tmp = tempfile.TemporaryDirectory(prefix="chainshare-bench-abuse-")
-        directory = Path(tmp.name)
     env = {"CHAINSHARE_API_TRUSTED_PROXIES": "127.0.0.1"}
     if not rate_limit:
         env["CHAINSHARE_API_RATE_LIMIT_CPU_MS"] = "0"
-    try:
+    with devnet_directory(directory, "chainshare-bench-abuse-") as directory:
         create_devnet(directory, nodes, free_port_block(2 * nodes), empty_block_interval_ms=1000)
         with _env(**env):
             info = start_devnet(directory)
@@ -249,10 +257,3 @@ def run_abuse(nodes: int, duration: float, attackers: int, logs: int, rate_limit
             "baseline": baseline, "under_attack": attack,
             "machine": {"cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2)},
         }
-    finally:
-        try:
-            stop_devnet(directory)
-        except Exception:
-            pass
-        if tmp is not None:
-            tmp.cleanup()

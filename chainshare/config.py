@@ -82,6 +82,11 @@ class MempoolSection:
     max_total_bytes: int = 128 * 1024 * 1024       # raw bytes pending in total
     queued_ttl_s: int = 300                        # a transaction still behind a nonce gap after this is dropped
     reserved_percent: int = 10                     # of max_total and max_total_bytes, for system records only
+    # Back-pressure: a client's transaction is refused (-32005 / HTTP 429, "busy, retry") while more
+    # executable transactions wait than the node finalizes in busy_backlog_ms at its measured rate
+    # (and at least busy_min_pending wait), so admitted ones do not queue for long.
+    busy_backlog_ms: int = 1_000
+    busy_min_pending: int = 2_000
 
 
 @dataclass(frozen=True)
@@ -261,6 +266,10 @@ def validate_config(cfg: NodeConfig) -> None:
         problems.append("[mempool] queued_ttl_s must be 1..86400 seconds")
     if not 0 <= cfg.mempool.reserved_percent <= 50:
         problems.append("[mempool] reserved_percent must be 0..50")
+    if not 10 <= cfg.mempool.busy_backlog_ms <= 600_000:
+        problems.append("[mempool] busy_backlog_ms must be 10..600000 milliseconds")
+    if not 1 <= cfg.mempool.busy_min_pending <= cfg.mempool.max_total:
+        problems.append("[mempool] busy_min_pending must be between 1 and max_total")
     if not cfg.validator.key_file:
         problems.append("[validator] key_file is required (an EIP-2335 keystore made by `chainshare ca issue-node`)")
     if not 0 <= cfg.p2p.listen_port < 65536:

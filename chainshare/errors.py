@@ -141,3 +141,9 @@ class RateLimited(LimitExceeded):
     ``data["retryAfter"]`` seconds."""
 
     http_status = 429
+
+
+class NodeBusy(RateLimited):
+    """The node already holds more executable transactions than it finalizes in about
+    ``[mempool] busy_backlog_ms``: a new one would wait longer than that, so it is refused
+    (nothing is kept) instead of queued; retry after ``data["retryAfter"]`` seconds."""

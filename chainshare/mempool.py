@@ -26,7 +26,9 @@ cannot keep another sender's next transaction out of a block.
 
 from __future__ import annotations
 
+import math
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -36,6 +38,7 @@ from chainshare.errors import (
     InvalidTransaction,
     KnownTransaction,
     MempoolFull,
+    NodeBusy,
     NonceTooHigh,
     NonceTooLow,
     Unauthorized,
@@ -60,6 +63,8 @@ class MempoolLimits:
     max_total_bytes: int = 128 * 1024 * 1024
     queued_ttl_s: float = 300.0
     reserved_percent: int = 10
+    busy_backlog_s: float = 1.0
+    busy_min_pending: int = 2_000
 
     @property
     def reserved_count(self) -> int:
@@ -68,6 +73,17 @@ class MempoolLimits:
     @property
     def reserved_bytes(self) -> int:
         return self.max_total_bytes * self.reserved_percent // 100
+
+
+DRAIN_WINDOW_S = 5.0  # the finalize rate is measured over this many seconds
+MAX_RETRY_AFTER_S = 5  # the longest "retry after" a busy refusal suggests
+
+
+def is_backlogged(executable: int, finalized_per_s: float, limits: MempoolLimits) -> bool:
+    """Whether ``executable`` waiting transactions are more than the node finalizes in
+    ``busy_backlog_s`` at ``finalized_per_s`` (and at least ``busy_min_pending``): a transaction
+    admitted now would wait longer than that for its block."""
+    return executable >= max(limits.busy_min_pending, finalized_per_s * limits.busy_backlog_s)
 
 
 @dataclass(frozen=True)
@@ -101,6 +117,10 @@ class Mempool:
         # Per sender, a nonce up to which (from the account nonce) every nonce is pending: lowered
         # whenever a transaction below it leaves, so the pending nonce is found without a full scan.
         self._ready_end: dict[bytes, int] = {}
+        # Back-pressure: executable transactions waiting (counted exactly at each prune, i.e. after
+        # each finalized block, plus those admitted since) and (time, count) of included ones.
+        self._executable = 0
+        self._drained: deque[tuple[float, int]] = deque()
 
     def __len__(self) -> int:
         return len(self._by_hash)
@@ -121,8 +141,37 @@ class Mempool:
         spec = contract.methods.get(tx.data[:4])
         return spec is not None and (contract.NAME, spec.name) in SYSTEM_RECORD_CALLS
 
-    def add_raw(self, raw: bytes, state: StateReader, block_gas_limit: int) -> Admission:
-        """Admit a raw signed transaction or raise a precise error."""
+    @property
+    def executable_count(self) -> int:
+        """Executable transactions waiting for a block (as of the last prune, plus admissions since)."""
+        return self._executable
+
+    def get_finalized_rate(self) -> float:
+        """Transactions per second that left the pool by inclusion over the last ``DRAIN_WINDOW_S``."""
+        horizon = self._clock() - DRAIN_WINDOW_S
+        while self._drained and self._drained[0][0] < horizon:
+            self._drained.popleft()
+        return sum(n for _, n in self._drained) / DRAIN_WINDOW_S
+
+    def check_backlog(self) -> None:
+        """Raise NodeBusy when a new transaction would wait longer than ``busy_backlog_s``."""
+        rate = self.get_finalized_rate()
+        if is_backlogged(self._executable, rate, self._limits):
+            lim = self._limits
+            wait = f"about {self._executable / rate:.1f} s of work at the {rate:.0f} tx/s finalized lately" if rate \
+                else "none finalized in the last few seconds"
+            # About when the backlog is back under the limit, at most MAX_RETRY_AFTER_S: a rate
+            # measured on a trickle must not send clients away for minutes.
+            retry = min(MAX_RETRY_AFTER_S, max(1, math.ceil(self._executable / rate - lim.busy_backlog_s))) \
+                if rate else 1
+            raise NodeBusy(f"node busy, retry: {self._executable} transactions wait for a block ({wait}; limits "
+                           f"[mempool] busy_backlog_ms = {lim.busy_backlog_s * 1000:.0f}, busy_min_pending = "
+                           f"{lim.busy_min_pending}); this one was not kept: retry after {retry} s",
+                           data={"limit": "busy_backlog_ms", "pending": self._executable, "retryAfter": retry})
+
+    def add_raw(self, raw: bytes, state: StateReader, block_gas_limit: int, *, submitted: bool = False) -> Admission:
+        """Admit a raw signed transaction or raise a precise error; ``submitted``: from a client or
+        this node (not a peer), so refused with NodeBusy when over the backlog (system records excepted)."""
         tx_hash = keccak256(raw)
         if tx_hash in self._by_hash:
             raise KnownTransaction(f"transaction 0x{tx_hash.hex()} is already pending")
@@ -133,9 +182,9 @@ class Mempool:
             if recent is not None:
                 raise KnownTransaction(f"transaction 0x{tx_hash.hex()} was already included in block {recent}")
         tx = decode_transaction(raw, self._chain_id)
-        return self.add(tx, state, block_gas_limit)
+        return self.add(tx, state, block_gas_limit, submitted=submitted)
 
-    def add(self, tx: Transaction, state: StateReader, block_gas_limit: int) -> Admission:
+    def add(self, tx: Transaction, state: StateReader, block_gas_limit: int, *, submitted: bool = False) -> Admission:
         """Admit a verified transaction or raise a precise error (nothing is kept on a refusal)."""
         if tx.value:
             raise InvalidTransaction("there is no native currency on this network: value must be 0")
@@ -185,6 +234,8 @@ class Mempool:
                               "([mempool] max_sender_bytes): wait for receipts and retry",
                               data={"limit": "max_sender_bytes", "max": lim.max_sender_bytes})
         record = executable and self.is_system_record(tx)
+        if submitted and not record:
+            self.check_backlog()
         record = self._make_room(state, tx, size, executable, record)
         for victim in own:
             self._drop(victim)
@@ -205,6 +256,7 @@ class Mempool:
             out.append(queue[n])
             n += 1
         self._ready_end[tx.sender] = n
+        self._executable += len(out)
         return Admission(tx, tuple(out))
 
     def _make_room(self, state: StateReader, tx: Transaction, size: int, executable: bool, record: bool) -> bool:
@@ -299,8 +351,9 @@ class Mempool:
     def prune(self, state: StateReader) -> int:
         """Drop transactions that can never be included now (stale nonce, sender revoked) and queued
         transactions older than ``queued_ttl_s``; returns how many were dropped."""
-        dropped = 0
-        expiry = self._clock() - self._limits.queued_ttl_s
+        dropped = included = executable = 0
+        now = self._clock()
+        expiry = now - self._limits.queued_ttl_s
         for sender in list(self._by_sender):
             queue = self._by_sender[sender]
             member = is_member(state, sender)
@@ -308,14 +361,19 @@ class Mempool:
             for nonce in [x for x in queue if x < n or not member]:
                 self._drop(queue[nonce], below=n if member else None)
                 dropped += 1
+                included += member
             if sender not in self._by_sender:
                 continue
             pending = self._get_pending_nonce_from(n, sender)
+            executable += pending - n
             if pending - n >= len(queue):
                 continue  # all executable: nothing queued to expire
             for nonce in [x for x in queue if x > pending and self._admitted_at[queue[x].hash] <= expiry]:
                 self._drop(queue[nonce])
                 dropped += 1
+        self._executable = executable
+        if included:
+            self._drained.append((now, included))
         return dropped
 
     def _drop(self, tx: Transaction, below: int | None = None) -> None:

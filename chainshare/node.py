@@ -90,7 +90,8 @@ class Node:
         m = cfg.mempool
         self.mempool = Mempool(_NextBlockRules(self), self.chain_id,  # type: ignore[arg-type]  # duck-typed
                                MempoolLimits(m.max_per_sender, m.max_total, m.max_nonce_gap, m.max_sender_bytes,
-                                             m.max_total_bytes, m.queued_ttl_s, m.reserved_percent),
+                                             m.max_total_bytes, m.queued_ttl_s, m.reserved_percent,
+                                             m.busy_backlog_ms / 1000, m.busy_min_pending),
                                self._included_height, self.chain.get_recent_tx_height,
                                dry_run=self._is_dry_run_ok)
         self.started_at = time.time()
@@ -200,10 +201,11 @@ class Node:
         """Admit a raw transaction to the mempool (raises a precise error); returns its hash.
         On a multi-validator network the transactions it made executable are then gossiped to the
         other nodes (a queued one only once its nonce gap is filled; with ``gossip=False``, for a
-        transaction received from a peer, only those it unblocked)."""
+        transaction received from a peer, only those it unblocked). A submission (not a peer's
+        transaction) is refused with NodeBusy while the node's backlog is over its limit."""
         gas_limit, max_txs = get_chain_params(self.chain.state)
         try:
-            admission = self.mempool.add_raw(raw, self.chain.state, gas_limit)
+            admission = self.mempool.add_raw(raw, self.chain.state, gas_limit, submitted=gossip)
         except Exception:
             self.stats["rejected"] += 1
             raise

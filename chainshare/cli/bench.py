@@ -34,6 +34,30 @@ def ingest(nodes: int, txs: int, clients: int, receipt_batch: int, directory: Pa
     click.echo(json.dumps(result))
 
 
+@group.command("longchain")
+@click.option("--txs", type=click.IntRange(1, 10_000_000), default=100_000, show_default=True)
+@click.option("--checkpoint", type=click.IntRange(1, 10_000_000), default=100_000, show_default=True,
+              help="Report RSS, disk and rates every this many transactions.")
+@click.option("--chunk", type=click.IntRange(100, 1_000_000), default=10_000, show_default=True,
+              help="Transactions signed and sent at a time (the load client's memory).")
+@click.option("--clients", type=click.IntRange(1, 256), default=32, show_default=True)
+@click.option("--receipt-batch", type=click.IntRange(1, 1000), default=500, show_default=True)
+@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
+              help="Keep the devnet here (default: a temporary directory, removed afterwards).")
+def longchain(txs: int, checkpoint: int, chunk: int, clients: int, receipt_batch: int,
+              directory: Path | None) -> None:
+    """Grow one node to --txs transactions: RSS at checkpoints, disk per transaction, restart after
+    SIGKILL, and chain verify blocks/s and tx/s."""
+    import json
+
+    from chainshare.bench import write_result
+    from chainshare.bench_longchain import run_longchain
+
+    result = run_longchain(txs, checkpoint, chunk, clients, receipt_batch, directory)
+    result["saved_to"] = str(write_result(result))
+    click.echo(json.dumps(result))
+
+
 @group.command("sharing")
 @click.option("--decisions", type=click.IntRange(0, 1_000_000), default=2000, show_default=True,
               help="Access requests sent to the devnet (0: skip).")

@@ -25,6 +25,7 @@ import csv
 import io
 import json
 import re
+from binascii import hexlify
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -39,9 +40,12 @@ from chainshare.errors import InvalidInput
 from chainshare.sharing.schema import (
     FORMAT_CSV,
     KIND_PERSONAL,
+    MAX_LINE_BYTES,
+    READ_BLOCK,
     Schema,
     canonical_json,
     check_format,
+    iter_csv_rows,
     iter_file_blocks,
     iter_lines,
     loads_json_line,
@@ -55,6 +59,7 @@ DELIVERY_ACTIONS = (ACTION_READ, ACTION_READ_IDENTIFIED)
 
 PSEUDONYM_PREFIX = "ps_"
 PSEUDONYM_BYTES = 16
+_PREFIX_BYTES = PSEUDONYM_PREFIX.encode("ascii")
 MIN_KEY_LEN = 32
 PSEUDONYM_KEY_LEN = 32
 # Domain separation; v2: keys per (owner, grantee, dataset) (v1 used one consortium-wide key).
@@ -107,6 +112,7 @@ class Pseudonymizer:
         self._mac = hmac.HMAC(check_pseudonym_key(pseudonym_key), hashes.SHA256())
         self._mac.update(_DOMAIN)
         self._cache: dict[str, str] = {}
+        self._bytes_cache: dict[bytes, bytes] = {}
 
     def text(self, value: str) -> str:
         cached = self._cache.get(value)
@@ -117,6 +123,29 @@ class Pseudonymizer:
             mac.update(value.encode("utf-8", "surrogatepass"))
             cached = self._cache[value] = PSEUDONYM_PREFIX + mac.finalize()[:PSEUDONYM_BYTES].hex()
         return cached
+
+    def column(self, values: Iterable[bytes]) -> list[bytes]:
+        """``text`` of each UTF-8 value, as UTF-8; empty values stay empty. One loop per column
+        (a repeated value costs one dict lookup; each new one, one MAC copy, update and finalize)."""
+        cache = self._bytes_cache
+        get = cache.get
+        copy = self._mac.copy
+        out: list[bytes] = []
+        append = out.append
+        for value in values:
+            pseudonym = get(value)
+            if pseudonym is None:
+                if not value:
+                    append(value)
+                    continue
+                mac = copy()
+                mac.update(value)
+                pseudonym = _PREFIX_BYTES + hexlify(mac.finalize()[:PSEUDONYM_BYTES])
+                if len(cache) >= _CACHE_LIMIT:
+                    cache.clear()
+                cache[value] = pseudonym
+            append(pseudonym)
+        return out
 
     def value(self, value: object) -> object:
         """None and "" stay as they are (a missing value identifies nobody); numbers and booleans
@@ -193,19 +222,101 @@ def transform_stream(
 
 
 def _transform_csv(src: BinaryIO, schema: Schema, pseudonymizer: Pseudonymizer) -> Iterator[bytes]:
-    header, header_bytes, rows = read_csv(src)
+    header, header_bytes, _rows = read_csv(src)
     hidden = [i for i, name in enumerate(header) if schema.is_personal(name)]
     if not hidden:
         # Nothing to hide in any named column: the original bytes are the delivery.
         yield header_bytes
         yield from iter_file_blocks(src)
         return
-    width = len(header)
+    terminator = "\r\n" if header_bytes.endswith(b"\r\n") else "\n"
+    out = io.StringIO()
+    csv.writer(out, lineterminator=terminator).writerow(header)
+    yield out.getvalue().encode("utf-8")
+    # read_csv's reader stopped right after the header: the body is read from src from here on.
+    line = header_bytes.count(b"\n") + 1
+    while terminator == "\n":
+        block = src.read(READ_BLOCK)
+        if not block:
+            return
+        if not block.endswith(b"\n"):
+            block += _finish_line(src, len(block) - 1 - block.rfind(b"\n"))
+        if _SLOW_CSV_BYTES.search(block) is not None or not _is_utf8(block):
+            # Quotes, CR or NUL (or bad UTF-8: the csv path names its line): parse the rest properly.
+            yield from _transform_csv_rows(_chain_lines(block, src), line, len(header), hidden, pseudonymizer,
+                                           terminator)
+            return
+        yield _pseudonymize_plain_block(block, len(header), hidden, pseudonymizer)
+        line += block.count(b"\n")
+    yield from _transform_csv_rows(_chain_lines(b"", src), line, len(header), hidden, pseudonymizer, terminator)
+
+
+_SLOW_CSV_BYTES = re.compile(rb'["\r\x00]')
+
+
+def _is_utf8(block: bytes) -> bool:
+    try:
+        block.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _finish_line(src: BinaryIO, started: int) -> bytes:
+    """The rest of a line of which ``started`` bytes were already read (bounded like iter_lines)."""
+    rest = src.readline(MAX_LINE_BYTES + 1)
+    if started + len(rest) > MAX_LINE_BYTES:
+        raise InvalidInput(f"dataset has a line longer than {MAX_LINE_BYTES} bytes")
+    return rest
+
+
+def _chain_lines(block: bytes, src: BinaryIO) -> Iterator[bytes]:
+    yield from block.splitlines(keepends=True)
+    while line := src.readline(MAX_LINE_BYTES + 1):
+        if len(line) > MAX_LINE_BYTES:
+            raise InvalidInput(f"dataset has a line longer than {MAX_LINE_BYTES} bytes")
+        yield line
+
+
+def _pseudonymize_plain_block(block: bytes, width: int, hidden: list[int], pseudonymizer: Pseudonymizer) -> bytes:
+    """A block of whole CSV lines with no quote, CR or NUL (so every field is the bytes between
+    commas, exactly as the csv module would read and write it), personal fields replaced, blank
+    lines dropped. Column-wise: each personal column is pseudonymized in one pass; a row is split
+    only as far as its last personal field."""
+    lines = [line for line in block.split(b"\n") if line]
+    column = pseudonymizer.column
+    commas = width - 1
+    if not all(line.count(b",") == commas for line in lines):
+        return _pseudonymize_ragged_lines(lines, width, hidden, pseudonymizer)
+    last = hidden[-1]
+    rows = [line.split(b",", last + 1) for line in lines]
+    for i in hidden:
+        for row, value in zip(rows, column([row[i] for row in rows]), strict=True):
+            row[i] = value
+    return b"\n".join(map(b",".join, rows)) + b"\n"
+
+
+def _pseudonymize_ragged_lines(lines: list[bytes], width: int, hidden: list[int],
+                               pseudonymizer: Pseudonymizer) -> bytes:
+    """As ``_pseudonymize_plain_block`` for rows of any length: fields beyond the header are
+    undeclared, so they are hidden too."""
+    column = pseudonymizer.column
+    rows = [line.split(b",") for line in lines]
+    for row in rows:
+        for i in hidden:
+            if i < len(row):
+                row[i] = column((row[i],))[0]
+        if len(row) > width:
+            row[width:] = column(row[width:])
+    return b"\n".join(map(b",".join, rows)) + b"\n"
+
+
+def _transform_csv_rows(lines: Iterator[bytes], first_line: int, width: int, hidden: list[int],
+                        pseudonymizer: Pseudonymizer, terminator: str) -> Iterator[bytes]:
     text = pseudonymizer.text
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n" if header_bytes.endswith(b"\r\n") else "\n")
-    writer.writerow(header)
-    for _line, row in rows:
+    writer = csv.writer(out, lineterminator=terminator)
+    for _line, row in iter_csv_rows(lines, first_line):
         for i in hidden:
             if i < len(row) and row[i]:
                 row[i] = text(row[i])

@@ -452,6 +452,26 @@ def read_csv(src: BinaryIO) -> tuple[list[str], bytes, Iterator[tuple[int, list[
     return header, header_bytes, rows()
 
 
+def iter_csv_rows(lines: Iterable[bytes], first_line: int) -> Iterator[tuple[int, list[str]]]:
+    """(line number, fields) of the non-blank CSV rows in ``lines`` (whole lines of bytes, the
+    first being line ``first_line`` of the file); InvalidInput names the line of bad UTF-8 or CSV."""
+
+    def text_lines() -> Iterator[str]:
+        for line in lines:
+            try:
+                yield line.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InvalidInput(f"CSV line {first_line + reader.line_num} is not valid UTF-8 text") from None
+
+    reader = csv.reader(text_lines(), strict=True)
+    try:
+        for row in reader:
+            if row:
+                yield first_line - 1 + reader.line_num, row
+    except csv.Error as exc:
+        raise InvalidInput(f"CSV line {first_line - 1 + reader.line_num} is malformed: {exc}") from None
+
+
 def _csv_rows(src: BinaryIO) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
     header, _raw, rows = read_csv(src)
     return header, rows
@@ -562,6 +582,7 @@ __all__ = [
     "compute_content_hash",
     "hash_stream",
     "infer_schema",
+    "iter_csv_rows",
     "iter_records",
     "load_schema",
     "mark_personal",

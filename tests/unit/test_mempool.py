@@ -407,3 +407,52 @@ def test_a_senders_next_transaction_takes_the_room_of_its_own_furthest_queued_on
     done = p.admit(anchor(ALICE, 0))  # the gap: Alice's furthest queued (3) makes room for it
     assert [t.nonce for t in done.executable] == [0, 1, 2]
     assert p.pending() == [(ALICE.address, n) for n in range(3)]
+
+
+def test_submissions_past_the_backlog_are_refused_busy_and_peer_and_record_txs_still_enter() -> None:
+    from chainshare.errors import NodeBusy, RateLimited
+
+    p = Pool(MempoolLimits(busy_backlog_s=1.0, busy_min_pending=4))
+    submit = lambda raw: p.pool.add_raw(raw, p.state, GAS_LIMIT, submitted=True)  # noqa: E731
+    first = [anchor(ALICE, n) for n in range(4)]
+    for raw in first:
+        submit(raw)
+    assert p.pool.executable_count == 4
+    with pytest.raises(NodeBusy, match="node busy, retry: 4 transactions wait") as refused:
+        submit(anchor(ALICE, 4))
+    assert isinstance(refused.value, RateLimited) and refused.value.data["retryAfter"] >= 1  # -32005 / 429
+    assert len(p.pool) == 4  # nothing kept
+    p.pool.add_raw(anchor(ALICE, 4), p.state, GAS_LIMIT)  # a peer's transaction is not refused
+    p.pool.add_raw(record_delivery(BOB, 0), p.state, GAS_LIMIT, submitted=True)  # nor a system record
+    # The node finalizes 5 in one block at t = 1000: the measured rate is 5 / DRAIN_WINDOW_S.
+    p.ledger.execute(first + [anchor(ALICE, 4)])
+    assert p.pool.prune(p.state) == 5 and p.pool.executable_count == 1
+    submit(anchor(CAROL, 0))
+    assert p.pool.get_finalized_rate() == pytest.approx(1.0)
+    p.now += 10  # the window moves past that block: the rate is unknown again, the floor holds
+    assert p.pool.get_finalized_rate() == 0.0
+
+
+def test_the_backlog_limit_scales_with_the_measured_finalize_rate() -> None:
+    from chainshare.mempool import is_backlogged
+
+    limits = MempoolLimits(busy_backlog_s=1.0, busy_min_pending=2_000)
+    assert not is_backlogged(1_999, 0.0, limits) and is_backlogged(2_000, 0.0, limits)
+    assert not is_backlogged(2_999, 3_000.0, limits) and is_backlogged(3_000, 3_000.0, limits)
+    assert is_backlogged(1_500, 1_000.0, MempoolLimits(busy_backlog_s=1.0, busy_min_pending=1_000))
+
+
+def test_a_busy_refusal_never_sends_a_client_away_for_long() -> None:
+    from chainshare.errors import NodeBusy
+    from chainshare.mempool import MAX_RETRY_AFTER_S
+
+    p = Pool(MempoolLimits(busy_backlog_s=1.0, busy_min_pending=2))
+    first = anchor(ALICE, 0)
+    p.pool.add_raw(first, p.state, GAS_LIMIT)
+    p.ledger.execute([first])
+    p.pool.prune(p.state)  # one finalized in the window: 0.2 tx/s
+    for n in (1, 2):
+        p.pool.add_raw(anchor(ALICE, n), p.state, GAS_LIMIT, submitted=True)
+    with pytest.raises(NodeBusy) as refused:  # 2 waiting at 0.2 tx/s: 10 s of work, but retry in 5 s
+        p.pool.add_raw(anchor(ALICE, 3), p.state, GAS_LIMIT, submitted=True)
+    assert refused.value.data["retryAfter"] == MAX_RETRY_AFTER_S

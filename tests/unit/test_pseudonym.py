@@ -194,3 +194,59 @@ def test_malformed_jsonl_is_refused_with_its_line_number(tmp_path: Path) -> None
         _transform(tmp_path, "[1, 2]\n", "jsonl", "read")
     with pytest.raises(InvalidInput, match="not valid JSON"):
         _transform(tmp_path, '{"age": NaN}\n', "jsonl", "read")
+
+
+def _reference_csv_read(text: str, schema: object) -> bytes:
+    """What a ``read`` delivery of a CSV must be, computed row by row with the csv module."""
+    rows = list(csv.reader(io.StringIO(text, newline=""), strict=True))
+    header = rows[0]
+    valid = validate_schema(schema)
+    hidden = [i for i, name in enumerate(header) if valid.is_personal(name)]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n" if text.split("\n", 1)[0].endswith("\r") else "\n")
+    writer.writerow(header)
+    for row in rows[1:]:
+        if not row:
+            continue
+        row = [pseudonymize(v, KEY) if v and (i in hidden or i >= len(header)) else v for i, v in enumerate(row)]
+        writer.writerow(row)
+    return out.getvalue().encode("utf-8")
+
+
+TWO_PERSONAL = {"columns": [{"name": "district", "kind": "string"}, {"name": "citizen_id", "kind": "personal"},
+                            {"name": "age", "kind": "integer"}, {"name": "name", "kind": "personal"}]}
+
+
+@pytest.mark.parametrize("body", [
+    # plain rows (the block path), repeated and empty identifiers, blank lines, no final newline
+    "".join(f"north,CN{i % 700:05d},{i % 90},N{i % 13}\n" for i in range(3000)) + "\nsouth,,7,\n\nwest,CN1,8,x",
+    # ragged rows: fewer fields, and fields beyond the header (undeclared, so hidden)
+    "north,CN1\nsouth,CN2,3,Li,extra,more\n,,,\n",
+    # a quoted field far into the file: the rest is read by the csv module, same result
+    "".join(f"east,ID{i},{i},x\n" for i in range(2000)) + 'west,"CN, 9",4,"Li\nWei"\nnorth,CN3,5,y\n',
+    # non-ASCII identifiers
+    "north,张三,34,王五\nsouth,Zoë,51,José\n",
+])
+def test_csv_read_block_path_matches_the_row_by_row_reference(tmp_path: Path, body: str) -> None:
+    for text in ("district,citizen_id,age,name\n" + body,
+                 "district,citizen_id,age,name\r\n" + body.replace("\n", "\r\n")):
+        assert _transform(tmp_path, text, "csv", "read", TWO_PERSONAL) == _reference_csv_read(text, TWO_PERSONAL)
+
+
+def test_csv_read_crossing_read_blocks_matches_the_reference(tmp_path: Path) -> None:
+    # > 1 MiB (schema.READ_BLOCK): block boundaries fall inside lines, which are completed first.
+    body = "".join(f"d{i % 4},CN{i:09d},{i % 90},{'n' * (i % 17)}\n" for i in range(60_000))
+    text = "district,citizen_id,age,name\n" + body
+    assert len(text) > 1 << 20
+    assert _transform(tmp_path, text, "csv", "read", TWO_PERSONAL) == _reference_csv_read(text, TWO_PERSONAL)
+
+
+def test_csv_read_refuses_bad_utf8_and_bad_quoting_with_their_line_numbers(tmp_path: Path) -> None:
+    src = tmp_path / "bad.csv"
+    out = io.BytesIO()
+    src.write_bytes(b"district,citizen_id,age,name\nnorth,CN1,3,x\nsouth,CN\xff2,4,y\n")
+    with pytest.raises(InvalidInput, match="CSV line 3 is not valid UTF-8"):
+        transform_file(src, "csv", validate_schema(TWO_PERSONAL), "read", KEY, out)
+    src.write_bytes(b'district,citizen_id,age,name\nnorth,CN1,3,x\nsouth,"CN2"x,4,y\n')
+    with pytest.raises(InvalidInput, match="CSV line 3 is malformed"):
+        transform_file(src, "csv", validate_schema(TWO_PERSONAL), "read", KEY, out)
