@@ -46,6 +46,7 @@ from chainshare.execution.contracts.evidence import Evidence as EvidenceContract
 from chainshare.execution.contracts.membership import (
     ValidatorSet,
     get_agency,
+    get_certificate_revocation,
     get_validator_set_at,
     get_validator_sets,
     select_validator_set,
@@ -60,6 +61,7 @@ from chainshare.ledger.finality import (
 )
 from chainshare.ledger.types import Block, QuorumCertificate
 from chainshare.logs import log_event
+from chainshare.p2p.errors import PeerRefused
 from chainshare.sharing.records import encode_call
 
 log = logging.getLogger("chainshare.replica")
@@ -976,11 +978,18 @@ class Replica:
         state this node holds, e.g. genesis: its bootstrap peers). A validator's name is reserved for its
         agency: a certificate naming it for another agency is refused; an agency known as revoked is
         refused. Consensus messages count only from the validators of the set in force (by name, hence by
-        agency). Whatever an admitted peer serves is verified (QCs, re-execution, epoch-change proofs)."""
+        agency). Whatever an admitted peer serves is verified (QCs, re-execution, epoch-change proofs).
+        A certificate revoked on chain (``Membership.revokeCertificate``, in this node's finalized state)
+        is refused whoever presents it (PeerRefused ``revoked_certificate``)."""
         bootstrap = frozenset(str(entry).partition("@")[0] for entry in self.node.cfg.p2p.peers)
 
         def is_allowed(subject: Any) -> bool:
             state = self.chain.state
+            revoked = get_certificate_revocation(state, subject.fingerprint)
+            if revoked is not None:
+                raise PeerRefused("revoked_certificate", f"node {subject.node!r} of agency {subject.agency!r} "
+                                  f"presented certificate 0x{subject.fingerprint.hex()}, revoked at block "
+                                  f"{revoked['height']}: {revoked['reason']}")
             validators = {v["name"]: v["agency"] for vs in get_validator_sets(state) + self._proven_sets
                           for v in vs.validators}
             agency_of_name = validators.get(subject.node)
