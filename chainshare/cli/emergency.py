@@ -318,10 +318,10 @@ def rotate_tls(name: str, config_path: Path | None, ca_dir: Path | None, ca_pass
     if not cfg.node.dev_mode:
         key_password = read_password(cfg.path(cfg.validator.password_file) if cfg.validator.password_file else None)
     rotated = rotate_node_tls(cfg, ca_dir, ca_password, key_password)
-    revoking = time.monotonic()
+    revoking, submitted_at = time.monotonic(), time.time()  # wall clock: others measure the effect against it
     result = _act(MEMBERSHIP, encode_call(MEM, "revokeCertificate", rotated.old_cert_pem, reason), "", False,
                   devnet_dir, as_agency, node_url, keystore, password_file, what="Membership.revokeCertificate")
-    out: dict[str, Any] = {**rotated.to_json(), "block": result["block"],
+    out: dict[str, Any] = {**rotated.to_json(), "block": result["block"], "revocation_submitted_at": submitted_at,
                            "revocation_seconds": round(time.monotonic() - revoking, 3), "restarted": False}
     if devnet_dir is not None:
         restarting = time.monotonic()
