@@ -38,7 +38,7 @@ from chainshare import codec
 from chainshare.consensus import core, epochs, sync
 from chainshare.consensus.messages import BlsCrypto, Proposal, Timeout, Vote, decode_message, encode_message
 from chainshare.crypto.hashing import keccak256
-from chainshare.errors import ChainshareError, ConsensusError, DecodeError, InvalidTransaction
+from chainshare.errors import ChainshareError, ConsensusError, DecodeError, InvalidTransaction, StorageError
 from chainshare.execution.block import ExecutedBlock, apply_block, build_block
 from chainshare.execution.contracts.addresses import EVIDENCE, MEMBERSHIP
 from chainshare.execution.contracts.cedar import run_on_cedar_thread
@@ -269,6 +269,11 @@ class Replica:
                     await self._sync_and_restart()
                 else:
                     await self._handle(event)
+            except StorageError as exc:
+                # LevelDB refuses every later write once one failed (disk full, I/O error): stop the node,
+                # as the single-validator producer does; its peers go on, it catches up once restarted.
+                log_event(log, logging.CRITICAL, "ledger write failed; stopping the node", error=exc.message)
+                raise
             except ChainshareError as exc:
                 log_event(log, logging.WARNING, "event failed", event=type(event).__name__, error=exc.message)
 
