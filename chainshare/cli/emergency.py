@@ -291,7 +291,9 @@ def rotate_tls(name: str, config_path: Path | None, ca_dir: Path | None, ca_pass
     """Give node NAME a new TLS key and certificate (same node, agency, host names) from the consortium
     CA, re-seal its vault to the new key, install them, and revoke the old certificate as its agency.
     A devnet node is restarted with them; a production node must be restarted by its operator (it
-    presents the old certificate, which its peers refuse once the revocation is final, until then)."""
+    presents the old certificate, which its peers refuse once the revocation is final, until then).
+    In production, --node must be ANOTHER node than NAME: NAME is cut off when the revocation is final
+    and may never see its receipt."""
     from chainshare.config import load_config
     from chainshare.crypto.keystore import read_password
     from chainshare.devnet import read_devnet, restart_node
@@ -319,8 +321,15 @@ def rotate_tls(name: str, config_path: Path | None, ca_dir: Path | None, ca_pass
         key_password = read_password(cfg.path(cfg.validator.password_file) if cfg.validator.password_file else None)
     rotated = rotate_node_tls(cfg, ca_dir, ca_password, key_password)
     revoking, submitted_at = time.monotonic(), time.time()  # wall clock: others measure the effect against it
-    result = _act(MEMBERSHIP, encode_call(MEM, "revokeCertificate", rotated.old_cert_pem, reason), "", False,
-                  devnet_dir, as_agency, node_url, keystore, password_file, what="Membership.revokeCertificate")
+    url, key = resolve_actor(devnet_dir, as_agency, node_url, keystore, password_file)
+    assert key is not None
+    if devnet_dir is not None:  # the node being rotated is cut off once the revocation is final: it may never
+        # see its receipt, so send it through another node (as --node must name in production)
+        url = next((n["rpc"] for n in read_devnet(devnet_dir)["nodes"] if n["name"] != name), url)
+    with NodeClient(url, timeout=60) as client:
+        receipt = _send(client, key, MEMBERSHIP, encode_call(MEM, "revokeCertificate", rotated.old_cert_pem, reason),
+                        "Membership.revokeCertificate")
+    result = {"block": int(receipt["blockNumber"], 16)}
     out: dict[str, Any] = {**rotated.to_json(), "block": result["block"], "revocation_submitted_at": submitted_at,
                            "revocation_seconds": round(time.monotonic() - revoking, 3), "restarted": False}
     if devnet_dir is not None:

@@ -387,6 +387,21 @@ def test_validator_tls_rotation_old_certificate_refused_everywhere(net: Devnet, 
                       rotated["restart_seconds"], "tls_effect_s": {k: round(v, 2) for k, v in sorted(effect.items())}}))
 
 
+def test_certificate_commands_refuse_bad_input_with_precise_messages(net: Devnet, tmp_path: Path) -> None:
+    assert "cannot read the certificate" in cli_as(net, "agency1", "emergency", "revoke-certificate",
+                                                   tmp_path / "missing.crt", "--reason", "x", code=2)
+    (tmp_path / "junk.crt").write_bytes(b"x" * 10_000)
+    assert "larger than 8192 bytes" in cli_as(net, "agency1", "emergency", "revoke-certificate",
+                                              tmp_path / "junk.crt", "--reason", "x", code=2)
+    # another agency's node certificate: only its agency (or Governance) may revoke it; nothing changes
+    other = net.dir / "nodes" / "node2" / "keys" / "node.crt"
+    assert "only agency 'agency2' (the certificate's) or Governance may revoke" in cli_as(
+        net, "agency1", "emergency", "revoke-certificate", other, "--reason", "x", code=1)
+    assert "no node 'node9'" in cli_as(net, "agency1", "emergency", "rotate-tls", "node9", code=2)
+    proc = run_cli("emergency", "rotate-tls", "node1", "--node", net.rpc_url, "--json")
+    assert proc.returncode == 2 and "--config node.toml and --ca-dir DIR are required" in proc.stderr
+
+
 def test_agency_compromise_is_one_decision_revoke_and_retire(net: Devnet, shared: tuple[int, int],
                                                             tmp_path: Path) -> None:
     dataset_id, _ = shared
