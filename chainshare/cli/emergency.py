@@ -319,16 +319,21 @@ def rotate_tls(name: str, config_path: Path | None, ca_dir: Path | None, ca_pass
     key_password = None
     if not cfg.node.dev_mode:
         key_password = read_password(cfg.path(cfg.validator.password_file) if cfg.validator.password_file else None)
-    rotated = rotate_node_tls(cfg, ca_dir, ca_password, key_password)
-    revoking, submitted_at = time.monotonic(), time.time()  # wall clock: others measure the effect against it
-    url, key = resolve_actor(devnet_dir, as_agency, node_url, keystore, password_file)
+    url, key = resolve_actor(devnet_dir, as_agency, node_url, keystore, password_file)  # before touching a file
     assert key is not None
     if devnet_dir is not None:  # the node being rotated is cut off once the revocation is final: it may never
         # see its receipt, so send it through another node (as --node must name in production)
         url = next((n["rpc"] for n in read_devnet(devnet_dir)["nodes"] if n["name"] != name), url)
-    with NodeClient(url, timeout=60) as client:
-        receipt = _send(client, key, MEMBERSHIP, encode_call(MEM, "revokeCertificate", rotated.old_cert_pem, reason),
-                        "Membership.revokeCertificate")
+    rotated = rotate_node_tls(cfg, ca_dir, ca_password, key_password)
+    revoking, submitted_at = time.monotonic(), time.time()  # wall clock: others measure the effect against it
+    try:
+        with NodeClient(url, timeout=60) as client:
+            receipt = _send(client, key, MEMBERSHIP, encode_call(MEM, "revokeCertificate", rotated.old_cert_pem,
+                                                                  reason), "Membership.revokeCertificate")
+    except ChainshareError as exc:  # the new identity is installed: only the revocation is left to do
+        raise ChainshareError(f"node {name} has its new certificate, but revoking the old one failed: {exc.message}; "
+                              f"run `chainshare emergency revoke-certificate {rotated.old_cert_copy} --reason ...` "
+                              "(not rotate-tls again)") from exc
     result = {"block": int(receipt["blockNumber"], 16)}
     out: dict[str, Any] = {**rotated.to_json(), "block": result["block"], "revocation_submitted_at": submitted_at,
                            "revocation_seconds": round(time.monotonic() - revoking, 3), "restarted": False}

@@ -407,7 +407,7 @@ def test_agency_compromise_is_one_decision_revoke_and_retire(net: Devnet, shared
     dataset_id, _ = shared
     grant = cli_as(net, "agency4", "access", "request", dataset_id, "--action", "read", "--purpose", "before")
     started = time.monotonic()
-    proposed = cli_as(net, "agency1", "emergency", "revoke-agency", "agency4", "--retire-after", "40")
+    proposed = cli_as(net, "agency1", "emergency", "revoke-agency", "agency4", "--retire-after", "90")  # votes: ~3 CLI runs
     assert proposed["retired_validators"] == ["node4"]
     pid = proposed["proposal_id"]
     cli_as(net, "agency2", "emergency", "vote", pid)
