@@ -38,6 +38,7 @@ from web3 import Web3
 from chainshare.crypto.ca import compute_certificate_fingerprint, init_ca, issue_node_certificate
 from chainshare.execution.contracts import ACCESS_CONTROL, GOVERNANCE, MEMBERSHIP
 from chainshare.execution.contracts.membership import get_certificate_revocation
+from chainshare.explorer.indexer.decode import decode_event
 
 consortium, ledger, acct = base.consortium, base.ledger, base.acct  # the same fixtures
 
@@ -164,6 +165,10 @@ def test_an_agency_revokes_its_own_node_certificate_at_once_and_no_one_else_may(
                              timestamp_ms=now + 3000))
     assert decode_logs(receipt) == [("CertificateRevoked", {"fingerprint": fp, "agency": HEALTH,
                                                             "node": "health-node", "reason": "key stolen"})]
+    (log,) = receipt.logs  # the explorer's indexer decodes it from the ABI like every system-contract event
+    assert decode_event(log.address, tuple(log.topics), log.data) == (
+        "CertificateRevoked", {"fingerprint": "0x" + fp.hex(), "agency": HEALTH, "node": "health-node",
+                               "reason": "key stolen"})
     height = ledger.parent_header.height
     assert view(ledger, MEM, "certificateRevocation", fp) == (True, HEALTH, "health-node", height, "key stolen")
     assert get_certificate_revocation(ledger.state, fp) == {"agency": HEALTH, "node": "health-node",
