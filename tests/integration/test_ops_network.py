@@ -269,7 +269,7 @@ def test_validator_bls_key_rotation_takes_effect_at_its_height(net: Devnet, tmp_
     identity = tmp_path / "node3-new" / "node-identity.json"
     started = time.monotonic()
     proposed = cli_as(net, "agency1", "emergency", "rotate-validator", "node3", "--identity", identity,
-                      "--activate-after", "90")  # votes: ~3 CLI runs, slow on a loaded machine
+                      "--activate-after", "60")  # votes: ~3 CLI runs, slow on a loaded machine
     cli_as(net, "agency2", "emergency", "vote", proposed["proposal_id"])
     assert cli_as(net, "agency3", "emergency", "vote", proposed["proposal_id"])["executed"] is True
     TIMES["BLS key rotation (3 of 4 agencies): proposal to decision final"] = time.monotonic() - started
@@ -407,7 +407,7 @@ def test_agency_compromise_is_one_decision_revoke_and_retire(net: Devnet, shared
     dataset_id, _ = shared
     grant = cli_as(net, "agency4", "access", "request", dataset_id, "--action", "read", "--purpose", "before")
     started = time.monotonic()
-    proposed = cli_as(net, "agency1", "emergency", "revoke-agency", "agency4", "--retire-after", "90")  # votes: ~3 CLI runs
+    proposed = cli_as(net, "agency1", "emergency", "revoke-agency", "agency4", "--retire-after", "60")  # votes: ~3 CLI runs
     assert proposed["retired_validators"] == ["node4"]
     pid = proposed["proposal_id"]
     cli_as(net, "agency2", "emergency", "vote", pid)
