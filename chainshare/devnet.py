@@ -204,16 +204,34 @@ def stop_devnet(directory: Path, timeout: float = 15.0) -> list[dict[str, Any]]:
         if not is_running(pid, cfg_path):
             result.append({"name": node["name"], "stopped": False, "reason": "not running"})
             continue
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while is_running(pid, cfg_path) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        killed = False
-        if is_running(pid, cfg_path):
-            os.kill(pid, signal.SIGKILL)
-            killed = True
+        killed = stop_node_process(pid, cfg_path, timeout)
         result.append({"name": node["name"], "stopped": True, "killed": killed})
     return result
+
+
+def stop_node_process(pid: int, config_path: Path, timeout: float) -> bool:
+    """Stop the node process ``pid`` (SIGTERM, SIGKILL after ``timeout``); True if it had to be killed."""
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while is_running(pid, config_path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if is_running(pid, config_path):
+        os.kill(pid, signal.SIGKILL)
+        return True
+    return False
+
+
+def restart_node(directory: Path, name: str, timeout: float = 60.0) -> dict[str, Any]:
+    """Stop devnet node ``name`` if it runs, start it again (it reads its keys anew) and wait until it
+    serves blocks; returns its devnet.json entry."""
+    info = read_devnet(directory)
+    node = next((n for n in info["nodes"] if n["name"] == name), None)
+    if node is None:
+        raise ConfigError(f"no node {name!r} in {directory} (one of: {', '.join(n['name'] for n in info['nodes'])})")
+    if is_running(node.get("pid"), node_config_path(directory, node)):
+        stop_node_process(node["pid"], node_config_path(directory, node), 15.0)
+    start_devnet(directory, timeout)
+    return dict(next(n for n in read_devnet(directory)["nodes"] if n["name"] == name))
 
 
 def devnet_status(directory: Path) -> list[dict[str, Any]]:

@@ -38,7 +38,7 @@ from chainshare import codec
 from chainshare.consensus import core, epochs, sync
 from chainshare.consensus.messages import BlsCrypto, Proposal, Timeout, Vote, decode_message, encode_message
 from chainshare.crypto.hashing import keccak256
-from chainshare.errors import ChainshareError, ConsensusError, DecodeError, InvalidTransaction
+from chainshare.errors import ChainshareError, ConsensusError, DecodeError, InvalidTransaction, StorageError
 from chainshare.execution.block import ExecutedBlock, apply_block, build_block
 from chainshare.execution.contracts.addresses import EVIDENCE, MEMBERSHIP
 from chainshare.execution.contracts.cedar import run_on_cedar_thread
@@ -46,6 +46,7 @@ from chainshare.execution.contracts.evidence import Evidence as EvidenceContract
 from chainshare.execution.contracts.membership import (
     ValidatorSet,
     get_agency,
+    get_certificate_revocation,
     get_validator_set_at,
     get_validator_sets,
     select_validator_set,
@@ -60,6 +61,7 @@ from chainshare.ledger.finality import (
 )
 from chainshare.ledger.types import Block, QuorumCertificate
 from chainshare.logs import log_event
+from chainshare.p2p.errors import PeerRefused
 from chainshare.sharing.records import encode_call
 
 log = logging.getLogger("chainshare.replica")
@@ -266,6 +268,11 @@ class Replica:
                     await self._sync_and_restart()
                 else:
                     await self._handle(event)
+            except StorageError as exc:
+                # LevelDB refuses every later write once one failed (disk full, I/O error): stop the node,
+                # as the single-validator producer does; its peers go on, it catches up once restarted.
+                log_event(log, logging.CRITICAL, "ledger write failed; stopping the node", error=exc.message)
+                raise
             except ChainshareError as exc:
                 log_event(log, logging.WARNING, "event failed", event=type(event).__name__, error=exc.message)
 
@@ -975,11 +982,18 @@ class Replica:
         state this node holds, e.g. genesis: its bootstrap peers). A validator's name is reserved for its
         agency: a certificate naming it for another agency is refused; an agency known as revoked is
         refused. Consensus messages count only from the validators of the set in force (by name, hence by
-        agency). Whatever an admitted peer serves is verified (QCs, re-execution, epoch-change proofs)."""
+        agency). Whatever an admitted peer serves is verified (QCs, re-execution, epoch-change proofs).
+        A certificate revoked on chain (``Membership.revokeCertificate``, in this node's finalized state)
+        is refused whoever presents it (PeerRefused ``revoked_certificate``)."""
         bootstrap = frozenset(str(entry).partition("@")[0] for entry in self.node.cfg.p2p.peers)
 
         def is_allowed(subject: Any) -> bool:
             state = self.chain.state
+            revoked = get_certificate_revocation(state, subject.fingerprint)
+            if revoked is not None:
+                raise PeerRefused("revoked_certificate", f"node {subject.node!r} of agency {subject.agency!r} "
+                                  f"presented certificate 0x{subject.fingerprint.hex()}, revoked at block "
+                                  f"{revoked['height']}: {revoked['reason']}")
             validators = {v["name"]: v["agency"] for vs in get_validator_sets(state) + self._proven_sets
                           for v in vs.validators}
             agency_of_name = validators.get(subject.node)

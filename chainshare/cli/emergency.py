@@ -9,6 +9,11 @@ Every action is a transaction, so it is an on-chain event anyone (and the explor
   accounts may no longer transact, every grant it holds or gave is invalid).
 - ``rotate-validator NAME --identity node-identity.json``: a Governance decision that replaces the
   validator's BLS key by a new one from a later height (same name and agency).
+- ``revoke-certificate CERT --reason R``: the certificate's agency (or, with ``--governance``, a
+  Governance decision) revokes a node certificate on chain; once final, every node refuses it at the
+  handshake and drops the sessions that use it.
+- ``rotate-tls NAME``: a new TLS key and certificate for node NAME from the consortium CA, its vault
+  re-sealed to the new key, the old certificate revoked; a devnet node is restarted with it.
 - ``vote ID [--against]``, ``execute ID``: the other agencies' part of a proposal.
 - ``status [--dataset ID]``: whether sharing is paused or a dataset frozen, and why.
 
@@ -27,11 +32,12 @@ import click
 from chainshare.cli.common import acting_options, emit, json_option, parse_positive_id, resolve_actor
 from chainshare.cli.signing import api_get
 from chainshare.client import NodeClient, transact
+from chainshare.crypto.ca import compute_certificate_fingerprint
 from chainshare.errors import ChainshareError, InvalidInput
 from chainshare.execution import abi
 from chainshare.execution.contracts import ACCESS_CONTROL, GOVERNANCE, MEMBERSHIP
 from chainshare.execution.contracts.governance import Governance
-from chainshare.execution.contracts.membership import Membership
+from chainshare.execution.contracts.membership import MAX_CERT, Membership
 from chainshare.sharing.records import ACCESS_CONTRACT, decode_return, encode_call
 
 group = click.Group("emergency", help="Freeze a dataset, pause sharing, revoke a compromised agency (runbook).")
@@ -231,6 +237,109 @@ def rotate_validator(name: str, identity_path: Path, activate_after: int, as_jso
         result = _propose(client, key, MEMBERSHIP, data, f"emergency: rotate the BLS key of validator {name}")
     _report({"validator": name, "activation_height": head + activate_after, "bls_public_key": new_pk, **result},
             started, as_json, f"validator {name} rotated")
+
+
+def _read_certificate(path: Path) -> bytes:
+    try:
+        pem = path.read_bytes()[:MAX_CERT + 1]
+    except OSError as exc:
+        raise InvalidInput(f"cannot read the certificate {path}: {exc.strerror or exc}") from exc
+    if len(pem) > MAX_CERT:
+        raise InvalidInput(f"{path} is larger than {MAX_CERT} bytes: not a node certificate")
+    return pem
+
+
+@group.command("revoke-certificate")
+@click.argument("certificate", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--reason", required=True, help="Why (1..256 bytes; on chain).")
+@click.option("--governance", is_flag=True, help="Propose it to Governance (a certificate of another agency).")
+@acting_options
+@json_option
+def revoke_certificate(certificate: Path, reason: str, governance: bool, as_json: bool, **actor: Any) -> None:
+    """Revoke CERTIFICATE (PEM) on chain: once final, every node refuses it at the handshake and drops
+    the sessions that use it. Its own agency revokes at once; any certificate by --governance."""
+    started, pem = time.monotonic(), _read_certificate(certificate)
+    fingerprint = compute_certificate_fingerprint(pem)
+    data = encode_call(MEM, "revokeCertificate", pem, _reason(reason))
+    result = _act(MEMBERSHIP, data, f"emergency: revoke certificate 0x{fingerprint.hex()}: {reason}", governance,
+                  **actor, what="Membership.revokeCertificate")
+    _report({"fingerprint": "0x" + fingerprint.hex(), **result}, started, as_json,
+            f"certificate 0x{fingerprint.hex()[:16]}… revoked")
+
+
+@group.command("rotate-tls")
+@click.argument("name")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="node.toml of node NAME (default with --devnet: DIR/nodes/NAME/node.toml).")
+@click.option("--ca-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="The consortium CA directory (default with --devnet: DIR/ca).")
+@click.option("--ca-password-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="CA key password file (default: $CHAINSHARE_PASSWORD; none for a devnet).")
+@click.option("--reason", default="node TLS key compromised: certificate rotated", show_default=True,
+              help="Why (1..256 bytes; on chain).")
+@acting_options
+@json_option
+def rotate_tls(name: str, config_path: Path | None, ca_dir: Path | None, ca_password_file: Path | None,
+               reason: str, as_json: bool, devnet_dir: Any, as_agency: str | None, node_url: str | None,
+               keystore: Any, password_file: Any) -> None:
+    """Give node NAME a new TLS key and certificate (same node, agency, host names) from the consortium
+    CA, re-seal its vault to the new key, install them, and revoke the old certificate as its agency.
+    A devnet node is restarted with them; a production node must be restarted by its operator (it
+    presents the old certificate, which its peers refuse once the revocation is final, until then).
+    In production, --node must be ANOTHER node than NAME: NAME is cut off when the revocation is final
+    and may never see its receipt."""
+    from chainshare.config import load_config
+    from chainshare.crypto.keystore import read_password
+    from chainshare.devnet import read_devnet, restart_node
+    from chainshare.ops.tls_rotation import rotate_node_tls
+
+    started = time.monotonic()
+    _reason(reason)
+    ca_password = None
+    if devnet_dir is not None:
+        node = next((n for n in read_devnet(devnet_dir)["nodes"] if n["name"] == name), None)
+        if node is None:
+            raise InvalidInput(f"no node {name!r} in {devnet_dir}")
+        config_path = config_path or Path(devnet_dir) / "nodes" / name / "node.toml"
+        ca_dir = ca_dir or Path(devnet_dir) / "ca"
+        as_agency = as_agency or node["agency"]
+    else:
+        if config_path is None or ca_dir is None:
+            raise InvalidInput("--config node.toml and --ca-dir DIR are required without --devnet")
+        ca_password = read_password(ca_password_file)
+    cfg = load_config(config_path)
+    if cfg.node.name != name:
+        raise InvalidInput(f"{config_path} configures node {cfg.node.name!r}, not {name!r}")
+    key_password = None
+    if not cfg.node.dev_mode:
+        key_password = read_password(cfg.path(cfg.validator.password_file) if cfg.validator.password_file else None)
+    url, key = resolve_actor(devnet_dir, as_agency, node_url, keystore, password_file)  # before touching a file
+    assert key is not None
+    if devnet_dir is not None:  # the node being rotated is cut off once the revocation is final: it may never
+        # see its receipt, so send it through another node (as --node must name in production)
+        url = next((n["rpc"] for n in read_devnet(devnet_dir)["nodes"] if n["name"] != name), url)
+    rotated = rotate_node_tls(cfg, ca_dir, ca_password, key_password)
+    revoking, submitted_at = time.monotonic(), time.time()  # wall clock: others measure the effect against it
+    try:
+        with NodeClient(url, timeout=60) as client:
+            receipt = _send(client, key, MEMBERSHIP, encode_call(MEM, "revokeCertificate", rotated.old_cert_pem,
+                                                                  reason), "Membership.revokeCertificate")
+    except ChainshareError as exc:  # the new identity is installed: only the revocation is left to do
+        raise ChainshareError(f"node {name} has its new certificate, but revoking the old one failed: {exc.message}; "
+                              f"run `chainshare emergency revoke-certificate {rotated.old_cert_copy} --reason ...` "
+                              "(not rotate-tls again)") from exc
+    result = {"block": int(receipt["blockNumber"], 16)}
+    out: dict[str, Any] = {**rotated.to_json(), "block": result["block"], "revocation_submitted_at": submitted_at,
+                           "revocation_seconds": round(time.monotonic() - revoking, 3), "restarted": False}
+    if devnet_dir is not None:
+        restarting = time.monotonic()
+        restart_node(Path(devnet_dir), name, timeout=120)
+        out.update(restarted=True, restart_seconds=round(time.monotonic() - restarting, 3))
+    else:
+        click.echo(f"restart node {name} now: until then it presents the revoked certificate, which its peers "
+                   "refuse", err=True)
+    _report(out, started, as_json, f"node {name}: new TLS certificate 0x{rotated.new_fingerprint.hex()[:16]}…, "
+            "the old one revoked")
 
 
 @group.command("vote")

@@ -9,6 +9,7 @@ import click
 
 from chainshare.cli.common import emit, json_option
 
+GRACEFUL_SHUTDOWN_S = 10
 group = click.Group("explorer", help="Index a network into SQL and serve the explorer API.")
 
 _db = click.option("--db", "db", required=True, help="Database URL: sqlite:///FILE (or a path) or "
@@ -76,7 +77,40 @@ def serve(db: str, read_db: str | None, host: str, port: int, log_level: str, no
     from chainshare.explorer.web.credentials import mount_credential_pages
 
     mount_credential_pages(app, node_url)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+    # SIGTERM: stop accepting, finish the requests in flight (at most GRACEFUL_SHUTDOWN_S), then exit.
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False,
+                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
+
+
+@group.command("balance")
+@click.option("--upstream", "upstreams", required=True, help="API replica URLs, comma-separated.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=8600, show_default=True)
+@click.option("--cooldown", type=click.FloatRange(0.1, 600), default=2.0, show_default=True,
+              help="Seconds a replica that refused a connection is skipped.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="warning")
+def balance(upstreams: str, host: str, port: int, cooldown: float, log_level: str) -> None:
+    """Balance requests over api replicas; a GET a draining or stopped replica fails is retried on another."""
+    import uvicorn
+
+    from chainshare.logs import configure_logging
+    from chainshare.ops.balancer import BalancerConfig, create_balancer_app
+
+    configure_logging(log_level)
+    config = BalancerConfig(tuple(u.strip() for u in upstreams.split(",") if u.strip()), cooldown_s=cooldown)
+    uvicorn.run(create_balancer_app(config), host=host, port=port, log_level=log_level, access_log=False,
+                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
+
+
+@group.command("restart")
+@click.option("--devnet", "directory", type=click.Path(file_okay=False, path_type=Path), required=True)
+@json_option
+def restart(directory: Path, as_json: bool) -> None:
+    """Rolling restart of the devnet explorer's api replicas (one at a time, each drained first)."""
+    from chainshare.explorer.launcher import restart_replicas
+
+    out = restart_replicas(directory)
+    emit(out, as_json, "restarted " + ", ".join(f"{k} (away {v} s)" for k, v in out["away_seconds"].items()))
 
 
 @group.command("up")

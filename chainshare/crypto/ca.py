@@ -134,6 +134,7 @@ class CertSubject:
     node: str | None
     account: str | None
     not_after: datetime
+    fingerprint: bytes = b""  # SHA-256 of the certificate's DER encoding
 
 
 # --------------------------------------------------------------------------- the CA
@@ -306,6 +307,57 @@ def issue_node(
     """Certify a node of ``agency``: writes a P-256 TLS key and a CA-signed certificate (server and
     client auth for ``hosts``), a fresh BLS validator key as an EIP-2335 keystore, and
     ``node-identity.json`` with the BLS public key and its proof of possession, to ``out_dir``."""
+    _check_password(key_password)
+    out_dir = Path(out_dir)
+    _check_out_dir(out_dir, (VALIDATOR_KEYSTORE_FILE, NODE_IDENTITY_FILE))
+    cert_pem = issue_node_certificate(ca_dir, ca_password, agency, node_name, out_dir, key_password=key_password,
+                                      hosts=hosts, validity_days=validity_days, not_before=not_before)
+    bls_secret = bls.generate_secret_key(os.urandom(32))
+    bls_public_key = bls.public_key(bls_secret)
+    bls_pop = bls.prove_possession(bls_secret)
+    keystore = encrypt_bls_key(
+        bls_secret,
+        key_password if key_password is not None else "",
+        kdf_light=kdf_light or key_password is None,
+        description=f"chainshare validator key of node {node_name} ({agency})",
+    )
+    write_secret_file(out_dir / VALIDATOR_KEYSTORE_FILE, json.dumps(keystore, indent=2) + "\n")
+    identity = {
+        "name": node_name,
+        "agency": agency,
+        "bls_public_key": "0x" + bls_public_key.hex(),
+        "bls_pop": "0x" + bls_pop.hex(),
+        "cert": NODE_CERT_FILE,
+    }
+    write_public_file(out_dir / NODE_IDENTITY_FILE, json.dumps(identity, indent=2) + "\n")
+    return NodeIdentity(
+        name=node_name,
+        agency=agency,
+        bls_public_key=bls_public_key,
+        bls_pop=bls_pop,
+        cert_pem=cert_pem,
+        directory=out_dir,
+    )
+
+
+def issue_node_certificate(
+    ca_dir: Path,
+    ca_password: str | None,
+    agency: str,
+    node_name: str,
+    out_dir: Path,
+    *,
+    key_password: str | None,
+    hosts: Sequence[str] = DEFAULT_NODE_HOSTS,
+    validity_days: int = LEAF_VALIDITY_DAYS,
+    not_before: datetime | None = None,
+    key_file: str = NODE_KEY_FILE,
+    cert_file: str = NODE_CERT_FILE,
+) -> str:
+    """Certify a node's TLS identity only (no validator key): a fresh P-256 key in ``out_dir/key_file``
+    (0600, encrypted unless ``key_password`` is None) and its CA-signed certificate (server and client
+    auth for ``hosts``, naming ``agency`` and ``node_name``) in ``out_dir/cert_file``; returns the PEM.
+    Neither file may exist yet."""
     check_name(agency, "agency name")
     check_name(node_name, "node name")
     if isinstance(hosts, str):
@@ -314,8 +366,7 @@ def issue_node(
     _check_validity_days(validity_days)
     _check_password(key_password)
     out_dir = Path(out_dir)
-    files = (NODE_KEY_FILE, NODE_CERT_FILE, VALIDATOR_KEYSTORE_FILE, NODE_IDENTITY_FILE)
-    _check_out_dir(out_dir, files)
+    _check_out_dir(out_dir, (key_file, cert_file))
     ca_cert, ca_key = load_ca(ca_dir, ca_password)
 
     key = ec.generate_private_key(ec.SECP256R1())
@@ -343,37 +394,17 @@ def issue_node(
         )
         .sign(ca_key, hashes.SHA256())
     )
-    bls_secret = bls.generate_secret_key(os.urandom(32))
-    bls_public_key = bls.public_key(bls_secret)
-    bls_pop = bls.prove_possession(bls_secret)
-    keystore = encrypt_bls_key(
-        bls_secret,
-        key_password if key_password is not None else "",
-        kdf_light=kdf_light or key_password is None,
-        description=f"chainshare validator key of node {node_name} ({agency})",
-    )
     cert_pem = cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
-
     _make_private_dir(out_dir)
-    write_secret_file(out_dir / NODE_KEY_FILE, _key_pem(key, key_password))
-    write_secret_file(out_dir / VALIDATOR_KEYSTORE_FILE, json.dumps(keystore, indent=2) + "\n")
-    write_public_file(out_dir / NODE_CERT_FILE, cert_pem)
-    identity = {
-        "name": node_name,
-        "agency": agency,
-        "bls_public_key": "0x" + bls_public_key.hex(),
-        "bls_pop": "0x" + bls_pop.hex(),
-        "cert": NODE_CERT_FILE,
-    }
-    write_public_file(out_dir / NODE_IDENTITY_FILE, json.dumps(identity, indent=2) + "\n")
-    return NodeIdentity(
-        name=node_name,
-        agency=agency,
-        bls_public_key=bls_public_key,
-        bls_pop=bls_pop,
-        cert_pem=cert_pem,
-        directory=out_dir,
-    )
+    write_secret_file(out_dir / key_file, _key_pem(key, key_password))
+    write_public_file(out_dir / cert_file, cert_pem)
+    return cert_pem
+
+
+def compute_certificate_fingerprint(cert_pem: bytes) -> bytes:
+    """The SHA-256 of the certificate's DER encoding (what revocation lists name); CryptoError if
+    ``cert_pem`` is not a PEM certificate."""
+    return _load_cert(cert_pem, "certificate").fingerprint(hashes.SHA256())
 
 
 # --------------------------------------------------------------------------- verification
@@ -428,7 +459,8 @@ def verify_certificate(ca_cert_pem: bytes, cert_pem: bytes, *, at: datetime) -> 
     organizations = cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
     if [a.value for a in organizations] != [agency]:
         raise CryptoError("certificate subject organisation does not match its agency URI")
-    return CertSubject(agency=agency, node=node, account=account, not_after=cert.not_valid_after_utc)
+    return CertSubject(agency=agency, node=node, account=account, not_after=cert.not_valid_after_utc,
+                       fingerprint=cert.fingerprint(hashes.SHA256()))
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,11 @@
-"""Background explorer processes for a devnet: one indexer and N api replicas.
+"""Background explorer processes for a devnet: one indexer, N api replicas and, for N > 1, the load
+balancer in front of them (``chainshare/ops/balancer.py``).
 
-``start_explorer`` spawns them (``chainshare explorer index`` / ``serve``), waits until the index
-has caught up with the node head it saw at start, and writes ``DIR/explorer.json``
-(``{"urls", "db", "pids", ...}``); ``stop_explorer`` stops them (SIGTERM, then SIGKILL).
+``start_explorer`` spawns them (``chainshare explorer index`` / ``serve`` / ``balance``), waits until the
+index has caught up with the node head it saw at start, and writes ``DIR/explorer.json``
+(``{"urls", "balancer_url", "db", "pids", ...}``); ``stop_explorer`` stops them (SIGTERM, then SIGKILL);
+``restart_replicas`` restarts the api replicas one at a time (a rolling restart: each drains its
+requests on SIGTERM, and the balancer sends the others' way meanwhile).
 """
 
 from __future__ import annotations
@@ -81,6 +84,11 @@ def start_explorer(directory: Path, db: str | None = None, port: int | None = No
         pids[f"api{i + 1}"] = _spawn(["serve", "--db", db_url, "--port", str(p), "--node", info["nodes"][0]["rpc"]], logs / f"api{i + 1}.log")
     out = {"urls": [f"http://127.0.0.1:{p}" for p in ports], "db": redact_db_url(db_url), "pids": pids,
            "logs": str(logs)}
+    if replicas > 1:
+        balancer_port = _free_port()
+        pids["balancer"] = _spawn(["balance", "--port", str(balancer_port), "--upstream", ",".join(out["urls"])],
+                                  logs / "balancer.log")
+        out["balancer_url"] = f"http://127.0.0.1:{balancer_port}"
     (directory / EXPLORER_FILE).write_text(json.dumps(out, indent=2))
     try:
         _wait_caught_up(info, out, timeout)
@@ -116,6 +124,55 @@ def _wait_caught_up(info: dict[str, Any], out: dict[str, Any], timeout: float) -
     raise ChainshareError(f"the explorer did not catch up within {timeout:.0f}s (see {out['logs']})")
 
 
+def restart_replicas(directory: Path, timeout: float = 60.0) -> dict[str, Any]:
+    """Restart the api replicas of the devnet's explorer one at a time, each with the command line it
+    ran with: SIGTERM (it stops accepting and finishes what it serves), wait until it has exited, start
+    it again, wait until it answers ``/healthz``, then the next. Returns the new pids and the seconds
+    each replica was away."""
+    import psutil
+
+    info = read_explorer(directory)
+    if info is None:
+        raise ConfigError(f"no explorer runs for {directory}: start it with `chainshare explorer up`")
+    away = {}
+    for name, url in zip(sorted(n for n in info["pids"] if n.startswith("api")), info["urls"], strict=True):
+        pid = info["pids"][name]
+        if not is_explorer_process(pid):
+            raise ChainshareError(f"explorer {name} (pid {pid}) is not running: `chainshare explorer up` again")
+        args = psutil.Process(pid).cmdline()
+        args = args[args.index("explorer") + 1:]
+        started = time.monotonic()
+        _stop_process(pid, timeout)
+        info["pids"][name] = _spawn(args, Path(info["logs"]) / f"{name}.log")
+        _wait_healthy(url, info["pids"][name], Path(info["logs"]) / f"{name}.log", timeout)
+        away[name] = round(time.monotonic() - started, 3)
+        (directory / EXPLORER_FILE).write_text(json.dumps(info, indent=2))
+    return {"pids": info["pids"], "away_seconds": away}
+
+
+def _wait_healthy(url: str, pid: int, log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not is_running(pid):
+            raise ChainshareError(f"explorer replica {url} exited on restart:\n{log.read_text(errors='replace')[-1500:]}")
+        try:
+            if httpx.get(url + "/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise ChainshareError(f"explorer replica {url} did not answer /healthz within {timeout:.0f}s (see {log})")
+
+
+def _stop_process(pid: int, timeout: float) -> None:
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while is_explorer_process(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if is_explorer_process(pid):
+        os.kill(pid, signal.SIGKILL)
+
+
 def stop_explorer(directory: Path, timeout: float = 10.0) -> dict[str, Any]:
     info = read_explorer(directory)
     if info is None:
@@ -124,12 +181,7 @@ def stop_explorer(directory: Path, timeout: float = 10.0) -> dict[str, Any]:
     for name, pid in info["pids"].items():
         if not is_explorer_process(pid):
             continue
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while is_explorer_process(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if is_explorer_process(pid):
-            os.kill(pid, signal.SIGKILL)
+        _stop_process(pid, timeout)
         stopped.append(name)
     (directory / EXPLORER_FILE).unlink(missing_ok=True)
     return {"stopped": stopped}

@@ -1362,6 +1362,13 @@ class P2PNode:
                 f"this node's certificate {identity.cert} names node {subject.node!r}, "
                 f"but the configuration names {self.name!r}"
             )
+        try:
+            self._is_allowed(subject)
+        except PeerRefused as exc:  # every peer would refuse it: say so now instead of failing to connect
+            raise ConfigError(
+                f"this node's certificate {identity.cert} cannot be used: {exc} (issue a new one: "
+                "`chainshare emergency rotate-tls`)"
+            ) from exc
 
 
 def _user_type(msg_type: str) -> str:

@@ -85,7 +85,8 @@ def verify_peer(
 ) -> CertSubject:
     """The subject of the peer's certificate on an established TLS connection, if it is a node
     certificate of the consortium CA valid at ``at`` and ``is_allowed`` accepts it; else PeerRefused
-    (reason ``no_certificate``, ``invalid_certificate``, ``not_a_node`` or ``not_allowed``)."""
+    (reason ``no_certificate``, ``invalid_certificate``, ``not_a_node``, ``not_allowed``, or the
+    reason of a PeerRefused the policy raises itself)."""
     der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
     if not der:
         raise PeerRefused("no_certificate", "the peer presented no certificate")
@@ -99,6 +100,8 @@ def verify_peer(
         )
     try:
         allowed = is_allowed(subject)
+    except PeerRefused:  # the policy's own precise refusal (e.g. ``revoked_certificate``)
+        raise
     except Exception as exc:  # a failing policy must refuse, never let a peer in or crash the node
         raise PeerRefused(
             "not_allowed",

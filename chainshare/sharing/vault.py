@@ -171,10 +171,14 @@ def reseal_vault_key(
     new_node_key: PublicKeyInput,
     *,
     password: str | None = None,
-) -> None:
+    new_private_key: PrivateKeyInput | None = None,
+) -> list[str]:
     """Seal the vault key (and the pseudonym secret, if any) to a new node key (key rotation); the
-    datasets, and the pseudonyms grantees receive, stay as they are."""
+    datasets, and the pseudonyms grantees receive, stay as they are. With ``new_private_key`` (the
+    new key's private half, same ``password``), a file it already opens is left as it is, so a
+    rotation interrupted half-way can be run again. Returns the names of the files re-sealed."""
     directory = Path(directory)
+    resealed = []
     for name in (VAULT_KEY_FILE, PSEUDONYM_SECRET_FILE):
         path = directory / name
         try:
@@ -185,8 +189,20 @@ def reseal_vault_key(
             continue
         except OSError as exc:
             raise StorageError(f"cannot read {path}: {exc.strerror}") from exc
+        if new_private_key is not None and _opens(new_private_key, sealed, password):
+            continue
         key = open_vault_key(old_private_key, sealed, password=password)
         write_secret_file(path, seal_vault_key(load_public_key(new_node_key), key))
+        resealed.append(name)
+    return resealed
+
+
+def _opens(private_key: PrivateKeyInput, sealed: bytes, password: str | None) -> bool:
+    try:
+        open_vault_key(private_key, sealed, password=password)
+    except CryptoError:
+        return False
+    return True
 
 
 def _make_private_dir(directory: Path) -> None:

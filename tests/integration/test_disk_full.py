@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,22 +31,25 @@ def _mount(target: Path, size: str, remount: bool = False) -> None:
     subprocess.run(args, check=True, capture_output=True)
 
 
-@pytest.fixture(scope="module")
-def small_disk_net(devnet_pool: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
+def _need_root() -> None:
     if os.geteuid() != 0 or shutil.which("mount") is None:
         reason = "mounting a small tmpfs needs root (the disk-full test runs as root in CI and here)"
         if os.environ.get("CI") == "true":
             pytest.fail(reason)
         pytest.skip(reason)
-    directory = tmp_path_factory.mktemp("diskfull") / "net"
-    create_devnet(directory, 1, free_port_block(1))
-    data = directory / "nodes" / "node1" / "data"
+
+
+def _net_with_small_disk(devnet_pool: Any, directory: Path, nodes: int, small: str,
+                         size: str = "3m") -> Iterator[tuple[Devnet, Path]]:
+    """A devnet of ``nodes`` validators whose node ``small`` keeps its ledger on a ``size`` tmpfs."""
+    create_devnet(directory, nodes, free_port_block(2 * nodes))
+    data = directory / "nodes" / small / "data"
     data.mkdir(parents=True)
-    _mount(data, "3m")
+    _mount(data, size)
     devnet_pool.register(directory)
     try:
         net = Devnet(directory)
-        net.start(timeout=60)
+        net.start(timeout=120)
         devnet_pool.nets.append(net)
         yield net, data
     finally:
@@ -52,6 +57,34 @@ def small_disk_net(devnet_pool: Any, tmp_path_factory: pytest.TempPathFactory) -
 
         shutdown_devnet(directory)
         subprocess.run(["umount", "-l", str(data)], capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def small_disk_net(devnet_pool: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    _need_root()
+    yield from _net_with_small_disk(devnet_pool, tmp_path_factory.mktemp("diskfull") / "net", 1, "node1")
+
+
+@pytest.fixture(scope="module")
+def small_disk_validator(devnet_pool: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    _need_root()
+    yield from _net_with_small_disk(devnet_pool, tmp_path_factory.mktemp("diskfull4") / "net", 4, "node4",
+                                    "2m")  # fills sooner: four nodes finalize slower than one
+
+
+def _stream_anchors(url: str, raws: list[bytes], until: Callable[[], bool]) -> list[str]:
+    """Send pre-signed anchors to ``url`` in batches of 200 until ``until()``; the hashes accepted."""
+    sent: list[str] = []
+    with httpx.Client(timeout=10) as client:
+        for i in range(0, len(raws), 200):
+            if until():
+                break
+            answers = client.post(url, json=[
+                {"jsonrpc": "2.0", "id": k, "method": "eth_sendRawTransaction", "params": ["0x" + r.hex()]}
+                for k, r in enumerate(raws[i:i + 200])]).json()
+            sent += [a["result"] for a in answers if "result" in a]
+            time.sleep(0.05)
+    return sent
 
 
 def test_a_full_disk_stops_the_node_cleanly_and_it_resumes_when_space_returns(small_disk_net: Any) -> None:
@@ -93,3 +126,37 @@ def test_a_full_disk_stops_the_node_cleanly_and_it_resumes_when_space_returns(sm
     proc = run_cli("chain", "verify", "--data-dir", data, "--json", timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert cli_json(proc)["blocks"] > 1
+
+
+def test_a_validator_with_a_full_disk_stops_while_the_others_finalize_then_catches_up(
+        small_disk_validator: Any) -> None:
+    """One validator of four fills its disk: it stops cleanly with the disk-full message, the other three
+    (a quorum) keep finalizing; once space returns it starts again, catches up, and its chain verifies."""
+    net, data = small_disk_validator
+    node4 = next(n for n in net.info["nodes"] if n["name"] == "node4")
+    log4 = net.dir / "nodes" / "node4" / "node.log"
+    raws = presign_anchors(net.key_bytes, net.chain_id, 0, 30_000, os.urandom(8))
+    _stream_anchors(net.rpc_url, raws, lambda: not is_running(node4["pid"]))
+    wait_until(lambda: not is_running(node4["pid"]), 120, "node4 to stop on its full disk")
+    log = log4.read_text()
+    assert "ledger write failed; stopping the node" in log and "disk full: the ledger at" in log
+    assert "Traceback" not in log.split("ledger write failed")[1].split("\n")[0]
+    stopped_at = net.head()
+    net.wait_for_head(stopped_at + 5, timeout=120)  # three of four finalize without it
+
+    _mount(data, "256m", remount=True)
+    net.start(timeout=120)  # starts node4, the one node not running, on its data
+    net.reload()
+    node4 = next(n for n in net.info["nodes"] if n["name"] == "node4")
+    target = net.head()
+
+    def head4() -> int:
+        return int(httpx.post(node4["rpc"], json={"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber",
+                                                  "params": []}, timeout=10).json()["result"], 16)
+
+    wait_until(lambda: head4() >= target, 180, f"node4 to catch up to block {target}")
+    os.kill(node4["pid"], signal.SIGTERM)
+    wait_until(lambda: not is_running(node4["pid"]), 30, "node4 to stop")
+    proc = run_cli("chain", "verify", "--data-dir", data, "--json", timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert cli_json(proc)["blocks"] - 1 >= target

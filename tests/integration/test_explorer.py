@@ -196,9 +196,9 @@ def test_explorer_up_on_sqlite_serves_the_verified_chain(devnet: Devnet, chain: 
                                                          tmp_path: Path) -> None:
     out = _explorer_up(devnet, str(tmp_path / "ex.db"), replicas=2)
     try:
-        assert len(out["urls"]) == 2 and set(out["pids"]) == {"indexer", "api1", "api2"}
+        assert len(out["urls"]) == 2 and set(out["pids"]) == {"indexer", "api1", "api2", "balancer"}
         assert json.loads((devnet.dir / "explorer.json").read_text())["urls"] == out["urls"]
-        for url in out["urls"]:
+        for url in [*out["urls"], out["balancer_url"]]:
             _check_api(url, devnet, chain, "sqlite")
     finally:
         _explorer_down(devnet)

@@ -8,6 +8,8 @@ import json
 import os
 import shutil
 import signal
+import socket
+import ssl
 import tarfile
 import threading
 import time
@@ -19,7 +21,12 @@ import pytest
 from netkit import Devnet, RpcError, anchor_data, cli_json, run_cli, sign_call, wait_until
 
 from chainshare.bench import presign_anchors
+from chainshare.config import load_config
+from chainshare.crypto.ca import compute_certificate_fingerprint
 from chainshare.devnet import is_running
+from chainshare.execution.contracts.membership import Membership
+from chainshare.p2p import TlsIdentity, build_client_context
+from chainshare.sharing.records import decode_return, encode_call
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("ops")]
 
@@ -262,7 +269,7 @@ def test_validator_bls_key_rotation_takes_effect_at_its_height(net: Devnet, tmp_
     identity = tmp_path / "node3-new" / "node-identity.json"
     started = time.monotonic()
     proposed = cli_as(net, "agency1", "emergency", "rotate-validator", "node3", "--identity", identity,
-                      "--activate-after", "40")
+                      "--activate-after", "60")  # votes: ~3 CLI runs, slow on a loaded machine
     cli_as(net, "agency2", "emergency", "vote", proposed["proposal_id"])
     assert cli_as(net, "agency3", "emergency", "vote", proposed["proposal_id"])["executed"] is True
     TIMES["BLS key rotation (3 of 4 agencies): proposal to decision final"] = time.monotonic() - started
@@ -289,12 +296,118 @@ def test_validator_bls_key_rotation_takes_effect_at_its_height(net: Devnet, tmp_
     net.start(timeout=120)  # node4 back for the next test
 
 
+def p2p_port(net: Devnet, name: str) -> int:
+    return load_config(net.dir / "nodes" / name / "node.toml").p2p.listen_port
+
+
+def old_identity_handshake(port: int, identity: TlsIdentity) -> str:
+    """Dial a node's P2P port with ``identity``: "served" if the node accepts it and sends its hello,
+    "refused" if the TLS handshake fails or the node closes the connection before any byte."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as raw, \
+                build_client_context(identity).wrap_socket(raw) as tls:
+            return "served" if tls.recv(4096) else "refused"
+    except (ssl.SSLError, ConnectionError):
+        return "refused"
+
+
+class HandshakeProbe(threading.Thread):
+    """Dials nodes with a (stolen) certificate every 0.2 s and notes when each first refuses it."""
+
+    def __init__(self, ports: dict[str, int], identity: TlsIdentity) -> None:
+        super().__init__(daemon=True)
+        self.ports, self.identity = ports, identity
+        self.refused_at: dict[str, float] = {}
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.is_set() and len(self.refused_at) < len(self.ports):
+            for name, port in self.ports.items():
+                if name not in self.refused_at and old_identity_handshake(port, self.identity) == "refused":
+                    self.refused_at[name] = time.time()
+            self.stopping.wait(0.2)
+
+
+def test_validator_tls_rotation_old_certificate_refused_everywhere(net: Devnet, tmp_path: Path) -> None:
+    """The second half of "validator key compromised" (after the BLS rotation above, same node): node3
+    gets a new TLS certificate and its old one is revoked on chain. Every node then refuses the old
+    certificate at the handshake (a thief's copy of it), drops node3's sessions that used it, and node3,
+    restarted with the new certificate, rejoins: with node4 stopped, finality needs node3."""
+    keys = net.dir / "nodes" / "node3" / "keys"
+    stolen = tmp_path / "stolen"
+    stolen.mkdir()
+    shutil.copy(keys / "node.crt", stolen / "node.crt")
+    shutil.copy(keys / "node.key", stolen / "node.key")
+    thief = TlsIdentity(ca_cert=net.dir / "ca" / "ca.crt", cert=stolen / "node.crt", key=stolen / "node.key")
+    others = {name: p2p_port(net, name) for name in ("node1", "node2", "node4")}
+    for name, port in others.items():  # before the revocation, the stolen certificate passes the handshake
+        assert old_identity_handshake(port, thief) == "served", name
+    logs = {name: (net.dir / "nodes" / name / "node.log") for name in others}
+    log_sizes = {name: path.stat().st_size for name, path in logs.items()}
+
+    probe = HandshakeProbe(others, thief)  # (node3 itself refuses its own name anyway: self_connection)
+    probe.start()
+    try:
+        rotated = cli_as(net, "agency3", "emergency", "rotate-tls", "node3")
+        wait_until(lambda: len(probe.refused_at) == len(others), 60, "every node to refuse the old certificate")
+    finally:
+        probe.stopping.set()
+        probe.join(30)
+    old_fp = rotated["old_fingerprint"]
+    assert old_fp == "0x" + compute_certificate_fingerprint((stolen / "node.crt").read_bytes()).hex()
+    assert rotated["new_fingerprint"] != old_fp and rotated["restarted"] is True
+    assert rotated["resealed"] == ["vault.key", "pseudonym.secret"]  # node3's vault, used by the sharing tests
+    effect = {name: at - rotated["revocation_submitted_at"] for name, at in probe.refused_at.items()}
+    TIMES["TLS revocation (the agency alone): submitted to final"] = rotated["revocation_seconds"]
+    TIMES["TLS revocation: submitted to old certificate refused by every node"] = max(effect.values())
+    TIMES["TLS rotation: restart with the new certificate"] = rotated["restart_seconds"]
+    for name in others:  # refused from now on, at every node, and node3's sessions with it were dropped
+        assert old_identity_handshake(others[name], thief) == "refused", name
+        with logs[name].open("rb") as f:
+            f.seek(log_sizes[name])
+            tail = f.read().decode(errors="replace")
+        assert any("p2p disconnected" in line and "revoked_certificate" in line and "node3" in line
+                   for line in tail.splitlines()), f"{name} did not drop node3's old session"
+    # the revocation is on chain for anyone (and the explorer) to see
+    out = httpx.post(net.rpc_url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_call", "params": [{
+        "to": net.contract_address("Membership"), "data": "0x" + encode_call(
+            Membership(), "certificateRevocation", bytes.fromhex(old_fp[2:])).hex()}, "latest"]}, timeout=10)
+    revoked, agency, node, height, _ = decode_return(Membership(), "certificateRevocation",
+                                                     bytes.fromhex(out.json()["result"][2:]))
+    assert (revoked, agency, node, height) == (True, "agency3", "node3", rotated["block"])
+
+    # node3 rejoined with its new certificate: with node4 stopped, blocks need node3's votes
+    node4 = node_info(net, "node4")
+    os.kill(node4["pid"], signal.SIGTERM)
+    wait_until(lambda: not is_running(node4["pid"]), 30, "node4 to stop")
+    h = net.head()
+    net.wait_for_head(h + 5, timeout=180)
+    net.start(timeout=120)
+    print(json.dumps({"tls_revocation_final_s": rotated["revocation_seconds"], "tls_restart_s":
+                      rotated["restart_seconds"], "tls_effect_s": {k: round(v, 2) for k, v in sorted(effect.items())}}))
+
+
+def test_certificate_commands_refuse_bad_input_with_precise_messages(net: Devnet, tmp_path: Path) -> None:
+    assert "cannot read the certificate" in cli_as(net, "agency1", "emergency", "revoke-certificate",
+                                                   tmp_path / "missing.crt", "--reason", "x", code=2)
+    (tmp_path / "junk.crt").write_bytes(b"x" * 10_000)
+    assert "larger than 8192 bytes" in cli_as(net, "agency1", "emergency", "revoke-certificate",
+                                              tmp_path / "junk.crt", "--reason", "x", code=2)
+    # another agency's node certificate: only its agency (or Governance) may revoke it; nothing changes
+    other = net.dir / "nodes" / "node2" / "keys" / "node.crt"
+    assert "only agency 'agency2' (the certificate's) or Governance may revoke" in cli_as(
+        net, "agency1", "emergency", "revoke-certificate", other, "--reason", "x", code=1)
+    assert "no node 'node9'" in cli_as(net, "agency1", "emergency", "rotate-tls", "node9", code=2)
+    proc = run_cli("emergency", "rotate-tls", "node1", "--node", net.rpc_url, "--json")
+    assert proc.returncode == 2 and "--config node.toml and --ca-dir DIR are required" in proc.stderr
+
+
 def test_agency_compromise_is_one_decision_revoke_and_retire(net: Devnet, shared: tuple[int, int],
                                                             tmp_path: Path) -> None:
     dataset_id, _ = shared
     grant = cli_as(net, "agency4", "access", "request", dataset_id, "--action", "read", "--purpose", "before")
     started = time.monotonic()
-    proposed = cli_as(net, "agency1", "emergency", "revoke-agency", "agency4", "--retire-after", "40")
+    proposed = cli_as(net, "agency1", "emergency", "revoke-agency", "agency4", "--retire-after", "60")  # votes: ~3 CLI runs
     assert proposed["retired_validators"] == ["node4"]
     pid = proposed["proposal_id"]
     cli_as(net, "agency2", "emergency", "vote", pid)

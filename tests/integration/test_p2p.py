@@ -26,6 +26,7 @@ from chainshare.p2p import (
     P2PConfig,
     P2PNode,
     PeerAddress,
+    PeerRefused,
     PeerUnavailable,
     RequestFailed,
     RequestHandler,
@@ -855,3 +856,16 @@ def test_application_strikes_disconnect_a_misbehaving_peer(pki: Pki) -> None:
             await wait_until(lambda: ("node-b", "misbehaviour") in ra.downs)
 
     run(scenario())
+
+
+def test_a_node_whose_own_certificate_is_revoked_refuses_to_start(pki: Pki) -> None:
+    """Its peers would refuse it at every handshake: it says so at once instead of failing to connect."""
+
+    def policy(subject: CertSubject) -> bool:
+        if subject.node == "node-a":
+            raise PeerRefused("revoked_certificate", "certificate revoked at block 9: key stolen")
+        return True
+
+    with pytest.raises(ConfigError, match="revoked at block 9: key stolen.*rotate-tls"):
+        make_node(pki, "node-a", is_allowed=policy)
+    make_node(pki, "node-b", is_allowed=policy)  # another node's certificate is not concerned

@@ -51,6 +51,7 @@ H1, H2 = b"\x11" * 32, b"\x22" * 32
 class Consortium:
     genesis: Genesis
     accounts: dict[str, Account]
+    ca_dir: Path  # the consortium CA (unencrypted key) that certified the agencies
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +68,7 @@ def consortium(tmp_path_factory: pytest.TempPathFactory) -> Consortium:
         agencies.append(GenesisAgency(name, role, (accounts[name].address,), ident.cert_pem.encode(), jurisdiction))
     genesis = Genesis(CHAIN_ID, T0 * 1000, ca.cert_pem.encode(), tuple(agencies),
                       (validator("v1", HEALTH).genesis_entry(),), ChainParams(voting_period_blocks=50))
-    return Consortium(genesis, accounts)
+    return Consortium(genesis, accounts, base / "ca")
 
 
 @pytest.fixture

@@ -6,6 +6,8 @@ Governance decision can revoke an agency and retire its validator at once."""
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
 from typing import Any
 
 import test_datasets_access as base
@@ -33,7 +35,10 @@ from test_datasets_access import (
 )
 from web3 import Web3
 
+from chainshare.crypto.ca import compute_certificate_fingerprint, init_ca, issue_node_certificate
 from chainshare.execution.contracts import ACCESS_CONTROL, GOVERNANCE, MEMBERSHIP
+from chainshare.execution.contracts.membership import get_certificate_revocation
+from chainshare.explorer.indexer.decode import decode_event
 
 consortium, ledger, acct = base.consortium, base.ledger, base.acct  # the same fixtures
 
@@ -136,3 +141,53 @@ def test_batch_retires_a_validator_and_revokes_its_agency(ledger: Ledger, acct: 
     assert names.count("ValidatorSetScheduled") == 1 and "AgencyRevoked" in names
     epoch, _, scheduled, _ = view(ledger, MEM, "validatorsAt", head + 20)
     assert list(scheduled) == ["v1", "v2", "v3"]
+
+
+# -- certificate revocation (a compromised node TLS key): Membership.revokeCertificate --------------------
+
+def _node_cert(consortium: Any, agency: str, node: str, out: Path) -> bytes:
+    return issue_node_certificate(consortium.ca_dir, None, agency, node, out, key_password=None).encode()
+
+
+def test_an_agency_revokes_its_own_node_certificate_at_once_and_no_one_else_may(
+        consortium: Any, ledger: Ledger, acct: dict[str, Account], tmp_path: Path) -> None:
+    cert = _node_cert(consortium, HEALTH, "health-node", tmp_path / "n1")
+    fp = compute_certificate_fingerprint(cert)
+    now = int(time.time() * 1000)  # the certificate is checked at block time: valid now, not at the genesis of 2025
+    assert view(ledger, MEM, "certificateRevocation", fp) == (False, "", "", 0, "")
+    assert "only agency 'Health Bureau' (the certificate's) or Governance" in reverted(
+        ledger.send(acct[STATS], MEMBERSHIP, encode(MEM, "revokeCertificate", cert, "x"), timestamp_ms=now))
+    assert "reason of 1..256 bytes" in reverted(
+        ledger.send(acct[HEALTH], MEMBERSHIP, encode(MEM, "revokeCertificate", cert, ""), timestamp_ms=now + 1000))
+    assert "not a valid PEM X.509 certificate" in reverted(
+        ledger.send(acct[HEALTH], MEMBERSHIP, encode(MEM, "revokeCertificate", b"junk", "x"), timestamp_ms=now + 2000))
+    receipt = ok(ledger.send(acct[HEALTH], MEMBERSHIP, encode(MEM, "revokeCertificate", cert, "key stolen"),
+                             timestamp_ms=now + 3000))
+    assert decode_logs(receipt) == [("CertificateRevoked", {"fingerprint": fp, "agency": HEALTH,
+                                                            "node": "health-node", "reason": "key stolen"})]
+    (log,) = receipt.logs  # the explorer's indexer decodes it from the ABI like every system-contract event
+    assert decode_event(log.address, tuple(log.topics), log.data) == (
+        "CertificateRevoked", {"fingerprint": "0x" + fp.hex(), "agency": HEALTH, "node": "health-node",
+                               "reason": "key stolen"})
+    height = ledger.parent_header.height
+    assert view(ledger, MEM, "certificateRevocation", fp) == (True, HEALTH, "health-node", height, "key stolen")
+    assert get_certificate_revocation(ledger.state, fp) == {"agency": HEALTH, "node": "health-node",
+                                                            "height": height, "reason": "key stolen"}
+    assert "already revoked" in reverted(ledger.send(acct[HEALTH], MEMBERSHIP, encode(
+        MEM, "revokeCertificate", cert, "again"), timestamp_ms=now + 4000))
+    # a certificate of another CA is refused: nothing to revoke on this chain
+    init_ca(tmp_path / "other-ca", password=None)
+    foreign = issue_node_certificate(tmp_path / "other-ca", None, HEALTH, "health-node", tmp_path / "n2",
+                                     key_password=None).encode()
+    assert "not issued by this CA" in reverted(ledger.send(acct[HEALTH], MEMBERSHIP, encode(
+        MEM, "revokeCertificate", foreign, "x"), timestamp_ms=now + 5000))
+
+
+def test_governance_revokes_a_certificate_of_any_agency(consortium: Any, ledger: Ledger, acct: dict[str, Account],
+                                                        tmp_path: Path) -> None:
+    cert = _node_cert(consortium, CUSTOMS, "customs-node", tmp_path / "n")
+    ok(ledger.send(acct[HEALTH], MEMBERSHIP, encode(MEM, "isMember", acct[HEALTH].checksum),
+                   timestamp_ms=int(time.time() * 1000)))  # move block time to now
+    receipt = ok(pass_proposal(ledger, acct, MEMBERSHIP, encode(MEM, "revokeCertificate", cert, "owner unreachable")))
+    assert ("CertificateRevoked", {"fingerprint": compute_certificate_fingerprint(cert), "agency": CUSTOMS,
+                                   "node": "customs-node", "reason": "owner unreachable"}) in decode_logs(receipt)

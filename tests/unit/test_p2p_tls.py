@@ -11,7 +11,13 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from chainshare.crypto.ca import CertSubject, init_ca, issue_agency, issue_node
+from chainshare.crypto.ca import (
+    CertSubject,
+    compute_certificate_fingerprint,
+    init_ca,
+    issue_agency,
+    issue_node,
+)
 from chainshare.errors import ConfigError, CryptoError
 from chainshare.p2p import PeerRefused, TlsIdentity, build_client_context, build_server_context, verify_peer
 
@@ -127,3 +133,22 @@ def test_a_failing_policy_refuses_instead_of_letting_the_peer_in(pki: Path) -> N
     with pytest.raises(PeerRefused, match="membership check failed") as info:
         _verify(pki, pki / "node-a" / "node.crt", is_allowed=broken)
     assert info.value.reason == "not_allowed"
+
+
+def test_a_revoked_certificate_is_refused_with_the_policys_reason(pki: Path) -> None:
+    """The policy sees the certificate's fingerprint (SHA-256 of its DER) and may refuse it with its own
+    reason, e.g. a certificate revoked on chain."""
+    cert = pki / "node-a" / "node.crt"
+    revoked = {compute_certificate_fingerprint(cert.read_bytes())}
+    assert len(next(iter(revoked))) == 32
+
+    def policy(subject: CertSubject) -> bool:
+        if subject.fingerprint in revoked:
+            raise PeerRefused("revoked_certificate", "certificate revoked at block 7")
+        return True
+
+    with pytest.raises(PeerRefused, match="revoked at block 7") as info:
+        _verify(pki, cert, is_allowed=policy)
+    assert info.value.reason == "revoked_certificate"
+    revoked.clear()
+    assert _verify(pki, cert, is_allowed=policy).node == "node-a"

@@ -36,12 +36,14 @@ K_VALIDATORS = b"validators"
 K_CA = b"ca"
 K_ATTRIBUTE = b"attr:"
 K_VALIDATOR_CHANGES = b"vchanges"
+K_REVOKED_CERT = b"crl:"
 MAX_VALIDATORS = 64
 MAX_ACTIVATION_DELAY = 1_000_000
 MAX_NAME = 64
 MAX_CERT = 8192
 AGENCY_ATTRIBUTE_KEYS = ("jurisdiction",)
 MAX_ATTRIBUTE_VALUE = 64
+MAX_REVOCATION_REASON = 256
 
 
 def _key(k: bytes) -> bytes:
@@ -75,6 +77,16 @@ def get_agency_attribute(state: Any, name: str, key: str) -> str:
     """An agency attribute ("" when unset)."""
     raw = state.get(_key(_attribute_key(name, key)))
     return raw.decode() if raw is not None else ""
+
+
+def get_certificate_revocation(state: Any, fingerprint: bytes) -> dict[str, Any] | None:
+    """The revocation of the certificate whose DER SHA-256 is ``fingerprint`` ({agency, node, height,
+    reason}), or None if it is not revoked: one state read, what every node checks at peer admission."""
+    raw = state.get(_key(K_REVOKED_CERT + fingerprint))
+    if raw is None:
+        return None
+    agency, node, height, reason = codec.decode(raw)
+    return {"agency": agency, "node": node, "height": height, "reason": reason}
 
 
 def get_agency_names(state: Any) -> list[str]:
@@ -178,7 +190,9 @@ class Membership(SystemContract):
     E_ATTRIBUTE_SET = event("AgencyAttributeSet(string name, string key, string value)")
     E_VALIDATORS_SCHEDULED = event("ValidatorSetScheduled(uint256 indexed epoch, uint256 activationHeight, "
                                    "string[] names)")
-    EVENTS = (E_ADDED, E_REVOKED, E_ATTRIBUTE_SET, E_VALIDATORS_SCHEDULED)
+    E_CERTIFICATE_REVOKED = event("CertificateRevoked(bytes32 indexed fingerprint, string agency, string node, "
+                                  "string reason)")
+    EVENTS = (E_ADDED, E_REVOKED, E_ATTRIBUTE_SET, E_VALIDATORS_SCHEDULED, E_CERTIFICATE_REVOKED)
 
     @method("isMember(address account)", returns="bool", view=True)
     def is_member(self, ctx: CallContext, account: str) -> bool:
@@ -311,6 +325,36 @@ class Membership(SystemContract):
             ctx.sstore(K_ACCOUNT + a, None)
         ctx.emit(self.E_REVOKED, name)
 
+    @method("revokeCertificate(bytes certificate, string reason)")
+    def revoke_certificate(self, ctx: CallContext, certificate: bytes, reason: str) -> None:
+        """Revoke a certificate of the consortium CA for good: from the block that makes this final,
+        every node refuses a peer presenting it and drops the sessions that use it. The agency the
+        certificate names may revoke it at once (its node's key was compromised); Governance may
+        revoke any certificate."""
+        if not 0 < len(reason.encode()) <= MAX_REVOCATION_REASON:
+            raise Revert(f"a revocation needs a reason of 1..{MAX_REVOCATION_REASON} bytes")
+        if len(certificate) > MAX_CERT:
+            raise Revert("certificate too large")
+        ctx.charge(G_BLS_VERIFY)  # one certificate signature check, priced like a signature check
+        subject = _verify_consortium_certificate(ctx, certificate)
+        if ctx.sender != GOVERNANCE and get_agency_of(ctx.state, ctx.sender) != subject.agency:
+            raise Revert(f"only agency {subject.agency!r} (the certificate's) or Governance may revoke this "
+                         "certificate")
+        if ctx.sload(K_REVOKED_CERT + subject.fingerprint) is not None:
+            raise Revert(f"certificate 0x{subject.fingerprint.hex()} is already revoked")
+        node = subject.node or ""
+        ctx.sstore(K_REVOKED_CERT + subject.fingerprint, codec.encode([subject.agency, node, ctx.env.height, reason]))
+        ctx.emit(self.E_CERTIFICATE_REVOKED, subject.fingerprint, subject.agency, node, reason)
+
+    @method("certificateRevocation(bytes32 fingerprint)",
+            returns="bool revoked, string agency, string node, uint256 height, string reason", view=True)
+    def certificate_revocation(self, ctx: CallContext, fingerprint: bytes) -> tuple[Any, ...]:
+        raw = ctx.sload(K_REVOKED_CERT + fingerprint)
+        if raw is None:
+            return False, "", "", 0, ""
+        agency, node, height, reason = codec.decode(raw)
+        return True, agency, node, height, reason
+
 
 def _check_sets_survive_revocation(ctx: CallContext, name: str) -> None:
     """A revoked agency's nodes are cut off at once but its validators still count in their set:
@@ -337,6 +381,17 @@ def _only_governance(ctx: CallContext) -> None:
 
 def _check_certificate(ctx: CallContext, name: str, certificate: bytes, accounts: list[str]) -> None:
     """The agency certificate must be issued by the consortium CA and valid at block time."""
+    subject = _verify_consortium_certificate(ctx, certificate)
+    if subject.agency != name:
+        raise Revert(f"certificate is for agency {subject.agency!r}, not {name!r}")
+    certified = (subject.account or "").lower()
+    if certified not in [a.lower() for a in accounts]:
+        raise Revert(f"the certificate binds account {subject.account or 'none'}, which is not among the "
+                     "agency's accounts")
+
+
+def _verify_consortium_certificate(ctx: CallContext, certificate: bytes) -> Any:
+    """The subject of ``certificate`` if the consortium CA issued it and it is valid at block time."""
     from datetime import UTC, datetime
 
     from chainshare.crypto.ca import verify_certificate
@@ -350,12 +405,6 @@ def _check_certificate(ctx: CallContext, name: str, certificate: bytes, accounts
     except (ValueError, OverflowError, OSError) as exc:
         raise Revert("block time is outside the range a certificate can be checked at") from exc
     try:
-        subject = verify_certificate(ca, certificate, at=at)
+        return verify_certificate(ca, certificate, at=at)
     except CryptoError as exc:
         raise Revert(f"certificate refused: {exc.message}") from exc
-    if subject.agency != name:
-        raise Revert(f"certificate is for agency {subject.agency!r}, not {name!r}")
-    certified = (subject.account or "").lower()
-    if certified not in [a.lower() for a in accounts]:
-        raise Revert(f"the certificate binds account {subject.account or 'none'}, which is not among the "
-                     "agency's accounts")
