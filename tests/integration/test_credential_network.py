@@ -10,6 +10,7 @@ predicate and garbage are refused); the explorer verifies the pasted proof; a ne
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -178,3 +179,71 @@ def test_a_revoked_credentials_proof_fails_once_the_revocation_is_final(net: Net
     refused = _zk(net, "prove", "--cred", cred, "--predicate", "score>=700", "--nonce", nonce, "--out",
                   tmp_path / "again.json", "--devnet", net.devnet.dir, code=2)
     assert "this credential is revoked" in refused.stderr
+
+
+ORG_FOLLOW = "91110000000000888X"
+
+
+def start_follower(net: Net, log: Path) -> subprocess.Popen[str]:
+    """``revoke --changed --follow`` as the issuer runs it next to its node (structured log lines to ``log``)."""
+    proc = subprocess.Popen(cli_command() + ["credit", "credential", "revoke", "--changed", "--follow",
+                                             *map(str, net.as_agency("agency1")), "--json"],
+                            stdout=subprocess.PIPE, stderr=log.open("w"), stdin=subprocess.DEVNULL, text=True)
+    def following() -> bool:
+        assert proc.poll() is None, log.read_text()
+        return "following" in log_lines(log, "msg")
+    wait_until(following, 120, "the follower to start following")
+    return proc
+
+
+def log_lines(log: Path, key: str) -> list[Any]:
+    return [json.loads(x).get(key) for x in log.read_text().splitlines() if x.startswith("{")]
+
+
+def stop_follower(proc: subprocess.Popen[str]) -> Any:
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_the_follower_revokes_when_a_holders_credit_status_changes(net: Net, tmp_path: Path) -> None:
+    from stdnum.cn import uscc
+
+    subject = ORG_FOLLOW[:17] + uscc.calc_check_digit(ORG_FOLLOW[:17])
+    log = tmp_path / "follower.log"
+    follower = start_follower(net, log)
+    try:
+        cred, proof = tmp_path / "cred.json", tmp_path / "proof.json"
+        index = cli_json(_zk(net, "issue", "--subject", subject, "--registry-size", "8", "--out", cred,
+                             *net.as_agency("agency1"), "--json"))["revocation_index"]
+        nonce = _zk(net, "nonce").stdout.strip()
+        _zk(net, "prove", "--cred", cred, "--predicate", "black_list_active<=0", "--nonce", nonce, "--out", proof,
+            "--devnet", net.devnet.dir)
+        _zk(net, "verify", "--proof", proof, "--nonce", nonce, "--devnet", net.devnet.dir)
+        # A black-list record for the subject: the follower (re-reading the issuer state, so it knows the
+        # credential issued after it started) revokes it by itself, and the old proof fails once that is final.
+        record = cli_json(net.cli(*publish_args(net, "agency1", subject=subject, category="black_list",
+                                                severity=5)))
+        wait_until(lambda: "revoked" in log_lines(log, "msg"), 120, "the follower to revoke the credential")
+        done = next(json.loads(x) for x in log.read_text().splitlines() if '"msg": "revoked"' in x)
+        assert done["indexes"] == [index] and done["subject"] == subject and done["record"] == record["record"]
+        assert done["block"] > done["record_block"] >= record["block"] - 1
+        stale = cli_json(_zk(net, "verify", "--proof", proof, "--nonce", nonce, "--devnet", net.devnet.dir,
+                             "--json", code=1))
+        assert not stale["valid"]
+        refused = _zk(net, "prove", "--cred", cred, "--predicate", "black_list_active<=0", "--nonce", nonce,
+                      "--out", tmp_path / "again.json", "--devnet", net.devnet.dir, code=2)
+        assert "this credential is revoked" in refused.stderr
+        first = stop_follower(follower)
+        assert first["revoked"] == [index] and [r["record_cursor"] for r in first["revocations"]] == [done["cursor"]]
+        # Restarted, it resumes from its cursor: the black-list event is not handled again, nothing is revoked.
+        follower = start_follower(net, log2 := tmp_path / "follower2.log")
+        resumed = next(json.loads(x) for x in log2.read_text().splitlines() if '"msg": "following"' in x)
+        assert tuple(map(int, resumed["cursor"].split("-"))) >= tuple(map(int, done["cursor"].split("-")))
+        second = stop_follower(follower)
+        assert second["revoked"] == [] and "revoked" not in log_lines(log2, "msg")
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.wait(30)
