@@ -13,6 +13,8 @@ import json
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +49,11 @@ class Net:
 
 @pytest.fixture(scope="module")
 def net(devnet: Devnet) -> Net:
+    return configure_credit(devnet)
+
+
+def configure_credit(devnet: Devnet) -> Net:
+    """Governance sets up the penalty and black-list categories (agency1 issues both) and a scoring rule."""
     cr = CreditRegistry()
     key = bytes.fromhex(devnet.info["accounts"][0]["private_key"][2:])
     with NodeClient(devnet.rpc_url, timeout=60) as client:
@@ -123,25 +130,9 @@ def test_credential_issue_prove_and_verify_on_chain(net: Net, tmp_path: Path) ->
 def test_the_explorer_verifies_a_pasted_proof(net: Net, tmp_path: Path) -> None:
     import httpx
 
-    from chainshare.bench import free_port_block
-    from chainshare.explorer.db.engine import apply_migrations, create_db_engine
-
     zk = net.state["zk"]
     proof = zk["proof"]
-    db = f"sqlite:///{tmp_path / 'explorer.db'}"
-    apply_migrations(create_db_engine(db))
-    port = free_port_block(1)
-    server = subprocess.Popen(cli_command() + ["explorer", "serve", "--db", db, "--port", str(port), "--node",
-                                               net.devnet.info["nodes"][0]["rpc"]],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        def up() -> bool:
-            try:
-                return httpx.get(base + "/credentials/verify", timeout=5).status_code == 200
-            except httpx.HTTPError:
-                return False
-        wait_until(up, 60, "the explorer to serve")
+    with serve_explorer(net, tmp_path) as base:
         page = httpx.get(base + "/credentials/verify")
         assert "<form" in page.text and 'name="proof"' in page.text
         valid = httpx.post(base + "/credentials/verify", data={"proof": proof.read_text(), "nonce": zk["nonce"]},
@@ -158,6 +149,31 @@ def test_the_explorer_verifies_a_pasted_proof(net: Net, tmp_path: Path) -> None:
         assert huge.status_code == 400 and "at most" in huge.json()["error"]
         assert httpx.post(base + "/api/v1/credentials/verify", content=b"\xff\xfe",
                           headers={"content-type": "application/json"}, timeout=60).status_code == 400
+
+
+@contextmanager
+def serve_explorer(net: Net, tmp_path: Path) -> Iterator[str]:
+    """``chainshare explorer serve --node`` over an empty explorer database: its base URL while it runs."""
+    import httpx
+
+    from chainshare.bench import free_port_block
+    from chainshare.explorer.db.engine import apply_migrations, create_db_engine
+
+    db = f"sqlite:///{tmp_path / 'explorer.db'}"
+    apply_migrations(create_db_engine(db))
+    port = free_port_block(1)
+    server = subprocess.Popen(cli_command() + ["explorer", "serve", "--db", db, "--port", str(port), "--node",
+                                               net.devnet.info["nodes"][0]["rpc"]],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        def up() -> bool:
+            try:
+                return httpx.get(base + "/credentials/verify", timeout=5).status_code == 200
+            except httpx.HTTPError:
+                return False
+        wait_until(up, 60, "the explorer to serve")
+        yield base
     finally:
         server.terminate()
         server.wait(30)
