@@ -262,7 +262,7 @@ def _follow(client: NodeClient, key: bytes, path: Path, cursor_file: Path, poll:
     heads = HeadSubscription(ws_url, follower.source.head_height, poll_s=poll) if ws_url is not None else None
     log_event(LOG, logging.INFO, "following", agency=_agency_of(client, "0x" + address_of_private_key(key).hex()),
               cursor=format_cursor(after), cursor_file=str(cursor_file),
-              transport="websocket" if heads is not None else "poll")
+              transport="websocket (polling while it is down)" if heads is not None else "poll")
     try:
         last = follower.follow(after, stop=lambda: stopping, poll_s=poll,
                                next_head=heads.next_head if heads is not None else None)

@@ -15,10 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from chainshare.client import NodeClient
+from chainshare.client import NodeClient, NodeUnreachable
 from chainshare.credit import credential_chain as chain
 from chainshare.credit import credentials as zk
-from chainshare.credit.events import CreditEvent, RpcSource
+from chainshare.credit.events import CreditEvent, CreditSource, RpcSource, format_cursor
 from chainshare.credit.query import watch
 from chainshare.execution.contracts.credit_registry import compute_subject_key
 from chainshare.logs import log_event
@@ -57,11 +57,13 @@ class RevocationFollower:
     """Revokes, event by event, what a credit-record event made stale (``on_event`` is ``watch``'s callback)."""
 
     def __init__(self, client: NodeClient, key: bytes, load_state: Callable[[], zk.IssuerState | None],
-                 save_state: Callable[[zk.IssuerState], None], save_cursor: Callable[[str], None]) -> None:
+                 save_state: Callable[[zk.IssuerState], None], save_cursor: Callable[[str], None],
+                 source: CreditSource | None = None) -> None:
         self.client, self.key = client, key
-        self.source = RpcSource(client)
+        self.source = source or RpcSource(client)
         self.load_state, self.save_state, self.save_cursor = load_state, save_state, save_cursor
         self.revocations: list[Revocation] = []
+        self.position = (0, -1)  # of the last event handled
 
     def on_event(self, ev: CreditEvent) -> None:
         seen = time.monotonic()
@@ -88,8 +90,23 @@ class RevocationFollower:
                 log_event(LOG, logging.INFO, "unchanged", subject=subject, record=ev.args["id"], event=ev.name,
                           cursor=ev.cursor)
         self.save_cursor(ev.cursor)
+        self.position = ev.position
 
     def follow(self, after: tuple[int, int], *, stop: Callable[[], bool], next_head: Callable[[int], int] | None,
-               poll_s: float) -> tuple[int, int]:
-        """Watch every record event after ``after`` until ``stop()``; the position to resume from."""
-        return watch(self.source, after, [], self.on_event, poll_s=poll_s, stop=stop, next_head=next_head)
+               poll_s: float, sleep: Callable[[float], None] = time.sleep) -> tuple[int, int]:
+        """Watch every record event after ``after`` until ``stop()``; the position to resume from. While the
+        node is unreachable (restarting, say) it logs, waits (backing off to 10 s) and resumes after the last
+        event it handled, so an outage neither stops it nor skips an event."""
+        self.position = max(self.position, after)
+        backoff = poll_s
+        while True:
+            try:
+                return watch(self.source, self.position, [], self.on_event, poll_s=poll_s, stop=stop,
+                             next_head=next_head, sleep=sleep)
+            except NodeUnreachable as exc:
+                log_event(LOG, logging.WARNING, "node unreachable: retrying", error=str(exc)[:200],
+                          cursor=format_cursor(self.position), retry_s=backoff)
+                sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+                if stop():
+                    return self.position

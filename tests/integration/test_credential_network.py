@@ -263,3 +263,11 @@ def test_the_follower_revokes_when_a_holders_credit_status_changes(net: Net, tmp
         if follower.poll() is None:
             follower.kill()
             follower.wait(30)
+    # Misuse is refused with exit 2 and the reason.
+    alone = _zk(net, "revoke", "--follow", *net.as_agency("agency1"), code=2)
+    assert "--follow goes with --changed alone" in alone.stderr
+    assert "go with --follow" in _zk(net, "revoke", "--changed", "--cursor-file", tmp_path / "c",
+                                      *net.as_agency("agency1"), code=2).stderr
+    (bad := tmp_path / "bad.cursor").write_text("yesterday\n")
+    assert "must look like BLOCK-LOG" in _zk(net, "revoke", "--changed", "--follow", "--cursor-file", bad,
+                                             *net.as_agency("agency1"), code=2).stderr
