@@ -7,14 +7,19 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from chainshare.credit import credentials as zk
 
 SUBJECT = "91110000600037341L"
+CATEGORY = "administrative_penalty"
 ATTRIBUTES = {"black_list_active": 0, "penalties_3y": 1, "score": 812, "computed_height": 1000}
 
 
@@ -70,3 +75,92 @@ def run_credential_bench(registry_size: int = 1000, proofs: int = 10, predicates
             "tails_file_bytes": len(state.tails), "credential_file_bytes": len(json.dumps(cred)),
             "load_average_before": [round(x, 2) for x in load_before],
             "load_average_after": [round(x, 2) for x in os.getloadavg()]}
+
+
+def run_revocation_bench(samples: int = 5, directory: Path | None = None) -> dict[str, Any]:
+    """Automatic revocation latency on a one-node devnet: ``samples`` subjects each hold a credential; with
+    ``chainshare credit credential revoke --changed --follow`` running as its own process, a negative record
+    is published for one subject at a time and the time is measured from that record's receipt being served
+    (final: the node serves finalized blocks only; receipt polled every 10 ms) to the issuer's new status
+    list being served by ``getStatusList`` (final as well; polled every 10 ms)."""
+    from chainshare.bench import devnet_directory, free_port_block
+    from chainshare.bench_credit import _CR, RULE, _call, _govern, _publish_data, make_uscc
+    from chainshare.client import NodeClient, transact
+    from chainshare.credit import credential_chain as chain
+    from chainshare.credit.events import RpcSource
+    from chainshare.devnet import create_devnet, start_devnet
+    from chainshare.execution.contracts.addresses import CREDIT_REGISTRY
+
+    with devnet_directory(directory, "chainshare-bench-revocation-") as directory:
+        create_devnet(directory, 1, free_port_block(1))
+        info = start_devnet(directory)
+        url = info["nodes"][0]["rpc"]
+        keys = [bytes.fromhex(a["private_key"][2:]) for a in info["accounts"]]
+        issuer, agency = keys[0], info["accounts"][0]["agency"]
+        state_path = directory / "credentials" / f"{agency}.issuer.json"
+        subjects = [make_uscc(700 + i) for i in range(samples)]
+        with NodeClient(url, timeout=120) as client:
+            for call in (_call(_CR, "setCategory", CATEGORY, "Administrative penalty", True),
+                         _call(_CR, "setIssuer", CATEGORY, agency, True),
+                         _call(_CR, "installScoringRule", json.dumps(RULE))):
+                _govern(client, keys, call)
+            state = zk.create_issuer_state(agency, CATEGORY, samples + 1, chain.get_chain_time(client))
+            chain.publish_issuer_objects(client, issuer, state)
+            for subject in subjects:
+                attributes = chain.compute_credit_attributes(RpcSource(client), subject)
+                state, cred = zk.issue_credential(state, subject, attributes, zk.create_link_secret(),
+                                                  attributes["computed_height"])
+                chain.record_issuance(client, issuer, state, cred["revocation_index"], subject,
+                                      attributes["computed_height"])
+            state_path.parent.mkdir(parents=True, exist_ok=True)
+            state_path.write_text(json.dumps(state.to_json()))
+            state_path.chmod(0o600)
+            follower = subprocess.Popen(
+                [sys.executable, "-m", "chainshare", "credit", "credential", "revoke", "--changed", "--follow",
+                 "--devnet", str(directory), "--as", agency, "--json"],
+                stdout=subprocess.PIPE, stderr=(directory / "follower.log").open("w"), stdin=subprocess.DEVNULL,
+                text=True)
+            try:
+                _poll(lambda: follower.poll() is not None or '"following"' in (directory / "follower.log").read_text())
+                assert follower.poll() is None, (directory / "follower.log").read_text()
+                load_before = os.getloadavg()
+                latencies = []
+                for i, subject in enumerate(subjects):
+                    before = chain.call_view(client, "getStatusList", state.rev_reg_id)[3]
+                    now = chain.get_chain_time(client)
+                    sent = transact(client, issuer, CREDIT_REGISTRY, _publish_data(subject, 10_000 + i, now),
+                                    wait=False)
+                    receipt = _poll(functools.partial(client.rpc, "eth_getTransactionReceipt", sent["transactionHash"]))
+                    assert receipt["status"] == "0x1", receipt
+                    final = time.perf_counter()
+                    _poll(functools.partial(_status_list_moved, client, state.rev_reg_id, before))
+                    latencies.append((time.perf_counter() - final) * 1000)
+                load_after = os.getloadavg()
+            finally:
+                follower.send_signal(signal.SIGTERM)
+                out, _ = follower.communicate(timeout=60)
+        summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["revoked"] == list(range(1, samples + 1)), summary
+    return {"scenario": "credential-revocation", "samples": samples, "follower_exit": follower.returncode,
+            "record_final_to_revocation_final_ms": {"p50": round(statistics.median(latencies), 1),
+                                                     "max": round(max(latencies), 1),
+                                                     "all": [round(x) for x in latencies]},
+            "follower_event_to_receipt_ms_p50": round(statistics.median(
+                r["wall_ms"] for r in summary["revocations"]), 1),
+            "load_average_before": [round(x, 2) for x in load_before],
+            "load_average_after": [round(x, 2) for x in load_after]}
+
+
+def _status_list_moved(client: Any, rev_reg_id: str, height: int) -> bool:
+    from chainshare.credit.credential_chain import call_view
+
+    return bool(call_view(client, "getStatusList", rev_reg_id)[3] != height)
+
+
+def _poll(fn: Callable[[], Any], timeout: float = 120, every: float = 0.01) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := fn()):
+        if time.monotonic() > deadline:
+            raise TimeoutError("bench: the condition did not hold in time")
+        time.sleep(every)
+    return value

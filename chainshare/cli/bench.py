@@ -216,6 +216,20 @@ def credential(registry_size: int, proofs: int, predicates: int) -> None:
     click.echo(json.dumps(result))
 
 
+@group.command("credential-revocation")
+@click.option("--samples", type=click.IntRange(1, 100), default=5, show_default=True)
+def credential_revocation(samples: int) -> None:
+    """Automatic revocation (credit credential revoke --changed --follow): record final -> revocation final."""
+    import json
+
+    from chainshare.bench import write_result
+    from chainshare.bench_credential import run_revocation_bench
+
+    result = run_revocation_bench(samples)
+    result["saved_to"] = str(write_result(result))
+    click.echo(json.dumps(result))
+
+
 @group.command("joint")
 @click.option("--agencies", type=click.IntRange(2, 16), default=3, show_default=True)
 @click.option("--rows", type=click.IntRange(1, 100_000_000), default=1_000_000, show_default=True,

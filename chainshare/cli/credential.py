@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 from chainshare.cli.common import acting_options, emit, json_option, resolve_actor
-from chainshare.client import NodeClient
+from chainshare.client import HeadSubscription, NodeClient
 from chainshare.errors import InvalidInput
 
 group = click.Group("credential", help="Zero-knowledge credit credentials: issue, revoke, prove, verify.")
@@ -147,20 +147,43 @@ def _agency_of(client: NodeClient, address: str) -> str:
                                               "(at the finalized head) differs from what was signed.")
 @click.option("--reason", default=None, help="Why, e.g. 'new black-list record 12' (default with --changed: "
                                              "'credit status changed').")
+@click.option("--follow", is_flag=True, help="With --changed: keep running next to the issuer's node and revoke "
+                                             "as finalized credit records change a holder's status (stop: "
+                                             "SIGINT/SIGTERM; resumes from --cursor-file).")
+@click.option("--cursor-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="With --follow: where the last record event handled is kept (default: the issuer state file "
+                   "with suffix .cursor).")
+@click.option("--poll", type=click.FloatRange(0.05, 60), default=0.25, show_default=True,
+              help="With --follow: seconds between polls while the websocket is down.")
+@click.option("--transport", type=click.Choice(["auto", "poll"]), default="auto", show_default=True,
+              help="With --follow: auto = woken by the node's websocket newHeads subscription; poll = polling.")
+@click.option("--ws", "ws_url", help="With --follow: the node's websocket URL (default: the node URL's, ws://).")
 @_state_option
 @acting_options
 @json_option
-def revoke(subject: str | None, indexes: tuple[int, ...], changed: bool, reason: str | None,
+def revoke(subject: str | None, indexes: tuple[int, ...], changed: bool, reason: str | None, follow: bool,
+           cursor_file: Path | None, poll: float, transport: str, ws_url: str | None,
            issuer_state: Path | None, as_json: bool,
            devnet_dir: Path | None, as_agency: str | None, node_url: str | None, keystore: Path | None,
            password_file: Path | None) -> None:
-    """Revoke credentials: a new revocation status list goes on chain; proofs must use it once it is final."""
+    """Revoke credentials: a new revocation status list goes on chain; proofs must use it once it is final.
+    With --changed --follow, keep doing so automatically as the subjects' credit records change."""
     from chainshare.credit import credential_chain as chain
     from chainshare.credit import credentials as zk
+    from chainshare.credit.revocation_follower import revoke_and_publish
 
     url, key = resolve_actor(devnet_dir, as_agency, node_url, keystore, password_file)
     assert key is not None
     path = _issuer_state_path(issuer_state, devnet_dir, as_agency)
+    if follow and (not changed or subject is not None or indexes):
+        raise InvalidInput("--follow goes with --changed alone (it revokes what the chain's records change)")
+    if not follow and (cursor_file is not None or ws_url is not None):
+        raise InvalidInput("--cursor-file and --ws go with --follow")
+    if follow:  # it may start before the first issuance: the state file is read at each event
+        with NodeClient(url, timeout=120) as client:
+            _follow(client, key, path, cursor_file or path.with_suffix(".cursor"), poll,
+                    ws_url or HeadSubscription.url_of(url) if transport == "auto" else None, as_json)
+        return
     if not path.exists():
         raise InvalidInput(f"{path}: no issuer state (issue a credential first)")
     state = zk.IssuerState.from_json(_read_json(path, "issuer state"))
@@ -180,12 +203,79 @@ def revoke(subject: str | None, indexes: tuple[int, ...], changed: bool, reason:
                      "to revoke")
                 return
             raise InvalidInput("nothing to revoke: name --subject or --index of an issued, unrevoked credential")
-        state = zk.revoke_credentials(state, sorted(chosen), chain.get_chain_time(client))
-        sent = chain.publish_status_list(client, key, state, reason or "credit status changed")
+        state, sent = revoke_and_publish(client, key, state, sorted(chosen), reason or "credit status changed")
     _write_private(path, state.to_json())
     result = {"revoked": sorted(chosen), "rev_reg_id": state.rev_reg_id, "status_timestamp": state.status_timestamp,
               **sent}
     emit(result, as_json, f"revoked {sorted(chosen)} of {state.rev_reg_id} in block {sent['block']}")
+
+
+def _follow(client: NodeClient, key: bytes, path: Path, cursor_file: Path, poll: float, ws_url: str | None,
+            as_json: bool) -> None:
+    """``revoke --changed --follow``: a first sweep (unless resuming from ``cursor_file``), then revoke as the
+    finalized record events come, until SIGINT/SIGTERM; the cursor is kept in ``cursor_file``."""
+    import logging
+    import signal
+
+    from chainshare.credit import credential_chain as chain
+    from chainshare.credit import credentials as zk
+    from chainshare.credit.events import format_cursor, parse_cursor
+    from chainshare.credit.revocation_follower import LOG, RevocationFollower, revoke_and_publish
+    from chainshare.crypto.secp import address_of_private_key
+    from chainshare.logs import configure_logging, log_event
+
+    configure_logging("info")
+    stopping = False
+
+    def on_signal(*_: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    def save_cursor(cursor: str) -> None:
+        tmp = cursor_file.with_suffix(cursor_file.suffix + ".tmp")
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(cursor + "\n")
+        tmp.replace(cursor_file)
+
+    def load_state() -> Any:
+        """The issuer state as on disk now (``issue`` may have added credentials); None before the first."""
+        return zk.IssuerState.from_json(_read_json(path, "issuer state")) if path.exists() else None
+
+    follower = RevocationFollower(client, key, load_state, lambda s: _write_private(path, s.to_json()), save_cursor)
+    swept: list[int] = []
+    if cursor_file.exists():
+        after = parse_cursor(cursor_file.read_text().strip())
+    else:  # first start: what changed up to now is revoked by a sweep, then events after the head it saw
+        after = (follower.source.head_height(), 2**31)
+        state = load_state()
+        swept = [] if state is None else zk.find_changed(
+            state, lambda s: chain.compute_credit_attributes(follower.source, s))
+        if swept:
+            state, sent = revoke_and_publish(client, key, state, swept, "credit status changed")
+            _write_private(path, state.to_json())
+            log_event(LOG, logging.INFO, "revoked", indexes=swept, block=sent["block"],
+                      transaction=sent["transaction"], rev_reg_id=state.rev_reg_id, sweep=True)
+        save_cursor(format_cursor(after))
+    heads = HeadSubscription(ws_url, follower.source.head_height, poll_s=poll) if ws_url is not None else None
+    log_event(LOG, logging.INFO, "following", agency=_agency_of(client, "0x" + address_of_private_key(key).hex()),
+              cursor=format_cursor(after), cursor_file=str(cursor_file),
+              transport="websocket (polling while it is down)" if heads is not None else "poll")
+    try:
+        last = follower.follow(after, stop=lambda: stopping, poll_s=poll,
+                               next_head=heads.next_head if heads is not None else None)
+    finally:
+        if heads is not None:
+            heads.close()
+    save_cursor(format_cursor(last))
+    log_event(LOG, logging.INFO, "stopped", cursor=format_cursor(last))
+    revoked = swept + [i for r in follower.revocations for i in r.indexes]
+    emit({"revoked": revoked, "cursor": format_cursor(last), "revocations": [
+        {"subject": r.subject, "indexes": list(r.indexes), "record_cursor": r.record_cursor, "block": r.block,
+         "transaction": r.transaction, "blocktime_lag_ms": r.blocktime_lag_ms, "wall_ms": r.wall_ms}
+        for r in follower.revocations]}, as_json, f"stopped at {format_cursor(last)}; revoked {revoked}")
 
 
 @group.command("prove")

@@ -10,8 +10,11 @@ predicate and garbage are refused); the explorer verifies the pasted proof; a ne
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +49,11 @@ class Net:
 
 @pytest.fixture(scope="module")
 def net(devnet: Devnet) -> Net:
+    return configure_credit(devnet)
+
+
+def configure_credit(devnet: Devnet) -> Net:
+    """Governance sets up the penalty and black-list categories (agency1 issues both) and a scoring rule."""
     cr = CreditRegistry()
     key = bytes.fromhex(devnet.info["accounts"][0]["private_key"][2:])
     with NodeClient(devnet.rpc_url, timeout=60) as client:
@@ -122,25 +130,9 @@ def test_credential_issue_prove_and_verify_on_chain(net: Net, tmp_path: Path) ->
 def test_the_explorer_verifies_a_pasted_proof(net: Net, tmp_path: Path) -> None:
     import httpx
 
-    from chainshare.bench import free_port_block
-    from chainshare.explorer.db.engine import apply_migrations, create_db_engine
-
     zk = net.state["zk"]
     proof = zk["proof"]
-    db = f"sqlite:///{tmp_path / 'explorer.db'}"
-    apply_migrations(create_db_engine(db))
-    port = free_port_block(1)
-    server = subprocess.Popen(cli_command() + ["explorer", "serve", "--db", db, "--port", str(port), "--node",
-                                               net.devnet.info["nodes"][0]["rpc"]],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        def up() -> bool:
-            try:
-                return httpx.get(base + "/credentials/verify", timeout=5).status_code == 200
-            except httpx.HTTPError:
-                return False
-        wait_until(up, 60, "the explorer to serve")
+    with serve_explorer(net, tmp_path) as base:
         page = httpx.get(base + "/credentials/verify")
         assert "<form" in page.text and 'name="proof"' in page.text
         valid = httpx.post(base + "/credentials/verify", data={"proof": proof.read_text(), "nonce": zk["nonce"]},
@@ -157,6 +149,31 @@ def test_the_explorer_verifies_a_pasted_proof(net: Net, tmp_path: Path) -> None:
         assert huge.status_code == 400 and "at most" in huge.json()["error"]
         assert httpx.post(base + "/api/v1/credentials/verify", content=b"\xff\xfe",
                           headers={"content-type": "application/json"}, timeout=60).status_code == 400
+
+
+@contextmanager
+def serve_explorer(net: Net, tmp_path: Path) -> Iterator[str]:
+    """``chainshare explorer serve --node`` over an empty explorer database: its base URL while it runs."""
+    import httpx
+
+    from chainshare.bench import free_port_block
+    from chainshare.explorer.db.engine import apply_migrations, create_db_engine
+
+    db = f"sqlite:///{tmp_path / 'explorer.db'}"
+    apply_migrations(create_db_engine(db))
+    port = free_port_block(1)
+    server = subprocess.Popen(cli_command() + ["explorer", "serve", "--db", db, "--port", str(port), "--node",
+                                               net.devnet.info["nodes"][0]["rpc"]],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        def up() -> bool:
+            try:
+                return httpx.get(base + "/credentials/verify", timeout=5).status_code == 200
+            except httpx.HTTPError:
+                return False
+        wait_until(up, 60, "the explorer to serve")
+        yield base
     finally:
         server.terminate()
         server.wait(30)
@@ -178,3 +195,79 @@ def test_a_revoked_credentials_proof_fails_once_the_revocation_is_final(net: Net
     refused = _zk(net, "prove", "--cred", cred, "--predicate", "score>=700", "--nonce", nonce, "--out",
                   tmp_path / "again.json", "--devnet", net.devnet.dir, code=2)
     assert "this credential is revoked" in refused.stderr
+
+
+ORG_FOLLOW = "91110000000000888X"
+
+
+def start_follower(net: Net, log: Path) -> subprocess.Popen[str]:
+    """``revoke --changed --follow`` as the issuer runs it next to its node (structured log lines to ``log``)."""
+    proc = subprocess.Popen(cli_command() + ["credit", "credential", "revoke", "--changed", "--follow",
+                                             *map(str, net.as_agency("agency1")), "--json"],
+                            stdout=subprocess.PIPE, stderr=log.open("w"), stdin=subprocess.DEVNULL, text=True)
+    def following() -> bool:
+        assert proc.poll() is None, log.read_text()
+        return "following" in log_lines(log, "msg")
+    wait_until(following, 120, "the follower to start following")
+    return proc
+
+
+def log_lines(log: Path, key: str) -> list[Any]:
+    return [json.loads(x).get(key) for x in log.read_text().splitlines() if x.startswith("{")]
+
+
+def stop_follower(proc: subprocess.Popen[str]) -> Any:
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_the_follower_revokes_when_a_holders_credit_status_changes(net: Net, tmp_path: Path) -> None:
+    from stdnum.cn import uscc
+
+    subject = ORG_FOLLOW[:17] + uscc.calc_check_digit(ORG_FOLLOW[:17])
+    log = tmp_path / "follower.log"
+    follower = start_follower(net, log)
+    try:
+        cred, proof = tmp_path / "cred.json", tmp_path / "proof.json"
+        index = cli_json(_zk(net, "issue", "--subject", subject, "--registry-size", "8", "--out", cred,
+                             *net.as_agency("agency1"), "--json"))["revocation_index"]
+        nonce = _zk(net, "nonce").stdout.strip()
+        _zk(net, "prove", "--cred", cred, "--predicate", "black_list_active<=0", "--nonce", nonce, "--out", proof,
+            "--devnet", net.devnet.dir)
+        _zk(net, "verify", "--proof", proof, "--nonce", nonce, "--devnet", net.devnet.dir)
+        # A black-list record for the subject: the follower (re-reading the issuer state, so it knows the
+        # credential issued after it started) revokes it by itself, and the old proof fails once that is final.
+        record = cli_json(net.cli(*publish_args(net, "agency1", subject=subject, category="black_list",
+                                                severity=5)))
+        wait_until(lambda: "revoked" in log_lines(log, "msg"), 120, "the follower to revoke the credential")
+        done = next(json.loads(x) for x in log.read_text().splitlines() if '"msg": "revoked"' in x)
+        assert done["indexes"] == [index] and done["subject"] == subject and done["record"] == record["record"]
+        assert done["block"] > done["record_block"] >= record["block"] - 1
+        stale = cli_json(_zk(net, "verify", "--proof", proof, "--nonce", nonce, "--devnet", net.devnet.dir,
+                             "--json", code=1))
+        assert not stale["valid"]
+        refused = _zk(net, "prove", "--cred", cred, "--predicate", "black_list_active<=0", "--nonce", nonce,
+                      "--out", tmp_path / "again.json", "--devnet", net.devnet.dir, code=2)
+        assert "this credential is revoked" in refused.stderr
+        first = stop_follower(follower)
+        assert first["revoked"] == [index] and [r["record_cursor"] for r in first["revocations"]] == [done["cursor"]]
+        # Restarted, it resumes from its cursor: the black-list event is not handled again, nothing is revoked.
+        follower = start_follower(net, log2 := tmp_path / "follower2.log")
+        resumed = next(json.loads(x) for x in log2.read_text().splitlines() if '"msg": "following"' in x)
+        assert tuple(map(int, resumed["cursor"].split("-"))) >= tuple(map(int, done["cursor"].split("-")))
+        second = stop_follower(follower)
+        assert second["revoked"] == [] and "revoked" not in log_lines(log2, "msg")
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.wait(30)
+    # Misuse is refused with exit 2 and the reason.
+    alone = _zk(net, "revoke", "--follow", *net.as_agency("agency1"), code=2)
+    assert "--follow goes with --changed alone" in alone.stderr
+    assert "go with --follow" in _zk(net, "revoke", "--changed", "--cursor-file", tmp_path / "c",
+                                      *net.as_agency("agency1"), code=2).stderr
+    (bad := tmp_path / "bad.cursor").write_text("yesterday\n")
+    assert "must look like BLOCK-LOG" in _zk(net, "revoke", "--changed", "--follow", "--cursor-file", bad,
+                                             *net.as_agency("agency1"), code=2).stderr

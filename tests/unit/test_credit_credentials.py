@@ -267,3 +267,50 @@ def test_mangled_presentations_are_invalid_never_a_crash(issued: tuple[zk.Issuer
             except InvalidInput:
                 continue
             assert not verdict.valid, path
+
+
+class _FlakySource:
+    """Two record events (heights 3 and 4) of a subject holding no credential; the node drops once, after the
+    first event was read."""
+
+    def __init__(self) -> None:
+        from chainshare.credit.events import CreditEvent
+        from chainshare.execution.contracts.credit_registry import compute_subject_key
+
+        key = compute_subject_key("91110000000000555" + "0")
+        self.events = [CreditEvent(h, 0, 0, b"\0" * 32, T * 1000, "RecordPublished", {"id": h, "subjectKey": key})
+                       for h in (3, 4)]
+        self.dropped = False
+
+    def head_height(self) -> int:
+        return 4
+
+    def block_timestamp_ms(self, height: int) -> int:
+        return T * 1000
+
+    def iter_events(self, topics: list[bytes | None], from_height: int, to_height: int) -> Any:
+        from chainshare.client import NodeUnreachable
+
+        for ev in self.events:
+            if from_height <= ev.height <= to_height:
+                yield ev
+                if not self.dropped:
+                    self.dropped = True
+                    raise NodeUnreachable("cannot reach node at http://127.0.0.1:1: connection refused")
+
+
+def test_the_follower_rides_out_a_node_outage_without_missing_or_repeating_an_event(
+        issued: tuple[zk.IssuerState, dict[str, Any]]) -> None:
+    from chainshare.credit.revocation_follower import RevocationFollower, select_changed
+
+    state, _ = issued
+    cursors: list[str] = []
+    naps: list[float] = []
+    follower = RevocationFollower(None, b"", lambda: state, lambda s: None, cursors.append,  # type: ignore[arg-type]
+                                  source=_FlakySource())
+    last = follower.follow((2, -1), stop=lambda: len(cursors) >= 2, next_head=None, poll_s=0.01, sleep=naps.append)
+    assert cursors == ["3-0", "4-0"] and last == (4, 0) and naps == [0.01]  # one back-off, then resumed after 3-0
+    assert follower.revocations == []  # the subject holds no credential: nothing to revoke
+    assert select_changed(state, ORG, lambda s: dict(ATTRS, computed_height=99)) == []
+    assert select_changed(state, ORG, lambda s: dict(ATTRS, score=500)) == [1]
+    assert select_changed(state, "91110000000000555" + "0", lambda s: dict(ATTRS, score=500)) == []
