@@ -278,9 +278,7 @@ def python_proves(bundle: dict[str, Any]) -> bool:
         {"name": v["name"], "agency": v["agency"], **{k: unhex(v[k]) for k in ("address", "bls_public_key", "bls_pop")}}
         for v in gs["validators"]))
     try:
-        changes = [epochs.decode_epoch_change_proof(unhex(r)) for r in bundle["epoch_changes"]]
-        sets = epochs.verify_epoch_changes(start, changes,
-                                           lambda vs: epochs.get_bls_verify_qc(bundle["chain_id"], vs))
+        sets = epochs.prove_sets_from(start, [unhex(r) for r in bundle["epoch_changes"]], bundle["chain_id"])
     except ChainshareError:
         return False
     final = sets[-1] if sets else start
@@ -292,8 +290,8 @@ def python_proves(bundle: dict[str, Any]) -> bool:
 
 
 def test_a_later_epochs_set_is_proven_from_genesis_and_forged_changes_fail_at_that_step(node_ready: None) -> None:
-    from chainshare.execution.contracts.membership import ValidatorSet
     from chainshare.consensus import epochs
+    from chainshare.execution.contracts.membership import ValidatorSet
 
     good, forge = changed_chain_bundle()
     nxt = forge["next_set"]
