@@ -36,12 +36,13 @@ def node_ready() -> None:
         pytest.skip("node or chainshare/explorer/web/js/node_modules missing (make install)")
 
 
-def run_verifier(bundles: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    script = (f"import {{ verifyProof }} from {json.dumps(VERIFY.as_uri())};\n"
+def run_verifier(bundles: list[dict[str, Any]], fn: str = "verifyProof") -> list[dict[str, Any]]:
+    """verify.js's ``fn`` (verifyProof, or verifyCreditProvenance) on each bundle, under Node.js."""
+    script = (f"import {{ {fn} as verify }} from {json.dumps(VERIFY.as_uri())};\n"
               "import { readFileSync } from 'node:fs';\n"
               "const require_stdin = () => readFileSync(0, 'utf8');\n"
               "const input = JSON.parse(require_stdin());\n"
-              "process.stdout.write(JSON.stringify(input.map(verifyProof)));\n")
+              "process.stdout.write(JSON.stringify(input.map((b) => verify(b))));\n")
     out = subprocess.run(["node", "--input-type=module", "-e", script], input=json.dumps(bundles), capture_output=True,
                          text=True, timeout=120, check=True)
     return list(json.loads(out.stdout))

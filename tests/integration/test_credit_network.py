@@ -656,10 +656,10 @@ def test_history_verifies_across_a_validator_set_change(net: Net, tmp_path: Path
     bundle_file.write_text(json.dumps(dict(bundle, epoch_changes=[])))
     missing = net.cli("verify", bundle_file, "--genesis", genesis, "--json", ok=False)
     assert missing.returncode == 1 and "validator-set change is missing" in cli_json(missing)["error"]
-    _explorer_proves_a_tx_of_the_new_epoch_from_genesis(net, tmp_path, activation)
+    _explorer_proves_a_tx_of_the_new_epoch_from_genesis(net, tmp_path, activation, rid)
 
 
-def _explorer_proves_a_tx_of_the_new_epoch_from_genesis(net: Net, tmp_path: Path, activation: int) -> None:
+def _explorer_proves_a_tx_of_the_new_epoch_from_genesis(net: Net, tmp_path: Path, activation: int, rid: int) -> None:
     """The explorer indexing this chain stores its epoch-change proof (verified from genesis) and serves it in
     the proof of a transaction certified by the new set: the browser's verifier (verify.js, run by Node.js on
     the code the pages bundle) passes every step, the set walked from genesis included, and the node's own
@@ -681,6 +681,7 @@ def _explorer_proves_a_tx_of_the_new_epoch_from_genesis(net: Net, tmp_path: Path
         assert txs and txs[0]["block_height"] >= activation, txs
         proof = _explorer_get(url, f"/tx/{txs[0]['hash']}/proof.json").json()
         page = _explorer_get(url, f"/tx/{txs[0]['hash']}").text
+        record_page = _explorer_get(url, f"/credit/records/{rid}").text
     finally:
         server.terminate()
         server.wait(30)
@@ -695,6 +696,14 @@ def _explorer_proves_a_tx_of_the_new_epoch_from_genesis(net: Net, tmp_path: Path
     # without the change, the same bundle is not verified
     assert not python_proves({**proof, "epoch_changes": []})
     assert not run_verifier([{**proof, "epoch_changes": []}])[0]["ok"]
+    # the record page's provenance panel runs the same checks per step: the correction, made under the new
+    # set, is proven from genesis too
+    marker = '<script type="application/json" id="credit-proof-data">'
+    credit = json.loads(record_page.split(marker, 1)[1].split("</script>", 1)[0])
+    assert [s["proof"]["epoch"] for s in credit["steps"]] == [0, 1]
+    panel = run_verifier([credit], "verifyCreditProvenance")[0]
+    assert panel["ok"] and all(s["ok"] for s in panel["steps"]), panel["steps"]
+    assert any(s["step"].endswith("Validator set proven from genesis (1 changes)") for s in panel["steps"])
 
 
 def test_offline_score_from_a_stopped_nodes_data_equals_the_node(net: Net) -> None:
