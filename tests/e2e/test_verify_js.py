@@ -212,32 +212,21 @@ def changed_chain_bundle() -> tuple[dict[str, Any], dict[str, Any]]:
     import sys
 
     sys.path.insert(0, str(REPO / "tests" / "unit"))
-    from chainkit import Chain
-    from test_validator_sets import ALICE, GENESIS, NEW, V1, Gov, set_call
+    from test_replica_sync import epoch_change
+    from test_validator_sets import ALICE, Gov
 
-    from chainshare import codec
     from chainshare.consensus import epochs
-    from chainshare.execution.contracts.membership import get_validator_set_at, get_validator_sets
-    from chainshare.ledger.quorum import sign_vote
+    from chainshare.execution.contracts.membership import get_validator_sets
+    from chainshare.ledger.finality import encode_finality_proof
 
-    chain = Chain(GENESIS, V1, other_keys=NEW[1:])
+    chain, change, child, qc_of_new = epoch_change()  # the chain's head is the last block of epoch 0
+    cid, next_set, activation = chain.genesis.chain_id, change.next_set, change.next_set.activation_height
+    p = change.proof
+    raw_change = epochs.encode_epoch_change_proof(change.last, encode_finality_proof(p.blocks[:-1], p.blocks[-1],
+                                                                                     p.qc), next_set)
+    forged_change = epochs.encode_epoch_change_proof(change.last, encode_finality_proof((), child, qc_of_new),
+                                                     next_set)
     gov = Gov(chain)
-    chain.produce([])
-    activation = chain.chain.head_height + 4 + 3
-    gov.decide(set_call(NEW, activation))
-    while chain.chain.head_height < activation - 1:
-        chain.produce([])
-    last = chain.chain.get_head()
-    child, qc_of_new = chain.certify_next()
-    cid = GENESIS.chain_id
-    blk = child.block
-    qc_of_old = aggregate_qc(blk.hash, blk.height, blk.header.round,
-                             {0: sign_vote(V1.secret_key, cid, blk.hash, blk.height, blk.header.round, 0)}, 1)
-    next_set = get_validator_set_at(chain.chain.state, activation)
-    raw_change = epochs.encode_epoch_change_proof(
-        last, codec.encode([[], blk.encode(), qc_of_old.encode()]), next_set)
-    forged_change = epochs.encode_epoch_change_proof(
-        last, codec.encode([[], blk.encode(), qc_of_new.encode()]), next_set)
     while chain.chain.head_height < activation + 1:
         chain.produce([])
     gov.send(ALICE, bytes(20), b"")  # a transaction in a block of epoch 1
