@@ -5,16 +5,24 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from test_replica_sync import epoch_change, genesis_set
 
+from chainshare import codec
 from chainshare.consensus import epochs
+from chainshare.crypto.hashing import keccak256
 from chainshare.errors import ConsensusError
-from chainshare.execution.contracts.membership import ValidatorSet
+from chainshare.execution.contracts.membership import ValidatorSet, get_validator_sets
+from chainshare.explorer.api.app import create_explorer_app
+from chainshare.explorer.bench import MemorySource
 from chainshare.explorer.db import schema as s
 from chainshare.explorer.db.engine import apply_migrations, create_db_engine
+from chainshare.explorer.indexer.service import Indexer, IndexerConfig
+from chainshare.explorer.indexer.source import SourceError
 from chainshare.explorer.indexer.writer import store_epoch_changes, store_validator_set
 from chainshare.ledger.finality import FinalityProof, encode_finality_proof
 
@@ -69,3 +77,43 @@ def test_a_valid_change_to_another_set_than_the_one_indexed_is_refused(tmp_path:
         store_validator_set(conn, ValidatorSet(1, nxt.activation_height, nxt.validators[::-1]))
     with engine.begin() as conn, pytest.raises(ConsensusError, match="another set 1 than the one indexed"):
         store_epoch_changes(conn, [encode(change)], chain.genesis.chain_id)
+
+
+class _Source(MemorySource):
+    """A node over a chainkit chain that serves ``changes`` at /epoch-changes (or cannot: None)."""
+
+    def __init__(self, chain: Any, changes: list[bytes] | None) -> None:
+        store = chain.chain
+        blocks = []
+        for h in range(store.head_height + 1):
+            qc = store.get_qc(h) if h else None
+            blocks.append((store.get_block(h).encode(), qc.encode() if qc else None,
+                           codec.encode_trusted([r.to_list() for r in store.get_receipts(h)])))
+        super().__init__(chain.genesis, blocks, get_validator_sets(store.state))
+        self.changes = changes
+
+    def get_epoch_changes(self) -> list[bytes]:
+        if self.changes is None:
+            raise SourceError("memory://bench/api/v1/epoch-changes: HTTP 404")
+        return self.changes
+
+
+def test_the_indexer_stores_a_nodes_epoch_change_proofs_and_the_api_serves_them_with_each_tx(tmp_path: Path) -> None:
+    from test_validator_sets import ALICE, Gov
+
+    chain, change, _, _ = epoch_change()
+    activation = change.next_set.activation_height
+    while chain.chain.head_height < activation + 1:
+        chain.produce([])
+    Gov(chain).send(ALICE, bytes(20), b"")
+    tx = "0x" + keccak256(chain.chain.get_head().transactions[0]).hex()
+    for served, kept in ((None, 0), ([encode(change)], 1)):
+        db = tmp_path / f"ix{kept}.db"
+        engine = create_db_engine(f"sqlite:///{db}")
+        ix = Indexer(engine, IndexerConfig(urls=(), follow="poll", poll_interval=0.05),
+                     sources=[_Source(chain, served)])
+        ix.run(until_caught_up=True)
+        # a node that cannot serve the proofs does not stop the blocks from being indexed
+        assert ix.head is not None and ix.head.height == chain.chain.head_height
+        proof = TestClient(create_explorer_app(engine)).get(f"/api/v1/txs/{tx}").json()["proof"]
+        assert proof["epoch_changes"] == ["0x" + encode(change).hex()] * kept

@@ -50,6 +50,7 @@ log = logging.getLogger("chainshare.explorer.indexer")
 
 REJECT_SECONDS = 300.0  # a source that served a forged block is not read again for this long
 DOWN_SECONDS = 2.0
+EPOCH_CHANGES_RETRY_SECONDS = 60.0  # a node that cannot serve epoch-change proofs is asked again after this
 
 
 @dataclass
@@ -112,6 +113,7 @@ class Indexer:
         self.rows_since_analyze = 0
         self.pops_missing = False
         self.epoch_changes_checked_at = -1  # the indexed height at which the stored proofs were last complete
+        self.epoch_changes_retry_at = 0.0  # after a node could not serve them: not asked again before (monotonic)
 
     # -- start-up ------------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -275,14 +277,20 @@ class Indexer:
         this node (verified from the genesis set: ``store_epoch_changes``), so a transaction page can prove
         its block's validator set from genesis. Asked again only when the head moves on."""
         assert self.head is not None
-        if self.head.height == self.epoch_changes_checked_at:
+        if self.head.height == self.epoch_changes_checked_at or time.monotonic() < self.epoch_changes_retry_at:
             return
         with self.engine.connect() as conn:
             epoch = conn.execute(select(func.max(s.validator_sets.c.epoch)).where(
                 s.validator_sets.c.activation_height <= self.head.height)).scalar() or 0
             stored = conn.execute(select(func.count()).select_from(s.epoch_changes)).scalar_one()
         if stored < epoch:
-            raws = st.source.get_epoch_changes()
+            try:
+                raws = st.source.get_epoch_changes()
+            except SourceError as exc:  # e.g. a node of a release before /epoch-changes: blocks still index
+                log_event(log, logging.WARNING, "epoch-change proofs unavailable; pages of later epochs will "
+                          "not verify until they are stored", url=st.source.url, error=str(exc)[:300])
+                self.epoch_changes_retry_at = time.monotonic() + EPOCH_CHANGES_RETRY_SECONDS
+                return
             with self.engine.begin() as conn:
                 added = store_epoch_changes(conn, raws, self.chain_id)
             if added:
