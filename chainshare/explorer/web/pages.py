@@ -4,8 +4,9 @@ Every page reads through the API's own endpoint functions (the same queries, vie
 pagination; see ``queries`` for the two the API lacks), works without JavaScript, links the CSV
 of each list (the API's ``?format=csv``) and never shows a stack trace: an unknown id is a
 friendly 404, a malformed one a 400 saying what is expected, a database outage a 503. The
-transaction page embeds the proof (Merkle paths, encoded header, QC, the epoch's validator set)
-that ``static/verify.bundle.js`` checks in the browser.
+transaction page embeds the proof (Merkle paths, encoded header, QC, the epoch's validator set, block 0's
+header, the genesis set and the epoch-change proofs that prove the set from it) that
+``static/verify.bundle.js`` checks in the browser.
 """
 
 from __future__ import annotations
