@@ -115,5 +115,11 @@ def test_the_indexer_stores_a_nodes_epoch_change_proofs_and_the_api_serves_them_
         ix.run(until_caught_up=True)
         # a node that cannot serve the proofs does not stop the blocks from being indexed
         assert ix.head is not None and ix.head.height == chain.chain.head_height
-        proof = TestClient(create_explorer_app(engine)).get(f"/api/v1/txs/{tx}").json()["proof"]
+        client = TestClient(create_explorer_app(engine))
+        proof = client.get(f"/api/v1/txs/{tx}").json()["proof"]
         assert proof["epoch_changes"] == ["0x" + encode(change).hex()] * kept
+        bundle = client.get(f"/tx/{tx}/proof.json").json()  # what the page embeds and verify.js checks
+        assert bundle["epoch"] == 1 and bundle["epoch_changes"] == proof["epoch_changes"]
+        assert bundle["genesis_set"]["validators"] and bundle["genesis_header"]
+        page = " ".join(client.get(f"/tx/{tx}").text.split())
+        assert "1 validator-set changes walked from the genesis set" in page and bundle["genesis_hash"] in page
