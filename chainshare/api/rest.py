@@ -222,6 +222,11 @@ def create_rest_app(node: Node, rpc: JsonRpc, workers: ApiWorkers) -> FastAPI:
                 "epochs": [{"epoch": vs.epoch, "activation_height": vs.activation_height, "items": items(vs)}
                            for vs in sets]}
 
+    @app.get("/epoch-changes", summary="The epoch-change proofs this node keeps, from epoch 1 on (each proves, "
+             "with the signatures of the set before it, the set that followed: docs/consensus.md)")
+    async def epoch_changes() -> dict[str, Any]:
+        return {"items": [hx(raw) for raw in node.chain.get_epoch_change_proofs()]}
+
     @app.get("/contracts", summary="System contracts: names, addresses, ABIs")
     async def contracts() -> dict[str, Any]:
         return {c.NAME: {"address": hx(c.ADDRESS), "abi": c.to_abi()} for c in node.runtime.contracts.values()}

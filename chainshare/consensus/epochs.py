@@ -30,7 +30,7 @@ from chainshare.ledger.types import Block, QuorumCertificate, decode_bytes, deco
 
 __all__ = ["EpochChangeProof", "compute_farewell", "decode_epoch_change_proof", "encode_epoch_change_proof",
            "get_bls_verify_qc",
-           "has_epoch_ended", "is_suffix", "verify_epoch_change", "verify_epoch_changes"]
+           "has_epoch_ended", "is_suffix", "prove_sets_from", "verify_epoch_change", "verify_epoch_changes"]
 
 MAX_SET_SIZE = 64  # Membership.MAX_VALIDATORS: a served set larger than any the chain accepts is refused unread
 
@@ -143,3 +143,11 @@ def verify_epoch_changes(start: ValidatorSet, changes: Sequence[EpochChangeProof
         current = change.next_set
         sets.append(current)
     return sets
+
+
+def prove_sets_from(start: ValidatorSet, raws: Sequence[bytes], chain_id: int) -> list[ValidatorSet]:
+    """``verify_epoch_changes`` over encoded proofs with each set's BLS QC check: the sets that ``raws``
+    prove one after the other from ``start``. DecodeError if one is malformed, ConsensusError if one is
+    refused."""
+    return verify_epoch_changes(start, [decode_epoch_change_proof(r) for r in raws],
+                                lambda vs: get_bls_verify_qc(chain_id, vs))

@@ -16,7 +16,7 @@ import json
 from typing import Any
 
 from chainshare import codec
-from chainshare.consensus.epochs import decode_epoch_change_proof, get_bls_verify_qc, verify_epoch_changes
+from chainshare.consensus.epochs import prove_sets_from
 from chainshare.credit.events import CreditEvent, CreditSource, decode_credit_log
 from chainshare.credit.lifecycle import fold_records
 from chainshare.crypto.hashing import keccak256
@@ -171,9 +171,7 @@ def _prove_validator_sets(raws: Any, genesis_set: ValidatorSet, chain_id: int) -
     if not isinstance(raws, list) or len(raws) > MAX_EPOCH_CHANGES:
         raise ProvenanceError(f"epoch_changes must be a list of at most {MAX_EPOCH_CHANGES} proofs")
     try:
-        changes = [decode_epoch_change_proof(_bytes(r, "epoch-change proof")) for r in raws]
-        return [genesis_set, *verify_epoch_changes(genesis_set, changes,
-                                                   lambda vs: get_bls_verify_qc(chain_id, vs))]
+        return [genesis_set, *prove_sets_from(genesis_set, [_bytes(r, "epoch-change proof") for r in raws], chain_id)]
     except DecodeError as exc:
         raise ProvenanceError(f"an epoch-change proof is undecodable: {exc.message}") from exc
     except ConsensusError as exc:

@@ -107,8 +107,11 @@ def test_record_page_provenance_is_verified_in_the_browser(browser: Browser, cre
     verdict = res[4]
     assert verdict["state"] == "verified", verdict
     steps = verdict["steps"]
-    # five lifecycle steps of 7 block checks and the event check each, plus the two version links
-    assert len(steps) == 5 * 8 + 2 and all(s["ok"] for s in steps), [s for s in steps if not s["ok"]]
+    # five lifecycle steps of 10 block checks (the transaction page's, the set proven from genesis among them)
+    # and the event check each, plus the two version links
+    assert len(steps) == 5 * 11 + 2 and all(s["ok"] for s in steps), [s for s in steps if not s["ok"]]
+    assert len([s for s in steps if s["step"].endswith("Validator set is the genesis set (block 0 hashes to the "
+                                                       "genesis hash shown)")]) == 5
     links = [s["step"] for s in steps if "follows version" in s["step"]]
     assert len(links) == 2
     assert "Step 1 (RecordPublished" in links[0] and links[0].endswith("version 1 follows version 0 by hash")

@@ -24,7 +24,7 @@ from chainshare.ledger.types import EMPTY_BLOOM, Header, QuorumCertificate, make
 
 REPO = Path(__file__).resolve().parents[2]
 VERIFY = REPO / "chainshare" / "explorer" / "web" / "js" / "verify.js"
-CHAIN_ID, EPOCH = 4242, 3
+CHAIN_ID, EPOCH = 4242, 0
 SKS = [bls.generate_secret_key(bytes([i + 1]) * 32) for i in range(4)]
 
 
@@ -36,12 +36,13 @@ def node_ready() -> None:
         pytest.skip("node or chainshare/explorer/web/js/node_modules missing (make install)")
 
 
-def run_verifier(bundles: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    script = (f"import {{ verifyProof }} from {json.dumps(VERIFY.as_uri())};\n"
+def run_verifier(bundles: list[dict[str, Any]], fn: str = "verifyProof") -> list[dict[str, Any]]:
+    """verify.js's ``fn`` (verifyProof, or verifyCreditProvenance) on each bundle, under Node.js."""
+    script = (f"import {{ {fn} as verify }} from {json.dumps(VERIFY.as_uri())};\n"
               "import { readFileSync } from 'node:fs';\n"
               "const require_stdin = () => readFileSync(0, 'utf8');\n"
               "const input = JSON.parse(require_stdin());\n"
-              "process.stdout.write(JSON.stringify(input.map(verifyProof)));\n")
+              "process.stdout.write(JSON.stringify(input.map((b) => verify(b))));\n")
     out = subprocess.run(["node", "--input-type=module", "-e", script], input=json.dumps(bundles), capture_output=True,
                          text=True, timeout=120, check=True)
     return list(json.loads(out.stdout))
@@ -82,7 +83,7 @@ def make_bundle(position: int = 3, signers: tuple[int, ...] = (0, 1, 3),
     genesis = make_genesis_header(validators)
     return {
         "chain_id": CHAIN_ID, "epoch": epoch, "genesis_hash": "0x" + genesis.hash.hex(),
-        "genesis_header": "0x" + genesis.encode().hex() if epoch == 0 else None, "tx_hash": "0x" + keccak256(txs[position]).hex(),
+        "genesis_header": "0x" + genesis.encode().hex(), "tx_hash": "0x" + keccak256(txs[position]).hex(),
         "block_height": header.height, "block_hash": "0x" + header.hash.hex(), "header": "0x" + header.encode().hex(),
         "parent_header": "0x" + parent.encode().hex(), "qc": "0x" + qc.encode().hex(),
         "transaction": {"leaf": "0x" + txs[position].hex(), "proof": compute_inclusion_proof(txs, position).to_json()},
@@ -131,7 +132,10 @@ def test_a_quorum_certificate_made_by_chainshare_verifies_and_every_tampering_fa
         ("QC of another block", with_qc(good, block_hash=os.urandom(32)), "QC certifies this block"),
         ("below quorum", with_qc(good, signers=make_bitmap([0, 1], 4)), "Quorum"),
         ("signer claimed who did not sign", with_qc(good, signers=make_bitmap([0, 1, 2], 4)), "BLS aggregate"),
-        ("another epoch", {**good, "epoch": EPOCH + 1}, "BLS aggregate"),
+        # a block claimed for a later epoch needs that epoch's set proven from genesis
+        ("another epoch", {**good, "epoch": EPOCH + 1}, "Validator set proven from genesis (0 changes)"),
+        ("a wholly fabricated epoch-3 block: set and QC signed by whoever made them",
+         make_bundle(epoch=3), "Validator set proven from genesis (0 changes)"),
         ("another chain", {**good, "chain_id": CHAIN_ID + 1}, "BLS aggregate"),
         ("basic-scheme DST", with_qc(good, signature=bytes(basic_sig)), "BLS aggregate"),
         # the explorer serves attacker keys (valid PoPs) and a QC they signed: only the set hash catches it
@@ -161,7 +165,7 @@ def test_a_quorum_certificate_made_by_chainshare_verifies_and_every_tampering_fa
     results = run_verifier([c[1] for c in cases])
     for (name, _, failing), res in zip(cases, results, strict=True):
         if failing is None:
-            genesis_step = int(name.startswith("epoch 0"))
+            genesis_step = 1
             assert res["ok"] and len(res["steps"]) == 9 + genesis_step, (name, res)
             assert all(s["ok"] for s in res["steps"]), (name, res)
             assert "3 of 4 (quorum 3): v0, v1, v3" in res["steps"][7 + genesis_step]["detail"]
@@ -195,3 +199,126 @@ def test_first_middle_and_last_leaves_of_trees_of_every_size_up_to_17_verify(nod
     results = run_verifier(bundles)
     bad = [(i, r["steps"][-1]) for i, r in enumerate(results) if not r["ok"]]
     assert not bad, bad[:3]
+
+
+# -- a block of a later epoch: its set proven from genesis by the chain's epoch-change proofs -----------
+
+def changed_chain_bundle() -> tuple[dict[str, Any], dict[str, Any]]:
+    """A real in-process chain (tests/unit/chainkit) whose genesis set [v1] Governance replaces by four
+    validators at height A; the epoch-change proof of block A-1 as the leaving validator keeps it (its
+    2-chain: the suffix block at A certified by [v1] in epoch 0); then a Governance transaction in a
+    block of epoch 1. Returns the proof bundle of that transaction (as the explorer serves it) and the
+    forgery material: the same 2-chain certified by the NEW set (the wrong signers)."""
+    import sys
+
+    sys.path.insert(0, str(REPO / "tests" / "unit"))
+    from test_replica_sync import epoch_change
+    from test_validator_sets import ALICE, Gov
+
+    from chainshare.consensus import epochs
+    from chainshare.execution.contracts.membership import get_validator_sets
+    from chainshare.ledger.finality import encode_finality_proof
+
+    chain, change, child, qc_of_new = epoch_change()  # the chain's head is the last block of epoch 0
+    cid, next_set, activation = chain.genesis.chain_id, change.next_set, change.next_set.activation_height
+    p = change.proof
+    raw_change = epochs.encode_epoch_change_proof(change.last, encode_finality_proof(p.blocks[:-1], p.blocks[-1],
+                                                                                     p.qc), next_set)
+    forged_change = epochs.encode_epoch_change_proof(change.last, encode_finality_proof((), child, qc_of_new),
+                                                     next_set)
+    gov = Gov(chain)
+    while chain.chain.head_height < activation + 1:
+        chain.produce([])
+    gov.send(ALICE, bytes(20), b"")  # a transaction in a block of epoch 1
+    store = chain.chain
+    block = store.get_head()
+    receipts = [r.encode() for r in store.get_receipts(block.height)]
+    txs = list(block.transactions)
+    genesis_set = get_validator_sets(store.state)[0]
+    g = store.get_block(0)
+    bundle = {
+        "chain_id": cid, "epoch": 1, "genesis_hash": "0x" + g.hash.hex(),
+        "genesis_header": "0x" + g.header.encode().hex(),
+        "genesis_set": {"epoch": 0, "activation_height": genesis_set.activation_height,
+                        "validators": validators_json(list(genesis_set.validators))},
+        "epoch_changes": ["0x" + raw_change.hex()],
+        "tx_hash": "0x" + keccak256(txs[0]).hex(), "block_height": block.height, "block_hash": "0x" + block.hash.hex(),
+        "header": "0x" + block.header.encode().hex(),
+        "parent_header": "0x" + store.get_block(block.height - 1).header.encode().hex(),
+        "qc": "0x" + store.get_qc(block.height).encode().hex(),
+        "transaction": {"leaf": "0x" + txs[0].hex(), "proof": compute_inclusion_proof(txs, 0).to_json()},
+        "receipt": {"leaf": "0x" + receipts[0].hex(), "proof": compute_inclusion_proof(receipts, 0).to_json()},
+        "validators": validators_json(list(next_set.validators)),
+    }
+    return bundle, {"forged_change": "0x" + forged_change.hex(), "next_set": next_set, "genesis_set": genesis_set}
+
+
+def python_proves(bundle: dict[str, Any]) -> bool:
+    """The node's own rules on the same bundle: the epoch-change proofs walked from the genesis set
+    (``verify_epoch_changes``), ending at the set served for the block."""
+    from chainshare.consensus import epochs
+    from chainshare.errors import ChainshareError
+    from chainshare.execution.contracts.membership import ValidatorSet
+
+    def unhex(v: str) -> bytes:
+        return bytes.fromhex(v[2:])
+
+    gs = bundle["genesis_set"]
+    start = ValidatorSet(0, gs["activation_height"], tuple(
+        {"name": v["name"], "agency": v["agency"], **{k: unhex(v[k]) for k in ("address", "bls_public_key", "bls_pop")}}
+        for v in gs["validators"]))
+    try:
+        sets = epochs.prove_sets_from(start, [unhex(r) for r in bundle["epoch_changes"]], bundle["chain_id"])
+    except ChainshareError:
+        return False
+    final = sets[-1] if sets else start
+    served = [{"name": v["name"], "agency": v["agency"], **{k: unhex(v[k]) for k in ("address", "bls_public_key",
+                                                                                   "bls_pop")}}
+              for v in bundle["validators"]]
+    return final.epoch == bundle["epoch"] and compute_validator_set_hash(final.validators) == \
+        compute_validator_set_hash(served)
+
+
+def test_a_later_epochs_set_is_proven_from_genesis_and_forged_changes_fail_at_that_step(node_ready: None) -> None:
+    from chainshare.consensus import epochs
+    from chainshare.execution.contracts.membership import ValidatorSet
+
+    good, forge = changed_chain_bundle()
+    nxt = forge["next_set"]
+    short_set = ValidatorSet(1, nxt.activation_height, nxt.validators[:3])
+    raw = epochs.decode_epoch_change_proof(bytes.fromhex(good["epoch_changes"][0][2:]))
+    from chainshare.ledger.finality import encode_finality_proof
+    not_committed = epochs.encode_epoch_change_proof(
+        raw.last, encode_finality_proof(raw.proof.blocks[:-1], raw.proof.blocks[-1], raw.proof.qc), short_set)
+    g_other = make_genesis_header(VALIDATORS)
+    step = "Validator set proven from genesis"
+    cases: list[tuple[str, dict[str, Any], bool]] = [
+        ("honest walk", good, True),
+        ("the 2-chain certified by the new set, not the leaving one", {**good, "epoch_changes": [forge["forged_change"]]},
+         False),
+        ("a next set that does not hash to the committed validator_set_hash",
+         {**good, "epoch_changes": ["0x" + not_committed.hex()]}, False),
+        ("a missing change", {**good, "epoch_changes": []}, False),
+        ("another genesis set served", {**good, "genesis_set": {**good["genesis_set"],
+                                                                 "validators": validators_json(VALIDATORS)}}, False),
+        ("another genesis hash shown", {**good, "genesis_header": "0x" + g_other.encode().hex(),
+                                        "genesis_hash": "0x" + g_other.hash.hex()}, False),
+    ]
+    results = run_verifier([c[1] for c in cases])
+    for (name, bundle, honest), res in zip(cases, results, strict=True):
+        if bundle["genesis_hash"] == good["genesis_hash"]:  # the Python twin only sees the set walk
+            assert python_proves(bundle) is honest, name
+        if honest:
+            assert res["ok"] and all(s["ok"] for s in res["steps"]), (name, res)
+            walk = [s for s in res["steps"] if s["step"].startswith(step)]
+            assert len(walk) == 1 and walk[0]["step"] == f"{step} (1 changes)", res["steps"]
+            assert "→ epoch 1 (active from block" in walk[0]["detail"]
+        else:
+            assert not res["ok"], name
+            assert res["steps"][-1]["step"].startswith(step) and not res["steps"][-1]["ok"], (name, res["steps"][-1])
+            assert all(s["ok"] for s in res["steps"][:-1]), name
+    details = [r["steps"][-1]["detail"] for r in results[1:]]
+    assert "not signed by a quorum of epoch 0" in details[0]
+    assert "do not hash to block" in details[1]
+    assert "a validator-set change is missing" in details[2]
+    assert "genesis set served does not hash" in details[3]

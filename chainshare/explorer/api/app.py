@@ -108,6 +108,7 @@ def create_explorer_app(engine: Engine, read_engine: Engine | None = None, db_ur
     vset_cols = get_served_columns(reader, s.validator_sets)
     has_certificates = has_served_table(reader, s.agency_certificates)
     has_gaps = has_served_table(engine, s.index_gaps)
+    has_epoch_changes = has_served_table(reader, s.epoch_changes)
     app = FastAPI(title="chainshare explorer API", version="1", openapi_url="/api/v1/openapi.json",
                   docs_url="/api/v1/docs", redoc_url=None,
                   description="Verified blocks, transactions, decoded system-contract calls and events, agencies, "
@@ -253,8 +254,11 @@ def create_explorer_app(engine: Engine, read_engine: Engine | None = None, db_ur
             logs = conn.execute(select(s.logs).where(s.logs.c.tx_seq == r.seq).order_by(s.logs.c.seq)).all()
             leaf_cols = [c for c in blocks_cols if c.name in ("tx_leaf_hashes", "receipt_leaf_hashes")]
             b = conn.execute(select(s.blocks.c.hash, s.blocks.c.header, s.blocks.c.qc, s.blocks.c.tx_root,
-                                    s.blocks.c.receipts_root, *leaf_cols).where(s.blocks.c.height == r.height)).one()
+                                    s.blocks.c.receipts_root, s.blocks.c.epoch, *leaf_cols)
+                             .where(s.blocks.c.height == r.height)).one()
             parent_header = conn.execute(select(s.blocks.c.header).where(s.blocks.c.height == r.height - 1)).scalar()
+            changes = conn.execute(select(s.epoch_changes.c.proof).where(s.epoch_changes.c.epoch <= b.epoch)
+                                   .order_by(s.epoch_changes.c.epoch)).scalars().all() if has_epoch_changes else []
             tx_hashes, rc_hashes = _leaf_hashes(getattr(b, "tx_leaf_hashes", None)), \
                 _leaf_hashes(getattr(b, "receipt_leaf_hashes", None))
             if tx_hashes is None or rc_hashes is None:  # indexed before migration 0003: from the rows
@@ -274,6 +278,8 @@ def create_explorer_app(engine: Engine, read_engine: Engine | None = None, db_ur
             # the header whose validator_set_hash names the set that certifies this block
             "parent_header": v.hx(parent_header) if parent_header is not None else None,
             "receipts_root": v.hx(b.receipts_root), "qc": _qc_json(b.qc),
+            # the chain's epoch-change proofs up to this block's epoch: its validator set proven from genesis
+            "epoch_changes": [v.hx(raw) for raw in changes],
             "transaction": {"leaf": v.hx(r.raw),
                             "proof": compute_inclusion_proof_of_hashes(tx_hashes, r.position).to_json()},
             "receipt": {"leaf": v.hx(r.receipt),

@@ -100,6 +100,14 @@ validator_sets = Table(
     Column("bls_pop", LargeBinary(96), nullable=True),  # since 0004 (NULL until backfilled for sets indexed before)
 )
 
+# since 0007: the epoch-change proof that proves set ``epoch`` from set ``epoch - 1`` (consensus/epochs.py),
+# verified from the genesis set before it is stored
+epoch_changes = Table(
+    "epoch_changes", metadata,
+    Column("epoch", Integer, primary_key=True, autoincrement=False),
+    Column("proof", LargeBinary, nullable=False),
+)
+
 # since 0004: the certificate each agency was admitted with (genesis document or addAgency call)
 agency_certificates = Table(
     "agency_certificates", metadata,

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import OperationalError
 
 from chainshare import codec
@@ -40,6 +40,7 @@ from chainshare.explorer.indexer.writer import (
     get_meta,
     initialize_index,
     record_gap,
+    store_epoch_changes,
     upsert_rows,
 )
 from chainshare.ledger.types import Header
@@ -49,6 +50,7 @@ log = logging.getLogger("chainshare.explorer.indexer")
 
 REJECT_SECONDS = 300.0  # a source that served a forged block is not read again for this long
 DOWN_SECONDS = 2.0
+EPOCH_CHANGES_RETRY_SECONDS = 60.0  # a node that cannot serve epoch-change proofs is asked again after this
 
 
 @dataclass
@@ -110,6 +112,8 @@ class Indexer:
         self.caught_up = threading.Event()
         self.rows_since_analyze = 0
         self.pops_missing = False
+        self.epoch_changes_checked_at = -1  # the indexed height at which the stored proofs were last complete
+        self.epoch_changes_retry_at = 0.0  # after a node could not serve them: not asked again before (monotonic)
 
     # -- start-up ------------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -196,6 +200,7 @@ class Indexer:
                     self._record_source(st)
                     if self.pops_missing:
                         self._backfill_pops(st)
+                    self._fetch_epoch_changes(st)
                     assert self.head is not None
                     self.metrics.node_head.set(head)
                     self.metrics.lag.set(max(0, head - self.head.height))
@@ -266,6 +271,33 @@ class Indexer:
         if filled:
             log_event(log, logging.INFO, "validator proofs of possession backfilled", epochs=filled,
                       source=st.source.url)
+
+    def _fetch_epoch_changes(self, st: _SourceState) -> None:
+        """Once the indexed head is in an epoch whose epoch-change proofs are not all stored, take them from
+        this node (verified from the genesis set: ``store_epoch_changes``), so a transaction page can prove
+        its block's validator set from genesis. Asked again only when the head moves on."""
+        assert self.head is not None
+        if self.head.height == self.epoch_changes_checked_at or time.monotonic() < self.epoch_changes_retry_at:
+            return
+        with self.engine.connect() as conn:
+            epoch = conn.execute(select(func.max(s.validator_sets.c.epoch)).where(
+                s.validator_sets.c.activation_height <= self.head.height)).scalar() or 0
+            stored = conn.execute(select(func.count()).select_from(s.epoch_changes)).scalar_one()
+        if stored < epoch:
+            try:
+                raws = st.source.get_epoch_changes()
+            except SourceError as exc:  # e.g. a node of a release before /epoch-changes: blocks still index
+                log_event(log, logging.WARNING, "epoch-change proofs unavailable; pages of later epochs will "
+                          "not verify until they are stored", url=st.source.url, error=str(exc)[:300])
+                self.epoch_changes_retry_at = time.monotonic() + EPOCH_CHANGES_RETRY_SECONDS
+                return
+            with self.engine.begin() as conn:
+                added = store_epoch_changes(conn, raws, self.chain_id)
+            if added:
+                log_event(log, logging.INFO, "epoch-change proofs stored", proofs=added, source=st.source.url)
+            if stored + added < epoch:
+                return  # this node lacks some: ask again (it, or another) when the head moves
+        self.epoch_changes_checked_at = self.head.height
 
     def _record_gap(self, first: int, last: int, st: _SourceState, exc: ChainshareError) -> None:
         """Remember that blocks ``first..last`` exist and were not indexed, and why (filled later,

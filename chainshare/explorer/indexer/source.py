@@ -95,6 +95,14 @@ class NodeSource:
     def get_validator_sets(self) -> list[ValidatorSet]:
         return parse_validator_sets(self._get("/validators"))
 
+    def get_epoch_changes(self) -> list[bytes]:
+        """The node's epoch-change proofs, from epoch 1 on (untrusted: verified from genesis before use)."""
+        body = self._get("/epoch-changes")
+        items = body.get("items") if isinstance(body, dict) else None
+        if not isinstance(items, list):
+            raise SourceError(f"{self.url}/api/v1/epoch-changes: no list of items")
+        return [_unhex(x, "epoch-change proof") for x in items]
+
     def get_block(self, height: int) -> FetchedBlock:
         fetched = parse_raw_block(self._get(f"/blocks/{height}/raw"))
         if fetched.block.height != height:

@@ -14,12 +14,13 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Table, select, update
+from sqlalchemy import Connection, Table, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from chainshare import codec
+from chainshare.consensus.epochs import prove_sets_from
 from chainshare.crypto.ca import describe_certificate
-from chainshare.errors import ChainshareError, CryptoError
+from chainshare.errors import ChainshareError, ConsensusError, CryptoError, DecodeError
 from chainshare.execution.contracts.membership import ValidatorSet, compute_validator_set_hash
 from chainshare.execution.genesis import Genesis
 from chainshare.explorer.db import schema as s
@@ -151,6 +152,33 @@ def backfill_validator_pops(conn: Connection, sets: Sequence[ValidatorSet]) -> i
             store_validator_set(conn, vs)
             filled += 1
     return filled
+
+
+def store_epoch_changes(conn: Connection, raws: Sequence[bytes], chain_id: int) -> int:
+    """Store the epoch-change proofs of ``raws`` (a node's, from epoch 1 on) that are not stored yet, once
+    all of them verify from the indexed genesis set by the node's rules (``prove_sets_from``) and each
+    proves the set indexed for its epoch, if any. ConsensusError (nothing stored) otherwise. Returns how
+    many were stored."""
+    stored = conn.execute(select(func.count()).select_from(s.epoch_changes)).scalar_one()
+    if len(raws) <= stored:
+        return 0
+    members: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    activation: dict[int, int] = {}
+    for r in conn.execute(select(s.validator_sets).order_by(s.validator_sets.c.epoch, s.validator_sets.c.position)):
+        members[r.epoch].append({"name": r.name, "agency": r.agency, "address": bytes(r.address),
+                                 "bls_public_key": bytes(r.bls_public_key),
+                                 "bls_pop": bytes(r.bls_pop) if r.bls_pop is not None else b""})
+        activation[r.epoch] = int(r.activation_height)
+    try:
+        proven = prove_sets_from(ValidatorSet(0, activation[0], tuple(members[0])), raws, chain_id)
+    except DecodeError as exc:
+        raise ConsensusError(f"an epoch-change proof is undecodable: {exc.message}") from exc
+    for vs in proven:
+        if vs.epoch in members and compute_validator_set_hash(vs.validators) != \
+                compute_validator_set_hash(members[vs.epoch]):
+            raise ConsensusError(f"the epoch-change proofs prove another set {vs.epoch} than the one indexed")
+    conn.execute(insert(s.epoch_changes), [{"epoch": i + 1, "proof": raws[i]} for i in range(stored, len(raws))])
+    return len(raws) - stored
 
 
 def record_gap(conn: Connection, first: int, last: int, reason: str, source: str | None, now_ms: int) -> None:

@@ -4,8 +4,9 @@ Every page reads through the API's own endpoint functions (the same queries, vie
 pagination; see ``queries`` for the two the API lacks), works without JavaScript, links the CSV
 of each list (the API's ``?format=csv``) and never shows a stack trace: an unknown id is a
 friendly 404, a malformed one a 400 saying what is expected, a database outage a 503. The
-transaction page embeds the proof (Merkle paths, encoded header, QC, the epoch's validator set)
-that ``static/verify.bundle.js`` checks in the browser.
+transaction page embeds the proof (Merkle paths, encoded header, QC, the epoch's validator set, block 0's
+header, the genesis set and the epoch-change proofs that prove the set from it) that
+``static/verify.bundle.js`` checks in the browser.
 """
 
 from __future__ import annotations
@@ -211,17 +212,22 @@ def mount_pages(app: FastAPI, reader: Engine) -> None:
         b = ep["get_block"](block_id=block_id)
         h = b["height"]
         txs = ep["list_txs"](before=cursor(request), limit=PAGE, from_block=h, to_block=h)
-        vals = {x["index"]: x for x in _epoch_validators(b["epoch"])}
+        vals = {x["index"]: x for x in _epoch_set(b["epoch"])["validators"]}
         signed = {x["index"] for x in b["qc_signers"]}
         missing = [x for i, x in sorted(vals.items()) if i not in signed]
         return render(request, "block.html", b=b, txs=txs, missing=missing,
                       csv=f"/api/v1/txs?format=csv&limit=1000&from_block={h}&to_block={h}")
 
-    def _epoch_validators(epoch: int) -> list[dict[str, Any]]:
+    def _epoch_set(epoch: int) -> dict[str, Any]:
         for e in ep["validators"]()["epochs"]:
             if e["epoch"] == epoch:
-                return list(e["items"])
-        return []
+                return {"epoch": epoch, "activation_height": e["activation_height"],
+                        "validators": [_member(x) for x in e["items"]]}
+        return {"epoch": epoch, "activation_height": 0, "validators": []}
+
+    def _member(x: dict[str, Any]) -> dict[str, Any]:
+        return {"index": x["index"], "name": x["name"], "agency": x["agency"], "address": x["address"],
+                "bls_public_key": x["bls_public_key"], "bls_pop": x.get("bls_pop")}
 
     def get_proof_bundle(tx_hash: str) -> tuple[dict[str, Any], dict[str, Any]]:
         tx = ep["get_tx"](tx_hash=tx_hash.lower())
@@ -231,14 +237,14 @@ def mount_pages(app: FastAPI, reader: Engine) -> None:
             "format": "chainshare-explorer-proof/v1", "chain_id": get_chain_id(), "epoch": b["epoch"],
             "tx_hash": tx["hash"], "block_height": tx["block_height"], "block_hash": p["block_hash"],
             "header": p["header"], "parent_header": p.get("parent_header"),
-            # an epoch-0 set is also checked against block 0, whose hash is the network's genesis hash
+            # the set is proven from block 0, whose hash is the network's genesis hash: for epoch 0 it is the
+            # set block 0 commits to, for a later epoch the epoch-change proofs walk there from that set
             "genesis_hash": chain["genesis_hash"],
-            "genesis_header": ep["get_block"](block_id="0")["header"] if b["epoch"] == 0 else None,
+            "genesis_header": ep["get_block"](block_id="0")["header"],
+            "genesis_set": _epoch_set(0), "epoch_changes": p.get("epoch_changes", []),
             "qc": p["qc"]["encoded"] if p["qc"] else None,
             "transaction": p["transaction"], "receipt": p["receipt"],
-            "validators": [{"index": x["index"], "name": x["name"], "agency": x["agency"], "address": x["address"],
-                            "bls_public_key": x["bls_public_key"], "bls_pop": x.get("bls_pop")}
-                           for x in _epoch_validators(b["epoch"])]}
+            "validators": _epoch_set(b["epoch"])["validators"]}
         return tx, bundle
 
     @page("/tx/{tx_hash}")

@@ -1,10 +1,13 @@
 // In-browser verification of a transaction's proof: Merkle inclusion under the header's
 // tx root, the header hash, the validator set against the validator_set_hash of the parent header
 // (whose hash the verified header names), each member's proof of possession, and the QC's BLS
-// aggregate signature against that set; for epoch 0 also that the set is the one block 0 (the
-// genesis hash shown) commits to. The chain of trust ends at the block hash (epoch 0: at the
-// genesis hash): the page does not walk later epochs back to genesis (README "Explorer pages"). Cryptography from @noble/hashes (keccak-256) and @noble/curves (BLS12-381); the
-// canonical msgpack from @msgpack/msgpack. Bundled by esbuild into ../static/verify.bundle.js.
+// aggregate signature against that set. The set itself is proven from genesis: for epoch 0 it is
+// the set block 0 (the genesis hash shown) commits to; for a later epoch the page walks the chain's
+// epoch-change proofs from that genesis set, each change certified by the set before it, exactly as
+// a node catching up does (chainshare/consensus/epochs.py verify_epoch_change). The chain of trust
+// ends at the genesis hash shown (README "Explorer pages"). Cryptography from @noble/hashes
+// (keccak-256) and @noble/curves (BLS12-381); the canonical msgpack from @msgpack/msgpack. Bundled by
+// esbuild into ../static/verify.bundle.js.
 import { keccak_256 } from "@noble/hashes/sha3.js";
 import { bls12_381 } from "@noble/curves/bls12-381.js";
 import { decode, encode } from "@msgpack/msgpack";
@@ -68,6 +71,169 @@ export function computeValidatorSetHash(validators) {
     unhex(v.bls_pop)])));
 }
 
+// chainshare/ledger/quorum.py verify_qc: a signer bitmap of ceil(n/8) bytes naming a quorum
+// (n - floor((n-1)/3)) of ``validators``, whose aggregate BLS signature (PoP scheme) holds over the
+// vote message of (chain id, epoch, block hash, height, round). Returns the signer indices; throws.
+function signerIndices(signers, n) {
+  if (signers.length !== Math.ceil(n / 8)) throw new Error(`signer bitmap of ${signers.length} bytes for ${n} validators`);
+  const idx = [];
+  for (let i = 0; i < signers.length * 8; i++) if ((signers[i >> 3] >> (i & 7)) & 1) idx.push(i);
+  if (idx.some((i) => i >= n)) throw new Error("the QC names a signer outside the validator set");
+  const quorum = n - Math.floor((n - 1) / 3);
+  if (idx.length < quorum) throw new Error(`${idx.length} signers, quorum is ${quorum} of ${n}`);
+  return idx;
+}
+
+function voteMessage(chainId, epoch, blockHash, height, round) {
+  return keccak_256(encode(["chainshare/vote/v2", chainId, epoch, blockHash, height, round], { useBigInt64: false }));
+}
+
+function aggregateHolds(qc, indices, validators, chainId, epoch) {
+  const bls = bls12_381.longSignatures;
+  const msg = voteMessage(chainId, epoch, qc.block_hash, qc.height, qc.round);
+  const pk = bls.aggregatePublicKeys(indices.map((i) => unhex(validators[i].bls_public_key)));
+  try {
+    return bls.verify(bls.Signature.fromBytes(qc.signature), bls.hash(msg, POP_DST), pk);
+  } catch (e) {
+    return false;
+  }
+}
+
+function qcOf(f) {
+  if (!Array.isArray(f) || f.length !== 5) throw new Error("the QC is not an array of 5 fields");
+  return { block_hash: f[0], height: asInt(f[1]), round: asInt(f[2]), signers: f[3], signature: f[4] };
+}
+
+function qcHolds(qc, validators, chainId, epoch) {
+  let idx;
+  try {
+    idx = signerIndices(qc.signers, validators.length);
+  } catch (e) {
+    return false;
+  }
+  return aggregateHolds(qc, idx, validators, chainId, epoch);
+}
+
+// Integers as the chain encodes them (msgpack's smallest form), to re-encode a decoded header.
+const toNumbers = (x) => (typeof x === "bigint" ? Number(x) : Array.isArray(x) ? x.map(toNumbers) : x);
+
+// chainshare/ledger/types.py Block: [header fields, transactions, justify QC or null, TC or null, signature];
+// its hash is keccak-256 of the canonical encoding of the header.
+function blockOf(f, what) {
+  if (!Array.isArray(f) || f.length !== 5 || !Array.isArray(f[0]) || f[0].length !== 13)
+    throw new Error(`the ${what} is not a block`);
+  const header = Object.fromEntries(HEADER_FIELDS.map((k, i) => [k, f[0][i]]));
+  header.height = asInt(header.height);
+  header.round = asInt(header.round);
+  return { header, hash: keccak_256(encode(toNumbers(f[0]))), justify: f[2] === null ? null : qcOf(f[2]) };
+}
+
+// chainshare/ledger/finality.py is_finality_proof_of: the blocks link to ``block`` one by one, each
+// carrying its parent's QC, and the final QC certifies the last, one view after its parent.
+function isFinalityProofOf(blocks, qc, block) {
+  let parent = block;
+  for (const b of blocks) {
+    const j = b.justify;
+    if (!eq(b.header.parent_hash, parent.hash) || b.header.height !== parent.header.height + 1 || j === null ||
+      !eq(j.block_hash, parent.hash) || j.height !== parent.header.height || j.round !== parent.header.round)
+      return false;
+    parent = b;
+  }
+  const last = blocks[blocks.length - 1];
+  const grandparent = blocks.length > 1 ? blocks[blocks.length - 2] : block;
+  return eq(qc.block_hash, last.hash) && qc.height === last.header.height && qc.round === last.header.round &&
+    last.header.round === grandparent.header.round + 1;
+}
+
+export const MAX_SET_SIZE = 64;
+
+// chainshare/consensus/epochs.py decode_epoch_change_proof: [last block, its finality proof
+// [suffix blocks, certified child, QC], epoch, activation height, validator rows].
+function decodeEpochChange(raw) {
+  const f = decode(unhex(raw), { useBigInt64: true });
+  if (!Array.isArray(f) || f.length !== 5) throw new Error("an epoch-change proof is not an array of 5 fields");
+  const [lastRaw, proofRaw, epoch, activation, rows] = f;
+  if (!Array.isArray(rows) || !(rows.length > 0 && rows.length <= MAX_SET_SIZE))
+    throw new Error(`an epoch-change proof's set has 1..${MAX_SET_SIZE} validators`);
+  const p = decode(proofRaw, { useBigInt64: true });
+  if (!Array.isArray(p) || p.length !== 3 || !Array.isArray(p[0])) throw new Error("a finality proof is not [suffix, child, QC]");
+  const blocks = [...p[0], p[1]].map((b) => blockOf(decode(b, { useBigInt64: true }), "2-chain block"));
+  const validators = rows.map((r) => {
+    if (!Array.isArray(r) || r.length !== 5 || typeof r[0] !== "string" || typeof r[1] !== "string")
+      throw new Error("a validator row is not [name, agency, address, key, pop]");
+    return { name: r[0], agency: r[1], address: hex(r[2]), bls_public_key: hex(r[3]), bls_pop: hex(r[4]) };
+  });
+  return {
+    last: blockOf(decode(lastRaw, { useBigInt64: true }), "last block"), blocks,
+    qc: qcOf(decode(p[2], { useBigInt64: true })),
+    next: { epoch: asInt(epoch), activation_height: asInt(activation), validators },
+  };
+}
+
+// chainshare/consensus/epochs.py verify_epoch_change, check for check: null iff ``change`` proves with
+// the signatures of ``current`` alone that ``change.next`` followed it; otherwise the reason.
+function refuseEpochChange(current, change, chainId) {
+  const { last, next } = change;
+  const h = last.header.height;
+  if (next.epoch !== current.epoch + 1) return `proves epoch ${next.epoch} where epoch ${current.epoch + 1} comes next`;
+  if (h < current.activation_height || next.activation_height !== h + 1)
+    return `block ${h} is not the last block of epoch ${current.epoch} (active from ${current.activation_height}) ` +
+      `before activation height ${next.activation_height}`;
+  if (!eq(computeValidatorSetHash(next.validators), last.header.validator_set_hash))
+    return `the members of epoch ${next.epoch} do not hash to block ${h}'s validator_set_hash`;
+  if (eq(last.header.validator_set_hash, computeValidatorSetHash(current.validators)))
+    return `block ${h} names the members of epoch ${current.epoch} again: no proven change`;
+  if (!isFinalityProofOf(change.blocks, change.qc, last)) return `no 2-chain over block ${h}`;
+  const signed = (qc) => qcHolds(qc, current.validators, chainId, current.epoch);
+  if (!change.blocks.every((b) => b.justify !== null && signed(b.justify)) || !signed(change.qc))
+    return `the 2-chain over block ${h} is not signed by a quorum of epoch ${current.epoch}`;
+  return null;
+}
+
+// Block 0's header must hash to the genesis hash shown; returns its decoded header.
+function checkGenesis(bundle) {
+  if (!bundle.genesis_header || !bundle.genesis_hash) throw new Error("the proof carries no genesis header or hash");
+  const g = decodeHeader(bundle.genesis_header, "genesis header");
+  const gHash = keccak_256(unhex(bundle.genesis_header));
+  if (hex(gHash) !== bundle.genesis_hash.toLowerCase())
+    throw new Error(`keccak(block 0 header) = ${hex(gHash)}, the genesis hash shown is ${bundle.genesis_hash}`);
+  if (asInt(g.height) !== 0) throw new Error(`the genesis header is block ${g.height}`);
+  return { header: g, hash: gHash };
+}
+
+/** Walk ``bundle.epoch_changes`` from the genesis set (``bundle.genesis_set``, which block 0 commits to)
+ * to the set of ``bundle.epoch``, which must be the set served for this block; returns a summary; throws. */
+export function proveValidatorSet(bundle) {
+  const g = checkGenesis(bundle);
+  const gs = bundle.genesis_set;
+  if (!gs || !Array.isArray(gs.validators) || !gs.validators.length) throw new Error("the proof carries no genesis set");
+  if (!eq(computeValidatorSetHash(gs.validators), g.header.validator_set_hash))
+    throw new Error(`the genesis set served does not hash to block 0's validator_set_hash ${hex(g.header.validator_set_hash)}`);
+  const raws = bundle.epoch_changes || [];
+  if (raws.length !== bundle.epoch)
+    throw new Error(`block ${bundle.block_height} is in epoch ${bundle.epoch}: ${bundle.epoch} changes from genesis ` +
+      `are needed, ${raws.length} served (a validator-set change is missing)`);
+  let current = { epoch: 0, activation_height: asInt(gs.activation_height), validators: gs.validators };
+  for (const [i, raw] of raws.entries()) {
+    let change;
+    try {
+      change = decodeEpochChange(raw);
+    } catch (e) {
+      throw new Error(`change ${i + 1} is undecodable: ${e && e.message ? e.message : e}`);
+    }
+    const reason = refuseEpochChange(current, change, bundle.chain_id);
+    if (reason !== null) throw new Error(`change ${i + 1} refused: ${reason}`);
+    current = change.next;
+  }
+  if (current.epoch !== bundle.epoch || !eq(computeValidatorSetHash(current.validators),
+    computeValidatorSetHash(bundle.validators)))
+    throw new Error(`the set proven for epoch ${current.epoch} is not the set served for this block's epoch ${bundle.epoch}`);
+  if (bundle.block_height < current.activation_height)
+    throw new Error(`block ${bundle.block_height} lies before epoch ${current.epoch}'s activation height ${current.activation_height}`);
+  return `genesis ${hex(g.hash)} → epoch ${current.epoch} (active from block ${current.activation_height}), ` +
+    `each change signed by a quorum of the set before it`;
+}
+
 /** Run every step; return [{step, ok, detail}] (never throws: a failure is a failed step). */
 export function verifyProof(bundle) {
   const steps = [];
@@ -129,17 +295,14 @@ export function verifyProof(bundle) {
       return `${bundle.validators.length} validators hash to ${hex(setHash)} = validator_set_hash of block ${parent.height}`;
     }) &&
     (bundle.epoch !== 0 || run("Validator set is the genesis set (block 0 hashes to the genesis hash shown)", () => {
-      if (!bundle.genesis_header || !bundle.genesis_hash) throw new Error("the proof carries no genesis header or hash");
-      const g = decodeHeader(bundle.genesis_header, "genesis header");
-      const gHash = keccak_256(unhex(bundle.genesis_header));
-      if (hex(gHash) !== bundle.genesis_hash.toLowerCase())
-        throw new Error(`keccak(block 0 header) = ${hex(gHash)}, the genesis hash shown is ${bundle.genesis_hash}`);
-      if (asInt(g.height) !== 0) throw new Error(`the genesis header is block ${g.height}`);
+      const g = checkGenesis(bundle);
       const setHash = computeValidatorSetHash(bundle.validators);
-      if (!eq(setHash, g.validator_set_hash))
-        throw new Error(`block 0 commits to validator set ${hex(g.validator_set_hash)}, the served set hashes to ${hex(setHash)}`);
-      return `epoch 0 set = the set of genesis ${hex(gHash)}`;
+      if (!eq(setHash, g.header.validator_set_hash))
+        throw new Error(`block 0 commits to validator set ${hex(g.header.validator_set_hash)}, the served set hashes to ${hex(setHash)}`);
+      return `epoch 0 set = the set of genesis ${hex(g.hash)}`;
     })) &&
+    (bundle.epoch === 0 || run(`Validator set proven from genesis (${(bundle.epoch_changes || []).length} changes)`,
+      () => proveValidatorSet(bundle))) &&
     run("Validators' proofs of possession (BLS PoP) verify", () => {
       const bls = bls12_381.longSignatures;
       const bad = bundle.validators.filter((v) => {
@@ -154,9 +317,7 @@ export function verifyProof(bundle) {
       return `${bundle.validators.length} of ${bundle.validators.length}`;
     }) &&
     run("QC certifies this block", () => {
-      const f = decode(unhex(bundle.qc), { useBigInt64: true });
-      if (!Array.isArray(f) || f.length !== 5) throw new Error("the QC is not an array of 5 fields");
-      qc = { block_hash: f[0], height: asInt(f[1]), round: asInt(f[2]), signers: f[3], signature: f[4] };
+      qc = qcOf(decode(unhex(bundle.qc), { useBigInt64: true }));
       if (!eq(qc.block_hash, headerHash)) throw new Error(`the QC certifies block ${hex(qc.block_hash)}`);
       if (qc.height !== asInt(header.height) || qc.round !== asInt(header.round))
         throw new Error(`the QC is for height ${qc.height} round ${qc.round}`);
@@ -164,24 +325,14 @@ export function verifyProof(bundle) {
     }) &&
     run("Quorum of the epoch's validator set signed", () => {
       const n = bundle.validators.length;
-      if (qc.signers.length !== Math.ceil(n / 8)) throw new Error(`signer bitmap of ${qc.signers.length} bytes for ${n} validators`);
-      const idx = [];
-      for (let i = 0; i < qc.signers.length * 8; i++) if ((qc.signers[i >> 3] >> (i & 7)) & 1) idx.push(i);
-      if (idx.some((i) => i >= n)) throw new Error("the QC names a signer outside the validator set");
+      qc.indices = signerIndices(qc.signers, n);
       const quorum = n - Math.floor((n - 1) / 3);
-      if (idx.length < quorum) throw new Error(`${idx.length} signers, quorum is ${quorum} of ${n}`);
-      qc.indices = idx;
-      return `${idx.length} of ${n} (quorum ${quorum}): ` + idx.map((i) => bundle.validators[i].name).join(", ");
+      return `${qc.indices.length} of ${n} (quorum ${quorum}): ` + qc.indices.map((i) => bundle.validators[i].name).join(", ");
     }) &&
     run("BLS aggregate signature (BLS12-381, PoP scheme) verifies", () => {
-      const msg = keccak_256(encode(["chainshare/vote/v2", bundle.chain_id, bundle.epoch, headerHash, qc.height,
-        qc.round], { useBigInt64: false }));
-      const bls = bls12_381.longSignatures;
-      const pk = bls.aggregatePublicKeys(qc.indices.map((i) => unhex(bundle.validators[i].bls_public_key)));
-      const sig = bls.Signature.fromBytes(qc.signature);
-      if (!bls.verify(sig, bls.hash(msg, POP_DST), pk))
+      if (!aggregateHolds(qc, qc.indices, bundle.validators, bundle.chain_id, bundle.epoch))
         throw new Error("the aggregate signature does not verify against the signers' public keys");
-      return `vote message ${hex(msg)}`;
+      return `vote message ${hex(voteMessage(bundle.chain_id, bundle.epoch, headerHash, qc.height, qc.round))}`;
     });
   return { ok: !!ok, steps };
 }
