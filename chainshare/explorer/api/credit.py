@@ -28,7 +28,7 @@ from chainshare.credit.lifecycle import RecordView
 from chainshare.credit.provenance import compose_bundle, compose_step
 from chainshare.errors import NotFound
 from chainshare.execution.contracts import credit_registry as cr
-from chainshare.explorer.api.app import Before, Format, Limit, Pager
+from chainshare.explorer.api.app import Before, Format, Limit, Pager, has_served_table
 from chainshare.explorer.db import schema as s
 from chainshare.explorer.indexer.credit import to_credit_event
 from chainshare.ledger.merkle import compute_inclusion_proof_of_hashes, hash_leaf
@@ -64,8 +64,9 @@ class IndexedCreditSource:
                 yield ev
 
 
-def build_indexed_provenance(conn: Connection, record: RecordView) -> dict[str, Any]:
-    """The provenance bundle of ``record`` (same format as the node's) from the indexed blocks."""
+def build_indexed_provenance(conn: Connection, record: RecordView, *, with_epoch_changes: bool = True) -> dict[str, Any]:
+    """The provenance bundle of ``record`` (same format as the node's) from the indexed blocks, with the
+    epoch-change proofs the indexer verified and stored (``with_epoch_changes``: the table exists)."""
     steps = []
     for ev in record.events:
         b = conn.execute(select(s.blocks.c.header, s.blocks.c.qc, s.blocks.c.receipt_leaf_hashes)
@@ -84,7 +85,9 @@ def build_indexed_provenance(conn: Connection, record: RecordView) -> dict[str, 
                                   log_seq & ((1 << s.LOG_SHIFT) - 1),
                                   compute_inclusion_proof_of_hashes(rc_hashes, ev.tx_index)))
     genesis = conn.execute(select(s.blocks.c.hash).where(s.blocks.c.height == 0)).scalar_one()
-    return compose_bundle(record.id, bytes(genesis), steps)
+    changes = [bytes(p) for p in conn.execute(select(s.epoch_changes.c.proof).order_by(s.epoch_changes.c.epoch))
+               .scalars()] if with_epoch_changes else []
+    return compose_bundle(record.id, bytes(genesis), steps, changes)
 
 
 def compute_subject_view(source: IndexedCreditSource, subject: str, at: int | None) -> dict[str, Any]:
@@ -159,6 +162,7 @@ Subject = Annotated[str, Path(min_length=1, max_length=80,
 def create_credit_router(reader: Engine) -> APIRouter:
     router = APIRouter(prefix="/api/v1/credit", tags=["credit"])
     pager = Pager(reader)
+    has_epoch_changes = has_served_table(reader, s.epoch_changes)
 
     @router.get("/subjects/{subject}", summary="A credit subject: records with versions and timeline, score "
                 "with explanation (the node's scoring code), at a height")
@@ -187,7 +191,7 @@ def create_credit_router(reader: Engine) -> APIRouter:
     def get_provenance(record_id: Annotated[int, Path(ge=1, le=query.MAX_RECORD_ID)]) -> dict[str, Any]:
         with reader.connect() as conn:
             _, record = query.get_record(IndexedCreditSource(conn), record_id)
-            return build_indexed_provenance(conn, record)
+            return build_indexed_provenance(conn, record, with_epoch_changes=has_epoch_changes)
 
     @router.get("/lists/{list_name}", summary="Red (positive) or black (negative) list: records displayed at "
                 "the indexed head's block time, newest first (keyset by id), JSON or CSV")
