@@ -17,10 +17,10 @@ sealed in the owner's vault and never leaves it). So:
 
 Why CMAC (v3) instead of HMAC-SHA256 (v2): both are PRFs under a 256-bit secret key with 128-bit
 output, so without the key a pseudonym says nothing about its value; CMAC's bound is the birthday
-bound of AES's 128-bit block (2^-40 after 2^44 blocks), far beyond any dataset. What CMAC adds is
-speed: a CSV block's personal column is MACed with one AES-ECB call per 16-byte block position
-(``Pseudonymizer.fields``: numpy gathers, pads and XORs the column; the cipher runs in OpenSSL),
-instead of a Python-level HMAC per value.
+bound of AES's 128-bit block (an advantage of the order of 2^-40 after 2^44 blocks), far beyond
+any dataset. What CMAC adds is speed: a CSV block's personal column is MACed with one AES-ECB call
+per 16-byte block position (``Pseudonymizer.fields``: numpy gathers, pads and XORs the column;
+the cipher runs in OpenSSL), instead of a Python-level HMAC per value.
 
 A ``read`` delivery carries personal columns as pseudonyms; ``read_identified`` carries them raw.
 Fail closed: under ``read`` a column the schema does not declare (a JSON key or CSV header the
@@ -87,6 +87,7 @@ _AES_BLOCK = 16
 _BATCH_MAX_BYTES = 256
 _NEWLINE = ord("\n")
 _COMMA = ord(",")
+_CR = ord("\r")
 
 U8 = NDArray[np.uint8]
 Index = NDArray[np.int64]
@@ -314,25 +315,34 @@ def _transform_csv(src: BinaryIO, schema: Schema, pseudonymizer: Pseudonymizer) 
     yield out.getvalue().encode("utf-8")
     # read_csv's reader stopped right after the header: the body is read from src from here on.
     line = header_bytes.count(b"\n") + 1
-    while terminator == "\n":
+    crlf = terminator == "\r\n"
+    while True:
         block = src.read(READ_BLOCK)
         if not block:
             return
         if not block.endswith(b"\n"):
             block += _finish_line(src, len(block) - 1 - block.rfind(b"\n"))
-        if _needs_csv_module(block):
-            # Quotes, CR or NUL (or bad UTF-8: the csv path names its line): parse the rest properly.
+        rewritten = None if _needs_csv_module(block, crlf) else _pseudonymize_plain_block(
+            block, len(header), hidden, pseudonymizer, crlf)
+        if rewritten is None:
+            # Quotes, a CR not ending a line, NUL, bad UTF-8 (the csv path names its line), or rows
+            # the block path does not write as the csv module would: parse the rest properly.
             yield from _transform_csv_rows(_chain_lines(block, src), line, len(header), hidden, pseudonymizer,
                                            terminator)
             return
-        yield _pseudonymize_plain_block(block, len(header), hidden, pseudonymizer)
+        yield rewritten
         line += block.count(b"\n")
-    yield from _transform_csv_rows(_chain_lines(b"", src), line, len(header), hidden, pseudonymizer, terminator)
 
 
-def _needs_csv_module(block: bytes) -> bool:
-    """True unless every field of ``block`` is the UTF-8 bytes between commas (no quote, CR or NUL)."""
-    if b'"' in block or b"\r" in block or b"\x00" in block:
+def _needs_csv_module(block: bytes, crlf: bool) -> bool:
+    """True unless every field of ``block`` is the UTF-8 bytes between commas (no quote or NUL;
+    a CR only in the CRLF that ends a line, and only when the header's line ends so)."""
+    if b'"' in block or b"\x00" in block:
+        return True
+    if crlf:
+        if block.count(b"\r") != block.count(b"\r\n"):
+            return True
+    elif b"\r" in block:
         return True
     if block.isascii():
         return False
@@ -359,26 +369,35 @@ def _chain_lines(block: bytes, src: BinaryIO) -> Iterator[bytes]:
         yield line
 
 
-def _pseudonymize_plain_block(block: bytes, width: int, hidden: list[int], pseudonymizer: Pseudonymizer) -> bytes:
-    """A block of whole CSV lines with no quote, CR or NUL (so every field is the bytes between
-    commas, exactly as the csv module would read and write it), personal fields replaced, blank
-    lines dropped. Vectorised when every row has the header's width: the field bounds come from
-    the positions of commas and newlines, each personal column is MACed in one batch
-    (``Pseudonymizer.fields``), and the output is the input with those fields swapped in."""
-    if not block.endswith(b"\n"):
-        block += b"\n"
+def _pseudonymize_plain_block(block: bytes, width: int, hidden: list[int], pseudonymizer: Pseudonymizer,
+                              crlf: bool = False) -> bytes | None:
+    """A block of whole CSV lines with no quote or NUL and CR only in line ends (so every field is
+    the bytes between commas, exactly as the csv module would read and write it), personal fields
+    replaced, blank lines dropped; None when the csv module must write it (CRLF lines that are
+    blank, ragged or end in a bare LF). Vectorised when every row has the header's width: the field
+    bounds come from the positions of commas and line ends, each personal column is MACed in one
+    batch (``Pseudonymizer.fields``), and the output is the input with those fields swapped in."""
+    end = b"\r\n" if crlf else b"\n"
+    if not block.endswith(end):
+        if block.endswith(b"\n"):  # a bare LF in a CRLF file: the csv module writes CRLF
+            return None
+        block += end
     data = np.frombuffer(block, np.uint8)
-    line_ends = np.flatnonzero(data == _NEWLINE)
-    line_starts = np.concatenate((np.zeros(1, np.int64), line_ends[:-1] + 1))
+    newlines = np.flatnonzero(data == _NEWLINE)
+    line_starts = np.concatenate((np.zeros(1, np.int64), newlines[:-1] + 1))
+    line_ends = newlines - 1 if crlf else newlines
+    if crlf and (data[line_ends] != _CR).any():
+        return None
     commas = np.flatnonzero(data == _COMMA)
     rows = len(line_ends)
-    if (line_ends == line_starts).any() or len(commas) != rows * (width - 1):
-        return _pseudonymize_ragged_lines(block, width, hidden, pseudonymizer)
-    grid = commas.reshape(rows, width - 1)
-    # Commas are sorted and as many as rows x (width - 1): each row has its share iff the share
-    # lies inside the row.
-    if width > 1 and ((grid[:, 0] < line_starts).any() or (grid[:, -1] > line_ends).any()):
-        return _pseudonymize_ragged_lines(block, width, hidden, pseudonymizer)
+    ragged = bool((line_ends == line_starts).any()) or len(commas) != rows * (width - 1)
+    if not ragged:
+        grid = commas.reshape(rows, width - 1)
+        # Commas are sorted and as many as rows x (width - 1): each row has its share iff the
+        # share lies inside the row.
+        ragged = width > 1 and bool((grid[:, 0] < line_starts).any() or (grid[:, -1] > line_ends).any())
+    if ragged:
+        return None if crlf else _pseudonymize_ragged_lines(block, width, hidden, pseudonymizer)
     starts = np.stack([line_starts if i == 0 else grid[:, i - 1] + 1 for i in hidden], axis=1).ravel()
     ends = np.stack([line_ends if i == width - 1 else grid[:, i] for i in hidden], axis=1).ravel()
     present = ends > starts  # an empty field stays empty

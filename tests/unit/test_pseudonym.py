@@ -268,6 +268,18 @@ def test_csv_read_of_a_single_personal_column_matches_the_reference(tmp_path: Pa
         assert _transform(tmp_path, text, "csv", "read", schema) == _reference_csv_read(text, schema)
 
 
+def test_csv_read_of_crlf_lines_keeps_them_and_matches_the_reference(tmp_path: Path) -> None:
+    # CRLF rows take the block path; a bare LF, a blank line or a ragged row among them hands the
+    # rest to the csv module, which writes every row with the header's CRLF.
+    rows = "".join(f"north,CN{i},{i},N{i}\r\n" for i in range(3000))
+    for body in (rows, rows + "south,CN1,2,x\nwest,CN2,3,y\r\n", rows + "\r\neast,CN3,4,z\r\n",
+                 rows + "east,CN4\r\n", rows + "east,CN5,5,z"):
+        text = "district,citizen_id,age,name\r\n" + body
+        out = _transform(tmp_path, text, "csv", "read", TWO_PERSONAL)
+        assert out == _reference_csv_read(text, TWO_PERSONAL)
+        assert out.count(b"\r\n") == out.count(b"\n")
+
+
 def test_csv_read_crossing_read_blocks_matches_the_reference(tmp_path: Path) -> None:
     # > 1 MiB (schema.READ_BLOCK): block boundaries fall inside lines, which are completed first.
     body = "".join(f"d{i % 4},CN{i:09d},{i % 90},{'n' * (i % 17)}\n" for i in range(60_000))
