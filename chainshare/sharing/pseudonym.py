@@ -191,12 +191,14 @@ class Pseudonymizer:
                 rows = np.flatnonzero(blocks == nblocks)
                 if nblocks:
                     tags[rows] = self._cmac_class(padded, starts[rows], lengths[rows], nblocks)
-                for i in rows.tolist() if not nblocks else ():
+                    continue
+                for i in rows.tolist():
                     start = int(starts[i])
                     tags[i] = np.frombuffer(self._tag(data[start:start + int(lengths[i])].tobytes()), np.uint8)
+        hex_digits = np.frombuffer(hexlify(tags.tobytes()), np.uint8).reshape(count, 2 * PSEUDONYM_BYTES)
         out = np.empty((count, _PSEUDONYM_LEN), np.uint8)
         out[:, :len(_PREFIX_BYTES)] = np.frombuffer(_PREFIX_BYTES, np.uint8)
-        out[:, len(_PREFIX_BYTES):] = np.frombuffer(hexlify(tags.tobytes()), np.uint8).reshape(count, 2 * PSEUDONYM_BYTES)
+        out[:, len(_PREFIX_BYTES):] = hex_digits
         return out
 
     def _cmac_class(self, padded: U8, starts: Index, lengths: Index, nblocks: int) -> U8:
