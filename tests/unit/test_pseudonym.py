@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import io
 import json
+import random
 import re
 from pathlib import Path
 
@@ -56,10 +57,33 @@ def test_pseudonyms_are_stable_and_well_formed() -> None:
     assert pseudonymize("110101", bytes(KEY)) == first == Pseudonymizer(KEY).text("110101")
 
 
-def test_pseudonym_is_hmac_sha256_under_the_derived_key() -> None:
-    # An independent reference (the standard library's HMAC), so other implementations can match it.
-    mac = hmac.new(KEY, b"chainshare/pseudonym/v2\x00" + "张三".encode(), hashlib.sha256).digest()
-    assert pseudonymize("张三", KEY) == "ps_" + mac[:16].hex()
+def _reference_pseudonym(value: bytes, key: bytes = KEY) -> bytes:
+    """An independent reference (the standard library's HMAC, pycryptodome's CMAC), so other
+    implementations can match it: AES-256-CMAC under HMAC-SHA256(key, the v3 domain)."""
+    from Crypto.Cipher import AES
+    from Crypto.Hash import CMAC
+
+    mac_key = hmac.new(key, b"chainshare/pseudonym/v3\x00", hashlib.sha256).digest()
+    return b"ps_" + CMAC.new(mac_key, value, ciphermod=AES).hexdigest().encode()
+
+
+def test_pseudonym_is_aes_cmac_under_a_mac_key_derived_from_the_pseudonym_key() -> None:
+    assert pseudonymize("张三", KEY) == _reference_pseudonym("张三".encode()).decode()
+    v2 = hmac.new(KEY, b"chainshare/pseudonym/v2\x00" + "张三".encode(), hashlib.sha256).digest()
+    assert pseudonymize("张三", KEY) != "ps_" + v2[:16].hex()  # the construction changed: so did the domain
+
+
+def test_a_column_batch_gives_each_value_its_own_pseudonym() -> None:
+    # Every length class of the batch (1..16 AES blocks, partial and full last blocks), values longer
+    # than the batch takes (MACed one by one), empty values (kept empty) and repeats, in one column.
+    rng = random.Random(7)
+    values = [bytes(rng.randrange(256) for _ in range(n)) for n in [*range(0, 300), 15, 16, 17, 256, 257, 1000]]
+    values += values[:40]
+    p = Pseudonymizer(KEY)
+    assert p.column(values) == [_reference_pseudonym(v) if v else b"" for v in values]
+    assert p.column([b"110101"]) == [p.text("110101").encode()]
+    long_only = [v * 300 for v in (b"a", b"b", b"a")]  # no value the batch takes
+    assert p.column(long_only) == [_reference_pseudonym(v) for v in long_only]
 
 
 def test_pseudonym_keys_are_hkdf_of_the_owner_secret_per_owner_grantee_and_dataset() -> None:
@@ -226,11 +250,34 @@ TWO_PERSONAL = {"columns": [{"name": "district", "kind": "string"}, {"name": "ci
     "".join(f"east,ID{i},{i},x\n" for i in range(2000)) + 'west,"CN, 9",4,"Li\nWei"\nnorth,CN3,5,y\n',
     # non-ASCII identifiers
     "north,张三,34,王五\nsouth,Zoë,51,José\n",
+    # identifiers of every length class of the column batch, and beyond it
+    "".join(f"d{n % 3},{'C' * n},{n},{'张' * (n % 120)}\n" for n in range(1, 300)),
+    # one column wide rows around empty and non-empty personal fields
+    "".join(f"north,{'' if i % 3 else i},{i},\n" for i in range(50)),
 ])
 def test_csv_read_block_path_matches_the_row_by_row_reference(tmp_path: Path, body: str) -> None:
     for text in ("district,citizen_id,age,name\n" + body,
                  "district,citizen_id,age,name\r\n" + body.replace("\n", "\r\n")):
         assert _transform(tmp_path, text, "csv", "read", TWO_PERSONAL) == _reference_csv_read(text, TWO_PERSONAL)
+
+
+def test_csv_read_of_a_single_personal_column_matches_the_reference(tmp_path: Path) -> None:
+    schema = {"columns": [{"name": "citizen_id", "kind": "personal"}]}
+    for body in ("".join(f"CN{i}\n" for i in range(100)), "CN1\n\nCN2\nCN1"):
+        text = "citizen_id\n" + body
+        assert _transform(tmp_path, text, "csv", "read", schema) == _reference_csv_read(text, schema)
+
+
+def test_csv_read_of_crlf_lines_keeps_them_and_matches_the_reference(tmp_path: Path) -> None:
+    # CRLF rows take the block path; a bare LF, a blank line or a ragged row among them hands the
+    # rest to the csv module, which writes every row with the header's CRLF.
+    rows = "".join(f"north,CN{i},{i},N{i}\r\n" for i in range(3000))
+    for body in (rows, rows + "south,CN1,2,x\nwest,CN2,3,y\r\n", rows + "\r\neast,CN3,4,z\r\n",
+                 rows + "east,CN4\r\n", rows + "east,CN5,5,z"):
+        text = "district,citizen_id,age,name\r\n" + body
+        out = _transform(tmp_path, text, "csv", "read", TWO_PERSONAL)
+        assert out == _reference_csv_read(text, TWO_PERSONAL)
+        assert out.count(b"\r\n") == out.count(b"\n")
 
 
 def test_csv_read_crossing_read_blocks_matches_the_reference(tmp_path: Path) -> None:
