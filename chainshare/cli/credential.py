@@ -128,13 +128,9 @@ def issue(subject: str, category: str, registry_size: int, out: Path, issuer_sta
 
 
 def _agency_of(client: NodeClient, address: str) -> str:
-    from chainshare.execution.contracts.addresses import MEMBERSHIP
-    from chainshare.execution.contracts.membership import Membership
-    from chainshare.sharing.records import decode_return, encode_call
+    from chainshare.cli.credit.records import agency_of
 
-    out = client.rpc("eth_call", {"to": "0x" + MEMBERSHIP.hex(), "data": "0x" + encode_call(
-        Membership(), "agencyOf", address).hex()}, "latest")
-    name = str(decode_return(Membership(), "agencyOf", bytes.fromhex(out[2:]))[0])
+    name = agency_of(client, address)
     if not name:
         raise InvalidInput(f"account {address} belongs to no member agency")
     return name

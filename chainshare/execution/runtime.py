@@ -131,6 +131,26 @@ class SystemContract:
         return items + [e.to_abi() for e in self.EVENTS]
 
 
+def get_method(contract: SystemContract, name: str) -> MethodSpec:
+    """``contract``'s method called ``name``; KeyError if it has none."""
+    for spec in contract.methods.values():
+        if spec.name == name:
+            return spec
+    raise KeyError(f"{contract.NAME} has no method {name}")
+
+
+def encode_call(contract: SystemContract, name: str, *args: Any) -> bytes:
+    """ABI call data for ``contract.name(*args)``."""
+    spec = get_method(contract, name)
+    return spec.selector + abi.encode_values([p.type for p in spec.params], list(args))
+
+
+def decode_return(contract: SystemContract, name: str, output: bytes) -> tuple[Any, ...]:
+    """The values ``contract.name`` returned, from its ABI-encoded ``output``."""
+    spec = get_method(contract, name)
+    return abi.decode_values([p.type for p in spec.returns], output)
+
+
 @dataclass
 class CallContext:
     """What a contract method sees: caller, block, metered storage, events, nested calls."""

@@ -23,7 +23,7 @@ from chainshare.execution.contracts.access_control import AccessControl, compute
 from chainshare.execution.contracts.datasets import Dataset, Datasets, get_dataset, get_policy_text
 from chainshare.execution.contracts.joint import JointCompute
 from chainshare.execution.contracts.membership import get_agency
-from chainshare.execution.runtime import EventSpec, MethodSpec, SystemContract
+from chainshare.execution.runtime import EventSpec, SystemContract, decode_return, encode_call
 from chainshare.ledger.chain import ChainStore
 from chainshare.ledger.types import Log
 
@@ -49,24 +49,6 @@ class ChainNode(Protocol):
 
 
 # --------------------------------------------------------------------------- calls
-
-
-def _method(contract: SystemContract, name: str) -> MethodSpec:
-    for spec in contract.methods.values():
-        if spec.name == name:
-            return spec
-    raise KeyError(f"{contract.NAME} has no method {name}")
-
-
-def encode_call(contract: SystemContract, name: str, *args: Any) -> bytes:
-    """ABI call data for ``contract.name(*args)``."""
-    spec = _method(contract, name)
-    return spec.selector + abi.encode_values([p.type for p in spec.params], list(args))
-
-
-def decode_return(contract: SystemContract, name: str, output: bytes) -> tuple[Any, ...]:
-    spec = _method(contract, name)
-    return abi.decode_values([p.type for p in spec.returns], output)
 
 
 def call_view(node: ChainNode, contract: SystemContract, name: str, *args: Any) -> tuple[Any, ...]:
