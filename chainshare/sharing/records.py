@@ -10,6 +10,7 @@ transaction index, log index).
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -82,6 +83,29 @@ def read_dataset(node: ChainNode, dataset_id: int) -> Dataset:
 
 def count_datasets(node: ChainNode) -> int:
     return int(call_view(node, DATASETS_CONTRACT, "datasetCount")[0])
+
+
+class DatasetTitleIndex:
+    """The datasets of a node's chain by (owner, title). A dataset's owner and title never change once it is
+    registered, so each dataset is read once, as it appears (the first lookup reads those registered so far,
+    each later one only the new ones); a lookup then reads just its candidates, as they are now."""
+
+    def __init__(self, node: ChainNode) -> None:
+        self.node = node
+        self._indexed = 0
+        self._ids: dict[tuple[str, str], list[int]] = {}
+        self._lock = threading.Lock()
+
+    def find(self, owner: str, title: str) -> list[Dataset]:
+        """The datasets ``owner`` registered under ``title``, oldest first (retired ones too)."""
+        with self._lock:
+            total = count_datasets(self.node)
+            for dataset_id in range(self._indexed + 1, total + 1):
+                d = read_dataset(self.node, dataset_id)
+                self._ids.setdefault((d.owner, d.title), []).append(d.id)
+            self._indexed = max(self._indexed, total)
+            ids = list(self._ids.get((owner, title), ()))
+        return [read_dataset(self.node, i) for i in ids]
 
 
 def read_versions(node: ChainNode, record: Dataset) -> list[dict[str, Any]]:
