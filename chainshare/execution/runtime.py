@@ -76,6 +76,20 @@ class EventSpec:
         return {"type": "event", "name": self.name, "anonymous": False,
                 "inputs": [{"name": p.name, "type": p.type, "indexed": p.indexed} for p in self.params]}
 
+    def decode(self, lg: Log) -> dict[str, Any] | None:
+        """The args of ``lg`` (topics and data) as this event, in parameter order; None if its topics do not
+        fit (another event, or as many indexed values as this one has not)."""
+        indexed = [p for p in self.params if p.indexed]
+        plain = [p for p in self.params if not p.indexed]
+        if not lg.topics or lg.topics[0] != self.topic or len(lg.topics) != 1 + len(indexed):
+            return None
+        args: dict[str, Any] = {}
+        for param, topic in zip(indexed, lg.topics[1:], strict=True):
+            args[param.name] = abi.decode_values([param.type], topic)[0]
+        for param, value in zip(plain, abi.decode_values([p.type for p in plain], lg.data), strict=True):
+            args[param.name] = value
+        return {p.name: args[p.name] for p in self.params}
+
 
 @dataclass(frozen=True)
 class MethodSpec:

@@ -261,17 +261,8 @@ def decode_event(lg: Log) -> tuple[str, str, dict[str, Any]] | None:
     if known is None or known[0] != lg.address:
         return None
     _, contract_name, spec = known
-    indexed = [p for p in spec.params if p.indexed]
-    plain = [p for p in spec.params if not p.indexed]
-    if len(lg.topics) != 1 + len(indexed):
-        return None
-    args: dict[str, Any] = {}
-    for param, topic in zip(indexed, lg.topics[1:], strict=True):
-        args[param.name] = abi.decode_values([param.type], topic)[0]
-    values = abi.decode_values([p.type for p in plain], lg.data)
-    for param, value in zip(plain, values, strict=True):
-        args[param.name] = value
-    return contract_name, spec.name, {p.name: args[p.name] for p in spec.params}
+    args = spec.decode(lg)
+    return (contract_name, spec.name, args) if args is not None else None
 
 
 def _dataset_topic(dataset_id: int) -> bytes:
