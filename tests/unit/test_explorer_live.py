@@ -38,9 +38,9 @@ def short_streams(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(live, "POLL_SECONDS", 0.2)
 
 
-def read_stream(api: TestClient, path: str) -> tuple[list[str], list[dict[str, Any]]]:
+def read_stream(api: TestClient, path: str, **headers: str) -> tuple[list[str], list[dict[str, Any]]]:
     """The comments and the events (type, id, data) of the stream at ``path``."""
-    r = api.get(path)
+    r = api.get(path, headers=headers)
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream"), r.text[:300]
     assert r.headers["cache-control"] == "no-store"
     blocks = [b for b in r.text.split("\n\n") if b]
@@ -67,6 +67,18 @@ def test_live_blocks_resume_after_the_given_height_one_event_per_block(api: Test
     assert events == [] and ": keep-alive" in comments
     comments, events = read_stream(api, "/live/blocks")  # no ``after``: from the head on
     assert events == [] and ": keep-alive" in comments
+
+
+def test_a_reconnecting_event_source_resumes_after_its_last_event_id(api: TestClient) -> None:
+    """EventSource reconnects to the URL it opened (its first ``after``) and names the last event it got."""
+    head = api.get("/api/v1/blocks", params={"limit": 1}).json()["items"][0]["height"]
+    _, events = read_stream(api, f"/live/blocks?after={head - 3}", **{"Last-Event-ID": str(head - 1)})
+    assert [e["id"] for e in events] == [head]
+    _, events = read_stream(api, f"/live/blocks?after={head - 3}", **{"Last-Event-ID": "junk"})
+    assert [e["id"] for e in events] == [head - 2, head - 1, head]
+    _, any_events = read_stream(api, "/live/credit?after=0")
+    _, none = read_stream(api, "/live/credit?after=0", **{"Last-Event-ID": str(any_events[0]["id"])})
+    assert none == []
 
 
 def test_live_credit_signals_new_events_of_the_subject_or_any(api: TestClient) -> None:

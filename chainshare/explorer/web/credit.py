@@ -23,7 +23,7 @@ from chainshare.credit.query import MAX_RECORD_ID, check_subject
 from chainshare.execution.contracts.addresses import CREDIT_REGISTRY
 from chainshare.execution.contracts.credit_registry import compute_subject_key
 from chainshare.explorer.db import schema as s
-from chainshare.explorer.web.live import After, LiveEvent, stream_live_events
+from chainshare.explorer.web.live import After, LiveEvent, get_resume_point, stream_live_events
 
 if TYPE_CHECKING:
     from chainshare.explorer.web.pages import PageTools
@@ -112,7 +112,7 @@ def mount_credit_pages(app: FastAPI, reader: Engine, kit: PageTools) -> None:
         """One SSE event each time credit events (of ``subject``, or any) are indexed after ``after``."""
         if subject is not None:
             check_subject(subject)
-        last = after
+        last = get_resume_point(request, after)
 
         def poll(limit: int) -> list[LiveEvent]:
             nonlocal last

@@ -4,7 +4,7 @@ A stream polls the index once a ``POLL_SECONDS`` with a caller's ``poll`` (run o
 the event loop) and sends what it returns as SSE events, a keep-alive comment when there is nothing new, and
 a comment when the database cannot be read (the stream stays open and tries again). It ends after
 ``STREAM_SECONDS`` or as soon as the client disconnects; the browser's EventSource reconnects by itself
-(``retry``) and resumes with ``after``. A poll is asked for at most ``MAX_EVENTS_PER_POLL`` events, and an
+(``retry``) and resumes after the last event it received (``Last-Event-ID``, else ``after``). A poll is asked for at most ``MAX_EVENTS_PER_POLL`` events, and an
 event whose JSON exceeds ``MAX_EVENT_BYTES`` is replaced by a comment naming it, so a client is never handed
 an unbounded burst.
 """
@@ -41,6 +41,15 @@ class LiveEvent:
     event: str
     id: int
     data: dict[str, Any]
+
+
+def get_resume_point(request: Request, after: int | None) -> int | None:
+    """Where a stream starts: after the ``Last-Event-ID`` an EventSource sends when it reconnects (the id of
+    the last event it received), else after ``after`` (None: from what is new from now on)."""
+    last_id = request.headers.get("last-event-id", "")
+    if last_id.isdigit() and len(last_id) <= 19 and int(last_id) <= MAX_AFTER:
+        return int(last_id)
+    return after
 
 
 def format_event(ev: LiveEvent) -> str:

@@ -35,7 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from chainshare.errors import ChainshareError, NotFound
 from chainshare.explorer.web import queries
-from chainshare.explorer.web.live import After, LiveEvent, stream_live_events
+from chainshare.explorer.web.live import After, LiveEvent, get_resume_point, stream_live_events
 from chainshare.logs import log_event
 
 log = logging.getLogger("chainshare.explorer.web")
@@ -387,7 +387,7 @@ def mount_pages(app: FastAPI, reader: Engine) -> None:
     @app.get("/live/blocks", include_in_schema=False)
     def live_blocks(request: Request, after: After = None) -> StreamingResponse:
         """New finalized blocks (and their transactions) as they are indexed: one SSE event per block."""
-        last = after
+        last = get_resume_point(request, after)
 
         def poll(limit: int) -> list[LiveEvent]:
             nonlocal last
