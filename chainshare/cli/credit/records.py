@@ -22,7 +22,7 @@ from typing import Any
 
 import click
 
-from chainshare.cli.common import acting_options, emit, json_option, resolve_actor
+from chainshare.cli.common import acting_options, emit, json_option, parse_hash32, resolve_actor
 from chainshare.cli.credit.details_store import read_details_policy, store_person_details
 from chainshare.client import NodeClient, call_view, transact
 from chainshare.credit.batches import (
@@ -82,17 +82,6 @@ def parse_time(text: str | None, what: str) -> int | None:
         raise InvalidInput(f"{what} {text!r} must be YYYY-MM-DD, an ISO date-time or unix seconds") from None
 
 
-def parse_hash(text: str, what: str) -> bytes:
-    body = text[2:] if text.startswith("0x") else text
-    try:
-        raw = bytes.fromhex(body)
-    except ValueError:
-        raw = b""
-    if len(raw) != 32:
-        raise InvalidInput(f"{what} must be 32 bytes of hex (64 hex digits)")
-    return raw
-
-
 def parse_polarity(text: str) -> int:
     value = {"positive": POSITIVE, "negative": NEGATIVE, "1": POSITIVE, "2": NEGATIVE}.get(text.strip().lower())
     if value is None:
@@ -118,13 +107,13 @@ def record_args(row: dict[str, str], now: int) -> list[Any]:
         if summary:
             summary_hash, summary = keccak256(summary.encode()), ""  # a person's summary never goes on chain
         elif row.get("summary_hash"):
-            summary_hash = parse_hash(row["summary_hash"], "summary hash")
+            summary_hash = parse_hash32(row["summary_hash"], "summary hash")
     decision = parse_time(row.get("decision_date"), "decision date") or now
     effective = parse_time(row.get("effective_from"), "effective from") or decision
     return [subject, need("category"), parse_polarity(need("polarity")), int(severity), need("document_number"),
             need("authority"), need("legal_basis"), summary, summary_hash, decision, effective,
             parse_period(row.get("min_period") or "0s", "minimum period"),
-            parse_period(need("max_period"), "maximum period"), parse_hash(need("evidence_hash"), "evidence hash")]
+            parse_period(need("max_period"), "maximum period"), parse_hash32(need("evidence_hash"), "evidence hash")]
 
 
 # --------------------------------------------------------------------------- sending
