@@ -102,10 +102,11 @@ def transact(client: NodeClient, private_key: bytes, to: bytes, data: bytes, *, 
 
 
 def transact_checked(client: NodeClient, private_key: bytes, to: bytes, data: bytes, *, failure: str,
-                     no_reason: str = "reverted", advice: str = "", timeout: float = 30.0) -> dict[str, Any]:
+                     no_reason: str = "reverted", advice: str = "", timeout: float = 30.0,
+                     gas: int | None = None) -> dict[str, Any]:
     """``transact`` and wait: the receipt of a call that succeeded; ChainshareError
-    "``failure``: <revert reason, else ``no_reason``> (``advice``)" for one that reverted."""
-    receipt = transact(client, private_key, to, data, timeout=timeout)
+    "``failure``: <revert reason, else ``no_reason``> (``advice``)" for one that was mined and reverted."""
+    receipt = transact(client, private_key, to, data, timeout=timeout, gas=gas)
     if receipt["status"] != "0x1":
         raise ChainshareError(f"{failure}: {receipt.get('revertReason') or no_reason}"
                               + (f" ({advice})" if advice else ""))

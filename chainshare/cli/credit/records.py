@@ -166,7 +166,8 @@ def _chain_now(url: str) -> int:
 
 
 def agency_of(client: NodeClient, sender: str) -> str:
-    """The member agency of account ``sender`` ("" if none), from Membership on the node."""
+    """The member agency of account ``sender``, from Membership on the node (ExecutionReverted "account is not
+    a member of any active agency" if it belongs to none)."""
     from chainshare.execution.contracts.membership import Membership
 
     return str(call_view(client, Membership(), "agencyOf", sender)[0])
