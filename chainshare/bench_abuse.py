@@ -1,12 +1,12 @@
 """``chainshare bench abuse``: does a client sending the heaviest JSON-RPC batches the node accepts
 stall the node's /healthz or its consensus?
 
-A devnet of N validators gets a chain with logs (``--logs`` Notary.anchor transactions), then two
-phases of ``--duration`` seconds each, measured the same way: a baseline, and an attack in which
-``--attackers`` loops send, back to back, batches of 1000 x ``eth_feeHistory(0x400)``, 1000 x
-``eth_getLogs(0..latest)`` and 1000 x ``eth_call`` to every node. In both phases a prober reads
-node1's /healthz every 50 ms and a finality prober sends a ``Notary.anchor`` every 250 ms to node1
-and polls its receipt (latency from send to the receipt of the finalized block).
+A devnet of N validators (N = 1 too: probers and attackers then share its one node) gets a chain with
+logs (``--logs`` Notary.anchor transactions), then two phases of ``--duration`` seconds each, measured the
+same way: a baseline, and an attack in which ``--attackers`` loops send, back to back, batches of
+1000 x ``eth_feeHistory(0x400)``, 1000 x ``eth_getLogs(0..latest)`` and 1000 x ``eth_call`` to every node.
+In both phases a prober reads node1's /healthz every 50 ms and a finality prober sends a ``Notary.anchor``
+every 250 ms to node1 and polls its receipt (latency from send to the receipt of the finalized block).
 
 The nodes trust 127.0.0.1 as a reverse proxy, and each client names itself in X-Forwarded-For, so
 the attackers and the probers are distinct clients, as they are behind a real proxy.
@@ -245,9 +245,13 @@ def run_abuse(nodes: int, duration: float, attackers: int, logs: int, rate_limit
             info = start_devnet(directory)
         urls = [n["rpc"] for n in info["nodes"]]
         height = _fill_chain(info, logs)
-        key = bytes.fromhex(info["accounts"][1]["private_key"][2:])
-        # One nonce sequence over both phases: the attack's probes follow the baseline's without a gap.
-        probes = iter(presign_anchors(key, info["chain_id"], 0, int(2 * duration / 0.25) + 8, os.urandom(16)))
+        # The finality prober signs as the last account: its own with two nodes or more; with one node it is
+        # the warm-up's account, whose first ``logs`` nonces the warm-up used. One nonce sequence over both
+        # phases: the attack's probes follow the baseline's without a gap.
+        key = bytes.fromhex(info["accounts"][-1]["private_key"][2:])
+        first_nonce = logs if len(info["accounts"]) == 1 else 0
+        probes = iter(presign_anchors(key, info["chain_id"], first_nonce, int(2 * duration / 0.25) + 8,
+                                      os.urandom(16)))
         baseline = asyncio.run(_phase(urls, probes, duration, 0, {}))
         attack = asyncio.run(_phase(urls, probes, duration, attackers, heavy_batches()))
         return {

@@ -84,12 +84,13 @@ def run_revocation_bench(samples: int = 5, directory: Path | None = None) -> dic
     (final: the node serves finalized blocks only; receipt polled every 10 ms) to the issuer's new status
     list being served by ``getStatusList`` (final as well; polled every 10 ms)."""
     from chainshare.bench import devnet_directory, free_port_block
-    from chainshare.bench_credit import _CR, RULE, _call, _govern, _publish_data, make_uscc
+    from chainshare.bench_credit import _CR, RULE, _govern, _publish_data, make_uscc
     from chainshare.client import NodeClient, transact
     from chainshare.credit import credential_chain as chain
     from chainshare.credit.events import RpcSource
     from chainshare.devnet import create_devnet, start_devnet
     from chainshare.execution.contracts.addresses import CREDIT_REGISTRY
+    from chainshare.execution.runtime import encode_call
 
     with devnet_directory(directory, "chainshare-bench-revocation-") as directory:
         create_devnet(directory, 1, free_port_block(1))
@@ -100,9 +101,9 @@ def run_revocation_bench(samples: int = 5, directory: Path | None = None) -> dic
         state_path = directory / "credentials" / f"{agency}.issuer.json"
         subjects = [make_uscc(700 + i) for i in range(samples)]
         with NodeClient(url, timeout=120) as client:
-            for call in (_call(_CR, "setCategory", CATEGORY, "Administrative penalty", True),
-                         _call(_CR, "setIssuer", CATEGORY, agency, True),
-                         _call(_CR, "installScoringRule", json.dumps(RULE))):
+            for call in (encode_call(_CR, "setCategory", CATEGORY, "Administrative penalty", True),
+                         encode_call(_CR, "setIssuer", CATEGORY, agency, True),
+                         encode_call(_CR, "installScoringRule", json.dumps(RULE))):
                 _govern(client, keys, call)
             state = zk.create_issuer_state(agency, CATEGORY, samples + 1, chain.get_chain_time(client))
             chain.publish_issuer_objects(client, issuer, state)
@@ -126,7 +127,7 @@ def run_revocation_bench(samples: int = 5, directory: Path | None = None) -> dic
                 load_before = os.getloadavg()
                 latencies = []
                 for i, subject in enumerate(subjects):
-                    before = chain.call_view(client, "getStatusList", state.rev_reg_id)[3]
+                    before = chain.call_registry_view(client, "getStatusList", state.rev_reg_id)[3]
                     now = chain.get_chain_time(client)
                     sent = transact(client, issuer, CREDIT_REGISTRY, _publish_data(subject, 10_000 + i, now),
                                     wait=False)
@@ -152,9 +153,9 @@ def run_revocation_bench(samples: int = 5, directory: Path | None = None) -> dic
 
 
 def _status_list_moved(client: Any, rev_reg_id: str, height: int) -> bool:
-    from chainshare.credit.credential_chain import call_view
+    from chainshare.credit.credential_chain import call_registry_view
 
-    return bool(call_view(client, "getStatusList", rev_reg_id)[3] != height)
+    return bool(call_registry_view(client, "getStatusList", rev_reg_id)[3] != height)
 
 
 def _poll(fn: Callable[[], Any], timeout: float = 120, every: float = 0.01) -> Any:

@@ -26,21 +26,16 @@ from stdnum.cn import uscc
 from chainshare.bench import _drive, _percentile, free_port_block
 from chainshare.crypto.hashing import keccak256
 from chainshare.crypto.secp import address_of_private_key
-from chainshare.execution import abi
 from chainshare.execution.contracts.addresses import CREDIT_REGISTRY, GOVERNANCE
 from chainshare.execution.contracts.credit_registry import CreditRegistry
 from chainshare.execution.contracts.governance import Governance
+from chainshare.execution.runtime import encode_call
 from chainshare.ledger.txs import sign_eip1559
 
 CATEGORY = "administrative_penalty"
 RULE = {"name": "bench", "base": 1000, "min": 0, "max": 2000,
         "weights": {CATEGORY: {"1": -10, "2": -30, "3": -60, "4": -100, "5": -200}}, "decay_days": {CATEGORY: 365}}
 _CR, _GOV = CreditRegistry(), Governance()
-
-
-def _call(contract: Any, name: str, *args: Any) -> bytes:
-    spec = next(s for s in contract.methods.values() if s.name == name)
-    return bytes(spec.selector + abi.encode_values([p.type for p in spec.params], list(args)))
 
 
 def make_uscc(n: int) -> str:
@@ -52,12 +47,12 @@ def make_uscc(n: int) -> str:
 def _govern(client: Any, keys: list[bytes], inner: bytes) -> None:
     from chainshare.client import transact
 
-    receipt = transact(client, keys[0], GOVERNANCE, _call(_GOV, "propose", "0x" + CREDIT_REGISTRY.hex(), inner,
+    receipt = transact(client, keys[0], GOVERNANCE, encode_call(_GOV, "propose", "0x" + CREDIT_REGISTRY.hex(), inner,
                                                            "bench configuration"))
     pid = int(receipt["logs"][0]["topics"][1], 16)
     for key in keys[:3]:
-        assert transact(client, key, GOVERNANCE, _call(_GOV, "vote", pid, True))["status"] == "0x1"
-    assert transact(client, keys[0], GOVERNANCE, _call(_GOV, "execute", pid))["status"] == "0x1"
+        assert transact(client, key, GOVERNANCE, encode_call(_GOV, "vote", pid, True))["status"] == "0x1"
+    assert transact(client, keys[0], GOVERNANCE, encode_call(_GOV, "execute", pid))["status"] == "0x1"
 
 
 def make_subject(n: int) -> str:
@@ -74,7 +69,7 @@ def _publish_args(subject: str, i: int, now: int) -> list[Any]:
 
 
 def _publish_data(subject: str, i: int, now: int) -> bytes:
-    return _call(_CR, "publish", *_publish_args(subject, i, now))
+    return encode_call(_CR, "publish", *_publish_args(subject, i, now))
 
 
 def _measure_watch(url: str, keys: list[bytes], chain_id: int, samples: int, transport: str = "poll") -> dict[str, Any]:
@@ -172,10 +167,10 @@ def run_credit(*, records: int, subjects: int, nodes: int, clients: int, queries
         node_of = {n["agency"]: n["rpc"] for n in info["nodes"]}
         keys = [bytes.fromhex(a["private_key"][2:]) for a in info["accounts"]]
         with NodeClient(url) as client:
-            _govern(client, keys, _call(_CR, "setCategory", CATEGORY, "Administrative penalty", True))
+            _govern(client, keys, encode_call(_CR, "setCategory", CATEGORY, "Administrative penalty", True))
             for acct in info["accounts"]:
-                _govern(client, keys, _call(_CR, "setIssuer", CATEGORY, acct["agency"], True))
-            _govern(client, keys, _call(_CR, "installScoringRule", json.dumps(RULE)))
+                _govern(client, keys, encode_call(_CR, "setIssuer", CATEGORY, acct["agency"], True))
+            _govern(client, keys, encode_call(_CR, "installScoringRule", json.dumps(RULE)))
             now = int(client.rpc("eth_getBlockByNumber", "latest", False)["timestamp"], 16)
             count0 = _record_count(client)
         t0 = time.perf_counter()
@@ -253,6 +248,6 @@ def _finality_ms(client: Any, seen: dict[str, float], samples: int = 300) -> dic
 
 
 def _record_count(client: Any) -> int:
-    out = client.rpc("eth_call", {"to": "0x" + CREDIT_REGISTRY.hex(), "data": "0x" + _call(_CR, "recordCount").hex()},
-                     "latest")
-    return int(out, 16)
+    from chainshare.client import call_view
+
+    return int(call_view(client, _CR, "recordCount")[0])

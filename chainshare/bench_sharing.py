@@ -37,8 +37,9 @@ import psutil
 
 from chainshare.bench import free_port_block
 from chainshare.execution.contracts import ACCESS_CONTROL, DATASETS, cedar
+from chainshare.execution.runtime import encode_call
 from chainshare.ledger.txs import sign_eip1559
-from chainshare.sharing.records import ACCESS_CONTRACT, DATASETS_CONTRACT, encode_call
+from chainshare.sharing.records import ACCESS_CONTRACT, DATASETS_CONTRACT
 
 BENCH_POLICY = ('permit (principal, action in [Action::"read", Action::"compute"], resource)\n'
                 'when { principal == resource.owner && context.purpose like "bench*" };\n')

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from chainshare.errors import ChainshareError, ExecutionReverted, InvalidInput, NotFound
+
+if TYPE_CHECKING:
+    from chainshare.execution.runtime import SystemContract
 
 
 class NodeUnreachable(ChainshareError, ConnectionError):
@@ -77,21 +80,47 @@ class NodeClient:
 
 
 def transact(client: NodeClient, private_key: bytes, to: bytes, data: bytes, *, wait: bool = True,
-             timeout: float = 30.0) -> dict[str, Any]:
-    """Sign and send a call to a system contract as ``private_key``'s account; optionally wait."""
+             timeout: float = 30.0, gas: int | None = None) -> dict[str, Any]:
+    """Sign and send a call to a system contract as ``private_key``'s account; optionally wait. Without
+    ``gas`` the limit is the node's estimate + 20 % (a call that would revert is refused before it is sent);
+    with it, a call that reverts is mined and its receipt says why."""
     from chainshare.crypto.secp import address_of_private_key
     from chainshare.ledger.txs import sign_eip1559
 
     sender = "0x" + address_of_private_key(private_key).hex()
     chain_id = int(client.rpc("eth_chainId"), 16)
     nonce = int(client.rpc("eth_getTransactionCount", sender, "pending"), 16)
-    call = {"from": sender, "to": "0x" + to.hex(), "data": "0x" + data.hex()}
-    gas = int(client.rpc("eth_estimateGas", call), 16)
-    raw = sign_eip1559(private_key, chain_id=chain_id, nonce=nonce, to=to, data=data, gas=gas + gas // 5)
+    if gas is None:
+        estimate = int(client.rpc("eth_estimateGas", {"from": sender, "to": "0x" + to.hex(), "data": "0x" + data.hex()}),
+                       16)
+        gas = estimate + estimate // 5
+    raw = sign_eip1559(private_key, chain_id=chain_id, nonce=nonce, to=to, data=data, gas=gas)
     tx_hash = client.rpc("eth_sendRawTransaction", "0x" + raw.hex())
     if not wait:
         return {"transactionHash": tx_hash, "status": "pending"}
     return client.wait_for_receipt(tx_hash, timeout)
+
+
+def transact_checked(client: NodeClient, private_key: bytes, to: bytes, data: bytes, *, failure: str,
+                     no_reason: str = "reverted", advice: str = "", timeout: float = 30.0,
+                     gas: int | None = None) -> dict[str, Any]:
+    """``transact`` and wait: the receipt of a call that succeeded; ChainshareError
+    "``failure``: <revert reason, else ``no_reason``> (``advice``)" for one that was mined and reverted."""
+    receipt = transact(client, private_key, to, data, timeout=timeout, gas=gas)
+    if receipt["status"] != "0x1":
+        raise ChainshareError(f"{failure}: {receipt.get('revertReason') or no_reason}"
+                              + (f" ({advice})" if advice else ""))
+    return receipt
+
+
+def call_view(client: NodeClient, contract: SystemContract, method: str, *args: Any) -> tuple[Any, ...]:
+    """``contract.method(*args)`` run by the node on its latest finalized state, encoded and decoded with the
+    contract's ABI: the returned values; ExecutionReverted (with the reason) if the call reverts."""
+    from chainshare.execution.runtime import decode_return, encode_call
+
+    out = client.rpc("eth_call", {"to": "0x" + contract.ADDRESS.hex(),
+                                  "data": "0x" + encode_call(contract, method, *args).hex()}, "latest")
+    return decode_return(contract, method, bytes.fromhex(out[2:]))
 
 
 class HeadSubscription:

@@ -53,6 +53,7 @@ from chainshare.execution.contracts.membership import (
 )
 from chainshare.execution.forks import get_runtime_at, get_upgrade_required
 from chainshare.execution.genesis import get_chain_params
+from chainshare.execution.runtime import encode_call
 from chainshare.ledger.chain import P_EPOCH_PROOF, P_META, ChainStore
 from chainshare.ledger.finality import (
     FinalityProof,
@@ -62,7 +63,6 @@ from chainshare.ledger.finality import (
 from chainshare.ledger.types import Block, QuorumCertificate
 from chainshare.logs import log_event
 from chainshare.p2p.errors import PeerRefused
-from chainshare.sharing.records import encode_call
 
 log = logging.getLogger("chainshare.replica")
 

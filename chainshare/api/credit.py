@@ -27,14 +27,14 @@ from fastapi import APIRouter, Path, Query
 
 from chainshare.api.limits import ApiWorkers
 from chainshare.credit import query
-from chainshare.credit.details import find_details_dataset
+from chainshare.credit.details import details_title, find_details_dataset
 from chainshare.credit.events import REGISTRY, ChainSource, format_cursor, parse_cursor
 from chainshare.credit.provenance import build_provenance
 from chainshare.errors import InvalidInput, NotFound
 from chainshare.execution.abi import to_jsonable
 from chainshare.execution.contracts.credit_registry import DEFAULT_OBJECTION_DEADLINE
 from chainshare.node import Node
-from chainshare.sharing.records import count_datasets, dataset_json, read_dataset
+from chainshare.sharing.records import DatasetTitleIndex, dataset_json
 
 SUBJECT = Path(min_length=1, max_length=66)
 CURSOR = r"^[0-9]{1,19}-[0-9]{1,19}$"
@@ -57,6 +57,7 @@ def _on_workers(workers: ApiWorkers) -> Callable[[Callable[..., dict[str, Any]]]
 def create_credit_router(node: Node, workers: ApiWorkers) -> APIRouter:
     router = APIRouter(prefix="/credit", tags=["credit"])
     offloaded = _on_workers(workers)
+    titles = DatasetTitleIndex(node)  # where a person record's details are: by (issuer, title), no scan
 
     def source() -> ChainSource:
         return ChainSource(node.chain)
@@ -102,8 +103,7 @@ def create_credit_router(node: Node, workers: ApiWorkers) -> APIRouter:
             raise InvalidInput(f"record {record_id} is about an organisation: its summary is public on chain")
         now = src.block_timestamp_ms(height) // 1000
         view = r.to_json(now)
-        total = count_datasets(node)
-        found = find_details_dataset((dataset_json(read_dataset(node, i)) for i in range(1, total + 1)),
+        found = find_details_dataset((dataset_json(d) for d in titles.find(r.issuer, details_title(record_id))),
                                      r.issuer, record_id)
         return {"height": height, "record": {k: view[k] for k in ("id", "version", "subject", "issuer",
                                                                    "summaryHash", "version_hash")},

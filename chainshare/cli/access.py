@@ -15,12 +15,13 @@ import click
 
 from chainshare.cli.common import acting_options, emit, json_option, parse_positive_id, resolve_actor
 from chainshare.cli.signing import api_get
-from chainshare.client import NodeClient, transact
-from chainshare.errors import ChainshareError, InvalidInput
+from chainshare.client import NodeClient, transact_checked
+from chainshare.errors import InvalidInput
 from chainshare.execution.abi import to_jsonable
 from chainshare.execution.contracts import ACCESS_CONTROL, cedar
 from chainshare.execution.contracts.access_control import EPSILON_UNIT, MAX_BUDGET_MICRO, MAX_QUERIES_PER_HOUR
-from chainshare.sharing.records import ACCESS_CONTRACT, decode_receipt_events, encode_call
+from chainshare.execution.runtime import encode_call
+from chainshare.sharing.records import ACCESS_CONTRACT, decode_receipt_events
 
 group = click.Group("access", help="Request access to datasets; show and revoke grants.")
 
@@ -43,10 +44,9 @@ def request(dataset_id: str, action: str, purpose: str, duration: int, devnet_di
     url, key = resolve_actor(devnet_dir, as_agency, node_url, keystore, password_file)
     assert key is not None
     with NodeClient(url) as client:
-        receipt = transact(client, key, ACCESS_CONTROL, encode_call(ACCESS_CONTRACT, "request", ident, action,
-                                                                     purpose, duration))
-    if receipt["status"] != "0x1":
-        raise ChainshareError(f"AccessControl.request reverted: {receipt.get('revertReason') or 'no reason'}")
+        receipt = transact_checked(client, key, ACCESS_CONTROL, encode_call(ACCESS_CONTRACT, "request", ident, action,
+                                                                             purpose, duration),
+                                   failure="AccessControl.request reverted", no_reason="no reason")
     logs = decode_receipt_events(receipt["logs"])
     decided, granted = logs["AccessDecided"], logs.get("GrantIssued")
     result: dict[str, Any] = {
@@ -85,11 +85,9 @@ def limits(dataset_id: str, budget: float, queries_per_hour: int, devnet_dir: ob
     assert key is not None
     budget_micro = round(budget * EPSILON_UNIT)
     with NodeClient(url) as client:
-        receipt = transact(client, key, ACCESS_CONTROL, encode_call(ACCESS_CONTRACT, "setComputeLimits", ident,
-                                                                     budget_micro, queries_per_hour))
-    if receipt["status"] != "0x1":
-        raise ChainshareError(f"setting the compute limits of dataset {ident} failed: "
-                              f"{receipt.get('revertReason') or 'reverted'}")
+        receipt = transact_checked(client, key, ACCESS_CONTROL, encode_call(ACCESS_CONTRACT, "setComputeLimits", ident,
+                                                                             budget_micro, queries_per_hour),
+                                   failure=f"setting the compute limits of dataset {ident} failed")
     result = {"dataset_id": ident, "budget": budget_micro / EPSILON_UNIT, "queries_per_hour": queries_per_hour,
               "transactionHash": receipt["transactionHash"], "blockNumber": int(receipt["blockNumber"], 16)}
     emit(result, as_json, f"dataset {ident}: each grantee may spend epsilon {result['budget']:g}, each grant "
@@ -107,9 +105,8 @@ def revoke(grant_id: str, devnet_dir: object, as_agency: str | None, node_url: s
     url, key = resolve_actor(devnet_dir, as_agency, node_url, keystore, password_file)
     assert key is not None
     with NodeClient(url) as client:
-        receipt = transact(client, key, ACCESS_CONTROL, encode_call(ACCESS_CONTRACT, "revokeGrant", ident))
-    if receipt["status"] != "0x1":
-        raise ChainshareError(f"revoking grant {ident} failed: {receipt.get('revertReason') or 'reverted'}")
+        receipt = transact_checked(client, key, ACCESS_CONTROL, encode_call(ACCESS_CONTRACT, "revokeGrant", ident),
+                                   failure=f"revoking grant {ident} failed")
     revoked = decode_receipt_events(receipt["logs"])["GrantRevoked"]
     result = {"grant_id": ident, "dataset_id": int(revoked["datasetId"]), "revoked_by": revoked["by"],
               "transactionHash": receipt["transactionHash"], "blockNumber": int(receipt["blockNumber"], 16)}

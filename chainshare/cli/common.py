@@ -32,6 +32,18 @@ def parse_positive_id(value: str, what: str) -> int:
     return int(value)
 
 
+def parse_hash32(text: str, what: str) -> bytes:
+    """32 bytes given as 64 hex digits (``0x`` optional), or a precise error naming ``what``."""
+    body = text[2:] if text.startswith("0x") else text
+    try:
+        raw = bytes.fromhex(body)
+    except ValueError:
+        raw = b""
+    if len(raw) != 32:
+        raise InvalidInput(f"{what} must be 32 bytes of hex (64 hex digits), got {text[:80]!r}")
+    return raw
+
+
 def _print_error(message: str, code: int) -> int:
     click.echo(f"error: {message}", err=True)
     return code

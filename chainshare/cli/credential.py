@@ -19,7 +19,7 @@ import click
 
 from chainshare.cli.common import acting_options, emit, json_option, resolve_actor
 from chainshare.client import HeadSubscription, NodeClient
-from chainshare.errors import InvalidInput
+from chainshare.errors import ExecutionReverted, InvalidInput
 
 group = click.Group("credential", help="Zero-knowledge credit credentials: issue, revoke, prove, verify.")
 MAX_FILE = 4 * 1024 * 1024
@@ -128,16 +128,12 @@ def issue(subject: str, category: str, registry_size: int, out: Path, issuer_sta
 
 
 def _agency_of(client: NodeClient, address: str) -> str:
-    from chainshare.execution.contracts.addresses import MEMBERSHIP
-    from chainshare.execution.contracts.membership import Membership
-    from chainshare.sharing.records import decode_return, encode_call
+    from chainshare.cli.credit.records import agency_of
 
-    out = client.rpc("eth_call", {"to": "0x" + MEMBERSHIP.hex(), "data": "0x" + encode_call(
-        Membership(), "agencyOf", address).hex()}, "latest")
-    name = str(decode_return(Membership(), "agencyOf", bytes.fromhex(out[2:]))[0])
-    if not name:
-        raise InvalidInput(f"account {address} belongs to no member agency")
-    return name
+    try:
+        return agency_of(client, address)
+    except ExecutionReverted as exc:
+        raise InvalidInput(f"account {address} belongs to no member agency") from exc
 
 
 @group.command("revoke")

@@ -29,13 +29,14 @@ from chainshare.cli.signing import (
     new_request_stamp,
     raise_api_error,
 )
-from chainshare.client import NodeClient, NodeUnreachable, transact
+from chainshare.client import NodeClient, NodeUnreachable, transact_checked
 from chainshare.crypto.envelope import new_keccak256
 from chainshare.errors import ChainshareError, InvalidInput
 from chainshare.execution.abi import to_jsonable
 from chainshare.execution.contracts import DATASETS
+from chainshare.execution.runtime import encode_call
 from chainshare.sharing import protocol as wire
-from chainshare.sharing.records import DATASETS_CONTRACT, decode_receipt_events, encode_call
+from chainshare.sharing.records import DATASETS_CONTRACT, decode_receipt_events
 from chainshare.sharing.schema import (
     Schema,
     canonical_json,
@@ -157,11 +158,9 @@ def send_datasets_call(url: str, key: bytes, method: str, *args: Any) -> dict[st
     """Send ``Datasets.method(*args)`` signed by ``key``; its receipt (ChainshareError with the reason if it
     reverted: the uploaded file stays in the vault, and sending again reuses it)."""
     with NodeClient(url) as client:
-        receipt = transact(client, key, DATASETS, encode_call(DATASETS_CONTRACT, method, *args))
-    if receipt["status"] != "0x1":
-        raise ChainshareError(f"Datasets.{method} reverted: {receipt.get('revertReason') or 'no reason given'} "
-                              "(the file stays in the vault; publishing again reuses it)")
-    return receipt
+        return transact_checked(client, key, DATASETS, encode_call(DATASETS_CONTRACT, method, *args),
+                                failure=f"Datasets.{method} reverted", no_reason="no reason given",
+                                advice="the file stays in the vault; publishing again reuses it")
 
 
 @group.command("list")

@@ -31,14 +31,14 @@ import click
 
 from chainshare.cli.common import acting_options, emit, json_option, parse_positive_id, resolve_actor
 from chainshare.cli.signing import api_get
-from chainshare.client import NodeClient, transact
+from chainshare.client import NodeClient, call_view, transact_checked
 from chainshare.crypto.ca import compute_certificate_fingerprint
 from chainshare.errors import ChainshareError, InvalidInput
-from chainshare.execution import abi
 from chainshare.execution.contracts import ACCESS_CONTROL, GOVERNANCE, MEMBERSHIP
 from chainshare.execution.contracts.governance import Governance
 from chainshare.execution.contracts.membership import MAX_CERT, Membership
-from chainshare.sharing.records import ACCESS_CONTRACT, decode_return, encode_call
+from chainshare.execution.runtime import encode_call
+from chainshare.sharing.records import ACCESS_CONTRACT
 
 group = click.Group("emergency", help="Freeze a dataset, pause sharing, revoke a compromised agency (runbook).")
 GOV = Governance()
@@ -53,10 +53,8 @@ def _reason(reason: str) -> str:
 
 
 def _send(client: NodeClient, key: bytes, to: bytes, data: bytes, what: str) -> dict[str, Any]:
-    receipt = transact(client, key, to, data, timeout=120)
-    if receipt["status"] != "0x1":
-        raise ChainshareError(f"{what} reverted: {receipt.get('revertReason') or 'no reason given'}")
-    return receipt
+    return transact_checked(client, key, to, data, failure=f"{what} reverted", no_reason="no reason given",
+                            timeout=120)
 
 
 def _propose(client: NodeClient, key: bytes, target: bytes, data: bytes, description: str) -> dict[str, Any]:
@@ -70,13 +68,8 @@ def _propose(client: NodeClient, key: bytes, target: bytes, data: bytes, descrip
 
 
 def _votes(client: NodeClient, pid: int) -> tuple[int, int]:
-    def view(name: str, *args: Any) -> tuple[Any, ...]:
-        out = client.rpc("eth_call", {"to": "0x" + GOVERNANCE.hex(), "data": "0x" + encode_call(GOV, name, *args).hex()},
-                         "latest")
-        return decode_return(GOV, name, bytes.fromhex(out[2:]))
-
-    yes = int(view("getProposal", pid)[4])
-    required = int(view("requiredVotes")[0])
+    yes = int(call_view(client, GOV, "getProposal", pid)[4])
+    required = int(call_view(client, GOV, "requiredVotes")[0])
     return yes, required
 
 
@@ -391,9 +384,7 @@ def status(dataset_id: str | None, node_url: str, as_json: bool) -> None:
     """Whether sharing is paused, or the dataset frozen, and why (from the node's finalized state)."""
     ident = parse_positive_id(dataset_id, "--dataset") if dataset_id is not None else 1
     with NodeClient(node_url) as client:
-        out = client.rpc("eth_call", {"to": "0x" + ACCESS_CONTROL.hex(), "data": "0x" + encode_call(
-            ACCESS_CONTRACT, "getEmergencyStop", ident).hex()}, "latest")
-    paused, frozen, reason = abi.decode_values(["bool", "bool", "string"], bytes.fromhex(out[2:]))
+        paused, frozen, reason = call_view(client, ACCESS_CONTRACT, "getEmergencyStop", ident)
     result = {"sharing_paused": bool(paused), "reason": reason or None}
     if dataset_id is not None:
         result["dataset_id"], result["dataset_frozen"] = ident, bool(frozen)

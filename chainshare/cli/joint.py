@@ -24,14 +24,15 @@ from chainshare.cli.signing import (
     new_request_stamp,
     raise_api_error,
 )
-from chainshare.client import NodeClient, NodeUnreachable, transact
-from chainshare.errors import ChainshareError, InvalidInput
+from chainshare.client import NodeClient, NodeUnreachable, transact_checked
+from chainshare.errors import InvalidInput
 from chainshare.execution.abi import to_jsonable
 from chainshare.execution.contracts.addresses import JOINT_COMPUTE
+from chainshare.execution.runtime import encode_call
 from chainshare.privacy.aggregate import check_commitment_opening, parse_commitment_opening
 from chainshare.privacy.service import compute_joint_opening_message, compute_joint_query_message
 from chainshare.sharing import protocol as wire
-from chainshare.sharing.records import JOINT_CONTRACT, decode_receipt_events, encode_call
+from chainshare.sharing.records import JOINT_CONTRACT, decode_receipt_events
 from chainshare.sharing.schema import canonical_json
 
 group = click.Group("joint", help="Secure aggregation across agencies (joint queries over several owners' datasets).")
@@ -99,9 +100,8 @@ def expire(job_id: str, devnet_dir: object, as_agency: str | None, node_url: str
     url, key = resolve_actor(devnet_dir, as_agency, node_url, keystore, password_file)
     assert key is not None
     with NodeClient(url) as client:
-        receipt = transact(client, key, JOINT_COMPUTE, encode_call(JOINT_CONTRACT, "expireJob", ident))
-    if receipt["status"] != "0x1":
-        raise ChainshareError(f"expiring joint job {ident} failed: {receipt.get('revertReason') or 'reverted'}")
+        receipt = transact_checked(client, key, JOINT_COMPUTE, encode_call(JOINT_CONTRACT, "expireJob", ident),
+                                   failure=f"expiring joint job {ident} failed")
     expired = decode_receipt_events(receipt["logs"])["JointJobExpired"]
     result = {"job_id": ident, "expired_by": expired["by"], "expires_at": int(expired["expiresAt"]),
               "transactionHash": receipt["transactionHash"], "blockNumber": int(receipt["blockNumber"], 16)}

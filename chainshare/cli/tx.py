@@ -4,24 +4,12 @@ from __future__ import annotations
 
 import click
 
-from chainshare.cli.common import acting_options, emit, json_option, resolve_actor
+from chainshare.cli.common import acting_options, emit, json_option, parse_hash32, resolve_actor
 from chainshare.client import NodeClient, transact
-from chainshare.errors import InvalidInput
 from chainshare.execution import abi
 from chainshare.execution.contracts.addresses import NOTARY
 
 group = click.Group("tx", help="Send transactions as an agency.")
-
-
-def parse_digest(digest: str) -> bytes:
-    body = digest[2:] if digest.startswith("0x") else digest
-    try:
-        raw = bytes.fromhex(body)
-    except ValueError:
-        raw = b""
-    if len(raw) != 32:
-        raise InvalidInput(f"DIGEST must be 32 bytes of hex (64 hex digits), got {digest!r}")
-    return raw
 
 
 @group.command("anchor")
@@ -32,7 +20,7 @@ def parse_digest(digest: str) -> bytes:
 def anchor(digest: str, devnet_dir: object, as_agency: str | None, node_url: str | None, keystore: object,
            password_file: object, no_wait: bool, as_json: bool) -> None:
     """Anchor a 32-byte DIGEST in the Notary contract (reverts if it was anchored before)."""
-    d = parse_digest(digest)
+    d = parse_hash32(digest, "DIGEST")
     url, key = resolve_actor(devnet_dir, as_agency, node_url, keystore, password_file)
     assert key is not None
     name, params = abi.parse_signature("anchor(bytes32)")

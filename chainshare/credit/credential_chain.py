@@ -6,16 +6,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from chainshare.client import NodeClient, RpcError, transact
+from chainshare.client import NodeClient, RpcError, call_view, transact_checked
 from chainshare.credit.credentials import IssuerState, PublicObjects
 from chainshare.credit.events import CreditSource
 from chainshare.credit.query import get_rule_at, get_subject_records
 from chainshare.credit.scoring import compute_score
 from chainshare.errors import ChainshareError, ExecutionReverted, InvalidInput, NotFound
-from chainshare.execution import abi
 from chainshare.execution.contracts.addresses import CREDENTIAL_REGISTRY
 from chainshare.execution.contracts.credential_registry import CredentialRegistry
 from chainshare.execution.contracts.credit_registry import NEGATIVE, WITHDRAWN, compute_subject_key
+from chainshare.execution.runtime import encode_call
 
 REGISTRY = CredentialRegistry()
 BLACK_LIST_CATEGORY = "black_list"
@@ -47,32 +47,25 @@ def compute_credit_attributes(source: CreditSource, subject: str, at: int | None
 # -- reading ---------------------------------------------------------------------------------------
 
 
-def _method(name: str) -> Any:
-    return next(s for s in REGISTRY.methods.values() if s.name == name)
-
-
-def call_view(client: NodeClient, name: str, *args: Any) -> tuple[Any, ...]:
+def call_registry_view(client: NodeClient, name: str, *args: Any) -> tuple[Any, ...]:
     """A CredentialRegistry view on the node's finalized state; NotFound for "no ..." reverts."""
-    spec = _method(name)
-    data = spec.selector + abi.encode_values([p.type for p in spec.params], list(args))
     try:
-        out = client.rpc("eth_call", {"to": "0x" + CREDENTIAL_REGISTRY.hex(), "data": "0x" + data.hex()}, "latest")
+        return call_view(client, REGISTRY, name, *args)
     except ExecutionReverted as exc:
         if "no " in exc.message and "on chain" in exc.message:
             raise NotFound(exc.message.split(": ", 1)[-1]) from exc
         raise
-    return abi.decode_values([p.type for p in spec.returns], bytes.fromhex(out[2:]))
 
 
 def read_public_objects(client: NodeClient, cred_def_id: str, rev_reg_id: str) -> PublicObjects:
     """The issuer's schema, credential definition, revocation registry and LATEST status list as final on
     chain; NotFound if any is missing or they do not belong together."""
-    cred_def_json, agency, category, schema_id, _ = call_view(client, "getCredentialDefinition", cred_def_id)
-    schema_json = call_view(client, "getSchema", schema_id)[0]
-    rev_reg_json, rev_agency, _, rev_cred_def, _ = call_view(client, "getRevocationRegistry", rev_reg_id)
+    cred_def_json, agency, category, schema_id, _ = call_registry_view(client, "getCredentialDefinition", cred_def_id)
+    schema_json = call_registry_view(client, "getSchema", schema_id)[0]
+    rev_reg_json, rev_agency, _, rev_cred_def, _ = call_registry_view(client, "getRevocationRegistry", rev_reg_id)
     if rev_cred_def != cred_def_id or rev_agency != agency:
         raise NotFound(f"revocation registry {rev_reg_id!r} is not of credential definition {cred_def_id!r}")
-    status_json, timestamp, _, height = call_view(client, "getStatusList", rev_reg_id)
+    status_json, timestamp, _, height = call_registry_view(client, "getStatusList", rev_reg_id)
     return PublicObjects(agency, category, schema_id, schema_json, cred_def_id, cred_def_json, rev_reg_id,
                          rev_reg_json, status_json, timestamp, height)
 
@@ -81,20 +74,17 @@ def read_public_objects(client: NodeClient, cred_def_id: str, rev_reg_id: str) -
 
 
 def _send(client: NodeClient, key: bytes, name: str, *args: Any) -> dict[str, Any]:
-    spec = _method(name)
-    data = spec.selector + abi.encode_values([p.type for p in spec.params], list(args))
     try:
-        receipt = transact(client, key, CREDENTIAL_REGISTRY, data, timeout=120)
+        receipt = transact_checked(client, key, CREDENTIAL_REGISTRY, encode_call(REGISTRY, name, *args),
+                                   failure=f"CredentialRegistry.{name} reverted", no_reason="no reason", timeout=120)
     except (RpcError, ExecutionReverted) as exc:
         raise ChainshareError(f"CredentialRegistry.{name} refused: {exc.message}") from exc
-    if receipt.get("status") != "0x1":
-        raise ChainshareError(f"CredentialRegistry.{name} reverted: {receipt.get('revertReason') or 'no reason'}")
     return {"method": name, "transaction": receipt["transactionHash"], "block": int(receipt["blockNumber"], 16)}
 
 
 def _exists(client: NodeClient, view: str, object_id: str) -> bool:
     try:
-        call_view(client, view, object_id)
+        call_registry_view(client, view, object_id)
     except NotFound:
         return False
     return True

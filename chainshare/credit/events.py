@@ -67,18 +67,8 @@ def decode_credit_log(lg: Log) -> tuple[str, dict[str, Any]] | None:
     if lg.address != CREDIT_REGISTRY or not lg.topics:
         return None
     spec = EVENTS_BY_TOPIC.get(lg.topics[0])
-    if spec is None:
-        return None
-    indexed = [p for p in spec.params if p.indexed]
-    plain = [p for p in spec.params if not p.indexed]
-    if len(lg.topics) != 1 + len(indexed):
-        return None
-    args: dict[str, Any] = {}
-    for param, topic in zip(indexed, lg.topics[1:], strict=True):
-        args[param.name] = abi.decode_values([param.type], topic)[0]
-    for param, value in zip(plain, abi.decode_values([p.type for p in plain], lg.data), strict=True):
-        args[param.name] = value
-    return spec.name, {p.name: args[p.name] for p in spec.params}
+    args = spec.decode(lg) if spec is not None else None
+    return (spec.name, args) if spec is not None and args is not None else None
 
 
 class CreditSource(Protocol):

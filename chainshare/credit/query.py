@@ -3,11 +3,12 @@ a record's history, the rule in force, a score, and the stream of new events (th
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from chainshare.credit.events import RULE_TOPIC, CreditEvent, CreditSource
+from chainshare.credit.events import RULE_TOPIC, CreditEvent, CreditSource, format_cursor
 from chainshare.credit.lifecycle import RecordView, fold_records
 from chainshare.credit.scoring import ScoringRule, compute_score, parse_rule
 from chainshare.errors import InvalidInput, NotFound
@@ -16,7 +17,9 @@ from chainshare.execution.contracts.credit_registry import (
     compute_subject_key,
     get_subject_kind,
 )
+from chainshare.logs import log_event
 
+WATCH_LOG = logging.getLogger("chainshare.credit.watch")
 MAX_RECORD_ID = 2**64 - 1
 
 
@@ -144,3 +147,33 @@ def watch(source: CreditSource, after: tuple[int, int], topics: list[bytes | Non
             break
         head = wait(scanned)
     return position
+
+
+def watch_across_outages(source: CreditSource, after: tuple[int, int], topics: list[bytes | None],
+                         on_event: Callable[[CreditEvent], None], *, stop: Callable[[], bool], poll_s: float = 0.25,
+                         next_head: Callable[[int], int] | None = None, sleep: Callable[[float], None] = time.sleep,
+                         log: logging.Logger = WATCH_LOG) -> tuple[int, int]:
+    """``watch`` that outlives the node: while it is unreachable (restarting, say) it logs a warning, waits
+    (backing off to 10 s) and resumes after the last event delivered, so an outage neither stops it nor skips
+    or repeats an event; returns, as ``watch`` does, the position to resume from once ``stop()``."""
+    from chainshare.client import NodeUnreachable
+
+    position = after
+    backoff = poll_s
+
+    def deliver(ev: CreditEvent) -> None:
+        nonlocal position, backoff
+        on_event(ev)
+        position, backoff = ev.position, poll_s
+
+    while True:
+        try:
+            return watch(source, position, topics, deliver, poll_s=poll_s, stop=stop, next_head=next_head,
+                         sleep=sleep)
+        except NodeUnreachable as exc:
+            log_event(log, logging.WARNING, "node unreachable: retrying", error=str(exc)[:200],
+                      cursor=format_cursor(position), retry_s=backoff)
+            sleep(backoff)
+            backoff = min(backoff * 2, 10.0)
+            if stop():
+                return position

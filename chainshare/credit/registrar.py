@@ -125,18 +125,16 @@ class LookupRecorder:
         self.lock = threading.Lock()  # one sender: nonces in order
 
     def record(self, request_id: bytes, requester: str, purpose: str, decision: LookupDecision) -> str:
-        from chainshare.client import NodeClient, transact
+        from chainshare.client import NodeClient, transact_checked
         from chainshare.credit.events import REGISTRY
-        from chainshare.execution import abi
         from chainshare.execution.contracts.addresses import CREDIT_REGISTRY
+        from chainshare.execution.runtime import encode_call
 
-        spec = next(s for s in REGISTRY.methods.values() if s.name == "recordHandleLookup")
-        data = spec.selector + abi.encode_values([p.type for p in spec.params], [
-            request_id, requester, purpose, decision.allowed, decision.reason[:256]])
+        data = encode_call(REGISTRY, "recordHandleLookup", request_id, requester, purpose, decision.allowed,
+                           decision.reason[:256])
         with self.lock, NodeClient(self.rpc_url) as client:
-            receipt = transact(client, self.key, CREDIT_REGISTRY, data, timeout=60)
-        if receipt["status"] != "0x1":
-            raise ChainshareError(f"the lookup could not be recorded: {receipt.get('revertReason')}")
+            receipt = transact_checked(client, self.key, CREDIT_REGISTRY, data, failure="the lookup could not be recorded",
+                                       no_reason="no reason given", timeout=60)
         return str(receipt["transactionHash"])
 
 

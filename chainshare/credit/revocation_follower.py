@@ -15,11 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from chainshare.client import NodeClient, NodeUnreachable
+from chainshare.client import NodeClient
 from chainshare.credit import credential_chain as chain
 from chainshare.credit import credentials as zk
-from chainshare.credit.events import CreditEvent, CreditSource, RpcSource, format_cursor
-from chainshare.credit.query import watch
+from chainshare.credit.events import CreditEvent, CreditSource, RpcSource
+from chainshare.credit.query import watch_across_outages
 from chainshare.execution.contracts.credit_registry import compute_subject_key
 from chainshare.logs import log_event
 
@@ -98,15 +98,5 @@ class RevocationFollower:
         node is unreachable (restarting, say) it logs, waits (backing off to 10 s) and resumes after the last
         event it handled, so an outage neither stops it nor skips an event."""
         self.position = max(self.position, after)
-        backoff = poll_s
-        while True:
-            try:
-                return watch(self.source, self.position, [], self.on_event, poll_s=poll_s, stop=stop,
-                             next_head=next_head, sleep=sleep)
-            except NodeUnreachable as exc:
-                log_event(LOG, logging.WARNING, "node unreachable: retrying", error=str(exc)[:200],
-                          cursor=format_cursor(self.position), retry_s=backoff)
-                sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
-                if stop():
-                    return self.position
+        return watch_across_outages(self.source, self.position, [], self.on_event, stop=stop, poll_s=poll_s,
+                                    next_head=next_head, sleep=sleep, log=LOG)

@@ -76,6 +76,20 @@ class EventSpec:
         return {"type": "event", "name": self.name, "anonymous": False,
                 "inputs": [{"name": p.name, "type": p.type, "indexed": p.indexed} for p in self.params]}
 
+    def decode(self, lg: Log) -> dict[str, Any] | None:
+        """The args of ``lg`` (topics and data) as this event, in parameter order; None if its topics do not
+        fit (another event, or as many indexed values as this one has not)."""
+        indexed = [p for p in self.params if p.indexed]
+        plain = [p for p in self.params if not p.indexed]
+        if not lg.topics or lg.topics[0] != self.topic or len(lg.topics) != 1 + len(indexed):
+            return None
+        args: dict[str, Any] = {}
+        for param, topic in zip(indexed, lg.topics[1:], strict=True):
+            args[param.name] = abi.decode_values([param.type], topic)[0]
+        for param, value in zip(plain, abi.decode_values([p.type for p in plain], lg.data), strict=True):
+            args[param.name] = value
+        return {p.name: args[p.name] for p in self.params}
+
 
 @dataclass(frozen=True)
 class MethodSpec:
@@ -129,6 +143,26 @@ class SystemContract:
     def to_abi(self) -> list[dict[str, Any]]:
         items = [m.to_abi() for m in sorted(self.methods.values(), key=lambda m: m.name)]
         return items + [e.to_abi() for e in self.EVENTS]
+
+
+def get_method(contract: SystemContract, name: str) -> MethodSpec:
+    """``contract``'s method called ``name``; KeyError if it has none."""
+    for spec in contract.methods.values():
+        if spec.name == name:
+            return spec
+    raise KeyError(f"{contract.NAME} has no method {name}")
+
+
+def encode_call(contract: SystemContract, name: str, *args: Any) -> bytes:
+    """ABI call data for ``contract.name(*args)``."""
+    spec = get_method(contract, name)
+    return spec.selector + abi.encode_values([p.type for p in spec.params], list(args))
+
+
+def decode_return(contract: SystemContract, name: str, output: bytes) -> tuple[Any, ...]:
+    """The values ``contract.name`` returned, from its ABI-encoded ``output``."""
+    spec = get_method(contract, name)
+    return abi.decode_values([p.type for p in spec.returns], output)
 
 
 @dataclass

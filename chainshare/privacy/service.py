@@ -36,6 +36,7 @@ from chainshare.errors import ChainshareError, InvalidInput, NotFound, Unauthori
 from chainshare.execution.contracts import cedar
 from chainshare.execution.contracts.addresses import JOINT_COMPUTE
 from chainshare.execution.contracts.joint import FINAL_STATUSES
+from chainshare.execution.runtime import encode_call
 from chainshare.logs import log_event
 from chainshare.privacy.aggregate import (
     CommitmentOpening,
@@ -56,7 +57,7 @@ from chainshare.privacy.aggregate import (
 )
 from chainshare.sharing import protocol as wire
 from chainshare.sharing.compute import QueryRefused, compute_result_hash
-from chainshare.sharing.records import JOINT_CONTRACT, call_view, encode_call, read_dataset, select_grant
+from chainshare.sharing.records import JOINT_CONTRACT, call_view, read_dataset, select_grant
 from chainshare.sharing.schema import canonical_json, iter_records, validate_schema
 from chainshare.sharing.service import get_error_kind
 

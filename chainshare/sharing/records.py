@@ -10,6 +10,7 @@ transaction index, log index).
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from chainshare.execution.contracts.access_control import AccessControl, compute
 from chainshare.execution.contracts.datasets import Dataset, Datasets, get_dataset, get_policy_text
 from chainshare.execution.contracts.joint import JointCompute
 from chainshare.execution.contracts.membership import get_agency
-from chainshare.execution.runtime import EventSpec, MethodSpec, SystemContract
+from chainshare.execution.runtime import EventSpec, SystemContract, decode_return, encode_call
 from chainshare.ledger.chain import ChainStore
 from chainshare.ledger.types import Log
 
@@ -49,24 +50,6 @@ class ChainNode(Protocol):
 
 
 # --------------------------------------------------------------------------- calls
-
-
-def _method(contract: SystemContract, name: str) -> MethodSpec:
-    for spec in contract.methods.values():
-        if spec.name == name:
-            return spec
-    raise KeyError(f"{contract.NAME} has no method {name}")
-
-
-def encode_call(contract: SystemContract, name: str, *args: Any) -> bytes:
-    """ABI call data for ``contract.name(*args)``."""
-    spec = _method(contract, name)
-    return spec.selector + abi.encode_values([p.type for p in spec.params], list(args))
-
-
-def decode_return(contract: SystemContract, name: str, output: bytes) -> tuple[Any, ...]:
-    spec = _method(contract, name)
-    return abi.decode_values([p.type for p in spec.returns], output)
 
 
 def call_view(node: ChainNode, contract: SystemContract, name: str, *args: Any) -> tuple[Any, ...]:
@@ -100,6 +83,29 @@ def read_dataset(node: ChainNode, dataset_id: int) -> Dataset:
 
 def count_datasets(node: ChainNode) -> int:
     return int(call_view(node, DATASETS_CONTRACT, "datasetCount")[0])
+
+
+class DatasetTitleIndex:
+    """The datasets of a node's chain by (owner, title). A dataset's owner and title never change once it is
+    registered, so each dataset is read once, as it appears (the first lookup reads those registered so far,
+    each later one only the new ones); a lookup then reads just its candidates, as they are now."""
+
+    def __init__(self, node: ChainNode) -> None:
+        self.node = node
+        self._indexed = 0
+        self._ids: dict[tuple[str, str], list[int]] = {}
+        self._lock = threading.Lock()
+
+    def find(self, owner: str, title: str) -> list[Dataset]:
+        """The datasets ``owner`` registered under ``title``, oldest first (retired ones too)."""
+        with self._lock:
+            total = count_datasets(self.node)
+            for dataset_id in range(self._indexed + 1, total + 1):
+                d = read_dataset(self.node, dataset_id)
+                self._ids.setdefault((d.owner, d.title), []).append(d.id)
+            self._indexed = max(self._indexed, total)
+            ids = list(self._ids.get((owner, title), ()))
+        return [read_dataset(self.node, i) for i in ids]
 
 
 def read_versions(node: ChainNode, record: Dataset) -> list[dict[str, Any]]:
@@ -255,17 +261,8 @@ def decode_event(lg: Log) -> tuple[str, str, dict[str, Any]] | None:
     if known is None or known[0] != lg.address:
         return None
     _, contract_name, spec = known
-    indexed = [p for p in spec.params if p.indexed]
-    plain = [p for p in spec.params if not p.indexed]
-    if len(lg.topics) != 1 + len(indexed):
-        return None
-    args: dict[str, Any] = {}
-    for param, topic in zip(indexed, lg.topics[1:], strict=True):
-        args[param.name] = abi.decode_values([param.type], topic)[0]
-    values = abi.decode_values([p.type for p in plain], lg.data)
-    for param, value in zip(plain, values, strict=True):
-        args[param.name] = value
-    return contract_name, spec.name, {p.name: args[p.name] for p in spec.params}
+    args = spec.decode(lg)
+    return (contract_name, spec.name, args) if args is not None else None
 
 
 def _dataset_topic(dataset_id: int) -> bytes:

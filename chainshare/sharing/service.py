@@ -97,6 +97,7 @@ from chainshare.execution.contracts.access_control import (
 )
 from chainshare.execution.contracts.datasets import Dataset, get_version_of_hash
 from chainshare.execution.contracts.membership import get_agency_of
+from chainshare.execution.runtime import encode_call
 from chainshare.ledger.chain import ChainStore
 from chainshare.ledger.txs import sign_eip1559
 from chainshare.logs import log_event
@@ -122,7 +123,6 @@ from chainshare.sharing.records import (
     call_view,
     compute_chain_time,
     decode_event,
-    encode_call,
     get_grant_invalid_reason,
     is_grant_valid_on_chain,
     read_dataset,

@@ -21,9 +21,10 @@ from typing import Any
 import pytest
 from netkit import Devnet, cli_command, cli_json, run_cli, wait_until
 
-from chainshare.bench_credit import _call, _govern
+from chainshare.bench_credit import _govern
 from chainshare.client import NodeClient
 from chainshare.execution.contracts.credit_registry import CreditRegistry
+from chainshare.execution.runtime import encode_call
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("credential")]
 
@@ -57,11 +58,11 @@ def configure_credit(devnet: Devnet) -> Net:
     cr = CreditRegistry()
     key = bytes.fromhex(devnet.info["accounts"][0]["private_key"][2:])
     with NodeClient(devnet.rpc_url, timeout=60) as client:
-        for call in (_call(cr, "setCategory", PENALTY, "Administrative penalty", True),
-                     _call(cr, "setCategory", "black_list", "Black list (serious dishonesty)", True),
-                     _call(cr, "setIssuer", PENALTY, "agency1", True),
-                     _call(cr, "setIssuer", "black_list", "agency1", True),
-                     _call(cr, "installScoringRule", json.dumps(RULE))):
+        for call in (encode_call(cr, "setCategory", PENALTY, "Administrative penalty", True),
+                     encode_call(cr, "setCategory", "black_list", "Black list (serious dishonesty)", True),
+                     encode_call(cr, "setIssuer", PENALTY, "agency1", True),
+                     encode_call(cr, "setIssuer", "black_list", "agency1", True),
+                     encode_call(cr, "installScoringRule", json.dumps(RULE))):
             _govern(client, [key], call)
     return Net(devnet)
 

@@ -25,8 +25,8 @@ from chainshare.config import load_config
 from chainshare.crypto.ca import compute_certificate_fingerprint
 from chainshare.devnet import is_running
 from chainshare.execution.contracts.membership import Membership
+from chainshare.execution.runtime import decode_return, encode_call
 from chainshare.p2p import TlsIdentity, build_client_context
-from chainshare.sharing.records import decode_return, encode_call
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("ops")]
 

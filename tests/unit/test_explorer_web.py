@@ -12,7 +12,7 @@ from sqlalchemy import insert
 from chainshare.explorer.api.app import create_explorer_app
 from chainshare.explorer.db import schema as s
 from chainshare.explorer.db.engine import create_db_engine
-from chainshare.explorer.web.pages import f_duration, f_num, f_short, get_time_buckets
+from chainshare.explorer.web.pages import f_duration, f_num, f_short, get_endpoints, get_time_buckets
 
 EVIL = '<script>alert("x")</script>'
 
@@ -86,3 +86,13 @@ def test_helpers() -> None:
     buckets = get_time_buckets([{"bucket": 600, "txs": 6, "tx_per_s": 0.1}], 725, 60, 5)
     assert [b["bucket"] for b in buckets] == [480, 540, 600, 660, 720] and buckets[2]["txs"] == 6
     assert sum(b["txs"] for b in buckets) == 6
+
+
+def test_the_pages_see_the_endpoints_of_included_routers(tmp_path: Path) -> None:
+    """The credit, joint-job and Etherscan APIs are included routers (one entry in ``app.routes`` since
+    FastAPI 0.137): the pages' endpoint map holds their endpoint functions all the same."""
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'ex.db'}")
+    ep = get_endpoints(create_explorer_app(engine))
+    assert {"get_record", "get_list", "get_provenance", "get_joint_job", "get_joint_jobs", "etherscan",
+            "list_blocks", "status"} <= set(ep)
+    assert ep["get_joint_jobs"].__module__ == "chainshare.explorer.api.joint"

@@ -9,11 +9,11 @@ from typing import Any
 import click
 
 from chainshare.cli.common import acting_options, emit, json_option, resolve_actor
-from chainshare.cli.credit.records import _actor, _encode, group, parse_period
-from chainshare.client import NodeClient
+from chainshare.cli.credit.records import REGISTRY, _actor, group, parse_period
+from chainshare.client import NodeClient, transact
 from chainshare.errors import InvalidInput
-from chainshare.execution import abi
 from chainshare.execution.contracts.addresses import CREDIT_REGISTRY
+from chainshare.execution.runtime import encode_call
 
 govern = click.Group("govern", help="Propose, vote and execute CreditRegistry configuration through Governance.")
 group.add_command(govern)
@@ -24,15 +24,8 @@ def _governance_tx(kw: dict[str, Any], data: bytes, what: str) -> dict[str, Any]
 
     url, key = resolve_actor(*_actor(kw))
     assert key is not None
-    from chainshare.crypto.secp import address_of_private_key
-    from chainshare.ledger.txs import sign_eip1559
-
     with NodeClient(url) as client:
-        sender = "0x" + address_of_private_key(key).hex()
-        chain_id = int(client.rpc("eth_chainId"), 16)
-        nonce = int(client.rpc("eth_getTransactionCount", sender, "pending"), 16)
-        raw = sign_eip1559(key, chain_id=chain_id, nonce=nonce, to=GOVERNANCE, data=data, gas=5_000_000)
-        receipt = client.wait_for_receipt(client.rpc("eth_sendRawTransaction", "0x" + raw.hex()), 60)
+        receipt = transact(client, key, GOVERNANCE, data, gas=5_000_000, timeout=60)
     out: dict[str, Any] = {"transaction": receipt["transactionHash"], "block": int(receipt["blockNumber"], 16),
                            "status": "success" if receipt["status"] == "0x1" else "reverted"}
     if receipt["status"] != "0x1":
@@ -52,10 +45,8 @@ def _propose(kw: dict[str, Any], method: str, args: list[Any], description: str)
     from chainshare.execution.contracts.governance import Governance
 
     as_json = kw.pop("as_json")
-    gov = Governance()
-    spec = next(s for s in gov.methods.values() if s.name == "propose")
-    data = spec.selector + abi.encode_values([p.type for p in spec.params],
-                                             ["0x" + CREDIT_REGISTRY.hex(), _encode(method, *args), description])
+    data = encode_call(Governance(), "propose", "0x" + CREDIT_REGISTRY.hex(), encode_call(REGISTRY, method, *args),
+                       description)
     out = _governance_tx(kw, data, "propose")
     _finish(out, as_json, f"proposal {out.get('proposal')}: {description} (agencies vote, then execute it)")
 
@@ -128,8 +119,7 @@ def govern_vote(proposal: int, against: bool, **kw: Any) -> None:
     from chainshare.execution.contracts.governance import Governance
 
     as_json = kw.pop("as_json")
-    spec = next(s for s in Governance().methods.values() if s.name == "vote")
-    out = _governance_tx(kw, spec.selector + abi.encode_values(["uint256", "bool"], [proposal, not against]), "vote")
+    out = _governance_tx(kw, encode_call(Governance(), "vote", proposal, not against), "vote")
     _finish(out, as_json, f"voted {'no' if against else 'yes'} on proposal {proposal}")
 
 
@@ -142,6 +132,5 @@ def govern_execute(proposal: int, **kw: Any) -> None:
     from chainshare.execution.contracts.governance import Governance
 
     as_json = kw.pop("as_json")
-    spec = next(s for s in Governance().methods.values() if s.name == "execute")
-    out = _governance_tx(kw, spec.selector + abi.encode_values(["uint256"], [proposal]), "execute")
+    out = _governance_tx(kw, encode_call(Governance(), "execute", proposal), "execute")
     _finish(out, as_json, f"proposal {proposal} executed")

@@ -13,11 +13,9 @@ from typing import Any
 import click
 
 from chainshare.cli.common import acting_options, emit, json_option, resolve_actor
-from chainshare.cli.credit.records import _actor, _encode, agency_of, group
-from chainshare.client import NodeClient
+from chainshare.cli.credit.records import REGISTRY, _actor, agency_of, group
+from chainshare.client import NodeClient, call_view
 from chainshare.errors import ChainshareError, InvalidInput
-from chainshare.execution import abi
-from chainshare.execution.contracts.addresses import CREDIT_REGISTRY
 
 
 @group.command("registrar-key")
@@ -55,9 +53,8 @@ def handle(key_file: Path, **kw: Any) -> None:
     with NodeClient(url) as client:
         sender = "0x" + address_of_private_key(key).hex()
         agency = agency_of(client, sender)
-        out = client.rpc("eth_call", {"to": "0x" + CREDIT_REGISTRY.hex(),
-                                      "data": "0x" + _encode("isRegistrar", agency).hex()}, "latest")
-    if not abi.decode_values(["bool"], bytes.fromhex(out[2:]))[0]:
+        is_registrar = call_view(client, REGISTRY, "isRegistrar", agency)[0]
+    if not is_registrar:
         raise Unauthorized(f"agency {agency!r} does not hold the credit_registrar role (Governance grants it)")
     subject_handle = compute_person_handle(registrar_key_bytes, resident_id)
     emit({"handle": subject_handle, "registrar": agency}, as_json, subject_handle)

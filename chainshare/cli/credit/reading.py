@@ -224,10 +224,14 @@ def watch(category: str | None, subject: str | None, from_height: int | None, cu
     """Stream new and changed records (one JSON object a line) as their blocks finalize: resumable from a
     height or cursor, no gaps and no duplicates across a restart with --cursor-file. Woken by the node's
     websocket subscription to finalized heads (polling while it is unavailable); each new range of blocks is
-    read from the node's finalized logs (eth_getLogs)."""
+    read from the node's finalized logs (eth_getLogs). While the node is unreachable (restarting, say) it
+    warns on stderr, retries (backing off to 10 s) and resumes after the last event it printed."""
     from chainshare.client import HeadSubscription
     from chainshare.credit import query
     from chainshare.credit.events import RpcSource, format_cursor, parse_cursor
+    from chainshare.logs import configure_logging
+
+    configure_logging("warning")  # stdout carries the events; an outage is said on stderr
 
     if subject is not None:
         parse_subject(subject)
@@ -269,8 +273,8 @@ def watch(category: str | None, subject: str | None, from_height: int | None, cu
             return stopping or (max_events is not None and delivered >= max_events)
 
         try:
-            last = query.watch(src, after, topics, on_event, poll_s=poll, stop=stop,
-                               next_head=heads.next_head if heads is not None else None)
+            last = query.watch_across_outages(src, after, topics, on_event, poll_s=poll, stop=stop,
+                                              next_head=heads.next_head if heads is not None else None)
         except KeyboardInterrupt:
             return
         finally:

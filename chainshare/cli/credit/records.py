@@ -22,9 +22,9 @@ from typing import Any
 
 import click
 
-from chainshare.cli.common import acting_options, emit, json_option, resolve_actor
+from chainshare.cli.common import acting_options, emit, json_option, parse_hash32, resolve_actor
 from chainshare.cli.credit.details_store import read_details_policy, store_person_details
-from chainshare.client import NodeClient
+from chainshare.client import NodeClient, call_view, transact
 from chainshare.credit.batches import (
     Batch,
     choose_sstore_word,
@@ -34,13 +34,13 @@ from chainshare.credit.batches import (
 from chainshare.credit.query import check_subject
 from chainshare.crypto.hashing import keccak256
 from chainshare.errors import ChainshareError, InvalidInput, NotFound
-from chainshare.execution import abi
 from chainshare.execution.contracts.addresses import CREDIT_REGISTRY
 from chainshare.execution.contracts.credit_registry import (
     NEGATIVE,
     POSITIVE,
     CreditRegistry,
 )
+from chainshare.execution.runtime import encode_call
 
 group = click.Group("credit", help="Credit records: publish, correct, object, repair, show, score, watch.")
 
@@ -82,17 +82,6 @@ def parse_time(text: str | None, what: str) -> int | None:
         raise InvalidInput(f"{what} {text!r} must be YYYY-MM-DD, an ISO date-time or unix seconds") from None
 
 
-def parse_hash(text: str, what: str) -> bytes:
-    body = text[2:] if text.startswith("0x") else text
-    try:
-        raw = bytes.fromhex(body)
-    except ValueError:
-        raw = b""
-    if len(raw) != 32:
-        raise InvalidInput(f"{what} must be 32 bytes of hex (64 hex digits)")
-    return raw
-
-
 def parse_polarity(text: str) -> int:
     value = {"positive": POSITIVE, "negative": NEGATIVE, "1": POSITIVE, "2": NEGATIVE}.get(text.strip().lower())
     if value is None:
@@ -118,21 +107,16 @@ def record_args(row: dict[str, str], now: int) -> list[Any]:
         if summary:
             summary_hash, summary = keccak256(summary.encode()), ""  # a person's summary never goes on chain
         elif row.get("summary_hash"):
-            summary_hash = parse_hash(row["summary_hash"], "summary hash")
+            summary_hash = parse_hash32(row["summary_hash"], "summary hash")
     decision = parse_time(row.get("decision_date"), "decision date") or now
     effective = parse_time(row.get("effective_from"), "effective from") or decision
     return [subject, need("category"), parse_polarity(need("polarity")), int(severity), need("document_number"),
             need("authority"), need("legal_basis"), summary, summary_hash, decision, effective,
             parse_period(row.get("min_period") or "0s", "minimum period"),
-            parse_period(need("max_period"), "maximum period"), parse_hash(need("evidence_hash"), "evidence hash")]
+            parse_period(need("max_period"), "maximum period"), parse_hash32(need("evidence_hash"), "evidence hash")]
 
 
 # --------------------------------------------------------------------------- sending
-
-
-def _encode(name: str, *args: Any) -> bytes:
-    spec = next(s for s in REGISTRY.methods.values() if s.name == name)
-    return spec.selector + abi.encode_values([p.type for p in spec.params], list(args))
 
 
 def _outcome(receipt: dict[str, Any], method: str) -> dict[str, Any]:
@@ -160,22 +144,14 @@ def _outcome(receipt: dict[str, Any], method: str) -> dict[str, Any]:
 
 def _send(url: str, key: bytes, data: bytes, method: str) -> dict[str, Any]:
     """Sign and send one call with an explicit gas limit (so a refused call is mined and shows its reason)."""
-    from chainshare.crypto.secp import address_of_private_key
-    from chainshare.ledger.txs import sign_eip1559
-
     with NodeClient(url) as client:
-        sender = "0x" + address_of_private_key(key).hex()
-        chain_id = int(client.rpc("eth_chainId"), 16)
-        nonce = int(client.rpc("eth_getTransactionCount", sender, "pending"), 16)
-        raw = sign_eip1559(key, chain_id=chain_id, nonce=nonce, to=CREDIT_REGISTRY, data=data, gas=3_000_000)
-        tx_hash = client.rpc("eth_sendRawTransaction", "0x" + raw.hex())
-        return _outcome(client.wait_for_receipt(tx_hash, 60), method)
+        return _outcome(transact(client, key, CREDIT_REGISTRY, data, gas=3_000_000, timeout=60), method)
 
 
 def _act(method: str, args: list[Any], actor: tuple[Any, ...], as_json: bool) -> None:
     url, key = resolve_actor(*actor)
     assert key is not None
-    result = _send(url, key, _encode(method, *args), method)
+    result = _send(url, key, encode_call(REGISTRY, method, *args), method)
     human = (f"{method}: {result['status']} in block {result['block']}"
              + (f" (record {result['record']})" if "record" in result else "")
              + (f": {result.get('reason')}" if result["status"] == "reverted" else ""))
@@ -190,13 +166,11 @@ def _chain_now(url: str) -> int:
 
 
 def agency_of(client: NodeClient, sender: str) -> str:
-    """The member agency of account ``sender`` ("" if none), from Membership on the node."""
-    from chainshare.execution.contracts.addresses import MEMBERSHIP
+    """The member agency of account ``sender``, from Membership on the node (ExecutionReverted "account is not
+    a member of any active agency" if it belongs to none)."""
+    from chainshare.execution.contracts.membership import Membership
 
-    spec = abi.parse_signature("agencyOf(address account)")
-    raw = client.rpc("eth_call", {"to": "0x" + MEMBERSHIP.hex(), "data": "0x" + (
-        abi.compute_selector(*spec) + abi.encode_values(["address"], [sender])).hex()}, "latest")
-    return str(abi.decode_values(["string"], bytes.fromhex(raw[2:]))[0])
+    return str(call_view(client, Membership(), "agencyOf", sender)[0])
 
 
 def plan_publish(client: NodeClient, sender: str, rows: list[list[Any]], *, per_tx: int) -> list[Batch]:
@@ -334,7 +308,7 @@ def publish(**kw: Any) -> None:
     if csv_file is None:
         row = _row_from_options(kw)
         args = record_args(row, now)
-        result = _send(url, key, _encode("publish", *args), "publish")
+        result = _send(url, key, encode_call(REGISTRY, "publish", *args), "publish")
         if result["status"] == "success" and _has_details(row):
             result["details"] = store_person_details(url, key, result["record"], 1, row["subject"], row["summary"],
                                                      read_details_policy(details_policy_file))
@@ -412,7 +386,7 @@ def correct(record_id: int, reason: str, **kw: Any) -> None:
     # A person's new summary: the new version's details go into the details dataset as its next version.
     url, key = resolve_actor(*actor)
     assert key is not None
-    result = _send(url, key, _encode("correct", record_id, *args[2:], reason), "correct")
+    result = _send(url, key, encode_call(REGISTRY, "correct", record_id, *args[2:], reason), "correct")
     if result["status"] == "success":
         from chainshare.cli.signing import api_get
 

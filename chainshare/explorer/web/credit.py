@@ -10,38 +10,23 @@ A person's records show the handle and the hashes the chain holds, nothing else.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, StreamingResponse
-from fastapi.routing import APIRoute
 from markupsafe import Markup
 from sqlalchemy import Engine, func, select
-from sqlalchemy.exc import SQLAlchemyError
-from starlette.concurrency import run_in_threadpool
 
 from chainshare.credit.query import MAX_RECORD_ID, check_subject
 from chainshare.execution.contracts.addresses import CREDIT_REGISTRY
 from chainshare.execution.contracts.credit_registry import compute_subject_key
 from chainshare.explorer.db import schema as s
+from chainshare.explorer.web.live import After, LiveEvent, get_resume_point, stream_live_events
 
-
-@dataclass(frozen=True)
-class PageTools:
-    """What the credit pages borrow from ``pages.mount_pages``."""
-
-    page: Callable[[str], Callable[..., Any]]
-    render: Callable[..., HTMLResponse]
-    cursor: Callable[[Request], int | None]
-    endpoints: dict[str, Callable[..., Any]]
-    proof_bundle: Callable[[str], tuple[dict[str, Any], dict[str, Any]]]
-    page_error: Callable[[int, str, str], Exception]
-    verifier_installed: Callable[[], bool]
+if TYPE_CHECKING:
+    from chainshare.explorer.web.pages import PageTools
 
 
 def embed_json(value: Any) -> Markup:
@@ -84,11 +69,7 @@ def get_latest_credit_seq(reader: Engine, subject: str | None) -> int:
 
 
 def mount_credit_pages(app: FastAPI, reader: Engine, kit: PageTools) -> None:
-    from chainshare.explorer.api.credit import create_credit_router
-
-    # the credit API's endpoint functions (an included router's routes are not listed in app.routes)
-    ep = {**kit.endpoints, **{r.name: r.endpoint for r in create_credit_router(reader).routes
-                              if isinstance(r, APIRoute)}}
+    ep = kit.endpoints  # the credit API's endpoint functions among them
 
     @kit.page("/credit")
     def credit_home(request: Request) -> HTMLResponse:
@@ -126,28 +107,21 @@ def mount_credit_pages(app: FastAPI, reader: Engine, kit: PageTools) -> None:
                           csv=f"/api/v1/credit/lists/{list_name}?format=csv")
 
     @app.get("/live/credit", include_in_schema=False)
-    async def live_credit(request: Request, subject: str | None = None, after: int | None = None) -> StreamingResponse:
+    def live_credit(request: Request, subject: Annotated[str | None, Query(max_length=80)] = None,
+                    after: After = None) -> StreamingResponse:
         """One SSE event each time credit events (of ``subject``, or any) are indexed after ``after``."""
         if subject is not None:
-            check_subject(subject[:80])
+            check_subject(subject)
+        last = get_resume_point(request, after)
 
-        async def events() -> AsyncIterator[str]:
-            last = after
-            yield "retry: 3000\n\n"
-            deadline = time.monotonic() + 600
-            while time.monotonic() < deadline and not await request.is_disconnected():
-                try:
-                    seq = await run_in_threadpool(get_latest_credit_seq, reader, subject)
-                    if last is None:
-                        last = seq
-                    if seq > last:
-                        last = seq
-                        yield f"event: credit\nid: {seq}\ndata: {json.dumps({'seq': seq})}\n\n"
-                    else:
-                        yield ": keep-alive\n\n"
-                except SQLAlchemyError:
-                    yield ": database unavailable\n\n"
-                await asyncio.sleep(1.0)
+        def poll(limit: int) -> list[LiveEvent]:
+            nonlocal last
+            seq = get_latest_credit_seq(reader, subject)
+            if last is None:
+                last = seq
+            if seq <= last:
+                return []
+            last = seq
+            return [LiveEvent("credit", seq, {"seq": seq})]
 
-        return StreamingResponse(events(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+        return stream_live_events(request, poll)

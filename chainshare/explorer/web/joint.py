@@ -5,33 +5,31 @@ Registered by ``pages.mount_pages`` with its page decorator, so errors render as
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse
-from sqlalchemy import Engine
 
-from chainshare.explorer.api.joint import list_joint_jobs, read_joint_job
+if TYPE_CHECKING:
+    from chainshare.explorer.web.pages import PageTools
 
 PAGE = 25
 
 
-def mount_joint_pages(page: Callable[[str], Callable[..., Any]], render: Callable[..., HTMLResponse],
-                      cursor: Callable[[Request], int | None], reader: Engine,
-                      page_error: Callable[[int, str, str], Exception]) -> None:
-    """Add the joint-job pages through ``page`` (the pages' decorator), reading what the API serves."""
+def mount_joint_pages(kit: PageTools) -> None:
+    """Add the joint-job pages through ``kit.page``, reading what the joint-job API serves."""
+    ep = kit.endpoints
 
-    @page("/joint")
+    @kit.page("/joint")
     def joint_jobs_page(request: Request) -> HTMLResponse:
-        return render(request, "joint_jobs.html", page=list_joint_jobs(reader, cursor(request), PAGE))
+        return kit.render(request, "joint_jobs.html", page=ep["get_joint_jobs"](before=kit.cursor(request), limit=PAGE))
 
-    @page("/joint/{job_id}")
+    @kit.page("/joint/{job_id}")
     def joint_job_page(request: Request, job_id: str) -> HTMLResponse:
         if not re.fullmatch(r"[0-9]{1,15}", job_id):
-            raise page_error(400, "Not a joint job id", f"{job_id[:80]!r} is not a joint job id (a number).")
-        job = read_joint_job(reader, int(job_id))
+            raise kit.page_error(400, "Not a joint job id", f"{job_id[:80]!r} is not a joint job id (a number).")
+        job = ep["get_joint_job"](job_id=int(job_id))
         rows = [{"agency": agency, "dataset": d, "commitment": c, "confirmation": f}
                 for agency, d, c, f in zip(job["participants"], job["datasets"], job["commitments"],
                                            job["confirmations"], strict=True)]
-        return render(request, "joint_job.html", job=job, rows=rows)
+        return kit.render(request, "joint_job.html", job=job, rows=rows)

@@ -11,20 +11,20 @@ header, the genesis set and the epoch-change proofs that prove the set from it) 
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, iter_route_contexts
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
@@ -35,6 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from chainshare.errors import ChainshareError, NotFound
 from chainshare.explorer.web import queries
+from chainshare.explorer.web.live import After, LiveEvent, get_resume_point, stream_live_events
 from chainshare.logs import log_event
 
 log = logging.getLogger("chainshare.explorer.web")
@@ -104,14 +105,35 @@ def get_time_buckets(items: list[dict[str, Any]], now_s: int, width: int, count:
             for b in range(last - (count - 1) * width, last + 1, width)]
 
 
+@dataclass(frozen=True)
+class PageTools:
+    """What the credit and joint-job pages borrow from ``mount_pages``: its page decorator (errors render as
+    on every page), renderer, cursor parser, the API's endpoint functions and the proof bundles."""
+
+    page: Callable[[str], Callable[..., Any]]
+    render: Callable[..., HTMLResponse]
+    cursor: Callable[[Request], int | None]
+    endpoints: dict[str, Callable[..., Any]]
+    proof_bundle: Callable[[str], tuple[dict[str, Any], dict[str, Any]]]
+    page_error: Callable[[int, str, str], Exception]
+    verifier_installed: Callable[[], bool]
+
+
 def page_link(kind: str, ident: Any) -> str:
     return {"block": "/block/{}", "tx": "/tx/{}", "address": "/address/{}", "agency": "/agency/{}",
             "dataset": "/dataset/{}", "credit_subject": "/credit/subjects/{}", "credit_record": "/credit/records/{}"}[kind].format(quote(str(ident), safe=""))
 
 
+def get_endpoints(app: FastAPI) -> dict[str, Callable[..., Any]]:
+    """``app``'s API endpoint functions by route name, those of included routers too (since FastAPI 0.137
+    ``app.routes`` holds an included router as one entry, which ``iter_route_contexts`` expands)."""
+    return {c.name: c.endpoint for c in iter_route_contexts(app.routes)
+            if isinstance(c.original_route, APIRoute) and c.name is not None and c.endpoint is not None}
+
+
 def mount_pages(app: FastAPI, reader: Engine) -> None:
     """Add the pages, their static assets and an HTML error page to ``app`` (the explorer API)."""
-    ep: dict[str, Callable[..., Any]] = {r.name: r.endpoint for r in app.routes if isinstance(r, APIRoute)}
+    ep = get_endpoints(app)
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     env = templates.env
     env.filters.update(num=f_num, short=f_short, time=f_time, tojson_pretty=f_json, duration=f_duration)
@@ -363,43 +385,34 @@ def mount_pages(app: FastAPI, reader: Engine) -> None:
 
     # -- live updates (server-sent events) ---------------------------------------------------------
     @app.get("/live/blocks", include_in_schema=False)
-    async def live_blocks(request: Request, after: int | None = None) -> StreamingResponse:
+    def live_blocks(request: Request, after: After = None) -> StreamingResponse:
         """New finalized blocks (and their transactions) as they are indexed: one SSE event per block."""
-        async def events() -> AsyncIterator[str]:
-            last = after
-            yield "retry: 3000\n\n"
-            deadline = time.monotonic() + 600  # clients reconnect (EventSource does) after 10 minutes
-            while time.monotonic() < deadline and not await request.is_disconnected():
-                try:
-                    blocks = (await run_in_threadpool(ep["list_blocks"], limit=10))["items"]
-                    if last is None:
-                        last = blocks[0]["height"] if blocks else -1
-                    new = [b for b in reversed(blocks) if b["height"] > last]
-                    for b in new:
-                        txs = (await run_in_threadpool(ep["list_txs"], limit=20, from_block=b["height"],
-                                                       to_block=b["height"]))["items"]
-                        st = await run_in_threadpool(status)
-                        payload = {"block": b, "txs": txs, "status": {"indexed_height": st["indexed_height"],
-                                                                      "lag": st["lag"]}}
-                        yield f"event: block\nid: {b['height']}\ndata: {json.dumps(payload)}\n\n"
-                        last = b["height"]
-                    if not new:
-                        yield ": keep-alive\n\n"
-                except SQLAlchemyError:
-                    yield ": database unavailable\n\n"
-                await asyncio.sleep(1.0)
+        last = get_resume_point(request, after)
 
-        return StreamingResponse(events(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+        def poll(limit: int) -> list[LiveEvent]:
+            nonlocal last
+            blocks = ep["list_blocks"](limit=limit)["items"]
+            if last is None:
+                last = blocks[0]["height"] if blocks else -1
+            out = []
+            for b in reversed(blocks):
+                if b["height"] > last:
+                    txs = ep["list_txs"](limit=20, from_block=b["height"], to_block=b["height"])["items"]
+                    st = status()
+                    out.append(LiveEvent("block", b["height"], {"block": b, "txs": txs, "status": {
+                        "indexed_height": st["indexed_height"], "lag": st["lag"]}}))
+                    last = b["height"]
+            return out
 
-    from chainshare.explorer.web.credit import PageTools, mount_credit_pages
+        return stream_live_events(request, poll)
 
-    mount_credit_pages(app, reader, PageTools(page, render, cursor, ep, get_proof_bundle, PageError,
-                                              lambda: (HERE / "static" / "verify.bundle.js").exists()))
-
+    from chainshare.explorer.web.credit import mount_credit_pages
     from chainshare.explorer.web.joint import mount_joint_pages
 
-    mount_joint_pages(page, render, cursor, reader, PageError)
+    kit = PageTools(page, render, cursor, ep, get_proof_bundle, PageError,
+                    lambda: (HERE / "static" / "verify.bundle.js").exists())
+    mount_credit_pages(app, reader, kit)
+    mount_joint_pages(kit)
 
     # -- HTML errors outside /api ------------------------------------------------------------------
     api_http_error = app.exception_handlers.get(StarletteHTTPException)
