@@ -177,14 +177,28 @@ def sim(seeds: int, n: int, reconfigure: bool, twins_seeds: int) -> None:
               help="Instead: a chain of this many credit records (publishBatch), then the credit API's latency.")
 @click.option("--credit-subjects", type=click.IntRange(1, 10_000_000), default=None,
               help="Subjects the credit records are spread over (default: records / 10).")
+@click.option("--api-only", is_flag=True,
+              help="Only load 2 API replicas over --db, a database an earlier `bench explorer --txs` run indexed.")
 def explorer(txs: int, db: str, clients: int, requests: int, credit_records: int | None,
-             credit_subjects: int | None) -> None:
+             credit_subjects: int | None, api_only: bool) -> None:
     """Build a certified chain of TXS signed transactions offline (or of --credit-records credit records),
     index it, then load 2 API replicas."""
     import json
 
     from chainshare.bench import write_result
 
+    if api_only:
+        from chainshare.explorer.bench import run_explorer_api_bench
+        from chainshare.explorer.db.engine import create_db_engine, has_schema
+
+        if credit_records is not None:
+            raise click.UsageError("--api-only re-measures a `--txs` run's database; it takes no --credit-records")
+        if not has_schema(create_db_engine(db, readonly=True)):
+            raise click.UsageError(f"--api-only: {db} holds no indexed chain (run `bench explorer --txs N` first)")
+        result = run_explorer_api_bench(db, clients, requests)
+        result["saved_to"] = str(write_result(result))
+        click.echo(json.dumps(result))
+        return
     if credit_records is not None:
         from chainshare.explorer.credit_bench import run_credit_bench
 

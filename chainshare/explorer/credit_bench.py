@@ -18,7 +18,7 @@ from stdnum.cn import uscc
 from chainshare.credit.batches import encode_publish_batch
 from chainshare.crypto.hashing import keccak256
 from chainshare.execution.contracts.addresses import CREDIT_REGISTRY, GOVERNANCE
-from chainshare.explorer.bench import Call, _call, _rss_mb, build_chain, measure_latency, serve_replicas
+from chainshare.explorer.bench import Call, _call, _rss_mb, build_chain, measure_endpoints, serve_replicas
 
 CATEGORY = "administrative_penalty"
 RULE = {"name": "bench", "base": 1000, "min": 0, "max": 2000,
@@ -78,15 +78,12 @@ def run_credit_bench(n_records: int, n_subjects: int, db: str, clients: int = 8,
         "index_s": round(index_s, 1), "index_cpu_us_per_record": round(index_cpu / n_records * 1e6, 1),
         "load_average": [round(x, 2) for x in os.getloadavg()]}
     with serve_replicas(db, free_port_block(2)) as (urls, pids):
-        measure_latency(urls, subjects[:16], clients, 32)  # warm the connection pools
-        result["api"] = {
-            "credit_subject": measure_latency(urls, subjects, clients, requests),
-            "credit_record": measure_latency(urls, records, clients, requests),
-            "credit_black_list": measure_latency(urls, ["/api/v1/credit/lists/black?limit=20"], clients, requests),
-            "credit_red_list_deep": measure_latency(urls, [f"/api/v1/credit/lists/red?limit=20&before={n_records // 2}"],
-                                                    clients, requests),
-            "search_uscc": measure_latency(urls, [f"/api/v1/search?q={bench_subject(n_subjects // 2)}"], clients,
-                                           requests),
-            "api_rss_mb": [_rss_mb(p) for p in pids], "clients": clients}
+        result["api"] = measure_endpoints(urls, {
+            "credit_subject": subjects,
+            "credit_record": records,
+            "credit_black_list": ["/api/v1/credit/lists/black?limit=20"],
+            "credit_red_list_deep": [f"/api/v1/credit/lists/red?limit=20&before={n_records // 2}"],
+            "search_uscc": [f"/api/v1/search?q={bench_subject(n_subjects // 2)}"]}, clients, requests)
+        result["api"] |= {"api_rss_mb": [_rss_mb(p) for p in pids], "clients": clients}
     result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     return result

@@ -322,3 +322,29 @@ def test_a_later_epochs_set_is_proven_from_genesis_and_forged_changes_fail_at_th
     assert "do not hash to block" in details[1]
     assert "a validator-set change is missing" in details[2]
     assert "genesis set served does not hash" in details[3]
+
+
+def test_a_pairing_check_that_held_is_not_repeated_and_a_changed_one_is_checked_again(node_ready: None) -> None:
+    """The second verification of the same epoch-1 page runs no pairing check (the walk's two QCs, the
+    PoPs and the block's QC are remembered), yet a bundle whose QC signature differs in one byte is checked
+    again and fails: a remembered result is keyed by every byte the check reads."""
+    good, _ = changed_chain_bundle()
+    qc = bytearray(bytes.fromhex(good["qc"][2:]))
+    qc[-5] ^= 1  # inside the aggregate signature (the last field of the encoded QC)
+    tampered = {**good, "qc": "0x" + qc.hex()}
+    script = (f"import {{ verifyProof, countPairingChecks }} from {json.dumps(VERIFY.as_uri())};\n"
+              "import { readFileSync } from 'node:fs';\n"
+              "const out = JSON.parse(readFileSync(0, 'utf8')).map((b) => {\n"
+              "  const before = countPairingChecks();\n"
+              "  const r = verifyProof(b);\n"
+              "  return { ok: r.ok, last: r.steps[r.steps.length - 1], checks: countPairingChecks() - before };\n"
+              "});\n"
+              "process.stdout.write(JSON.stringify(out));\n")
+    out = subprocess.run(["node", "--input-type=module", "-e", script], input=json.dumps([good, good, tampered]),
+                         capture_output=True, text=True, timeout=120, check=True)
+    first, again, forged = json.loads(out.stdout)
+    n = len(good["validators"])
+    assert first["ok"] and first["checks"] == 2 + n + 1, first  # walk: 2 QCs; n PoPs; the block's QC
+    assert again["ok"] and again["checks"] == 0, again
+    assert not forged["ok"] and forged["checks"] == 1, forged
+    assert forged["last"]["step"].startswith("BLS aggregate signature"), forged["last"]

@@ -292,3 +292,17 @@ def test_migrations_create_exactly_the_schema_the_code_declares_and_downgrade_be
 
 def sqlite_tables(conn: Any) -> list[str]:
     return [r[0] for r in conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'table'")]
+
+
+def test_status_names_the_schema_revision_and_block_lists_leave_the_proof_material_out(honest: Engine,
+                                                                                      tmp_path: Path) -> None:
+    from chainshare.explorer.db.engine import get_head_revision, get_schema_revision
+
+    client = TestClient(create_explorer_app(honest))
+    assert client.get("/api/v1/status").json()["database"]["schema_revision"] == get_head_revision()
+    page = client.get("/api/v1/blocks", params={"limit": 3}).json()["items"]
+    assert len(page) == 3 and all("header" not in b and "qc" not in b for b in page)
+    one = client.get(f"/api/v1/blocks/{page[0]['height']}").json()
+    assert one["header"].startswith("0x") and one["qc"] is not None and one["qc_signers"]
+    assert {k: one[k] for k in page[0]} == page[0]  # the list row is the block's own view
+    assert get_schema_revision(create_db_engine(f"sqlite:///{tmp_path / 'empty.db'}")) is None

@@ -28,7 +28,7 @@ from chainshare.api.errors import http_error, install_request_error_handlers
 from chainshare.errors import ChainshareError, NotFound
 from chainshare.explorer.api import views as v
 from chainshare.explorer.db import schema as s
-from chainshare.explorer.db.engine import get_db_kind, get_schema_revision
+from chainshare.explorer.db.engine import get_db_kind, read_schema_revision
 from chainshare.ledger.merkle import compute_inclusion_proof_of_hashes, hash_leaf
 from chainshare.ledger.types import Receipt
 from chainshare.logs import log_event
@@ -105,6 +105,9 @@ def create_explorer_app(engine: Engine, read_engine: Engine | None = None, db_ur
     reader = read_engine or engine
     pager = Pager(reader)
     blocks_cols = get_served_columns(reader, s.blocks)
+    # a list row never carries the proof material: the leaf hashes alone are 64 bytes per transaction
+    block_row_cols = [c for c in blocks_cols if c.name not in _BLOCK_PROOF_COLUMNS]
+    block_one_cols = [c for c in blocks_cols if c.name not in ("tx_leaf_hashes", "receipt_leaf_hashes")]
     vset_cols = get_served_columns(reader, s.validator_sets)
     has_certificates = has_served_table(reader, s.agency_certificates)
     has_gaps = has_served_table(engine, s.index_gaps)
@@ -171,6 +174,7 @@ def create_explorer_app(engine: Engine, read_engine: Engine | None = None, db_ur
             meta = dict(conn.execute(select(s.meta.c.key, s.meta.c.value)).all())
             srcs = conn.execute(select(s.sources).order_by(s.sources.c.url)).all()
             gaps = conn.execute(select(s.index_gaps).order_by(s.index_gaps.c.first_height)).all() if has_gaps else []
+            revision = read_schema_revision(conn)
         indexed = int(cp[0]) if cp else None
         heads = [r.head for r in srcs if r.head is not None]
         top = max(heads) if heads else None
@@ -188,7 +192,7 @@ def create_explorer_app(engine: Engine, read_engine: Engine | None = None, db_ur
                           "source": g.source, "recorded_ms": g.recorded_ms} for g in gaps],
                 "database": {"kind": get_db_kind(str(engine.url)), "url": db_url_redacted,
                              "read_replica": read_engine is not None,
-                             "schema_revision": get_schema_revision(engine)}}
+                             "schema_revision": revision}}
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> PlainTextResponse:
@@ -213,14 +217,14 @@ def create_explorer_app(engine: Engine, read_engine: Engine | None = None, db_ur
     def list_blocks(before: Before = None, limit: Limit = 20, from_block: FromBlock = None, to_block: ToBlock = None,
                     from_time: FromTime = None, to_time: ToTime = None, format: Format = "json") -> Any:
         lo, hi = heights_of(from_block, to_block, from_time, to_time)
-        stmt = select(*blocks_cols).where(s.blocks.c.height >= lo, s.blocks.c.height <= hi)
+        stmt = select(*block_row_cols).where(s.blocks.c.height >= lo, s.blocks.c.height <= hi)
         return respond(stmt, s.blocks.c.height, before, limit, v.view_block, format, "blocks")
 
     @app.get("/api/v1/blocks/{block_id}", summary="One block by height or hash, with its QC and signers")
     def get_block(block_id: Annotated[str, Path(pattern=r"^([0-9]{1,15}|0x[0-9a-fA-F]{64})$")]) -> dict[str, Any]:
         cond = s.blocks.c.hash == _unhex(block_id) if block_id.startswith("0x") else s.blocks.c.height == int(block_id)
         with reader.connect() as conn:
-            r = conn.execute(select(*blocks_cols).where(cond)).first()
+            r = conn.execute(select(*block_one_cols).where(cond)).first()
             if r is None:
                 raise NotFound(f"no indexed block {block_id}")
             vals = conn.execute(select(*vset_cols).where(s.validator_sets.c.epoch == r.epoch)
@@ -460,6 +464,9 @@ def create_explorer_app(engine: Engine, read_engine: Engine | None = None, db_ur
 
     mount_pages(app, reader)
     return app
+
+
+_BLOCK_PROOF_COLUMNS = ("header", "qc", "qc_signers", "tx_leaf_hashes", "receipt_leaf_hashes")
 
 
 def get_served_columns(engine: Engine, table: Any) -> list[Any]:

@@ -88,15 +88,65 @@ function voteMessage(chainId, epoch, blockHash, height, round) {
   return keccak_256(encode(["chainshare/vote/v2", chainId, epoch, blockHash, height, round], { useBigInt64: false }));
 }
 
-function aggregateHolds(qc, indices, validators, chainId, epoch) {
-  const bls = bls12_381.longSignatures;
-  const msg = voteMessage(chainId, epoch, qc.block_hash, qc.height, qc.round);
-  const pk = bls.aggregatePublicKeys(indices.map((i) => unhex(validators[i].bls_public_key)));
+// A pairing check costs ~70 ms in a browser, and a page of epoch e walks e set changes (two QCs each).
+// A check that HELD is remembered for the tab's session (sessionStorage when the page has it, else
+// this module's memory), under keccak-256 of everything the check reads: only a byte-identical check
+// is ever skipped, and a failed one is always re-run. (The page and this code come from the same
+// explorer; a remembered result trusts nothing the verification did not already trust.)
+const heldChecks = new Map();
+let pairingChecks = 0;
+/** How many pairing checks this module has run (not answered from memory): for the tests. */
+export const countPairingChecks = () => pairingChecks;
+function session() {
   try {
-    return bls.verify(bls.Signature.fromBytes(qc.signature), bls.hash(msg, POP_DST), pk);
+    return globalThis.sessionStorage || null;
   } catch (e) {
-    return false;
+    return null; // storage disabled by the browser's settings
   }
+}
+function checkedOnce(kind, parts, check) {
+  const key = `chainshare/${kind}/` + hex(keccak_256(new TextEncoder().encode(parts.join("|"))));
+  const store = session();
+  if (heldChecks.has(key) || (store && store.getItem(key) === "1")) return true;
+  pairingChecks++;
+  const ok = check();
+  if (ok) {
+    heldChecks.set(key, true);
+    try {
+      if (store) store.setItem(key, "1");
+    } catch (e) {
+      // storage full or refused: the module's memory still holds it
+    }
+  }
+  return ok;
+}
+const hexOf = (b) => (typeof b === "string" ? b.toLowerCase() : hex(b));
+
+function aggregateHolds(qc, indices, validators, chainId, epoch) {
+  const keys = indices.map((i) => hexOf(validators[i].bls_public_key));
+  const parts = ["vote/v2", chainId, epoch, hexOf(qc.block_hash), qc.height, qc.round, hexOf(qc.signature), ...keys];
+  return checkedOnce("qc", parts, () => {
+    const bls = bls12_381.longSignatures;
+    const msg = voteMessage(chainId, epoch, qc.block_hash, qc.height, qc.round);
+    const pk = bls.aggregatePublicKeys(keys.map(unhex));
+    try {
+      return bls.verify(bls.Signature.fromBytes(qc.signature), bls.hash(msg, POP_DST), pk);
+    } catch (e) {
+      return false;
+    }
+  });
+}
+
+function possessionHolds(v) {
+  return checkedOnce("pop", [hexOf(v.bls_public_key), hexOf(v.bls_pop)], () => {
+    const bls = bls12_381.longSignatures;
+    const pk = unhex(v.bls_public_key);
+    try {
+      return bls.verify(unhex(v.bls_pop), bls.hash(pk, POP_PROOF_DST), pk);
+    } catch (e) {
+      return false;
+    }
+  });
 }
 
 function qcOf(f) {
@@ -304,15 +354,7 @@ export function verifyProof(bundle) {
     (bundle.epoch === 0 || run(`Validator set proven from genesis (${(bundle.epoch_changes || []).length} changes)`,
       () => proveValidatorSet(bundle))) &&
     run("Validators' proofs of possession (BLS PoP) verify", () => {
-      const bls = bls12_381.longSignatures;
-      const bad = bundle.validators.filter((v) => {
-        const pk = unhex(v.bls_public_key);
-        try {
-          return !bls.verify(unhex(v.bls_pop), bls.hash(pk, POP_PROOF_DST), pk);
-        } catch (e) {
-          return true;
-        }
-      });
+      const bad = bundle.validators.filter((v) => !possessionHolds(v));
       if (bad.length) throw new Error(`the proof of possession of ${bad.map((v) => v.name).join(", ")} does not verify`);
       return `${bundle.validators.length} of ${bundle.validators.length}`;
     }) &&
