@@ -32,11 +32,9 @@ from typing import Any
 
 import httpx
 import pytest
-from netkit import DevnetPool, run_cli, shutdown_devnet, wait_until
+from netkit import DevnetPool, run_cli, wait_until
 from test_sharing_network import Consortium, cli
 
-from chainshare.bench import free_port_block
-from chainshare.devnet import create_devnet, start_devnet
 from chainshare.execution.contracts.joint import JointCompute
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("joint-network")]
@@ -78,18 +76,7 @@ def _publish(net: Consortium, base: Path, owner: str, policy: str, tag: str) -> 
 
 @pytest.fixture(scope="module")
 def net(devnet_pool: DevnetPool) -> Consortium:
-    last: Exception | None = None
-    for attempt in range(3):
-        directory = devnet_pool.base / f"joint{attempt}"
-        create_devnet(directory, NODES, free_port_block(2 * NODES))
-        devnet_pool.register(directory)  # stopped at the end of the module, whatever happens
-        try:
-            start_devnet(directory, timeout=90)
-            return Consortium(directory)
-        except Exception as exc:  # most likely a port taken between the probe and the bind
-            last = exc
-            shutdown_devnet(directory)
-    raise AssertionError(f"could not start a {NODES}-node devnet: {last}")
+    return Consortium(devnet_pool.start("joint", NODES, timeout=90))
 
 
 @pytest.fixture(scope="module")
