@@ -24,14 +24,12 @@ from browserkit import SHOTS, Browser
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from explorerkit import anchor, calldata, propose
-from netkit import Devnet, DevnetPool, cli_command, cli_json, run_cli, shutdown_devnet, wait_until
+from netkit import Devnet, DevnetPool, cli_command, cli_json, run_cli, wait_until
 from test_sharing_cli import OWNER_FULL_ACCESS, configure_data_plane
 
 from chainshare import codec
-from chainshare.bench import free_port_block
 from chainshare.client import NodeClient, transact
 from chainshare.crypto import bls
-from chainshare.devnet import create_devnet, start_devnet
 from chainshare.execution.contracts.addresses import NOTARY
 from chainshare.execution.contracts.membership import compute_validator_set_hash
 from chainshare.ledger.merkle import InclusionProof, verify_inclusion_proof
@@ -52,22 +50,7 @@ def cli(net: Devnet, *args: Any) -> Any:
 @pytest.fixture(scope="module")
 def net(devnet_pool: DevnetPool) -> Devnet:
     """A one-node devnet with its data plane (vault, TLS identity), so a dataset can be delivered."""
-    last: Exception | None = None
-    for attempt in range(3):
-        directory = devnet_pool.base / f"pages{attempt}"
-        create_devnet(directory, 1, free_port_block(1))
-        devnet_pool.register(directory)
-        configure_data_plane(directory)
-        try:
-            start_devnet(directory, timeout=90)
-            devnet = Devnet(directory)
-            devnet.check_identity()
-            devnet_pool.nets.append(devnet)
-            return devnet
-        except Exception as exc:  # most likely a port taken between the probe and the bind
-            last = exc
-            shutdown_devnet(directory)
-    raise AssertionError(f"could not start a devnet: {last}")
+    return devnet_pool.launch("pages", prepare=configure_data_plane, timeout=90)
 
 
 @pytest.fixture(scope="module")

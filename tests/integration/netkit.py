@@ -230,25 +230,6 @@ class Devnet:
             f"{self.api_url} serves another network ({status['genesis_hash']})")
 
 
-def launch_devnet(directory: Path, *, chain_id: int = 1337, attempts: int = 3, nodes: int = 1) -> Devnet:
-    """Create and start a devnet of ``nodes`` validators (one by default) under ``directory`` on free
-    ports (retrying on a port race). A multi-node devnet needs two ports per node (API and P2P)."""
-    last: Exception | None = None
-    for attempt in range(attempts):
-        d = directory / f"net{attempt}"
-        create_devnet(d, nodes, free_port_block(1 if nodes == 1 else 2 * nodes), chain_id=chain_id)
-        _LIVE.add(d)
-        try:
-            start_devnet(d, timeout=60)
-            net = Devnet(d)
-            net.check_identity()
-            return net
-        except Exception as exc:  # a port taken between the probe and the bind, most likely
-            last = exc
-            shutdown_devnet(d)
-    raise AssertionError(f"could not start a devnet in {attempts} attempts: {last}")
-
-
 def register_devnet(directory: Path) -> None:
     """Make sure the nodes of a devnet created elsewhere (e.g. by the CLI) are stopped at the end."""
     _LIVE.add(directory)
@@ -294,10 +275,37 @@ class DevnetPool:
         self.nets: list[Devnet] = []
         self.dirs: list[Path] = []
 
-    def launch(self, name: str = "devnet", chain_id: int = 1337, nodes: int = 1) -> Devnet:
-        net = launch_devnet(self.base / name, chain_id=chain_id, nodes=nodes)
+    def start(self, name: str = "devnet", nodes: int = 1, *, chain_id: int = 1337,
+              prepare: Callable[[Path], None] | None = None, timeout: float = 60, attempts: int = 3,
+              block_time_ms: int = 200, empty_block_interval_ms: int = 1000) -> Path:
+        """Create a devnet of ``nodes`` validators on free ports under BASE/NAME, let ``prepare(directory)``
+        edit it, and start it; the directory of the running devnet, whose every node serves its genesis.
+        An attempt that fails (a port taken between the probe and the bind, most likely) is stopped and
+        another made on other ports. The devnet is stopped when the pool closes."""
+        last: Exception | None = None
+        for attempt in range(attempts):
+            d = self.base / name / f"net{attempt}"
+            create_devnet(d, nodes, free_port_block(1 if nodes == 1 else 2 * nodes), chain_id=chain_id,
+                          block_time_ms=block_time_ms, empty_block_interval_ms=empty_block_interval_ms)
+            self.register(d)
+            try:
+                if prepare is not None:
+                    prepare(d)
+                info = start_devnet(d, timeout=timeout)
+                for node in info["nodes"]:
+                    status = httpx.get(node["api"] + "/status", timeout=10).json()
+                    assert status["genesis_hash"] == info["genesis_hash"], (
+                        f"{node['api']} serves another network ({status['genesis_hash']})")
+                return d
+            except Exception as exc:
+                last = exc
+                shutdown_devnet(d)
+        raise AssertionError(f"could not start a {nodes}-node devnet in {attempts} attempts: {last}")
+
+    def launch(self, name: str = "devnet", nodes: int = 1, **start: Any) -> Devnet:
+        """``start`` a devnet (same arguments) and open a client on it (closed when the pool closes)."""
+        net = Devnet(self.start(name, nodes, **start))
         self.nets.append(net)
-        self.dirs.append(net.dir)
         return net
 
     def register(self, directory: Path) -> None:

@@ -63,17 +63,17 @@ class Net:
         self.govern_call(self.cr.address, bytes.fromhex(inner[2:]), f"credit: {fn_name}{args}", voters=voters)
 
     def govern_call(self, target: str, call: bytes, description: str,
-                    voters: tuple[str, ...] = ("agency1", "agency2", "agency3")) -> int:
-        """Pass ``call`` to ``target`` through Governance (agency1 proposes, agencies 1-3 vote); the block of
-        the execution."""
+                    voters: tuple[str, ...] = ("agency1", "agency2", "agency3"), check: bool = True) -> Any:
+        """Pass ``call`` to ``target`` through Governance (agency1 proposes, agencies 1-3 vote); the receipt of
+        the execution (with ``check``: a success)."""
         receipt = self.wait(self.send(self.gov.functions.propose(target, call, description), "agency1"))
         (created,) = self.gov.events.ProposalCreated().process_receipt(receipt, errors=DISCARD)
         pid = created["args"]["id"]
         for v in [self.send(self.gov.functions.vote(pid, True), a) for a in voters]:
             assert self.wait(v)["status"] == 1
         executed = self.wait(self.send(self.gov.functions.execute(pid), "agency1"))
-        assert executed["status"] == 1
-        return int(executed["blockNumber"])
+        assert not check or executed["status"] == 1
+        return executed
 
     def api(self, path: str, node: int = 0, **params: Any) -> Any:
         url = self.devnet.info["nodes"][node]["api"]
@@ -622,13 +622,22 @@ def test_history_verifies_across_a_validator_set_change(net: Net, tmp_path: Path
     membership = net.w3.eth.contract(address=load_artifact("Membership")["address"],
                                      abi=load_artifact("Membership")["abi"])
     three = net.api("/genesis")["validators"][:3]
-    activation = net.w3.eth.block_number + 40
-    call = membership.encode_abi("setValidators", args=[
-        [v["name"] for v in three], [v["agency"] for v in three],
-        [bytes.fromhex(v["bls_public_key"][2:]) for v in three], [bytes.fromhex(v["bls_pop"][2:]) for v in three],
-        activation])
-    executed = net.govern_call(membership.address, bytes.fromhex(call[2:]), f"validators from {activation}")
-    assert executed < activation, "the decision came too late for the test's margin"
+    # When the votes took longer than the margin (a loaded machine),
+    # the execution reverts at a block past the activation and nothing changes: again, with twice the margin.
+    for margin in (15, 30, 60, 120):
+        activation = net.w3.eth.block_number + margin
+        call = membership.encode_abi("setValidators", args=[
+            [v["name"] for v in three], [v["agency"] for v in three],
+            [bytes.fromhex(v["bls_public_key"][2:]) for v in three],
+            [bytes.fromhex(v["bls_pop"][2:]) for v in three], activation])
+        executed = net.govern_call(membership.address, bytes.fromhex(call[2:]), f"validators from {activation}",
+                                   check=False)
+        if executed["status"] == 1:
+            print(f"validators from {activation}: decided in {executed['blockNumber'] - activation + margin} of "
+                  f"{margin} blocks")
+            break
+        assert executed["blockNumber"] >= activation, executed
+    assert executed["status"] == 1 and executed["blockNumber"] < activation, executed
     wait_until(lambda: net.api("/status")["head"]["height"] >= activation + 2, 120, "blocks past the change")
     net.cli("correct", rid, "--summary", "After the change", "--reason", "new facts", *net.as_agency("agency2"),
             "--json")

@@ -16,10 +16,10 @@ from typing import Any
 
 import httpx
 import pytest
-from netkit import Devnet, cli_json, run_cli, wait_until
+from netkit import Devnet, DevnetPool, cli_json, run_cli, shutdown_devnet, wait_until
 
-from chainshare.bench import free_port_block, presign_anchors
-from chainshare.devnet import create_devnet, is_running
+from chainshare.bench import presign_anchors
+from chainshare.devnet import is_running
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("diskfull")]
 
@@ -39,36 +39,35 @@ def _need_root() -> None:
         pytest.skip(reason)
 
 
-def _net_with_small_disk(devnet_pool: Any, directory: Path, nodes: int, small: str,
+def _net_with_small_disk(devnet_pool: DevnetPool, name: str, nodes: int, small: str,
                          size: str = "3m") -> Iterator[tuple[Devnet, Path]]:
     """A devnet of ``nodes`` validators whose node ``small`` keeps its ledger on a ``size`` tmpfs."""
-    create_devnet(directory, nodes, free_port_block(2 * nodes))
-    data = directory / "nodes" / small / "data"
-    data.mkdir(parents=True)
-    _mount(data, size)
-    devnet_pool.register(directory)
+    mounted: list[Path] = []
+
+    def mount_small_disk(directory: Path) -> None:
+        data = directory / "nodes" / small / "data"
+        data.mkdir(parents=True)
+        _mount(data, size)
+        mounted.append(data)
+
     try:
-        net = Devnet(directory)
-        net.start(timeout=120)
-        devnet_pool.nets.append(net)
-        yield net, data
+        yield devnet_pool.launch(name, nodes, prepare=mount_small_disk, timeout=120), mounted[-1]
     finally:
-        from netkit import shutdown_devnet
-
-        shutdown_devnet(directory)
-        subprocess.run(["umount", "-l", str(data)], capture_output=True)
-
-
-@pytest.fixture(scope="module")
-def small_disk_net(devnet_pool: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    _need_root()
-    yield from _net_with_small_disk(devnet_pool, tmp_path_factory.mktemp("diskfull") / "net", 1, "node1")
+        for data in mounted:  # every attempt's: its nodes stopped before their filesystem goes
+            shutdown_devnet(data.parents[2])
+            subprocess.run(["umount", "-l", str(data)], capture_output=True)
 
 
 @pytest.fixture(scope="module")
-def small_disk_validator(devnet_pool: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
+def small_disk_net(devnet_pool: DevnetPool) -> Any:
     _need_root()
-    yield from _net_with_small_disk(devnet_pool, tmp_path_factory.mktemp("diskfull4") / "net", 4, "node4",
+    yield from _net_with_small_disk(devnet_pool, "diskfull", 1, "node1")
+
+
+@pytest.fixture(scope="module")
+def small_disk_validator(devnet_pool: DevnetPool) -> Any:
+    _need_root()
+    yield from _net_with_small_disk(devnet_pool, "diskfull4", 4, "node4",
                                     "2m")  # fills sooner: four nodes finalize slower than one
 
 

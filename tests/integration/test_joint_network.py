@@ -32,11 +32,9 @@ from typing import Any
 
 import httpx
 import pytest
-from netkit import DevnetPool, run_cli, shutdown_devnet, wait_until
+from netkit import DevnetPool, run_cli, wait_until
 from test_sharing_network import Consortium, cli
 
-from chainshare.bench import free_port_block
-from chainshare.devnet import create_devnet, start_devnet
 from chainshare.execution.contracts.joint import JointCompute
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("joint-network")]
@@ -78,18 +76,7 @@ def _publish(net: Consortium, base: Path, owner: str, policy: str, tag: str) -> 
 
 @pytest.fixture(scope="module")
 def net(devnet_pool: DevnetPool) -> Consortium:
-    last: Exception | None = None
-    for attempt in range(3):
-        directory = devnet_pool.base / f"joint{attempt}"
-        create_devnet(directory, NODES, free_port_block(2 * NODES))
-        devnet_pool.register(directory)  # stopped at the end of the module, whatever happens
-        try:
-            start_devnet(directory, timeout=90)
-            return Consortium(directory)
-        except Exception as exc:  # most likely a port taken between the probe and the bind
-            last = exc
-            shutdown_devnet(directory)
-    raise AssertionError(f"could not start a {NODES}-node devnet: {last}")
+    return Consortium(devnet_pool.start("joint", NODES, timeout=90))
 
 
 @pytest.fixture(scope="module")
@@ -339,14 +326,15 @@ def capture_grants(net: Consortium, tmp_path_factory: pytest.TempPathFactory) ->
 @pytest.fixture(scope="module")
 def captured_job(net: Consortium, capture_grants: dict[str, tuple[int, int]],
                  tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """A joint job over the capture datasets run while agency3's node process records its TLS plaintext."""
+    """A joint job over the capture datasets run while agency3's node process records its TLS plaintext:
+    the capture holds every session of that process from its start until the job's result is out."""
     base = tmp_path_factory.mktemp("captured")
-    capture = base / "node3.tls"
+    recording, capture = base / "node3.recording", base / "node3.tls"
     mp = pytest.MonkeyPatch()
     net.stop_node(CAPTURED)
     try:
         mp.setenv("PYTHONPATH", str(CAPTURE_DIR))
-        mp.setenv("CHAINSHARE_TEST_TLS_CAPTURE", str(capture))
+        mp.setenv("CHAINSHARE_TEST_TLS_CAPTURE", str(recording))
         net.restart()  # starts node3 only, under the capture
         mp.undo()
         (base / "q.json").write_text(json.dumps(CAPTURE_QUERY))
@@ -356,8 +344,11 @@ def captured_job(net: Consortium, capture_grants: dict[str, tuple[int, int]],
         out = json.loads(proc.stdout)
     finally:
         mp.undo()
-        net.stop_node(CAPTURED)  # back to a node without the capture
-        net.restart()
+        # The recording so far is the capture: node3 writes each record whole (open, append, close, under a
+        # lock), so a rename cuts between records, and what it records from now on goes to a new file (node3
+        # keeps running under the capture for the rest of the module: no second restart).
+        if recording.exists():
+            recording.replace(capture)
     return {"out": out, "capture": capture, "dir": base}
 
 

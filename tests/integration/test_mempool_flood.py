@@ -36,14 +36,12 @@ from netkit import (
     anchor_data,
     cli_json,
     run_cli,
-    shutdown_devnet,
     sign_call,
     wait_until,
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from chainshare.bench import free_port_block
-from chainshare.devnet import create_devnet, read_devnet, start_devnet
+from chainshare.devnet import read_devnet
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("mempool-flood")]
 
@@ -118,23 +116,7 @@ class Net:
 
 @pytest.fixture(scope="module")
 def net(devnet_pool: DevnetPool) -> Iterator[Net]:
-    last: Exception | None = None
-    for attempt in range(3):
-        directory = devnet_pool.base / f"flood{attempt}"
-        create_devnet(directory, NODES, free_port_block(2 * NODES))
-        devnet_pool.register(directory)
-        try:
-            start_devnet(directory, timeout=60)
-            n = Net(directory)
-            for i in range(NODES):
-                status = n.http.get(n.node(i)["api"] + "/status").json()
-                assert status["genesis_hash"] == n.info["genesis_hash"], "another network on our port"
-            break
-        except Exception as exc:  # most likely a port taken between the probe and the bind
-            last = exc
-            shutdown_devnet(directory)
-    else:
-        raise AssertionError(f"could not start a {NODES}-node devnet: {last}")
+    n = Net(devnet_pool.start("flood", NODES))
     yield n
     n.http.close()
 

@@ -16,11 +16,9 @@ from typing import Any
 
 import httpx
 import pytest
-from netkit import Devnet, DevnetPool, cli_json, run_cli, shutdown_devnet, wait_until
+from netkit import Devnet, DevnetPool, cli_json, run_cli, wait_until
 
-from chainshare.bench import free_port_block
 from chainshare.crypto.hashing import keccak256
-from chainshare.devnet import create_devnet, start_devnet
 from chainshare.sharing import protocol as wire
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("sharing-cli")]
@@ -47,22 +45,7 @@ def configure_data_plane(directory: Path) -> None:
 
 @pytest.fixture(scope="module")
 def net(devnet_pool: DevnetPool) -> Devnet:
-    last: Exception | None = None
-    for attempt in range(3):
-        directory = devnet_pool.base / f"sharing{attempt}"
-        create_devnet(directory, 1, free_port_block(1))
-        devnet_pool.register(directory)
-        configure_data_plane(directory)
-        try:
-            start_devnet(directory, timeout=60)
-            devnet = Devnet(directory)
-            devnet.check_identity()
-            devnet_pool.nets.append(devnet)
-            return devnet
-        except Exception as exc:  # most likely a port taken between the probe and the bind
-            last = exc
-            shutdown_devnet(directory)
-    raise AssertionError(f"could not start a devnet: {last}")
+    return devnet_pool.launch("sharing", prepare=configure_data_plane)
 
 
 def cli(net: Devnet, *args: Any, code: int = 0) -> Any:

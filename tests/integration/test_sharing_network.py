@@ -58,13 +58,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from eth_account import Account
-from netkit import DevnetPool, cli_json, load_artifact, run_cli, shutdown_devnet, wait_until
+from netkit import DevnetPool, cli_json, load_artifact, run_cli, wait_until
 from web3 import Web3
 from web3.logs import DISCARD
 
-from chainshare.bench import free_port_block
 from chainshare.crypto.ca import init_ca, issue_node
-from chainshare.devnet import create_devnet, is_running, node_config_path, read_devnet, start_devnet
+from chainshare.devnet import is_running, node_config_path, read_devnet, start_devnet
 from chainshare.errors import InvalidInput
 from chainshare.p2p import P2PConfig, P2PNode, RequestFailed, TlsIdentity
 from chainshare.sharing import protocol as wire
@@ -223,22 +222,7 @@ class Consortium:
 
 @pytest.fixture(scope="module")
 def net(devnet_pool: DevnetPool) -> Consortium:
-    last: Exception | None = None
-    for attempt in range(3):
-        directory = devnet_pool.base / f"consortium{attempt}"
-        create_devnet(directory, NODES, free_port_block(2 * NODES))
-        devnet_pool.register(directory)  # stopped at the end of the module, whatever happens
-        try:
-            start_devnet(directory, timeout=60)
-            consortium = Consortium(directory)
-            for node in consortium.info["nodes"]:
-                status = httpx.get(node["api"] + "/status", timeout=10).json()
-                assert status["genesis_hash"] == consortium.info["genesis_hash"], "another network on our port"
-            return consortium
-        except Exception as exc:  # most likely a port taken between the probe and the bind
-            last = exc
-            shutdown_devnet(directory)
-    raise AssertionError(f"could not start a {NODES}-node devnet: {last}")
+    return Consortium(devnet_pool.start("consortium", NODES))
 
 
 def cli(net: Consortium, agency: str, *args: Any, code: int = 0) -> Any:

@@ -39,13 +39,11 @@ from typing import Any
 
 import httpx
 import pytest
-from netkit import DevnetPool, shutdown_devnet, wait_until
+from netkit import DevnetPool, wait_until
 from test_sharing_network import Consortium, RogueNode, assert_no_leak, cli
 
-from chainshare.bench import free_port_block
 from chainshare.crypto.envelope import iter_decrypt_pieces, open_vault_key, unwrap_key
 from chainshare.crypto.hashing import keccak256
-from chainshare.devnet import create_devnet, start_devnet
 from chainshare.errors import ChainshareError
 from chainshare.sharing import protocol as wire
 from chainshare.sharing.pseudonym import Pseudonymizer, derive_pseudonym_key, pseudonymize
@@ -76,18 +74,7 @@ PEOPLE = [{"national_id": national_id(i), "name": f"Ottilie Marchbanks-{i:02d}",
 
 @pytest.fixture(scope="module")
 def net(devnet_pool: DevnetPool) -> Consortium:
-    last: Exception | None = None
-    for attempt in range(3):
-        directory = devnet_pool.base / f"privacy{attempt}"
-        create_devnet(directory, NODES, free_port_block(2 * NODES))
-        devnet_pool.register(directory)
-        try:
-            start_devnet(directory, timeout=60)
-            return Consortium(directory)
-        except Exception as exc:  # most likely a port taken between the probe and the bind
-            last = exc
-            shutdown_devnet(directory)
-    raise AssertionError(f"could not start a {NODES}-node devnet: {last}")
+    return Consortium(devnet_pool.start("privacy", NODES))
 
 
 @dataclass(frozen=True)
