@@ -246,8 +246,8 @@ def test_a_node_refuses_to_start_with_versions_this_release_does_not_implement(m
     from chainshare.ledger.store import MemoryStore
     from chainshare.node import Node, ValidatorKey
 
-    monkeypatch.setenv(SUPPORTED_VERSIONS_ENV, "1,3")
-    with pytest.raises(ConfigError, match="implements versions 1,2"):
+    monkeypatch.setenv(SUPPORTED_VERSIONS_ENV, "1,4")
+    with pytest.raises(ConfigError, match="implements versions 1,2,3"):
         Node(NodeConfig(), GENESIS, MemoryStore(), ValidatorKey(VAL.secret_key, VAL.public_key))
 
 
