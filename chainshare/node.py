@@ -49,6 +49,7 @@ def open_chain(store: KeyValueStore, genesis: Genesis) -> ChainStore:
     block0, state, acc = compute_genesis_block(genesis)
     chain = ChainStore(store)
     chain.check_identity(genesis.chain_id, block0.hash)
+    chain.upgrade_format()
     if chain.head_height < 0:
         chain.initialize(block0, state, acc, genesis.chain_id, json.dumps(genesis.to_json()).encode())
     return chain

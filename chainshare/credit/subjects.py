@@ -17,7 +17,7 @@ from stdnum.cn import ric as _ric
 from stdnum.exceptions import ValidationError as _StdnumError
 
 from chainshare.errors import InvalidInput
-from chainshare.execution.contracts.credit_registry import PERSON_HANDLE, validate_uscc
+from chainshare.execution.contracts.credit_registry import PERSON_HANDLE_EXACT, validate_uscc
 
 HANDLE_DOMAIN = b"chainshare/credit/person-handle/v1\x00"
 KEY_BYTES = 32
@@ -53,7 +53,7 @@ def compute_person_handle(registrar_key: bytes, resident_id: str) -> str:
 
 
 def is_person_handle(subject: str) -> bool:
-    return bool(PERSON_HANDLE.match(subject))
+    return bool(PERSON_HANDLE_EXACT.fullmatch(subject))
 
 
 def generate_registrar_key(path: Path) -> None:

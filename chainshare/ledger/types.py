@@ -16,7 +16,8 @@ from chainshare import codec
 from chainshare.crypto.hashing import ZERO_HASH, keccak256
 from chainshare.errors import DecodeError
 
-FORMAT_VERSION = 2  # 2: consensus signatures carry the validator-set epoch
+FORMAT_VERSION = 3  # 2: consensus signatures carry the validator-set epoch; 3: stored blocks/receipts may be zlib
+OLDEST_READABLE_FORMAT = 2  # a format-2 data directory is read as it is and marked 3 when opened
 BLOOM_BYTES = 256
 EMPTY_BLOOM = b"\x00" * BLOOM_BYTES
 

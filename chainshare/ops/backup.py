@@ -32,7 +32,15 @@ from typing import IO, Any, Protocol
 import msgpack
 
 from chainshare.errors import ConfigError, InvalidInput, StorageError
-from chainshare.ledger.chain import K_CHAIN_ID, K_FINALITY, K_GENESIS, K_HEAD, P_BLOCK, ChainStore
+from chainshare.ledger.chain import (
+    K_CHAIN_ID,
+    K_FINALITY,
+    K_GENESIS,
+    K_HEAD,
+    P_BLOCK,
+    ChainStore,
+    unpack_stored,
+)
 from chainshare.ledger.store import LevelDBStore
 
 SNAPSHOT_FORMAT = "chainshare-snapshot/1"
@@ -88,7 +96,7 @@ def compute_snapshot_header(source: SnapshotSource) -> SnapshotHeader:
 
     return SnapshotHeader(int.from_bytes(source.get(K_CHAIN_ID) or b"", "big"),
                           "0x" + (source.get(K_GENESIS) or b"").hex(), int.from_bytes(head, "big"),
-                          "0x" + Block.decode(block).hash.hex(), source.get(K_FINALITY) is not None)
+                          "0x" + Block.decode(unpack_stored(block)).hash.hex(), source.get(K_FINALITY) is not None)
 
 
 def iter_snapshot_stream(source: SnapshotSource) -> Generator[bytes, None, None]:

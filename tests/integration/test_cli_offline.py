@@ -19,7 +19,7 @@ from netkit import Devnet, DevnetPool, anchor_data, cli_command, cli_json, run_c
 from chainshare import codec
 from chainshare.bench import free_port_block
 from chainshare.devnet import create_devnet, is_running
-from chainshare.ledger.chain import P_BLOCK, P_RECEIPTS
+from chainshare.ledger.chain import P_BLOCK, P_RECEIPTS, unpack_stored
 from chainshare.ledger.types import Block, Header
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("cli-offline")]
@@ -103,13 +103,13 @@ def tamper(data_dir: Path, height: int, kind: str) -> None:
     db = plyvel.DB(str(data_dir), create_if_missing=False)
     try:
         key_b, key_r = P_BLOCK + height.to_bytes(8, "big"), P_RECEIPTS + height.to_bytes(8, "big")
-        block = Block.decode(db.get(key_b))
+        block = Block.decode(unpack_stored(db.get(key_b)))
         if kind == "receipt-gas":
-            receipts = codec.decode(db.get(key_r))
+            receipts = codec.decode(unpack_stored(db.get(key_r)))
             receipts[0][2] += 1
             db.put(key_r, codec.encode(receipts))
         elif kind == "receipt-status":
-            receipts = codec.decode(db.get(key_r))
+            receipts = codec.decode(unpack_stored(db.get(key_r)))
             receipts[0][0] = 0
             db.put(key_r, codec.encode(receipts))
         elif kind == "block-signature":

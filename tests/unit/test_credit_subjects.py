@@ -34,6 +34,14 @@ def test_handles_need_the_registrar_key_and_hide_the_id() -> None:
         compute_person_handle(KEY_A, "110105194912310021")
 
 
+def test_a_handle_with_a_trailing_newline_is_not_a_handle_except_under_the_v1_v2_rule() -> None:
+    handle = compute_person_handle(KEY_A, RIC)
+    assert not is_person_handle(handle + "\n")
+    with pytest.raises(ValueError, match="a person's subject is a handle"):
+        get_subject_kind(handle + "\n")
+    assert get_subject_kind(handle + "\n", exact_handle=False) == 2  # what protocol versions 1 and 2 took
+
+
 def test_cli_input_parsing() -> None:
     assert parse_period("90d", "p") == 90 * 86400 and parse_period("45s", "p") == 45 and parse_period("2", "p") == 172800
     with pytest.raises(InvalidInput, match="unit"):

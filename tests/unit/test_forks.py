@@ -33,6 +33,7 @@ from chainshare.execution.forks import (
     parse_supported_versions,
     v1,
     v2,
+    v3,
 )
 from chainshare.ledger.chain import ChainStore
 from chainshare.ledger.types import STATUS_FAILURE, STATUS_SUCCESS
@@ -125,7 +126,7 @@ def test_blocks_run_under_the_version_of_their_height() -> None:
 
 
 def test_supported_versions_are_gated_in_one_place(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert parse_supported_versions(None) == forks.SUPPORTED_VERSIONS == frozenset({1, 2})
+    assert parse_supported_versions(None) == forks.SUPPORTED_VERSIONS == frozenset({1, 2, 3})
     assert parse_supported_versions("1") == frozenset({1})
     for bad in ("2", "1,7", "one"):
         with pytest.raises(ConfigError):
@@ -245,8 +246,8 @@ def test_a_node_refuses_to_start_with_versions_this_release_does_not_implement(m
     from chainshare.ledger.store import MemoryStore
     from chainshare.node import Node, ValidatorKey
 
-    monkeypatch.setenv(SUPPORTED_VERSIONS_ENV, "1,3")
-    with pytest.raises(ConfigError, match="implements versions 1,2"):
+    monkeypatch.setenv(SUPPORTED_VERSIONS_ENV, "1,4")
+    with pytest.raises(ConfigError, match="implements versions 1,2,3"):
         Node(NodeConfig(), GENESIS, MemoryStore(), ValidatorKey(VAL.secret_key, VAL.public_key))
 
 
@@ -313,3 +314,46 @@ def test_a_replica_without_the_version_withholds_its_vote_and_its_core_stops(mon
     assert halted == UpgradeRequired(2, 6, (1,)) and not valid and not has_core and sent == []
     halted, valid, has_core, _ = asyncio.run(scenario(None))
     assert halted is None and valid and has_core
+
+
+def test_v3_takes_a_person_handle_exactly_and_old_blocks_keep_their_rule() -> None:
+    """v1/v2 took "P-<64 hex>\\n" (Python's ``$`` matches before a final newline): such a record published before
+    the upgrade stays and re-executes as it was; from v3 on the same publish reverts, and `chain verify` checks
+    each block under its own rule."""
+    from credit_kit import GOV, ISSUER_A, ISSUER_B, CreditKit, encode, ok, reverted
+
+    from chainshare.crypto.secp import to_checksum_address
+
+    kit = CreditKit()
+    kit.configure()
+    handle = "P-" + "ab" * 32
+
+    def publish(subject: str) -> Any:
+        return kit.publish(subject=subject, summary="", summary_hash=b"\x42" * 32)
+
+    ok(publish(handle + "\n"))  # v1: taken
+    height = kit.chain.chain.head_height
+    inner = call_data(UPGRADE, 3, height + 5)
+    created = ok(kit.send(ISSUER_A, encode(GOV, "propose", to_checksum_address(GOVERNANCE), inner, "v3"),
+                          to=GOVERNANCE))
+    pid = int.from_bytes(created.output[:32], "big")
+    for who in (ISSUER_A, ISSUER_B):
+        ok(kit.send(who, encode(GOV, "vote", pid, True), to=GOVERNANCE))
+    ok(kit.send(ISSUER_A, encode(GOV, "execute", pid), to=GOVERNANCE))
+    while kit.chain.chain.head_height < height + 4:
+        kit.chain.produce([])
+    assert get_runtime_at(kit.chain.chain.state, kit.chain.chain.head_height + 1).version == 3
+    assert "a person's subject is a handle" in reverted(publish(handle + "\n"))
+    ok(publish(handle))
+    assert kit.call(ISSUER_A, "correct", 1, 2, 1, "D-1", "Authority", "Law", "", b"\x43" * 32, kit.now, kit.now,
+                    0, 86400, b"\xef" * 32, "corrected under v3").status == 1  # the v1 record stays correctable
+    report = verify_chain(StoreSource(ChainStore(kit.chain.store)))
+    assert report.head_final and [v for v, _, _ in report.protocol_versions] == [1, 3]
+
+
+def test_v3_changes_only_the_credit_registry_handle_rule() -> None:
+    two, three = v2.build_runtime(), v3.build_runtime()
+    assert three.version == 3 and three.gas == two.gas
+    assert [c.NAME for c in two.contracts.values()] == [c.NAME for c in three.contracts.values()]
+    assert three.by_name["CreditRegistry"].EXACT_HANDLES and not two.by_name["CreditRegistry"].EXACT_HANDLES
+    assert three.by_name["CreditRegistry"].to_abi() == two.by_name["CreditRegistry"].to_abi()

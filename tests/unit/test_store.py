@@ -9,11 +9,20 @@ from pathlib import Path
 import pytest
 from chainkit import NOTARY, Chain, account, call_data, make_genesis, sign_call, validator
 
+from chainshare import codec
 from chainshare.crypto.hashing import keccak256
 from chainshare.errors import ConfigError, NotFound, StorageError
-from chainshare.ledger.chain import K_FORMAT, K_HEAD, ChainStore
+from chainshare.ledger.chain import (
+    K_FORMAT,
+    K_HEAD,
+    P_BLOCK,
+    P_RECEIPTS,
+    ChainStore,
+    pack_stored,
+    unpack_stored,
+)
 from chainshare.ledger.store import KeyValueStore, LevelDBStore, MemoryStore, prefix_end
-from chainshare.ledger.types import FORMAT_VERSION
+from chainshare.ledger.types import FORMAT_VERSION, OLDEST_READABLE_FORMAT
 from chainshare.node import open_chain
 
 
@@ -213,10 +222,41 @@ def test_data_dir_of_a_newer_format_is_refused(store: KeyValueStore) -> None:
 
 def test_data_dir_of_an_older_format_is_refused(store: KeyValueStore) -> None:
     open_chain(store, GENESIS)
-    store.write_batch({K_FORMAT: (FORMAT_VERSION - 1).to_bytes(4, "big")})
-    with pytest.raises(ConfigError, match=f"format {FORMAT_VERSION - 1}, whose consensus signatures carry no "
-                       "validator-set epoch.*new data directory"):
+    store.write_batch({K_FORMAT: (OLDEST_READABLE_FORMAT - 1).to_bytes(4, "big")})
+    with pytest.raises(ConfigError, match=f"format {OLDEST_READABLE_FORMAT - 1}, whose consensus signatures carry "
+                       "no validator-set epoch.*new data directory"):
         open_chain(store, GENESIS)
+
+
+def test_blocks_and_receipts_are_stored_compressed_and_read_back(store: KeyValueStore) -> None:
+    chain = Chain(GENESIS, VAL, store)
+    e1 = chain.produce([anchor(n, bytes([n]) * 32) for n in range(20)])
+    h = (1).to_bytes(8, "big")
+    stored_block, stored_receipts = store.get(P_BLOCK + h), store.get(P_RECEIPTS + h)
+    assert stored_block is not None and stored_receipts is not None
+    assert unpack_stored(stored_block) == e1.block.encode() and len(stored_block) < len(e1.block.encode())
+    assert codec.decode(unpack_stored(stored_receipts)) == [r.to_list() for r in e1.receipts]
+    assert ChainStore(store).get_block(1) == e1.block
+
+
+def test_format_2_data_dir_is_read_as_it_is_and_marked_with_the_current_format(store: KeyValueStore) -> None:
+    """A data directory written before blocks and receipts were compressed (format 2) holds them as their plain
+    encodings: it opens, reads them, and is marked with the current format before new blocks go in."""
+    chain = Chain(GENESIS, VAL, store)
+    e1 = chain.produce([anchor(0, b"\x01" * 32)])
+    h = (1).to_bytes(8, "big")
+    store.write_batch({K_FORMAT: (2).to_bytes(4, "big"), P_BLOCK + h: e1.block.encode(),
+                       P_RECEIPTS + h: codec.encode([r.to_list() for r in e1.receipts])})
+    reopened = open_chain(store, GENESIS)
+    assert store.get(K_FORMAT) == FORMAT_VERSION.to_bytes(4, "big")
+    assert reopened.get_block(1) == e1.block and reopened.get_receipts(1) == list(e1.receipts)
+
+
+def test_damaged_compressed_value_is_a_storage_error() -> None:
+    packed = pack_stored(b"\x93\x01\x02\x03" * 100)
+    for bad in (packed[:-4], packed + b"x"):
+        with pytest.raises(StorageError, match="data directory is damaged"):
+            unpack_stored(bad)
 
 
 def test_data_dir_with_blocks_but_no_format_marker_is_refused(store: KeyValueStore) -> None:

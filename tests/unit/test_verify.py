@@ -14,7 +14,7 @@ from chainshare import codec
 from chainshare.config import NodeConfig
 from chainshare.consensus.messages import BlsCrypto
 from chainshare.errors import ConsensusError
-from chainshare.ledger.chain import K_GENESIS_DOC, P_BLOCK, P_QC, P_RECEIPTS, ChainStore
+from chainshare.ledger.chain import K_GENESIS_DOC, P_BLOCK, P_QC, P_RECEIPTS, ChainStore, unpack_stored
 from chainshare.ledger.finality import encode_finality_proof
 from chainshare.ledger.quorum import aggregate_qc, sign_proposal, sign_vote
 from chainshare.ledger.store import MemoryStore
@@ -54,7 +54,7 @@ def h8(height: int) -> bytes:
 def stored_block(chain: Chain, height: int) -> Block:
     raw = chain.store.get(P_BLOCK + h8(height))
     assert raw is not None
-    return Block.decode(raw)
+    return Block.decode(unpack_stored(raw))
 
 
 def put_block(chain: Chain, height: int, block: Block) -> None:
@@ -96,7 +96,7 @@ def test_progress_is_reported_per_block() -> None:
 
 def test_tampered_receipt_is_detected() -> None:
     chain = honest_chain()
-    receipts = [Receipt.from_list(r) for r in codec.decode(chain.store.get(P_RECEIPTS + h8(3)) or b"")]
+    receipts = [Receipt.from_list(r) for r in codec.decode(unpack_stored(chain.store.get(P_RECEIPTS + h8(3)) or b""))]
     assert [r.status for r in receipts] == [1, 0]
     receipts[1] = dataclasses.replace(receipts[1], status=1)  # claim the failed anchor succeeded
     chain.store.write_batch({P_RECEIPTS + h8(3): codec.encode_trusted([r.to_list() for r in receipts])})

@@ -47,7 +47,8 @@ from chainshare.execution.runtime import CONTRACT_PREFIX, CallContext, Revert, S
 
 SUBJECT_ORGANISATION = 1
 SUBJECT_PERSON = 2
-PERSON_HANDLE = re.compile(r"^P-[0-9a-f]{64}$")
+PERSON_HANDLE = re.compile(r"^P-[0-9a-f]{64}$")  # v1/v2 rule: ``match`` with ``$`` also takes a final "\n"
+PERSON_HANDLE_EXACT = re.compile(r"P-[0-9a-f]{64}")  # from v3 (forks/v3): ``fullmatch``, the handle and nothing else
 _USCC_SHAPE = re.compile(r"^[0-9A-HJ-NP-RTUW-Y]{18}$")  # 0-9 and A-Y without I, O, S, V, Z
 
 
@@ -90,10 +91,11 @@ def _uscc_problem(code: str) -> str:
     return ""
 
 
-def get_subject_kind(subject: str) -> int:
-    """SUBJECT_ORGANISATION or SUBJECT_PERSON; ValueError if ``subject`` is neither a valid USCC nor a handle."""
+def get_subject_kind(subject: str, *, exact_handle: bool = True) -> int:
+    """SUBJECT_ORGANISATION or SUBJECT_PERSON; ValueError if ``subject`` is neither a valid USCC nor a handle.
+    ``exact_handle=False`` is the rule of protocol versions 1 and 2, which also took a handle followed by "\n"."""
     if isinstance(subject, str) and subject.startswith("P-"):
-        if not PERSON_HANDLE.match(subject):
+        if not (PERSON_HANDLE_EXACT.fullmatch(subject) if exact_handle else PERSON_HANDLE.match(subject)):
             raise ValueError("a person's subject is a handle 'P-' + 64 lower-case hex digits from a registrar")
         return SUBJECT_PERSON
     validate_uscc(subject)
@@ -305,8 +307,11 @@ def _text(value: str, what: str, lo: int, hi: int) -> None:
 
 
 class CreditRegistry(SystemContract):
+    """The contract as versions 1 and 2 run it; ``forks/v3`` runs it with ``EXACT_HANDLES``."""
+
     NAME = "CreditRegistry"
     ADDRESS = CREDIT_REGISTRY
+    EXACT_HANDLES = False  # v1/v2: a person handle followed by "\n" is taken (a rule fixed in v3, never in place)
     E_PUBLISHED = event(f"RecordPublished({_RECORD_TOPICS}, {_VERSION_FIELDS})")
     E_CORRECTED = event(f"RecordCorrected({_RECORD_TOPICS}, {_VERSION_FIELDS}, string reason)")
     E_OBJECTION = event(f"ObjectionFiled({_RECORD_TOPICS}, uint64 version, string agency, address account, "
@@ -517,7 +522,7 @@ class CreditRegistry(SystemContract):
         (subject, category, polarity, severity, doc, authority, legal_basis, summary, summary_hash, decision_date,
          effective_from, display_min, display_max, evidence_hash) = args
         try:
-            kind = get_subject_kind(subject)
+            kind = get_subject_kind(subject, exact_handle=self.EXACT_HANDLES)
         except ValueError as exc:
             raise Revert(str(exc)) from exc
         content = self._check_content(ctx, kind, RecordVersion(
@@ -551,7 +556,8 @@ class CreditRegistry(SystemContract):
         if r.status != ACTIVE:
             raise Revert(f"record {record_id} is {STATUS_NAMES[r.status]}; only an active record can be corrected")
         _text(reason, "reason", 1, MAX_LONG_TEXT)
-        content = self._check_content(ctx, get_subject_kind(r.subject), RecordVersion(
+        # the subject was taken when the record was published (by that version's rule): only its kind is asked here
+        content = self._check_content(ctx, get_subject_kind(r.subject, exact_handle=False), RecordVersion(
             polarity, severity, doc, authority, legal_basis, summary, summary_hash, decision_date, effective_from,
             display_min, display_max, evidence_hash))
         version = r.version + 1

@@ -12,12 +12,16 @@ from __future__ import annotations
 import dataclasses
 
 from chainshare.execution.forks import v1
-from chainshare.execution.runtime import Runtime
+from chainshare.execution.runtime import Runtime, SystemContract
 
 VERSION = 2
 SSTORE_WORD = 2_500
 GAS = dataclasses.replace(v1.GAS, sstore_word=SSTORE_WORD)
 
 
+def build_contracts() -> list[SystemContract]:
+    return v1.build_contracts()
+
+
 def build_runtime() -> Runtime:
-    return Runtime(v1.build_contracts(), GAS, VERSION)
+    return Runtime(build_contracts(), GAS, VERSION)
