@@ -334,6 +334,11 @@ class Replica:
         elif isinstance(action, core.Broadcast):
             if isinstance(action.message, Timeout):
                 self.stats["timeouts"] += 1
+            elif isinstance(action.message, Proposal):
+                # The transactions waiting for the next gossip batch go first, on the same ordered
+                # connections: a validator then finds the proposal's fresh transactions verified in
+                # its pool instead of recovering their senders twice (for the block, then for gossip).
+                self._flush_txs()
             self.transport.broadcast(MSG_CONSENSUS, encode_message(action.message))
         elif isinstance(action, core.SendTo):
             if action.index == self.my_index:
