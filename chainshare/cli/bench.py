@@ -178,7 +178,8 @@ def sim(seeds: int, n: int, reconfigure: bool, twins_seeds: int) -> None:
 @click.option("--credit-subjects", type=click.IntRange(1, 10_000_000), default=None,
               help="Subjects the credit records are spread over (default: records / 10).")
 @click.option("--api-only", is_flag=True,
-              help="Only load 2 API replicas over --db, a database an earlier `bench explorer --txs` run indexed.")
+              help="Only load 2 API replicas over --db, a database an earlier run indexed (with --credit-records N: "
+                   "the credit API over an earlier --credit-records N run's database).")
 def explorer(txs: int, db: str, clients: int, requests: int, credit_records: int | None,
              credit_subjects: int | None, api_only: bool) -> None:
     """Build a certified chain of TXS signed transactions offline (or of --credit-records credit records),
@@ -189,13 +190,19 @@ def explorer(txs: int, db: str, clients: int, requests: int, credit_records: int
 
     if api_only:
         from chainshare.explorer.bench import run_explorer_api_bench
+        from chainshare.explorer.credit_bench import count_indexed_credit, run_credit_api_bench
         from chainshare.explorer.db.engine import create_db_engine, has_schema
 
-        if credit_records is not None:
-            raise click.UsageError("--api-only re-measures a `--txs` run's database; it takes no --credit-records")
         if not has_schema(create_db_engine(db, readonly=True)):
             raise click.UsageError(f"--api-only: {db} holds no indexed chain (run `bench explorer --txs N` first)")
-        result = run_explorer_api_bench(db, clients, requests)
+        if credit_records is not None:
+            held = count_indexed_credit(db)[0]
+            if held != credit_records:
+                raise click.UsageError(f"--api-only --credit-records {credit_records}: {db} holds {held} indexed "
+                                       "credit records")
+            result = run_credit_api_bench(db, clients, requests)
+        else:
+            result = run_explorer_api_bench(db, clients, requests)
         result["saved_to"] = str(write_result(result))
         click.echo(json.dumps(result))
         return

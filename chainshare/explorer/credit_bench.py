@@ -58,7 +58,6 @@ def credit_plan(n_records: int, n_subjects: int) -> Callable[[list[bytes]], Iter
 
 def run_credit_bench(n_records: int, n_subjects: int, db: str, clients: int = 8,
                      requests: int = 400) -> dict[str, Any]:
-    from chainshare.bench import free_port_block
     from chainshare.explorer.db.engine import create_db_engine, get_db_kind, redact_db_url
     from chainshare.explorer.indexer.service import Indexer, IndexerConfig
 
@@ -69,21 +68,57 @@ def run_credit_bench(n_records: int, n_subjects: int, db: str, clients: int = 8,
     t1, c1 = time.monotonic(), time.process_time()
     ix.run(until_caught_up=True)
     index_s, index_cpu = time.monotonic() - t1, time.process_time() - c1
-    rnd = random.Random(7)
-    subjects = [f"/api/v1/credit/subjects/{bench_subject(rnd.randrange(n_subjects))}" for _ in range(requests)]
-    records = [f"/api/v1/credit/records/{rnd.randrange(1, n_records + 1)}" for _ in range(requests)]
     result: dict[str, Any] = {
         "scenario": "explorer-credit", "db": get_db_kind(db), "db_url": redact_db_url(db), "records": n_records,
         "subjects": n_subjects, "blocks": src.get_head(), "build_chain_s": round(build_s, 1),
         "index_s": round(index_s, 1), "index_cpu_us_per_record": round(index_cpu / n_records * 1e6, 1),
         "load_average": [round(x, 2) for x in os.getloadavg()]}
+    result["api"] = _drive_credit_api(db, n_records, n_subjects, clients, requests)
+    result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    return result
+
+
+def count_indexed_credit(db: str) -> tuple[int, int]:
+    """(records, subjects) of an indexed credit bench chain."""
+    from sqlalchemy import func, select
+
+    from chainshare.explorer.db import schema as s
+    from chainshare.explorer.db.engine import create_db_engine
+
+    engine = create_db_engine(db, readonly=True)
+    try:
+        with engine.connect() as conn:
+            t = s.credit_records
+            records = int(conn.execute(select(func.count()).select_from(t)).scalar() or 0)
+            subjects = int(conn.execute(select(func.count(t.c.subject.distinct()))).scalar() or 0)
+    finally:
+        engine.dispose()
+    return records, subjects
+
+
+def run_credit_api_bench(db: str, clients: int = 8, requests: int = 400) -> dict[str, Any]:
+    """The credit API half alone, over a database an earlier ``--credit-records`` run indexed."""
+    from chainshare.explorer.db.engine import get_db_kind, redact_db_url
+
+    n_records, n_subjects = count_indexed_credit(db)
+    return {"scenario": "explorer-credit-api", "db": get_db_kind(db), "db_url": redact_db_url(db),
+            "records": n_records, "subjects": n_subjects, "load_average": [round(x, 2) for x in os.getloadavg()],
+            "api": _drive_credit_api(db, n_records, n_subjects, clients, requests),
+            "load_average_after": [round(x, 2) for x in os.getloadavg()]}
+
+
+def _drive_credit_api(db: str, n_records: int, n_subjects: int, clients: int, requests: int) -> dict[str, Any]:
+    from chainshare.bench import free_port_block
+
+    rnd = random.Random(7)
+    subjects = [f"/api/v1/credit/subjects/{bench_subject(rnd.randrange(n_subjects))}" for _ in range(requests)]
+    records = [f"/api/v1/credit/records/{rnd.randrange(1, n_records + 1)}" for _ in range(requests)]
     with serve_replicas(db, free_port_block(2)) as (urls, pids):
-        result["api"] = measure_endpoints(urls, {
+        out = measure_endpoints(urls, {
             "credit_subject": subjects,
             "credit_record": records,
             "credit_black_list": ["/api/v1/credit/lists/black?limit=20"],
             "credit_red_list_deep": [f"/api/v1/credit/lists/red?limit=20&before={n_records // 2}"],
             "search_uscc": [f"/api/v1/search?q={bench_subject(n_subjects // 2)}"]}, clients, requests)
-        result["api"] |= {"api_rss_mb": [_rss_mb(p) for p in pids], "clients": clients}
-    result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
-    return result
+        out |= {"api_rss_mb": [_rss_mb(p) for p in pids], "clients": clients}
+    return out

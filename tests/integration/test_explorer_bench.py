@@ -32,3 +32,17 @@ def test_bench_indexes_a_chain_then_api_only_remeasures_its_database(tmp_path: P
     assert again["scenario"] == "explorer-api"
     proc = run_cli("bench", "explorer", "--api-only", "--db", f"sqlite:///{tmp_path / 'empty.db'}", cwd=tmp_path)
     assert proc.returncode == 2 and "holds no indexed chain" in proc.stderr
+
+
+def test_credit_bench_then_api_only_remeasures_the_credit_api(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'credit.db'}"
+    full = cli_json(run_cli("bench", "explorer", "--credit-records", 200, "--credit-subjects", 20, "--db", db,
+                            "--clients", 2, "--requests", 8, cwd=tmp_path, timeout=300))
+    again = cli_json(run_cli("bench", "explorer", "--api-only", "--credit-records", 200, "--db", db,
+                             "--clients", 2, "--requests", 8, cwd=tmp_path, timeout=300))
+    assert (again["records"], again["subjects"]) == (200, 20) and again["scenario"] == "explorer-credit-api"
+    for api in (full["api"], again["api"]):
+        for name in ("credit_subject", "credit_record", "credit_black_list", "credit_red_list_deep", "search_uscc"):
+            assert api[name]["n"] == 8 and api[name]["errors"] == 0, (name, api[name])
+    proc = run_cli("bench", "explorer", "--api-only", "--credit-records", 5, "--db", db, cwd=tmp_path)
+    assert proc.returncode == 2 and "holds 200 indexed credit records" in proc.stderr
