@@ -59,13 +59,14 @@ def test_without_its_liveness_rules_the_epoch_switch_still_never_finalizes_confl
     assert sum(r.switched for r in results) > 0
 
 
-@pytest.mark.parametrize("seed", [11, 56, 77])
+@pytest.mark.parametrize("seed", [32, 49, 56])
 def test_without_its_liveness_rules_the_new_set_never_finalizes_on_these_seeds(seed: int) -> None:
     """Regression: the QC that finalizes the set's last block H-1 often exists only at the leader
     that aggregated it, and the epoch switch drops that leader's next proposal (its only carrier).
     Without the farewell timeout and the proof-carrying sync, the nodes stayed at or below H-1 to
     the end on these seeds (first found on seed 3 before the simulator called the replica's sync
-    decisions; the schedules have changed since); with them the new set finalizes."""
+    decisions; the schedules have changed since, last when the timer began doubling at the second consecutive
+    timeout: seeds 11 and 77 became 32 and 49); with them the new set finalizes."""
     stuck = simulate(seed, _without_liveness_rules(seed))
     assert stuck.violations == [] and stuck.liveness_failures != []
     r = simulate(seed, get_scenario(seed, reconfigure=True))

@@ -332,13 +332,14 @@ def test_local_timeout_persists_then_broadcasts_and_forbids_voting_in_that_view(
     assert Broadcast(timeout) in again and of_type(again, PersistSafety) == []   # re-sent, not re-signed
 
 
-def test_back_off_doubles_per_consecutive_timeout_and_resets_on_a_qc(chain: Chain) -> None:
+def test_back_off_doubles_from_the_second_consecutive_timeout_and_resets_on_a_qc(chain: Chain) -> None:
+    """base, base, 2 base, ...: one crashed leader (two timeouts in a row in round-robin) costs 2 x base."""
     state = fresh(0)
     durations = []
     for _ in range(5):
         state, actions = step(state, LocalTimeout(1))
         durations += [a.duration_ms for a in actions if isinstance(a, ScheduleTimeout)]
-    assert durations == [200, 400, 800, 800, 800]
+    assert durations == [100, 200, 400, 800, 800]
     q1 = chain.q1
     state, actions = step(state, TimeoutReceived(make_timeout(2, 1, q1)))
     assert state.view == 2 and ScheduleTimeout(2, BASE_MS) in actions
