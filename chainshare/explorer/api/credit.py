@@ -29,6 +29,7 @@ from chainshare.credit.provenance import compose_bundle, compose_step
 from chainshare.errors import NotFound
 from chainshare.execution.contracts import credit_registry as cr
 from chainshare.explorer.api.app import Before, Format, Limit, Pager, has_served_table
+from chainshare.explorer.api.views import answered_as_json
 from chainshare.explorer.db import schema as s
 from chainshare.explorer.indexer.credit import to_credit_event
 from chainshare.ledger.merkle import compute_inclusion_proof_of_hashes, hash_leaf
@@ -166,12 +167,14 @@ def create_credit_router(reader: Engine) -> APIRouter:
 
     @router.get("/subjects/{subject}", summary="A credit subject: records with versions and timeline, score "
                 "with explanation (the node's scoring code), at a height")
+    @answered_as_json
     def get_subject(subject: Subject, at: At = None) -> dict[str, Any]:
         check_subject(subject)
         with reader.connect() as conn:
             return compute_subject_view(IndexedCreditSource(conn), subject, at)
 
     @router.get("/subjects/{subject}/score", summary="A subject's score and explanation at a height")
+    @answered_as_json
     def get_score(subject: Subject, at: At = None,
                   rule_version: Annotated[int | None, Query(ge=1, le=2**32)] = None) -> dict[str, Any]:
         check_subject(subject)
@@ -179,6 +182,7 @@ def create_credit_router(reader: Engine) -> APIRouter:
             return query.get_score(IndexedCreditSource(conn), subject, at, rule_version)
 
     @router.get("/records/{record_id}", summary="A credit record: every version and the lifecycle timeline")
+    @answered_as_json
     def get_record(record_id: Annotated[int, Path(ge=1, le=query.MAX_RECORD_ID)], at: At = None) -> dict[str, Any]:
         with reader.connect() as conn:
             src = IndexedCreditSource(conn)
@@ -188,6 +192,7 @@ def create_credit_router(reader: Engine) -> APIRouter:
 
     @router.get("/records/{record_id}/provenance", summary="Provenance bundle of a record (verify with "
                 "`chainshare credit verify BUNDLE --genesis genesis.json`)")
+    @answered_as_json
     def get_provenance(record_id: Annotated[int, Path(ge=1, le=query.MAX_RECORD_ID)]) -> dict[str, Any]:
         with reader.connect() as conn:
             _, record = query.get_record(IndexedCreditSource(conn), record_id)

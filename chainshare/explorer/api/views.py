@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
+from collections.abc import Callable
 from typing import Any
+
+import orjson
+from starlette.responses import Response
 
 from chainshare.crypto.ca import describe_certificate
 from chainshare.errors import CryptoError
@@ -90,3 +96,27 @@ def view_ca(pem: str) -> dict[str, Any]:
     return {"fingerprint_sha256": hx(c.fingerprint_sha256), "subject": c.subject, "issuer": c.issuer,
             "serial": c.serial, "not_before_ms": int(c.not_before.timestamp() * 1000),
             "not_after_ms": int(c.not_after.timestamp() * 1000), "pem": pem}
+
+
+def encode_json(content: Any) -> bytes:
+    """``content`` (JSON-native values) as JSON bytes: orjson, or the json module for an integer beyond
+    64 bits (orjson refuses those)."""
+    try:
+        return orjson.dumps(content)
+    except TypeError:
+        return json.dumps(content, separators=(",", ":")).encode()
+
+
+def answered_as_json(fn: Callable[..., Any]) -> Callable[..., Response]:
+    """The endpoint ``fn`` answering its JSON-native result serialised once, without FastAPI's per-value
+    ``jsonable_encoder`` and response-model validation (1.6 ms of the ~6 ms a 29 KB credit subject page
+    cost a replica). ``fn`` stays reachable as ``__wrapped__``: the pages call it for the data."""
+
+    @functools.wraps(fn)
+    def endpoint(*args: Any, **kwargs: Any) -> Response:
+        return Response(encode_json(fn(*args, **kwargs)), media_type="application/json")
+
+    # the parameters FastAPI reads, resolved in fn's own module; the answer is a Response
+    endpoint.__signature__ = inspect.signature(fn, eval_str=True).replace(  # type: ignore[attr-defined]
+        return_annotation=Response)
+    return endpoint

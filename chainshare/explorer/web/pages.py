@@ -126,8 +126,9 @@ def page_link(kind: str, ident: Any) -> str:
 
 def get_endpoints(app: FastAPI) -> dict[str, Callable[..., Any]]:
     """``app``'s API endpoint functions by route name, those of included routers too (since FastAPI 0.137
-    ``app.routes`` holds an included router as one entry, which ``iter_route_contexts`` expands)."""
-    return {c.name: c.endpoint for c in iter_route_contexts(app.routes)
+    ``app.routes`` holds an included router as one entry, which ``iter_route_contexts`` expands); for an
+    endpoint answered by ``answered_as_json``, the function that returns the data."""
+    return {c.name: getattr(c.endpoint, "__wrapped__", c.endpoint) for c in iter_route_contexts(app.routes)
             if isinstance(c.original_route, APIRoute) and c.name is not None and c.endpoint is not None}
 
 
