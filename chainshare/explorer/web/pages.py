@@ -395,15 +395,16 @@ def mount_pages(app: FastAPI, reader: Engine) -> None:
             blocks = ep["list_blocks"](limit=limit)["items"]
             if last is None:
                 last = blocks[0]["height"] if blocks else -1
-            out = []
-            for b in reversed(blocks):
-                if b["height"] > last:
-                    txs = ep["list_txs"](limit=20, from_block=b["height"], to_block=b["height"])["items"]
-                    st = status()
-                    out.append(LiveEvent("block", b["height"], {"block": b, "txs": txs, "status": {
-                        "indexed_height": st["indexed_height"], "lag": st["lag"]}}))
-                    last = b["height"]
-            return out
+            new = [b for b in reversed(blocks) if b["height"] > last]
+            if not new:
+                return []
+            st = status()  # once a poll: every event of it reports the index as this poll found it
+            progress = {"indexed_height": st["indexed_height"], "lag": st["lag"]}
+            events = [LiveEvent("block", b["height"], {
+                "block": b, "txs": ep["list_txs"](limit=20, from_block=b["height"], to_block=b["height"])["items"],
+                "status": progress}) for b in new]
+            last = new[-1]["height"]  # only once every event is made (a failed read leaves them for the next poll)
+            return events
 
         return stream_live_events(request, poll)
 
