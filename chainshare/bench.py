@@ -383,6 +383,12 @@ def measure_restart_after_sigkill(directory: Path) -> dict[str, Any]:
     return {"seconds": round(seconds, 2), "head_before_kill": head, "head_after_restart": after}
 
 
+def read_load_average() -> list[float]:
+    """The machine's 1, 5 and 15-minute load averages, rounded to 2 decimals (benchmark JSON reports them
+    beside every figure: on a shared machine they say how much of a latency was waiting for a core)."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
 def write_result(result: dict[str, Any], out_dir: Path = Path("bench-results")) -> Path:
     out_dir.mkdir(exist_ok=True)
     path = out_dir / f"{result['scenario']}-{time.strftime('%Y%m%d-%H%M%S')}.json"

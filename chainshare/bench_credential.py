@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import signal
 import statistics
 import subprocess
@@ -16,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from chainshare.bench import read_load_average
 from chainshare.credit import credentials as zk
 
 SUBJECT = "91110000600037341L"
@@ -40,7 +40,7 @@ def _summary(values: list[float]) -> dict[str, float]:
 
 
 def run_credential_bench(registry_size: int = 1000, proofs: int = 10, predicates: int = 2) -> dict[str, Any]:
-    load_before = os.getloadavg()
+    load_before = read_load_average()
     state, setup_cpu, setup_wall = _timed(lambda: zk.create_issuer_state("bench", "administrative_penalty",
                                                                           registry_size, int(time.time())))
     (state, cred), issue_cpu, issue_wall = _timed(
@@ -73,8 +73,8 @@ def run_credential_bench(registry_size: int = 1000, proofs: int = 10, predicates
                                "revocation_registry_definition": len(state.rev_reg_def_json),
                                "status_list": len(revoked.status_list_json)},
             "tails_file_bytes": len(state.tails), "credential_file_bytes": len(json.dumps(cred)),
-            "load_average_before": [round(x, 2) for x in load_before],
-            "load_average_after": [round(x, 2) for x in os.getloadavg()]}
+            "load_average_before": load_before,
+            "load_average_after": read_load_average()}
 
 
 def run_revocation_bench(samples: int = 5, directory: Path | None = None) -> dict[str, Any]:
@@ -124,7 +124,7 @@ def run_revocation_bench(samples: int = 5, directory: Path | None = None) -> dic
             try:
                 _poll(lambda: follower.poll() is not None or '"following"' in (directory / "follower.log").read_text())
                 assert follower.poll() is None, (directory / "follower.log").read_text()
-                load_before = os.getloadavg()
+                load_before = read_load_average()
                 latencies = []
                 for i, subject in enumerate(subjects):
                     before = chain.call_registry_view(client, "getStatusList", state.rev_reg_id)[3]
@@ -136,7 +136,7 @@ def run_revocation_bench(samples: int = 5, directory: Path | None = None) -> dic
                     final = time.perf_counter()
                     _poll(functools.partial(_status_list_moved, client, state.rev_reg_id, before))
                     latencies.append((time.perf_counter() - final) * 1000)
-                load_after = os.getloadavg()
+                load_after = read_load_average()
             finally:
                 follower.send_signal(signal.SIGTERM)
                 out, _ = follower.communicate(timeout=60)
@@ -148,8 +148,8 @@ def run_revocation_bench(samples: int = 5, directory: Path | None = None) -> dic
                                                      "all": [round(x) for x in latencies]},
             "follower_event_to_receipt_ms_p50": round(statistics.median(
                 r["wall_ms"] for r in summary["revocations"]), 1),
-            "load_average_before": [round(x, 2) for x in load_before],
-            "load_average_after": [round(x, 2) for x in load_after]}
+            "load_average_before": load_before,
+            "load_average_after": load_after}
 
 
 def _status_list_moved(client: Any, rev_reg_id: str, height: int) -> bool:

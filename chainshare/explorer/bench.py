@@ -24,6 +24,7 @@ import httpx
 import psutil
 
 from chainshare import codec
+from chainshare.bench import read_load_average
 from chainshare.crypto import bls
 from chainshare.crypto.hashing import keccak256
 from chainshare.crypto.secp import address_of_private_key
@@ -219,7 +220,7 @@ def run_explorer_bench(n_txs: int, db: str, clients: int = 8, requests: int = 20
         "index_tx_per_s": round(n_txs / index_s, 1),
         "indexer_rss_mb": {"first": rss[0] if rss else None, "max": max(rss) if rss else None,
                            "last": rss[-1] if rss else None},
-        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "load_average": read_load_average(),
     }
     result["api"] = _drive_api(db, clients, requests, free_port_block(2))
     return result
@@ -362,8 +363,8 @@ def run_explorer_api_bench(db: str, clients: int = 8, requests: int = 200) -> di
     from chainshare.explorer.db.engine import get_db_kind, redact_db_url
 
     return {"scenario": "explorer-api", "db": get_db_kind(db), "db_url": redact_db_url(db),
-            "load_average": [round(x, 2) for x in os.getloadavg()],
+            "load_average": read_load_average(),
             "api": _drive_api(db, clients, requests, free_port_block(2)),
-            "load_average_after": [round(x, 2) for x in os.getloadavg()]}
+            "load_average_after": read_load_average()}
 
 

@@ -7,7 +7,6 @@ subjects, record with history, red/black list pages, search by USCC. Reports p50
 from __future__ import annotations
 
 import json
-import os
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -15,6 +14,7 @@ from typing import Any
 
 from stdnum.cn import uscc
 
+from chainshare.bench import read_load_average
 from chainshare.credit.batches import encode_publish_batch
 from chainshare.crypto.hashing import keccak256
 from chainshare.execution.contracts.addresses import CREDIT_REGISTRY, GOVERNANCE
@@ -72,9 +72,9 @@ def run_credit_bench(n_records: int, n_subjects: int, db: str, clients: int = 8,
         "scenario": "explorer-credit", "db": get_db_kind(db), "db_url": redact_db_url(db), "records": n_records,
         "subjects": n_subjects, "blocks": src.get_head(), "build_chain_s": round(build_s, 1),
         "index_s": round(index_s, 1), "index_cpu_us_per_record": round(index_cpu / n_records * 1e6, 1),
-        "load_average": [round(x, 2) for x in os.getloadavg()]}
+        "load_average": read_load_average()}
     result["api"] = _drive_credit_api(db, n_records, n_subjects, clients, requests)
-    result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    result["load_average_after"] = read_load_average()
     return result
 
 
@@ -102,9 +102,9 @@ def run_credit_api_bench(db: str, clients: int = 8, requests: int = 400) -> dict
 
     n_records, n_subjects = count_indexed_credit(db)
     return {"scenario": "explorer-credit-api", "db": get_db_kind(db), "db_url": redact_db_url(db),
-            "records": n_records, "subjects": n_subjects, "load_average": [round(x, 2) for x in os.getloadavg()],
+            "records": n_records, "subjects": n_subjects, "load_average": read_load_average(),
             "api": _drive_credit_api(db, n_records, n_subjects, clients, requests),
-            "load_average_after": [round(x, 2) for x in os.getloadavg()]}
+            "load_average_after": read_load_average()}
 
 
 def _drive_credit_api(db: str, n_records: int, n_subjects: int, clients: int, requests: int) -> dict[str, Any]:
