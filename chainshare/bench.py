@@ -12,6 +12,7 @@ import asyncio
 import bisect
 import json
 import os
+import random
 import signal
 import socket
 import tempfile
@@ -40,14 +41,24 @@ from chainshare.ledger.txs import sign_eip1559
 ANCHOR_GAS = 60_000
 
 
+def _ephemeral_port_range() -> tuple[int, int]:
+    """The ports the kernel hands out to outgoing connections and ``bind(0)`` (Linux default 32768-60999)."""
+    try:
+        lo, hi = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        return 32768, 60999
+    return lo, hi
+
+
 def free_port_block(count: int) -> int:
-    """A base port with ``count`` consecutive free ports on 127.0.0.1."""
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = int(s.getsockname()[1])
-        if base + count >= 65000:
-            continue
+    """A base port with ``count`` consecutive free ports on 127.0.0.1, below the kernel's ephemeral range:
+    a port from that range can be taken by any outgoing connection's source port while its node is stopped
+    (a test that stops a node and starts it again on its port then fails with "address already in use")."""
+    lo, _ = _ephemeral_port_range()
+    top = min(lo, 65000) - count
+    rng = random.SystemRandom()
+    for _ in range(500):
+        base = rng.randrange(10000, top) if top > 10000 else rng.randrange(1024, 65000 - count)
         ok = True
         for p in range(base, base + count):
             with socket.socket() as s:
