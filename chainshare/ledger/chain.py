@@ -361,13 +361,17 @@ class ChainStore:
         return loc.height if loc is not None else None
 
     def get_tx_location(self, tx_hash: bytes) -> TxLocation | None:
+        """Where ``tx_hash`` is, once its block is the head or below: a block being committed on another
+        thread (on disk, its state not yet in ``state``) does not count yet, so a caller that sees the
+        location also sees the transaction's effects in ``state``."""
         recent = self._recent_tx.get(tx_hash)
         if recent is not None:
             return recent
         raw = self.store.get(P_TX + tx_hash)
         if raw is None:
             return None
-        return TxLocation(int.from_bytes(raw[:8], "big"), int.from_bytes(raw[8:12], "big"))
+        loc = TxLocation(int.from_bytes(raw[:8], "big"), int.from_bytes(raw[8:12], "big"))
+        return loc if loc.height <= self._head else None
 
     def iter_log_heights(self, key: bytes, from_height: int, to_height: int, by_topic: bool) -> Iterator[int]:
         """Heights in [from, to] with a log from address ``key`` (or with topic ``key``)."""

@@ -18,6 +18,7 @@ from chainshare.ledger.chain import (
     P_BLOCK,
     P_RECEIPTS,
     ChainStore,
+    StateReaderAt,
     pack_stored,
     unpack_stored,
 )
@@ -190,6 +191,27 @@ def test_state_changes_are_committed_and_deletions_applied(store: KeyValueStore)
     ChainStore(store).commit_block(block2, (), (), {key: None}, 5, None)
     assert ChainStore(store).state.get(key) is None
     assert store.get(K_HEAD) == (2).to_bytes(8, "big")
+
+
+def test_a_transaction_is_located_only_once_its_state_is_visible(store: KeyValueStore) -> None:
+    """commit_block writes the batch, then shows the state, then moves the head; another thread that
+    polls get_tx_location in between (a joint job waiting for its own transaction) must not find the
+    transaction before its state changes are readable."""
+    chain = Chain(GENESIS, VAL, store)
+    seen: list[object] = []
+    tx = keccak256(anchor(0, b"\x07" * 32))
+
+    class LookingReader(StateReaderAt):
+        def update(self, changes: dict[bytes, bytes | None]) -> None:
+            seen.append(chain.chain.get_tx_location(tx))  # on disk already, state not yet shown
+            super().update(changes)
+
+    chain.chain.state = LookingReader(store)
+    executed = chain.produce([anchor(0, b"\x07" * 32)])
+    assert seen == [None]
+    loc = chain.chain.get_tx_location(tx)
+    assert loc is not None and loc.height == executed.block.height
+    assert all(chain.chain.state.get(k) == v for k, v in executed.state_changes.items())
 
 
 def test_data_dir_of_another_chain_id_is_refused(store: KeyValueStore) -> None:
