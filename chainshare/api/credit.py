@@ -66,9 +66,10 @@ def create_credit_router(node: Node, workers: ApiWorkers) -> APIRouter:
     @offloaded
     def subject(subject: Annotated[str, SUBJECT], at: Annotated[int | None, Query(ge=0)] = None) -> dict[str, Any]:
         src = source()
-        out = query.subject_json(src, subject, at)
+        height, records = query.get_subject_records(src, subject, at)  # read once, for records and score
+        out = query.compose_subject_json(src, subject, height, records)
         try:
-            out["score"] = query.get_score(src, subject, out["height"])
+            out["score"] = query.score_records(src, subject, height, records)
         except NotFound:
             out["score"] = None
         return out

@@ -16,7 +16,7 @@ from chainshare.execution import abi
 from chainshare.execution.contracts.addresses import CREDIT_REGISTRY
 from chainshare.execution.contracts.credit_registry import CreditRegistry
 from chainshare.ledger.chain import ChainStore
-from chainshare.ledger.types import Log
+from chainshare.ledger.types import Block, Log
 
 REGISTRY = CreditRegistry()
 EVENTS_BY_TOPIC = {spec.topic: spec for spec in REGISTRY.EVENTS}
@@ -83,10 +83,6 @@ class CreditSource(Protocol):
         ...
 
 
-def _matches(lg: Log, topics: list[bytes | None]) -> bool:
-    return all(want is None or (i < len(lg.topics) and lg.topics[i] == want) for i, want in enumerate(topics))
-
-
 class ChainSource:
     """Events read from a ChainStore through its log indexes (a running node, or a stopped node's data)."""
 
@@ -107,14 +103,12 @@ class ChainSource:
         heights = (self.chain.iter_log_heights(key, from_height, to_height, by_topic=True) if key is not None
                    else self.chain.iter_log_heights(CREDIT_REGISTRY, from_height, to_height, by_topic=False))
         for height in heights:
-            block = self.chain.get_block(height)
-            log_index = 0
-            for tx_index, receipt in enumerate(self.chain.get_receipts(height)):
-                for lg in receipt.logs:
-                    if _matches(lg, topics) and (decoded := decode_credit_log(lg)) is not None:
-                        yield CreditEvent(height, log_index, tx_index, keccak256(block.transactions[tx_index]),
-                                          block.header.timestamp_ms, decoded[0], decoded[1])
-                    log_index += 1
+            block: Block | None = None  # decoded only for a height that holds a match
+            for tx_index, log_index, lg in self.chain.iter_matching_logs(height, CREDIT_REGISTRY, topics):
+                if (decoded := decode_credit_log(lg)) is not None:
+                    block = block or self.chain.get_block(height)
+                    yield CreditEvent(height, log_index, tx_index, keccak256(block.transactions[tx_index]),
+                                      block.header.timestamp_ms, decoded[0], decoded[1])
 
 
 class RpcSource:

@@ -91,6 +91,11 @@ def score_records(source: CreditSource, subject: str, height: int, records: list
 
 def subject_json(source: CreditSource, subject: str, at: int | None = None) -> dict[str, Any]:
     height, records = get_subject_records(source, subject, at)
+    return compose_subject_json(source, subject, height, records)
+
+
+def compose_subject_json(source: CreditSource, subject: str, height: int, records: list[RecordView]) -> dict[str, Any]:
+    """``subject_json`` of records already read at ``height``."""
     now = source.block_timestamp_ms(height) // 1000
     return {"subject": subject, "height": height, "time": now,
             "records": [r.to_json(now) for r in sorted(records, key=lambda r: r.id)]}

@@ -11,15 +11,23 @@ from __future__ import annotations
 import threading
 import zlib
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from chainshare import codec
 from chainshare.crypto.hashing import keccak256
 from chainshare.errors import ConfigError, NotFound, StorageError
 from chainshare.ledger.statehash import decode_accumulator, encode_accumulator
 from chainshare.ledger.store import KeyValueStore
-from chainshare.ledger.types import FORMAT_VERSION, OLDEST_READABLE_FORMAT, Block, QuorumCertificate, Receipt
+from chainshare.ledger.types import (
+    FORMAT_VERSION,
+    OLDEST_READABLE_FORMAT,
+    Block,
+    Log,
+    QuorumCertificate,
+    Receipt,
+)
 
 P_META = b"M"
 P_BLOCK = b"B"
@@ -119,6 +127,20 @@ class StateReaderAt:
                 self._cache.clear()
             for k, v in changes.items():
                 self._cache[k] = _ABSENT if v is None else v
+
+
+def _receipt_logs(row: Any, height: int, tx_index: int) -> list[Any]:
+    if not (isinstance(row, list) and len(row) == 5 and isinstance(row[3], list)):
+        raise StorageError(f"receipt {tx_index} at height {height} is malformed")
+    return row[3]
+
+
+def _log_matches(entry: Any, address: bytes, topics: Sequence[bytes | None]) -> bool:
+    """Whether a log as stored (``[address, [topic, ...], data]``) is from ``address`` with ``topics``."""
+    if not (isinstance(entry, list) and len(entry) == 3 and entry[0] == address and isinstance(entry[1], list)):
+        return False
+    have = entry[1]
+    return all(want is None or (i < len(have) and have[i] == want) for i, want in enumerate(topics))
 
 
 @dataclass(frozen=True)
@@ -299,7 +321,7 @@ class ChainStore:
         raw = self.store.get(P_BLOCK + _h(height)) if 0 <= height <= self._head else None
         if raw is None:
             raise NotFound(f"no block at height {height} (head is {self._head})")
-        return Block.decode(unpack_stored(raw))
+        return Block.decode_stored(unpack_stored(raw))
 
     def get_head(self) -> Block:
         return self.get_block(self._head)
@@ -317,7 +339,28 @@ class ChainStore:
         raw = self.store.get(P_RECEIPTS + _h(height))
         if raw is None:
             raise NotFound(f"no receipts at height {height}")
-        return [Receipt.from_list(r) for r in codec.decode(unpack_stored(raw))]
+        return [Receipt.from_list(r) for r in codec.decode_stored(unpack_stored(raw))]
+
+    def iter_matching_logs(self, height: int, address: bytes,
+                           topics: Sequence[bytes | None]) -> Iterator[tuple[int, int, Log]]:
+        """(transaction index, log index in the block, log) of every log at ``height`` from ``address``
+        whose topics match (None = any), in order. Read from disk, only the matching logs are built as
+        objects: a subject's events are a few of a block's hundreds of logs."""
+        cached = self._receipts.get(height)
+        if cached is not None:
+            rows: Iterator[tuple[int, list[Any]]] = (
+                (i, [lg.to_list() for lg in r.logs]) for i, r in enumerate(cached))
+        else:
+            raw = self.store.get(P_RECEIPTS + _h(height))
+            if raw is None:
+                raise NotFound(f"no receipts at height {height}")
+            rows = ((i, _receipt_logs(r, height, i)) for i, r in enumerate(codec.decode_stored(unpack_stored(raw))))
+        log_index = 0
+        for tx_index, logs in rows:
+            for entry in logs:
+                if _log_matches(entry, address, topics):
+                    yield tx_index, log_index, Log.from_list(entry)
+                log_index += 1
 
     def get_bundle(self, height: int) -> BlockBundle:
         """Block, receipts, senders, tx hashes and log offsets of a finalized height (cached)."""

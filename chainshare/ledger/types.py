@@ -174,6 +174,11 @@ class Block:
     def decode(cls, data: bytes) -> Block:
         return cls.from_list(codec.decode(data))
 
+    @classmethod
+    def decode_stored(cls, data: bytes) -> Block:
+        """A block this node stored itself (``codec.decode_stored``); fields are checked as in ``decode``."""
+        return cls.from_list(codec.decode_stored(data))
+
     @property
     def height(self) -> int:
         return self.header.height

@@ -190,3 +190,25 @@ def test_decoded_values_are_refused_for_the_first_problem_found(value: Any) -> N
         with pytest.raises(DecodeError) as err:
             codec._check_decoded(value)
         assert err.value.message == expected
+
+
+@given(values)
+def test_stored_values_decode_as_the_canonical_decoder_does(value: Any) -> None:
+    """decode_stored (the ledger's own blocks and receipts) answers what decode answers for what we wrote."""
+    data = codec.encode(value)
+    assert codec.decode_stored(data) == codec.decode(data) == value
+
+
+@pytest.mark.parametrize("data", [b"", b"\xc1", b"\x81\x01\x02", b"\xd4\x01\x00", b"\x92\x01", b"\xa2\xff\xfe"],
+                         ids=["empty", "never-used", "map", "ext", "short-array", "bad-utf8"])
+def test_a_damaged_stored_value_is_a_decode_error(data: bytes) -> None:
+    with pytest.raises(DecodeError):
+        codec.decode_stored(data)
+
+
+@given(st.binary(max_size=512))
+def test_decoding_random_stored_bytes_fails_only_with_decode_error(data: bytes) -> None:
+    try:
+        codec.decode_stored(data)
+    except DecodeError:
+        pass

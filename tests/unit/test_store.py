@@ -214,6 +214,35 @@ def test_a_transaction_is_located_only_once_its_state_is_visible(store: KeyValue
     assert all(chain.chain.state.get(k) == v for k, v in executed.state_changes.items())
 
 
+def test_matching_logs_are_those_of_the_receipts_read_from_disk_or_cache(store: KeyValueStore) -> None:
+    """iter_matching_logs filters a height's logs by address and topics without decoding every receipt:
+    the same logs, with the same transaction and block log indexes, as a filter over get_receipts."""
+    chain = Chain(GENESIS, VAL, store)
+    digests = [bytes([i]) * 32 for i in range(1, 5)]
+    executed = chain.produce([anchor(i, d) for i, d in enumerate(digests)])
+    height = executed.block.height
+
+    def expected(address: bytes, topics: list[bytes | None]) -> list[tuple[int, int, Any]]:
+        out, k = [], 0
+        for i, receipt in enumerate(executed.receipts):
+            for lg in receipt.logs:
+                if lg.address == address and all(t is None or (j < len(lg.topics) and lg.topics[j] == t)
+                                                  for j, t in enumerate(topics)):
+                    out.append((i, k, lg))
+                k += 1
+        return out
+
+    cases = [(NOTARY, []), (NOTARY, [None, digests[2]]), (NOTARY, [None, b"\x09" * 32]), (b"\x01" * 20, [])]
+    cached, cold = chain.chain, ChainStore(store)  # the committing instance caches; a fresh one reads the disk
+    for address, topics in cases:
+        want = expected(address, topics)
+        assert list(cached.iter_matching_logs(height, address, topics)) == want
+        assert list(cold.iter_matching_logs(height, address, topics)) == want
+    assert len(expected(NOTARY, [])) == 4 and len(expected(NOTARY, [None, digests[2]])) == 1
+    with pytest.raises(NotFound):
+        list(cold.iter_matching_logs(height + 5, NOTARY, []))
+
+
 def test_data_dir_of_another_chain_id_is_refused(store: KeyValueStore) -> None:
     open_chain(store, GENESIS)
     other = dataclasses.replace(GENESIS, chain_id=GENESIS.chain_id + 1)
