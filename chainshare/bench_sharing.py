@@ -75,7 +75,12 @@ def measure_cedar(iterations: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------- decisions over a devnet
 
 
-async def _drive(url: str, raws: list[bytes], clients: int, batch: int = 500) -> dict[str, Any]:
+async def _drive(url: str, raws: list[bytes], clients: int, batch: int = 500,
+                 max_pending: int | None = None) -> dict[str, Any]:
+    """Send ``raws`` with ``clients`` concurrent senders, each one request at a time; with ``max_pending``, a
+    sender waits while that many sent requests have no receipt yet (a closed loop that keeps the blocks full
+    without piling a backlog for the node's "busy, retry" back-pressure to refuse). A refusal is sent again
+    after its retryAfter."""
     import aiohttp
 
     from chainshare.crypto.hashing import keccak256
@@ -83,14 +88,19 @@ async def _drive(url: str, raws: list[bytes], clients: int, batch: int = 500) ->
     hashes = ["0x" + keccak256(r).hex() for r in raws]
     submitted: dict[str, float] = {}
     confirmed: dict[str, float] = {}
-    allowed = 0
+    allowed = refused = 0
     errors: list[str] = []
     pending = list(enumerate(raws))
     pending.reverse()
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
 
         async def sender() -> None:
+            nonlocal refused
             while pending:
+                while max_pending is not None and len(submitted) - len(confirmed) >= max_pending:
+                    await asyncio.sleep(0.01)
+                if not pending:
+                    return
                 i, raw = pending.pop()
                 body = {"jsonrpc": "2.0", "id": i, "method": "eth_sendRawTransaction", "params": ["0x" + raw.hex()]}
                 while True:
@@ -100,6 +110,7 @@ async def _drive(url: str, raws: list[bytes], clients: int, batch: int = 500) ->
                     if "error" not in res or res["error"].get("code") != -32005:
                         break
                     # "busy, retry" (back-pressure): the same request again after retryAfter
+                    refused += 1
                     await asyncio.sleep(float((res["error"].get("data") or {}).get("retryAfter", 1)))
                 if "error" in res:
                     errors.append(str(res["error"].get("message")))
@@ -131,14 +142,15 @@ async def _drive(url: str, raws: list[bytes], clients: int, batch: int = 500) ->
         await asyncio.gather(poller(), *(sender() for _ in range(clients)))
         elapsed = time.perf_counter() - t0
     latencies = [(confirmed[h] - submitted[h]) * 1000 for h in confirmed]
-    return {"decisions": len(confirmed), "allowed": allowed, "errors": len(errors),
-            "first_error": errors[0] if errors else None, "seconds": round(elapsed, 2),
+    return {"decisions": len(confirmed), "allowed": allowed, "errors": len(errors), "refused_busy": refused,
+            "max_pending": max_pending, "first_error": errors[0] if errors else None, "seconds": round(elapsed, 2),
             "decisions_per_s": round(len(confirmed) / elapsed, 1),
             "latency_p50_ms": round(_percentile(latencies, 0.5), 1),
             "latency_p99_ms": round(_percentile(latencies, 0.99), 1)}
 
 
-def measure_decisions(directory: Path, count: int, clients: int, nodes: int = 4) -> dict[str, Any]:
+def measure_decisions(directory: Path, count: int, clients: int, nodes: int = 4,
+                      max_pending: int | None = None) -> dict[str, Any]:
     from chainshare.client import NodeClient, transact
     from chainshare.devnet import create_devnet, start_devnet, stop_devnet
 
@@ -163,7 +175,7 @@ def measure_decisions(directory: Path, count: int, clients: int, nodes: int = 4)
                              gas=gas * 3 // 2) for i in range(count)]
         processes = [psutil.Process(pid) for pid in pids]
         cpu0 = sum(sum(p.cpu_times()[:2]) for p in processes)
-        result = asyncio.run(_drive(url, raws, clients))
+        result = asyncio.run(_drive(url, raws, clients, max_pending=max_pending))
         cpu = sum(sum(p.cpu_times()[:2]) for p in processes) - cpu0
         result["nodes"] = nodes
         result["gas_per_request"] = gas
@@ -371,7 +383,7 @@ async def _measure_delivery(base: Path, size_mb: int, actions: list[str]) -> dic
 
 
 def run_sharing(*, decisions: int, clients: int, cedar_iterations: int, dataset_mb: int, actions: list[str],
-                directory: Path | None, nodes: int = 4) -> dict[str, Any]:
+                directory: Path | None, nodes: int = 4, max_pending: int | None = None) -> dict[str, Any]:
     tmp = None
     if directory is None:
         tmp = tempfile.TemporaryDirectory(prefix="chainshare-bench-sharing-")
@@ -380,7 +392,7 @@ def run_sharing(*, decisions: int, clients: int, cedar_iterations: int, dataset_
         result: dict[str, Any] = {"scenario": "sharing"}
         result["cedar"] = measure_cedar(cedar_iterations)
         if decisions:
-            result["decisions"] = measure_decisions(directory / "devnet", decisions, clients, nodes)
+            result["decisions"] = measure_decisions(directory / "devnet", decisions, clients, nodes, max_pending)
         if dataset_mb:
             (directory / "delivery").mkdir(parents=True, exist_ok=True)
             result["delivery"] = asyncio.run(_measure_delivery(directory / "delivery", dataset_mb, actions))

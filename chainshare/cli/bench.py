@@ -64,6 +64,10 @@ def longchain(txs: int, checkpoint: int, chunk: int, clients: int, receipt_batch
 @click.option("--nodes", type=click.IntRange(1, 16), default=4, show_default=True,
               help="Validators of the devnet that finalizes the access decisions.")
 @click.option("--clients", type=click.IntRange(1, 256), default=32, show_default=True)
+@click.option("--max-pending", type=click.IntRange(0, 1_000_000), default=1500, show_default=True,
+              help="Closed loop: senders wait while this many requests have no receipt (0: no bound). The default "
+                   "stays under the node's busy_min_pending floor (2,000), so the load keeps blocks full without "
+                   "a backlog for \"busy, retry\" to refuse.")
 @click.option("--cedar-iterations", type=click.IntRange(1, 1_000_000), default=2000, show_default=True)
 @click.option("--dataset-mb", type=click.IntRange(0, 100_000), default=100, show_default=True,
               help="Size of the dataset delivered between two nodes (0: skip).")
@@ -71,7 +75,7 @@ def longchain(txs: int, checkpoint: int, chunk: int, clients: int, receipt_batch
               help="Delivery actions to measure (default: both).")
 @click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
               help="Work here (default: a temporary directory, removed afterwards).")
-def sharing(decisions: int, nodes: int, clients: int, cedar_iterations: int, dataset_mb: int,
+def sharing(decisions: int, nodes: int, clients: int, max_pending: int, cedar_iterations: int, dataset_mb: int,
             actions: tuple[str, ...], directory: Path | None) -> None:
     """Access decisions finalized per second, Cedar time per decision, delivery throughput between two nodes."""
     import json
@@ -81,7 +85,7 @@ def sharing(decisions: int, nodes: int, clients: int, cedar_iterations: int, dat
 
     result = run_sharing(decisions=decisions, clients=clients, cedar_iterations=cedar_iterations,
                          dataset_mb=dataset_mb, actions=list(actions or ("read_identified", "read")),
-                         directory=directory, nodes=nodes)
+                         directory=directory, nodes=nodes, max_pending=max_pending or None)
     result["saved_to"] = str(write_result(result))
     click.echo(json.dumps(result))
 
