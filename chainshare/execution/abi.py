@@ -189,6 +189,21 @@ def compile_encoder(types: Sequence[str]) -> Callable[[Sequence[Any]], bytes]:
     return encode
 
 
+def compile_value_encoder(typ: str) -> Callable[[Any], bytes]:
+    """``lambda value: encode_values([typ], [value])`` with the type looked at once (an event's
+    indexed parameter)."""
+    dynamic, part = _compile_part(typ)
+    head = (32).to_bytes(32, "big")  # the offset of the one tail
+
+    def encode(value: Any) -> bytes:
+        encoded = part(value)
+        if encoded is None:
+            return _abi_encode([typ], [value])
+        return head + encoded if dynamic else encoded
+
+    return encode
+
+
 def encode_values(types: list[str], values: list[Any] | tuple[Any, ...]) -> bytes:
     """Standard ABI encoding. One-word static types (address, bool, bytes32, uintN), ``string``,
     ``bytes`` and dynamic arrays ``T[]`` of them take an exact fast path (profiling: eth_abi's

@@ -251,8 +251,7 @@ def _topic_encoder(typ: str) -> Callable[[Any], bytes]:
     its ABI encoding (static types take encode_values' fast path)."""
     if typ in ("string", "bytes"):
         return _encode_hashed_topic
-    encode = abi.compile_encoder([typ])
-    return lambda value: encode((value,))
+    return abi.compile_value_encoder(typ)
 
 
 def compute_intrinsic_gas(data: bytes) -> int:

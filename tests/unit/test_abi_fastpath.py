@@ -137,12 +137,24 @@ def test_a_compiled_encoder_equals_eth_abi(data: st.DataObject) -> None:
         assert encode(values) == eth_encode(types, values)
 
 
+@settings(max_examples=300)
+@given(st.sampled_from(TYPES + DYNAMIC), st.data())
+def test_a_compiled_value_encoder_equals_eth_abi(typ: str, data: st.DataObject) -> None:
+    encode = abi.compile_value_encoder(typ)
+    for _ in range(3):
+        value = data.draw(_any_value(typ))
+        assert encode(value) == eth_encode([typ], [value])
+
+
 def test_a_compiled_encoder_leaves_what_it_does_not_recognise_to_eth_abi() -> None:
     with pytest.raises(Exception, match="TextStringEncoder"):
         abi.compile_encoder(["string[]"])([["ok", 7]])
     with pytest.raises(Exception, match="8 bits"):
         abi.compile_encoder(["uint8"])([256])
     assert abi.compile_encoder(["int256", "uint8[2]"])([-1, [1, 2]]) == eth_encode(["int256", "uint8[2]"], [-1, [1, 2]])
+    with pytest.raises(Exception, match="8 bits"):
+        abi.compile_value_encoder("uint8")(256)
+    assert abi.compile_value_encoder("int256")(-5) == eth_encode(["int256"], [-5])
 
 
 @settings(max_examples=300)
