@@ -9,7 +9,8 @@ no I/O beyond the state view.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,6 +67,10 @@ class BlockEnv:
     gas_limit: int
 
 
+_TopicEncoder = Callable[[Any], bytes]
+_DataEncoder = Callable[[Sequence[Any]], bytes]
+
+
 @dataclass(frozen=True)
 class EventSpec:
     name: str
@@ -75,6 +80,26 @@ class EventSpec:
     def to_abi(self) -> dict[str, Any]:
         return {"type": "event", "name": self.name, "anonymous": False,
                 "inputs": [{"name": p.name, "type": p.type, "indexed": p.indexed} for p in self.params]}
+
+    @functools.cached_property
+    def _log_encoders(self) -> tuple[tuple[_TopicEncoder | None, ...], _DataEncoder | None]:
+        """Per parameter its topic encoder (None for a data parameter), and the encoder of the data."""
+        plain = [p.type for p in self.params if not p.indexed]
+        return (tuple(_topic_encoder(p.type) if p.indexed else None for p in self.params),
+                abi.compile_encoder(plain) if plain else None)
+
+    def encode_log(self, values: Sequence[Any]) -> tuple[tuple[bytes, ...], bytes]:
+        """The topics (this event's topic first) and the ABI data of a log of this event with
+        ``values`` (in parameter order); ValueError if there are not as many values as parameters."""
+        topic_encoders, data_encoder = self._log_encoders
+        topics = [self.topic]
+        data_values = []
+        for encode, v in zip(topic_encoders, values, strict=True):
+            if encode is None:
+                data_values.append(v)
+            else:
+                topics.append(encode(v))
+        return tuple(topics), data_encoder(data_values) if data_encoder is not None else b""
 
     def decode(self, lg: Log) -> dict[str, Any] | None:
         """The args of ``lg`` (topics and data) as this event, in parameter order; None if its topics do not
@@ -202,17 +227,9 @@ class CallContext:
     def emit(self, spec: EventSpec, *values: Any) -> None:
         if self.static:
             return
-        topics = [spec.topic]
-        data_types, data_values = [], []
-        for p, v in zip(spec.params, values, strict=True):
-            if p.indexed:
-                topics.append(_encode_topic(p.type, v))
-            else:
-                data_types.append(p.type)
-                data_values.append(v)
-        data = abi.encode_values(data_types, data_values) if data_types else b""
+        topics, data = spec.encode_log(values)
         self.charge(G_LOG + G_LOG_TOPIC * len(topics) + G_LOG_DATA_BYTE * len(data))
-        self.logs.append(Log(self.address, tuple(topics), data))
+        self.logs.append(Log(self.address, topics, data))
 
     def call(self, target: bytes, data: bytes) -> bytes:
         """Call another system contract as this contract; a revert there reverts here."""
@@ -225,10 +242,16 @@ class CallContext:
         return out
 
 
-def _encode_topic(typ: str, value: Any) -> bytes:
+def _encode_hashed_topic(value: Any) -> bytes:
+    return keccak256(value.encode() if isinstance(value, str) else value)
+
+
+def _topic_encoder(typ: str) -> Callable[[Any], bytes]:
+    """How an indexed value of ``typ`` becomes a topic: the keccak of a string or bytes value, else
+    its ABI encoding (static types take encode_values' fast path)."""
     if typ in ("string", "bytes"):
-        return keccak256(value.encode() if isinstance(value, str) else value)
-    return abi.encode_values([typ], [value])  # static types take encode_values' fast path
+        return _encode_hashed_topic
+    return abi.compile_value_encoder(typ)
 
 
 def compute_intrinsic_gas(data: bytes) -> int:

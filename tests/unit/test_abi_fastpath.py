@@ -125,3 +125,58 @@ def test_values_the_fast_path_does_not_recognise_get_eth_abis_error(types: list[
 def test_a_lone_surrogate_in_a_string_is_left_to_eth_abi() -> None:
     with pytest.raises(UnicodeEncodeError):
         abi.encode_values(["string"], ["\ud800"])
+
+
+@settings(max_examples=300)
+@given(st.data())
+def test_a_compiled_encoder_equals_eth_abi(data: st.DataObject) -> None:
+    types = data.draw(mixed_signatures)
+    encode = abi.compile_encoder(types)
+    for _ in range(3):  # one encoder, several value tuples
+        values = [data.draw(_any_value(t)) for t in types]
+        assert encode(values) == eth_encode(types, values)
+
+
+@settings(max_examples=300)
+@given(st.sampled_from(TYPES + DYNAMIC), st.data())
+def test_a_compiled_value_encoder_equals_eth_abi(typ: str, data: st.DataObject) -> None:
+    encode = abi.compile_value_encoder(typ)
+    for _ in range(3):
+        value = data.draw(_any_value(typ))
+        assert encode(value) == eth_encode([typ], [value])
+
+
+def test_a_compiled_encoder_leaves_what_it_does_not_recognise_to_eth_abi() -> None:
+    with pytest.raises(Exception, match="TextStringEncoder"):
+        abi.compile_encoder(["string[]"])([["ok", 7]])
+    with pytest.raises(Exception, match="8 bits"):
+        abi.compile_encoder(["uint8"])([256])
+    assert abi.compile_encoder(["int256", "uint8[2]"])([-1, [1, 2]]) == eth_encode(["int256", "uint8[2]"], [-1, [1, 2]])
+    with pytest.raises(Exception, match="8 bits"):
+        abi.compile_value_encoder("uint8")(256)
+    assert abi.compile_value_encoder("int256")(-5) == eth_encode(["int256"], [-5])
+
+
+@settings(max_examples=300)
+@given(st.lists(st.sampled_from(TYPES + DYNAMIC), max_size=5), st.data())
+def test_an_event_log_is_its_topics_and_its_abi_data(types: list[str], data: st.DataObject) -> None:
+    """Solidity's layout, computed independently: topic 0 the signature hash, an indexed string or
+    bytes hashed, any other indexed value ABI-encoded, the rest ABI-encoded together as the data."""
+    from chainshare.crypto.hashing import keccak256
+    from chainshare.execution.runtime import event
+
+    indexed = set(data.draw(st.permutations(range(len(types))))[:3])  # at most 3 indexed, as in Solidity
+    spec = event("E(" + ", ".join(f"{t}{' indexed' if i in indexed else ''} p{i}" for i, t in enumerate(types)) + ")")
+    values = [data.draw(_any_value(t)) for t in types]
+    topics, log_data = spec.encode_log(values)
+    expected_topics = [keccak256(("E(" + ",".join(types) + ")").encode())]
+    for i, t in enumerate(types):
+        if i in indexed:
+            v = values[i]
+            expected_topics.append(keccak256(v.encode() if isinstance(v, str) else v) if t in ("string", "bytes")
+                                   else eth_encode([t], [v]))
+    plain = [i for i in range(len(types)) if i not in indexed]
+    assert topics == tuple(expected_topics)
+    assert log_data == (eth_encode([types[i] for i in plain], [values[i] for i in plain]) if plain else b"")
+    with pytest.raises(ValueError):
+        spec.encode_log(values + [0])

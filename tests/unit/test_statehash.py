@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import random
+from hashlib import shake_256
 
+import gmpy2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chainshare.ledger.statehash import (
     ACCUMULATOR_BYTES,
     IDENTITY,
+    MUHASH_PRIME,
+    _multiply,
     apply_state_changes,
     compute_state_root,
     decode_accumulator,
@@ -86,3 +90,44 @@ def test_accumulator_encoding_round_trips(state: dict[bytes, bytes]) -> None:
     raw = encode_accumulator(acc)
     assert len(raw) == ACCUMULATOR_BYTES
     assert decode_accumulator(raw) == acc
+
+
+# -- the fast arithmetic against the textbook formula ---------------------------------------------
+
+def reference_accumulator(accumulator: int, changes: list[tuple[bytes, bytes | None, bytes | None]]) -> int:
+    """MuHash3072 as first written: plain integers, every product reduced with ``%``."""
+    def element(key: bytes, value: bytes) -> int:
+        digest = shake_256(b"chainshare/state/v1" + len(key).to_bytes(4, "big") + key + value).digest(384)
+        return int.from_bytes(digest, "big") % MUHASH_PRIME or 1
+
+    num = den = 1
+    for key, old, new in changes:
+        if old == new:
+            continue
+        if old is not None:
+            den = den * element(key, old) % MUHASH_PRIME
+        if new is not None:
+            num = num * element(key, new) % MUHASH_PRIME
+    return accumulator * num * pow(den, -1, MUHASH_PRIME) % MUHASH_PRIME
+
+
+changes_lists = st.lists(st.tuples(keys, st.none() | vals, st.none() | vals), max_size=16)
+
+
+@settings(max_examples=300)
+@given(st.integers(min_value=1, max_value=MUHASH_PRIME - 1), changes_lists)
+def test_accumulator_equals_the_reference_formula(accumulator: int,
+                                                  changes: list[tuple[bytes, bytes | None, bytes | None]]) -> None:
+    assert apply_state_changes(accumulator, changes) == reference_accumulator(accumulator, changes)
+
+
+@given(st.integers(min_value=0, max_value=MUHASH_PRIME - 1), st.integers(min_value=0, max_value=MUHASH_PRIME - 1))
+def test_modular_product_equals_the_remainder(a: int, b: int) -> None:
+    assert _multiply(gmpy2.mpz(a), gmpy2.mpz(b)) == a * b % MUHASH_PRIME
+
+
+def test_modular_product_at_the_edges() -> None:
+    p = MUHASH_PRIME
+    for a, b in ((p - 1, p - 1), (p - 1, 1), (p - 1, 2), (0, p - 1), (1, 1), (2**3071, 2**3071),
+                 (2**3072 - p + 1, p - 1), ((p + 1) // 2, 2)):
+        assert _multiply(gmpy2.mpz(a), gmpy2.mpz(b)) == a * b % p, (a, b)

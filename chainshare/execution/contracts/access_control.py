@@ -63,7 +63,12 @@ from typing import Any
 from chainshare import codec
 from chainshare.execution.contracts import cedar, datasets
 from chainshare.execution.contracts.addresses import ACCESS_CONTROL, GOVERNANCE, JOINT_COMPUTE
-from chainshare.execution.contracts.membership import get_agency, get_agency_attribute, get_agency_of
+from chainshare.execution.contracts.membership import (
+    get_agency,
+    get_agency_attribute,
+    get_agency_of,
+    get_agency_standing,
+)
 from chainshare.execution.runtime import (
     CONTRACT_PREFIX,
     G_SLOAD,
@@ -182,11 +187,11 @@ def _next(ctx: CallContext, key: bytes) -> int:
 def _agency_facts(ctx: CallContext, name: str) -> tuple[cedar.AgencyFacts, bool]:
     """(what Cedar sees of agency ``name``, whether it is active); two metered reads."""
     ctx.charge(2 * G_SLOAD)
-    record = get_agency(ctx.state, name)
-    if record is None:
+    standing = get_agency_standing(ctx.state, name)
+    if standing is None:
         return cedar.AgencyFacts(name, "", ""), False
-    return cedar.AgencyFacts(name, record["role"], get_agency_attribute(ctx.state, name, "jurisdiction")), \
-        bool(record["active"])
+    role, active = standing
+    return cedar.AgencyFacts(name, role, get_agency_attribute(ctx.state, name, "jurisdiction")), active
 
 
 class AccessControl(SystemContract):

@@ -25,6 +25,7 @@ each version; ``h:<id><content hash>`` version number by hash; ``p:<id>`` [revis
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -81,7 +82,10 @@ def _key(k: bytes) -> bytes:
     return CONTRACT_PREFIX + DATASETS + k
 
 
+@functools.lru_cache(maxsize=128)
 def _decode(dataset_id: int, raw: bytes) -> Dataset:
+    """The record ``raw`` of ``dataset_id``. Memoised by its bytes (a Dataset is immutable), as every
+    access request decodes the same few records again."""
     owner, title, schema_json, size, version, content_hash, revision, retired, height = codec.decode(raw)
     return Dataset(dataset_id, owner, title, schema_json, size, version, content_hash, revision, retired, height)
 
@@ -90,14 +94,20 @@ def get_dataset(state: Any, dataset_id: int) -> Dataset | None:
     """The dataset record, or None (one state read)."""
     idb = _id_bytes(dataset_id)
     raw = state.get(_key(b"d:" + idb)) if idb else None
-    return _decode(dataset_id, raw) if raw is not None else None
+    return _decode(dataset_id, bytes(raw)) if raw is not None else None
 
 
 def get_policy_text(state: Any, dataset_id: int) -> str:
     """The dataset's current policy text ("" if none; one state read)."""
     idb = _id_bytes(dataset_id)
     raw = state.get(_key(b"p:" + idb)) if idb else None
-    return str(codec.decode(raw)[1]) if raw is not None else ""
+    return _decode_policy_text(bytes(raw)) if raw is not None else ""
+
+
+@functools.lru_cache(maxsize=256)
+def _decode_policy_text(raw: bytes) -> str:
+    """The text in a stored policy record (memoised by its bytes, like ``_decode``)."""
+    return str(codec.decode(raw)[1])
 
 
 def get_version_of_hash(state: Any, dataset_id: int, content_hash: bytes) -> int | None:
@@ -179,7 +189,7 @@ class Datasets(SystemContract):
         raw = ctx.sload(b"d:" + idb) if idb else None
         if raw is None:
             raise Revert(f"no dataset {dataset_id}")
-        return _decode(dataset_id, raw)
+        return _decode(dataset_id, bytes(raw))
 
     def _load_owned(self, ctx: CallContext, dataset_id: int) -> Dataset:
         d = self._load(ctx, dataset_id)

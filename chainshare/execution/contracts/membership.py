@@ -11,6 +11,7 @@ attribute reads as "" and setting "" deletes it.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,6 +67,20 @@ def get_agency(state: Any, name: str) -> dict[str, Any] | None:
         return None
     n, role, accounts, cert, active, added = codec.decode(raw)
     return {"name": n, "role": role, "accounts": accounts, "certificate": cert, "active": active, "added_height": added}
+
+
+def get_agency_standing(state: Any, name: str) -> tuple[str, bool] | None:
+    """(role, active) of agency ``name``, or None if there is no such agency (one state read)."""
+    raw = state.get(_key(K_AGENCY + name.encode()))
+    return _decode_standing(bytes(raw)) if raw is not None else None
+
+
+@functools.lru_cache(maxsize=256)
+def _decode_standing(raw: bytes) -> tuple[str, bool]:
+    """Role and activity in an agency record; memoised by its bytes, as every access request decodes
+    the records (certificate included) of the same few agencies again."""
+    _, role, _, _, active, _ = codec.decode(raw)
+    return role, bool(active)
 
 
 def _attribute_key(name: str, key: str) -> bytes:
