@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import coincurve
-from coincurve._libsecp256k1 import ffi, lib
-from coincurve.context import GLOBAL_CONTEXT
-from coincurve.flags import EC_UNCOMPRESSED
 
 from chainshare.crypto.hashing import keccak256
 from chainshare.errors import CryptoError
@@ -32,27 +29,17 @@ def sign_hash(private_key: bytes, msg_hash: bytes) -> tuple[int, int, int]:
 
 
 def recover_address(msg_hash: bytes, y_parity: int, r: int, s: int) -> bytes:
-    """Recover the signer's address; refuses out-of-range or high-s signatures.
-
-    Calls libsecp256k1 (coincurve's binding) directly: parse, recover, serialize, with none of
-    coincurve's per-call wrapper objects (this runs once per transaction per node)."""
+    """Recover the signer's address; refuses out-of-range or high-s signatures."""
     if y_parity not in (0, 1):
         raise CryptoError(f"signature recovery id must be 0 or 1, got {y_parity}")
     if not (0 < r < SECP256K1_N and 0 < s <= SECP256K1_HALF_N):
         raise CryptoError("signature r/s out of range (high-s signatures are refused, EIP-2)")
-    if len(msg_hash) != 32:
-        raise CryptoError(f"message hash must be 32 bytes, got {len(msg_hash)}")
-    ctx = GLOBAL_CONTEXT.ctx
-    sig = ffi.new("secp256k1_ecdsa_recoverable_signature *")
-    if not lib.secp256k1_ecdsa_recoverable_signature_parse_compact(ctx, sig, r.to_bytes(32, "big")
-                                                                    + s.to_bytes(32, "big"), y_parity):
-        raise CryptoError("signature does not recover to a public key: unparsable signature")
-    pub = ffi.new("secp256k1_pubkey *")
-    if not lib.secp256k1_ecdsa_recover(ctx, pub, sig, msg_hash):
-        raise CryptoError("signature does not recover to a public key: failed to recover ECDSA public key")
-    out = ffi.new("unsigned char[65]")
-    lib.secp256k1_ec_pubkey_serialize(ctx, out, ffi.new("size_t *", 65), pub, EC_UNCOMPRESSED)
-    return keccak256(ffi.buffer(out, 65)[1:])[12:]
+    sig = r.to_bytes(32, "big") + s.to_bytes(32, "big") + bytes([y_parity])
+    try:
+        pub = coincurve.PublicKey.from_signature_and_message(sig, msg_hash, hasher=None)
+    except Exception as exc:
+        raise CryptoError(f"signature does not recover to a public key: {exc}") from exc
+    return address_of_public_key(pub)
 
 
 def to_checksum_address(address: bytes) -> str:
