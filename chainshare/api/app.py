@@ -6,9 +6,8 @@ a hard size limit (413 beyond it) before anything parses them.
 The event loop that serves this port also runs consensus, so API work does not run on it: JSON-RPC
 bodies and REST reads run on the API worker threads (``ApiWorkers``), under work budgets, and each
 client (remote address) has a token bucket of API CPU time; a client over it gets HTTP 429 with
-JSON-RPC -32005 (or a REST error body) and Retry-After. Only small bodies of cheap requests (chain id,
-block number, nonce, sending a transaction; one, or a batch of only these) are answered on the loop
-itself, their CPU time charged to the client as a worker's is.
+JSON-RPC -32005 (or a REST error body) and Retry-After. Only cheap single requests (chain id, block
+number, nonce, sending a transaction) are answered on the loop itself.
 """
 
 from __future__ import annotations
@@ -82,7 +81,7 @@ async def _respond(send: Send, status: int, body: bytes, content_type: bytes = b
     await send({"type": "http.response.body", "body": body})
 
 
-# A JSON-RPC body this small is parsed on the loop, so a cheap request (or batch of them) skips the thread hop.
+# A JSON-RPC body this small is parsed on the loop, so a cheap single request skips the thread hop.
 INLINE_PARSE_BYTES = 16 * 1024
 
 
@@ -179,7 +178,7 @@ def create_app(node: Node) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
     limit = node.cfg.api.max_body_bytes
 
     async def answer_jsonrpc(body: bytes) -> bytes | None:
-        """Answer a JSON-RPC body: a small body of cheap requests on the loop, anything else on a worker."""
+        """Answer a JSON-RPC body: a cheap single request on the loop, anything else on a worker."""
         if len(body) > INLINE_PARSE_BYTES:
             return await workers.run(rpc.handle_body, body)
         t0 = time.thread_time()

@@ -1,6 +1,6 @@
 """A JSON-RPC batch's ``eth_sendRawTransaction`` runs (chainshare/api/jsonrpc.py): admitted in one
 event-loop hop per run, answered exactly as the same requests one by one, -32603 per send when the
-hop fails; and which bodies the app answers on the loop (``is_loop_request``)."""
+hop fails; and which bodies the app answers on the loop (``is_loop_request``: single requests only)."""
 
 from __future__ import annotations
 
@@ -148,13 +148,9 @@ def test_a_run_stops_where_the_response_could_fill_up() -> None:
     assert all("result" in r for r in out)  # small answers: all fit, as one by one
 
 
-def test_small_bodies_of_cheap_requests_are_loop_requests() -> None:
-    rpc = JsonRpc(_node(), ApiLimits(max_batch=3))
+def test_only_single_cheap_requests_are_loop_requests() -> None:
     chain_id = {"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}
     receipt = {"jsonrpc": "2.0", "id": 2, "method": "eth_getTransactionReceipt", "params": ["0x" + "00" * 32]}
-    assert rpc.is_loop_request(chain_id) and rpc.is_loop_request([chain_id, _send(3, "0x00")])
-    assert not rpc.is_loop_request(receipt)  # loads a block: a worker's job
-    assert not rpc.is_loop_request([chain_id, receipt])
-    assert not rpc.is_loop_request([])
-    assert not rpc.is_loop_request([chain_id] * 4)  # over max_batch: the worker refuses it
-    assert not rpc.is_loop_request([chain_id, "x"])
+    assert JsonRpc.is_loop_request(chain_id) and JsonRpc.is_loop_request(_send(3, "0x00"))
+    assert not JsonRpc.is_loop_request(receipt)  # loads a block: a worker's job
+    assert not JsonRpc.is_loop_request([chain_id, _send(3, "0x00")])  # a batch: paced by the API workers
