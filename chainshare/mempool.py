@@ -181,7 +181,7 @@ class Mempool:
             recent = self._recently_included(tx_hash)
             if recent is not None:
                 raise KnownTransaction(f"transaction 0x{tx_hash.hex()} was already included in block {recent}")
-        tx = decode_transaction(raw, self._chain_id)
+        tx = decode_transaction(raw, self._chain_id, tx_hash)
         return self.add(tx, state, block_gas_limit, submitted=submitted)
 
     def add(self, tx: Transaction, state: StateReader, block_gas_limit: int, *, submitted: bool = False) -> Admission:

@@ -140,11 +140,13 @@ def apply_block(runtime: Runtime, parent: StateReader, parent_header: Header, pa
 
 def _known_or_decode(raw: bytes, chain_id: int,
                      known: Callable[[bytes], Transaction | None] | None) -> Transaction:
-    if known is not None:
-        tx = known(keccak256(raw))
-        if tx is not None and tx.raw == raw and tx.chain_id == chain_id:
-            return tx
-    return decode_transaction(raw, chain_id)
+    if known is None:
+        return decode_transaction(raw, chain_id)
+    tx_hash = keccak256(raw)
+    tx = known(tx_hash)
+    if tx is not None and tx.raw == raw and tx.chain_id == chain_id:
+        return tx
+    return decode_transaction(raw, chain_id, tx_hash)
 
 
 def _assemble(state: StateView, parent: StateReader, parent_header: Header, parent_accumulator: int,

@@ -77,17 +77,18 @@ def _bytes_field(data: bytes, item: tuple[bool, int, int, int], what: str) -> by
     return data[item[1]:item[2]]
 
 
-def decode_transaction(raw: bytes, chain_id: int) -> Transaction:
-    """Decode, check and recover the sender of a raw signed transaction for ``chain_id``."""
+def decode_transaction(raw: bytes, chain_id: int, tx_hash: bytes | None = None) -> Transaction:
+    """Decode, check and recover the sender of a raw signed transaction for ``chain_id``; ``tx_hash``:
+    ``keccak256(raw)`` when the caller has computed it already (it is not hashed again)."""
     if not isinstance(raw, bytes) or not raw:
         raise DecodeError("empty transaction")
     if len(raw) > MAX_TX_BYTES:
         raise TransactionTooLarge(f"transaction of {len(raw)} bytes exceeds the {MAX_TX_BYTES}-byte limit")
     first = raw[0]
     if first >= 0xC0:
-        return _decode_legacy(raw, chain_id)
+        return _decode_legacy(raw, chain_id, tx_hash)
     if first == TYPE_EIP1559:
-        return _decode_1559(raw, chain_id)
+        return _decode_1559(raw, chain_id, tx_hash)
     if first <= 0x7F:
         raise UnsupportedTransactionType(
             f"transaction type {first} is not supported (use EIP-1559 type 2 or EIP-155 legacy)"
@@ -95,7 +96,7 @@ def decode_transaction(raw: bytes, chain_id: int) -> Transaction:
     raise DecodeError("transaction is neither a typed envelope nor an RLP list")
 
 
-def _decode_1559(raw: bytes, chain_id: int) -> Transaction:
+def _decode_1559(raw: bytes, chain_id: int, tx_hash: bytes | None) -> Transaction:
     f, payload_start, _ = read_list(raw, 1)
     if len(f) != 12:
         raise DecodeError(f"EIP-1559 transaction must have 12 fields, got {len(f)}")
@@ -118,11 +119,11 @@ def _decode_1559(raw: bytes, chain_id: int) -> Transaction:
     sighash = keccak256(b"\x02" + encode_length(len(body), 0xC0) + body)
     sender = _recover(sighash, y, r, s)
     access_list = () if f[8][1] == f[8][2] else (raw[f[8][1]:f[8][2]],)
-    return Transaction(raw, keccak256(raw), TYPE_EIP1559, tx_chain, nonce, gas, to, value, data,
+    return Transaction(raw, tx_hash or keccak256(raw), TYPE_EIP1559, tx_chain, nonce, gas, to, value, data,
                        max_fee, prio, max_fee, access_list, y, r, s, sender)
 
 
-def _decode_legacy(raw: bytes, chain_id: int) -> Transaction:
+def _decode_legacy(raw: bytes, chain_id: int, tx_hash: bytes | None) -> Transaction:
     f, payload_start, _ = read_list(raw, 0)
     if len(f) != 9:
         raise DecodeError(f"legacy transaction must have 9 fields, got {len(f)}")
@@ -141,7 +142,7 @@ def _decode_legacy(raw: bytes, chain_id: int) -> Transaction:
     body = raw[payload_start:f[5][3]] + encode_uint(chain_id) + b"\x80\x80"
     sighash = keccak256(encode_length(len(body), 0xC0) + body)
     sender = _recover(sighash, (v - 35) % 2, r, s)
-    return Transaction(raw, keccak256(raw), TYPE_LEGACY, tx_chain, nonce, gas, to, value, data,
+    return Transaction(raw, tx_hash or keccak256(raw), TYPE_LEGACY, tx_chain, nonce, gas, to, value, data,
                        gas_price, gas_price, gas_price, (), v, r, s, sender)
 
 

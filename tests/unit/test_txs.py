@@ -351,3 +351,29 @@ def test_access_list_entries_must_be_address_and_storage_keys() -> None:
     raw = _signed_1559_with_raw_access_list(rlp.encode([b"x"]))
     with pytest.raises(DecodeError):
         decode_transaction(raw, CHAIN_ID)
+
+
+@settings(max_examples=60, deadline=None)
+@given(secret=st.integers(1, SECP256K1_N - 1), msg=st.binary(min_size=32, max_size=32))
+def test_sender_recovery_matches_coincurve_and_eth_account(secret: int, msg: bytes) -> None:
+    import coincurve
+
+    from chainshare.crypto.secp import address_of_private_key, recover_address
+
+    key = secret.to_bytes(32, "big")
+    y, r, s = sign_hash(key, msg)
+    sig = r.to_bytes(32, "big") + s.to_bytes(32, "big") + bytes([y])
+    pub = coincurve.PublicKey.from_signature_and_message(sig, msg, hasher=None).format(compressed=False)
+    assert recover_address(msg, y, r, s) == keccak256(pub[1:])[12:] == address_of_private_key(key)
+    assert recover_address(msg, 1 - y, r, s) != address_of_private_key(key)  # the other parity: another key
+
+
+def test_sender_recovery_refuses_an_r_off_the_curve() -> None:
+    from chainshare.crypto.secp import recover_address
+    from chainshare.errors import CryptoError
+
+    # x = 5 is no secp256k1 x-coordinate (5^3 + 7 = 132 is a non-residue mod p): nothing recovers.
+    with pytest.raises(CryptoError, match="does not recover to a public key"):
+        recover_address(b"\x01" * 32, 0, 5, 1)
+    with pytest.raises(CryptoError, match="32 bytes"):
+        recover_address(b"\x01" * 31, 0, 1, 1)
