@@ -384,7 +384,6 @@ async def serve_node(cfg: NodeConfig) -> None:
     import uvicorn
 
     from chainshare.api.app import create_app
-    from chainshare.api.oneshot import OneWriteHttpToolsProtocol
 
     class _Server(uvicorn.Server):
         # uvicorn re-raises a captured SIGTERM when serve() returns, which would kill the process
@@ -396,8 +395,7 @@ async def serve_node(cfg: NodeConfig) -> None:
     node = Node.from_config(cfg)
     app = create_app(node)
     server = _Server(uvicorn.Config(
-        # httptools, with each response's head and body in one write (api/oneshot.py)
-        app, host=cfg.api.host, port=cfg.api.port, loop="uvloop", http=OneWriteHttpToolsProtocol, lifespan="off",
+        app, host=cfg.api.host, port=cfg.api.port, loop="uvloop", http="httptools", lifespan="off",
         log_level="warning", access_log=False, proxy_headers=False, timeout_keep_alive=30, limit_concurrency=2048,
         h11_max_incomplete_event_size=64 * 1024,
         # websocket JSON-RPC (api/subscriptions.py): no per-message compression, so a notification is
