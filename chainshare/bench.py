@@ -102,7 +102,8 @@ async def _drive(urls: list[str], raws: list[bytes], clients: int, batch: int, s
                  rate: float | None = None, route: list[str] | None = None,
                  max_pending: int | None = None, confirmed_unix: dict[str, float] | None = None) -> dict[str, Any]:
     """Send ``raws`` with ``clients`` concurrent clients (tx i to ``route[i]`` if given, else to the
-    client's node; a "busy, retry" refusal is sent again after its retryAfter) while polling
+    client's node; a "busy, retry" refusal pauses every client for its retryAfter, then goes again, and
+    a transaction refused as too far past that nonce goes again once it is in) while polling
     receipts; throughput and latency figures. With ``max_pending``, a client waits while that many
     submitted transactions have no receipt yet (closed loop: a mempool's per-sender byte limit is
     never hit by the bench itself). ``confirmed_unix`` receives each transaction's hash and the
@@ -141,12 +142,18 @@ async def _drive(urls: list[str], raws: list[bytes], clients: int, batch: int, s
                     await asyncio.sleep(0.01)
                 await send(i, url)
 
+        pause_until = 0.0  # closed loop: a "busy, retry" pauses every sender, as one client honouring it
+
         async def send(i: int, url: str) -> None:
             """Send tx i until it is admitted or refused for good: a "busy, retry" refusal (-32005)
-            is counted and the same transaction sent again after its retryAfter."""
-            nonlocal refused
+            is counted and pauses every sender for its retryAfter, then the same transaction goes again;
+            one refused as too far past a refused nonce (max_nonce_gap) goes again once that one is in."""
+            nonlocal refused, requeued_gap, pause_until
             body = {"jsonrpc": "2.0", "id": i, "method": "eth_sendRawTransaction", "params": ["0x" + raws[i].hex()]}
+            gap_deadline = None
             while True:
+                while (wait := pause_until - time.perf_counter()) > 0:
+                    await asyncio.sleep(wait)
                 t0 = time.perf_counter()
                 try:
                     async with session.post(url, json=body) as r:
@@ -158,11 +165,18 @@ async def _drive(urls: list[str], raws: list[bytes], clients: int, batch: int, s
                 if "error" not in res:
                     submitted[hashes[i]] = t0
                     return
+                if "max_nonce_gap" in str(res["error"].get("message")):
+                    gap_deadline = gap_deadline or time.perf_counter() + stall_s
+                    if time.perf_counter() < gap_deadline:  # sent past a refused nonce: again once it is in
+                        requeued_gap += 1
+                        await asyncio.sleep(0.05)
+                        continue
                 if res["error"].get("code") != -32005:
                     errors.append(res["error"]["message"])
                     return
                 refused += 1
-                await asyncio.sleep(float((res["error"].get("data") or {}).get("retryAfter", 1)))
+                retry = float((res["error"].get("data") or {}).get("retryAfter", 1))
+                pause_until = max(pause_until, time.perf_counter() + retry)
 
         async def send_batch(ids: list[int], url: str) -> list[tuple[int, dict[str, Any]]]:
             """Send txs ``ids`` as one JSON-RPC batch; returns the (id, error) of those refused."""
@@ -318,7 +332,8 @@ def _dir_bytes(path: Path) -> int:
 
 
 def run_ingest(nodes: int, txs: int, clients: int, batch: int, directory: Path | None,
-               measure_restart: bool, rate: float | None = None, kill_one: bool = False) -> dict[str, Any]:
+               measure_restart: bool, rate: float | None = None, kill_one: bool = False,
+               max_pending: int | None = None) -> dict[str, Any]:
     with devnet_directory(directory) as directory:
         base = free_port_block(2 * nodes)
         create_devnet(directory, nodes, base, empty_block_interval_ms=1000)
@@ -343,14 +358,14 @@ def run_ingest(nodes: int, txs: int, clients: int, batch: int, directory: Path |
         route = [urls[k] for j in range(len(streams[0])) for k, stream in enumerate(streams) if j < len(stream)]
         presign_s = time.perf_counter() - t0
         cpu0 = _node_cpu(pids)
-        result = asyncio.run(_drive(urls, raws, clients, batch, rate=rate, route=route))
+        result = asyncio.run(_drive(urls, raws, clients, batch, rate=rate, route=route, max_pending=max_pending))
         cpu1 = _node_cpu(pids)
         rss = sum(psutil.Process(p).memory_info().rss for p in pids)
         confirmed = max(result["confirmed"], 1)
         raw_bytes = sum(len(r) for r in raws)
         out: dict[str, Any] = {
             "scenario": "ingest", "nodes": nodes, "txs": txs, "clients": clients, "receipt_batch": batch,
-            "offered_rate": rate, "killed_validators": 1 if kill_one else 0,
+            "offered_rate": rate, "max_pending": max_pending, "killed_validators": 1 if kill_one else 0,
             **result,
             "node_cpu_s": round(cpu1 - cpu0, 2),
             "node_cpu_us_per_tx": round((cpu1 - cpu0) / confirmed * 1e6, 1),

@@ -20,8 +20,11 @@ group = click.Group("bench", help="Benchmarks: each prints one JSON object and s
 @click.option("--rate", type=click.FloatRange(1, 100_000), default=None,
               help="Offer transactions at this rate (tx/s) instead of as fast as possible: latency at a load.")
 @click.option("--kill-one", is_flag=True, help="SIGKILL one validator before the load (needs --nodes >= 4).")
+@click.option("--max-pending", type=click.IntRange(0, 1_000_000), default=0, show_default=True,
+              help="Closed loop only: clients wait while this many sent transactions have no receipt (0: no "
+                   "bound). Under the node's busy_min_pending floor (2,000) the load never draws \"busy, retry\".")
 def ingest(nodes: int, txs: int, clients: int, receipt_batch: int, directory: Path | None,
-           measure_restart: bool, rate: float | None, kill_one: bool) -> None:
+           measure_restart: bool, rate: float | None, kill_one: bool, max_pending: int) -> None:
     """Pre-signed Notary.anchor transactions (one account per node) over concurrent JSON-RPC clients."""
     import json
 
@@ -29,7 +32,10 @@ def ingest(nodes: int, txs: int, clients: int, receipt_batch: int, directory: Pa
 
     if kill_one and nodes < 4:
         raise click.UsageError("--kill-one needs --nodes 4 or more (one crashed validator of 3f+1)")
-    result = run_ingest(nodes, txs, clients, receipt_batch, directory, measure_restart, rate, kill_one)
+    if max_pending and rate is not None:
+        raise click.UsageError("--max-pending bounds the closed loop; with --rate the load is an open loop")
+    result = run_ingest(nodes, txs, clients, receipt_batch, directory, measure_restart, rate, kill_one,
+                        max_pending or None)
     result["saved_to"] = str(write_result(result))
     click.echo(json.dumps(result))
 
