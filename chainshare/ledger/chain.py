@@ -129,18 +129,16 @@ class StateReaderAt:
                 self._cache[k] = _ABSENT if v is None else v
 
 
-def _receipt_logs(row: Any, height: int, tx_index: int) -> list[Any]:
+def _topics_match(have: Sequence[bytes], want: Sequence[bytes | None]) -> bool:
+    """Whether topics ``have`` hold ``want`` position by position (None = any)."""
+    return all(w is None or (i < len(have) and have[i] == w) for i, w in enumerate(want))
+
+
+def _stored_logs(row: Any, height: int, tx_index: int) -> list[Any]:
+    """The logs of one receipt as stored (``[status, cumulative gas, gas, [log, ...], output]``)."""
     if not (isinstance(row, list) and len(row) == 5 and isinstance(row[3], list)):
         raise StorageError(f"receipt {tx_index} at height {height} is malformed")
     return row[3]
-
-
-def _log_matches(entry: Any, address: bytes, topics: Sequence[bytes | None]) -> bool:
-    """Whether a log as stored (``[address, [topic, ...], data]``) is from ``address`` with ``topics``."""
-    if not (isinstance(entry, list) and len(entry) == 3 and entry[0] == address and isinstance(entry[1], list)):
-        return False
-    have = entry[1]
-    return all(want is None or (i < len(have) and have[i] == want) for i, want in enumerate(topics))
 
 
 @dataclass(frozen=True)
@@ -336,29 +334,35 @@ class ChainStore:
         cached = self._receipts.get(height)
         if cached is not None:
             return cached
+        return [Receipt.from_list(r) for r in self._read_receipt_rows(height)]
+
+    def _read_receipt_rows(self, height: int) -> list[Any]:
         raw = self.store.get(P_RECEIPTS + _h(height))
         if raw is None:
             raise NotFound(f"no receipts at height {height}")
-        return [Receipt.from_list(r) for r in codec.decode_stored(unpack_stored(raw))]
+        rows = codec.decode_stored(unpack_stored(raw))
+        if not isinstance(rows, list):
+            raise StorageError(f"receipts at height {height} are malformed")
+        return rows
 
     def iter_matching_logs(self, height: int, address: bytes,
                            topics: Sequence[bytes | None]) -> Iterator[tuple[int, int, Log]]:
         """(transaction index, log index in the block, log) of every log at ``height`` from ``address``
         whose topics match (None = any), in order. Read from disk, only the matching logs are built as
         objects: a subject's events are a few of a block's hundreds of logs."""
+        log_index = 0
         cached = self._receipts.get(height)
         if cached is not None:
-            rows: Iterator[tuple[int, list[Any]]] = (
-                (i, [lg.to_list() for lg in r.logs]) for i, r in enumerate(cached))
-        else:
-            raw = self.store.get(P_RECEIPTS + _h(height))
-            if raw is None:
-                raise NotFound(f"no receipts at height {height}")
-            rows = ((i, _receipt_logs(r, height, i)) for i, r in enumerate(codec.decode_stored(unpack_stored(raw))))
-        log_index = 0
-        for tx_index, logs in rows:
-            for entry in logs:
-                if _log_matches(entry, address, topics):
+            for tx_index, receipt in enumerate(cached):
+                for lg in receipt.logs:
+                    if lg.address == address and _topics_match(lg.topics, topics):
+                        yield tx_index, log_index, lg
+                    log_index += 1
+            return
+        for tx_index, row in enumerate(self._read_receipt_rows(height)):
+            for entry in _stored_logs(row, height, tx_index):
+                if (isinstance(entry, list) and len(entry) == 3 and entry[0] == address
+                        and isinstance(entry[1], list) and _topics_match(entry[1], topics)):
                     yield tx_index, log_index, Log.from_list(entry)
                 log_index += 1
 
