@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from chainkit import NOTARY, Chain, account, call_data, make_genesis, sign_call, validator
