@@ -75,8 +75,9 @@ class MempoolLimits:
         return self.max_total_bytes * self.reserved_percent // 100
 
 
-DRAIN_WINDOW_S = 5.0  # the finalize rate is measured over this many seconds
-MAX_RETRY_AFTER_S = 5  # the longest "retry after" a busy refusal suggests
+DRAIN_WINDOW_S = 5.0  # the finalize rate is measured over the busy intervals of this many seconds
+MAX_RETRY_AFTER_S = 5.0  # the longest "retry after" a busy refusal suggests
+MIN_RETRY_AFTER_S = 0.25  # the shortest (about one block): sooner, the backlog has not moved
 
 
 def is_backlogged(executable: int, finalized_per_s: float, limits: MempoolLimits) -> bool:
@@ -118,9 +119,12 @@ class Mempool:
         # whenever a transaction below it leaves, so the pending nonce is found without a full scan.
         self._ready_end: dict[bytes, int] = {}
         # Back-pressure: executable transactions waiting (counted exactly at each prune, i.e. after
-        # each finalized block, plus those admitted since) and (time, count) of included ones.
+        # each finalized block, plus those admitted since) and, for each interval between two prunes
+        # that began with executable transactions waiting, (end time, count included, length).
         self._executable = 0
-        self._drained: deque[tuple[float, int]] = deque()
+        self._drained: deque[tuple[float, int, float]] = deque()
+        self._last_prune_at: float | None = None
+        self._waiting_at_prune = 0
 
     def __len__(self) -> int:
         return len(self._by_hash)
@@ -147,11 +151,15 @@ class Mempool:
         return self._executable
 
     def get_finalized_rate(self) -> float:
-        """Transactions per second that left the pool by inclusion over the last ``DRAIN_WINDOW_S``."""
+        """Transactions per second that left the pool by inclusion while it had work waiting, over the
+        last ``DRAIN_WINDOW_S`` (0.0 when it had none): what the node finalizes when it is busy. Idle
+        time does not dilute it, so a burst after a quiet spell is not told to wait for a rate the
+        node only showed while it had nothing to do."""
         horizon = self._clock() - DRAIN_WINDOW_S
         while self._drained and self._drained[0][0] < horizon:
             self._drained.popleft()
-        return sum(n for _, n in self._drained) / DRAIN_WINDOW_S
+        busy_s = sum(dt for _, _, dt in self._drained)
+        return sum(n for _, n, _ in self._drained) / busy_s if busy_s > 0 else 0.0
 
     def check_backlog(self) -> None:
         """Raise NodeBusy when a new transaction would wait longer than ``busy_backlog_s``."""
@@ -160,10 +168,11 @@ class Mempool:
             lim = self._limits
             wait = f"about {self._executable / rate:.1f} s of work at the {rate:.0f} tx/s finalized lately" if rate \
                 else "none finalized in the last few seconds"
-            # About when the backlog is back under the limit, at most MAX_RETRY_AFTER_S: a rate
-            # measured on a trickle must not send clients away for minutes.
-            retry = min(MAX_RETRY_AFTER_S, max(1, math.ceil(self._executable / rate - lim.busy_backlog_s))) \
-                if rate else 1
+            # About when the backlog is back under the limit (in tenths of a second, at least about a
+            # block, at most MAX_RETRY_AFTER_S: a rate measured on a trickle must not send clients away
+            # for minutes). Longer leaves the node idle once it has worked its backlog off.
+            over = self._executable - max(lim.busy_min_pending, rate * lim.busy_backlog_s) + 1
+            retry = min(MAX_RETRY_AFTER_S, max(MIN_RETRY_AFTER_S, math.ceil(over / rate * 10) / 10)) if rate else 1.0
             raise NodeBusy(f"node busy, retry: {self._executable} transactions wait for a block ({wait}; limits "
                            f"[mempool] busy_backlog_ms = {lim.busy_backlog_s * 1000:.0f}, busy_min_pending = "
                            f"{lim.busy_min_pending}); this one was not kept: retry after {retry} s",
@@ -371,9 +380,11 @@ class Mempool:
             for nonce in [x for x in queue if x > pending and self._admitted_at[queue[x].hash] <= expiry]:
                 self._drop(queue[nonce])
                 dropped += 1
-        self._executable = executable
-        if included:
-            self._drained.append((now, included))
+        if self._last_prune_at is not None and self._waiting_at_prune:
+            # The interval since the last prune began with work waiting: it measures the finalize rate.
+            self._drained.append((now, included, now - self._last_prune_at))
+        self._executable = self._waiting_at_prune = executable
+        self._last_prune_at = now
         return dropped
 
     def _drop(self, tx: Transaction, below: int | None = None) -> None:

@@ -97,7 +97,7 @@ def test_a_flood_far_above_capacity_is_refused_busy_and_nothing_admitted_is_lost
         assert refusals, "the flood was never refused: no back-pressure"
         assert rest_refused, "REST never answered 429 while the node was busy"
         busy = [r for r in refusals if r.get("code") == -32005]
-        assert busy and all(isinstance(r.get("data"), dict) and r["data"]["retryAfter"] >= 1  # type: ignore[index]
+        assert busy and all(isinstance(r.get("data"), dict) and 0.25 <= r["data"]["retryAfter"] <= 5  # type: ignore[index]
                             for r in busy)
         # Nothing admitted is lost: every hash handed back gets a successful receipt.
         assert set(accepted.values()) == {"0x" + keccak256(raw).hex() for raw in raws}

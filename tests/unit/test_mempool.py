@@ -424,13 +424,46 @@ def test_submissions_past_the_backlog_are_refused_busy_and_peer_and_record_txs_s
     assert len(p.pool) == 4  # nothing kept
     p.pool.add_raw(anchor(ALICE, 4), p.state, GAS_LIMIT)  # a peer's transaction is not refused
     p.pool.add_raw(record_delivery(BOB, 0), p.state, GAS_LIMIT, submitted=True)  # nor a system record
-    # The node finalizes 5 in one block at t = 1000: the measured rate is 5 / DRAIN_WINDOW_S.
+    # The node finalizes 5 in one block at t = 1000. The interval before it is not measured (the first prune
+    # has no start); the next one, which begins with Bob's record waiting, is: 2 in 0.5 s.
     p.ledger.execute(first + [anchor(ALICE, 4)])
     assert p.pool.prune(p.state) == 5 and p.pool.executable_count == 1
+    assert p.pool.get_finalized_rate() == 0.0
     submit(anchor(CAROL, 0))
-    assert p.pool.get_finalized_rate() == pytest.approx(1.0)
+    p.now += 0.5
+    p.ledger.execute([record_delivery(BOB, 0), anchor(CAROL, 0)])
+    assert p.pool.prune(p.state) == 2
+    assert p.pool.get_finalized_rate() == pytest.approx(4.0)
     p.now += 10  # the window moves past that block: the rate is unknown again, the floor holds
     assert p.pool.get_finalized_rate() == 0.0
+
+
+def test_the_finalize_rate_counts_only_time_with_work_waiting_and_retry_after_is_when_the_backlog_clears() -> None:
+    """A burst after a quiet spell: the empty blocks before it do not dilute the rate, so the refusal tells
+    the client to come back about when the backlog is under the limit (not seconds later, node idle)."""
+    from chainshare.errors import NodeBusy
+
+    p = Pool(MempoolLimits(busy_backlog_s=1.0, busy_min_pending=4))
+    for _ in range(8):  # 4 s of empty blocks
+        p.pool.prune(p.state)
+        p.now += 0.5
+    p.pool.prune(p.state)
+    burst = [anchor(ALICE, n) for n in range(16)]
+    for raw in burst[:6]:
+        p.pool.add_raw(raw, p.state, GAS_LIMIT)  # from a peer: never refused busy
+    p.pool.prune(p.state)  # a block finalized as they came: the next interval begins with work waiting
+    p.now += 0.5
+    p.ledger.execute(burst[:4])  # a block of 4 in 0.5 s: 8 tx/s while busy (0.8 tx/s over the 5 s window)
+    p.pool.prune(p.state)
+    assert p.pool.get_finalized_rate() == pytest.approx(8.0)
+    for raw in burst[6:16]:
+        p.pool.add_raw(raw, p.state, GAS_LIMIT)
+    assert p.pool.executable_count == 12
+    with pytest.raises(NodeBusy) as refused:
+        p.pool.add_raw(anchor(ALICE, 16), p.state, GAS_LIMIT, submitted=True)
+    # 12 waiting against a limit of max(4, 8 tx/s x 1 s) = 8: under it after 5 more at 8 tx/s, 0.625 s (in
+    # tenths, 0.7). Measured over the whole window (0.8 tx/s) it would have said 5 s, the node idle after 1.5.
+    assert refused.value.data["retryAfter"] == pytest.approx(0.7)
 
 
 def test_the_backlog_limit_scales_with_the_measured_finalize_rate() -> None:
@@ -449,10 +482,12 @@ def test_a_busy_refusal_never_sends_a_client_away_for_long() -> None:
     p = Pool(MempoolLimits(busy_backlog_s=1.0, busy_min_pending=2))
     first = anchor(ALICE, 0)
     p.pool.add_raw(first, p.state, GAS_LIMIT)
+    p.pool.prune(p.state)
+    p.now += 5
     p.ledger.execute([first])
-    p.pool.prune(p.state)  # one finalized in the window: 0.2 tx/s
-    for n in (1, 2):
-        p.pool.add_raw(anchor(ALICE, n), p.state, GAS_LIMIT, submitted=True)
-    with pytest.raises(NodeBusy) as refused:  # 2 waiting at 0.2 tx/s: 10 s of work, but retry in 5 s
-        p.pool.add_raw(anchor(ALICE, 3), p.state, GAS_LIMIT, submitted=True)
+    p.pool.prune(p.state)  # one finalized in 5 busy seconds: 0.2 tx/s
+    for n in (1, 2, 3):
+        p.pool.add_raw(anchor(ALICE, n), p.state, GAS_LIMIT)
+    with pytest.raises(NodeBusy) as refused:  # 3 waiting at 0.2 tx/s, 2 over the floor: 10 s, but retry in 5 s
+        p.pool.add_raw(anchor(ALICE, 4), p.state, GAS_LIMIT, submitted=True)
     assert refused.value.data["retryAfter"] == MAX_RETRY_AFTER_S
