@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import itertools
 import json
 import os
 import random
@@ -17,6 +18,7 @@ import signal
 import socket
 import tempfile
 import time
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -98,6 +100,9 @@ def _node_cpu(pids: list[int]) -> float:
     return total
 
 
+POLL_BATCHES = 16  # receipt batches polled at once by a bench client
+
+
 async def _drive(urls: list[str], raws: list[bytes], clients: int, batch: int, stall_s: float = 20.0,
                  rate: float | None = None, route: list[str] | None = None,
                  max_pending: int | None = None, confirmed_unix: dict[str, float] | None = None) -> dict[str, Any]:
@@ -118,6 +123,7 @@ async def _drive(urls: list[str], raws: list[bytes], clients: int, batch: int, s
     import aiohttp
 
     submitted: dict[str, float] = {}
+    admitted: list[str] = []  # the hashes of ``submitted`` in the order they were admitted
     confirmed: dict[str, float] = {}
     errors: list[str] = []
     answer_ms: list[float] = []
@@ -127,7 +133,7 @@ async def _drive(urls: list[str], raws: list[bytes], clients: int, batch: int, s
         queue.put_nowait((i, raw))
     hashes = ["0x" + keccak256(r).hex() for r in raws]
     done_submitting = asyncio.Event()
-    conn = aiohttp.TCPConnector(limit=256 if rate else clients + 8)
+    conn = aiohttp.TCPConnector(limit=256 if rate else clients + POLL_BATCHES)
     t_start = time.perf_counter()
     async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=60)) as session:
 
@@ -164,6 +170,7 @@ async def _drive(urls: list[str], raws: list[bytes], clients: int, batch: int, s
                 answer_ms.append((time.perf_counter() - t0) * 1000)
                 if "error" not in res:
                     submitted[hashes[i]] = t0
+                    admitted.append(hashes[i])
                     return
                 if "max_nonce_gap" in str(res["error"].get("message")):
                     gap_deadline = gap_deadline or time.perf_counter() + stall_s
@@ -198,6 +205,7 @@ async def _drive(urls: list[str], raws: list[bytes], clients: int, batch: int, s
                     out.append((item["id"], item["error"]))
                 else:
                     submitted[hashes[item["id"]]] = t0
+                    admitted.append(hashes[item["id"]])
             return out
 
         async def open_loop() -> None:
@@ -245,32 +253,43 @@ async def _drive(urls: list[str], raws: list[bytes], clients: int, batch: int, s
                     task.add_done_callback(inflight.discard)
                 await asyncio.sleep(0.01)
 
+        async def poll(chunk: list[str]) -> None:
+            body = [{"jsonrpc": "2.0", "id": n, "method": "eth_getTransactionReceipt", "params": [h]}
+                    for n, h in enumerate(chunk)]
+            async with session.post(urls[0], json=body) as r:
+                res = await r.json(content_type=None)
+            if isinstance(res, dict):  # refused whole (429: API workers or this client's share busy)
+                await asyncio.sleep(0.2)
+                return
+            now = time.perf_counter()
+            for item in res:
+                if item.get("result"):
+                    confirmed[chunk[item["id"]]] = now
+                    if confirmed_unix is not None:
+                        confirmed_unix[chunk[item["id"]]] = time.time()
+
         async def poller() -> None:
-            url = urls[0]
+            """Poll the receipts of the oldest ``POLL_BATCHES`` batches of unconfirmed transactions at once,
+            every 50 ms: blocks take transactions about in the order they were admitted, and batches one
+            after another fell seconds behind a node finalizing 5,000 tx/s (measured latency p50 2.2 s
+            against 0.5 s polled at once)."""
             last_progress = time.perf_counter()
+            order: deque[str] = deque()  # admitted hashes from the oldest unconfirmed on
+            seen = 0
             while True:
-                pending = [h for h in submitted if h not in confirmed]
-                if not pending and done_submitting.is_set():
+                if len(admitted) > seen:
+                    order.extend(admitted[seen:])
+                    seen = len(admitted)
+                while order and order[0] in confirmed:
+                    order.popleft()
+                if not order and done_submitting.is_set():
                     return
                 if done_submitting.is_set() and time.perf_counter() - last_progress > stall_s:
-                    errors.append(f"{len(pending)} submitted transactions got no receipt within {stall_s}s")
+                    errors.append(f"{len(order)} submitted transactions got no receipt within {stall_s}s")
                     return
                 before = len(confirmed)
-                for j in range(0, len(pending), batch):
-                    chunk = pending[j:j + batch]
-                    body = [{"jsonrpc": "2.0", "id": n, "method": "eth_getTransactionReceipt", "params": [h]}
-                            for n, h in enumerate(chunk)]
-                    async with session.post(url, json=body) as r:
-                        res = await r.json(content_type=None)
-                    if isinstance(res, dict):  # refused whole (429: API workers or this client's share busy)
-                        await asyncio.sleep(0.2)
-                        continue
-                    now = time.perf_counter()
-                    for item in res:
-                        if item.get("result"):
-                            confirmed[chunk[item["id"]]] = now
-                            if confirmed_unix is not None:
-                                confirmed_unix[chunk[item["id"]]] = time.time()
+                window = [h for h in itertools.islice(order, 0, POLL_BATCHES * batch) if h not in confirmed]
+                await asyncio.gather(*(poll(window[j:j + batch]) for j in range(0, len(window), batch)))
                 if len(confirmed) > before:
                     last_progress = time.perf_counter()
                 await asyncio.sleep(0.05)
