@@ -19,7 +19,7 @@ import socket
 import tempfile
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -105,14 +105,15 @@ POLL_BATCHES = 16  # receipt batches polled at once by a bench client
 
 async def _drive(urls: list[str], raws: list[bytes], clients: int, batch: int, stall_s: float = 20.0,
                  rate: float | None = None, route: list[str] | None = None,
-                 max_pending: int | None = None, confirmed_unix: dict[str, float] | None = None) -> dict[str, Any]:
+                 max_pending: int | None = None, confirmed_unix: dict[str, float] | None = None,
+                 on_receipt: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Send ``raws`` with ``clients`` concurrent clients (tx i to ``route[i]`` if given, else to the
     client's node; a "busy, retry" refusal pauses every client for its retryAfter, then goes again, and
     a transaction refused as too far past that nonce goes again once it is in) while polling
     receipts; throughput and latency figures. With ``max_pending``, a client waits while that many
     submitted transactions have no receipt yet (closed loop: a mempool's per-sender byte limit is
     never hit by the bench itself). ``confirmed_unix`` receives each transaction's hash and the
-    wall-clock time its receipt was first served.
+    wall-clock time its receipt was first served; ``on_receipt`` is called once with each receipt.
 
     With ``rate``: open loop. Every 10 ms the transactions due by then at ``rate`` leave as one
     JSON-RPC batch per node, without waiting for earlier answers. A "busy, retry" (-32005) refusal
@@ -263,10 +264,13 @@ async def _drive(urls: list[str], raws: list[bytes], clients: int, batch: int, s
                 return
             now = time.perf_counter()
             for item in res:
-                if item.get("result"):
+                receipt = item.get("result")
+                if receipt and chunk[item["id"]] not in confirmed:
                     confirmed[chunk[item["id"]]] = now
                     if confirmed_unix is not None:
                         confirmed_unix[chunk[item["id"]]] = time.time()
+                    if on_receipt is not None:
+                        on_receipt(receipt)
 
         async def poller() -> None:
             """Poll the receipts of the oldest ``POLL_BATCHES`` batches of unconfirmed transactions at once,

@@ -35,7 +35,7 @@ from typing import Any
 
 import psutil
 
-from chainshare.bench import free_port_block
+from chainshare.bench import _drive, free_port_block
 from chainshare.execution.contracts import ACCESS_CONTROL, DATASETS, cedar
 from chainshare.execution.runtime import encode_call
 from chainshare.ledger.txs import sign_eip1559
@@ -75,78 +75,22 @@ def measure_cedar(iterations: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------- decisions over a devnet
 
 
-async def _drive(url: str, raws: list[bytes], clients: int, batch: int = 500,
-                 max_pending: int | None = None) -> dict[str, Any]:
-    """Send ``raws`` with ``clients`` concurrent senders, each one request at a time; with ``max_pending``, a
-    sender waits while that many sent requests have no receipt yet (a closed loop that keeps the blocks full
-    without piling a backlog for the node's "busy, retry" back-pressure to refuse). A refusal is sent again
-    after its retryAfter."""
-    import aiohttp
+def _drive_requests(url: str, raws: list[bytes], clients: int, max_pending: int | None) -> dict[str, Any]:
+    """The access requests through the load client of ``bench ingest`` (``chainshare.bench._drive``: closed
+    loop under ``max_pending``, a "busy, retry" pauses every sender for its retryAfter); a decision counts
+    as allowed when its receipt succeeded with the three events of a granted request."""
+    allowed = 0
 
-    from chainshare.crypto.hashing import keccak256
+    def count(receipt: dict[str, Any]) -> None:
+        nonlocal allowed
+        allowed += receipt["status"] == "0x1" and len(receipt["logs"]) == 3
 
-    hashes = ["0x" + keccak256(r).hex() for r in raws]
-    submitted: dict[str, float] = {}
-    confirmed: dict[str, float] = {}
-    allowed = refused = 0
-    errors: list[str] = []
-    pending = list(enumerate(raws))
-    pending.reverse()
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
-
-        async def sender() -> None:
-            nonlocal refused
-            while pending:
-                while max_pending is not None and len(submitted) - len(confirmed) >= max_pending:
-                    await asyncio.sleep(0.01)
-                if not pending:
-                    return
-                i, raw = pending.pop()
-                body = {"jsonrpc": "2.0", "id": i, "method": "eth_sendRawTransaction", "params": ["0x" + raw.hex()]}
-                while True:
-                    t0 = time.perf_counter()
-                    async with session.post(url, json=body) as r:
-                        res = await r.json(content_type=None)
-                    if "error" not in res or res["error"].get("code") != -32005:
-                        break
-                    # "busy, retry" (back-pressure): the same request again after retryAfter
-                    refused += 1
-                    await asyncio.sleep(float((res["error"].get("data") or {}).get("retryAfter", 1)))
-                if "error" in res:
-                    errors.append(str(res["error"].get("message")))
-                else:
-                    submitted[hashes[i]] = t0
-
-        async def poller() -> None:
-            nonlocal allowed
-            last_progress = time.perf_counter()
-            while len(confirmed) + len(errors) < len(raws):
-                waiting = [h for h in hashes if h in submitted and h not in confirmed][:batch]
-                if waiting:
-                    body = [{"jsonrpc": "2.0", "id": k, "method": "eth_getTransactionReceipt", "params": [h]}
-                            for k, h in enumerate(waiting)]
-                    async with session.post(url, json=body) as r:
-                        answers = await r.json(content_type=None)
-                    now = time.perf_counter()
-                    for answer in answers:
-                        receipt = answer.get("result")
-                        if receipt:
-                            confirmed[waiting[answer["id"]]] = now
-                            allowed += receipt["status"] == "0x1" and len(receipt["logs"]) == 3
-                            last_progress = now
-                if time.perf_counter() - last_progress > 30:
-                    raise RuntimeError(f"no receipt for 30 s ({len(confirmed)} of {len(raws)} confirmed)")
-                await asyncio.sleep(0.05)
-
-        t0 = time.perf_counter()
-        await asyncio.gather(poller(), *(sender() for _ in range(clients)))
-        elapsed = time.perf_counter() - t0
-    latencies = [(confirmed[h] - submitted[h]) * 1000 for h in confirmed]
-    return {"decisions": len(confirmed), "allowed": allowed, "errors": len(errors), "refused_busy": refused,
-            "max_pending": max_pending, "first_error": errors[0] if errors else None, "seconds": round(elapsed, 2),
-            "decisions_per_s": round(len(confirmed) / elapsed, 1),
-            "latency_p50_ms": round(_percentile(latencies, 0.5), 1),
-            "latency_p99_ms": round(_percentile(latencies, 0.99), 1)}
+    run = asyncio.run(_drive([url], raws, clients, 500, stall_s=30.0, max_pending=max_pending, on_receipt=count))
+    return {"decisions": run["confirmed"], "allowed": allowed, "errors": run["errors"],
+            "refused_busy": run["refused_busy"], "max_pending": max_pending,
+            "first_error": (run["error_samples"] or [None])[0], "seconds": run["wall_s"],
+            "decisions_per_s": run["e2e_tps"], "latency_p50_ms": run["latency_ms"]["p50"],
+            "latency_p99_ms": run["latency_ms"]["p99"]}
 
 
 def measure_decisions(directory: Path, count: int, clients: int, nodes: int = 4,
@@ -175,7 +119,7 @@ def measure_decisions(directory: Path, count: int, clients: int, nodes: int = 4,
                              gas=gas * 3 // 2) for i in range(count)]
         processes = [psutil.Process(pid) for pid in pids]
         cpu0 = sum(sum(p.cpu_times()[:2]) for p in processes)
-        result = asyncio.run(_drive(url, raws, clients, max_pending=max_pending))
+        result = _drive_requests(url, raws, clients, max_pending)
         cpu = sum(sum(p.cpu_times()[:2]) for p in processes) - cpu0
         result["nodes"] = nodes
         result["gas_per_request"] = gas
