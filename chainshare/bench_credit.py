@@ -45,11 +45,11 @@ def make_uscc(n: int) -> str:
 
 
 def _govern(client: Any, keys: list[bytes], inner: bytes) -> None:
-    from chainshare.client import transact
+    from chainshare.client import get_proposal_id, transact
 
     receipt = transact(client, keys[0], GOVERNANCE, encode_call(_GOV, "propose", "0x" + CREDIT_REGISTRY.hex(), inner,
                                                            "bench configuration"))
-    pid = int(receipt["logs"][0]["topics"][1], 16)
+    pid = get_proposal_id(receipt)
     for key in keys[:3]:
         assert transact(client, key, GOVERNANCE, encode_call(_GOV, "vote", pid, True))["status"] == "0x1"
     assert transact(client, keys[0], GOVERNANCE, encode_call(_GOV, "execute", pid))["status"] == "0x1"

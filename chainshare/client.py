@@ -123,6 +123,20 @@ def call_view(client: NodeClient, contract: SystemContract, method: str, *args: 
     return decode_return(contract, method, bytes.fromhex(out[2:]))
 
 
+def get_proposal_id(receipt: dict[str, Any]) -> int:
+    """The id of the proposal a successful ``Governance.propose`` receipt created: its ``ProposalCreated`` log
+    (by contract address and event topic, wherever it is among the receipt's logs); ChainshareError if none."""
+    from chainshare.execution.contracts.addresses import GOVERNANCE
+    from chainshare.execution.contracts.governance import Governance
+
+    address, topic = "0x" + GOVERNANCE.hex(), "0x" + Governance.E_CREATED.topic.hex()
+    for log in receipt.get("logs", []):
+        topics = log.get("topics") or []
+        if str(log.get("address", "")).lower() == address and len(topics) >= 2 and str(topics[0]).lower() == topic:
+            return int(topics[1], 16)
+    raise ChainshareError(f"transaction {receipt.get('transactionHash')} created no proposal (no ProposalCreated log)")
+
+
 class HeadSubscription:
     """Finalized heads pushed by a node's websocket ``eth_subscribe("newHeads")`` (api/subscriptions.py),
     for a follower that reads each new range itself (``credit watch``): ``next_head`` returns as soon as a

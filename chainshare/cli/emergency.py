@@ -31,7 +31,7 @@ import click
 
 from chainshare.cli.common import acting_options, emit, json_option, parse_positive_id, resolve_actor
 from chainshare.cli.signing import api_get
-from chainshare.client import NodeClient, call_view, transact_checked
+from chainshare.client import NodeClient, call_view, get_proposal_id, transact_checked
 from chainshare.crypto.ca import compute_certificate_fingerprint
 from chainshare.errors import ChainshareError, InvalidInput
 from chainshare.execution.contracts import ACCESS_CONTROL, GOVERNANCE, MEMBERSHIP
@@ -61,8 +61,7 @@ def _propose(client: NodeClient, key: bytes, target: bytes, data: bytes, descrip
     """Propose, vote yes, and execute if that vote already reaches the threshold."""
     receipt = _send(client, key, GOVERNANCE, encode_call(GOV, "propose", "0x" + target.hex(), data, description),
                     "Governance.propose")
-    created = next(lg for lg in receipt["logs"] if lg["address"].lower() == "0x" + GOVERNANCE.hex().lower())
-    pid = int(created["topics"][1], 16)
+    pid = get_proposal_id(receipt)
     _send(client, key, GOVERNANCE, encode_call(GOV, "vote", pid, True), "Governance.vote")
     return {"proposal_id": pid, **_try_execute(client, key, pid)}
 

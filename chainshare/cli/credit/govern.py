@@ -10,7 +10,7 @@ import click
 
 from chainshare.cli.common import acting_options, emit, json_option, resolve_actor
 from chainshare.cli.credit.records import REGISTRY, _actor, group, parse_period
-from chainshare.client import NodeClient, transact
+from chainshare.client import NodeClient, get_proposal_id, transact
 from chainshare.errors import InvalidInput
 from chainshare.execution.contracts.addresses import CREDIT_REGISTRY
 from chainshare.execution.runtime import encode_call
@@ -31,7 +31,7 @@ def _governance_tx(kw: dict[str, Any], data: bytes, what: str) -> dict[str, Any]
     if receipt["status"] != "0x1":
         out["reason"] = receipt.get("revertReason")
     elif what == "propose":
-        out["proposal"] = int(receipt["logs"][0]["topics"][1], 16)
+        out["proposal"] = get_proposal_id(receipt)
     return out
 
 
