@@ -199,6 +199,9 @@ def explorer(txs: int, db: str, clients: int, requests: int, credit_records: int
     from chainshare.bench import write_result
 
     if api_only:
+        if click.get_current_context().get_parameter_source("txs") is not click.core.ParameterSource.DEFAULT:
+            raise click.UsageError("--api-only loads the chain an earlier run indexed into --db: --txs would build "
+                                   "nothing (leave it out)")
         from chainshare.explorer.bench import run_explorer_api_bench
         from chainshare.explorer.credit_bench import count_indexed_credit, run_credit_api_bench
         from chainshare.explorer.db.engine import create_db_engine, has_schema

@@ -32,6 +32,8 @@ def test_bench_indexes_a_chain_then_api_only_remeasures_its_database(tmp_path: P
     assert again["scenario"] == "explorer-api"
     proc = run_cli("bench", "explorer", "--api-only", "--db", f"sqlite:///{tmp_path / 'empty.db'}", cwd=tmp_path)
     assert proc.returncode == 2 and "holds no indexed chain" in proc.stderr
+    proc = run_cli("bench", "explorer", "--api-only", "--txs", 50, "--db", db, cwd=tmp_path)
+    assert proc.returncode == 2 and "--txs would build nothing" in proc.stderr
 
 
 def test_credit_bench_then_api_only_remeasures_the_credit_api(tmp_path: Path) -> None:
