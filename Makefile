@@ -61,7 +61,7 @@ compose-client:
 
 # The whole suite (unit, integration with real node processes, ...).
 test: $(STAMP) $(ETHERS) $(BUNDLE) $(E2E) compose-client
-	$(PY) -m pytest -n 2 --dist loadgroup -q
+	$(PY) -m pytest -n 2 --dist loadgroup -q --durations=15
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q tests/unit
