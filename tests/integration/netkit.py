@@ -62,6 +62,24 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval
         time.sleep(interval)
 
 
+def _rpc_head(url: str) -> int:
+    r = httpx.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber", "params": []}, timeout=30)
+    return int(r.json()["result"], 16)
+
+
+def wait_agencies_synced(info: dict[str, Any], writer: str, *readers: str, timeout: float = 60) -> int:
+    """Wait until the nodes of agencies ``readers`` hold every block the node of agency ``writer`` holds; its
+    head height. A command acting through one agency's node answers once ITS node has the block final; the
+    others commit that block when they see the certificate, with the next proposal (up to ``idle_block_ms``
+    later on an idle chain), so a test that then reads another node must wait for it (read-your-writes)."""
+    nodes = {n["agency"]: n for n in info["nodes"]}
+    height = _rpc_head(nodes[writer]["rpc"])
+    for reader in readers:
+        wait_until(lambda: _rpc_head(nodes[reader]["rpc"]) >= height, timeout,  # noqa: B023 (called at once)
+                   f"{reader}'s node at block {height} of {writer}'s")
+    return height
+
+
 # -- the CLI -----------------------------------------------------------------------------------
 
 def cli_command() -> list[str]:

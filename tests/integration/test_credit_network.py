@@ -21,7 +21,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from netkit import Devnet, DevnetPool, cli_command, cli_json, load_artifact, run_cli, wait_until
+from netkit import (
+    Devnet,
+    DevnetPool,
+    cli_command,
+    cli_json,
+    load_artifact,
+    run_cli,
+    wait_agencies_synced,
+    wait_until,
+)
 from test_explorer import pg_url  # noqa: F401 (a fixture)
 from web3.logs import DISCARD
 
@@ -480,6 +489,7 @@ def id_encodings(ric: str) -> list[bytes]:
 
 def test_person_records_go_by_registrar_handle_only(net: Net, tmp_path: Path) -> None:
     net.govern("setRegistrar", "agency4", True)
+    wait_agencies_synced(net.devnet.info, "agency1", "agency4")  # `credit handle` checks the role on agency4's node
     key = tmp_path / "registrar.key"
     net.cli("registrar-key", "--out", key)
     proc = subprocess.run([*cli_command(), "credit", "handle", "--registrar-key", str(key), "--devnet",

@@ -33,7 +33,7 @@ from typing import Any
 
 import httpx
 import pytest
-from netkit import DevnetPool, run_cli, wait_until
+from netkit import DevnetPool, run_cli, wait_agencies_synced, wait_until
 from test_sharing_network import Consortium, cli
 
 from chainshare.execution.contracts.joint import JointCompute
@@ -490,6 +490,7 @@ def test_a_job_past_its_deadline_refuses_late_steps_and_an_owner_records_its_exp
     assert "a late commitment is refused" in expired_job["late"]
     expired = cli(net, "agency4", "joint", "expire", job_id)
     assert expired["expired_by"] == "agency4" and expired["expires_at"] == expires_at
+    wait_agencies_synced(net.info, "agency4", "agency5")
     shown = cli(net, "agency5", "joint", "show", job_id)
     assert shown["status"] == "expired" and shown["expires_at"] == expires_at
     assert shown["commitments"][0] == "0x" + "01" * 32 and shown["commitments"][1] == "0x" + "00" * 32

@@ -37,6 +37,7 @@ from netkit import (
     cli_json,
     run_cli,
     sign_call,
+    wait_agencies_synced,
     wait_until,
 )
 from prometheus_client.parser import text_string_to_metric_families
@@ -194,6 +195,7 @@ def test_honest_transactions_and_system_records_are_finalized_under_the_flood(
     data = tmp_path / "counts.csv"
     data.write_text("district,count\n" + "".join(f"d{i},{i}\n" for i in range(20)))
     ds = net.cli("agency1", "dataset", "publish", data, "--title", "Counts", "--policy", policy)["dataset_id"]
+    wait_agencies_synced(net.info, "agency1", "agency2")  # agency2's node estimates the request's gas
     grant = net.cli("agency2", "access", "request", ds, "--action", "read", "--purpose", "flood test")
     assert grant["allowed"] is True
     fetched = net.cli("agency2", "dataset", "fetch", ds, "--out", tmp_path / "out.csv")

@@ -19,7 +19,16 @@ from typing import Any
 
 import httpx
 import pytest
-from netkit import Devnet, RpcError, anchor_data, cli_json, run_cli, sign_call, wait_until
+from netkit import (
+    Devnet,
+    RpcError,
+    anchor_data,
+    cli_json,
+    run_cli,
+    sign_call,
+    wait_agencies_synced,
+    wait_until,
+)
 
 from chainshare.bench import presign_anchors
 from chainshare.config import load_config
@@ -202,6 +211,7 @@ def shared(net: Devnet, tmp_path_factory: pytest.TempPathFactory) -> tuple[int, 
     published = cli_as(net, "agency1", "dataset", "publish", base / "people.csv", "--title", "People", "--policy",
                        base / "permit.cedar", "--schema", base / "schema.json")
     dataset_id = int(published["dataset_id"])
+    wait_agencies_synced(net.info, "agency1", "agency2")  # agency2's node estimates the request's gas
     grant = cli_as(net, "agency2", "access", "request", dataset_id, "--action", "read", "--purpose", "ops test")
     assert grant["allowed"]
     proc = fetch(net, "agency2", dataset_id, base / "first.csv")
@@ -261,6 +271,7 @@ def test_owner_freezes_a_dataset_deliveries_refused_then_lifted(net: Devnet, sha
     # only the owner (or Governance) may lift it
     assert "or the owner of dataset" in cli_as(net, "agency2", "emergency", "unfreeze-dataset", dataset_id, code=1)
     cli_as(net, "agency1", "emergency", "unfreeze-dataset", dataset_id)
+    wait_agencies_synced(net.info, "agency1", "agency2")  # agency2's node checks the grant before fetching
     proc = fetch(net, "agency2", dataset_id, tmp_path / "y.csv")
     assert proc.returncode == 0, proc.stderr
     # every action is an on-chain event, in the dataset's audit trail (what the explorer indexes)
@@ -279,6 +290,7 @@ def test_governance_pauses_all_sharing_and_resumes_it(net: Devnet, shared: tuple
     assert "has 2 of the 3 yes votes it needs" in cli_as(net, "agency2", "emergency", "execute", pid, code=2)
     done = cli_as(net, "agency3", "emergency", "vote", pid)
     assert done["executed"] is True
+    wait_agencies_synced(net.info, "agency3", "agency1", "agency2")  # the fetch and the status read those nodes
     proc = fetch(net, "agency2", dataset_id, tmp_path / "x.csv", grant_id)
     TIMES["consortium pause (3 of 4 agencies): proposal to refused delivery"] = time.monotonic() - started
     assert proc.returncode == 2 and "all data sharing is paused by Governance: incident 7" in proc.stderr
@@ -288,6 +300,7 @@ def test_governance_pauses_all_sharing_and_resumes_it(net: Devnet, shared: tuple
     proposed = cli_as(net, "agency1", "emergency", "resume-sharing")
     cli_as(net, "agency2", "emergency", "vote", proposed["proposal_id"])
     assert cli_as(net, "agency4", "emergency", "vote", proposed["proposal_id"])["executed"] is True
+    wait_agencies_synced(net.info, "agency4", "agency1", "agency2")
     proc = fetch(net, "agency2", dataset_id, tmp_path / "y.csv")
     assert proc.returncode == 0, proc.stderr
 

@@ -58,7 +58,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from eth_account import Account
-from netkit import DevnetPool, cli_json, load_artifact, run_cli, wait_until
+from netkit import DevnetPool, cli_json, load_artifact, run_cli, wait_agencies_synced, wait_until
 from web3 import Web3
 from web3.logs import DISCARD
 
@@ -576,6 +576,7 @@ def test_an_agency_without_a_grant_is_denied_and_gets_nothing(net: Consortium, p
            response.json()["error"]["message"]
     assert_no_leak(response.text)
 
+    wait_agencies_synced(net.info, "agency3", "agency1")  # the denial is final on node3; node1's audit reads it
     decided = [i for i in httpx.get(f"{net.api('node1')}/datasets/{ds}/audit", timeout=10).json()["items"]
                if i["event"] == "AccessDecided" and i["args"]["requestId"] == denied["request_id"]]
     assert len(decided) == 1 and decided[0]["args"]["allowed"] is False and decided[0]["args"]["requester"] == "agency3"
