@@ -611,16 +611,11 @@ def test_handle_lookups_over_mutual_tls_are_authorised_rate_limited_and_recorded
         server.send_signal(signal.SIGTERM)
         server.wait(30)
     # Every decision is on chain: who asked, for what, allowed or not; never the ID or the handle. The registrar
-    # answered once its node (agency4's) had the record final; net.w3 reads another node, which may apply that
-    # finalized block a moment later, so read until the four decisions are there (or 30 s pass).
-    topic = net.w3.keccak(text="HandleLookup(bytes32,string,string,string,bool,string)")
-    deadline = time.monotonic() + 30
-    while True:
-        logs = net.w3.eth.get_logs({"fromBlock": 0, "toBlock": "latest", "address": net.cr.address,
-                                    "topics": [topic]})
-        if len(logs) >= 4 or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
+    # answered once its node (agency4's) had the record final; net.w3 reads node1, which commits that block with
+    # the next proposal.
+    wait_agencies_synced(net.devnet.info, "agency4", "agency1")
+    logs = net.w3.eth.get_logs({"fromBlock": 0, "toBlock": "latest", "address": net.cr.address,
+                                "topics": [net.w3.keccak(text="HandleLookup(bytes32,string,string,string,bool,string)")]})
     decisions = [net.cr.events.HandleLookup().process_log(lg)["args"] for lg in logs]
     assert [(d["requester"], d["allowed"]) for d in decisions] == [
         ("agency1", True), ("agency3", False), ("agency1", True), ("agency1", False)]
