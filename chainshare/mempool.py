@@ -167,7 +167,7 @@ class Mempool:
         if is_backlogged(self._executable, rate, self._limits):
             lim = self._limits
             wait = f"about {self._executable / rate:.1f} s of work at the {rate:.0f} tx/s finalized lately" if rate \
-                else "none finalized in the last few seconds"
+                else "no finalize rate measured while busy in the last few seconds"
             # About when the backlog is back under the limit (in tenths of a second, at least about a
             # block, at most MAX_RETRY_AFTER_S: a rate measured on a trickle must not send clients away
             # for minutes). Longer leaves the node idle once it has worked its backlog off.
