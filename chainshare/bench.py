@@ -82,6 +82,13 @@ def presign_anchors(private_key: bytes, chain_id: int, start_nonce: int, count: 
             for i in range(count)]
 
 
+def presign_streams(keys: list[bytes], chain_id: int, txs: int) -> list[list[bytes]]:
+    """``txs`` anchors split over one stream per key (nonces from 0), every digest distinct across
+    the streams: a digest anchored twice reverts, and a bench must measure anchors, not reverts."""
+    return [presign_anchors(key, chain_id, 0, txs // len(keys) + (1 if k < txs % len(keys) else 0), os.urandom(16))
+            for k, key in enumerate(keys)]
+
+
 def _percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -368,15 +375,21 @@ def run_ingest(nodes: int, txs: int, clients: int, batch: int, directory: Path |
         # [mempool] max_nonce_gap nonces past the ones it has seen, so one account's stream sprayed
         # over several nodes would be refused wherever gossip lags behind the clients.
         t0 = time.perf_counter()
-        salt = os.urandom(16)
-        streams = [presign_anchors(bytes.fromhex(info["accounts"][k]["private_key"][2:]), info["chain_id"], 0,
-                                   txs // len(urls) + (1 if k < txs % len(urls) else 0), salt)
-                   for k in range(len(urls))]
+        streams = presign_streams([bytes.fromhex(info["accounts"][k]["private_key"][2:]) for k in range(len(urls))],
+                                  info["chain_id"], txs)
         raws = [stream[j] for j in range(len(streams[0])) for stream in streams if j < len(stream)]
         route = [urls[k] for j in range(len(streams[0])) for k, stream in enumerate(streams) if j < len(stream)]
         presign_s = time.perf_counter() - t0
         cpu0 = _node_cpu(pids)
-        result = asyncio.run(_drive(urls, raws, clients, batch, rate=rate, route=route, max_pending=max_pending))
+        reverted = 0
+
+        def count_reverted(receipt: dict[str, Any]) -> None:
+            nonlocal reverted
+            reverted += receipt.get("status") != "0x1"
+
+        result = asyncio.run(_drive(urls, raws, clients, batch, rate=rate, route=route, max_pending=max_pending,
+                                    on_receipt=count_reverted))
+        result["reverted"] = reverted
         cpu1 = _node_cpu(pids)
         rss = sum(psutil.Process(p).memory_info().rss for p in pids)
         confirmed = max(result["confirmed"], 1)

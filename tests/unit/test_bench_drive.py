@@ -94,3 +94,20 @@ def test_a_busy_refusal_pauses_every_client_and_no_transaction_is_lost() -> None
     # sends already in flight when the refusal came arrived during the pause (at most clients - 1)
     assert node.sends_during_pause <= 3
     assert result["resent_after_nonce_gap"] >= 1  # those beyond the gap went again once nonce 5 was in
+
+
+def test_ingest_streams_anchor_distinct_digests_so_no_transaction_reverts() -> None:
+    from chainshare.bench import presign_streams
+    from chainshare.crypto.secp import address_of_private_key
+    from chainshare.ledger.txs import decode_transaction
+
+    keys = [bytes([k + 1]) * 32 for k in range(4)]
+    streams = presign_streams(keys, 1337, 42)
+    assert [len(s) for s in streams] == [11, 11, 10, 10]
+    digests = set()
+    for key, stream in zip(keys, streams):
+        txs = [decode_transaction(raw, 1337) for raw in stream]
+        assert [tx.nonce for tx in txs] == list(range(len(stream)))
+        assert {tx.sender for tx in txs} == {address_of_private_key(key)}
+        digests.update(tx.data[4:] for tx in txs)
+    assert len(digests) == 42  # one shared salt anchored each digest four times: three of four reverted
