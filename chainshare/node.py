@@ -33,6 +33,7 @@ from chainshare.execution.contracts.membership import (
 from chainshare.execution.forks import UpgradeRequired, get_runtime_at, get_upgrade_required
 from chainshare.execution.genesis import Genesis, compute_genesis_block, get_chain_params, load_genesis
 from chainshare.execution.runtime import BlockEnv, MethodSpec, Runtime, SystemContract
+from chainshare.gcpolicy import GC_THRESHOLDS, apply_gc_policy
 from chainshare.ledger.chain import ChainStore
 from chainshare.ledger.quorum import aggregate_qc, sign_proposal, sign_vote
 from chainshare.ledger.state import StateView
@@ -418,6 +419,8 @@ async def serve_node(cfg: NodeConfig) -> None:
     else:
         producer = asyncio.create_task(node.run_producer())
     producer.add_done_callback(lambda _: setattr(server, "should_exit", True))
+    log_event(log, logging.INFO, "start-up objects frozen out of the garbage collector", objects=apply_gc_policy(),
+              thresholds=list(GC_THRESHOLDS))
     try:
         await server.serve()
     finally:

@@ -13,12 +13,13 @@ number, nonce, sending a transaction) are answered on the loop itself.
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import orjson
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, GCCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from chainshare.api.admin import ADMIN_PATHS, serve_admin
@@ -142,6 +143,8 @@ class _NodeCollector:
             refused.add_metric([limit], count)
         refused.add_metric(["max_queued"], sum(w.busy_refusals for w in self.workers))
         yield refused
+        yield GaugeMetricFamily("chainshare_gc_frozen_objects", "Objects moved out of the garbage collector's reach "
+                                "when the node had started (chainshare.gcpolicy)", value=gc.get_freeze_count())
         yield GaugeMetricFamily("chainshare_api_queued", "API jobs running or waiting on the API worker threads",
                                 value=sum(w.pending for w in self.workers))
         replica = node.replica
@@ -161,6 +164,7 @@ def _metrics_registry(node: Node, rpc: JsonRpc, clients: ClientLimiter,
                       workers: tuple[ApiWorkers, ...]) -> CollectorRegistry:
     reg = CollectorRegistry()
     reg.register(_NodeCollector(node, rpc, clients, workers))
+    GCCollector(registry=reg)  # python_gc_collections_total / python_gc_objects_collected_total by generation
     return reg
 
 

@@ -342,6 +342,10 @@ def test_metrics_are_prometheus_text_with_the_head_height(devnet: Devnet, anchor
     assert head >= before
     assert families["chainshare_transactions_finalized"].samples[0].value >= len(anchors)
     assert "chainshare_mempool_transactions" in families
+    # the node froze its start-up objects out of the garbage collector (chainshare.gcpolicy); the collector's
+    # own figures are there for operators to watch
+    assert families["chainshare_gc_frozen_objects"].samples[0].value > 10_000
+    assert {s.labels["generation"] for s in families["python_gc_collections"].samples} == {"0", "1", "2"}
     methods = {s.labels.get("method") for s in families["chainshare_rpc_requests"].samples}
     assert "eth_sendRawTransaction" in methods
     wait_until(lambda: float(next(
