@@ -296,7 +296,7 @@ class JsonRpc:
                 raws.append(parse_data(_param(x.get("params", []), 0, "rawTransaction"), "rawTransaction"))
                 outcomes.append(None)  # filled in from the hop
             except ChainshareError as exc:
-                outcomes.append(exc)
+                outcomes.append(exc.with_traceback(None))  # no frame (and its batch) kept by a cycle
         hop: list[bytes | Exception] | None = None
         if raws:
             try:
@@ -328,10 +328,12 @@ class JsonRpc:
             try:
                 out.append(self.node.submit_raw_transaction(raw))
             except ChainshareError as exc:
-                out.append(exc)
+                # Without its traceback: kept, it would hold this frame (and ``out``, which holds it: a
+                # reference cycle) and the frames below with their raw transactions until a collection.
+                out.append(exc.with_traceback(None))
             except Exception as exc:
                 log.exception("internal error in %s", SEND)
-                out.append(exc)
+                out.append(exc.with_traceback(None))
         return out
 
     def _encode_within(self, req: Any, resp: dict[str, Any] | None, budget: WorkBudget) -> bytes | None:
