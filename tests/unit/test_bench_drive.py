@@ -105,7 +105,7 @@ def test_ingest_streams_anchor_distinct_digests_so_no_transaction_reverts() -> N
     streams = presign_streams(keys, 1337, 42)
     assert [len(s) for s in streams] == [11, 11, 10, 10]
     digests = set()
-    for key, stream in zip(keys, streams):
+    for key, stream in zip(keys, streams, strict=True):
         txs = [decode_transaction(raw, 1337) for raw in stream]
         assert [tx.nonce for tx in txs] == list(range(len(stream)))
         assert {tx.sender for tx in txs} == {address_of_private_key(key)}
