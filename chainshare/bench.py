@@ -380,7 +380,7 @@ def run_ingest(nodes: int, txs: int, clients: int, batch: int, directory: Path |
         raws = [stream[j] for j in range(len(streams[0])) for stream in streams if j < len(stream)]
         route = [urls[k] for j in range(len(streams[0])) for k, stream in enumerate(streams) if j < len(stream)]
         presign_s = time.perf_counter() - t0
-        cpu0 = _node_cpu(pids)
+        cpu0, client0 = _node_cpu(pids), time.process_time()
         reverted = 0
 
         def count_reverted(receipt: dict[str, Any]) -> None:
@@ -390,7 +390,7 @@ def run_ingest(nodes: int, txs: int, clients: int, batch: int, directory: Path |
         result = asyncio.run(_drive(urls, raws, clients, batch, rate=rate, route=route, max_pending=max_pending,
                                     on_receipt=count_reverted))
         result["reverted"] = reverted
-        cpu1 = _node_cpu(pids)
+        cpu1, client1 = _node_cpu(pids), time.process_time()
         rss = sum(psutil.Process(p).memory_info().rss for p in pids)
         confirmed = max(result["confirmed"], 1)
         raw_bytes = sum(len(r) for r in raws)
@@ -400,6 +400,8 @@ def run_ingest(nodes: int, txs: int, clients: int, batch: int, directory: Path |
             **result,
             "node_cpu_s": round(cpu1 - cpu0, 2),
             "node_cpu_us_per_tx": round((cpu1 - cpu0) / confirmed * 1e6, 1),
+            # the load client's own CPU (it shares the machine's cores with the nodes)
+            "client_cpu_us_per_tx": round((client1 - client0) / confirmed * 1e6, 1),
             "node_rss_mb": round(rss / 2**20, 1),
             "presign_s": round(presign_s, 2),
             "raw_tx_bytes_per_tx": round(raw_bytes / txs, 1),
