@@ -257,9 +257,8 @@ def compute_logs_bloom(logs: Any) -> bytes:
 
 
 def bloom_contains(bloom: bytes, item: bytes) -> bool:
-    value = int.from_bytes(bloom, "big")
-    h = keccak256(item)
-    return all(value >> ((h[i] << 8 | h[i + 1]) & 2047) & 1 for i in (0, 2, 4))
+    bits = _bloom_bits(item)
+    return int.from_bytes(bloom, "big") & bits == bits
 
 
 GENESIS_PARENT = ZERO_HASH

@@ -146,3 +146,4 @@ def _textbook_bloom(logs: list[Log]) -> bytes:
 def test_logs_bloom_is_the_textbook_bloom_whatever_the_cache_holds(logs: list[Log]) -> None:
     assert compute_logs_bloom(logs) == _textbook_bloom(logs)
     assert compute_logs_bloom(logs + logs) == _textbook_bloom(logs)  # repeated items (cached) change nothing
+    assert all(bloom_contains(_textbook_bloom(logs), item) for lg in logs for item in (lg.address, *lg.topics))
