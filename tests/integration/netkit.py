@@ -97,6 +97,16 @@ def run_cli(*args: object, timeout: float = 120, cwd: Path | None = None,
                           timeout=timeout, cwd=cwd, env=full_env, stdin=subprocess.DEVNULL)
 
 
+def run_bench(cwd: Path, *args: object, timeout: float = 300) -> dict[str, Any]:
+    """Run ``chainshare bench ARGS...`` in ``cwd`` as README's figures were taken; its JSON result, once it
+    exited 0 and saved that JSON under ``cwd`` (bench-results/, relative to the directory it ran in)."""
+    proc = run_cli("bench", *args, timeout=timeout, cwd=cwd)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result: dict[str, Any] = json.loads(proc.stdout.splitlines()[-1])
+    assert (cwd / result["saved_to"]).is_file()
+    return result
+
+
 def cli_json(proc: subprocess.CompletedProcess[str]) -> Any:
     """The JSON document a ``--json`` command printed (its last non-empty stdout line)."""
     lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]

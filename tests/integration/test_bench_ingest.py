@@ -5,21 +5,17 @@ measured reverts. Kept short; no figure is judged here."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
-from netkit import run_cli
+from netkit import run_bench
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("bench-ingest")]
 
 
 def test_bench_ingest_on_four_validators_finalizes_every_anchor_without_a_revert(tmp_path: Path) -> None:
-    proc = run_cli("bench", "ingest", "--nodes", 4, "--txs", 400, "--clients", 8, "--max-pending", 200,
-                   "--dir", tmp_path / "work", timeout=300, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    result = json.loads(proc.stdout.splitlines()[-1])
+    result = run_bench(tmp_path, "ingest", "--nodes", 4, "--txs", 400, "--clients", 8, "--max-pending", 200,
+                       "--dir", tmp_path / "work")
     assert result["nodes"] == 4 and result["submitted"] == result["confirmed"] == 400, result
     assert result["errors"] == 0 and result["reverted"] == 0, result
     assert result["node_cpu_us_per_tx"] > 0 and result["client_cpu_us_per_tx"] > 0
-    assert (tmp_path / result["saved_to"]).is_file()
