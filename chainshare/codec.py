@@ -7,6 +7,7 @@ nodes hash the same value differently. Structured values are encoded as arrays i
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import msgpack
@@ -39,6 +40,20 @@ def encode(value: Any) -> bytes:
 def encode_trusted(value: Any) -> bytes:
     """Encode a value built by chainshare itself (already canonical); skips the type walk."""
     return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def encode_array_of_encoded(items: Sequence[bytes]) -> bytes:
+    """The encoding of a list whose items are already encoded (by ``encode``/``encode_trusted``): equal to
+    encoding the list of the items' values, without encoding them again (msgpack: an array header, then the
+    items' encodings one after another)."""
+    n = len(items)
+    if n < 16:
+        head = bytes((0x90 | n,))
+    elif n < 1 << 16:
+        head = b"\xdc" + n.to_bytes(2, "big")
+    else:
+        head = b"\xdd" + n.to_bytes(4, "big")
+    return head + b"".join(items)
 
 
 MAX_DEPTH = 64

@@ -16,7 +16,7 @@ import signal
 import time
 from collections.abc import Callable, Generator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from chainshare import CLIENT_VERSION
@@ -305,10 +305,10 @@ class Node:
         block = type(block)(block.header, block.transactions, block.justify, block.timeout_cert, signature, block.hash)
         vote = sign_vote(self.key.secret_key, self.chain_id, block.hash, block.height, block.header.round, vs.epoch)
         qc = aggregate_qc(block.hash, block.height, block.header.round, {0: vote}, 1)
-        self.chain.commit_block(block, executed.receipts, executed.senders, executed.state_changes,
-                                executed.accumulator, qc)
+        self.chain.commit_block(block, executed.receipts, executed.senders, executed.tx_hashes,
+                                executed.state_changes, executed.accumulator, qc)
         self._accumulator = executed.accumulator
-        return ExecutedBlock(block, executed.receipts, executed.senders, {}, executed.accumulator), invalid
+        return replace(executed, block=block, state_changes={}), invalid
 
     async def stop(self) -> None:
         self._stopping = True

@@ -505,8 +505,8 @@ class Replica:
             proof = (encode_finality_proof([r.block for r in rest], action.proof.block, action.proof.qc)
                      if last else None)
             extra = self._epoch_change_record(cb.block, ex, proof) if proof is not None else {}
-            self.chain.commit_block(cb.block, ex.receipts, ex.senders, ex.state_changes, ex.accumulator, cb.qc,
-                                    finality_proof=proof, extra=extra)
+            self.chain.commit_block(cb.block, ex.receipts, ex.senders, ex.tx_hashes, ex.state_changes,
+                                    ex.accumulator, cb.qc, finality_proof=proof, extra=extra)
             self._remember_epoch_changes(extra.values())
             proof_stored = last
             self.stats["commits"] += 1
@@ -856,8 +856,8 @@ class Replica:
         for i, (block, qc, ex) in enumerate(done[:take]):
             # a proof that held proves our new head final: kept with it, served to peers that sync from us
             kept = proof.raw if proven and proof is not None and i == take - 1 else None
-            self.chain.commit_block(block, ex.receipts, ex.senders, ex.state_changes, ex.accumulator, qc,
-                                    finality_proof=kept)
+            self.chain.commit_block(block, ex.receipts, ex.senders, ex.tx_hashes, ex.state_changes,
+                                    ex.accumulator, qc, finality_proof=kept)
             self._count_finalized(block, proposed=False)
         return take, proven
 

@@ -7,7 +7,7 @@ for a proposer and ``apply_block`` for a verifier, which must reach the very sam
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from chainshare.crypto.hashing import keccak256
 from chainshare.errors import ConsensusError, DecodeError, InvalidTransaction
@@ -41,6 +41,7 @@ class ExecutedBlock:
     senders: tuple[bytes, ...]
     state_changes: dict[bytes, bytes | None]
     accumulator: int
+    tx_hashes: tuple[bytes, ...]  # keccak of each raw transaction, derived once when it was decoded
 
 
 def check_transaction_validity(state: StateReader, tx: Transaction, gas_left: int) -> None:
@@ -135,7 +136,7 @@ def apply_block(runtime: Runtime, parent: StateReader, parent_header: Header, pa
     if executed.block.header != h:
         diff = [f for f in h.__dataclass_fields__ if getattr(h, f) != getattr(executed.block.header, f)]
         raise ConsensusError(f"block {h.height} does not re-execute to its header (differs in {', '.join(diff)})")
-    return ExecutedBlock(block, executed.receipts, executed.senders, executed.state_changes, executed.accumulator)
+    return replace(executed, block=block)
 
 
 def _known_or_decode(raw: bytes, chain_id: int,
@@ -169,4 +170,5 @@ def _assemble(state: StateView, parent: StateReader, parent_header: Header, pare
         justify_hash=compute_justify_hash(justify, timeout_cert),
     )
     block = Block(header, tuple(t.raw for t in included), justify, timeout_cert)
-    return ExecutedBlock(block, tuple(receipts), tuple(t.sender for t in included), changes, acc)
+    return ExecutedBlock(block, tuple(receipts), tuple(t.sender for t in included), changes, acc,
+                         tuple(t.hash for t in included))

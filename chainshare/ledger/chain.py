@@ -220,20 +220,19 @@ class ChainStore:
             K_CHAIN_ID: chain_id.to_bytes(8, "big"),
             K_GENESIS: genesis_block.hash,
         })
-        self._put_block(puts, genesis_block, [], [], None, accumulator)
+        self._put_block(puts, genesis_block, [], [], [], None, accumulator)
         self.store.write_batch(puts, sync=True)
         self._head = 0
 
     # -- writes -----------------------------------------------------------------------------
-    def _put_block(self, puts: dict[bytes, bytes], block: Block, receipts: list[Receipt] | tuple[Receipt, ...],
-                   senders: list[bytes] | tuple[bytes, ...], qc: QuorumCertificate | None,
-                   accumulator: int) -> list[bytes]:
-        """Add a block's records to ``puts``; returns its transaction hashes (computed once here)."""
+    def _put_block(self, puts: dict[bytes, bytes], block: Block, receipts: Sequence[Receipt],
+                   senders: Sequence[bytes], tx_hashes: Sequence[bytes], qc: QuorumCertificate | None,
+                   accumulator: int) -> None:
+        """Add a block's records to ``puts``."""
         h = _h(block.height)
-        tx_hashes = [keccak256(raw) for raw in block.transactions]
         puts[P_BLOCK + h] = pack_stored(block.encode())
         puts[P_HASH + block.hash] = h
-        puts[P_RECEIPTS + h] = pack_stored(codec.encode_trusted([r.to_list() for r in receipts]))
+        puts[P_RECEIPTS + h] = pack_stored(codec.encode_array_of_encoded([r.encode() for r in receipts]))
         puts[P_SENDERS + h] = b"".join(senders)
         if qc is not None:
             puts[P_QC + h] = qc.encode()
@@ -246,13 +245,13 @@ class ChainStore:
                     puts[P_LOG_TOPIC + t + h] = b""
         puts[K_ACC] = encode_accumulator(accumulator)
         puts[K_HEAD] = h
-        return tx_hashes
 
     def commit_block(self, block: Block, receipts: tuple[Receipt, ...], senders: tuple[bytes, ...],
-                     state_changes: dict[bytes, bytes | None], accumulator: int,
+                     tx_hashes: tuple[bytes, ...], state_changes: dict[bytes, bytes | None], accumulator: int,
                      qc: QuorumCertificate | None, finality_proof: bytes | None = None,
                      extra: dict[bytes, bytes] | None = None) -> None:
-        """Durably append a finalized block (one synced batch), with the proof that it is final when
+        """Durably append a finalized block (one synced batch; ``tx_hashes`` are the hashes of its raw
+        transactions, as execution derived them), with the proof that it is final when
         given (so that a crash can never leave a head without its proof) and the caller's ``extra``
         records (the epoch-change proof of a validator set's last block)."""
         if block.height != self._head + 1:
@@ -264,14 +263,17 @@ class ChainStore:
                 deletes.append(P_STATE + k)
             else:
                 puts[P_STATE + k] = v
-        tx_hashes = self._put_block(puts, block, receipts, senders, qc, accumulator)
+        if len(tx_hashes) != len(block.transactions):
+            raise StorageError(f"block {block.height} has {len(block.transactions)} transactions but "
+                               f"{len(tx_hashes)} hashes were given")
+        self._put_block(puts, block, receipts, senders, tx_hashes, qc, accumulator)
         if finality_proof is not None:
             puts[K_FINALITY] = finality_proof
         puts.update(extra or {})
         self.store.write_batch(puts, tuple(deletes), sync=True)
         self.state.update(state_changes)
         self._head = block.height
-        self._remember(block, list(receipts), list(senders), tx_hashes)
+        self._remember(block, list(receipts), list(senders), list(tx_hashes))
 
     def store_qc(self, height: int, qc: QuorumCertificate) -> None:
         self.store.write_batch({P_QC + _h(height): qc.encode()}, sync=True)

@@ -233,6 +233,12 @@ class Receipt:
                    tuple(Log.from_list(x) for x in f[3]), decode_bytes(f[4], None, "output"))
 
     def encode(self) -> bytes:
+        return self._encoding
+
+    @functools.cached_property
+    def _encoding(self) -> bytes:
+        """The receipt's canonical encoding, computed once: the receipts root hashes it and the stored
+        receipts list is made of it (a receipt never changes)."""
         return codec.encode_trusted(self.to_list())
 
 

@@ -229,8 +229,8 @@ class Chain:
         """Build, sign, certify and commit the next block; its view (header round) is the parent's + 1
         unless ``round`` says otherwise (then pass the encoded TC that lets validators vote for it)."""
         executed, qc = self.certify_next(raws, timestamp_ms=timestamp_ms, round=round, timeout_cert=timeout_cert)
-        self.chain.commit_block(executed.block, executed.receipts, executed.senders, executed.state_changes,
-                                executed.accumulator, qc)
+        self.chain.commit_block(executed.block, executed.receipts, executed.senders, executed.tx_hashes,
+                                executed.state_changes, executed.accumulator, qc)
         self.accumulator = executed.accumulator
         return executed
 

@@ -35,6 +35,18 @@ def test_encoding_is_canonical_and_matches_the_trusted_encoder(value: Any) -> No
     assert codec.encode_trusted(value) == data
 
 
+@given(st.lists(values, max_size=40))
+def test_an_array_of_encoded_items_is_the_encoding_of_the_array(items: list[Any]) -> None:
+    assert codec.encode_array_of_encoded([codec.encode(x) for x in items]) == codec.encode(items)
+
+
+@pytest.mark.parametrize("n", [0, 15, 16, 65_535, 65_536])
+def test_an_array_of_encoded_items_has_the_right_header_at_each_size_boundary(n: int) -> None:
+    items = [None] * n
+    assert codec.encode_array_of_encoded([codec.encode(None)] * n) == codec.encode(items)
+    assert codec.decode(codec.encode_array_of_encoded([codec.encode(1)] * n)) == [1] * n
+
+
 def test_tuples_are_encoded_as_arrays() -> None:
     assert codec.encode((1, b"x", ("a",))) == codec.encode([1, b"x", ["a"]])
     assert codec.decode(codec.encode((1, 2))) == [1, 2]

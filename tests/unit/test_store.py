@@ -179,7 +179,19 @@ def test_blocks_must_be_appended_in_order(store: KeyValueStore) -> None:
     chain = Chain(GENESIS, VAL, store)
     executed = chain.produce([])
     with pytest.raises(StorageError, match="cannot append block 1 on head 1"):
-        chain.chain.commit_block(executed.block, (), (), {}, executed.accumulator, None)
+        chain.chain.commit_block(executed.block, (), (), (), {}, executed.accumulator, None)
+
+
+def test_a_block_is_not_stored_with_a_wrong_number_of_transaction_hashes(store: KeyValueStore) -> None:
+    """The tx-hash index is written from the hashes execution derived: a caller that passes fewer or more
+    than the block's transactions gets a StorageError and nothing is written."""
+    chain = Chain(GENESIS, VAL, store)
+    executed, qc = chain.certify_next([anchor(0, b"\x06" * 32)])
+    with pytest.raises(StorageError, match="has 1 transactions but 0 hashes"):
+        chain.chain.commit_block(executed.block, executed.receipts, executed.senders, (), executed.state_changes,
+                                 executed.accumulator, qc)
+    assert chain.chain.head_height == 0
+    assert ChainStore(store).head_height == 0
 
 
 def test_state_changes_are_committed_and_deletions_applied(store: KeyValueStore) -> None:
@@ -189,7 +201,7 @@ def test_state_changes_are_committed_and_deletions_applied(store: KeyValueStore)
     block2 = dataclasses.replace(executed.block, header=dataclasses.replace(
         executed.block.header, height=2, parent_hash=executed.block.hash), hash=b"")
     key = next(iter(executed.state_changes))
-    ChainStore(store).commit_block(block2, (), (), {key: None}, 5, None)
+    ChainStore(store).commit_block(block2, (), (), executed.tx_hashes, {key: None}, 5, None)
     assert ChainStore(store).state.get(key) is None
     assert store.get(K_HEAD) == (2).to_bytes(8, "big")
 
