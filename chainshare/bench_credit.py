@@ -234,7 +234,7 @@ def run_credit(*, records: int, subjects: int, nodes: int, clients: int, queries
 
 def _finality_ms(client: Any, seen: dict[str, float], samples: int = 300) -> dict[str, Any]:
     """Finality latency of up to ``samples`` batches spread over the run: from their block's timestamp (set by
-    its proposer when it built the block) to their receipt first being served, i.e. final (polled every 50 ms)."""
+    its proposer when it built the block) to the client first seeing that finalized block (followed every 50 ms)."""
     hashes = sorted(seen)[:: max(1, len(seen) // samples)]
     stamps: dict[int, int] = {}
     lags = []
@@ -244,7 +244,7 @@ def _finality_ms(client: Any, seen: dict[str, float], samples: int = 300) -> dic
             stamps[height] = int(client.rpc("eth_getBlockByNumber", hex(height), False)["timestampMs"], 16)
         lags.append(seen[h] * 1000 - stamps[height])
     return {"p50": round(_percentile(lags, 0.5), 1), "p99": round(_percentile(lags, 0.99), 1), "batches": len(lags),
-            "from": "block timestamp to receipt served"}
+            "from": "block timestamp to block seen final"}
 
 
 def _record_count(client: Any) -> int:

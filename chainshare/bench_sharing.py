@@ -8,8 +8,8 @@ Three figures:
 - ``decisions``: access decisions finalized per second on a devnet of ``--nodes`` validators (real
   node processes; default 4);
   ``--decisions`` pre-signed ``AccessControl.request`` transactions from one agency account, sent
-  by ``--clients`` concurrent JSON-RPC clients, receipts polled in batches; each receipt holds the
-  decision (``AccessDecided``) and its grant.
+  by ``--clients`` concurrent JSON-RPC clients, following the finalized blocks and fetching each
+  receipt once; each receipt holds the decision (``AccessDecided``) and its grant.
 - ``delivery``: a ``--dataset-mb`` CSV dataset delivered between two nodes: two data-sharing
   services in this process, each with its own mutual-TLS 1.3 P2P transport on 127.0.0.1, over one
   shared in-memory chain (multi-validator networks are not wired yet). Reports throughput per

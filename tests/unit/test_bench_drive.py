@@ -1,7 +1,8 @@
 """The ingest bench's closed loop against a node that refuses: a "busy, retry" (-32005) pauses every
 client for its retryAfter, a transaction refused as too far past the refused nonce (max_nonce_gap) is
 sent again once that nonce is in, and nothing is lost or counted as an error. The node here is a small
-aiohttp JSON-RPC server that keeps one sender's nonce order, as the mempool does."""
+aiohttp JSON-RPC server that keeps one sender's nonce order, as the mempool does, and seals the admitted
+prefix into a new block whenever a client asks for the head."""
 
 from __future__ import annotations
 
@@ -27,6 +28,9 @@ class FakeNode:
         self.busy_once = {5}
         self.busy_at: float | None = None
         self.sends_during_pause = 0
+        self.blocks: list[list[str]] = []  # block n (from 1) holds the hashes of blocks[n - 1]
+        self.sealed = 0  # nonces 0..sealed-1 are in blocks
+        self.receipt_asks: dict[str, int] = {}
 
     def next_missing(self) -> int:
         n = 0
@@ -49,6 +53,14 @@ class FakeNode:
         self.admitted.add(nonce)
         return {"result": "0x" + keccak256(raw).hex()}
 
+    def seal(self) -> int:
+        """Put the admitted prefix not yet in a block into a new one; returns the head height."""
+        upto = self.next_missing()
+        if upto > self.sealed:
+            self.blocks.append(["0x" + keccak256(n.to_bytes(4, "big")).hex() for n in range(self.sealed, upto)])
+            self.sealed = upto
+        return len(self.blocks)
+
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.json()
         calls = body if isinstance(body, list) else [body]
@@ -56,10 +68,16 @@ class FakeNode:
         for call in calls:
             if call["method"] == "eth_sendRawTransaction":
                 answer = self.send(bytes.fromhex(call["params"][0][2:]))
-            else:  # a receipt for every admitted transaction below the first missing nonce
+            elif call["method"] == "eth_blockNumber":
+                answer = {"result": hex(self.seal())}
+            elif call["method"] == "eth_getBlockByNumber":
+                n = int(call["params"][0], 16)
+                answer = {"result": {"transactions": self.blocks[n - 1]} if 1 <= n <= len(self.blocks) else None}
+            else:  # a receipt for every transaction in a block
                 wanted = call["params"][0]
-                done = {"0x" + keccak256(n.to_bytes(4, "big")).hex() for n in range(self.next_missing())}
-                answer = {"result": {"transactionHash": wanted} if wanted in done else None}
+                self.receipt_asks[wanted] = self.receipt_asks.get(wanted, 0) + 1
+                done = {h for block in self.blocks for h in block}
+                answer = {"result": {"transactionHash": wanted, "status": "0x1"} if wanted in done else None}
             out.append({"jsonrpc": "2.0", "id": call["id"], **answer})
         return web.json_response(out if isinstance(body, list) else out[0])
 
@@ -94,6 +112,9 @@ def test_a_busy_refusal_pauses_every_client_and_no_transaction_is_lost() -> None
     # sends already in flight when the refusal came arrived during the pause (at most clients - 1)
     assert node.sends_during_pause <= 3
     assert result["resent_after_nonce_gap"] >= 1  # those beyond the gap went again once nonce 5 was in
+    # confirmed by following the blocks: each transaction's receipt was asked for exactly once
+    assert node.receipt_asks == {"0x" + keccak256(raw).hex(): 1 for raw in raws}
+    assert result["receipt_requests"] == 40
 
 
 def test_ingest_streams_anchor_distinct_digests_so_no_transaction_reverts() -> None:
