@@ -74,6 +74,24 @@ def read_list(data: bytes, pos: int = 0, whole: bool = True) -> tuple[list[tuple
     return items, start, end
 
 
+def read_nth_item(data: bytes, pos: int, n: int) -> tuple[bool, int, int]:
+    """Read item ``n`` (from 0) of the list at ``pos`` without reading the items after it:
+    (is_list, payload start, payload end)."""
+    is_list, p, end = read_item(data, pos)
+    if not is_list:
+        raise DecodeError("RLP list expected")
+    for _ in range(n):
+        if p >= end:
+            break
+        p = read_item(data, p)[2]
+    if p >= end:
+        raise DecodeError(f"RLP list has fewer than {n + 1} items")
+    item = read_item(data, p)
+    if item[2] > end:
+        raise DecodeError("RLP item runs past the end of its list")
+    return item
+
+
 def encode_length(length: int, offset: int) -> bytes:
     """An RLP length prefix (offset 0x80 for strings, 0xC0 for lists)."""
     if length < 56:

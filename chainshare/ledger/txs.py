@@ -24,7 +24,7 @@ from chainshare.errors import (
     UnsupportedTransactionType,
     WrongChainId,
 )
-from chainshare.ledger.rlpspan import encode_length, encode_uint, read_item, read_list
+from chainshare.ledger.rlpspan import encode_length, encode_uint, read_item, read_list, read_nth_item
 
 MAX_TX_BYTES = 128 * 1024
 TYPE_LEGACY = 0
@@ -194,7 +194,7 @@ def sign_eip1559(private_key: bytes, *, chain_id: int, nonce: int, to: bytes | N
 def peek_type_and_to(raw: bytes) -> tuple[int, bytes | None]:
     """Type and recipient of a stored (already verified) transaction, without signature recovery."""
     if raw[0] == TYPE_EIP1559:
-        f, _, _ = read_list(raw, 1)
-        return TYPE_EIP1559, _to(raw, f[5])
-    f, _, _ = read_list(raw, 0)
-    return TYPE_LEGACY, _to(raw, f[3])
+        item = read_nth_item(raw, 1, 5)
+        return TYPE_EIP1559, _to(raw, (*item, item[2]))
+    item = read_nth_item(raw, 0, 3)
+    return TYPE_LEGACY, _to(raw, (*item, item[2]))

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chainshare.errors import DecodeError
-from chainshare.ledger.rlpspan import encode_length, encode_uint, read_item, read_list
+from chainshare.ledger.rlpspan import encode_length, encode_uint, read_item, read_list, read_nth_item
 
 items = st.recursive(st.binary(max_size=70), lambda inner: st.lists(inner, max_size=4), max_leaves=8)
 
@@ -34,6 +34,26 @@ def check_items(data: bytes, decoded: list[Any]) -> None:
 @given(st.lists(items, max_size=14))
 def test_reader_agrees_with_rlp_on_valid_lists(value: list[Any]) -> None:
     check_items(rlp.encode(value), value)
+
+
+@given(st.lists(items, max_size=14), st.integers(0, 15))
+def test_the_nth_item_is_the_one_read_list_finds(value: list[Any], n: int) -> None:
+    data = rlp.encode(value)
+    spans, _, _ = read_list(data)
+    if n < len(spans):
+        assert read_nth_item(data, 0, n) == spans[n][:3]
+    else:
+        with pytest.raises(DecodeError, match=f"fewer than {n + 1} items"):
+            read_nth_item(data, 0, n)
+
+
+@given(st.binary(max_size=200), st.integers(0, 12))
+def test_the_nth_item_of_random_bytes_is_read_or_refused_with_decode_error(data: bytes, n: int) -> None:
+    try:
+        is_list, start, end = read_nth_item(data, 0, n)
+    except DecodeError:
+        return
+    assert 0 <= start <= end <= len(data)
 
 
 @given(st.binary(max_size=200))
