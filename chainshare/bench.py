@@ -273,7 +273,15 @@ async def _drive(urls: list[str], raws: list[bytes], clients: int, batch: int, s
                 await asyncio.sleep(0.01)
 
         ours = set(hashes)  # a block may also hold other clients' transactions
-        height = int((await post(urls[0], _rpc(0, "eth_blockNumber", [])))["result"], 16)  # before the load
+
+        async def read_head() -> int | None:
+            """The node's head height (final), or None when it refused the call (429: its API workers busy)."""
+            res = await post(urls[0], _rpc(0, "eth_blockNumber", []))
+            return int(res["result"], 16) if isinstance(res, dict) and "result" in res else None
+
+        while (start := await read_head()) is None:  # before the load: nothing in a block yet
+            await asyncio.sleep(0.05)
+        height = start
 
         async def fetch_receipts(chunk: list[str]) -> list[str]:
             """Fetch the receipts of ``chunk`` (transactions seen in finalized blocks) in one batch;
@@ -307,7 +315,9 @@ async def _drive(urls: list[str], raws: list[bytes], clients: int, batch: int, s
                     errors.append(f"{len(unconfirmed)} submitted transactions were in no finalized block within "
                                   f"{stall_s}s")
                     return
-                head = int((await post(urls[0], _rpc(0, "eth_blockNumber", [])))["result"], 16)
+                head = await read_head()
+                if head is None:  # refused (429): no new block read this time
+                    head = height
                 for lo in range(height + 1, head + 1, BLOCKS_PER_POLL):
                     heights = range(lo, min(head, lo + BLOCKS_PER_POLL - 1) + 1)
                     res = await post(urls[0], [_rpc(n, "eth_getBlockByNumber", [hex(n), False]) for n in heights])
