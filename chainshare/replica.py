@@ -36,7 +36,14 @@ from typing import Any
 
 from chainshare import codec
 from chainshare.consensus import core, epochs, sync
-from chainshare.consensus.messages import BlsCrypto, Proposal, Timeout, Vote, decode_message, encode_message
+from chainshare.consensus.messages import (
+    BlsCrypto,
+    Proposal,
+    QcAnnouncement,
+    Timeout,
+    decode_message,
+    encode_message,
+)
 from chainshare.crypto.hashing import keccak256
 from chainshare.errors import ChainshareError, ConsensusError, DecodeError, InvalidTransaction, StorageError
 from chainshare.execution.block import ExecutedBlock, apply_block, build_block
@@ -72,6 +79,9 @@ P_EVIDENCE = b"E"
 EVIDENCE_CONTRACT = EvidenceContract()
 EVIDENCE_BACKUP_DELAY_S = 10.0
 MSG_CONSENSUS = "cs.msg"
+# QC announcements travel under their own type: a node of an earlier release ignores a type it does not
+# know (it would count an unknown message inside "cs.msg" against the peer), so they need no protocol step.
+MSG_QC_ANNOUNCEMENT = "cs.qc"
 MSG_TXS = "txs"
 MAX_TX_BATCH = 512
 REQ_BLOCK = "cs.block"
@@ -339,10 +349,11 @@ class Replica:
                 # connections: a validator then finds the proposal's fresh transactions verified in
                 # its pool instead of recovering their senders twice (for the block, then for gossip).
                 self._flush_txs()
-            self.transport.broadcast(MSG_CONSENSUS, encode_message(action.message))
+            msg_type = MSG_QC_ANNOUNCEMENT if isinstance(action.message, QcAnnouncement) else MSG_CONSENSUS
+            self.transport.broadcast(msg_type, encode_message(action.message))
         elif isinstance(action, core.SendTo):
             if action.index == self.my_index:
-                self.events.put_nowait(self._as_event(action.message, action.index))
+                self.events.put_nowait(core.event_of(action.message, action.index))
             else:
                 self.transport.send(self.names[action.index], MSG_CONSENSUS, encode_message(action.message))
         elif isinstance(action, core.ScheduleTimeout):
@@ -599,17 +610,8 @@ class Replica:
         self.events.put_nowait(core.ProposalReceived(Proposal(block), action.peer))
 
     # -- network input ------------------------------------------------------------------------
-    def _as_event(self, message: Any, sender: int) -> Any:
-        if isinstance(message, Proposal):
-            return core.ProposalReceived(message, sender)
-        if isinstance(message, Vote):
-            return core.VoteReceived(message)
-        if isinstance(message, Timeout):
-            return core.TimeoutReceived(message)
-        return None
-
     async def on_message(self, peer: str, msg_type: str, body: Any) -> None:
-        if msg_type == MSG_CONSENSUS:
+        if msg_type in (MSG_CONSENSUS, MSG_QC_ANNOUNCEMENT):
             if not isinstance(body, bytes):
                 return
             try:
@@ -619,7 +621,7 @@ class Replica:
                 return
             self._remember(peer, message, len(body))
             sender = self.index_of.get(peer)
-            event = self._as_event(message, sender) if sender is not None else None
+            event = core.event_of(message, sender) if sender is not None else None
             if event is not None:
                 self.events.put_nowait(event)
         elif msg_type == MSG_TXS and isinstance(body, list) and len(body) <= MAX_TX_BATCH:
@@ -697,7 +699,7 @@ class Replica:
         another epoch simply fail its signature checks."""
         for peer, message, _ in list(self._recent):
             sender = self.index_of.get(peer)
-            event = self._as_event(message, sender) if sender is not None else None
+            event = core.event_of(message, sender) if sender is not None else None
             if event is not None:
                 self.events.put_nowait(event)
 

@@ -50,9 +50,7 @@ from chainshare.consensus.core import (
     SafetyData,
     SendTo,
     Start,
-    TimeoutReceived,
     ValidateBlock,
-    VoteReceived,
 )
 from chainshare.consensus.messages import Message, Proposal, Timeout, TimeoutCertificate, Vote, get_qc_view
 from chainshare.consensus.sim import (
@@ -134,12 +132,7 @@ class AdversaryNet:
 
     def deliver(self, to: int, message: Message, sender: int) -> None:
         """Hand ``message`` (from validator ``sender``) to honest validator ``to``."""
-        if isinstance(message, Proposal):
-            self._step(to, ProposalReceived(message, sender))
-        elif isinstance(message, Vote):
-            self._step(to, VoteReceived(message))
-        else:
-            self._step(to, TimeoutReceived(message))
+        self._step(to, core.event_of(message, sender))
 
     def fire_timeout(self, i: int) -> Timeout:
         """The local timer of honest validator ``i``'s current view fires; returns its timeout."""
@@ -814,14 +807,6 @@ class _TwinsNet(AdversaryNet):
         self.step_node(node, Start())
 
 
-def _deliver_event(message: Message, sender: int) -> Event:
-    if isinstance(message, Proposal):
-        return ProposalReceived(message, sender)
-    if isinstance(message, Vote):
-        return VoteReceived(message)
-    return TimeoutReceived(message)
-
-
 def run_twins(seed: int, n: int = 4, twins: int | None = None, steps: int = 2_500) -> TwinsResult:
     """One seeded Twins schedule of ``steps`` adversary decisions over n validators, ``twins`` of
     them (default f) doubled. Before each decision the adversary may re-partition the nodes; then
@@ -871,7 +856,7 @@ def run_twins(seed: int, n: int = 4, twins: int | None = None, steps: int = 2_50
             dst, src, message = net.pending[k]
             net.pending.pop(k)
             if net.nodes[dst].core is not None:
-                net.step_node(dst, _deliver_event(message, src))
+                net.step_node(dst, core.event_of(message, src))
                 delivered += 1
         for node in range(nodes):   # a crashed node restarts a while later
             if net.nodes[node].core is None:

@@ -26,12 +26,14 @@ The rules of docs/consensus.md, literally (names in brackets are the functions):
 4. commit [check_commit]: a QC for B' whose parent B has ``B'.view == B.view + 1`` finalizes B and
    its ancestors;
 5. ``highest_qc`` is updated from every verified QC [process_qc]: in proposals, aggregated votes,
-   timeouts and TCs.
+   timeouts, TCs and QC announcements.
 The leader of view v is ``validators[v mod n]`` (``qc.compute_proposer_index``); a block's view is
 its header's ``round``. The genesis block is certified by an implicit QC of view 0 (``None``).
 
 Beyond the five rules, for liveness only (none of it can make a validator sign what the rules
-forbid): f+1 timeouts for the current view make a validator time out too; a timeout carries the
+forbid): the validator that aggregates a QC broadcasts it at once [on_vote] and the others learn
+it [on_qc_announcement], so they commit and enter the next view without waiting for the next
+proposal; f+1 timeouts for the current view make a validator time out too; a timeout carries the
 TC its sender entered the view by, and ``SafetyData`` keeps that TC across a restart; a block
 whose parent is unknown is fetched from the validator that sent it; a block that failed
 validation is fetched again from a signer of its QC once it is certified (a relay may have
@@ -72,6 +74,7 @@ from chainshare.consensus.messages import (
     Crypto,
     Message,
     Proposal,
+    QcAnnouncement,
     Timeout,
     TimeoutCertificate,
     Vote,
@@ -87,9 +90,9 @@ from chainshare.ledger.types import Block, QuorumCertificate, compute_justify_ha
 __all__ = [
     "Action", "BlockEntry", "BlockStatus", "BlockValidated", "Broadcast", "BuildProposal", "Commit",
     "CommittedBlock", "CoreConfig", "CoreState", "Event", "FetchBlock", "FinalityProof", "LocalTimeout",
-    "PersistSafety", "ProposalBuilt", "ProposalReceived", "RecordEvidence", "SafetyData", "ScheduleTimeout",
-    "SendTo", "Start", "TimeoutReceived", "ValidateBlock", "VoteReceived", "compute_timeout_ms",
-    "initial_state", "is_safe_to_vote", "restore_core", "step",
+    "PersistSafety", "ProposalBuilt", "ProposalReceived", "QcReceived", "RecordEvidence", "SafetyData",
+    "ScheduleTimeout", "SendTo", "Start", "TimeoutReceived", "ValidateBlock", "VoteReceived", "compute_timeout_ms",
+    "event_of", "initial_state", "is_safe_to_vote", "restore_core", "step",
 ]
 
 
@@ -199,6 +202,13 @@ class TimeoutReceived:
 
 
 @dataclass(frozen=True)
+class QcReceived:
+    """A QC announced by the validator that aggregated it."""
+
+    announcement: QcAnnouncement
+
+
+@dataclass(frozen=True)
 class LocalTimeout:
     """The timer armed by ``ScheduleTimeout(view, ...)`` fired."""
 
@@ -220,7 +230,19 @@ class BlockValidated:
     ok: bool
 
 
-Event = Start | ProposalReceived | VoteReceived | TimeoutReceived | LocalTimeout | ProposalBuilt | BlockValidated
+Event = (Start | ProposalReceived | VoteReceived | TimeoutReceived | QcReceived | LocalTimeout | ProposalBuilt
+         | BlockValidated)
+
+
+def event_of(message: Message, sender: int) -> Event:
+    """The event a consensus message from validator ``sender`` (its index in the set) is for the core."""
+    if isinstance(message, Proposal):
+        return ProposalReceived(message, sender)
+    if isinstance(message, Vote):
+        return VoteReceived(message)
+    if isinstance(message, Timeout):
+        return TimeoutReceived(message)
+    return QcReceived(message)
 
 
 # -- actions (outputs) ---------------------------------------------------------------------------
@@ -465,6 +487,8 @@ def step(state: CoreState, event: Event) -> tuple[CoreState, list[Action]]:
         on_vote(t, event.vote)
     elif isinstance(event, TimeoutReceived):
         on_timeout(t, event.timeout)
+    elif isinstance(event, QcReceived):
+        on_qc_announcement(t, event.announcement.qc)
     elif isinstance(event, LocalTimeout):
         on_local_timeout(t, event.view)
     elif isinstance(event, BlockValidated):
@@ -556,6 +580,19 @@ def on_vote(t: _Step, vote: Vote) -> None:
             if v.block_hash == vote.block_hash and v.height == vote.height}
     if len(same) == cfg.quorum:
         qc = s.crypto.aggregate_qc(vote.block_hash, vote.height, vote.view, same)
+        # Announced before anything process_qc emits (a commit writes to disk): the others commit
+        # and enter the next view now, not when this leader's proposal comes (block_time later).
+        t.emit(Broadcast(QcAnnouncement(qc)))
+        process_qc(t, qc)
+
+
+def on_qc_announcement(t: _Step, qc: QuorumCertificate) -> None:
+    """Learn an announced QC (rule 5). Only one newer than ``highest_qc`` and above the committed head
+    is verified: an older one teaches nothing, and a replayed announcement costs one comparison."""
+    s = t.s
+    if qc.round <= get_qc_view(s.highest_qc) or qc.round <= s.committed.header.round:
+        return
+    if _is_valid_qc(s, qc):
         process_qc(t, qc)
 
 

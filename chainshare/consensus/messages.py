@@ -1,9 +1,9 @@
 """Consensus messages on the wire, and the signature scheme the consensus core is given.
 
-Three messages travel between validators: a ``Proposal`` (a signed block, carrying the QC of its
+Four messages travel between validators: a ``Proposal`` (a signed block, carrying the QC of its
 parent in ``justify`` and, when its leader entered the view by timeout, the ``TimeoutCertificate``
-of the previous view), a ``Vote`` (sent to the leader of the next view) and a ``Timeout``
-(broadcast). Every type has a canonical encoding (``to_list`` / ``from_list`` via ``codec``); every
+of the previous view), a ``Vote`` (sent to the leader of the next view), a ``Timeout``
+(broadcast) and a ``QcAnnouncement`` (a QC its aggregator broadcasts as soon as it forms). Every type has a canonical encoding (``to_list`` / ``from_list`` via ``codec``); every
 decoder refuses malformed input with ``DecodeError`` and never raises anything else, so the bytes
 a peer sends can be decoded without a try/except around anything but ``DecodeError``.
 
@@ -44,6 +44,7 @@ SIGNATURE_SIZE = 96
 MSG_PROPOSAL = 1
 MSG_VOTE = 2
 MSG_TIMEOUT = 3
+MSG_QC = 4
 
 
 def get_qc_view(qc: QuorumCertificate | None) -> int:
@@ -156,9 +157,25 @@ class Timeout:
                    decode_bytes(f[4], SIGNATURE_SIZE, "timeout.signature"))
 
 
-Message = Proposal | Vote | Timeout
+@dataclass(frozen=True)
+class QcAnnouncement:
+    """A QC, broadcast by the leader that aggregated it as soon as it formed (liveness only: the QC
+    verifies on its own, so who sends it does not matter). The others learn it at once instead of in
+    the next proposal, which that leader builds only ``block_time`` after the certified block."""
 
-_TAGS: dict[type, int] = {Proposal: MSG_PROPOSAL, Vote: MSG_VOTE, Timeout: MSG_TIMEOUT}
+    qc: QuorumCertificate
+
+    def to_list(self) -> list[Any]:
+        return self.qc.to_list()
+
+    @classmethod
+    def from_list(cls, v: Any) -> QcAnnouncement:
+        return cls(QuorumCertificate.from_list(v))
+
+
+Message = Proposal | Vote | Timeout | QcAnnouncement
+
+_TAGS: dict[type, int] = {Proposal: MSG_PROPOSAL, Vote: MSG_VOTE, Timeout: MSG_TIMEOUT, QcAnnouncement: MSG_QC}
 
 
 def encode_message(message: Message) -> bytes:
@@ -176,6 +193,8 @@ def decode_message(data: bytes) -> Message:
         return Vote.from_list(f[1])
     if tag == MSG_TIMEOUT and not isinstance(tag, bool):
         return Timeout.from_list(f[1])
+    if tag == MSG_QC and not isinstance(tag, bool):
+        return QcAnnouncement.from_list(f[1])
     raise DecodeError(f"unknown consensus message type {tag!r}")
 
 

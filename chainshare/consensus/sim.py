@@ -30,11 +30,12 @@ the new set on H-1 (no safety data) and steps ``Start`` (the decisions are ``con
 the replica's); signatures are separated by epoch
 (``FakeCrypto.epoch``, QCs below H checked with ``prior``); a node not in the set in force runs no
 core (an observer) and follows by block sync. The checks then also cover H-1 and H, the suffix blocks, and the QC stored with each
-block (signed by the set of its height). Two rules of the replica keep the new set live, and each
-can be switched off to show it is needed (tests/sim/test_reconfigure.py): ``farewell_timeout``
-(before switching, the old core times out of its view, which broadcasts the QC that finalized the
-set's last block: otherwise it often dies with the aggregator's discarded proposal) and
-``sync_epoch_finality_proof`` (block sync takes a batch from one peer that proves its last block
+block (signed by the set of its height). Three rules keep the new set live, and each can be switched
+off to show what it does (tests/sim/test_reconfigure.py): ``announce_qc`` (the core's QC announcement:
+the aggregator broadcasts a QC as it forms, so the QC that finalizes the set's last block does not
+live only in the aggregator's next proposal, which the switch discards), ``farewell_timeout``
+(before switching, the old core times out of its view, which broadcasts that QC again, in a timeout)
+and ``sync_epoch_finality_proof`` (block sync takes a batch from one peer that proves its last block
 final by a 2-chain: otherwise f+1 holders are needed, and there may be just one).
 
 ``run_sim_bench(seeds, n)`` runs many seeds and summarises them (``chainshare bench sim``).
@@ -72,14 +73,13 @@ from chainshare.consensus.core import (
     ScheduleTimeout,
     SendTo,
     Start,
-    TimeoutReceived,
     ValidateBlock,
-    VoteReceived,
 )
 from chainshare.consensus.evidence import verify_evidence
 from chainshare.consensus.messages import (
     Message,
     Proposal,
+    QcAnnouncement,
     Timeout,
     TimeoutCertificate,
     Vote,
@@ -275,8 +275,9 @@ class SimConfig:
     activation_heights: tuple[int, int] = (2, 9)
     sync_interval_ms: int = 1_000  # block sync: an observer syncs every interval,
     sync_stall_ms: int = 2_000     # a validator once it has finalized nothing for this long
-    # The replica's two epoch-switch liveness rules (see the module docstring); False only to
-    # show what goes wrong without them.
+    # The liveness rules that carry the set's last QC across the epoch switch (see the module
+    # docstring); False only to show what goes wrong without them.
+    announce_qc: bool = True
     farewell_timeout: bool = True
     sync_epoch_finality_proof: bool = True
 
@@ -650,13 +651,7 @@ class _Sim:
         members = self.sets[node.epoch]
         if src not in members:
             return   # the replica takes consensus messages only from validators of its set
-        sender = members.index(src)
-        if isinstance(message, Proposal):
-            self._step(node, ProposalReceived(message, sender))
-        elif isinstance(message, Vote):
-            self._step(node, VoteReceived(message))
-        else:
-            self._step(node, TimeoutReceived(message))
+        self._step(node, core.event_of(message, members.index(src)))
 
     def _decode(self, data: bytes) -> Message | None:
         if data in self.decoded:
@@ -732,6 +727,8 @@ class _Sim:
             if action.block is not None:
                 node.voted[action.block.hash] = action.block
         elif isinstance(action, Broadcast):
+            if isinstance(action.message, QcAnnouncement) and not self.cfg.announce_qc:
+                return
             data = encode_message(action.message)   # the transport reaches every node
             for j in range(self.total):
                 if j != i:

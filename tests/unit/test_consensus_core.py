@@ -29,6 +29,7 @@ from chainshare.consensus.core import (
     PersistSafety,
     ProposalBuilt,
     ProposalReceived,
+    QcReceived,
     RecordEvidence,
     SafetyData,
     ScheduleTimeout,
@@ -46,6 +47,7 @@ from chainshare.consensus.evidence import DOUBLE_PROPOSAL, DOUBLE_VOTE, Evidence
 from chainshare.consensus.messages import (
     BlsCrypto,
     Proposal,
+    QcAnnouncement,
     Timeout,
     TimeoutCertificate,
     Vote,
@@ -239,6 +241,46 @@ def test_next_leader_aggregates_a_quorum_of_votes_into_the_qc_it_proposes_with(c
     assert qc is not None and qc.block_hash == b1.hash and qc.signer_indices() == [0, 1, 2]
     assert CRYPTO[3].verify_qc(qc)
     assert state.view == 2 and state.highest_qc == qc
+
+
+def test_the_aggregator_announces_a_qc_before_anything_else_it_does_with_it(chain: Chain) -> None:
+    b1 = chain.b1
+    state, _ = receive(fresh(2), b1)
+    state, actions = run(state, [VoteReceived(make_vote(b1, 0)), VoteReceived(make_vote(b1, 1))])
+    announced = [a.message.qc for a in of_type(actions, Broadcast) if isinstance(a.message, QcAnnouncement)]
+    assert announced == [state.highest_qc]
+    assert isinstance(actions[0], Broadcast) and isinstance(actions[0].message, QcAnnouncement)
+    assert len(of_type(actions, BuildProposal)) == 1  # and it still proposes with that QC
+
+
+def test_an_announced_qc_commits_and_moves_a_validator_on_without_the_next_proposal(chain: Chain) -> None:
+    b1, q1, b2, q2 = chain.b1, chain.q1, chain.b2, chain.q2
+    state, _ = receive(fresh(0), b1)
+    state, _ = receive(state, b2)                       # carries QC(B1): a 1-chain
+    state, actions = step(state, QcReceived(QcAnnouncement(q2)))
+    assert of_type(actions, Commit) == [Commit((CommittedBlock(b1, q1),), FinalityProof(b2, q2))]
+    assert state.highest_qc == q2 and state.view == 3
+    # the proposal that carries it later changes nothing more
+    state, actions = receive(state, chain.b3)
+    assert of_type(actions, Commit) == [] and state.committed == b1
+
+
+def test_a_forged_stale_or_replayed_announcement_is_ignored_and_only_a_new_one_is_verified(chain: Chain) -> None:
+    crypto = _CountingCrypto(CRYPTO[0].keys, 0)
+    crypto.calls = []
+    state = initial_state(make_config(0), crypto, GENESIS)
+    state, _ = receive(state, chain.b1)
+    state, _ = receive(state, chain.b2)
+    crypto.calls.clear()
+    forged = replace(chain.q2, signature=bytes(96))
+    after, actions = step(state, QcReceived(QcAnnouncement(forged)))
+    assert actions == [] and after == state and crypto.calls == ["qc"]
+    after, actions = step(state, QcReceived(QcAnnouncement(chain.q1)))   # not newer than highest_qc
+    assert actions == [] and after == state and crypto.calls == ["qc"]    # no verification spent on it
+    state, _ = step(state, QcReceived(QcAnnouncement(chain.q2)))
+    crypto.calls.clear()
+    after, actions = step(state, QcReceived(QcAnnouncement(chain.q2)))   # a replay
+    assert actions == [] and after == state and crypto.calls == []
 
 
 # -- rule 2: vote ----------------------------------------------------------------------------------
@@ -721,7 +763,8 @@ def test_every_message_round_trips_through_its_canonical_encoding(chain: Chain) 
     b1, q1 = chain.b1, chain.q1
     tc = make_tc(2, {0: q1, 1: None, 3: q1})
     b3 = make_block(b1, 3, q1, tc=tc)
-    for message in (Proposal(b3), make_vote(b1, 2), make_timeout(3, 1, q1, last_tc=tc), make_timeout(1, 0, None)):
+    for message in (Proposal(b3), make_vote(b1, 2), make_timeout(3, 1, q1, last_tc=tc), make_timeout(1, 0, None),
+                    QcAnnouncement(q1)):
         assert decode_message(encode_message(message)) == message
     assert TimeoutCertificate.decode(tc.encode()) == tc
     with pytest.raises(DecodeError):  # one high-QC view per signer

@@ -1,0 +1,65 @@
+"""The replica carries the core's QC announcements: out under their own P2P message type ("cs.qc", which a
+node of an earlier release ignores instead of counting an unknown consensus message against the sender),
+and in from a validator as the core's ``QcReceived`` event; garbage under that type costs the sender a strike,
+and a peer that is not a validator of the set is not heard."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Any
+
+from chainshare.consensus import core
+from chainshare.consensus.messages import QcAnnouncement, decode_message, encode_message
+from chainshare.ledger.types import QuorumCertificate
+from chainshare.replica import MSG_CONSENSUS, MSG_QC_ANNOUNCEMENT, Replica
+
+QC = QuorumCertificate(b"\x11" * 32, 7, 9, b"\x07", b"\x22" * 96)
+
+
+class RecordingTransport:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, Any]] = []
+        self.strikes: list[tuple[str, str]] = []
+
+    def broadcast(self, msg_type: str, body: Any) -> int:
+        self.sent.append((msg_type, body))
+        return 3
+
+    def strike(self, peer: str, reason: str) -> None:
+        self.strikes.append((peer, reason))
+
+
+def listening_replica() -> Replica:
+    r = Replica.__new__(Replica)
+    r.transport = RecordingTransport()
+    r._tx_out, r._tx_out_bytes, r._tx_flush_scheduled = [], 0, False
+    r.stats = {"timeouts": 0}
+    r.index_of = {"node1": 0, "node2": 1, "node3": 2, "node4": 3}
+    r.events = asyncio.Queue()
+    r._recent, r._recent_bytes = deque(), 0
+    return r
+
+
+def test_an_announcement_goes_out_under_its_own_message_type() -> None:
+    r = listening_replica()
+    asyncio.run(r._apply(core.Broadcast(QcAnnouncement(QC))))
+    assert [t for t, _ in r.transport.sent] == [MSG_QC_ANNOUNCEMENT]  # type: ignore[attr-defined]
+    assert decode_message(r.transport.sent[0][1]) == QcAnnouncement(QC)  # type: ignore[attr-defined]
+    assert MSG_QC_ANNOUNCEMENT != MSG_CONSENSUS
+
+
+def test_an_announcement_from_a_validator_reaches_the_core_as_qc_received() -> None:
+    r = listening_replica()
+    asyncio.run(r.on_message("node2", MSG_QC_ANNOUNCEMENT, encode_message(QcAnnouncement(QC))))
+    assert r.events.get_nowait() == core.QcReceived(QcAnnouncement(QC))
+    assert r.transport.strikes == []  # type: ignore[attr-defined]
+
+
+def test_an_announcement_from_a_peer_outside_the_set_is_not_heard_and_garbage_costs_a_strike() -> None:
+    r = listening_replica()
+    asyncio.run(r.on_message("observer", MSG_QC_ANNOUNCEMENT, encode_message(QcAnnouncement(QC))))
+    assert r.events.empty()
+    asyncio.run(r.on_message("node3", MSG_QC_ANNOUNCEMENT, b"\x92\x04\x90"))  # [4, []]: not a QC
+    assert r.events.empty()
+    assert r.transport.strikes == [("node3", "undecodable consensus message")]  # type: ignore[attr-defined]
