@@ -487,8 +487,9 @@ class JsonRpc:
 
     def eth_get_transaction_receipt(self, p: list[Any], b: WorkBudget) -> dict[str, Any] | None:
         th = parse_data(_param(p, 0, "txHash"), "txHash", 32)
-        if self.node.mempool.get(th) is not None:  # one dict lookup (safe from any thread)
-            return None  # still pending: no need to look on disk
+        # The chain first, not the mempool: a transaction of a block just committed stays in the mempool until
+        # the mempool is pruned after the commit, and a client that saw the block must get its receipt. (A
+        # pending transaction costs one LevelDB miss here, which the store's bloom filters keep cheap.)
         loc = self.node.chain.get_tx_location(th)
         if loc is None:
             return None
