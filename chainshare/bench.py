@@ -108,6 +108,7 @@ def _node_cpu(pids: list[int]) -> float:
 
 
 BLOCKS_PER_POLL = 20  # finalized blocks a bench client reads in one JSON-RPC batch
+RECEIPT_FETCHERS = 2  # receipt batches a bench client has in flight at once
 JSON_HEADERS = {"Content-Type": "application/json"}
 
 
@@ -283,38 +284,54 @@ async def _drive(urls: list[str], raws: list[bytes], clients: int, batch: int, s
             await asyncio.sleep(0.05)
         height = start
 
-        async def fetch_receipts(chunk: list[str]) -> list[str]:
-            """Fetch the receipts of ``chunk`` (transactions seen in finalized blocks) in one batch;
-            returns the hashes to fetch again (the body refused whole: 429, every API worker busy)."""
+        to_fetch: deque[str] = deque()  # confirmed transactions whose receipt is still to be read
+        following = True
+
+        async def fetch_receipts() -> None:
+            """Read the receipts of confirmed transactions, ``batch`` at a time, until the follower is done
+            and none is left; a batch refused whole (429: the node's API workers or this client's share
+            busy) goes back to the front and is asked again. Apart from the follower, so that reading
+            receipts never delays seeing the next block (the latency figure)."""
             nonlocal receipt_requests
-            receipt_requests += len(chunk)
-            res = await post(urls[0], [_rpc(n, "eth_getTransactionReceipt", [h]) for n, h in enumerate(chunk)])
-            if isinstance(res, dict):
-                return chunk
-            for item in res:
-                if item.get("result") is None:
-                    errors.append(f"{chunk[item['id']]} is in a finalized block but has no receipt: {item}")
-                elif on_receipt is not None:
-                    on_receipt(item["result"])
-            return []
+            answered = time.perf_counter()
+            while following or to_fetch:
+                if not to_fetch:
+                    await asyncio.sleep(0.02)
+                    continue
+                chunk = [to_fetch.popleft() for _ in range(min(batch, len(to_fetch)))]
+                receipt_requests += len(chunk)
+                res = await post(urls[0], [_rpc(n, "eth_getTransactionReceipt", [h]) for n, h in enumerate(chunk)])
+                if isinstance(res, dict):
+                    if time.perf_counter() - answered > stall_s:
+                        errors.append(f"receipts refused for {stall_s}s: {res.get('error')}")
+                        return
+                    to_fetch.extendleft(reversed(chunk))
+                    await asyncio.sleep(0.05)
+                    continue
+                answered = time.perf_counter()
+                for item in res:
+                    if item.get("result") is None:
+                        errors.append(f"{chunk[item['id']]} is in a finalized block but has no receipt: {item}")
+                    elif on_receipt is not None:
+                        on_receipt(item["result"])
 
         async def follower() -> None:
             """Follow the finalized chain every 50 ms, as an indexer does: read the blocks past the last one
-            seen (a node's head is final) as one batch, confirm each of our transactions in them at that
-            moment, then fetch each one's receipt once. Polling every pending hash instead asked the node
-            for ~5.6 receipts a transaction (4 validators at 2,000 tx/s) and took CPU from both sides."""
-            nonlocal height
+            seen (a node's head is final) as one batch and confirm each of our transactions in them at that
+            moment; ``fetch_receipts`` then reads each one's receipt once. Polling every pending hash instead
+            asked the node for ~5.6 receipts a transaction (4 validators at 2,000 tx/s) and took CPU from
+            both sides."""
+            nonlocal height, following
             last_progress = time.perf_counter()
-            to_fetch: list[str] = []
             while True:
                 while unconfirmed and unconfirmed[0] in confirmed:
                     unconfirmed.popleft()
-                if not unconfirmed and not to_fetch and done_submitting.is_set():
-                    return
+                if not unconfirmed and done_submitting.is_set():
+                    break
                 if done_submitting.is_set() and time.perf_counter() - last_progress > stall_s:
                     errors.append(f"{len(unconfirmed)} submitted transactions were in no finalized block within "
                                   f"{stall_s}s")
-                    return
+                    break
                 head = await read_head()
                 if head is None:  # refused (429): no new block read this time
                     head = height
@@ -338,11 +355,10 @@ async def _drive(urls: list[str], raws: list[bytes], clients: int, batch: int, s
                         height = n
                     if height != heights[-1]:
                         break
-                chunks = [to_fetch[j:j + batch] for j in range(0, len(to_fetch), batch)]
-                to_fetch = [h for again in await asyncio.gather(*(fetch_receipts(c) for c in chunks)) for h in again]
                 await asyncio.sleep(0.05)
+            following = False
 
-        poll_task = asyncio.create_task(follower())
+        poll_task = asyncio.gather(follower(), *(fetch_receipts() for _ in range(RECEIPT_FETCHERS)))
         if rate:
             await open_loop()
         else:
