@@ -356,8 +356,11 @@ async def start_replica(node: Node) -> tuple[Any, Any]:
         host, _, port = addr.rpartition(":")
         peers.append(PeerAddress(name, host, int(port)))
     base_timeout = max(1000, 5 * cfg.block.block_time_ms)
+    # The back-off stops at 8 x base (8 s on devnets; Aptos' DiemBFT stops at ~3 x): it only has to outgrow
+    # the network's real delay, and a higher cap is paid once quorum returns after an outage (each node's timer
+    # has grown through the outage: at 60 s, two timed-out views cost up to 2 minutes before the next block).
     replica = Replica(node, None, ReplicaConfig(
-        base_timeout_ms=base_timeout, max_timeout_ms=60_000, block_time_ms=cfg.block.block_time_ms,
+        base_timeout_ms=base_timeout, max_timeout_ms=8 * base_timeout, block_time_ms=cfg.block.block_time_ms,
         idle_block_ms=min(cfg.block.empty_block_interval_ms or 1000, base_timeout // 2)))
     # The data plane (deliveries, compute-to-data) shares the node's one mutual-TLS port:
     # ``data.*`` messages go to the sharing service, everything else to the consensus replica.

@@ -788,8 +788,9 @@ def test_a_validator_stuck_without_quorum_backs_off_its_timeouts_exponentially(f
     t0 = timeouts[0][0]
     times = [round(t - t0, 2) for t, _ in timeouts]
     gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
-    # One timer per view, doubling from base_timeout (1 s) up to max_timeout (60 s): the gaps between
-    # re-broadcasts never shrink (0.5 s of scheduling jitter allowed) and 30 s hold at most 6 of them.
+    # One timer per view, doubling from base_timeout (1 s) up to max_timeout (8 x base: 8 s): the gaps between
+    # re-broadcasts never shrink (0.5 s of scheduling jitter allowed) and 30 s hold at most 6 of them
+    # (gaps 1, 2, 4, 8, 8 s from the first).
     shrinking = [(times[k + 2], round(gaps[k], 2), round(gaps[k + 1], 2)) for k in range(len(gaps) - 1) if gaps[k + 1] < gaps[k] - 0.5]
     print(f"\nnode1 re-broadcast its Timeout(view {timeouts[0][1]}) at {times} s")
     assert not shrinking and len(times) <= 6, (
