@@ -1,9 +1,10 @@
 """Benchmarks (``chainshare bench ...``): each prints one JSON object and writes it under bench-results/.
 
 ``ingest``: a devnet of N validators; pre-signed ``Notary.anchor`` transactions from one member
-account per node (each sent to its own node), sent by concurrent ``eth_sendRawTransaction`` clients while the
-client follows the finalized blocks and fetches each transaction's receipt once. Reports submit and end-to-end throughput, latency percentiles, the node's CPU
-time per transaction, RSS, disk bytes per transaction and restart time after SIGKILL.
+account per node (each sent to its own node), sent by concurrent ``eth_sendRawTransaction`` clients while
+the client follows the finalized blocks and fetches each transaction's receipt once. Reports submit and
+end-to-end throughput, latency percentiles, the node's CPU time per transaction, RSS, disk bytes per
+transaction and restart time after SIGKILL.
 """
 
 from __future__ import annotations

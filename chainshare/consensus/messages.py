@@ -3,9 +3,10 @@
 Four messages travel between validators: a ``Proposal`` (a signed block, carrying the QC of its
 parent in ``justify`` and, when its leader entered the view by timeout, the ``TimeoutCertificate``
 of the previous view), a ``Vote`` (sent to the leader of the next view), a ``Timeout``
-(broadcast) and a ``QcAnnouncement`` (a QC its aggregator broadcasts as soon as it forms). Every type has a canonical encoding (``to_list`` / ``from_list`` via ``codec``); every
-decoder refuses malformed input with ``DecodeError`` and never raises anything else, so the bytes
-a peer sends can be decoded without a try/except around anything but ``DecodeError``.
+(broadcast) and a ``QcAnnouncement`` (a QC its aggregator broadcasts as soon as it forms). Every
+type has a canonical encoding (``to_list`` / ``from_list`` via ``codec``); every decoder refuses
+malformed input with ``DecodeError`` and never raises anything else, so the bytes a peer sends can be
+decoded without a try/except around anything but ``DecodeError``.
 
 Signatures are domain-separated by purpose, chain id and validator-set epoch
 (``ledger.quorum``: ``vote_message``, ``proposal_message``, ``timeout_message``; ``Vote`` lives there
