@@ -150,7 +150,8 @@ async def _drive(urls: list[str], raws: list[bytes], clients: int, batch: int, s
         queue.put_nowait((i, raw))
     hashes = ["0x" + keccak256(r).hex() for r in raws]
     done_submitting = asyncio.Event()
-    conn = aiohttp.TCPConnector(limit=256 if rate else clients + 16)
+    # closed loop: the senders, the block follower and the receipt fetchers each hold at most one request
+    conn = aiohttp.TCPConnector(limit=256 if rate else clients + 1 + RECEIPT_FETCHERS)
     t_start = time.perf_counter()
     async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=60)) as session:
 
@@ -359,14 +360,14 @@ async def _drive(urls: list[str], raws: list[bytes], clients: int, batch: int, s
                 await asyncio.sleep(0.05)
             following = False
 
-        poll_task = asyncio.gather(follower(), *(fetch_receipts() for _ in range(RECEIPT_FETCHERS)))
+        follow_task = asyncio.gather(follower(), *(fetch_receipts() for _ in range(RECEIPT_FETCHERS)))
         if rate:
             await open_loop()
         else:
             await asyncio.gather(*(sender(k) for k in range(clients)))
         t_submit = time.perf_counter()
         done_submitting.set()
-        await asyncio.wait_for(poll_task, timeout=300)
+        await asyncio.wait_for(follow_task, timeout=300)
         t_end = time.perf_counter()
     # A transaction can execute once it and every lower nonce of its sender are admitted (each
     # node's stream is one account's nonce order): latency counts from then, so a refused and later
