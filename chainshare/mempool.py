@@ -123,6 +123,8 @@ class Mempool:
         # that began with executable transactions waiting, (end time, count included, length).
         self._executable = 0
         self._drained: deque[tuple[float, int, float]] = deque()
+        self._drained_n = 0  # sums over ``_drained`` (count included, busy seconds), kept with it
+        self._drained_s = 0.0
         self._last_prune_at: float | None = None
         self._waiting_at_prune = 0
 
@@ -157,9 +159,12 @@ class Mempool:
         node only showed while it had nothing to do."""
         horizon = self._clock() - DRAIN_WINDOW_S
         while self._drained and self._drained[0][0] < horizon:
-            self._drained.popleft()
-        busy_s = sum(dt for _, _, dt in self._drained)
-        return sum(n for _, n, _ in self._drained) / busy_s if busy_s > 0 else 0.0
+            _, n, dt = self._drained.popleft()
+            self._drained_n -= n
+            self._drained_s -= dt
+        if not self._drained:  # no float residue from the running sums once the window is empty
+            self._drained_n, self._drained_s = 0, 0.0
+        return self._drained_n / self._drained_s if self._drained_s > 0 else 0.0
 
     def check_backlog(self) -> None:
         """Raise NodeBusy when a new transaction would wait longer than ``busy_backlog_s``."""
@@ -383,6 +388,8 @@ class Mempool:
         if self._last_prune_at is not None and self._waiting_at_prune:
             # The interval since the last prune began with work waiting: it measures the finalize rate.
             self._drained.append((now, included, now - self._last_prune_at))
+            self._drained_n += included
+            self._drained_s += now - self._last_prune_at
         self._executable = self._waiting_at_prune = executable
         self._last_prune_at = now
         return dropped

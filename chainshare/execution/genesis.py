@@ -12,6 +12,7 @@ genesis files written before it existed keep their identity.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,6 +126,12 @@ def get_chain_params(state: StateView | Any) -> tuple[int, int]:
     raw = state.get(K_PARAMS)
     if raw is None:
         raise StorageError("chain parameters missing from state: the ledger is incomplete")
+    return _decode_params(raw)
+
+
+@functools.lru_cache(maxsize=16)
+def _decode_params(raw: bytes) -> tuple[int, int]:
+    """The parameters stored as ``raw`` (a node asks for them at every admission: decoded once per value)."""
     gas, max_txs = codec.decode(raw)
     return int(gas), int(max_txs)
 

@@ -491,3 +491,31 @@ def test_a_busy_refusal_never_sends_a_client_away_for_long() -> None:
     with pytest.raises(NodeBusy) as refused:  # 3 waiting at 0.2 tx/s, 2 over the floor: 10 s, but retry in 5 s
         p.pool.add_raw(anchor(ALICE, 4), p.state, GAS_LIMIT, submitted=True)
     assert refused.value.data["retryAfter"] == MAX_RETRY_AFTER_S
+
+
+def test_the_finalize_rate_over_a_sliding_window_is_the_intervals_still_inside_it() -> None:
+    """Intervals of different lengths and counts enter and leave the window one by one; the rate is always
+    the count over the busy time of those still inside it (the pool keeps running sums, not a rescan)."""
+    from chainshare.mempool import DRAIN_WINDOW_S
+
+    p = Pool(MempoolLimits(busy_min_pending=10**6))
+    kept: list[tuple[float, int, float]] = []
+    nonce = 0
+    pending = [anchor(ALICE, 0), anchor(ALICE, 1)]
+    for raw in pending:
+        p.pool.add_raw(raw, p.state, GAS_LIMIT)
+    p.pool.prune(p.state)  # the first interval starts here, with work waiting
+    nonce = 2
+    for k, dt in enumerate([0.5, 1.25, 0.25, 2.0, 0.75, 1.5, 0.5, 3.0, 0.25, 1.0]):
+        p.now += dt
+        included = pending[:1 + k % 2]  # 1 or 2 of those waiting make it into the block
+        p.ledger.execute(included)
+        pending = pending[len(included):] + [anchor(ALICE, nonce), anchor(ALICE, nonce + 1)]
+        for raw in pending[-2:]:
+            p.pool.add_raw(raw, p.state, GAS_LIMIT)
+        nonce += 2
+        p.pool.prune(p.state)
+        kept = [x for x in kept + [(p.now, len(included), dt)] if x[0] >= p.now - DRAIN_WINDOW_S]
+        assert p.pool.get_finalized_rate() == pytest.approx(sum(n for _, n, _ in kept) / sum(d for _, _, d in kept))
+    p.now += DRAIN_WINDOW_S + 0.01
+    assert p.pool.get_finalized_rate() == 0.0
