@@ -167,9 +167,9 @@ def all_commands() -> list[list[str]]:
     """Every command path of the CLI, from its own click tree."""
     import click
 
-    from chainshare.cli import _register, cli
+    from chainshare.cli import cli, load_all_commands
 
-    _register()
+    load_all_commands()
     paths: list[list[str]] = []
 
     def walk(cmd: click.Command, path: list[str]) -> None:
