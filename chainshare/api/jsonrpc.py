@@ -458,7 +458,7 @@ class JsonRpc:
         full = bool(_param(p, 1, "fullTransactions", False))
         if h > self.node.chain.head_height:
             return None
-        return view_block(self._load_block(h, b, "eth_getBlockByNumber"), self.node.chain_id, full)
+        return self._view_block(h, full, b, "eth_getBlockByNumber")
 
     def eth_get_block_by_hash(self, p: list[Any], b: WorkBudget) -> dict[str, Any] | None:
         bh = parse_data(_param(p, 0, "blockHash"), "blockHash", 32)
@@ -467,7 +467,16 @@ class JsonRpc:
             h = self.node.chain.get_height_by_hash(bh)
         except NotFound:
             return None
-        return view_block(self._load_block(h, b, "eth_getBlockByHash"), self.node.chain_id, full)
+        return self._view_block(h, full, b, "eth_getBlockByHash")
+
+    def _view_block(self, h: int, full: bool, b: WorkBudget, what: str) -> dict[str, Any]:
+        """Block ``h``'s view, with the transaction hashes of its cached bundle when there is one (a client that
+        follows the chain asks for blocks just committed: their hashes were derived at execution)."""
+        bundle = None if full else self.node.chain.peek_bundle(h)
+        if bundle is None:
+            return view_block(self._load_block(h, b, what), self.node.chain_id, full)
+        b.charge_blocks(1, what)
+        return view_block(bundle.block, self.node.chain_id, False, bundle.tx_hashes)
 
     def eth_get_block_tx_count_by_number(self, p: list[Any], b: WorkBudget) -> str | None:
         h = self._height(_param(p, 0, "block"))

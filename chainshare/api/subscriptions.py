@@ -122,7 +122,7 @@ HEAD_FIELDS = ("number", "hash", "parentHash", "nonce", "sha3Uncles", "logsBloom
 
 def compute_head_view(bundle: BlockBundle, chain_id: int) -> dict[str, Any]:
     """The ``newHeads`` result: the HEAD_FIELDS of eth_getBlockByNumber's block, same values."""
-    view = view_block(bundle.block, chain_id, False)
+    view = view_block(bundle.block, chain_id, False, bundle.tx_hashes)
     return {k: view[k] for k in HEAD_FIELDS}
 
 

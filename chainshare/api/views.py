@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from chainshare.ledger.txs import TYPE_EIP1559, Transaction, decode_transaction
@@ -53,11 +54,15 @@ def view_transaction(tx: Transaction, block: Block | None, index: int | None) ->
     return out
 
 
-def view_block(block: Block, chain_id: int, full: bool) -> dict[str, Any]:
+def view_block(block: Block, chain_id: int, full: bool, tx_hashes: Sequence[bytes] | None = None) -> dict[str, Any]:
+    """The block as eth_getBlockByNumber shows it; ``tx_hashes``: its transactions' hashes when the caller has
+    them already (a cached ``BlockBundle``), else they are computed."""
     h = block.header
     if full:
         txs: list[Any] = [view_transaction(decode_transaction(raw, chain_id), block, i)
                           for i, raw in enumerate(block.transactions)]
+    elif tx_hashes is not None:
+        txs = [hx(th) for th in tx_hashes]
     else:
         from chainshare.crypto.hashing import keccak256
 

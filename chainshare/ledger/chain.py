@@ -368,6 +368,10 @@ class ChainStore:
                     yield tx_index, log_index, Log.from_list(entry)
                 log_index += 1
 
+    def peek_bundle(self, height: int) -> BlockBundle | None:
+        """The bundle of ``height`` if it is cached (recent blocks are, from their commit), else None."""
+        return self._bundles.get(height)
+
     def get_bundle(self, height: int) -> BlockBundle:
         """Block, receipts, senders, tx hashes and log offsets of a finalized height (cached)."""
         bundle = self._bundles.get(height)

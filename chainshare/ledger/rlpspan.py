@@ -25,14 +25,15 @@ def _length(data: bytes, pos: int, n: int) -> int:
 
 def read_item(data: bytes, pos: int) -> tuple[bool, int, int]:
     """Read the item at ``pos``: (is_list, payload start, payload end)."""
-    if pos >= len(data):
+    size = len(data)
+    if pos >= size:
         raise DecodeError("RLP item expected, input ended")
     b = data[pos]
     if b < 0x80:
         return False, pos, pos + 1
     if b < 0xB8:
         start, end = pos + 1, pos + 1 + b - 0x80
-        if b == 0x81 and end <= len(data) and data[start] < 0x80:
+        if b == 0x81 and end <= size and data[start] < 0x80:
             raise DecodeError("RLP single byte below 0x80 must not be length-prefixed (non-canonical)")
         is_list = False
     elif b < 0xC0:
@@ -48,7 +49,7 @@ def read_item(data: bytes, pos: int) -> tuple[bool, int, int]:
         start = pos + 1 + n
         end = start + _length(data, pos + 1, n)
         is_list = True
-    if end > len(data):
+    if end > size:
         raise DecodeError("RLP item runs past the end of the input")
     return is_list, start, end
 
@@ -63,13 +64,28 @@ def read_list(data: bytes, pos: int = 0, whole: bool = True) -> tuple[list[tuple
         raise DecodeError("RLP list expected")
     if whole and end != len(data):
         raise DecodeError("trailing bytes after the RLP list")
-    items = []
+    items: list[tuple[bool, int, int, int]] = []
+    append = items.append
     p = start
     while p < end:
-        il, s, e = read_item(data, p)
-        if e > end:
-            raise DecodeError("RLP item runs past the end of its list")
-        items.append((il, s, e, e))
+        b = data[p]
+        if b < 0x80:  # the common items read inline (a single byte, a short string): as read_item reads them
+            e = p + 1
+            append((False, p, e, e))
+        elif b < 0xB8:
+            s = p + 1
+            e = s + b - 0x80
+            if e > end:
+                raise DecodeError("RLP item runs past the end of the input" if e > len(data)
+                                  else "RLP item runs past the end of its list")
+            if b == 0x81 and data[s] < 0x80:
+                raise DecodeError("RLP single byte below 0x80 must not be length-prefixed (non-canonical)")
+            append((False, s, e, e))
+        else:
+            il, s, e = read_item(data, p)
+            if e > end:
+                raise DecodeError("RLP item runs past the end of its list")
+            append((il, s, e, e))
         p = e
     return items, start, end
 
@@ -83,7 +99,8 @@ def read_nth_item(data: bytes, pos: int, n: int) -> tuple[bool, int, int]:
     for _ in range(n):
         if p >= end:
             break
-        p = read_item(data, p)[2]
+        b = data[p]  # a single byte or a short string (0x81's canonical form aside) is stepped over inline
+        p = p + 1 if b < 0x80 else p + 1 + b - 0x80 if b < 0xB8 and b != 0x81 else read_item(data, p)[2]
     if p >= end:
         raise DecodeError(f"RLP list has fewer than {n + 1} items")
     item = read_item(data, p)

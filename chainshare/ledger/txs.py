@@ -101,8 +101,8 @@ def _decode_1559(raw: bytes, chain_id: int, tx_hash: bytes | None) -> Transactio
     if len(f) != 12:
         raise DecodeError(f"EIP-1559 transaction must have 12 fields, got {len(f)}")
     tx_chain = _int(raw, f[0], "chainId")
-    nonce, prio, max_fee, gas = (_int(raw, f[i], n) for i, n in ((1, "nonce"), (2, "maxPriorityFeePerGas"),
-                                                                   (3, "maxFeePerGas"), (4, "gas")))
+    nonce, prio = _int(raw, f[1], "nonce"), _int(raw, f[2], "maxPriorityFeePerGas")
+    max_fee, gas = _int(raw, f[3], "maxFeePerGas"), _int(raw, f[4], "gas")
     to, value, data = _to(raw, f[5]), _int(raw, f[6], "value"), _bytes_field(raw, f[7], "data")
     if not f[8][0]:
         raise DecodeError("accessList must be a list")
