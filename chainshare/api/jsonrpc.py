@@ -210,12 +210,14 @@ class JsonRpc:
 
     @staticmethod
     def is_loop_request(req: Any) -> bool:
-        """A single request of a cheap method, answered on the event loop without a thread hop.
+        """A request answered on the event loop without a thread hop: a single request of a cheap method,
+        or a batch of at most ``MAX_SENDS_PER_HOP`` well-formed ``eth_sendRawTransaction`` requests (their
+        admission runs on the loop in any case: from a worker it is one hop of the same length).
 
-        Not a batch of them: measured (README, ingest), answering small send batches on the loop cut node
-        CPU per tx ~12% but let the pool reach the busy limit sooner (NodeBusy, retryAfter >= 1 s) and
-        raised finality p99 at 300 tx/s; the API workers' queue paces such batches instead."""
-        return isinstance(req, dict) and req.get("method") in LOOP_METHODS
+        Callers also bound the body's size (``INLINE_PARSE_BYTES``), so the loop never parses a large one."""
+        if isinstance(req, dict):
+            return req.get("method") in LOOP_METHODS
+        return isinstance(req, list) and 0 < len(req) <= MAX_SENDS_PER_HOP and all(_is_send_request(x) for x in req)
 
     @staticmethod
     def is_light_request(req: Any) -> bool:

@@ -1,6 +1,7 @@
 """A JSON-RPC batch's ``eth_sendRawTransaction`` runs (chainshare/api/jsonrpc.py): admitted in one
 event-loop hop per run, answered exactly as the same requests one by one, -32603 per send when the
-hop fails; and which bodies the app answers on the loop (``is_loop_request``: single requests only)."""
+hop fails; and which bodies the app answers on the loop (``is_loop_request``: single cheap requests and
+small batches of sends), through the ASGI app as a client sends them."""
 
 from __future__ import annotations
 
@@ -148,9 +149,60 @@ def test_a_run_stops_where_the_response_could_fill_up() -> None:
     assert all("result" in r for r in out)  # small answers: all fit, as one by one
 
 
-def test_only_single_cheap_requests_are_loop_requests() -> None:
+def test_loop_requests_are_single_cheap_requests_and_small_batches_of_sends() -> None:
     chain_id = {"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}
     receipt = {"jsonrpc": "2.0", "id": 2, "method": "eth_getTransactionReceipt", "params": ["0x" + "00" * 32]}
     assert JsonRpc.is_loop_request(chain_id) and JsonRpc.is_loop_request(_send(3, "0x00"))
     assert not JsonRpc.is_loop_request(receipt)  # loads a block: a worker's job
-    assert not JsonRpc.is_loop_request([chain_id, _send(3, "0x00")])  # a batch: paced by the API workers
+    assert JsonRpc.is_loop_request([_send(i, "0x00") for i in range(MAX_SENDS_PER_HOP)])
+    assert JsonRpc.is_loop_request([_send(..., "0x00")])  # notifications too
+    assert not JsonRpc.is_loop_request([_send(i, "0x00") for i in range(MAX_SENDS_PER_HOP + 1)])  # one hop at most
+    assert not JsonRpc.is_loop_request([chain_id, _send(3, "0x00")])  # not only sends
+    assert not JsonRpc.is_loop_request([_send(1, "0x00"), {"jsonrpc": "1.0", "id": 2, "method": "eth_sendRawTransaction"}])
+    assert not JsonRpc.is_loop_request([])  # refused as an empty batch by handle_parsed, on a worker
+
+
+def test_the_app_admits_a_small_batch_of_sends_on_the_loop_and_sends_anything_else_to_the_workers(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through the ASGI app: a small send-only batch is admitted without the API worker threads (answered as
+    on them, charged to its client); a mixed batch, a batch over one hop and a large body go to the workers."""
+    import httpx
+
+    from chainshare.api import app as app_module
+    from chainshare.api.limits import ApiWorkers
+
+    node = _node()
+    used: list[int] = []
+    real_run = ApiWorkers.run
+
+    async def counting_run(self: ApiWorkers, fn: Any, *args: Any) -> Any:
+        used.append(1)
+        return await real_run(self, fn, *args)
+
+    monkeypatch.setattr(ApiWorkers, "run", counting_run)
+    chain_id = {"jsonrpc": "2.0", "id": "c", "method": "eth_chainId", "params": []}
+
+    async def scenario() -> list[tuple[int, Any]]:
+        transport = httpx.ASGITransport(app=app_module.create_app(node))
+        out = []
+        async with httpx.AsyncClient(transport=transport, base_url="http://node") as client:
+            for body, _ in cases:
+                r = await client.post("/", content=orjson.dumps(body), headers={"content-type": "application/json"})
+                out.append((len(used), r.json()))
+        return out
+
+    many = [_send(10 + i, _anchor(USER, 3 + i)) for i in range(MAX_SENDS_PER_HOP + 1)]
+    cases: list[tuple[Any, int]] = [
+        ([_send(1, _anchor(USER, 0)), _send(2, _anchor(USER, 1)), _send(3, _anchor(OUTSIDER, 0))], 0),
+        ([_send(4, _anchor(USER, 2)), chain_id], 1),
+        (many, 2),
+    ]
+    assert len(orjson.dumps(many)) > app_module.INLINE_PARSE_BYTES  # the size bound alone would send it away
+    results = asyncio.run(scenario())
+    assert [n for n, _ in results] == [n for _, n in cases]
+    first = results[0][1]
+    assert [r["id"] for r in first] == [1, 2, 3]
+    assert "result" in first[0] and "result" in first[1] and "not an account of a member" in first[2]["error"]["message"]
+    assert all("result" in r for r in results[1][1]) and all("result" in r for r in results[2][1])
+    assert len(node.mempool) == 3 + MAX_SENDS_PER_HOP + 1  # every well-formed member's send admitted once
+    node.close()
