@@ -477,7 +477,7 @@ class JsonRpc:
         bundle = None if full else self.node.chain.peek_bundle(h)
         if bundle is None:
             return view_block(self._load_block(h, b, what), self.node.chain_id, full)
-        b.charge_blocks(1, what)
+        b.charge_blocks(1, what)  # as _load_block charges: the same budget whichever way the block comes
         return view_block(bundle.block, self.node.chain_id, False, bundle.tx_hashes)
 
     def eth_get_block_tx_count_by_number(self, p: list[Any], b: WorkBudget) -> str | None:

@@ -14,26 +14,24 @@ import click
 from chainshare import __version__
 from chainshare.cli.common import run_cli
 
-# Each subcommand's module, imported only when that subcommand runs (or when help lists them all): most
-# pull in heavy libraries (web3's ABI codec, the sharing service, the privacy runtime), ~0.9 s together.
-SUBCOMMANDS = {
-    "access": "access", "audit": "audit", "bench": "bench", "ca": "ca", "chain": "chain", "credit": "credit",
-    "dataset": "dataset", "devnet": "devnet", "emergency": "emergency", "explorer": "explorer",
-    "genesis": "genesis", "joint": "joint", "node": "node", "tx": "tx",
-}
+# The subcommands, each the ``group`` of the module ``chainshare.cli.<name>``, imported only when that
+# subcommand runs (or when help lists them all): most pull in heavy libraries (web3's ABI codec, the
+# sharing service, the privacy runtime), ~0.9 s together.
+SUBCOMMANDS = ("access", "audit", "bench", "ca", "chain", "credit", "dataset", "devnet", "emergency", "explorer",
+               "genesis", "joint", "node", "tx")
 
 
 class LazyGroup(click.Group):
-    """A click group whose subcommands (``SUBCOMMANDS``: name -> module of ``chainshare.cli`` holding it as
-    ``group``) are imported on first use; help, completion and errors see every name."""
+    """A click group whose ``SUBCOMMANDS`` are imported on first use; help, completion and errors see
+    every name."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(set(super().list_commands(ctx)) | SUBCOMMANDS.keys())
+        return sorted(set(super().list_commands(ctx)) | set(SUBCOMMANDS))
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         command = super().get_command(ctx, cmd_name)
         if command is None and cmd_name in SUBCOMMANDS:
-            command = importlib.import_module(f"chainshare.cli.{SUBCOMMANDS[cmd_name]}").group
+            command = importlib.import_module(f"chainshare.cli.{cmd_name}").group
             self.add_command(command, cmd_name)
         return command
 

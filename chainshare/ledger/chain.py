@@ -374,7 +374,7 @@ class ChainStore:
 
     def get_bundle(self, height: int) -> BlockBundle:
         """Block, receipts, senders, tx hashes and log offsets of a finalized height (cached)."""
-        bundle = self._bundles.get(height)
+        bundle = self.peek_bundle(height)
         if bundle is not None:
             return bundle
         block = self.get_block(height)

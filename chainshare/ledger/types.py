@@ -234,9 +234,10 @@ class Receipt:
 
     def encode(self) -> bytes:
         """The receipt's canonical encoding, computed once: the receipts root hashes it and the stored
-        receipts list is made of it (a receipt never changes). Kept in the instance's ``__dict__`` as
-        ``Block.hash`` is, not with ``functools.cached_property``, whose lock cost more than the encoding
-        saved (profiling, one node under load: 3% of the time the node held the GIL)."""
+        receipts list is made of it (a receipt never changes). Kept in the instance's ``__dict__`` (set with
+        ``object.__setattr__``, as ``Block`` sets its hash), not with ``functools.cached_property``, whose
+        lock cost more than the encoding saved (profiling, one node under load: 3% of the time the node
+        held the GIL)."""
         encoded: bytes | None = self.__dict__.get("_encoded")
         if encoded is None:
             encoded = codec.encode_trusted(self.to_list())
