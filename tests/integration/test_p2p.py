@@ -314,6 +314,27 @@ def test_the_transport_also_runs_on_uvloop(pki: Pki) -> None:
     run(scenario(), loop_factory=uvloop.new_event_loop)
 
 
+@pytest.mark.parametrize("loop_factory", [None, uvloop.new_event_loop], ids=["asyncio", "uvloop"])
+def test_frames_queued_together_leave_in_one_write_and_arrive_in_order(
+    pki: Pki, loop_factory: Callable[[], asyncio.AbstractEventLoop] | None
+) -> None:
+    async def scenario() -> None:
+        a, ra = make_node(pki, "node-a")
+        b, _ = make_node(pki, "node-b")
+        async with running(a, b):
+            b.set_peers([address(a)])
+            await wait_until(lambda: a.is_connected("node-b") and b.is_connected("node-a"))
+            frames, writes = metric(b, "frames_out"), metric(b, "writes_out")
+            for i in range(20):  # queued in one turn of the loop: the writer sees them together
+                assert b.send("node-a", "tx", [i, b"x" * i])
+            await wait_until(lambda: len(ra.messages) == 20)
+            assert ra.messages == [("node-b", "tx", [i, b"x" * i]) for i in range(20)]
+            assert metric(b, "frames_out") - frames == 20
+            assert metric(b, "writes_out") - writes == 1
+
+    run(scenario(), loop_factory=loop_factory)
+
+
 def test_three_nodes_dialing_each_other_keep_one_connection_per_pair_and_broadcast_reaches_all(
     pki: Pki,
 ) -> None:
