@@ -157,7 +157,25 @@ class _NodeCollector:
                               ("evidence", "Equivocations caught"),
                               ("invalid_blocks", "Proposals that failed re-execution")):
                 yield CounterMetricFamily(f"chainshare_consensus_{key}", f"{what} since start", value=rs[key])
+            yield from _p2p_metrics(replica.transport.get_metrics())
         yield from collect_sharing_metrics(node)
+
+
+def _p2p_metrics(figures: dict[str, int | dict[str, int]]) -> Iterator[Any]:
+    """The P2P transport's figures (``P2PNode.get_metrics``): levels as gauges, the rest as counters,
+    disconnects by reason."""
+    for key, value in figures.items():
+        if isinstance(value, dict):
+            by_reason = CounterMetricFamily(f"chainshare_p2p_{key}", f"P2P {key} since start, by reason",
+                                            labels=["reason"])
+            for reason, count in value.items():
+                by_reason.add_metric([reason], count)
+            yield by_reason
+        elif key in ("peers", "connections"):
+            yield GaugeMetricFamily(f"chainshare_p2p_{key}", f"P2P {key} now (peers: authenticated and connected)", value=value)
+        else:
+            yield CounterMetricFamily(f"chainshare_p2p_{key}", f"P2P {key.replace('_', ' ')} since start",
+                                      value=value)
 
 
 def _metrics_registry(node: Node, rpc: JsonRpc, clients: ClientLimiter,

@@ -1070,6 +1070,9 @@ def test_governance_retires_a_validator_at_a_later_height_then_brings_it_back(fr
         network.http.get(network.rpc_url(3).rstrip("/") + "/metrics").text)}
     assert metrics["chainshare_validator_set_epoch"].samples[0].value == 2
     assert metrics["chainshare_consensus_commits"].samples[0].value > 0
+    frames_out = metrics["chainshare_p2p_frames_out"].samples[0].value
+    assert 0 < metrics["chainshare_p2p_writes_out"].samples[0].value <= frames_out  # frames leave in batches
+    assert metrics["chainshare_p2p_peers"].samples[0].value >= 2
     proc = subprocess.run(cli_command() + ["chain", "verify", "--node", network.rpc_url(1), "--json"],
                           capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stderr
