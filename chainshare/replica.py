@@ -44,6 +44,7 @@ from chainshare.consensus.messages import (
     decode_message,
     encode_message,
 )
+from chainshare.consensus.peergate import GateConfig, PeerGate, charge_failed_checks, is_muted
 from chainshare.crypto.hashing import keccak256
 from chainshare.errors import ChainshareError, ConsensusError, DecodeError, InvalidTransaction, StorageError
 from chainshare.execution.block import ExecutedBlock, apply_block, build_block
@@ -110,6 +111,14 @@ class _ServedProof:
 
 
 @dataclass(frozen=True)
+class _FromPeer:
+    """A consensus event that came from ``peer``: its failed checks are charged to that peer."""
+
+    peer: str
+    event: Any
+
+
+@dataclass(frozen=True)
 class _Tagged:
     """An event produced for the core of one generation (a timer, a built proposal): dropped if
     the core was restored meanwhile (a new epoch or a block sync)."""
@@ -171,7 +180,10 @@ class Replica:
         self._tx_out_bytes = 0
         self._tx_flush_scheduled = False
         self.stats: dict[str, Any] = {"commits": 0, "timeouts": 0, "synced_blocks": 0,
-                                      "evidence": 0, "invalid_blocks": 0, "epoch": 0}
+                                      "evidence": 0, "invalid_blocks": 0, "epoch": 0,
+                                      "failed_checks": 0, "muted_messages": 0}
+        self._gate_config = GateConfig()
+        self._gates: dict[str, PeerGate] = {}
         self._learning = False
         self._proven_sets: list[ValidatorSet] = self._load_epoch_changes()
         self.state: core.CoreState | None = self._restore()
@@ -273,11 +285,17 @@ class Replica:
                 if event.generation != self._generation:
                     continue
                 event = event.event
+            peer = None
+            if isinstance(event, _FromPeer):
+                peer, event = event.peer, event.event
+                if is_muted(self._gates.get(peer), time.monotonic()):
+                    self.stats["muted_messages"] += 1  # muted while it waited in the queue
+                    continue
             try:
                 if event is _SYNC:
                     await self._sync_and_restart()
                 else:
-                    await self._handle(event)
+                    await self._handle(event, peer)
             except StorageError as exc:
                 # LevelDB refuses every later write once one failed (disk full, I/O error): stop the node,
                 # as the single-validator producer does; its peers go on, it catches up once restarted.
@@ -310,14 +328,21 @@ class Replica:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _handle(self, event: Any) -> None:
+    async def _handle(self, event: Any, peer: str | None = None) -> None:
+        """Step the core with ``event`` and carry out its actions; ``peer``: the peer whose message
+        it is, charged for the signatures and certificates in it that failed to verify."""
         if self.state is not None and self.node.upgrade_required is not None:
             self.state = None  # halted for an upgrade (found after a commit or sync): no vote, no timeout
             self._generation += 1
         if self.state is None:
             return  # an observer: no core in this epoch
         generation = self._generation
+        crypto = self.crypto
+        failed_before = crypto.failed_checks if crypto is not None else 0
         self.state, actions = core.step(self.state, event)
+        failed = crypto.failed_checks - failed_before if crypto is not None else 0
+        if failed:
+            self._charge(peer, failed)
         for action in actions:
             if self._generation != generation or self.node.upgrade_required is not None:
                 break  # the core was restored (the old core's remaining actions are void), or halted
@@ -620,10 +645,13 @@ class Replica:
                 self.transport.strike(peer, "undecodable consensus message")
                 return
             self._remember(peer, message, len(body))
+            if is_muted(self._gates.get(peer), time.monotonic()):
+                self.stats["muted_messages"] += 1  # over its failure budget: dropped unverified
+                return
             sender = self.index_of.get(peer)
             event = core.event_of(message, sender) if sender is not None else None
             if event is not None:
-                self.events.put_nowait(event)
+                self.events.put_nowait(_FromPeer(peer, event))
         elif msg_type == MSG_TXS and isinstance(body, list) and len(body) <= MAX_TX_BATCH:
             # Validators form a full mesh and every node broadcasts what it admitted itself, so a
             # batch is not forwarded further; each transaction is verified once here.
@@ -693,6 +721,18 @@ class Replica:
         self._recent_bytes += size
         while len(self._recent) > RECENT_MESSAGES or self._recent_bytes > RECENT_MESSAGE_BYTES:
             self._recent_bytes -= self._recent.popleft()[2]
+
+    def _charge(self, peer: str | None, failed: int) -> None:
+        """Count ``failed`` checks; charge them to ``peer`` (see chainshare.consensus.peergate)."""
+        self.stats["failed_checks"] += failed
+        if peer is None:
+            return  # a replayed or locally produced event
+        now = time.monotonic()
+        gate = charge_failed_checks(self._gates.get(peer), failed, now, self._gate_config)
+        self._gates[peer] = gate
+        if is_muted(gate, now):
+            log_event(log, logging.WARNING, "peer muted: its consensus messages failed too many signature checks",
+                      peer=peer, mute_s=self._gate_config.mute_s, failed_checks=self.stats["failed_checks"])
 
     def _replay_recent(self) -> None:
         """Hand the remembered messages of the validators in force to the (new) core; those of

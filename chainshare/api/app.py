@@ -155,7 +155,10 @@ class _NodeCollector:
             for key, what in (("commits", "Blocks finalized by consensus"), ("timeouts", "Local view timeouts"),
                               ("synced_blocks", "Blocks fetched by block sync"),
                               ("evidence", "Equivocations caught"),
-                              ("invalid_blocks", "Proposals that failed re-execution")):
+                              ("invalid_blocks", "Proposals that failed re-execution"),
+                              ("failed_checks", "Consensus signatures and certificates that failed to verify"),
+                              ("muted_messages", "Consensus messages dropped unverified: their peer was over "
+                               "its budget of failed checks")):
                 yield CounterMetricFamily(f"chainshare_consensus_{key}", f"{what} since start", value=rs[key])
             yield from _p2p_metrics(replica.transport.get_metrics())
         yield from collect_sharing_metrics(node)

@@ -289,6 +289,12 @@ class BlsCrypto:
         self._index = index
         self._secret = secret_key
         self._validators = [{"bls_public_key": pk} for pk in self.public_keys]
+        self.failed_checks = 0  # signatures and certificates that did not verify, since this object was made
+
+    def _counted(self, ok: bool) -> bool:
+        if not ok:
+            self.failed_checks += 1
+        return ok
 
     @property
     def index(self) -> int:
@@ -313,16 +319,17 @@ class BlsCrypto:
 
     def verify_proposal(self, proposer: int, block_hash: bytes, signature: bytes) -> bool:
         pk = self._pk(proposer)
-        return pk is not None and qcmod.verify_proposal_signature(pk, self.chain_id, block_hash, signature, self.epoch)
+        return self._counted(pk is not None and qcmod.verify_proposal_signature(pk, self.chain_id, block_hash,
+                                                                                signature, self.epoch))
 
     def verify_vote(self, vote: Vote) -> bool:
         pk = self._pk(vote.voter)
-        return pk is not None and vote.verify(pk, self.chain_id, self.epoch)
+        return self._counted(pk is not None and vote.verify(pk, self.chain_id, self.epoch))
 
     def verify_timeout(self, timeout: Timeout) -> bool:
         pk = self._pk(timeout.voter)
-        return pk is not None and bls.verify(
-            pk, timeout_message(self.chain_id, timeout.view, timeout.high_qc_view, self.epoch), timeout.signature)
+        return self._counted(pk is not None and bls.verify(
+            pk, timeout_message(self.chain_id, timeout.view, timeout.high_qc_view, self.epoch), timeout.signature))
 
     def aggregate_qc(self, block_hash: bytes, height: int, view: int,
                      votes: Mapping[int, bytes]) -> QuorumCertificate:
@@ -330,11 +337,11 @@ class BlsCrypto:
 
     def verify_qc(self, qc: QuorumCertificate) -> bool:
         if qc.height < self.activation_height:
-            return self.prior is not None and self.prior.verify_qc(qc)
+            return self._counted(self.prior is not None and self.prior.verify_qc(qc))
         try:
             qcmod.verify_qc(qc, self._validators, self.chain_id, self.epoch)
         except ChainshareError:
-            return False
+            return self._counted(False)
         return True
 
     def aggregate_tc(self, view: int, timeouts: Mapping[int, tuple[int, bytes]],
@@ -347,9 +354,9 @@ class BlsCrypto:
     def verify_tc(self, tc: TimeoutCertificate) -> bool:
         indices = check_tc_shape(tc, len(self.public_keys))
         if indices is None:
-            return False
+            return self._counted(False)
         messages = [timeout_message(self.chain_id, tc.view, hv, self.epoch) for hv in tc.high_qc_views]
-        return _verify_aggregate([self.public_keys[i] for i in indices], messages, tc.signature)
+        return self._counted(_verify_aggregate([self.public_keys[i] for i in indices], messages, tc.signature))
 
 
 def _verify_aggregate(pks: Sequence[bytes], messages: Sequence[bytes], signature: bytes) -> bool:

@@ -1117,9 +1117,9 @@ def test_revoking_an_agency_cuts_its_node_off_at_once_and_keeps_it_out(fresh_poo
 
 # -- 4c. a double vote is caught and recorded on chain -------------------------------------------------
 
-async def _speak_as(network: Network, i: int, to: list[int], messages: list[bytes]) -> None:
+async def _speak_as(network: Network, i: int, to: list[int], messages: list[bytes], msg_type: str = "cs.msg") -> None:
     """Connect to nodes ``to`` over mutual TLS with node i's own certificate (node i is stopped) and
-    send each consensus message to each of them."""
+    send each consensus message (P2P type ``msg_type``) to each of them."""
     from chainshare.p2p import P2PConfig, P2PNode, PeerAddress, TlsIdentity
 
     cfg, base = network.config(i), node_config_path(network.dir, network.node(i)).parent
@@ -1137,17 +1137,21 @@ async def _speak_as(network: Network, i: int, to: list[int], messages: list[byte
             await asyncio.sleep(0.05)
         for peer in peers:
             for m in messages:
-                assert node.send(peer.name, "cs.msg", m)
+                assert node.send(peer.name, msg_type, m)
         await asyncio.sleep(1.0)  # let the frames drain before closing
     finally:
         await node.close()
 
 
-def test_a_double_vote_is_caught_and_recorded_on_chain_once_as_evidence(fresh_pool: DevnetPool) -> None:
+def test_a_byzantine_validator_double_vote_is_recorded_once_and_its_forged_qcs_get_it_muted(
+        fresh_pool: DevnetPool) -> None:
     """node4 (its process stopped; the test holds its certificate and BLS key, as a byzantine operator
     would) signs two votes for different blocks in one view and sends both to the three others: they
     detect it, report it to the Evidence contract, and the chain records it exactly once, visible to
-    an auditor through eth_getLogs; the chain keeps finalizing."""
+    an auditor through eth_getLogs; the chain keeps finalizing. Then node4 floods them with 300
+    announcements of ever newer QCs whose aggregate signature is wrong (each would cost a pairing to
+    check): each node checks about its budget's burst (20) of them, drops the rest unverified, says
+    so in its log and /metrics, and keeps finalizing."""
     import eth_abi
 
     from chainshare.consensus.messages import encode_message
@@ -1183,6 +1187,26 @@ def test_a_double_vote_is_caught_and_recorded_on_chain_once_as_evidence(fresh_po
         assert any(r.get("msg") == "equivocation evidence recorded" and r.get("validator") == network.name(3)
                    for r in network.log_lines(i)), f"{network.name(i)} did not catch the double vote"
         assert len(network.rpc(i, "eth_getLogs", {"address": evidence_address, "fromBlock": "0x0"})) == 1
+    network.assert_same_chain(honest)
+
+    from chainshare.consensus.messages import QcAnnouncement
+    from chainshare.ledger.types import QuorumCertificate
+
+    head = network.rpc(0, "eth_getBlockByNumber", "latest", False)
+    wrong = sign_vote(secret, network.chain_id, os.urandom(32), 1, 1)  # a valid G2 point: checked in full
+    forged = [encode_message(QcAnnouncement(QuorumCertificate(os.urandom(32), int(head["number"], 16) + 1,
+                                                              int(head["round"], 16) + 1000 + k, b"\x07", wrong)))
+              for k in range(300)]
+    asyncio.run(_speak_as(network, 3, honest, forged, "cs.qc"))
+    h_flood = max(network.wait_heads(honest, lambda hs: True, 10, "heads"))
+    network.wait_heads(honest, lambda hs: min(hs) >= h_flood + 3, 30, "three more blocks after the flood")
+    for i in honest:
+        metrics = {f.name: f.samples[0].value for f in text_string_to_metric_families(
+            network.http.get(network.rpc_url(i).rstrip("/") + "/metrics").text) if f.samples}
+        checked, dropped = metrics["chainshare_consensus_failed_checks"], metrics["chainshare_consensus_muted_messages"]
+        assert checked <= 40 and dropped >= 250, f"{network.name(i)}: {checked} checked, {dropped} dropped"
+        assert any(r.get("msg", "").startswith("peer muted") and r.get("peer") == network.name(3)
+                   for r in network.log_lines(i)), f"{network.name(i)} did not log the mute"
     network.assert_same_chain(honest)
 
 

@@ -11,8 +11,9 @@ from typing import Any
 
 from chainshare.consensus import core
 from chainshare.consensus.messages import QcAnnouncement, decode_message, encode_message
+from chainshare.consensus.peergate import GateConfig, PeerGate
 from chainshare.ledger.types import QuorumCertificate
-from chainshare.replica import MSG_CONSENSUS, MSG_QC_ANNOUNCEMENT, Replica
+from chainshare.replica import MSG_CONSENSUS, MSG_QC_ANNOUNCEMENT, Replica, _FromPeer
 
 QC = QuorumCertificate(b"\x11" * 32, 7, 9, b"\x07", b"\x22" * 96)
 
@@ -34,7 +35,8 @@ def listening_replica() -> Replica:
     r = Replica.__new__(Replica)
     r.transport = RecordingTransport()
     r._tx_out, r._tx_out_bytes, r._tx_flush_scheduled = [], 0, False
-    r.stats = {"timeouts": 0}
+    r.stats = {"timeouts": 0, "failed_checks": 0, "muted_messages": 0}
+    r._gate_config, r._gates = GateConfig(), {}
     r.index_of = {"node1": 0, "node2": 1, "node3": 2, "node4": 3}
     r.events = asyncio.Queue()
     r._recent, r._recent_bytes = deque(), 0
@@ -52,8 +54,20 @@ def test_an_announcement_goes_out_under_its_own_message_type() -> None:
 def test_an_announcement_from_a_validator_reaches_the_core_as_qc_received() -> None:
     r = listening_replica()
     asyncio.run(r.on_message("node2", MSG_QC_ANNOUNCEMENT, encode_message(QcAnnouncement(QC))))
-    assert r.events.get_nowait() == core.QcReceived(QcAnnouncement(QC))
+    assert r.events.get_nowait() == _FromPeer("node2", core.QcReceived(QcAnnouncement(QC)))
     assert r.transport.strikes == []  # type: ignore[attr-defined]
+
+
+def test_a_muted_peer_is_not_heard_until_its_mute_ends_and_others_still_are() -> None:
+    r = listening_replica()
+    r._gates["node2"] = PeerGate(0.0, 0.0, muted_until=float("inf"))
+    asyncio.run(r.on_message("node2", MSG_QC_ANNOUNCEMENT, encode_message(QcAnnouncement(QC))))
+    assert r.events.empty() and r.stats["muted_messages"] == 1
+    asyncio.run(r.on_message("node3", MSG_QC_ANNOUNCEMENT, encode_message(QcAnnouncement(QC))))
+    assert r.events.get_nowait() == _FromPeer("node3", core.QcReceived(QcAnnouncement(QC)))
+    r._gates["node2"] = PeerGate(0.0, 0.0, muted_until=0.0)  # the mute is over
+    asyncio.run(r.on_message("node2", MSG_QC_ANNOUNCEMENT, encode_message(QcAnnouncement(QC))))
+    assert r.events.get_nowait() == _FromPeer("node2", core.QcReceived(QcAnnouncement(QC)))
 
 
 def test_an_announcement_from_a_peer_outside_the_set_is_not_heard_and_garbage_costs_a_strike() -> None:
