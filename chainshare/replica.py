@@ -112,9 +112,11 @@ class _ServedProof:
 
 @dataclass(frozen=True)
 class _FromPeer:
-    """A consensus event that came from ``peer``: its failed checks are charged to that peer."""
+    """A consensus event that came from ``peer`` while the core of ``generation`` ran: its failed
+    checks are charged to that peer, unless the core was restored meanwhile (another epoch's keys)."""
 
     peer: str
+    generation: int
     event: Any
 
 
@@ -214,6 +216,7 @@ class Replica:
             self.core_config = self.crypto = None
             return None  # halted before a protocol version this release lacks: it signs nothing more
         if entering:
+            self._gates = {}  # failures charged under the previous set's keys are forgiven
             log_event(log, logging.INFO, "validator set epoch begins", epoch=vs.epoch, height=vs.activation_height,
                       validators=",".join(self.names), member=self.my_index is not None)
         if self.my_index is None:
@@ -287,10 +290,10 @@ class Replica:
                 event = event.event
             peer = None
             if isinstance(event, _FromPeer):
-                peer, event = event.peer, event.event
-                if is_muted(self._gates.get(peer), time.monotonic()):
-                    self.stats["muted_messages"] += 1  # muted while it waited in the queue
+                taken = self._take(event)
+                if taken is None:
                     continue
+                peer, event = taken
             try:
                 if event is _SYNC:
                     await self._sync_and_restart()
@@ -628,11 +631,15 @@ class Replica:
             return
         if not isinstance(body, bytes):
             return
+        peer = self.names[action.peer]
         try:
             block = Block.decode(body)
         except DecodeError:
+            block = None
+        if block is None or block.hash != action.block_hash:
+            self.transport.strike(peer, "answered a block request with another block")
             return
-        self.events.put_nowait(core.ProposalReceived(Proposal(block), action.peer))
+        self.events.put_nowait(_FromPeer(peer, self._generation, core.ProposalReceived(Proposal(block), action.peer)))
 
     # -- network input ------------------------------------------------------------------------
     async def on_message(self, peer: str, msg_type: str, body: Any) -> None:
@@ -644,14 +651,14 @@ class Replica:
             except (DecodeError, ConsensusError):
                 self.transport.strike(peer, "undecodable consensus message")
                 return
-            self._remember(peer, message, len(body))
             if is_muted(self._gates.get(peer), time.monotonic()):
-                self.stats["muted_messages"] += 1  # over its failure budget: dropped unverified
+                self.stats["muted_messages"] += 1  # over its failure budget: dropped unverified, not remembered
                 return
+            self._remember(peer, message, len(body))
             sender = self.index_of.get(peer)
             event = core.event_of(message, sender) if sender is not None else None
             if event is not None:
-                self.events.put_nowait(_FromPeer(peer, event))
+                self.events.put_nowait(_FromPeer(peer, self._generation, event))
         elif msg_type == MSG_TXS and isinstance(body, list) and len(body) <= MAX_TX_BATCH:
             # Validators form a full mesh and every node broadcasts what it admitted itself, so a
             # batch is not forwarded further; each transaction is verified once here.
@@ -722,6 +729,14 @@ class Replica:
         while len(self._recent) > RECENT_MESSAGES or self._recent_bytes > RECENT_MESSAGE_BYTES:
             self._recent_bytes -= self._recent.popleft()[2]
 
+    def _take(self, item: _FromPeer) -> tuple[str | None, Any] | None:
+        """A peer's queued event and whom to charge for it: None when the peer was muted while it waited;
+        no one when the core was restored since it arrived (its checks ran under other keys)."""
+        if is_muted(self._gates.get(item.peer), time.monotonic()):
+            self.stats["muted_messages"] += 1
+            return None
+        return (item.peer if item.generation == self._generation else None), item.event
+
     def _charge(self, peer: str | None, failed: int) -> None:
         """Count ``failed`` checks; charge them to ``peer`` (see chainshare.consensus.peergate)."""
         self.stats["failed_checks"] += failed
@@ -732,7 +747,8 @@ class Replica:
         self._gates[peer] = gate
         if is_muted(gate, now):
             log_event(log, logging.WARNING, "peer muted: its consensus messages failed too many signature checks",
-                      peer=peer, mute_s=self._gate_config.mute_s, failed_checks=self.stats["failed_checks"])
+                      peer=peer, mute_s=self._gate_config.mute_s, burst=self._gate_config.burst,
+                      per_second=self._gate_config.per_second)
 
     def _replay_recent(self) -> None:
         """Hand the remembered messages of the validators in force to the (new) core; those of

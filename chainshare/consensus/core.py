@@ -83,6 +83,7 @@ from chainshare.consensus.messages import (
     get_qc_view,
 )
 from chainshare.errors import ConsensusError, DecodeError
+from chainshare.execution.contracts.evidence import DOUBLE_PROPOSAL, DOUBLE_TIMEOUT, DOUBLE_VOTE
 from chainshare.ledger import quorum as ledger_quorum
 from chainshare.ledger.quorum import compute_proposer_index
 from chainshare.ledger.types import Block, QuorumCertificate, compute_justify_hash
@@ -567,6 +568,8 @@ def on_vote(t: _Step, vote: Vote) -> None:
     first = view_votes.get(vote.voter)
     if first == vote:
         return
+    if first is not None and (DOUBLE_VOTE, vote.voter, vote.view) in s.reported:
+        return  # another copy of a double vote already reported: not verified again
     if not s.crypto.verify_vote(vote):
         return
     if first is not None:
@@ -614,7 +617,14 @@ def on_proposal(t: _Step, block: Block, sender: int) -> None:
     leader = cfg.leader(v)
     if h.proposer != cfg.validators[leader]:
         return
-    if not s.crypto.verify_proposal(leader, block.hash, block.signature):
+    first = s.proposals.get(v)
+    if (first is not None and first.hash != block.hash and block.hash not in s.fetching
+            and (DOUBLE_PROPOSAL, leader, v) in s.reported):
+        return  # another copy of an equivocation already reported: not verified again
+    # A proposal too far ahead to be kept is only a carrier of certificates, which verify on their
+    # own: its signature is checked only if they bring this validator close enough to keep it.
+    far = v > s.view + cfg.future_views
+    if not far and not s.crypto.verify_proposal(leader, block.hash, block.signature):
         return
     qc = block.justify
     if qc is None:
@@ -630,7 +640,6 @@ def on_proposal(t: _Step, block: Block, sender: int) -> None:
         tc = _block_tc(block)
         if tc is None or tc.view != v - 1 or not _is_valid_tc(s, tc):
             return
-    first = s.proposals.get(v)
     if first is not None and first.hash != block.hash:
         evidence = check_double_proposal(first, block)
         if evidence is not None:
@@ -642,6 +651,8 @@ def on_proposal(t: _Step, block: Block, sender: int) -> None:
     s = t.s
     if v > s.view + cfg.future_views:
         return  # too far ahead even after learning its certificates: not kept
+    if far and not s.crypto.verify_proposal(leader, block.hash, block.signature):
+        return
     if known is not None:
         _adopt_copy(t, known, block, tc)
         try_vote(t)
@@ -907,8 +918,10 @@ def on_timeout(t: _Step, timeout: Timeout) -> None:
         return
     first = s.timeouts.get(v, {}).get(timeout.voter)
     if first is not None:
-        # a second timeout of one validator for one view: only its own signature is checked
-        if first.high_qc_view != timeout.high_qc_view and s.crypto.verify_timeout(timeout):
+        # a second timeout of one validator for one view: only its own signature is checked, and only
+        # until its double timeout is reported (a replayed copy costs no verification)
+        if (first.high_qc_view != timeout.high_qc_view and (DOUBLE_TIMEOUT, timeout.voter, v) not in s.reported
+                and s.crypto.verify_timeout(timeout)):
             evidence = check_double_timeout(first, timeout)
             if evidence is not None:
                 _report(t, evidence, timeout.voter)

@@ -7,11 +7,11 @@ signatures and keep an honest node's consensus loop busy verifying them. Each pe
 budget of failed checks, a token bucket: ``burst`` failures at once, refilled at ``per_second``. A
 peer that overdraws it is muted for ``mute_s``: its consensus messages are dropped unverified.
 
-An honest peer's messages fail only around a validator-set change (signed for an epoch this node
-is not in yet, or no longer in): a handful, far below the burst. Muting never disconnects a peer,
-so a lagging honest peer, muted while its messages are of an older epoch, is heard again within
-``mute_s`` once it has caught up. Pure functions over frozen values: the replica keeps one ``PeerGate``
-per peer and the clock.
+An honest peer's messages fail only across a validator-set change (signed with another epoch's
+keys): a handful at the switch, and the replica forgives every budget when a new set's core starts.
+A node that lags a whole epoch behind its peers may mute them until it has synced (their messages
+are of no use to it before); muting never disconnects a peer. Pure functions over frozen values:
+the replica keeps one ``PeerGate`` per peer and the clock.
 """
 
 from __future__ import annotations

@@ -682,6 +682,14 @@ def test_a_double_timeout_is_recorded_as_verifiable_evidence_and_honest_repeats_
 class _CountingCrypto(FakeCrypto):
     calls: list[str]
 
+    def verify_vote(self, vote: Vote) -> bool:
+        self.calls.append("vote")
+        return super().verify_vote(vote)
+
+    def verify_proposal(self, proposer: int, block_hash: bytes, signature: bytes) -> bool:
+        self.calls.append("proposal")
+        return super().verify_proposal(proposer, block_hash, signature)
+
     def verify_timeout(self, timeout: Timeout) -> bool:
         self.calls.append("timeout")
         return super().verify_timeout(timeout)
@@ -708,6 +716,67 @@ def test_a_timeout_with_a_forged_signature_costs_no_certificate_check(chain: Cha
     genuine = make_timeout(2, 1, chain.q1, tc)
     state, _ = step(state, TimeoutReceived(genuine))
     assert crypto.calls[1:] == ["timeout", "qc", "tc"] and state.view == 2
+
+
+def counting(index: int) -> tuple[CoreState, _CountingCrypto]:
+    crypto = _CountingCrypto(CRYPTO[index].keys, index)
+    crypto.calls = []
+    return initial_state(make_config(index), crypto, GENESIS), crypto
+
+
+def test_copies_of_an_equivocation_already_reported_are_not_verified_again(chain: Chain) -> None:
+    """A byzantine validator replaying its own (validly signed) double vote, double timeout or second
+    proposal would otherwise cost a signature check per copy, which no failure budget sees."""
+    from chainshare.consensus.evidence import DOUBLE_TIMEOUT
+
+    other = make_block(GENESIS, 1, None, tx=b"other")
+    state, crypto = counting(2)
+    state, actions = run(state, [VoteReceived(make_vote(chain.b1, 0)), VoteReceived(make_vote(other, 0))])
+    assert crypto.calls == ["vote", "vote"] and len(of_type(actions, RecordEvidence)) == 1
+    third = make_block(GENESIS, 1, None, tx=b"third")
+    state, actions = run(state, [VoteReceived(make_vote(other, 0)), VoteReceived(make_vote(third, 0))] * 5)
+    assert crypto.calls == ["vote", "vote"] and actions == []
+
+    state, crypto = counting(0)
+    state, _ = receive(state, chain.b1)
+    state, _ = receive(state, chain.b2)  # view 3
+    first, second = make_timeout(3, 2, chain.q1), make_timeout(3, 2, chain.q2)
+    state, actions = run(state, [TimeoutReceived(first), TimeoutReceived(second)])
+    assert [r.evidence.kind for r in of_type(actions, RecordEvidence)] == [DOUBLE_TIMEOUT]
+    checks = len(crypto.calls)
+    state, actions = run(state, [TimeoutReceived(second)] * 5)
+    assert len(crypto.calls) == checks and actions == []
+
+    state, crypto = counting(3)
+    state, _ = receive(state, chain.b1)
+    rival = make_block(GENESIS, 1, None, tx=b"rival")
+    state, actions = receive(state, rival)
+    assert [r.evidence.kind for r in of_type(actions, RecordEvidence)] == [DOUBLE_PROPOSAL]
+    checks = len(crypto.calls)
+    state, actions = run(state, [ProposalReceived(Proposal(rival), 1)] * 5)
+    assert len(crypto.calls) == checks and actions == []
+
+
+def test_a_far_future_proposal_is_checked_only_when_its_certificates_bring_it_into_the_window(chain: Chain) -> None:
+    state, crypto = counting(0)
+    state, _ = receive(state, chain.b1)
+    state, _ = receive(state, chain.b2)
+    far_view = 3 + 10_000
+    tc = make_tc(far_view - 1, {1: chain.q2, 2: chain.q2, 3: chain.q2})
+    signed = make_block(chain.b2, far_view, chain.q2)
+    unsigned = Block(signed.header, signed.transactions, signed.justify, signed.timeout_cert, bytes(96))
+    crypto.calls.clear()
+    # Far ahead, not brought into the window by its QC: its signature is never checked, it is not kept.
+    state, actions = step(state, ProposalReceived(Proposal(unsigned), far_view % N))
+    assert crypto.calls == ["qc"] and unsigned.hash not in state.blocks and state.view == 3
+    # Its TC brings this validator to its view: now its signature is checked, and a forged one is not kept.
+    carried = make_block(chain.b2, far_view, chain.q2, tc=tc)
+    forged = Block(carried.header, carried.transactions, carried.justify, carried.timeout_cert, bytes(96))
+    state, _ = step(state, ProposalReceived(Proposal(forged), far_view % N))
+    assert state.view == far_view and crypto.calls.count("proposal") == 1
+    assert forged.hash not in state.blocks
+    state, actions = receive(state, carried)
+    assert carried.hash in state.blocks and crypto.calls.count("proposal") == 2
 
 
 def test_blocks_persisted_before_voting_come_back_after_a_restart_and_are_built_upon(chain: Chain) -> None:
@@ -807,6 +876,27 @@ def test_bls_adapter_votes_qcs_and_tcs_verify_and_forgeries_do_not(
     assert qcmod.verify_proposal_signature(pks[2], SIM_CHAIN_ID, block_hash, sig)
     assert not nodes[0].verify_proposal(1, block_hash, sig) and not nodes[0].verify_proposal(9, block_hash, sig)
     assert not nodes[0].verify_vote(replace(votes[0], signature=b"\x00" * 96))
+
+
+def test_bls_adapter_counts_each_check_that_fails_and_none_that_passes(
+        bls_network: tuple[list[bytes], list[BlsCrypto]]) -> None:
+    """What the replica charges a peer for (chainshare/consensus/peergate.py): every verify_* that fails."""
+    _, nodes = bls_network
+    me = BlsCrypto(SIM_CHAIN_ID, nodes[0].public_keys, 0)
+    block_hash = b"\x12" * 32
+    vote = Vote(block_hash, 3, 5, 1, nodes[1].sign_vote(block_hash, 3, 5))
+    qc = nodes[0].aggregate_qc(block_hash, 3, 5, {i: nodes[i].sign_vote(block_hash, 3, 5) for i in range(3)})
+    timeout = Timeout(6, 1, None, None, nodes[1].sign_timeout(6, 0))
+    tc = nodes[2].aggregate_tc(6, {i: (0, nodes[i].sign_timeout(6, 0)) for i in (0, 1, 3)}, None)
+    sig = nodes[2].sign_proposal(block_hash)
+    passing = [me.verify_vote(vote), me.verify_qc(qc), me.verify_timeout(timeout), me.verify_tc(tc),
+               me.verify_proposal(2, block_hash, sig)]
+    assert all(passing) and me.failed_checks == 0
+    failing = [me.verify_vote(replace(vote, voter=2)), me.verify_qc(replace(qc, round=6)),
+               me.verify_qc(replace(qc, signers=b"\x01")), me.verify_timeout(replace(timeout, view=7)),
+               me.verify_tc(replace(tc, view=7)), me.verify_tc(replace(tc, signers=b"\x01")),
+               me.verify_proposal(1, block_hash, sig), me.verify_proposal(9, block_hash, sig)]
+    assert not any(failing) and me.failed_checks == len(failing)
 
 
 def test_cores_on_bls_certify_a_block_the_ledger_check_accepts(
