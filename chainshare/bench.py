@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 import psutil
 
+from chainshare.benchmachine import describe_machine
 from chainshare.crypto.hashing import keccak256
 from chainshare.devnet import (
     create_devnet,
@@ -471,7 +472,7 @@ def run_ingest(nodes: int, txs: int, clients: int, batch: int, directory: Path |
         out["disk_bytes_per_tx"] = round(_dir_bytes(data_dir) / confirmed, 1)
         if measure_restart:
             out["restart_after_sigkill_s"] = measure_restart_after_sigkill(directory)["seconds"]
-        out["machine"] = {"cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2)}
+        out["machine"] = describe_machine()
         return out
 
 

@@ -29,6 +29,7 @@ from typing import Any
 import httpx
 
 from chainshare.bench import _percentile, devnet_directory, free_port_block, presign_anchors
+from chainshare.benchmachine import describe_machine
 from chainshare.crypto.hashing import keccak256
 from chainshare.devnet import create_devnet, start_devnet
 from chainshare.execution import abi
@@ -259,5 +260,5 @@ def run_abuse(nodes: int, duration: float, attackers: int, logs: int, rate_limit
             "rate_limit": rate_limit, "chain": {"height_before": height, "logs": logs},
             "attack_bodies_bytes": {k: len(v) for k, v in heavy_batches().items()},
             "baseline": baseline, "under_attack": attack,
-            "machine": {"cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2)},
+            "machine": describe_machine(),
         }

@@ -24,6 +24,7 @@ import psutil
 from stdnum.cn import uscc
 
 from chainshare.bench import _drive, _percentile, free_port_block
+from chainshare.benchmachine import describe_machine
 from chainshare.crypto.hashing import keccak256
 from chainshare.crypto.secp import address_of_private_key
 from chainshare.execution.contracts.addresses import CREDIT_REGISTRY, GOVERNANCE
@@ -223,8 +224,7 @@ def run_credit(*, records: int, subjects: int, nodes: int, clients: int, queries
             result["watch_polling"] = _measure_watch(url, keys, info["chain_id"], watch_samples, "poll")
         stop_devnet(directory)
         result["ledger_disk_bytes_per_record"] = round(_dir_bytes(Path(info["nodes"][0]["data_dir"])) / done, 1)
-        result["machine"] = {"cpus": os.cpu_count(), "load_avg_1m_before": round(load_before[0], 2),
-                             "load_avg_1m_after": round(os.getloadavg()[0], 2)}
+        result["machine"] = describe_machine(load_avg_1m_before=round(load_before[0], 2))
         return result
     finally:
         stop_devnet(directory)

@@ -33,6 +33,7 @@ from chainshare.bench import (
     measure_restart_after_sigkill,
     presign_anchors,
 )
+from chainshare.benchmachine import describe_machine
 from chainshare.devnet import create_devnet, start_devnet, stop_devnet
 
 MB = 1024 * 1024
@@ -100,6 +101,6 @@ def run_longchain(txs: int, checkpoint: int, chunk: int, clients: int, batch: in
             "disk_per_raw_tx_bytes": round(disk / raw_bytes, 2),
             "restart_after_sigkill": measure_restart_after_sigkill(directory),
             "verify": measure_verify(data_dir),
-            "machine": {"cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2)},
+            "machine": describe_machine(),
         }
         return out

@@ -36,6 +36,7 @@ from typing import Any
 import psutil
 
 from chainshare.bench import _drive, free_port_block
+from chainshare.benchmachine import describe_machine
 from chainshare.execution.contracts import ACCESS_CONTROL, DATASETS, cedar
 from chainshare.execution.runtime import encode_call
 from chainshare.ledger.txs import sign_eip1559
@@ -340,7 +341,7 @@ def run_sharing(*, decisions: int, clients: int, cedar_iterations: int, dataset_
         if dataset_mb:
             (directory / "delivery").mkdir(parents=True, exist_ok=True)
             result["delivery"] = asyncio.run(_measure_delivery(directory / "delivery", dataset_mb, actions))
-        result["machine"] = {"cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2)}
+        result["machine"] = describe_machine()
         return result
     finally:
         if tmp is not None:

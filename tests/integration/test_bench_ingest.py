@@ -19,3 +19,6 @@ def test_bench_ingest_on_four_validators_finalizes_every_anchor_without_a_revert
     assert result["nodes"] == 4 and result["submitted"] == result["confirmed"] == 400, result
     assert result["errors"] == 0 and result["reverted"] == 0, result
     assert result["node_cpu_us_per_tx"] > 0 and result["client_cpu_us_per_tx"] > 0
+    # the machine's speed at the end of the run, so that results of different hours can be compared
+    probe = result["machine"]["probe"]
+    assert result["machine"]["cpus"] >= 1 and probe["python_loop_ms"] > 0 and probe["sender_recovery_us"] > 0
