@@ -624,14 +624,14 @@ class Replica:
                       validator=offender, view=view)
 
     async def _fetch(self, action: core.FetchBlock) -> None:
+        peer, generation = self.names[action.peer], self._generation  # as the core that asked knew them
         try:
-            body = await self.transport.request(self.names[action.peer], REQ_BLOCK, action.block_hash, timeout=5)
+            body = await self.transport.request(peer, REQ_BLOCK, action.block_hash, timeout=5)
         except Exception as exc:
-            log_event(log, logging.DEBUG, "block fetch failed", peer=self.names[action.peer], error=str(exc))
+            log_event(log, logging.DEBUG, "block fetch failed", peer=peer, error=str(exc))
             return
-        if not isinstance(body, bytes):
-            return
-        peer = self.names[action.peer]
+        if not isinstance(body, bytes) or generation != self._generation:
+            return  # no block, or the core that asked was restored meanwhile
         try:
             block = Block.decode(body)
         except DecodeError:
@@ -639,7 +639,8 @@ class Replica:
         if block is None or block.hash != action.block_hash:
             self.transport.strike(peer, "answered a block request with another block")
             return
-        self.events.put_nowait(_FromPeer(peer, self._generation, core.ProposalReceived(Proposal(block), action.peer)))
+        # Not gated by the peer's failure budget: the core asked this peer for this block (fetches are few).
+        self.events.put_nowait(core.ProposalReceived(Proposal(block), action.peer))
 
     # -- network input ------------------------------------------------------------------------
     async def on_message(self, peer: str, msg_type: str, body: Any) -> None:

@@ -618,15 +618,21 @@ def on_proposal(t: _Step, block: Block, sender: int) -> None:
     if h.proposer != cfg.validators[leader]:
         return
     first = s.proposals.get(v)
-    if (first is not None and first.hash != block.hash and block.hash not in s.fetching
+    if (first is not None and first.hash != block.hash and known is None and block.hash not in s.fetching
             and (DOUBLE_PROPOSAL, leader, v) in s.reported):
         return  # another copy of an equivocation already reported: not verified again
-    # A proposal too far ahead to be kept is only a carrier of certificates, which verify on their
-    # own: its signature is checked only if they bring this validator close enough to keep it.
-    far = v > s.view + cfg.future_views
-    if not far and not s.crypto.verify_proposal(leader, block.hash, block.signature):
-        return
     qc = block.justify
+    # A proposal too far ahead to be kept is only a carrier of certificates, which verify on their
+    # own: nothing of it is verified unless one of them is new, and its signature only if they bring
+    # this validator close enough to keep it.
+    far = v > s.view + cfg.future_views
+    if far:
+        carried_tc = _block_tc(block) if block.timeout_cert is not None else None
+        if ((qc is None or qc.round <= get_qc_view(s.highest_qc))
+                and (carried_tc is None or carried_tc.view != v - 1 or carried_tc.view < s.view)):
+            return
+    elif not s.crypto.verify_proposal(leader, block.hash, block.signature):
+        return
     if qc is None:
         if not (s.committed.height == 0 and h.height == 1 and h.parent_hash == s.committed.hash
                 and h.justify_hash == compute_justify_hash(None, block.timeout_cert)):
@@ -640,7 +646,7 @@ def on_proposal(t: _Step, block: Block, sender: int) -> None:
         tc = _block_tc(block)
         if tc is None or tc.view != v - 1 or not _is_valid_tc(s, tc):
             return
-    if first is not None and first.hash != block.hash:
+    if not far and first is not None and first.hash != block.hash:  # (a far one is never in the tree)
         evidence = check_double_proposal(first, block)
         if evidence is not None:
             _report(t, evidence, leader)
@@ -930,6 +936,10 @@ def on_timeout(t: _Step, timeout: Timeout) -> None:
     # it carries (aggregates); one that will not be kept (too far ahead) only has its certificates
     # checked, which is how a validator that was down for many views catches up.
     keep = v <= s.view + cfg.future_views
+    if not keep and ((timeout.high_qc is None or timeout.high_qc.round <= get_qc_view(s.highest_qc))
+                     and (timeout.last_tc is None or timeout.last_tc.view != v - 1
+                          or timeout.last_tc.view < s.view)):
+        return  # too far ahead to keep and carrying nothing new: nothing to verify
     if keep and not s.crypto.verify_timeout(timeout):
         return
     if timeout.high_qc is not None and not _is_valid_qc(s, timeout.high_qc):

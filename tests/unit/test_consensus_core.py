@@ -769,6 +769,14 @@ def test_a_far_future_proposal_is_checked_only_when_its_certificates_bring_it_in
     # Far ahead, not brought into the window by its QC: its signature is never checked, it is not kept.
     state, actions = step(state, ProposalReceived(Proposal(unsigned), far_view % N))
     assert crypto.calls == ["qc"] and unsigned.hash not in state.blocks and state.view == 3
+    # Far ahead and carrying no QC newer than its highest (here other valid aggregates of old views,
+    # which no cache holds) and no usable TC: nothing at all is verified, however often it comes.
+    old_qc = make_qc(chain.b2, (1, 2, 3))
+    stale = make_block(chain.b2, far_view, old_qc)
+    stale = Block(stale.header, stale.transactions, stale.justify, stale.timeout_cert, bytes(96))
+    far_timeout = make_timeout(far_view, 1, make_qc(chain.b1, (1, 2, 3)))
+    state, actions = run(state, [ProposalReceived(Proposal(stale), far_view % N), TimeoutReceived(far_timeout)] * 5)
+    assert crypto.calls == ["qc"] and actions == []
     # Its TC brings this validator to its view: now its signature is checked, and a forged one is not kept.
     carried = make_block(chain.b2, far_view, chain.q2, tc=tc)
     forged = Block(carried.header, carried.transactions, carried.justify, carried.timeout_cert, bytes(96))

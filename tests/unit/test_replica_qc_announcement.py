@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from chainshare.consensus import core
-from chainshare.consensus.messages import QcAnnouncement, decode_message, encode_message
+from chainshare.consensus.messages import Proposal, QcAnnouncement, decode_message, encode_message
 from chainshare.consensus.peergate import GateConfig, PeerGate, is_muted
 from chainshare.ledger.types import QuorumCertificate
 from chainshare.replica import MSG_CONSENSUS, MSG_QC_ANNOUNCEMENT, Replica, _FromPeer
@@ -112,3 +112,45 @@ def test_a_queued_message_of_a_muted_peer_is_dropped_and_one_from_before_a_resto
     assert r._take(_FromPeer("node2", 2, event)) == (None, event)  # the core was restored since
     r._gates["node2"] = PeerGate(0.0, 0.0, muted_until=float("inf"))
     assert r._take(_FromPeer("node2", 3, event)) is None and r.stats["muted_messages"] == 1
+
+
+def test_a_muted_peer_fills_no_replay_buffer() -> None:
+    r = listening_replica()
+    r._gates["node2"] = PeerGate(0.0, 0.0, muted_until=float("inf"))
+    for _ in range(10):
+        asyncio.run(r.on_message("node2", MSG_QC_ANNOUNCEMENT, encode_message(QcAnnouncement(QC))))
+    assert not r._recent and r.stats["muted_messages"] == 10
+
+
+class FetchingTransport(RecordingTransport):
+    def __init__(self, answer: Any, on_request: Any = None) -> None:
+        super().__init__()
+        self.answer, self.on_request = answer, on_request
+
+    async def request(self, peer: str, msg_type: str, body: Any, timeout: float) -> Any:
+        if self.on_request is not None:
+            self.on_request()
+        return self.answer
+
+
+def test_a_fetched_block_must_be_the_one_asked_for_and_reaches_the_core_ungated() -> None:
+    from chainshare.consensus.sim import build_sim_block, make_genesis_block, validator_address
+
+    block = build_sim_block(core.BuildProposal(1, make_genesis_block(), None, None), validator_address(1), 0, (b"t",))
+    other = build_sim_block(core.BuildProposal(1, make_genesis_block(), None, None), validator_address(1), 0, (b"u",))
+    r = listening_replica()
+    r.names, r._generation = ["node1", "node2", "node3", "node4"], 0
+    r._gates["node2"] = PeerGate(0.0, 0.0, muted_until=float("inf"))  # muted: a fetch it answers still counts
+    r.transport = FetchingTransport(block.encode())
+    asyncio.run(r._fetch(core.FetchBlock(block.hash, 1)))
+    assert r.events.get_nowait() == core.ProposalReceived(Proposal(block), 1) and r.transport.strikes == []
+    r.transport = FetchingTransport(other.encode())
+    asyncio.run(r._fetch(core.FetchBlock(block.hash, 1)))
+    assert r.events.empty() and r.transport.strikes == [("node2", "answered a block request with another block")]
+
+    def restore() -> None:
+        r._generation += 1  # the core that asked is replaced while the request is out
+
+    r.transport = FetchingTransport(block.encode(), restore)
+    asyncio.run(r._fetch(core.FetchBlock(block.hash, 1)))
+    assert r.events.empty() and r.transport.strikes == []
