@@ -17,6 +17,7 @@ out.blockNumberBefore = await provider.getBlockNumber();
 // A transaction built, signed (EIP-1559) and sent by ethers; wait() polls for the receipt.
 const digest = ethers.hexlify(ethers.randomBytes(32));
 const tx = await notary.anchor(digest);
+const firstSentAt = Date.now();
 out.txType = tx.type;
 const receipt = await tx.wait(1, 30000);
 out.status = receipt.status;
@@ -42,6 +43,11 @@ out.nonce = await provider.getTransactionCount(wallet.address, "latest");
 // With explicit EIP-1559 fee fields ethers sends a type-2 transaction (above, it chose a legacy one:
 // ethers v6 treats a zero baseFeePerGas as "no EIP-1559", and this network charges no fees).
 const digest2 = ethers.hexlify(ethers.randomBytes(32));
+// ethers v6 answers a request identical to one made in the last 250 ms from its cache (the provider's
+// cacheTimeout), the "pending" nonce lookup included: when this node has finalized the first transaction
+// and served everything above within 250 ms, a second send would reuse nonce 0 and be refused (-32003).
+// A dapp sending twice from one wallet that fast meets the same; README says so.
+await new Promise((resolve) => setTimeout(resolve, Math.max(0, 300 - (Date.now() - firstSentAt))));
 const tx2 = await notary.anchor(digest2, { maxFeePerGas: 1n, maxPriorityFeePerGas: 1n });
 const receipt2 = await tx2.wait(1, 30000);
 out.tx2 = { type: tx2.type, status: receipt2.status, anchored: await notary.isAnchored(digest2) };
