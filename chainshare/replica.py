@@ -652,9 +652,8 @@ class Replica:
             except (DecodeError, ConsensusError):
                 self.transport.strike(peer, "undecodable consensus message")
                 return
-            if is_muted(self._gates.get(peer), time.monotonic()):
-                self.stats["muted_messages"] += 1  # over its failure budget: dropped unverified, not remembered
-                return
+            if self._drops_muted(peer):
+                return  # not remembered for the epoch replay either
             self._remember(peer, message, len(body))
             sender = self.index_of.get(peer)
             event = core.event_of(message, sender) if sender is not None else None
@@ -730,11 +729,17 @@ class Replica:
         while len(self._recent) > RECENT_MESSAGES or self._recent_bytes > RECENT_MESSAGE_BYTES:
             self._recent_bytes -= self._recent.popleft()[2]
 
+    def _drops_muted(self, peer: str) -> bool:
+        """True, counting the message dropped unverified, while ``peer`` is over its failure budget."""
+        if not is_muted(self._gates.get(peer), time.monotonic()):
+            return False
+        self.stats["muted_messages"] += 1
+        return True
+
     def _take(self, item: _FromPeer) -> tuple[str | None, Any] | None:
         """A peer's queued event and whom to charge for it: None when the peer was muted while it waited;
         no one when the core was restored since it arrived (its checks ran under other keys)."""
-        if is_muted(self._gates.get(item.peer), time.monotonic()):
-            self.stats["muted_messages"] += 1
+        if self._drops_muted(item.peer):
             return None
         return (item.peer if item.generation == self._generation else None), item.event
 

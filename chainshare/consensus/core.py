@@ -627,9 +627,7 @@ def on_proposal(t: _Step, block: Block, sender: int) -> None:
     # this validator close enough to keep it.
     far = v > s.view + cfg.future_views
     if far:
-        carried_tc = _block_tc(block) if block.timeout_cert is not None else None
-        if ((qc is None or qc.round <= get_qc_view(s.highest_qc))
-                and (carried_tc is None or carried_tc.view != v - 1 or carried_tc.view < s.view)):
+        if not _carries_news(s, v, qc, _block_tc(block) if block.timeout_cert is not None else None):
             return
     elif not s.crypto.verify_proposal(leader, block.hash, block.signature):
         return
@@ -695,6 +693,13 @@ def _adopt_copy(t: _Step, known: BlockEntry, copy: Block, tc: TimeoutCertificate
     if first is not None and first.hash == bh:
         proposals = {**proposals, v: entry.block}
     t.update(blocks={**s.blocks, bh: entry}, proposals=proposals)
+
+
+def _carries_news(s: CoreState, v: int, qc: QuorumCertificate | None, tc: TimeoutCertificate | None) -> bool:
+    """Whether a message of view ``v`` too far ahead to keep carries anything to learn (unverified
+    yet): a QC newer than ``highest_qc``, or the TC of view ``v - 1`` when this validator is not past it."""
+    return ((qc is not None and qc.round > get_qc_view(s.highest_qc))
+            or (tc is not None and tc.view == v - 1 and tc.view >= s.view))
 
 
 def _block_tc(block: Block) -> TimeoutCertificate | None:
@@ -936,9 +941,7 @@ def on_timeout(t: _Step, timeout: Timeout) -> None:
     # it carries (aggregates); one that will not be kept (too far ahead) only has its certificates
     # checked, which is how a validator that was down for many views catches up.
     keep = v <= s.view + cfg.future_views
-    if not keep and ((timeout.high_qc is None or timeout.high_qc.round <= get_qc_view(s.highest_qc))
-                     and (timeout.last_tc is None or timeout.last_tc.view != v - 1
-                          or timeout.last_tc.view < s.view)):
+    if not keep and not _carries_news(s, v, timeout.high_qc, timeout.last_tc):
         return  # too far ahead to keep and carrying nothing new: nothing to verify
     if keep and not s.crypto.verify_timeout(timeout):
         return
