@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 from chainshare.crypto.hashing import keccak256
@@ -21,29 +22,37 @@ _LOOP_ITERATIONS = 500_000
 _RECOVERIES = 200
 
 
-def time_python_loop_ms() -> float:
-    """Milliseconds for a fixed pure-Python loop (interpreter speed), best of ``PROBE_TRIES``."""
+def _best_seconds(work: Callable[[], object]) -> float:
+    """The shortest of ``PROBE_TRIES`` timings of ``work()``, in seconds."""
     best = float("inf")
     for _ in range(PROBE_TRIES):
         t0 = time.perf_counter()
+        work()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def time_python_loop_ms() -> float:
+    """Milliseconds for a fixed pure-Python loop (interpreter speed), best of ``PROBE_TRIES``."""
+    def loop() -> int:
         total = 0
         for i in range(_LOOP_ITERATIONS):
             total += i * i
-        best = min(best, time.perf_counter() - t0)
-    return round(best * 1000, 1)
+        return total
+
+    return round(_best_seconds(loop) * 1000, 1)
 
 
 def time_sender_recovery_us() -> float:
     """Microseconds for one secp256k1 sender recovery as the node does it, best of ``PROBE_TRIES``."""
     msg = keccak256(b"chainshare machine probe")
     y, r, s = sign_hash(b"\x01" * 32, msg)
-    best = float("inf")
-    for _ in range(PROBE_TRIES):
-        t0 = time.perf_counter()
+
+    def recoveries() -> None:
         for _ in range(_RECOVERIES):
             recover_address(msg, y, r, s)
-        best = min(best, time.perf_counter() - t0)
-    return round(best / _RECOVERIES * 1e6, 1)
+
+    return round(_best_seconds(recoveries) / _RECOVERIES * 1e6, 1)
 
 
 def describe_machine(**extra: Any) -> dict[str, Any]:

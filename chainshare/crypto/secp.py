@@ -16,7 +16,12 @@ SECP256K1_HALF_N = SECP256K1_N // 2
 
 def address_of_public_key(public_key: coincurve.PublicKey) -> bytes:
     """The 20-byte Ethereum address of a public key."""
-    return keccak256(public_key.format(compressed=False)[1:])[12:]
+    return address_of_uncompressed_key(public_key.format(compressed=False))
+
+
+def address_of_uncompressed_key(key: bytes) -> bytes:
+    """The 20-byte Ethereum address of a 65-byte uncompressed public key (0x04 || x || y)."""
+    return keccak256(key[1:])[12:]
 
 
 def address_of_private_key(private_key: bytes) -> bytes:
@@ -37,8 +42,8 @@ def recover_address(msg_hash: bytes, y_parity: int, r: int, s: int) -> bytes:
         raise CryptoError(f"signature recovery id must be 0 or 1, got {y_parity}")
     if not (0 < r < SECP256K1_N and 0 < s <= SECP256K1_HALF_N):
         raise CryptoError("signature r/s out of range (high-s signatures are refused, EIP-2)")
-    key = _recover_uncompressed_key(r.to_bytes(32, "big") + s.to_bytes(32, "big"), y_parity, msg_hash)
-    return keccak256(key[1:])[12:]
+    return address_of_uncompressed_key(_recover_uncompressed_key(r.to_bytes(32, "big") + s.to_bytes(32, "big"),
+                                                                 y_parity, msg_hash))
 
 
 # Sender recovery runs once per transaction per node (four times a transaction on four validators), so
