@@ -1,6 +1,8 @@
 """What the suites that start real node processes share (tests/integration, tests/e2e): the module's
 devnet pool (``netkit.DevnetPool``, stopped in teardown), ``xdist_group`` kept on one worker under
-pytest 9, and no node outliving the session.
+pytest 9, and no node outliving the session: stopped at its end, and, when a worker dies before it (SIGKILL,
+a CI timeout), by ``CHAINSHARE_EXIT_WITH_PID`` (``chainshare/supervision.py``), which every process this
+session starts inherits with its worker's pid.
 
 Parallel runs (``pytest -n 2 --dist loadgroup``): every module that shares a devnet marks itself with
 ``xdist_group`` so its tests run on one worker; ports come from ``free_port_block`` at start and
@@ -9,6 +11,7 @@ directories from ``tmp_path_factory`` (one base per worker), so workers never sh
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "integration"))
 
 from netkit import DevnetPool, kill_all_live  # noqa: E402
 
+from chainshare.supervision import ENV_VAR  # noqa: E402
+
 
 @pytest.fixture(scope="module")
 def devnet_pool(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[DevnetPool]:
@@ -27,6 +32,10 @@ def devnet_pool(tmp_path_factory: pytest.TempPathFactory, request: pytest.Fixtur
         yield pool
     finally:
         pool.close()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ[ENV_VAR] = str(os.getpid())  # each xdist worker runs this too, with its own pid
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from chainshare.errors import ChainshareError, InvalidInput
+from chainshare.supervision import start_supervisor_watch
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -50,8 +51,10 @@ def _print_error(message: str, code: int) -> int:
 
 
 def run_cli(group: click.Group, argv: list[str] | None) -> int:
-    """Run the click group; map chainshare errors to a message and exit code, never a traceback."""
+    """Run the click group; map chainshare errors to a message and exit code, never a traceback. Under
+    ``CHAINSHARE_EXIT_WITH_PID`` the process stops once that supervisor has ended (``chainshare.supervision``)."""
     try:
+        start_supervisor_watch()
         rv = group.main(args=argv, prog_name="chainshare", standalone_mode=False)
         # With standalone_mode=False click *returns* the code of ``ctx.exit(code)`` instead of raising.
         return rv if isinstance(rv, int) else EXIT_OK

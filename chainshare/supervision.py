@@ -1,0 +1,84 @@
+"""Stop together with a supervising process: ``CHAINSHARE_EXIT_WITH_PID``.
+
+Nodes and explorer services outlive the command that started them by design (``devnet up`` starts
+them in their own session and returns). A supervisor that must not leave them behind when it dies,
+however it dies (SIGKILL included: the test suite interrupted, a CI job timed out), sets this
+variable to its own pid. Every ``chainshare`` command started under it, and every process those start,
+inherits it and then sends itself SIGTERM, its normal clean stop, within about a second after that
+process has ended; one that is still alive 30 s later sends itself SIGKILL, which the node survives
+by construction (every finalized block is on disk). Without the variable nothing happens.
+
+A pid is only trusted together with its start time, so a pid reused by another process after the
+supervisor ended counts as ended.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping
+
+from chainshare.errors import ConfigError
+
+ENV_VAR = "CHAINSHARE_EXIT_WITH_PID"
+POLL_SECONDS = 1.0
+KILL_AFTER_SECONDS = 30.0
+
+_watch_lock = threading.Lock()
+_watching: threading.Thread | None = None
+
+
+def parse_supervisor_pid(environ: Mapping[str, str]) -> int | None:
+    """The supervisor's pid named by ``CHAINSHARE_EXIT_WITH_PID`` in ``environ``, or None when it is unset or
+    empty; ConfigError when it is not a positive integer."""
+    raw = environ.get(ENV_VAR, "").strip()
+    if not raw:
+        return None
+    if not raw.isdecimal() or int(raw) <= 0:
+        raise ConfigError(f"{ENV_VAR} must be a process id (a positive integer), not {raw!r}")
+    return int(raw)
+
+
+def _start_time(pid: int) -> float | None:
+    """When process ``pid`` started, or None if there is no such process (a zombie counts as ended)."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return float(proc.create_time())
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+
+
+def watch_supervisor(pid: int, on_ended: Callable[[], None], *, poll_seconds: float = POLL_SECONDS) -> None:
+    """Block until process ``pid`` (the one running now, by start time) has ended, then call ``on_ended``."""
+    started = _start_time(pid)
+    while started is not None and _start_time(pid) == started:
+        time.sleep(poll_seconds)
+    on_ended()
+
+
+def _terminate_self() -> None:
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(KILL_AFTER_SECONDS)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def start_supervisor_watch(environ: Mapping[str, str] = os.environ) -> threading.Thread | None:
+    """If ``CHAINSHARE_EXIT_WITH_PID`` names another process, watch it from a daemon thread and stop this
+    process (SIGTERM, then SIGKILL after 30 s) once it has ended; returns that thread (the same one on
+    every call of a process), or None when there is nothing to watch."""
+    global _watching
+    pid = parse_supervisor_pid(environ)
+    if pid is None or pid == os.getpid():
+        return None
+    with _watch_lock:
+        if _watching is None:
+            _watching = threading.Thread(target=watch_supervisor, args=(pid, _terminate_self),
+                                         name="supervisor-watch", daemon=True)
+            _watching.start()
+        return _watching
