@@ -10,6 +10,9 @@ from typing import Any
 
 from eth_abi.abi import decode as _abi_decode
 from eth_abi.abi import encode as _abi_encode
+from eth_abi.exceptions import (
+    EncodingError as EncodingError,  # what encode_values raises for a value its type refuses
+)
 
 from chainshare.crypto.hashing import keccak256
 from chainshare.errors import DecodeError

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chainshare.crypto.hashing import keccak256
-from chainshare.errors import InvalidTransaction, UnknownSelector
+from chainshare.errors import ChainshareError, InvalidTransaction, StorageError, UnknownSelector
 from chainshare.execution import abi
 from chainshare.ledger.state import StateView
 from chainshare.ledger.txs import Transaction
@@ -49,6 +49,14 @@ class Revert(Exception):
 
 class OutOfGas(Exception):
     pass
+
+
+# What a contract may raise on arguments it did not expect (an id beyond 64 bits, a value of the wrong
+# shape, ...): the same code on the same state and call data raises it on every node, so the call can end
+# in a revert. Anything else (a ledger read that failed, memory, the interpreter's stack) is a failure of
+# this node that another node need not share: it stops the block rather than split consensus.
+_DETERMINISTIC_FAILURES = (ArithmeticError, LookupError, TypeError, ValueError, AttributeError, ChainshareError,
+                           abi.EncodingError)
 
 
 @dataclass(frozen=True)
@@ -303,11 +311,19 @@ class Runtime:
             args = abi.decode_values([p.type for p in spec.params], data[4:])
         except ValueError as exc:
             raise Revert(f"{contract.NAME}.{spec.name}: bad arguments") from exc
-        result = getattr(contract, spec.fn_name)(ctx, *args)
-        if not spec.returns:
-            return b""
-        values = result if isinstance(result, tuple) else (result,)
-        return abi.encode_values([p.type for p in spec.returns], values)
+        try:
+            result = getattr(contract, spec.fn_name)(ctx, *args)
+            if not spec.returns:
+                return b""
+            values = result if isinstance(result, tuple) else (result,)
+            return abi.encode_values([p.type for p in spec.returns], values)
+        except StorageError:
+            raise
+        except _DETERMINISTIC_FAILURES as exc:
+            # The reason names only the exception type: its text may hold object addresses, and the
+            # reason is in the receipt, which every node must compute alike. ``__cause__`` keeps the rest.
+            raise Revert(f"{contract.NAME}.{spec.name}: the call failed ({type(exc).__name__}); "
+                         "check its arguments") from exc
 
     def apply_transaction(self, state: StateView, tx: Transaction, env: BlockEnv, cumulative_gas: int) -> Receipt:
         """Run ``tx`` (already verified: member sender, next nonce) and return its receipt."""

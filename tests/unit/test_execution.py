@@ -15,10 +15,19 @@ from eth_utils import keccak as ref_keccak
 from hexbytes import HexBytes
 from web3 import Web3
 
-from chainshare.errors import ConsensusError, InvalidTransaction
+from chainshare.errors import ConsensusError, InvalidTransaction, StorageError
 from chainshare.execution.block import ExecutedBlock, apply_block, build_block
+from chainshare.execution.contracts import ACCESS_CONTROL, GOVERNANCE, build_runtime
 from chainshare.execution.genesis import ChainParams
-from chainshare.execution.runtime import compute_intrinsic_gas, get_nonce
+from chainshare.execution.runtime import (
+    BlockEnv,
+    CallContext,
+    Runtime,
+    SystemContract,
+    compute_intrinsic_gas,
+    get_nonce,
+    method,
+)
 from chainshare.ledger.merkle import compute_root
 from chainshare.ledger.state import DictReader, StateView
 from chainshare.ledger.txs import decode_transaction
@@ -129,6 +138,66 @@ def test_unknown_selector_in_a_block_reverts_and_bumps_the_nonce(ledger: Ledger)
 def test_bad_arguments_revert(ledger: Ledger) -> None:
     receipt = ledger.send(ALICE, NOTARY, call_data("anchor(bytes32)", D1)[:20])
     assert receipt.status == STATUS_FAILURE and "bad arguments" in revert_reason(receipt.output)
+
+
+# Found by tests/fuzz/fuzz_calldata.py: ids are 64-bit counters, but the ABI lets a caller pass any uint256.
+def test_a_governance_vote_on_an_id_beyond_64_bits_reverts_in_its_block(ledger: Ledger) -> None:
+    receipt = ledger.send(ALICE, GOVERNANCE, call_data("vote(uint256,bool)", 2**64, True))
+    assert receipt.status == STATUS_FAILURE and revert_reason(receipt.output) == f"no proposal {2**64}"
+    assert get_nonce(ledger.reader(), ALICE.address) == 1
+
+
+def test_compute_limits_of_a_dataset_id_beyond_64_bits_are_the_defaults(ledger: Ledger) -> None:
+    small = ledger.view(ACCESS_CONTROL, call_data("getComputeLimits(uint256)", 7))
+    assert ledger.view(ACCESS_CONTROL, call_data("getComputeLimits(uint256)", 2**64)) == small
+    assert small[0]
+
+
+class _Faulty(SystemContract):
+    """A contract whose methods fail as a buggy contract might: on arguments nobody expected."""
+
+    NAME = "Faulty"
+    ADDRESS = b"\xfa" * 20
+
+    @method("lookup(uint256 key)", returns="uint256 value")
+    def lookup(self, ctx: CallContext, key: int) -> int:
+        ctx.sstore(b"touched", b"\x01")
+        return {1: 1}[key]
+
+    @method("oversized()", returns="uint8 value")
+    def oversized(self, ctx: CallContext) -> int:
+        return 256  # not a uint8: encoding the return value fails
+
+    @method("disk()")
+    def disk(self, ctx: CallContext) -> None:
+        raise StorageError("the ledger at /data is unreadable")
+
+
+def _run_faulty(data: bytes) -> tuple[Receipt, StateView]:
+    runtime = Runtime([*build_runtime().contracts.values(), _Faulty()])
+    state = StateView(DictReader(dict(Ledger(GENESIS).state)))
+    raw = sign_call(ALICE, _Faulty.ADDRESS, data, 0)
+    tx = decode_transaction(raw, GENESIS.chain_id)
+    env = BlockEnv(GENESIS.chain_id, 1, GENESIS.timestamp_ms + 1, bytes(20), 10**7)
+    return runtime.apply_transaction(state, tx, env, 0), state
+
+
+@pytest.mark.parametrize("name,data,failure", [
+    ("lookup", call_data("lookup(uint256)", 2), "KeyError"),
+    ("oversized", call_data("oversized()"), "ValueOutOfBounds"),
+], ids=["lookup-fails", "return-value-does-not-encode"])
+def test_a_contract_failing_on_unexpected_arguments_reverts_the_call_deterministically(name: str, data: bytes,
+                                                                                       failure: str) -> None:
+    receipt, state = _run_faulty(data)
+    assert receipt.status == STATUS_FAILURE and not receipt.logs
+    assert revert_reason(receipt.output) == f"Faulty.{name}: the call failed ({failure}); check its arguments"
+    assert state.get(b"c" + _Faulty.ADDRESS + b"touched") is None  # its writes are undone
+    assert get_nonce(state, ALICE.address) == 1
+
+
+def test_a_ledger_failure_inside_a_contract_stops_the_block_instead_of_reverting() -> None:
+    with pytest.raises(StorageError, match="unreadable"):
+        _run_faulty(call_data("disk()"))
 
 
 # -- gas -----------------------------------------------------------------------------------------

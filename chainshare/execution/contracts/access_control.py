@@ -469,7 +469,7 @@ class AccessControl(SystemContract):
     # -- compute-to-data: privacy budget and rate ---------------------------------------------------
 
     def _limits(self, ctx: CallContext, dataset_id: int) -> tuple[int, int]:
-        raw = ctx.sload(_limits_key(dataset_id))
+        raw = ctx.sload(_limits_key(dataset_id)) if dataset_id < 2**64 else None  # no dataset has such an id
         if raw is None:
             return DEFAULT_BUDGET_MICRO, DEFAULT_QUERIES_PER_HOUR
         budget, per_hour = codec.decode(raw)

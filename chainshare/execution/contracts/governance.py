@@ -86,7 +86,7 @@ class Governance(SystemContract):
         return num, den, period
 
     def _load(self, ctx: CallContext, pid: int) -> list[Any]:
-        raw = ctx.sload(b"p:" + pid.to_bytes(8, "big"))
+        raw = ctx.sload(b"p:" + pid.to_bytes(8, "big")) if pid < 2**64 else None  # ids are 64-bit counters
         if raw is None:
             raise Revert(f"no proposal {pid}")
         return list(codec.decode(raw))
