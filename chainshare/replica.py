@@ -458,7 +458,11 @@ class Replica:
         reader = self.reader_for(parent.hash)
         _, max_txs = get_chain_params(reader)
         txs = [] if suffix else self.node.mempool.select(reader, max_txs)
-        block = await loop.run_in_executor(self._executor, run_on_cedar_thread, self._build_sync, req, txs)
+        invalid: list[Any] = []
+        block = await loop.run_in_executor(self._executor, run_on_cedar_thread, self._build_sync, req, txs,
+                                           invalid)
+        if invalid:  # never includable as they are: not offered again at the next view
+            self.node.mempool.remove(invalid)
         if block is not None:
             self.events.put_nowait(_Tagged(generation, core.ProposalBuilt(block)))
 
@@ -474,7 +478,9 @@ class Replica:
             block = ex.block
         return False
 
-    def _build_sync(self, req: core.BuildProposal, txs: list[Any]) -> Block | None:
+    def _build_sync(self, req: core.BuildProposal, txs: list[Any], invalid: list[Any]) -> Block | None:
+        """The block of ``req`` over ``txs`` (None if this node cannot build it now); the transactions left
+        out as invalid are appended to ``invalid`` (for the event loop to drop from the mempool)."""
         parent = req.parent
         if self.my_index is None:
             return None
@@ -489,6 +495,7 @@ class Replica:
             return None  # a block of a version this release lacks: none is built (the halt comes with H-1 final)
 
         def on_invalid(tx: Any, exc: InvalidTransaction) -> None:
+            invalid.append(tx)
             log_event(log, logging.INFO, "dropped transaction", tx="0x" + tx.hash.hex(), reason=exc.message)
 
         executed = build_block(

@@ -6,11 +6,12 @@ for a proposer and ``apply_block`` for a verifier, which must reach the very sam
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from chainshare.crypto.hashing import keccak256
-from chainshare.errors import ConsensusError, DecodeError, InvalidTransaction
+from chainshare.errors import ConsensusError, DecodeError, InvalidTransaction, StorageError
 from chainshare.execution.contracts.membership import (
     compute_validator_set_hash,
     get_validator_set_at,
@@ -30,6 +31,8 @@ from chainshare.ledger.types import (
     compute_justify_hash,
     compute_logs_bloom,
 )
+
+log = logging.getLogger("chainshare.execution")
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,10 @@ def execute_transactions(runtime: Runtime, state: StateView, txs: Sequence[Trans
                          on_invalid: Callable[[Transaction, InvalidTransaction], None] | None
                          ) -> tuple[list[Transaction], list[Receipt]]:
     """Apply ``txs`` in order. An invalid tx is skipped via ``on_invalid`` (proposer) or, when
-    ``on_invalid`` is None, makes the whole block invalid (verifier)."""
+    ``on_invalid`` is None, makes the whole block invalid (verifier). The same holds for a tx whose
+    execution raised instead of reverting (a bug, which must not halt the chain): a proposer leaves it
+    out with its writes undone, a verifier refuses the block (ConsensusError). A failure of the ledger
+    (StorageError) or of memory propagates."""
     included: list[Transaction] = []
     receipts: list[Receipt] = []
     cumulative = 0
@@ -78,7 +84,23 @@ def execute_transactions(runtime: Runtime, state: StateView, txs: Sequence[Trans
                                      f"{exc.message}") from exc
             on_invalid(tx, exc)
             continue
-        receipt = runtime.apply_transaction(state, tx, env, cumulative)
+        before = state.snapshot()
+        try:
+            receipt = runtime.apply_transaction(state, tx, env, cumulative)
+        except (StorageError, MemoryError):
+            raise  # this node failed, not the transaction: stop the block
+        except Exception as exc:  # noqa: BLE001 (one transaction never halts the chain)
+            # The runtime turns every failure of a contract into a revert, so this is a bug. A proposer that
+            # offered such a transaction would fail the same way at every attempt, and so would the next
+            # ones: it is left out (its nonce unspent), and a block that carries one gets no vote.
+            reason = f"executing it raised {type(exc).__name__} instead of reverting"
+            log.error("transaction failed to execute", exc_info=exc,
+                      extra={"fields": {"tx": "0x" + tx.hash.hex(), "height": env.height}})
+            if on_invalid is None:
+                raise ConsensusError(f"block {env.height} contains transaction 0x{tx.hash.hex()}: {reason}") from exc
+            state.revert(before)
+            on_invalid(tx, InvalidTransaction(f"{reason}: left out of the block (report it to the node's operators)"))
+            continue
         cumulative = receipt.cumulative_gas_used
         included.append(tx)
         receipts.append(receipt)

@@ -27,6 +27,7 @@ from chainshare.execution.runtime import (
     compute_intrinsic_gas,
     get_nonce,
     method,
+    set_nonce,
 )
 from chainshare.ledger.merkle import compute_root
 from chainshare.ledger.state import DictReader, StateView
@@ -37,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ALICE, BOB, MALLORY = account("alice"), account("bob"), account("mallory")
 VAL = validator("v1", "Agency A")
 GENESIS = make_genesis([("Agency A", [ALICE.address]), ("Agency B", [BOB.address])], [VAL])
-D1, D2 = b"\x11" * 32, b"\x22" * 32
+D1, D2, D3 = b"\x11" * 32, b"\x22" * 32, b"\x33" * 32
 
 NOTARY_ABI = json.loads((ROOT / "contracts" / "Notary.json").read_text())
 W3 = Web3()
@@ -198,6 +199,60 @@ def test_a_contract_failing_on_unexpected_arguments_reverts_the_call_determinist
 def test_a_ledger_failure_inside_a_contract_stops_the_block_instead_of_reverting() -> None:
     with pytest.raises(StorageError, match="unreadable"):
         _run_faulty(call_data("disk()"))
+
+
+class _BuggyRuntime(Runtime):
+    """A runtime with a bug that no revert catches: executing ``poison`` raises ``error``."""
+
+    def __init__(self, poison: bytes, error: Exception) -> None:
+        super().__init__(list(build_runtime().contracts.values()))
+        self.poison, self.error = poison, error
+
+    def apply_transaction(self, state: StateView, tx: Any, env: BlockEnv, cumulative_gas: int) -> Receipt:
+        if tx.hash == self.poison:
+            set_nonce(state, tx.sender, tx.nonce + 1)  # it wrote before failing: the write must be undone
+            raise self.error
+        return super().apply_transaction(state, tx, env, cumulative_gas)
+
+
+def _build_with(runtime: Runtime, ledger: Ledger, raws: list[bytes]) -> tuple[ExecutedBlock, list[tuple[Any, str]]]:
+    left_out: list[tuple[Any, str]] = []
+    txs = [decode_transaction(r, GENESIS.chain_id) for r in raws]
+    h = ledger.parent_header
+    executed = build_block(runtime, ledger.reader(), h, ledger.accumulator, txs, chain_id=GENESIS.chain_id,
+                           round=h.round + 1, timestamp_ms=h.timestamp_ms + 1000, proposer=bytes(20), justify=None,
+                           on_invalid=lambda tx, exc: left_out.append((tx, exc.message)))
+    return executed, left_out
+
+
+def test_a_proposer_leaves_out_a_transaction_whose_execution_raises_and_builds_the_rest(ledger: Ledger) -> None:
+    raws = [sign_call(ALICE, NOTARY, anchor_data(D1), 0), sign_call(BOB, NOTARY, anchor_data(D2), 0),
+            sign_call(ALICE, NOTARY, anchor_data(D3), 1)]
+    poison = decode_transaction(raws[1], GENESIS.chain_id).hash
+    executed, left_out = _build_with(_BuggyRuntime(poison, RuntimeError("a bug")), ledger, raws)
+    assert list(executed.block.transactions) == [raws[0], raws[2]]
+    assert [(tx.hash, reason) for tx, reason in left_out] == [
+        (poison, "executing it raised RuntimeError instead of reverting: left out of the block (report it to the "
+                 "node's operators)")]
+    ledger.apply(executed)
+    assert get_nonce(ledger.reader(), BOB.address) == 0  # Bob's nonce is unspent: his write was undone
+    assert get_nonce(ledger.reader(), ALICE.address) == 2
+
+
+def test_a_block_carrying_a_transaction_whose_execution_raises_gets_no_vote(ledger: Ledger) -> None:
+    executed = ledger.build([sign_call(ALICE, NOTARY, anchor_data(D1), 0)])
+    poison = decode_transaction(executed.block.transactions[0], GENESIS.chain_id).hash
+    with pytest.raises(ConsensusError, match="raised RuntimeError instead of reverting"):
+        apply_block(_BuggyRuntime(poison, RuntimeError("a bug")), ledger.reader(), ledger.parent_header,
+                    ledger.accumulator, executed.block, chain_id=GENESIS.chain_id)
+
+
+@pytest.mark.parametrize("error", [StorageError("the ledger at /data is unreadable"), MemoryError()],
+                         ids=["ledger", "memory"])
+def test_a_failure_of_the_node_while_building_stops_the_block(ledger: Ledger, error: Exception) -> None:
+    raw = sign_call(ALICE, NOTARY, anchor_data(D1), 0)
+    with pytest.raises(type(error)):
+        _build_with(_BuggyRuntime(decode_transaction(raw, GENESIS.chain_id).hash, error), ledger, [raw])
 
 
 # -- gas -----------------------------------------------------------------------------------------
