@@ -38,7 +38,7 @@ from fastapi import APIRouter, Body, Header, Path, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
-from chainshare.errors import ChainshareError, InvalidInput, Unauthorized
+from chainshare.errors import ChainshareError, InvalidInput
 from chainshare.sharing import protocol as wire
 from chainshare.sharing.records import (
     MAX_ID,
@@ -86,12 +86,6 @@ def create_sharing_router(node: ConfiguredNode) -> APIRouter:
             raise
         except ChainshareError as exc:
             raise SharingUnavailable(f"this node's data plane cannot start: {exc.message}") from exc
-
-    def signed_timestamp(value: str | None) -> int:
-        if value is None or not value.isdigit() or len(value) > 12:
-            raise Unauthorized(f"header {wire.TIMESTAMP_HEADER} (unix seconds, signed with the request) is "
-                               "missing or malformed")
-        return int(value)
 
     def audience() -> tuple[str, int]:
         return node.cfg.node.name, node.chain_id
@@ -142,12 +136,12 @@ def create_sharing_router(node: ConfiguredNode) -> APIRouter:
                                                  description="schema JSON, base64url")] = None,
         min_group: Annotated[int | None, Query(ge=2, le=1_000_000)] = None,
     ) -> JSONResponse:
-        sharing = service()
         declared = bytes.fromhex(content_hash[2:])
-        ts = signed_timestamp(timestamp)
+        ts = wire.parse_timestamp_header(timestamp)
         message = wire.compute_upload_message(declared, *audience(), ts, wire.parse_nonce_header(nonce))
-        sharing.admit_signed_request(message, wire.parse_signature_header(signature), ts)
         schema = _parse_schema_header(schema_b64) if schema_b64 is not None else None
+        sharing = service()  # the request is well-formed: only now does this node's configuration matter
+        sharing.admit_signed_request(message, wire.parse_signature_header(signature), ts)
         result = await sharing.receive_upload(request.stream(), fmt=fmt, declared_hash=declared, schema=schema,
                                               min_group=min_group)
         return JSONResponse(result.to_json(), status_code=201)
@@ -166,10 +160,10 @@ def create_sharing_router(node: ConfiguredNode) -> APIRouter:
         timestamp: Annotated[str, Header(alias=wire.TIMESTAMP_HEADER, max_length=12)],
         nonce: Annotated[str, Header(alias=wire.NONCE_HEADER, pattern=_NONCE_PATTERN)],
     ) -> StreamingResponse:
-        sharing = service()
-        ts = signed_timestamp(timestamp)
+        ts = wire.parse_timestamp_header(timestamp)
         message = wire.compute_fetch_message(dataset_id, body.grant_id, *audience(), ts,
                                              wire.parse_nonce_header(nonce))
+        sharing = service()
         sharing.admit_signed_request(message, wire.parse_signature_header(signature), ts)
         result = await sharing.fetch(dataset_id, grant_id=body.grant_id)
         headers = {
@@ -197,11 +191,11 @@ def create_sharing_router(node: ConfiguredNode) -> APIRouter:
         timestamp: Annotated[str, Header(alias=wire.TIMESTAMP_HEADER, max_length=12)],
         nonce: Annotated[str, Header(alias=wire.NONCE_HEADER, pattern=_NONCE_PATTERN)],
     ) -> dict[str, Any]:
-        sharing = service()
-        ts = signed_timestamp(timestamp)
+        ts = wire.parse_timestamp_header(timestamp)
         digest = wire.compute_query_digest(canonical_json(body.query))
         message = wire.compute_query_message(dataset_id, body.grant_id, digest, *audience(), ts,
                                              wire.parse_nonce_header(nonce))
+        sharing = service()
         sharing.admit_signed_request(message, wire.parse_signature_header(signature), ts)
         outcome = await sharing.query(dataset_id, body.query, grant_id=body.grant_id)
         return outcome.to_json()
