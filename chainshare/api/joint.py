@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Header, Path
 from pydantic import BaseModel, Field
 
+from chainshare.api.sharing import DATA_PLANE_RESPONSES
 from chainshare.logs import log_event
 from chainshare.privacy.service import (
     compute_joint_opening_message,
@@ -44,7 +45,8 @@ def create_joint_router(node: Any) -> APIRouter:
         # the request is well-formed: only now does this node's data plane (503 when not configured) matter
         return bytes(get_sharing_service(node).admit_signed_request(message, signed, ts))
 
-    @router.post("/joint/query", summary="Run a joint query over several owners' datasets (secure aggregation)")
+    @router.post("/joint/query", summary="Run a joint query over several owners' datasets (secure aggregation)",
+                 responses=DATA_PLANE_RESPONSES)
     async def joint_query(
         body: Annotated[JointQueryBody, Body()],
         signature: Annotated[str, Header(alias=wire.SIGNATURE_HEADER, max_length=140)],
@@ -65,13 +67,15 @@ def create_joint_router(node: Any) -> APIRouter:
                 "result_hash": "0x" + job.result_hash.hex(),
                 "commitments": ["0x" + c.hex() for c in job.commitments], "expires_at": job.expires_at}
 
-    @router.get("/joint/jobs/{job_id}/opening", summary="This owner's binding commitment opening (no rows, no "
+    @router.get("/joint/jobs/{job_id}/opening", responses=DATA_PLANE_RESPONSES,
+                summary="This owner's binding commitment opening (no rows, no "
                 "subtotals): checks its on-chain commitment against the registered dataset version")
     async def show_binding_opening(job_id: Annotated[int, Path(ge=1, le=MAX_ID)]) -> dict[str, Any]:
         service = get_joint_service(get_sharing_service(node))
         return service.read_commitment_opening(job_id, full=False).to_json()
 
-    @router.post("/joint/jobs/{job_id}/opening", summary="This owner's FULL commitment opening (its exact local "
+    @router.post("/joint/jobs/{job_id}/opening", responses=DATA_PLANE_RESPONSES,
+                 summary="This owner's FULL commitment opening (its exact local "
                  "vector and salt), for an auditor: signed by an account of this node's agency")
     async def reveal_full_opening(
         job_id: Annotated[int, Path(ge=1, le=MAX_ID)],

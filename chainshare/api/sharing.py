@@ -38,6 +38,7 @@ from fastapi import APIRouter, Body, Header, Path, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
+from chainshare.api.errors import ErrorBody
 from chainshare.errors import ChainshareError, InvalidInput
 from chainshare.sharing import protocol as wire
 from chainshare.sharing.records import (
@@ -62,6 +63,10 @@ _ID = Annotated[int, Path(ge=1, le=MAX_ID)]
 _HASH_PATTERN = r"^0x[0-9a-fA-F]{64}$"
 _SIGNATURE_PATTERN = r"^(0x)?[0-9a-fA-F]{130}$"
 _NONCE_PATTERN = r"^(0x)?[0-9a-fA-F]{32,128}$"
+# What a route that needs this node's data plane answers when the node has none (or it is not connected).
+DATA_PLANE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    503: {"model": ErrorBody, "description": "this node's data plane is not configured or not connected "
+          "(SharingUnavailable)"}}
 
 
 class FetchBody(BaseModel):
@@ -120,6 +125,7 @@ def create_sharing_router(node: ConfiguredNode) -> APIRouter:
 
     @router.post(
         "/vault", status_code=201, summary="Upload a dataset into this node's encrypted vault (streamed)",
+        responses=DATA_PLANE_RESPONSES,
         openapi_extra={"requestBody": {"required": True, "content": {
             "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}},
     )
@@ -152,7 +158,8 @@ def create_sharing_router(node: ConfiguredNode) -> APIRouter:
                  summary="Fetch a dataset from its owner's node under a read grant of this agency",
                  response_class=StreamingResponse,
                  responses={200: {"content": {"application/octet-stream": {}},
-                                  "description": "the verified dataset (headers X-Chainshare-*)"}})
+                                  "description": "the verified dataset (headers X-Chainshare-*)"},
+                            **DATA_PLANE_RESPONSES})
     async def fetch(
         dataset_id: _ID,
         body: Annotated[FetchBody, Body()],
@@ -183,7 +190,8 @@ def create_sharing_router(node: ConfiguredNode) -> APIRouter:
         return StreamingResponse(_stream(file), media_type="application/octet-stream", headers=headers)
 
     @router.post("/datasets/{dataset_id}/query",
-                 summary="Run an aggregate query on the owner's node under a compute grant of this agency")
+                 summary="Run an aggregate query on the owner's node under a compute grant of this agency",
+                 responses=DATA_PLANE_RESPONSES)
     async def query(
         dataset_id: _ID,
         body: Annotated[QueryBody, Body()],
@@ -246,4 +254,4 @@ def _stream(file: BinaryIO, block: int = 1 << 20) -> Iterator[bytes]:
         file.close()
 
 
-__all__ = ["FetchBody", "QueryBody", "collect_sharing_metrics", "create_sharing_router"]
+__all__ = ["DATA_PLANE_RESPONSES", "FetchBody", "QueryBody", "collect_sharing_metrics", "create_sharing_router"]
