@@ -7,7 +7,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+from starlette.types import Scope
 
 from chainshare.errors import ChainshareError, ExecutionReverted
 
@@ -36,14 +39,47 @@ def http_error(exc: ChainshareError) -> tuple[int, dict[str, Any]]:
     return exc.http_status, body
 
 
+class ErrorDetail(BaseModel):
+    type: str
+    message: str
+    data: Any = None
+
+
+class ErrorBody(BaseModel):
+    """What every refusal of a REST API answers: ``{"error": {"type", "message", "data"?}}``."""
+
+    error: ErrorDetail
+
+
+# The refusals a REST route documents in OpenAPI (FastAPI's own 422 is never sent: invalid parameters are 400).
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": {"model": ErrorBody, "description": "Refused: 400 malformed request, 403 not allowed, 404 not found, "
+            "405 wrong method, 413 over a size or work limit, 429 over a rate limit (with Retry-After)"},
+}
+
+
+def compute_allowed_methods(app: FastAPI, scope: Scope) -> list[str]:
+    """The methods some route of ``app`` takes at the request's path (Starlette's own 405 names only the
+    first matching route's, e.g. GET of a path that also takes POST on another route)."""
+    return [method for method in _HTTP_METHODS
+            if any(route.matches({**scope, "method": method})[0] == Match.FULL for route in app.router.routes)]
+
+
+_HTTP_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
 def install_request_error_handlers(app: FastAPI) -> None:
     """Answer routing errors (404/405) and invalid parameters (400) as ``{"error": {"type", "message"}}``,
     like every ChainshareError, in every FastAPI app of the project (the node's REST API, the explorer)."""
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         kind = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "InvalidInput")
-        return JSONResponse({"error": {"type": kind, "message": str(exc.detail)}}, status_code=exc.status_code)
+        headers = exc.headers
+        if exc.status_code == 405:  # RFC 9110: a 405 lists every method of the resource, over all its routes
+            headers = {**(headers or {}), "Allow": ", ".join(compute_allowed_methods(app, request.scope))}
+        return JSONResponse({"error": {"type": kind, "message": str(exc.detail)}}, status_code=exc.status_code,
+                            headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

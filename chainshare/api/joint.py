@@ -12,12 +12,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Header, Path
 from pydantic import BaseModel, Field
 
-from chainshare.errors import Unauthorized
+from chainshare.api.sharing import DATA_PLANE_RESPONSES
 from chainshare.logs import log_event
 from chainshare.privacy.service import (
     compute_joint_opening_message,
     compute_joint_query_message,
     get_joint_service,
+    read_joint_job,
 )
 from chainshare.sharing import protocol as wire
 from chainshare.sharing.records import MAX_ID
@@ -38,14 +39,14 @@ def create_joint_router(node: Any) -> APIRouter:
     def admit(message_of: Callable[[str, int, int, bytes], str], signature: str, timestamp: str, nonce: str) -> bytes:
         """The signer of a request signed over ``message_of(node, chain id, time, nonce)`` (an account
         of this node's agency, fresh, never replayed)."""
-        if not timestamp.isdigit():
-            raise Unauthorized(f"header {wire.TIMESTAMP_HEADER} is malformed")
-        ts = int(timestamp)
+        ts = wire.parse_timestamp_header(timestamp)
         message = message_of(node.cfg.node.name, node.chain_id, ts, wire.parse_nonce_header(nonce))
-        return bytes(get_sharing_service(node).admit_signed_request(message, wire.parse_signature_header(signature),
-                                                                    ts))
+        signed = wire.parse_signature_header(signature)
+        # the request is well-formed: only now does this node's data plane (503 when not configured) matter
+        return bytes(get_sharing_service(node).admit_signed_request(message, signed, ts))
 
-    @router.post("/joint/query", summary="Run a joint query over several owners' datasets (secure aggregation)")
+    @router.post("/joint/query", summary="Run a joint query over several owners' datasets (secure aggregation)",
+                 responses=DATA_PLANE_RESPONSES)
     async def joint_query(
         body: Annotated[JointQueryBody, Body()],
         signature: Annotated[str, Header(alias=wire.SIGNATURE_HEADER, max_length=140)],
@@ -58,7 +59,7 @@ def create_joint_router(node: Any) -> APIRouter:
 
     @router.get("/joint/jobs/{job_id}", summary="A joint job's on-chain record")
     async def show_job(job_id: Annotated[int, Path(ge=1, le=MAX_ID)]) -> dict[str, Any]:
-        job = get_joint_service(get_sharing_service(node)).read_job(job_id)
+        job = read_joint_job(node, job_id)  # on chain: readable on a node without a data plane
         return {"job_id": job_id, "requester": job.requester, "datasets": list(job.dataset_ids),
                 "grants": list(job.grant_ids), "participants": list(job.participants),
                 "query_hash": "0x" + job.query_hash.hex(), "epsilon": job.epsilon_micro / 1_000_000,
@@ -66,13 +67,15 @@ def create_joint_router(node: Any) -> APIRouter:
                 "result_hash": "0x" + job.result_hash.hex(),
                 "commitments": ["0x" + c.hex() for c in job.commitments], "expires_at": job.expires_at}
 
-    @router.get("/joint/jobs/{job_id}/opening", summary="This owner's binding commitment opening (no rows, no "
+    @router.get("/joint/jobs/{job_id}/opening", responses=DATA_PLANE_RESPONSES,
+                summary="This owner's binding commitment opening (no rows, no "
                 "subtotals): checks its on-chain commitment against the registered dataset version")
     async def show_binding_opening(job_id: Annotated[int, Path(ge=1, le=MAX_ID)]) -> dict[str, Any]:
         service = get_joint_service(get_sharing_service(node))
         return service.read_commitment_opening(job_id, full=False).to_json()
 
-    @router.post("/joint/jobs/{job_id}/opening", summary="This owner's FULL commitment opening (its exact local "
+    @router.post("/joint/jobs/{job_id}/opening", responses=DATA_PLANE_RESPONSES,
+                 summary="This owner's FULL commitment opening (its exact local "
                  "vector and salt), for an auditor: signed by an account of this node's agency")
     async def reveal_full_opening(
         job_id: Annotated[int, Path(ge=1, le=MAX_ID)],

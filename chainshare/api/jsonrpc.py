@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import re
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
@@ -45,6 +46,8 @@ log = logging.getLogger("chainshare.rpc")
 _T = TypeVar("_T")
 CODE_PREFIX = bytes.fromhex("60006000fd")  # PUSH1 0 PUSH1 0 REVERT: not EVM code, but never empty
 MAX_FILTER_VALUES = 256  # addresses, or alternatives of one topic position, in one log filter
+_HEX_DIGITS = re.compile(r"[0-9a-fA-F]*")
+_HEX_QUANTITY = re.compile(r"0x[0-9a-fA-F]{1,64}")
 # Cheap methods that a single (non-batch) request may run directly on the event loop.
 LOOP_METHODS = frozenset({
     "web3_clientVersion", "net_version", "net_listening", "net_peerCount", "eth_chainId", "eth_syncing",
@@ -78,16 +81,35 @@ def _param(params: list[Any], i: int, name: str, default: Any = ...) -> Any:
     return default
 
 
+def _param_bool(params: list[Any], i: int, name: str) -> bool:
+    """Parameter ``i``, a JSON boolean (false when absent)."""
+    value = _param(params, i, name, False)
+    if not isinstance(value, bool):
+        raise InvalidInput(f"{name} must be true or false")
+    return value
+
+
+def parse_reward_percentiles(value: Any) -> list[float]:
+    """eth_feeHistory's ``rewardPercentiles``: at most 100 numbers from 0 to 100, in ascending order."""
+    if not isinstance(value, list) or len(value) > 100:
+        raise InvalidInput("rewardPercentiles must be an array of at most 100 numbers")
+    last = 0.0
+    for x in value:
+        if isinstance(x, bool) or not isinstance(x, (int, float)) or not last <= x <= 100:
+            raise InvalidInput("rewardPercentiles must be numbers from 0 to 100 in ascending order")
+        last = x
+    return [float(x) for x in value]
+
+
 def parse_data(value: Any, name: str, size: int | None = None) -> bytes:
     if not isinstance(value, str) or not value.startswith("0x"):
         raise InvalidInput(f"{name} must be a 0x-prefixed hex string")
     body = value[2:]
+    if not _HEX_DIGITS.fullmatch(body):  # bytes.fromhex alone would also take spaces between the bytes
+        raise InvalidInput(f"{name} is not valid hex")
     if len(body) % 2:
         raise InvalidInput(f"{name} has an odd number of hex digits")
-    try:
-        b = bytes.fromhex(body)
-    except ValueError as exc:
-        raise InvalidInput(f"{name} is not valid hex") from exc
+    b = bytes.fromhex(body)
     if size is not None and len(b) != size:
         raise InvalidInput(f"{name} must be {size} bytes")
     return b
@@ -118,7 +140,8 @@ def parse_log_filter(f: dict[str, Any]) -> LogFilter:
         raise InvalidInput(f"address: at most {MAX_FILTER_VALUES} addresses")
     addrs = ([parse_data(a, "address", 20) for a in addrs_v] if isinstance(addrs_v, list)
              else [parse_data(addrs_v, "address", 20)] if addrs_v is not None else [])
-    topics_v = f.get("topics") or []
+    topics_v = f.get("topics")
+    topics_v = [] if topics_v is None else topics_v
     if not isinstance(topics_v, list) or len(topics_v) > 4:
         raise InvalidInput("topics must be an array of at most 4 entries")
     topics: list[frozenset[bytes] | None] = []
@@ -131,14 +154,15 @@ def parse_log_filter(f: dict[str, Any]) -> LogFilter:
 
 
 def parse_quantity(value: Any, name: str) -> int:
+    """A non-negative integer given as a JSON number or as 0x-prefixed hex digits (at most 64, nothing
+    else: ``int(x, 16)`` alone would also take a sign, spaces, underscores and non-ASCII digits)."""
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value
     if not isinstance(value, str) or not value.startswith("0x") or len(value) > 66 or len(value) < 3:
         raise InvalidInput(f"{name} must be a 0x-prefixed hex quantity")
-    try:
-        return int(value[2:], 16)
-    except ValueError as exc:
-        raise InvalidInput(f"{name} is not a hex quantity") from exc
+    if not _HEX_QUANTITY.fullmatch(value):
+        raise InvalidInput(f"{name} is not a hex quantity: 0x and 1..64 hex digits")
+    return int(value[2:], 16)
 
 
 Method = Callable[[list[Any], WorkBudget], Any]
@@ -437,9 +461,7 @@ class JsonRpc:
         newest = min(newest, self.node.chain.head_height)
         count = min(count, newest + 1)
         oldest = newest - count + 1
-        percentiles = _param(p, 2, "rewardPercentiles", [])
-        if not isinstance(percentiles, list) or len(percentiles) > 100:
-            raise InvalidInput("rewardPercentiles must be an array of at most 100 numbers")
+        percentiles = parse_reward_percentiles(_param(p, 2, "rewardPercentiles", []))
         b.charge_blocks(count, "eth_feeHistory")
         ratios = []
         for h in range(oldest, newest + 1):
@@ -457,14 +479,14 @@ class JsonRpc:
 
     def eth_get_block_by_number(self, p: list[Any], b: WorkBudget) -> dict[str, Any] | None:
         h = self._height(_param(p, 0, "block"))
-        full = bool(_param(p, 1, "fullTransactions", False))
+        full = _param_bool(p, 1, "fullTransactions")
         if h > self.node.chain.head_height:
             return None
         return self._view_block(h, full, b, "eth_getBlockByNumber")
 
     def eth_get_block_by_hash(self, p: list[Any], b: WorkBudget) -> dict[str, Any] | None:
         bh = parse_data(_param(p, 0, "blockHash"), "blockHash", 32)
-        full = bool(_param(p, 1, "fullTransactions", False))
+        full = _param_bool(p, 1, "fullTransactions")
         try:
             h = self.node.chain.get_height_by_hash(bh)
         except NotFound:
@@ -586,6 +608,8 @@ class JsonRpc:
         chain = self.node.chain
         head = chain.head_height
         if f.get("blockHash") is not None:
+            if f.get("fromBlock") is not None or f.get("toBlock") is not None:
+                raise InvalidInput("a filter takes either blockHash or fromBlock/toBlock, not both")
             try:
                 lo = hi = chain.get_height_by_hash(parse_data(f["blockHash"], "blockHash", 32))
             except NotFound:

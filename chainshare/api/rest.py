@@ -1,7 +1,7 @@
 """REST API under /api/v1 (FastAPI, OpenAPI at /api/v1/openapi.json).
 
 Reads are of finalized data only. Every error is a JSON body ``{"error": {"type", "message"}}``
-with the status from the one error mapping; malformed parameters are 400/422, never 500.
+with the status from the one error mapping (documented in OpenAPI); malformed parameters are 400, never 500.
 Reads that load blocks run on the API worker threads (off the consensus loop) under a work
 budget; one over it is 413, a client over its rate limit 429 with Retry-After.
 """
@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from chainshare.api.credit import create_credit_router
-from chainshare.api.errors import http_error, install_request_error_handlers
+from chainshare.api.errors import ERROR_RESPONSES, http_error, install_request_error_handlers
 from chainshare.api.joint import create_joint_router
 from chainshare.api.jsonrpc import JsonRpc, parse_data
 from chainshare.api.limits import ApiWorkers, WorkBudget
@@ -49,6 +49,7 @@ def create_rest_app(node: Node, rpc: JsonRpc, workers: ApiWorkers) -> FastAPI:
         title="chainshare node API", version="1", openapi_url="/openapi.json", docs_url="/docs", redoc_url=None,
         description="Blocks, transactions, receipts, Merkle proofs, agencies, contract events and node status "
                     "of a chainshare node. All reads are of finalized data.",
+        responses=ERROR_RESPONSES,
     )
 
     @app.exception_handler(ChainshareError)

@@ -38,7 +38,8 @@ from fastapi import APIRouter, Body, Header, Path, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
-from chainshare.errors import ChainshareError, InvalidInput, Unauthorized
+from chainshare.api.errors import ErrorBody
+from chainshare.errors import ChainshareError, InvalidInput
 from chainshare.sharing import protocol as wire
 from chainshare.sharing.records import (
     MAX_ID,
@@ -62,6 +63,10 @@ _ID = Annotated[int, Path(ge=1, le=MAX_ID)]
 _HASH_PATTERN = r"^0x[0-9a-fA-F]{64}$"
 _SIGNATURE_PATTERN = r"^(0x)?[0-9a-fA-F]{130}$"
 _NONCE_PATTERN = r"^(0x)?[0-9a-fA-F]{32,128}$"
+# What a route that needs this node's data plane answers when the node has none (or it is not connected).
+DATA_PLANE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    503: {"model": ErrorBody, "description": "this node's data plane is not configured or not connected "
+          "(SharingUnavailable)"}}
 
 
 class FetchBody(BaseModel):
@@ -86,12 +91,6 @@ def create_sharing_router(node: ConfiguredNode) -> APIRouter:
             raise
         except ChainshareError as exc:
             raise SharingUnavailable(f"this node's data plane cannot start: {exc.message}") from exc
-
-    def signed_timestamp(value: str | None) -> int:
-        if value is None or not value.isdigit() or len(value) > 12:
-            raise Unauthorized(f"header {wire.TIMESTAMP_HEADER} (unix seconds, signed with the request) is "
-                               "missing or malformed")
-        return int(value)
 
     def audience() -> tuple[str, int]:
         return node.cfg.node.name, node.chain_id
@@ -126,6 +125,7 @@ def create_sharing_router(node: ConfiguredNode) -> APIRouter:
 
     @router.post(
         "/vault", status_code=201, summary="Upload a dataset into this node's encrypted vault (streamed)",
+        responses=DATA_PLANE_RESPONSES,
         openapi_extra={"requestBody": {"required": True, "content": {
             "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}},
     )
@@ -142,12 +142,12 @@ def create_sharing_router(node: ConfiguredNode) -> APIRouter:
                                                  description="schema JSON, base64url")] = None,
         min_group: Annotated[int | None, Query(ge=2, le=1_000_000)] = None,
     ) -> JSONResponse:
-        sharing = service()
         declared = bytes.fromhex(content_hash[2:])
-        ts = signed_timestamp(timestamp)
+        ts = wire.parse_timestamp_header(timestamp)
         message = wire.compute_upload_message(declared, *audience(), ts, wire.parse_nonce_header(nonce))
-        sharing.admit_signed_request(message, wire.parse_signature_header(signature), ts)
         schema = _parse_schema_header(schema_b64) if schema_b64 is not None else None
+        sharing = service()  # the request is well-formed: only now does this node's configuration matter
+        sharing.admit_signed_request(message, wire.parse_signature_header(signature), ts)
         result = await sharing.receive_upload(request.stream(), fmt=fmt, declared_hash=declared, schema=schema,
                                               min_group=min_group)
         return JSONResponse(result.to_json(), status_code=201)
@@ -158,7 +158,8 @@ def create_sharing_router(node: ConfiguredNode) -> APIRouter:
                  summary="Fetch a dataset from its owner's node under a read grant of this agency",
                  response_class=StreamingResponse,
                  responses={200: {"content": {"application/octet-stream": {}},
-                                  "description": "the verified dataset (headers X-Chainshare-*)"}})
+                                  "description": "the verified dataset (headers X-Chainshare-*)"},
+                            **DATA_PLANE_RESPONSES})
     async def fetch(
         dataset_id: _ID,
         body: Annotated[FetchBody, Body()],
@@ -166,10 +167,10 @@ def create_sharing_router(node: ConfiguredNode) -> APIRouter:
         timestamp: Annotated[str, Header(alias=wire.TIMESTAMP_HEADER, max_length=12)],
         nonce: Annotated[str, Header(alias=wire.NONCE_HEADER, pattern=_NONCE_PATTERN)],
     ) -> StreamingResponse:
-        sharing = service()
-        ts = signed_timestamp(timestamp)
+        ts = wire.parse_timestamp_header(timestamp)
         message = wire.compute_fetch_message(dataset_id, body.grant_id, *audience(), ts,
                                              wire.parse_nonce_header(nonce))
+        sharing = service()
         sharing.admit_signed_request(message, wire.parse_signature_header(signature), ts)
         result = await sharing.fetch(dataset_id, grant_id=body.grant_id)
         headers = {
@@ -189,7 +190,8 @@ def create_sharing_router(node: ConfiguredNode) -> APIRouter:
         return StreamingResponse(_stream(file), media_type="application/octet-stream", headers=headers)
 
     @router.post("/datasets/{dataset_id}/query",
-                 summary="Run an aggregate query on the owner's node under a compute grant of this agency")
+                 summary="Run an aggregate query on the owner's node under a compute grant of this agency",
+                 responses=DATA_PLANE_RESPONSES)
     async def query(
         dataset_id: _ID,
         body: Annotated[QueryBody, Body()],
@@ -197,11 +199,11 @@ def create_sharing_router(node: ConfiguredNode) -> APIRouter:
         timestamp: Annotated[str, Header(alias=wire.TIMESTAMP_HEADER, max_length=12)],
         nonce: Annotated[str, Header(alias=wire.NONCE_HEADER, pattern=_NONCE_PATTERN)],
     ) -> dict[str, Any]:
-        sharing = service()
-        ts = signed_timestamp(timestamp)
+        ts = wire.parse_timestamp_header(timestamp)
         digest = wire.compute_query_digest(canonical_json(body.query))
         message = wire.compute_query_message(dataset_id, body.grant_id, digest, *audience(), ts,
                                              wire.parse_nonce_header(nonce))
+        sharing = service()
         sharing.admit_signed_request(message, wire.parse_signature_header(signature), ts)
         outcome = await sharing.query(dataset_id, body.query, grant_id=body.grant_id)
         return outcome.to_json()
@@ -252,4 +254,4 @@ def _stream(file: BinaryIO, block: int = 1 << 20) -> Iterator[bytes]:
         file.close()
 
 
-__all__ = ["FetchBody", "QueryBody", "collect_sharing_metrics", "create_sharing_router"]
+__all__ = ["DATA_PLANE_RESPONSES", "FetchBody", "QueryBody", "collect_sharing_metrics", "create_sharing_router"]

@@ -57,7 +57,7 @@ def format_cursor(position: tuple[int, int]) -> str:
 def parse_cursor(cursor: str) -> tuple[int, int]:
     """A watch/history cursor ``BLOCK-LOG`` (as printed with each event)."""
     parts = cursor.split("-")
-    if len(parts) != 2 or not all(p.isdigit() and len(p) <= 19 for p in parts):
+    if len(parts) != 2 or not all(p.isascii() and p.isdigit() and len(p) <= 19 for p in parts):
         raise InvalidInput(f"cursor {cursor[:40]!r} must look like BLOCK-LOG (as printed with each event)")
     return int(parts[0]), int(parts[1])
 

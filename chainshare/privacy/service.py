@@ -144,14 +144,7 @@ class JointService:
         return str(self.sharing.agency)
 
     def read_job(self, job_id: int) -> JointJob:
-        try:
-            r = call_view(self.node, JOINT_CONTRACT, "getJob", job_id)
-        except ChainshareError:
-            raise NotFound(f"no joint job {job_id} on this node's chain") from None
-        return JointJob(str(r[0]), tuple(int(x) for x in r[1]), tuple(int(x) for x in r[2]),
-                        tuple(str(x) for x in r[3]), bytes(r[4]), int(r[5]), str(r[6]), str(r[8]), str(r[9]),
-                        bytes(r[10]), tuple(bytes(c) for c in r[7]),
-                        int(call_view(self.node, JOINT_CONTRACT, "getJobDeadline", job_id)[0]))
+        return read_joint_job(self.node, job_id)
 
     async def _record(self, fn: str, *args: Any, min_gas: int = 0) -> bytes:
         """Submit JointCompute.``fn`` from this agency's account and wait until it is final; its output."""
@@ -407,6 +400,19 @@ def _opening_record(job_id: int) -> str:
 def compute_joint_opening_message(job_id: int, node: str, chain_id: int, timestamp: int, nonce: bytes) -> str:
     """What an owner agency signs to have its node ``node`` reveal its full commitment opening of ``job_id``."""
     return wire._signed("joint opening", node, chain_id, [("job", str(job_id))], timestamp, nonce)
+
+
+def read_joint_job(node: Any, job_id: int) -> JointJob:
+    """Joint job ``job_id`` as this node's finalized chain records it (any node can read it: no data plane
+    needed); NotFound if there is none."""
+    try:
+        r = call_view(node, JOINT_CONTRACT, "getJob", job_id)
+    except ChainshareError:
+        raise NotFound(f"no joint job {job_id} on this node's chain") from None
+    return JointJob(str(r[0]), tuple(int(x) for x in r[1]), tuple(int(x) for x in r[2]),
+                    tuple(str(x) for x in r[3]), bytes(r[4]), int(r[5]), str(r[6]), str(r[8]), str(r[9]),
+                    bytes(r[10]), tuple(bytes(c) for c in r[7]),
+                    int(call_view(node, JOINT_CONTRACT, "getJobDeadline", job_id)[0]))
 
 
 def get_joint_service(sharing: Any) -> JointService:

@@ -361,6 +361,15 @@ def parse_signature_header(value: str | None) -> bytes:
         raise Unauthorized(f"header {SIGNATURE_HEADER} is not hex") from None
 
 
+def parse_timestamp_header(value: str | None) -> int:
+    """The request time of header ``X-Chainshare-Timestamp``: unix seconds, 1..12 ASCII digits (``str.isdigit``
+    alone also takes digits such as "²" that ``int`` refuses)."""
+    if value is None or not value.isascii() or not value.isdigit() or len(value) > 12:
+        raise Unauthorized(f"header {TIMESTAMP_HEADER} (unix seconds, signed with the request) is missing or "
+                           "malformed")
+    return int(value)
+
+
 def parse_nonce_header(value: str | None) -> bytes:
     """The request nonce of header ``X-Chainshare-Nonce``: 16..64 random bytes as hex."""
     if not value:

@@ -311,7 +311,7 @@ def parse_cursor(cursor: str | None) -> tuple[int, int, int] | None:
     if cursor is None or cursor == "":
         return None
     parts = cursor.split("-")
-    if len(parts) != 3 or not all(p.isdigit() and len(p) <= 19 for p in parts):
+    if len(parts) != 3 or not all(p.isascii() and p.isdigit() and len(p) <= 19 for p in parts):
         raise InvalidInput(f"cursor {cursor[:40]!r} must look like BLOCK-TX-LOG (as returned in 'next')")
     return int(parts[0]), int(parts[1]), int(parts[2])
 
