@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from chainshare.decimal_text import parse_ascii_decimal
 from chainshare.errors import ConfigError
 from chainshare.ledger.txs import MAX_TX_BYTES
 
@@ -147,10 +148,13 @@ def _coerce(section: str, key: str, value: Any, typ: type, from_env: bool) -> An
                 return False
             raise ConfigError(f"{where}: expected true/false, got {value!r}")
         if typ is int:
-            try:
-                return int(value)
-            except ValueError as exc:
-                raise ConfigError(f"{where}: expected an integer, got {value!r}") from exc
+            try:  # as TOML would take it (sign, underscores), but int() alone also reads "٣" as 3
+                number = int(value) if value.isascii() else None
+            except ValueError:
+                number = None
+            if number is None:
+                raise ConfigError(f"{where}: expected an integer, got {value!r}")
+            return number
         if typ is tuple:
             return tuple(x.strip() for x in value.split(",") if x.strip())
         return value
@@ -277,7 +281,8 @@ def validate_config(cfg: NodeConfig) -> None:
     for peer in cfg.p2p.peers:
         name, _, addr = peer.partition("@")
         host, _, port = addr.rpartition(":")
-        if not name or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        port_number = parse_ascii_decimal(port, max_digits=5)
+        if not name or not host or port_number is None or not 0 < port_number < 65536:
             problems.append(f"[p2p] peer {peer!r} must look like node-name@host:port")
     if cfg.p2p.listen_port and not (cfg.p2p.ca_cert and cfg.p2p.node_cert and cfg.p2p.node_key):
         problems.append("[p2p] ca_cert, node_cert and node_key are required when listen_port is set")

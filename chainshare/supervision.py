@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
+from chainshare.decimal_text import parse_ascii_decimal
 from chainshare.errors import ConfigError
 
 ENV_VAR = "CHAINSHARE_EXIT_WITH_PID"
@@ -36,9 +37,10 @@ def parse_supervisor_pid(environ: Mapping[str, str]) -> int | None:
     raw = environ.get(ENV_VAR, "").strip()
     if not raw:
         return None
-    if not raw.isdecimal() or int(raw) <= 0:
+    pid = parse_ascii_decimal(raw, max_digits=10)
+    if pid is None or pid <= 0:
         raise ConfigError(f"{ENV_VAR} must be a process id (a positive integer), not {raw!r}")
-    return int(raw)
+    return pid
 
 
 def _start_time(pid: int) -> float | None:

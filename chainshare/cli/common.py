@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from chainshare.decimal_text import parse_ascii_decimal
 from chainshare.errors import ChainshareError, InvalidInput
 from chainshare.supervision import start_supervisor_watch
 
@@ -28,9 +29,10 @@ def emit(result: Any, as_json: bool, human: str | None = None) -> None:
 
 def parse_positive_id(value: str, what: str) -> int:
     """An on-chain id given on the command line (1..2**64-1), or a precise error naming ``what``."""
-    if not value.isdigit() or not 1 <= int(value) < 2**64:
+    number = parse_ascii_decimal(value, max_digits=20)
+    if number is None or not 1 <= number < 2**64:
         raise InvalidInput(f"{what} must be a positive integer, got {value!r}")
-    return int(value)
+    return number
 
 
 def parse_hash32(text: str, what: str) -> bytes:

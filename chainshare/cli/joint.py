@@ -25,6 +25,7 @@ from chainshare.cli.signing import (
     raise_api_error,
 )
 from chainshare.client import NodeClient, NodeUnreachable, transact_checked
+from chainshare.decimal_text import parse_ascii_decimal
 from chainshare.errors import InvalidInput
 from chainshare.execution.abi import to_jsonable
 from chainshare.execution.contracts.addresses import JOINT_COMPUTE
@@ -39,10 +40,10 @@ group = click.Group("joint", help="Secure aggregation across agencies (joint que
 
 
 def _parse_datasets(text: str) -> list[int]:
-    parts = [p.strip() for p in text.split(",")]
-    if not 2 <= len(parts) <= 16 or not all(p.isdigit() and 1 <= int(p) < 2**64 for p in parts):
+    parts = text.split(",")
+    ids = [n for p in parts if (n := parse_ascii_decimal(p.strip(), max_digits=20)) is not None and 1 <= n < 2**64]
+    if not 2 <= len(parts) <= 16 or len(ids) != len(parts):
         raise InvalidInput(f"--datasets is 2..16 dataset ids separated by commas, got {text[:80]!r}")
-    ids = [int(p) for p in parts]
     if len(set(ids)) != len(ids):
         raise InvalidInput("--datasets names a dataset twice")
     return ids

@@ -38,6 +38,7 @@ from anoncreds import (
     Schema,
 )
 
+from chainshare.decimal_text import parse_ascii_decimal
 from chainshare.errors import InvalidInput
 from chainshare.execution.contracts.credential_registry import compute_issuer_id
 
@@ -98,7 +99,7 @@ def parse_predicates(texts: list[str] | tuple[str, ...]) -> tuple[Predicate, ...
 
 def check_nonce(nonce: str) -> str:
     """``nonce`` if it is a decimal number as AnonCreds takes it; InvalidInput otherwise."""
-    if not isinstance(nonce, str) or not nonce.isdigit() or not 1 <= len(nonce) <= MAX_NONCE_DIGITS:
+    if not isinstance(nonce, str) or parse_ascii_decimal(nonce, max_digits=MAX_NONCE_DIGITS) is None:
         raise InvalidInput(f"a nonce is 1..{MAX_NONCE_DIGITS} decimal digits (make one with "
                            "`chainshare credit credential nonce`)")
     return nonce

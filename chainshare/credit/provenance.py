@@ -93,7 +93,10 @@ def _bytes(v: Any, what: str) -> bytes:
 
 def _proof(v: Any) -> InclusionProof:
     try:
-        return InclusionProof(int(v["index"]), int(v["size"]), tuple(_bytes(p, "proof path") for p in v["path"]))
+        index, size = v["index"], v["size"]  # JSON integers: int() would also take "٣", "1_0", 2.5 or true
+        if not all(isinstance(n, int) and not isinstance(n, bool) for n in (index, size)):
+            raise TypeError("index and size must be integers")
+        return InclusionProof(index, size, tuple(_bytes(p, "proof path") for p in v["path"]))
     except (KeyError, TypeError, ValueError) as exc:
         raise ProvenanceError("receipt_proof must be {index, size, path}") from exc
 

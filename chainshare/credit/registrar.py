@@ -29,6 +29,7 @@ from typing import Any
 import cedarpy
 
 from chainshare.credit.subjects import compute_person_handle
+from chainshare.decimal_text import parse_ascii_decimal
 from chainshare.errors import ChainshareError, InvalidInput
 from chainshare.p2p.errors import PeerRefused
 from chainshare.p2p.tls import TlsIdentity, build_client_context, build_server_context, verify_peer
@@ -180,8 +181,8 @@ class RegistrarService:
         if req.path != "/handle":
             return 404, {"error": {"type": "NotFound", "message": "POST /handle"}}
         try:
-            length = int(req.headers.get("content-length") or 0)
-            if not 0 < length <= MAX_BODY:
+            length = parse_ascii_decimal(req.headers.get("content-length") or "0", max_digits=len(str(MAX_BODY)))
+            if length is None or not 0 < length <= MAX_BODY:
                 raise InvalidInput(f"body must be 1..{MAX_BODY} bytes")
             body = json.loads(req.rfile.read(length))
             resident_id, purpose = body["resident_id"], body["purpose"]

@@ -16,6 +16,7 @@ from pathlib import Path
 from stdnum.cn import ric as _ric
 from stdnum.exceptions import ValidationError as _StdnumError
 
+from chainshare.decimal_text import parse_ascii_decimal
 from chainshare.errors import InvalidInput
 from chainshare.execution.contracts.credit_registry import PERSON_HANDLE_EXACT, validate_uscc
 
@@ -32,7 +33,8 @@ def validate_resident_id(number: str) -> str:
     if not isinstance(number, str) or len(number) > 64:
         raise InvalidInput("a resident ID number is 18 characters")
     canonical = _ric.compact(number)
-    if len(canonical) != 18 or not canonical[:17].isdigit() or not (canonical[17].isdigit() or canonical[17] == "X"):
+    if len(canonical) != 18 or parse_ascii_decimal(canonical[:17], max_digits=17) is None \
+            or canonical[17] not in "0123456789X":
         raise InvalidInput("a resident ID number is 17 digits and a check character (0-9 or X)")
     try:
         _ric.validate(canonical)

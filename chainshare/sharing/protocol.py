@@ -53,6 +53,7 @@ from typing import Any
 
 from chainshare.crypto.hashing import keccak256
 from chainshare.crypto.secp import recover_address, sign_hash
+from chainshare.decimal_text import parse_ascii_decimal
 from chainshare.errors import CryptoError, InvalidInput, Unauthorized
 
 PROTOCOL_VERSION = 2  # 2: the wrapped key moved from data.begin to data.end (after the record)
@@ -362,12 +363,12 @@ def parse_signature_header(value: str | None) -> bytes:
 
 
 def parse_timestamp_header(value: str | None) -> int:
-    """The request time of header ``X-Chainshare-Timestamp``: unix seconds, 1..12 ASCII digits (``str.isdigit``
-    alone also takes digits such as "²" that ``int`` refuses)."""
-    if value is None or not value.isascii() or not value.isdigit() or len(value) > 12:
+    """The request time of header ``X-Chainshare-Timestamp``: unix seconds, 1..12 ASCII digits."""
+    seconds = None if value is None else parse_ascii_decimal(value, max_digits=12)
+    if seconds is None:
         raise Unauthorized(f"header {TIMESTAMP_HEADER} (unix seconds, signed with the request) is missing or "
                            "malformed")
-    return int(value)
+    return seconds
 
 
 def parse_nonce_header(value: str | None) -> bytes:

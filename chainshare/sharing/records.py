@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from chainshare.decimal_text import parse_ascii_decimal
 from chainshare.errors import ExecutionReverted, InvalidInput, NotFound
 from chainshare.execution import abi
 from chainshare.execution.contracts import ACCESS_CONTROL, DATASETS, cedar
@@ -311,9 +312,10 @@ def parse_cursor(cursor: str | None) -> tuple[int, int, int] | None:
     if cursor is None or cursor == "":
         return None
     parts = cursor.split("-")
-    if len(parts) != 3 or not all(p.isascii() and p.isdigit() and len(p) <= 19 for p in parts):
+    numbers = [n for p in parts if (n := parse_ascii_decimal(p, max_digits=19)) is not None]
+    if len(parts) != 3 or len(numbers) != 3:
         raise InvalidInput(f"cursor {cursor[:40]!r} must look like BLOCK-TX-LOG (as returned in 'next')")
-    return int(parts[0]), int(parts[1]), int(parts[2])
+    return numbers[0], numbers[1], numbers[2]
 
 
 def audit_dataset(node: ChainNode, dataset_id: int, *, after: str | None = None, limit: int = 1000) -> dict[str, Any]:

@@ -102,6 +102,7 @@ def test_wrong_types_name_the_setting(tmp_path: Path, text: str, match: str) -> 
 @pytest.mark.parametrize("env,match", [
     ({"CHAINSHARE_API_PORT": "eighty"}, r"\[api\] port: expected an integer, got 'eighty'"),
     ({"CHAINSHARE_NODE_DEV_MODE": "maybe"}, r"\[node\] dev_mode: expected true/false, got 'maybe'"),
+    ({"CHAINSHARE_API_PORT": "٨٥٤٥"}, r"\[api\] port: expected an integer, got '٨٥٤٥'"),  # int() reads it as 8545
 ])
 def test_bad_environment_values_name_the_setting(tmp_path: Path, env: dict[str, str], match: str) -> None:
     with pytest.raises(ConfigError, match=match):
@@ -123,6 +124,9 @@ def test_bad_environment_values_name_the_setting(tmp_path: Path, env: dict[str, 
     ("[mempool]\nqueued_ttl_s = 0\n", r"\[mempool\] queued_ttl_s must be 1..86400"),
     ("[mempool]\nreserved_percent = 60\n", r"\[mempool\] reserved_percent must be 0..50"),
     ('[node]\nlog_level = "loud"\n', r"\[node\] log_level"),
+    ('[p2p]\npeers = ["n2@127.0.0.1:http"]\n', r"\[p2p\] peer 'n2@127.0.0.1:http' must look like node-name@host:port"),
+    ('[p2p]\npeers = ["n2@127.0.0.1:²"]\n', r"\[p2p\] peer 'n2@127.0.0.1:²' must look like"),  # "²".isdigit()
+    ('[p2p]\npeers = ["n2@127.0.0.1:٩٠٠٠"]\n', r"\[p2p\] peer 'n2@127.0.0.1:٩٠٠٠' must look like"),  # int(): 9000
 ])
 def test_invalid_values_name_the_setting(tmp_path: Path, text: str, match: str) -> None:
     with pytest.raises(ConfigError, match=match):

@@ -118,12 +118,17 @@ def test_altered_provenance_is_refused(kit: CreditKit) -> None:
     def bad_path(b: dict[str, Any]) -> None:
         b["steps"][0]["receipt_proof"]["size"] += 1
 
+    def index_in_other_digits(b: dict[str, Any]) -> None:  # int() reads "٠" as 0, the index it replaces
+        proof = b["steps"][0]["receipt_proof"]
+        proof["index"] = str(proof["index"]).translate(str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩"))
+
     def flip_qc_signature(b: dict[str, Any]) -> None:
         q = b["steps"][0]["qc"]
         b["steps"][0]["qc"] = q[:-4] + ("00" if q[-4:-2] != "00" else "11") + q[-2:]
 
     for fn, message in ((swap_summary, "differs from the one claimed"), (drop_first, "does not start"),
                         (other_block_qc, "certifies another block"), (bad_path, "not in block"),
+                        (index_in_other_digits, "receipt_proof must be"),
                         (flip_qc_signature, "QC")):
         with pytest.raises(ProvenanceError, match=message):
             verify_provenance(_tampered(bundle, fn), doc)

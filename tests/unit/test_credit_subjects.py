@@ -7,7 +7,12 @@ from __future__ import annotations
 import pytest
 
 from chainshare.cli.credit import parse_period, parse_subject, parse_time, record_args
-from chainshare.credit.subjects import compute_person_handle, is_person_handle, validate_resident_id
+from chainshare.credit.subjects import (
+    compute_person_handle,
+    is_person_handle,
+    validate_resident_id,
+    validate_uscc,
+)
 from chainshare.errors import InvalidInput
 from chainshare.execution.contracts.credit_registry import get_subject_kind
 
@@ -22,6 +27,23 @@ def test_resident_ids_are_validated_without_echoing_the_number() -> None:
     assert "110105194912310021" not in exc.value.message
     with pytest.raises(InvalidInput, match="17 digits"):
         validate_resident_id("1101051949")
+
+
+@pytest.mark.parametrize("number", [
+    "²" + RIC[1:],  # str.isdigit() takes "²"; stdnum's check-digit arithmetic (int()) raised ValueError on it
+    RIC[:17].translate(str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩")) + "X",  # digits int() reads, in another script
+    RIC[:17] + "٣",
+])
+def test_a_resident_id_with_non_ascii_digits_is_refused_as_malformed(number: str) -> None:
+    with pytest.raises(InvalidInput, match="17 digits and a check character"):
+        validate_resident_id(number)
+
+
+def test_a_uscc_with_non_ascii_digits_is_refused() -> None:
+    uscc = "91350100M000100Y43"
+    assert validate_uscc(uscc) == uscc
+    with pytest.raises(ValueError, match="outside 0-9"):
+        validate_uscc(uscc.translate(str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩")))
 
 
 def test_handles_need_the_registrar_key_and_hide_the_id() -> None:

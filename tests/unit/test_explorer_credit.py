@@ -88,6 +88,10 @@ def test_search_by_uscc_in_any_case_and_by_words(api: TestClient) -> None:
     ("/api/v1/credit/records/1?at=999999", 400, "is not in"),
     ("/api/v1/credit/lists/grey", 400, ""),
     ("/credit/records/x1", 400, "Not a record id"),
+    ("/credit/records/²", 400, "Not a record id"),  # str.isdigit() is true of "²", which int() refuses
+    ("/credit/records/٣", 400, "Not a record id"),  # ... and of other scripts' digits ("٣" is 3 to int())
+    (f"/credit/subjects/{bench_subject(1)}?at=²", 400, "Bad height"),
+    (f"/credit/subjects/{bench_subject(1)}?at=٣", 400, "Bad height"),
     ("/credit/subjects/91110000600037341X", 400, "expected &#39;L&#39;"),
     ("/live/credit?subject=nope", 400, "USCC"),
 ])

@@ -6,10 +6,12 @@ lifetime patched down) so that the test client, which reads a response to its en
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -115,3 +117,19 @@ def test_an_oversized_event_is_named_not_sent() -> None:
     assert live.format_event(big).startswith(": block 7 omitted:")
     small = live.LiveEvent("credit", 8, {"seq": 8, "text": "a\nb"})
     assert live.format_event(small) == 'event: credit\nid: 8\ndata: {"seq":8,"text":"a\\nb"}\n\n'
+
+
+def test_a_last_event_id_of_non_ascii_digits_is_ignored_like_junk(api: TestClient) -> None:
+    """A header byte 0xB2 reads as "²" (latin-1), which str.isdigit() takes and int() refuses. httpx's ASGI
+    transport sends the raw bytes (TestClient would re-encode them as UTF-8)."""
+    head = api.get("/api/v1/blocks", params={"limit": 1}).json()["items"][0]["height"]
+
+    async def get(path: str, last_event_id: bytes) -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=api.app), base_url="http://explorer") as c:
+            return await c.get(path, headers={"Last-Event-ID": last_event_id})
+
+    for path, first in ((f"/live/blocks?after={head - 1}", f"event: block\nid: {head}\n"),
+                        ("/live/credit?after=0", "event: credit\nid: ")):
+        r = asyncio.run(get(path, b"\xb2"))
+        assert (b"Last-Event-ID", b"\xb2") in r.request.headers.raw
+        assert r.status_code == 200 and first in r.text, r.text[:300]  # resumed after ``after``, as for "junk"

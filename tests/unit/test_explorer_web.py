@@ -3,8 +3,10 @@ names are HTML-escaped, bad ids are precise 400s, unknown ones friendly 404s, an
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import insert
@@ -12,6 +14,7 @@ from sqlalchemy import insert
 from chainshare.explorer.api.app import create_explorer_app
 from chainshare.explorer.db import schema as s
 from chainshare.explorer.db.engine import create_db_engine
+from chainshare.explorer.web.credentials import mount_credential_pages
 from chainshare.explorer.web.pages import f_duration, f_num, f_short, get_endpoints, get_time_buckets
 
 EVIL = '<script>alert("x")</script>'
@@ -53,6 +56,8 @@ def test_names_from_the_chain_are_escaped(client: TestClient) -> None:
     ("/address/0x" + "ab" * 20, 404, "no indexed activity"),
     ("/governance/5", 404, "no proposal 5"),
     ("/txs?before=-1", 400, "page cursor"),
+    ("/txs?before=²", 400, "page cursor"),  # str.isdigit() is true of "²", which int() refuses
+    ("/txs?before=٣", 400, "page cursor"),  # ... and of other scripts' digits, which int() reads ("٣" as 3)
     ("/search?q=", 400, "Type a block number"),
     ("/search?q=0xabc", 400, "has 3 hex digits"),
     ("/search?q=nothing-like-this", 404, "Nothing indexed matches"),
@@ -96,3 +101,31 @@ def test_the_pages_see_the_endpoints_of_included_routers(tmp_path: Path) -> None
     assert {"get_record", "get_list", "get_provenance", "get_joint_job", "get_joint_jobs", "etherscan",
             "list_blocks", "status"} <= set(ep)
     assert ep["get_joint_jobs"].__module__ == "chainshare.explorer.api.joint"
+
+
+@pytest.mark.parametrize("path", ["/api/v1/credentials/verify", "/credentials/verify"])
+def test_a_content_length_of_non_ascii_digits_is_a_400_not_a_500(tmp_path: Path, path: str) -> None:
+    """A header byte 0xB2 reads as "²" (latin-1), which str.isdigit() takes and int() refuses. httpx's ASGI
+    transport sends the raw bytes (TestClient would re-encode them as UTF-8)."""
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'ex.db'}")
+    s.metadata.create_all(engine)
+    app = create_explorer_app(engine)
+    mount_credential_pages(app, "http://127.0.0.1:9")  # as `chainshare explorer serve --node URL` does
+
+    async def post() -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://explorer") as c:
+            return await c.post(path, content=b"", headers={"Content-Length": b"\xb2",
+                                                              "Content-Type": "application/json"})
+
+    r = asyncio.run(post())
+    assert (b"Content-Length", b"\xb2") in r.request.headers.raw
+    assert r.status_code == 400 and "the request body is at most" in r.text, r.text[:300]
+
+
+@pytest.mark.parametrize("number", ["٣", "३", "1_0", " 1", "+1", "0x_1", "0x٣"])
+def test_etherscan_numbers_are_ascii_digits_or_0x_hex_only(client: TestClient, number: str) -> None:
+    """int() alone reads "٣" as 3 and takes a sign, spaces and underscores: each is an invalid parameter."""
+    r = client.get("/api", params={"module": "block", "action": "getblocknobytime", "timestamp": number})
+    assert r.json() == {"status": "0", "message": "NOTOK", "result": "Error! Invalid timestamp"}
+    ok = client.get("/api", params={"module": "block", "action": "getblocknobytime", "timestamp": "0x10"})
+    assert ok.json()["result"] == "Error! No closest block found"  # a valid number, on an empty index

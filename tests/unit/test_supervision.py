@@ -19,7 +19,7 @@ def test_unset_or_empty_variable_names_no_supervisor() -> None:
     assert parse_supervisor_pid({ENV_VAR: "4242"}) == 4242
 
 
-@pytest.mark.parametrize("raw", ["abc", "-5", "0", "12.5", "0x10"])
+@pytest.mark.parametrize("raw", ["abc", "-5", "0", "12.5", "0x10", "٤٢٤٢", "4²"])  # str.isdecimal() takes "٤٢٤٢"
 def test_a_variable_that_is_not_a_pid_is_a_config_error(raw: str) -> None:
     with pytest.raises(ConfigError, match=ENV_VAR):
         parse_supervisor_pid({ENV_VAR: raw})

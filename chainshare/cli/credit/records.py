@@ -33,6 +33,7 @@ from chainshare.credit.batches import (
 )
 from chainshare.credit.query import check_subject
 from chainshare.crypto.hashing import keccak256
+from chainshare.decimal_text import parse_ascii_decimal
 from chainshare.errors import ChainshareError, InvalidInput, NotFound
 from chainshare.execution.contracts.addresses import CREDIT_REGISTRY
 from chainshare.execution.contracts.credit_registry import (
@@ -71,8 +72,9 @@ def parse_time(text: str | None, what: str) -> int | None:
     if text is None or text == "":
         return None
     t = text.strip()
-    if t.isdigit() and len(t) <= 12:
-        return int(t)
+    seconds = parse_ascii_decimal(t, max_digits=12)
+    if seconds is not None:
+        return seconds
     try:
         if len(t) == 10:
             return int(datetime.combine(date.fromisoformat(t), datetime.min.time(), UTC).timestamp())
@@ -98,8 +100,8 @@ def record_args(row: dict[str, str], now: int) -> list[Any]:
         return value
 
     subject = parse_subject(need("subject"))
-    severity = need("severity")
-    if not severity.isdigit() or not 1 <= int(severity) <= 5:
+    severity = parse_ascii_decimal(need("severity"), max_digits=1)
+    if severity is None or not 1 <= severity <= 5:
         raise InvalidInput("severity must be 1..5")
     summary = row.get("summary") or ""
     summary_hash = bytes(32)
@@ -110,7 +112,7 @@ def record_args(row: dict[str, str], now: int) -> list[Any]:
             summary_hash = parse_hash32(row["summary_hash"], "summary hash")
     decision = parse_time(row.get("decision_date"), "decision date") or now
     effective = parse_time(row.get("effective_from"), "effective from") or decision
-    return [subject, need("category"), parse_polarity(need("polarity")), int(severity), need("document_number"),
+    return [subject, need("category"), parse_polarity(need("polarity")), severity, need("document_number"),
             need("authority"), need("legal_basis"), summary, summary_hash, decision, effective,
             parse_period(row.get("min_period") or "0s", "minimum period"),
             parse_period(need("max_period"), "maximum period"), parse_hash32(need("evidence_hash"), "evidence hash")]

@@ -15,11 +15,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from sqlalchemy import Engine, select
 
+from chainshare.decimal_text import parse_ascii_decimal
 from chainshare.explorer.api.views import hx
 from chainshare.explorer.db import schema as s
 from chainshare.ledger.txs import decode_transaction
 
 WINDOW = 10_000
+_HEX_NUMBER = re.compile(r"0x[0-9a-fA-F]{1,16}")  # int(x, 16) alone takes a sign, spaces, "_" and other digits
 MAX_BLOCK = 2**30  # (MAX_BLOCK + 1) << (SEQ_SHIFT + LOG_SHIFT) still fits a signed 64-bit integer
 Q = Annotated[str | None, Query(max_length=200)]
 
@@ -44,11 +46,12 @@ def _int(p: dict[str, str], name: str, default: int | None, lo: int = 0, hi: int
         return default
     if raw == "latest" and name in ("endblock", "toBlock"):
         return hi
-    base = 16 if raw.startswith("0x") else 10
-    try:
-        v = int(raw, base)
-    except ValueError as exc:
-        raise _Bad(f"Invalid {name}") from exc
+    if _HEX_NUMBER.fullmatch(raw):
+        v: int | None = int(raw[2:], 16)
+    else:
+        v = parse_ascii_decimal(raw, max_digits=20)
+    if v is None:
+        raise _Bad(f"Invalid {name}")
     if not lo <= v <= hi:
         raise _Bad(f"{name} must be between {lo} and {hi}")
     return v

@@ -17,6 +17,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
+from chainshare.decimal_text import parse_ascii_decimal
 from chainshare.errors import ChainshareError, InvalidInput, NotFound
 from chainshare.logs import log_event
 
@@ -45,7 +46,8 @@ def verify_pasted(node_url: str, proof: str, nonce: str, required: str) -> dict[
 
 async def _read_body(request: Request) -> bytes:
     declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
+    size = None if declared is None else parse_ascii_decimal(declared, max_digits=len(str(MAX_BODY)))
+    if declared is not None and (size is None or size > MAX_BODY):
         raise InvalidInput(f"the request body is at most {MAX_BODY} bytes")
     body = b""
     async for chunk in request.stream():

@@ -20,6 +20,7 @@ from markupsafe import Markup
 from sqlalchemy import Engine, func, select
 
 from chainshare.credit.query import MAX_RECORD_ID, check_subject
+from chainshare.decimal_text import parse_ascii_decimal
 from chainshare.execution.contracts.addresses import CREDIT_REGISTRY
 from chainshare.execution.contracts.credit_registry import compute_subject_key
 from chainshare.explorer.db import schema as s
@@ -79,18 +80,19 @@ def mount_credit_pages(app: FastAPI, reader: Engine, kit: PageTools) -> None:
     @kit.page("/credit/subjects/{subject}")
     def subject_page(request: Request, subject: str) -> HTMLResponse:
         check_subject(subject)
-        at = request.query_params.get("at")
-        if at is not None and not (at.isdigit() and len(at) <= 12):
+        at_text = request.query_params.get("at")
+        at = None if at_text is None else parse_ascii_decimal(at_text, max_digits=12)
+        if at_text is not None and at is None:
             raise kit.page_error(400, "Bad height", "'at' must be a block height (digits).")
-        view = ep["get_subject"](subject=subject, at=int(at) if at else None)
+        view = ep["get_subject"](subject=subject, at=at)
         return kit.render(request, "credit_subject.html", v=view, )
 
     @kit.page("/credit/records/{record_id}")
     def record_page(request: Request, record_id: str) -> HTMLResponse:
-        if not (record_id.isdigit() and 0 < int(record_id) <= MAX_RECORD_ID):
+        rid = parse_ascii_decimal(record_id, max_digits=len(str(MAX_RECORD_ID)))
+        if rid is None or not 0 < rid <= MAX_RECORD_ID:
             raise kit.page_error(400, "Not a record id", f"{record_id[:40]!r} is not a credit record id "
                                  f"(a number from 1 to {MAX_RECORD_ID}).")
-        rid = int(record_id)
         record = ep["get_record"](record_id=rid)
         provenance = ep["get_provenance"](record_id=rid)
         bundle = compute_browser_bundle(provenance, get_indexed_logs(reader, rid),

@@ -23,6 +23,8 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
+from chainshare.decimal_text import parse_ascii_decimal
+
 STREAM_SECONDS = 600.0  # then the client reconnects (EventSource does), so no stream lives forever
 POLL_SECONDS = 1.0
 RETRY_MS = 3000
@@ -46,9 +48,9 @@ class LiveEvent:
 def get_resume_point(request: Request, after: int | None) -> int | None:
     """Where a stream starts: after the ``Last-Event-ID`` an EventSource sends when it reconnects (the id of
     the last event it received), else after ``after`` (None: from what is new from now on)."""
-    last_id = request.headers.get("last-event-id", "")
-    if last_id.isdigit() and len(last_id) <= 19 and int(last_id) <= MAX_AFTER:
-        return int(last_id)
+    last_id = parse_ascii_decimal(request.headers.get("last-event-id", ""), max_digits=19)
+    if last_id is not None and last_id <= MAX_AFTER:
+        return last_id
     return after
 
 

@@ -33,6 +33,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from chainshare.decimal_text import parse_ascii_decimal
 from chainshare.errors import ChainshareError, NotFound
 from chainshare.explorer.web import queries
 from chainshare.explorer.web.live import After, LiveEvent, get_resume_point, stream_live_events
@@ -178,9 +179,10 @@ def mount_pages(app: FastAPI, reader: Engine) -> None:
         b = request.query_params.get("before")
         if b is None or b == "":
             return None
-        if not b.isdigit() or int(b) > MAX_CURSOR:
+        value = parse_ascii_decimal(b, max_digits=len(str(MAX_CURSOR)))
+        if value is None or value > MAX_CURSOR:
             raise PageError(400, "Bad page cursor", "'before' must be a page cursor as given by a 'next' link.")
-        return int(b)
+        return value
 
     def status() -> dict[str, Any]:
         return dict(ep["status"]())

@@ -1,0 +1,18 @@
+"""Decimal numbers given as text by the outside world (HTTP values, form fields, CLI arguments, config,
+other nodes' JSON).
+
+``str.isdigit``/``isdecimal`` are also true of digits such as "²" (which ``int`` refuses: ValueError) and
+of other scripts' digits such as "٣" (which ``int`` reads as 3), and ``int`` alone also takes a sign,
+spaces and underscores; so external text is read with ``parse_ascii_decimal`` and nothing else.
+"""
+
+from __future__ import annotations
+
+_ASCII_DIGITS = frozenset("0123456789")
+
+
+def parse_ascii_decimal(text: str, *, max_digits: int) -> int | None:
+    """The value of ``text`` if it is 1..``max_digits`` ASCII digits (leading zeros allowed), else None."""
+    if not 0 < len(text) <= max_digits or not _ASCII_DIGITS.issuperset(text):
+        return None
+    return int(text)
