@@ -79,8 +79,8 @@ def decode(data: bytes) -> Any:
             data, raw=False, use_list=True, strict_map_key=True,
             object_pairs_hook=_refuse_map, ext_hook=_refuse_ext,
         )
-    except DecodeError:
-        raise
+    except (DecodeError, MemoryError):
+        raise  # out of memory is this node's failure, not the input's
     except Exception as exc:  # msgpack raises several unrelated types for garbage
         raise DecodeError(f"not canonical msgpack: {exc}") from exc
     _check_decoded(value)

@@ -68,6 +68,11 @@ class TransactionTooLarge(InvalidTransaction):
     pass
 
 
+class ExecutionFailed(InvalidTransaction):
+    """Executing a transaction raised instead of reverting (a bug): proposers leave it out of their blocks and
+    drop it from their mempools."""
+
+
 class UnknownSelector(InvalidTransaction):
     pass
 

@@ -46,7 +46,14 @@ from chainshare.consensus.messages import (
 )
 from chainshare.consensus.peergate import GateConfig, PeerGate, charge_failed_checks, is_muted
 from chainshare.crypto.hashing import keccak256
-from chainshare.errors import ChainshareError, ConsensusError, DecodeError, InvalidTransaction, StorageError
+from chainshare.errors import (
+    ChainshareError,
+    ConsensusError,
+    DecodeError,
+    ExecutionFailed,
+    InvalidTransaction,
+    StorageError,
+)
 from chainshare.execution.block import ExecutedBlock, apply_block, build_block
 from chainshare.execution.contracts.addresses import EVIDENCE, MEMBERSHIP
 from chainshare.execution.contracts.cedar import run_on_cedar_thread
@@ -480,7 +487,8 @@ class Replica:
 
     def _build_sync(self, req: core.BuildProposal, txs: list[Any], invalid: list[Any]) -> Block | None:
         """The block of ``req`` over ``txs`` (None if this node cannot build it now); the transactions left
-        out as invalid are appended to ``invalid`` (for the event loop to drop from the mempool)."""
+        out because executing them raised (ExecutionFailed) are appended to ``invalid``, for the event loop
+        to drop from the mempool."""
         parent = req.parent
         if self.my_index is None:
             return None
@@ -495,7 +503,11 @@ class Replica:
             return None  # a block of a version this release lacks: none is built (the halt comes with H-1 final)
 
         def on_invalid(tx: Any, exc: InvalidTransaction) -> None:
-            invalid.append(tx)
+            # Only a transaction that can never execute leaves the mempool here: one judged invalid against a
+            # parent that is not yet final (a nonce after it, a revocation on a branch that may be abandoned)
+            # stays, and the mempool's pruning against the final state decides its fate.
+            if isinstance(exc, ExecutionFailed):
+                invalid.append(tx)
             log_event(log, logging.INFO, "dropped transaction", tx="0x" + tx.hash.hex(), reason=exc.message)
 
         executed = build_block(

@@ -76,8 +76,9 @@ def install_request_error_handlers(app: FastAPI) -> None:
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         kind = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "InvalidInput")
         headers = exc.headers
-        if exc.status_code == 405:  # RFC 9110: a 405 lists every method of the resource, over all its routes
-            headers = {**(headers or {}), "Allow": ", ".join(compute_allowed_methods(app, request.scope))}
+        allowed = compute_allowed_methods(app, request.scope) if exc.status_code == 405 else []
+        if allowed:  # RFC 9110: a 405 lists every method of the resource, over all its routes
+            headers = {**(headers or {}), "Allow": ", ".join(allowed)}
         return JSONResponse({"error": {"type": kind, "message": str(exc.detail)}}, status_code=exc.status_code,
                             headers=headers)
 

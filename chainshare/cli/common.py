@@ -12,6 +12,8 @@ from chainshare.decimal_text import parse_ascii_decimal
 from chainshare.errors import ChainshareError, InvalidInput
 from chainshare.supervision import start_supervisor_watch
 
+EXECUTION_INT_MAX_STR_DIGITS = 4300  # CPython's default
+
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -55,6 +57,9 @@ def _print_error(message: str, code: int) -> int:
 def run_cli(group: click.Group, argv: list[str] | None) -> int:
     """Run the click group; map chainshare errors to a message and exit code, never a traceback. Under
     ``CHAINSHARE_EXIT_WITH_PID`` the process stops once that supervisor has ended (``chainshare.supervision``)."""
+    # Contracts parse JSON (json.loads reads integers under this limit): every node must use the same one,
+    # whatever PYTHONINTMAXSTRDIGITS its environment sets, or two nodes could execute a block differently.
+    sys.set_int_max_str_digits(EXECUTION_INT_MAX_STR_DIGITS)
     try:
         start_supervisor_watch()
         rv = group.main(args=argv, prog_name="chainshare", standalone_mode=False)

@@ -291,6 +291,8 @@ def decode_values(types: list[str], data: bytes) -> tuple[Any, ...]:
         return tuple(fast[0])
     try:
         return tuple(_abi_decode(types, data, strict=True))
+    except MemoryError:
+        raise  # this node's failure, not the call data's
     except Exception as exc:
         raise DecodeError(f"calldata does not decode as ({','.join(types)}): {exc}") from exc
 

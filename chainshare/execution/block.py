@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from chainshare.crypto.hashing import keccak256
-from chainshare.errors import ConsensusError, DecodeError, InvalidTransaction, StorageError
+from chainshare.errors import ConsensusError, DecodeError, ExecutionFailed, InvalidTransaction
 from chainshare.execution.contracts.membership import (
     compute_validator_set_hash,
     get_validator_set_at,
@@ -69,7 +69,7 @@ def execute_transactions(runtime: Runtime, state: StateView, txs: Sequence[Trans
     ``on_invalid`` is None, makes the whole block invalid (verifier). The same holds for a tx whose
     execution raised instead of reverting (a bug, which must not halt the chain): a proposer leaves it
     out with its writes undone, a verifier refuses the block (ConsensusError). A failure of the ledger
-    (StorageError) or of memory propagates."""
+    (StorageError, any OSError) or of memory propagates."""
     included: list[Transaction] = []
     receipts: list[Receipt] = []
     cumulative = 0
@@ -87,8 +87,8 @@ def execute_transactions(runtime: Runtime, state: StateView, txs: Sequence[Trans
         before = state.snapshot()
         try:
             receipt = runtime.apply_transaction(state, tx, env, cumulative)
-        except (StorageError, MemoryError):
-            raise  # this node failed, not the transaction: stop the block
+        except (OSError, MemoryError):
+            raise  # this node failed (its ledger: StorageError is an OSError), not the transaction: stop the block
         except Exception as exc:  # noqa: BLE001 (one transaction never halts the chain)
             # The runtime turns every failure of a contract into a revert, so this is a bug. A proposer that
             # offered such a transaction would fail the same way at every attempt, and so would the next
@@ -99,7 +99,7 @@ def execute_transactions(runtime: Runtime, state: StateView, txs: Sequence[Trans
             if on_invalid is None:
                 raise ConsensusError(f"block {env.height} contains transaction 0x{tx.hash.hex()}: {reason}") from exc
             state.revert(before)
-            on_invalid(tx, InvalidTransaction(f"{reason}: left out of the block (report it to the node's operators)"))
+            on_invalid(tx, ExecutionFailed(f"{reason}: left out of the block (report it to the node's operators)"))
             continue
         cumulative = receipt.cumulative_gas_used
         included.append(tx)

@@ -10,6 +10,7 @@ no I/O beyond the state view.
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +39,8 @@ G_BLS_VERIFY = 50_000  # one BLS signature or proof-of-possession check (two pai
 NONCE_PREFIX = b"n"
 CONTRACT_PREFIX = b"c"
 
+
+log = logging.getLogger("chainshare.execution")
 
 class Revert(Exception):
     """Raised by a contract to revert the call with a reason (``Error(string)``)."""
@@ -320,10 +323,12 @@ class Runtime:
         except StorageError:
             raise
         except _DETERMINISTIC_FAILURES as exc:
-            # The reason names only the exception type: its text may hold object addresses, and the
-            # reason is in the receipt, which every node must compute alike. ``__cause__`` keeps the rest.
-            raise Revert(f"{contract.NAME}.{spec.name}: the call failed ({type(exc).__name__}); "
-                         "check its arguments") from exc
+            # The reason is in the receipt, which every node must compute alike now and when it re-executes
+            # history under a later release: so it names neither the exception's text (object addresses)
+            # nor its type (a library or Python upgrade may rename or re-route it). The log has the type.
+            log.debug("contract call failed", extra={"fields": {"call": f"{contract.NAME}.{spec.name}",
+                                                                "error": type(exc).__name__}})
+            raise Revert(f"{contract.NAME}.{spec.name}: the call failed; check its arguments") from exc
 
     def apply_transaction(self, state: StateView, tx: Transaction, env: BlockEnv, cumulative_gas: int) -> Receipt:
         """Run ``tx`` (already verified: member sender, next nonce) and return its receipt."""

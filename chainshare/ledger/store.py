@@ -66,7 +66,12 @@ class LevelDBStore:
             raise StorageError(f"the ledger at {path} is corrupted or unreadable: {exc}") from exc
 
     def get(self, key: bytes) -> bytes | None:
-        return self._db.get(key)  # type: ignore[no-any-return]
+        """The value at ``key`` or None; StorageError when LevelDB cannot read it (an I/O error, a corrupted
+        table, a closed database): a failure of this node, never of what is being executed."""
+        try:
+            return self._db.get(key)  # type: ignore[no-any-return]
+        except Exception as exc:  # noqa: BLE001 (plyvel.IOError/CorruptionError, RuntimeError when closed)
+            raise StorageError(f"cannot read the ledger at {self.path}: {exc}") from exc
 
     def write_batch(self, puts: Mapping[bytes, bytes], deletes: tuple[bytes, ...] = (), sync: bool = True) -> None:
         # transaction=True: a batch that fails part-way (bad value) writes nothing at all.
@@ -88,6 +93,15 @@ class LevelDBStore:
             raise StorageError(f"cannot write the ledger at {self.path}: {exc}") from exc
 
     def iterate(self, prefix: bytes, start: bytes | None = None, reverse: bool = False) -> Iterator[tuple[bytes, bytes]]:
+        """The items under ``prefix`` from ``start`` on, in key order (or reversed); StorageError as ``get``."""
+        try:
+            yield from self._iterate(prefix, start, reverse)
+        except GeneratorExit:
+            raise
+        except Exception as exc:  # noqa: BLE001 (as in get)
+            raise StorageError(f"cannot read the ledger at {self.path}: {exc}") from exc
+
+    def _iterate(self, prefix: bytes, start: bytes | None, reverse: bool) -> Iterator[tuple[bytes, bytes]]:
         if start is None:
             yield from self._db.iterator(prefix=prefix, reverse=reverse)
             return

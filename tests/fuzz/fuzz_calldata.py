@@ -100,7 +100,7 @@ def check(data: bytes) -> None:
             out = receipt.output
         # The runtime turns a contract's unexpected exception into this revert (safe, but still a bug
         # in the contract, which should refuse the arguments with its own reason).
-        assert "the call failed (" not in (abi.decode_revert_reason(out) or ""), abi.decode_revert_reason(out)
+        assert ": the call failed; check its arguments" not in (abi.decode_revert_reason(out) or ""), abi.decode_revert_reason(out)
         try:
             RUNTIME.check_call(to, call)
         except ChainshareError:

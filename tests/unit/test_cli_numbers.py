@@ -5,6 +5,9 @@ the argument, never a traceback and never a number. Run through ``run_cli``, as 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,3 +89,12 @@ def test_record_fields_of_non_ascii_digits_are_refused(field: str, value: str, m
     assert record_args(ROW, 1_750_000_000)[3] == 3
     with pytest.raises(InvalidInput, match=message):
         record_args({**ROW, field: value}, 1_750_000_000)
+
+
+def test_every_chainshare_process_reads_integers_under_the_same_digit_limit() -> None:
+    """json.loads in contracts refuses integers over the limit: PYTHONINTMAXSTRDIGITS must not change it."""
+    code = ("import sys, json; from chainshare.cli.common import run_cli; from chainshare.cli import cli; "
+            "run_cli(cli, ['--help']); print(sys.get_int_max_str_digits())")
+    proc = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONINTMAXSTRDIGITS": "0"},
+                          capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip().splitlines()[-1] == "4300", proc.stderr

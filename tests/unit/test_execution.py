@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -187,11 +188,13 @@ def _run_faulty(data: bytes) -> tuple[Receipt, StateView]:
     ("lookup", call_data("lookup(uint256)", 2), "KeyError"),
     ("oversized", call_data("oversized()"), "ValueOutOfBounds"),
 ], ids=["lookup-fails", "return-value-does-not-encode"])
-def test_a_contract_failing_on_unexpected_arguments_reverts_the_call_deterministically(name: str, data: bytes,
-                                                                                       failure: str) -> None:
-    receipt, state = _run_faulty(data)
+def test_a_contract_failing_on_unexpected_arguments_reverts_the_call_deterministically(
+        name: str, data: bytes, failure: str, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.DEBUG, logger="chainshare.execution"):
+        receipt, state = _run_faulty(data)
     assert receipt.status == STATUS_FAILURE and not receipt.logs
-    assert revert_reason(receipt.output) == f"Faulty.{name}: the call failed ({failure}); check its arguments"
+    assert revert_reason(receipt.output) == f"Faulty.{name}: the call failed; check its arguments"
+    assert [r.fields for r in caplog.records] == [{"call": f"Faulty.{name}", "error": failure}]  # type: ignore[attr-defined]
     assert state.get(b"c" + _Faulty.ADDRESS + b"touched") is None  # its writes are undone
     assert get_nonce(state, ALICE.address) == 1
 

@@ -129,3 +129,4 @@ def test_etherscan_numbers_are_ascii_digits_or_0x_hex_only(client: TestClient, n
     assert r.json() == {"status": "0", "message": "NOTOK", "result": "Error! Invalid timestamp"}
     ok = client.get("/api", params={"module": "block", "action": "getblocknobytime", "timestamp": "0x10"})
     assert ok.json()["result"] == "Error! No closest block found"  # a valid number, on an empty index
+

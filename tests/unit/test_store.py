@@ -343,3 +343,15 @@ def test_reopening_the_same_data_dir_keeps_the_chain(tmp_path: Path) -> None:
             open_chain(s, dataclasses.replace(GENESIS, chain_id=7))
     finally:
         s.close()
+
+
+def test_a_read_leveldb_cannot_make_is_a_storage_error_of_this_node(tmp_path: Path) -> None:
+    """plyvel's own errors (here: the database closed under the reader) never reach execution as they are,
+    where a contract's failures revert: a ledger that cannot be read stops the block instead."""
+    store = LevelDBStore(tmp_path / "db")
+    store.write_batch({b"k1": b"v"})
+    store.close()
+    with pytest.raises(StorageError, match="cannot read the ledger"):
+        store.get(b"k1")
+    with pytest.raises(StorageError, match="cannot read the ledger"):
+        list(store.iterate(b"k"))

@@ -31,16 +31,30 @@ def test_a_process_does_not_watch_itself() -> None:
 
 def test_the_watch_fires_only_after_the_supervisor_has_ended() -> None:
     supervisor = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    ended = threading.Event()
-    watcher = threading.Thread(target=watch_supervisor, args=(supervisor.pid, ended.set),
-                               kwargs={"poll_seconds": 0.05}, daemon=True)
-    watcher.start()
+    watcher = subprocess.Popen(  # started after its supervisor, as every supervised process is
+        [sys.executable, "-c", "import sys; from chainshare.supervision import watch_supervisor; "
+         "watch_supervisor(int(sys.argv[1]), lambda: print('ended', flush=True), poll_seconds=0.05)",
+         str(supervisor.pid)], stdout=subprocess.PIPE, text=True)
     try:
-        assert not ended.wait(0.5), "fired while the supervisor was alive"
+        with pytest.raises(subprocess.TimeoutExpired):
+            watcher.wait(1.0)  # still watching while the supervisor lives
     finally:
         supervisor.kill()  # not reaped yet: a zombie, which counts as ended
-    assert ended.wait(5), "did not fire after the supervisor was killed"
+    out, _ = watcher.communicate(timeout=10)
+    assert out == "ended\n"
     supervisor.wait()
+
+
+def test_a_process_started_after_this_one_is_not_its_supervisor() -> None:
+    """A pid that names a younger process was reused: the supervisor that started us has ended."""
+    younger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        ended = threading.Event()
+        watch_supervisor(younger.pid, ended.set, poll_seconds=0.05)
+        assert ended.is_set()
+    finally:
+        younger.kill()
+        younger.wait()
 
 
 def test_a_supervisor_already_gone_fires_at_once() -> None:
@@ -56,3 +70,4 @@ def test_the_cli_refuses_a_malformed_variable_with_a_usage_error() -> None:
                           env={**os.environ, ENV_VAR: "not-a-pid"}, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2, proc.stderr
     assert ENV_VAR in proc.stderr and "positive integer" in proc.stderr
+
