@@ -64,9 +64,12 @@ _DETERMINISTIC_FAILURES = (ArithmeticError, LookupError, TypeError, ValueError, 
 
 @dataclass(frozen=True)
 class GasSchedule:
-    """The gas prices a protocol version may change (execution/forks/); the rest are constants above."""
+    """The gas prices and metering rules a protocol version may change (execution/forks/); the rest are
+    constants above."""
 
     sstore_word: int = G_WORD  # per 32 bytes of a stored value beyond the first word
+    # v1-v3: a sub-call's gas counts only if it returns, so work in a sub-call that reverts was free (fixed in v4)
+    charge_failed_calls: bool = False
 
 
 @dataclass(frozen=True)
@@ -243,12 +246,19 @@ class CallContext:
         self.logs.append(Log(self.address, topics, data))
 
     def call(self, target: bytes, data: bytes) -> bytes:
-        """Call another system contract as this contract; a revert there reverts here."""
+        """Call another system contract as this contract; a revert there reverts here. The gas the call used is
+        charged here however it ends (from protocol version 4; before, only when it returned)."""
         self.charge(G_CALL)
         sub = CallContext(self.runtime, self.state, self.env, self.address, self.origin, target,
                           self.gas_left, self.static)
-        out = self.runtime.dispatch(sub, data)
-        self.gas_left = sub.gas_left
+        if not self.runtime.gas.charge_failed_calls:
+            out = self.runtime.dispatch(sub, data)
+            self.gas_left = sub.gas_left
+        else:
+            try:
+                out = self.runtime.dispatch(sub, data)
+            finally:
+                self.gas_left = sub.gas_left  # below zero after OutOfGas, which goes on up
         self.logs.extend(sub.logs)
         return out
 

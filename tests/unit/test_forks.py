@@ -4,7 +4,11 @@ one place), and `chain verify` re-executes old blocks under the rules of their h
 
 from __future__ import annotations
 
-from typing import Any
+import inspect
+import json
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import pytest
 from chainkit import (
@@ -20,8 +24,11 @@ from chainkit import (
     validator,
 )
 
+from chainshare.crypto.secp import to_checksum_address
 from chainshare.errors import ConfigError, ConsensusError, UnsupportedProtocolVersion
 from chainshare.execution import forks
+from chainshare.execution.block import apply_block
+from chainshare.execution.contracts.addresses import CREDIT_REGISTRY, DATASETS
 from chainshare.execution.contracts.governance import ProtocolUpgrade, get_upgrade_schedule
 from chainshare.execution.forks import (
     SUPPORTED_VERSIONS_ENV,
@@ -34,9 +41,11 @@ from chainshare.execution.forks import (
     v1,
     v2,
     v3,
+    v4,
 )
+from chainshare.execution.runtime import G_SSTORE_RESET, Runtime
 from chainshare.ledger.chain import ChainStore
-from chainshare.ledger.types import STATUS_FAILURE, STATUS_SUCCESS
+from chainshare.ledger.types import STATUS_FAILURE, STATUS_SUCCESS, Receipt
 from chainshare.verify import StoreSource, verify_chain
 
 ALICE = account("alice")
@@ -126,7 +135,7 @@ def test_blocks_run_under_the_version_of_their_height() -> None:
 
 
 def test_supported_versions_are_gated_in_one_place(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert parse_supported_versions(None) == forks.SUPPORTED_VERSIONS == frozenset({1, 2, 3})
+    assert parse_supported_versions(None) == forks.SUPPORTED_VERSIONS == frozenset({1, 2, 3, 4})
     assert parse_supported_versions("1") == frozenset({1})
     for bad in ("2", "1,7", "one"):
         with pytest.raises(ConfigError):
@@ -246,8 +255,8 @@ def test_a_node_refuses_to_start_with_versions_this_release_does_not_implement(m
     from chainshare.ledger.store import MemoryStore
     from chainshare.node import Node, ValidatorKey
 
-    monkeypatch.setenv(SUPPORTED_VERSIONS_ENV, "1,4")
-    with pytest.raises(ConfigError, match="implements versions 1,2,3"):
+    monkeypatch.setenv(SUPPORTED_VERSIONS_ENV, "1,5")
+    with pytest.raises(ConfigError, match="implements versions 1,2,3,4"):
         Node(NodeConfig(), GENESIS, MemoryStore(), ValidatorKey(VAL.secret_key, VAL.public_key))
 
 
@@ -357,3 +366,146 @@ def test_v3_changes_only_the_credit_registry_handle_rule() -> None:
     assert [c.NAME for c in two.contracts.values()] == [c.NAME for c in three.contracts.values()]
     assert three.by_name["CreditRegistry"].EXACT_HANDLES and not two.by_name["CreditRegistry"].EXACT_HANDLES
     assert three.by_name["CreditRegistry"].to_abi() == two.by_name["CreditRegistry"].to_abi()
+
+
+# -- v4: JSON nesting bounded before parsing; a failed sub-call's gas charged ----------------------
+
+REGISTER = "register(string,bytes32,string,uint64,string)"
+SCHEMA_SHAPE = 'schema must be a JSON object {"columns": [...], "min_group": n} and nothing else'
+DEEP = 400  # parses ~100 frames into a test, and does not ~300 frames below the recursion limit (on CPython 3.11)
+_T = TypeVar("_T")
+
+
+def nested(levels: int) -> str:
+    return "[" * levels + "]" * levels
+
+
+def register_schema(schema: str, nonce: int = 0) -> bytes:
+    return sign_call(ALICE, DATASETS, call_data(REGISTER, "t", b"\x01" * 32, schema, 1, ""), nonce, gas=5_000_000)
+
+
+def at_stack_depth(frames: int, fn: Callable[[], _T]) -> _T:
+    return fn() if frames <= 0 else at_stack_depth(frames - 1, fn)
+
+
+def register_then_re_execute_near_the_recursion_limit(runtime: Runtime, schema: str) -> Receipt:
+    """Build a block of one ``Datasets.register(schema)`` here (what the proposer does), re-execute it (what a
+    replica's commit and `chain verify` do) with the stack 300 frames short of the recursion limit, and return
+    its receipt; ConsensusError if the re-execution's receipts differ."""
+    ledger = Ledger(GENESIS, runtime=runtime)
+    built = ledger.build([register_schema(schema)])
+    padding = sys.getrecursionlimit() - len(inspect.stack(0)) - 300
+    again = at_stack_depth(padding, lambda: apply_block(runtime, ledger.reader(), ledger.parent_header,
+                                                        ledger.accumulator, built.block, chain_id=GENESIS.chain_id))
+    assert again.receipts == built.receipts
+    return built.receipts[0]
+
+
+def test_v4_refuses_a_deeply_nested_schema_alike_at_any_stack_depth() -> None:
+    receipt = register_then_re_execute_near_the_recursion_limit(v4.build_runtime(), nested(DEEP))
+    assert receipt.status == STATUS_FAILURE
+    assert revert_reason(receipt.output) == "schema nests arrays and objects deeper than 32 levels"
+
+
+def test_v3_keeps_its_json_handling_for_its_blocks() -> None:
+    """v3 parses whatever the stack allows: a schema 100 deep is parsed (and refused for its shape), and one
+    DEEP levels deep re-executes differently near the recursion limit (what v4 fixes, never in place)."""
+    receipt = register_then_re_execute_near_the_recursion_limit(v3.build_runtime(), nested(100))
+    assert revert_reason(receipt.output) == SCHEMA_SHAPE
+    with pytest.raises(ConsensusError, match="receipts_root"):
+        register_then_re_execute_near_the_recursion_limit(v3.build_runtime(), nested(DEEP))
+
+
+def test_v4_takes_ordinary_schemas_and_counts_only_brackets_outside_strings() -> None:
+    ledger = Ledger(GENESIS, runtime=v4.build_runtime())
+    tricky_name = '[{\\"' * 20  # brackets, an escaped backslash and an escaped quote inside a string
+    schema = json.dumps({"columns": [{"name": "agency", "kind": "string"}, {"name": tricky_name, "kind": "integer"}],
+                         "min_group": 5})
+    assert ledger.send(ALICE, DATASETS, call_data(REGISTER, "t", b"\x01" * 32, schema, 1, ""),
+                       gas=5_000_000).status == STATUS_SUCCESS
+    at_cap = ledger.send(ALICE, DATASETS, call_data(REGISTER, "t", b"\x02" * 32, nested(32), 1, ""), gas=5_000_000)
+    assert revert_reason(at_cap.output) == SCHEMA_SHAPE
+    over = ledger.send(ALICE, DATASETS, call_data(REGISTER, "t", b"\x03" * 32, "[" * 33 + "]]" + '"', 1, ""),
+                       gas=5_000_000)
+    assert revert_reason(over.output) == "schema nests arrays and objects deeper than 32 levels"
+
+
+def deadline_batch(calls: int, then_fail: bool) -> bytes:
+    """Governance.executeBatch of ``calls`` CreditRegistry.setObjectionDeadline writes, then one that reverts."""
+    data = [call_data("setObjectionDeadline(uint64)", 86_400 + i) for i in range(calls)]
+    if then_fail:
+        data.append(call_data("setObjectionDeadline(uint64)", 0))
+    return call_data("executeBatch(address[],bytes[])", [to_checksum_address(CREDIT_REGISTRY)] * len(data), data)
+
+
+@pytest.mark.parametrize("version", [v3, v4])
+def test_the_gas_of_a_sub_call_that_reverts_is_charged_from_v4(version: Any) -> None:
+    """A proposal runs a batch of 20 writes whose last call reverts: v4 charges the writes (the failed execute
+    costs at least what the same batch without the failing call costs); v1-v3 charged none of them."""
+    done = gov_call(Ledger(GENESIS, runtime=version.build_runtime()), deadline_batch(20, then_fail=False))[-1]
+    failed = gov_call(Ledger(GENESIS, runtime=version.build_runtime()), deadline_batch(20, then_fail=True))[-1]
+    assert done.status == STATUS_SUCCESS and failed.status == STATUS_FAILURE
+    assert "objection deadline must be" in revert_reason(failed.output)
+    if version is v4:
+        assert failed.gas_used >= done.gas_used
+    else:
+        assert failed.gas_used < done.gas_used - 20 * G_SSTORE_RESET
+
+
+def test_v4_changes_only_json_nesting_and_failed_call_gas() -> None:
+    three, four = v3.build_runtime(), v4.build_runtime()
+    assert four.version == 4 and four.gas.sstore_word == three.gas.sstore_word
+    assert (three.gas.charge_failed_calls, four.gas.charge_failed_calls) == (False, True)
+    capped = {c.NAME for c in four.contracts.values() if getattr(c, "JSON_DEPTH_CAP", None) == 32}
+    assert capped == {"Datasets", "CreditRegistry", "CredentialRegistry"}
+    assert all(getattr(c, "JSON_DEPTH_CAP", None) is None for c in three.contracts.values())
+    assert four.by_name["CreditRegistry"].EXACT_HANDLES
+    assert [c.to_abi() for c in three.contracts.values()] == [c.to_abi() for c in four.contracts.values()]
+
+
+def test_a_chain_reaches_v4_by_a_governance_upgrade_and_caps_json_from_then_on() -> None:
+    """From v1, Governance schedules v4: a scoring rule and an AnonCreds schema nested 40 deep revert with the
+    cap's reason from v4 on (the scoring rule was refused for its shape before), an ordinary rule installs,
+    and `chain verify` re-executes each block under its own version."""
+    from credit_kit import GOV, ISSUER_A, ISSUER_B, RULE, CreditKit, encode, ok, reverted
+
+    from chainshare.execution.contracts.addresses import CREDENTIAL_REGISTRY
+
+    kit = CreditKit()
+    kit.configure()
+    deep_rule = '{"name": "deep", "weights": ' + nested(40) + "}"
+    assert "scoring rule must be" in reverted(kit.govern("installScoringRule", deep_rule))  # v1
+    height = kit.chain.chain.head_height
+    created = ok(kit.send(ISSUER_A, encode(GOV, "propose", to_checksum_address(GOVERNANCE),
+                                           call_data(UPGRADE, 4, height + 5), "v4"), to=GOVERNANCE))
+    pid = int.from_bytes(created.output[:32], "big")
+    for who in (ISSUER_A, ISSUER_B):
+        ok(kit.send(who, encode(GOV, "vote", pid, True), to=GOVERNANCE))
+    ok(kit.send(ISSUER_A, encode(GOV, "execute", pid), to=GOVERNANCE))
+    while kit.chain.chain.head_height < height + 4:
+        kit.chain.produce([])
+    assert get_runtime_at(kit.chain.chain.state, kit.chain.chain.head_height + 1).version == 4
+    assert reverted(kit.govern("installScoringRule", deep_rule)) == \
+        "scoring rule nests arrays and objects deeper than 32 levels"
+    ok(kit.govern("installScoringRule", json.dumps(RULE)))
+    issuer = "chainshare:agency:" + ISSUER_A
+    schema = json.dumps({"issuerId": issuer, "name": "credit", "version": "1.0", "attrNames": ["score"]})
+    publish = "publishSchema(string,string,string)"
+    deep_schema = schema[:-1] + ', "extra": ' + nested(40) + "}"
+    assert reverted(kit.send(ISSUER_A, call_data(publish, "penalty", issuer + "/s/deep", deep_schema),
+                             to=CREDENTIAL_REGISTRY)) == "schema nests arrays and objects deeper than 32 levels"
+    ok(kit.send(ISSUER_A, call_data(publish, "penalty", issuer + "/s/1", schema), to=CREDENTIAL_REGISTRY))
+    report = verify_chain(StoreSource(ChainStore(kit.chain.store)))
+    assert report.head_final and [v for v, _, _ in report.protocol_versions] == [1, 4]
+
+
+@pytest.mark.parametrize(("text", "deepest"), [
+    ('{"a": [1, {"b": [[]]}]}', 5),
+    ('["[[[[", "\\"[[[", "\\\\", [[]]]', 3),  # brackets in strings, an escaped quote, an escaped backslash
+    ('"\\\\"[[[', 3),  # the string ends after an escaped backslash: the brackets after it count
+    ("]]]][[", 2),  # a stray closer never hides later nesting
+])
+def test_json_nesting_counts_only_brackets_outside_strings(text: str, deepest: int) -> None:
+    from chainshare.execution.contracts.json_depth import is_json_nested_deeper_than
+
+    assert is_json_nested_deeper_than(text, deepest - 1) and not is_json_nested_deeper_than(text, deepest)

@@ -27,6 +27,7 @@ from chainshare import codec
 from chainshare.crypto.hashing import keccak256
 from chainshare.execution.contracts.addresses import CREDENTIAL_REGISTRY
 from chainshare.execution.contracts.credit_registry import is_authorised_issuer
+from chainshare.execution.contracts.json_depth import is_json_nested_deeper_than
 from chainshare.execution.contracts.membership import get_agency_of
 from chainshare.execution.runtime import G_SLOAD, CallContext, Revert, SystemContract, event, method
 
@@ -45,12 +46,17 @@ def compute_issuer_id(agency: str) -> str:
     return ISSUER_PREFIX + agency
 
 
-def _parse(text: str, what: str) -> dict[str, Any]:
+def _parse(text: str, what: str, depth_cap: int | None) -> dict[str, Any]:
     if len(text.encode()) > MAX_JSON:
         raise Revert(f"{what} JSON is larger than {MAX_JSON} bytes")
+    if depth_cap is not None and is_json_nested_deeper_than(text, depth_cap):
+        raise Revert(f"{what} nests arrays and objects deeper than {depth_cap} levels")
+    # v1-v3 (no cap) revert on a RecursionError, which depends on the stack depth; under the cap json.loads
+    # stays far below the limit, and a RecursionError would be this node's failure (it stops the block).
+    errors = (ValueError, RecursionError) if depth_cap is None else (ValueError,)
     try:
         obj = json.loads(text)
-    except (ValueError, RecursionError) as exc:
+    except errors as exc:
         raise Revert(f"{what} is not valid JSON: {exc}") from exc
     if not isinstance(obj, dict):
         raise Revert(f"{what} must be a JSON object")
@@ -58,8 +64,11 @@ def _parse(text: str, what: str) -> dict[str, Any]:
 
 
 class CredentialRegistry(SystemContract):
+    """The contract as versions 1-3 run it; ``forks/v4`` runs it with ``JSON_DEPTH_CAP``."""
+
     NAME = "CredentialRegistry"
     ADDRESS = CREDENTIAL_REGISTRY
+    JSON_DEPTH_CAP: int | None = None  # v1-v3: an object's nesting is bounded only by the stack (fixed in v4)
     E_SCHEMA = event("SchemaPublished(bytes32 indexed idHash, string schemaId, string category, string agency)")
     E_DEFINITION = event("CredentialDefinitionPublished(bytes32 indexed idHash, string credDefId, string schemaId, "
                          "string agency)")
@@ -120,7 +129,7 @@ class CredentialRegistry(SystemContract):
         schema, a registry its definition), which must be the sender agency's and still authorised."""
         agency = self._agency(ctx)
         self._check_id(object_id, agency, what)
-        obj = _parse(text, what)
+        obj = _parse(text, what, self.JSON_DEPTH_CAP)
         self._check_issuer_field(obj, agency, what)
         parent_id = obj.get(parent_field)
         if not isinstance(parent_id, str):
@@ -134,7 +143,7 @@ class CredentialRegistry(SystemContract):
 
     def _store_status_list(self, ctx: CallContext, rev_reg_id: str, timestamp: int, text: str, reason: str,
                            agency: str) -> None:
-        obj = _parse(text, "revocation status list")
+        obj = _parse(text, "revocation status list", self.JSON_DEPTH_CAP)
         self._check_issuer_field(obj, agency, "revocation status list")
         if obj.get("revRegDefId") != rev_reg_id:
             raise Revert(f"revocation status list revRegDefId must be {rev_reg_id!r}")
@@ -161,7 +170,7 @@ class CredentialRegistry(SystemContract):
             raise Revert(f"category must be 1..{MAX_CATEGORY} characters")
         self._check_authorised(ctx, category, agency)
         self._check_id(schema_id, agency, "schema")
-        obj = _parse(schema_json, "schema")
+        obj = _parse(schema_json, "schema", self.JSON_DEPTH_CAP)
         self._check_issuer_field(obj, agency, "schema")
         if not isinstance(obj.get("attrNames"), list) or not obj["attrNames"]:
             raise Revert("schema must name its attributes (attrNames)")

@@ -40,6 +40,7 @@ from chainshare import codec
 from chainshare.crypto.hashing import keccak256
 from chainshare.execution import abi
 from chainshare.execution.contracts.addresses import CREDIT_REGISTRY, GOVERNANCE
+from chainshare.execution.contracts.json_depth import is_json_nested_deeper_than
 from chainshare.execution.contracts.membership import get_agency, get_agency_of
 from chainshare.execution.runtime import CONTRACT_PREFIX, CallContext, Revert, SystemContract, event, method
 
@@ -118,8 +119,9 @@ MAX_ABS_POINTS = 10**9
 SEVERITIES = range(1, 6)
 
 
-def canonicalize_scoring_rule(text: str) -> str:
-    """Canonical JSON of a valid scoring rule, or ValueError naming the first problem.
+def canonicalize_scoring_rule(text: str, depth_cap: int | None = None) -> str:
+    """Canonical JSON of a valid scoring rule, or ValueError naming the first problem. With ``depth_cap``
+    (protocol version 4 on) a text nested deeper is refused before it is parsed, whatever the stack depth.
 
     ``{"name": str, "base": int, "min": int, "max": int,
        "weights": {category: {"1".."5": int points}},   # signed; a missing severity weighs 0
@@ -128,9 +130,14 @@ def canonicalize_scoring_rule(text: str) -> str:
     """
     if len(text.encode()) > MAX_RULE_BYTES:
         raise ValueError(f"scoring rule is larger than {MAX_RULE_BYTES} bytes")
+    if depth_cap is not None and is_json_nested_deeper_than(text, depth_cap):
+        raise ValueError(f"scoring rule nests arrays and objects deeper than {depth_cap} levels")
+    # v1-v3 (no cap) refuse on a RecursionError, which depends on the stack depth; under the cap json.loads
+    # stays far below the limit, and a RecursionError would be this node's failure (it stops the block).
+    errors = (ValueError, RecursionError) if depth_cap is None else (ValueError,)
     try:
         obj = json.loads(text)
-    except (ValueError, RecursionError) as exc:
+    except errors as exc:
         raise ValueError(f"scoring rule is not valid JSON: {exc}") from exc
     if not isinstance(obj, dict) or not {"name", "base", "min", "max", "weights"} <= set(obj) \
             or not set(obj) <= {"name", "base", "min", "max", "weights", "decay_days", "caps"}:
@@ -307,11 +314,13 @@ def _text(value: str, what: str, lo: int, hi: int) -> None:
 
 
 class CreditRegistry(SystemContract):
-    """The contract as versions 1 and 2 run it; ``forks/v3`` runs it with ``EXACT_HANDLES``."""
+    """The contract as versions 1 and 2 run it; ``forks/v3`` runs it with ``EXACT_HANDLES``, ``forks/v4`` also
+    with ``JSON_DEPTH_CAP``."""
 
     NAME = "CreditRegistry"
     ADDRESS = CREDIT_REGISTRY
     EXACT_HANDLES = False  # v1/v2: a person handle followed by "\n" is taken (a rule fixed in v3, never in place)
+    JSON_DEPTH_CAP: int | None = None  # v1-v3: a scoring rule's nesting is bounded only by the stack (fixed in v4)
     E_PUBLISHED = event(f"RecordPublished({_RECORD_TOPICS}, {_VERSION_FIELDS})")
     E_CORRECTED = event(f"RecordCorrected({_RECORD_TOPICS}, {_VERSION_FIELDS}, string reason)")
     E_OBJECTION = event(f"ObjectionFiled({_RECORD_TOPICS}, uint64 version, string agency, address account, "
@@ -464,7 +473,7 @@ class CreditRegistry(SystemContract):
     def install_scoring_rule(self, ctx: CallContext, rule_json: str) -> int:
         self._only_governance(ctx)
         try:
-            canonical = canonicalize_scoring_rule(rule_json)
+            canonical = canonicalize_scoring_rule(rule_json, self.JSON_DEPTH_CAP)
         except ValueError as exc:
             raise Revert(str(exc)) from exc
         raw = ctx.sload(K_RULES)

@@ -33,6 +33,7 @@ from typing import Any
 from chainshare import codec
 from chainshare.execution.contracts import cedar
 from chainshare.execution.contracts.addresses import DATASETS
+from chainshare.execution.contracts.json_depth import is_json_nested_deeper_than
 from chainshare.execution.contracts.membership import get_agency_of
 from chainshare.execution.runtime import CONTRACT_PREFIX, CallContext, Revert, SystemContract, event, method
 
@@ -128,13 +129,19 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return dict(pairs)
 
 
-def canonicalize_schema(schema_json: str) -> str:
-    """The canonical JSON of a valid dataset schema, or Revert naming the first problem."""
+def canonicalize_schema(schema_json: str, depth_cap: int | None = None) -> str:
+    """The canonical JSON of a valid dataset schema, or Revert naming the first problem. With ``depth_cap``
+    (protocol version 4 on) a schema nested deeper reverts before it is parsed, whatever the stack depth."""
     if len(schema_json.encode()) > MAX_SCHEMA_BYTES:
         raise Revert(f"schema is larger than {MAX_SCHEMA_BYTES} bytes")
+    if depth_cap is not None and is_json_nested_deeper_than(schema_json, depth_cap):
+        raise Revert(f"schema nests arrays and objects deeper than {depth_cap} levels")
+    # v1-v3 (no cap) revert on a RecursionError, which depends on the stack depth; under the cap json.loads
+    # stays far below the limit, and a RecursionError would be this node's failure (it stops the block).
+    errors = (ValueError, RecursionError) if depth_cap is None else (ValueError,)
     try:
         obj = json.loads(schema_json, object_pairs_hook=_unique_keys, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as exc:
+    except errors as exc:
         raise Revert(f"schema is not valid JSON: {exc}") from exc
     if not isinstance(obj, dict) or not set(obj) <= {"columns", "min_group"}:
         raise Revert('schema must be a JSON object {"columns": [...], "min_group": n} and nothing else')
@@ -175,8 +182,11 @@ def check_policy(ctx: CallContext, text: str, *, forbid_only: bool = False, allo
 
 
 class Datasets(SystemContract):
+    """The contract as versions 1-3 run it; ``forks/v4`` runs it with ``JSON_DEPTH_CAP``."""
+
     NAME = "Datasets"
     ADDRESS = DATASETS
+    JSON_DEPTH_CAP: int | None = None  # v1-v3: a schema's nesting is bounded only by the stack (fixed in v4)
     E_REGISTERED = event("DatasetRegistered(uint256 indexed id, string owner, string title, bytes32 contentHash, "
                          "uint64 sizeBytes, string schemaJson)")
     E_VERSION = event("DatasetVersionAdded(uint256 indexed id, uint64 version, bytes32 contentHash, uint64 sizeBytes)")
@@ -225,7 +235,7 @@ class Datasets(SystemContract):
             raise Revert(f"title must be 1..{MAX_TITLE} characters")
         if content_hash == ZERO_HASH:
             raise Revert("content hash must not be zero")
-        canonical = canonicalize_schema(schema_json)
+        canonical = canonicalize_schema(schema_json, self.JSON_DEPTH_CAP)
         check_policy(ctx, policy_text)
         raw = ctx.sload(K_COUNT)
         dataset_id = (int.from_bytes(raw, "big") if raw else 0) + 1

@@ -22,11 +22,11 @@ from typing import Any
 
 from chainshare.errors import ConfigError, UnsupportedProtocolVersion
 from chainshare.execution.contracts.governance import get_upgrade_schedule, select_protocol_version
-from chainshare.execution.forks import v1, v2, v3
+from chainshare.execution.forks import v1, v2, v3, v4
 from chainshare.execution.runtime import Runtime
 
 FORKS: Mapping[int, Callable[[], Runtime]] = {v1.VERSION: v1.build_runtime, v2.VERSION: v2.build_runtime,
-                                              v3.VERSION: v3.build_runtime}
+                                              v3.VERSION: v3.build_runtime, v4.VERSION: v4.build_runtime}
 SUPPORTED_VERSIONS: frozenset[int] = frozenset(FORKS)
 SUPPORTED_VERSIONS_ENV = "CHAINSHARE_SUPPORTED_VERSIONS"  # test-only: run as an older release would
 
