@@ -70,6 +70,7 @@ class GasSchedule:
     sstore_word: int = G_WORD  # per 32 bytes of a stored value beyond the first word
     # v1-v3: a sub-call's gas counts only if it returns, so work in a sub-call that reverts was free (fixed in v4)
     charge_failed_calls: bool = False
+    max_call_depth: int | None = None  # v4: how deep contract calls may nest (None: unbounded, v1-v3)
 
 
 @dataclass(frozen=True)
@@ -217,6 +218,7 @@ class CallContext:
     gas_left: int
     static: bool
     logs: list[Log] = field(default_factory=list)
+    depth: int = 0  # how many calls deep this one is (the transaction's own call: 0)
 
     def charge(self, gas: int) -> None:
         self.gas_left -= gas
@@ -249,8 +251,14 @@ class CallContext:
         """Call another system contract as this contract; a revert there reverts here. The gas the call used is
         charged here however it ends (from protocol version 4; before, only when it returned)."""
         self.charge(G_CALL)
+        limit = self.runtime.gas.max_call_depth
+        if limit is not None and self.depth >= limit:
+            # Each nested call takes Python stack frames: unbounded (v1-v3), a Governance batch calling
+            # Governance.executeBatch again and again could reach the recursion limit on a node that executes
+            # deeper in its own stack than the proposer did, and the two would disagree on the block.
+            raise Revert(f"calls nest deeper than {limit}")
         sub = CallContext(self.runtime, self.state, self.env, self.address, self.origin, target,
-                          self.gas_left, self.static)
+                          self.gas_left, self.static, depth=self.depth + 1)
         if not self.runtime.gas.charge_failed_calls:
             out = self.runtime.dispatch(sub, data)
             self.gas_left = sub.gas_left

@@ -452,10 +452,35 @@ def test_the_gas_of_a_sub_call_that_reverts_is_charged_from_v4(version: Any) -> 
         assert failed.gas_used < done.gas_used - 20 * G_SSTORE_RESET
 
 
+def nested_batches(levels: int) -> bytes:
+    """Governance.executeBatch calling Governance.executeBatch ``levels`` deep, around one ordinary write."""
+    data = call_data("setObjectionDeadline(uint64)", 86_400)
+    target = CREDIT_REGISTRY
+    for _ in range(levels):
+        data = call_data("executeBatch(address[],bytes[])", [to_checksum_address(target)], [data])
+        target = GOVERNANCE
+    return data
+
+
+@pytest.mark.parametrize("version", [v3, v4])
+def test_calls_nest_at_most_8_deep_from_v4(version: Any) -> None:
+    """Each nested call takes stack frames: from v4 a call deeper than 8 reverts, whatever the node's own stack
+    depth, instead of raising RecursionError near Python's limit on one node and not on another; v1-v3 keep no
+    bound for their blocks. Legitimate nesting (a proposal's batch calling a contract that calls another) is 3."""
+    shallow = gov_call(Ledger(GENESIS, runtime=version.build_runtime()), nested_batches(7))[-1]
+    deep = gov_call(Ledger(GENESIS, runtime=version.build_runtime()), nested_batches(8))[-1]
+    assert shallow.status == STATUS_SUCCESS, revert_reason(shallow.output)  # execute's call + 7 more: depth 8
+    if version is v4:
+        assert deep.status == STATUS_FAILURE and revert_reason(deep.output) == "calls nest deeper than 8"
+    else:
+        assert deep.status == STATUS_SUCCESS
+
+
 def test_v4_changes_only_json_nesting_and_failed_call_gas() -> None:
     three, four = v3.build_runtime(), v4.build_runtime()
     assert four.version == 4 and four.gas.sstore_word == three.gas.sstore_word
     assert (three.gas.charge_failed_calls, four.gas.charge_failed_calls) == (False, True)
+    assert (three.gas.max_call_depth, four.gas.max_call_depth) == (None, 8)
     capped = {c.NAME for c in four.contracts.values() if getattr(c, "JSON_DEPTH_CAP", None) == 32}
     assert capped == {"Datasets", "CreditRegistry", "CredentialRegistry"}
     assert all(getattr(c, "JSON_DEPTH_CAP", None) is None for c in three.contracts.values())

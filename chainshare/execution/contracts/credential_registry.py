@@ -218,6 +218,9 @@ class CredentialRegistry(SystemContract):
         the credit state at ``computedAtHeight``; the attribute values stay off chain."""
         agency = self._agency(ctx)
         registry = self._load_owned(ctx, KIND_REGISTRY, rev_reg_id, agency)
+        if self.JSON_DEPTH_CAP is not None and is_json_nested_deeper_than(registry[4], self.JSON_DEPTH_CAP):
+            # v4: a definition stored under v1-v3 may nest deeper than v4 lets anyone publish
+            raise Revert(f"revocation registry {rev_reg_id!r} nests deeper than {self.JSON_DEPTH_CAP} levels")
         max_cred = json.loads(registry[4]).get("value", {}).get("maxCredNum", 0)
         if not 1 <= index < max_cred:  # the status list's bit ``index``; position 0 is unused
             raise Revert(f"revocation index must be 1..{max_cred - 1}")

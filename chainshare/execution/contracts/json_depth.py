@@ -28,6 +28,8 @@ def is_json_nested_deeper_than(text: str, cap: int) -> bool:
     """Whether ``text`` opens more than ``cap`` arrays/objects inside one another, counting ``[`` and ``{``
     outside strings (escapes honoured). Never recurses; never below the nesting ``json.loads`` reaches before
     it stops, valid or not (a stray closer does not lower the count below zero)."""
+    if text.count("[") + text.count("{") <= cap:
+        return False  # exact: the depth never exceeds the number of openers (and this is C-speed)
     depth = 0
     in_string = False
     escaped_at = -1  # the index of the character a backslash in a string escapes

@@ -1,5 +1,5 @@
-"""Protocol version 4 = version 3 with two execution corrections: contracts bound the nesting of the JSON they
-parse, and the gas of a sub-call is charged however the sub-call ends.
+"""Protocol version 4 = version 3 with three execution corrections: contracts bound the nesting of the JSON they
+parse, the gas of a sub-call is charged however the sub-call ends, and contract calls nest at most 8 deep.
 
 1. Datasets (a schema), CreditRegistry (a scoring rule) and CredentialRegistry (AnonCreds objects) parse caller
    text with ``json.loads``, whose C scanner counts each level of nesting against the interpreter's recursion
@@ -7,10 +7,15 @@ parse, and the gas of a sub-call is charged however the sub-call ends.
    with which reason, depends on how deep the executing stack already is (the block builder, a replica's
    commit and ``chain verify`` differ), and the receipts root with it. Version 4 measures the nesting first
    (``contracts/json_depth.py``, one linear scan) and reverts above ``JSON_DEPTH_CAP`` = 32 levels, at any
-   stack depth.
+   stack depth; ``recordIssuance`` checks a revocation registry stored under versions 1-3 the same way before
+   parsing it.
 2. ``CallContext.call`` took the gas a sub-call used only when it returned: work in a sub-call that reverted
    (or whose failure became a revert) cost the transaction nothing, so the block gas limit did not bound it.
    Version 4 charges it on every exit (``GasSchedule.charge_failed_calls``).
+3. Calls between contracts were unbounded: a Governance batch calling ``Governance.executeBatch`` again, a few
+   hundred levels deep, reached Python's recursion limit on a node executing deeper in its own stack than the
+   proposer did. Version 4 reverts a call deeper than ``MAX_CALL_DEPTH`` = 8 (``GasSchedule.max_call_depth``;
+   legitimate nesting is 3).
 
 Blocks of versions 1-3 keep re-executing under their own rules. Gas prices and every other rule are version 3's.
 """
@@ -26,7 +31,8 @@ from chainshare.execution.forks import v3
 from chainshare.execution.runtime import Runtime, SystemContract
 
 VERSION = 4
-GAS = dataclasses.replace(v3.GAS, charge_failed_calls=True)
+MAX_CALL_DEPTH = 8  # the deepest legitimate nesting is 3: a proposal's batch calling a contract that calls another
+GAS = dataclasses.replace(v3.GAS, charge_failed_calls=True, max_call_depth=MAX_CALL_DEPTH)
 
 
 class DatasetsV4(Datasets):
