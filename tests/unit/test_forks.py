@@ -65,6 +65,22 @@ def gov_call(ledger: Ledger, inner: bytes, description: str = "upgrade") -> list
     return [propose, vote, ledger.send(ALICE, GOVERNANCE, call_data("execute(uint256)", pid))]
 
 
+def upgrade_by_governance(kit: Any, version: int) -> None:
+    """Two issuers' Governance decision schedules ``version`` 5 blocks on; empty blocks up to it."""
+    from credit_kit import GOV, ISSUER_A, ISSUER_B, encode, ok
+
+    height = kit.chain.chain.head_height
+    created = ok(kit.send(ISSUER_A, encode(GOV, "propose", to_checksum_address(GOVERNANCE),
+                                           call_data(UPGRADE, version, height + 5), f"v{version}"), to=GOVERNANCE))
+    pid = int.from_bytes(created.output[:32], "big")
+    for who in (ISSUER_A, ISSUER_B):
+        ok(kit.send(who, encode(GOV, "vote", pid, True), to=GOVERNANCE))
+    ok(kit.send(ISSUER_A, encode(GOV, "execute", pid), to=GOVERNANCE))
+    while kit.chain.chain.head_height < height + 4:
+        kit.chain.produce([])
+    assert get_runtime_at(kit.chain.chain.state, kit.chain.chain.head_height + 1).version == version
+
+
 def test_only_governance_schedules_an_upgrade() -> None:
     ledger = Ledger(GENESIS)
     r = ledger.send(ALICE, GOVERNANCE, call_data(UPGRADE, 2, 100))
@@ -329,9 +345,8 @@ def test_v3_takes_a_person_handle_exactly_and_old_blocks_keep_their_rule() -> No
     """v1/v2 took "P-<64 hex>\\n" (Python's ``$`` matches before a final newline): such a record published before
     the upgrade stays and re-executes as it was; from v3 on the same publish reverts, and `chain verify` checks
     each block under its own rule."""
-    from credit_kit import GOV, ISSUER_A, ISSUER_B, CreditKit, encode, ok, reverted
+    from credit_kit import ISSUER_A, CreditKit, ok, reverted
 
-    from chainshare.crypto.secp import to_checksum_address
 
     kit = CreditKit()
     kit.configure()
@@ -341,17 +356,7 @@ def test_v3_takes_a_person_handle_exactly_and_old_blocks_keep_their_rule() -> No
         return kit.publish(subject=subject, summary="", summary_hash=b"\x42" * 32)
 
     ok(publish(handle + "\n"))  # v1: taken
-    height = kit.chain.chain.head_height
-    inner = call_data(UPGRADE, 3, height + 5)
-    created = ok(kit.send(ISSUER_A, encode(GOV, "propose", to_checksum_address(GOVERNANCE), inner, "v3"),
-                          to=GOVERNANCE))
-    pid = int.from_bytes(created.output[:32], "big")
-    for who in (ISSUER_A, ISSUER_B):
-        ok(kit.send(who, encode(GOV, "vote", pid, True), to=GOVERNANCE))
-    ok(kit.send(ISSUER_A, encode(GOV, "execute", pid), to=GOVERNANCE))
-    while kit.chain.chain.head_height < height + 4:
-        kit.chain.produce([])
-    assert get_runtime_at(kit.chain.chain.state, kit.chain.chain.head_height + 1).version == 3
+    upgrade_by_governance(kit, 3)
     assert "a person's subject is a handle" in reverted(publish(handle + "\n"))
     ok(publish(handle))
     assert kit.call(ISSUER_A, "correct", 1, 2, 1, "D-1", "Authority", "Law", "", b"\x43" * 32, kit.now, kit.now,
@@ -492,7 +497,7 @@ def test_a_chain_reaches_v4_by_a_governance_upgrade_and_caps_json_from_then_on()
     """From v1, Governance schedules v4: a scoring rule and an AnonCreds schema nested 40 deep revert with the
     cap's reason from v4 on (the scoring rule was refused for its shape before), an ordinary rule installs,
     and `chain verify` re-executes each block under its own version."""
-    from credit_kit import GOV, ISSUER_A, ISSUER_B, RULE, CreditKit, encode, ok, reverted
+    from credit_kit import ISSUER_A, RULE, CreditKit, ok, reverted
 
     from chainshare.execution.contracts.addresses import CREDENTIAL_REGISTRY
 
@@ -500,16 +505,7 @@ def test_a_chain_reaches_v4_by_a_governance_upgrade_and_caps_json_from_then_on()
     kit.configure()
     deep_rule = '{"name": "deep", "weights": ' + nested(40) + "}"
     assert "scoring rule must be" in reverted(kit.govern("installScoringRule", deep_rule))  # v1
-    height = kit.chain.chain.head_height
-    created = ok(kit.send(ISSUER_A, encode(GOV, "propose", to_checksum_address(GOVERNANCE),
-                                           call_data(UPGRADE, 4, height + 5), "v4"), to=GOVERNANCE))
-    pid = int.from_bytes(created.output[:32], "big")
-    for who in (ISSUER_A, ISSUER_B):
-        ok(kit.send(who, encode(GOV, "vote", pid, True), to=GOVERNANCE))
-    ok(kit.send(ISSUER_A, encode(GOV, "execute", pid), to=GOVERNANCE))
-    while kit.chain.chain.head_height < height + 4:
-        kit.chain.produce([])
-    assert get_runtime_at(kit.chain.chain.state, kit.chain.chain.head_height + 1).version == 4
+    upgrade_by_governance(kit, 4)
     assert reverted(kit.govern("installScoringRule", deep_rule)) == \
         "scoring rule nests arrays and objects deeper than 32 levels"
     ok(kit.govern("installScoringRule", json.dumps(RULE)))
