@@ -86,6 +86,21 @@ class CreditKit:
         types = [o["type"] for o in next(x for x in CR.abi if x.get("name") == fn)["outputs"]]
         return tuple(eth_abi.decode(types, out))
 
+    def upgrade_protocol(self, version: int) -> None:
+        """Governance (A and B) schedules protocol ``version`` 5 blocks on; empty blocks up to it."""
+        from chainshare.execution.forks import get_runtime_at
+
+        height = self.chain.chain.head_height
+        inner = encode(GOV, "upgrade", version, height + 5)
+        created = ok(self.send(ISSUER_A, encode(GOV, "propose", GOV.address, inner, f"v{version}"), to=GOVERNANCE))
+        pid = int.from_bytes(created.output[:32], "big")
+        for who in (ISSUER_A, ISSUER_B):
+            ok(self.send(who, encode(GOV, "vote", pid, True), to=GOVERNANCE))
+        ok(self.send(ISSUER_A, encode(GOV, "execute", pid), to=GOVERNANCE))
+        while self.chain.chain.head_height < height + 4:
+            self.chain.produce([])
+        assert get_runtime_at(self.chain.chain.state, self.chain.chain.head_height + 1).version == version
+
     def configure(self) -> None:
         ok(self.govern("setCategory", "penalty", "Administrative penalty", True))
         ok(self.govern("setCategory", "red_list", "Red list (commendation)", True))

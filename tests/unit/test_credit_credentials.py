@@ -314,3 +314,21 @@ def test_the_follower_rides_out_a_node_outage_without_missing_or_repeating_an_ev
     assert select_changed(state, ORG, lambda s: dict(ATTRS, computed_height=99)) == []
     assert select_changed(state, ORG, lambda s: dict(ATTRS, score=500)) == [1]
     assert select_changed(state, "91110000000000555" + "0", lambda s: dict(ATTRS, score=500)) == []
+
+
+def test_a_registry_stored_deeper_than_the_v4_cap_before_v4_takes_no_issuance_from_v4_on(
+        issued: tuple[zk.IssuerState, dict[str, Any]]) -> None:
+    """v1-v3 stored registry definitions of any nesting; from v4, recordIssuance checks a stored one against
+    the cap before parsing it (json.loads of a deep one raised RecursionError depending on the stack depth)."""
+    state, _ = issued
+    kit = CreditKit()
+    kit.configure()
+    definition = json.loads(state.rev_reg_def_json)
+    definition["value"]["extra"] = json.loads("[" * 40 + "]" * 40)
+    published = publish_all(kit, replace(state, rev_reg_def_json=json.dumps(definition)), ISSUER_A)
+    assert all(r.status == 1 for r in published), [reverted(r) for r in published if r.status != 1]
+    ok(call(kit, ISSUER_A, "recordIssuance", state.rev_reg_id, 1, b"\x01" * 32, 1))  # v1 parses it
+    kit.upgrade_protocol(4)
+    assert reverted(call(kit, ISSUER_A, "recordIssuance", state.rev_reg_id, 2, b"\x02" * 32, 1)) == \
+        f"revocation registry {state.rev_reg_id!r} nests deeper than 32 levels"
+

@@ -65,22 +65,6 @@ def gov_call(ledger: Ledger, inner: bytes, description: str = "upgrade") -> list
     return [propose, vote, ledger.send(ALICE, GOVERNANCE, call_data("execute(uint256)", pid))]
 
 
-def upgrade_by_governance(kit: Any, version: int) -> None:
-    """Two issuers' Governance decision schedules ``version`` 5 blocks on; empty blocks up to it."""
-    from credit_kit import GOV, ISSUER_A, ISSUER_B, encode, ok
-
-    height = kit.chain.chain.head_height
-    created = ok(kit.send(ISSUER_A, encode(GOV, "propose", to_checksum_address(GOVERNANCE),
-                                           call_data(UPGRADE, version, height + 5), f"v{version}"), to=GOVERNANCE))
-    pid = int.from_bytes(created.output[:32], "big")
-    for who in (ISSUER_A, ISSUER_B):
-        ok(kit.send(who, encode(GOV, "vote", pid, True), to=GOVERNANCE))
-    ok(kit.send(ISSUER_A, encode(GOV, "execute", pid), to=GOVERNANCE))
-    while kit.chain.chain.head_height < height + 4:
-        kit.chain.produce([])
-    assert get_runtime_at(kit.chain.chain.state, kit.chain.chain.head_height + 1).version == version
-
-
 def test_only_governance_schedules_an_upgrade() -> None:
     ledger = Ledger(GENESIS)
     r = ledger.send(ALICE, GOVERNANCE, call_data(UPGRADE, 2, 100))
@@ -356,7 +340,7 @@ def test_v3_takes_a_person_handle_exactly_and_old_blocks_keep_their_rule() -> No
         return kit.publish(subject=subject, summary="", summary_hash=b"\x42" * 32)
 
     ok(publish(handle + "\n"))  # v1: taken
-    upgrade_by_governance(kit, 3)
+    kit.upgrade_protocol(3)
     assert "a person's subject is a handle" in reverted(publish(handle + "\n"))
     ok(publish(handle))
     assert kit.call(ISSUER_A, "correct", 1, 2, 1, "D-1", "Authority", "Law", "", b"\x43" * 32, kit.now, kit.now,
@@ -505,7 +489,7 @@ def test_a_chain_reaches_v4_by_a_governance_upgrade_and_caps_json_from_then_on()
     kit.configure()
     deep_rule = '{"name": "deep", "weights": ' + nested(40) + "}"
     assert "scoring rule must be" in reverted(kit.govern("installScoringRule", deep_rule))  # v1
-    upgrade_by_governance(kit, 4)
+    kit.upgrade_protocol(4)
     assert reverted(kit.govern("installScoringRule", deep_rule)) == \
         "scoring rule nests arrays and objects deeper than 32 levels"
     ok(kit.govern("installScoringRule", json.dumps(RULE)))
