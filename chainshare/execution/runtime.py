@@ -42,6 +42,7 @@ CONTRACT_PREFIX = b"c"
 
 log = logging.getLogger("chainshare.execution")
 
+
 class Revert(Exception):
     """Raised by a contract to revert the call with a reason (``Error(string)``)."""
 
