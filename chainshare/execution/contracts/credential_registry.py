@@ -27,7 +27,7 @@ from chainshare import codec
 from chainshare.crypto.hashing import keccak256
 from chainshare.execution.contracts.addresses import CREDENTIAL_REGISTRY
 from chainshare.execution.contracts.credit_registry import is_authorised_issuer
-from chainshare.execution.contracts.json_depth import is_json_nested_deeper_than
+from chainshare.execution.contracts.json_depth import is_json_nested_deeper_than, load_contract_json
 from chainshare.execution.contracts.membership import get_agency_of
 from chainshare.execution.runtime import G_SLOAD, CallContext, Revert, SystemContract, event, method
 
@@ -49,15 +49,10 @@ def compute_issuer_id(agency: str) -> str:
 def _parse(text: str, what: str, depth_cap: int | None) -> dict[str, Any]:
     if len(text.encode()) > MAX_JSON:
         raise Revert(f"{what} JSON is larger than {MAX_JSON} bytes")
-    if depth_cap is not None and is_json_nested_deeper_than(text, depth_cap):
-        raise Revert(f"{what} nests arrays and objects deeper than {depth_cap} levels")
-    # v1-v3 (no cap) revert on a RecursionError, which depends on the stack depth; under the cap json.loads
-    # stays far below the limit, and a RecursionError would be this node's failure (it stops the block).
-    errors = (ValueError, RecursionError) if depth_cap is None else (ValueError,)
     try:
-        obj = json.loads(text)
-    except errors as exc:
-        raise Revert(f"{what} is not valid JSON: {exc}") from exc
+        obj = load_contract_json(text, what, depth_cap)
+    except ValueError as exc:
+        raise Revert(str(exc)) from exc
     if not isinstance(obj, dict):
         raise Revert(f"{what} must be a JSON object")
     return obj

@@ -40,7 +40,7 @@ from chainshare import codec
 from chainshare.crypto.hashing import keccak256
 from chainshare.execution import abi
 from chainshare.execution.contracts.addresses import CREDIT_REGISTRY, GOVERNANCE
-from chainshare.execution.contracts.json_depth import is_json_nested_deeper_than
+from chainshare.execution.contracts.json_depth import load_contract_json
 from chainshare.execution.contracts.membership import get_agency, get_agency_of
 from chainshare.execution.runtime import CONTRACT_PREFIX, CallContext, Revert, SystemContract, event, method
 
@@ -130,15 +130,7 @@ def canonicalize_scoring_rule(text: str, depth_cap: int | None = None) -> str:
     """
     if len(text.encode()) > MAX_RULE_BYTES:
         raise ValueError(f"scoring rule is larger than {MAX_RULE_BYTES} bytes")
-    if depth_cap is not None and is_json_nested_deeper_than(text, depth_cap):
-        raise ValueError(f"scoring rule nests arrays and objects deeper than {depth_cap} levels")
-    # v1-v3 (no cap) refuse on a RecursionError, which depends on the stack depth; under the cap json.loads
-    # stays far below the limit, and a RecursionError would be this node's failure (it stops the block).
-    errors = (ValueError, RecursionError) if depth_cap is None else (ValueError,)
-    try:
-        obj = json.loads(text)
-    except errors as exc:
-        raise ValueError(f"scoring rule is not valid JSON: {exc}") from exc
+    obj = load_contract_json(text, "scoring rule", depth_cap)
     if not isinstance(obj, dict) or not {"name", "base", "min", "max", "weights"} <= set(obj) \
             or not set(obj) <= {"name", "base", "min", "max", "weights", "decay_days", "caps"}:
         raise ValueError('scoring rule must be {"name", "base", "min", "max", "weights"[, "decay_days", "caps"]}')

@@ -33,7 +33,7 @@ from typing import Any
 from chainshare import codec
 from chainshare.execution.contracts import cedar
 from chainshare.execution.contracts.addresses import DATASETS
-from chainshare.execution.contracts.json_depth import is_json_nested_deeper_than
+from chainshare.execution.contracts.json_depth import load_contract_json
 from chainshare.execution.contracts.membership import get_agency_of
 from chainshare.execution.runtime import CONTRACT_PREFIX, CallContext, Revert, SystemContract, event, method
 
@@ -134,15 +134,11 @@ def canonicalize_schema(schema_json: str, depth_cap: int | None = None) -> str:
     (protocol version 4 on) a schema nested deeper reverts before it is parsed, whatever the stack depth."""
     if len(schema_json.encode()) > MAX_SCHEMA_BYTES:
         raise Revert(f"schema is larger than {MAX_SCHEMA_BYTES} bytes")
-    if depth_cap is not None and is_json_nested_deeper_than(schema_json, depth_cap):
-        raise Revert(f"schema nests arrays and objects deeper than {depth_cap} levels")
-    # v1-v3 (no cap) revert on a RecursionError, which depends on the stack depth; under the cap json.loads
-    # stays far below the limit, and a RecursionError would be this node's failure (it stops the block).
-    errors = (ValueError, RecursionError) if depth_cap is None else (ValueError,)
     try:
-        obj = json.loads(schema_json, object_pairs_hook=_unique_keys, parse_constant=_reject_constant)
-    except errors as exc:
-        raise Revert(f"schema is not valid JSON: {exc}") from exc
+        obj = load_contract_json(schema_json, "schema", depth_cap, object_pairs_hook=_unique_keys,
+                                 parse_constant=_reject_constant)
+    except ValueError as exc:
+        raise Revert(str(exc)) from exc
     if not isinstance(obj, dict) or not set(obj) <= {"columns", "min_group"}:
         raise Revert('schema must be a JSON object {"columns": [...], "min_group": n} and nothing else')
     columns = obj.get("columns")

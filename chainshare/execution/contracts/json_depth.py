@@ -10,7 +10,9 @@ below the limit, whatever the caller's depth.
 
 from __future__ import annotations
 
+import json
 import re
+from typing import Any
 
 # The deepest JSON a contract takes, in arrays and objects: 32. What the chain stores nests at most 4 or 5
 # levels: a dataset schema {"columns": [{"name", "kind"}]} is 3, a scoring rule {"weights": {category:
@@ -51,3 +53,19 @@ def is_json_nested_deeper_than(text: str, cap: int) -> bool:
         elif ch in "]}":
             depth = max(depth - 1, 0)
     return False
+
+
+def load_contract_json(text: str, what: str, depth_cap: int | None, **options: Any) -> Any:
+    """``json.loads(text, **options)`` as a contract of a protocol version parses caller text, or ValueError:
+    ``"{what} nests arrays and objects deeper than N levels"`` (with ``depth_cap``, version 4 on: checked
+    before parsing, whatever the stack depth) or ``"{what} is not valid JSON: ..."``. Without a cap (versions
+    1-3) a RecursionError counts as invalid JSON, as those versions had it, although it depends on the stack
+    depth; under a cap json.loads stays far below the limit, and a RecursionError is this node's failure
+    (it stops the block)."""
+    if depth_cap is not None and is_json_nested_deeper_than(text, depth_cap):
+        raise ValueError(f"{what} nests arrays and objects deeper than {depth_cap} levels")
+    errors = (ValueError, RecursionError) if depth_cap is None else (ValueError,)
+    try:
+        return json.loads(text, **options)
+    except errors as exc:
+        raise ValueError(f"{what} is not valid JSON: {exc}") from exc
