@@ -8,6 +8,8 @@ spaces and underscores; so external text is read with ``parse_ascii_decimal`` an
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 _ASCII_DIGITS = frozenset("0123456789")
 
 
@@ -16,3 +18,15 @@ def parse_ascii_decimal(text: str, *, max_digits: int) -> int | None:
     if not 0 < len(text) <= max_digits or not _ASCII_DIGITS.issuperset(text):
         return None
     return int(text)
+
+
+def parse_ascii_decimals(parts: Iterable[str], *, max_digits: int) -> list[int] | None:
+    """The values of ``parts`` (say, a cursor split on "-") if each is what ``parse_ascii_decimal`` takes,
+    else None."""
+    values = []
+    for part in parts:
+        value = parse_ascii_decimal(part, max_digits=max_digits)
+        if value is None:
+            return None
+        values.append(value)
+    return values

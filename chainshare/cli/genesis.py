@@ -10,7 +10,7 @@ import click
 
 from chainshare.cli.common import emit, json_option
 from chainshare.config import read_json_file
-from chainshare.decimal_text import parse_ascii_decimal
+from chainshare.decimal_text import parse_ascii_decimals
 from chainshare.errors import ConfigError
 from chainshare.execution.genesis import compute_genesis_block, load_genesis, parse_genesis
 
@@ -44,9 +44,8 @@ def create(chain_id: int, ca_dir: Path, agency_dirs: tuple[Path, ...], validator
            threshold: str, block_gas_limit: int, max_block_txs: int, voting_period_blocks: int,
            out: Path, as_json: bool) -> None:
     """Write a genesis document; prints its genesis (block 0) hash that every node checks."""
-    parts = threshold.split("/")
-    terms = [n for p in parts if (n := parse_ascii_decimal(p.strip(), max_digits=9)) is not None]
-    if len(parts) != 2 or len(terms) != 2:
+    terms = parse_ascii_decimals((p.strip() for p in threshold.split("/")), max_digits=9)
+    if terms is None or len(terms) != 2:
         raise ConfigError(f"--threshold must look like 2/3, got {threshold!r}")
     num, den = terms
     if out.exists():

@@ -25,7 +25,7 @@ from chainshare.cli.signing import (
     raise_api_error,
 )
 from chainshare.client import NodeClient, NodeUnreachable, transact_checked
-from chainshare.decimal_text import parse_ascii_decimal
+from chainshare.decimal_text import parse_ascii_decimals
 from chainshare.errors import InvalidInput
 from chainshare.execution.abi import to_jsonable
 from chainshare.execution.contracts.addresses import JOINT_COMPUTE
@@ -40,9 +40,8 @@ group = click.Group("joint", help="Secure aggregation across agencies (joint que
 
 
 def _parse_datasets(text: str) -> list[int]:
-    parts = text.split(",")
-    ids = [n for p in parts if (n := parse_ascii_decimal(p.strip(), max_digits=20)) is not None and 1 <= n < 2**64]
-    if not 2 <= len(parts) <= 16 or len(ids) != len(parts):
+    ids = parse_ascii_decimals((p.strip() for p in text.split(",")), max_digits=20)
+    if ids is None or not 2 <= len(ids) <= 16 or not all(1 <= n < 2**64 for n in ids):
         raise InvalidInput(f"--datasets is 2..16 dataset ids separated by commas, got {text[:80]!r}")
     if len(set(ids)) != len(ids):
         raise InvalidInput("--datasets names a dataset twice")

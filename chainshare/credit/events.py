@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from chainshare.decimal_text import parse_ascii_decimal
+from chainshare.decimal_text import parse_ascii_decimals
 from chainshare.errors import InvalidInput
 from chainshare.execution import abi
 from chainshare.execution.contracts.addresses import CREDIT_REGISTRY
@@ -57,9 +57,8 @@ def format_cursor(position: tuple[int, int]) -> str:
 
 def parse_cursor(cursor: str) -> tuple[int, int]:
     """A watch/history cursor ``BLOCK-LOG`` (as printed with each event)."""
-    parts = cursor.split("-")
-    numbers = [n for p in parts if (n := parse_ascii_decimal(p, max_digits=19)) is not None]
-    if len(parts) != 2 or len(numbers) != 2:
+    numbers = parse_ascii_decimals(cursor.split("-"), max_digits=19)
+    if numbers is None or len(numbers) != 2:
         raise InvalidInput(f"cursor {cursor[:40]!r} must look like BLOCK-LOG (as printed with each event)")
     return numbers[0], numbers[1]
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from chainshare.decimal_text import parse_ascii_decimal
+from chainshare.decimal_text import parse_ascii_decimals
 from chainshare.errors import ExecutionReverted, InvalidInput, NotFound
 from chainshare.execution import abi
 from chainshare.execution.contracts import ACCESS_CONTROL, DATASETS, cedar
@@ -311,9 +311,8 @@ def parse_cursor(cursor: str | None) -> tuple[int, int, int] | None:
     """An audit cursor ``block-tx-log`` (as returned in ``next``)."""
     if cursor is None or cursor == "":
         return None
-    parts = cursor.split("-")
-    numbers = [n for p in parts if (n := parse_ascii_decimal(p, max_digits=19)) is not None]
-    if len(parts) != 3 or len(numbers) != 3:
+    numbers = parse_ascii_decimals(cursor.split("-"), max_digits=19)
+    if numbers is None or len(numbers) != 3:
         raise InvalidInput(f"cursor {cursor[:40]!r} must look like BLOCK-TX-LOG (as returned in 'next')")
     return numbers[0], numbers[1], numbers[2]
 
