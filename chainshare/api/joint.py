@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Header, Path
 from pydantic import BaseModel, Field
 
-from chainshare.api.sharing import DATA_PLANE_RESPONSES
+from chainshare.api.sharing import DATA_PLANE_RESPONSES, get_data_plane
 from chainshare.logs import log_event
 from chainshare.privacy.service import (
     compute_joint_opening_message,
@@ -23,7 +23,6 @@ from chainshare.privacy.service import (
 from chainshare.sharing import protocol as wire
 from chainshare.sharing.records import MAX_ID
 from chainshare.sharing.schema import canonical_json
-from chainshare.sharing.service import get_sharing_service
 
 log = logging.getLogger("chainshare.api.joint")
 
@@ -43,7 +42,7 @@ def create_joint_router(node: Any) -> APIRouter:
         message = message_of(node.cfg.node.name, node.chain_id, ts, wire.parse_nonce_header(nonce))
         signed = wire.parse_signature_header(signature)
         # the request is well-formed: only now does this node's data plane (503 when not configured) matter
-        return bytes(get_sharing_service(node).admit_signed_request(message, signed, ts))
+        return bytes(get_data_plane(node).admit_signed_request(message, signed, ts))
 
     @router.post("/joint/query", summary="Run a joint query over several owners' datasets (secure aggregation)",
                  responses=DATA_PLANE_RESPONSES)
@@ -55,7 +54,7 @@ def create_joint_router(node: Any) -> APIRouter:
     ) -> dict[str, Any]:
         digest = wire.compute_query_digest(canonical_json(body.query))
         admit(functools.partial(compute_joint_query_message, body.datasets, digest), signature, timestamp, nonce)
-        return await get_joint_service(get_sharing_service(node)).run_joint_query(body.datasets, body.query)
+        return await get_joint_service(get_data_plane(node)).run_joint_query(body.datasets, body.query)
 
     @router.get("/joint/jobs/{job_id}", summary="A joint job's on-chain record")
     async def show_job(job_id: Annotated[int, Path(ge=1, le=MAX_ID)]) -> dict[str, Any]:
@@ -71,7 +70,7 @@ def create_joint_router(node: Any) -> APIRouter:
                 summary="This owner's binding commitment opening (no rows, no "
                 "subtotals): checks its on-chain commitment against the registered dataset version")
     async def show_binding_opening(job_id: Annotated[int, Path(ge=1, le=MAX_ID)]) -> dict[str, Any]:
-        service = get_joint_service(get_sharing_service(node))
+        service = get_joint_service(get_data_plane(node))
         return service.read_commitment_opening(job_id, full=False).to_json()
 
     @router.post("/joint/jobs/{job_id}/opening", responses=DATA_PLANE_RESPONSES,
@@ -84,7 +83,7 @@ def create_joint_router(node: Any) -> APIRouter:
         nonce: Annotated[str, Header(alias=wire.NONCE_HEADER, max_length=66)],
     ) -> dict[str, Any]:
         signer = admit(functools.partial(compute_joint_opening_message, job_id), signature, timestamp, nonce)
-        opening = get_joint_service(get_sharing_service(node)).read_commitment_opening(job_id, full=True)
+        opening = get_joint_service(get_data_plane(node)).read_commitment_opening(job_id, full=True)
         log_event(log, logging.WARNING, "joint commitment opening revealed", job=job_id, dataset=opening.dataset_id,
                   signer="0x" + signer.hex())
         return opening.to_json()

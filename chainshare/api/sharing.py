@@ -65,8 +65,14 @@ _SIGNATURE_PATTERN = r"^(0x)?[0-9a-fA-F]{130}$"
 _NONCE_PATTERN = r"^(0x)?[0-9a-fA-F]{32,128}$"
 # What a route that needs this node's data plane answers when the node has none (or it is not connected).
 DATA_PLANE_RESPONSES: dict[int | str, dict[str, Any]] = {
-    503: {"model": ErrorBody, "description": "this node's data plane is not configured or not connected "
-          "(SharingUnavailable)"}}
+    503: {"model": ErrorBody, "description": "this node's data plane is not configured, cannot start with its "
+          "configuration, or is not connected (SharingUnavailable)"}}
+# What a route that asks the dataset owner's node adds: that node failed in a way it did not name, or its
+# delivery did not verify (the owner failed, not the request).
+OWNER_NODE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **DATA_PLANE_RESPONSES,
+    502: {"model": ErrorBody, "description": "the dataset owner's node failed or its delivery did not verify "
+          "(DeliveryFailed); nothing of it was kept"}}
 
 
 class FetchBody(BaseModel):
@@ -81,16 +87,19 @@ class QueryBody(BaseModel):
                                                    '"where": [...]} (see chainshare.sharing.compute)')
 
 
+def get_data_plane(node: ConfiguredNode) -> SharingService:
+    """The node's data plane for a request that checked out; SharingUnavailable (503) if the node has
+    none or its configuration cannot start one (the node is misconfigured, not the request)."""
+    try:
+        return get_sharing_service(node)
+    except SharingUnavailable:
+        raise
+    except ChainshareError as exc:
+        raise SharingUnavailable(f"this node's data plane cannot start: {exc.message}") from exc
+
+
 def create_sharing_router(node: ConfiguredNode) -> APIRouter:
     router = APIRouter(tags=["data sharing"])
-
-    def service() -> SharingService:
-        try:
-            return get_sharing_service(node)
-        except SharingUnavailable:
-            raise
-        except ChainshareError as exc:
-            raise SharingUnavailable(f"this node's data plane cannot start: {exc.message}") from exc
 
     def audience() -> tuple[str, int]:
         return node.cfg.node.name, node.chain_id
@@ -146,7 +155,7 @@ def create_sharing_router(node: ConfiguredNode) -> APIRouter:
         ts = wire.parse_timestamp_header(timestamp)
         message = wire.compute_upload_message(declared, *audience(), ts, wire.parse_nonce_header(nonce))
         schema = _parse_schema_header(schema_b64) if schema_b64 is not None else None
-        sharing = service()  # the request is well-formed: only now does this node's configuration matter
+        sharing = get_data_plane(node)  # the request is well-formed: only now does this node's configuration matter
         sharing.admit_signed_request(message, wire.parse_signature_header(signature), ts)
         result = await sharing.receive_upload(request.stream(), fmt=fmt, declared_hash=declared, schema=schema,
                                               min_group=min_group)
@@ -159,7 +168,7 @@ def create_sharing_router(node: ConfiguredNode) -> APIRouter:
                  response_class=StreamingResponse,
                  responses={200: {"content": {"application/octet-stream": {}},
                                   "description": "the verified dataset (headers X-Chainshare-*)"},
-                            **DATA_PLANE_RESPONSES})
+                            **OWNER_NODE_RESPONSES})
     async def fetch(
         dataset_id: _ID,
         body: Annotated[FetchBody, Body()],
@@ -170,7 +179,7 @@ def create_sharing_router(node: ConfiguredNode) -> APIRouter:
         ts = wire.parse_timestamp_header(timestamp)
         message = wire.compute_fetch_message(dataset_id, body.grant_id, *audience(), ts,
                                              wire.parse_nonce_header(nonce))
-        sharing = service()
+        sharing = get_data_plane(node)
         sharing.admit_signed_request(message, wire.parse_signature_header(signature), ts)
         result = await sharing.fetch(dataset_id, grant_id=body.grant_id)
         headers = {
@@ -191,7 +200,7 @@ def create_sharing_router(node: ConfiguredNode) -> APIRouter:
 
     @router.post("/datasets/{dataset_id}/query",
                  summary="Run an aggregate query on the owner's node under a compute grant of this agency",
-                 responses=DATA_PLANE_RESPONSES)
+                 responses=OWNER_NODE_RESPONSES)
     async def query(
         dataset_id: _ID,
         body: Annotated[QueryBody, Body()],
@@ -203,7 +212,7 @@ def create_sharing_router(node: ConfiguredNode) -> APIRouter:
         digest = wire.compute_query_digest(canonical_json(body.query))
         message = wire.compute_query_message(dataset_id, body.grant_id, digest, *audience(), ts,
                                              wire.parse_nonce_header(nonce))
-        sharing = service()
+        sharing = get_data_plane(node)
         sharing.admit_signed_request(message, wire.parse_signature_header(signature), ts)
         outcome = await sharing.query(dataset_id, body.query, grant_id=body.grant_id)
         return outcome.to_json()
@@ -254,4 +263,5 @@ def _stream(file: BinaryIO, block: int = 1 << 20) -> Iterator[bytes]:
         file.close()
 
 
-__all__ = ["DATA_PLANE_RESPONSES", "FetchBody", "QueryBody", "collect_sharing_metrics", "create_sharing_router"]
+__all__ = ["DATA_PLANE_RESPONSES", "OWNER_NODE_RESPONSES", "FetchBody", "QueryBody", "collect_sharing_metrics",
+           "create_sharing_router", "get_data_plane"]

@@ -170,7 +170,10 @@ class PayloadTooLarge(InvalidInput):
 
 
 class DeliveryFailed(ChainshareError, RuntimeError):
-    """A delivery was aborted or did not verify; nothing of it was kept."""
+    """A delivery was aborted or did not verify, or the owner's node failed in a way it did not name;
+    nothing of it was kept. The owner's node (or the way to it) failed, not the request: 502."""
+
+    http_status = 502
 
 
 class RecordFailed(DeliveryFailed):

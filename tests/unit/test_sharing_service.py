@@ -52,7 +52,7 @@ from chainshare.sharing.records import (
     decode_event,
     encode_call,
 )
-from chainshare.sharing.schema import compute_content_hash, validate_schema
+from chainshare.sharing.schema import canonical_json, compute_content_hash, validate_schema
 from chainshare.sharing.service import (
     DeliveryFailed,
     ReplayGuard,
@@ -924,3 +924,98 @@ def test_an_old_config_with_a_consortium_pseudonym_key_gets_a_precise_error(tmp_
     path.write_text('[validator]\nkey_file = "v.json"\n')
     with pytest.raises(ConfigError, match="pseudonym_key_file is no longer supported"):
         load_config(path, env={"CHAINSHARE_SHARING_PSEUDONYM_KEY_FILE": "k"})
+
+
+# --------------------------------------------------------------------------- the REST API's answers
+
+
+def test_a_failure_of_the_owners_node_answers_502_through_the_rest_api(pki: Pki, tmp_path: Path,
+                                                                       dataset: Path) -> None:
+    """An owner's node that fails in a way it does not name (a storage error), or aborts a delivery it
+    cannot record, is the owner's fault, not the client's: 502 Bad Gateway, documented in the OpenAPI."""
+    import httpx
+
+    from chainshare.api.app import create_app
+    from chainshare.cli.signing import compute_signed_headers
+    from chainshare.errors import StorageError
+    from chainshare.sharing.service import register_sharing_service
+
+    async def scenario() -> None:
+        async with network(pki, tmp_path) as net:
+            dataset_id = await net.publish(dataset)
+            read_grant = await net.grant(B, dataset_id, "read")
+            compute_grant = await net.grant(B, dataset_id, "compute")
+            register_sharing_service(net.node, net.requester)  # the node's REST API acts for agency B
+            audience = (net.node.cfg.node.name, CHAIN_ID)
+
+            def broken_vault(dataset: Any) -> Any:
+                raise StorageError("the vault file is unreadable")
+
+            net.owner.find_vault_entry = broken_vault  # type: ignore[method-assign]
+            query = {"select": [{"fn": "count"}], "epsilon": 1}
+            stamp = (int(time.time()), secrets.token_bytes(16))
+            message = wire.compute_query_message(dataset_id, compute_grant,
+                                                 wire.compute_query_digest(canonical_json(query)), *audience, *stamp)
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(net.node)),
+                                         base_url="http://node/api/v1") as client:
+                r = await client.post(f"/datasets/{dataset_id}/query", json={"grant_id": compute_grant,
+                                                                             "query": query},
+                                      headers=compute_signed_headers(pki.keys[B], message, *stamp))
+                assert r.status_code == 502, r.text
+                assert r.json()["error"] == {"type": "DeliveryFailed", "message": "the owner node 'node-a' failed: "
+                                             "[Error] the vault file is unreadable"}
+
+                del net.owner.find_vault_entry  # the vault works again; the record of the delivery never does
+                net.owner.limits = replace(net.owner.limits, record_wait=1.0)
+                net.owner.submit_call = lambda to, data: (b"\x07" * 32, None)  # type: ignore[method-assign]
+                stamp = (int(time.time()), secrets.token_bytes(16))
+                message = wire.compute_fetch_message(dataset_id, read_grant, *audience, *stamp)
+                r = await client.post(f"/datasets/{dataset_id}/fetch", json={"grant_id": read_grant},
+                                      headers=compute_signed_headers(pki.keys[B], message, *stamp))
+                assert r.status_code == 502, r.text
+                assert r.json()["error"]["type"] == "DeliveryFailed"
+                assert "the owner aborted the delivery: the delivery record 0x0707" in r.json()["error"]["message"]
+
+                spec = (await client.get("/openapi.json")).json()["paths"]
+                for route in ("/datasets/{dataset_id}/query", "/datasets/{dataset_id}/fetch"):
+                    assert {"502", "503"} <= set(spec[route]["post"]["responses"]), route
+
+    run(scenario())
+
+
+def test_a_data_plane_its_configuration_cannot_start_answers_503_on_every_data_plane_route(
+        pki: Pki, tmp_path: Path) -> None:
+    """A node whose [sharing] account keystore is unreadable is misconfigured; the request is not at fault:
+    the signed data-plane routes, joint ones included, answer 503 SharingUnavailable naming the problem."""
+    import httpx
+
+    from chainshare.api.app import create_app
+    from chainshare.config import P2PSection, SharingSection
+
+    cfg = NodeConfig(
+        p2p=P2PSection(ca_cert=str(pki.base / "ca" / "ca.crt"), node_cert=str(pki.node_dir("node-a") / "node.crt"),
+                       node_key=str(pki.node_dir("node-a") / "node.key")),
+        sharing=SharingSection(account_keystore="missing.json"), base_dir=tmp_path)
+    key = validator("v1", A)
+    node = Node(replace(cfg, node=replace(cfg.node, dev_mode=True)), pki.genesis, MemoryStore(),
+                ValidatorKey(key.secret_key, key.public_key))
+    headers = {wire.SIGNATURE_HEADER: "0x" + "11" * 65, wire.TIMESTAMP_HEADER: str(int(time.time())),
+               wire.NONCE_HEADER: "22" * 16}
+
+    async def scenario() -> list[httpx.Response]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(node)),
+                                     base_url="http://node/api/v1") as client:
+            return [await client.post("/joint/query", json={"datasets": [1, 2], "query": {}}, headers=headers),
+                    await client.post("/joint/jobs/1/opening", headers=headers),
+                    await client.get("/joint/jobs/1/opening"),
+                    await client.post("/datasets/1/query", json={"query": {}}, headers=headers)]
+
+    try:
+        answers = run(scenario())
+    finally:
+        node.close()
+    for r in answers:
+        assert r.status_code == 503, (r.request.url, r.text)
+        assert r.json()["error"]["type"] == "SharingUnavailable"
+        assert r.json()["error"]["message"].startswith("this node's data plane cannot start: ")
+        assert str(tmp_path / "missing.json") in r.json()["error"]["message"]
