@@ -1553,8 +1553,9 @@ def build_sharing_service(node: ConfiguredNode, transport: Transport | None = No
         spool = vault_dir / "incoming"
     account_key = None
     if cfg.sharing.account_keystore:
+        text = read(cfg.sharing.account_keystore, "account keystore")  # its own ConfigError, not "not JSON"
         try:
-            keystore = json.loads(read(cfg.sharing.account_keystore, "account keystore"))
+            keystore = json.loads(text)
         except ValueError as exc:
             raise ConfigError(f"[sharing] account_keystore is not JSON: {exc}") from exc
         account_key = decrypt_account_key(keystore, password or "")
