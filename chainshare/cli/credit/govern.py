@@ -99,11 +99,15 @@ def govern_set_deadline(period: str, **kw: Any) -> None:
 @acting_options
 @json_option
 def govern_install_rule(rule_file: Path, **kw: Any) -> None:
-    """Propose installing a scoring rule (JSON) as the next rule version."""
+    """Propose installing a scoring rule (JSON) as the next rule version; the rule is checked here first, as
+    the contract will check it, so a rule the chain would refuse sends no transaction."""
     from chainshare.execution.contracts.credit_registry import canonicalize_scoring_rule
+    from chainshare.execution.contracts.json_depth import JSON_DEPTH_CAP
 
     try:
-        canonical = canonicalize_scoring_rule(rule_file.read_text())
+        # The strictest rule (protocol v4's nesting cap): the proposal runs when executed, under the version in
+        # force then, which may be later than today's; and no version takes a rule nested deeper (a rule nests 3).
+        canonical = canonicalize_scoring_rule(rule_file.read_text(), JSON_DEPTH_CAP)
     except ValueError as exc:
         raise InvalidInput(f"{rule_file}: {exc}") from exc
     _propose(kw, "installScoringRule", [canonical], f"scoring rule {json.loads(canonical)['name']}")
