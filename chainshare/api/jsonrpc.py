@@ -35,6 +35,7 @@ from chainshare.api.errors import (
 from chainshare.api.limits import ApiLimits, WorkBudget
 from chainshare.api.views import hx, qty, view_block, view_log, view_receipt, view_transaction
 from chainshare.crypto.hashing import keccak256
+from chainshare.decimal_text import parse_hex_quantity
 from chainshare.errors import ChainshareError, ExecutionReverted, InvalidInput, LimitExceeded, NotFound
 from chainshare.execution.genesis import get_chain_params
 from chainshare.execution.runtime import get_nonce
@@ -47,7 +48,6 @@ _T = TypeVar("_T")
 CODE_PREFIX = bytes.fromhex("60006000fd")  # PUSH1 0 PUSH1 0 REVERT: not EVM code, but never empty
 MAX_FILTER_VALUES = 256  # addresses, or alternatives of one topic position, in one log filter
 _HEX_DIGITS = re.compile(r"[0-9a-fA-F]*")
-_HEX_QUANTITY = re.compile(r"0x[0-9a-fA-F]{1,64}")
 # Cheap methods that a single (non-batch) request may run directly on the event loop.
 LOOP_METHODS = frozenset({
     "web3_clientVersion", "net_version", "net_listening", "net_peerCount", "eth_chainId", "eth_syncing",
@@ -160,9 +160,10 @@ def parse_quantity(value: Any, name: str) -> int:
         return value
     if not isinstance(value, str) or not value.startswith("0x") or len(value) > 66 or len(value) < 3:
         raise InvalidInput(f"{name} must be a 0x-prefixed hex quantity")
-    if not _HEX_QUANTITY.fullmatch(value):
+    quantity = parse_hex_quantity(value, max_digits=64)
+    if quantity is None:
         raise InvalidInput(f"{name} is not a hex quantity: 0x and 1..64 hex digits")
-    return int(value[2:], 16)
+    return quantity
 
 
 Method = Callable[[list[Any], WorkBudget], Any]

@@ -15,13 +15,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from sqlalchemy import Engine, select
 
-from chainshare.decimal_text import parse_ascii_decimal
+from chainshare.decimal_text import parse_ascii_decimal, parse_hex_quantity
 from chainshare.explorer.api.views import hx
 from chainshare.explorer.db import schema as s
 from chainshare.ledger.txs import decode_transaction
 
 WINDOW = 10_000
-_HEX_NUMBER = re.compile(r"0x[0-9a-fA-F]{1,16}")  # int(x, 16) alone takes a sign, spaces, "_" and other digits
 MAX_BLOCK = 2**30  # (MAX_BLOCK + 1) << (SEQ_SHIFT + LOG_SHIFT) still fits a signed 64-bit integer
 Q = Annotated[str | None, Query(max_length=200)]
 
@@ -46,10 +45,7 @@ def _int(p: dict[str, str], name: str, default: int | None, lo: int = 0, hi: int
         return default
     if raw == "latest" and name in ("endblock", "toBlock"):
         return hi
-    if _HEX_NUMBER.fullmatch(raw):
-        v: int | None = int(raw[2:], 16)
-    else:
-        v = parse_ascii_decimal(raw, max_digits=20)
+    v = parse_hex_quantity(raw, max_digits=16) if raw.startswith("0x") else parse_ascii_decimal(raw, max_digits=20)
     if v is None:
         raise _Bad(f"Invalid {name}")
     if not lo <= v <= hi:
