@@ -208,6 +208,20 @@ def test_statement_ids_name_the_policy_set_and_position() -> None:
     assert decide(sets, purpose="spam") == cedar.AccessDecision(False, ("zz#0",), d.errors)
 
 
+def test_only_ascii_digits_name_a_statement_in_cedars_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cedar writes statement ids `policy<N>` in ASCII; text that only looks like one with another script's
+    digits ("٠" is 0 to int()) is left as Cedar wrote it, not renamed to statement 0's id."""
+    from types import SimpleNamespace
+
+    sets = [("ds7-p1", "permit (principal, action, resource) when { principal.role == \"statistics\" };"),
+            ("ds7-p2", "permit (principal, action, resource) when { principal.role == \"health\" };")]
+    errors = ["error while evaluating policy `policy1`: the values `policy٠` and `policy1٠` are unexpected"]
+    monkeypatch.setattr(cedar.cedarpy, "is_authorized", lambda *_: SimpleNamespace(
+        allowed=False, diagnostics=SimpleNamespace(reasons=[], errors=errors)))
+    assert decide(sets).errors == (
+        "error while evaluating policy `ds7-p2#0`: the values `policy٠` and `policy1٠` are unexpected",)
+
+
 def test_identical_statements_keep_their_own_ids() -> None:
     permit = "permit (principal, action, resource);"
     d = decide([("ds7-p1", permit + "\n" + permit), ("ds7-p2", ""), ("x", permit + " // trailing comment")])

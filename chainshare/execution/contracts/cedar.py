@@ -376,7 +376,10 @@ def evaluate_access(query: AccessQuery, policy_sets: Sequence[tuple[str, str]]) 
     return _run_in_worker(_evaluate, request, (query.principal, query.owner, query.dataset_id), tuple(policy_sets))
 
 
-_POSITIONAL_ID = re.compile(r"`policy(\d+)`")
+# Cedar names a statement `policy<N>` with ASCII digits; \d would also take other scripts' digits (int() reads
+# "`policy٣`" as statement 3). Cedar's evaluation errors quote only those ids, integers and "quoted" strings, so
+# no decision recorded on chain has such text: this changes no execution result.
+_POSITIONAL_ID = re.compile(r"`policy([0-9]+)`")
 
 
 def _evaluate(request: dict[str, Any], entities: tuple[AgencyFacts, AgencyFacts, int],
