@@ -71,7 +71,7 @@ class LevelDBStore:
         try:
             return self._db.get(key)  # type: ignore[no-any-return]
         except Exception as exc:  # noqa: BLE001 (plyvel.IOError/CorruptionError, RuntimeError when closed)
-            raise StorageError(f"cannot read the ledger at {self.path}: {exc}") from exc
+            raise self._read_failed(exc) from exc
 
     def write_batch(self, puts: Mapping[bytes, bytes], deletes: tuple[bytes, ...] = (), sync: bool = True) -> None:
         # transaction=True: a batch that fails part-way (bad value) writes nothing at all.
@@ -99,7 +99,10 @@ class LevelDBStore:
         except GeneratorExit:
             raise
         except Exception as exc:  # noqa: BLE001 (as in get)
-            raise StorageError(f"cannot read the ledger at {self.path}: {exc}") from exc
+            raise self._read_failed(exc) from exc
+
+    def _read_failed(self, exc: Exception) -> StorageError:
+        return StorageError(f"cannot read the ledger at {self.path}: {exc}")
 
     def _iterate(self, prefix: bytes, start: bytes | None, reverse: bool) -> Iterator[tuple[bytes, bytes]]:
         if start is None:

@@ -351,7 +351,10 @@ def test_a_read_leveldb_cannot_make_is_a_storage_error_of_this_node(tmp_path: Pa
     store = LevelDBStore(tmp_path / "db")
     store.write_batch({b"k1": b"v"})
     store.close()
-    with pytest.raises(StorageError, match="cannot read the ledger"):
+    with pytest.raises(StorageError) as by_get:
         store.get(b"k1")
-    with pytest.raises(StorageError, match="cannot read the ledger"):
+    with pytest.raises(StorageError) as by_iterate:
         list(store.iterate(b"k"))
+    for failed in (by_get.value, by_iterate.value):
+        assert failed.message == f"cannot read the ledger at {tmp_path / 'db'}: {failed.__cause__}"
+        assert isinstance(failed.__cause__, RuntimeError)  # plyvel's, for a closed database
