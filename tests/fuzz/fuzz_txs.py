@@ -16,11 +16,11 @@ import atheris
 
 with atheris.instrument_imports(include=["chainshare", "rlp"]):
     import rlp
+    from rlpspan_kit import compare_with_reference  # tests/unit's, shared with test_rlpspan.py
 
     from chainshare.crypto.hashing import keccak256
     from chainshare.crypto.secp import sign_hash
     from chainshare.errors import DecodeError, InvalidTransaction
-    from chainshare.ledger.rlpspan import read_list, read_nth_item
     from chainshare.ledger.txs import decode_transaction, peek_type_and_to, sign_eip1559
 
 CHAIN_ID = 4242
@@ -49,38 +49,10 @@ def seeds() -> Iterable[bytes]:
     yield b"\x02" + rlp.encode([*fields, _uint(y), _uint(r), _uint(s)])
 
 
-def _compare_lists(data: bytes) -> None:
-    try:
-        reference = rlp.decode(data, strict=True)
-    except rlp.exceptions.DecodingError:
-        reference = None
-    try:
-        spans, _, end = read_list(data)
-    except DecodeError:
-        spans = None
-    if isinstance(reference, list):
-        assert spans is not None, f"rlp decodes a list read_list refuses: {data.hex()}"
-        assert end == len(data) and len(spans) == len(reference), data.hex()
-        for (is_list, start, stop, _), child in zip(spans, reference, strict=True):
-            assert is_list == isinstance(child, list), data.hex()
-            if not is_list:
-                assert data[start:stop] == child, data.hex()
-    elif spans is not None and not any(s[0] for s in spans):
-        raise AssertionError(f"read_list accepts a flat list rlp refuses: {data.hex()}")
-    if spans is not None:
-        for n in range(min(len(spans), 16) + 1):
-            try:
-                nth = read_nth_item(data, 0, n)
-            except DecodeError:
-                assert n == len(spans), f"read_nth_item refuses item {n} of {data.hex()}"
-                continue
-            assert n < len(spans) and nth == spans[n][:3], f"read_nth_item {n} of {data.hex()}"
-
-
 def check(data: bytes) -> None:
-    _compare_lists(data)
+    compare_with_reference(data)
     if data[:1] == b"\x02":
-        _compare_lists(data[1:])
+        compare_with_reference(data[1:])
     try:
         tx = decode_transaction(data, CHAIN_ID)
     except (InvalidTransaction, DecodeError):
