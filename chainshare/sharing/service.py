@@ -531,7 +531,8 @@ class SharingService:
     async def close(self) -> None:
         """Abort every transfer and stop the worker threads."""
         for inc in list(self._incoming.values()):
-            self._fail_incoming(inc, DeliveryFailed("the node is shutting down"), notify=True)
+            self._fail_incoming(inc, SharingUnavailable("this node is shutting down: retry once it is back"),
+                                notify=True)
         for out in list(self._outgoing.values()):
             out.cancelled = "the owner node is shutting down"
             out.progress.set()

@@ -58,6 +58,7 @@ from chainshare.sharing.service import (
     ReplayGuard,
     SharingLimits,
     SharingService,
+    SharingUnavailable,
 )
 from chainshare.sharing.vault import Vault, load_or_create_pseudonym_secret
 
@@ -770,7 +771,7 @@ def test_attach_sharing_builds_one_service_from_the_node_configuration(pki: Pki,
     from dataclasses import replace
 
     from chainshare.config import P2PSection, SharingSection
-    from chainshare.sharing.service import SharingUnavailable, attach_sharing, get_sharing_service
+    from chainshare.sharing.service import attach_sharing, get_sharing_service
 
     (tmp_path / "account.json").write_text((pki.base / "Agency-A" / "account.json").read_text())
     cfg = NodeConfig(
@@ -906,6 +907,35 @@ def test_a_fetch_cancelled_before_the_record_is_final_leaves_nothing(pki: Pki, t
             fetch.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await fetch
+            assert not out.exists() and _requester_spool(net) == []
+
+    run(scenario())
+
+
+def test_a_fetch_in_flight_when_the_requesters_node_stops_is_unavailable_not_a_remote_failure(
+        pki: Pki, tmp_path: Path, dataset: Path) -> None:
+    """The requester's own node stopping mid-delivery is SharingUnavailable (503: retry later), not
+    DeliveryFailed (502: the owner failed); nothing of the delivery is kept."""
+    async def scenario() -> None:
+        async with network(pki, tmp_path) as net:
+            dataset_id = await net.publish(dataset)
+            grant_id = await net.grant(B, dataset_id, "read")
+            recorded = asyncio.Event()
+            honest = net.owner._record_delivery
+
+            async def slow_record(*args: Any) -> bytes:
+                recorded.set()
+                await asyncio.sleep(30)
+                return await honest(*args)
+
+            net.owner._record_delivery = slow_record  # type: ignore[method-assign]
+            out = tmp_path / "stopped.csv"
+            fetch = asyncio.ensure_future(net.requester.fetch(dataset_id, out, grant_id=grant_id))
+            await asyncio.wait_for(recorded.wait(), 10)
+            await net.requester.close()
+            with pytest.raises(SharingUnavailable, match="shutting down") as refused:
+                await asyncio.wait_for(fetch, 10)
+            assert refused.value.http_status == 503
             assert not out.exists() and _requester_spool(net) == []
 
     run(scenario())
