@@ -281,6 +281,36 @@ def _decode_sequence(types: list[str], data: bytes, start: int) -> tuple[list[An
     return out, end
 
 
+def _decode_bytes32_word(w: bytes) -> tuple[bool, Any]:
+    return True, w
+
+
+def compile_decoder(types: Sequence[str]) -> Callable[[bytes], tuple[Any, ...]]:
+    """``lambda data: decode_values(types, data)`` with the types looked at once, for a caller that
+    decodes the same types again and again (a method's arguments). A tuple of one-word static types
+    (the arguments of most calls) is read word by word; anything else, or any word the fast path
+    would refuse, goes through ``decode_values``: same values, same errors."""
+    type_list = list(types)
+    if not all(_is_static_word(t) for t in type_list):
+        return functools.partial(decode_values, type_list)
+    words = tuple(_decode_bytes32_word if t == "bytes32" else functools.partial(_decode_word, t) for t in type_list)
+    size = 32 * len(words)
+
+    def decode(data: bytes) -> tuple[Any, ...]:
+        if len(data) == size:
+            out = []
+            for i, word in enumerate(words):
+                ok, v = word(data[32 * i:32 * i + 32])
+                if not ok:
+                    break
+                out.append(v)
+            else:
+                return tuple(out)
+        return decode_values(type_list, data)
+
+    return decode
+
+
 def decode_values(types: list[str], data: bytes) -> tuple[Any, ...]:
     """Decode ABI data strictly; malformed or short input raises DecodeError. Data encoded exactly
     as ``encode_values`` encodes (canonical offsets, zero padding, no trailing bytes) of the types
