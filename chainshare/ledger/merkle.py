@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from chainshare.crypto.hashing import EMPTY_KECCAK, keccak256
+from chainshare.crypto.hashing import EMPTY_KECCAK, keccak256, keccak256_each
 
 LEAF_PREFIX = b"\x00"
 NODE_PREFIX = b"\x01"
@@ -39,7 +39,7 @@ def _root_of_hashes(hashes: Sequence[bytes]) -> bytes:
     # is promoted unchanged to the next level.
     level = list(hashes)
     while len(level) > 1:
-        nxt = [hash_children(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        nxt = keccak256_each([NODE_PREFIX + level[i] + level[i + 1] for i in range(0, len(level) - 1, 2)])
         if len(level) % 2:
             nxt.append(level[-1])
         level = nxt
@@ -54,7 +54,12 @@ def compute_root(leaves: Sequence[bytes]) -> bytes:
     """The Merkle root of ``leaves`` (raw leaf bytes, not yet hashed), binding their count."""
     if not leaves:
         return EMPTY_KECCAK
-    return _bind_size(len(leaves), _root_of_hashes([hash_leaf(x) for x in leaves]))
+    return _bind_size(len(leaves), _root_of_hashes(_hash_leaves(leaves)))
+
+
+def _hash_leaves(leaves: Sequence[bytes]) -> list[bytes]:
+    """``[hash_leaf(x) for x in leaves]`` in one pass (a block's transactions and receipts)."""
+    return keccak256_each([LEAF_PREFIX + x for x in leaves])
 
 
 @dataclass(frozen=True)
@@ -71,7 +76,7 @@ class InclusionProof:
 
 def compute_inclusion_proof(leaves: Sequence[bytes], index: int) -> InclusionProof:
     """The audit path of leaf ``index`` (RFC 6962 section 2.1.1)."""
-    return compute_inclusion_proof_of_hashes([hash_leaf(x) for x in leaves], index)
+    return compute_inclusion_proof_of_hashes(_hash_leaves(leaves), index)
 
 
 def compute_inclusion_proof_of_hashes(leaf_hashes: Sequence[bytes], index: int) -> InclusionProof:
