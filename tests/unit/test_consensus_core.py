@@ -975,3 +975,18 @@ def test_a_new_set_core_accepts_any_valid_qc_of_its_committed_head_from_the_prev
         bad_block = replace(bad_block, signature=cryptos[2].sign_proposal(bad_block.hash))
         _, actions = step(restore_core(config, cryptos[0], last, qc_a), ProposalReceived(Proposal(bad_block), 2))
         assert of_type(actions, ValidateBlock) == []
+
+
+def test_the_next_leader_does_not_verify_its_own_vote_but_verifies_every_other(chain: Chain) -> None:
+    state, crypto = counting(2)
+    state, actions = receive(state, chain.b1)
+    assert crypto.calls == ["proposal"] and votes_in(actions) == []   # its own vote: counted, not verified
+    state, actions = run(state, [VoteReceived(make_vote(chain.b1, 0))])
+    assert crypto.calls == ["proposal", "vote"] and of_type(actions, BuildProposal) == []
+    forged = replace(make_vote(chain.b1, 1), signature=make_vote(chain.b1, 3).signature)
+    state, actions = run(state, [VoteReceived(forged)])
+    assert crypto.calls == ["proposal", "vote", "vote"] and of_type(actions, BuildProposal) == []
+    state, actions = run(state, [VoteReceived(make_vote(chain.b1, 1))])
+    builds = of_type(actions, BuildProposal)
+    assert len(builds) == 1 and isinstance(builds[0], BuildProposal) and builds[0].justify is not None
+    assert builds[0].justify.signer_indices() == [0, 1, 2]
