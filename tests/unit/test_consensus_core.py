@@ -62,7 +62,7 @@ from chainshare.consensus.sim import (
     validator_address,
 )
 from chainshare.crypto import bls
-from chainshare.errors import DecodeError
+from chainshare.errors import ConsensusError, DecodeError
 from chainshare.ledger import quorum as qcmod
 from chainshare.ledger.types import Block, QuorumCertificate, make_bitmap
 
@@ -884,6 +884,37 @@ def test_bls_adapter_votes_qcs_and_tcs_verify_and_forgeries_do_not(
     assert qcmod.verify_proposal_signature(pks[2], SIM_CHAIN_ID, block_hash, sig)
     assert not nodes[0].verify_proposal(1, block_hash, sig) and not nodes[0].verify_proposal(9, block_hash, sig)
     assert not nodes[0].verify_vote(replace(votes[0], signature=b"\x00" * 96))
+
+
+def test_a_bls_adapter_refuses_a_secret_key_that_is_not_its_validator_entry(
+        bls_network: tuple[list[bytes], list[BlsCrypto]]) -> None:
+    """The next leader counts its own vote unverified (core._deliver_vote): sound only because the key
+    it signs with is the set's entry at its index, which the adapter checks once when it is made."""
+    pks, _ = bls_network
+    secret0 = bls.generate_secret_key(bytes([1]) * 32)
+    with pytest.raises(ConsensusError, match=r"validator 1's public key .* epoch 3"):
+        BlsCrypto(SIM_CHAIN_ID, pks, 1, secret0, 3)
+    with pytest.raises(ConsensusError, match=r"index -1 is not in this validator set of 4"):
+        BlsCrypto(SIM_CHAIN_ID, pks, -1, secret0)
+    assert BlsCrypto(SIM_CHAIN_ID, pks, 0, secret0, 3).index == 0
+    assert BlsCrypto(SIM_CHAIN_ID, pks, -1).index == -1   # verify-only: no key to match
+
+
+def test_a_qc_with_the_leaders_own_unverified_bls_vote_verifies_for_a_peer(
+        bls_network: tuple[list[bytes], list[BlsCrypto]]) -> None:
+    pks, nodes = bls_network
+    unsigned = build_sim_block(BuildProposal(1, GENESIS, None, None), ADDRESSES[1], 0, (b"tx",))
+    b1 = Block(unsigned.header, unsigned.transactions, None, None, nodes[1].sign_proposal(unsigned.hash))
+    state = initial_state(make_config(2), nodes[2], GENESIS)   # the leader of view 2 votes in view 1
+    state, actions = receive(state, b1)
+    assert votes_in(actions) == []   # its own vote stayed here, counted without a check
+    peer_votes = [Vote(b1.hash, 1, 1, i, nodes[i].sign_vote(b1.hash, 1, 1)) for i in (0, 1)]
+    state, actions = run(state, [VoteReceived(v) for v in peer_votes])
+    builds = [a for a in actions if isinstance(a, BuildProposal)]
+    assert len(builds) == 1 and builds[0].justify is not None
+    qc = builds[0].justify
+    assert qc.signer_indices() == [0, 1, 2]
+    assert BlsCrypto(SIM_CHAIN_ID, pks, -1).verify_qc(qc)
 
 
 def test_bls_adapter_counts_each_check_that_fails_and_none_that_passes(
