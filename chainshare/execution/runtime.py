@@ -168,13 +168,14 @@ def event(signature: str) -> EventSpec:
 
 @dataclass(frozen=True)
 class MethodHandler:
-    """A contract method ready to call: its spec, the bound method, and its argument decoder and return
-    types, derived once per contract instead of at every call."""
+    """A contract method ready to call: its spec, the bound method, its argument decoder and its
+    result encoder (``abi.compile_decoder``/``compile_encoder``), derived once per contract instead
+    of at every call."""
 
     spec: MethodSpec
     fn: Callable[..., Any]
     decode_args: Callable[[bytes], tuple[Any, ...]]
-    return_types: list[str]
+    encode_result: Callable[[Sequence[Any]], bytes]
 
 
 class SystemContract:
@@ -193,7 +194,7 @@ class SystemContract:
         self.handlers = {
             selector: MethodHandler(spec, getattr(self, spec.fn_name),
                                     abi.compile_decoder([p.type for p in spec.params]),
-                                    [p.type for p in spec.returns])
+                                    abi.compile_encoder([p.type for p in spec.returns]))
             for selector, spec in self.methods.items()
         }
         self.events = {e.name: e for e in self.EVENTS}
@@ -353,10 +354,9 @@ class Runtime:
             raise Revert(f"{contract.NAME}.{spec.name}: bad arguments") from exc
         try:
             result = handler.fn(ctx, *args)
-            if not handler.return_types:
+            if not spec.returns:
                 return b""
-            values = result if isinstance(result, tuple) else (result,)
-            return abi.encode_values(handler.return_types, values)
+            return handler.encode_result(result if isinstance(result, tuple) else (result,))
         except StorageError:
             raise
         except _DETERMINISTIC_FAILURES as exc:
