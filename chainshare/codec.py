@@ -7,6 +7,7 @@ nodes hash the same value differently. Structured values are encoded as arrays i
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from typing import Any
 
@@ -107,6 +108,23 @@ def decode_stored(data: bytes) -> Any:
         raise
     except Exception as exc:
         raise DecodeError(f"stored value is not msgpack: {exc}") from exc
+
+
+def decode_stored_first(data: bytes) -> Any:
+    """The first item of an array this node stored (as ``decode_stored`` gives it), without decoding the items
+    after it: a stored block's header without its transactions. DecodeError if ``data`` does not start with a
+    non-empty msgpack array."""
+    # Read from a stream in small steps: only the bytes up to the end of the first item are copied and parsed.
+    unpacker = msgpack.Unpacker(io.BytesIO(data), read_size=1024, raw=False, use_list=True, strict_map_key=True,
+                                object_pairs_hook=_refuse_map, ext_hook=_refuse_ext, max_buffer_size=MAX_DECODE_BYTES)
+    try:
+        if unpacker.read_array_header() < 1:
+            raise DecodeError("stored value is an empty array")
+        return unpacker.unpack()
+    except DecodeError:
+        raise
+    except Exception as exc:
+        raise DecodeError(f"stored value is not a msgpack array: {exc}") from exc
 
 
 _PLAIN = frozenset({bytes, str, int, bool, type(None)})  # exact types msgpack decodes to; always allowed

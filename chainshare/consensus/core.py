@@ -551,27 +551,45 @@ def _sign_vote(t: _Step, block: Block) -> Vote:
 def _deliver_vote(t: _Step, vote: Vote) -> None:
     next_leader = t.s.config.leader(vote.view + 1)
     if next_leader == t.s.config.index:
-        on_vote(t, vote)
+        _count_own_vote(t, vote)
     else:
         t.emit(SendTo(next_leader, vote))
 
 
 def on_vote(t: _Step, vote: Vote) -> None:
-    """Collect a vote; q votes for one block form its QC (rule 2, second sentence)."""
-    s = t.s
+    """Collect a vote received from a peer, once its signature verifies; q votes for one block form
+    its QC (rule 2, second sentence)."""
+    if _is_vote_to_count(t.s, vote) and t.s.crypto.verify_vote(vote):
+        _count_vote(t, vote)
+
+
+def _count_own_vote(t: _Step, vote: Vote) -> None:
+    """Collect the vote this validator (the next leader) has just signed, without a pairing check of
+    it (as costly as a peer's): its crypto signs with the key of this validator's entry in the set
+    (``BlsCrypto`` refuses any other), so the vote is valid."""
+    if _is_vote_to_count(t.s, vote):
+        _count_vote(t, vote)
+
+
+def _is_vote_to_count(s: CoreState, vote: Vote) -> bool:
+    """True iff ``vote`` is in range, in the window of views collected, and not a copy of one already
+    counted or of a double vote already reported (a copy is not verified again)."""
     cfg = s.config
     if vote.voter >= cfg.n or vote.height == 0:
-        return
+        return False
     if vote.view < s.view - 1 or vote.view > s.view + cfg.future_views or vote.view <= s.committed.header.round:
-        return
+        return False
+    first = s.votes.get(vote.view, {}).get(vote.voter)
+    if first == vote:
+        return False
+    return first is None or (DOUBLE_VOTE, vote.voter, vote.view) not in s.reported
+
+
+def _count_vote(t: _Step, vote: Vote) -> None:
+    """Add a valid vote (or report it with the voter's first vote of its view as a double vote)."""
+    s = t.s
     view_votes = s.votes.get(vote.view, {})
     first = view_votes.get(vote.voter)
-    if first == vote:
-        return
-    if first is not None and (DOUBLE_VOTE, vote.voter, vote.view) in s.reported:
-        return  # another copy of a double vote already reported: not verified again
-    if not s.crypto.verify_vote(vote):
-        return
     if first is not None:
         evidence = check_double_vote(first, vote)
         if evidence is not None:
@@ -581,7 +599,7 @@ def on_vote(t: _Step, vote: Vote) -> None:
     t.update(votes={**s.votes, vote.view: view_votes})
     same = {i: v.signature for i, v in view_votes.items()
             if v.block_hash == vote.block_hash and v.height == vote.height}
-    if len(same) == cfg.quorum:
+    if len(same) == s.config.quorum:
         qc = s.crypto.aggregate_qc(vote.block_hash, vote.height, vote.view, same)
         # Announced before anything process_qc emits (a commit writes to disk): the others commit
         # and enter the next view now, not when this leader's proposal comes (block_time later).

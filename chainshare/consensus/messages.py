@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 from chainshare import codec
 from chainshare.crypto import bls
-from chainshare.errors import ChainshareError, DecodeError
+from chainshare.errors import ChainshareError, ConsensusError, DecodeError
 from chainshare.ledger import quorum as qcmod
 from chainshare.ledger.quorum import Vote as Vote  # re-exported: a vote is one of the wire messages
 from chainshare.ledger.quorum import timeout_message
@@ -273,8 +273,9 @@ class BlsCrypto:
     """``Crypto`` over the network's BLS12-381 keys (blspy, proof-of-possession scheme).
 
     ``public_keys[i]`` is validator i's 48-byte key (whose proof of possession the genesis /
-    Governance checked); ``secret_key`` is this validator's own key (None for a verify-only object);
-    ``epoch`` numbers the set, and is part of every signed message. A QC of a block below
+    Governance checked); ``secret_key`` is this validator's own key (None for a verify-only object),
+    and must be the one of ``public_keys[index]`` (ConsensusError otherwise): the core counts the
+    vote it signs itself without verifying it; ``epoch`` numbers the set, and is part of every signed message. A QC of a block below
     ``activation_height`` (the set's first block: it carries the last QC of the previous set) is
     checked with ``prior``, the previous set's verifier."""
 
@@ -286,6 +287,8 @@ class BlsCrypto:
         self.prior = prior
         self.activation_height = activation_height
         self.public_keys = tuple(public_keys)
+        if secret_key is not None:
+            _check_own_key(self.public_keys, index, secret_key, epoch)
         self._index = index
         self._secret = secret_key
         self._validators = [{"bls_public_key": pk} for pk in self.public_keys]
@@ -357,6 +360,16 @@ class BlsCrypto:
             return self._counted(False)
         messages = [timeout_message(self.chain_id, tc.view, hv, self.epoch) for hv in tc.high_qc_views]
         return self._counted(_verify_aggregate([self.public_keys[i] for i in indices], messages, tc.signature))
+
+
+def _check_own_key(public_keys: Sequence[bytes], index: int, secret_key: bytes, epoch: int) -> None:
+    """ConsensusError unless ``secret_key`` is the key of ``public_keys[index]``."""
+    if not 0 <= index < len(public_keys):
+        raise ConsensusError(f"this validator's index {index} is not in this validator set of "
+                             f"{len(public_keys)} (epoch {epoch}): a signing BlsCrypto needs its own entry")
+    if bls.public_key(secret_key) != public_keys[index]:
+        raise ConsensusError(f"the secret key is not the one of validator {index}'s public key in the set of "
+                             f"epoch {epoch}: sign with that validator's key, or pass no key to only verify")
 
 
 def _verify_aggregate(pks: Sequence[bytes], messages: Sequence[bytes], signature: bytes) -> bool:

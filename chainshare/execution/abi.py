@@ -220,17 +220,42 @@ def encode_values(types: list[str], values: list[Any] | tuple[Any, ...]) -> byte
     return _abi_encode(types, list(values))
 
 
-def _decode_word(typ: str, w: bytes) -> tuple[bool, Any]:
-    """(True, value) of one static head word, or (False, None) if eth_abi's strict decoder would
-    refuse it (it then gives the error)."""
+# Decoding. A static head word is read by a function compiled once per type (``_word_reader``):
+# (True, value), or (False, None) if eth_abi's strict decoder would refuse the word (it then gives
+# the error).
+_WordReader = Callable[[bytes], tuple[bool, Any]]
+
+
+def _read_bytes32(w: bytes) -> tuple[bool, Any]:
+    return True, w
+
+
+def _read_address(w: bytes) -> tuple[bool, Any]:
+    return (False, None) if any(w[:12]) else (True, "0x" + w[12:].hex())  # lowercase, as eth_abi
+
+
+def _read_bool(w: bytes) -> tuple[bool, Any]:
+    return (False, None) if any(w[:31]) or w[31] > 1 else (True, w[31] == 1)
+
+
+def _uint_reader(bits: int) -> _WordReader:
+    def read(w: bytes) -> tuple[bool, Any]:
+        v = int.from_bytes(w, "big")
+        return (False, None) if v >> bits else (True, v)
+
+    return read
+
+
+@functools.lru_cache(maxsize=1024)
+def _word_reader(typ: str) -> _WordReader:
+    """The reader of one head word of the static one-word type ``typ`` (``_is_static_word``)."""
     if typ == "bytes32":
-        return True, w
+        return _read_bytes32
     if typ == "address":
-        return (False, None) if any(w[:12]) else (True, "0x" + w[12:].hex())  # lowercase, as eth_abi
+        return _read_address
     if typ == "bool":
-        return (False, None) if any(w[:31]) or w[31] > 1 else (True, w[31] == 1)
-    v = int.from_bytes(w, "big")
-    return (False, None) if v >> _UINT_BITS[typ] else (True, v)
+        return _read_bool
+    return _uint_reader(_UINT_BITS[typ])
 
 
 def _decode_dynamic(typ: str, data: bytes, start: int) -> tuple[Any, int] | None:
@@ -265,7 +290,7 @@ def _decode_sequence(types: list[str], data: bytes, start: int) -> tuple[list[An
     for i, typ in enumerate(types):
         w = data[start + 32 * i:start + 32 * i + 32]
         if _is_static_word(typ):
-            ok, v = _decode_word(typ, w)
+            ok, v = _word_reader(typ)(w)
         elif typ in ("string", "bytes") or typ.endswith("[]"):
             if int.from_bytes(w, "big") != end - start:
                 return None
@@ -279,6 +304,32 @@ def _decode_sequence(types: list[str], data: bytes, start: int) -> tuple[list[An
             return None
         out.append(v)
     return out, end
+
+
+def compile_decoder(types: Sequence[str]) -> Callable[[bytes], tuple[Any, ...]]:
+    """``lambda data: decode_values(types, data)`` with the types looked at once, for a caller that
+    decodes the same types again and again (a method's arguments). A tuple of one-word static types
+    (the arguments of most calls) is read word by word; anything else, or any word the fast path
+    would refuse, goes through ``decode_values``: same values, same errors."""
+    type_list = list(types)
+    if not all(_is_static_word(t) for t in type_list):
+        return functools.partial(decode_values, type_list)
+    words = tuple(_word_reader(t) for t in type_list)
+    size = 32 * len(words)
+
+    def decode(data: bytes) -> tuple[Any, ...]:
+        if len(data) == size:
+            out = []
+            for i, word in enumerate(words):
+                ok, v = word(data[32 * i:32 * i + 32])
+                if not ok:
+                    break
+                out.append(v)
+            else:
+                return tuple(out)
+        return decode_values(type_list, data)
+
+    return decode
 
 
 def decode_values(types: list[str], data: bytes) -> tuple[Any, ...]:

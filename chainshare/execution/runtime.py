@@ -166,6 +166,18 @@ def event(signature: str) -> EventSpec:
     return EventSpec(name, params, keccak256(abi.canonical_signature(name, params).encode()))
 
 
+@dataclass(frozen=True)
+class MethodHandler:
+    """A contract method ready to call: its spec, the bound method, its argument decoder and its
+    result encoder (``abi.compile_decoder``/``compile_encoder``), derived once per contract instead
+    of at every call."""
+
+    spec: MethodSpec
+    fn: Callable[..., Any]
+    decode_args: Callable[[bytes], tuple[Any, ...]]
+    encode_result: Callable[[Sequence[Any]], bytes]
+
+
 class SystemContract:
     """Base of native contracts; subclasses set NAME, ADDRESS, EVENTS and decorate methods."""
 
@@ -179,6 +191,12 @@ class SystemContract:
             spec = getattr(getattr(type(self), attr), "__method_spec__", None)
             if spec is not None:
                 self.methods[spec.selector] = spec
+        self.handlers = {
+            selector: MethodHandler(spec, getattr(self, spec.fn_name),
+                                    abi.compile_decoder([p.type for p in spec.params]),
+                                    abi.compile_encoder([p.type for p in spec.returns]))
+            for selector, spec in self.methods.items()
+        }
         self.events = {e.name: e for e in self.EVENTS}
 
     def to_abi(self) -> list[dict[str, Any]]:
@@ -316,29 +334,29 @@ class Runtime:
         contract = self.contracts.get(to)
         if contract is None:
             raise InvalidTransaction(f"0x{to.hex()} is not a system contract")
-        spec = contract.methods.get(data[:4])
-        if spec is None:
+        handler = contract.handlers.get(data[:4])
+        if handler is None:
             raise UnknownSelector(f"{contract.NAME} has no method with selector 0x{data[:4].hex()}")
-        abi.decode_values([p.type for p in spec.params], data[4:])
-        return spec
+        handler.decode_args(data[4:])
+        return handler.spec
 
     def dispatch(self, ctx: CallContext, data: bytes) -> bytes:
         contract = self.contracts.get(ctx.address)
         if contract is None:
             raise Revert(f"0x{ctx.address.hex()} is not a system contract")
-        spec = contract.methods.get(data[:4])
-        if spec is None:
+        handler = contract.handlers.get(data[:4])
+        if handler is None:
             raise Revert(f"{contract.NAME}: unknown selector 0x{data[:4].hex()}")
+        spec = handler.spec
         try:
-            args = abi.decode_values([p.type for p in spec.params], data[4:])
+            args = handler.decode_args(data[4:])
         except ValueError as exc:
             raise Revert(f"{contract.NAME}.{spec.name}: bad arguments") from exc
         try:
-            result = getattr(contract, spec.fn_name)(ctx, *args)
+            result = handler.fn(ctx, *args)
             if not spec.returns:
                 return b""
-            values = result if isinstance(result, tuple) else (result,)
-            return abi.encode_values([p.type for p in spec.returns], values)
+            return handler.encode_result(result if isinstance(result, tuple) else (result,))
         except StorageError:
             raise
         except _DETERMINISTIC_FAILURES as exc:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from chainshare.crypto.hashing import EMPTY_KECCAK, keccak256
+from chainshare.crypto.hashing import EMPTY_KECCAK, keccak256, keccak256_each
 
 LEAF_PREFIX = b"\x00"
 NODE_PREFIX = b"\x01"
@@ -20,11 +20,26 @@ ROOT_PREFIX = b"\x02"
 
 
 def hash_leaf(leaf: bytes) -> bytes:
-    return keccak256(LEAF_PREFIX + leaf)
+    """keccak(0x00 || leaf)."""
+    return _hash_leaves((leaf,))[0]
 
 
 def hash_children(left: bytes, right: bytes) -> bytes:
-    return keccak256(NODE_PREFIX + left + right)
+    """keccak(0x01 || left || right)."""
+    return _hash_pairs((left, right))[0]
+
+
+# The domain separation of leaves and nodes is written here only; the batch forms hash a whole
+# tree level in one call (a block's transactions and receipts).
+def _hash_leaves(leaves: Sequence[bytes]) -> list[bytes]:
+    """``hash_leaf`` of each of ``leaves``, in order."""
+    return keccak256_each([LEAF_PREFIX + x for x in leaves])
+
+
+def _hash_pairs(level: Sequence[bytes]) -> list[bytes]:
+    """``hash_children`` of each pair (level[0], level[1]), (level[2], level[3]), ...; an odd last
+    node is left out (the caller promotes it)."""
+    return keccak256_each([NODE_PREFIX + level[i] + level[i + 1] for i in range(0, len(level) - 1, 2)])
 
 
 def _split(n: int) -> int:
@@ -39,7 +54,7 @@ def _root_of_hashes(hashes: Sequence[bytes]) -> bytes:
     # is promoted unchanged to the next level.
     level = list(hashes)
     while len(level) > 1:
-        nxt = [hash_children(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        nxt = _hash_pairs(level)
         if len(level) % 2:
             nxt.append(level[-1])
         level = nxt
@@ -54,7 +69,7 @@ def compute_root(leaves: Sequence[bytes]) -> bytes:
     """The Merkle root of ``leaves`` (raw leaf bytes, not yet hashed), binding their count."""
     if not leaves:
         return EMPTY_KECCAK
-    return _bind_size(len(leaves), _root_of_hashes([hash_leaf(x) for x in leaves]))
+    return _bind_size(len(leaves), _root_of_hashes(_hash_leaves(leaves)))
 
 
 @dataclass(frozen=True)
@@ -71,7 +86,7 @@ class InclusionProof:
 
 def compute_inclusion_proof(leaves: Sequence[bytes], index: int) -> InclusionProof:
     """The audit path of leaf ``index`` (RFC 6962 section 2.1.1)."""
-    return compute_inclusion_proof_of_hashes([hash_leaf(x) for x in leaves], index)
+    return compute_inclusion_proof_of_hashes(_hash_leaves(leaves), index)
 
 
 def compute_inclusion_proof_of_hashes(leaf_hashes: Sequence[bytes], index: int) -> InclusionProof:

@@ -180,6 +180,12 @@ class Block:
         """A block this node stored itself (``codec.decode_stored``); fields are checked as in ``decode``."""
         return cls.from_list(codec.decode_stored(data))
 
+    @staticmethod
+    def read_stored_height(data: bytes) -> int:
+        """The height of a block this node stored (``encode``), read from its header alone: the transactions
+        are not decoded. DecodeError if the bytes do not start with a header."""
+        return Header.from_list(codec.decode_stored_first(data)).height
+
     @property
     def height(self) -> int:
         return self.header.height

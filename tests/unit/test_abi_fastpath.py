@@ -180,3 +180,28 @@ def test_an_event_log_is_its_topics_and_its_abi_data(types: list[str], data: st.
     assert log_data == (eth_encode([types[i] for i in plain], [values[i] for i in plain]) if plain else b"")
     with pytest.raises(ValueError):
         spec.encode_log(values + [0])
+
+
+def _decoded_or_error(decode: Any, raw: bytes) -> Any:
+    try:
+        return decode(raw)
+    except DecodeError as exc:
+        return DecodeError, exc.message
+
+
+@settings(max_examples=400)
+@given(st.lists(st.sampled_from(TYPES + DYNAMIC), max_size=4), st.data())
+def test_a_compiled_decoder_equals_decode_values(types: list[str], data: st.DataObject) -> None:
+    """Same values and same refusals (and messages) as decode_values, on valid and damaged data of every
+    length around the static size."""
+    values = [data.draw(_any_value(t)) for t in types]
+    valid = eth_encode(types, values)
+    raws = [valid, data.draw(st.binary(max_size=32 * len(types) + 40)),
+            data.draw(st.binary(min_size=32 * len(types), max_size=32 * len(types)))]
+    if valid:
+        at = data.draw(st.integers(0, len(valid) - 1))
+        raws += [valid[:at] + bytes([valid[at] ^ data.draw(st.integers(1, 255))]) + valid[at + 1:], valid[:-1],
+                 valid + b"\x00"]
+    decode = abi.compile_decoder(types)
+    for raw in raws:
+        assert _decoded_or_error(decode, raw) == _decoded_or_error(lambda r: abi.decode_values(types, r), raw)

@@ -62,7 +62,7 @@ from chainshare.consensus.sim import (
     validator_address,
 )
 from chainshare.crypto import bls
-from chainshare.errors import DecodeError
+from chainshare.errors import ConsensusError, DecodeError
 from chainshare.ledger import quorum as qcmod
 from chainshare.ledger.types import Block, QuorumCertificate, make_bitmap
 
@@ -886,6 +886,37 @@ def test_bls_adapter_votes_qcs_and_tcs_verify_and_forgeries_do_not(
     assert not nodes[0].verify_vote(replace(votes[0], signature=b"\x00" * 96))
 
 
+def test_a_bls_adapter_refuses_a_secret_key_that_is_not_its_validator_entry(
+        bls_network: tuple[list[bytes], list[BlsCrypto]]) -> None:
+    """The next leader counts its own vote unverified (core._deliver_vote): sound only because the key
+    it signs with is the set's entry at its index, which the adapter checks once when it is made."""
+    pks, _ = bls_network
+    secret0 = bls.generate_secret_key(bytes([1]) * 32)
+    with pytest.raises(ConsensusError, match=r"validator 1's public key .* epoch 3"):
+        BlsCrypto(SIM_CHAIN_ID, pks, 1, secret0, 3)
+    with pytest.raises(ConsensusError, match=r"index -1 is not in this validator set of 4"):
+        BlsCrypto(SIM_CHAIN_ID, pks, -1, secret0)
+    assert BlsCrypto(SIM_CHAIN_ID, pks, 0, secret0, 3).index == 0
+    assert BlsCrypto(SIM_CHAIN_ID, pks, -1).index == -1   # verify-only: no key to match
+
+
+def test_a_qc_with_the_leaders_own_unverified_bls_vote_verifies_for_a_peer(
+        bls_network: tuple[list[bytes], list[BlsCrypto]]) -> None:
+    pks, nodes = bls_network
+    unsigned = build_sim_block(BuildProposal(1, GENESIS, None, None), ADDRESSES[1], 0, (b"tx",))
+    b1 = Block(unsigned.header, unsigned.transactions, None, None, nodes[1].sign_proposal(unsigned.hash))
+    state = initial_state(make_config(2), nodes[2], GENESIS)   # the leader of view 2 votes in view 1
+    state, actions = receive(state, b1)
+    assert votes_in(actions) == []   # its own vote stayed here, counted without a check
+    peer_votes = [Vote(b1.hash, 1, 1, i, nodes[i].sign_vote(b1.hash, 1, 1)) for i in (0, 1)]
+    state, actions = run(state, [VoteReceived(v) for v in peer_votes])
+    builds = [a for a in actions if isinstance(a, BuildProposal)]
+    assert len(builds) == 1 and builds[0].justify is not None
+    qc = builds[0].justify
+    assert qc.signer_indices() == [0, 1, 2]
+    assert BlsCrypto(SIM_CHAIN_ID, pks, -1).verify_qc(qc)
+
+
 def test_bls_adapter_counts_each_check_that_fails_and_none_that_passes(
         bls_network: tuple[list[bytes], list[BlsCrypto]]) -> None:
     """What the replica charges a peer for (chainshare/consensus/peergate.py): every verify_* that fails."""
@@ -975,3 +1006,18 @@ def test_a_new_set_core_accepts_any_valid_qc_of_its_committed_head_from_the_prev
         bad_block = replace(bad_block, signature=cryptos[2].sign_proposal(bad_block.hash))
         _, actions = step(restore_core(config, cryptos[0], last, qc_a), ProposalReceived(Proposal(bad_block), 2))
         assert of_type(actions, ValidateBlock) == []
+
+
+def test_the_next_leader_does_not_verify_its_own_vote_but_verifies_every_other(chain: Chain) -> None:
+    state, crypto = counting(2)
+    state, actions = receive(state, chain.b1)
+    assert crypto.calls == ["proposal"] and votes_in(actions) == []   # its own vote: counted, not verified
+    state, actions = run(state, [VoteReceived(make_vote(chain.b1, 0))])
+    assert crypto.calls == ["proposal", "vote"] and of_type(actions, BuildProposal) == []
+    forged = replace(make_vote(chain.b1, 1), signature=make_vote(chain.b1, 3).signature)
+    state, actions = run(state, [VoteReceived(forged)])
+    assert crypto.calls == ["proposal", "vote", "vote"] and of_type(actions, BuildProposal) == []
+    state, actions = run(state, [VoteReceived(make_vote(chain.b1, 1))])
+    builds = of_type(actions, BuildProposal)
+    assert len(builds) == 1 and isinstance(builds[0], BuildProposal) and builds[0].justify is not None
+    assert builds[0].justify.signer_indices() == [0, 1, 2]

@@ -147,3 +147,25 @@ def test_logs_bloom_is_the_textbook_bloom_whatever_the_cache_holds(logs: list[Lo
     assert compute_logs_bloom(logs) == _textbook_bloom(logs)
     assert compute_logs_bloom(logs + logs) == _textbook_bloom(logs)  # repeated items (cached) change nothing
     assert all(bloom_contains(_textbook_bloom(logs), item) for lg in logs for item in (lg.address, *lg.topics))
+
+
+@given(st.integers(0, 2**64 - 1), st.lists(st.binary(max_size=200), max_size=20))
+def test_a_stored_blocks_height_is_read_from_its_header_alone(height: int, txs: list[bytes]) -> None:
+    block = Block(Header(**{**HEADER.__dict__, "height": height}), tuple(txs), QC, None, b"sig")
+    assert Block.read_stored_height(block.encode()) == height == Block.decode(block.encode()).height
+
+
+@given(st.binary(max_size=400))
+def test_reading_a_height_from_random_bytes_fails_only_with_decode_error(data: bytes) -> None:
+    try:
+        Block.read_stored_height(data)
+    except DecodeError:
+        pass
+
+
+@pytest.mark.parametrize("data", [b"", b"\x90", b"\x81\x01\x02", b"\x95\xc0", b"\x95\x93\x01\x02\x03",
+                                  codec.encode([[1] * 13, [], None, None, b""])],
+                         ids=["empty", "empty-array", "map", "no-header", "short-header", "bad-fields"])
+def test_a_stored_value_without_a_header_has_no_height(data: bytes) -> None:
+    with pytest.raises(DecodeError):
+        Block.read_stored_height(data)

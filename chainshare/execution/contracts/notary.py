@@ -17,7 +17,7 @@ class Notary(SystemContract):
         if ctx.sload(b"a" + digest) is not None:
             raise Revert("digest already anchored")
         ctx.sstore(b"a" + digest, ctx.env.height.to_bytes(8, "big") + ctx.sender)
-        ctx.emit(self.E_ANCHORED, digest, "0x" + ctx.sender.hex())
+        ctx.emit(self.E_ANCHORED, digest, ctx.sender)  # an address topic from its 20 bytes, as from its hex
 
     @method("isAnchored(bytes32 digest)", returns="bool", view=True)
     def is_anchored(self, ctx: CallContext, digest: bytes) -> bool:
