@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -26,6 +27,7 @@ from chainshare.ledger.txs import (
     MAX_TX_BYTES,
     TYPE_EIP1559,
     TYPE_LEGACY,
+    Transaction,
     decode_transaction,
     peek_type_and_to,
     sign_eip1559,
@@ -93,6 +95,22 @@ def test_eip155_legacy_tx_signed_by_eth_account_decodes_with_same_hash_and_sende
     assert tx.sender == SENDER
     assert (tx.type, tx.chain_id, tx.gas_price, tx.v) == (TYPE_LEGACY, CHAIN_ID, 1_000_000_000, signed_tx.v)
     assert tx.v in (CHAIN_ID * 2 + 35, CHAIN_ID * 2 + 36)
+
+
+@pytest.mark.parametrize("tx", [eip1559(), eip1559(accessList=[{"address": NOTARY, "storageKeys": ["0x" + "ab" * 32]}]),
+                                eip1559(to=b"", data="0x6000"), legacy()], ids=["1559", "access-list", "create", "legacy"])
+def test_a_decoded_transaction_is_the_dataclass_built_from_its_fields(tx: dict[str, Any]) -> None:
+    """The decoder fills a Transaction's fields at once (``_new_transaction``): the same object as the
+    dataclass's own constructor makes, field for field, equal, hashed, printed and frozen alike."""
+    decoded = decode_transaction(signed(tx), CHAIN_ID)
+    names = [f.name for f in dataclasses.fields(Transaction)]
+    assert list(vars(decoded)) == names
+    built = Transaction(**{name: getattr(decoded, name) for name in names})
+    assert decoded == built and hash(decoded) == hash(built) and repr(decoded) == repr(built)
+    assert vars(decoded) == vars(built)
+    assert dataclasses.replace(decoded) == decoded
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        decoded.nonce = 8  # type: ignore[misc]
 
 
 def test_contract_creation_decodes_with_no_recipient() -> None:
