@@ -285,7 +285,7 @@ class JsonRpc:
                                                "error": rpc_error(full)}))
                 i += 1
                 continue
-            run = self._take_send_run(req, i, budget)
+            run = self._take_send_run(req, i, budget) if _is_send_request(x) else []
             if run:
                 done = list(zip(run, self._answer_sends(run, budget), strict=True))
             else:
