@@ -52,6 +52,7 @@ from chainshare.ledger.txs import Transaction, decode_transaction
 # the pool's reserved room and go first into a block.
 SYSTEM_RECORD_CALLS = frozenset({("AccessControl", "recordDelivery"), ("AccessControl", "recordComputation"),
                                  ("Evidence", "report")})
+_RECORD_METHODS = frozenset(name for _, name in SYSTEM_RECORD_CALLS)
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,8 @@ class Mempool:
 
     def check_backlog(self) -> None:
         """Raise NodeBusy when a new transaction would wait longer than ``busy_backlog_s``."""
+        if self._executable < self._limits.busy_min_pending:
+            return  # under the floor no rate makes it a backlog (is_backlogged): the rate is not measured
         rate = self.get_finalized_rate()
         if is_backlogged(self._executable, rate, self._limits):
             lim = self._limits
@@ -207,7 +210,7 @@ class Mempool:
         intrinsic = compute_intrinsic_gas(tx.data)
         if tx.gas_limit < intrinsic:
             raise InvalidTransaction(f"gas {tx.gas_limit} is below the intrinsic gas {intrinsic}")
-        self._runtime.check_call(tx.to, tx.data)
+        spec = self._runtime.check_call(tx.to, tx.data)
         if not is_member(state, tx.sender):
             raise Unauthorized(f"sender 0x{tx.sender.hex()} is not an account of a member agency")
         lim = self._limits
@@ -247,7 +250,8 @@ class Mempool:
                               f"exceed the per-sender limit of {lim.max_sender_bytes} bytes "
                               "([mempool] max_sender_bytes): wait for receipts and retry",
                               data={"limit": "max_sender_bytes", "max": lim.max_sender_bytes})
-        record = executable and self.is_system_record(tx)
+        # (a call of another method name is no record: its contract is not looked up again)
+        record = executable and spec.name in _RECORD_METHODS and self.is_system_record(tx)
         if submitted and not record:
             self.check_backlog()
         record = self._make_room(state, tx, size, executable, record)
