@@ -395,3 +395,33 @@ def test_sender_recovery_refuses_an_r_off_the_curve() -> None:
         recover_address(b"\x01" * 32, 0, 5, 1)
     with pytest.raises(CryptoError, match="32 bytes"):
         recover_address(b"\x01" * 31, 0, 1, 1)
+
+
+def test_threads_recovering_at_once_each_get_their_own_signer() -> None:
+    """Recovery keeps its C buffers per thread and releases the GIL in the library: four threads
+    recovering different signers at the same time each get theirs, a failed recovery between them too."""
+    import threading
+
+    from chainshare.crypto.secp import address_of_private_key, recover_address
+    from chainshare.errors import CryptoError
+
+    keys = [keccak256(b"thread-signer-%d" % k) for k in range(4)]
+    wrong: list[str] = []
+
+    def recover_many(k: int) -> None:
+        expected = address_of_private_key(keys[k])
+        for i in range(150):
+            msg = keccak256(b"%d/%d" % (k, i))
+            y, r, s = sign_hash(keys[k], msg)
+            if recover_address(msg, y, r, s) != expected:
+                wrong.append(f"thread {k}, message {i}")
+            if i % 25 == 0:
+                with pytest.raises(CryptoError):
+                    recover_address(msg, 0, 5, 1)
+
+    threads = [threading.Thread(target=recover_many, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert wrong == []
