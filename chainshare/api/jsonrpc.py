@@ -285,13 +285,15 @@ class JsonRpc:
                                                "error": rpc_error(full)}))
                 i += 1
                 continue
-            run = self._take_send_run(req, i, budget) if _is_send_request(x) else []
-            if run:
-                done = list(zip(run, self._answer_sends(run, budget), strict=True))
+            answers: Iterable[tuple[Any, dict[str, Any] | None]]
+            if _is_send_request(x):
+                run = self._take_send_run(req, i, budget)  # x and the sends after it
+                answers = zip(run, self._answer_sends(run, budget), strict=True)
+                i += len(run)
             else:
-                done = [(x, self.handle_one(x, budget))]
-            i += max(1, len(run))
-            for r, resp in done:
+                answers = ((x, self.handle_one(x, budget)),)
+                i += 1
+            for r, resp in answers:
                 out = self._encode_within(r, resp, budget)
                 if out is not None:
                     parts.append(out)
