@@ -247,7 +247,7 @@ class JsonRpc:
         Callers also bound the body's size (``INLINE_PARSE_BYTES``), so the loop never parses a large one."""
         if isinstance(req, dict):
             return req.get("method") in LOOP_METHODS
-        return isinstance(req, list) and 0 < len(req) <= MAX_SENDS_PER_HOP and all(_is_send_request(x) for x in req)
+        return isinstance(req, list) and 0 < len(req) <= MAX_SENDS_PER_HOP and all(map(_is_send_request, req))
 
     @staticmethod
     def is_light_request(req: Any) -> bool:
@@ -285,18 +285,21 @@ class JsonRpc:
                                                "error": rpc_error(full)}))
                 i += 1
                 continue
-            answers: Iterable[tuple[Any, dict[str, Any] | None]]
             if _is_send_request(x):
                 run = self._take_send_run(req, i, budget)  # x and the sends after it
-                answers = zip(run, self._answer_sends(run, budget), strict=True)
                 i += len(run)
+                answered = [resp for resp in self._answer_sends(run, budget) if resp is not None]
+                if answered:
+                    # A write's answer is always kept (never replaced by -32005), so the run's answers are
+                    # encoded at once: the same bytes, and the same charge (each answer and its comma).
+                    encoded = orjson.dumps(answered)
+                    budget.charge_response(len(encoded) - 1)
+                    parts.append(encoded[1:-1])
             else:
-                answers = ((x, self.handle_one(x, budget)),)
-                i += 1
-            for r, resp in answers:
-                out = self._encode_within(r, resp, budget)
+                out = self._encode_within(x, self.handle_one(x, budget), budget)
                 if out is not None:
                     parts.append(out)
+                i += 1
             if not budget.fits_response(1):
                 full = budget.response_full()
         return b"[" + b",".join(parts) + b"]" if parts else None
