@@ -158,14 +158,19 @@ class Mempool:
         last ``DRAIN_WINDOW_S`` (0.0 when it had none): what the node finalizes when it is busy. Idle
         time does not dilute it, so a burst after a quiet spell is not told to wait for a rate the
         node only showed while it had nothing to do."""
-        horizon = self._clock() - DRAIN_WINDOW_S
+        self._trim_drain_window(self._clock())
+        return self._drained_n / self._drained_s if self._drained_s > 0 else 0.0
+
+    def _trim_drain_window(self, now: float) -> None:
+        """Drop the drained intervals that ended before ``now - DRAIN_WINDOW_S`` (and their share of
+        the running sums): the window holds at most the blocks of its last few seconds."""
+        horizon = now - DRAIN_WINDOW_S
         while self._drained and self._drained[0][0] < horizon:
             _, n, dt = self._drained.popleft()
             self._drained_n -= n
             self._drained_s -= dt
         if not self._drained:  # no float residue from the running sums once the window is empty
             self._drained_n, self._drained_s = 0, 0.0
-        return self._drained_n / self._drained_s if self._drained_s > 0 else 0.0
 
     def check_backlog(self) -> None:
         """Raise NodeBusy when a new transaction would wait longer than ``busy_backlog_s``."""
@@ -394,6 +399,9 @@ class Mempool:
             self._drained.append((now, included, now - self._last_prune_at))
             self._drained_n += included
             self._drained_s += now - self._last_prune_at
+            # Trimmed here too: the rate is read only when the backlog reaches busy_min_pending, and a
+            # node that always has a little work waiting must not grow the window a block at a time.
+            self._trim_drain_window(now)
         self._executable = self._waiting_at_prune = executable
         self._last_prune_at = now
         return dropped
