@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 from typing import Any
 
 import pytest
@@ -108,6 +109,8 @@ def test_a_decoded_transaction_is_the_dataclass_built_from_its_fields(tx: dict[s
     built = Transaction(**{name: getattr(decoded, name) for name in names})
     assert decoded == built and hash(decoded) == hash(built) and repr(decoded) == repr(built)
     assert vars(decoded) == vars(built)
+    assert sys.getsizeof(vars(decoded)) == sys.getsizeof(vars(built))  # a key-sharing dict, as the constructor's
+    assert "__post_init__" not in vars(Transaction)  # _new_transaction would skip it
     assert dataclasses.replace(decoded) == decoded
     with pytest.raises(dataclasses.FrozenInstanceError):
         decoded.nonce = 8  # type: ignore[misc]
