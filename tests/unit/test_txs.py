@@ -403,7 +403,7 @@ def test_sender_recovery_refuses_an_r_off_the_curve() -> None:
 def test_threads_recovering_at_once_each_get_their_own_signer() -> None:
     """Recovery keeps its C buffers per thread and releases the GIL in the library: four threads
     recovering different signers at the same time each get theirs, a failed recovery between them too."""
-    import threading
+    from concurrent.futures import ThreadPoolExecutor
 
     from chainshare.crypto.secp import address_of_private_key, recover_address
     from chainshare.errors import CryptoError
@@ -422,9 +422,8 @@ def test_threads_recovering_at_once_each_get_their_own_signer() -> None:
                 with pytest.raises(CryptoError):
                     recover_address(msg, 0, 5, 1)
 
-    threads = [threading.Thread(target=recover_many, args=(k,)) for k in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        runs = [pool.submit(recover_many, k) for k in range(4)]
+    for run in runs:
+        run.result()  # an exception in a thread (a refusal missing or a wrong one) fails the test here
     assert wrong == []
