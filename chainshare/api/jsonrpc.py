@@ -63,6 +63,8 @@ LIGHT_METHODS = frozenset({
 # read's result is replaced by -32005 there), so a client always learns what was done.
 WRITE_METHODS = frozenset({"eth_sendRawTransaction"})
 SEND = "eth_sendRawTransaction"
+# handle_parsed encodes a run of sends' answers at once, with no -32005 check: only a write may skip it.
+assert SEND in WRITE_METHODS, "a run of sends is encoded as writes: SEND must stay in WRITE_METHODS"
 # A batch's consecutive sends are admitted on the event loop in one hop of at most this many (a few
 # milliseconds of signature recovery: the loop also runs consensus).
 MAX_SENDS_PER_HOP = 64
@@ -290,8 +292,9 @@ class JsonRpc:
                 i += len(run)
                 answered = [resp for resp in self._answer_sends(run, budget) if resp is not None]
                 if answered:
-                    # A write's answer is always kept (never replaced by -32005), so the run's answers are
-                    # encoded at once: the same bytes, and the same charge (each answer and its comma).
+                    # A write's answer is always kept (never replaced by -32005; SEND is in WRITE_METHODS, as
+                    # asserted where it is defined), so the run's answers are encoded at once: the same bytes,
+                    # and the same charge (each answer and its comma).
                     encoded = orjson.dumps(answered)
                     budget.charge_response(len(encoded) - 1)
                     parts.append(encoded[1:-1])
@@ -307,8 +310,8 @@ class JsonRpc:
     def _take_send_run(self, req: list[Any], start: int, budget: WorkBudget) -> list[dict[str, Any]]:
         """The well-formed ``eth_sendRawTransaction`` requests from ``req[start]`` on, consecutive, at
         most ``MAX_SENDS_PER_HOP`` and no more than the response has room for (by ``SEND_ANSWER_BOUND``:
-        one by one, the response could not have filled up before any of them); empty if ``req[start]``
-        is not one."""
+        one by one, the response could not have filled up before any of them). ``req[start]`` is one (the
+        caller checks), so the run holds at least it."""
         room = self.limits.max_response_bytes - budget.response_bytes
         run: list[dict[str, Any]] = []
         for x in req[start:start + MAX_SENDS_PER_HOP]:
