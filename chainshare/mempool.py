@@ -52,6 +52,7 @@ from chainshare.ledger.txs import Transaction, decode_transaction
 # the pool's reserved room and go first into a block.
 SYSTEM_RECORD_CALLS = frozenset({("AccessControl", "recordDelivery"), ("AccessControl", "recordComputation"),
                                  ("Evidence", "report")})
+_RECORD_METHODS = frozenset(name for _, name in SYSTEM_RECORD_CALLS)
 
 
 @dataclass(frozen=True)
@@ -157,17 +158,24 @@ class Mempool:
         last ``DRAIN_WINDOW_S`` (0.0 when it had none): what the node finalizes when it is busy. Idle
         time does not dilute it, so a burst after a quiet spell is not told to wait for a rate the
         node only showed while it had nothing to do."""
-        horizon = self._clock() - DRAIN_WINDOW_S
+        self._trim_drain_window(self._clock())
+        return self._drained_n / self._drained_s if self._drained_s > 0 else 0.0
+
+    def _trim_drain_window(self, now: float) -> None:
+        """Drop the drained intervals that ended before ``now - DRAIN_WINDOW_S`` (and their share of
+        the running sums): the window holds at most the blocks of its last few seconds."""
+        horizon = now - DRAIN_WINDOW_S
         while self._drained and self._drained[0][0] < horizon:
             _, n, dt = self._drained.popleft()
             self._drained_n -= n
             self._drained_s -= dt
         if not self._drained:  # no float residue from the running sums once the window is empty
             self._drained_n, self._drained_s = 0, 0.0
-        return self._drained_n / self._drained_s if self._drained_s > 0 else 0.0
 
     def check_backlog(self) -> None:
         """Raise NodeBusy when a new transaction would wait longer than ``busy_backlog_s``."""
+        if self._executable < self._limits.busy_min_pending:
+            return  # under the floor no rate makes it a backlog (is_backlogged): the rate is not measured
         rate = self.get_finalized_rate()
         if is_backlogged(self._executable, rate, self._limits):
             lim = self._limits
@@ -207,7 +215,7 @@ class Mempool:
         intrinsic = compute_intrinsic_gas(tx.data)
         if tx.gas_limit < intrinsic:
             raise InvalidTransaction(f"gas {tx.gas_limit} is below the intrinsic gas {intrinsic}")
-        self._runtime.check_call(tx.to, tx.data)
+        spec = self._runtime.check_call(tx.to, tx.data)
         if not is_member(state, tx.sender):
             raise Unauthorized(f"sender 0x{tx.sender.hex()} is not an account of a member agency")
         lim = self._limits
@@ -247,7 +255,8 @@ class Mempool:
                               f"exceed the per-sender limit of {lim.max_sender_bytes} bytes "
                               "([mempool] max_sender_bytes): wait for receipts and retry",
                               data={"limit": "max_sender_bytes", "max": lim.max_sender_bytes})
-        record = executable and self.is_system_record(tx)
+        # (a call of another method name is no record: its contract is not looked up again)
+        record = executable and spec.name in _RECORD_METHODS and self.is_system_record(tx)
         if submitted and not record:
             self.check_backlog()
         record = self._make_room(state, tx, size, executable, record)
@@ -390,6 +399,9 @@ class Mempool:
             self._drained.append((now, included, now - self._last_prune_at))
             self._drained_n += included
             self._drained_s += now - self._last_prune_at
+            # Trimmed here too: the rate is read only when the backlog reaches busy_min_pending, and a
+            # node that always has a little work waiting must not grow the window a block at a time.
+            self._trim_drain_window(now)
         self._executable = self._waiting_at_prune = executable
         self._last_prune_at = now
         return dropped

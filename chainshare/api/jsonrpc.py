@@ -63,6 +63,8 @@ LIGHT_METHODS = frozenset({
 # read's result is replaced by -32005 there), so a client always learns what was done.
 WRITE_METHODS = frozenset({"eth_sendRawTransaction"})
 SEND = "eth_sendRawTransaction"
+# handle_parsed encodes a run of sends' answers at once, with no -32005 check: only a write may skip it.
+assert SEND in WRITE_METHODS, "a run of sends is encoded as writes: SEND must stay in WRITE_METHODS"
 # A batch's consecutive sends are admitted on the event loop in one hop of at most this many (a few
 # milliseconds of signature recovery: the loop also runs consensus).
 MAX_SENDS_PER_HOP = 64
@@ -102,14 +104,20 @@ def parse_reward_percentiles(value: Any) -> list[float]:
 
 
 def parse_data(value: Any, name: str, size: int | None = None) -> bytes:
+    """``0x`` and hex digits in pairs, nothing else, as bytes (of ``size`` when given)."""
     if not isinstance(value, str) or not value.startswith("0x"):
         raise InvalidInput(f"{name} must be a 0x-prefixed hex string")
     body = value[2:]
-    if not _HEX_DIGITS.fullmatch(body):  # bytes.fromhex alone would also take spaces between the bytes
-        raise InvalidInput(f"{name} is not valid hex")
-    if len(body) % 2:
+    try:
+        b = bytes.fromhex(body)
+    except ValueError:
+        b = b""
+    # bytes.fromhex also takes whitespace between the bytes: only a result of one byte per two characters
+    # read hex digits alone (one pass over a raw transaction instead of a regular expression's, then fromhex's)
+    if 2 * len(b) != len(body):
+        if not _HEX_DIGITS.fullmatch(body):
+            raise InvalidInput(f"{name} is not valid hex")
         raise InvalidInput(f"{name} has an odd number of hex digits")
-    b = bytes.fromhex(body)
     if size is not None and len(b) != size:
         raise InvalidInput(f"{name} must be {size} bytes")
     return b
@@ -242,7 +250,7 @@ class JsonRpc:
         Callers also bound the body's size (``INLINE_PARSE_BYTES``), so the loop never parses a large one."""
         if isinstance(req, dict):
             return req.get("method") in LOOP_METHODS
-        return isinstance(req, list) and 0 < len(req) <= MAX_SENDS_PER_HOP and all(_is_send_request(x) for x in req)
+        return isinstance(req, list) and 0 < len(req) <= MAX_SENDS_PER_HOP and all(map(_is_send_request, req))
 
     @staticmethod
     def is_light_request(req: Any) -> bool:
@@ -280,16 +288,22 @@ class JsonRpc:
                                                "error": rpc_error(full)}))
                 i += 1
                 continue
-            run = self._take_send_run(req, i, budget)
-            if run:
-                done = list(zip(run, self._answer_sends(run, budget), strict=True))
+            if _is_send_request(x):
+                run = self._take_send_run(req, i, budget)  # x and the sends after it
+                i += len(run)
+                answered = [resp for resp in self._answer_sends(run, budget) if resp is not None]
+                if answered:
+                    # A write's answer is always kept (never replaced by -32005; SEND is in WRITE_METHODS, as
+                    # asserted where it is defined), so the run's answers are encoded at once: the same bytes,
+                    # and the same charge (each answer and its comma).
+                    encoded = orjson.dumps(answered)
+                    budget.charge_response(len(encoded) - 1)
+                    parts.append(encoded[1:-1])
             else:
-                done = [(x, self.handle_one(x, budget))]
-            i += max(1, len(run))
-            for r, resp in done:
-                out = self._encode_within(r, resp, budget)
+                out = self._encode_within(x, self.handle_one(x, budget), budget)
                 if out is not None:
                     parts.append(out)
+                i += 1
             if not budget.fits_response(1):
                 full = budget.response_full()
         return b"[" + b",".join(parts) + b"]" if parts else None
@@ -297,8 +311,8 @@ class JsonRpc:
     def _take_send_run(self, req: list[Any], start: int, budget: WorkBudget) -> list[dict[str, Any]]:
         """The well-formed ``eth_sendRawTransaction`` requests from ``req[start]`` on, consecutive, at
         most ``MAX_SENDS_PER_HOP`` and no more than the response has room for (by ``SEND_ANSWER_BOUND``:
-        one by one, the response could not have filled up before any of them); empty if ``req[start]``
-        is not one."""
+        one by one, the response could not have filled up before any of them). ``req[start]`` is one (the
+        caller checks), so the run holds at least it."""
         room = self.limits.max_response_bytes - budget.response_bytes
         run: list[dict[str, Any]] = []
         for x in req[start:start + MAX_SENDS_PER_HOP]:
@@ -316,9 +330,9 @@ class JsonRpc:
         is gone or stuck), each send of the run is answered -32603."""
         raws: list[bytes] = []
         outcomes: list[bytes | BaseException | None] = []
+        self._count(SEND, len(run))
+        budget.start_request()  # once for the run: a send charges nothing to its request's allowances
         for x in run:
-            self._count(SEND)
-            budget.start_request()
             try:
                 raws.append(parse_data(_param(x.get("params", []), 0, "rawTransaction"), "rawTransaction"))
                 outcomes.append(None)  # filled in from the hop
@@ -377,9 +391,9 @@ class JsonRpc:
         budget.charge_response(len(out) + 1)
         return out
 
-    def _count(self, method: str) -> None:
+    def _count(self, method: str, n: int = 1) -> None:
         with self._count_lock:
-            self.counts[method] = self.counts.get(method, 0) + 1
+            self.counts[method] = self.counts.get(method, 0) + n
 
     def _count_error(self) -> None:
         with self._count_lock:

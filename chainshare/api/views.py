@@ -99,14 +99,19 @@ def view_block(block: Block, chain_id: int, full: bool, tx_hashes: Sequence[byte
 
 
 def view_log(lg: Log, block: Block, tx_hash: bytes, tx_index: int, log_index: int) -> dict[str, Any]:
+    return _view_log(lg, hx(block.hash), qty(block.height), hx(tx_hash), qty(tx_index), log_index)
+
+
+def _view_log(lg: Log, block_hash: str, height: str, tx_hash: str, tx_index: str, log_index: int) -> dict[str, Any]:
+    """``view_log`` with the block's and the transaction's fields already in their JSON form."""
     return {
         "address": hx(lg.address),
         "topics": [hx(t) for t in lg.topics],
         "data": hx(lg.data),
-        "blockNumber": qty(block.height),
-        "blockHash": hx(block.hash),
-        "transactionHash": hx(tx_hash),
-        "transactionIndex": qty(tx_index),
+        "blockNumber": height,
+        "blockHash": block_hash,
+        "transactionHash": tx_hash,
+        "transactionIndex": tx_index,
         "logIndex": qty(log_index),
         "removed": False,
     }
@@ -117,18 +122,21 @@ def view_receipt(block: Block, receipts: list[Receipt], index: int, sender: byte
     r = receipts[index]
     if first_log is None:
         first_log = sum(len(x.logs) for x in receipts[:index])
+    # the fields a receipt shares with its logs are put in their JSON form once
+    tx_hash_hex, index_hex, block_hash, height = hx(tx_hash), qty(index), hx(block.hash), qty(block.height)
     out = {
-        "transactionHash": hx(tx_hash),
-        "transactionIndex": qty(index),
-        "blockHash": hx(block.hash),
-        "blockNumber": qty(block.height),
+        "transactionHash": tx_hash_hex,
+        "transactionIndex": index_hex,
+        "blockHash": block_hash,
+        "blockNumber": height,
         "from": hx(sender),
         "to": hx(to) if to else None,
         "cumulativeGasUsed": qty(r.cumulative_gas_used),
         "gasUsed": qty(r.gas_used),
         "effectiveGasPrice": "0x0",
         "contractAddress": None,
-        "logs": [view_log(lg, block, tx_hash, index, first_log + j) for j, lg in enumerate(r.logs)],
+        "logs": [_view_log(lg, block_hash, height, tx_hash_hex, index_hex, first_log + j)
+                 for j, lg in enumerate(r.logs)],
         "logsBloom": hx(compute_logs_bloom(r.logs)),
         "type": qty(tx_type),
         "status": qty(r.status),

@@ -17,7 +17,8 @@ def _length(data: bytes, pos: int, n: int) -> int:
         raise DecodeError("RLP length prefix runs past the end of the input")
     if data[pos] == 0:
         raise DecodeError("RLP length has leading zero bytes (non-canonical)")
-    length = int.from_bytes(data[pos:pos + n], "big")
+    # one length byte (an item of 56-255 bytes: a transaction's list, its data): read as it is
+    length = data[pos] if n == 1 else int.from_bytes(data[pos:pos + n], "big")
     if length < 56:
         raise DecodeError("RLP long form used for a short item (non-canonical)")
     return length

@@ -519,3 +519,23 @@ def test_the_finalize_rate_over_a_sliding_window_is_the_intervals_still_inside_i
         assert p.pool.get_finalized_rate() == pytest.approx(sum(n for _, n, _ in kept) / sum(d for _, _, d in kept))
     p.now += DRAIN_WINDOW_S + 0.01
     assert p.pool.get_finalized_rate() == 0.0
+
+
+def test_a_never_idle_lightly_loaded_pool_keeps_only_the_last_seconds_of_finalize_intervals() -> None:
+    """Under busy_min_pending the busy check never reads the rate; the window still forgets old blocks
+    (a node with a little work always waiting must not grow it a block at a time), and the rate read
+    when it is needed is the one over the window."""
+    from chainshare.mempool import DRAIN_WINDOW_S
+
+    p = Pool(MempoolLimits(busy_backlog_s=1.0, busy_min_pending=4))
+    submit = lambda raw: p.pool.add_raw(raw, p.state, GAS_LIMIT, submitted=True)  # noqa: E731
+    submit(anchor(ALICE, 0))
+    p.pool.prune(p.state)
+    block_s = 0.5
+    for n in range(1, 256):  # 255 blocks (about 2 min) of one transaction each, one always waiting
+        submit(anchor(ALICE, n))
+        p.now += block_s
+        p.ledger.execute([anchor(ALICE, n - 1)])
+        p.pool.prune(p.state)
+        assert len(p.pool._drained) <= DRAIN_WINDOW_S / block_s + 1
+    assert p.pool.get_finalized_rate() == pytest.approx(1 / block_s)

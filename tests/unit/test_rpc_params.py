@@ -5,11 +5,14 @@ client's body reaches it."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
 import pytest
 from chainkit import NOTARY, account, make_genesis, validator
+from hypothesis import given
+from hypothesis import strategies as st
 
 from chainshare.api.jsonrpc import JsonRpc, parse_data, parse_quantity
 from chainshare.config import NodeConfig
@@ -56,6 +59,40 @@ def test_a_quantity_takes_hex_of_any_case_and_leading_zeros_and_json_numbers() -
 def test_data_is_0x_and_hex_byte_pairs_only(text: str) -> None:
     with pytest.raises(InvalidInput, match="data"):
         parse_data(text, "data")
+
+
+def _reference_parse_data(value: str, size: int | None) -> bytes:
+    """parse_data as first written: the regular expression, then the parity, then bytes.fromhex."""
+    if not value.startswith("0x"):
+        raise InvalidInput("data must be a 0x-prefixed hex string")
+    body = value[2:]
+    if not re.fullmatch(r"[0-9a-fA-F]*", body):
+        raise InvalidInput("data is not valid hex")
+    if len(body) % 2:
+        raise InvalidInput("data has an odd number of hex digits")
+    b = bytes.fromhex(body)
+    if size is not None and len(b) != size:
+        raise InvalidInput(f"data must be {size} bytes")
+    return b
+
+
+def _outcome(fn: Any, *args: Any) -> tuple[str, Any]:
+    try:
+        return "ok", fn(*args)
+    except InvalidInput as exc:
+        return "refused", str(exc)
+
+
+@given(st.one_of(st.text(alphabet="0123456789abcdefABCDEFx \t\n\r\x0b\x0cg_-+\u0661\u00a0", max_size=12),
+                 st.binary(max_size=6).map(lambda b: "0x" + b.hex()),
+                 st.tuples(st.binary(max_size=6), st.sampled_from(" \t\n\u3000\u0661z"), st.integers(0, 14)).map(
+                     lambda t: ("0x" + t[0].hex())[:t[2] + 2] + t[1] + ("0x" + t[0].hex())[t[2] + 2:])),
+       st.sampled_from([None, 0, 1, 2, 3]))
+def test_data_is_read_as_the_reference_reads_it(text: str, size: int | None) -> None:
+    """parse_data's single bytes.fromhex pass accepts and refuses exactly what the regular-expression check
+    before it did, with the same message."""
+    for value in (text, "0x" + text):
+        assert _outcome(parse_data, value, "data", size) == _outcome(_reference_parse_data, value, size)
 
 
 @pytest.mark.parametrize("tag", ["0x-1", "0x 1", "0x1_0", "0x\u0661"])

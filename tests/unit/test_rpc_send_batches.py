@@ -149,6 +149,19 @@ def test_a_run_stops_where_the_response_could_fill_up() -> None:
     assert all("result" in r for r in out)  # small answers: all fit, as one by one
 
 
+def test_a_batch_is_charged_exactly_the_bytes_of_its_response(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every answer is charged its length and a comma (a run of sends' answers encoded at once as well), so a
+    batch's response budget sees what the response holds: its length less the one bracket not charged."""
+    from chainshare.api.limits import WorkBudget
+
+    charged: list[int] = []
+    real = WorkBudget.charge_response
+    monkeypatch.setattr(WorkBudget, "charge_response", lambda self, n: (charged.append(n), real(self, n))[1])
+    out = JsonRpc(_node()).handle_body(orjson.dumps(_mixed_batch()))
+    assert out is not None and sum(charged) == len(out) - 1
+    assert len(charged) < len(orjson.loads(out))  # runs of sends were charged at once
+
+
 def test_loop_requests_are_single_cheap_requests_and_small_batches_of_sends() -> None:
     chain_id = {"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}
     receipt = {"jsonrpc": "2.0", "id": 2, "method": "eth_getTransactionReceipt", "params": ["0x" + "00" * 32]}

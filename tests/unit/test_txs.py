@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import sys
 from typing import Any
 
 import pytest
@@ -26,6 +28,7 @@ from chainshare.ledger.txs import (
     MAX_TX_BYTES,
     TYPE_EIP1559,
     TYPE_LEGACY,
+    Transaction,
     decode_transaction,
     peek_type_and_to,
     sign_eip1559,
@@ -93,6 +96,24 @@ def test_eip155_legacy_tx_signed_by_eth_account_decodes_with_same_hash_and_sende
     assert tx.sender == SENDER
     assert (tx.type, tx.chain_id, tx.gas_price, tx.v) == (TYPE_LEGACY, CHAIN_ID, 1_000_000_000, signed_tx.v)
     assert tx.v in (CHAIN_ID * 2 + 35, CHAIN_ID * 2 + 36)
+
+
+@pytest.mark.parametrize("tx", [eip1559(), eip1559(accessList=[{"address": NOTARY, "storageKeys": ["0x" + "ab" * 32]}]),
+                                eip1559(to=b"", data="0x6000"), legacy()], ids=["1559", "access-list", "create", "legacy"])
+def test_a_decoded_transaction_is_the_dataclass_built_from_its_fields(tx: dict[str, Any]) -> None:
+    """The decoder fills a Transaction's fields at once (``_new_transaction``): the same object as the
+    dataclass's own constructor makes, field for field, equal, hashed, printed and frozen alike."""
+    decoded = decode_transaction(signed(tx), CHAIN_ID)
+    names = [f.name for f in dataclasses.fields(Transaction)]
+    assert list(vars(decoded)) == names
+    built = Transaction(**{name: getattr(decoded, name) for name in names})
+    assert decoded == built and hash(decoded) == hash(built) and repr(decoded) == repr(built)
+    assert vars(decoded) == vars(built)
+    assert sys.getsizeof(vars(decoded)) == sys.getsizeof(vars(built))  # a key-sharing dict, as the constructor's
+    assert "__post_init__" not in vars(Transaction)  # _new_transaction would skip it
+    assert dataclasses.replace(decoded) == decoded
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        decoded.nonce = 8  # type: ignore[misc]
 
 
 def test_contract_creation_decodes_with_no_recipient() -> None:
@@ -377,3 +398,32 @@ def test_sender_recovery_refuses_an_r_off_the_curve() -> None:
         recover_address(b"\x01" * 32, 0, 5, 1)
     with pytest.raises(CryptoError, match="32 bytes"):
         recover_address(b"\x01" * 31, 0, 1, 1)
+
+
+def test_threads_recovering_at_once_each_get_their_own_signer() -> None:
+    """Recovery keeps its C buffers per thread and releases the GIL in the library: four threads
+    recovering different signers at the same time each get theirs, a failed recovery between them too."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from chainshare.crypto.secp import address_of_private_key, recover_address
+    from chainshare.errors import CryptoError
+
+    keys = [keccak256(b"thread-signer-%d" % k) for k in range(4)]
+    wrong: list[str] = []
+
+    def recover_many(k: int) -> None:
+        expected = address_of_private_key(keys[k])
+        for i in range(150):
+            msg = keccak256(b"%d/%d" % (k, i))
+            y, r, s = sign_hash(keys[k], msg)
+            if recover_address(msg, y, r, s) != expected:
+                wrong.append(f"thread {k}, message {i}")
+            if i % 25 == 0:
+                with pytest.raises(CryptoError):
+                    recover_address(msg, 0, 5, 1)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        runs = [pool.submit(recover_many, k) for k in range(4)]
+    for run in runs:
+        run.result()  # an exception in a thread (a refusal missing or a wrong one) fails the test here
+    assert wrong == []
