@@ -33,13 +33,13 @@ from chainshare.api.errors import (
     rpc_error,
 )
 from chainshare.api.limits import ApiLimits, WorkBudget
-from chainshare.api.views import hx, qty, view_block, view_log, view_receipt, view_transaction
+from chainshare.api.views import hx, qty, view_block, view_bundle_receipt, view_log, view_transaction
 from chainshare.crypto.hashing import keccak256
 from chainshare.decimal_text import parse_hex_quantity
 from chainshare.errors import ChainshareError, ExecutionReverted, InvalidInput, LimitExceeded, NotFound
 from chainshare.execution.genesis import get_chain_params
 from chainshare.execution.runtime import get_nonce
-from chainshare.ledger.txs import decode_transaction, peek_type_and_to
+from chainshare.ledger.txs import decode_transaction
 from chainshare.ledger.types import Log, bloom_contains
 from chainshare.node import Node
 
@@ -54,7 +54,9 @@ LOOP_METHODS = frozenset({
     "eth_mining", "eth_accounts", "eth_blockNumber", "eth_gasPrice", "eth_maxPriorityFeePerGas",
     "eth_sendRawTransaction", "eth_getTransactionCount",
 })
-# Methods whose single request loads at most one block: run on the API's light thread.
+# Methods whose single request loads at most one block: run on the API's light thread. (Not
+# eth_getBlockReceipts: it does the work of up to max_block_txs receipt reads, which as a batch of
+# eth_getTransactionReceipt run on the workers under api.max_cpu_ms_per_s; so does it.)
 LIGHT_METHODS = frozenset({
     "web3_sha3", "eth_getBalance", "eth_getCode", "eth_getStorageAt", "eth_getBlockByNumber", "eth_getBlockByHash",
     "eth_getBlockTransactionCountByNumber", "eth_getTransactionByHash", "eth_getTransactionReceipt",
@@ -209,6 +211,7 @@ class JsonRpc:
             "eth_getBlockTransactionCountByNumber": self.eth_get_block_tx_count_by_number,
             "eth_getTransactionByHash": self.eth_get_transaction_by_hash,
             "eth_getTransactionReceipt": self.eth_get_transaction_receipt,
+            "eth_getBlockReceipts": self.eth_get_block_receipts,
             "eth_getTransactionCount": self.eth_get_transaction_count,
             "eth_sendRawTransaction": self.eth_send_raw_transaction,
             "eth_call": self.eth_call,
@@ -446,6 +449,20 @@ class JsonRpc:
         h = parse_quantity(tag, "block number")
         return h
 
+    def _find_block(self, block: Any) -> int | None:
+        """The height of the block that ``block`` names: a tag or a quantity as eth_getBlockByNumber reads it,
+        or a block hash (a string of 32 bytes, as geth tells the two apart); None when there is no such block."""
+        if isinstance(block, dict):
+            raise InvalidInput("block: the object form ({blockHash}/{blockNumber}) is not supported; pass the "
+                               "number, a tag or the block hash itself")
+        if isinstance(block, str) and len(block) == 66:
+            try:
+                return self.node.chain.get_height_by_hash(parse_data(block, "block hash", 32))
+            except NotFound:
+                return None
+        h = self._height(block)
+        return h if h <= self.node.chain.head_height else None
+
     def _latest_only(self, tag: Any, what: str) -> None:
         if tag in (None, "latest", "safe", "finalized", "pending"):
             return
@@ -542,10 +559,20 @@ class JsonRpc:
         if loc is None:
             return None
         b.charge_blocks(1, "eth_getTransactionReceipt")
-        bundle = self.node.chain.get_bundle(loc.height)
-        tx_type, to = peek_type_and_to(bundle.block.transactions[loc.index])
-        return view_receipt(bundle.block, bundle.receipts, loc.index, bundle.senders[loc.index], th, to, tx_type,
-                            bundle.first_log_index[loc.index])
+        return view_bundle_receipt(self.node.chain.get_bundle(loc.height), loc.index)
+
+    def eth_get_block_receipts(self, p: list[Any], b: WorkBudget) -> list[dict[str, Any]] | None:
+        """The receipts of a block's transactions in order, each as eth_getTransactionReceipt shows it; None
+        for a block that does not exist. Charged as a block read (one block loaded), as eth_getBlockByNumber
+        with full transactions is; the answer counts against max_response_bytes like any read's."""
+        if len(p) > 1:
+            raise InvalidInput(f"eth_getBlockReceipts takes 1 parameter (the block), got {len(p)}")
+        h = self._find_block(_param(p, 0, "block"))
+        if h is None:
+            return None
+        b.charge_blocks(1, "eth_getBlockReceipts")
+        bundle = self.node.chain.get_bundle(h)
+        return [view_bundle_receipt(bundle, i) for i in range(len(bundle.receipts))]
 
     def eth_get_transaction_count(self, p: list[Any], b: WorkBudget) -> str:
         addr = parse_data(_param(p, 0, "address"), "address", 20)

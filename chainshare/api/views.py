@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from chainshare.ledger.txs import TYPE_EIP1559, Transaction, decode_transaction
+from chainshare.ledger.chain import BlockBundle
+from chainshare.ledger.txs import TYPE_EIP1559, Transaction, decode_transaction, peek_type_and_to
 from chainshare.ledger.types import Block, Log, QuorumCertificate, Receipt, compute_logs_bloom
 
 EMPTY_UNCLES = "0x1dcc4de8dec75d7aab85b567b6ccd41ad312451b948a7413f0a142fd40d49347"
@@ -146,3 +147,10 @@ def view_receipt(block: Block, receipts: list[Receipt], index: int, sender: byte
 
         out["revertReason"] = decode_revert_reason(r.output) or hx(r.output)
     return out
+
+
+def view_bundle_receipt(bundle: BlockBundle, index: int) -> dict[str, Any]:
+    """The receipt of transaction ``index`` of a finalized block, as eth_getTransactionReceipt shows it."""
+    tx_type, to = peek_type_and_to(bundle.block.transactions[index])
+    return view_receipt(bundle.block, bundle.receipts, index, bundle.senders[index], bundle.tx_hashes[index], to,
+                        tx_type, bundle.first_log_index[index])

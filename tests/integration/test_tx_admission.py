@@ -358,8 +358,8 @@ def test_failing_notifications_get_no_answer(seeded: Devnet) -> None:
 def test_invalid_params_fuzz_never_causes_an_internal_error(seeded: Devnet) -> None:
     methods = ["web3_sha3", "eth_feeHistory", "eth_getBalance", "eth_getCode", "eth_getStorageAt",
                "eth_getBlockByNumber", "eth_getBlockByHash", "eth_getBlockTransactionCountByNumber",
-               "eth_getTransactionByHash", "eth_getTransactionReceipt", "eth_getTransactionCount",
-               "eth_sendRawTransaction", "eth_call", "eth_estimateGas", "eth_getLogs"]
+               "eth_getTransactionByHash", "eth_getTransactionReceipt", "eth_getBlockReceipts",
+               "eth_getTransactionCount", "eth_sendRawTransaction", "eth_call", "eth_estimateGas", "eth_getLogs"]
     notary = seeded.contract_address("Notary")
     values: list[Any] = [
         None, 0, -1, 1.5, True, "", "0x", "0x0", "0xzz", "latest", "earliest", "pending", "0x" + "f" * 64,

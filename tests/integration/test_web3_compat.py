@@ -10,7 +10,7 @@ import pytest
 from eth_account import Account
 from eth_utils import keccak
 from netkit import ANCHORED_TOPIC, Devnet, anchor_data, load_artifact, sign_call, tx_hash_of
-from web3.exceptions import BlockNotFound, ContractLogicError, TransactionNotFound
+from web3.exceptions import BlockNotFound, ContractLogicError, TransactionNotFound, Web3RPCError
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("web3")]
 
@@ -254,3 +254,65 @@ def test_batch_request_answers_each_call_by_id(devnet: Devnet) -> None:
     assert int(answers[7]["result"], 16) >= 1
     assert answers[8]["error"]["code"] == -32601
     assert answers[9]["error"]["code"] == -32602
+
+
+def _send_anchors(devnet: Devnet, w3: Any, acct: Any, n: int) -> list[Any]:
+    """``n`` anchors sent back to back (most land in one block), then their receipts."""
+    nonce = w3.eth.get_transaction_count(acct.address, "pending")
+    hashes = [w3.eth.send_raw_transaction(sign_call(acct.key, devnet.chain_id, nonce + i,
+                                                    devnet.contract_address("Notary"), anchor_data(os.urandom(32))))
+              for i in range(n)]
+    return [w3.eth.wait_for_transaction_receipt(h, timeout=30, poll_latency=0.05) for h in hashes]
+
+
+def test_block_receipts_are_the_transaction_receipts_by_number_and_hash(devnet: Devnet, w3: Any, acct: Any) -> None:
+    sent = _send_anchors(devnet, w3, acct, 4)
+    for height in sorted({r["blockNumber"] for r in sent}):
+        block = w3.eth.get_block(height)
+        by_number = w3.eth.get_block_receipts(height)
+        assert [r["transactionHash"] for r in by_number] == block["transactions"]
+        assert by_number == [w3.eth.get_transaction_receipt(h) for h in block["transactions"]]
+        assert w3.eth.get_block_receipts(block["hash"]) == by_number
+        # the node's JSON: each entry is eth_getTransactionReceipt's answer, byte for byte
+        raw = devnet.post({"jsonrpc": "2.0", "id": 1, "method": "eth_getBlockReceipts", "params": [hex(height)]})
+        singles = [devnet.post({"jsonrpc": "2.0", "id": 1, "method": "eth_getTransactionReceipt",
+                                "params": [h.to_0x_hex()]}) for h in block["transactions"]]
+        assert raw.content == b'{"jsonrpc":"2.0","id":1,"result":[' + b",".join(
+            s.content[len(b'{"jsonrpc":"2.0","id":1,"result":'):-1] for s in singles) + b"]}"
+    mine = {r["transactionHash"] for r in sent}
+    assert mine <= {r["transactionHash"] for h in {r["blockNumber"] for r in sent} for r in w3.eth.get_block_receipts(h)}
+
+
+@pytest.mark.parametrize("tag", ["latest", "safe", "finalized", "pending"])
+def test_block_receipts_by_tag_are_the_finalized_heads(devnet: Devnet, w3: Any, acct: Any, tag: str) -> None:
+    for _ in range(5):  # a new block may land between the reads: then try again
+        (receipt,) = _send_anchors(devnet, w3, acct, 1)
+        got = w3.eth.get_block_receipts(tag)
+        if w3.eth.block_number == receipt["blockNumber"]:
+            assert receipt in got
+            assert got == w3.eth.get_block_receipts(receipt["blockNumber"])
+            return
+    pytest.fail(f"the head moved on during each of 5 tries to read {tag!r} receipts")
+
+
+def test_block_receipts_of_a_block_without_transactions_and_of_an_unknown_block(devnet: Devnet, w3: Any) -> None:
+    assert w3.eth.get_block_receipts("earliest") == []  # genesis has no transactions
+    assert devnet.rpc("eth_getBlockReceipts", hex(w3.eth.block_number + 1000)) is None
+    assert devnet.rpc("eth_getBlockReceipts", "0x" + os.urandom(32).hex()) is None
+    with pytest.raises(BlockNotFound):  # web3.py turns the null into BlockNotFound, as for get_block
+        w3.eth.get_block_receipts(w3.eth.block_number + 1000)
+    with pytest.raises(BlockNotFound):
+        w3.eth.get_block_receipts("0x" + os.urandom(32).hex())
+
+
+@pytest.mark.parametrize("params, message", [
+    ([], "missing parameter"), (["latest", "latest"], "1 parameter"), (["0xzz"], "block number"),
+    (["0x" + "zz" * 32], "block hash"), ([{"blockHash": "0x" + "00" * 32}], "object form"), ([True], "block number"),
+])
+def test_block_receipts_with_malformed_params_are_invalid_params(devnet: Devnet, w3: Any, params: list[Any],
+                                                                 message: str) -> None:
+    answer = devnet.call("eth_getBlockReceipts", *params)
+    assert answer["error"]["code"] == -32602 and message in answer["error"]["message"], answer
+    if len(params) == 1 and isinstance(params[0], str):  # (web3.py would send True as 0x1)
+        with pytest.raises(Web3RPCError, match=message):
+            w3.eth.get_block_receipts(params[0])
