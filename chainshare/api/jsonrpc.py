@@ -54,13 +54,17 @@ LOOP_METHODS = frozenset({
     "eth_mining", "eth_accounts", "eth_blockNumber", "eth_gasPrice", "eth_maxPriorityFeePerGas",
     "eth_sendRawTransaction", "eth_getTransactionCount",
 })
-# Methods whose single request loads at most one block: run on the API's light thread. (Not
-# eth_getBlockReceipts: it does the work of up to max_block_txs receipt reads, which as a batch of
-# eth_getTransactionReceipt run on the workers under api.max_cpu_ms_per_s; so does it.)
+# Methods whose single request loads at most one block and renders at most one transaction or receipt: run
+# on the API's light thread, which has no CPU share (``is_light_request``). Not eth_getBlockReceipts: it does
+# the work of up to max_block_txs receipt reads, which as a batch of eth_getTransactionReceipt run on the
+# workers under api.max_cpu_ms_per_s; so does it.
 LIGHT_METHODS = frozenset({
-    "web3_sha3", "eth_getBalance", "eth_getCode", "eth_getStorageAt", "eth_getBlockByNumber", "eth_getBlockByHash",
-    "eth_getBlockTransactionCountByNumber", "eth_getTransactionByHash", "eth_getTransactionReceipt",
+    "web3_sha3", "eth_getBalance", "eth_getCode", "eth_getStorageAt", "eth_getBlockTransactionCountByNumber",
+    "eth_getTransactionByHash", "eth_getTransactionReceipt",
 })
+# Block reads: light with transaction hashes only. With full transactions (params[1] true) one decodes and
+# renders up to max_block_txs transactions, the work of a batch of eth_getTransactionByHash: on the workers.
+BLOCK_READ_METHODS = frozenset({"eth_getBlockByNumber", "eth_getBlockByHash"})
 # Methods that change the node: their small result is returned even past max_response_bytes (a
 # read's result is replaced by -32005 there), so a client always learns what was done.
 WRITE_METHODS = frozenset({"eth_sendRawTransaction"})
@@ -257,8 +261,19 @@ class JsonRpc:
 
     @staticmethod
     def is_light_request(req: Any) -> bool:
-        """A single request that loads at most one block."""
-        return isinstance(req, dict) and req.get("method") in LIGHT_METHODS
+        """A single request that loads at most one block and renders at most one transaction or receipt (a
+        block read only without full transactions): it may run on the light thread, outside the CPU share."""
+        if not isinstance(req, dict):
+            return False
+        method = req.get("method")
+        if method in LIGHT_METHODS:
+            return True
+        if method not in BLOCK_READ_METHODS:
+            return False
+        params = req.get("params", [])
+        # light when fullTransactions is absent, null or false (the hash-only view): not for true, nor for a
+        # malformed flag (refused anyway, wherever it runs)
+        return isinstance(params, list) and (len(params) < 2 or params[1] is None or params[1] is False)
 
     # -- transport-level handling ---------------------------------------------------------
     def handle_body(self, body: bytes) -> bytes | None:

@@ -21,7 +21,7 @@ from chainshare.api.joint import create_joint_router
 from chainshare.api.jsonrpc import JsonRpc, parse_data
 from chainshare.api.limits import ApiWorkers, WorkBudget
 from chainshare.api.sharing import create_sharing_router
-from chainshare.api.views import hx, view_block, view_qc, view_receipt, view_transaction
+from chainshare.api.views import hx, view_block, view_bundle_receipt, view_qc, view_transaction
 from chainshare.errors import ChainshareError, InvalidInput, NotFound, RateLimited
 from chainshare.execution.contracts.membership import (
     get_agency,
@@ -32,7 +32,7 @@ from chainshare.execution.contracts.membership import (
 )
 from chainshare.ledger.finality import decode_finality_proof
 from chainshare.ledger.merkle import compute_inclusion_proof
-from chainshare.ledger.txs import decode_transaction, peek_type_and_to
+from chainshare.ledger.txs import decode_transaction
 from chainshare.logs import log_event
 from chainshare.node import Node
 
@@ -158,17 +158,15 @@ def create_rest_app(node: Node, rpc: JsonRpc, workers: ApiWorkers) -> FastAPI:
         return await workers.run(_block_transactions, block_id)
 
     def _block_transactions(block_id: str) -> dict[str, Any]:
+        """Each transaction as eth_getTransactionByHash shows it, with its receipt as eth_getTransactionReceipt
+        shows it."""
         h = _block_height(block_id)
-        block = node.chain.get_block(h)
-        receipts = node.chain.get_receipts(h)
-        senders = node.chain.get_senders(h)
-        items = []
-        for i, raw in enumerate(block.transactions):
-            tx = decode_transaction(raw, node.chain_id)
-            t, to = peek_type_and_to(raw)
-            items.append({"transaction": view_transaction(tx, block, i),
-                          "receipt": view_receipt(block, receipts, i, senders[i], tx.hash, to, t)})
-        return {"height": h, "items": items}
+        bundle = node.chain.get_bundle(h)
+        block = bundle.block
+        return {"height": h, "items": [
+            {"transaction": view_transaction(decode_transaction(raw, node.chain_id, bundle.tx_hashes[i]), block, i),
+             "receipt": view_bundle_receipt(bundle, i)}
+            for i, raw in enumerate(block.transactions)]}
 
     @app.get("/genesis", summary="The genesis document this node was started from")
     async def genesis() -> Any:

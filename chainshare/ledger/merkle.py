@@ -21,7 +21,7 @@ ROOT_PREFIX = b"\x02"
 
 def hash_leaf(leaf: bytes) -> bytes:
     """keccak(0x00 || leaf)."""
-    return _hash_leaves((leaf,))[0]
+    return hash_leaves((leaf,))[0]
 
 
 def hash_children(left: bytes, right: bytes) -> bytes:
@@ -31,8 +31,8 @@ def hash_children(left: bytes, right: bytes) -> bytes:
 
 # The domain separation of leaves and nodes is written here only; the batch forms hash a whole
 # tree level in one call (a block's transactions and receipts).
-def _hash_leaves(leaves: Sequence[bytes]) -> list[bytes]:
-    """``hash_leaf`` of each of ``leaves``, in order."""
+def hash_leaves(leaves: Sequence[bytes]) -> list[bytes]:
+    """``hash_leaf`` of each of ``leaves``, in order (a block's leaves in one call)."""
     return keccak256_each([LEAF_PREFIX + x for x in leaves])
 
 
@@ -69,7 +69,7 @@ def compute_root(leaves: Sequence[bytes]) -> bytes:
     """The Merkle root of ``leaves`` (raw leaf bytes, not yet hashed), binding their count."""
     if not leaves:
         return EMPTY_KECCAK
-    return _bind_size(len(leaves), _root_of_hashes(_hash_leaves(leaves)))
+    return _bind_size(len(leaves), _root_of_hashes(hash_leaves(leaves)))
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ class InclusionProof:
 
 def compute_inclusion_proof(leaves: Sequence[bytes], index: int) -> InclusionProof:
     """The audit path of leaf ``index`` (RFC 6962 section 2.1.1)."""
-    return compute_inclusion_proof_of_hashes(_hash_leaves(leaves), index)
+    return compute_inclusion_proof_of_hashes(hash_leaves(leaves), index)
 
 
 def compute_inclusion_proof_of_hashes(leaf_hashes: Sequence[bytes], index: int) -> InclusionProof:

@@ -15,6 +15,7 @@ from chainshare.explorer.indexer.decode import decode_call, decode_event
 from chainshare.explorer.indexer.rows import compute_block_rows
 from chainshare.explorer.indexer.source import SourceError, parse_raw_block, parse_validator_sets
 from chainshare.explorer.indexer.verify import FetchedBlock, find_validator_set, verify_block
+from chainshare.ledger.merkle import compute_inclusion_proof_of_hashes, verify_inclusion_proof
 
 ALICE = account("alice")
 VALS = [validator(f"v{i}", "Agency A") for i in range(4)]
@@ -88,6 +89,19 @@ def test_rows_decode_calls_and_events(chain: Chain) -> None:
     assert rows.txs[0]["sender"] == ALICE.address and len(rows.logs) == 2
     assert [e.event for e in rows.events] == ["Anchored", "Anchored"]
     assert rows.events[0].args == {"digest": "0x" + "01" * 32, "by": "0x" + ALICE.address.hex()}
+
+
+def test_rows_leaf_hashes_prove_each_transaction_and_receipt_under_the_header_roots(chain: Chain) -> None:
+    fetched = _fetched(chain, 2)
+    rows = compute_block_rows(fetched, GSET, GENESIS.chain_id)
+    header = fetched.block.header
+    for column, leaves, root in (("tx_leaf_hashes", list(fetched.block.transactions), header.tx_root),
+                                 ("receipt_leaf_hashes", [r.encode() for r in fetched.receipts], header.receipts_root)):
+        stored = rows.block[column]
+        hashes = [stored[i:i + 32] for i in range(0, len(stored), 32)]
+        assert len(stored) == 32 * len(leaves) == 64
+        for i, leaf in enumerate(leaves):
+            assert verify_inclusion_proof(leaf, compute_inclusion_proof_of_hashes(hashes, i), root)
 
 
 def test_decoders_never_raise_on_garbage() -> None:

@@ -16,6 +16,7 @@ from chainshare.ledger.merkle import (
     compute_root,
     hash_children,
     hash_leaf,
+    hash_leaves,
     verify_inclusion_proof,
 )
 
@@ -104,6 +105,12 @@ def test_small_trees_have_the_rfc6962_shape() -> None:
 def test_root_matches_the_reference_mth(n: int) -> None:
     leaves = leaves_of(n)
     assert compute_root(leaves) == ref_root(leaves)
+
+
+def test_hash_leaves_hashes_each_leaf_in_order() -> None:
+    leaves = [b"", b"a", b"\x00" * 40, b"a"]
+    assert hash_leaves(leaves) == [ref_keccak(b"\x00" + x) for x in leaves] == [hash_leaf(x) for x in leaves]
+    assert hash_leaves([]) == []
 
 
 def test_leaf_and_node_hashes_are_domain_separated() -> None:

@@ -14,7 +14,7 @@ from chainshare.execution.contracts.membership import ValidatorSet
 from chainshare.explorer.db.schema import compute_log_seq, compute_tx_seq
 from chainshare.explorer.indexer.decode import decode_call, decode_event, dumps, get_registry
 from chainshare.explorer.indexer.verify import FetchedBlock
-from chainshare.ledger.merkle import hash_leaf
+from chainshare.ledger.merkle import hash_leaves
 from chainshare.ledger.txs import decode_transaction
 
 
@@ -52,8 +52,8 @@ def compute_block_rows(fetched: FetchedBlock, vs: ValidatorSet | None, chain_id:
         "epoch": vs.epoch if vs is not None else -1, "tx_root": h.tx_root, "receipts_root": h.receipts_root, "state_root": h.state_root,
         "header": h.encode(), "qc": qc.encode() if qc else None,
         "qc_signers": dumps(qc.signer_indices()) if qc else None, "size_bytes": len(block.encode()),
-        "tx_leaf_hashes": b"".join(hash_leaf(t) for t in block.transactions),
-        "receipt_leaf_hashes": b"".join(hash_leaf(r.encode()) for r in receipts)})
+        "tx_leaf_hashes": b"".join(hash_leaves(block.transactions)),
+        "receipt_leaf_hashes": b"".join(hash_leaves([r.encode() for r in receipts]))})
     for i, (raw, receipt) in enumerate(zip(block.transactions, receipts, strict=True)):
         tx = decode_transaction(raw, chain_id)
         seq = compute_tx_seq(h.height, i)
