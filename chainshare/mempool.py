@@ -102,7 +102,7 @@ class Mempool:
                  is_included: Callable[[bytes], int | None],
                  recently_included: Callable[[bytes], int | None] | None = None,
                  dry_run: Callable[[Transaction], bool] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, index_raw: bool = False) -> None:
         self._runtime = runtime
         self._chain_id = chain_id
         self._limits = limits
@@ -111,6 +111,8 @@ class Mempool:
         self._dry_run = dry_run
         self._clock = clock
         self._by_hash: dict[bytes, Transaction] = {}
+        # With ``index_raw`` (a replica re-executing others' blocks): the same transactions by their raw bytes.
+        self._by_raw: dict[bytes, Transaction] | None = {} if index_raw else None
         self._by_sender: dict[bytes, dict[int, Transaction]] = {}
         self._admitted_at: dict[bytes, float] = {}
         self._records: set[bytes] = set()  # hashes of pending system records
@@ -139,6 +141,11 @@ class Mempool:
 
     def get(self, tx_hash: bytes) -> Transaction | None:
         return self._by_hash.get(tx_hash)
+
+    def get_by_raw(self, raw: bytes) -> Transaction | None:
+        """The pending transaction whose raw bytes are exactly ``raw`` (its hash is not computed); always
+        None unless made with ``index_raw``."""
+        return self._by_raw.get(raw) if self._by_raw is not None else None
 
     def is_system_record(self, tx: Transaction) -> bool:
         """Whether ``tx`` calls one of ``SYSTEM_RECORD_CALLS`` (by target and selector)."""
@@ -264,6 +271,8 @@ class Mempool:
             self._drop(victim)
         held = self._sender_bytes.get(tx.sender, 0)
         self._by_hash[tx.hash] = tx
+        if self._by_raw is not None:
+            self._by_raw[tx.raw] = tx
         self._by_sender.setdefault(tx.sender, {})[tx.nonce] = tx
         self._admitted_at[tx.hash] = self._clock()
         self._sender_bytes[tx.sender] = held + size
@@ -411,6 +420,8 @@ class Mempool:
         under it (its leaving then opens no gap in the sender's executable run)."""
         if self._by_hash.pop(tx.hash, None) is None:
             return
+        if self._by_raw is not None:
+            del self._by_raw[tx.raw]
         self._admitted_at.pop(tx.hash, None)
         self._records.discard(tx.hash)
         self._total_bytes -= len(tx.raw)

@@ -89,13 +89,16 @@ class Node:
         self.upgrade_required: UpgradeRequired | None = None  # set once: halted before a version it lacks
         self._runtime_at: tuple[int, Runtime] | None = None  # (head height, runtime of the next block)
         self.key = key
+        sets = get_validator_sets(self.chain.state)
+        validators = select_validator_set(sets, self.chain.head_height + 1).validators
+        self.multi_validator = len(validators) > 1 or len(sets) > 1
         m = cfg.mempool
         self.mempool = Mempool(_NextBlockRules(self), self.chain_id,  # type: ignore[arg-type]  # duck-typed
                                MempoolLimits(m.max_per_sender, m.max_total, m.max_nonce_gap, m.max_sender_bytes,
                                              m.max_total_bytes, m.queued_ttl_s, m.reserved_percent,
                                              m.busy_backlog_ms / 1000, m.busy_min_pending),
                                self._included_height, self.chain.get_recent_tx_height,
-                               dry_run=self._is_dry_run_ok)
+                               dry_run=self._is_dry_run_ok, index_raw=self.multi_validator)
         self.started_at = time.time()
         self.client_version = CLIENT_VERSION
         self._wake = asyncio.Event()
@@ -108,9 +111,6 @@ class Node:
         self.sharing: Any = None  # the data plane, attached with the P2P transport
         # Called on the event loop after blocks were finalized (e.g. the websocket publisher).
         self.finalized_listeners: list[Callable[[], None]] = []
-        sets = get_validator_sets(self.chain.state)
-        validators = select_validator_set(sets, self.chain.head_height + 1).validators
-        self.multi_validator = len(validators) > 1 or len(sets) > 1
         if not self.multi_validator and validators[0]["bls_public_key"] != key.public_key:
             raise ConfigError("this node's validator key is not the key of this chain's single validator")
         if self.multi_validator and not cfg.p2p.listen_port:

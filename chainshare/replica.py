@@ -537,7 +537,7 @@ class Replica:
                 return False
             executed = apply_block(get_runtime_at(reader, block.height), reader, parent.header,
                                    self.accumulator_for(parent_hash), block, chain_id=self.node.chain_id,
-                                   known_transaction=self.node.mempool.get)
+                                   known_transaction=self.node.mempool.get_by_raw)
         except (ConsensusError, KeyError, ChainshareError) as exc:
             self.stats["invalid_blocks"] += 1
             log_event(log, logging.WARNING, "block failed validation", height=block.height,

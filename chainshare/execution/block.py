@@ -10,7 +10,6 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from chainshare.crypto.hashing import keccak256
 from chainshare.errors import ConsensusError, DecodeError, ExecutionFailed, InvalidTransaction
 from chainshare.execution.contracts.membership import (
     compute_validator_set_hash,
@@ -134,8 +133,9 @@ def apply_block(runtime: Runtime, parent: StateReader, parent_header: Header, pa
                 known_transaction: Callable[[bytes], Transaction | None] | None = None) -> ExecutedBlock:
     """Re-execute ``block`` on ``parent``; raises ConsensusError unless every header field matches.
 
-    ``known_transaction(hash)`` may return a transaction this node already verified (its mempool):
-    its sender is then not recovered again, as long as its raw bytes are identical."""
+    ``known_transaction(raw)`` may return a transaction this node already verified (its mempool), looked
+    up by its exact raw bytes: its sender and hash are then not computed again (identical bytes are the
+    same transaction; nothing the leader says about a transaction is trusted)."""
     h = block.header
     if h.parent_hash != parent_header.hash or h.height != parent_header.height + 1:
         raise ConsensusError(f"block {h.height} does not extend block {parent_header.height}")
@@ -163,13 +163,10 @@ def apply_block(runtime: Runtime, parent: StateReader, parent_header: Header, pa
 
 def _known_or_decode(raw: bytes, chain_id: int,
                      known: Callable[[bytes], Transaction | None] | None) -> Transaction:
-    if known is None:
-        return decode_transaction(raw, chain_id)
-    tx_hash = keccak256(raw)
-    tx = known(tx_hash)
+    tx = known(raw) if known is not None else None
     if tx is not None and tx.raw == raw and tx.chain_id == chain_id:
         return tx
-    return decode_transaction(raw, chain_id, tx_hash)
+    return decode_transaction(raw, chain_id)
 
 
 def _assemble(state: StateView, parent: StateReader, parent_header: Header, parent_accumulator: int,

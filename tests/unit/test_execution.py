@@ -370,6 +370,31 @@ def test_apply_block_on_another_state_view_reaches_the_identical_block(ledger: L
     assert stacked.block.header == executed.block.header
 
 
+def test_apply_block_reuses_a_known_transaction_only_for_its_exact_raw_bytes(ledger: Ledger) -> None:
+    """The mempool shortcut (a transaction looked up by its raw bytes) re-executes to the same block as
+    decoding every transaction; a lookup that answers another transaction is not believed."""
+    executed, parent_state = _block_with_txs(ledger)
+    raws = executed.block.transactions
+    known = {r: decode_transaction(bytes(r), 4242) for r in raws}  # equal bytes, other objects
+    asked: list[bytes] = []
+
+    def lookup(raw: bytes) -> Any:
+        asked.append(raw)
+        return known.get(raw)
+
+    def lying(raw: bytes) -> Any:
+        return known[raws[0]]  # always the first transaction, whatever is asked
+
+    slow = _reapply(ledger, parent_state, executed.block)
+    for fn in (lookup, lying):
+        fast = apply_block(ledger.runtime, DictReader(dict(parent_state)), ledger.parent_header, ledger.accumulator,
+                           executed.block, chain_id=4242, known_transaction=fn)
+        assert fast.block.header == slow.block.header and fast.receipts == slow.receipts
+        assert fast.senders == slow.senders and fast.tx_hashes == slow.tx_hashes
+        assert fast.state_changes == slow.state_changes and fast.accumulator == slow.accumulator
+    assert asked == list(raws)
+
+
 def test_header_roots_commit_to_transactions_and_receipts(ledger: Ledger) -> None:
     executed, _ = _block_with_txs(ledger)
     h = executed.block.header

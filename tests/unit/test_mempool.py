@@ -55,7 +55,8 @@ def record_delivery(acct: Account, nonce: int, grant: int = 1) -> bytes:
 
 
 class Pool:
-    def __init__(self, limits: MempoolLimits | None = None, dry_run: bool | None = None) -> None:
+    def __init__(self, limits: MempoolLimits | None = None, dry_run: bool | None = None,
+                 index_raw: bool = False) -> None:
         self.ledger = Ledger(GENESIS)
         self.included: dict[bytes, int] = {}
         self.now = 1000.0
@@ -66,7 +67,8 @@ class Pool:
             return bool(dry_run)
 
         self.pool = Mempool(self.ledger.runtime, GENESIS.chain_id, limits or MempoolLimits(), self.included.get,
-                            dry_run=run if dry_run is not None else None, clock=lambda: self.now)
+                            dry_run=run if dry_run is not None else None, clock=lambda: self.now,
+                            index_raw=index_raw)
 
     @property
     def state(self) -> DictReader:
@@ -93,6 +95,21 @@ class Pool:
 @pytest.fixture
 def pool() -> Pool:
     return Pool()
+
+
+def test_pending_transaction_is_found_by_its_exact_raw_bytes_until_it_leaves() -> None:
+    pool = Pool(index_raw=True)
+    raws = [anchor(ALICE, 0), anchor(ALICE, 1)]
+    txs = [pool.add(raw) for raw in raws]
+    assert [pool.pool.get_by_raw(bytes(bytearray(raw))) for raw in raws] == txs  # equal bytes, another object
+    assert pool.pool.get_by_raw(anchor(ALICE, 2)) is None and pool.pool.get_by_raw(raws[0][:-1]) is None
+    pool.commit(raws[:1])
+    assert pool.pool.get_by_raw(raws[0]) is None and pool.pool.get_by_raw(raws[1]) is txs[1]
+    pool.pool.remove(txs[1:])
+    assert pool.pool.get_by_raw(raws[1]) is None and len(pool.pool) == 0
+    unindexed = Pool()
+    unindexed.add(raws[0])
+    assert unindexed.pool.get_by_raw(raws[0]) is None  # made without index_raw: never found by its bytes
 
 
 def test_admitted_transaction_is_pending_with_its_recovered_sender(pool: Pool) -> None:
