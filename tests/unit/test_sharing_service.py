@@ -883,26 +883,33 @@ def test_a_delivery_the_owner_cannot_record_is_a_security_event_and_releases_no_
     assert failed and all(r.levelno == logging.ERROR for r in failed)
 
 
+async def start_fetch_held_at_the_record(net: Net, dataset: Path, out: Path) -> asyncio.Future[Any]:
+    """Publish ``dataset``, grant B a read and start B's fetch into ``out``; return once every chunk was
+    sent and the owner is recording the delivery, which it holds for 30 s (the key is not released)."""
+    dataset_id = await net.publish(dataset)
+    grant_id = await net.grant(B, dataset_id, "read")
+    recorded = asyncio.Event()
+    honest = net.owner._record_delivery
+
+    async def slow_record(*args: Any) -> bytes:
+        recorded.set()
+        await asyncio.sleep(30)
+        return await honest(*args)
+
+    net.owner._record_delivery = slow_record  # type: ignore[method-assign]
+    fetch = asyncio.ensure_future(net.requester.fetch(dataset_id, out, grant_id=grant_id))
+    await asyncio.wait_for(recorded.wait(), 10)
+    return fetch
+
+
 def test_a_fetch_cancelled_before_the_record_is_final_leaves_nothing(pki: Pki, tmp_path: Path,
                                                                      dataset: Path) -> None:
     """A fetch cancelled (client gone, node stopping) after every chunk arrived but before the owner's
     record is final leaves neither plaintext at its destination nor ciphertext in the spool."""
     async def scenario() -> None:
         async with network(pki, tmp_path) as net:
-            dataset_id = await net.publish(dataset)
-            grant_id = await net.grant(B, dataset_id, "read")
-            recorded = asyncio.Event()
-            honest = net.owner._record_delivery
-
-            async def slow_record(*args: Any) -> bytes:
-                recorded.set()
-                await asyncio.sleep(30)
-                return await honest(*args)
-
-            net.owner._record_delivery = slow_record  # type: ignore[method-assign]
             out = tmp_path / "cancelled.csv"
-            fetch = asyncio.ensure_future(net.requester.fetch(dataset_id, out, grant_id=grant_id))
-            await asyncio.wait_for(recorded.wait(), 10)
+            fetch = await start_fetch_held_at_the_record(net, dataset, out)
             await wait_until(lambda: _requester_spool(net) != [], what="the spooled ciphertext")
             fetch.cancel()
             with pytest.raises(asyncio.CancelledError):
@@ -918,20 +925,8 @@ def test_a_fetch_in_flight_when_the_requesters_node_stops_is_unavailable_not_a_r
     DeliveryFailed (502: the owner failed); nothing of the delivery is kept."""
     async def scenario() -> None:
         async with network(pki, tmp_path) as net:
-            dataset_id = await net.publish(dataset)
-            grant_id = await net.grant(B, dataset_id, "read")
-            recorded = asyncio.Event()
-            honest = net.owner._record_delivery
-
-            async def slow_record(*args: Any) -> bytes:
-                recorded.set()
-                await asyncio.sleep(30)
-                return await honest(*args)
-
-            net.owner._record_delivery = slow_record  # type: ignore[method-assign]
             out = tmp_path / "stopped.csv"
-            fetch = asyncio.ensure_future(net.requester.fetch(dataset_id, out, grant_id=grant_id))
-            await asyncio.wait_for(recorded.wait(), 10)
+            fetch = await start_fetch_held_at_the_record(net, dataset, out)
             await net.requester.close()
             with pytest.raises(SharingUnavailable, match="shutting down") as refused:
                 await asyncio.wait_for(fetch, 10)
