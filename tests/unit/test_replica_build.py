@@ -1,6 +1,7 @@
 """The replica's proposer: a transaction whose execution raised instead of reverting (ExecutionFailed) leaves
 its mempool, so that the next view does not offer it again; transactions judged invalid against a parent that
-is not yet final (a later nonce of the same sender, say) stay for the mempool's pruning to decide."""
+is not yet final (a later nonce of the same sender, say) stay for the mempool's pruning to decide. A
+multi-validator node's mempool finds a proposal's transactions by their raw bytes."""
 
 from __future__ import annotations
 
@@ -81,3 +82,29 @@ def test_only_a_transaction_whose_execution_raised_leaves_the_mempool(monkeypatc
     r._executor.shutdown()
     assert [decode_transaction(raw, GENESIS.chain_id).hash for raw in built.event.block.transactions] == [bob0.hash]
     assert r.node.mempool.removed == [alice0]  # alice1 (a nonce after it) stays
+
+
+@pytest.mark.parametrize("validators", [1, 4])
+def test_only_a_multi_validator_node_indexes_its_mempool_by_raw_bytes(validators: int) -> None:
+    """A replica re-executing others' blocks finds their transactions by raw bytes; a single validator, which
+    only executes its own blocks, keeps no such index (``get_by_raw`` answers None)."""
+    from dataclasses import replace
+
+    from chainshare.config import NodeConfig
+    from chainshare.ledger.store import MemoryStore
+    from chainshare.node import Node, ValidatorKey
+
+    vals = [validator(f"v{i}", "Agency A") for i in range(validators)]
+    genesis = make_genesis([("Agency A", [ALICE.address]), ("Agency B", [BOB.address])], vals)
+    cfg = NodeConfig()
+    if validators > 1:
+        cfg = replace(cfg, p2p=replace(cfg.p2p, listen_port=30333))
+    node = Node(cfg, genesis, MemoryStore(), ValidatorKey(vals[0].secret_key, vals[0].public_key))
+    try:
+        raw = sign_call(ALICE, NOTARY, call_data("anchor(bytes32)", b"\x22" * 32), 0)
+        node.submit_raw_transaction(raw)
+        pending = node.mempool.get_by_raw(raw)
+        assert node.multi_validator is (validators > 1)
+        assert (pending is not None and pending.raw == raw) if validators > 1 else pending is None
+    finally:
+        node.close()
