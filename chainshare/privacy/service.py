@@ -241,7 +241,9 @@ class JointService:
         if len(outcomes) != 1:
             raise JointAborted(f"the owners of joint job {job_id} answered different results", reason="inconsistent")
         outcome, result_json = outcomes.pop()
-        final = self.read_job(job_id)
+        # An owner answers once the job's completion is final on its own node; this node may commit that
+        # block a network hop later (it learns of the QC after them), so wait for it here too.
+        final = await self._wait_status(job_id, "completed")
         # What the owners answered must be what they all signed on chain.
         expected = keccak256(result_json) if outcome == "released" else bytes(32)
         if final.status != "completed" or final.outcome != outcome or final.result_hash != expected:

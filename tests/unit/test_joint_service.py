@@ -146,3 +146,60 @@ def test_an_owner_refuses_a_start_that_does_not_match_the_job_on_its_chain() -> 
         asyncio.run(start("Agency A", "node2", 1, "x" * 20_000))
     with pytest.raises(NotFound):
         asyncio.run(start("Agency A", "node2", 2, query_text))
+
+
+# -- the requester: the owners' answer is checked against its own chain, once that chain has it -----------------
+
+def test_the_requester_waits_for_its_own_node_to_finalize_the_completion_the_owners_answered(
+        monkeypatch: Any) -> None:
+    """The owners answer once the job's completion is final on their nodes; the requester's node may commit
+    that block a moment later. The requester waits for it (it used to compare at once and report the answer
+    as not matching the chain), and still refuses an answer that differs from the chain's record."""
+    from dataclasses import replace
+
+    import pytest
+
+    from chainshare.crypto.hashing import keccak256
+    from chainshare.privacy import service as service_module
+    from chainshare.privacy.service import JointAborted, JointJob
+
+    result = b'{"count": 3}'
+    running = JointJob("Statistics Office", (1, 3), (1, 2), ("Agency A", "Agency B"), b"\x01" * 32, 500_000,
+                       "running", "", "", bytes(32), (), 0)
+    completed = replace(running, status="completed", outcome="released", result_hash=keccak256(result))
+    monkeypatch.setattr(service_module, "parse_joint_query", lambda query, schemas: SimpleQuery())
+    monkeypatch.setattr(service_module, "select_grant", lambda *args: SimpleGrant())
+    monkeypatch.setattr(service_module, "compute_joint_query_hash", lambda jq: b"\x01" * 32)
+
+    async def query(answered: bytes, lag_reads: int) -> dict[str, Any]:
+        service = JointService(OwnerSharing(None, "Statistics Office"), phase_timeout=2)
+        reads = iter([running] * (1 + lag_reads) + [completed] * 1000)  # 1: the read at creation
+
+        async def record(fn: str, *args: Any, min_gas: int = 0) -> bytes:
+            return (7).to_bytes(32, "big")
+
+        async def ask_owner(owner: str, body: list[Any]) -> Any:
+            return ["released", answered]
+
+        service._schemas = lambda ids: []  # type: ignore[method-assign]
+        service._record = record  # type: ignore[method-assign]
+        service._ask_owner = ask_owner  # type: ignore[method-assign]
+        service.read_job = lambda job_id: next(reads)  # type: ignore[method-assign]
+        return await service.run_joint_query([1, 3], {"select": [{"fn": "count"}], "epsilon": 0.5})
+
+    out = asyncio.run(query(result, lag_reads=3))
+    assert out["job_id"] == 7 and out["status"] == "completed" and out["result"] == {"count": 3}
+    with pytest.raises(JointAborted, match="does not match its on-chain record"):
+        asyncio.run(query(b'{"count": 4}', lag_reads=0))
+
+
+class SimpleGrant:
+    id = 1
+
+
+class SimpleQuery:
+    class query:  # noqa: N801 - the attribute the service reads
+        epsilon_micro = 500_000
+
+    def to_json(self) -> dict[str, Any]:
+        return {"select": [{"fn": "count"}]}
