@@ -471,12 +471,20 @@ class JsonRpc:
             raise InvalidInput("block: the object form ({blockHash}/{blockNumber}) is not supported; pass the "
                                "number, a tag or the block hash itself")
         if isinstance(block, str) and len(block) == 66:
-            try:
-                return self.node.chain.get_height_by_hash(parse_data(block, "block hash", 32))
-            except NotFound:
-                return None
-        h = self._height(block)
+            return self._height_of_hash(parse_data(block, "block hash", 32))
+        return self._height_if_known(block)
+
+    def _height_if_known(self, tag: Any) -> int | None:
+        """The height ``tag`` names (as ``_height`` reads it) if this node has that block yet, else None."""
+        h = self._height(tag)
         return h if h <= self.node.chain.head_height else None
+
+    def _height_of_hash(self, block_hash: bytes) -> int | None:
+        """The height of the block with this hash, or None if this node has no such block."""
+        try:
+            return self.node.chain.get_height_by_hash(block_hash)
+        except NotFound:
+            return None
 
     def _latest_only(self, tag: Any, what: str) -> None:
         if tag in (None, "latest", "safe", "finalized", "pending"):
@@ -525,18 +533,16 @@ class JsonRpc:
         return self.node.chain.get_block(h)
 
     def eth_get_block_by_number(self, p: list[Any], b: WorkBudget) -> dict[str, Any] | None:
-        h = self._height(_param(p, 0, "block"))
+        h = self._height_if_known(_param(p, 0, "block"))
         full = _param_bool(p, 1, "fullTransactions")
-        if h > self.node.chain.head_height:
+        if h is None:
             return None
         return self._view_block(h, full, b, "eth_getBlockByNumber")
 
     def eth_get_block_by_hash(self, p: list[Any], b: WorkBudget) -> dict[str, Any] | None:
-        bh = parse_data(_param(p, 0, "blockHash"), "blockHash", 32)
+        h = self._height_of_hash(parse_data(_param(p, 0, "blockHash"), "blockHash", 32))
         full = _param_bool(p, 1, "fullTransactions")
-        try:
-            h = self.node.chain.get_height_by_hash(bh)
-        except NotFound:
+        if h is None:
             return None
         return self._view_block(h, full, b, "eth_getBlockByHash")
 
